@@ -1,0 +1,48 @@
+# Two commands for a newcomer: `make run` and `make test`. Everything else is detail.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8443
+
+.PHONY: venv run test lint typecheck unit certs bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+certs/tls.crt: | venv
+	$(BIN)/eip-guard certs --out certs --dns eip-guard.eip-guard.svc --dns localhost --ip 127.0.0.1 >/dev/null
+
+certs: certs/tls.crt
+
+run: venv certs
+	@echo "Serving the webhook on https://$(HOST):$(PORT) from examples/cluster.yaml"
+	@echo "In another terminal, send the two example AdmissionReviews:"
+	@echo "  for f in examples/review-bad.json examples/review-good.json; do curl -s --cacert certs/ca.crt -H 'Content-Type: application/json' --data @\$$f https://localhost:$(PORT)/validate-eip; echo; done"
+	$(BIN)/eip-guard serve --cluster examples/cluster.yaml --tls-cert-file certs/tls.crt --tls-key-file certs/tls.key --host $(HOST) --port $(PORT)
+
+lint: venv
+	$(BIN)/ruff check app tests bench
+	$(BIN)/ruff format --check app tests bench
+	$(BIN)/lint-imports
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+bench: venv
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

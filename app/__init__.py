@@ -1,0 +1,3 @@
+"""eip-guard: keeps OpenELB Eips out of the can_reach/lo trap."""
+
+__version__ = "0.1.0"

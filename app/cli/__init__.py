@@ -1,0 +1,1 @@
+"""The eip-guard command line."""

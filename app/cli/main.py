@@ -1,0 +1,49 @@
+"""`eip-guard`: the command line. Each subcommand lives in a module of its own.
+
+Exit codes: 0 allowed / clean, 1 denied / violations found, 2 bad input or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from types import ModuleType
+
+from app import __version__
+from app.cli import check_cmd
+from app.sources.files import InputError
+
+EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
+
+COMMANDS: tuple[ModuleType, ...] = (check_cmd,)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"eip-guard: {message}\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="eip-guard", description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--version", action="version", version=f"eip-guard {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for module in COMMANDS:
+        module.register(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except InputError as exc:
+        print(f"eip-guard: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

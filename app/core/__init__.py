@@ -1,0 +1,1 @@
+"""The pure core: address model, inventory, rules. No I/O lives here."""

@@ -1,0 +1,265 @@
+"""The one address model of eip-guard: Eip addresses, plain IPs, CIDRs and interval indexes.
+
+Every caller (webhook, CLI, agent, live inventory) parses through here, so admission and
+runtime can never disagree about what an address means (MetalLB's lesson).
+
+Addresses become integer *keys*: an IPv4 address is its 32-bit value, an IPv6 address is
+its 128-bit value plus ``V6_OFFSET``. Both families then live on one number line without
+ever touching, so an interval of one family can never overlap one of the other.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+V6_OFFSET = 1 << 32
+_DIGITS = frozenset("0123456789")
+
+T = TypeVar("T")
+
+
+class AddressError(ValueError):
+    """An address string that eip-guard (and OpenELB) does not accept, with the reason."""
+
+
+def parse_ip(text: str) -> IP:
+    """Parse one plain IP, as strictly as OpenELB's Go parser and a little stricter.
+
+    Rejected: whitespace, zone IDs (``fe80::1%eth0``), leading-zero IPv4 octets and
+    IPv4-mapped IPv6 (Go silently turns ``::ffff:1.2.3.4`` into IPv4; we make the admin
+    write the IPv4 form so both sides agree).
+    """
+    if text == "":
+        raise AddressError("empty address")
+    if text != text.strip() or any(c.isspace() for c in text):
+        raise AddressError(f"{text!r} contains whitespace")
+    if "%" in text:
+        raise AddressError(f"{text!r} has a zone ID; zone IDs are not allowed")
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        raise AddressError(f"{text!r} is not an IP address") from None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        raise AddressError(f"{text!r} is an IPv4-mapped IPv6 address; write {ip.ipv4_mapped}")
+    return ip
+
+
+def ip_key(ip: IP) -> int:
+    """The position of ``ip`` on the shared number line (see the module docstring)."""
+    return int(ip) if ip.version == 4 else int(ip) + V6_OFFSET
+
+
+def key_ip(key: int) -> IP:
+    """The inverse of :func:`ip_key`."""
+    if key < V6_OFFSET:
+        return ipaddress.IPv4Address(key)
+    return ipaddress.IPv6Address(key - V6_OFFSET)
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """An inclusive range of addresses of one family: a pool, a CIDR, or a single IP."""
+
+    first: int  # key of the first address
+    last: int  # key of the last address (inclusive, as OpenELB counts)
+    prefix: int | None = None  # set when the span came from CIDR notation
+
+    @property
+    def version(self) -> int:
+        return 4 if self.first < V6_OFFSET else 6
+
+    @property
+    def size(self) -> int:
+        return self.last - self.first + 1
+
+    @property
+    def first_ip(self) -> IP:
+        return key_ip(self.first)
+
+    @property
+    def last_ip(self) -> IP:
+        return key_ip(self.last)
+
+    def contains(self, key: int) -> bool:
+        return self.first <= key <= self.last
+
+    def overlaps(self, other: Span) -> bool:
+        return self.first <= other.last and other.first <= self.last
+
+    def __str__(self) -> str:
+        if self.prefix is not None:
+            return f"{self.first_ip}/{self.prefix}"
+        if self.first == self.last:
+            return str(self.first_ip)
+        return f"{self.first_ip}-{self.last_ip}"
+
+    @classmethod
+    def of_ip(cls, ip: IP) -> Span:
+        key = ip_key(ip)
+        return cls(key, key)
+
+    @classmethod
+    def of_network(cls, net: Network) -> Span:
+        first = ip_key(net.network_address)
+        return cls(first, first + net.num_addresses - 1, net.prefixlen)
+
+
+def parse_cidr(text: str) -> Span:
+    """``ip/prefix`` with a decimal prefix only (no netmask notation); host bits allowed.
+
+    ``192.168.0.1/24`` is the pool 192.168.0.0-192.168.0.255, as OpenELB reads it.
+    """
+    ip_text, _, prefix_text = text.partition("/")
+    ip = parse_ip(ip_text)
+    if prefix_text == "" or not set(prefix_text) <= _DIGITS:
+        raise AddressError(f"{text!r} needs a decimal prefix length after '/'")
+    if len(prefix_text) > 1 and prefix_text[0] == "0":
+        raise AddressError(f"{text!r} has a prefix length with a leading zero")
+    prefix = int(prefix_text)
+    if prefix > ip.max_prefixlen:
+        raise AddressError(f"{text!r} has a prefix longer than {ip.max_prefixlen}")
+    net = ipaddress.ip_network(f"{ip}/{prefix}", strict=False)
+    return Span.of_network(net)
+
+
+def parse_range(text: str) -> Span:
+    """``a-b``: split at the first ``-``; both ends plain IPs of one family, ``a <= b``."""
+    left, _, right = text.partition("-")
+    first, last = parse_ip(left), parse_ip(right)
+    if first.version != last.version:
+        raise AddressError(f"{text!r} mixes IPv{first.version} and IPv{last.version}")
+    if int(first) > int(last):
+        raise AddressError(f"{text!r} is reversed: {first} comes after {last}")
+    return Span(ip_key(first), ip_key(last))
+
+
+def parse_eip_address(text: str) -> Span:
+    """Parse an Eip ``spec.address``: a single IP, a CIDR, or an ``a-b`` range."""
+    if "-" in text:
+        return parse_range(text)
+    if "/" in text:
+        return parse_cidr(text)
+    return Span.of_ip(parse_ip(text))
+
+
+def parse_ip_or_cidr(text: str) -> Span:
+    """A plain IP or a CIDR: what Kubernetes objects carry in pod CIDRs, ServiceCIDRs, etc."""
+    return parse_cidr(text) if "/" in text else Span.of_ip(parse_ip(text))
+
+
+def parse_ip_with_prefix(text: str) -> tuple[IP, Span]:
+    """``10.0.0.5/24`` as Calico annotates a node: the address and its connected subnet."""
+    ip_text, _, _ = text.partition("/")
+    return parse_ip(ip_text), parse_cidr(text)
+
+
+@dataclass(frozen=True, slots=True)
+class _Segment(Generic[T]):
+    first: int
+    last: int
+    items: tuple[T, ...]
+
+
+class IntervalIndex(Generic[T]):
+    """An immutable index of (span, item) pairs answering stabbing and overlap queries.
+
+    The spans are cut into disjoint elementary segments, each listing the items that
+    cover it, so "which items contain x" is one binary search and "which items overlap
+    [a, b]" is one binary search plus the segments in between. Spans of one category
+    rarely nest (pools must not overlap, pod CIDRs are disjoint), so the cut costs little;
+    identical spans (10,000 nodes on one subnet) share one segment.
+    """
+
+    __slots__ = ("_firsts", "_segments", "_size")
+
+    def __init__(self, pairs: Iterable[tuple[Span, T]]) -> None:
+        by_span: dict[tuple[int, int], list[T]] = {}
+        for span, item in pairs:
+            by_span.setdefault((span.first, span.last), []).append(item)
+        self._size = sum(len(v) for v in by_span.values())
+        # Sweep over boundaries: a span opens at `first` and closes after `last`.
+        opens: dict[int, list[tuple[int, int]]] = {}
+        closes: dict[int, list[tuple[int, int]]] = {}
+        for key in by_span:
+            opens.setdefault(key[0], []).append(key)
+            closes.setdefault(key[1] + 1, []).append(key)
+        active: dict[tuple[int, int], None] = {}
+        segments: list[_Segment[T]] = []
+        bounds = sorted(opens.keys() | closes.keys())
+        for i, point in enumerate(bounds):
+            for key in closes.get(point, ()):
+                del active[key]
+            for key in opens.get(point, ()):
+                active[key] = None
+            if active and i + 1 < len(bounds):
+                items = tuple(item for key in active for item in by_span[key])
+                segments.append(_Segment(point, bounds[i + 1] - 1, items))
+        self._segments = segments
+        self._firsts = [s.first for s in segments]
+
+    def __len__(self) -> int:
+        return self._size
+
+    def all(self) -> tuple[T, ...]:
+        """Every item, once each, in address order of its first segment."""
+        return tuple(self.overlapping(Span(0, V6_OFFSET + (1 << 128))))
+
+    def containing(self, key: int) -> tuple[T, ...]:
+        """Every item whose span contains the address ``key``."""
+        i = bisect_right(self._firsts, key) - 1
+        if i >= 0 and self._segments[i].last >= key:
+            return self._segments[i].items
+        return ()
+
+    def overlapping(self, span: Span) -> Iterator[T]:
+        """Every item whose span shares at least one address with ``span``, once each."""
+        i = max(bisect_right(self._firsts, span.first) - 1, 0)
+        seen: set[int] = set()
+        segments = self._segments
+        while i < len(segments) and segments[i].first <= span.last:
+            seg = segments[i]
+            if seg.last >= span.first:
+                for item in seg.items:
+                    if id(item) not in seen:
+                        seen.add(id(item))
+                        yield item
+            i += 1
+
+
+class PointIndex(Generic[T]):
+    """An immutable index of (address key, item) pairs: exact lookups and range scans."""
+
+    __slots__ = ("_by_key", "_keys")
+
+    def __init__(self, pairs: Iterable[tuple[int, T]]) -> None:
+        by_key: dict[int, list[T]] = {}
+        for key, item in pairs:
+            by_key.setdefault(key, []).append(item)
+        self._by_key = {k: tuple(v) for k, v in by_key.items()}
+        self._keys = sorted(self._by_key)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def at(self, key: int) -> tuple[T, ...]:
+        return self._by_key.get(key, ())
+
+    def within(self, span: Span) -> Iterator[tuple[int, T]]:
+        """Every (key, item) with ``span.first <= key <= span.last``, in address order."""
+        lo = bisect_left(self._keys, span.first)
+        hi = bisect_right(self._keys, span.last)
+        for key in self._keys[lo:hi]:
+            for item in self._by_key[key]:
+                yield key, item
+
+    def next_at_or_after(self, key: int) -> int | None:
+        """The smallest indexed key ``>= key``, or None."""
+        i = bisect_left(self._keys, key)
+        return self._keys[i] if i < len(self._keys) else None

@@ -1,0 +1,82 @@
+"""The Eip as the rules see it, parsed once from a plain Kubernetes object (a dict)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from app.core.addresses import AddressError, Span, parse_eip_address
+from app.core.interfaces import InterfaceSpec, parse_interface
+
+GROUP = "network.kubesphere.io"
+VERSIONS = ("v1alpha2", "v1alpha1")
+DEFAULT_EIP_ANNOTATION = "eip.openelb.kubesphere.io/is-default-eip"
+ALLOW_RULES_ANNOTATION = "eip-guard.io/allow-rules"
+PROTOCOLS = ("bgp", "layer2", "vip")
+
+
+def is_eip(obj: Mapping[str, Any]) -> bool:
+    api_version = obj.get("apiVersion")
+    return (
+        obj.get("kind") == "Eip"
+        and isinstance(api_version, str)
+        and api_version.partition("/")[0] == GROUP
+    )
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+@dataclass(frozen=True, slots=True)
+class Eip:
+    name: str
+    address_text: str
+    address: Span | None  # None when the address does not parse
+    address_error: str  # why it does not parse, else ""
+    protocol: str  # "bgp" when empty, as OpenELB defaults
+    interface_text: str
+    interface: InterfaceSpec
+    is_default: bool
+    allow_rules: tuple[str, ...]  # rule ids from the eip-guard.io/allow-rules annotation
+    used: tuple[str, ...]  # status.used keys: the IPs the speaker announces
+    disabled: bool
+
+    @property
+    def speaks_layer2(self) -> bool:
+        """Whether the speaker resolves ``spec.interface`` for this Eip."""
+        return self.protocol in ("layer2", "vip")
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> Eip:
+        meta = _mapping(obj.get("metadata"))
+        spec = _mapping(obj.get("spec"))
+        status = _mapping(obj.get("status"))
+        annotations = _mapping(meta.get("annotations"))
+        address_text = _str(spec.get("address"))
+        try:
+            address: Span | None = parse_eip_address(address_text)
+            error = ""
+        except AddressError as exc:
+            address, error = None, str(exc)
+        interface_text = _str(spec.get("interface"))
+        allow = _str(annotations.get(ALLOW_RULES_ANNOTATION))
+        used = _mapping(status.get("used"))
+        return cls(
+            name=_str(meta.get("name")),
+            address_text=address_text,
+            address=address,
+            address_error=error,
+            protocol=_str(spec.get("protocol")) or "bgp",
+            interface_text=interface_text,
+            interface=parse_interface(interface_text),
+            is_default=_str(annotations.get(DEFAULT_EIP_ANNOTATION)) == "true",
+            allow_rules=tuple(r.strip() for r in allow.split(",") if r.strip()),
+            used=tuple(str(k) for k in used),
+            disabled=spec.get("disable") is True,
+        )

@@ -1,0 +1,47 @@
+"""Facts about a cluster: which addresses are taken, by what, and where we read that."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from app.core.addresses import Span
+
+
+class FactKind(enum.Enum):
+    NODE_IP = "node address"
+    NODE_SUBNET = "node subnet"
+    NODE_GATEWAY = "node gateway"
+    POD_CIDR = "pod CIDR"
+    KUBE_VIP_VIP = "kube-vip VIP"
+    KUBE_VIP_POOL = "kube-vip-cloud-provider pool"
+    SERVICE_IP = "Service IP"
+    SERVICE_CIDR = "ServiceCIDR"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a fact was read: enough for a message to send the admin to the right object."""
+
+    kind: str
+    namespace: str
+    name: str
+    field: str
+
+    @property
+    def object_ref(self) -> str:
+        return (
+            f"{self.kind} {self.namespace}/{self.name}"
+            if self.namespace
+            else (f"{self.kind} {self.name}")
+        )
+
+    def __str__(self) -> str:
+        return f"{self.object_ref} ({self.field})"
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    kind: FactKind
+    span: Span
+    source: Source

@@ -1,0 +1,62 @@
+"""The one parser of an Eip ``spec.interface``, mirroring OpenELB's speaker (``ParseInterface``).
+
+No ``:`` means a NIC name. ``can_reach:<IP>`` names an IP whose route picks the NIC. Any
+other ``x:y`` form is an error to OpenELB, so it is one here. Nothing is trimmed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.core.addresses import IP, AddressError, parse_ip
+
+CAN_REACH_PREFIX = "can_reach:"
+
+
+@dataclass(frozen=True, slots=True)
+class NoInterface:
+    """``spec.interface`` is empty or absent."""
+
+
+@dataclass(frozen=True, slots=True)
+class NicName:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class CanReach:
+    ip: IP
+
+    def __str__(self) -> str:
+        return f"{CAN_REACH_PREFIX}{self.ip}"
+
+
+@dataclass(frozen=True, slots=True)
+class BadInterface:
+    """A value OpenELB's speaker rejects; ``reason`` says why in words an admin acts on."""
+
+    reason: str
+
+
+InterfaceSpec = NoInterface | NicName | CanReach | BadInterface
+
+
+def parse_interface(text: str | None) -> InterfaceSpec:
+    if not text:
+        return NoInterface()
+    if ":" not in text:
+        return NicName(text)
+    prefix, _, value = text.partition(":")
+    if prefix != "can_reach":
+        return BadInterface(
+            f"the prefix {prefix + ':'!r} is not supported; OpenELB only understands "
+            f"'can_reach:<IP>' (a NIC name cannot contain ':')"
+        )
+    if value == "":
+        return BadInterface("'can_reach:' needs one plain IP after the colon")
+    if "/" in value:
+        return BadInterface(f"{value!r} is a CIDR; 'can_reach:' takes one plain IP")
+    try:
+        return CanReach(parse_ip(value))
+    except AddressError as exc:
+        return BadInterface(f"'can_reach:' takes one plain IP: {exc}")

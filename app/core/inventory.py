@@ -1,0 +1,399 @@
+"""Cluster facts from plain Kubernetes objects, in two pure steps.
+
+``extract(obj)`` turns one object into what the rules need of it (an :class:`Extract`),
+so a live watcher can keep one small extract per object instead of whole objects.
+``assemble(extracts)`` joins extracts into an immutable :class:`Inventory` with indexes;
+it resolves kube-vip values that point at ConfigMaps or DNS names (DNS through a
+resolver passed in, so the core itself never touches the network).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from app.core.addresses import (
+    AddressError,
+    IntervalIndex,
+    PointIndex,
+    Span,
+    parse_eip_address,
+    parse_ip,
+    parse_ip_or_cidr,
+    parse_ip_with_prefix,
+)
+from app.core.eips import Eip, is_eip
+from app.core.facts import Fact, FactKind, Source
+from app.core.interfaces import CanReach
+
+NODE_REPORT_ANNOTATION = "eip-guard.io/network"
+CALICO_ANNOTATIONS = ("projectcalico.org/IPv4Address", "projectcalico.org/IPv6Address")
+FLANNEL_ANNOTATION = "flannel.alpha.coreos.com/public-ip"
+KUBE_VIP_LB_ANNOTATION = "kube-vip.io/loadbalancerIPs"
+OPENELB_IP_ANNOTATION = "eip.openelb.kubesphere.io/v1alpha1"
+KUBE_VIP_ENV = ("address", "vip_address")
+
+Resolver = Callable[[str], list[str]]
+"""Resolves a DNS name to IP strings; raises OSError (or returns []) when it cannot."""
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    kube_vip_configmap: tuple[str, str] = ("kube-system", "kubevip")
+
+
+@dataclass(frozen=True, slots=True)
+class VipValue:
+    """A kube-vip env value that assemble must finish: a DNS name or a ConfigMap key."""
+
+    source: Source
+    text: str = ""  # literal value (IPs already became facts; what is left are names)
+    configmap: tuple[str, str, str] | None = None  # (namespace, name, key)
+
+
+@dataclass(frozen=True, slots=True)
+class Extract:
+    facts: tuple[Fact, ...] = ()
+    eip: Eip | None = None
+    vip_values: tuple[VipValue, ...] = ()
+    configmap: tuple[str, str, Mapping[str, str]] | None = None  # (namespace, name, data)
+    notes: tuple[str, ...] = ()  # what an admin should know: values we could not read
+
+
+EMPTY = Extract()
+DEFAULT_OPTIONS = Options()
+
+
+def _m(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _l(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _s(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _source(obj: Mapping[str, Any], kind: str, fld: str) -> Source:
+    meta = _m(obj.get("metadata"))
+    return Source(kind, _s(meta.get("namespace")), _s(meta.get("name")), fld)
+
+
+class _Builder:
+    """Collects the facts of one object; unreadable values become notes, never errors."""
+
+    def __init__(self, obj: Mapping[str, Any], kind: str) -> None:
+        self.obj, self.kind = obj, kind
+        self.facts: list[Fact] = []
+        self.notes: list[str] = []
+
+    def add(self, fact_kind: FactKind, text: Any, fld: str, *, quiet: bool = False) -> None:
+        source = _source(self.obj, self.kind, fld)
+        try:
+            span = parse_ip_or_cidr(_s(text))
+        except AddressError as exc:
+            if not quiet:
+                self.notes.append(f"{source}: ignored {text!r}: {exc}")
+            return
+        self.facts.append(Fact(fact_kind, span, source))
+
+    def add_span(self, fact_kind: FactKind, span: Span, fld: str) -> None:
+        self.facts.append(Fact(fact_kind, span, _source(self.obj, self.kind, fld)))
+
+    def done(self, **extra: Any) -> Extract:
+        return Extract(facts=tuple(self.facts), notes=tuple(self.notes), **extra)
+
+
+def _node(obj: Mapping[str, Any]) -> Extract:
+    b = _Builder(obj, "Node")
+    status, spec = _m(obj.get("status")), _m(obj.get("spec"))
+    annotations = _m(_m(obj.get("metadata")).get("annotations"))
+    for addr in _l(status.get("addresses")):
+        addr_type, value = _s(_m(addr).get("type")), _s(_m(addr).get("address"))
+        if addr_type in ("InternalIP", "ExternalIP"):
+            b.add(FactKind.NODE_IP, value, f"status.addresses {addr_type}")
+        elif addr_type == "Hostname":  # a hostname is only a fact when it is an IP
+            b.add(FactKind.NODE_IP, value, "status.addresses Hostname", quiet=True)
+    cidrs = _l(spec.get("podCIDRs")) or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
+    for cidr in cidrs:
+        b.add(FactKind.POD_CIDR, cidr, "spec.podCIDRs")
+    if FLANNEL_ANNOTATION in annotations:
+        b.add(FactKind.NODE_IP, annotations[FLANNEL_ANNOTATION], f"annotation {FLANNEL_ANNOTATION}")
+    for key in CALICO_ANNOTATIONS:
+        if key in annotations:
+            fld = f"annotation {key}"
+            try:
+                ip, subnet = parse_ip_with_prefix(_s(annotations[key]))
+            except AddressError as exc:
+                b.notes.append(f"{_source(obj, 'Node', fld)}: ignored: {exc}")
+                continue
+            b.add_span(FactKind.NODE_IP, Span.of_ip(ip), fld)
+            b.add_span(FactKind.NODE_SUBNET, subnet, fld)
+    if NODE_REPORT_ANNOTATION in annotations:
+        _node_report(b, annotations[NODE_REPORT_ANNOTATION])
+    return b.done()
+
+
+def _node_report(b: _Builder, text: Any) -> None:
+    """The eip-guard agent's report: every NIC address is bound here, and its subnet is known."""
+    fld = f"annotation {NODE_REPORT_ANNOTATION}"
+    try:
+        report = _m(json.loads(_s(text)))
+    except ValueError:
+        b.notes.append(f"{_source(b.obj, 'Node', fld)}: ignored: not JSON")
+        return
+    for nic in _l(report.get("interfaces")):
+        for addr in _l(_m(nic).get("addresses")):
+            try:
+                ip, subnet = parse_ip_with_prefix(_s(addr))
+            except AddressError:
+                continue
+            b.add_span(FactKind.NODE_IP, Span.of_ip(ip), fld)
+            if subnet.size > 1 and not ip.is_link_local and not ip.is_loopback:
+                b.add_span(FactKind.NODE_SUBNET, subnet, fld)
+    for gateway in _l(report.get("gateways")):
+        b.add(FactKind.NODE_GATEWAY, gateway, fld, quiet=True)
+
+
+def _service(obj: Mapping[str, Any]) -> Extract:
+    b = _Builder(obj, "Service")
+    spec, status = _m(obj.get("spec")), _m(obj.get("status"))
+    annotations = _m(_m(obj.get("metadata")).get("annotations"))
+    cluster_ips = _l(spec.get("clusterIPs")) or [spec.get("clusterIP")]
+    for ip in cluster_ips:
+        if ip and ip != "None":  # headless Services have no IP
+            b.add(FactKind.SERVICE_IP, ip, "spec.clusterIPs")
+    for ip in _l(spec.get("externalIPs")):
+        b.add(FactKind.SERVICE_IP, ip, "spec.externalIPs")
+    if spec.get("loadBalancerIP"):
+        b.add(FactKind.SERVICE_IP, spec["loadBalancerIP"], "spec.loadBalancerIP")
+    for ingress in _l(_m(status.get("loadBalancer")).get("ingress")):
+        if _m(ingress).get("ip"):
+            b.add(FactKind.SERVICE_IP, ingress["ip"], "status.loadBalancer.ingress.ip")
+    for ip in (p.strip() for p in _s(annotations.get(KUBE_VIP_LB_ANNOTATION)).split(",")):
+        if ip and ip != "0.0.0.0":  # 0.0.0.0 asks kube-vip for DHCP: no address yet
+            b.add(FactKind.SERVICE_IP, ip, f"annotation {KUBE_VIP_LB_ANNOTATION}")
+    if annotations.get(OPENELB_IP_ANNOTATION):
+        b.add(
+            FactKind.SERVICE_IP,
+            annotations[OPENELB_IP_ANNOTATION],
+            f"annotation {OPENELB_IP_ANNOTATION}",
+        )
+    return b.done()
+
+
+def _service_cidr(obj: Mapping[str, Any]) -> Extract:
+    b = _Builder(obj, "ServiceCIDR")
+    for cidr in _l(_m(obj.get("spec")).get("cidrs")):
+        b.add(FactKind.SERVICE_CIDR, cidr, "spec.cidrs")
+    return b.done()
+
+
+def _pod_spec(obj: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
+    spec = _m(obj.get("spec"))
+    return spec if kind == "Pod" else _m(_m(spec.get("template")).get("spec"))
+
+
+def _kube_vip(obj: Mapping[str, Any], kind: str) -> Extract:
+    """VIPs from the env of kube-vip containers (static pod, DaemonSet or Deployment)."""
+    b = _Builder(obj, kind)
+    pending: list[VipValue] = []
+    for container in map(_m, _l(_pod_spec(obj, kind).get("containers"))):
+        if "kube-vip" not in _s(container.get("image")):
+            continue
+        for env in map(_m, _l(container.get("env"))):
+            name = _s(env.get("name"))
+            if name not in KUBE_VIP_ENV:
+                continue
+            fld = f"container {_s(container.get('name'))} env {name}"
+            source = _source(obj, kind, fld)
+            ref = _m(_m(env.get("valueFrom")).get("configMapKeyRef"))
+            if ref:
+                ns = _s(_m(obj.get("metadata")).get("namespace"))
+                cm = (ns, _s(ref.get("name")), _s(ref.get("key")))
+                pending.append(VipValue(source, configmap=cm))
+            else:
+                pending.extend(_vip_text(b, _s(env.get("value")), source))
+    return b.done(vip_values=tuple(pending))
+
+
+def _vip_text(b: _Builder, value: str, source: Source) -> list[VipValue]:
+    """A kube-vip ``address``: comma list of IPs or DNS names; IPs become facts now."""
+    names = []
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        try:
+            b.facts.append(Fact(FactKind.KUBE_VIP_VIP, Span.of_ip(parse_ip(part)), source))
+        except AddressError:
+            names.append(VipValue(source, text=part))
+    return names
+
+
+def _configmap(obj: Mapping[str, Any], options: Options) -> Extract:
+    meta = _m(obj.get("metadata"))
+    ns, name = _s(meta.get("namespace")), _s(meta.get("name"))
+    data = {k: v for k, v in _m(obj.get("data")).items() if isinstance(v, str)}
+    b = _Builder(obj, "ConfigMap")
+    if (ns, name) == options.kube_vip_configmap:
+        for key, value in sorted(data.items()):
+            if not key.startswith(("cidr-", "range-")):
+                continue
+            for part in value.split(","):
+                try:
+                    span = parse_eip_address(part)
+                except AddressError as exc:
+                    b.notes.append(f"ConfigMap {ns}/{name} (data.{key}): ignored {part!r}: {exc}")
+                    continue
+                b.add_span(FactKind.KUBE_VIP_POOL, span, f"data.{key}")
+    return b.done(configmap=(ns, name, MappingProxyType(data)))
+
+
+def extract(obj: Mapping[str, Any], options: Options = DEFAULT_OPTIONS) -> Extract:
+    """What the rules need of one Kubernetes object; EMPTY for kinds that carry nothing."""
+    kind = obj.get("kind")
+    if is_eip(obj):
+        return Extract(eip=Eip.from_object(obj))
+    if kind == "Node":
+        return _node(obj)
+    if kind == "Service":
+        return _service(obj)
+    if kind == "ServiceCIDR":
+        return _service_cidr(obj)
+    if kind in ("Pod", "DaemonSet", "Deployment"):
+        return _kube_vip(obj, kind)
+    if kind == "ConfigMap":
+        return _configmap(obj, options)
+    return EMPTY
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """Everything the rules know about a cluster; immutable, swapped whole when it changes."""
+
+    eips: Mapping[str, Eip] = field(default_factory=dict)
+    eip_pools: IntervalIndex[Eip] = field(default_factory=lambda: IntervalIndex(()))
+    can_reach_ips: PointIndex[Eip] = field(default_factory=lambda: PointIndex(()))
+    default_eips: tuple[str, ...] = ()
+    points: Mapping[FactKind, PointIndex[Fact]] = field(default_factory=dict)
+    spans: Mapping[FactKind, IntervalIndex[Fact]] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # values we could not read, for the logs
+    gaps: tuple[str, ...] = ()  # facts we could not learn (unresolved kube-vip names)
+
+    def at(self, kind: FactKind, key: int) -> tuple[Fact, ...]:
+        """Facts of ``kind`` naming exactly this address (single IPs)."""
+        index = self.points.get(kind)
+        return index.at(key) if index is not None else ()
+
+    def containing(self, kind: FactKind, key: int) -> tuple[Fact, ...]:
+        """Facts of ``kind`` whose range (CIDR, pool, subnet) contains this address."""
+        index = self.spans.get(kind)
+        return index.containing(key) if index is not None else ()
+
+    def matching(self, kind: FactKind, key: int) -> tuple[Fact, ...]:
+        return self.at(kind, key) + self.containing(kind, key)
+
+    def count(self, kind: FactKind) -> int:
+        return len(self.points.get(kind) or ()) + len(self.spans.get(kind) or ())
+
+    @property
+    def fact_count(self) -> int:
+        return sum(self.count(k) for k in FactKind) + len(self.eips)
+
+
+def _resolve_vips(
+    values: Iterable[VipValue],
+    configmaps: Mapping[tuple[str, str], Mapping[str, str]],
+    resolve: Resolver | None,
+) -> tuple[list[Fact], list[str]]:
+    """kube-vip values that need another object or DNS; returns facts and gaps."""
+    facts: list[Fact] = []
+    notes: list[str] = []
+    for value in values:
+        if value.configmap is not None:
+            ns, name, key = value.configmap
+            text = configmaps.get((ns, name), {}).get(key)
+            if text is None:
+                notes.append(f"{value.source}: ConfigMap {ns}/{name} key {key!r} not found")
+                continue
+            b = _Builder({}, value.source.kind)
+            names = _vip_text(b, text, value.source)
+            facts.extend(b.facts)
+        else:
+            names = [value]
+        for pending in names:
+            ips: list[str] = []
+            if resolve is not None:
+                try:
+                    ips = resolve(pending.text)
+                except OSError:
+                    ips = []
+            if not ips:
+                notes.append(
+                    f"{pending.source}: could not resolve {pending.text!r}; "
+                    "that kube-vip VIP is not checked"
+                )
+            for ip in ips:
+                try:
+                    span = Span.of_ip(parse_ip(ip))
+                except AddressError:
+                    continue
+                facts.append(Fact(FactKind.KUBE_VIP_VIP, span, pending.source))
+    return facts, notes
+
+
+def assemble(extracts: Iterable[Extract], resolve: Resolver | None = None) -> Inventory:
+    """Join extracts into an indexed, immutable inventory."""
+    facts: list[Fact] = []
+    eips: dict[str, Eip] = {}
+    vip_values: list[VipValue] = []
+    configmaps: dict[tuple[str, str], Mapping[str, str]] = {}
+    notes: list[str] = []
+    for ex in extracts:
+        facts.extend(ex.facts)
+        notes.extend(ex.notes)
+        vip_values.extend(ex.vip_values)
+        if ex.eip is not None:
+            eips[ex.eip.name] = ex.eip
+        if ex.configmap is not None:
+            configmaps[ex.configmap[0], ex.configmap[1]] = ex.configmap[2]
+    more, gaps = _resolve_vips(vip_values, configmaps, resolve)
+    facts.extend(more)
+
+    point_pairs: dict[FactKind, list[tuple[int, Fact]]] = {}
+    span_pairs: dict[FactKind, list[tuple[Span, Fact]]] = {}
+    for fact in facts:
+        if fact.span.size == 1 and fact.span.prefix is None:
+            point_pairs.setdefault(fact.kind, []).append((fact.span.first, fact))
+        else:
+            span_pairs.setdefault(fact.kind, []).append((fact.span, fact))
+    return Inventory(
+        eips=MappingProxyType(eips),
+        eip_pools=IntervalIndex((e.address, e) for e in eips.values() if e.address is not None),
+        can_reach_ips=PointIndex(
+            (_ip_key_of(e.interface), e) for e in eips.values() if isinstance(e.interface, CanReach)
+        ),
+        default_eips=tuple(sorted(name for name, e in eips.items() if e.is_default)),
+        points=MappingProxyType({k: PointIndex(v) for k, v in point_pairs.items()}),
+        spans=MappingProxyType({k: IntervalIndex(v) for k, v in span_pairs.items()}),
+        notes=tuple(notes),
+        gaps=tuple(gaps),
+    )
+
+
+def _ip_key_of(spec: CanReach) -> int:
+    return Span.of_ip(spec.ip).first
+
+
+def build(
+    objects: Iterable[Mapping[str, Any]],
+    options: Options = DEFAULT_OPTIONS,
+    resolve: Resolver | None = None,
+) -> Inventory:
+    """The whole path for a snapshot: objects in, inventory out."""
+    return assemble((extract(o, options) for o in objects), resolve)

@@ -1,0 +1,379 @@
+"""Every rule of eip-guard, in one place, as pure functions of (Eip, old Eip, inventory).
+
+``check`` is the one judgement used by the webhook, ``eip-guard check``, ``audit`` and the
+agent: on UPDATE the candidate replaces its namesake, so the old version of the Eip under
+review never conflicts with the new one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from app.core.addresses import IP, Span, key_ip
+from app.core.eips import ALLOW_RULES_ANNOTATION, DEFAULT_EIP_ANNOTATION, Eip
+from app.core.facts import Fact, FactKind
+from app.core.interfaces import BadInterface, CanReach, NoInterface
+from app.core.inventory import Inventory
+from app.core.verdict import Action, Operation, Policy, Verdict, Violation
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    denies_when: str  # one line, for the README and `eip-guard rules`
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("can-reach-syntax", "the interface has an `x:y` form that is not `can_reach:<one IP>`"),
+    Rule(
+        "can-reach-special", "the IP is loopback, unspecified, multicast, link-local or broadcast"
+    ),
+    Rule("can-reach-node-ip", "the IP is an address of a Node"),
+    Rule("can-reach-in-eip", "the IP lies in an Eip pool (any protocol, this Eip included)"),
+    Rule(
+        "can-reach-kube-vip", "the IP is a kube-vip VIP or lies in a kube-vip-cloud-provider pool"
+    ),
+    Rule("can-reach-service-ip", "the IP is a Service IP or lies in a ServiceCIDR"),
+    Rule("can-reach-pod-cidr", "the IP lies in a Node's pod CIDR"),
+    Rule("eip-covers-can-reach", "the pool contains the `can_reach` IP of another Eip"),
+    Rule("address-syntax", "`spec.address` is not a single IP, a CIDR or an `a-b` range"),
+    Rule("address-overlap", "the pool overlaps another Eip's pool"),
+    Rule("interface-required", "protocol is layer2 or vip and `spec.interface` is empty"),
+    Rule("default-eip-unique", "another Eip is already the default Eip"),
+    Rule("address-immutable", "an UPDATE changes `spec.address`"),
+)
+RULE_IDS = frozenset(r.id for r in RULES)
+
+LO_TRAP = (
+    "an IP bound on a node makes 'ip route get' answer 'lo', so OpenELB's speaker "
+    "loses its NIC at its next restart"
+)
+LO_TRAP_SENTENCE = LO_TRAP[0].upper() + LO_TRAP[1:] + "."
+INTERFACE = "spec.interface"
+ADDRESS = "spec.address"
+DEFAULT_POLICY = Policy()
+MAX_NAMED = 3  # conflicting objects named in one message; the rest are counted
+
+
+# --- can_reach conflicts: shared by the rules and by the suggestion search ------------
+
+_CAN_REACH_FACTS: tuple[tuple[str, FactKind], ...] = (
+    ("can-reach-node-ip", FactKind.NODE_IP),
+    ("can-reach-kube-vip", FactKind.KUBE_VIP_VIP),
+    ("can-reach-kube-vip", FactKind.KUBE_VIP_POOL),
+    ("can-reach-service-ip", FactKind.SERVICE_IP),
+    ("can-reach-service-ip", FactKind.SERVICE_CIDR),
+    ("can-reach-pod-cidr", FactKind.POD_CIDR),
+)
+
+_WHY_BOUND = {
+    FactKind.NODE_IP: "the node binds it",
+    FactKind.KUBE_VIP_VIP: "kube-vip binds it on the node holding the VIP",
+    FactKind.KUBE_VIP_POOL: "kube-vip binds it once it hands it to a Service",
+    FactKind.SERVICE_IP: "kube-proxy in IPVS mode binds it on kube-ipvs0 on every node",
+    FactKind.SERVICE_CIDR: "a Service given it is bound on kube-ipvs0 on every node under IPVS",
+    FactKind.POD_CIDR: "it routes into the pod network, not to the NIC the speaker must use",
+}
+
+
+def special_kind(ip: IP) -> str | None:
+    if ip.is_loopback:
+        return "a loopback address"
+    if ip.is_unspecified:
+        return "the unspecified address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if ip.is_link_local:
+        return "a link-local address"
+    if ip.version == 4 and int(ip) == 0xFFFFFFFF:
+        return "the broadcast address"
+    return None
+
+
+def _describe(fact: Fact, key: int) -> str:
+    ip = key_ip(key)
+    where = f"{fact.source.object_ref} ({fact.source.field})"
+    if fact.span.size == 1 and fact.span.prefix is None:
+        return f"{ip} is a {fact.kind.value} of {where}"
+    return f"{ip} lies in {fact.kind.value} {fact.span} of {where}"
+
+
+def _named(items: Sequence[str]) -> str:
+    shown = "; ".join(items[:MAX_NAMED])
+    more = len(items) - MAX_NAMED
+    return shown + (f"; and {more} more" if more > 0 else "")
+
+
+def _pools_containing(key: int, candidate: Eip, inventory: Inventory) -> list[Eip]:
+    pools = [e for e in inventory.eip_pools.containing(key) if e.name != candidate.name]
+    if candidate.address is not None and candidate.address.contains(key):
+        pools.insert(0, candidate)
+    return pools
+
+
+def _is_taken(key: int, candidate: Eip, inventory: Inventory) -> int | None:
+    """None when nothing claims ``key``; else the last address of the claim, to skip past."""
+    if special_kind(key_ip(key)) is not None:
+        return key
+    last: int | None = None
+    for pool in _pools_containing(key, candidate, inventory):
+        assert pool.address is not None
+        last = max(last or key, pool.address.last)
+    for _, kind in _CAN_REACH_FACTS:
+        for fact in inventory.matching(kind, key):
+            last = max(last or key, fact.span.last)
+    return last
+
+
+def suggest(candidate: Eip, near: int | None, inventory: Inventory) -> str | None:
+    """A concrete free ``can_reach`` IP: a known gateway first, else a free subnet address."""
+    subnets = inventory.containing(FactKind.NODE_SUBNET, near) if near is not None else ()
+    if not subnets:
+        index = inventory.spans.get(FactKind.NODE_SUBNET)
+        subnets = index.all() if index is not None else ()
+    gateways = inventory.points.get(FactKind.NODE_GATEWAY)
+    for subnet in subnets[:MAX_NAMED]:
+        if gateways is not None:
+            for key, _ in gateways.within(subnet.span):
+                if _is_taken(key, candidate, inventory) is None:
+                    return str(key_ip(key))
+        key, budget = subnet.span.first + 1, 256
+        while key < subnet.span.last and budget > 0:
+            taken = _is_taken(key, candidate, inventory)
+            if taken is None:
+                return str(key_ip(key))
+            key, budget = taken + 1, budget - 1
+    return None
+
+
+def _advice(candidate: Eip, key: int | None, inventory: Inventory) -> str:
+    free = suggest(candidate, key, inventory)
+    if free is not None:
+        return f"Use an IP that nodes reach but nothing binds, e.g. can_reach:{free}."
+    return (
+        "Use an IP that nodes reach but no node, Eip pool, VIP or Service uses: "
+        "the node network's gateway is a good choice."
+    )
+
+
+# --- the rules ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    candidate: Eip
+    old: Eip | None
+    inventory: Inventory
+    operation: Operation
+
+
+def _can_reach_rules(r: Review) -> Iterator[Violation]:
+    eip = r.candidate
+    advisory = not eip.speaks_layer2
+    spec = eip.interface
+    if isinstance(spec, BadInterface):
+        yield Violation(
+            "can-reach-syntax",
+            INTERFACE,
+            eip.interface_text,
+            f"{spec.reason}. OpenELB's speaker rejects this value and announces nothing. "
+            "Write 'can_reach:<IP>' with one plain IP, or a NIC name.",
+            spec.reason,
+            advisory,
+        )
+        return
+    if not isinstance(spec, CanReach):
+        return
+    ip = spec.ip
+    key = Span.of_ip(ip).first
+    kind = special_kind(ip)
+    if kind is not None:
+        yield Violation(
+            "can-reach-special",
+            INTERFACE,
+            eip.interface_text,
+            f"{ip} is {kind}; it never routes to a NIC, so OpenELB's speaker cannot find "
+            f"one. {_advice(eip, None, r.inventory)}",
+            f"{ip} is {kind} and never routes to a NIC",
+            advisory,
+        )
+        return
+    found: dict[str, list[str]] = {}
+    pools = _pools_containing(key, eip, r.inventory)
+    if pools:
+        found["can-reach-in-eip"] = [
+            f"{ip} lies in Eip {p.name} ({p.address_text})"
+            + (", the Eip under review" if p is eip else "")
+            + "; once OpenELB assigns it to a Service, kube-proxy binds it on kube-ipvs0"
+            for p in pools
+        ]
+    for rule, fact_kind in _CAN_REACH_FACTS:
+        for fact in r.inventory.matching(fact_kind, key):
+            found.setdefault(rule, []).append(f"{_describe(fact, key)}; {_WHY_BOUND[fact_kind]}")
+    if not found:
+        return
+    advice = _advice(eip, key, r.inventory)
+    for rule, reasons in found.items():
+        yield Violation(
+            rule,
+            INTERFACE,
+            eip.interface_text,
+            f"{_named(reasons)}. {LO_TRAP_SENTENCE} {advice}",
+            reasons[0].split(";")[0],
+            advisory,
+        )
+
+
+def _address_rules(r: Review) -> Iterator[Violation]:
+    eip = r.candidate
+    if eip.address is None:
+        yield Violation(
+            "address-syntax",
+            ADDRESS,
+            eip.address_text,
+            f"invalid eip address format: {eip.address_error}. Write a single IP "
+            "(192.168.0.10), a CIDR (192.168.0.0/28) or a range (192.168.0.10-192.168.0.20).",
+            f"invalid eip address format: {eip.address_error}",
+        )
+        return
+    others = [e for e in r.inventory.eip_pools.overlapping(eip.address) if e.name != eip.name]
+    if others:
+        names = [f"Eip {o.name} ({o.address_text})" for o in others]
+        yield Violation(
+            "address-overlap",
+            ADDRESS,
+            eip.address_text,
+            f"eip address overlap with {_named(names)}; OpenELB would hand one IP to two "
+            "Services. Choose a range that no other Eip covers (both ends count).",
+            f"eip address overlap with {names[0]}",
+        )
+    covered = [
+        (k, e)
+        for k, e in r.inventory.can_reach_ips.within(eip.address)
+        if e.name != eip.name and e.speaks_layer2
+    ]
+    if covered:
+        names = [f"{key_ip(k)}, the can_reach IP of Eip {e.name}" for k, e in covered]
+        yield Violation(
+            "eip-covers-can-reach",
+            ADDRESS,
+            eip.address_text,
+            f"the pool contains {_named(names)}. Once OpenELB assigns that IP to a Service "
+            f"it is bound on every node, and {LO_TRAP}. Leave that IP out of the pool "
+            "(split the range around it) or give the other Eip another can_reach IP.",
+            f"the pool contains {names[0]}",
+        )
+
+
+def _interface_required(r: Review) -> Iterator[Violation]:
+    eip = r.candidate
+    if eip.speaks_layer2 and isinstance(eip.interface, NoInterface):
+        yield Violation(
+            "interface-required",
+            INTERFACE,
+            "",
+            "if protocol is layer2 or vip, interface should not be empty: the speaker needs "
+            "a NIC to answer ARP/NDP on. Set a NIC name or can_reach:<the node gateway IP>.",
+            "protocol layer2/vip needs spec.interface",
+        )
+
+
+def _default_unique(r: Review) -> Iterator[Violation]:
+    eip = r.candidate
+    others = [n for n in r.inventory.default_eips if n != eip.name]
+    if eip.is_default and others:
+        yield Violation(
+            "default-eip-unique",
+            f"metadata.annotations[{DEFAULT_EIP_ANNOTATION}]",
+            "true",
+            f"already exists a default EIP: {', '.join(others)}. OpenELB picks one at random "
+            "for Services that name no pool. Remove the annotation here or there.",
+            f"already exists a default EIP: {others[0]}",
+        )
+
+
+def _address_immutable(r: Review) -> Iterator[Violation]:
+    if r.old is not None and r.old.address_text != r.candidate.address_text:
+        yield Violation(
+            "address-immutable",
+            ADDRESS,
+            r.candidate.address_text,
+            f"the address field is not allowed to be modified (was {r.old.address_text!r}): "
+            "OpenELB keeps the IPs it handed out. Create a new Eip and move Services to it.",
+            "the address field is not allowed to be modified",
+        )
+
+
+RULE_FUNCTIONS: tuple[Callable[[Review], Iterable[Violation]], ...] = (
+    _address_rules,
+    _interface_required,
+    _can_reach_rules,
+    _default_unique,
+)
+
+
+def _violations(review: Review) -> list[Violation]:
+    found = [v for fn in RULE_FUNCTIONS for v in fn(review)]
+    if review.operation is Operation.UPDATE:
+        found.extend(_address_immutable(review))
+    return found
+
+
+def check(
+    candidate: Eip,
+    old: Eip | None,
+    inventory: Inventory,
+    policy: Policy = DEFAULT_POLICY,
+    operation: Operation | None = None,
+) -> Verdict:
+    """The judgement: every violation, shaped by policy, ratcheting and overrides."""
+    if operation is None:
+        operation = Operation.UPDATE if old is not None else Operation.CREATE
+    if operation is Operation.DELETE:
+        gone = old or candidate
+        if gone.used:
+            in_use = f"Eip {gone.name} still hands out {len(gone.used)} IP(s) (status.used)"
+            return Verdict(True, notes=(in_use,))
+        return Verdict(True)
+
+    found = _violations(Review(candidate, old, inventory, operation))
+    # Ratcheting: what the old object already broke, on a field left as it was, only warns.
+    before: set[tuple[str, str, str]] = set()
+    if old is not None:
+        before = {
+            (v.rule, v.field, v.value)
+            for v in _violations(Review(old, None, inventory, Operation.CREATE))
+        }
+    overrides = set(candidate.allow_rules) if policy.allow_overrides else set()
+    denied: list[Violation] = []
+    warned: list[Violation] = []
+    notes: list[str] = []
+    for v in found:
+        action = policy.action(v.rule)
+        if action is Action.OFF:
+            continue
+        if action is Action.DENY and v.advisory:
+            action = Action.WARN
+        if action is Action.DENY and (v.rule, v.field, v.value) in before:
+            action = Action.WARN
+        if action is Action.DENY and v.rule in overrides:
+            notes.append(f"eip-guard: {ALLOW_RULES_ANNOTATION} turned {v.rule} into a warning")
+            action = Action.WARN
+        (denied if action is Action.DENY else warned).append(v)
+    unknown = sorted(set(candidate.allow_rules) - RULE_IDS)
+    if unknown:
+        notes.append(f"eip-guard: unknown rule id(s) in {ALLOW_RULES_ANNOTATION}: {unknown}")
+    if candidate.allow_rules and not policy.allow_overrides:
+        notes.append(f"eip-guard: the policy does not allow {ALLOW_RULES_ANNOTATION}")
+    if isinstance(candidate.interface, CanReach) and inventory.gaps:
+        notes.append(f"eip-guard: not checked: {inventory.gaps[0]}")
+    return Verdict(not denied, tuple(denied), tuple(warned), tuple(dict.fromkeys(notes)))
+
+
+def audit(inventory: Inventory, policy: Policy = DEFAULT_POLICY) -> dict[str, Verdict]:
+    """Judge every existing Eip as if it were created now (the others stay as they are)."""
+    return {
+        name: check(eip, None, inventory, policy, Operation.CREATE)
+        for name, eip in sorted(inventory.eips.items())
+    }

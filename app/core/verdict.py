@@ -1,0 +1,81 @@
+"""What a judgement returns, and the policy that shapes it."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+WARNING_LIMIT = 120  # the API server shows warnings of this size intact (domain.md section 5)
+
+
+class Action(enum.Enum):
+    DENY = "deny"
+    WARN = "warn"
+    OFF = "off"
+
+
+class Operation(enum.Enum):
+    CREATE = "CREATE"
+    UPDATE = "UPDATE"
+    DELETE = "DELETE"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Per-rule actions (default deny) and whether the allow-rules annotation may override."""
+
+    actions: Mapping[str, Action] = field(default_factory=lambda: MappingProxyType({}))
+    allow_overrides: bool = True
+
+    def action(self, rule: str) -> Action:
+        return self.actions.get(rule, Action.DENY)
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    rule: str
+    field: str  # e.g. "spec.interface"
+    value: str  # the offending value, quoted in the message as Kubernetes does
+    detail: str  # what conflicts, why it breaks OpenELB, what to do instead
+    short: str  # one line for a kubectl warning
+    advisory: bool = False  # at most a warning (e.g. can_reach on a bgp Eip, never used)
+
+    @property
+    def message(self) -> str:
+        """Kubernetes field-error form: ``spec.interface: Invalid value: "x": detail``."""
+        return f'{self.field}: Invalid value: "{self.value}": {self.detail}'
+
+
+def clean_warning(text: str) -> str:
+    """A kubectl warning: no control characters (the API server drops those), short."""
+    text = "".join(c if c.isprintable() else " " for c in text)
+    if len(text) > WARNING_LIMIT:
+        text = text[: WARNING_LIMIT - 3].rstrip() + "..."
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    denied_by: tuple[Violation, ...] = ()
+    warned_by: tuple[Violation, ...] = ()
+    notes: tuple[str, ...] = ()  # warnings that belong to no rule
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        texts = [f"eip-guard {v.rule}: {v.short}" for v in self.warned_by] + list(self.notes)
+        return tuple(clean_warning(t) for t in texts)
+
+    @property
+    def rule_ids(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(v.rule for v in self.denied_by + self.warned_by))
+
+    @property
+    def message(self) -> str:
+        """All denials in one Kubernetes-style message."""
+        messages = [v.message for v in self.denied_by]
+        if len(messages) == 1:
+            return messages[0]
+        return "[" + ", ".join(messages) + "]"

@@ -1,0 +1,1 @@
+"""Certificates: a CA and serving certificates made with cryptography."""

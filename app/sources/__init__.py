@@ -1,0 +1,1 @@
+"""Reading admin-supplied files: snapshots, manifests, policies."""

@@ -1,0 +1,111 @@
+"""Reading what admins hand us as files: cluster snapshots, Eip manifests, policy files.
+
+Every failure is a :class:`InputError` whose text names the file and says what is wrong,
+so the CLI and the server can print one line and exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from app.core.rules import RULE_IDS
+from app.core.verdict import Action, Policy
+
+SNAPSHOT_SUFFIXES = (".yaml", ".yml", ".json")
+MAX_FILE_BYTES = 256 * 1024 * 1024
+
+
+class InputError(Exception):
+    """Bad input from the admin: the message is what to print."""
+
+
+def _documents(path: Path) -> Iterator[Any]:
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise InputError(f"{path}: larger than {MAX_FILE_BYTES // 2**20} MiB")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read: {exc}") from exc
+    try:
+        if path.suffix == ".json":
+            yield json.loads(text)
+            return
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        yield from yaml.load_all(text, Loader=loader)
+    except (yaml.YAMLError, ValueError) as exc:
+        raise InputError(f"{path}: not valid YAML or JSON: {exc}") from exc
+
+
+def _objects(doc: Any, path: Path) -> Iterator[Mapping[str, Any]]:
+    if doc is None:
+        return
+    if not isinstance(doc, Mapping):
+        raise InputError(f"{path}: expected Kubernetes objects, found a {type(doc).__name__}")
+    kind = doc.get("kind")
+    if isinstance(kind, str) and kind.endswith("List") and isinstance(doc.get("items"), list):
+        for item in doc["items"]:
+            yield from _objects(item, path)
+        return
+    if not isinstance(kind, str) or not kind:
+        raise InputError(f"{path}: an object without 'kind' (is this a Kubernetes manifest?)")
+    yield doc
+
+
+def _files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.suffix in SNAPSHOT_SUFFIXES and p.is_file())
+    if not path.exists():
+        raise InputError(f"{path}: no such file or directory")
+    return [path]
+
+
+def load_objects(*paths: Path) -> list[Mapping[str, Any]]:
+    """Objects from YAML/JSON files: a `kind: List`, several documents, or a directory."""
+    return [
+        obj for p in paths for f in _files(p) for doc in _documents(f) for obj in _objects(doc, f)
+    ]
+
+
+def load_one(path: Path) -> Mapping[str, Any]:
+    """Exactly one object, e.g. the Eip given to `eip-guard check -f`."""
+    objects = load_objects(path)
+    if len(objects) != 1:
+        raise InputError(f"{path}: expected exactly one object, found {len(objects)}")
+    return objects[0]
+
+
+class PolicyFile(BaseModel):
+    """The policy file: per-rule actions and whether the allow-rules annotation counts."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    rules: dict[str, Action] = {}
+    allowOverrides: bool = True
+
+    def to_policy(self) -> Policy:
+        unknown = sorted(set(self.rules) - RULE_IDS)
+        if unknown:
+            raise InputError(f"unknown rule id(s) {unknown}; known: {sorted(RULE_IDS)}")
+        return Policy(actions=dict(self.rules), allow_overrides=self.allowOverrides)
+
+
+def load_policy(path: Path | None) -> Policy:
+    if path is None:
+        return Policy()
+    docs = [d for f in _files(path) for d in _documents(f)]
+    if len(docs) != 1 or not isinstance(docs[0], Mapping):
+        raise InputError(f"{path}: a policy file holds one mapping (rules:, allowOverrides:)")
+    try:
+        return PolicyFile.model_validate(docs[0]).to_policy()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InputError(f"{path}: {where}: {first['msg']}") from exc
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from exc
