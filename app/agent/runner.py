@@ -1,0 +1,181 @@
+"""The agent's loop: read the cluster and the kernel, plan, speak, report. Imperative shell.
+
+Where the cluster comes from is a :class:`ClusterSource`: a snapshot file (static mode)
+or the Kubernetes API with per-node Leases (live mode, built in ``app.kube``). Side
+effects a live agent has on the cluster (node report, Events) are callables passed in.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from app.agent.election import ClusterView, cluster_view
+from app.agent.frames import Nic, mac_bytes
+from app.agent.netlink import HostNet, Netlink, NetlinkError
+from app.agent.plan import LocalBinding, Plan, local_bindings, node_report, plan
+from app.agent.speaker import Speaker, Target
+from app.sources.files import InputError, load_objects
+
+Log = Callable[[str], None]
+
+
+class SourceError(Exception):
+    """The cluster could not be read this time; the agent keeps its last good view."""
+
+
+class ClusterSource(Protocol):
+    def objects(self) -> Sequence[Mapping[str, Any]]: ...
+
+    def members(self) -> frozenset[str]:
+        """Live nodes (this one included)."""
+        ...
+
+
+class SnapshotSource:
+    """Static mode: objects from snapshot files, re-read when a file changes."""
+
+    def __init__(self, paths: Sequence[Path], node: str, members: Sequence[str] | None) -> None:
+        self._paths, self._node, self._members = tuple(paths), node, members
+        self._stamp: tuple[float, ...] | None = None
+        self._objects: Sequence[Mapping[str, Any]] = ()
+
+    def _mtimes(self) -> tuple[float, ...]:
+        try:
+            return tuple(p.stat().st_mtime for p in self._paths)
+        except OSError as exc:
+            raise SourceError(f"cannot read the snapshot: {exc}") from exc
+
+    def objects(self) -> Sequence[Mapping[str, Any]]:
+        stamp = self._mtimes()
+        if stamp != self._stamp:
+            try:
+                self._objects = load_objects(*self._paths)
+            except InputError as exc:
+                raise SourceError(str(exc)) from exc
+            self._stamp = stamp
+        return self._objects
+
+    def members(self) -> frozenset[str]:
+        """``--members`` or else every Node of the snapshot; a running agent is live."""
+        if self._members is not None:
+            return frozenset(self._members) | {self._node}
+        nodes = {
+            str(o.get("metadata", {}).get("name"))
+            for o in self.objects()
+            if o.get("kind") == "Node"
+        }
+        return frozenset(nodes) | {self._node}
+
+
+@dataclass(frozen=True)
+class Settings:
+    node: str
+    speak: bool = True  # False: report-only, OpenELB's own speaker keeps speaking
+    interval: float = 1.0  # seconds between looks at the cluster and the kernel
+
+
+def targets(current: Plan, host: HostNet) -> dict[str, Target]:
+    found = {}
+    for name, ips in current.by_nic().items():
+        link = host.by_name(name)
+        if link is None:
+            continue
+        link_local = next(
+            (
+                a.ip
+                for a in host.addresses_of(link.index)
+                if isinstance(a.ip, ipaddress.IPv6Address) and a.ip.is_link_local
+            ),
+            None,
+        )
+        nic = Nic(mac_bytes(link.mac), link_local)
+        found[name] = Target(name, link.index, nic, ips)
+    return found
+
+
+class Agent:
+    def __init__(
+        self,
+        settings: Settings,
+        source: ClusterSource,
+        netlink: Netlink,
+        log: Log,
+        *,
+        speaker: Speaker | None = None,
+        report: Callable[[str], None] | None = None,
+        warn: Callable[[LocalBinding], None] | None = None,
+    ) -> None:
+        self.settings, self._source, self._netlink, self._log = settings, source, netlink, log
+        self._speaker = speaker
+        self._report, self._warn = report, warn
+        self._view = ClusterView()
+        self._announced: set[tuple[str, str, str]] = set()
+        self._problems: set[str] = set()
+        self._bindings: set[LocalBinding] = set()
+        self._last_report: str | None = None
+
+    def tick(self) -> Plan | None:
+        """One look at the cluster and the kernel; returns the plan it acted on."""
+        try:
+            self._view = cluster_view(self._source.objects())
+            members = self._source.members()
+        except SourceError as exc:
+            self._log(f"cannot read the cluster, keeping the last view: {exc}")
+            members = frozenset({self.settings.node})
+        try:
+            host = self._netlink.host()
+        except NetlinkError as exc:
+            self._log(str(exc))
+            return None
+        current = plan(self._view, members, self.settings.node, host)
+        self._note_changes(current)
+        if self._speaker is not None:
+            self._speaker.update(targets(current, host))
+        self._note_bindings(local_bindings(self._view.eips, host))
+        text = node_report(host).to_json()
+        if text != self._last_report:
+            self._last_report = text
+            self._log(f"node report: {text}")
+            if self._report is not None:
+                self._report(text)
+        return current
+
+    def _note_changes(self, current: Plan) -> None:
+        verb = "announce" if self._speaker is not None else "would announce (report-only)"
+        now = {(str(a.ip), a.nic, f"Eip {a.eip}, NIC by {a.why}") for a in current.announcements}
+        for ip, nic, why in sorted(now - self._announced):
+            self._log(f"{verb} {ip} on {nic} ({why})")
+        for ip, nic, _ in sorted(self._announced - now):
+            self._log(f"stop announcing {ip} on {nic}")
+        self._announced = now
+        for problem in sorted(set(current.problems) - self._problems):
+            self._log(problem)
+        self._problems = set(current.problems)
+
+    def _note_bindings(self, bindings: Sequence[LocalBinding]) -> None:
+        for binding in bindings:
+            if binding not in self._bindings:
+                self._log(f"warning: {binding.message}")
+                if self._warn is not None:
+                    self._warn(binding)
+        self._bindings = set(bindings)
+
+    def run(self, stop: threading.Event) -> None:
+        try:
+            while not stop.is_set():
+                self.tick()
+                until = time.monotonic() + self.settings.interval
+                if self._speaker is not None:
+                    while not stop.is_set() and time.monotonic() < until:
+                        self._speaker.serve(min(until, time.monotonic() + 0.2))
+                else:
+                    stop.wait(self.settings.interval)
+        finally:
+            if self._speaker is not None:
+                self._speaker.close()
