@@ -55,7 +55,6 @@ class Nic:
     """What a reply needs to know about the NIC it leaves through."""
 
     mac: bytes  # 6 bytes
-    link_local: ipaddress.IPv6Address | None = None  # source of NDP messages, when known
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,12 +87,16 @@ def _arp(op: int, sha: bytes, spa: bytes, tha: bytes, tpa: bytes) -> bytes:
 
 
 def gratuitous_arp(mac: bytes, ip: ipaddress.IPv4Address) -> tuple[bytes, bytes]:
-    """A gratuitous request and reply, both broadcast, as OpenELB and MetalLB send them."""
+    """A gratuitous request and reply, both broadcast, as OpenELB and MetalLB send them.
+
+    The reply names our MAC as target hardware address too: Linux only treats a reply as
+    gratuitous (and overrides a fresh neighbour entry with it) when ``tha == sha``.
+    """
     packed = ip.packed
     head = _ethernet(BROADCAST, mac, ETH_P_ARP)
     return (
         head + _arp(ARP_REQUEST, mac, packed, BROADCAST, packed),
-        head + _arp(ARP_REPLY, mac, packed, BROADCAST, packed),
+        head + _arp(ARP_REPLY, mac, packed, mac, packed),
     )
 
 
@@ -151,8 +154,12 @@ def neighbor_advert(
     dst_mac: bytes,
     solicited: bool,
 ) -> bytes:
-    """A Neighbor Advertisement for ``target`` carrying this NIC's MAC, override set."""
-    src = nic.link_local or target
+    """A Neighbor Advertisement for ``target`` carrying this NIC's MAC, override set.
+
+    Its source is the target itself, as when the kernel answers for an address it owns;
+    tools such as ndisc6 ignore advertisements from any other source.
+    """
+    src = target
     flags = NA_OVERRIDE | (NA_SOLICITED if solicited else 0)
     body = struct.pack("!BBHB3x", ND_ADVERT, 0, 0, flags) + target.packed
     body += struct.pack("!BB", OPT_TARGET_LL, 1) + nic.mac

@@ -64,11 +64,18 @@ def _routes(msg: Any) -> list[Route]:
 
 
 class Pyroute2Netlink:
-    """:class:`app.agent.netlink.Netlink` over pyroute2, in the current network namespace."""
+    """:class:`app.agent.netlink.Netlink` over pyroute2: this network namespace, or a named
+    one (``ip netns`` name) for tools and tests."""
+
+    def __init__(self, netns: str | None = None) -> None:
+        self._netns = netns
+
+    def _ipr(self) -> IPRoute:
+        return IPRoute(netns=self._netns) if self._netns else IPRoute()
 
     def host(self) -> HostNet:
         try:
-            with IPRoute() as ipr:
+            with self._ipr() as ipr:
                 links = tuple(_link(m) for m in ipr.get_links())
                 addresses = tuple(a for a in map(_address, ipr.get_addr()) if a is not None)
                 routes = tuple(
@@ -83,7 +90,7 @@ class Pyroute2Netlink:
 
     def route_get(self, ip: IP) -> RouteAnswer:
         try:
-            with IPRoute() as ipr:
+            with self._ipr() as ipr:
                 answers = ipr.route("get", dst=str(ip))
         except (Pyroute2Error, OSError) as exc:
             return RouteAnswer(None, f"error: {exc}", 0)

@@ -7,7 +7,6 @@ effects a live agent has on the cluster (node report, Events) are callables pass
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -86,16 +85,7 @@ def targets(current: Plan, host: HostNet) -> dict[str, Target]:
         link = host.by_name(name)
         if link is None:
             continue
-        link_local = next(
-            (
-                a.ip
-                for a in host.addresses_of(link.index)
-                if isinstance(a.ip, ipaddress.IPv6Address) and a.ip.is_link_local
-            ),
-            None,
-        )
-        nic = Nic(mac_bytes(link.mac), link_local)
-        found[name] = Target(name, link.index, nic, ips)
+        found[name] = Target(name, link.index, Nic(mac_bytes(link.mac)), ips)
     return found
 
 
