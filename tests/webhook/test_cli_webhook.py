@@ -140,7 +140,7 @@ def test_serve_refuses_a_bad_snapshot(
     argv[2] = str(bad)
     code, _, err = run(capsys, *argv)
     assert code == 2
-    assert "not valid YAML or JSON" in one_line_error(err)
+    assert "not valid YAML" in one_line_error(err)
 
 
 def test_serve_refuses_a_bad_policy(
