@@ -98,7 +98,7 @@ class Agent:
         log: Log,
         *,
         speaker: Speaker | None = None,
-        report: Callable[[str], None] | None = None,
+        report: Callable[[str], bool] | None = None,
         warn: Callable[[LocalBinding], None] | None = None,
     ) -> None:
         self.settings, self._source, self._netlink, self._log = settings, source, netlink, log
@@ -108,16 +108,21 @@ class Agent:
         self._announced: set[tuple[str, str, str]] = set()
         self._problems: set[str] = set()
         self._bindings: set[LocalBinding] = set()
-        self._last_report: str | None = None
+        self._members: frozenset[str] = frozenset()  # nobody until the first good read
+        self._error: str | None = None
+        self._last_logged: str | None = None
+        self._last_reported: str | None = None
 
     def tick(self) -> Plan | None:
         """One look at the cluster and the kernel; returns the plan it acted on."""
         try:
             self._view = cluster_view(self._source.objects())
-            members = self._source.members()
+            self._members = self._source.members()
+            self._note_error(None)
         except SourceError as exc:
-            self._log(f"cannot read the cluster, keeping the last view: {exc}")
-            members = frozenset({self.settings.node})
+            # Keep the last view and members: an API blip must not make every node announce.
+            self._note_error(f"cannot read the cluster, keeping the last view: {exc}")
+        members = self._members
         try:
             host = self._netlink.host()
         except NetlinkError as exc:
@@ -129,12 +134,20 @@ class Agent:
             self._speaker.update(targets(current, host))
         self._note_bindings(local_bindings(self._view.eips, host))
         text = node_report(host).to_json()
-        if text != self._last_report:
-            self._last_report = text
+        if text != self._last_logged:
+            self._last_logged = text
             self._log(f"node report: {text}")
-            if self._report is not None:
-                self._report(text)
+        # Written again on the next tick when it failed: the report callback says so.
+        if self._report is not None and text != self._last_reported and self._report(text):
+            self._last_reported = text
         return current
+
+    def _note_error(self, error: str | None) -> None:
+        if error != self._error and error is not None:
+            self._log(error)
+        elif error is None and self._error is not None:
+            self._log("reading the cluster again")
+        self._error = error
 
     def _note_changes(self, current: Plan) -> None:
         verb = "announce" if self._speaker is not None else "would announce (report-only)"
