@@ -106,7 +106,7 @@ def run_resolve(args: argparse.Namespace) -> int:
     return 2 if result.bad_spec else 1
 
 
-class _Live:
+class LiveSource:
     """Adapts the Kubernetes source to the agent's ClusterSource (errors to SourceError)."""
 
     def __init__(self, cluster: LiveCluster) -> None:
@@ -124,7 +124,7 @@ class _Live:
 
 def _live(
     args: argparse.Namespace, node: str, log: Callable[[str], None]
-) -> tuple[_Live, Callable[[str], bool] | None, Callable[[LocalBinding], None]]:
+) -> tuple[LiveSource, Callable[[str], bool] | None, Callable[[LocalBinding], None]]:
     try:
         api = AgentApi(make_client(args.kubeconfig, args.server), args.namespace)
         cluster = LiveCluster(api, node, log, renew=args.lease_renew, duration=args.lease_duration)
@@ -153,7 +153,7 @@ def _live(
         except KubeError as exc:
             log(str(exc))
 
-    return _Live(cluster), (None if args.no_node_report else report), warn
+    return LiveSource(cluster), (None if args.no_node_report else report), warn
 
 
 def run_agent(args: argparse.Namespace) -> int:
@@ -193,7 +193,7 @@ def run_agent(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     mode = "speaker on" if speaker is not None else "report-only (speaker off)"
     log(f"{where}, {mode}")
-    if isinstance(source, _Live):
+    if isinstance(source, LiveSource):
         source.cluster.start(stop)
     agent.run(stop)
     log("stopped")

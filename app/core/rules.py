@@ -39,7 +39,7 @@ RULES: tuple[Rule, ...] = (
     Rule("eip-covers-can-reach", "the pool contains the `can_reach` IP of another Eip"),
     Rule(
         "can-reach-unknown-subnet",
-        "never denies, warns: the IP lies in no known node subnet (checked once one is known)",
+        "never denies, warns: the IP lies in no known node subnet of its family (if one is known)",
     ),
     Rule("address-syntax", "`spec.address` is not a single IP, a CIDR or an `a-b` range"),
     Rule("address-overlap", "the pool overlaps another Eip's pool"),
@@ -234,12 +234,13 @@ def _can_reach_unknown_subnet(r: Review) -> Iterator[Violation]:
     eip, spec = r.candidate, r.candidate.interface
     if not eip.speaks_layer2 or not isinstance(spec, CanReach) or special_kind(spec.ip):
         return
-    subnets = r.inventory.spans.get(FactKind.NODE_SUBNET)
-    if subnets is None or not subnets.all():
+    index = r.inventory.spans.get(FactKind.NODE_SUBNET)
+    # Only judged against subnets of the IP's own family: IPv4 reports say nothing of IPv6.
+    known = sorted(
+        {str(f.span) for f in (index.all() if index else ()) if f.span.version == spec.ip.version}
+    )
+    if not known or r.inventory.containing(FactKind.NODE_SUBNET, Span.of_ip(spec.ip).first):
         return
-    if r.inventory.containing(FactKind.NODE_SUBNET, Span.of_ip(spec.ip).first):
-        return
-    known = sorted({str(f.span) for f in subnets.all()})
     yield Violation(
         "can-reach-unknown-subnet",
         INTERFACE,

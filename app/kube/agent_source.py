@@ -13,7 +13,7 @@ from kubernetes import client
 
 from app.kube.agent_api import AgentApi, KubeError
 from app.kube.agent_leases import live_nodes, next_expiry
-from app.kube.agent_watch import Reflector
+from app.kube.agent_watch import WATCH_SECONDS, Reflector
 
 EXCLUDE_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 Log = Callable[[str], None]
@@ -63,6 +63,7 @@ class LiveCluster:
         renew: float = 2.0,
         duration: int = 6,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        watch_seconds: int = WATCH_SECONDS,
     ) -> None:
         if not 0 < renew < duration:
             raise ValueError(f"the renew interval ({renew} s) must be shorter than the Lease "
@@ -71,14 +72,15 @@ class LiveCluster:
         self.renew, self.duration, self._clock = renew, duration, clock
         custom, core = client.CustomObjectsApi(api.api), client.CoreV1Api(api.api)
         discovery = client.DiscoveryV1Api(api.api)
+        w = watch_seconds
         self.reflectors = (
             Reflector(api, "Eips", custom.list_cluster_custom_object,
-                      ("network.kubesphere.io", "v1alpha2", "eips"), keep_eip, log),
+                      ("network.kubesphere.io", "v1alpha2", "eips"), keep_eip, log, w),
             Reflector(api, "Services", core.list_service_for_all_namespaces, (),
-                      keep_service, log),
+                      keep_service, log, w),
             Reflector(api, "EndpointSlices", discovery.list_endpoint_slice_for_all_namespaces,
-                      (), keep_slice, log),
-            Reflector(api, "excluded Nodes", core.list_node, (), keep_excluded_node, log,
+                      (), keep_slice, log, w),
+            Reflector(api, "excluded Nodes", core.list_node, (), keep_excluded_node, log, w,
                       label_selector=EXCLUDE_LABEL),
         )  # fmt: skip
         self._lock = threading.Lock()

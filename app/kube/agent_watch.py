@@ -36,9 +36,11 @@ class Reflector:
         args: tuple[Any, ...],
         keep: Keep,
         log: Log,
+        watch_seconds: int = WATCH_SECONDS,
         **kwargs: Any,
     ) -> None:
         self.api, self.what, self._list_fn, self._args = api, what, list_fn, args
+        self.watch_seconds = watch_seconds
         self._kwargs, self._keep, self._log = kwargs, keep, log
         self._lock = threading.Lock()
         self._store: dict[tuple[str, str], Mapping[str, Any]] = {}
@@ -71,9 +73,11 @@ class Reflector:
 
     def _watch(self, version: str | None, stop: threading.Event) -> None:
         w = watch.Watch()  # type: ignore[no-untyped-call]
-        kwargs = dict(self._kwargs, timeout_seconds=WATCH_SECONDS, allow_watch_bookmarks=True,
-                      _request_timeout=(self.api.timeout, WATCH_SECONDS + 30),
-                      deserialize=False)  # fmt: skip
+        # The server ends the watch after timeout_seconds; the read timeout catches a
+        # connection that died silently (without it a watch can hang forever).
+        kwargs = dict(self._kwargs, timeout_seconds=self.watch_seconds,
+                      allow_watch_bookmarks=True, deserialize=False,
+                      _request_timeout=(self.api.timeout, self.watch_seconds + 30))  # fmt: skip
         if version:
             kwargs["resource_version"] = version
         for event in w.stream(self._list_fn, *self._args, **kwargs):  # type: ignore[no-untyped-call]
@@ -97,6 +101,8 @@ class Reflector:
             except KubeError as exc:
                 self._log(f"{exc}; retrying in {backoff:.0f} s")
             except (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+                if stop.is_set():
+                    return
                 self._log(f"watch {self.what}: {type(exc).__name__}: {exc}; listing again")
             stop.wait(backoff)
             backoff = min(backoff * 2, 30.0)

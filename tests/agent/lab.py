@@ -136,7 +136,7 @@ class Lab:
             self._namespace(self.ns[node])
             self._plug(self.ns[node], nic, host)
         node1 = self.ns["node1"]
-        self.ip(node1, "link", "add", "kube-ipvs0", "type", "veth", "peer", "name", "ipvs-peer")
+        self.ip(node1, "link", "add", "kube-ipvs0", "type", "veth", "peer", "name", "veth-ipvs")
         self.ip(node1, "addr", "add", f"{CAN_REACH4}/32", "dev", "kube-ipvs0")
         self.ip(node1, "link", "set", "kube-ipvs0", "up")
         return self

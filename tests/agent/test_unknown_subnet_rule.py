@@ -62,6 +62,13 @@ def test_silent_inside_a_known_subnet() -> None:
     assert check(eip("can_reach:fd00::1"), None, inventory).rule_ids == ()
 
 
+def test_only_subnets_of_the_same_family_count() -> None:
+    inventory = build([node("n1", "10.0.0.2/24")])
+    assert check(eip("can_reach:fd00::1"), None, inventory).rule_ids == ()
+    inventory = build([node("n1", "10.0.0.2/24", "fd00:1::2/64")])
+    assert check(eip("can_reach:fd00::1"), None, inventory).rule_ids == (RULE,)
+
+
 def test_silent_when_no_subnet_is_known() -> None:
     # Host routes (/32) and link-local addresses are no subnet: nothing to compare with.
     inventory = build([node("n1", "10.0.0.2/32", "fe80::1/64")])
