@@ -48,6 +48,8 @@ class Drop(enum.Enum):
     MALFORMED = "malformed Neighbor Solicitation"
     WRONG_GROUP = "IPv6 destination is neither the target nor its solicited-node group"
     NOT_ANNOUNCED = "asks for an IP this node does not announce on this NIC"
+    GRATUITOUS = "a gratuitous announcement by another host"
+    CONFLICT = "another MAC announces an IP this node announces: a second speaker?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +108,16 @@ def _classify_arp(frame: bytes, nic: Nic, announced: frozenset[IP]) -> Reply | D
     htype, ptype, hlen, plen, op = struct.unpack_from("!HHBBH", frame, ETH_HEADER)
     if (htype, ptype, hlen, plen) != (1, ETH_P_IPV4, 6, 4):
         return Drop.NOT_IPV4_ARP
-    if op != ARP_REQUEST:
-        return Drop.NOT_REQUEST
     body = ETH_HEADER + 8
     sha, spa = frame[body : body + 6], frame[body + 6 : body + 10]
     tpa = frame[body + 16 : body + 20]
+    sender = ipaddress.IPv4Address(spa)
+    if sender in announced and sha != nic.mac:
+        return Drop.CONFLICT  # never answered: replying would start an ARP fight
+    if op != ARP_REQUEST:
+        return Drop.NOT_REQUEST
+    if spa == tpa:
+        return Drop.GRATUITOUS
     target = ipaddress.IPv4Address(tpa)
     if target not in announced:
         return Drop.NOT_ANNOUNCED
@@ -196,6 +203,12 @@ def _classify_ndp(frame: bytes, nic: Nic, announced: frozenset[IP]) -> Reply | D
     msg = frame[ip6 + IPV6_HEADER : ip6 + IPV6_HEADER + payload_len]
     if len(msg) < payload_len:
         return Drop.TOO_SHORT
+    if msg[0] == ND_ADVERT and len(msg) >= 24:
+        advert_options = _options(msg[24:]) or {}
+        advertised = ipaddress.IPv6Address(msg[8:24])
+        their_mac = (advert_options.get(OPT_TARGET_LL) or frame[6:12])[:6]
+        if advertised in announced and their_mac != nic.mac:
+            return Drop.CONFLICT
     if msg[0] != ND_SOLICIT:
         return Drop.NOT_SOLICITATION
     if hop_limit != 255:

@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from app.agent.frames import (
     ETH_P_ARP,
     ETH_P_IPV6,
+    Drop,
     Nic,
     Reply,
     classify,
     gratuitous_arp,
+    mac_text,
     solicited_node,
     unsolicited_advert,
 )
@@ -36,16 +38,18 @@ PACKET_OUTGOING = 4  # sockaddr_ll pkttype of frames this host sent
 SO_ATTACH_FILTER = 26
 MAX_FRAME = 65535
 
-# Classic BPF: keep only ICMPv6 Neighbor Solicitations without extension headers, so a
-# busy IPv6 node does not wake the agent for every packet.
+# Classic BPF: keep only ICMPv6 Neighbor Solicitations and Advertisements without extension
+# headers, so a busy IPv6 node does not wake the agent for every packet.
 _NS_FILTER = (
     (0x30, 0, 0, 20),  # ldb [20]: IPv6 next header
-    (0x15, 0, 3, 58),  # jeq ICMPv6, else drop
+    (0x15, 0, 4, 58),  # jeq ICMPv6, else drop
     (0x30, 0, 0, 54),  # ldb [54]: ICMPv6 type
-    (0x15, 0, 1, 135),  # jeq Neighbor Solicitation, else drop
+    (0x15, 1, 0, 135),  # jeq Neighbor Solicitation: accept
+    (0x15, 0, 1, 136),  # jeq Neighbor Advertisement: accept, else drop
     (0x06, 0, 0, 0x40000),  # accept
     (0x06, 0, 0, 0),  # drop
 )
+CONFLICT_LOG_EVERY = 30.0  # seconds between two logs of one conflict
 
 Log = Callable[[str], None]
 
@@ -133,6 +137,7 @@ class Speaker:
         self._due: dict[tuple[str, IP], list[float]] = {}
         self.drops: Counter[str] = Counter()
         self.replies = 0
+        self._conflicts: dict[tuple[str, bytes], float] = {}
 
     def update(self, targets: Mapping[str, Target]) -> None:
         """Make the announced set exactly ``targets``; losses take effect before returning."""
@@ -221,8 +226,21 @@ class Speaker:
             if isinstance(verdict, Reply):
                 if self._send(port, sock, verdict.frame):
                     self.replies += 1
-            else:
-                self.drops[verdict.name] += 1
+                continue
+            self.drops[verdict.name] += 1
+            if verdict is Drop.CONFLICT:
+                self._conflict(port, frame)
+
+    def _conflict(self, port: _Port, frame: bytes) -> None:
+        now = self._clock()
+        key = (port.name, frame[6:12])
+        if now - self._conflicts.get(key, -CONFLICT_LOG_EVERY) >= CONFLICT_LOG_EVERY:
+            self._conflicts[key] = now
+            self._log(
+                f"conflict on {port.name}: {mac_text(frame[6:12])} also announces an IP this "
+                "node announces; is OpenELB's layer2 speaker running too? Two speakers make "
+                "clients flap: run one of them only."
+            )
 
     def serve(self, until: float) -> None:
         """Answer and announce until the clock reaches ``until``."""

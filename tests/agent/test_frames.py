@@ -32,11 +32,11 @@ ANNOUNCED: frozenset[IP] = frozenset({V4, V6})
 
 
 def arp(*, op: int = 1, target: str = str(V4), dst: bytes = b"\xff" * 6, src: bytes = ASKER,
-        htype: int = 1, ptype: int = 0x0800) -> bytes:  # fmt: skip
+        htype: int = 1, ptype: int = 0x0800, sender: str = str(ASKER4)) -> bytes:  # fmt: skip
     eth = dst + src + b"\x08\x06"
     body = struct.pack("!HHBBH", htype, ptype, 6, 4, op)
-    body += ASKER + ASKER4.packed + b"\x00" * 6 + ipaddress.IPv4Address(target).packed
-    return eth + body
+    body += src + ipaddress.IPv4Address(sender).packed + b"\x00" * 6
+    return eth + body + ipaddress.IPv4Address(target).packed
 
 
 def ns(*, target: ipaddress.IPv6Address = V6, src: ipaddress.IPv6Address = ASKER6,
@@ -82,6 +82,10 @@ def test_unicast_arp_to_our_mac_is_answered() -> None:
         (arp(ptype=0x86DD), Drop.NOT_IPV4_ARP),
         (arp(op=2), Drop.NOT_REQUEST),
         (arp(target="198.51.100.110"), Drop.NOT_ANNOUNCED),
+        (arp(sender="198.51.100.7", target="198.51.100.7"), Drop.GRATUITOUS),
+        # Another MAC claims our IP (a second speaker): logged, never answered.
+        (arp(sender=str(V4)), Drop.CONFLICT),
+        (arp(op=2, sender=str(V4), dst=b"\xff" * 6), Drop.CONFLICT),
     ],
 )
 def test_arp_drops(frame: bytes, reason: Drop) -> None:
@@ -141,6 +145,19 @@ def test_duplicate_address_detection_is_answered_to_all_nodes() -> None:
 )
 def test_ndp_drops(frame: bytes, reason: Drop) -> None:
     assert classify(frame, NIC, ANNOUNCED) is reason
+
+
+def test_an_advert_for_our_ip_from_another_mac_is_a_conflict() -> None:
+    theirs = Nic(OTHER)
+    advert = unsolicited_advert(theirs, V6)
+    assert classify(advert, NIC, ANNOUNCED) is Drop.CONFLICT
+    assert classify(advert, NIC, frozenset({V4})) is Drop.NOT_SOLICITATION
+
+
+def test_an_arp_probe_is_answered() -> None:
+    """RFC 5227: a host checking whether the IP is free (sender 0.0.0.0) learns it is not."""
+    reply = classify(arp(sender="0.0.0.0"), NIC, ANNOUNCED)
+    assert isinstance(reply, Reply)
 
 
 def test_a_flipped_bit_breaks_the_checksum() -> None:

@@ -116,3 +116,20 @@ def test_losing_an_ip_stops_the_answers_at_once(lab: Lab, tmp_path: Path) -> Non
         assert lab.ndisc(IP6) == lab.mac("node2")  # the other Eip is untouched
     finally:
         assert agent.stop() == 0, agent.output
+
+
+def test_a_second_speaker_for_the_same_ip_is_reported(lab: Lab, tmp_path: Path) -> None:
+    """Misconfigured membership makes both nodes announce: each logs the other's MAC."""
+    snap = snapshot(tmp_path / "cluster.json", used6=())
+    agents = {n: lab.start_agent(n, snap, "--members", n) for n in ("node1", "node2")}
+    try:
+        for node, agent in agents.items():
+            other = lab.mac("node2" if node == "node1" else "node1")
+
+            def names_the_other(line: str, mac: str = other) -> bool:
+                return "conflict on" in line and mac in line
+
+            agent.wait_for(names_the_other)
+    finally:
+        for agent in agents.values():
+            assert agent.stop() == 0, agent.output
