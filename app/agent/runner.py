@@ -45,10 +45,15 @@ class SnapshotSource:
         self._objects: Sequence[Mapping[str, Any]] = ()
 
     def _mtimes(self) -> tuple[float, ...]:
-        try:
-            return tuple(p.stat().st_mtime for p in self._paths)
-        except OSError as exc:
-            raise SourceError(f"cannot read the snapshot: {exc}") from exc
+        """Modification times of every snapshot file (files inside directories too)."""
+        stamps: list[float] = []
+        for path in self._paths:
+            try:
+                files = sorted(path.rglob("*")) if path.is_dir() else [path]
+                stamps.extend(f.stat().st_mtime for f in files)
+            except OSError as exc:
+                raise SourceError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        return tuple(stamps)
 
     def objects(self) -> Sequence[Mapping[str, Any]]:
         stamp = self._mtimes()

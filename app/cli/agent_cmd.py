@@ -179,7 +179,10 @@ def run_agent(args: argparse.Namespace) -> int:
         if args.members is not None:
             members = [m for m in (p.strip() for p in args.members.split(",")) if m]
         snapshot = SnapshotSource(args.cluster, node, members)
-        snapshot.objects()  # a bad snapshot at start is bad input: exit 2 with one line
+        try:
+            snapshot.objects()  # a bad snapshot at start is bad input: exit 2 with one line
+        except SourceError as exc:
+            raise InputError(str(exc)) from exc
         source = snapshot
         where = f"static mode from {', '.join(map(str, args.cluster))}"
     speaker = Speaker(log) if args.speaker == "on" else None

@@ -105,12 +105,13 @@ class Lab:
         sh("ip", "netns", "add", name)
         self.created.append(name)
         for key, value in (
-            ("net.ipv6.conf.all.accept_dad", "0"),  # addresses usable at once
-            ("net.ipv6.conf.default.accept_dad", "0"),
-            ("net.ipv4.conf.all.arp_ignore", "1"),  # what kube-proxy sets in IPVS mode
-            ("net.ipv4.conf.all.arp_announce", "2"),
+            ("ipv6/conf/all/accept_dad", "0"),  # addresses usable at once
+            ("ipv6/conf/default/accept_dad", "0"),
+            ("ipv4/conf/all/arp_ignore", "1"),  # what kube-proxy sets in IPVS mode
+            ("ipv4/conf/all/arp_announce", "2"),
         ):
-            sh("ip", "netns", "exec", name, "sysctl", "-qw", f"{key}={value}")
+            # /proc/sys/net shows the namespace of the process that reads it.
+            sh("ip", "netns", "exec", name, "sh", "-c", f"echo {value} > /proc/sys/net/{key}")
         self.ip(name, "link", "set", "lo", "up")
 
     def _plug(self, ns: str, nic: str, host: int) -> None:
