@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -49,11 +51,12 @@ def test_the_elected_node_answers_arp_and_ndp(lab: Lab, tmp_path: Path) -> None:
     agents = {node: lab.start_agent(node, snap) for node in ("node1", "node2")}
     try:
         w4, w6 = winner(IP4), winner(IP6)
+        # The IPs are chosen so that both nodes speak, and the trapped node1 for IPv4.
+        assert (w4, w6) == ("node1", "node2")
         agents[w4].wait_for(lambda line: f"announce {IP4} on " in line)
         agents[w6].wait_for(lambda line: f"announce {IP6} on " in line)
         # node1 resolved can_reach to its bridge NIC although 'ip route get' says lo there.
-        if w4 == "node1":
-            assert any("on ens3" in line for line in agents["node1"].lines)
+        assert any(f"announce {IP4} on ens3" in line for line in agents["node1"].lines)
         assert lab.arping(IP4) == {lab.mac(w4)}
         assert lab.ndisc(IP6) == lab.mac(w6)
         assert lab.arping(UNUSED4) == set()  # in the pool, not in status.used
@@ -132,4 +135,32 @@ def test_a_second_speaker_for_the_same_ip_is_reported(lab: Lab, tmp_path: Path) 
             agent.wait_for(names_the_other)
     finally:
         for agent in agents.values():
+            assert agent.stop() == 0, agent.output
+
+
+CAPTURE = str(Path(__file__).with_name("gratuitous_capture.py"))
+
+
+def test_takeover_sends_five_rounds_of_gratuitous_messages(lab: Lab, tmp_path: Path) -> None:
+    snap = snapshot(tmp_path / "cluster.json", nodes=("node2",))
+    capture = subprocess.Popen(
+        ["ip", "netns", "exec", lab.client, sys.executable, CAPTURE, IP4, IP6,
+         lab.mac("node2")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    agent = None
+    try:
+        assert capture.stdout is not None
+        assert capture.stdout.readline().strip() == "ready"
+        agent = lab.start_agent("node2", snap)
+        out, _ = capture.communicate(timeout=25)
+        # Immediately, then every 1.1 s for 5 s: five rounds, each an ARP request and reply
+        # (IPv4) or an unsolicited advertisement to ff02::1 (IPv6), and then silence.
+        assert out.strip() == str({"request": 5, "reply": 5, "advert": 5})
+    finally:
+        capture.kill()
+        capture.wait()
+        if capture.stdout is not None:
+            capture.stdout.close()
+        if agent is not None:
             assert agent.stop() == 0, agent.output
