@@ -29,6 +29,7 @@ class Announcement:
 class Plan:
     announcements: tuple[Announcement, ...] = ()
     problems: tuple[str, ...] = ()  # assignments won but not announced, and why
+    notes: tuple[str, ...] = ()  # announced, but something looks wrong
 
     def by_nic(self) -> dict[str, frozenset[IP]]:
         found: dict[str, set[IP]] = {}
@@ -40,6 +41,7 @@ class Plan:
 def plan(view: ClusterView, members: Iterable[str], node: str, host: HostNet) -> Plan:
     announcements: list[Announcement] = []
     problems: list[str] = []
+    notes: list[str] = []
     resolved: dict[str, Any] = {}
     for assignment in mine(view, members, node):
         eip = assignment.eip
@@ -55,7 +57,14 @@ def plan(view: ClusterView, members: Iterable[str], node: str, host: HostNet) ->
             problems.append(f"Eip {eip.name}: won {ip} but cannot announce it: {where.reason}")
             continue
         announcements.append(Announcement(ip, eip.name, where.link.name, where.why))
-    return Plan(tuple(announcements), tuple(problems))
+        subnets = [a for a in host.addresses_of(where.link.index) if a.ip.version == ip.version]
+        if not any(ip in ipaddress.ip_interface(str(a)).network for a in subnets):
+            # OpenELB (since v0.6) refuses this case; we answer, but say why nobody may ask.
+            notes.append(
+                f"Eip {eip.name}: {ip} lies in no subnet of {where.link.name}, so hosts on "
+                "that link may never ask for it by ARP/NDP; check the Eip's interface"
+            )
+    return Plan(tuple(announcements), tuple(problems), tuple(notes))
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,8 +80,7 @@ class SnapshotSource:
 @dataclass(frozen=True)
 class Settings:
     node: str
-    speak: bool = True  # False: report-only, OpenELB's own speaker keeps speaking
-    interval: float = 1.0  # seconds between looks at the cluster and the kernel
+    interval: float = 0.5  # seconds between looks at the cluster and the kernel
 
 
 def targets(current: Plan, host: HostNet) -> dict[str, Target]:
@@ -162,9 +161,10 @@ class Agent:
         for ip, nic, _ in sorted(self._announced - now):
             self._log(f"stop announcing {ip} on {nic}")
         self._announced = now
-        for problem in sorted(set(current.problems) - self._problems):
+        found = set(current.problems) | set(current.notes)
+        for problem in sorted(found - self._problems):
             self._log(problem)
-        self._problems = set(current.problems)
+        self._problems = found
 
     def _note_bindings(self, bindings: Sequence[LocalBinding]) -> None:
         for binding in bindings:

@@ -186,7 +186,7 @@ def run_agent(args: argparse.Namespace) -> int:
         source = snapshot
         where = f"static mode from {', '.join(map(str, args.cluster))}"
     speaker = Speaker(log) if args.speaker == "on" else None
-    agent = Agent(Settings(node, speaker is not None, args.interval), source, Pyroute2Netlink(),
+    agent = Agent(Settings(node, args.interval), source, Pyroute2Netlink(),
                   log, speaker=speaker, report=report, warn=warn)  # fmt: skip
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

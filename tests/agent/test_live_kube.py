@@ -179,7 +179,7 @@ def test_agent_reports_its_node_and_warns_about_the_trap(emulator: Emulator, lab
         api.warn_eip(binding.eip, "uid-pool", "node1", "CanReachBoundLocally", binding.message)
 
     netlink = Pyroute2Netlink(lab.ns["node1"])
-    agent = Agent(Settings("node1", speak=False), LiveSource(cluster), netlink, logs.append,
+    agent = Agent(Settings("node1"), LiveSource(cluster), netlink, logs.append,
                   report=report, warn=warn)  # fmt: skip
     try:
         cluster.start(stop)

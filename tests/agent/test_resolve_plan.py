@@ -127,6 +127,15 @@ def test_plan_announces_on_the_resolved_nic_and_explains_failures() -> None:
     assert result.by_nic() == {"eth1": frozenset({ip("10.0.0.41")})}
     assert len(result.problems) == 1 and "Eip bad: won 10.0.0.42" in result.problems[0]
     assert plan(view, ["me", "other"], "nobody", HOST).announcements == ()
+    assert result.notes == ()
+
+
+def test_plan_notes_an_ip_outside_every_subnet_of_its_nic() -> None:
+    view = cluster_view([eip("far", "eth1", ("10.0.0.41",))])
+    host = HostNet(HOST.links, (Address(2, ip("192.0.2.5"), 24),), HOST.routes)
+    result = plan(view, ["me"], "me", host)
+    assert result.by_nic() == {"eth1": frozenset({ip("10.0.0.41")})}
+    assert len(result.notes) == 1 and "10.0.0.41 lies in no subnet of eth1" in result.notes[0]
 
 
 def test_local_bindings_are_the_trap_live() -> None:
