@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
+import sys
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -13,7 +16,8 @@ from app.kube.agent_api import AgentApi, make_client
 
 
 class Emulator:
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.host, self.port = host, port
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.handler: Any = None
@@ -23,7 +27,7 @@ class Emulator:
     async def _start(self) -> None:
         self.handler = kmock.KubernetesEmulator()
         await self.handler.__aenter__()
-        self.server = kmock.Server(self.handler)
+        self.server = kmock.Server(self.handler, host=self.host, port=self.port)
         await self.server.__aenter__()
         self.url = str(self.server.url).rstrip("/")
 
@@ -67,3 +71,20 @@ class Emulator:
         group, _, version = group_version.rpartition("/")
         res = kmock.resource(group, version, plural)
         return [dict(obj.raw) for (r, _, _), obj in self.handler.objects.items() if r == res]
+
+
+def serve(host: str, port: int, seed: str) -> None:
+    """Run an emulator until killed, seeded from a JSON list of [group/version, plural, obj];
+    used as a separate process inside a network namespace of the lab."""
+    stop = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # delivered to sigwait below
+    with Emulator(host, port) as emu, open(seed) as f:
+        for group_version, plural, obj in json.load(f):
+            emu.put(group_version, plural, obj)
+        print("ready", flush=True)
+        signal.sigwait(stop)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1], int(sys.argv[2]), sys.argv[3])

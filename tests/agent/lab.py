@@ -142,6 +142,13 @@ class Lab:
         self.ip(node1, "link", "set", "kube-ipvs0", "up")
         return self
 
+    def add_host(self, label: str, nic: str, host: int) -> str:
+        """Another namespace on the bridge (e.g. an API server the agents can reach)."""
+        ns = f"{self.bridge[:-3]}-{label}"
+        self._namespace(ns)
+        self._plug(ns, nic, host)
+        return ns
+
     def close(self) -> None:
         for agent in self.agents:
             agent.stop()
@@ -153,8 +160,11 @@ class Lab:
         return self.macs[self.ns[node]]
 
     def start_agent(self, node: str, snapshot: Path, *extra: str) -> AgentProcess:
-        argv = ["ip", "netns", "exec", self.ns[node], EIP_GUARD, "agent", "--cluster",
-                str(snapshot), "--node-name", node, "--interval", "0.2", *extra]  # fmt: skip
+        return self.start_live_agent(node, "--cluster", str(snapshot), *extra)
+
+    def start_live_agent(self, node: str, *extra: str) -> AgentProcess:
+        argv = ["ip", "netns", "exec", self.ns[node], EIP_GUARD, "agent", "--node-name", node,
+                "--interval", "0.2", *extra]  # fmt: skip
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         agent = AgentProcess(node, proc)
         agent.start_reader()
