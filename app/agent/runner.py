@@ -119,13 +119,18 @@ class Agent:
 
     def tick(self) -> Plan | None:
         """One look at the cluster and the kernel; returns the plan it acted on."""
+        # Keep the last view or members when one cannot be read: an API blip must not make
+        # every node announce. Members are read on their own, so fencing never waits.
+        error = None
         try:
             self._view = cluster_view(self._source.objects())
-            self._members = self._source.members()
-            self._note_error(None)
         except SourceError as exc:
-            # Keep the last view and members: an API blip must not make every node announce.
-            self._note_error(f"cannot read the cluster, keeping the last view: {exc}")
+            error = f"cannot read the cluster, keeping the last view: {exc}"
+        try:
+            self._members = self._source.members()
+        except SourceError as exc:
+            error = error or f"cannot read the members, keeping the last ones: {exc}"
+        self._note_error(error)
         members = self._members
         try:
             host = self._netlink.host()
@@ -133,9 +138,9 @@ class Agent:
             self._log(str(exc))
             return None
         current = plan(self._view, members, self.settings.node, host)
-        self._note_changes(current)
         if self._speaker is not None:
             self._speaker.update(targets(current, host))
+        self._note_changes(current)  # after the update: "announce" means answering now
         self._note_bindings(local_bindings(self._view.eips, host))
         text = node_report(host).to_json()
         if text != self._last_logged:

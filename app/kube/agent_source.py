@@ -87,6 +87,11 @@ class LiveCluster:
         self._leases: list[Mapping[str, Any]] = []
         self._listed_at: datetime | None = None
         self._renewed_at: float | None = None  # monotonic time of our last good renewal
+        self._joined_at: float | None = None  # monotonic time of our first good renewal
+        # Others list the Leases once per renewal: wait that long (and a margin) after our
+        # Lease first appears before we count, so a joining node never speaks over the node
+        # that still thinks an IP is its own.
+        self.warm_up = renew + max(renew / 2, 1.0)
 
     def start(self, stop: threading.Event) -> None:
         for reflector in self.reflectors:
@@ -99,6 +104,8 @@ class LiveCluster:
             try:
                 self.api.renew_lease(self.node, self.duration, self._clock())
                 self._renewed_at = started
+                if self._joined_at is None:
+                    self._joined_at = started
                 self._list_leases()
             except KubeError as exc:
                 self._log(str(exc))
@@ -116,9 +123,15 @@ class LiveCluster:
         return [obj for r in self.reflectors for obj in r.items()]
 
     def self_live(self) -> bool:
-        """Fencing: stop counting ourselves before others see our Lease run out."""
-        renewed = self._renewed_at
-        return renewed is not None and time.monotonic() - renewed < self.duration - self.renew
+        """Warm-up, then fencing: count ourselves once others can have seen our Lease, and
+        stop before they see it run out."""
+        renewed, joined, now = self._renewed_at, self._joined_at, time.monotonic()
+        if renewed is None or joined is None or now - joined < self.warm_up:
+            return False
+        if now - renewed >= self.duration - self.renew:
+            self._joined_at = None  # after a lapse, warm up again once renewals resume
+            return False
+        return True
 
     def members(self) -> frozenset[str]:
         now = self._clock()

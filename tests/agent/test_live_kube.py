@@ -99,6 +99,23 @@ def test_leases_renew_and_expire(emulator: Emulator) -> None:
     assert not [line for line in logs if "Lease" in line], logs
 
 
+def test_a_joining_agent_warms_up_until_the_others_see_it(emulator: Emulator) -> None:
+    stop = threading.Event()
+    one = LiveCluster(emulator.api(), "node1", print, renew=0.2, duration=1, watch_seconds=1)
+    two = LiveCluster(emulator.api(), "node2", print, renew=0.2, duration=1, watch_seconds=1)
+    try:
+        one.start(stop)
+        eventually(lambda: one.members() == {"node1"}, what="node1 counts itself")
+        two.start(stop)
+        eventually(lambda: "node2" in one.members(), what="node1 sees node2's Lease")
+        seen_by_one_first = not two.self_live()
+        eventually(two.self_live, what="node2 counts itself after its warm-up")
+        assert seen_by_one_first, "node2 counted itself before node1 could see its Lease"
+        assert two.members() == {"node1", "node2"}
+    finally:
+        stop.set()
+
+
 def test_bad_lease_timing_is_refused(emulator: Emulator) -> None:
     with pytest.raises(ValueError, match="must be shorter than the Lease duration"):
         LiveCluster(emulator.api(), "n", print, renew=6, duration=6)

@@ -75,9 +75,13 @@ def test_live_failover_moves_the_clients_neighbor_entry(lab: Lab, api_server: st
     second = "node2" if first == "node1" else "node1"
     live = ("--live", "--server", api_server, "--namespace", "eip-guard",
             "--lease-renew", "0.5", "--lease-duration", "2")  # fmt: skip
-    agents = {n: lab.start_live_agent(n, *live) for n in ("node1", "node2")}
+    agents = {first: lab.start_live_agent(first, *live)}
     try:
         agents[first].wait_for(lambda line: f"announce {IP4} on " in line, timeout=15)
+        # The second agent joins: it warms up until the first has seen its Lease, so the
+        # two never answer together (both answering shows as two MACs below).
+        agents[second] = lab.start_live_agent(second, *live)
+        agents[second].wait_for(lambda line: "node report" in line, timeout=15)
         assert lab.arping(IP4) == {lab.mac(first)}
         lab.resolve_neighbor(IP4)
         entry = lab.neighbor(IP4)

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import time
+from pathlib import Path
 
 from app.agent.pyroute2_netlink import Pyroute2Netlink
 from app.agent.resolve import Resolved, Unresolved, resolve
+from app.agent.runner import Agent, Settings, SnapshotSource
 from app.core.interfaces import parse_interface
 
 from .lab import CAN_REACH4, EIP_GUARD, SUBNET4, Lab
@@ -93,3 +97,35 @@ def test_skips_down_enslaved_and_noarp_nics(lab: Lab) -> None:
         lab.ip(ns, "link", "del", "eth7", check=False)
         lab.ip(ns, "link", "del", "bond-br", check=False)
         lab.ip(ns, "route", "del", "203.0.0.0/16", check=False)
+
+
+def test_agent_keeps_its_last_view_when_the_cluster_cannot_be_read(
+    lab: Lab, tmp_path: Path
+) -> None:
+    snap = tmp_path / "cluster.json"
+
+    def write(used: dict[str, str]) -> None:
+        eip = {"apiVersion": "network.kubesphere.io/v1alpha2", "kind": "Eip",
+               "metadata": {"name": "pool"},
+               "spec": {"address": f"{SUBNET4}.100-{SUBNET4}.120", "protocol": "layer2",
+                        "interface": f"can_reach:{SUBNET4}.1"},
+               "status": {"used": used}}  # fmt: skip
+        snap.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": [eip]}))
+
+    logs: list[str] = []
+    write({f"{SUBNET4}.101": "shop/web"})
+    source = SnapshotSource([snap], "node2", None)
+    agent = Agent(Settings("node2"), source, Pyroute2Netlink(lab.ns["node2"]), logs.append)
+    first = agent.tick()
+    assert first is not None and [str(a.ip) for a in first.announcements] == [f"{SUBNET4}.101"]
+    snap.write_text("items: [broken")
+    os.utime(snap, (time.time() + 100, time.time() + 100))
+    kept = agent.tick()
+    assert kept is not None and kept.announcements == first.announcements
+    assert any("keeping the last view" in line for line in logs)
+    write({})
+    os.utime(snap, (time.time() + 200, time.time() + 200))
+    gone = agent.tick()
+    assert gone is not None and gone.announcements == ()
+    assert "reading the cluster again" in logs
+    assert any(f"stop announcing {SUBNET4}.101 on enp0s8" in line for line in logs)
