@@ -64,6 +64,13 @@ class Target:
     ips: frozenset[IP]
 
 
+def burst(now: float) -> list[float]:
+    """When to send gratuitous messages after taking an IP at ``now``: at once, then every
+    GRATUITOUS_EVERY seconds while within GRATUITOUS_FOR seconds."""
+    count = int(GRATUITOUS_FOR / GRATUITOUS_EVERY) + 1
+    return [now + k * GRATUITOUS_EVERY for k in range(count)]
+
+
 def _attach_filter(sock: socket.socket) -> None:
     code = b"".join(struct.pack("HBBI", *insn) for insn in _NS_FILTER)
     buf = ctypes.create_string_buffer(code)
@@ -138,21 +145,15 @@ class Speaker:
         self.drops: Counter[str] = Counter()
         self.replies = 0
         self._conflicts: dict[tuple[str, bytes], float] = {}
+        self._failed: set[str] = set()  # NICs whose sockets would not open
 
     def update(self, targets: Mapping[str, Target]) -> None:
         """Make the announced set exactly ``targets``; losses take effect before returning."""
         for name in list(self._ports):
             port = self._ports[name]
             target = targets.get(name)
-            if (
-                target is None
-                or not target.ips
-                or (target.index, target.nic)
-                != (
-                    port.index,
-                    port.nic,
-                )
-            ):
+            same_nic = target is not None and (target.index, target.nic) == (port.index, port.nic)
+            if target is None or not target.ips or not same_nic:
                 self._close(name)
         now = self._clock()
         for name, target in targets.items():
@@ -161,8 +162,11 @@ class Speaker:
             if name not in self._ports:
                 try:
                     self._ports[name] = _Port(target)
+                    self._failed.discard(name)
                 except OSError as exc:
-                    self._log(f"{name}: cannot open raw sockets: {exc}; not announcing there")
+                    if name not in self._failed:  # said once, tried again every tick
+                        self._failed.add(name)
+                        self._log(f"{name}: cannot open raw sockets: {exc}; not announcing there")
                     continue
             port = self._ports[name]
             gained = target.ips - port.ips
@@ -170,8 +174,7 @@ class Speaker:
                 self._due.pop((name, ip), None)
             port.set_ips(target.ips, self._log)
             for ip in gained:
-                count = int(GRATUITOUS_FOR / GRATUITOUS_EVERY) + 1
-                self._due[name, ip] = [now + k * GRATUITOUS_EVERY for k in range(count)]
+                self._due[name, ip] = burst(now)
 
     def announced(self) -> dict[str, frozenset[IP]]:
         return {name: port.ips for name, port in self._ports.items()}

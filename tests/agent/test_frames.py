@@ -18,6 +18,7 @@ from app.agent.frames import (
     solicited_node,
     unsolicited_advert,
 )
+from app.agent.speaker import burst
 from app.core.addresses import IP
 
 OURS = mac_bytes("02:00:00:00:00:01")
@@ -184,6 +185,12 @@ def test_unsolicited_advert_goes_to_all_nodes() -> None:
 def test_solicited_node_group() -> None:
     group = solicited_node(ipaddress.IPv6Address("2001:db8::1:2:3:abcd:ef01"))
     assert group == ipaddress.IPv6Address("ff02::1:ffcd:ef01")
+
+
+def test_the_takeover_burst_is_at_once_then_every_1_1_s_for_5_s() -> None:
+    times = burst(100.0)
+    assert times == pytest.approx([100.0, 101.1, 102.2, 103.3, 104.4])
+    assert all(t - 100.0 < 5 for t in times)
 
 
 def test_mac_parsing() -> None:
