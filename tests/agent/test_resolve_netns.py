@@ -13,7 +13,7 @@ from app.agent.resolve import Resolved, Unresolved, resolve
 from app.agent.runner import Agent, Settings, SnapshotSource
 from app.core.interfaces import parse_interface
 
-from .lab import CAN_REACH4, EIP_GUARD, SUBNET4, Lab
+from .lab import CAN_REACH4, EIP_GUARD, SUBNET4, SUBNET6, Lab
 
 
 def test_route_get_says_lo_but_we_pick_the_bridge_nic(lab: Lab) -> None:
@@ -42,9 +42,10 @@ def test_resolve_command_shows_the_trap(lab: Lab) -> None:
 
 def test_each_node_resolves_its_own_nic_name(lab: Lab) -> None:
     for node, nic in (("node1", "ens3"), ("node2", "enp0s8")):
-        out = lab.run(lab.ns[node], EIP_GUARD, "resolve", f"can_reach:{SUBNET4}.1", "-o", "json")
-        assert out.returncode == 0, out.stderr
-        assert json.loads(out.stdout)["eip_guard"]["nic"] == nic
+        for gateway in (f"{SUBNET4}.1", f"{SUBNET6}::1"):
+            out = lab.run(lab.ns[node], EIP_GUARD, "resolve", f"can_reach:{gateway}", "-o", "json")
+            assert out.returncode == 0, out.stderr
+            assert json.loads(out.stdout)["eip_guard"]["nic"] == nic
 
 
 def test_exit_codes(lab: Lab) -> None:
