@@ -25,6 +25,7 @@ import uvicorn
 
 SslFactory = Callable[[], ssl.SSLContext]
 GRACEFUL_SHUTDOWN_SECONDS = 10  # the API server's default webhook timeout
+KEEP_ALIVE_SECONDS = 120
 
 
 def ssl_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
@@ -67,6 +68,10 @@ def config(app: Any, make_ssl: SslFactory) -> uvicorn.Config:
         date_header=False,
         proxy_headers=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        # Longer than the API server's idle timeout for webhook connections (Go's 90 s), so
+        # the client closes idle connections first: a server-side close racing a new POST
+        # would fail that admission call, and Go does not retry a POST.
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
 
 
