@@ -41,9 +41,11 @@ class _TooLarge(Exception):
 
 
 def _problem(code: int, reason: str) -> Response:
+    # No "Connection: close" on 413: closing with the client's body unread makes the kernel
+    # reset the connection, which can destroy the answer before the client reads it. uvicorn
+    # discards the rest of the body instead and keeps the connection.
     body = json.dumps({"code": code, "reason": reason}).encode()
-    headers = {"connection": "close"} if code == 413 else None
-    return Response(body, status_code=code, media_type=JSON, headers=headers)
+    return Response(body, status_code=code, media_type=JSON)
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:

@@ -98,6 +98,8 @@ def test_a_body_over_7_mib_gets_413(webhook: Webhook) -> None:
         "/validate-eip", content=body, headers={"content-type": "application/json"}
     )
     assert "exceeds 7340032 bytes" in reason_of(response, 413)
+    # The connection survives (the server drained the body): the next review is answered.
+    assert webhook.validate(review(example_eip("good"), uid="after"))["response"]["uid"] == "after"
 
 
 def _padded(size: int, uid: str) -> bytes:
@@ -121,9 +123,6 @@ def test_the_limit_is_inclusive_and_enforced_on_streamed_bodies(start: Start) ->
             yield data[i : i + 4096]
 
     over = hook.http.post("/validate-eip", content=chunks(limit + 1), headers=json_headers)
-    assert "transfer-encoding" not in over.request.headers or over.request.headers[
-        "transfer-encoding"
-    ] == ("chunked")
     assert "content-length" not in over.request.headers
     assert "exceeds 65536 bytes" in reason_of(over, 413)
 
