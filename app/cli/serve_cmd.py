@@ -65,13 +65,14 @@ def run_serve(args: argparse.Namespace) -> int:
             f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
         ) from exc
     port = sock.getsockname()[1]
+    host = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 literal in a URL
     listener = logs.setup(getattr(logging, args.log_level.upper()))
     try:
         logging.getLogger(logs.DECISIONS).info(
             "serving",
             extra={
                 "fields": {
-                    "address": f"https://{args.host}:{port}{VALIDATE_PATH}",
+                    "address": f"https://{host}:{port}{VALIDATE_PATH}",
                     "snapshots": [str(p) for p in args.cluster],
                     "eips": len(inventory.eips),
                 }

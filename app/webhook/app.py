@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request, Response
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
-from app.core.sources import InventorySource
+from app.core.sources import InventorySource, Readiness
 from app.core.verdict import Policy
 from app.webhook import responses
 from app.webhook.admission import Decision, decide
@@ -156,7 +156,7 @@ def create_app(
             readiness = source.readiness()
         except Exception as exc:  # a broken source is not ready, never a 500
             log.exception("readiness check failed")
-            return _problem(503, f"readiness check failed: {type(exc).__name__}: {exc}")
+            readiness = Readiness(False, f"readiness check failed: {type(exc).__name__}: {exc}")
         if readiness.ready:
             return Response(b'{"ready":true}', media_type=JSON)
         body = json.dumps({"ready": False, "reason": readiness.reason}).encode()
