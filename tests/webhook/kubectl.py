@@ -5,7 +5,9 @@ feeding the real server's answer through these transcriptions (kubernetes/kubern
 
 - the API server, ``staging/src/k8s.io/apiserver/pkg/admission/plugin/webhook/errors/
   statuserror.go`` ``ToStatusErr``: codes below 400 become 400, the status becomes
-  Failure, and the message is prefixed with ``admission webhook "<name>" denied the request``;
+  Failure, and the message is prefixed with ``admission webhook "<name>" denied the request``
+  (the most recent version also prefixes ``<resource> "<name>" is forbidden: ``, which the
+  Invalid rendering of kubectl below never shows);
 - kubectl, ``staging/src/k8s.io/kubectl/pkg/cmd/util/helpers.go``: ``AddSourceToErr``
   prefixes ``error when creating "<file>"``; ``checkErr`` prints a reason-``Invalid`` status
   with details as ``The <Kind> "<name>" is invalid: `` and one ``field: message`` per cause
