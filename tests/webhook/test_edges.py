@@ -21,6 +21,7 @@ from app.webhook.server import ssl_context
 from .conftest import (
     SERVICE_DNS,
     Certs,
+    NotReadySource,
     Webhook,
     client,
     example_eip,
@@ -157,19 +158,6 @@ def test_an_exception_of_ours_is_an_errored_review_with_the_uid(start: Start) ->
         "ready": False,
         "reason": "readiness check failed: RuntimeError: cache exploded",
     }
-
-
-@dataclass
-class NotReadySource:
-    """A live source before its first full list: holds nothing yet."""
-
-    inventory: Inventory
-
-    def current(self) -> Inventory:
-        return self.inventory
-
-    def readiness(self) -> Readiness:
-        return Readiness(False, "waiting for the first list of Services")
 
 
 def test_not_ready_denies_with_a_retryable_503_and_readyz_says_why(start: Start) -> None:

@@ -13,9 +13,8 @@ from app.core.verdict import Action, Policy
 from app.webhook.app import create_app
 from app.webhook.metrics import VERDICTS, Metrics
 
-from .conftest import EXAMPLES, Webhook, example_inventory
+from .conftest import EXAMPLES, NotReadySource, Webhook, example_inventory
 from .kubectl import api_server_status, kubectl_created, kubectl_stderr
-from .test_edges import NotReadySource
 
 README = (EXAMPLES.parent / "README.md").read_text()
 WEBHOOK = "validate.eip-guard.io"
