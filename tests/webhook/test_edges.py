@@ -281,7 +281,9 @@ def test_the_floor_is_tls_1_2_and_tls_1_2_clients_are_served(
 ) -> None:
     # The server refuses anything older (clients here cannot even offer it: OpenSSL
     # deprecates it), so check the server's own floor, then that 1.2 really works.
-    assert ssl_context(certs.cert, certs.key).minimum_version is ssl.TLSVersion.TLSv1_2
+    server_side = ssl_context(certs.cert, certs.key)
+    assert server_side.minimum_version is ssl.TLSVersion.TLSv1_2
+    assert server_side.options & ssl.OP_NO_RENEGOTIATION
     with client(webhook.port, certs.ca, tls_max=ssl.TLSVersion.TLSv1_2) as http:
         tls = http.get("/healthz").extensions["network_stream"].get_extra_info("ssl_object")
         assert tls.version() == "TLSv1.2"
