@@ -1,0 +1,37 @@
+"""Fixtures for live-mode tests: an API stand-in, a writer, and live mode started on it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from app.kube.serving import LiveSettings
+from kube.fakeapi import FakeApi, Writer, running
+from kube.harness import SETTINGS, Cluster
+
+
+@pytest.fixture
+def api() -> Iterator[FakeApi]:
+    with running() as fake:
+        yield fake
+
+
+@pytest.fixture
+def writer(api: FakeApi) -> Iterator[Writer]:
+    w = Writer(api)
+    yield w
+    w.close()
+
+
+@pytest.fixture
+def cluster_factory(api: FakeApi) -> Iterator[Callable[..., Cluster]]:
+    made: list[Cluster] = []
+
+    def make(settings: LiveSettings = SETTINGS) -> Cluster:
+        made.append(Cluster(api, settings))
+        return made[-1]
+
+    yield make
+    for c in made:
+        c.close()
