@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from app.kube.serving import LiveSettings
-from kube.fakeapi import FakeApi, Writer, running
-from kube.harness import SETTINGS, Cluster
+from tests.kube.fakeapi import FakeApi, Writer, running
+from tests.kube.harness import SETTINGS, Cluster
 
 
 @pytest.fixture

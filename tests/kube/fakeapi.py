@@ -269,6 +269,10 @@ class Writer:
             self.core.create_node(obj, _preload_content=False)
         elif kind == "Service":
             self.core.create_namespaced_service(ns, obj, _preload_content=False)
+        elif kind == "Pod":
+            self.core.create_namespaced_pod(ns, obj, _preload_content=False)
+        elif kind == "ConfigMap":
+            self.core.create_namespaced_config_map(ns, obj, _preload_content=False)
         else:
             raise ValueError(kind)
 
@@ -282,6 +286,8 @@ class Writer:
             self.custom.patch_cluster_custom_object(
                 "network.kubesphere.io", "v1alpha2", "eips", name, obj, _preload_content=False
             )
+        elif kind == "ConfigMap":
+            self.core.patch_namespaced_config_map(name, ns, obj, _preload_content=False)
         else:
             raise ValueError(kind)
 
@@ -292,36 +298,3 @@ class Writer:
             self.core.delete_namespaced_service(name, namespace, _preload_content=False)
         else:
             raise ValueError(kind)
-
-
-def node(name: str, ip: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": name},
-        "status": {"addresses": [{"type": "InternalIP", "address": ip}]},
-    }
-
-
-def service(name: str, cluster_ip: str, external: list[str] | None = None) -> dict[str, Any]:
-    spec: dict[str, Any] = {"clusterIP": cluster_ip, "clusterIPs": [cluster_ip]}
-    if external:
-        spec["externalIPs"] = external
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": spec,
-    }
-
-
-def eip(name: str, address: str, interface: str, uid: str = "") -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name}
-    if uid:
-        meta["uid"] = uid
-    return {
-        "apiVersion": "network.kubesphere.io/v1alpha2",
-        "kind": "Eip",
-        "metadata": meta,
-        "spec": {"address": address, "protocol": "layer2", "interface": interface},
-    }

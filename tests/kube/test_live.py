@@ -7,14 +7,17 @@ from collections.abc import Callable
 from app.core.eips import Eip
 from app.core.rules import check
 from app.core.verdict import Verdict
-from kube.fakeapi import FakeApi, Writer, eip, node, running, service
-from kube.harness import Cluster, eventually
+from tests.core.objects import configmap, eip, kube_vip_pod, node, service
+from tests.kube.fakeapi import FakeApi, Writer, running
+from tests.kube.harness import Cluster, eventually
 
 CAN_REACH = "can_reach:10.0.0.9"
 
 
 def verdict(cluster: Cluster, interface: str = CAN_REACH) -> Verdict:
-    candidate = Eip.from_object(eip("candidate", "192.168.50.10-192.168.50.20", interface))
+    candidate = Eip.from_object(
+        eip("candidate", "192.168.50.10-192.168.50.20", interface=interface)
+    )
     return check(candidate, None, cluster.live.source.current())
 
 
@@ -26,7 +29,7 @@ def test_initial_list_then_ready(
     api: FakeApi, writer: Writer, cluster_factory: Callable[..., Cluster]
 ) -> None:
     writer.create(node("n1", "10.0.0.9"))
-    writer.create(service("web", "10.96.0.10"))
+    writer.create(service("web", cluster_ip="10.96.0.10"))
     cluster = cluster_factory()
     assert cluster.ready().reason == ""
     assert rules(verdict(cluster)) == {"can-reach-node-ip"}
@@ -42,10 +45,12 @@ def test_added_modified_deleted_change_the_next_verdict(
     cluster.ready()
     assert verdict(cluster).allowed
 
-    writer.create(service("web", "10.96.0.10", external=["10.0.0.9"]))  # ADDED
+    writer.create(service("web", cluster_ip="10.96.0.10", external_ips=("10.0.0.9",)))  # ADDED
     eventually(lambda: "can-reach-service-ip" in rules(verdict(cluster)), "ADDED Service seen")
 
-    writer.patch({**service("web", "10.96.0.10"), "spec": {"externalIPs": ["10.0.0.77"]}})
+    writer.patch(
+        {**service("web", cluster_ip="10.96.0.10"), "spec": {"externalIPs": ["10.0.0.77"]}}
+    )
     eventually(lambda: verdict(cluster).allowed, "MODIFIED Service seen")  # MODIFIED
 
     writer.create(node("n1", "10.0.0.9"))
@@ -57,7 +62,7 @@ def test_added_modified_deleted_change_the_next_verdict(
 def test_410_gone_relists_and_the_inventory_is_right(
     api: FakeApi, writer: Writer, cluster_factory: Callable[..., Cluster]
 ) -> None:
-    writer.create(service("web", "10.96.0.10", external=["10.0.0.9"]))
+    writer.create(service("web", cluster_ip="10.96.0.10", external_ips=("10.0.0.9",)))
     cluster = cluster_factory()
     cluster.ready()
     assert "can-reach-service-ip" in rules(verdict(cluster))
@@ -123,3 +128,18 @@ def test_missing_eip_crd_keeps_readiness_false_with_a_reason() -> None:
             cluster.ready()
         finally:
             cluster.close()
+
+
+def test_kube_vip_vip_from_a_configmap_in_the_kube_vip_namespace(
+    writer: Writer, cluster_factory: Callable[..., Cluster]
+) -> None:
+    """Pods and ConfigMaps are watched in the kube-vip namespace; assemble joins them."""
+    ref = {"configMapKeyRef": {"name": "vip-config", "key": "vip"}}
+    writer.create(kube_vip_pod("kube-vip-n1", [{"name": "address", "valueFrom": ref}]))
+    cluster = cluster_factory()
+    cluster.ready()
+    assert verdict(cluster).allowed  # the ConfigMap does not exist yet: nothing known
+    writer.create(configmap("vip-config", {"vip": "10.0.0.9"}))
+    eventually(lambda: "can-reach-kube-vip" in rules(verdict(cluster)), "VIP from the ConfigMap")
+    writer.patch(configmap("vip-config", {"vip": "10.0.0.10"}))
+    eventually(lambda: verdict(cluster).allowed, "the VIP moved away")

@@ -1,0 +1,103 @@
+"""Pure parts of live mode: backoff, readiness words, Event naming and dedup, stream layout."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.core.inventory import Options, build
+from app.core.rules import audit
+from app.core.verdict import Verdict
+from app.kube.auditor import event_body, event_name, findings, violations_by_rule
+from app.kube.live import not_ready_reason
+from app.kube.reflector import backoff_delay
+from app.kube.resources import streams
+from app.kube.serving import namespaces
+
+
+@given(st.integers(min_value=1, max_value=200), st.floats(min_value=0, max_value=1))
+def test_backoff_is_bounded_by_the_cap_and_grows(failures: int, r: float) -> None:
+    delay = backoff_delay(failures, 0.5, 30.0, lambda: r)
+    assert 0 <= delay <= 30.0
+    assert delay == r * min(30.0, 0.5 * 2 ** (failures - 1))
+
+
+def test_no_failure_means_no_wait() -> None:
+    assert backoff_delay(0, 0.5, 30.0, lambda: 1.0) == 0.0
+
+
+def test_not_ready_reason_names_waiting_sources_and_their_problems() -> None:
+    reason = not_ready_reason(["nodes", "eips"], {"eips": "the Eip CRD is not installed"})
+    assert reason == "waiting for the first list of eips, nodes; the Eip CRD is not installed"
+    assert not_ready_reason([], {}) == "assembling the inventory from the first lists"
+
+
+def test_streams_cover_kube_vip_namespaces_and_the_pool_configmap_namespace() -> None:
+    names = [s.name for s in streams(("kube-system", "kube-vip"), Options(("pools", "kubevip")))]
+    assert names == [
+        "nodes", "eips", "services", "servicecidrs",
+        "pods/kube-system", "pods/kube-vip",
+        "daemonsets/kube-system", "daemonsets/kube-vip",
+        "deployments/kube-system", "deployments/kube-vip",
+        "configmaps/kube-system", "configmaps/kube-vip", "configmaps/pools",
+    ]  # fmt: skip
+
+
+def test_namespace_flags_accept_repeats_and_commas() -> None:
+    assert namespaces(None) == ("kube-system",)
+    assert namespaces(["a,b", "b", " c "]) == ("a", "b", "c")
+
+
+def _inventory(external_ip: str) -> tuple[dict[str, str], dict[str, Verdict]]:
+    objects = [
+        {
+            "apiVersion": "network.kubesphere.io/v1alpha2",
+            "kind": "Eip",
+            "metadata": {"name": "pool", "uid": "u1"},
+            "spec": {"address": "192.168.1.10-192.168.1.20", "protocol": "layer2",
+                     "interface": "can_reach:10.0.0.50"},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"clusterIP": "10.96.0.1", "externalIPs": [external_ip]},
+        },
+    ]  # fmt: skip
+    verdicts = audit(build(objects))
+    return {"pool": "u1"}, dict(verdicts)
+
+
+def test_findings_dedup_key_is_stable_and_follows_the_messages() -> None:
+    uids, verdicts = _inventory("10.0.0.50")
+    first = findings(verdicts, uids)
+    again = findings(verdicts, uids)
+    assert list(first) == list(again) and len(first) == 1
+    (finding,) = first.values()
+    assert finding.eip == "pool" and finding.rules == ("can-reach-service-ip",)
+    # Another Eip uid (deleted and re-created) or other violations: another Event.
+    assert event_name("pool", "u2", ("m",)) != event_name("pool", "u1", ("m",))
+    assert event_name("pool", "u1", ("a", "b")) == event_name("pool", "u1", ("b", "a"))
+    assert event_name("pool", "u1", ("a",)) != event_name("pool", "u1", ("a", "b"))
+    _, clean = _inventory("10.0.0.51")
+    assert findings(clean, uids) == {}
+
+
+def test_violation_counts_by_rule_include_zeroes() -> None:
+    _, verdicts = _inventory("10.0.0.50")
+    counts = violations_by_rule(verdicts)
+    assert counts["can-reach-service-ip"] == 1
+    assert counts["address-overlap"] == 0
+
+
+def test_event_body_is_a_core_v1_warning_on_the_eip() -> None:
+    uids, verdicts = _inventory("10.0.0.50")
+    (finding,) = findings(verdicts, uids).values()
+    body = event_body(finding, datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), "pod-1")
+    assert body["metadata"] == {"name": finding.event_name, "namespace": "default"}
+    assert body["reason"] == "EipGuardViolation" and body["type"] == "Warning"
+    assert body["firstTimestamp"] == "2026-01-02T03:04:05Z"
+    assert body["involvedObject"]["uid"] == "u1"
+    assert len(body["message"]) <= 1024
