@@ -43,14 +43,18 @@ def api_client(
             if kubeconfig is None and context is None and in_cluster():
                 config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
             else:
+                # $KUBECONFIG read now: the library reads it once, at import time.
                 config.load_kube_config(  # type: ignore[no-untyped-call]
-                    config_file=kubeconfig,
+                    config_file=kubeconfig or os.environ.get("KUBECONFIG") or None,
                     context=context,
                     client_configuration=cfg,
                     persist_config=False,
                 )
         except (ConfigException, OSError, ValueError) as exc:
-            where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+            if kubeconfig is None and context is None and in_cluster():
+                where = "the pod's service account"
+            else:
+                where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
             raise KubeError(
                 f"cannot load Kubernetes credentials from {where}"
                 f"{f' (context {context})' if context else ''}: {exc}. "

@@ -8,9 +8,10 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from app.kube.config import KubeError
+from app.core.inventory import Options
+from app.kube.config import KubeError, api_client
 from app.kube.reflector import WatchSettings
-from app.kube.resources import EIPS, Stream, describe_failure, list_all
+from app.kube.resources import EIPS, Stream, describe_failure, list_all, streams
 
 
 def list_cluster(
@@ -37,3 +38,17 @@ def list_cluster(
             raise KubeError(describe_failure(stream, exc, retrying=False)) from exc
         objects.extend(items)
     return objects, notes
+
+
+def read_cluster(
+    kubeconfig: str | None,
+    context: str | None,
+    kube_vip_namespaces: Iterable[str],
+    options: Options,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Connect (kubectl's order, see ``api_client``), list every stream once, disconnect."""
+    api = api_client(kubeconfig, context)
+    try:
+        return list_cluster(api, streams(kube_vip_namespaces, options))
+    finally:
+        api.close()  # type: ignore[no-untyped-call]

@@ -19,9 +19,11 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import kmock
+import yaml
 from kubernetes import client
 
 RESOURCES: dict[str, tuple[str, bool]] = {  # "group/version/plural" -> (kind, namespaced)
@@ -298,3 +300,20 @@ class Writer:
             self.core.delete_namespaced_service(name, namespace, _preload_content=False)
         else:
             raise ValueError(kind)
+
+
+def kubeconfig(path: Path, url: str, context: str = "kmock") -> Path:
+    """A kubeconfig whose context points at the stand-in (plain HTTP, a dummy token)."""
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "kmock", "cluster": {"server": url}}],
+                "users": [{"name": "tester", "user": {"token": "not-checked"}}],
+                "contexts": [{"name": context, "context": {"cluster": "kmock", "user": "tester"}}],
+                "current-context": context,
+            }
+        )
+    )
+    return path
