@@ -22,7 +22,9 @@ def resolve_dns(name: str) -> list[str]:
     return sorted({str(info[4][0]) for info in infos})
 
 
-def _cluster_args(p: argparse.ArgumentParser) -> None:
+def cluster_args(p: argparse.ArgumentParser, output: bool = True) -> None:
+    """--cluster or --kubeconfig/--context (and kube-vip namespaces), --policy,
+    --kube-vip-configmap (and -o): shared with `eip-guard serve`."""
     source = p.add_mutually_exclusive_group(required=not in_cluster())
     source.add_argument(
         "--cluster",
@@ -35,7 +37,8 @@ def _cluster_args(p: argparse.ArgumentParser) -> None:
     live.add_source_args(p, source)
     p.add_argument("--policy", type=Path, help="policy file: per-rule deny|warn|off")
     p.add_argument("--kube-vip-configmap", default="kube-system/kubevip", metavar="NS/NAME")
-    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    if output:
+        p.add_argument("-o", "--output", choices=("text", "json"), default="text")
 
 
 def register(sub: Any) -> None:
@@ -44,12 +47,12 @@ def register(sub: Any) -> None:
     )
     p.add_argument("-f", "--filename", type=Path, required=True, help="the Eip manifest")
     p.add_argument("--old", type=Path, help="the Eip as it is now (judges an UPDATE)")
-    _cluster_args(p)
+    cluster_args(p)
     p.set_defaults(run=run_check)
     a = sub.add_parser(
         "audit", help="judge every existing Eip in a cluster snapshot or the live cluster"
     )
-    _cluster_args(a)
+    cluster_args(a)
     a.set_defaults(run=run_audit)
 
 
