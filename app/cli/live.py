@@ -13,10 +13,13 @@ import argparse
 import sys
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from app.core.inventory import Inventory, Options, Resolver, build
+from app.core.verdict import Policy
 from app.kube.config import KubeError
 from app.kube.reflector import WatchSettings
-from app.kube.serving import LiveSettings, namespaces
+from app.kube.serving import Live, LiveSettings, connect_and_start, namespaces
 from app.kube.snapshot import read_cluster
 from app.sources.files import InputError
 
@@ -110,3 +113,26 @@ def live_settings(args: argparse.Namespace) -> LiveSettings:
         audit_interval=args.audit_interval,
         audit=not args.no_audit_events,
     )
+
+
+def start(
+    args: argparse.Namespace,
+    options: Options,
+    policy: Policy,
+    registry: CollectorRegistry,
+    resolve: Resolver,
+) -> Live:
+    """Live mode for ``serve``: watches, inventory and background audit, started."""
+    settings = live_settings(args)
+    try:
+        return connect_and_start(
+            args.kubeconfig,
+            args.context,
+            registry,
+            policy,
+            options=options,
+            settings=settings,
+            resolve=resolve,
+        )
+    except KubeError as exc:
+        raise InputError(str(exc)) from exc

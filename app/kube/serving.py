@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from app.core.inventory import Options, Resolver
 from app.core.verdict import Policy
 from app.kube.auditor import Auditor, EventSink, KubeEvents
+from app.kube.config import api_client
 from app.kube.live import LiveInventory
 from app.kube.metrics import KubeMetrics
 from app.kube.reflector import WatchSettings
@@ -31,11 +32,14 @@ class Live:
     source: LiveInventory
     auditor: Auditor | None
     metrics: KubeMetrics
+    api: client.ApiClient | None = None  # closed by stop() when start_live made it
 
     def stop(self) -> None:
         if self.auditor is not None:
             self.auditor.stop()
         self.source.stop()
+        if self.api is not None:
+            self.api.close()  # type: ignore[no-untyped-call]
 
 
 def start_live(
@@ -67,6 +71,26 @@ def start_live(
     if auditor is not None:
         auditor.start()
     return Live(source, auditor, metrics)
+
+
+def connect_and_start(
+    kubeconfig: str | None,
+    context: str | None,
+    registry: CollectorRegistry,
+    policy: Policy,
+    *,
+    options: Options,
+    settings: LiveSettings,
+    resolve: Resolver | None = None,
+) -> Live:
+    """``start_live`` on a client made kubectl's way (``api_client``); stop() closes it.
+
+    Raises ``KubeError`` when no credentials can be loaded.
+    """
+    api = api_client(kubeconfig, context)
+    live = start_live(api, registry, policy, options=options, settings=settings, resolve=resolve)
+    live.api = api
+    return live
 
 
 def namespaces(values: Iterable[str] | None) -> tuple[str, ...]:

@@ -7,8 +7,10 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from app.kube.serving import LiveSettings
+from app.pki.certs import make_bundle, write_bundle
 from tests.kube.fakeapi import FakeApi, Writer, running
 from tests.kube.harness import SETTINGS, Cluster
+from tests.webhook.conftest import SERVICE_DNS, Certs
 
 
 @pytest.fixture
@@ -35,3 +37,11 @@ def cluster_factory(api: FakeApi) -> Iterator[Callable[..., Cluster]]:
     yield make
     for c in made:
         c.close()
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """A CA and a serving certificate for the webhook's Service name (as tests/webhook has)."""
+    out = tmp_path_factory.mktemp("certs")
+    write_bundle(make_bundle([SERVICE_DNS], ["127.0.0.1"]), out)
+    return Certs(out)
