@@ -32,7 +32,7 @@ def cluster_args(p: argparse.ArgumentParser, output: bool = True) -> None:
         type=Path,
         metavar="SNAPSHOT",
         help="YAML/JSON file or directory of Kubernetes objects (repeatable); "
-        "or read the live cluster (one list per source) with --kubeconfig",
+        "--kubeconfig reads the live cluster instead",
     )
     live.add_source_args(p, source)
     p.add_argument("--policy", type=Path, help="policy file: per-rule deny|warn|off")

@@ -72,9 +72,10 @@ def add_watch_args(p: argparse.ArgumentParser) -> None:
         help="run the background audit at most once per interval, after changes (default 10)",
     )
     p.add_argument(
-        "--no-audit-events",
+        "--no-background-audit",
         action="store_true",
-        help="do not run the background audit (no Warning Events, no create/patch on events)",
+        help="do not audit existing Eips in the background (no Warning Events, no "
+        "violation gauge; RBAC then needs no create/patch on events)",
     )
 
 
@@ -111,7 +112,7 @@ def live_settings(args: argparse.Namespace) -> LiveSettings:
         watch=WatchSettings(timeout_seconds=args.watch_timeout),
         coalesce=args.resync_interval,
         audit_interval=args.audit_interval,
-        audit=not args.no_audit_events,
+        audit=not args.no_background_audit,
     )
 
 

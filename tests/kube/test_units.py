@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -13,8 +14,11 @@ from app.core.verdict import Verdict
 from app.kube.auditor import event_body, event_name, findings, violations_by_rule
 from app.kube.live import not_ready_reason
 from app.kube.reflector import backoff_delay
-from app.kube.resources import streams
+from app.kube.resources import rbac_rules, streams
 from app.kube.serving import namespaces
+from tests.conftest import ROOT
+
+README = (ROOT / "README.md").read_text()
 
 
 @given(st.integers(min_value=1, max_value=200), st.floats(min_value=0, max_value=1))
@@ -101,3 +105,22 @@ def test_event_body_is_a_core_v1_warning_on_the_eip() -> None:
     assert body["firstTimestamp"] == "2026-01-02T03:04:05Z"
     assert body["involvedObject"]["uid"] == "u1"
     assert len(body["message"]) <= 1024
+
+
+def test_readme_rbac_snippet_is_exactly_what_live_mode_uses() -> None:
+    section = README.split("### RBAC", 1)[1]
+    snippet = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    role = yaml.safe_load(snippet)
+    assert role["kind"] == "ClusterRole"
+    assert role["rules"] == rbac_rules()
+    # and every resource a stream reads is granted get/list/watch
+    granted = {
+        (group, res)
+        for rule in role["rules"]
+        if rule["verbs"] == ["get", "list", "watch"]
+        for group in rule["apiGroups"]
+        for res in rule["resources"]
+    }
+    for stream in streams(("kube-system",), Options()):
+        group = stream.resource.api_version.rpartition("/")[0]
+        assert (group, stream.resource.plural) in granted, stream.name
