@@ -19,7 +19,14 @@ from types import MappingProxyType
 
 from kubernetes import client
 
-from app.core.inventory import DEFAULT_OPTIONS, Inventory, Options, Resolver, assemble
+from app.core.inventory import (
+    DEFAULT_OPTIONS,
+    EMPTY,
+    Inventory,
+    Options,
+    Resolver,
+    assemble,
+)
 from app.core.sources import Readiness
 from app.kube.metrics import KubeMetrics
 from app.kube.reflector import Held, Key, Reflector, WatchSettings
@@ -36,6 +43,12 @@ class Published:
     generation: int = 0  # bumps on every rebuild
     complete: bool = False  # every stream's first list is in ``inventory``
     eip_uids: Mapping[str, str] = field(default_factory=dict)  # Eip name -> metadata.uid
+
+
+def _matters(held: Held | None) -> bool:
+    """Whether an object adds anything to the inventory (most kube-system Pods do not):
+    their churn then costs no rebuild."""
+    return held is not None and (held.extract != EMPTY or bool(held.uid))
 
 
 def not_ready_reason(waiting: Iterable[str], problems: Mapping[str, str]) -> str:
@@ -92,6 +105,11 @@ class LiveInventory:
     def published(self) -> Published:
         return self._published
 
+    @property
+    def changes_pending(self) -> bool:
+        """A change the next rebuild will pick up (set by writers, cleared by the rebuild)."""
+        return self._dirty.is_set()
+
     def on_change(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` (quickly, from the rebuild thread) after each new inventory."""
         self._listeners.append(listener)
@@ -109,21 +127,25 @@ class LiveInventory:
     def upsert(self, stream: str, key: Key, held: Held) -> None:
         with self._lock:
             store = self._stores[stream]
-            if store.get(key) == held:  # a resync or replayed ADDED that changes nothing
+            before = store.get(key)
+            if before == held:  # a replayed ADDED, a status heartbeat: nothing the rules see
                 return
             store[key] = held
             size = len(store)
         self._metrics.objects.labels(stream).set(size)
-        self._dirty.set()
+        if _matters(before) or _matters(held):
+            self._dirty.set()
 
     def remove(self, stream: str, key: Key) -> None:
         with self._lock:
             store = self._stores[stream]
-            if store.pop(key, None) is None:
+            before = store.pop(key, None)
+            if before is None:
                 return
             size = len(store)
         self._metrics.objects.labels(stream).set(size)
-        self._dirty.set()
+        if _matters(before):
+            self._dirty.set()
 
     def problem(self, stream: str, text: str) -> None:
         with self._lock:
@@ -142,6 +164,7 @@ class LiveInventory:
 
     def rebuild(self) -> Published:
         """Assemble and publish a new inventory from the extracts held now."""
+        self._dirty.clear()  # before the copy: a change after it sets it again
         with self._lock:
             held = [h for store in self._stores.values() for h in store.values()]
             complete = len(self._listed) == len(self._stores)
@@ -169,7 +192,6 @@ class LiveInventory:
             wait = last + self._coalesce - time.monotonic()
             if wait > 0 and self._stop.wait(wait):  # let the burst finish: one rebuild for it
                 break
-            self._dirty.clear()
             try:
                 self.rebuild()
             except Exception:  # a bug must not stop the inventory from ever updating again

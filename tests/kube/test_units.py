@@ -7,16 +7,20 @@ from datetime import UTC, datetime
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
-from app.core.inventory import Options, build
+from app.core.inventory import Options, build, extract
 from app.core.rules import audit
 from app.core.verdict import Verdict
 from app.kube.auditor import event_body, event_name, findings, violations_by_rule
-from app.kube.live import not_ready_reason
-from app.kube.reflector import backoff_delay
-from app.kube.resources import rbac_rules, streams
+from app.kube.config import api_client
+from app.kube.live import LiveInventory, not_ready_reason
+from app.kube.metrics import KubeMetrics
+from app.kube.reflector import Held, backoff_delay
+from app.kube.resources import PODS, Stream, rbac_rules, streams
 from app.kube.serving import namespaces
 from tests.conftest import ROOT
+from tests.core.objects import kube_vip_pod
 
 README = (ROOT / "README.md").read_text()
 
@@ -124,3 +128,25 @@ def test_readme_rbac_snippet_is_exactly_what_live_mode_uses() -> None:
     for stream in streams(("kube-system",), Options()):
         group = stream.resource.api_version.rpartition("/")[0]
         assert (group, stream.resource.plural) in granted, stream.name
+
+
+def test_objects_that_add_nothing_cost_no_rebuild() -> None:
+    """kube-system Pod churn (not kube-vip) must not rebuild the inventory each time."""
+    api = api_client(host="http://127.0.0.1:9")  # never contacted: no thread is started
+    try:
+        source = LiveInventory(api, [Stream(PODS, "kube-system")], KubeMetrics(CollectorRegistry()))
+        plain = Held(extract({"kind": "Pod", "metadata": {"name": "coredns"}, "spec": {}}))
+        source.upsert("pods/kube-system", ("kube-system", "coredns"), plain)
+        source.remove("pods/kube-system", ("kube-system", "coredns"))
+        assert not source.changes_pending
+        vip = kube_vip_pod("kube-vip", [{"name": "address", "value": "10.0.0.9"}])
+        source.upsert("pods/kube-system", ("kube-system", "kube-vip"), Held(extract(vip)))
+        assert source.changes_pending
+        published = source.rebuild()
+        assert not source.changes_pending
+        assert published.generation == 1 and not published.complete  # never listed
+        assert not source.readiness().ready
+        source.remove("pods/kube-system", ("kube-system", "kube-vip"))
+        assert source.changes_pending
+    finally:
+        api.close()  # type: ignore[no-untyped-call]
