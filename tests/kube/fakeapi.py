@@ -38,6 +38,7 @@ RESOURCES: dict[str, tuple[str, bool]] = {  # "group/version/plural" -> (kind, n
     "network.kubesphere.io/v1alpha2/eips": ("Eip", False),
 }
 EIPS = "network.kubesphere.io/v1alpha2/eips"
+SERVICECIDRS = "networking.k8s.io/v1/servicecidrs"
 
 
 @dataclass(eq=False)
@@ -105,8 +106,8 @@ class Proxy:
 
 
 class FakeApi:
-    def __init__(self, *, eips: bool = True) -> None:
-        self._declare_eips = eips
+    def __init__(self, *, missing: tuple[str, ...] = ()) -> None:
+        self._missing = missing  # resources this API server does not serve (404)
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._done: asyncio.Future[None] | None = None
@@ -133,7 +134,7 @@ class FakeApi:
         async with kmock.KubernetesEmulator() as km, kmock.Server(km) as srv:
             self.km = km
             for name, (kind, namespaced) in RESOURCES.items():
-                if name != EIPS or self._declare_eips:
+                if name not in self._missing:
                     self.declare(name, kind, namespaced)
             self.proxy = Proxy((srv.host, srv.port))
             await self.proxy.start()
@@ -205,6 +206,31 @@ class FakeApi:
 
         self.call(add)
 
+    def bookmark_once(self, resource: str, rv: str) -> None:
+        """The next watch of ``resource`` sends one BOOKMARK (resourceVersion ``rv``) and ends,
+        as a real API server's watch does at its timeout."""
+        event = {
+            "type": "BOOKMARK",
+            "object": {"kind": "Bookmark", "metadata": {"resourceVersion": rv}},
+        }
+
+        def add() -> None:
+            self.km[kmock.action.WATCH, kmock.resource(resource)] << iter([event])
+
+        self.call(add)
+
+    def watch_params(self, path: str) -> list[dict[str, str]]:
+        """The query parameters of every watch request kmock served for ``path``."""
+
+        def get() -> list[dict[str, str]]:
+            return [
+                dict(r.url.query)
+                for r in list(self.km)
+                if r.url.path == path and r.url.query.get("watch") == "true"
+            ]
+
+        return list(self.call(get))
+
     def silently_delete(self, resource: str, namespace: str | None, name: str) -> None:
         """Delete from kmock's storage without a watch event: a change the watcher missed."""
 
@@ -242,8 +268,8 @@ class FakeApi:
 
 
 @contextlib.contextmanager
-def running(*, eips: bool = True) -> Iterator[FakeApi]:
-    api = FakeApi(eips=eips).start()
+def running(*, missing: tuple[str, ...] = ()) -> Iterator[FakeApi]:
+    api = FakeApi(missing=missing).start()
     try:
         yield api
     finally:
@@ -257,6 +283,7 @@ class Writer:
         self.client = client.ApiClient(client.Configuration(host=api.direct_url))
         self.core: Any = client.CoreV1Api(self.client)
         self.custom: Any = client.CustomObjectsApi(self.client)
+        self.networking: Any = client.NetworkingV1Api(self.client)
 
     def close(self) -> None:
         self.client.close()  # type: ignore[no-untyped-call]
@@ -275,6 +302,8 @@ class Writer:
             self.core.create_namespaced_pod(ns, obj, _preload_content=False)
         elif kind == "ConfigMap":
             self.core.create_namespaced_config_map(ns, obj, _preload_content=False)
+        elif kind == "ServiceCIDR":
+            self.networking.create_service_cidr(obj, _preload_content=False)
         else:
             raise ValueError(kind)
 

@@ -47,7 +47,7 @@ class Cluster:
     """The stand-in and the live mode started against it, with short timeouts."""
 
     def __init__(self, api: FakeApi, settings: LiveSettings = SETTINGS) -> None:
-        self.api = api
+        self.api, self.settings = api, settings
         self.registry = CollectorRegistry()
         self.client: client.ApiClient = api_client(host=api.url)
         self.live: Live = start_live(

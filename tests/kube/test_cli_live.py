@@ -10,7 +10,7 @@ import pytest
 
 from app.cli.main import main
 from tests.core.objects import eip, node, service
-from tests.kube.fakeapi import FakeApi, Writer, kubeconfig, running
+from tests.kube.fakeapi import EIPS, FakeApi, Writer, kubeconfig, running
 
 Capsys = pytest.CaptureFixture[str]
 
@@ -80,7 +80,7 @@ def test_unreadable_kubeconfig_is_one_line_not_a_traceback(tmp_path: Path, capsy
 
 
 def test_missing_eip_crd_is_a_note_and_the_audit_still_runs(tmp_path: Path, capsys: Capsys) -> None:
-    with running(eips=False) as api:
+    with running(missing=(EIPS,)) as api:
         config = kubeconfig(tmp_path / "kubeconfig", api.url)
         code, out, err = run(capsys, "audit", "--kubeconfig", str(config))
     assert code == 0

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from app.core.eips import Eip
 from app.core.rules import check
 from app.core.verdict import Verdict
-from tests.core.objects import configmap, eip, kube_vip_pod, node, service
-from tests.kube.fakeapi import FakeApi, Writer, running
+from tests.core.objects import configmap, eip, kube_vip_pod, node, service, service_cidr
+from tests.kube.fakeapi import EIPS, SERVICECIDRS, FakeApi, Writer, running
 from tests.kube.harness import Cluster, eventually
 
 CAN_REACH = "can_reach:10.0.0.9"
@@ -106,7 +106,7 @@ def test_a_silent_dead_connection_is_noticed(
 
 
 def test_missing_eip_crd_keeps_readiness_false_with_a_reason() -> None:
-    with running(eips=False) as api:
+    with running(missing=(EIPS,)) as api:
         cluster = Cluster(api)
         try:
             # Every other source lists; only the Eips wait, and the reason says why.
@@ -143,3 +143,37 @@ def test_kube_vip_vip_from_a_configmap_in_the_kube_vip_namespace(
     eventually(lambda: "can-reach-kube-vip" in rules(verdict(cluster)), "VIP from the ConfigMap")
     writer.patch(configmap("vip-config", {"vip": "10.0.0.10"}))
     eventually(lambda: verdict(cluster).allowed, "the VIP moved away")
+
+
+def test_watches_ask_for_bookmarks_and_resume_from_one(
+    api: FakeApi, cluster_factory: Callable[..., Cluster]
+) -> None:
+    cluster = cluster_factory()
+    cluster.ready()
+    first = eventually(lambda: api.watch_params("/api/v1/nodes"), "a watch of nodes")[0]
+    assert first["allowWatchBookmarks"] == "true"
+    assert first["timeoutSeconds"] == str(cluster.settings.watch.timeout_seconds)
+    api.bookmark_once("v1/nodes", "4242")
+    api.cut()  # the current watch ends; the next one meets the bookmark, then one more
+    eventually(
+        lambda: any(p.get("resourceVersion") == "4242" for p in api.watch_params("/api/v1/nodes")),
+        "a watch that resumes from the bookmark's resourceVersion",
+    )
+
+
+def test_servicecidrs_are_optional_and_picked_up_once_served() -> None:
+    with running(missing=(SERVICECIDRS,)) as api:
+        cluster = Cluster(api)
+        writer = Writer(api)
+        try:
+            cluster.ready()  # an API server without ServiceCIDRs is no reason to wait
+            assert verdict(cluster).allowed
+            # The cluster is upgraded: the API now serves them; asked again after a while.
+            api.call(lambda: api.declare(SERVICECIDRS, "ServiceCIDR", False))
+            writer.create(service_cidr("kubernetes", "10.0.0.0/24"))
+            eventually(
+                lambda: "can-reach-service-ip" in rules(verdict(cluster)), "the ServiceCIDR seen"
+            )
+        finally:
+            writer.close()
+            cluster.close()

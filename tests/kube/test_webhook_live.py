@@ -18,7 +18,7 @@ from typing import Any
 from app.core.verdict import Policy
 from app.webhook.app import create_app
 from tests.core.objects import eip, node, service
-from tests.kube.fakeapi import FakeApi, Writer, kubeconfig, running
+from tests.kube.fakeapi import EIPS, FakeApi, Writer, kubeconfig, running
 from tests.kube.harness import Cluster, eventually
 from tests.webhook.conftest import Certs, client, review, serving
 from tests.webhook.test_cli_webhook import ROOT, Lines
@@ -62,7 +62,7 @@ def test_the_next_admission_request_sees_watch_events(
 
 
 def test_missing_crd_fails_readyz_and_denies_with_a_retryable_message(certs: Certs) -> None:
-    with running(eips=False) as api:
+    with running(missing=(EIPS,)) as api:
         cluster = Cluster(api)
         try:
             app = create_app(cluster.live.source, Policy())
