@@ -109,6 +109,7 @@ class Reflector:
         self._lister = stream.lister(api)
         self._watch: watch.Watch | None = None
         self._progressed = False
+        self.rv: str | None = None  # where the next watch starts; None: list first
         self.name = stream.name
         metrics.source(self.name)
 
@@ -127,17 +128,17 @@ class Reflector:
 
     def run(self) -> None:
         failures = 0  # consecutive failures, for the backoff
-        rv: str | None = None  # None: list (again) before watching
         while not self._stop.is_set():
             self._progressed = False
             try:
-                if rv is None:
-                    rv = self._list()
-                    if rv is None:  # an optional resource this server does not offer
+                if self.rv is None:
+                    self.rv = self._list()
+                    if self.rv is None:  # an optional resource this server does not offer
                         self._stop.wait(self.settings.absent_retry)
                         continue
-                rv = self._watch_once(rv)  # the server ended the watch: watch again
+                self._watch_once()  # until the server ends the watch: then watch again
                 failures = 0
+                self.sink.problem(self.name, "")
                 self._synced()
                 continue
             except Exception as exc:
@@ -147,14 +148,14 @@ class Reflector:
                     failures = 0
                 if isinstance(exc, _Gone) or getattr(exc, "status", None) == GONE:
                     # The first re-list after a 410 is immediate; 410s in a row back off.
-                    rv = None
+                    self.rv = None
                     self.metrics.restarts.labels(self.name).inc()
                     log.info("%s: resourceVersion too old (410 Gone): listing again", self.name)
                     delay = self._backoff(failures)
                     failures += 1
-                else:
+                else:  # resume from the last event handled (self.rv), or list if none
                     self.metrics.errors.labels(self.name).inc()
-                    if rv is not None:
+                    if self.rv is not None:
                         self.metrics.restarts.labels(self.name).inc()
                     text = describe_failure(self.stream, exc)
                     self.sink.problem(self.name, text)
@@ -189,16 +190,19 @@ class Reflector:
         log.info("%s: listed %d object(s) at resourceVersion %r", self.name, len(items), rv)
         return rv
 
-    def _watch_once(self, rv: str) -> str:
-        """One watch request, until the server ends it; returns the last resourceVersion."""
+    def _watch_once(self) -> None:
+        """One watch request from ``self.rv``, until the server ends it.
+
+        ``self.rv`` advances only after an event is handled: a failure resumes there.
+        """
         w = watch.Watch()  # type: ignore[no-untyped-call]
         self._watch = w
         if self._stop.is_set():  # stop() may have run before _watch was set
-            return rv
+            return
         s = self.settings
         stream = w.stream(  # type: ignore[no-untyped-call]
             self._lister,
-            resource_version=rv,
+            resource_version=self.rv,
             allow_watch_bookmarks=True,
             timeout_seconds=s.timeout_seconds,
             _request_timeout=s.request_timeout,
@@ -214,20 +218,15 @@ class Reflector:
                     if obj.get("code") == GONE:
                         raise _Gone
                     raise ApiException(status=obj.get("code"), reason=obj.get("message"))
-                rv = resource_version(obj) or rv
-                self._progressed = True
-                if kind == "BOOKMARK":
-                    self._synced()
-                    continue
-                key = object_key(obj)
                 if kind == "DELETED":
-                    self.sink.remove(self.name, key)
+                    self.sink.remove(self.name, object_key(obj))
                 elif kind in ("ADDED", "MODIFIED"):
-                    self.sink.upsert(self.name, key, self.held(obj))
-                held_count += 1
+                    self.sink.upsert(self.name, object_key(obj), self.held(obj))
+                self.rv = resource_version(obj) or self.rv  # BOOKMARK: only this
+                self._progressed = True
+                held_count += kind != "BOOKMARK"
                 self._synced()
         finally:
             self._watch = None
             if held_count:
                 log.debug("%s: %d event(s) in this watch", self.name, held_count)
-        return rv
