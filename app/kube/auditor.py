@@ -196,8 +196,8 @@ class Auditor:
     def _loop(self) -> None:
         last = float("-inf")
         while not self._stop.is_set():
-            if not self._changed.wait(timeout=0.5):
-                continue
+            if not self._changed.wait(timeout=5.0) or self._stop.is_set():
+                continue  # stop() sets _changed too: it wakes this thread at once
             wait = last + self._interval - time.monotonic()
             if wait > 0 and self._stop.wait(wait):
                 break
@@ -218,5 +218,6 @@ class Auditor:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self._changed.set()
         if self._thread is not None:
             self._thread.join(timeout)

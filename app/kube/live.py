@@ -187,8 +187,8 @@ class LiveInventory:
     def _rebuild_loop(self) -> None:
         last = float("-inf")
         while not self._stop.is_set():
-            if not self._dirty.wait(timeout=0.5):
-                continue
+            if not self._dirty.wait(timeout=5.0) or self._stop.is_set():
+                continue  # stop() sets _dirty too: it wakes this thread at once
             wait = last + self._coalesce - time.monotonic()
             if wait > 0 and self._stop.wait(wait):  # let the burst finish: one rebuild for it
                 break
@@ -213,6 +213,7 @@ class LiveInventory:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self._dirty.set()
         for r in self._reflectors:
             r.interrupt()
         deadline = time.monotonic() + timeout

@@ -219,6 +219,24 @@ class FakeApi:
 
         self.call(add)
 
+    def hold_next_list(self, resource: str) -> Callable[[], None]:
+        """The next list of ``resource`` hangs until the returned function is called (a slow
+        API, a stuck aggregated server); then kmock answers it as usual."""
+        assert self._loop is not None
+        loop = self._loop
+        gate: asyncio.Event = self.call(asyncio.Event)
+
+        async def held() -> Any:
+            await gate.wait()
+            return NotImplemented  # kmock: "not mine", the default list answers this request
+
+        self.call(lambda: self.km[kmock.action.LIST, kmock.resource(resource)] << held)
+
+        def release() -> None:
+            loop.call_soon_threadsafe(gate.set)
+
+        return release
+
     def watch_params(self, path: str) -> list[dict[str, str]]:
         """The query parameters of every watch request kmock served for ``path``."""
 

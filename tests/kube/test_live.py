@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from app.core.eips import Eip
 from app.core.rules import check
 from app.core.verdict import Verdict
 from tests.core.objects import configmap, eip, kube_vip_pod, node, service, service_cidr
 from tests.kube.fakeapi import EIPS, SERVICECIDRS, FakeApi, Writer, running
-from tests.kube.harness import Cluster, eventually
+from tests.kube.harness import FAST, SETTINGS, Cluster, eventually
 
 CAN_REACH = "can_reach:10.0.0.9"
 
@@ -177,3 +178,22 @@ def test_servicecidrs_are_optional_and_picked_up_once_served() -> None:
         finally:
             writer.close()
             cluster.close()
+
+
+def test_a_slow_source_does_not_hold_up_the_others(
+    api: FakeApi, cluster_factory: Callable[..., Cluster]
+) -> None:
+    release = api.hold_next_list("v1/services")
+    try:
+        # A long read timeout: the held list must stay held for as long as the test looks.
+        cluster = cluster_factory(replace(SETTINGS, watch=replace(FAST, read_grace=60.0)))
+        source = cluster.live.source
+        eventually(
+            lambda: source.readiness().reason == "waiting for the first list of services",
+            "every source but the held one listed",
+        )
+        assert cluster.metric("eip_guard_source_last_sync_timestamp_seconds", source="nodes") > 0
+        assert not source.readiness().ready
+    finally:
+        release()
+    cluster.ready()
