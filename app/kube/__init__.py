@@ -7,4 +7,5 @@
 - ``snapshot``: one list per resource, for ``eip-guard check`` / ``audit`` on a live cluster.
 - ``auditor``: the background audit, its gauges and its deduplicated Warning Events.
 - ``metrics``: the per-source Prometheus metrics, on a registry passed in.
+- ``serving``: live mode in one call (inventory, audit) for ``eip-guard serve``.
 """

@@ -39,7 +39,7 @@ log = logging.getLogger("eip_guard.kube")
 REASON = "EipGuardViolation"
 EVENT_NAMESPACE = "default"
 COMPONENT = "eip-guard"
-MESSAGE_LIMIT = 1024  # the API server rejects longer Event messages (events.k8s.io) or may
+MESSAGE_LIMIT = 1024  # events.k8s.io rejects longer notes; core v1 Events keep the same bound
 CONFLICT = 409
 
 

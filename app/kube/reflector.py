@@ -31,7 +31,7 @@ from kubernetes.client.exceptions import ApiException
 
 from app.core.inventory import Extract, Options, extract
 from app.kube.metrics import KubeMetrics
-from app.kube.resources import Stream, describe_failure, list_all
+from app.kube.resources import Lister, Stream, describe_failure, list_all
 
 log = logging.getLogger("eip_guard.kube")
 
@@ -103,10 +103,11 @@ class Reflector:
         options: Options,
         stop: threading.Event,
         rand: Callable[[], float] = random.random,
+        lister: Lister | None = None,  # default: the stream's API call (tests pass their own)
     ) -> None:
         self.stream, self.sink, self.metrics = stream, sink, metrics
         self.settings, self.options, self._stop, self._rand = settings, options, stop, rand
-        self._lister = stream.lister(api)
+        self._lister = lister if lister is not None else stream.lister(api)
         self._watch: watch.Watch | None = None
         self._progressed = False
         self.rv: str | None = None  # where the next watch starts; None: list first
@@ -147,7 +148,7 @@ class Reflector:
                 if self._progressed:  # it worked for a while: start the backoff over
                     failures = 0
                 if isinstance(exc, _Gone) or getattr(exc, "status", None) == GONE:
-                    # The first re-list after a 410 is immediate; 410s in a row back off.
+                    # After a watch that worked, re-list at once; 410s in a row back off.
                     self.rv = None
                     self.metrics.restarts.labels(self.name).inc()
                     log.info("%s: resourceVersion too old (410 Gone): listing again", self.name)

@@ -87,7 +87,8 @@ def connect_and_start(
 
     Raises ``KubeError`` when no credentials can be loaded.
     """
-    api = api_client(kubeconfig, context)
+    watches = len(streams(settings.kube_vip_namespaces, options))
+    api = api_client(kubeconfig, context, pool_size=max(16, watches + 4))  # one per watch
     live = start_live(api, registry, policy, options=options, settings=settings, resolve=resolve)
     live.api = api
     return live
