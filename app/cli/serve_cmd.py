@@ -1,4 +1,5 @@
-"""`eip-guard serve`: the admission webhook over HTTPS, judging against snapshot files."""
+"""`eip-guard serve`: the admission webhook over HTTPS, judging against snapshot files
+(``--cluster``) or the live cluster (watched; in a pod by default, or ``--kubeconfig``)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import ssl
 from pathlib import Path
 from typing import Any
 
-from app.cli.check_cmd import cluster_args, snapshot_inventory
-from app.core.sources import StaticSource
+from app.cli import live
+from app.cli.check_cmd import cluster_args, options, resolve_dns, snapshot_inventory
+from app.core.sources import InventorySource, StaticSource
 from app.sources.files import InputError, load_policy
 from app.webhook import logs
 from app.webhook.app import VALIDATE_PATH, create_app
+from app.webhook.metrics import Metrics
 from app.webhook.server import listen, serve, ssl_context
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -22,10 +25,11 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "serve",
-        help="serve the validating admission webhook over HTTPS from cluster snapshots",
+        help="serve the validating admission webhook over HTTPS (snapshots or the live cluster)",
         description=f"Serves POST {VALIDATE_PATH}, /healthz, /readyz and /metrics over HTTPS.",
     )
     cluster_args(p, output=False)
+    live.add_watch_args(p)
     p.add_argument("--tls-cert-file", type=Path, required=True, metavar="FILE")
     p.add_argument("--tls-key-file", type=Path, required=True, metavar="FILE")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
@@ -56,7 +60,10 @@ def run_serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port < 65536:
         raise InputError(f"--port {args.port}: expected 0-65535")
     policy = load_policy(args.policy)
-    inventory = snapshot_inventory(args)
+    live.check_exclusive(args)
+    watching = live.live_requested(args)
+    inventory = None if watching else snapshot_inventory(args)
+    settings = live.live_settings(args) if watching else None
     make_ssl = tls_factory(args.tls_cert_file, args.tls_key_file)
     try:
         sock = listen(args.host, args.port)
@@ -65,20 +72,29 @@ def run_serve(args: argparse.Namespace) -> int:
             f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
         ) from exc
     port = sock.getsockname()[1]
+    host = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 literal in a URL
     listener = logs.setup(getattr(logging, args.log_level.upper()))
+    metrics = Metrics()
+    running = None
     try:
+        where: dict[str, Any]
+        source: InventorySource
+        if inventory is not None:
+            source = StaticSource(inventory)
+            where = {"snapshots": [str(p) for p in args.cluster], "eips": len(inventory.eips)}
+        else:
+            assert settings is not None
+            running = live.start(args, options(args), policy, metrics.registry, resolve_dns)
+            source = running.source
+            where = {"cluster": "live", "kube_vip_namespaces": list(settings.kube_vip_namespaces)}
         logging.getLogger(logs.DECISIONS).info(
             "serving",
-            extra={
-                "fields": {
-                    "address": f"https://{args.host}:{port}{VALIDATE_PATH}",
-                    "snapshots": [str(p) for p in args.cluster],
-                    "eips": len(inventory.eips),
-                }
-            },
+            extra={"fields": {"address": f"https://{host}:{port}{VALIDATE_PATH}", **where}},
         )
-        serve(create_app(StaticSource(inventory), policy), sock, make_ssl)
+        serve(create_app(source, policy, metrics=metrics), sock, make_ssl)
     finally:
+        if running is not None:
+            running.stop()
         listener.stop()
         sock.close()
     return 0
