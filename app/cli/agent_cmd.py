@@ -70,7 +70,10 @@ def register(sub: Any) -> None:
         default=os.environ.get("POD_NAMESPACE", "eip-guard"),
         help="namespace of the agents' Leases (default: $POD_NAMESPACE or eip-guard)",
     )
-    live.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then ~/.kube)")
+    live.add_argument(
+        "--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG, ~/.kube)"
+    )
+    live.add_argument("--context", help="kubeconfig context")
     live.add_argument("--server", help="API server URL, overriding the credentials' one")
     live.add_argument("--lease-renew", type=float, default=2.0, metavar="SECONDS")
     live.add_argument("--lease-duration", type=int, default=6, metavar="SECONDS")
@@ -126,7 +129,7 @@ def _live(
     args: argparse.Namespace, node: str, log: Callable[[str], None]
 ) -> tuple[LiveSource, Callable[[str], bool] | None, Callable[[LocalBinding], None]]:
     try:
-        api = AgentApi(make_client(args.kubeconfig, args.server), args.namespace)
+        api = AgentApi(make_client(args.kubeconfig, args.server, args.context), args.namespace)
         cluster = LiveCluster(api, node, log, renew=args.lease_renew, duration=args.lease_duration)
     except (KubeError, ValueError) as exc:
         raise InputError(str(exc)) from exc

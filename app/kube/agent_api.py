@@ -13,36 +13,24 @@ from datetime import UTC, datetime
 from typing import Any
 
 import urllib3
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from app.kube.agent_leases import SELECTOR, lease_body, lease_name, micro_time, renewal_patch
+from app.kube.config import KubeError, api_client
+
+__all__ = ["AgentApi", "KubeError", "make_client"]
 
 EVENT_NAMESPACE = "default"  # where kubectl looks for Events of cluster-scoped objects
 EIP_API_VERSION = "network.kubesphere.io/v1alpha2"
 
 
-class KubeError(Exception):
-    """A Kubernetes API call failed; the message says which call and why."""
-
-
-def make_client(kubeconfig: str | None = None, server: str | None = None) -> client.ApiClient:
-    """In-cluster credentials when present, else a kubeconfig; ``server`` overrides the
-    address (tests against an emulator, or ``kubectl proxy``)."""
-    cfg = client.Configuration()
-    if server is None:
-        try:
-            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-        except config.ConfigException:
-            try:
-                config.load_kube_config(  # type: ignore[no-untyped-call]
-                    config_file=kubeconfig, client_configuration=cfg
-                )
-            except (config.ConfigException, OSError) as exc:
-                raise KubeError(f"no Kubernetes credentials: {exc}") from exc
-    else:
-        cfg.host = server
-    return client.ApiClient(cfg)
+def make_client(
+    kubeconfig: str | None = None, server: str | None = None, context: str | None = None
+) -> client.ApiClient:
+    """The shared credential rules (app.kube.config); ``server`` skips them (an API stand-in
+    in tests, or ``kubectl proxy``). Four watches and the Lease calls share the pool."""
+    return api_client(kubeconfig, context, host=server, pool_size=8)
 
 
 def _why(exc: Exception) -> str:
