@@ -1,5 +1,9 @@
 """Live mode: the cluster as the agent sees it, kept current by watches, and the live
-members from per-node Leases. Structurally an ``app.agent.runner.ClusterSource``."""
+members from per-node Leases. Structurally an ``app.agent.runner.ClusterSource``.
+
+The watches are the webhook's reflector (``app.kube.reflector``: bookmarks, 410 re-list,
+backoff, resume); the agent keeps a trimmed copy of each object, so a node holds little even
+in a large cluster."""
 
 from __future__ import annotations
 
@@ -9,14 +13,19 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes import client
+from prometheus_client import CollectorRegistry
 
 from app.kube.agent_api import AgentApi, KubeError
 from app.kube.agent_leases import live_nodes, next_expiry
-from app.kube.agent_watch import WATCH_SECONDS, Reflector
+from app.kube.live import not_ready_reason
+from app.kube.metrics import KubeMetrics
+from app.kube.reflector import Key, Reflector, WatchSettings
+from app.kube.resources import EIPS, ENDPOINTSLICES, NODES, SERVICES, Stream
 
 EXCLUDE_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 Log = Callable[[str], None]
+Kept = Mapping[str, Any]
+Keep = Callable[[Mapping[str, Any]], Kept | None]
 
 
 def _meta(obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -53,6 +62,14 @@ def keep_excluded_node(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return {"apiVersion": "v1", "kind": "Node", "metadata": _meta(obj)}
 
 
+WATCHES: tuple[tuple[Stream, Keep], ...] = (
+    (Stream(EIPS), keep_eip),
+    (Stream(SERVICES), keep_service),
+    (Stream(ENDPOINTSLICES), keep_slice),
+    (Stream(NODES, label_selector=EXCLUDE_LABEL), keep_excluded_node),
+)
+
+
 class LiveCluster:
     def __init__(
         self,
@@ -63,27 +80,17 @@ class LiveCluster:
         renew: float = 2.0,
         duration: int = 6,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        watch_seconds: int = WATCH_SECONDS,
+        watch_seconds: int = WatchSettings().timeout_seconds,
     ) -> None:
         if not 0 < renew < duration:
             raise ValueError(f"the renew interval ({renew} s) must be shorter than the Lease "
                              f"duration ({duration} s)")  # fmt: skip
         self.api, self.node, self._log = api, node, log
         self.renew, self.duration, self._clock = renew, duration, clock
-        custom, core = client.CustomObjectsApi(api.api), client.CoreV1Api(api.api)
-        discovery = client.DiscoveryV1Api(api.api)
-        w = watch_seconds
-        self.reflectors = (
-            Reflector(api, "Eips", custom.list_cluster_custom_object,
-                      ("network.kubesphere.io", "v1alpha2", "eips"), keep_eip, log, w),
-            Reflector(api, "Services", core.list_service_for_all_namespaces, (),
-                      keep_service, log, w),
-            Reflector(api, "EndpointSlices", discovery.list_endpoint_slice_for_all_namespaces,
-                      (), keep_slice, log, w),
-            Reflector(api, "excluded Nodes", core.list_node, (), keep_excluded_node, log, w,
-                      label_selector=EXCLUDE_LABEL),
-        )  # fmt: skip
-        self._lock = threading.Lock()
+        self.settings = WatchSettings(timeout_seconds=watch_seconds, connect_timeout=api.timeout)
+        self._lock = threading.Lock()  # guards the stores, problems and Leases; held briefly
+        self._stores: dict[str, dict[Key, Kept]] = {}
+        self._problems: dict[str, str] = {}
         self._leases: list[Mapping[str, Any]] = []
         self._listed_at: datetime | None = None
         self._renewed_at: float | None = None  # monotonic time of our last good renewal
@@ -94,9 +101,44 @@ class LiveCluster:
         self.warm_up = renew + max(renew / 2, 1.0)
 
     def start(self, stop: threading.Event) -> None:
-        for reflector in self.reflectors:
-            reflector.start(stop)
+        metrics = KubeMetrics(CollectorRegistry())  # the agent serves no metrics (yet)
+        for stream, keep in WATCHES:
+            reflector = Reflector(stream, self.api.api, self, keep=keep, metrics=metrics,
+                                  settings=self.settings, stop=stop)  # fmt: skip
+            threading.Thread(target=reflector.run, name=f"watch {stream.name}", daemon=True).start()
         threading.Thread(target=self._keep_lease, args=(stop,), name="lease", daemon=True).start()
+
+    # --- Sink of the reflectors (their threads) --------------------------------------------
+
+    def replace(self, stream: str, items: dict[Key, Kept]) -> None:
+        with self._lock:
+            self._stores[stream] = items
+
+    def upsert(self, stream: str, key: Key, held: Kept) -> None:
+        with self._lock:
+            self._stores.setdefault(stream, {})[key] = held
+
+    def remove(self, stream: str, key: Key) -> None:
+        with self._lock:
+            self._stores.setdefault(stream, {}).pop(key, None)
+
+    def problem(self, stream: str, text: str) -> None:
+        with self._lock:
+            before = self._problems.pop(stream, "")
+            if text:
+                self._problems[stream] = text
+        if text and text != before:  # once per problem, not once per retry
+            self._log(text)
+
+    # --- what the agent reads ---------------------------------------------------------------
+
+    def waiting(self) -> list[str]:
+        """The watches whose first list has not arrived yet."""
+        with self._lock:
+            return self._waiting()
+
+    def _waiting(self) -> list[str]:  # with the lock held
+        return [s.name for s, _ in WATCHES if s.name not in self._stores]
 
     def _keep_lease(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -116,11 +158,12 @@ class LiveCluster:
         with self._lock:
             self._leases, self._listed_at = leases, self._clock()
 
-    def objects(self) -> Sequence[Mapping[str, Any]]:
-        waiting = [r.what for r in self.reflectors if not r.synced.is_set()]
-        if waiting:
-            raise KubeError(f"waiting for the first list of {', '.join(waiting)}")
-        return [obj for r in self.reflectors for obj in r.items()]
+    def objects(self) -> Sequence[Kept]:
+        with self._lock:
+            waiting = self._waiting()
+            if waiting:
+                raise KubeError(not_ready_reason(waiting, self._problems))
+            return [obj for store in self._stores.values() for obj in store.values()]
 
     def self_live(self) -> bool:
         """Warm-up, then fencing: count ourselves once others can have seen our Lease, and

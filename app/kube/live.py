@@ -29,7 +29,7 @@ from app.core.inventory import (
 )
 from app.core.sources import Readiness
 from app.kube.metrics import KubeMetrics
-from app.kube.reflector import Held, Key, Reflector, WatchSettings
+from app.kube.reflector import Held, Key, Reflector, WatchSettings, holder
 from app.kube.resources import Stream
 
 log = logging.getLogger("eip_guard.kube")
@@ -86,10 +86,9 @@ class LiveInventory:
         self._listeners: list[Callable[[], None]] = []
         self._threads: list[threading.Thread] = []
         settings = settings or WatchSettings()
+        keep = holder(options)
         self._reflectors = [
-            Reflector(
-                s, api, self, metrics=metrics, settings=settings, options=options, stop=self._stop
-            )
+            Reflector(s, api, self, keep=keep, metrics=metrics, settings=settings, stop=self._stop)
             for s in self._streams
         ]
 
@@ -148,6 +147,8 @@ class LiveInventory:
             self._dirty.set()
 
     def problem(self, stream: str, text: str) -> None:
+        if text:
+            log.warning("%s", text)
         with self._lock:
             if text:
                 self._problems[stream] = text

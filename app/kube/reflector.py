@@ -6,7 +6,9 @@ thread per stream keeps a slow or failing stream from stalling the others, and n
 ever runs on the webhook's event loop (requests only read the published inventory).
 
 The loop, as client-go's reflector does it:
-- list (paged), remember the list's resourceVersion, replace the stream's extracts;
+- list (paged), remember the list's resourceVersion, replace what the sink holds of the stream
+  (what that is per object, the caller's ``keep`` decides: the webhook keeps an extract, the
+  node agent a trimmed copy);
 - watch from there with bookmarks, ``timeout_seconds`` (the server ends the watch: we loop)
   and a client read timeout a little longer (a silently dead connection raises instead of
   hanging forever);
@@ -24,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
@@ -37,6 +39,7 @@ log = logging.getLogger("eip_guard.kube")
 
 Key = tuple[str, str]  # (namespace or "", name): the identity of an object within its stream
 GONE = 410
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +81,24 @@ def resource_version(obj: Mapping[str, Any]) -> str:
     return str(meta.get("resourceVersion") or "") if isinstance(meta, Mapping) else ""
 
 
-class Sink(Protocol):
-    """Where a reflector puts what it learns (``LiveInventory``)."""
+def holder(options: Options) -> Callable[[dict[str, Any]], Held]:
+    """The webhook's ``keep``: an object's extract (and, for an Eip, its uid)."""
 
-    def replace(self, stream: str, items: dict[Key, Held]) -> None: ...
-    def upsert(self, stream: str, key: Key, held: Held) -> None: ...
+    def held(obj: dict[str, Any]) -> Held:
+        ex = extract(obj, options)
+        uid = str((obj.get("metadata") or {}).get("uid") or "") if ex.eip is not None else ""
+        return Held(ex, uid)
+
+    return held
+
+
+class Sink(Protocol[T]):
+    """Where a reflector puts what it keeps of each object (``LiveInventory``, the agent's
+    ``LiveCluster``). ``problem`` is a failure in one line, or "" once it is over: the sink
+    reports it (log, readiness) as its program does."""
+
+    def replace(self, stream: str, items: dict[Key, T]) -> None: ...
+    def upsert(self, stream: str, key: Key, held: T) -> None: ...
     def remove(self, stream: str, key: Key) -> None: ...
     def problem(self, stream: str, text: str) -> None: ...
 
@@ -91,22 +107,22 @@ class _Gone(Exception):
     pass
 
 
-class Reflector:
+class Reflector(Generic[T]):
     def __init__(
         self,
         stream: Stream,
         api: client.ApiClient,
-        sink: Sink,
+        sink: Sink[T],
         *,
+        keep: Callable[[dict[str, Any]], T | None],  # None: nothing worth keeping of it
         metrics: KubeMetrics,
         settings: WatchSettings,
-        options: Options,
         stop: threading.Event,
         rand: Callable[[], float] = random.random,
         lister: Lister | None = None,  # default: the stream's API call (tests pass their own)
     ) -> None:
         self.stream, self.sink, self.metrics = stream, sink, metrics
-        self.settings, self.options, self._stop, self._rand = settings, options, stop, rand
+        self.settings, self._keep, self._stop, self._rand = settings, keep, stop, rand
         self._lister = lister if lister is not None else stream.lister(api)
         self._watch: watch.Watch | None = None
         self._progressed = False
@@ -114,12 +130,10 @@ class Reflector:
         self.name = stream.name
         metrics.source(self.name)
 
-    def held(self, obj: dict[str, Any]) -> Held:
+    def kept(self, obj: dict[str, Any]) -> T | None:
         obj.setdefault("apiVersion", self.stream.resource.api_version)
         obj.setdefault("kind", self.stream.resource.kind)
-        ex = extract(obj, self.options)
-        uid = str((obj.get("metadata") or {}).get("uid") or "") if ex.eip is not None else ""
-        return Held(ex, uid)
+        return self._keep(obj)
 
     def interrupt(self) -> None:
         """Unblock a watch read at once (the owner has set ``stop``)."""
@@ -158,9 +172,7 @@ class Reflector:
                     self.metrics.errors.labels(self.name).inc()
                     if self.rv is not None:
                         self.metrics.restarts.labels(self.name).inc()
-                    text = describe_failure(self.stream, exc)
-                    self.sink.problem(self.name, text)
-                    log.warning("%s", text)
+                    self.sink.problem(self.name, describe_failure(self.stream, exc))
                     failures += 1
                     delay = self._backoff(failures)
             self._stop.wait(delay)
@@ -184,7 +196,7 @@ class Reflector:
                 log.info("%s: not offered by this API server (404); asking again later", self.name)
                 return None
             raise
-        items = {object_key(obj): self.held(obj) for obj in objects}
+        items = {object_key(obj): kept for obj in objects if (kept := self.kept(obj)) is not None}
         self.sink.replace(self.name, items)
         self.sink.problem(self.name, "")
         self._synced()
@@ -222,7 +234,11 @@ class Reflector:
                 if kind == "DELETED":
                     self.sink.remove(self.name, object_key(obj))
                 elif kind in ("ADDED", "MODIFIED"):
-                    self.sink.upsert(self.name, object_key(obj), self.held(obj))
+                    kept = self.kept(obj)
+                    if kept is None:  # e.g. a label it was selected by is gone
+                        self.sink.remove(self.name, object_key(obj))
+                    else:
+                        self.sink.upsert(self.name, object_key(obj), kept)
                 self.rv = resource_version(obj) or self.rv  # BOOKMARK: only this
                 self._progressed = True
                 held_count += kind != "BOOKMARK"

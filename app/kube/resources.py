@@ -48,11 +48,11 @@ def _custom(api: client.ApiClient, _ns: str | None) -> Lister:
     return list_eips
 
 
-def _bind(fn: Callable[..., Any], *args: Any) -> Lister:
+def _bind(fn: Callable[..., Any], *args: Any, **bound: Any) -> Lister:
     # No docstring and no return annotation on purpose: Watch.stream then finds no model type
     # and hands us the raw dicts (no per-event model deserialisation; extract() wants dicts).
     def call(**kwargs: Any) -> Any:
-        return fn(*args, **kwargs)
+        return fn(*args, **bound, **kwargs)
 
     return call
 
@@ -66,6 +66,9 @@ _LISTERS: dict[str, Callable[[client.ApiClient, str | None], Lister]] = {
     "deployments": lambda api, ns: _bind(client.AppsV1Api(api).list_namespaced_deployment, ns),
     "configmaps": lambda api, ns: _bind(client.CoreV1Api(api).list_namespaced_config_map, ns),
     "servicecidrs": lambda api, _ns: _bind(client.NetworkingV1Api(api).list_service_cidr),
+    "endpointslices": lambda api, _ns: _bind(
+        client.DiscoveryV1Api(api).list_endpoint_slice_for_all_namespaces
+    ),
 }
 
 NODES = Resource("nodes", "v1", "Node", "cluster")
@@ -77,14 +80,18 @@ DEPLOYMENTS = Resource("deployments", "apps/v1", "Deployment", "namespaced")
 CONFIGMAPS = Resource("configmaps", "v1", "ConfigMap", "namespaced")
 SERVICECIDRS = Resource("servicecidrs", "networking.k8s.io/v1", "ServiceCIDR", "cluster", True)
 RESOURCES = (NODES, EIPS, SERVICES, PODS, DAEMONSETS, DEPLOYMENTS, CONFIGMAPS, SERVICECIDRS)
+# The node agent's only: which nodes serve a Service (externalTrafficPolicy: Local).
+ENDPOINTSLICES = Resource("endpointslices", "discovery.k8s.io/v1", "EndpointSlice", "all")
 
 
 @dataclass(frozen=True, slots=True)
 class Stream:
-    """One resource in one namespace (or cluster-wide): listed and watched on its own."""
+    """One resource in one namespace (or cluster-wide), optionally only the objects a label
+    selector picks: listed and watched on its own."""
 
     resource: Resource
     namespace: str | None = None
+    label_selector: str | None = None
 
     @property
     def name(self) -> str:
@@ -93,7 +100,10 @@ class Stream:
         )
 
     def lister(self, api: client.ApiClient) -> Lister:
-        return self.resource.lister(api, self.namespace)
+        lister = self.resource.lister(api, self.namespace)
+        if self.label_selector is None:
+            return lister
+        return _bind(lister, label_selector=self.label_selector)
 
 
 def streams(kube_vip_namespaces: Iterable[str], options: Options) -> tuple[Stream, ...]:

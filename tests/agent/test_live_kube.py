@@ -138,14 +138,7 @@ def test_watches_follow_the_cluster(emulator: Emulator) -> None:
     cluster = LiveCluster(emulator.api(), "node1", print, renew=0.2, duration=1, watch_seconds=1)
     try:
         cluster.start(stop)
-        eventually(
-            lambda: (
-                bool(cluster.objects())
-                if all(r.synced.is_set() for r in cluster.reflectors)
-                else False
-            ),
-            what="first lists",
-        )
+        eventually(lambda: not cluster.waiting() and bool(cluster.objects()), what="first lists")
         kinds = sorted(o["kind"] for o in cluster.objects())
         assert kinds == ["Eip", "EndpointSlice", "Node", "Service"]  # only the excluded Node
         assert [o["metadata"]["name"] for o in cluster.objects() if o["kind"] == "Node"] == [

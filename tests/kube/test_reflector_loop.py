@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -18,12 +18,13 @@ from urllib3.exceptions import ProtocolError
 from app.core.inventory import Options
 from app.kube.config import api_client
 from app.kube.metrics import KubeMetrics
-from app.kube.reflector import Held, Key, Reflector, WatchSettings
+from app.kube.reflector import Key, Reflector, WatchSettings, holder
 from app.kube.resources import NODES, SERVICECIDRS, Stream
 from tests.core.objects import node
 
 NODE_STREAM = Stream(NODES)
 SETTINGS = WatchSettings(backoff_base=1.0, backoff_cap=8.0, absent_retry=99.0)
+EXTRACTS = holder(Options())  # what the webhook keeps of each object
 
 
 class Resp:
@@ -78,14 +79,16 @@ class Waits(threading.Event):
 
 class Sink:
     def __init__(self) -> None:
-        self.items: dict[Key, Held] = {}
+        self.items: dict[Key, Any] = {}
         self.replaced = 0
+        self.lists: list[list[Key]] = []
         self.problems: list[str] = []
 
-    def replace(self, stream: str, items: dict[Key, Held]) -> None:
+    def replace(self, stream: str, items: dict[Key, Any]) -> None:
         self.items, self.replaced = dict(items), self.replaced + 1
+        self.lists.append(sorted(items))
 
-    def upsert(self, stream: str, key: Key, held: Held) -> None:
+    def upsert(self, stream: str, key: Key, held: Any) -> None:
         self.items[key] = held
 
     def remove(self, stream: str, key: Key) -> None:
@@ -103,13 +106,18 @@ def gone() -> ApiException:
     return ApiException(status=410, reason="Expired: too old resource version")
 
 
-def run(script: Script, stop: Waits, stream: Stream = NODE_STREAM) -> tuple[Sink, Reflector]:
+def run(
+    script: Script,
+    stop: Waits,
+    stream: Stream = NODE_STREAM,
+    keep: Callable[[dict[str, Any]], Any] = EXTRACTS,
+) -> tuple[Sink, Reflector[Any]]:
     api = api_client(host="http://127.0.0.1:9")  # never contacted: the script answers
     sink = Sink()
     try:
         reflector = Reflector(
             stream, api, sink, metrics=KubeMetrics(CollectorRegistry()),
-            settings=SETTINGS, options=Options(), stop=stop, rand=lambda: 1.0, lister=script,
+            keep=keep, settings=SETTINGS, stop=stop, rand=lambda: 1.0, lister=script,
         )  # fmt: skip
         reflector.run()
     finally:
@@ -180,3 +188,23 @@ def test_a_404_on_a_required_resource_is_an_error_that_backs_off() -> None:
     stop = Waits(1)
     sink, _ = run(script, stop)
     assert stop.delays == [1.0] and sink.replaced == 0
+
+
+def test_what_keep_declines_is_not_held_and_an_update_it_declines_drops_the_object() -> None:
+    """The node agent keeps only labelled Nodes: keep returns None for the rest."""
+
+    def keep(obj: dict[str, Any]) -> Any:
+        return obj["metadata"]["name"] if "excluded" in obj["metadata"].get("labels", {}) else None
+
+    labelled = {**node("n1", "10.0.0.1"), "metadata": {"name": "n1", "labels": {"excluded": ""}}}
+    unlabelled = {"type": "MODIFIED", "object": {**node("n1", "10.0.0.1"), "metadata": {
+        "name": "n1", "resourceVersion": "11"}}}  # fmt: skip
+    script = Script(
+        listing(labelled, node("n2", "10.0.0.2")),
+        Resp(lines=[unlabelled]),
+        ProtocolError("Connection broken: IncompleteRead"),
+    )
+    stop = Waits(1)
+    sink, _ = run(script, stop, keep=keep)
+    assert sink.lists == [[("", "n1")]]  # n2 was never held
+    assert sink.items == {}  # n1 lost its label: dropped, not kept stale
