@@ -18,14 +18,12 @@ from app.agent.runner import Agent, Settings
 from app.cli.agent_cmd import LiveSource
 from app.core.facts import FactKind
 from app.core.inventory import NODE_REPORT_ANNOTATION, build
-from app.kube.agent_api import AgentApi, KubeError
+from app.kube.agent_api import AgentApi, KubeError, make_client
 from app.kube.agent_leases import lease_body, live_nodes, next_expiry
 from app.kube.agent_source import EXCLUDE_LABEL, LiveCluster
+from tests.kmock_harness import EIPS, FakeApi, running
 
-from .kube_emulator import Emulator
 from .lab import CAN_REACH4, SUBNET4, Lab
-
-EIPS = ("network.kubesphere.io/v1alpha2", "eips")
 
 
 def eventually(check: Callable[[], bool], timeout: float = 10, what: str = "") -> None:
@@ -38,13 +36,15 @@ def eventually(check: Callable[[], bool], timeout: float = 10, what: str = "") -
     raise AssertionError(f"never happened: {what}")
 
 
+def agent_api(emulator: FakeApi, namespace: str = "eip-guard") -> AgentApi:
+    return AgentApi(make_client(server=emulator.url), namespace, timeout=5)
+
+
 @pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    with Emulator() as emu:
-        # kmock only knows a resource once it holds an object of it (else LIST says 404).
+def emulator() -> Iterator[FakeApi]:
+    with running() as emu:
         emu.put(
-            "v1",
-            "services",
+            "v1/services",
             {
                 "apiVersion": "v1",
                 "kind": "Service",
@@ -52,7 +52,7 @@ def emulator() -> Iterator[Emulator]:
                 "spec": {"externalTrafficPolicy": "Cluster"},
             },
         )
-        emu.put("discovery.k8s.io/v1", "endpointslices", {
+        emu.put("discovery.k8s.io/v1/endpointslices", {
                 "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
                 "metadata": {"namespace": "shop", "name": "web-1",
                              "labels": {"kubernetes.io/service-name": "web"}},
@@ -77,16 +77,20 @@ def test_lease_liveness_is_pure() -> None:
     assert next_expiry([fresh, stale], now) == now + timedelta(seconds=1)
 
 
-def test_leases_renew_and_expire(emulator: Emulator) -> None:
+def test_leases_renew_and_expire(emulator: FakeApi) -> None:
     logs: list[str] = []
     stop_one, stop_two = threading.Event(), threading.Event()
-    one = LiveCluster(emulator.api(), "node1", logs.append, renew=0.2, duration=1, watch_seconds=1)
-    two = LiveCluster(emulator.api(), "node2", logs.append, renew=0.2, duration=1, watch_seconds=1)
+    one = LiveCluster(
+        agent_api(emulator), "node1", logs.append, renew=0.2, duration=1, watch_seconds=1
+    )
+    two = LiveCluster(
+        agent_api(emulator), "node2", logs.append, renew=0.2, duration=1, watch_seconds=1
+    )
     try:
         one.start(stop_one)
         two.start(stop_two)
         eventually(lambda: one.members() == {"node1", "node2"}, what="both live")
-        lease = emulator.get("coordination.k8s.io/v1", "leases", "eip-guard",
+        lease = emulator.get("coordination.k8s.io/v1/leases", "eip-guard",
                              "eip-guard-agent-node2")  # fmt: skip
         assert lease["spec"]["holderIdentity"] == "node2"
         assert lease["spec"]["leaseDurationSeconds"] == 1
@@ -99,10 +103,10 @@ def test_leases_renew_and_expire(emulator: Emulator) -> None:
     assert not [line for line in logs if "Lease" in line], logs
 
 
-def test_a_joining_agent_warms_up_until_the_others_see_it(emulator: Emulator) -> None:
+def test_a_joining_agent_warms_up_until_the_others_see_it(emulator: FakeApi) -> None:
     stop = threading.Event()
-    one = LiveCluster(emulator.api(), "node1", print, renew=0.2, duration=1, watch_seconds=1)
-    two = LiveCluster(emulator.api(), "node2", print, renew=0.2, duration=1, watch_seconds=1)
+    one = LiveCluster(agent_api(emulator), "node1", print, renew=0.2, duration=1, watch_seconds=1)
+    two = LiveCluster(agent_api(emulator), "node2", print, renew=0.2, duration=1, watch_seconds=1)
     try:
         one.start(stop)
         eventually(lambda: one.members() == {"node1"}, what="node1 counts itself")
@@ -116,26 +120,27 @@ def test_a_joining_agent_warms_up_until_the_others_see_it(emulator: Emulator) ->
         stop.set()
 
 
-def test_bad_lease_timing_is_refused(emulator: Emulator) -> None:
+def test_bad_lease_timing_is_refused(emulator: FakeApi) -> None:
     with pytest.raises(ValueError, match="must be shorter than the Lease duration"):
-        LiveCluster(emulator.api(), "n", print, renew=6, duration=6)
+        LiveCluster(agent_api(emulator), "n", print, renew=6, duration=6)
 
 
-def test_watches_follow_the_cluster(emulator: Emulator) -> None:
-    emulator.put(*EIPS, eip({f"{SUBNET4}.101": "shop/web"}))
+def test_watches_follow_the_cluster(emulator: FakeApi) -> None:
+    emulator.put(EIPS, eip({f"{SUBNET4}.101": "shop/web"}))
     emulator.put(
-        "v1",
-        "nodes",
+        "v1/nodes",
         {
             "apiVersion": "v1",
             "kind": "Node",
             "metadata": {"name": "node3", "labels": {EXCLUDE_LABEL: ""}},
         },
     )
-    emulator.put("v1", "nodes", {"apiVersion": "v1", "kind": "Node",
+    emulator.put("v1/nodes", {"apiVersion": "v1", "kind": "Node",
                                  "metadata": {"name": "node4"}})  # fmt: skip
     stop = threading.Event()
-    cluster = LiveCluster(emulator.api(), "node1", print, renew=0.2, duration=1, watch_seconds=1)
+    cluster = LiveCluster(
+        agent_api(emulator), "node1", print, renew=0.2, duration=1, watch_seconds=1
+    )
     try:
         cluster.start(stop)
         eventually(lambda: not cluster.waiting() and bool(cluster.objects()), what="first lists")
@@ -161,8 +166,8 @@ def test_watches_follow_the_cluster(emulator: Emulator) -> None:
         stop.set()
 
 
-def test_kube_errors_are_one_line(emulator: Emulator) -> None:
-    api = emulator.api()
+def test_kube_errors_are_one_line(emulator: FakeApi) -> None:
+    api = agent_api(emulator)
     with pytest.raises(KubeError, match=r"^annotate Node ghost: HTTP 404"):
         api.annotate_node("ghost", "k", "v")
     dead = AgentApi(api.api, "eip-guard", timeout=1)
@@ -171,13 +176,13 @@ def test_kube_errors_are_one_line(emulator: Emulator) -> None:
         dead.list_leases()
 
 
-def test_agent_reports_its_node_and_warns_about_the_trap(emulator: Emulator, lab: Lab) -> None:
+def test_agent_reports_its_node_and_warns_about_the_trap(emulator: FakeApi, lab: Lab) -> None:
     """The whole live path on node1 of the lab, report-only: real kernel, real HTTP."""
-    emulator.put("v1", "nodes", {"apiVersion": "v1", "kind": "Node",
+    emulator.put("v1/nodes", {"apiVersion": "v1", "kind": "Node",
                                  "metadata": {"name": "node1"}})  # fmt: skip
-    emulator.put(*EIPS, eip({f"{SUBNET4}.101": "shop/web"}))
+    emulator.put(EIPS, eip({f"{SUBNET4}.101": "shop/web"}))
     logs: list[str] = []
-    api = emulator.api()
+    api = agent_api(emulator)
     stop = threading.Event()
     cluster = LiveCluster(api, "node1", logs.append, renew=0.2, duration=1, watch_seconds=1)
 
@@ -200,13 +205,13 @@ def test_agent_reports_its_node_and_warns_about_the_trap(emulator: Emulator, lab
 
         eventually(announced, what="node1 elects itself")
         assert any(f"would announce (report-only) {SUBNET4}.101 on ens3" in x for x in logs)
-        node = emulator.get("v1", "nodes", None, "node1")
+        node = emulator.get("v1/nodes", None, "node1")
         text = node["metadata"]["annotations"][NODE_REPORT_ANNOTATION]
         report_json = json.loads(text)
         assert [i["name"] for i in report_json["interfaces"]] == ["ens3"]  # no kube-ipvs0
         inventory = build([node.raw])
         assert inventory.count(FactKind.NODE_SUBNET) == 2  # the v4 and v6 subnets of ens3
-        events = emulator.objects("v1", "events")
+        events = emulator.objects("v1/events")
         assert len(events) == 1
         event = events[0]
         assert event["type"] == "Warning" and event["reason"] == "CanReachBoundLocally"
@@ -218,6 +223,6 @@ def test_agent_reports_its_node_and_warns_about_the_trap(emulator: Emulator, lab
         }
         assert "kube-ipvs0" in event["message"]
         agent.tick()
-        assert len(emulator.objects("v1", "events")) == 1  # once per appearance, not per tick
+        assert len(emulator.objects("v1/events")) == 1  # once per appearance, not per tick
     finally:
         stop.set()

@@ -19,11 +19,11 @@ from .lab import SUBNET4, Lab
 
 API_IP, API_PORT = f"{SUBNET4}.2", 6443
 IP4 = f"{SUBNET4}.101"
-EMULATOR = str(Path(__file__).with_name("kube_emulator.py"))
+ROOT = Path(__file__).resolve().parents[2]  # python -m tests.kmock_harness runs from here
 
 
 def seed() -> list[Any]:
-    nodes = [["v1", "nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": n}}]
+    nodes = [["v1/nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": n}}]
              for n in ("node1", "node2")]  # fmt: skip
     eip = {"apiVersion": "network.kubesphere.io/v1alpha2", "kind": "Eip",
            "metadata": {"name": "pool", "uid": "uid-pool"},
@@ -36,9 +36,9 @@ def seed() -> list[Any]:
                  "metadata": {"namespace": "shop", "name": "web-1"}, "endpoints": []}  # fmt: skip
     return [
         *nodes,
-        ["network.kubesphere.io/v1alpha2", "eips", eip],
-        ["v1", "services", service],
-        ["discovery.k8s.io/v1", "endpointslices", endpoints],
+        ["network.kubesphere.io/v1alpha2/eips", eip],
+        ["v1/services", service],
+        ["discovery.k8s.io/v1/endpointslices", endpoints],
     ]
 
 
@@ -49,9 +49,9 @@ def api_server(lab: Lab, tmp_path: Path) -> Iterator[str]:
     seed_file = tmp_path / "seed.json"
     seed_file.write_text(json.dumps(seed()))
     proc = subprocess.Popen(
-        ["ip", "netns", "exec", ns, sys.executable, EMULATOR, API_IP, str(API_PORT),
-         str(seed_file)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        ["ip", "netns", "exec", ns, sys.executable, "-m", "tests.kmock_harness", API_IP,
+         str(API_PORT), str(seed_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
     )  # fmt: skip
     try:
         assert proc.stdout is not None

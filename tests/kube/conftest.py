@@ -8,7 +8,7 @@ import pytest
 
 from app.kube.serving import LiveSettings
 from app.pki.certs import make_bundle, write_bundle
-from tests.kube.fakeapi import FakeApi, Writer, running
+from tests.kmock_harness import FakeApi, Writer, running
 from tests.kube.harness import SETTINGS, Cluster
 from tests.webhook.conftest import SERVICE_DNS, Certs
 

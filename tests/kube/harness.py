@@ -16,7 +16,7 @@ from app.core.verdict import Policy
 from app.kube.config import api_client
 from app.kube.reflector import WatchSettings
 from app.kube.serving import Live, LiveSettings, start_live
-from tests.kube.fakeapi import FakeApi
+from tests.kmock_harness import FakeApi
 
 # Short timeouts so failures are noticed quickly here; production defaults are in WatchSettings.
 FAST = WatchSettings(

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from app.kube.auditor import REASON
 from tests.core.objects import eip, node, service
-from tests.kube.fakeapi import FakeApi, Writer
+from tests.kmock_harness import FakeApi, Writer
 from tests.kube.harness import Cluster, eventually
 
 EVENTS = "v1/events"

@@ -10,7 +10,7 @@ import pytest
 
 from app.cli.main import main
 from tests.core.objects import eip, node, service
-from tests.kube.fakeapi import EIPS, FakeApi, Writer, kubeconfig, running
+from tests.kmock_harness import EIPS, FakeApi, Writer, kubeconfig, running
 
 Capsys = pytest.CaptureFixture[str]
 

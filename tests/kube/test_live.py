@@ -9,7 +9,7 @@ from app.core.eips import Eip
 from app.core.rules import check
 from app.core.verdict import Verdict
 from tests.core.objects import configmap, eip, kube_vip_pod, node, service, service_cidr
-from tests.kube.fakeapi import EIPS, SERVICECIDRS, FakeApi, Writer, running
+from tests.kmock_harness import EIPS, SERVICECIDRS, FakeApi, Writer, running
 from tests.kube.harness import FAST, SETTINGS, Cluster, eventually
 
 CAN_REACH = "can_reach:10.0.0.9"

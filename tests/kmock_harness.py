@@ -1,5 +1,9 @@
 """A Kubernetes API stand-in over real HTTP: kmock's emulator, plus a TCP proxy we can break.
 
+The one kmock harness of the suite: the webhook's live mode (tests/kube) and the node agent's
+(tests/agent) run against it, the agent's lab also as a process in a network namespace
+(``python -m tests.kmock_harness HOST PORT SEED``, see ``serve``).
+
 kmock (an aiohttp server) keeps objects in memory and serves list, watch, create, patch and
 delete. It has no resourceVersions, no 410 and no bookmarks, never ends a watch by itself and
 replays every object as ADDED at the start of each watch. What it cannot do, we script:
@@ -16,6 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +39,8 @@ RESOURCES: dict[str, tuple[str, bool]] = {  # "group/version/plural" -> (kind, n
     "v1/pods": ("Pod", True),
     "v1/configmaps": ("ConfigMap", True),
     "v1/events": ("Event", True),
+    "coordination.k8s.io/v1/leases": ("Lease", True),
+    "discovery.k8s.io/v1/endpointslices": ("EndpointSlice", True),
     "apps/v1/daemonsets": ("DaemonSet", True),
     "apps/v1/deployments": ("Deployment", True),
     "networking.k8s.io/v1/servicecidrs": ("ServiceCIDR", False),
@@ -106,8 +115,11 @@ class Proxy:
 
 
 class FakeApi:
-    def __init__(self, *, missing: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, *, missing: tuple[str, ...] = (), host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self._missing = missing  # resources this API server does not serve (404)
+        self._host, self._port = host, port  # where kmock itself listens (``direct_url``)
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._done: asyncio.Future[None] | None = None
@@ -131,7 +143,10 @@ class FakeApi:
             loop.close()
 
     async def _main(self) -> None:
-        async with kmock.KubernetesEmulator() as km, kmock.Server(km) as srv:
+        async with (
+            kmock.KubernetesEmulator() as km,
+            kmock.Server(km, host=self._host, port=self._port) as srv,
+        ):
             self.km = km
             for name, (kind, namespaced) in RESOURCES.items():
                 if name not in self._missing:
@@ -143,6 +158,13 @@ class FakeApi:
             self._ready.set()
             await self._done
             await self.proxy.close()
+            # Watch streams never end by themselves (aiohttp does not cancel handlers when a
+            # client goes away), and the server waits for them on shutdown: end them first.
+            current = asyncio.current_task()
+            pending = [t for t in asyncio.all_tasks() if t is not current]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     def declare(self, name: str, kind: str, namespaced: bool) -> None:
         self.km.resources[name] = kmock.ResourceInfo(kind=kind, namespaced=namespaced)
@@ -274,6 +296,20 @@ class FakeApi:
     def lists(self, path: str) -> int:
         return self.requests("GET", path)
 
+    def put(self, resource: str, obj: dict[str, Any]) -> None:
+        """Store an object as is (no watch event: do this before the code under test starts)."""
+        meta = obj["metadata"]
+        key = (kmock.resource(resource), meta.get("namespace"), meta["name"])
+
+        def put() -> None:
+            self.km.objects[key] = dict(obj)
+
+        self.call(put)
+
+    def get(self, resource: str, namespace: str | None, name: str) -> Any:
+        """One stored object (kmock's: reads like a dict, ``.raw`` is the plain dict)."""
+        return self.call(lambda: self.km.objects[kmock.resource(resource), namespace, name])
+
     def objects(self, resource: str) -> list[dict[str, Any]]:
         def get() -> list[dict[str, Any]]:
             out = []
@@ -286,8 +322,9 @@ class FakeApi:
 
 
 @contextlib.contextmanager
-def running(*, missing: tuple[str, ...] = ()) -> Iterator[FakeApi]:
-    api = FakeApi(missing=missing).start()
+def running(*, missing: tuple[str, ...] = (), host: str = "127.0.0.1", port: int = 0
+            ) -> Iterator[FakeApi]:  # fmt: skip
+    api = FakeApi(missing=missing, host=host, port=port).start()
     try:
         yield api
     finally:
@@ -364,3 +401,20 @@ def kubeconfig(path: Path, url: str, context: str = "kmock") -> Path:
         )
     )
     return path
+
+
+def serve(host: str, port: int, seed: str) -> None:
+    """Run the stand-in until SIGTERM or SIGINT, kmock listening on ``host:port``, seeded from a
+    JSON list of ["group/version/plural", object]; prints "ready" once it serves."""
+    stop = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # delivered to sigwait below
+    with running(host=host, port=port) as api, open(seed) as f:
+        for resource, obj in json.load(f):
+            api.put(resource, obj)
+        print("ready", flush=True)
+        signal.sigwait(stop)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1], int(sys.argv[2]), sys.argv[3])
