@@ -18,22 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.core.eips import Eip, is_eip
+from app.core.fields import as_list, as_mapping, as_str
 
 EXCLUDE_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 SPOKEN_PROTOCOLS = ("layer2",)
-
-
-def _m(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _l(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _s(value: Any) -> str:
-    return value if isinstance(value, str) else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +57,9 @@ def _assignments(obj: Mapping[str, Any]) -> list[Assignment]:
     eip = Eip.from_object(obj)
     if eip.protocol not in SPOKEN_PROTOCOLS or eip.disabled:
         return []
-    used = _m(_m(obj.get("status")).get("used"))
+    used = as_mapping(as_mapping(obj.get("status")).get("used"))
     return [
-        Assignment(eip, str(ip), tuple(s for s in _s(users).split(";") if s))
+        Assignment(eip, str(ip), tuple(s for s in as_str(users).split(";") if s))
         for ip, users in sorted(used.items())
     ]
 
@@ -83,24 +72,24 @@ def cluster_view(objects: Iterable[Mapping[str, Any]]) -> ClusterView:
     local: set[str] = set()
     ready: dict[str, set[str]] = {}
     for obj in objects:
-        kind, meta = obj.get("kind"), _m(obj.get("metadata"))
-        name, ns = _s(meta.get("name")), _s(meta.get("namespace"))
+        kind, meta = obj.get("kind"), as_mapping(obj.get("metadata"))
+        name, ns = as_str(meta.get("name")), as_str(meta.get("namespace"))
         if is_eip(obj):
             eips.append(Eip.from_object(obj))
             assignments.extend(_assignments(obj))
         elif kind == "Node":
             nodes.add(name)
-            if EXCLUDE_LABEL in _m(meta.get("labels")):
+            if EXCLUDE_LABEL in as_mapping(meta.get("labels")):
                 excluded.add(name)
         elif kind == "Service":
-            if _m(obj.get("spec")).get("externalTrafficPolicy") == "Local":
+            if as_mapping(obj.get("spec")).get("externalTrafficPolicy") == "Local":
                 local.add(f"{ns}/{name}")
         elif kind == "EndpointSlice":
-            service = _s(_m(meta.get("labels")).get(SERVICE_NAME_LABEL))
-            for endpoint in map(_m, _l(obj.get("endpoints"))):
-                node = _s(endpoint.get("nodeName"))
+            service = as_str(as_mapping(meta.get("labels")).get(SERVICE_NAME_LABEL))
+            for endpoint in map(as_mapping, as_list(obj.get("endpoints"))):
+                node = as_str(endpoint.get("nodeName"))
                 # A missing `ready` condition means ready (discovery.k8s.io/v1).
-                if node and _m(endpoint.get("conditions")).get("ready") is not False:
+                if node and as_mapping(endpoint.get("conditions")).get("ready") is not False:
                     ready.setdefault(f"{ns}/{service}", set()).add(node)
     return ClusterView(
         tuple(assignments),

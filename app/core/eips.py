@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.core.addresses import AddressError, Span, parse_eip_address
+from app.core.fields import as_mapping, as_str
 from app.core.interfaces import InterfaceSpec, parse_interface
 
 GROUP = "network.kubesphere.io"
@@ -23,14 +24,6 @@ def is_eip(obj: Mapping[str, Any]) -> bool:
         and isinstance(api_version, str)
         and api_version.partition("/")[0] == GROUP
     )
-
-
-def _str(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,28 +47,28 @@ class Eip:
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> Eip:
-        meta = _mapping(obj.get("metadata"))
-        spec = _mapping(obj.get("spec"))
-        status = _mapping(obj.get("status"))
-        annotations = _mapping(meta.get("annotations"))
-        address_text = _str(spec.get("address"))
+        meta = as_mapping(obj.get("metadata"))
+        spec = as_mapping(obj.get("spec"))
+        status = as_mapping(obj.get("status"))
+        annotations = as_mapping(meta.get("annotations"))
+        address_text = as_str(spec.get("address"))
         try:
             address: Span | None = parse_eip_address(address_text)
             error = ""
         except AddressError as exc:
             address, error = None, str(exc)
-        interface_text = _str(spec.get("interface"))
-        allow = _str(annotations.get(ALLOW_RULES_ANNOTATION))
-        used = _mapping(status.get("used"))
+        interface_text = as_str(spec.get("interface"))
+        allow = as_str(annotations.get(ALLOW_RULES_ANNOTATION))
+        used = as_mapping(status.get("used"))
         return cls(
-            name=_str(meta.get("name")),
+            name=as_str(meta.get("name")),
             address_text=address_text,
             address=address,
             address_error=error,
-            protocol=_str(spec.get("protocol")) or "bgp",
+            protocol=as_str(spec.get("protocol")) or "bgp",
             interface_text=interface_text,
             interface=parse_interface(interface_text),
-            is_default=_str(annotations.get(DEFAULT_EIP_ANNOTATION)) == "true",
+            is_default=as_str(annotations.get(DEFAULT_EIP_ANNOTATION)) == "true",
             allow_rules=tuple(r.strip() for r in allow.split(",") if r.strip()),
             used=tuple(str(k) for k in used),
             disabled=spec.get("disable") is True,

@@ -27,6 +27,7 @@ from app.core.addresses import (
 )
 from app.core.eips import Eip, is_eip
 from app.core.facts import Fact, FactKind, Source
+from app.core.fields import as_list, as_mapping, as_str
 from app.core.interfaces import CanReach
 
 NODE_REPORT_ANNOTATION = "eip-guard.io/network"
@@ -67,21 +68,9 @@ EMPTY = Extract()
 DEFAULT_OPTIONS = Options()
 
 
-def _m(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _l(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _s(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
 def _source(obj: Mapping[str, Any], kind: str, fld: str) -> Source:
-    meta = _m(obj.get("metadata"))
-    return Source(kind, _s(meta.get("namespace")), _s(meta.get("name")), fld)
+    meta = as_mapping(obj.get("metadata"))
+    return Source(kind, as_str(meta.get("namespace")), as_str(meta.get("name")), fld)
 
 
 class _Builder:
@@ -95,7 +84,7 @@ class _Builder:
     def add(self, fact_kind: FactKind, text: Any, fld: str, *, quiet: bool = False) -> None:
         source = _source(self.obj, self.kind, fld)
         try:
-            span = parse_ip_or_cidr(_s(text))
+            span = parse_ip_or_cidr(as_str(text))
         except AddressError as exc:
             if not quiet:
                 self.notes.append(f"{source}: ignored {text!r}: {exc}")
@@ -111,15 +100,15 @@ class _Builder:
 
 def _node(obj: Mapping[str, Any]) -> Extract:
     b = _Builder(obj, "Node")
-    status, spec = _m(obj.get("status")), _m(obj.get("spec"))
-    annotations = _m(_m(obj.get("metadata")).get("annotations"))
-    for addr in _l(status.get("addresses")):
-        addr_type, value = _s(_m(addr).get("type")), _s(_m(addr).get("address"))
+    status, spec = as_mapping(obj.get("status")), as_mapping(obj.get("spec"))
+    annotations = as_mapping(as_mapping(obj.get("metadata")).get("annotations"))
+    for addr in map(as_mapping, as_list(status.get("addresses"))):
+        addr_type, value = as_str(addr.get("type")), as_str(addr.get("address"))
         if addr_type in ("InternalIP", "ExternalIP"):
             b.add(FactKind.NODE_IP, value, f"status.addresses {addr_type}")
         elif addr_type == "Hostname":  # a hostname is only a fact when it is an IP
             b.add(FactKind.NODE_IP, value, "status.addresses Hostname", quiet=True)
-    cidrs = _l(spec.get("podCIDRs")) or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
+    cidrs = as_list(spec.get("podCIDRs")) or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
     for cidr in cidrs:
         b.add(FactKind.POD_CIDR, cidr, "spec.podCIDRs")
     if FLANNEL_ANNOTATION in annotations:
@@ -128,7 +117,7 @@ def _node(obj: Mapping[str, Any]) -> Extract:
         if key in annotations:
             fld = f"annotation {key}"
             try:
-                ip, subnet = parse_ip_with_prefix(_s(annotations[key]))
+                ip, subnet = parse_ip_with_prefix(as_str(annotations[key]))
             except AddressError as exc:
                 b.notes.append(f"{_source(obj, 'Node', fld)}: ignored: {exc}")
                 continue
@@ -143,39 +132,39 @@ def _node_report(b: _Builder, text: Any) -> None:
     """The eip-guard agent's report: every NIC address is bound here, and its subnet is known."""
     fld = f"annotation {NODE_REPORT_ANNOTATION}"
     try:
-        report = _m(json.loads(_s(text)))
+        report = as_mapping(json.loads(as_str(text)))
     except ValueError:
         b.notes.append(f"{_source(b.obj, 'Node', fld)}: ignored: not JSON")
         return
-    for nic in _l(report.get("interfaces")):
-        for addr in _l(_m(nic).get("addresses")):
+    for nic in as_list(report.get("interfaces")):
+        for addr in as_list(as_mapping(nic).get("addresses")):
             try:
-                ip, subnet = parse_ip_with_prefix(_s(addr))
+                ip, subnet = parse_ip_with_prefix(as_str(addr))
             except AddressError:
                 continue
             b.add_span(FactKind.NODE_IP, Span.of_ip(ip), fld)
             if subnet.size > 1 and not ip.is_link_local and not ip.is_loopback:
                 b.add_span(FactKind.NODE_SUBNET, subnet, fld)
-    for gateway in _l(report.get("gateways")):
+    for gateway in as_list(report.get("gateways")):
         b.add(FactKind.NODE_GATEWAY, gateway, fld, quiet=True)
 
 
 def _service(obj: Mapping[str, Any]) -> Extract:
     b = _Builder(obj, "Service")
-    spec, status = _m(obj.get("spec")), _m(obj.get("status"))
-    annotations = _m(_m(obj.get("metadata")).get("annotations"))
-    cluster_ips = _l(spec.get("clusterIPs")) or [spec.get("clusterIP")]
+    spec, status = as_mapping(obj.get("spec")), as_mapping(obj.get("status"))
+    annotations = as_mapping(as_mapping(obj.get("metadata")).get("annotations"))
+    cluster_ips = as_list(spec.get("clusterIPs")) or [spec.get("clusterIP")]
     for ip in cluster_ips:
         if ip and ip != "None":  # headless Services have no IP
             b.add(FactKind.SERVICE_IP, ip, "spec.clusterIPs")
-    for ip in _l(spec.get("externalIPs")):
+    for ip in as_list(spec.get("externalIPs")):
         b.add(FactKind.SERVICE_IP, ip, "spec.externalIPs")
     if spec.get("loadBalancerIP"):
         b.add(FactKind.SERVICE_IP, spec["loadBalancerIP"], "spec.loadBalancerIP")
-    for ingress in _l(_m(status.get("loadBalancer")).get("ingress")):
-        if _m(ingress).get("ip"):
+    for ingress in as_list(as_mapping(status.get("loadBalancer")).get("ingress")):
+        if as_mapping(ingress).get("ip"):
             b.add(FactKind.SERVICE_IP, ingress["ip"], "status.loadBalancer.ingress.ip")
-    for ip in (p.strip() for p in _s(annotations.get(KUBE_VIP_LB_ANNOTATION)).split(",")):
+    for ip in (p.strip() for p in as_str(annotations.get(KUBE_VIP_LB_ANNOTATION)).split(",")):
         if ip and ip != "0.0.0.0":  # 0.0.0.0 asks kube-vip for DHCP: no address yet
             b.add(FactKind.SERVICE_IP, ip, f"annotation {KUBE_VIP_LB_ANNOTATION}")
     if annotations.get(OPENELB_IP_ANNOTATION):
@@ -189,36 +178,36 @@ def _service(obj: Mapping[str, Any]) -> Extract:
 
 def _service_cidr(obj: Mapping[str, Any]) -> Extract:
     b = _Builder(obj, "ServiceCIDR")
-    for cidr in _l(_m(obj.get("spec")).get("cidrs")):
+    for cidr in as_list(as_mapping(obj.get("spec")).get("cidrs")):
         b.add(FactKind.SERVICE_CIDR, cidr, "spec.cidrs")
     return b.done()
 
 
 def _pod_spec(obj: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
-    spec = _m(obj.get("spec"))
-    return spec if kind == "Pod" else _m(_m(spec.get("template")).get("spec"))
+    spec = as_mapping(obj.get("spec"))
+    return spec if kind == "Pod" else as_mapping(as_mapping(spec.get("template")).get("spec"))
 
 
 def _kube_vip(obj: Mapping[str, Any], kind: str) -> Extract:
     """VIPs from the env of kube-vip containers (static pod, DaemonSet or Deployment)."""
     b = _Builder(obj, kind)
     pending: list[VipValue] = []
-    for container in map(_m, _l(_pod_spec(obj, kind).get("containers"))):
-        if "kube-vip" not in _s(container.get("image")):
+    for container in map(as_mapping, as_list(_pod_spec(obj, kind).get("containers"))):
+        if "kube-vip" not in as_str(container.get("image")):
             continue
-        for env in map(_m, _l(container.get("env"))):
-            name = _s(env.get("name"))
+        for env in map(as_mapping, as_list(container.get("env"))):
+            name = as_str(env.get("name"))
             if name not in KUBE_VIP_ENV:
                 continue
-            fld = f"container {_s(container.get('name'))} env {name}"
+            fld = f"container {as_str(container.get('name'))} env {name}"
             source = _source(obj, kind, fld)
-            ref = _m(_m(env.get("valueFrom")).get("configMapKeyRef"))
+            ref = as_mapping(as_mapping(env.get("valueFrom")).get("configMapKeyRef"))
             if ref:
-                ns = _s(_m(obj.get("metadata")).get("namespace"))
-                cm = (ns, _s(ref.get("name")), _s(ref.get("key")))
+                ns = as_str(as_mapping(obj.get("metadata")).get("namespace"))
+                cm = (ns, as_str(ref.get("name")), as_str(ref.get("key")))
                 pending.append(VipValue(source, configmap=cm))
             else:
-                pending.extend(_vip_text(b, _s(env.get("value")), source))
+                pending.extend(_vip_text(b, as_str(env.get("value")), source))
     return b.done(vip_values=tuple(pending))
 
 
@@ -236,9 +225,9 @@ def _vip_text(b: _Builder, value: str, source: Source) -> list[VipValue]:
 
 
 def _configmap(obj: Mapping[str, Any], options: Options) -> Extract:
-    meta = _m(obj.get("metadata"))
-    ns, name = _s(meta.get("namespace")), _s(meta.get("name"))
-    data = {k: v for k, v in _m(obj.get("data")).items() if isinstance(v, str)}
+    meta = as_mapping(obj.get("metadata"))
+    ns, name = as_str(meta.get("namespace")), as_str(meta.get("name"))
+    data = {k: v for k, v in as_mapping(obj.get("data")).items() if isinstance(v, str)}
     b = _Builder(obj, "ConfigMap")
     if (ns, name) == options.kube_vip_configmap:
         for key, value in sorted(data.items()):
