@@ -7,17 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from app.cli.main import main
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.support import run_cli
 
 
 def test_the_331_mistake_is_denied(capsys: pytest.CaptureFixture[str], examples: Path) -> None:
-    code, out, _ = run(
+    code, out, _ = run_cli(
         capsys, "check", "-f", str(examples / "eip-bad.yaml"),
         "--cluster", str(examples / "cluster.yaml"), "-o", "json",
     )  # fmt: skip
@@ -31,7 +25,7 @@ def test_the_331_mistake_is_denied(capsys: pytest.CaptureFixture[str], examples:
 
 
 def test_the_gateway_is_allowed(capsys: pytest.CaptureFixture[str], examples: Path) -> None:
-    code, out, _ = run(
+    code, out, _ = run_cli(
         capsys, "check", "-f", str(examples / "eip-good.yaml"),
         "--cluster", str(examples / "cluster.yaml"), "-o", "json",
     )  # fmt: skip
@@ -72,22 +66,12 @@ def test_bad_input_exits_2_with_one_line(
         (tmp_path / name).write_text(text)
         paths[key] = str(tmp_path / name)
     args = [a.format(ex=examples, **paths) for a in argv]
-    with pytest.raises(SystemExit) if "required" in says or "choice" in says else _nothing():
-        code, out, err = run(capsys, *args)
-        assert code == 2
-        assert out == ""
-        assert says in err and err.count("\n") == 1 and "Traceback" not in err
-        return
-    err = capsys.readouterr().err
+    code, out, err = run_cli(capsys, *args)
+    assert code == 2
+    assert out == ""
     assert says in err and "Traceback" not in err
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+    if not ("required" in says or "choice" in says):  # argparse's own errors add a usage line
+        assert err.count("\n") == 1
 
 
 def test_policy_file_turns_a_denial_into_a_warning(
@@ -95,7 +79,7 @@ def test_policy_file_turns_a_denial_into_a_warning(
 ) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text("rules:\n  can-reach-in-eip: warn\n  can-reach-service-ip: off\n")
-    code, out, _ = run(
+    code, out, _ = run_cli(
         capsys, "check", "-f", str(examples / "eip-bad.yaml"),
         "--cluster", str(examples / "cluster.yaml"), "--policy", str(policy), "-o", "json",
     )  # fmt: skip
@@ -109,7 +93,7 @@ def test_update_via_old_and_text_output(
 ) -> None:
     changed = tmp_path / "changed.yaml"
     changed.write_text((examples / "eip-good.yaml").read_text().replace(".80", ".81"))
-    code, out, _ = run(
+    code, out, _ = run_cli(
         capsys, "check", "-f", str(changed), "--old", str(examples / "eip-good.yaml"),
         "--cluster", str(examples / "cluster.yaml"),
     )  # fmt: skip
@@ -125,12 +109,12 @@ def test_audit_on_a_snapshot_directory(
     (tmp_path / "late.yaml").write_text(
         (examples / "eip-bad.yaml").read_text().replace("eip-layer2", "late")
     )
-    code, out, _ = run(capsys, "audit", "--cluster", str(tmp_path), "-o", "json")
+    code, out, _ = run_cli(capsys, "audit", "--cluster", str(tmp_path), "-o", "json")
     report = json.loads(out)
     assert code == 1
     # Both sides of the conflict are reported: late's can_reach IP lies in eip-pool's pool.
     assert report["eips"] == 2 and list(report["findings"]) == ["eip-pool", "late"]
     pool_rules = [v["rule"] for v in report["findings"]["eip-pool"]["violations"]]
     assert pool_rules == ["eip-covers-can-reach"]
-    code, out, _ = run(capsys, "audit", "--cluster", str(examples / "cluster.yaml"))
+    code, out, _ = run_cli(capsys, "audit", "--cluster", str(examples / "cluster.yaml"))
     assert code == 0 and out.strip().endswith("1 Eip(s) audited, 0 violating")

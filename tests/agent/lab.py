@@ -197,3 +197,15 @@ class Lab:
     def neighbor(self, ip: str) -> dict[str, Any] | None:
         entries = json.loads(self.ip(self.client, "-j", "neigh", "show", ip).stdout or "[]")
         return entries[0] if entries else None
+
+    def neighbor_moves_to(self, ip: str, mac: str, within: float) -> dict[str, Any] | None:
+        """The client's neighbour entry for ``ip`` once it holds ``mac`` (the gratuitous
+        messages moved it), else the last entry seen after ``within`` s: the caller asserts."""
+        deadline = time.monotonic() + within
+        entry = self.neighbor(ip)
+        while time.monotonic() < deadline:
+            if entry is not None and entry.get("lladdr") == mac:
+                break
+            time.sleep(0.1)
+            entry = self.neighbor(ip)
+        return entry

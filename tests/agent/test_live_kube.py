@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,18 +21,9 @@ from app.kube.agent_api import AgentApi, KubeError, make_client
 from app.kube.agent_leases import lease_body, live_nodes, next_expiry
 from app.kube.agent_source import EXCLUDE_LABEL, LiveCluster
 from tests.kmock_harness import EIPS, FakeApi, running
+from tests.support import eventually
 
 from .lab import CAN_REACH4, SUBNET4, Lab
-
-
-def eventually(check: Callable[[], bool], timeout: float = 10, what: str = "") -> None:
-    """Poll until ``check`` holds; the timeout only bounds a hung test, it is no speed claim."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"never happened: {what}")
 
 
 def agent_api(emulator: FakeApi, namespace: str = "eip-guard") -> AgentApi:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -89,12 +88,7 @@ def test_live_failover_moves_the_clients_neighbor_entry(lab: Lab, api_server: st
         agents[first].proc.kill()  # dies without a word: its Lease simply stops
         agents[first].stop()
         agents[second].wait_for(lambda line: f"announce {IP4} on " in line, timeout=15)
-        deadline = time.monotonic() + 8
-        while time.monotonic() < deadline:
-            entry = lab.neighbor(IP4)
-            if entry is not None and entry.get("lladdr") == lab.mac(second):
-                break
-            time.sleep(0.1)
+        entry = lab.neighbor_moves_to(IP4, lab.mac(second), within=8)
         assert entry is not None and entry.get("lladdr") == lab.mac(second), entry
         assert lab.arping(IP4) == {lab.mac(second)}
     finally:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -94,12 +93,7 @@ def test_failover_updates_the_clients_neighbor_entry(lab: Lab, tmp_path: Path) -
         assert agents[first].stop() == 0
         snapshot(snap, nodes=(second,))
         agents[second].wait_for(lambda line: f"announce {IP4} on " in line)
-        deadline = time.monotonic() + 7
-        while time.monotonic() < deadline:
-            entry = lab.neighbor(IP4)
-            if entry is not None and entry.get("lladdr") == lab.mac(second):
-                break
-            time.sleep(0.1)
+        entry = lab.neighbor_moves_to(IP4, lab.mac(second), within=7)
         assert entry is not None and entry.get("lladdr") == lab.mac(second), entry
     finally:
         for agent in agents.values():

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import Any
-
-import pytest
 from kubernetes import client
 from prometheus_client import CollectorRegistry
 
@@ -17,6 +12,7 @@ from app.kube.config import api_client
 from app.kube.reflector import WatchSettings
 from app.kube.serving import Live, LiveSettings, start_live
 from tests.kmock_harness import FakeApi
+from tests.support import eventually
 
 # Short timeouts so failures are noticed quickly here; production defaults are in WatchSettings.
 FAST = WatchSettings(
@@ -28,19 +24,6 @@ FAST = WatchSettings(
     absent_retry=0.5,
 )
 SETTINGS = LiveSettings(watch=FAST, coalesce=0.05, audit_interval=0.1)
-DEADLINE = 15.0  # generous: eventual consistency on a loaded 2-core CI machine
-
-
-def eventually(predicate: Callable[[], Any], what: str, deadline: float = DEADLINE) -> Any:
-    """Poll until ``predicate()`` is truthy; fail with ``what`` when the deadline passes."""
-    end = time.monotonic() + deadline
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            pytest.fail(f"not within {deadline}s: {what}")
-        time.sleep(0.05)
 
 
 class Cluster:

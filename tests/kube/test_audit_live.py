@@ -7,7 +7,8 @@ from collections.abc import Callable
 from app.kube.auditor import REASON
 from tests.core.objects import eip, node, service
 from tests.kmock_harness import FakeApi, Writer
-from tests.kube.harness import Cluster, eventually
+from tests.kube.harness import Cluster
+from tests.support import eventually
 
 EVENTS = "v1/events"
 

@@ -11,14 +11,9 @@ import pytest
 from app.cli.main import main
 from tests.core.objects import eip, node, service
 from tests.kmock_harness import EIPS, FakeApi, Writer, kubeconfig, running
+from tests.support import run_cli
 
 Capsys = pytest.CaptureFixture[str]
-
-
-def run(capsys: Capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +32,7 @@ def test_audit_reads_the_live_cluster(
 ) -> None:
     _seed(writer)
     config = kubeconfig(tmp_path / "kubeconfig", api.url)
-    code, out, _ = run(
+    code, out, _ = run_cli(
         capsys, "audit", "--kubeconfig", str(config), "--context", "kmock", "-o", "json"
     )
     assert code == 1
@@ -54,7 +49,7 @@ def test_kubeconfig_without_a_file_uses_the_env_like_kubectl(
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig(tmp_path / "kubeconfig", api.url)))
     manifest = tmp_path / "eip.yaml"
     manifest.write_text(json.dumps(eip("new", "192.168.60.1", interface="can_reach:10.0.0.1")))
-    code, out, _ = run(capsys, "check", "-f", str(manifest), "--kubeconfig", "-o", "json")
+    code, out, _ = run_cli(capsys, "check", "-f", str(manifest), "--kubeconfig", "-o", "json")
     assert code == 1
     assert {v["rule"] for v in json.loads(out)["violations"]} == {"can-reach-node-ip"}
 
@@ -62,7 +57,7 @@ def test_kubeconfig_without_a_file_uses_the_env_like_kubectl(
 def test_snapshot_and_live_flags_exclude_each_other(
     tmp_path: Path, capsys: Capsys, examples: Path
 ) -> None:
-    code, _, err = run(
+    code, _, err = run_cli(
         capsys, "audit", "--cluster", str(examples / "cluster.yaml"), "--context", "prod"
     )
     assert code == 2
@@ -73,7 +68,7 @@ def test_snapshot_and_live_flags_exclude_each_other(
 
 
 def test_unreadable_kubeconfig_is_one_line_not_a_traceback(tmp_path: Path, capsys: Capsys) -> None:
-    code, out, err = run(capsys, "audit", "--kubeconfig", str(tmp_path / "missing"))
+    code, out, err = run_cli(capsys, "audit", "--kubeconfig", str(tmp_path / "missing"))
     assert code == 2 and out == ""
     assert err.startswith("eip-guard: cannot load Kubernetes credentials from ")
     assert "Traceback" not in err and err.count("\n") == 1
@@ -82,7 +77,7 @@ def test_unreadable_kubeconfig_is_one_line_not_a_traceback(tmp_path: Path, capsy
 def test_missing_eip_crd_is_a_note_and_the_audit_still_runs(tmp_path: Path, capsys: Capsys) -> None:
     with running(missing=(EIPS,)) as api:
         config = kubeconfig(tmp_path / "kubeconfig", api.url)
-        code, out, err = run(capsys, "audit", "--kubeconfig", str(config))
+        code, out, err = run_cli(capsys, "audit", "--kubeconfig", str(config))
     assert code == 0
     assert out == "0 Eip(s) audited, 0 violating\n"
     assert "the Eip CRD eips.network.kubesphere.io (version v1alpha2) is not installed" in err
@@ -92,7 +87,7 @@ def test_forbidden_list_names_the_rbac_fix(api: FakeApi, tmp_path: Path, capsys:
     status = {"kind": "Status", "code": 403, "reason": "Forbidden", "message": "no"}
     api.call(lambda: api.km[kmock.action.LIST, kmock.resource("v1/nodes")] << 403 << status)
     config = kubeconfig(tmp_path / "kubeconfig", api.url)
-    code, _, err = run(capsys, "audit", "--kubeconfig", str(config))
+    code, _, err = run_cli(capsys, "audit", "--kubeconfig", str(config))
     assert code == 2
     assert "grant get/list/watch on nodes" in err and "Traceback" not in err
 
@@ -110,7 +105,7 @@ def test_inside_a_pod_the_default_is_the_service_account(
     # No token is mounted on this machine: the in-cluster attempt must fail in one line.
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "6443")
-    code, out, err = run(capsys, "audit")
+    code, out, err = run_cli(capsys, "audit")
     assert code == 2 and out == ""
     assert err.startswith("eip-guard: cannot load Kubernetes credentials from the pod's service")
     assert err.count("\n") == 1

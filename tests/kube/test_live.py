@@ -10,7 +10,8 @@ from app.core.rules import check
 from app.core.verdict import Verdict
 from tests.core.objects import configmap, eip, kube_vip_pod, node, service, service_cidr
 from tests.kmock_harness import EIPS, SERVICECIDRS, FakeApi, Writer, running
-from tests.kube.harness import FAST, SETTINGS, Cluster, eventually
+from tests.kube.harness import FAST, SETTINGS, Cluster
+from tests.support import eventually
 
 CAN_REACH = "can_reach:10.0.0.9"
 

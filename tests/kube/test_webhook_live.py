@@ -19,7 +19,8 @@ from app.core.verdict import Policy
 from app.webhook.app import create_app
 from tests.core.objects import eip, node, service
 from tests.kmock_harness import EIPS, FakeApi, Writer, kubeconfig, running
-from tests.kube.harness import Cluster, eventually
+from tests.kube.harness import Cluster
+from tests.support import eventually
 from tests.webhook.conftest import Certs, client, review, serving
 from tests.webhook.test_cli_webhook import ROOT, Lines
 

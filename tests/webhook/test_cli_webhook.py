@@ -15,22 +15,13 @@ from typing import Any
 
 import pytest
 
-from app.cli.main import main
 from app.pki.certs import describe
 from app.webhook.server import listen
+from tests.support import run_cli
 
 from .conftest import EXAMPLES, Certs, client, example_eip
 
 ROOT = EXAMPLES.parent
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:  # argparse usage errors
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_line_error(err: str) -> str:
@@ -46,7 +37,7 @@ def one_line_error(err: str) -> str:
 def test_certs_writes_the_files_and_prints_the_ca_bundle(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    code, out, err = run(
+    code, out, err = run_cli(
         capsys, "certs", "--out", str(tmp_path), "--dns", "eip-guard.eip-guard.svc",
         "--dns", "localhost", "--ip", "127.0.0.1",
     )  # fmt: skip
@@ -62,14 +53,14 @@ def test_certs_writes_the_files_and_prints_the_ca_bundle(
 def test_certs_does_not_overwrite_without_force(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    assert run(capsys, "certs", "--out", str(tmp_path), "--dns", "a.svc")[0] == 0
+    assert run_cli(capsys, "certs", "--out", str(tmp_path), "--dns", "a.svc")[0] == 0
     before = (tmp_path / "ca.crt").read_bytes()
-    code, out, err = run(capsys, "certs", "--out", str(tmp_path), "--dns", "a.svc")
+    code, out, err = run_cli(capsys, "certs", "--out", str(tmp_path), "--dns", "a.svc")
     assert code == 2
     assert out == ""
     assert "already exist; pass --force" in one_line_error(err)
     assert (tmp_path / "ca.crt").read_bytes() == before
-    assert run(capsys, "certs", "--out", str(tmp_path), "--dns", "a.svc", "--force")[0] == 0
+    assert run_cli(capsys, "certs", "--out", str(tmp_path), "--dns", "a.svc", "--force")[0] == 0
     assert (tmp_path / "ca.crt").read_bytes() != before
 
 
@@ -84,7 +75,7 @@ def test_certs_does_not_overwrite_without_force(
 def test_certs_bad_input_exits_2(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str], expected: str
 ) -> None:
-    code, _, err = run(capsys, "certs", "--out", str(tmp_path), *argv)
+    code, _, err = run_cli(capsys, "certs", "--out", str(tmp_path), *argv)
     assert code == 2
     assert expected in err
     assert "Traceback" not in err
@@ -107,7 +98,7 @@ def serve_args(
 def test_serve_refuses_missing_tls_files(
     capsys: pytest.CaptureFixture[str], certs: Certs, tmp_path: Path
 ) -> None:
-    code, _, err = run(capsys, *serve_args(certs, cert=tmp_path / "missing.crt"))
+    code, _, err = run_cli(capsys, *serve_args(certs, cert=tmp_path / "missing.crt"))
     assert code == 2
     assert "--tls-cert-file" in one_line_error(err)
     assert "no such file" in err
@@ -118,7 +109,7 @@ def test_serve_refuses_garbage_tls_files(
 ) -> None:
     garbage = tmp_path / "garbage.crt"
     garbage.write_text("not a certificate\n")
-    code, _, err = run(capsys, *serve_args(certs, cert=garbage))
+    code, _, err = run_cli(capsys, *serve_args(certs, cert=garbage))
     assert code == 2
     assert "cannot load the certificate and key" in one_line_error(err)
 
@@ -126,7 +117,7 @@ def test_serve_refuses_garbage_tls_files(
 def test_serve_refuses_a_key_of_another_certificate(
     capsys: pytest.CaptureFixture[str], certs: Certs, other_certs: Certs
 ) -> None:
-    code, _, err = run(capsys, *serve_args(certs, key=other_certs.key))
+    code, _, err = run_cli(capsys, *serve_args(certs, key=other_certs.key))
     assert code == 2
     assert "the key must match" in one_line_error(err)
 
@@ -138,7 +129,7 @@ def test_serve_refuses_a_bad_snapshot(
     bad.write_text("items: [1, 2\n")
     argv = serve_args(certs)
     argv[2] = str(bad)
-    code, _, err = run(capsys, *argv)
+    code, _, err = run_cli(capsys, *argv)
     assert code == 2
     assert "not valid YAML" in one_line_error(err)
 
@@ -148,13 +139,13 @@ def test_serve_refuses_a_bad_policy(
 ) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text("rules:\n  no-such-rule: deny\n")
-    code, _, err = run(capsys, *serve_args(certs, "--policy", str(policy)))
+    code, _, err = run_cli(capsys, *serve_args(certs, "--policy", str(policy)))
     assert code == 2
     assert "unknown rule id" in one_line_error(err)
 
 
 def test_serve_refuses_a_bad_port(capsys: pytest.CaptureFixture[str], certs: Certs) -> None:
-    code, _, err = run(capsys, *serve_args(certs, "--port", "70000"))
+    code, _, err = run_cli(capsys, *serve_args(certs, "--port", "70000"))
     assert code == 2
     assert "expected 0-65535" in one_line_error(err)
 
@@ -163,7 +154,7 @@ def test_serve_refuses_a_port_in_use(capsys: pytest.CaptureFixture[str], certs: 
     taken = listen("127.0.0.1", 0)
     try:
         port = str(taken.getsockname()[1])
-        code, _, err = run(capsys, *serve_args(certs, "--port", port))
+        code, _, err = run_cli(capsys, *serve_args(certs, "--port", port))
     finally:
         taken.close()
     assert code == 2
