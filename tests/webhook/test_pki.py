@@ -55,6 +55,11 @@ def test_the_serving_certificate_is_signed_by_its_ca_for_server_auth() -> None:
     leaf.verify_directly_issued_by(ca)  # raises if not
     usage = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert x509.oid.ExtendedKeyUsageOID.SERVER_AUTH in usage
+    # Only the CA may sign certificates and CRLs; both sign with their key (ECDSA TLS).
+    for cert, signs in ((ca, True), (leaf, False)):
+        key_usage = cert.extensions.get_extension_for_class(x509.KeyUsage)
+        assert key_usage.critical and key_usage.value.digital_signature
+        assert (key_usage.value.key_cert_sign, key_usage.value.crl_sign) == (signs, signs)
     other = make_ca()
     with pytest.raises(InvalidSignature):  # same issuer name, another key
         leaf.verify_directly_issued_by(x509.load_pem_x509_certificate(other.cert_pem))
