@@ -18,11 +18,11 @@ from kubernetes.client.exceptions import ApiException
 
 from app.kube.agent_leases import SELECTOR, lease_body, lease_name, micro_time, renewal_patch
 from app.kube.config import KubeError, api_client
+from app.kube.resources import EIPS
 
 __all__ = ["AgentApi", "KubeError", "make_client"]
 
 EVENT_NAMESPACE = "default"  # where kubectl looks for Events of cluster-scoped objects
-EIP_API_VERSION = "network.kubesphere.io/v1alpha2"
 
 
 def make_client(
@@ -91,7 +91,7 @@ class AgentApi:
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {"generateName": f"{eip}.", "namespace": EVENT_NAMESPACE},
-            "involvedObject": {"apiVersion": EIP_API_VERSION, "kind": "Eip", "name": eip,
+            "involvedObject": {"apiVersion": EIPS.api_version, "kind": "Eip", "name": eip,
                                "uid": uid},
             "reason": reason,
             "message": message[:1024],

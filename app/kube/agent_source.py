@@ -34,7 +34,7 @@ def _meta(obj: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def keep_eip(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    return {"apiVersion": obj.get("apiVersion") or "network.kubesphere.io/v1alpha2",
+    return {"apiVersion": obj.get("apiVersion") or EIPS.api_version,
             "kind": "Eip", "metadata": _meta(obj), "spec": obj.get("spec") or {},
             "status": obj.get("status") or {}}  # fmt: skip
 
