@@ -8,7 +8,7 @@ from typing import Any
 import helm_python
 import pytest
 
-from chart.rendering import CHART, Obj, RenderFn, objects, render_raw
+from tests.chart.rendering import CHART, Obj, RenderFn, objects, render_raw
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from app.core.interfaces import BadInterface, parse_interface
-from chart.rendering import VAP_CAPABILITY, RenderFn, one
+from tests.chart.rendering import VAP_CAPABILITY, RenderFn, one
 
 _ENV = cel.NewEnv(
     variables={name: cel.Type.DYN for name in ("object", "oldObject", "request", "variables")}

@@ -9,7 +9,7 @@ import helm_python
 import kubernetes_validate
 import pytest
 
-from chart.rendering import (
+from tests.chart.rendering import (
     CHART,
     SCENARIOS,
     VAP_CAPABILITY,

@@ -7,7 +7,7 @@ from typing import Any
 import helm_python
 import pytest
 
-from chart.rendering import SCENARIOS
+from tests.chart.rendering import SCENARIOS
 
 
 def test_defaults_and_every_scenario_pass(chart: helm_python.Chart) -> None:

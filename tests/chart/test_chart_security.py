@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from chart.rendering import NAMESPACE, SCENARIOS, Obj, RenderFn, by_kind, is_hook, one
+from tests.chart.rendering import NAMESPACE, SCENARIOS, Obj, RenderFn, by_kind, is_hook, one
 
 RBAC_KINDS = ("Role", "ClusterRole")
 

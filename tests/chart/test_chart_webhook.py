@@ -11,7 +11,7 @@ import yaml
 from app.core.rules import RULE_IDS
 from app.core.verdict import Action
 from app.sources.files import load_policy
-from chart.rendering import NAMESPACE, SCENARIOS, VAP_CAPABILITY, Obj, RenderFn, by_kind, one
+from tests.chart.rendering import NAMESPACE, SCENARIOS, VAP_CAPABILITY, Obj, RenderFn, by_kind, one
 
 SANS = [
     "eip-guard",

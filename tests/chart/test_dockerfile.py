@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from chart.rendering import ROOT, RenderFn, one
+from tests.chart.rendering import ROOT, RenderFn, one
 
 DOCKERFILE = ROOT / "Dockerfile"
 BUILD_TOOLS = re.compile(r"\b(apt-get|apk|gcc|cc|make|pip|build-essential|curl|wget)\b")
