@@ -16,8 +16,10 @@ whole directory atomically) for a caller that polls it.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
+import logging
 import os
 import ssl
 import tempfile
@@ -33,6 +35,7 @@ def server_context() -> ssl.SSLContext:
     """The webhook's TLS settings: TLS 1.2 or newer, HTTP/1.1 (what the API server speaks)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= ssl.OP_NO_RENEGOTIATION  # TLS 1.2 renegotiation only serves DoS
     context.set_alpn_protocols(["http/1.1"])
     return context
 
@@ -96,3 +99,33 @@ def read_pair(cert_file: Path, key_file: Path) -> KeyPair | None:
     except OSError:
         return None
     return KeyPair(cert_pem, key_pem) if cert_pem and key_pem else None
+
+
+async def watch_files(
+    cert_file: Path, key_file: Path, hot: HotContext, interval: float, log: logging.Logger
+) -> None:
+    """Poll a certificate/key pair (e.g. a mounted Secret) and present it when it changes."""
+    failed = ""
+    while True:
+        await asyncio.sleep(interval)
+        pair = read_pair(cert_file, key_file)
+        if pair is None:
+            continue
+        try:
+            if hot.load(pair):
+                log.info("presenting a renewed TLS certificate", extra={"fields": _fields(hot)})
+            failed = ""
+        except CertError as exc:
+            if str(exc) != failed:  # once per broken pair, not every poll
+                log.warning(
+                    "TLS certificate files not loaded; still presenting the previous ones",
+                    extra={"fields": {"file": str(cert_file), "error": str(exc)}},
+                )
+                failed = str(exc)
+
+
+def _fields(hot: HotContext) -> dict[str, str]:
+    loaded = hot.loaded
+    if loaded is None:
+        return {}
+    return {"sha256": loaded.fingerprint, "not_after": loaded.not_after.isoformat()}

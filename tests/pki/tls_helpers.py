@@ -58,14 +58,26 @@ class Connection:
         raw = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.tls = context.wrap_socket(raw, server_hostname=NAME)
 
-    def get(self) -> bytes:
-        self.tls.sendall(f"GET / HTTP/1.1\r\nHost: {NAME}\r\n\r\n".encode())
+    def get(self, path: str = "/") -> bytes:
+        """One request on this connection; the whole response (Content-Length framed)."""
+        self.tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {NAME}\r\n\r\n".encode())
         data = b""
-        while not data.endswith(b"ok"):
-            chunk = self.tls.recv(4096)
-            assert chunk, "the server closed the connection"
-            data += chunk
-        return data
+        while b"\r\n\r\n" not in data:
+            data += self._recv()
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        while len(body) < length:
+            body += self._recv()
+        return head + b"\r\n\r\n" + body
+
+    def _recv(self) -> bytes:
+        chunk = self.tls.recv(4096)
+        assert chunk, "the server closed the connection"
+        return chunk
 
     def peer(self) -> str:
         der = self.tls.getpeercert(binary_form=True)
