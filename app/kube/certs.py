@@ -4,9 +4,10 @@ Each replica, on start and then every few minutes, runs :meth:`SelfManagedCerts.
 
 1. read its Secret; ``app.pki.rotation`` decides keep / renew the serving certificate /
    new CA;
-2. if something must change, write with optimistic concurrency (create, or replace with
-   the ``resourceVersion`` it read). A 409 means another replica won the race: read
-   again and adopt what it wrote. One writes, all adopt; nobody overwrites a newer Secret;
+2. if something must change, write with optimistic concurrency (create, or patch with
+   the ``resourceVersion`` it read as a precondition). A 409 means another replica won
+   the race: read again and adopt what it wrote. One writes, all adopt; nobody overwrites
+   a newer Secret;
 3. put the Secret's CA(s) into ``caBundle`` of its own ValidatingWebhookConfiguration,
    but only while the Secret is still the version it read (a slower replica must not
    write back an older bundle);
@@ -52,6 +53,10 @@ MERGE_PATCH = "application/merge-patch+json"
 Clock = Callable[[], dt.datetime]
 
 
+class CertSyncError(Exception):
+    """The Secret or the webhook configuration could not be read or written: says why."""
+
+
 def default_api_client() -> client.ApiClient:
     """In a pod its service account, else $KUBECONFIG or ~/.kube/config (as kubectl)."""
     cfg = client.Configuration()
@@ -70,10 +75,6 @@ def default_api_client() -> client.ApiClient:
             "service account is used, elsewhere $KUBECONFIG or ~/.kube/config"
         ) from exc
     return client.ApiClient(cfg)
-
-
-class CertSyncError(Exception):
-    """The Secret or the webhook configuration could not be read or written: says why."""
 
 
 @dataclass(frozen=True, slots=True)
