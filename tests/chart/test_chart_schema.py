@@ -34,7 +34,7 @@ BAD: dict[str, tuple[dict[str, Any], str]] = {
     "non-string node selector": ({"nodeSelector": {"a": 1}}, "nodeSelector"),
     "bad duration": ({"certificates": {"certManager": {"duration": "1y"}}}, "duration"),
     "caBundle not base64": ({"certificates": {"external": {"caBundle": "-----BEGIN"}}}, "caBundle"),
-    "unknown agent key": ({"agent": {"enabled": True, "image": "x"}}, "image"),
+    "unknown agent key": ({"agent": {"enabled": True, "noSuchKey": "x"}}, "noSuchKey"),
 }
 
 
