@@ -1,4 +1,5 @@
-"""`eip-guard serve`: the admission webhook over HTTPS, judging against snapshot files."""
+"""`eip-guard serve`: the admission webhook over HTTPS, judging against snapshot files
+(``--cluster``) or the live cluster (watched; in a pod by default, or ``--kubeconfig``)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,15 @@ import argparse
 import logging
 from typing import Any
 
-from app.cli import serve_tls
-from app.cli.check_cmd import cluster_args, snapshot_inventory
-from app.core.sources import StaticSource
-from app.kube.certs import default_api_client
+from app.cli import live, serve_tls
+from app.cli.check_cmd import cluster_args, options, resolve_dns, snapshot_inventory
+from app.core.sources import InventorySource, StaticSource
+from app.kube.config import KubeError, api_client
 from app.pki.readiness import CertGatedSource
 from app.sources.files import InputError, load_policy
 from app.webhook import logs
 from app.webhook.app import VALIDATE_PATH, create_app
+from app.webhook.metrics import Metrics
 from app.webhook.server import listen
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -22,10 +24,11 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "serve",
-        help="serve the validating admission webhook over HTTPS from cluster snapshots",
+        help="serve the validating admission webhook over HTTPS (snapshots or the live cluster)",
         description=f"Serves POST {VALIDATE_PATH}, /healthz, /readyz and /metrics over HTTPS.",
     )
     cluster_args(p, output=False)
+    live.add_watch_args(p)
     serve_tls.add_args(p)
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     p.add_argument(
@@ -35,12 +38,23 @@ def register(sub: Any) -> None:
     p.set_defaults(run=run_serve)
 
 
+def kube_client(args: argparse.Namespace) -> Any:
+    """The API client of --tls-secret: --kubeconfig/--context, in a pod its account."""
+    try:
+        return api_client(args.kubeconfig or None, args.context)
+    except KubeError as exc:
+        raise InputError(str(exc)) from exc
+
+
 def run_serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port < 65536:
         raise InputError(f"--port {args.port}: expected 0-65535")
     policy = load_policy(args.policy)
-    inventory = snapshot_inventory(args)
-    tls = serve_tls.prepare(args, default_api_client)
+    live.check_exclusive(args)
+    watching = live.live_requested(args)
+    inventory = None if watching else snapshot_inventory(args)
+    settings = live.live_settings(args) if watching else None
+    tls = serve_tls.prepare(args, lambda: kube_client(args))
     try:
         sock = listen(args.host, args.port)
     except OSError as exc:
@@ -53,23 +67,38 @@ def run_serve(args: argparse.Namespace) -> int:
         sock.close()
         raise
     port = sock.getsockname()[1]
+    host = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 literal in a URL
     listener = logs.setup(getattr(logging, args.log_level.upper()))
+    metrics = Metrics()
+    running = None
     try:
+        where: dict[str, Any]
+        source: InventorySource
+        if inventory is not None:
+            source = StaticSource(inventory)
+            where = {"snapshots": [str(p) for p in args.cluster], "eips": len(inventory.eips)}
+        else:
+            assert settings is not None
+            running = live.start(args, options(args), policy, metrics.registry, resolve_dns)
+            source = running.source
+            where = {"cluster": "live", "kube_vip_namespaces": list(settings.kube_vip_namespaces)}
         logging.getLogger(logs.DECISIONS).info(
             "serving",
             extra={
                 "fields": {
-                    "address": f"https://{args.host}:{port}{VALIDATE_PATH}",
-                    "snapshots": [str(p) for p in args.cluster],
-                    "eips": len(inventory.eips),
+                    "address": f"https://{host}:{port}{VALIDATE_PATH}",
+                    **where,
                     **tls.fields,
                     **serve_tls.probe_fields(args, probe_sock),
                 }
             },
         )
-        source = CertGatedSource(StaticSource(inventory), tls.hot)
-        serve_tls.serve(create_app(source, policy), sock, tls, probe_sock)
+        # /readyz (and the probe port's) also waits for a valid serving certificate.
+        app = create_app(CertGatedSource(source, tls.hot), policy, metrics=metrics)
+        serve_tls.serve(app, sock, tls, probe_sock)
     finally:
+        if running is not None:
+            running.stop()
         listener.stop()
         sock.close()
         if probe_sock is not None:

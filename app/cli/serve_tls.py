@@ -30,7 +30,6 @@ from typing import Any
 import uvicorn
 
 from app.kube.certs import (
-    CertSyncError,
     SecretStore,
     SelfManagedCerts,
     WebhookConfigs,
@@ -129,7 +128,7 @@ def _self_managed_flags(args: argparse.Namespace) -> None:
 def prepare(args: argparse.Namespace, api_client: Callable[[], Any]) -> Tls:
     """Check the TLS flags and load what can be loaded now; InputError for bad input.
 
-    ``api_client`` makes the Kubernetes client, only for the self-managed mode.
+    ``api_client`` makes the Kubernetes client (raising InputError), only for self mode.
     """
     files = args.tls_cert_file is not None or args.tls_key_file is not None
     if files and args.tls_secret:
@@ -139,10 +138,7 @@ def prepare(args: argparse.Namespace, api_client: Callable[[], Any]) -> Tls:
     hot = HotContext()
     if args.tls_secret:
         _self_managed_flags(args)
-        try:
-            api = api_client()
-        except CertSyncError as exc:
-            raise InputError(str(exc)) from exc
+        api = api_client()
         certs = SelfManagedCerts(
             SecretStore(api, args.namespace, args.tls_secret),
             WebhookConfigs(api, args.webhook_configuration),

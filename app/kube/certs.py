@@ -23,14 +23,12 @@ import asyncio
 import base64
 import datetime as dt
 import logging
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import urllib3
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
 
 from app.pki.certs import CertError, KeyPair
 from app.pki.rotation import (
@@ -55,26 +53,6 @@ Clock = Callable[[], dt.datetime]
 
 class CertSyncError(Exception):
     """The Secret or the webhook configuration could not be read or written: says why."""
-
-
-def default_api_client() -> client.ApiClient:
-    """In a pod its service account, else $KUBECONFIG or ~/.kube/config (as kubectl)."""
-    cfg = client.Configuration()
-    try:
-        if os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-        else:
-            config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=os.environ.get("KUBECONFIG") or None,
-                client_configuration=cfg,
-                persist_config=False,
-            )
-    except (ConfigException, OSError, ValueError) as exc:
-        raise CertSyncError(
-            f"--tls-secret needs the Kubernetes API: no credentials ({exc}); in a pod the "
-            "service account is used, elsewhere $KUBECONFIG or ~/.kube/config"
-        ) from exc
-    return client.ApiClient(cfg)
 
 
 @dataclass(frozen=True, slots=True)

@@ -142,7 +142,11 @@ SCENARIOS: dict[str, tuple[Obj, tuple[str, ...]]] = {
                 }
             },
             "imagePullSecrets": [{"name": "regcred"}],
-            "webhook": {"failurePolicy": "Ignore", "timeoutSeconds": 10, "extraArgs": ["--x"]},
+            "webhook": {
+                "failurePolicy": "Ignore",
+                "timeoutSeconds": 10,
+                "extraArgs": ["--no-background-audit"],
+            },
         },
         (),
     ),

@@ -3,7 +3,6 @@ of certificate files, and the plain-HTTP probe port."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import kmock
 import pytest
 import yaml
 
@@ -27,11 +25,9 @@ from app.cli.main import main
 from app.pki.certs import KeyPair, make_bundle, make_serving, write_bundle
 from app.pki.rotation import service_dns_names
 from tests.chart.rendering import ROOT
-from tests.pki.kube_emulator import VersionedEmulator
-from tests.pki.test_self_managed import chart_objects, install, state
+from tests.pki.test_self_managed import install, state
 from tests.pki.tls_helpers import NAME, Connection, der_sha, trusting
 
-__all__ = ["chart_objects"]
 EXAMPLES = ROOT / "examples"
 SNAPSHOT = ["--cluster", str(EXAMPLES / "cluster.yaml")]
 POLLS = 600  # bounded waits of 50 ms; nothing here asserts how long anything took
@@ -88,61 +84,55 @@ def env_without_cluster(**extra: str) -> dict[str, str]:
     return {**env, "PYTHONUNBUFFERED": "1", **extra}
 
 
-async def wait_ready(probe: str) -> httpx.Response:
-    async with httpx.AsyncClient(timeout=5) as http:
-        for _ in range(POLLS):
-            response = await http.get(probe)
-            if response.status_code == 200:
-                return response
-            await asyncio.sleep(0.05)
+def wait_ready(probe: str) -> httpx.Response:
+    for _ in range(POLLS):
+        response = httpx.get(probe, timeout=5)
+        if response.status_code == 200:
+            return response
+        threading.Event().wait(0.05)
     raise AssertionError(f"{probe} never became ready: {response.text}")
 
 
-@pytest.mark.asyncio
-@pytest.mark.kmock(cls=VersionedEmulator)
-async def test_self_managed_serve_fills_the_secret_and_is_trusted_by_its_ca_bundle(
-    kmock: kmock.RawHandler, chart_objects: list[dict[str, Any]], tmp_path: Path
+def test_self_managed_serve_fills_the_secret_and_is_trusted_by_its_ca_bundle(
+    api: str, chart_objects: list[dict[str, Any]], tmp_path: Path
 ) -> None:
-    await install(kmock, chart_objects)
+    install(api, chart_objects)
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
         yaml.safe_dump(
             {
                 "apiVersion": "v1",
                 "kind": "Config",
-                "clusters": [{"name": "k", "cluster": {"server": str(kmock.url).rstrip("/")}}],
+                "clusters": [{"name": "k", "cluster": {"server": api}}],
                 "users": [{"name": "u", "user": {"token": "t"}}],
                 "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
                 "current-context": "c",
             }
         )
     )
-    deployment = one_deployment(chart_objects)
     args = [
         *SNAPSHOT, "--host", "127.0.0.1", "--port", "0", "--probe-port", "0",
-        *[a for a in deployment if a.split("=")[0] in SELF_FLAGS],
+        *[a for a in one_deployment(chart_objects) if a.split("=")[0] in SELF_FLAGS],
         "--namespace", "eip-guard",  # the chart passes $(POD_NAMESPACE)
     ]  # fmt: skip
     server = Process(args, env_without_cluster(KUBECONFIG=str(kubeconfig)))
     try:
-        line = await asyncio.to_thread(server.until, "serving")
+        line = server.until("serving")
         assert line["tls"] == "self-managed Secret eip-guard/eip-guard-tls"
-        await wait_ready(line["probe"])
-        stored, bundle = await state(kmock)
+        wait_ready(line["probe"])
+        stored, bundle = state(api)
         context = trusting(base64.b64decode(bundle))
         port = port_of(line["address"])
-        conn = await asyncio.to_thread(Connection, port, context)
+        conn = Connection(port, context)
         assert conn.peer() == der_sha(KeyPair(stored.data["tls.crt"], b""))
         conn.close()
         review = (EXAMPLES / "review-bad.json").read_bytes()
-        answer = await asyncio.to_thread(post_review, port, context, review)
-        assert answer["response"]["allowed"] is False
-        async with httpx.AsyncClient(timeout=5) as http:
-            probe = line["probe"].removesuffix("/readyz")
-            assert (await http.get(probe + "/metrics")).status_code == 200
-            assert (await http.post(probe + "/validate-eip", content=review)).status_code == 404
+        assert post_review(port, context, review)["response"]["allowed"] is False
+        probe = line["probe"].removesuffix("/readyz")
+        assert httpx.get(probe + "/metrics").status_code == 200
+        assert httpx.post(probe + "/validate-eip", content=review).status_code == 404
     finally:
-        assert await asyncio.to_thread(server.stop) == 0
+        assert server.stop() == 0
 
 
 SELF_FLAGS = {
