@@ -70,6 +70,7 @@ def run_serve(args: argparse.Namespace) -> int:
     host = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 literal in a URL
     listener = logs.setup(getattr(logging, args.log_level.upper()))
     metrics = Metrics()
+    serve_tls.register_metrics(metrics.registry, tls)
     running = None
     try:
         where: dict[str, Any]

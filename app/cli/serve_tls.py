@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from prometheus_client import CollectorRegistry, Gauge
 
 from app.kube.certs import (
     SecretStore,
@@ -273,3 +274,18 @@ def probe_fields(args: argparse.Namespace, probe_sock: socket.socket | None) -> 
         return {}
     host = f"[{args.host}]" if ":" in args.host else args.host
     return {"probe": f"http://{host}:{probe_sock.getsockname()[1]}/readyz"}
+
+
+def register_metrics(registry: CollectorRegistry, tls: Tls) -> None:
+    """``eip_guard_tls_certificate_expiry_timestamp_seconds``: alert well before it passes."""
+    gauge = Gauge(
+        "eip_guard_tls_certificate_expiry_timestamp_seconds",
+        "When the serving certificate presented now expires (Unix time; 0: none yet)",
+        registry=registry,
+    )
+
+    def expiry() -> float:
+        loaded = tls.hot.loaded
+        return loaded.not_after.timestamp() if loaded is not None else 0.0
+
+    gauge.set_function(expiry)

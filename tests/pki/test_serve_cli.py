@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import queue
+import re
 import signal
 import ssl
 import subprocess
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from cryptography import x509
 
 from app.cli.main import main
 from app.pki.certs import KeyPair, make_bundle, make_serving, write_bundle
@@ -30,6 +32,7 @@ from tests.pki.tls_helpers import NAME, Connection, der_sha, trusting
 
 EXAMPLES = ROOT / "examples"
 SNAPSHOT = ["--cluster", str(EXAMPLES / "cluster.yaml")]
+EXPIRY_METRIC = "eip_guard_tls_certificate_expiry_timestamp_seconds"
 POLLS = 600  # bounded waits of 50 ms; nothing here asserts how long anything took
 
 
@@ -129,7 +132,12 @@ def test_self_managed_serve_fills_the_secret_and_is_trusted_by_its_ca_bundle(
         review = (EXAMPLES / "review-bad.json").read_bytes()
         assert post_review(port, context, review)["response"]["allowed"] is False
         probe = line["probe"].removesuffix("/readyz")
-        assert httpx.get(probe + "/metrics").status_code == 200
+        exposition = httpx.get(probe + "/metrics").text
+        found = re.search(rf"^{EXPIRY_METRIC} (\S+)$", exposition, re.M)
+        assert found is not None
+        expiry = float(found[1])
+        served = x509.load_pem_x509_certificate(stored.data["tls.crt"])
+        assert expiry == served.not_valid_after_utc.timestamp()
         assert httpx.post(probe + "/validate-eip", content=review).status_code == 404
     finally:
         assert server.stop() == 0
