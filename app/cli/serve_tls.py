@@ -36,7 +36,7 @@ from app.kube.certs import (
     WebhookConfigs,
     run_rotation,
 )
-from app.pki.certs import CertError
+from app.pki.certs import CertError, check_dns_name
 from app.pki.hot_tls import HotContext, read_pair, watch_files
 from app.pki.rotation import service_dns_names
 from app.sources.files import InputError
@@ -124,6 +124,11 @@ def _self_managed_flags(args: argparse.Namespace) -> None:
         raise InputError(f"--cert-renew-before-days {args.cert_renew_before_days}: expected 1-300")
     if args.cert_check_interval <= 0:
         raise InputError(f"--cert-check-interval {args.cert_check_interval}: expected > 0")
+    try:
+        for name in service_dns_names(args.service, args.namespace):
+            check_dns_name(name)
+    except CertError as exc:
+        raise InputError(f"--service/--namespace: {exc}") from exc
 
 
 def prepare(args: argparse.Namespace, api_client: Callable[[], Any]) -> Tls:

@@ -234,6 +234,19 @@ def test_a_renewed_certificate_file_is_served_without_a_restart(tmp_path: Path) 
             ],
             "--cert-renew-before-days 400: expected 1-300",
         ),
+        (
+            [
+                "--tls-secret",
+                "s",
+                "--webhook-configuration",
+                "w",
+                "--service",
+                "Bad_Name",
+                "--namespace",
+                "n",
+            ],
+            "--service/--namespace: 'Bad_Name' is not a DNS name",
+        ),
     ],
 )
 def test_bad_tls_flags_exit_2_with_one_line(
