@@ -194,7 +194,11 @@ def test_a_policy_change_rolls_the_pods(render: RenderFn) -> None:
 
 def test_schema_knows_exactly_the_rule_ids(chart: Any) -> None:
     rules = chart.schema["properties"]["policy"]["properties"]["rules"]
-    assert set(rules["propertyNames"]["enum"]) == RULE_IDS
+    listed = set(rules["propertyNames"]["enum"])
+    assert listed == RULE_IDS, (
+        "charts/eip-guard/values.schema.json policy.rules.propertyNames.enum must list every "
+        f"rule id: add {sorted(RULE_IDS - listed)}, remove {sorted(listed - RULE_IDS)}"
+    )
 
 
 def test_helm_test_denies_an_eip_only_the_webhook_can_judge(render: RenderFn) -> None:
