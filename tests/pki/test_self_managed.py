@@ -5,8 +5,12 @@ The Secret and the ValidatingWebhookConfiguration are the ones the chart renders
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import datetime as dt
+import logging
+import socket
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -20,6 +24,7 @@ from app.kube.certs import (
     SelfManagedCerts,
     Stored,
     WebhookConfigs,
+    run_rotation,
 )
 from app.pki.rotation import CA_CRT, TLS_CRT, Action, service_dns_names
 from tests.chart.rendering import one
@@ -166,3 +171,27 @@ def test_a_stale_bundle_is_never_written(api: str, chart_objects: list[dict[str,
 def test_a_missing_webhook_configuration_is_a_clear_error(api: str) -> None:
     with pytest.raises(CertSyncError, match="ValidatingWebhookConfiguration eip-guard: HTTP 404"):
         replica(api).sync()
+
+
+def test_an_unreachable_api_is_a_clear_error_and_the_loop_keeps_trying(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    certs = replica(dead)
+    with pytest.raises(CertSyncError, match="cannot read Secret eip-guard/eip-guard-tls: the API"):
+        certs.sync()
+    loaded: list[Any] = []
+
+    async def two_rounds() -> None:
+        task = asyncio.create_task(run_rotation(certs, loaded.append, interval=0.01))
+        while len([r for r in caplog.records if "not in step" in r.getMessage()]) < 2:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    with caplog.at_level(logging.ERROR, logger="app.kube.certs"):
+        asyncio.run(asyncio.wait_for(two_rounds(), 60))
+    assert loaded == []  # nothing to serve: /readyz stays false
