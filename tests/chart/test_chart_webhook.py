@@ -239,5 +239,6 @@ def test_network_policy_opens_the_webhook_port(render: RenderFn) -> None:
     assert api["to"] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
 
 
-def test_agent_key_is_reserved_and_off(chart: Any) -> None:
-    assert chart.values["agent"] == {"enabled": False}
+def test_agent_is_off_and_report_only_by_default(chart: Any) -> None:
+    assert chart.values["agent"]["enabled"] is False
+    assert chart.values["agent"]["speaker"] == "off"
