@@ -1,8 +1,9 @@
 """A Kubernetes API stand-in over real HTTP: kmock's emulator, plus a TCP proxy we can break.
 
-The one kmock harness of the suite: the webhook's live mode (tests/kube) and the node agent's
-(tests/agent) run against it, the agent's lab also as a process in a network namespace
-(``python -m tests.kmock_harness HOST PORT SEED``, see ``serve``).
+The one kmock harness of the suite: the webhook's live mode (tests/kube), the node agent's
+(tests/agent; its lab also runs it as a process in a network namespace, ``python -m
+tests.kmock_harness HOST PORT SEED``, see ``serve``) and self-managed certificates
+(tests/pki, with an emulator subclass that keeps resourceVersions) run against it.
 
 kmock (an aiohttp server) keeps objects in memory and serves list, watch, create, patch and
 delete. It has no resourceVersions, no 410 and no bookmarks, never ends a watch by itself and
@@ -116,9 +117,15 @@ class Proxy:
 
 class FakeApi:
     def __init__(
-        self, *, missing: tuple[str, ...] = (), host: str = "127.0.0.1", port: int = 0
+        self,
+        *,
+        missing: tuple[str, ...] = (),
+        host: str = "127.0.0.1",
+        port: int = 0,
+        emulator: Callable[[], Any] = kmock.KubernetesEmulator,
     ) -> None:
         self._missing = missing  # resources this API server does not serve (404)
+        self._emulator = emulator  # a kmock.KubernetesEmulator (sub)class
         self._host, self._port = host, port  # where kmock itself listens (``direct_url``)
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -144,7 +151,7 @@ class FakeApi:
 
     async def _main(self) -> None:
         async with (
-            kmock.KubernetesEmulator() as km,
+            self._emulator() as km,
             kmock.Server(km, host=self._host, port=self._port) as srv,
         ):
             self.km = km
@@ -322,9 +329,9 @@ class FakeApi:
 
 
 @contextlib.contextmanager
-def running(*, missing: tuple[str, ...] = (), host: str = "127.0.0.1", port: int = 0
-            ) -> Iterator[FakeApi]:  # fmt: skip
-    api = FakeApi(missing=missing, host=host, port=port).start()
+def running(**kwargs: Any) -> Iterator[FakeApi]:
+    """A started ``FakeApi`` (keyword arguments as for ``FakeApi``), stopped afterwards."""
+    api = FakeApi(**kwargs).start()
     try:
         yield api
     finally:

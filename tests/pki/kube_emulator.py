@@ -7,10 +7,8 @@ server; that is what lets several replicas race for one Secret.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +16,8 @@ import aiohttp.web
 import attrs
 import kmock
 from kmock._internal import enums, rendering
-from kubernetes import client
+
+from tests import kmock_harness as harness
 
 SECRETS = "v1/secrets"
 VWCS = "admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
@@ -51,36 +50,10 @@ class Conflict(kmock.KubernetesError):
     message: str = "the object has been modified; please apply your changes to the latest version"
 
 
-def api_client(url: str) -> client.ApiClient:
-    cfg = client.Configuration()
-    cfg.host = url
-    return client.ApiClient(cfg)
-
-
 @contextlib.contextmanager
 def running() -> Iterator[str]:
-    """A VersionedEmulator on its own event loop in a thread; yields its base URL.
-
-    The code under test uses the synchronous client from the test's thread, as in
-    production (tests/kube runs kmock the same way).
-    """
-    ready = threading.Event()
-    box: dict[str, Any] = {}
-
-    async def main() -> None:
-        async with VersionedEmulator() as km, kmock.Server(km) as srv:
-            box["url"] = f"http://{srv.host}:{srv.port}"
-            box["stop"] = asyncio.get_running_loop().create_future()
-            ready.set()
-            await box["stop"]
-
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-    thread.start()
-    try:
-        assert ready.wait(30), "kmock did not start"
-        yield str(box["url"])
-    finally:
-        loop.call_soon_threadsafe(box["stop"].set_result, None)
-        thread.join(30)
-        loop.close()
+    """A VersionedEmulator on the shared harness (its own loop in a thread); yields its base
+    URL. The code under test uses the synchronous client from the test's thread, as in
+    production."""
+    with harness.running(emulator=VersionedEmulator) as api:
+        yield api.direct_url

@@ -26,9 +26,9 @@ from app.kube.certs import (
     WebhookConfigs,
     run_rotation,
 )
+from app.kube.config import api_client
 from app.pki.rotation import CA_CRT, TLS_CRT, Action, service_dns_names
 from tests.chart.rendering import one
-from tests.pki.kube_emulator import api_client
 
 NS, SECRET, VWC = "eip-guard", "eip-guard-tls", "eip-guard"
 NAMES = service_dns_names("eip-guard", NS)
@@ -36,7 +36,7 @@ NAMES = service_dns_names("eip-guard", NS)
 
 def install(api: str, chart_objects: list[dict[str, Any]], *, secret: bool = True) -> None:
     """What `helm install` leaves behind for self mode: the empty Secret and the VWC."""
-    kube = api_client(api)
+    kube = api_client(host=api)
     # The client sends plain dicts as they are (typed as models, hence Any).
     vwc: Any = one(chart_objects, "ValidatingWebhookConfiguration")
     client.AdmissionregistrationV1Api(kube).create_validating_webhook_configuration(vwc)
@@ -50,7 +50,7 @@ def replica(
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     store: type[SecretStore] = SecretStore,
 ) -> SelfManagedCerts:
-    kube = api_client(api)  # each replica its own client, as separate pods have
+    kube = api_client(host=api)  # each replica its own client, as separate pods have
     return SelfManagedCerts(
         store(kube, NS, SECRET), WebhookConfigs(kube, VWC), NAMES, dt.timedelta(days=60), clock
     )
@@ -58,7 +58,7 @@ def replica(
 
 def state(api: str) -> tuple[Stored, str]:
     """The Secret and the caBundle as the API server holds them now."""
-    kube = api_client(api)
+    kube = api_client(host=api)
     stored = SecretStore(kube, NS, SECRET).read()
     assert stored is not None
     vwc = client.AdmissionregistrationV1Api(kube).read_validating_webhook_configuration(VWC)
@@ -80,7 +80,7 @@ def test_first_start_fills_the_secret_and_patches_the_ca_bundle(
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert set(san.get_values_for_type(x509.DNSName)) == set(NAMES)
     # The rest of the chart's webhook registration survives the caBundle patch.
-    admission = client.AdmissionregistrationV1Api(api_client(api))
+    admission = client.AdmissionregistrationV1Api(api_client(host=api))
     (hook,) = admission.read_validating_webhook_configuration(VWC).webhooks or []
     service = hook.client_config.service
     assert hook.name == "validate.eip-guard.io"
@@ -163,7 +163,7 @@ def test_renewal_keeps_the_ca_and_the_ca_bundle(
 
 def test_a_stale_bundle_is_never_written(api: str, chart_objects: list[dict[str, Any]]) -> None:
     install(api, chart_objects)
-    webhooks = WebhookConfigs(api_client(api), VWC)
+    webhooks = WebhookConfigs(api_client(host=api), VWC)
     assert webhooks.ensure_ca_bundle("c3RhbGU=", lambda: False) is False
     assert state(api)[1] == "None"
 
