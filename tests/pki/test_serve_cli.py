@@ -20,13 +20,13 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from cryptography import x509
 
 from app.cli.main import main
 from app.pki.certs import KeyPair, make_bundle, make_serving, write_bundle
 from app.pki.rotation import service_dns_names
 from tests.chart.rendering import ROOT
+from tests.kmock_harness import kubeconfig
 from tests.pki.test_self_managed import install, state
 from tests.pki.tls_helpers import NAME, Connection, der_sha, trusting
 
@@ -100,25 +100,13 @@ def test_self_managed_serve_fills_the_secret_and_is_trusted_by_its_ca_bundle(
     api: str, chart_objects: list[dict[str, Any]], tmp_path: Path
 ) -> None:
     install(api, chart_objects)
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "k", "cluster": {"server": api}}],
-                "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
-                "current-context": "c",
-            }
-        )
-    )
+    config = kubeconfig(tmp_path / "kubeconfig", api)
     args = [
         *SNAPSHOT, "--host", "127.0.0.1", "--port", "0", "--probe-port", "0",
         *[a for a in one_deployment(chart_objects) if a.split("=")[0] in SELF_FLAGS],
         "--namespace", "eip-guard",  # the chart passes $(POD_NAMESPACE)
     ]  # fmt: skip
-    server = Process(args, env_without_cluster(KUBECONFIG=str(kubeconfig)))
+    server = Process(args, env_without_cluster(KUBECONFIG=str(config)))
     try:
         line = server.until("serving")
         assert line["tls"] == "self-managed Secret eip-guard/eip-guard-tls"
