@@ -19,9 +19,8 @@ from typing import Any
 
 from app.core.eips import Eip, is_eip
 from app.core.fields import as_list, as_mapping, as_str
+from app.core.labels import EXCLUDE_LABEL, SERVICE_NAME_LABEL
 
-EXCLUDE_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 SPOKEN_PROTOCOLS = ("layer2",)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from app.core.labels import EXCLUDE_LABEL
 from app.kube.agent_api import AgentApi, KubeError
 from app.kube.agent_leases import live_nodes, next_expiry
 from app.kube.live import not_ready_reason
@@ -22,7 +23,6 @@ from app.kube.metrics import KubeMetrics
 from app.kube.reflector import Key, Reflector, WatchSettings
 from app.kube.resources import EIPS, ENDPOINTSLICES, NODES, SERVICES, Stream
 
-EXCLUDE_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 Log = Callable[[str], None]
 Kept = Mapping[str, Any]
 Keep = Callable[[Mapping[str, Any]], Kept | None]

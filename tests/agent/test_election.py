@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from app.agent.election import EXCLUDE_LABEL, cluster_view, elect, mine, winners
+from app.agent.election import cluster_view, elect, mine, winners
+from app.core.labels import EXCLUDE_LABEL
 
 NODES = ("node-a", "node-b", "node-c", "node-d")
 

@@ -17,9 +17,10 @@ from app.agent.runner import Agent, Settings
 from app.cli.agent_cmd import LiveSource
 from app.core.facts import FactKind
 from app.core.inventory import NODE_REPORT_ANNOTATION, build
+from app.core.labels import EXCLUDE_LABEL
 from app.kube.agent_api import AgentApi, KubeError, make_client
 from app.kube.agent_leases import lease_body, live_nodes, next_expiry
-from app.kube.agent_source import EXCLUDE_LABEL, LiveCluster
+from app.kube.agent_source import LiveCluster
 from tests.kmock_harness import EIPS, FakeApi, running
 from tests.support import eventually
 
