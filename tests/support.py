@@ -1,7 +1,12 @@
-"""Small helpers shared by test modules: run the CLI in-process, and poll until something holds."""
+"""Small helpers shared by test modules: run the CLI in-process, poll until something holds,
+read the JSON log lines of an ``eip-guard serve`` process."""
 
 from __future__ import annotations
 
+import json
+import queue
+import subprocess
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,3 +39,36 @@ def eventually(predicate: Callable[[], Any], what: str, deadline: float = DEADLI
         if time.monotonic() > end:
             pytest.fail(f"not within {deadline}s: {what}")
         time.sleep(0.05)
+
+
+class LogLines:
+    """The JSON log lines of a process's stderr, read by a thread (select and buffered reads
+    mix badly). The thread ends at EOF: join ``thread`` before closing the pipe."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.queue: queue.SimpleQueue[str] = queue.SimpleQueue()
+        assert proc.stderr is not None
+        stream = proc.stderr
+
+        def pump() -> None:
+            for line in stream:
+                self.queue.put(line)
+
+        self.thread = threading.Thread(target=pump, daemon=True)
+        self.thread.start()
+
+    def next(self, timeout: float = 60, waiting_for: str = "anything") -> dict[str, Any]:
+        try:
+            line = self.queue.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"eip-guard serve never logged {waiting_for}") from None
+        parsed = json.loads(line)
+        assert isinstance(parsed, dict)
+        return parsed
+
+    def until(self, msg: str) -> dict[str, Any]:
+        """The next line whose ``msg`` is ``msg`` (lines before it are skipped)."""
+        line = self.next(waiting_for=repr(msg))
+        while line.get("msg") != msg:
+            line = self.next(waiting_for=repr(msg))
+        return line

@@ -20,9 +20,9 @@ from app.webhook.app import create_app
 from tests.core.objects import eip, node, service
 from tests.kmock_harness import EIPS, FakeApi, Writer, kubeconfig, running
 from tests.kube.harness import Cluster
-from tests.support import eventually
+from tests.support import LogLines, eventually
 from tests.webhook.conftest import Certs, client, review, serving
-from tests.webhook.test_cli_webhook import ROOT, Lines
+from tests.webhook.test_cli_webhook import ROOT
 
 CANDIDATE = eip("candidate", "192.168.50.10-192.168.50.20", interface="can_reach:10.0.0.9")
 
@@ -104,7 +104,7 @@ def test_serve_with_a_kubeconfig_watches_the_cluster(
         [sys.executable, "-m", "app.cli.main", *argv],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    lines = Lines(proc)
+    lines = LogLines(proc)
     try:
         line = lines.until("serving")
         assert line["cluster"] == "live"

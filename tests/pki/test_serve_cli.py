@@ -4,9 +4,7 @@ of certificate files, and the plain-HTTP probe port."""
 from __future__ import annotations
 
 import base64
-import json
 import os
-import queue
 import re
 import signal
 import ssl
@@ -29,6 +27,7 @@ from tests.chart.rendering import ROOT
 from tests.kmock_harness import kubeconfig
 from tests.pki.test_self_managed import install, state
 from tests.pki.tls_helpers import NAME, Connection, der_sha, trusting
+from tests.support import LogLines
 
 EXAMPLES = ROOT / "examples"
 SNAPSHOT = ["--cluster", str(EXAMPLES / "cluster.yaml")]
@@ -44,26 +43,10 @@ class Process:
             [sys.executable, "-m", "app.cli.main", "serve", *args],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        self.lines: queue.SimpleQueue[str] = queue.SimpleQueue()
-        stream = self.proc.stderr
-        assert stream is not None
-
-        def pump() -> None:
-            for line in stream:
-                self.lines.put(line)
-
-        self.thread = threading.Thread(target=pump)
-        self.thread.start()
+        self.lines = LogLines(self.proc)
 
     def until(self, msg: str) -> dict[str, Any]:
-        while True:
-            try:
-                line = self.lines.get(timeout=60)
-            except queue.Empty:
-                raise AssertionError(f"eip-guard serve never logged {msg!r}") from None
-            parsed = json.loads(line)
-            if parsed.get("msg") == msg:
-                return dict(parsed)
+        return self.lines.until(msg)
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -73,7 +56,7 @@ class Process:
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
-            self.thread.join(10)
+            self.lines.thread.join(10)
             assert self.proc.stderr is not None
             self.proc.stderr.close()
 

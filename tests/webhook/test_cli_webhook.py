@@ -5,19 +5,16 @@ from __future__ import annotations
 import base64
 import json
 import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from app.pki.certs import describe
 from app.webhook.server import listen
-from tests.support import run_cli
+from tests.support import LogLines, run_cli
 
 from .conftest import EXAMPLES, Certs, client, example_eip
 
@@ -164,44 +161,13 @@ def test_serve_refuses_a_port_in_use(capsys: pytest.CaptureFixture[str], certs: 
 # --- eip-guard serve: a real process ---------------------------------------------------------
 
 
-class Lines:
-    """stderr of a process, line by line, read by a thread (select and buffered reads mix badly)."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.queue: queue.SimpleQueue[str] = queue.SimpleQueue()
-        assert proc.stderr is not None
-        stream = proc.stderr
-
-        def pump() -> None:
-            for line in stream:
-                self.queue.put(line)
-
-        self.thread = threading.Thread(target=pump, daemon=True)
-        self.thread.start()
-
-    def next(self, timeout: float = 60) -> dict[str, Any]:
-        try:
-            line = self.queue.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError("eip-guard serve said nothing") from None
-        parsed = json.loads(line)
-        assert isinstance(parsed, dict)
-        return parsed
-
-    def until(self, msg: str) -> dict[str, Any]:
-        line = self.next()
-        while line["msg"] != msg:
-            line = self.next()
-        return line
-
-
 def test_serve_answers_the_example_reviews_and_stops_cleanly_on_sigterm(certs: Certs) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli.main", *serve_args(certs, "--port", "0")],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    lines = Lines(proc)
+    lines = LogLines(proc)
     try:
         line = lines.until("serving")
         assert line["eips"] == 1
