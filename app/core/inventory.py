@@ -10,6 +10,7 @@ resolver passed in, so the core itself never touches the network).
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -25,7 +26,7 @@ from app.core.addresses import (
     parse_ip_or_cidr,
     parse_ip_with_prefix,
 )
-from app.core.eips import Eip, is_eip
+from app.core.eips import Eip, is_eip, own
 from app.core.facts import Fact, FactKind, Source
 from app.core.interfaces import CanReach
 
@@ -81,7 +82,9 @@ def _s(value: Any) -> str:
 
 def _source(obj: Mapping[str, Any], kind: str, fld: str) -> Source:
     meta = _m(obj.get("metadata"))
-    return Source(kind, _s(meta.get("namespace")), _s(meta.get("name")), fld)
+    # Interned: 200,000 facts share a handful of kinds, namespaces and field names.
+    namespace = sys.intern(own(_s(meta.get("namespace"))))
+    return Source(sys.intern(kind), namespace, own(_s(meta.get("name"))), sys.intern(fld))
 
 
 class _Builder:
@@ -91,9 +94,17 @@ class _Builder:
         self.obj, self.kind = obj, kind
         self.facts: list[Fact] = []
         self.notes: list[str] = []
+        self._sources: dict[str, Source] = {}
+
+    def source(self, fld: str) -> Source:
+        """One Source per field of this object, shared by its facts."""
+        found = self._sources.get(fld)
+        if found is None:
+            found = self._sources[fld] = _source(self.obj, self.kind, fld)
+        return found
 
     def add(self, fact_kind: FactKind, text: Any, fld: str, *, quiet: bool = False) -> None:
-        source = _source(self.obj, self.kind, fld)
+        source = self.source(fld)
         try:
             span = parse_ip_or_cidr(_s(text))
         except AddressError as exc:
@@ -103,7 +114,7 @@ class _Builder:
         self.facts.append(Fact(fact_kind, span, source))
 
     def add_span(self, fact_kind: FactKind, span: Span, fld: str) -> None:
-        self.facts.append(Fact(fact_kind, span, _source(self.obj, self.kind, fld)))
+        self.facts.append(Fact(fact_kind, span, self.source(fld)))
 
     def done(self, **extra: Any) -> Extract:
         return Extract(facts=tuple(self.facts), notes=tuple(self.notes), **extra)

@@ -131,7 +131,7 @@ def suggest(candidate: Eip, near: int | None, inventory: Inventory) -> str | Non
     subnets = inventory.containing(FactKind.NODE_SUBNET, near) if near is not None else ()
     if not subnets:
         index = inventory.spans.get(FactKind.NODE_SUBNET)
-        subnets = index.all() if index is not None else ()
+        subnets = index.first(MAX_NAMED) if index is not None else ()
     gateways = inventory.points.get(FactKind.NODE_GATEWAY)
     for subnet in subnets[:MAX_NAMED]:
         if gateways is not None:

@@ -1,0 +1,80 @@
+"""The speed-ups the benchmark led to in app.core must not change a single answer.
+
+`parse_ip` has a dotted-quad fast path and `parse_cidr` computes the network by
+arithmetic; both are compared here with the standard library's reading of the same text.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.core.addresses import (
+    V6_OFFSET,
+    AddressError,
+    IntervalIndex,
+    Span,
+    parse_cidr,
+    parse_ip,
+)
+
+OCTETS = st.one_of(
+    st.integers(0, 300).map(str),
+    st.sampled_from(["00", "01", "007", "0x1", "", " 1", "1 ", "١", "+1", "-1", "2555"]),
+)
+QUADS = st.lists(OCTETS, min_size=3, max_size=5).map(".".join)
+
+
+def reference_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """What the full parser accepts: the stdlib's reading, minus what eip-guard refuses."""
+    if text.strip() != text or any(c.isspace() for c in text) or "%" in text:
+        return None
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return None
+    return ip
+
+
+def attempt(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return parse_ip(text)
+    except AddressError:
+        return None
+
+
+@given(QUADS)
+def test_dotted_quads_read_as_the_stdlib_reads_them(text: str) -> None:
+    assert attempt(text) == reference_ip(text)
+
+
+@given(st.from_regex(r"\A[0-9.]{7,15}\Z", fullmatch=True))
+def test_digit_and_dot_strings_read_as_the_stdlib_reads_them(text: str) -> None:
+    assert attempt(text) == reference_ip(text)
+
+
+@given(st.ip_addresses(), st.integers(0, 130))
+def test_cidr_network_matches_ip_network(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address, prefix: int
+) -> None:
+    text = f"{ip}/{prefix}"
+    mapped = isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None
+    if prefix > ip.max_prefixlen or mapped:
+        try:
+            parse_cidr(text)
+        except AddressError:
+            return
+        raise AssertionError(f"{text} should be refused")
+    net = ipaddress.ip_network(text, strict=False)
+    first = int(net.network_address) + (V6_OFFSET if net.version == 6 else 0)
+    assert parse_cidr(text) == Span(first, first + net.num_addresses - 1, prefix)
+
+
+@given(st.lists(st.tuples(st.integers(0, 200), st.integers(0, 20)), max_size=30), st.integers(0, 5))
+def test_first_is_the_head_of_all(pairs: list[tuple[int, int]], n: int) -> None:
+    index = IntervalIndex((Span(a, a + length), i) for i, (a, length) in enumerate(pairs))
+    assert index.first(n) == index.all()[:n]
