@@ -133,7 +133,11 @@ def suggest(candidate: Eip, near: int | None, inventory: Inventory) -> str | Non
         index = inventory.spans.get(FactKind.NODE_SUBNET)
         subnets = index.first(MAX_NAMED) if index is not None else ()
     gateways = inventory.points.get(FactKind.NODE_GATEWAY)
+    tried: set[Span] = set()
     for subnet in subnets[:MAX_NAMED]:
+        if subnet.span in tried:  # nodes of one rack report one subnet: walk it once
+            continue
+        tried.add(subnet.span)
         if gateways is not None:
             for key, _ in gateways.within(subnet.span):
                 if _is_taken(key, candidate, inventory) is None:

@@ -1,0 +1,235 @@
+"""The benchmark's output: a JSON file, a terminal table and a PNG plot.
+
+The JSON file (``bench/results/bench.json``) has these top-level keys, each section
+either filled or ``{"skipped": "<why>"}``:
+
+- ``schema``: ``"eip-guard-bench/1"``; ``when`` (UTC, ISO 8601); ``mode`` (quick|full);
+  ``machine``: cpus, python, platform, load_avg (1/5/15 min at the start).
+- ``decision``: candidates, rounds, ``sizes`` (one per synthetic cluster: name, nodes,
+  eips, services, objects, facts, build_s, ``allowed`` and ``denied`` each with n,
+  median_us, p99_us) and ``ratio`` (largest size over smallest: allowed_median,
+  allowed_p99, denied_median, denied_p99).
+- ``memory``: size, facts, baseline_mb, rss_mb, inventory_mb, bytes_per_fact (inventory
+  built from a stream of objects in a fresh process).
+- ``startup``: size, snapshot_mb, load_s, build_s, rss_mb, peak_rss_mb (snapshot loaded
+  and built in a fresh process) and ready_s (``eip-guard serve`` start to /readyz 200).
+- ``http``: size, duration_s, rounds, workers, ``runs`` (one per concurrency:
+  concurrency, ``webhook`` and ``floor`` each with rps, p50_ms, p99_ms, then rps_ratio
+  and p99_ratio, webhook over floor).
+- ``sync``: the live inventory's time to sync a large cluster from kmock.
+- ``targets``: name, target, value, met (true, false, or null when not measured).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+import matplotlib.pyplot as plt
+
+SCHEMA = "eip-guard-bench/1"
+TOP_KEYS = (
+    "schema",
+    "when",
+    "mode",
+    "machine",
+    "decision",
+    "memory",
+    "startup",
+    "http",
+    "sync",
+    "targets",
+)
+SECTIONS = ("decision", "memory", "startup", "http", "sync")
+
+
+def skipped(reason: str) -> dict[str, Any]:
+    return {"skipped": reason}
+
+
+def _get(result: dict[str, Any], *path: Any) -> Any:
+    node: Any = result
+    for key in path:
+        if (isinstance(node, dict) and key in node) or (
+            isinstance(node, list) and isinstance(key, int) and -len(node) <= key < len(node)
+        ):
+            node = node[key]
+        else:
+            return None
+    return node
+
+
+def _target(name: str, target: str, value: Any, ok: bool | None) -> dict[str, Any]:
+    return {"name": name, "target": target, "value": value, "met": ok}
+
+
+def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets, each with the measured value; ``met`` is None when unmeasured."""
+    out = []
+    largest = _get(result, "decision", "sizes", -1)
+    if largest is not None:
+        p99 = max(largest["allowed"]["p99_us"], largest["denied"]["p99_us"])
+        out.append(_target(f"verdict p99 at {largest['name']} (us)", "< 50", p99, p99 < 50))
+    ratios = _get(result, "decision", "ratio")
+    if ratios is not None:
+        worst = max(ratios["allowed_median"], ratios["denied_median"])
+        out.append(_target("verdict median largest/smallest", "< 3", worst, worst < 3))
+    rss = _get(result, "startup", "rss_mb")
+    if rss is not None:
+        out.append(_target("resident MB holding the largest snapshot", "< 150", rss, rss < 150))
+    ready = _get(result, "startup", "ready_s")
+    out.append(
+        _target("start to /readyz 200 (s)", "< 3", ready, None if ready is None else ready < 3)
+    )
+    for run in _get(result, "http", "runs") or ():
+        c = run["concurrency"]
+        rps, p99 = run["rps_ratio"], run["p99_ratio"]
+        out.append(_target(f"throughput webhook/floor at c={c}", ">= 0.75", rps, rps >= 0.75))
+        out.append(_target(f"p99 webhook/floor at c={c}", "<= 1.5", p99, p99 <= 1.5))
+    if not _get(result, "http", "runs"):
+        out.append(_target("webhook vs floor over HTTPS", "measured", None, None))
+    return out
+
+
+def write_json(result: dict[str, Any], path: Path) -> None:
+    missing = [k for k in TOP_KEYS if k not in result]
+    if missing:
+        raise ValueError(f"bench result lacks {missing}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=_jsonable) + "\n", encoding="utf-8")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and math.isinf(value):
+        return None
+    raise TypeError(f"not JSON: {value!r}")
+
+
+def _rows(header: list[str], rows: list[list[Any]]) -> list[str]:
+    cells = [header] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+def table(result: dict[str, Any]) -> str:
+    """The whole result for a terminal, section by section."""
+    out: list[str] = []
+    decision = result["decision"]
+    out.append("Decision cost (app.core.rules.check, one verdict)")
+    if "skipped" in decision:
+        out.append(f"  skipped: {decision['skipped']}")
+    else:
+        rows = [
+            [
+                s["name"], s["nodes"], s["eips"], s["services"], s["facts"], s["build_s"],
+                s["allowed"]["median_us"], s["allowed"]["p99_us"],
+                s["denied"]["median_us"], s["denied"]["p99_us"],
+            ]
+            for s in decision["sizes"]
+        ]  # fmt: skip
+        header = ["size", "nodes", "eips", "services", "facts", "build s"]
+        header += ["allow med us", "allow p99 us", "deny med us", "deny p99 us"]
+        out += _rows(header, rows)
+        r = decision["ratio"]
+        out.append(
+            f"  largest/smallest: allowed median x{r['allowed_median']} p99 x{r['allowed_p99']}"
+            f", denied median x{r['denied_median']} p99 x{r['denied_p99']}"
+        )
+    for name, title in (("memory", "Memory"), ("startup", "Start-up")):
+        section = result[name]
+        out.append("")
+        out.append(title)
+        out.append("  " + ", ".join(f"{k}={v}" for k, v in section.items()))
+    http = result["http"]
+    out.append("")
+    out.append("End to end over HTTPS, keep-alive (webhook vs floor)")
+    if "skipped" in http:
+        out.append(f"  skipped: {http['skipped']}")
+    else:
+        rows = [
+            [
+                r["concurrency"], r["webhook"]["rps"], r["floor"]["rps"], r["rps_ratio"],
+                r["webhook"]["p50_ms"], r["floor"]["p50_ms"],
+                r["webhook"]["p99_ms"], r["floor"]["p99_ms"], r["p99_ratio"],
+            ]
+            for r in http["runs"]
+        ]  # fmt: skip
+        header = ["conc", "rps hook", "rps floor", "ratio", "p50 hook ms", "p50 floor ms"]
+        header += ["p99 hook ms", "p99 floor ms", "p99 ratio"]
+        out += _rows(header, rows)
+    out.append("")
+    out.append("Sync (live inventory from kmock)")
+    out.append("  " + ", ".join(f"{k}={v}" for k, v in result["sync"].items()))
+    out.append("")
+    out.append("Targets (a benchmark reports; it never fails on a number)")
+    marks = {True: "met", False: "MISSED", None: "not measured"}
+    out += _rows(
+        ["target", "goal", "measured", ""],
+        [[t["name"], t["target"], t["value"], marks[t["met"]]] for t in result["targets"]],
+    )
+    return "\n".join(out)
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Left: verdict latency against inventory size. Right: webhook against floor."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2))
+    sizes = _get(result, "decision", "sizes") or []
+    if sizes:
+        facts = [s["facts"] for s in sizes]
+        styles = {"allowed": "tab:green", "denied": "tab:red"}
+        for kind, color in styles.items():
+            left.plot(facts, [s[kind]["median_us"] for s in sizes], "o-", color=color,
+                      label=f"{kind}, median")  # fmt: skip
+            left.plot(facts, [s[kind]["p99_us"] for s in sizes], "s--", color=color,
+                      alpha=0.6, label=f"{kind}, p99")  # fmt: skip
+        for s in sizes:
+            left.annotate(
+                s["name"], (s["facts"], s["denied"]["p99_us"]),
+                textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8,
+            )  # fmt: skip
+        left.axhline(50, color="grey", linestyle=":", label="p99 target 50 µs")
+        left.set_xscale("log")
+        left.set_ylim(bottom=0)
+    left.set_xlabel("inventory size (facts, log scale)")
+    left.set_ylabel("time per verdict (µs)")
+    left.set_title("Decision cost vs inventory size")
+    left.grid(True, which="both", alpha=0.3)
+    left.legend(fontsize=8)
+
+    runs = _get(result, "http", "runs") or []
+    if runs:
+        xs = range(len(runs))
+        width = 0.38
+        hook = [r["webhook"]["rps"] for r in runs]
+        floor = [r["floor"]["rps"] for r in runs]
+        right.bar([x - width / 2 for x in xs], hook, width, label="webhook req/s", color="tab:blue")
+        right.bar([x + width / 2 for x in xs], floor, width, label="floor req/s", color="tab:gray")
+        right.set_xticks(list(xs), [f"c={r['concurrency']}" for r in runs])
+        right.set_ylabel("requests per second")
+        lat = right.twinx()
+        lat.plot(list(xs), [r["webhook"]["p99_ms"] for r in runs], "o-", color="tab:blue",
+                 label="webhook p99 ms")  # fmt: skip
+        lat.plot(list(xs), [r["floor"]["p99_ms"] for r in runs], "o--", color="black",
+                 label="floor p99 ms")  # fmt: skip
+        lat.set_ylabel("p99 latency (ms)")
+        lat.set_ylim(bottom=0)
+        lines = right.get_legend_handles_labels()
+        more = lat.get_legend_handles_labels()
+        right.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc="upper left")
+        right.set_title(f"HTTPS keep-alive, {_get(result, 'http', 'size')} snapshot")
+    else:
+        reason = _get(result, "http", "skipped") or "not measured"
+        right.text(0.5, 0.5, f"HTTP: {reason}", ha="center", va="center", wrap=True)
+        right.set_axis_off()
+    fig.suptitle(f"eip-guard bench ({result['mode']}, {result['when']})", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
