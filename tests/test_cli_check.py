@@ -37,3 +37,100 @@ def test_the_gateway_is_allowed(capsys: pytest.CaptureFixture[str], examples: Pa
     )  # fmt: skip
     assert code == 0
     assert json.loads(out) == {"allowed": True, "violations": [], "warnings": []}
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["check", "-f", "nope.yaml", "--cluster", "{ex}/cluster.yaml"], "no such file"),
+        (["check", "-f", "{ex}/cluster.yaml", "--cluster", "{ex}/cluster.yaml"], "exactly one"),
+        (["check", "-f", "{ex}/eip-bad.yaml", "--cluster", "{ex}/eip-bad.yaml",
+          "--policy", "{bad_policy}"], "unknown rule id"),
+        (["check", "-f", "{ex}/eip-bad.yaml", "--cluster", "{garbage}"], "not valid YAML: line 2"),
+        (["check", "-f", "{notkind}", "--cluster", "{ex}/cluster.yaml"], "without 'kind'"),
+        (["check", "-f", "{svc}", "--cluster", "{ex}/cluster.yaml"], "not an Eip"),
+        (["check", "-f", "{ex}/eip-bad.yaml", "--cluster", "{ex}/cluster.yaml",
+          "--policy", "{typo_policy}"], "allowOverride"),
+        (["check", "-f", "{ex}/eip-bad.yaml", "--old", "{ex}/cluster.yaml",
+          "--cluster", "{ex}/cluster.yaml"], "exactly one"),
+        (["check", "-f", "{ex}/eip-bad.yaml"], "required"),
+        (["audit", "--cluster", "{ex}/cluster.yaml", "-o", "xml"], "invalid choice"),
+    ],
+)  # fmt: skip
+def test_bad_input_exits_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], examples: Path, tmp_path: Path, argv: list[str], says: str
+) -> None:
+    files = {
+        "bad_policy": ("p1.yaml", "rules:\n  no-such-rule: warn\n"),
+        "typo_policy": ("p2.yaml", "allowOverride: false\n"),
+        "garbage": ("g.yaml", "a: [unclosed\n"),
+        "notkind": ("n.yaml", "spec: {}\n"),
+        "svc": ("s.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: x}\n"),
+    }
+    paths = {}
+    for key, (name, text) in files.items():
+        (tmp_path / name).write_text(text)
+        paths[key] = str(tmp_path / name)
+    args = [a.format(ex=examples, **paths) for a in argv]
+    with pytest.raises(SystemExit) if "required" in says or "choice" in says else _nothing():
+        code, out, err = run(capsys, *args)
+        assert code == 2
+        assert out == ""
+        assert says in err and err.count("\n") == 1 and "Traceback" not in err
+        return
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def test_policy_file_turns_a_denial_into_a_warning(
+    capsys: pytest.CaptureFixture[str], examples: Path, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules:\n  can-reach-in-eip: warn\n  can-reach-service-ip: off\n")
+    code, out, _ = run(
+        capsys, "check", "-f", str(examples / "eip-bad.yaml"),
+        "--cluster", str(examples / "cluster.yaml"), "--policy", str(policy), "-o", "json",
+    )  # fmt: skip
+    result = json.loads(out)
+    assert code == 0 and result["allowed"] is True
+    assert [w.split(":")[0] for w in result["warnings"]] == ["eip-guard can-reach-in-eip"]
+
+
+def test_update_via_old_and_text_output(
+    capsys: pytest.CaptureFixture[str], examples: Path, tmp_path: Path
+) -> None:
+    changed = tmp_path / "changed.yaml"
+    changed.write_text((examples / "eip-good.yaml").read_text().replace(".80", ".81"))
+    code, out, _ = run(
+        capsys, "check", "-f", str(changed), "--old", str(examples / "eip-good.yaml"),
+        "--cluster", str(examples / "cluster.yaml"),
+    )  # fmt: skip
+    assert code == 1
+    assert out.splitlines()[0] == "Eip eip-layer2: DENIED"
+    assert "[address-immutable] spec.address: Invalid value" in out
+
+
+def test_audit_on_a_snapshot_directory(
+    capsys: pytest.CaptureFixture[str], examples: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "cluster.yaml").write_text((examples / "cluster.yaml").read_text())
+    (tmp_path / "late.yaml").write_text(
+        (examples / "eip-bad.yaml").read_text().replace("eip-layer2", "late")
+    )
+    code, out, _ = run(capsys, "audit", "--cluster", str(tmp_path), "-o", "json")
+    report = json.loads(out)
+    assert code == 1
+    # Both sides of the conflict are reported: late's can_reach IP lies in eip-pool's pool.
+    assert report["eips"] == 2 and list(report["findings"]) == ["eip-pool", "late"]
+    pool_rules = [v["rule"] for v in report["findings"]["eip-pool"]["violations"]]
+    assert pool_rules == ["eip-covers-can-reach"]
+    code, out, _ = run(capsys, "audit", "--cluster", str(examples / "cluster.yaml"))
+    assert code == 0 and out.strip().endswith("1 Eip(s) audited, 0 violating")

@@ -20,7 +20,8 @@ def resolve_dns(name: str) -> list[str]:
     return sorted({str(info[4][0]) for info in infos})
 
 
-def _cluster_args(p: argparse.ArgumentParser) -> None:
+def cluster_args(p: argparse.ArgumentParser, output: bool = True) -> None:
+    """--cluster, --policy, --kube-vip-configmap (and -o): shared with `eip-guard serve`."""
     p.add_argument(
         "--cluster",
         action="append",
@@ -31,17 +32,18 @@ def _cluster_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--policy", type=Path, help="policy file: per-rule deny|warn|off")
     p.add_argument("--kube-vip-configmap", default="kube-system/kubevip", metavar="NS/NAME")
-    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    if output:
+        p.add_argument("-o", "--output", choices=("text", "json"), default="text")
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("check", help="judge one Eip manifest against a cluster snapshot")
     p.add_argument("-f", "--filename", type=Path, required=True, help="the Eip manifest")
     p.add_argument("--old", type=Path, help="the Eip as it is now (judges an UPDATE)")
-    _cluster_args(p)
+    cluster_args(p)
     p.set_defaults(run=run_check)
     a = sub.add_parser("audit", help="judge every existing Eip in a cluster snapshot")
-    _cluster_args(a)
+    cluster_args(a)
     a.set_defaults(run=run_audit)
 
 

@@ -11,12 +11,12 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 
 from app import __version__
-from app.cli import check_cmd
+from app.cli import certs_cmd, check_cmd, serve_cmd
 from app.sources.files import InputError
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
 
-COMMANDS: tuple[ModuleType, ...] = (check_cmd,)
+COMMANDS: tuple[ModuleType, ...] = (check_cmd, serve_cmd, certs_cmd)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,7 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except InputError as exc:
-        print(f"eip-guard: {exc}", file=sys.stderr)
+        # One line, whatever the parser below said (YAML errors span several lines).
+        one_line = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+        print(f"eip-guard: {one_line}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

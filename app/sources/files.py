@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from app.core.rules import RULE_IDS
 from app.core.verdict import Action, Policy
@@ -38,6 +38,9 @@ def _documents(path: Path) -> Iterator[Any]:
             return
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
         yield from yaml.load_all(text, Loader=loader)
+    except yaml.MarkedYAMLError as exc:
+        where = f"line {exc.problem_mark.line + 1}: " if exc.problem_mark else ""
+        raise InputError(f"{path}: not valid YAML: {where}{exc.problem}") from exc
     except (yaml.YAMLError, ValueError) as exc:
         raise InputError(f"{path}: not valid YAML or JSON: {exc}") from exc
 
@@ -86,7 +89,15 @@ class PolicyFile(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     rules: dict[str, Action] = {}
-    allowOverrides: bool = True
+    allowOverrides: bool = True  # the YAML key, spelled as Kubernetes spells keys
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads an unquoted `off` as false; the admin meant the action "off".
+        if isinstance(value, Mapping):
+            return {k: "off" if v is False else v for k, v in value.items()}
+        return value
 
     def to_policy(self) -> Policy:
         unknown = sorted(set(self.rules) - RULE_IDS)

@@ -1,0 +1,317 @@
+"""A CA and a serving certificate for the webhook: ECDSA P-256, PEM in and out.
+
+Pure functions make certificates (``make_ca``, ``make_serving``, ``make_bundle``) and read
+them back (``describe``); ``write_bundle`` is the one function that touches the disk.
+Everything fails with :class:`CertError` whose text says what to fix, so callers (the CLI,
+a future Secret-backed rotator) translate one exception at their edge.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import ipaddress
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+CA_VALIDITY = dt.timedelta(days=3650)
+SERVING_VALIDITY = dt.timedelta(days=365)
+CLOCK_SKEW = dt.timedelta(minutes=5)  # not_before in the past: nodes' clocks disagree a little
+CA_COMMON_NAME = "eip-guard CA"
+FILES = ("ca.crt", "ca.key", "tls.crt", "tls.key")
+KEY_MODE = 0o600
+_DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+class CertError(Exception):
+    """Certificates cannot be made, read or written: the message says why and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPair:
+    """A certificate and its private key, both PEM (the key unencrypted PKCS#8)."""
+
+    cert_pem: bytes
+    key_pem: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Bundle:
+    """What the webhook needs: the CA (for caBundle) and the serving pair it signed."""
+
+    ca: KeyPair
+    serving: KeyPair
+
+    @property
+    def ca_bundle(self) -> str:
+        return ca_bundle(self.ca.cert_pem)
+
+
+@dataclass(frozen=True, slots=True)
+class CertInfo:
+    """What a certificate says, for tests, rotation decisions and error messages."""
+
+    subject_cn: str
+    issuer_cn: str
+    dns_names: tuple[str, ...]
+    ip_addresses: tuple[str, ...]
+    not_before: dt.datetime
+    not_after: dt.datetime
+    is_ca: bool
+    key_type: str  # e.g. "ECDSA secp256r1"
+
+
+def ca_bundle(ca_cert_pem: bytes) -> str:
+    """The base64 text a ValidatingWebhookConfiguration's ``caBundle`` holds."""
+    return base64.b64encode(ca_cert_pem).decode("ascii")
+
+
+def _now(now: dt.datetime | None) -> dt.datetime:
+    return now if now is not None else dt.datetime.now(dt.UTC)
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _load(pair: KeyPair) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    try:
+        cert = x509.load_pem_x509_certificate(pair.cert_pem)
+        key = serialization.load_pem_private_key(pair.key_pem, password=None)
+    except ValueError as exc:
+        raise CertError(f"not a PEM certificate and unencrypted private key: {exc}") from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise CertError(f"expected an ECDSA private key, got {type(key).__name__}")
+    return cert, key
+
+
+def check_dns_name(name: str) -> str:
+    """A DNS name fit for a SAN (``*.`` allowed as the first label), else CertError."""
+    labels = name[2:].split(".") if name.startswith("*.") else name.split(".")
+    if not name or len(name) > 253 or not all(_DNS_LABEL.fullmatch(x) for x in labels):
+        raise CertError(
+            f"{name!r} is not a DNS name: use letters, digits, '-' and '.', "
+            "e.g. eip-guard.eip-guard.svc"
+        )
+    return name.lower()
+
+
+def check_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError as exc:
+        raise CertError(f"{text!r} is not an IP address, e.g. 127.0.0.1 or ::1") from exc
+
+
+def make_ca(
+    common_name: str = CA_COMMON_NAME,
+    validity: dt.timedelta = CA_VALIDITY,
+    now: dt.datetime | None = None,
+) -> KeyPair:
+    """A self-signed CA that may sign serving certificates only (path length 0)."""
+    start = _now(now)
+    key = ec.generate_private_key(ec.SECP256R1())
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(_name(common_name))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start - CLOCK_SKEW)
+        .not_valid_after(start + validity)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ski, critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+def make_serving(
+    ca: KeyPair,
+    dns_names: Sequence[str],
+    ip_addresses: Sequence[str] = (),
+    validity: dt.timedelta = SERVING_VALIDITY,
+    now: dt.datetime | None = None,
+) -> KeyPair:
+    """A TLS server certificate signed by ``ca``; the API server checks only the SANs."""
+    if not dns_names:
+        raise CertError("a serving certificate needs at least one DNS name (<svc>.<ns>.svc)")
+    names = list(dict.fromkeys(check_dns_name(n) for n in dns_names))
+    ips = list(dict.fromkeys(check_ip(i) for i in ip_addresses))
+    ca_cert, ca_key = _load(ca)
+    start = _now(now)
+    if start + validity > ca_cert.not_valid_after_utc:
+        validity = ca_cert.not_valid_after_utc - start  # never outlive the CA
+    if validity <= dt.timedelta(0):
+        raise CertError(f"the CA expired on {ca_cert.not_valid_after_utc:%Y-%m-%d}: make a new one")
+    key = ec.generate_private_key(ec.SECP256R1())
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
+    sans += [x509.IPAddress(ip) for ip in ips]
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(names[0]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start - CLOCK_SKEW)
+        .not_valid_after(start + validity)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+def make_bundle(
+    dns_names: Sequence[str], ip_addresses: Sequence[str] = (), now: dt.datetime | None = None
+) -> Bundle:
+    """A fresh CA (10 years) and a serving certificate (1 year) for these SANs."""
+    # Check the SANs first: a typo should not cost a CA key generation.
+    for name in dns_names:
+        check_dns_name(name)
+    for ip in ip_addresses:
+        check_ip(ip)
+    ca = make_ca(now=now)
+    return Bundle(ca, make_serving(ca, dns_names, ip_addresses, now=now))
+
+
+def describe(cert_pem: bytes) -> CertInfo:
+    """Read back what matters of a PEM certificate."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError as exc:
+        raise CertError(f"not a PEM certificate: {exc}") from exc
+
+    def cn(name: x509.Name) -> str:
+        attrs = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return str(attrs[0].value) if attrs else ""
+
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns = tuple(san.get_values_for_type(x509.DNSName))
+        ips = tuple(str(i) for i in san.get_values_for_type(x509.IPAddress))
+    except x509.ExtensionNotFound:
+        dns, ips = (), ()
+    try:
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    public = cert.public_key()
+    key_type = (
+        f"ECDSA {public.curve.name}"
+        if isinstance(public, ec.EllipticCurvePublicKey)
+        else type(public).__name__
+    )
+    return CertInfo(
+        subject_cn=cn(cert.subject),
+        issuer_cn=cn(cert.issuer),
+        dns_names=dns,
+        ip_addresses=ips,
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        is_ca=is_ca,
+        key_type=key_type,
+    )
+
+
+def bundle_files(bundle: Bundle) -> dict[str, bytes]:
+    """File name -> content, as ``write_bundle`` lays them out (and a tls Secret names two)."""
+    return {
+        "ca.crt": bundle.ca.cert_pem,
+        "ca.key": bundle.ca.key_pem,
+        "tls.crt": bundle.serving.cert_pem,
+        "tls.key": bundle.serving.key_pem,
+    }
+
+
+def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+    """Write next to ``path`` then rename: a reader (or a reloading server) never sees half."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_bundle(bundle: Bundle, out: Path, force: bool = False) -> list[Path]:
+    """Write ca.crt, ca.key, tls.crt, tls.key into ``out`` (keys 0600); returns the paths.
+
+    Refuses to replace existing files unless ``force``: a CA already trusted by a cluster
+    (its caBundle) must not change behind the admin's back.
+    """
+    files = bundle_files(bundle)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        existing = [name for name in files if (out / name).exists()]
+        if existing and not force:
+            raise CertError(
+                f"{out}: {', '.join(existing)} already exist; pass --force to replace them "
+                "(the cluster's caBundle must then be updated too)"
+            )
+        paths = []
+        for name, data in files.items():
+            path = out / name
+            _write_atomic(path, data, KEY_MODE if name.endswith(".key") else 0o644)
+            paths.append(path)
+    except OSError as exc:
+        raise CertError(f"{out}: cannot write certificates: {exc}") from exc
+    return paths

@@ -1,0 +1,82 @@
+"""From an AdmissionRequest to an AdmissionResponse: the translation at the edge.
+
+``decide`` is synchronous and does no I/O: it asks the inventory source for what it already
+holds in memory, runs :func:`app.core.rules.check` and shapes the answer. The HTTP layer
+(``app.webhook.app``) handles bodies, metrics and logs around it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.core.eips import ALLOW_RULES_ANNOTATION, Eip, is_eip
+from app.core.rules import check
+from app.core.sources import InventorySource
+from app.core.verdict import Operation, Policy, Verdict
+from app.webhook import responses
+from app.webhook.reviews import AdmissionRequest, AdmissionResponse
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    response: AdmissionResponse
+    outcome: str  # a metrics.VERDICTS value
+    name: str
+    verdict: Verdict | None = None
+    log: Mapping[str, Any] = field(default_factory=dict)  # extra fields for the decision line
+
+
+def _kind_of(obj: Mapping[str, Any]) -> str:
+    return f"{obj.get('apiVersion', '?')} {obj.get('kind', '?')}"
+
+
+def decide(request: AdmissionRequest, source: InventorySource, policy: Policy) -> Decision:
+    uid, op = request.uid, request.operation
+    if op == "CONNECT" or request.subResource:
+        # Status writes by OpenELB go through the status subresource: spec cannot change.
+        return Decision(responses.allowed(uid), "skipped", request.name)
+    obj = request.oldObject if op == "DELETE" else request.object
+    if obj is None:
+        if op == "DELETE":
+            return Decision(responses.allowed(uid), "skipped", request.name)
+        message = f"request.object is missing on a {op} request: nothing to check"
+        return Decision(responses.errored(uid, responses.CODE_BAD_REQUEST, message), "errored", "")
+    if not is_eip(obj):
+        warning = (
+            f"eip-guard checks network.kubesphere.io Eips only; {_kind_of(obj)} allowed unchecked"
+        )
+        return Decision(responses.allowed(uid, [warning]), "skipped", request.name)
+
+    candidate = Eip.from_object(obj)
+    name = candidate.name or request.name
+    if op == "DELETE":
+        # DELETE needs no cluster facts (only status.used of the Eip going away), so it is
+        # answered even before the source is ready.
+        verdict = check(candidate, None, source.current(), policy, Operation.DELETE)
+        outcome = "warned" if verdict.warnings else "allowed"
+        return Decision(responses.allowed(uid, verdict.warnings), outcome, name, verdict)
+
+    readiness = source.readiness()
+    if not readiness.ready:
+        response = responses.unavailable(uid, readiness.reason)
+        return Decision(response, "unavailable", name, log={"reason": readiness.reason})
+
+    old_obj = request.oldObject
+    old = Eip.from_object(old_obj) if op == "UPDATE" and old_obj and is_eip(old_obj) else None
+    verdict = check(candidate, old, source.current(), policy, Operation(op))
+    log: dict[str, Any] = {}
+    if candidate.allow_rules:
+        # Overrides are audited: who turned which denial into a warning.
+        log["allow_rules"] = list(candidate.allow_rules)
+        log["overridden"] = (
+            [v.rule for v in verdict.warned_by if v.rule in candidate.allow_rules]
+            if policy.allow_overrides
+            else []
+        )
+        log["annotation"] = ALLOW_RULES_ANNOTATION
+    if not verdict.allowed:
+        return Decision(responses.denied(uid, name, verdict), "denied", name, verdict, log)
+    outcome = "warned" if verdict.warnings else "allowed"
+    return Decision(responses.allowed(uid, verdict.warnings), outcome, name, verdict, log)

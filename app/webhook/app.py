@@ -1,0 +1,163 @@
+"""The HTTP app: ``POST /validate-eip``, ``/healthz``, ``/readyz``, ``/metrics``.
+
+Built by :func:`create_app` from what it needs (an inventory source, a policy), so tests and
+the live mode hand it whatever source they have. Outcomes, as controller-runtime answers:
+
+- HTTP 200 with an AdmissionReview of the request's apiVersion whenever the body is a
+  review (allowed, denied, not ready, or errored: an exception of ours still echoes the uid);
+- HTTP 400 with ``{"code", "reason"}`` when the body is not JSON, not an AdmissionReview,
+  or not ``application/json``; HTTP 413 when it exceeds ``max_body_bytes`` (checked while
+  reading, so a huge body is never buffered).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
+
+from app.core.sources import InventorySource
+from app.core.verdict import Policy
+from app.webhook import responses
+from app.webhook.admission import Decision, decide
+from app.webhook.logs import DECISIONS
+from app.webhook.metrics import Metrics
+from app.webhook.reviews import AdmissionReviewRequest, AdmissionReviewResponse
+
+MAX_BODY_BYTES = 7 * 1024 * 1024  # controller-runtime's limit for an AdmissionReview
+VALIDATE_PATH = "/validate-eip"
+JSON = "application/json"
+
+log = logging.getLogger(DECISIONS)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _problem(code: int, reason: str) -> Response:
+    body = json.dumps({"code": code, "reason": reason}).encode()
+    headers = {"connection": "close"} if code == 413 else None
+    return Response(body, status_code=code, media_type=JSON, headers=headers)
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _TooLarge
+    return bytes(body)
+
+
+def _not_a_review(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    if first["type"] == "json_invalid":
+        return f"the body is not JSON: {first['msg']}"
+    where = ".".join(str(p) for p in first["loc"]) or "(body)"
+    return (
+        "the body is not an admission.k8s.io/v1 (or v1beta1) AdmissionReview with a request: "
+        f"{where}: {first['msg']}"
+    )
+
+
+def create_app(
+    source: InventorySource,
+    policy: Policy,
+    *,
+    metrics: Metrics | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> FastAPI:
+    metrics = metrics if metrics is not None else Metrics()
+    app = FastAPI(title="eip-guard", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.metrics = metrics
+
+    def record(review: AdmissionReviewRequest, decision: Decision, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        req = review.request
+        metrics.latency.observe(elapsed)
+        metrics.reviews.labels(req.operation, decision.outcome).inc()
+        fields: dict[str, Any] = {
+            "uid": req.uid,
+            "name": decision.name,
+            "operation": req.operation,
+            "verdict": decision.outcome,
+            "user": req.userInfo.username if req.userInfo else "",
+            "dry_run": bool(req.dryRun),
+            "ms": round(elapsed * 1000, 3),
+        }
+        if decision.verdict is not None:
+            denied = [v.rule for v in decision.verdict.denied_by]
+            warned = [v.rule for v in decision.verdict.warned_by]
+            for rule in denied:
+                metrics.rules.labels(rule, "deny").inc()
+            for rule in warned:
+                metrics.rules.labels(rule, "warn").inc()
+            fields["denied_by"] = denied
+            fields["warned_by"] = warned
+        fields.update(decision.log)
+        level = logging.WARNING if decision.log.get("overridden") else logging.INFO
+        log.log(level, "admission decision", extra={"fields": fields})
+
+    @app.post(VALIDATE_PATH)
+    async def validate(request: Request) -> Response:
+        started = time.perf_counter()
+        content_type = request.headers.get("content-type", "")
+        if content_type.partition(";")[0].strip().lower() != JSON:
+            metrics.rejected.labels("400").inc()
+            return _problem(400, f"Content-Type must be {JSON}, got {content_type!r}")
+        try:
+            body = await _read_limited(request, max_body_bytes)
+        except _TooLarge:
+            metrics.rejected.labels("413").inc()
+            return _problem(413, f"the body exceeds {max_body_bytes} bytes")
+        except ClientDisconnect:
+            return _problem(400, "the client went away while sending the body")
+        try:
+            review = AdmissionReviewRequest.model_validate_json(body)
+        except ValidationError as exc:
+            metrics.rejected.labels("400").inc()
+            return _problem(400, _not_a_review(exc))
+        try:
+            decision = decide(review.request, source, policy)
+        except Exception as exc:
+            # A bug of ours must not become a 500: answer with an error that keeps the uid,
+            # so the API server applies failurePolicy and the log says what happened.
+            log.exception("failed to judge %s", review.request.uid)
+            message = f"eip-guard failed to check this request: {type(exc).__name__}: {exc}"
+            response = responses.errored(review.request.uid, responses.CODE_ERROR, message)
+            decision = Decision(response, "errored", review.request.name)
+        record(review, decision, started)
+        answer = AdmissionReviewResponse(apiVersion=review.apiVersion, response=decision.response)
+        return Response(answer.to_json(), media_type=JSON)
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return Response(b'{"ok":true}', media_type=JSON)
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        try:
+            readiness = source.readiness()
+        except Exception as exc:  # a broken source is not ready, never a 500
+            log.exception("readiness check failed")
+            return _problem(503, f"readiness check failed: {type(exc).__name__}: {exc}")
+        if readiness.ready:
+            return Response(b'{"ready":true}', media_type=JSON)
+        body = json.dumps({"ready": False, "reason": readiness.reason}).encode()
+        return Response(body, status_code=503, media_type=JSON)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        data, content_type = metrics.exposition()
+        return Response(data, media_type=content_type)
+
+    return app

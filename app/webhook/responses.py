@@ -1,0 +1,84 @@
+"""Every admission outcome, built by small constructors (as controller-runtime does).
+
+``allowed`` (maybe with warnings), ``denied`` (a Verdict's violations as a Kubernetes
+``Invalid`` status with one cause per violation), ``unavailable`` (not ready: a retryable
+denial) and ``errored`` (we failed; the uid is still echoed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from app.core.eips import GROUP
+from app.core.verdict import Verdict, Violation, clean_warning
+from app.webhook.reviews import AdmissionResponse, Status, StatusCause, StatusDetails
+
+CODE_INVALID = 422
+CODE_UNAVAILABLE = 503
+CODE_ERROR = 500
+CODE_BAD_REQUEST = 400
+
+
+def _warnings(texts: Iterable[str]) -> list[str] | None:
+    # kubectl prints each as "Warning: ..."; the API server drops ones with control chars.
+    cleaned = [clean_warning(t) for t in texts if t]
+    return list(dict.fromkeys(cleaned)) or None
+
+
+def allowed(uid: str, warnings: Iterable[str] = ()) -> AdmissionResponse:
+    return AdmissionResponse(uid=uid, allowed=True, warnings=_warnings(warnings))
+
+
+def violation_body(v: Violation) -> str:
+    """A field error without its field (Kubernetes ``ErrorBody``), ending with the rule id.
+
+    The rule id is what an admin writes in ``eip-guard.io/allow-rules`` or a policy file,
+    so the denial names it.
+    """
+    return f'Invalid value: "{v.value}": {v.detail} (eip-guard rule {v.rule})'
+
+
+def violation_message(v: Violation) -> str:
+    return f"{v.field}: {violation_body(v)}"
+
+
+def denied_message(verdict: Verdict) -> str:
+    """Kubernetes' aggregate form: one error alone, several in ``[a, b]``."""
+    messages = [violation_message(v) for v in verdict.denied_by]
+    return messages[0] if len(messages) == 1 else "[" + ", ".join(messages) + "]"
+
+
+def denied(uid: str, name: str, verdict: Verdict) -> AdmissionResponse:
+    """A 422 Invalid status shaped like apierrors.NewInvalid, so kubectl lists the causes."""
+    causes = [
+        StatusCause(reason="FieldValueInvalid", message=violation_body(v), field=v.field)
+        for v in verdict.denied_by
+    ]
+    status = Status(
+        status="Failure",
+        code=CODE_INVALID,
+        reason="Invalid",
+        message=denied_message(verdict),
+        details=StatusDetails(name=name, group=GROUP, kind="Eip", causes=causes),
+    )
+    return AdmissionResponse(
+        uid=uid, allowed=False, status=status, warnings=_warnings(verdict.warnings)
+    )
+
+
+def unavailable(uid: str, reason: str) -> AdmissionResponse:
+    """Not ready to judge: deny (never allow unchecked), saying it is worth a retry."""
+    message = (
+        f"eip-guard is not ready to check Eips yet ({reason or 'starting'}); "
+        "nothing was wrong with the request: retry in a few seconds"
+    )
+    status = Status(
+        status="Failure", code=CODE_UNAVAILABLE, reason="ServiceUnavailable", message=message
+    )
+    return AdmissionResponse(uid=uid, allowed=False, status=status)
+
+
+def errored(uid: str, code: int, message: str) -> AdmissionResponse:
+    """We could not judge the request (bad request content, or a bug of ours)."""
+    status = Status(status="Failure", code=code, message=message)
+    return AdmissionResponse(uid=uid, allowed=False, status=status)

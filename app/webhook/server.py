@@ -1,0 +1,93 @@
+"""Serving the app over TLS with uvicorn, in one place.
+
+- :func:`ssl_context` builds the server's ``SSLContext`` (TLS >= 1.2, ALPN http/1.1).
+- :func:`config` is the one place a ``uvicorn.Config`` is made. It takes a *factory* of
+  SSL contexts: certificate hot-reload can hand in a factory whose context it updates
+  (``SSLContext.load_cert_chain`` on the live context affects new handshakes).
+- :func:`listen` binds the socket up front, so "address in use" is an input error with a
+  clear message, and tests can bind port 0 and learn the port before serving.
+- :class:`Server` shuts down gracefully on SIGTERM/SIGINT and then returns (exit code 0)
+  instead of re-raising the signal as uvicorn does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+SslFactory = Callable[[], ssl.SSLContext]
+GRACEFUL_SHUTDOWN_SECONDS = 10  # the API server's default webhook timeout
+
+
+def ssl_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """The server context; raises OSError / ssl.SSLError for unreadable or mismatched files."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file)
+    context.set_alpn_protocols(["http/1.1"])  # the API server speaks HTTP/1.1 to webhooks
+    return context
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (IPv4 or IPv6); raises OSError."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(1024)
+        sock.set_inheritable(True)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def config(app: Any, make_ssl: SslFactory) -> uvicorn.Config:
+    """uvicorn settings for the webhook: HTTPS, HTTP/1.1, our logging, no access log."""
+    return uvicorn.Config(
+        app,
+        ssl_context_factory=lambda _config, _default: make_ssl(),
+        http="auto",  # httptools when installed (uvicorn[standard]), else h11
+        ws="none",
+        lifespan="off",
+        log_config=None,  # records go to the root logger: app.webhook.logs makes them JSON
+        access_log=False,  # one decision line per review is the log; no second line per request
+        server_header=False,
+        date_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, ending cleanly on SIGTERM (a pod being stopped) or SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # tests run the server in a thread and stop it with should_exit
+            return
+        signals = (signal.SIGTERM, signal.SIGINT)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in signals}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        # Unlike uvicorn we do not re-raise the signal afterwards: the shutdown was clean.
+
+
+def serve(app: Any, sock: socket.socket, make_ssl: SslFactory) -> None:
+    """Serve until SIGTERM/SIGINT; returns after in-flight requests finish."""
+    Server(config(app, make_ssl)).run(sockets=[sock])

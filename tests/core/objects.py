@@ -1,0 +1,113 @@
+"""Small builders of plain Kubernetes objects, as the API server would send them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def eip(
+    name: str,
+    address: str,
+    *,
+    protocol: str = "layer2",
+    interface: str | None = "eth0",
+    default: bool = False,
+    allow: str | None = None,
+    used: dict[str, str] | None = None,
+    api_version: str = "network.kubesphere.io/v1alpha2",
+) -> dict[str, Any]:
+    annotations: dict[str, str] = {}
+    if default:
+        annotations["eip.openelb.kubesphere.io/is-default-eip"] = "true"
+    if allow is not None:
+        annotations["eip-guard.io/allow-rules"] = allow
+    spec: dict[str, Any] = {"address": address, "protocol": protocol}
+    if interface is not None:
+        spec["interface"] = interface
+    obj: dict[str, Any] = {
+        "apiVersion": api_version,
+        "kind": "Eip",
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": spec,
+    }
+    if used:
+        obj["status"] = {"used": used}
+    return obj
+
+
+def node(
+    name: str,
+    *ips: str,
+    pod_cidrs: tuple[str, ...] = (),
+    annotations: dict[str, str] | None = None,
+    hostname: str | None = None,
+) -> dict[str, Any]:
+    addresses = [{"type": "InternalIP", "address": ip} for ip in ips]
+    addresses.append({"type": "Hostname", "address": hostname or name})
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "annotations": annotations or {}},
+        "spec": {"podCIDRs": list(pod_cidrs)},
+        "status": {"addresses": addresses},
+    }
+
+
+def service(
+    name: str,
+    namespace: str = "default",
+    *,
+    cluster_ip: str | None = None,
+    external_ips: tuple[str, ...] = (),
+    lb_ip: str | None = None,
+    ingress: tuple[str, ...] = (),
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"type": "LoadBalancer" if ingress or lb_ip else "ClusterIP"}
+    if cluster_ip:
+        spec["clusterIP"] = cluster_ip
+        spec["clusterIPs"] = [cluster_ip]
+    if external_ips:
+        spec["externalIPs"] = list(external_ips)
+    if lb_ip:
+        spec["loadBalancerIP"] = lb_ip
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "annotations": annotations or {}},
+        "spec": spec,
+        "status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in ingress]}},
+    }
+
+
+def kube_vip_pod(
+    name: str, env: list[dict[str, Any]], namespace: str = "kube-system"
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "containers": [
+                {"name": "kube-vip", "image": "ghcr.io/kube-vip/kube-vip:v0.8.9", "env": env}
+            ]
+        },
+    }
+
+
+def configmap(name: str, data: dict[str, str], namespace: str = "kube-system") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": data,
+    }
+
+
+def service_cidr(name: str, *cidrs: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "ServiceCIDR",
+        "metadata": {"name": name},
+        "spec": {"cidrs": list(cidrs)},
+    }

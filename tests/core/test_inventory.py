@@ -1,0 +1,227 @@
+"""Facts extracted from each kind of Kubernetes object, with their sources."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from app.core.addresses import Span, parse_ip
+from app.core.facts import FactKind
+from app.core.inventory import Inventory, Options, build, extract
+from tests.core.objects import configmap, eip, kube_vip_pod, node, service, service_cidr
+
+
+def key(ip: str) -> int:
+    return Span.of_ip(parse_ip(ip)).first
+
+
+def fields(inv: Inventory, kind: FactKind, ip: str) -> set[str]:
+    return {str(f.source) for f in inv.matching(kind, key(ip))}
+
+
+def inv_of(*objects: dict[str, Any], resolve: Any = None) -> Inventory:
+    return build(list(objects), Options(), resolve)
+
+
+def test_node_addresses_pod_cidrs_and_cni_annotations() -> None:
+    n = node(
+        "n1",
+        "10.0.0.5",
+        pod_cidrs=("10.244.1.0/24", "fd00:1::/64"),
+        hostname="10.0.0.9",
+        annotations={
+            "flannel.alpha.coreos.com/public-ip": "10.0.0.6",
+            "projectcalico.org/IPv4Address": "10.0.0.7/16",
+            "projectcalico.org/IPv6Address": "2001:db8::7/64",
+        },
+    )
+    n["status"]["addresses"].append({"type": "ExternalIP", "address": "203.0.113.5"})
+    n["status"]["addresses"].append({"type": "InternalDNS", "address": "n1.internal"})
+    inv = inv_of(n)
+    assert fields(inv, FactKind.NODE_IP, "10.0.0.5") == {"Node n1 (status.addresses InternalIP)"}
+    assert fields(inv, FactKind.NODE_IP, "203.0.113.5") == {"Node n1 (status.addresses ExternalIP)"}
+    assert fields(inv, FactKind.NODE_IP, "10.0.0.9") == {"Node n1 (status.addresses Hostname)"}
+    assert fields(inv, FactKind.NODE_IP, "10.0.0.6") == {
+        "Node n1 (annotation flannel.alpha.coreos.com/public-ip)"
+    }
+    assert fields(inv, FactKind.NODE_IP, "2001:db8::7")
+    # Calico's prefix becomes a known node subnet; its other addresses are not node IPs.
+    assert fields(inv, FactKind.NODE_SUBNET, "10.0.200.1")
+    assert not fields(inv, FactKind.NODE_IP, "10.0.200.1")
+    assert fields(inv, FactKind.POD_CIDR, "10.244.1.77") == {"Node n1 (spec.podCIDRs)"}
+    assert fields(inv, FactKind.POD_CIDR, "fd00:1::abcd")
+    assert not inv.notes  # a DNS hostname is not an IP, quietly
+
+
+def test_single_pod_cidr_field_and_bad_values_become_notes() -> None:
+    n = node("n2", "10.0.0.8", annotations={"projectcalico.org/IPv4Address": "garbage"})
+    n["spec"] = {"podCIDR": "10.244.2.0/24"}
+    n["status"]["addresses"].append({"type": "InternalIP", "address": "10.0.0.300"})
+    inv = inv_of(n)
+    assert fields(inv, FactKind.POD_CIDR, "10.244.2.1")
+    assert len(inv.notes) == 2
+    assert any("10.0.0.300" in note for note in inv.notes)
+
+
+def test_service_ips_of_every_kind() -> None:
+    svc = service(
+        "web",
+        "shop",
+        cluster_ip="10.96.0.10",
+        external_ips=("192.0.2.10",),
+        lb_ip="192.0.2.11",
+        ingress=("192.0.2.12",),
+        annotations={
+            "kube-vip.io/loadbalancerIPs": "192.0.2.13, 2001:db8::13,0.0.0.0",
+            "eip.openelb.kubesphere.io/v1alpha1": "192.0.2.14",
+        },
+    )
+    headless = service("db", "shop", cluster_ip="None")
+    inv = inv_of(svc, headless)
+    expect = {
+        "10.96.0.10": "spec.clusterIPs",
+        "192.0.2.10": "spec.externalIPs",
+        "192.0.2.11": "spec.loadBalancerIP",
+        "192.0.2.12": "status.loadBalancer.ingress.ip",
+        "192.0.2.13": "annotation kube-vip.io/loadbalancerIPs",
+        "2001:db8::13": "annotation kube-vip.io/loadbalancerIPs",
+        "192.0.2.14": "annotation eip.openelb.kubesphere.io/v1alpha1",
+    }
+    for ip, fld in expect.items():
+        assert fields(inv, FactKind.SERVICE_IP, ip) == {f"Service shop/web ({fld})"}
+    assert not fields(inv, FactKind.SERVICE_IP, "0.0.0.0")
+    assert inv.count(FactKind.SERVICE_IP) == len(expect)
+
+
+def test_service_cidrs() -> None:
+    inv = inv_of(service_cidr("kubernetes", "10.96.0.0/12", "fd00:10:96::/112"))
+    assert fields(inv, FactKind.SERVICE_CIDR, "10.100.0.1") == {
+        "ServiceCIDR kubernetes (spec.cidrs)"
+    }
+    assert fields(inv, FactKind.SERVICE_CIDR, "fd00:10:96::1")
+    assert not fields(inv, FactKind.SERVICE_CIDR, "10.112.0.1")
+
+
+def test_kube_vip_env_literal_configmap_and_dns() -> None:
+    pod = kube_vip_pod(
+        "kube-vip-n1",
+        [
+            {"name": "address", "value": "192.0.2.100, 2001:db8::100"},
+            {"name": "vip_interface", "value": "eth0"},
+            {
+                "name": "vip_address",
+                "valueFrom": {"configMapKeyRef": {"name": "vip-config", "key": "vip"}},
+            },
+        ],
+    )
+    ds: dict[str, Any] = {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": "kube-vip-ds", "namespace": "kube-system"},
+        "spec": {"template": {"spec": kube_vip_pod("x", [])["spec"]}},
+    }
+    ds["spec"]["template"]["spec"]["containers"][0]["env"] = [
+        {"name": "address", "value": "cp.example.test,unresolvable.example.test"}
+    ]
+    lookups: list[str] = []
+
+    def resolve(name: str) -> list[str]:
+        lookups.append(name)
+        if name == "cp.example.test":
+            return ["192.0.2.102"]
+        raise OSError("NXDOMAIN")
+
+    inv = inv_of(pod, ds, configmap("vip-config", {"vip": "192.0.2.101"}), resolve=resolve)
+    assert fields(inv, FactKind.KUBE_VIP_VIP, "192.0.2.100") == {
+        "Pod kube-system/kube-vip-n1 (container kube-vip env address)"
+    }
+    assert fields(inv, FactKind.KUBE_VIP_VIP, "2001:db8::100")
+    assert fields(inv, FactKind.KUBE_VIP_VIP, "192.0.2.101") == {
+        "Pod kube-system/kube-vip-n1 (container kube-vip env vip_address)"
+    }
+    assert fields(inv, FactKind.KUBE_VIP_VIP, "192.0.2.102") == {
+        "DaemonSet kube-system/kube-vip-ds (container kube-vip env address)"
+    }
+    assert sorted(lookups) == ["cp.example.test", "unresolvable.example.test"]
+    assert len(inv.gaps) == 1 and "unresolvable.example.test" in inv.gaps[0]
+
+
+def test_kube_vip_missing_configmap_is_a_gap_not_a_crash() -> None:
+    pod = kube_vip_pod(
+        "kv", [{"name": "address", "valueFrom": {"configMapKeyRef": {"name": "nope", "key": "k"}}}]
+    )
+    inv = inv_of(pod)
+    assert inv.count(FactKind.KUBE_VIP_VIP) == 0
+    assert "ConfigMap kube-system/nope key 'k' not found" in inv.gaps[0]
+
+
+def test_non_kube_vip_containers_are_ignored() -> None:
+    pod = kube_vip_pod("web", [{"name": "address", "value": "192.0.2.50"}])
+    pod["spec"]["containers"][0]["image"] = "nginx:1.27"
+    assert inv_of(pod).count(FactKind.KUBE_VIP_VIP) == 0
+
+
+def test_kube_vip_cloud_provider_pools() -> None:
+    cm = configmap(
+        "kubevip",
+        {
+            "cidr-global": "192.0.2.128/28,2001:db8:1::/120",
+            "range-shop": "192.0.2.200-192.0.2.210",
+            "range-bad": "192.0.2.9-192.0.2.1",
+            "other": "192.0.2.0/24",
+        },
+    )
+    inv = inv_of(cm)
+    assert fields(inv, FactKind.KUBE_VIP_POOL, "192.0.2.130") == {
+        "ConfigMap kube-system/kubevip (data.cidr-global)"
+    }
+    assert fields(inv, FactKind.KUBE_VIP_POOL, "192.0.2.205")
+    assert fields(inv, FactKind.KUBE_VIP_POOL, "2001:db8:1::5")
+    assert not fields(inv, FactKind.KUBE_VIP_POOL, "192.0.2.5")
+    assert any("reversed" in n for n in inv.notes)
+    # Another namespace or name is not the pool ConfigMap, unless configured so.
+    moved = configmap("kubevip", {"cidr-global": "192.0.2.128/28"}, namespace="kv")
+    assert build([moved]).count(FactKind.KUBE_VIP_POOL) == 0
+    assert build([moved], Options(kube_vip_configmap=("kv", "kubevip"))).count(
+        FactKind.KUBE_VIP_POOL
+    )
+
+
+def test_eips_both_versions_and_indexes() -> None:
+    inv = inv_of(
+        eip("a", "192.0.2.0/28", interface="can_reach:192.0.2.1", default=True),
+        eip("b", "192.0.2.16-192.0.2.20", api_version="network.kubesphere.io/v1alpha1"),
+        eip("bad", "192.0.2.40 "),
+        {"apiVersion": "example.com/v1", "kind": "Eip", "metadata": {"name": "other"}},
+    )
+    assert sorted(inv.eips) == ["a", "b", "bad"]
+    assert [e.name for e in inv.eip_pools.containing(key("192.0.2.17"))] == ["b"]
+    assert [e.name for e in inv.can_reach_ips.at(key("192.0.2.1"))] == ["a"]
+    assert inv.default_eips == ("a",)
+    assert inv.eips["bad"].address is None and "whitespace" in inv.eips["bad"].address_error
+
+
+def test_node_report_annotation_from_the_agent() -> None:
+    report = {
+        "interfaces": [
+            {"name": "ens3", "mac": "52:54:00:00:00:01", "up": True,
+             "addresses": ["172.16.0.5/24", "fe80::1/64"]},
+        ],
+        "gateways": ["172.16.0.1"],
+    }  # fmt: skip
+    inv = inv_of(node("n1", annotations={"eip-guard.io/network": json.dumps(report)}))
+    assert fields(inv, FactKind.NODE_IP, "172.16.0.5")
+    assert fields(inv, FactKind.NODE_SUBNET, "172.16.0.77")
+    assert not fields(inv, FactKind.NODE_SUBNET, "fe80::2")  # link-local is no node network
+    assert fields(inv, FactKind.NODE_GATEWAY, "172.16.0.1")
+    broken = inv_of(node("n2", annotations={"eip-guard.io/network": "{not json"}))
+    assert broken.notes and "not JSON" in broken.notes[0]
+
+
+def test_unknown_kinds_carry_nothing() -> None:
+    objects: Iterable[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}},
+        {"kind": "Service"},  # no metadata at all: still no crash
+    ]
+    assert all(extract(o).facts == () for o in objects)

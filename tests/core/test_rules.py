@@ -1,0 +1,272 @@
+"""Every rule both ways, the openelb #331 scenario, ratcheting, policy and overrides."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from app.core.eips import Eip
+from app.core.inventory import Inventory, build
+from app.core.rules import RULE_IDS, RULES, audit, check
+from app.core.verdict import WARNING_LIMIT, Action, Operation, Policy, Verdict
+from tests.core.objects import configmap, eip, kube_vip_pod, node, service, service_cidr
+
+GW = "172.16.236.1"
+SUBNET = "172.16.236.0/24"
+
+
+def cluster(*extra: dict[str, Any]) -> Inventory:
+    """The cluster of openelb #331: three nodes, a pool with one IP in use, kube-vip."""
+    base = [
+        node("node1", "172.16.236.152", pod_cidrs=("10.233.64.0/24",),
+             annotations={"projectcalico.org/IPv4Address": "172.16.236.152/24"}),
+        node("node2", "172.16.236.153", pod_cidrs=("10.233.65.0/24",)),
+        eip("eip-pool", "172.16.236.40-172.16.236.60", used={"172.16.236.40": "ns/nginx"}),
+        service("nginx", "ns", cluster_ip="10.233.9.17", ingress=("172.16.236.40",)),
+        service("api", "ns", external_ips=("172.16.236.90",)),
+        kube_vip_pod("kube-vip-node1", [{"name": "address", "value": "172.16.236.100"}]),
+        configmap("kubevip", {"range-global": "172.16.236.110-172.16.236.119"}),
+        service_cidr("kubernetes", "10.233.0.0/18"),
+    ]  # fmt: skip
+    return build(base + list(extra))
+
+
+def judge(obj: dict[str, Any], inv: Inventory | None = None, **kw: Any) -> Verdict:
+    return check(Eip.from_object(obj), None, inv or cluster(), **kw)
+
+
+def denied(verdict: Verdict) -> set[str]:
+    return {v.rule for v in verdict.denied_by}
+
+
+def warned(verdict: Verdict) -> set[str]:
+    return {v.rule for v in verdict.warned_by}
+
+
+def l2(interface: str | None, address: str = "172.16.236.61-172.16.236.80", **kw: Any) -> Any:
+    return eip("candidate", address, interface=interface, **kw)
+
+
+def test_rules_table_is_complete_and_unique() -> None:
+    assert len(RULE_IDS) == len(RULES) == 13
+
+
+def test_the_331_scenario_is_denied_with_a_working_suggestion() -> None:
+    v = judge(l2("can_reach:172.16.236.40"))
+    assert not v.allowed
+    assert denied(v) == {"can-reach-in-eip", "can-reach-service-ip"}
+    first = v.denied_by[0]
+    assert first.field == "spec.interface"
+    assert first.message.startswith('spec.interface: Invalid value: "can_reach:172.16.236.40": ')
+    assert "Eip eip-pool (172.16.236.40-172.16.236.60)" in first.message
+    assert "'lo'" in first.message
+    assert f"can_reach:{GW}" in first.message
+    # The suggestion passes every rule itself.
+    assert judge(l2(f"can_reach:{GW}")).allowed
+
+
+@pytest.mark.parametrize(
+    ("ip", "rule", "names"),
+    [
+        ("172.16.236.152", "can-reach-node-ip", "Node node1 (status.addresses InternalIP)"),
+        ("172.16.236.50", "can-reach-in-eip", "Eip eip-pool"),
+        ("172.16.236.65", "can-reach-in-eip", "the Eip under review"),
+        ("172.16.236.100", "can-reach-kube-vip", "Pod kube-system/kube-vip-node1"),
+        ("172.16.236.115", "can-reach-kube-vip", "ConfigMap kube-system/kubevip"),
+        ("172.16.236.90", "can-reach-service-ip", "Service ns/api (spec.externalIPs)"),
+        ("10.233.9.17", "can-reach-service-ip", "Service ns/nginx (spec.clusterIPs)"),
+        ("10.233.20.1", "can-reach-service-ip", "ServiceCIDR kubernetes"),
+        ("10.233.64.1", "can-reach-pod-cidr", "Node node1 (spec.podCIDRs)"),
+    ],
+)
+def test_can_reach_conflicts_deny_and_name_the_source(ip: str, rule: str, names: str) -> None:
+    v = judge(l2(f"can_reach:{ip}"))
+    assert rule in denied(v)
+    message = next(x.message for x in v.denied_by if x.rule == rule)
+    assert names in message
+    assert f"can_reach:{GW}" in message
+
+
+@pytest.mark.parametrize(
+    "ip", ["127.0.0.1", "0.0.0.0", "224.0.0.5", "169.254.1.1", "255.255.255.255", "::1", "fe80::1"]
+)
+def test_special_addresses(ip: str) -> None:
+    assert denied(judge(l2(f"can_reach:{ip}"))) == {"can-reach-special"}
+
+
+@pytest.mark.parametrize("interface", ["can_reach:", "can_reach:10.0.0.0/8", "eth0:1"])
+def test_syntax(interface: str) -> None:
+    assert denied(judge(l2(interface))) == {"can-reach-syntax"}
+
+
+@pytest.mark.parametrize("interface", [f"can_reach:{GW}", "eth0", "can_reach:2001:db8::1"])
+def test_good_interfaces_pass(interface: str) -> None:
+    v = judge(l2(interface))
+    assert v.allowed and not v.warned_by, v.denied_by
+
+
+def test_bgp_interface_is_advisory_only() -> None:
+    v = judge(l2("can_reach:172.16.236.152", protocol="bgp"))
+    assert v.allowed
+    assert warned(v) == {"can-reach-node-ip"}
+    assert judge(l2("eth0:1", protocol="bgp")).allowed
+
+
+def test_interface_required() -> None:
+    for protocol in ("layer2", "vip"):
+        assert denied(judge(l2(None, protocol=protocol))) == {"interface-required"}
+    assert judge(l2(None, protocol="bgp")).allowed
+    assert judge(l2("", protocol="")).allowed  # empty protocol means bgp
+
+
+@pytest.mark.parametrize(
+    ("address", "ok"),
+    [
+        ("172.16.236.60-172.16.236.70", False),  # shares an end: inclusive, as OpenELB
+        ("172.16.236.30-172.16.236.40", False),
+        ("172.16.236.45", False),
+        ("172.16.236.0/26", False),  # a CIDR around the whole pool
+        ("172.16.236.61-172.16.236.70", True),
+        ("172.16.236.20-172.16.236.39", True),  # not CIDR-aligned, adjacent, fine
+        ("2001:db8::/64", True),  # other family never overlaps
+    ],
+)
+def test_address_overlap(address: str, ok: bool) -> None:
+    v = judge(l2("eth0", address=address))
+    assert ("address-overlap" not in denied(v)) is ok
+    if not ok:
+        assert "eip address overlap with Eip eip-pool" in v.message
+
+
+def test_address_syntax() -> None:
+    v = judge(l2("eth0", address="172.16.236.70-172.16.236.61"))
+    assert denied(v) == {"address-syntax"}
+    assert "invalid eip address format" in v.message and "reversed" in v.message
+
+
+def test_eip_covers_another_eips_can_reach() -> None:
+    inv = cluster(eip("other", "172.16.236.200", interface="can_reach:172.16.236.75"))
+    v = judge(l2("eth0"), inv)
+    assert denied(v) == {"eip-covers-can-reach"}
+    assert "172.16.236.75, the can_reach IP of Eip other" in v.message
+    assert judge(l2("eth0", address="172.16.236.76-172.16.236.80"), inv).allowed
+    # A bgp Eip's interface is never used: covering its can_reach IP harms nobody.
+    bgp = cluster(eip("b", "172.16.236.201", protocol="bgp", interface="can_reach:172.16.236.75"))
+    assert judge(l2("eth0"), bgp).allowed
+
+
+def test_default_eip_unique() -> None:
+    inv = cluster(eip("dflt", "172.16.236.220", default=True))
+    v = judge(l2("eth0", default=True), inv)
+    assert denied(v) == {"default-eip-unique"}
+    assert "already exists a default EIP: dflt" in v.message
+    assert judge(l2("eth0", default=True)).allowed
+    assert judge(l2("eth0"), inv).allowed
+
+
+def test_update_replaces_its_namesake_and_address_is_immutable() -> None:
+    old = eip("eip-pool", "172.16.236.40-172.16.236.60", used={"172.16.236.40": "ns/nginx"})
+    inv = cluster()
+    same = check(Eip.from_object(old), Eip.from_object(old), inv)
+    assert same.allowed, same.denied_by  # its own old version is no overlap
+    moved = eip("eip-pool", "172.16.236.40-172.16.236.61")
+    v = check(Eip.from_object(moved), Eip.from_object(old), inv)
+    assert denied(v) == {"address-immutable"}
+    assert "was '172.16.236.40-172.16.236.60'" in v.message
+
+
+def test_ratcheting_keeps_old_violations_as_warnings() -> None:
+    # An Eip created before eip-guard with a bad can_reach: OpenELB must still manage it.
+    legacy = eip("legacy", "172.16.236.150-172.16.236.151", interface="can_reach:172.16.236.152")
+    inv = cluster(legacy)
+    with_finalizer = dict(legacy, metadata={**legacy["metadata"], "finalizers": ["x"]})
+    v = check(Eip.from_object(with_finalizer), Eip.from_object(legacy), inv)
+    assert v.allowed and warned(v) == {"can-reach-node-ip"}
+    # Changing the offending field to another bad value is judged afresh.
+    worse = dict(legacy, spec={**legacy["spec"], "interface": "can_reach:172.16.236.153"})
+    v = check(Eip.from_object(worse), Eip.from_object(legacy), inv)
+    assert denied(v) == {"can-reach-node-ip"}
+    # And a CREATE of the same object is denied.
+    assert not check(Eip.from_object(legacy), None, inv).allowed
+
+
+def test_policy_actions() -> None:
+    bad = l2("can_reach:172.16.236.152")
+    warn = Policy(actions={"can-reach-node-ip": Action.WARN})
+    v = judge(bad, policy=warn)
+    assert v.allowed and warned(v) == {"can-reach-node-ip"}
+    assert v.warnings[0].startswith("eip-guard can-reach-node-ip: 172.16.236.152 is a node addr")
+    off = Policy(actions={"can-reach-node-ip": Action.OFF})
+    v = judge(bad, policy=off)
+    assert v.allowed and not v.warned_by
+
+
+def test_allow_rules_annotation_overrides_unless_forbidden() -> None:
+    bad = l2("can_reach:172.16.236.152", allow="can-reach-node-ip,no-such-rule")
+    v = judge(bad)
+    assert v.allowed and warned(v) == {"can-reach-node-ip"}
+    assert any("turned can-reach-node-ip into a warning" in n for n in v.notes)
+    assert any("no-such-rule" in n for n in v.notes)
+    strict = judge(bad, policy=Policy(allow_overrides=False))
+    assert denied(strict) == {"can-reach-node-ip"}
+    assert any("does not allow" in n for n in strict.notes)
+
+
+def test_delete_is_allowed_and_warns_when_ips_are_in_use() -> None:
+    pool = Eip.from_object(eip("eip-pool", "172.16.236.40-172.16.236.60", used={"a": "b"}))
+    v = check(pool, pool, cluster(), operation=Operation.DELETE)
+    assert v.allowed and v.warnings == ("Eip eip-pool still hands out 1 IP(s) (status.used)",)
+    empty = Eip.from_object(eip("e", "172.16.236.70"))
+    assert check(empty, empty, cluster(), operation=Operation.DELETE).warnings == ()
+
+
+def test_warnings_are_short_and_printable() -> None:
+    bad = l2("can_reach:172.16.236.40", allow=",".join(sorted(RULE_IDS)))
+    v = judge(bad)
+    assert v.allowed and v.warnings
+    for w in v.warnings:
+        assert len(w) <= WARNING_LIMIT and w.isprintable()
+
+
+def test_several_violations_in_one_message() -> None:
+    v = judge(eip("x", "172.16.236.50", interface="can_reach:172.16.236.152", default=True),
+              cluster(eip("d", "172.16.236.230", default=True)))  # fmt: skip
+    assert denied(v) == {"address-overlap", "can-reach-node-ip", "default-eip-unique"}
+    assert v.message.startswith("[") and v.message.count("Invalid value") == 3
+
+
+def test_suggestion_skips_taken_addresses() -> None:
+    # .1 (gateway guess) is taken by a node: the suggestion moves on to a free address.
+    inv = cluster(node("gw-node", "172.16.236.1"))
+    v = judge(l2("can_reach:172.16.236.152"), inv)
+    assert "can_reach:172.16.236.2" in v.message
+    assert judge(l2("can_reach:172.16.236.2"), inv).allowed
+
+
+def test_a_known_gateway_is_suggested_first() -> None:
+    report = '{"interfaces": [{"name": "eth0", "addresses": ["172.16.236.153/24"]}],'
+    report += ' "gateways": ["172.16.236.254"]}'
+    inv = cluster(node("node3", annotations={"eip-guard.io/network": report}))
+    assert "can_reach:172.16.236.254" in judge(l2("can_reach:172.16.236.152"), inv).message
+
+
+def test_without_a_known_subnet_the_advice_is_generic() -> None:
+    inv = build([node("n", "10.1.1.1")])
+    v = judge(l2("can_reach:10.1.1.1"), inv)
+    assert "gateway is a good choice" in v.message
+
+
+def test_unresolved_kube_vip_name_is_reported_for_can_reach() -> None:
+    kv = kube_vip_pod("kv", [{"name": "address", "value": "vip.example.test"}])
+    v = judge(l2(f"can_reach:{GW}"), cluster(kv))
+    assert v.allowed
+    assert any("vip.example.test" in w for w in v.warnings)
+
+
+def test_audit_judges_every_existing_eip() -> None:
+    inv = cluster(eip("late", "172.16.236.160", interface="can_reach:172.16.236.90"))
+    verdicts = audit(inv)
+    assert sorted(verdicts) == ["eip-pool", "late"]
+    assert verdicts["eip-pool"].allowed
+    assert denied(verdicts["late"]) == {"can-reach-service-ip"}

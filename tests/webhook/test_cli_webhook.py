@@ -1,0 +1,256 @@
+"""`eip-guard certs` and `eip-guard serve` through main(), and serve as a real process."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.cli.main import main
+from app.pki.certs import describe
+from app.webhook.server import listen
+
+from .conftest import EXAMPLES, Certs, client, example_eip
+
+ROOT = EXAMPLES.parent
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse usage errors
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(err: str) -> str:
+    assert err.startswith("eip-guard: ")
+    assert err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+# --- eip-guard certs -------------------------------------------------------------------
+
+
+def test_certs_writes_the_files_and_prints_the_ca_bundle(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, err = run(
+        capsys, "certs", "--out", str(tmp_path), "--dns", "eip-guard.eip-guard.svc",
+        "--dns", "localhost", "--ip", "127.0.0.1",
+    )  # fmt: skip
+    assert code == 0
+    assert base64.b64decode(out.strip()) == (tmp_path / "ca.crt").read_bytes()
+    assert "wrote" in err
+    info = describe((tmp_path / "tls.crt").read_bytes())
+    assert info.dns_names == ("eip-guard.eip-guard.svc", "localhost")
+    assert info.ip_addresses == ("127.0.0.1",)
+    assert (tmp_path / "tls.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_certs_does_not_overwrite_without_force(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert run(capsys, "certs", "--out", str(tmp_path), "--dns", "a.svc")[0] == 0
+    before = (tmp_path / "ca.crt").read_bytes()
+    code, out, err = run(capsys, "certs", "--out", str(tmp_path), "--dns", "a.svc")
+    assert code == 2
+    assert out == ""
+    assert "already exist; pass --force" in one_line_error(err)
+    assert (tmp_path / "ca.crt").read_bytes() == before
+    assert run(capsys, "certs", "--out", str(tmp_path), "--dns", "a.svc", "--force")[0] == 0
+    assert (tmp_path / "ca.crt").read_bytes() != before
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--dns", "not a name"], "not a DNS name"),
+        (["--dns", "a.svc", "--ip", "300.1.1.1"], "not an IP address"),
+        ([], "--dns"),
+    ],
+)
+def test_certs_bad_input_exits_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str], expected: str
+) -> None:
+    code, _, err = run(capsys, "certs", "--out", str(tmp_path), *argv)
+    assert code == 2
+    assert expected in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "ca.crt").exists()
+
+
+# --- eip-guard serve: bad input -----------------------------------------------------------
+
+
+def serve_args(
+    certs: Certs, *extra: str, cert: Path | None = None, key: Path | None = None
+) -> list[str]:
+    return [
+        "serve", "--cluster", str(EXAMPLES / "cluster.yaml"),
+        "--tls-cert-file", str(cert or certs.cert), "--tls-key-file", str(key or certs.key),
+        "--host", "127.0.0.1", *extra,
+    ]  # fmt: skip
+
+
+def test_serve_refuses_missing_tls_files(
+    capsys: pytest.CaptureFixture[str], certs: Certs, tmp_path: Path
+) -> None:
+    code, _, err = run(capsys, *serve_args(certs, cert=tmp_path / "missing.crt"))
+    assert code == 2
+    assert "--tls-cert-file" in one_line_error(err)
+    assert "no such file" in err
+
+
+def test_serve_refuses_garbage_tls_files(
+    capsys: pytest.CaptureFixture[str], certs: Certs, tmp_path: Path
+) -> None:
+    garbage = tmp_path / "garbage.crt"
+    garbage.write_text("not a certificate\n")
+    code, _, err = run(capsys, *serve_args(certs, cert=garbage))
+    assert code == 2
+    assert "cannot load the certificate and key" in one_line_error(err)
+
+
+def test_serve_refuses_a_key_of_another_certificate(
+    capsys: pytest.CaptureFixture[str], certs: Certs, other_certs: Certs
+) -> None:
+    code, _, err = run(capsys, *serve_args(certs, key=other_certs.key))
+    assert code == 2
+    assert "the key must match" in one_line_error(err)
+
+
+def test_serve_refuses_a_bad_snapshot(
+    capsys: pytest.CaptureFixture[str], certs: Certs, tmp_path: Path
+) -> None:
+    bad = tmp_path / "cluster.yaml"
+    bad.write_text("items: [1, 2\n")
+    argv = serve_args(certs)
+    argv[2] = str(bad)
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert "not valid YAML" in one_line_error(err)
+
+
+def test_serve_refuses_a_bad_policy(
+    capsys: pytest.CaptureFixture[str], certs: Certs, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules:\n  no-such-rule: deny\n")
+    code, _, err = run(capsys, *serve_args(certs, "--policy", str(policy)))
+    assert code == 2
+    assert "unknown rule id" in one_line_error(err)
+
+
+def test_serve_refuses_a_bad_port(capsys: pytest.CaptureFixture[str], certs: Certs) -> None:
+    code, _, err = run(capsys, *serve_args(certs, "--port", "70000"))
+    assert code == 2
+    assert "expected 0-65535" in one_line_error(err)
+
+
+def test_serve_refuses_a_port_in_use(capsys: pytest.CaptureFixture[str], certs: Certs) -> None:
+    taken = listen("127.0.0.1", 0)
+    try:
+        port = str(taken.getsockname()[1])
+        code, _, err = run(capsys, *serve_args(certs, "--port", port))
+    finally:
+        taken.close()
+    assert code == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in one_line_error(err)
+
+
+# --- eip-guard serve: a real process ---------------------------------------------------------
+
+
+class Lines:
+    """stderr of a process, line by line, read by a thread (select and buffered reads mix badly)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.queue: queue.SimpleQueue[str] = queue.SimpleQueue()
+        assert proc.stderr is not None
+        stream = proc.stderr
+
+        def pump() -> None:
+            for line in stream:
+                self.queue.put(line)
+
+        self.thread = threading.Thread(target=pump, daemon=True)
+        self.thread.start()
+
+    def next(self, timeout: float = 60) -> dict[str, Any]:
+        try:
+            line = self.queue.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError("eip-guard serve said nothing") from None
+        parsed = json.loads(line)
+        assert isinstance(parsed, dict)
+        return parsed
+
+    def until(self, msg: str) -> dict[str, Any]:
+        line = self.next()
+        while line["msg"] != msg:
+            line = self.next()
+        return line
+
+
+def test_serve_answers_the_example_reviews_and_stops_cleanly_on_sigterm(certs: Certs) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli.main", *serve_args(certs, "--port", "0")],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines = Lines(proc)
+    try:
+        line = lines.until("serving")
+        assert line["eips"] == 1
+        port = int(line["address"].rsplit(":", 1)[1].split("/")[0])
+        # The socket listens before "serving" is logged: no wait needed.
+        with client(port, certs.ca) as http:
+            assert http.get("/readyz").status_code == 200
+            answers = {}
+            for which in ("bad", "good"):
+                body = (EXAMPLES / f"review-{which}.json").read_bytes()
+                response = http.post(
+                    "/validate-eip?timeout=10s",
+                    content=body,
+                    headers={"content-type": "application/json"},
+                )
+                answers[which] = response.json()["response"]
+        assert answers["bad"]["allowed"] is False
+        assert answers["bad"]["status"]["code"] == 422
+        assert answers["good"]["allowed"] is True
+        decision = lines.until("admission decision")
+        assert decision["verdict"] == "denied"
+        assert decision["denied_by"] == ["can-reach-in-eip", "can-reach-service-ip"]
+        assert decision["uid"] == answers["bad"]["uid"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert lines.until("Shutting down")["logger"] == "uvicorn.error"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        lines.thread.join(10)  # it ends at EOF; then the pipes can be closed
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_the_example_reviews_carry_the_example_eips() -> None:
+    for which in ("bad", "good"):
+        review = json.loads((EXAMPLES / f"review-{which}.json").read_text())
+        assert review["apiVersion"] == "admission.k8s.io/v1"
+        assert review["kind"] == "AdmissionReview"
+        assert review["request"]["operation"] == "CREATE"
+        assert review["request"]["object"] == example_eip(which)

@@ -1,0 +1,296 @@
+"""Bad input, limits, readiness, failures, metrics and TLS of the real server."""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from app.core.inventory import Inventory
+from app.core.sources import Readiness, StaticSource
+from app.core.verdict import Policy
+from app.webhook.app import MAX_BODY_BYTES, create_app
+from app.webhook.metrics import Metrics
+from app.webhook.server import ssl_context
+
+from .conftest import (
+    SERVICE_DNS,
+    Certs,
+    Webhook,
+    client,
+    example_eip,
+    example_inventory,
+    review,
+    serving,
+)
+
+Start = Callable[[FastAPI], Webhook]
+
+
+def reason_of(response: httpx.Response, code: int) -> str:
+    assert response.status_code == code, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["code"] == code
+    assert isinstance(body["reason"], str)
+    return body["reason"]
+
+
+# --- 400 -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"{not json", "the body is not JSON"),
+        (b"", "the body is not JSON"),
+        (b"[1, 2]", "not an admission.k8s.io/v1 (or v1beta1) AdmissionReview"),
+        (b'{"apiVersion": "v1", "kind": "Pod"}', "apiVersion"),
+        (b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}', "request"),
+        (
+            b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",'
+            b' "request": {"operation": "CREATE"}}',
+            "request.uid",
+        ),
+        (
+            b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",'
+            b' "request": {"uid": "u", "operation": "PATCH"}}',
+            "request.operation",
+        ),
+    ],
+)
+def test_what_is_not_a_review_gets_400_with_a_reason(
+    webhook: Webhook, body: bytes, expected: str
+) -> None:
+    response = webhook.http.post(
+        "/validate-eip", content=body, headers={"content-type": "application/json"}
+    )
+    assert expected in reason_of(response, 400)
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_a_wrong_content_type_gets_400(webhook: Webhook, content_type: str | None) -> None:
+    body = json.dumps(review(example_eip("good"))).encode()
+    headers = {"content-type": content_type} if content_type else {}
+    response = webhook.http.post("/validate-eip", content=body, headers=headers)
+    assert "Content-Type must be application/json" in reason_of(response, 400)
+
+
+def test_json_with_a_charset_is_fine(webhook: Webhook) -> None:
+    body = json.dumps(review(example_eip("good"), uid="cs")).encode()
+    headers = {"content-type": "application/json; charset=utf-8"}
+    response = webhook.http.post("/validate-eip", content=body, headers=headers)
+    assert response.status_code == 200
+    assert response.json()["response"] == {"uid": "cs", "allowed": True}
+
+
+# --- 413 -----------------------------------------------------------------------------
+
+
+def test_a_body_over_7_mib_gets_413(webhook: Webhook) -> None:
+    body = b" " * (MAX_BODY_BYTES + 1)
+    response = webhook.http.post(
+        "/validate-eip", content=body, headers={"content-type": "application/json"}
+    )
+    assert "exceeds 7340032 bytes" in reason_of(response, 413)
+
+
+def _padded(size: int, uid: str) -> bytes:
+    body = json.dumps(review(example_eip("good"), uid=uid)).encode()
+    return body + b" " * (size - len(body))  # JSON allows trailing whitespace
+
+
+def test_the_limit_is_inclusive_and_enforced_on_streamed_bodies(start: Start) -> None:
+    limit = 64 * 1024
+    hook = start(create_app(StaticSource(example_inventory()), Policy(), max_body_bytes=limit))
+    json_headers = {"content-type": "application/json"}
+
+    exact = hook.http.post("/validate-eip", content=_padded(limit, "at"), headers=json_headers)
+    assert exact.status_code == 200
+    assert exact.json()["response"] == {"uid": "at", "allowed": True}
+
+    def chunks(total: int) -> Iterator[bytes]:
+        # No Content-Length: the server can only find out by counting while it reads.
+        data = _padded(total, "over")
+        for i in range(0, len(data), 4096):
+            yield data[i : i + 4096]
+
+    over = hook.http.post("/validate-eip", content=chunks(limit + 1), headers=json_headers)
+    assert "transfer-encoding" not in over.request.headers or over.request.headers[
+        "transfer-encoding"
+    ] == ("chunked")
+    assert "content-length" not in over.request.headers
+    assert "exceeds 65536 bytes" in reason_of(over, 413)
+
+
+# --- failures of ours and of the source ------------------------------------------------
+
+
+@dataclass
+class BrokenSource:
+    """A source that fails, as a bug or a broken live cache would."""
+
+    def current(self) -> Inventory:
+        raise RuntimeError("cache exploded")
+
+    def readiness(self) -> Readiness:
+        raise RuntimeError("cache exploded")
+
+
+def test_an_exception_of_ours_is_an_errored_review_with_the_uid(start: Start) -> None:
+    hook = start(create_app(BrokenSource(), Policy()))
+    response = hook.http.post("/validate-eip", json=review(example_eip("good"), uid="boom"))
+    assert response.status_code == 200
+    answer = response.json()["response"]
+    assert answer["uid"] == "boom"
+    assert answer["allowed"] is False
+    assert answer["status"]["code"] == 500
+    assert "RuntimeError: cache exploded" in answer["status"]["message"]
+    assert "Traceback" not in response.text
+    ready = hook.http.get("/readyz")
+    assert "cache exploded" in reason_of(ready, 503)
+
+
+@dataclass
+class NotReadySource:
+    """A live source before its first full list: holds nothing yet."""
+
+    inventory: Inventory
+
+    def current(self) -> Inventory:
+        return self.inventory
+
+    def readiness(self) -> Readiness:
+        return Readiness(False, "waiting for the first list of Services")
+
+
+def test_not_ready_denies_with_a_retryable_503_and_readyz_says_why(start: Start) -> None:
+    hook = start(create_app(NotReadySource(Inventory()), Policy()))
+    ready = hook.http.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json() == {"ready": False, "reason": "waiting for the first list of Services"}
+
+    # Even a good Eip is denied: an empty inventory would allow everything.
+    response = hook.validate(review(example_eip("good"), uid="nr"))["response"]
+    assert response["uid"] == "nr"
+    assert response["allowed"] is False
+    assert response["status"]["code"] == 503
+    assert response["status"]["reason"] == "ServiceUnavailable"
+    assert "waiting for the first list of Services" in response["status"]["message"]
+    assert "retry" in response["status"]["message"]
+
+    # DELETE needs no cluster facts and is still answered.
+    old = example_eip("good")
+    deleted = hook.validate(review(None, "DELETE", old=old, uid="nr-d"))["response"]
+    assert deleted == {"uid": "nr-d", "allowed": True}
+
+
+# --- health and metrics ----------------------------------------------------------------
+
+
+def test_healthz_and_readyz_of_a_ready_source(webhook: Webhook) -> None:
+    assert webhook.http.get("/healthz").json() == {"ok": True}
+    ready = webhook.http.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"ready": True}
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text format (0 when absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    prefix = f"{name}{{{wanted}}} " if labels else f"{name} "
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix) :])
+    return 0.0
+
+
+def test_metrics_count_verdicts_rules_rejections_and_latency(start: Start) -> None:
+    metrics = Metrics()
+    hook = start(create_app(StaticSource(example_inventory()), Policy(), metrics=metrics))
+    hook.validate(review(example_eip("bad")))
+    hook.validate(review(example_eip("bad")))
+    hook.validate(review(example_eip("good")))
+    hook.http.post("/validate-eip", content=b"nope", headers={"content-type": "application/json"})
+
+    response = hook.http.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    reviews = "eip_guard_admission_reviews_total"
+    assert sample(text, reviews, operation="CREATE", verdict="denied") == 2
+    assert sample(text, reviews, operation="CREATE", verdict="allowed") == 1
+    rules = "eip_guard_rule_violations_total"
+    assert sample(text, rules, rule="can-reach-in-eip", action="deny") == 2
+    assert sample(text, rules, rule="can-reach-service-ip", action="deny") == 2
+    assert sample(text, "eip_guard_http_rejected_total", code="400") == 1
+    assert sample(text, "eip_guard_admission_duration_seconds_count") == 3
+    assert sample(text, "eip_guard_admission_duration_seconds_bucket", le="+Inf") == 3
+
+
+def test_each_app_counts_in_its_own_registry(start: Start) -> None:
+    first = start(create_app(StaticSource(example_inventory()), Policy()))
+    second = start(create_app(StaticSource(example_inventory()), Policy()))
+    first.validate(review(example_eip("good")))
+    count = "eip_guard_admission_duration_seconds_count"
+    assert sample(first.http.get("/metrics").text, count) == 1
+    assert sample(second.http.get("/metrics").text, count) == 0
+
+
+# --- TLS -----------------------------------------------------------------------------
+
+
+def test_the_server_speaks_tls12_or_later_and_http11(webhook: Webhook) -> None:
+    response = webhook.http.get("/healthz")
+    assert response.http_version == "HTTP/1.1"
+    tls = response.extensions["network_stream"].get_extra_info("ssl_object")
+    assert tls.version() in ("TLSv1.2", "TLSv1.3")
+    assert tls.selected_alpn_protocol() in (None, "http/1.1")
+    names = [v for k, v in tls.getpeercert()["subjectAltName"] if k == "DNS"]
+    assert SERVICE_DNS in names
+
+
+def test_a_client_trusting_another_ca_refuses_the_server(
+    webhook: Webhook, other_certs: Certs
+) -> None:
+    with client(webhook.port, other_certs.ca) as untrusting, pytest.raises(httpx.ConnectError) as e:
+        untrusting.get("/healthz")
+    assert "CERTIFICATE_VERIFY_FAILED" in str(e.value)
+
+
+def test_a_client_expecting_another_name_refuses_the_server(webhook: Webhook, certs: Certs) -> None:
+    with (
+        client(webhook.port, certs.ca, sni="eip-guard.other.svc") as wrong_name,
+        pytest.raises(httpx.ConnectError) as e,
+    ):
+        wrong_name.get("/healthz")
+    assert "Hostname mismatch" in str(e.value) or "CERTIFICATE_VERIFY_FAILED" in str(e.value)
+
+
+def test_a_server_with_an_untrusted_certificate_is_refused(
+    certs: Certs, other_certs: Certs
+) -> None:
+    app = create_app(StaticSource(example_inventory()), Policy())
+    with (
+        serving(app, other_certs) as port,
+        client(port, certs.ca) as http,
+        pytest.raises(httpx.ConnectError) as e,
+    ):
+        http.get("/healthz")
+    assert "CERTIFICATE_VERIFY_FAILED" in str(e.value)
+
+
+def test_the_floor_is_tls_1_2_and_tls_1_2_clients_are_served(
+    webhook: Webhook, certs: Certs
+) -> None:
+    # The server refuses anything older (clients here cannot even offer it: OpenSSL
+    # deprecates it), so check the server's own floor, then that 1.2 really works.
+    assert ssl_context(certs.cert, certs.key).minimum_version is ssl.TLSVersion.TLSv1_2
+    with client(webhook.port, certs.ca, tls_max=ssl.TLSVersion.TLSv1_2) as http:
+        tls = http.get("/healthz").extensions["network_stream"].get_extra_info("ssl_object")
+        assert tls.version() == "TLSv1.2"

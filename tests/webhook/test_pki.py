@@ -1,0 +1,132 @@
+"""app.pki.certs: what the certificates say, and how they are written."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+
+from app.pki.certs import (
+    CertError,
+    KeyPair,
+    describe,
+    make_bundle,
+    make_ca,
+    make_serving,
+    write_bundle,
+)
+
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def test_the_ca_is_a_p256_ca_for_ten_years() -> None:
+    info = describe(make_ca(now=NOW).cert_pem)
+    assert info.is_ca
+    assert info.key_type == "ECDSA secp256r1"
+    assert info.subject_cn == info.issuer_cn == "eip-guard CA"
+    assert info.not_before <= NOW
+    assert info.not_after == NOW + dt.timedelta(days=3650)
+
+
+def test_the_serving_certificate_has_the_sans_and_one_year() -> None:
+    bundle = make_bundle(["eip-guard.eip-guard.svc", "localhost"], ["127.0.0.1", "::1"], now=NOW)
+    info = describe(bundle.serving.cert_pem)
+    assert not info.is_ca
+    assert info.key_type == "ECDSA secp256r1"
+    assert info.dns_names == ("eip-guard.eip-guard.svc", "localhost")
+    assert info.ip_addresses == ("127.0.0.1", "::1")
+    assert info.issuer_cn == "eip-guard CA"
+    assert info.not_after == NOW + dt.timedelta(days=365)
+    assert NOW - dt.timedelta(minutes=10) < info.not_before <= NOW
+
+
+def test_the_serving_certificate_is_signed_by_its_ca_for_server_auth() -> None:
+    bundle = make_bundle(["eip-guard.eip-guard.svc"])
+    ca = x509.load_pem_x509_certificate(bundle.ca.cert_pem)
+    leaf = x509.load_pem_x509_certificate(bundle.serving.cert_pem)
+    leaf.verify_directly_issued_by(ca)  # raises if not
+    usage = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert x509.oid.ExtendedKeyUsageOID.SERVER_AUTH in usage
+    other = make_ca()
+    with pytest.raises(InvalidSignature):  # same issuer name, another key
+        leaf.verify_directly_issued_by(x509.load_pem_x509_certificate(other.cert_pem))
+
+
+def test_the_ca_bundle_is_base64_of_the_ca_pem() -> None:
+    bundle = make_bundle(["a.b.svc"])
+    assert base64.b64decode(bundle.ca_bundle) == bundle.ca.cert_pem
+    assert bundle.ca.cert_pem.startswith(b"-----BEGIN CERTIFICATE-----")
+    assert bundle.serving.key_pem.startswith(b"-----BEGIN PRIVATE KEY-----")
+
+
+def test_a_serving_certificate_never_outlives_its_ca() -> None:
+    ca = make_ca(validity=dt.timedelta(days=30), now=NOW)
+    info = describe(make_serving(ca, ["x.svc"], now=NOW).cert_pem)
+    assert info.not_after == NOW + dt.timedelta(days=30)
+    with pytest.raises(CertError, match="the CA expired"):
+        make_serving(ca, ["x.svc"], now=NOW + dt.timedelta(days=31))
+
+
+@pytest.mark.parametrize(
+    ("dns", "ips", "match"),
+    [
+        ([], [], "at least one DNS name"),
+        (["bad name"], [], "not a DNS name"),
+        (["-x.svc"], [], "not a DNS name"),
+        (["a..b"], [], "not a DNS name"),
+        (["ok.svc"], ["1.2.3"], "not an IP address"),
+        (["ok.svc"], ["10.0.0.0/8"], "not an IP address"),
+    ],
+)
+def test_bad_sans_are_refused_with_a_reason(dns: list[str], ips: list[str], match: str) -> None:
+    with pytest.raises(CertError, match=match):
+        make_bundle(dns, ips)
+
+
+def test_a_wildcard_san_is_accepted() -> None:
+    assert describe(make_bundle(["*.eip-guard.svc"]).serving.cert_pem).dns_names == (
+        "*.eip-guard.svc",
+    )
+
+
+def test_garbage_is_not_a_ca() -> None:
+    with pytest.raises(CertError, match="not a PEM"):
+        make_serving(KeyPair(b"nope", b"nope"), ["x.svc"])
+    with pytest.raises(CertError, match="not a PEM"):
+        describe(b"nope")
+
+
+def test_write_bundle_writes_four_files_with_private_keys_0600(tmp_path: Path) -> None:
+    bundle = make_bundle(["x.svc"])
+    out = tmp_path / "new" / "certs"
+    paths = write_bundle(bundle, out)
+    assert sorted(p.name for p in paths) == ["ca.crt", "ca.key", "tls.crt", "tls.key"]
+    assert (out / "tls.crt").read_bytes() == bundle.serving.cert_pem
+    assert (out / "ca.key").read_bytes() == bundle.ca.key_pem
+    for name, mode in (("ca.key", 0o600), ("tls.key", 0o600), ("ca.crt", 0o644)):
+        assert stat.S_IMODE((out / name).stat().st_mode) == mode
+    assert sorted(p.name for p in out.iterdir()) == ["ca.crt", "ca.key", "tls.crt", "tls.key"]
+
+
+def test_write_bundle_never_replaces_files_without_force(tmp_path: Path) -> None:
+    first, second = make_bundle(["x.svc"]), make_bundle(["x.svc"])
+    write_bundle(first, tmp_path)
+    with pytest.raises(CertError, match="already exist; pass --force"):
+        write_bundle(second, tmp_path)
+    assert (tmp_path / "ca.crt").read_bytes() == first.ca.cert_pem
+    (tmp_path / "tls.key").chmod(0o644)
+    write_bundle(second, tmp_path, force=True)
+    assert (tmp_path / "ca.crt").read_bytes() == second.ca.cert_pem
+    assert stat.S_IMODE((tmp_path / "tls.key").stat().st_mode) == 0o600
+
+
+def test_write_bundle_reports_an_unwritable_place(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(CertError, match="cannot write certificates"):
+        write_bundle(make_bundle(["x.svc"]), blocker / "certs")

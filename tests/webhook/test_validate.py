@@ -1,0 +1,205 @@
+"""POST /validate-eip against a real uvicorn TLS server: answers, denials, warnings."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+
+from app.core.sources import StaticSource
+from app.core.verdict import WARNING_LIMIT, Action, Policy
+from app.webhook.app import create_app
+from app.webhook.logs import DECISIONS
+
+from .conftest import V1, V1BETA1, Webhook, example_eip, example_inventory, review
+
+Start = Callable[[FastAPI], Webhook]
+BAD_IFACE = "can_reach:172.16.236.40"
+
+
+def test_a_bad_eip_is_denied_as_kubernetes_invalid(webhook: Webhook) -> None:
+    answer = webhook.validate(review(example_eip("bad"), uid="uid-bad-1"))
+    assert answer["apiVersion"] == V1
+    assert answer["kind"] == "AdmissionReview"
+    response = answer["response"]
+    assert response["uid"] == "uid-bad-1"
+    assert response["allowed"] is False
+    assert "patch" not in response
+    status = response["status"]
+    assert status["status"] == "Failure"
+    assert status["code"] == 422
+    assert status["reason"] == "Invalid"
+    # Two violations: Kubernetes' aggregate form "[a, b]", each a field error.
+    message = status["message"]
+    assert message.startswith(f'[spec.interface: Invalid value: "{BAD_IFACE}": 172.16.236.40 ')
+    assert message.endswith("(eip-guard rule can-reach-service-ip)]")
+    assert "(eip-guard rule can-reach-in-eip), spec.interface: Invalid value:" in message
+    details = status["details"]
+    assert details["name"] == "eip-layer2"
+    assert details["group"] == "network.kubesphere.io"
+    assert details["kind"] == "Eip"
+    causes = details["causes"]
+    assert [c["reason"] for c in causes] == ["FieldValueInvalid", "FieldValueInvalid"]
+    assert [c["field"] for c in causes] == ["spec.interface", "spec.interface"]
+    assert all(c["message"].startswith(f'Invalid value: "{BAD_IFACE}": ') for c in causes)
+    assert "can_reach:172.16.236.1" in causes[0]["message"]  # the concrete suggestion
+    assert "warnings" not in response
+
+
+def test_a_good_eip_is_allowed_without_status_or_warnings(webhook: Webhook) -> None:
+    answer = webhook.validate(review(example_eip("good"), uid="uid-good"))
+    assert answer == {
+        "apiVersion": V1,
+        "kind": "AdmissionReview",
+        "response": {"uid": "uid-good", "allowed": True},
+    }
+
+
+def test_v1beta1_is_answered_in_v1beta1(webhook: Webhook) -> None:
+    answer = webhook.validate(review(example_eip("bad"), api_version=V1BETA1, uid="b1"))
+    assert answer["apiVersion"] == V1BETA1
+    assert answer["response"]["uid"] == "b1"
+    assert answer["response"]["allowed"] is False
+    good = webhook.validate(review(example_eip("good"), api_version=V1BETA1, uid="b2"))
+    assert good["apiVersion"] == V1BETA1
+    assert good["response"] == {"uid": "b2", "allowed": True}
+
+
+def test_the_query_string_of_the_api_server_is_ignored(webhook: Webhook) -> None:
+    answer = webhook.validate(review(example_eip("bad"), uid="q"), path="/validate-eip?timeout=10s")
+    assert answer["response"]["uid"] == "q"
+    assert answer["response"]["status"]["code"] == 422
+
+
+def test_extra_fields_of_a_newer_api_server_are_tolerated(webhook: Webhook) -> None:
+    body = review(example_eip("good"), uid="x")
+    body["somethingNew"] = {"a": 1}
+    body["request"]["requestSubResource"] = ""
+    body["request"]["futureField"] = [1, 2]
+    assert webhook.validate(body)["response"] == {"uid": "x", "allowed": True}
+
+
+def test_policy_warn_turns_denials_into_warnings(start: Start) -> None:
+    policy = Policy(actions={"can-reach-in-eip": Action.WARN, "can-reach-service-ip": Action.WARN})
+    hook = start(create_app(StaticSource(example_inventory()), policy))
+    response = hook.validate(review(example_eip("bad"), uid="w"))["response"]
+    assert response["allowed"] is True
+    assert "status" not in response
+    warnings = response["warnings"]
+    assert [w.split(":")[0] for w in warnings] == [
+        "eip-guard can-reach-in-eip",
+        "eip-guard can-reach-service-ip",
+    ]
+    assert all(len(w) <= WARNING_LIMIT and w.isprintable() for w in warnings)
+
+
+def test_policy_off_silences_a_rule(start: Start) -> None:
+    policy = Policy(actions={"can-reach-in-eip": Action.OFF, "can-reach-service-ip": Action.OFF})
+    hook = start(create_app(StaticSource(example_inventory()), policy))
+    assert hook.validate(review(example_eip("bad"), uid="o"))["response"] == {
+        "uid": "o",
+        "allowed": True,
+    }
+
+
+def test_the_allow_rules_annotation_warns_and_is_logged(
+    webhook: Webhook, caplog: pytest.LogCaptureFixture
+) -> None:
+    eip = example_eip("bad")
+    eip["metadata"]["annotations"] = {"eip-guard.io/allow-rules": "can-reach-in-eip"}
+    with caplog.at_level(logging.INFO, logger=DECISIONS):
+        response = webhook.validate(review(eip, uid="ovr"))["response"]
+    # One of the two violations is overridden; the other still denies.
+    assert response["allowed"] is False
+    assert [
+        c["message"].rsplit("rule ", 1)[1] for c in response["status"]["details"]["causes"]
+    ] == ["can-reach-service-ip)"]
+    assert any(
+        "allow-rules turned can-reach-in-eip into a warning" in w for w in response["warnings"]
+    )
+    assert (
+        "eip-guard can-reach-in-eip: 172.16.236.40 lies in Eip eip-pool" in response["warnings"][0]
+    )
+    lines = [r for r in caplog.records if getattr(r, "fields", {}).get("uid") == "ovr"]
+    assert len(lines) == 1
+    fields: dict[str, Any] = lines[0].fields  # type: ignore[attr-defined]
+    assert lines[0].levelno == logging.WARNING
+    assert fields["overridden"] == ["can-reach-in-eip"]
+    assert fields["allow_rules"] == ["can-reach-in-eip"]
+    assert fields["denied_by"] == ["can-reach-service-ip"]
+    assert fields["verdict"] == "denied"
+    assert fields["user"] == "alice"
+
+
+def test_every_decision_is_logged_once_with_uid_name_operation_verdict_rules(
+    webhook: Webhook, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger=DECISIONS):
+        webhook.validate(review(example_eip("bad"), uid="log-1"))
+    lines = [r for r in caplog.records if getattr(r, "fields", {}).get("uid") == "log-1"]
+    assert len(lines) == 1
+    fields = lines[0].fields  # type: ignore[attr-defined]
+    assert fields["name"] == "eip-layer2"
+    assert fields["operation"] == "CREATE"
+    assert fields["verdict"] == "denied"
+    assert fields["denied_by"] == ["can-reach-in-eip", "can-reach-service-ip"]
+    assert fields["warned_by"] == []
+
+
+def test_update_ratchets_what_the_old_object_already_broke(webhook: Webhook) -> None:
+    old = example_eip("bad")
+    new = copy.deepcopy(old)
+    new["metadata"]["finalizers"] = ["finalizer.ipam.kubesphere.io/v1alpha1"]
+    response = webhook.validate(review(new, "UPDATE", old=old, uid="u1"))["response"]
+    assert response["allowed"] is True
+    assert len(response["warnings"]) == 2
+
+
+def test_update_that_changes_the_address_is_denied(webhook: Webhook) -> None:
+    old = example_eip("good")
+    new = copy.deepcopy(old)
+    new["spec"]["address"] = "172.16.236.61-172.16.236.90"
+    response = webhook.validate(review(new, "UPDATE", old=old, uid="u2"))["response"]
+    assert response["allowed"] is False
+    causes = response["status"]["details"]["causes"]
+    assert [(c["field"], c["message"].rsplit("rule ", 1)[1]) for c in causes] == [
+        ("spec.address", "address-immutable)")
+    ]
+
+
+def test_delete_is_allowed_with_a_warning_while_ips_are_in_use(webhook: Webhook) -> None:
+    old = example_eip("good")
+    old["status"] = {"used": {"172.16.236.61": "default/web"}}
+    response = webhook.validate(review(None, "DELETE", old=old, uid="d1"))["response"]
+    assert response["allowed"] is True
+    assert response["warnings"] == ["Eip eip-layer2 still hands out 1 IP(s) (status.used)"]
+    quiet = webhook.validate(review(None, "DELETE", old=example_eip("bad"), uid="d2"))
+    assert quiet["response"] == {"uid": "d2", "allowed": True}
+
+
+def test_an_object_that_is_not_an_eip_is_allowed_with_a_warning(webhook: Webhook) -> None:
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "y"}}
+    response = webhook.validate(review(cm, uid="cm"))["response"]
+    assert response["allowed"] is True
+    assert response["warnings"] == [
+        "eip-guard checks network.kubesphere.io Eips only; v1 ConfigMap allowed unchecked"
+    ]
+
+
+def test_a_create_without_an_object_is_an_error_that_keeps_the_uid(webhook: Webhook) -> None:
+    response = webhook.validate(review(None, uid="no-object"))["response"]
+    assert response["uid"] == "no-object"
+    assert response["allowed"] is False
+    assert response["status"]["code"] == 400
+    assert "request.object is missing" in response["status"]["message"]
+
+
+def test_status_subresource_writes_are_not_judged(webhook: Webhook) -> None:
+    body = review(example_eip("bad"), "UPDATE", old=example_eip("bad"), uid="st")
+    body["request"]["subResource"] = "status"
+    body["request"]["object"]["spec"]["address"] = "10.0.0.1"  # would be address-immutable
+    assert webhook.validate(body)["response"] == {"uid": "st", "allowed": True}
