@@ -8,6 +8,7 @@ section could not run at all (the JSON then says why).
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import platform
 import sys
@@ -71,17 +72,18 @@ def run_http(args: argparse.Namespace, largest: synth.Shape) -> dict[str, Any]:
         args.out,
         duration=args.duration or (3.0 if args.quick else 6.0),
         rounds=1 if args.quick else 2,
-        workers=args.workers,
+        seed=args.seed,
         log=log,
     )
 
 
 def run_sync(args: argparse.Namespace, largest: synth.Shape) -> dict[str, Any]:
     try:  # the live inventory lands separately; without it this section says so
-        from bench import sync  # noqa: PLC0415
+        sync = importlib.import_module("bench.sync")
     except ImportError as exc:
         return report.skipped(f"the live inventory (app.kube) is not available: {exc}")
-    return sync.run(largest, args.seed, log)
+    result: dict[str, Any] = sync.run(largest, args.seed, log)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,9 +95,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0, help="synthetic cluster seed")
     parser.add_argument("--duration", type=float, help="seconds per HTTP load run")
-    parser.add_argument(
-        "--workers", type=int, default=1, help="uvicorn worker processes for both servers"
-    )
     args = parser.parse_args(argv)
     shapes = synth.QUICK_SIZES if args.quick else synth.SIZES
     largest = shapes[-1]

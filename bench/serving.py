@@ -1,11 +1,36 @@
-"""End to end over HTTPS: the webhook against a floor server (filled in once serve lands)."""
+"""End to end over HTTPS: ``eip-guard serve`` against the floor server, driven by wrk.
+
+Both servers run side by side on loopback with the same certificate (from ``eip-guard
+certs``); wrk (one thread, keep-alive) POSTs a rotating set of AdmissionReviews, half
+that the webhook allows and half that it denies, at each concurrency. For each
+concurrency the runs go webhook, floor, floor, webhook, ... so drift of the shared
+machine falls on both alike. Requests per second add up over the runs; p50 and p99 are
+wrk's, averaged over the runs.
+"""
 
 from __future__ import annotations
 
+import http.client
+import json
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from app.webhook.app import VALIDATE_PATH
+from bench import synth
+from bench.stats import ratio
+
+CONCURRENCY = (1, 16, 64)
+READY_TIMEOUT = 120.0
+WRK_THREADS = 1  # one core for wrk, one for the server: the machine has two
+REVIEW_BODIES = 20  # of each kind
 
 
 def eip_guard() -> str:
@@ -14,6 +39,238 @@ def eip_guard() -> str:
 
 
 def can_serve() -> bool:
-    """Whether this checkout has `eip-guard serve` (the webhook lands separately)."""
+    """Whether this checkout has ``eip-guard serve``."""
     done = subprocess.run([eip_guard(), "serve", "--help"], capture_output=True, check=False)
     return done.returncode == 0
+
+
+def certificates(out: Path) -> tuple[Path, Path, Path]:
+    """(ca.crt, tls.crt, tls.key) for 127.0.0.1 and localhost, made by ``eip-guard certs``."""
+    folder = out / "cache" / "tls"
+    if not (folder / "tls.key").exists():
+        subprocess.run(
+            [eip_guard(), "certs", "--out", str(folder), "--dns", "localhost", "--ip", "127.0.0.1"],
+            check=True,
+            capture_output=True,
+        )
+    return folder / "ca.crt", folder / "tls.crt", folder / "tls.key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def ready(port: int, ca: Path) -> bool:
+    """One GET /readyz, verifying the server certificate against our CA."""
+    context = ssl.create_default_context(cafile=str(ca))
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=2)
+    try:
+        conn.request("GET", "/readyz")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+@contextmanager
+def running(argv: list[str], port: int, ca: Path, log: Path) -> Iterator[float]:
+    """Start a server; yield the seconds from start to /readyz 200; stop it on exit."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as sink:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT)
+        try:
+            while not ready(port, ca):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{argv[:3]} exited with {proc.returncode}; see {log}")
+                if time.perf_counter() - start > READY_TIMEOUT:
+                    raise RuntimeError(f"{argv[:3]} not ready after {READY_TIMEOUT} s; see {log}")
+                time.sleep(0.01)
+            yield time.perf_counter() - start
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def webhook_argv(snapshot: Path, cert: Path, key: Path, port: int) -> list[str]:
+    return [
+        eip_guard(), "serve", "--cluster", str(snapshot),
+        "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+        "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+
+
+def floor_argv(cert: Path, key: Path, port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "bench.floor",
+        "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--port", str(port),
+    ]  # fmt: skip
+
+
+def time_to_ready(snapshot: Path, out: Path) -> float:
+    """Seconds from starting ``eip-guard serve --cluster SNAPSHOT`` to /readyz 200."""
+    ca, cert, key = certificates(out)
+    port = free_port()
+    with running(
+        webhook_argv(snapshot, cert, key, port), port, ca, out / "logs" / "ready.log"
+    ) as t:
+        return round(t, 3)
+
+
+def reviews(shape: synth.Shape, seed: int) -> list[str]:
+    """AdmissionReview bodies: Eips the webhook allows and Eips it denies, alternating."""
+    cands = synth.candidates(shape, REVIEW_BODIES, seed)
+    bodies = []
+    for i, (good, bad) in enumerate(zip(cands["allowed"], cands["denied"], strict=True)):
+        for j, obj in enumerate((good, bad)):
+            review = {
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "request": {
+                    "uid": f"00000000-0000-4000-8000-{2 * i + j:012d}",
+                    "kind": {
+                        "group": "network.kubesphere.io",
+                        "version": "v1alpha2",
+                        "kind": "Eip",
+                    },
+                    "resource": {
+                        "group": "network.kubesphere.io",
+                        "version": "v1alpha2",
+                        "resource": "eips",
+                    },
+                    "name": obj["metadata"]["name"],
+                    "operation": "CREATE",
+                    "userInfo": {"username": "kubernetes-admin", "groups": ["system:masters"]},
+                    "object": obj,
+                    "dryRun": False,
+                },
+            }
+            bodies.append(json.dumps(review, separators=(",", ":")))
+    return bodies
+
+
+def lua_script(bodies: list[str]) -> str:
+    """wrk script: POST the bodies in turn; print one JSON line of results at the end."""
+    for body in bodies:
+        if "]==]" in body:
+            raise ValueError("a review body would end the Lua long string")
+    listed = ",\n".join(f"[==[{b}]==]" for b in bodies)
+    return f"""-- generated by bench/serving.py
+local bodies = {{
+{listed}
+}}
+local i = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  i = i % #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[i])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '\\nBENCH {{"requests":%d,"duration_us":%d,"socket_errors":%d,"status_errors":%d,' ..
+    '"p50_us":%d,"p99_us":%d}}\\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def wrk(url: str, script: Path, concurrency: int, duration: float) -> dict[str, Any]:
+    threads = min(WRK_THREADS, concurrency)
+    seconds = max(1, round(duration))  # wrk takes whole seconds
+    argv = [
+        "wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "10s",
+        "-s", str(script), url,
+    ]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed: {done.stdout[-800:]} {done.stderr[-800:]}")
+    for line in done.stdout.splitlines():
+        if line.startswith("BENCH "):
+            result: dict[str, Any] = json.loads(line[len("BENCH ") :])
+            return result
+    raise RuntimeError(f"wrk printed no result: {done.stdout[-500:]} {done.stderr[-500:]}")
+
+
+def _combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    requests = sum(r["requests"] for r in runs)
+    seconds = sum(r["duration_us"] for r in runs) / 1e6
+    return {
+        "rps": round(requests / seconds),
+        "p50_ms": round(sum(r["p50_us"] for r in runs) / len(runs) / 1000, 3),
+        "p99_ms": round(sum(r["p99_us"] for r in runs) / len(runs) / 1000, 3),
+        "requests": requests,
+        "errors": sum(r["socket_errors"] + r["status_errors"] for r in runs),
+    }
+
+
+def compare(
+    snapshot: Path,
+    size: str,
+    out: Path,
+    *,
+    duration: float,
+    rounds: int,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    if shutil.which("wrk") is None:
+        return {"skipped": "wrk is not installed (apt-get install wrk; `make bench` does)"}
+    shape = {s.name: s for s in synth.SIZES}[size]
+    script = out / "cache" / f"reviews-{size}.lua"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(lua_script(reviews(shape, seed)), encoding="utf-8")
+    ca, cert, key = certificates(out)
+    hook_port, floor_port = free_port(), free_port()
+    servers = {
+        "webhook": f"https://127.0.0.1:{hook_port}{VALIDATE_PATH}",
+        "floor": f"https://127.0.0.1:{floor_port}{VALIDATE_PATH}",
+    }
+    logs = out / "logs"
+    hook_argv = webhook_argv(snapshot, cert, key, hook_port)
+    with (
+        running(hook_argv, hook_port, ca, logs / "webhook.log") as hook_ready,
+        running(floor_argv(cert, key, floor_port), floor_port, ca, logs / "floor.log"),
+    ):
+        log(f"  webhook ready in {hook_ready:.2f} s with the {size} snapshot")
+        for url in servers.values():  # warm-up: connections, caches, first-call costs
+            wrk(url, script, 16, 1.0)
+        runs = []
+        for c in CONCURRENCY:
+            samples: dict[str, list[dict[str, Any]]] = {"webhook": [], "floor": []}
+            for r in range(rounds):
+                order = ("webhook", "floor") if r % 2 == 0 else ("floor", "webhook")
+                for name in order:
+                    samples[name].append(wrk(servers[name], script, c, duration))
+            hook, floor = _combine(samples["webhook"]), _combine(samples["floor"])
+            log(
+                f"  c={c}: webhook {hook['rps']} req/s p99 {hook['p99_ms']} ms; "
+                f"floor {floor['rps']} req/s p99 {floor['p99_ms']} ms"
+            )
+            runs.append(
+                {
+                    "concurrency": c,
+                    "webhook": hook,
+                    "floor": floor,
+                    "rps_ratio": ratio(hook["rps"], floor["rps"]),
+                    "p99_ratio": ratio(hook["p99_ms"], floor["p99_ms"]),
+                }
+            )
+    return {
+        "size": size,
+        "duration_s": duration,
+        "rounds": rounds,
+        "workers": 1,
+        "bodies": 2 * REVIEW_BODIES,
+        "runs": runs,
+    }
