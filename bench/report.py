@@ -13,9 +13,10 @@ either filled or ``{"skipped": "<why>"}``:
   built from a stream of objects in a fresh process).
 - ``startup``: size, snapshot_mb, load_s, build_s, rss_mb, peak_rss_mb (snapshot loaded
   and built in a fresh process) and ready_s (``eip-guard serve`` start to /readyz 200).
-- ``http``: size, duration_s, rounds, workers, ``runs`` (one per concurrency:
-  concurrency, ``webhook`` and ``floor`` each with rps, p50_ms, p99_ms, then rps_ratio
-  and p99_ratio, webhook over floor).
+- ``http``: size, duration_s, rounds, workers, bodies, ``runs`` (one per concurrency:
+  concurrency; ``webhook``, ``webhook_quiet`` (``--log-level warning``: no line per
+  decision) and ``floor``, each with rps, p50_ms, p99_ms, requests, errors; then
+  rps_ratio and p99_ratio (webhook over floor), quiet_rps_ratio and quiet_p99_ratio).
 - ``sync``: the live inventory's time to sync a large cluster from kmock.
 - ``targets``: name, target, value, met (true, false, or null when not measured).
 """
@@ -44,6 +45,11 @@ TOP_KEYS = (
     "http",
     "sync",
     "targets",
+)
+SERVER_STYLES = (
+    ("webhook", "tab:blue", "o-"),
+    ("webhook_quiet", "tab:cyan", "^-"),
+    ("floor", "tab:gray", "s--"),
 )
 SECTIONS = ("decision", "memory", "startup", "http", "sync")
 
@@ -153,16 +159,19 @@ def table(result: dict[str, Any]) -> str:
     if "skipped" in http:
         out.append(f"  skipped: {http['skipped']}")
     else:
-        rows = [
-            [
-                r["concurrency"], r["webhook"]["rps"], r["floor"]["rps"], r["rps_ratio"],
-                r["webhook"]["p50_ms"], r["floor"]["p50_ms"],
-                r["webhook"]["p99_ms"], r["floor"]["p99_ms"], r["p99_ratio"],
-            ]
-            for r in http["runs"]
-        ]  # fmt: skip
-        header = ["conc", "rps hook", "rps floor", "ratio", "p50 hook ms", "p50 floor ms"]
-        header += ["p99 hook ms", "p99 floor ms", "p99 ratio"]
+        rows = []
+        for r in http["runs"]:
+            for name in ("webhook", "webhook_quiet", "floor"):
+                s = r[name]
+                ratios = {
+                    "webhook": (r["rps_ratio"], r["p99_ratio"]),
+                    "webhook_quiet": (r["quiet_rps_ratio"], r["quiet_p99_ratio"]),
+                    "floor": ("", ""),
+                }[name]
+                row = [r["concurrency"], name, s["rps"], s["p50_ms"], s["p99_ms"], *ratios]
+                rows.append([*row, s["errors"]])
+        header = ["conc", "server", "req/s", "p50 ms", "p99 ms", "req/s / floor"]
+        header += ["p99 / floor", "errors"]
         out += _rows(header, rows)
     out.append("")
     out.append("Sync (live inventory from kmock)")
@@ -205,20 +214,17 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
     runs = _get(result, "http", "runs") or []
     if runs:
-        xs = range(len(runs))
-        width = 0.38
-        hook = [r["webhook"]["rps"] for r in runs]
-        floor = [r["floor"]["rps"] for r in runs]
-        right.bar([x - width / 2 for x in xs], hook, width, label="webhook req/s", color="tab:blue")
-        right.bar([x + width / 2 for x in xs], floor, width, label="floor req/s", color="tab:gray")
-        right.set_xticks(list(xs), [f"c={r['concurrency']}" for r in runs])
-        right.set_ylabel("requests per second")
+        xs = list(range(len(runs)))
+        width = 0.27
         lat = right.twinx()
-        lat.plot(list(xs), [r["webhook"]["p99_ms"] for r in runs], "o-", color="tab:blue",
-                 label="webhook p99 ms")  # fmt: skip
-        lat.plot(list(xs), [r["floor"]["p99_ms"] for r in runs], "o--", color="black",
-                 label="floor p99 ms")  # fmt: skip
-        lat.set_ylabel("p99 latency (ms)")
+        for offset, (name, color, style) in zip((-width, 0.0, width), SERVER_STYLES, strict=True):
+            right.bar([x + offset for x in xs], [r[name]["rps"] for r in runs], width,
+                      label=f"{name} req/s", color=color, alpha=0.8)  # fmt: skip
+            lat.plot([x + offset for x in xs], [r[name]["p99_ms"] for r in runs], style,
+                     color=color, label=f"{name} p99 ms")  # fmt: skip
+        right.set_xticks(xs, [f"c={r['concurrency']}" for r in runs])
+        right.set_ylabel("requests per second (bars)")
+        lat.set_ylabel("p99 latency (ms, lines)")
         lat.set_ylim(bottom=0)
         lines = right.get_legend_handles_labels()
         more = lat.get_legend_handles_labels()

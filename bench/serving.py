@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ CONCURRENCY = (1, 16, 64)
 READY_TIMEOUT = 120.0
 WRK_THREADS = 1  # one core for wrk, one for the server: the machine has two
 REVIEW_BODIES = 20  # of each kind
+SERVERS = ("webhook", "webhook_quiet", "floor")
 
 
 def eip_guard() -> str:
@@ -231,39 +232,48 @@ def compare(
     script.parent.mkdir(parents=True, exist_ok=True)
     script.write_text(lua_script(reviews(shape, seed)), encoding="utf-8")
     ca, cert, key = certificates(out)
-    hook_port, floor_port = free_port(), free_port()
-    servers = {
-        "webhook": f"https://127.0.0.1:{hook_port}{VALIDATE_PATH}",
-        "floor": f"https://127.0.0.1:{floor_port}{VALIDATE_PATH}",
+    ports = {name: free_port() for name in SERVERS}
+    argv = {
+        "webhook": webhook_argv(snapshot, cert, key, ports["webhook"]),
+        # The same webhook without its per-decision log line: what that line costs.
+        "webhook_quiet": [
+            *webhook_argv(snapshot, cert, key, ports["webhook_quiet"]),
+            "--log-level",
+            "warning",
+        ],
+        "floor": floor_argv(cert, key, ports["floor"]),
     }
-    logs = out / "logs"
-    hook_argv = webhook_argv(snapshot, cert, key, hook_port)
-    with (
-        running(hook_argv, hook_port, ca, logs / "webhook.log") as hook_ready,
-        running(floor_argv(cert, key, floor_port), floor_port, ca, logs / "floor.log"),
-    ):
-        log(f"  webhook ready in {hook_ready:.2f} s with the {size} snapshot")
-        for url in servers.values():  # warm-up: connections, caches, first-call costs
+    urls = {name: f"https://127.0.0.1:{port}{VALIDATE_PATH}" for name, port in ports.items()}
+    with ExitStack() as stack:
+        for name in SERVERS:
+            took = stack.enter_context(
+                running(argv[name], ports[name], ca, out / "logs" / f"{name}.log")
+            )
+            log(f"  {name} ready in {took:.2f} s ({size} snapshot)")
+        for url in urls.values():  # warm-up: connections, caches, first-call costs
             wrk(url, script, 16, 1.0)
         runs = []
         for c in CONCURRENCY:
-            samples: dict[str, list[dict[str, Any]]] = {"webhook": [], "floor": []}
+            samples: dict[str, list[dict[str, Any]]] = {name: [] for name in SERVERS}
             for r in range(rounds):
-                order = ("webhook", "floor") if r % 2 == 0 else ("floor", "webhook")
-                for name in order:
-                    samples[name].append(wrk(servers[name], script, c, duration))
-            hook, floor = _combine(samples["webhook"]), _combine(samples["floor"])
+                # Rotate the order each round so no server always runs first or last.
+                for name in SERVERS[r % 3 :] + SERVERS[: r % 3]:
+                    samples[name].append(wrk(urls[name], script, c, duration))
+            got = {name: _combine(samples[name]) for name in SERVERS}
+            hook, quiet, floor = got["webhook"], got["webhook_quiet"], got["floor"]
             log(
                 f"  c={c}: webhook {hook['rps']} req/s p99 {hook['p99_ms']} ms; "
+                f"quiet {quiet['rps']} req/s p99 {quiet['p99_ms']} ms; "
                 f"floor {floor['rps']} req/s p99 {floor['p99_ms']} ms"
             )
             runs.append(
                 {
                     "concurrency": c,
-                    "webhook": hook,
-                    "floor": floor,
+                    **got,
                     "rps_ratio": ratio(hook["rps"], floor["rps"]),
                     "p99_ratio": ratio(hook["p99_ms"], floor["p99_ms"]),
+                    "quiet_rps_ratio": ratio(quiet["rps"], floor["rps"]),
+                    "quiet_p99_ratio": ratio(quiet["p99_ms"], floor["p99_ms"]),
                 }
             )
     return {
