@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import decision, memory, report, serving, synth
+from bench import breakdown, decision, memory, report, serving, synth
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         "memory": lambda: run_memory(args, largest),
         "startup": lambda: run_startup(args, largest),
         "http": lambda: run_http(args, largest),
+        "breakdown": lambda: breakdown.run(largest.name, args.seed),
         "sync": lambda: run_sync(args, largest),
     }
     failed = False

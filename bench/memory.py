@@ -71,16 +71,17 @@ def snapshot(path: Path) -> dict[str, Any]:
     }
 
 
-def measure(*args: str) -> dict[str, Any]:
-    """Run this module in a child process and return what it printed."""
+def run_module(module: str, *args: str) -> dict[str, Any]:
+    """Run a bench module in a child process and return the JSON object it printed."""
     out = subprocess.run(
-        [sys.executable, "-m", "bench.memory", *args],
-        check=True,
-        capture_output=True,
-        text=True,
+        [sys.executable, "-m", module, *args], check=True, capture_output=True, text=True
     )
     result: dict[str, Any] = json.loads(out.stdout)
     return result
+
+
+def measure(*args: str) -> dict[str, Any]:
+    return run_module("bench.memory", *args)
 
 
 def main() -> None:

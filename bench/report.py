@@ -17,6 +17,9 @@ either filled or ``{"skipped": "<why>"}``:
   concurrency; ``webhook``, ``webhook_quiet`` (``--log-level warning``: no line per
   decision) and ``floor``, each with rps, p50_ms, p99_ms, requests, errors; then
   rps_ratio and p99_ratio (webhook over floor), quiet_rps_ratio and quiet_p99_ratio).
+- ``breakdown``: median CPU microseconds per review with no socket or TLS (see
+  ``bench/breakdown.py``): floor_app, webhook_app_quiet, webhook_app, decide,
+  from_object, check, parse_review.
 - ``sync``: the live inventory's time to sync a large cluster from kmock.
 - ``targets``: name, target, value, met (true, false, or null when not measured).
 """
@@ -43,6 +46,7 @@ TOP_KEYS = (
     "memory",
     "startup",
     "http",
+    "breakdown",
     "sync",
     "targets",
 )
@@ -51,7 +55,7 @@ SERVER_STYLES = (
     ("webhook_quiet", "tab:cyan", "^-"),
     ("floor", "tab:gray", "s--"),
 )
-SECTIONS = ("decision", "memory", "startup", "http", "sync")
+SECTIONS = ("decision", "memory", "startup", "http", "breakdown", "sync")
 
 
 def skipped(reason: str) -> dict[str, Any]:
@@ -173,6 +177,9 @@ def table(result: dict[str, Any]) -> str:
         header = ["conc", "server", "req/s", "p50 ms", "p99 ms", "req/s / floor"]
         header += ["p99 / floor", "errors"]
         out += _rows(header, rows)
+    out.append("")
+    out.append("Where a review's CPU goes (ASGI app called directly, median us per review)")
+    out.append("  " + ", ".join(f"{k}={v}" for k, v in result["breakdown"].items()))
     out.append("")
     out.append("Sync (live inventory from kmock)")
     out.append("  " + ", ".join(f"{k}={v}" for k, v in result["sync"].items()))

@@ -19,6 +19,7 @@ from app.core.addresses import (
     parse_cidr,
     parse_ip,
 )
+from app.core.verdict import WARNING_LIMIT, clean_warning
 
 OCTETS = st.one_of(
     st.integers(0, 300).map(str),
@@ -78,3 +79,11 @@ def test_cidr_network_matches_ip_network(
 def test_first_is_the_head_of_all(pairs: list[tuple[int, int]], n: int) -> None:
     index = IntervalIndex((Span(a, a + length), i) for i, (a, length) in enumerate(pairs))
     assert index.first(n) == index.all()[:n]
+
+
+@given(st.text(max_size=200))
+def test_clean_warning_matches_the_character_loop(text: str) -> None:
+    expected = "".join(c if c.isprintable() else " " for c in text)
+    if len(expected) > WARNING_LIMIT:
+        expected = expected[: WARNING_LIMIT - 3].rstrip() + "..."
+    assert clean_warning(text) == expected

@@ -134,6 +134,7 @@ def result_with_every_section() -> dict[str, Any]:
                 }
             ],
         },
+        "breakdown": {"floor_app": 80.0, "webhook_app": 300.0},
         "sync": report.skipped("not here"),
     }
 
