@@ -19,6 +19,7 @@ from app.core.addresses import (
     parse_cidr,
     parse_ip,
 )
+from app.core.rules import special_kind
 from app.core.verdict import WARNING_LIMIT, clean_warning
 
 OCTETS = st.one_of(
@@ -87,3 +88,34 @@ def test_clean_warning_matches_the_character_loop(text: str) -> None:
     if len(expected) > WARNING_LIMIT:
         expected = expected[: WARNING_LIMIT - 3].rstrip() + "..."
     assert clean_warning(text) == expected
+
+
+def reference_special_kind(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """The ipaddress properties special_kind answered from before its IPv4 fast path."""
+    if ip.is_loopback:
+        return "a loopback address"
+    if ip.is_unspecified:
+        return "the unspecified address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if ip.is_link_local:
+        return "a link-local address"
+    if ip.version == 4 and int(ip) == 0xFFFFFFFF:
+        return "the broadcast address"
+    return None
+
+
+EDGES = [0, 1, 0x7EFFFFFF, 0x7F000000, 0x7FFFFFFF, 0x80000000, 0xA9FDFFFF, 0xA9FE0000]
+EDGES += [0xA9FEFFFF, 0xA9FF0000, 0xDFFFFFFF, 0xE0000000, 0xEFFFFFFF, 0xF0000000]
+EDGES += [0xFFFFFFFE, 0xFFFFFFFF]
+
+
+@given(st.one_of(st.sampled_from(EDGES), st.integers(0, 2**32 - 1)))
+def test_special_kind_of_ipv4_matches_the_ipaddress_properties(value: int) -> None:
+    ip = ipaddress.IPv4Address(value)
+    assert special_kind(ip) == reference_special_kind(ip)
+
+
+@given(st.ip_addresses(v=6))
+def test_special_kind_of_ipv6_matches_the_ipaddress_properties(ip: ipaddress.IPv6Address) -> None:
+    assert special_kind(ip) == reference_special_kind(ip)
