@@ -55,10 +55,21 @@ def run_memory(args: argparse.Namespace, largest: synth.Shape) -> dict[str, Any]
     return memory.measure("stream", largest.name)
 
 
-def run_startup(args: argparse.Namespace, largest: synth.Shape) -> dict[str, Any]:
+def run_startup(args: argparse.Namespace, shapes: tuple[synth.Shape, ...]) -> dict[str, Any]:
+    """Load and build in a fresh process; then time `serve` to /readyz 200 at a middle size,
+    at the largest, and with no snapshot at all (the floor server)."""
+    largest = shapes[-1]
     path = snapshot_path(args.out, largest, args.seed)
-    result = {"size": largest.name, **memory.measure("snapshot", str(path))}
-    result["ready_s"] = serving.time_to_ready(path, args.out) if serving.can_serve() else None
+    result: dict[str, Any] = {"size": largest.name, **memory.measure("snapshot", str(path))}
+    if not serving.can_serve():
+        result["ready_s"] = None
+        return result
+    result["ready_s"] = serving.time_to_ready(path, args.out)
+    middle = synth.QUICK_SIZES[-1]
+    if middle != largest:
+        middle_path = snapshot_path(args.out, middle, args.seed)
+        result[f"ready_s_{middle.name}"] = serving.time_to_ready(middle_path, args.out)
+    result["ready_s_floor"] = serving.time_to_ready(None, args.out)
     return result
 
 
@@ -107,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     sections: dict[str, Callable[[], dict[str, Any]]] = {
         "decision": lambda: run_decision(args, shapes),
         "memory": lambda: run_memory(args, largest),
-        "startup": lambda: run_startup(args, largest),
+        "startup": lambda: run_startup(args, shapes),
         "http": lambda: run_http(args, largest),
         "breakdown": lambda: breakdown.run(largest.name, args.seed),
         "sync": lambda: run_sync(args, largest),

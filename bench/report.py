@@ -12,7 +12,9 @@ either filled or ``{"skipped": "<why>"}``:
 - ``memory``: size, facts, baseline_mb, rss_mb, inventory_mb, bytes_per_fact (inventory
   built from a stream of objects in a fresh process).
 - ``startup``: size, snapshot_mb, load_s, build_s, rss_mb, peak_rss_mb (snapshot loaded
-  and built in a fresh process) and ready_s (``eip-guard serve`` start to /readyz 200).
+  and built in a fresh process), ready_s (``eip-guard serve`` start to /readyz 200 with
+  that snapshot), ready_s_m (the same with the ``m`` snapshot, full mode only) and
+  ready_s_floor (the floor server: interpreter, imports and TLS only).
 - ``http``: size, duration_s, rounds, workers, bodies, ``runs`` (one per concurrency:
   concurrency; ``webhook``, ``webhook_quiet`` (``--log-level warning``: no line per
   decision) and ``floor``, each with rps, p50_ms, p99_ms, requests, errors; then

@@ -116,14 +116,17 @@ def floor_argv(cert: Path, key: Path, port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def time_to_ready(snapshot: Path, out: Path) -> float:
-    """Seconds from starting ``eip-guard serve --cluster SNAPSHOT`` to /readyz 200."""
+def time_to_ready(snapshot: Path | None, out: Path) -> float:
+    """Seconds from starting a server to /readyz 200: ``eip-guard serve --cluster SNAPSHOT``,
+    or the floor server (no snapshot: interpreter, imports and TLS set-up only)."""
     ca, cert, key = certificates(out)
     port = free_port()
-    with running(
-        webhook_argv(snapshot, cert, key, port), port, ca, out / "logs" / "ready.log"
-    ) as t:
-        return round(t, 3)
+    if snapshot is None:
+        argv, name = floor_argv(cert, key, port), "ready-floor"
+    else:
+        argv, name = webhook_argv(snapshot, cert, key, port), f"ready-{snapshot.stem}"
+    with running(argv, port, ca, out / "logs" / f"{name}.log") as took:
+        return round(took, 3)
 
 
 def reviews(shape: synth.Shape, seed: int) -> list[str]:

@@ -32,6 +32,15 @@ _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _DOTTED_QUAD = re.compile(r"\.".join([_OCTET] * 4))
 
 
+def _dotted_quad_key(text: str) -> int | None:
+    """The key of a plain IPv4 address in the common form, else None (take the full parser)."""
+    quad = _DOTTED_QUAD.fullmatch(text)
+    if quad is None:
+        return None
+    a, b, c, d = quad.groups()
+    return int(a) << 24 | int(b) << 16 | int(c) << 8 | int(d)
+
+
 class AddressError(ValueError):
     """An address string that eip-guard (and OpenELB) does not accept, with the reason."""
 
@@ -43,10 +52,9 @@ def parse_ip(text: str) -> IP:
     IPv4-mapped IPv6 (Go silently turns ``::ffff:1.2.3.4`` into IPv4; we make the admin
     write the IPv4 form so both sides agree).
     """
-    quad = _DOTTED_QUAD.fullmatch(text)
-    if quad is not None:
-        a, b, c, d = quad.groups()
-        return ipaddress.IPv4Address(int(a) << 24 | int(b) << 16 | int(c) << 8 | int(d))
+    key = _dotted_quad_key(text)
+    if key is not None:
+        return ipaddress.IPv4Address(key)
     if text == "":
         raise AddressError("empty address")
     if text != text.strip() or any(c.isspace() for c in text):
@@ -164,7 +172,10 @@ def parse_eip_address(text: str) -> Span:
 
 def parse_ip_or_cidr(text: str) -> Span:
     """A plain IP or a CIDR: what Kubernetes objects carry in pod CIDRs, ServiceCIDRs, etc."""
-    return parse_cidr(text) if "/" in text else Span.of_ip(parse_ip(text))
+    if "/" in text:
+        return parse_cidr(text)
+    key = _dotted_quad_key(text)  # most Service and node IPs: no IPv4Address object needed
+    return Span(key, key) if key is not None else Span.of_ip(parse_ip(text))
 
 
 def parse_ip_with_prefix(text: str) -> tuple[IP, Span]:

@@ -40,7 +40,8 @@ def _str(value: Any) -> str:
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+    # dict first: the ABC check costs more, and parsed objects are dicts all the way down.
+    return value if type(value) is dict or isinstance(value, Mapping) else {}
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,7 +69,8 @@ DEFAULT_OPTIONS = Options()
 
 
 def _m(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+    # dict first: the ABC check costs more, and parsed objects are dicts all the way down.
+    return value if type(value) is dict or isinstance(value, Mapping) else {}
 
 
 def _l(value: Any) -> list[Any]:

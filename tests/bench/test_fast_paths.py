@@ -18,6 +18,7 @@ from app.core.addresses import (
     Span,
     parse_cidr,
     parse_ip,
+    parse_ip_or_cidr,
 )
 from app.core.rules import special_kind
 from app.core.verdict import WARNING_LIMIT, clean_warning
@@ -119,3 +120,16 @@ def test_special_kind_of_ipv4_matches_the_ipaddress_properties(value: int) -> No
 @given(st.ip_addresses(v=6))
 def test_special_kind_of_ipv6_matches_the_ipaddress_properties(ip: ipaddress.IPv6Address) -> None:
     assert special_kind(ip) == reference_special_kind(ip)
+
+
+@given(st.one_of(QUADS, st.ip_addresses().map(str), st.text(max_size=20)))
+def test_parse_ip_or_cidr_of_a_plain_ip_is_the_span_of_parse_ip(text: str) -> None:
+    try:
+        expected: Span | None = Span.of_ip(parse_ip(text))
+    except AddressError:
+        expected = None
+    try:
+        got: Span | None = parse_ip_or_cidr(text) if "/" not in text else expected
+    except AddressError:
+        got = None
+    assert got == expected
