@@ -19,7 +19,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,28 +79,55 @@ def ready(port: int, ca: Path) -> bool:
         conn.close()
 
 
+@dataclass
+class Started:
+    """A server process, and when it was started."""
+
+    argv: list[str]
+    port: int
+    log: Path
+    proc: subprocess.Popen[bytes]
+    at: float
+
+
+def start(argv: list[str], port: int, log: Path) -> Started:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as sink:  # the child keeps its own descriptor
+        at = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT)
+    return Started(argv, port, log, proc, at)
+
+
+def wait_ready(server: Started, ca: Path) -> float:
+    """Seconds from the server's start to its first /readyz 200."""
+    while not ready(server.port, ca):
+        if server.proc.poll() is not None:
+            raise RuntimeError(
+                f"{server.argv[:3]} exited with {server.proc.returncode}; see {server.log}"
+            )
+        if time.perf_counter() - server.at > READY_TIMEOUT:
+            raise RuntimeError(f"{server.argv[:3]} not ready after {READY_TIMEOUT} s")
+        time.sleep(0.01)
+    return time.perf_counter() - server.at
+
+
+def stop(server: Started) -> None:
+    server.proc.terminate()
+    try:
+        server.proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait()
+
+
 @contextmanager
 def running(argv: list[str], port: int, ca: Path, log: Path) -> Iterator[float]:
     """Start a server; yield the seconds from start to /readyz 200; stop it on exit."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as sink:
-        start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT)
-        try:
-            while not ready(port, ca):
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{argv[:3]} exited with {proc.returncode}; see {log}")
-                if time.perf_counter() - start > READY_TIMEOUT:
-                    raise RuntimeError(f"{argv[:3]} not ready after {READY_TIMEOUT} s; see {log}")
-                time.sleep(0.01)
-            yield time.perf_counter() - start
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    server = start(argv, port, log)
+    try:
+        yield wait_ready(server, ca)
+    finally:
+        stop(server)
 
 
 def webhook_argv(snapshot: Path, cert: Path, key: Path, port: int) -> list[str]:
@@ -206,6 +235,20 @@ def wrk(url: str, script: Path, concurrency: int, duration: float) -> dict[str, 
     raise RuntimeError(f"wrk printed no result: {done.stdout[-500:]} {done.stderr[-500:]}")
 
 
+def two_processes(url_a: str, url_b: str, script: Path, duration: float) -> dict[str, Any]:
+    """Two webhook processes, each driven by its own wrk at half of the top concurrency."""
+    half = CONCURRENCY[-1] // 2
+    with ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(lambda url: wrk(url, script, half, duration), (url_a, url_b))
+    seconds = max(a["duration_us"], b["duration_us"]) / 1e6
+    return {
+        "concurrency": 2 * half,
+        "rps": round((a["requests"] + b["requests"]) / seconds),
+        "p50_ms": round(max(a["p50_us"], b["p50_us"]) / 1000, 3),
+        "p99_ms": round(max(a["p99_us"], b["p99_us"]) / 1000, 3),
+    }
+
+
 def _combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
     requests = sum(r["requests"] for r in runs)
     seconds = sum(r["duration_us"] for r in runs) / 1e6
@@ -235,7 +278,7 @@ def compare(
     script.parent.mkdir(parents=True, exist_ok=True)
     script.write_text(lua_script(reviews(shape, seed)), encoding="utf-8")
     ca, cert, key = certificates(out)
-    ports = {name: free_port() for name in SERVERS}
+    ports = {name: free_port() for name in (*SERVERS, "webhook_2")}
     argv = {
         "webhook": webhook_argv(snapshot, cert, key, ports["webhook"]),
         # The same webhook without its per-decision log line: what that line costs.
@@ -245,17 +288,21 @@ def compare(
             "warning",
         ],
         "floor": floor_argv(cert, key, ports["floor"]),
+        # A second, identical webhook process: what one more worker buys on this machine.
+        "webhook_2": webhook_argv(snapshot, cert, key, ports["webhook_2"]),
     }
     urls = {name: f"https://127.0.0.1:{port}{VALIDATE_PATH}" for name, port in ports.items()}
+    servers = {name: start(argv[name], ports[name], out / "logs" / f"{name}.log") for name in argv}
     with ExitStack() as stack:
-        for name in SERVERS:
-            took = stack.enter_context(
-                running(argv[name], ports[name], ca, out / "logs" / f"{name}.log")
-            )
-            log(f"  {name} ready in {took:.2f} s ({size} snapshot)")
+        for server in servers.values():
+            stack.callback(stop, server)
+        # Started together, so the builds overlap: each waits for its own /readyz.
+        for name, server in servers.items():
+            log(f"  {name} ready in {wait_ready(server, ca):.2f} s ({size} snapshot)")
         for url in urls.values():  # warm-up: connections, caches, first-call costs
             wrk(url, script, 16, 1.0)
-        runs = []
+        two = two_processes(urls["webhook"], urls["webhook_2"], script, duration)
+        runs: list[dict[str, Any]] = []
         for c in CONCURRENCY:
             samples: dict[str, list[dict[str, Any]]] = {name: [] for name in SERVERS}
             for r in range(rounds):
@@ -286,4 +333,8 @@ def compare(
         "workers": 1,
         "bodies": 2 * REVIEW_BODIES,
         "runs": runs,
+        "two_processes": {
+            **two,
+            "rps_vs_one": ratio(two["rps"], runs[-1]["webhook"]["rps"]),
+        },
     }

@@ -86,7 +86,8 @@ def test_a_written_snapshot_loads_as_the_same_objects(tmp_path: Path) -> None:
 
 
 def result_with_every_section() -> dict[str, Any]:
-    size = {"n": 1, "median_us": 1.0, "p99_us": 2.0, "wall_median_us": 1.0, "wall_p99_us": 2.0}
+    size = {"n": 1, "median_us": 1.0, "p99_us": 2.0, "worst_best_us": 1.5}
+    size |= {"wall_median_us": 1.0, "wall_p99_us": 2.0}
     server = {"rps": 10, "p50_ms": 1.0, "p99_ms": 2.0, "requests": 100, "errors": 0}
     return {
         "schema": report.SCHEMA,
