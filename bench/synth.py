@@ -27,6 +27,7 @@ a pod IP, an IP inside a pool, and pools that overlap another Eip).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import random
@@ -458,18 +459,13 @@ def _service_ip(shape: Shape, seed: int, i: int) -> str:
     return _cluster_ips(shape, seed)[i]
 
 
-_IPS_CACHE: dict[tuple[Shape, int], list[str]] = {}
-
-
-def _cluster_ips(shape: Shape, seed: int) -> list[str]:
-    key = (shape, seed)
-    if key not in _IPS_CACHE:
-        rng = _rng(shape, seed)
-        _pools(shape, rng)  # the same draws as iter_cluster, in the same order
-        offsets = rng.sample(range(10, SERVICE_SPACE), shape.services)
-        _IPS_CACHE.clear()
-        _IPS_CACHE[key] = [v4(SERVICE_NET + o) for o in offsets]
-    return _IPS_CACHE[key]
+@functools.lru_cache(maxsize=2)
+def _cluster_ips(shape: Shape, seed: int) -> tuple[str, ...]:
+    """Every Service's ClusterIP, from the same draws as :func:`iter_cluster`."""
+    rng = _rng(shape, seed)
+    _pools(shape, rng)  # the draws iter_cluster makes first, in the same order
+    offsets = rng.sample(range(10, SERVICE_SPACE), shape.services)
+    return tuple(v4(SERVICE_NET + o) for o in offsets)
 
 
 def write_snapshot(shape: Shape, path: Path, seed: int = 0) -> Path:
