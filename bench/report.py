@@ -26,7 +26,8 @@ either filled or ``{"skipped": "<why>"}``:
 - ``breakdown``: median CPU microseconds per review with no socket or TLS (see
   ``bench/breakdown.py``): floor_app, webhook_app_quiet, webhook_app, decide,
   from_object, check, parse_review.
-- ``sync``: the live inventory's time to sync a large cluster from kmock.
+- ``sync``: the live inventory syncing a cluster from kmock (``l``; ``m`` when quick):
+  size, objects, facts, ready_s (start of the watches to readiness).
 - ``targets``: name, target, value, met (true, false, or null when not measured).
 """
 
