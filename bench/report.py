@@ -21,6 +21,7 @@ either filled or ``{"skipped": "<why>"}``:
   concurrency; ``webhook``, ``webhook_quiet`` (``--log-level warning``: no line per
   decision) and ``floor``, each with rps, p50_ms, p99_ms, requests, errors; then
   rps_ratio and p99_ratio (webhook over floor), quiet_rps_ratio and quiet_p99_ratio);
+  ``rss_mb``: each server process's resident MB (``ready`` and ``after`` the runs);
   ``two_processes``: two identical webhook processes, each with its own wrk at half the
   top concurrency (concurrency, rps, p50_ms, p99_ms, rps_vs_one: over one process).
 - ``breakdown``: median CPU microseconds per review with no socket or TLS (see
@@ -99,6 +100,11 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     rss = _get(result, "startup", "rss_mb")
     if rss is not None:
         out.append(_target("resident MB holding the largest snapshot", "< 150", rss, rss < 150))
+    served = _get(result, "http", "rss_mb", "webhook", "after")
+    if served is not None:
+        out.append(
+            _target("resident MB of `eip-guard serve` after load", "< 150", served, served < 150)
+        )
     ready = _get(result, "startup", "ready_s")
     out.append(
         _target("start to /readyz 200 (s)", "< 3", ready, None if ready is None else ready < 3)
@@ -185,6 +191,12 @@ def table(result: dict[str, Any]) -> str:
         header = ["conc", "server", "req/s", "p50 ms", "p99 ms", "req/s / floor"]
         header += ["p99 / floor", "errors"]
         out += _rows(header, rows)
+        rss = http.get("rss_mb", {})
+        if rss:
+            out.append(
+                "  resident MB (ready -> after the runs): "
+                + ", ".join(f"{k} {v['ready']} -> {v['after']}" for k, v in rss.items())
+            )
         two = http.get("two_processes")
         if two:
             out.append(

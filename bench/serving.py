@@ -111,6 +111,14 @@ def wait_ready(server: Started, ca: Path) -> float:
     return time.perf_counter() - server.at
 
 
+def rss_mb(server: Started) -> float:
+    """The server process's resident size now, from /proc."""
+    for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError(f"no VmRSS for pid {server.proc.pid}")
+
+
 def stop(server: Started) -> None:
     server.proc.terminate()
     try:
@@ -299,9 +307,11 @@ def compare(
         # Started together, so the builds overlap: each waits for its own /readyz.
         for name, server in servers.items():
             log(f"  {name} ready in {wait_ready(server, ca):.2f} s ({size} snapshot)")
+        rss = {name: rss_mb(server) for name, server in servers.items()}
         for url in urls.values():  # warm-up: connections, caches, first-call costs
             wrk(url, script, 16, 1.0)
         two = two_processes(urls["webhook"], urls["webhook_2"], script, duration)
+        rss_after = {name: rss_mb(server) for name, server in servers.items()}
         runs: list[dict[str, Any]] = []
         for c in CONCURRENCY:
             samples: dict[str, list[dict[str, Any]]] = {name: [] for name in SERVERS}
@@ -332,6 +342,8 @@ def compare(
         "rounds": rounds,
         "workers": 1,
         "bodies": 2 * REVIEW_BODIES,
+        # Resident MB of each server process when ready and after every load run.
+        "rss_mb": {name: {"ready": rss[name], "after": rss_after[name]} for name in rss},
         "runs": runs,
         "two_processes": {
             **two,
