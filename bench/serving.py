@@ -51,8 +51,9 @@ def certificates(out: Path) -> tuple[Path, Path, Path]:
     """(ca.crt, tls.crt, tls.key) for 127.0.0.1 and localhost, made by ``eip-guard certs``."""
     folder = out / "cache" / "tls"
     if not (folder / "tls.key").exists():
+        argv = [eip_guard(), "certs", "--out", str(folder), "--force"]
         subprocess.run(
-            [eip_guard(), "certs", "--out", str(folder), "--dns", "localhost", "--ip", "127.0.0.1"],
+            [*argv, "--dns", "localhost", "--ip", "127.0.0.1"],
             check=True,
             capture_output=True,
         )
