@@ -265,32 +265,44 @@ class IntervalIndex(Generic[T]):
 
 
 class PointIndex(Generic[T]):
-    """An immutable index of (address key, item) pairs: exact lookups and range scans."""
+    """An immutable index of (address key, item) pairs: exact lookups and range scans.
 
-    __slots__ = ("_by_key", "_keys")
+    Two parallel lists sorted by key, one entry per pair: about 16 bytes a pair, where a
+    dict of tuples took about 110 (100,000 Service IPs make this most of an inventory).
+    """
+
+    __slots__ = ("_distinct", "_items", "_keys")
 
     def __init__(self, pairs: Iterable[tuple[int, T]]) -> None:
-        by_key: dict[int, list[T]] = {}
-        for key, item in pairs:
-            by_key.setdefault(key, []).append(item)
-        self._by_key = {k: tuple(v) for k, v in by_key.items()}
-        self._keys = sorted(self._by_key)
+        ordered = sorted(pairs, key=_pair_key)  # stable: one key's items keep their order
+        self._keys = [key for key, _ in ordered]
+        self._items = [item for _, item in ordered]
+        self._distinct = len(set(self._keys))
 
     def __len__(self) -> int:
-        return len(self._keys)
+        """The number of distinct keys."""
+        return self._distinct
 
     def at(self, key: int) -> tuple[T, ...]:
-        return self._by_key.get(key, ())
+        keys = self._keys
+        lo = bisect_left(keys, key)
+        if lo == len(keys) or keys[lo] != key:
+            return ()
+        if lo + 1 == len(keys) or keys[lo + 1] != key:  # the usual case: one item
+            return (self._items[lo],)
+        return tuple(self._items[lo : bisect_right(keys, key, lo)])
 
     def within(self, span: Span) -> Iterator[tuple[int, T]]:
         """Every (key, item) with ``span.first <= key <= span.last``, in address order."""
         lo = bisect_left(self._keys, span.first)
-        hi = bisect_right(self._keys, span.last)
-        for key in self._keys[lo:hi]:
-            for item in self._by_key[key]:
-                yield key, item
+        hi = bisect_right(self._keys, span.last, lo)
+        yield from zip(self._keys[lo:hi], self._items[lo:hi], strict=True)
 
     def next_at_or_after(self, key: int) -> int | None:
         """The smallest indexed key ``>= key``, or None."""
         i = bisect_left(self._keys, key)
         return self._keys[i] if i < len(self._keys) else None
+
+
+def _pair_key(pair: tuple[int, object]) -> int:
+    return pair[0]

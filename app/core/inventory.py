@@ -98,10 +98,15 @@ class _Builder:
         self._sources: dict[str, Source] = {}
 
     def source(self, fld: str) -> Source:
-        """One Source per field of this object, shared by its facts."""
+        """One Source per field of this object, shared by its facts (and one name copy)."""
         found = self._sources.get(fld)
         if found is None:
-            found = self._sources[fld] = _source(self.obj, self.kind, fld)
+            first = next(iter(self._sources.values()), None)
+            if first is None:
+                found = _source(self.obj, self.kind, fld)
+            else:  # a node has facts from five fields: copy its name once, not five times
+                found = Source(first.kind, first.namespace, first.name, sys.intern(fld))
+            self._sources[fld] = found
         return found
 
     def add(self, fact_kind: FactKind, text: Any, fld: str, *, quiet: bool = False) -> None:

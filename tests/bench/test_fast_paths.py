@@ -15,6 +15,7 @@ from app.core.addresses import (
     V6_OFFSET,
     AddressError,
     IntervalIndex,
+    PointIndex,
     Span,
     parse_cidr,
     parse_ip,
@@ -133,3 +134,25 @@ def test_parse_ip_or_cidr_of_a_plain_ip_is_the_span_of_parse_ip(text: str) -> No
     except AddressError:
         got = None
     assert got == expected
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 40), st.integers()), max_size=40),
+    st.integers(-1, 42),
+    st.integers(-1, 42),
+)
+def test_point_index_answers_as_a_dict_of_lists(
+    pairs: list[tuple[int, int]], key: int, other: int
+) -> None:
+    """The parallel-list PointIndex against the dict-of-tuples one it replaced."""
+    by_key: dict[int, list[int]] = {}
+    for k, item in pairs:
+        by_key.setdefault(k, []).append(item)
+    index = PointIndex(pairs)
+    assert len(index) == len(by_key)
+    assert index.at(key) == tuple(by_key.get(key, ()))
+    lo, hi = min(key, other), max(key, other)
+    expected = [(k, item) for k in sorted(by_key) if lo <= k <= hi for item in by_key[k]]
+    assert list(index.within(Span(lo, hi))) == expected
+    after = [k for k in sorted(by_key) if k >= key]
+    assert index.next_at_or_after(key) == (after[0] if after else None)
