@@ -261,7 +261,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
         lat.set_ylim(bottom=0)
         lines = right.get_legend_handles_labels()
         more = lat.get_legend_handles_labels()
-        right.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc="upper left")
+        right.legend(
+            lines[0] + more[0], lines[1] + more[1], fontsize=8, ncol=3,
+            loc="upper center", bbox_to_anchor=(0.5, -0.08),
+        )  # fmt: skip
         right.set_title(f"HTTPS keep-alive, {_get(result, 'http', 'size')} snapshot")
     else:
         reason = _get(result, "http", "skipped") or "not measured"
@@ -270,5 +273,5 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig.suptitle(f"eip-guard bench ({result['mode']}, {result['when']})", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # keeps the legend under the bars
     plt.close(fig)
