@@ -184,13 +184,6 @@ def parse_ip_with_prefix(text: str) -> tuple[IP, Span]:
     return parse_ip(ip_text), parse_cidr(text)
 
 
-@dataclass(frozen=True, slots=True)
-class _Segment(Generic[T]):
-    first: int
-    last: int
-    items: tuple[T, ...]
-
-
 EVERYWHERE = Span(0, V6_OFFSET + (1 << 128) - 1)  # both families, end to end
 
 
@@ -201,10 +194,11 @@ class IntervalIndex(Generic[T]):
     cover it, so "which items contain x" is one binary search and "which items overlap
     [a, b]" is one binary search plus the segments in between. Spans of one category
     rarely nest (pools must not overlap, pod CIDRs are disjoint), so the cut costs little;
-    identical spans (10,000 nodes on one subnet) share one segment.
+    identical spans (10,000 nodes on one subnet) share one segment. Segments are kept as
+    three parallel lists (first, last, items), not one object each: 50,000 pools.
     """
 
-    __slots__ = ("_firsts", "_segments", "_size")
+    __slots__ = ("_firsts", "_items", "_lasts", "_size")
 
     def __init__(self, pairs: Iterable[tuple[Span, T]]) -> None:
         by_span: dict[tuple[int, int], list[T]] = {}
@@ -218,7 +212,9 @@ class IntervalIndex(Generic[T]):
             opens.setdefault(key[0], []).append(key)
             closes.setdefault(key[1] + 1, []).append(key)
         active: dict[tuple[int, int], None] = {}
-        segments: list[_Segment[T]] = []
+        self._firsts: list[int] = []
+        self._lasts: list[int] = []
+        self._items: list[tuple[T, ...]] = []
         bounds = sorted(opens.keys() | closes.keys())
         for i, point in enumerate(bounds):
             for key in closes.get(point, ()):
@@ -226,10 +222,9 @@ class IntervalIndex(Generic[T]):
             for key in opens.get(point, ()):
                 active[key] = None
             if active and i + 1 < len(bounds):
-                items = tuple(item for key in active for item in by_span[key])
-                segments.append(_Segment(point, bounds[i + 1] - 1, items))
-        self._segments = segments
-        self._firsts = [s.first for s in segments]
+                self._firsts.append(point)
+                self._lasts.append(bounds[i + 1] - 1)
+                self._items.append(tuple(item for key in active for item in by_span[key]))
 
     def __len__(self) -> int:
         return self._size
@@ -245,19 +240,18 @@ class IntervalIndex(Generic[T]):
     def containing(self, key: int) -> tuple[T, ...]:
         """Every item whose span contains the address ``key``."""
         i = bisect_right(self._firsts, key) - 1
-        if i >= 0 and self._segments[i].last >= key:
-            return self._segments[i].items
+        if i >= 0 and self._lasts[i] >= key:
+            return self._items[i]
         return ()
 
     def overlapping(self, span: Span) -> Iterator[T]:
         """Every item whose span shares at least one address with ``span``, once each."""
         i = max(bisect_right(self._firsts, span.first) - 1, 0)
         seen: set[int] = set()
-        segments = self._segments
-        while i < len(segments) and segments[i].first <= span.last:
-            seg = segments[i]
-            if seg.last >= span.first:
-                for item in seg.items:
+        firsts, lasts, items = self._firsts, self._lasts, self._items
+        while i < len(firsts) and firsts[i] <= span.last:
+            if lasts[i] >= span.first:
+                for item in items[i]:
                     if id(item) not in seen:
                         seen.add(id(item))
                         yield item
