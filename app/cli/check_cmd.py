@@ -1,4 +1,4 @@
-"""`eip-guard check` and `eip-guard audit` against snapshot files."""
+"""`eip-guard check` and `eip-guard audit` against snapshot files or a live cluster."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from app.cli import live
 from app.cli.render import dumps, verdict_json, verdict_text
 from app.core.eips import Eip, is_eip
 from app.core.inventory import Inventory, Options, build
 from app.core.rules import audit, check
+from app.kube.config import in_cluster
 from app.sources.files import InputError, load_objects, load_one, load_policy
 
 
@@ -21,15 +23,18 @@ def resolve_dns(name: str) -> list[str]:
 
 
 def cluster_args(p: argparse.ArgumentParser, output: bool = True) -> None:
-    """--cluster, --policy, --kube-vip-configmap (and -o): shared with `eip-guard serve`."""
-    p.add_argument(
+    """--cluster or --kubeconfig/--context (and kube-vip namespaces), --policy,
+    --kube-vip-configmap (and -o): shared with `eip-guard serve`."""
+    source = p.add_mutually_exclusive_group(required=not in_cluster())
+    source.add_argument(
         "--cluster",
         action="append",
         type=Path,
-        required=True,
         metavar="SNAPSHOT",
-        help="YAML/JSON file or directory of Kubernetes objects (repeatable)",
+        help="YAML/JSON file or directory of Kubernetes objects (repeatable); "
+        "--kubeconfig reads the live cluster instead",
     )
+    live.add_source_args(p, source)
     p.add_argument("--policy", type=Path, help="policy file: per-rule deny|warn|off")
     p.add_argument("--kube-vip-configmap", default="kube-system/kubevip", metavar="NS/NAME")
     if output:
@@ -37,12 +42,16 @@ def cluster_args(p: argparse.ArgumentParser, output: bool = True) -> None:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("check", help="judge one Eip manifest against a cluster snapshot")
+    p = sub.add_parser(
+        "check", help="judge one Eip manifest against a cluster snapshot or the live cluster"
+    )
     p.add_argument("-f", "--filename", type=Path, required=True, help="the Eip manifest")
     p.add_argument("--old", type=Path, help="the Eip as it is now (judges an UPDATE)")
     cluster_args(p)
     p.set_defaults(run=run_check)
-    a = sub.add_parser("audit", help="judge every existing Eip in a cluster snapshot")
+    a = sub.add_parser(
+        "audit", help="judge every existing Eip in a cluster snapshot or the live cluster"
+    )
     cluster_args(a)
     a.set_defaults(run=run_audit)
 
@@ -55,6 +64,9 @@ def options(args: argparse.Namespace) -> Options:
 
 
 def snapshot_inventory(args: argparse.Namespace) -> Inventory:
+    live.check_exclusive(args)
+    if live.live_requested(args):
+        return live.live_inventory(args, options(args), resolve_dns)
     return build(load_objects(*args.cluster), options(args), resolve_dns)
 
 

@@ -11,12 +11,12 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 
 from app import __version__
-from app.cli import certs_cmd, check_cmd, serve_cmd
+from app.cli import agent_cmd, certs_cmd, check_cmd, serve_cmd
 from app.sources.files import InputError
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
 
-COMMANDS: tuple[ModuleType, ...] = (check_cmd, serve_cmd, certs_cmd)
+COMMANDS: tuple[ModuleType, ...] = (check_cmd, serve_cmd, certs_cmd, agent_cmd)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,20 +1,22 @@
-"""`eip-guard serve`: the admission webhook over HTTPS, judging against snapshot files."""
+"""`eip-guard serve`: the admission webhook over HTTPS, judging against snapshot files
+(``--cluster``) or the live cluster (watched; in a pod by default, or ``--kubeconfig``)."""
 
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
-import ssl
-from pathlib import Path
 from typing import Any
 
-from app.cli.check_cmd import cluster_args, snapshot_inventory
-from app.core.sources import StaticSource
+from app.cli import live, serve_tls
+from app.cli.check_cmd import cluster_args, options, resolve_dns, snapshot_inventory
+from app.core.sources import InventorySource, StaticSource
+from app.kube.config import KubeError, api_client
+from app.pki.readiness import CertGatedSource
 from app.sources.files import InputError, load_policy
 from app.webhook import logs
 from app.webhook.app import VALIDATE_PATH, create_app
-from app.webhook.server import listen, serve, ssl_context
+from app.webhook.metrics import Metrics
+from app.webhook.server import listen
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -22,12 +24,12 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "serve",
-        help="serve the validating admission webhook over HTTPS from cluster snapshots",
+        help="serve the validating admission webhook over HTTPS (snapshots or the live cluster)",
         description=f"Serves POST {VALIDATE_PATH}, /healthz, /readyz and /metrics over HTTPS.",
     )
     cluster_args(p, output=False)
-    p.add_argument("--tls-cert-file", type=Path, required=True, metavar="FILE")
-    p.add_argument("--tls-key-file", type=Path, required=True, metavar="FILE")
+    live.add_watch_args(p)
+    serve_tls.add_args(p)
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     p.add_argument(
         "--port", type=int, default=8443, help="port to listen on (default 8443; 0: any free)"
@@ -36,49 +38,70 @@ def register(sub: Any) -> None:
     p.set_defaults(run=run_serve)
 
 
-def tls_factory(cert_file: Path, key_file: Path) -> functools.partial[ssl.SSLContext]:
-    """A factory of server SSL contexts, tried once now so bad files fail before serving."""
-    for flag, path in (("--tls-cert-file", cert_file), ("--tls-key-file", key_file)):
-        if not path.is_file():
-            raise InputError(f"{flag} {path}: no such file")
-    make = functools.partial(ssl_context, cert_file, key_file)
+def kube_client(args: argparse.Namespace) -> Any:
+    """The API client of --tls-secret: --kubeconfig/--context, in a pod its account."""
     try:
-        make()
-    except (OSError, ssl.SSLError) as exc:
-        raise InputError(
-            f"{cert_file}, {key_file}: cannot load the certificate and key "
-            f"({getattr(exc, 'reason', None) or exc}): both PEM, and the key must match"
-        ) from exc
-    return make
+        return api_client(args.kubeconfig or None, args.context)
+    except KubeError as exc:
+        raise InputError(str(exc)) from exc
 
 
 def run_serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port < 65536:
         raise InputError(f"--port {args.port}: expected 0-65535")
     policy = load_policy(args.policy)
-    inventory = snapshot_inventory(args)
-    make_ssl = tls_factory(args.tls_cert_file, args.tls_key_file)
+    live.check_exclusive(args)
+    watching = live.live_requested(args)
+    inventory = None if watching else snapshot_inventory(args)
+    settings = live.live_settings(args) if watching else None
+    tls = serve_tls.prepare(args, lambda: kube_client(args))
     try:
         sock = listen(args.host, args.port)
     except OSError as exc:
         raise InputError(
             f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
         ) from exc
-    port = sock.getsockname()[1]
-    listener = logs.setup(getattr(logging, args.log_level.upper()))
     try:
+        probe_sock = serve_tls.listen_probe(args, sock)
+    except InputError:
+        sock.close()
+        raise
+    port = sock.getsockname()[1]
+    host = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 literal in a URL
+    listener = logs.setup(getattr(logging, args.log_level.upper()))
+    metrics = Metrics()
+    serve_tls.register_metrics(metrics.registry, tls)
+    running = None
+    try:
+        where: dict[str, Any]
+        source: InventorySource
+        if inventory is not None:
+            source = StaticSource(inventory)
+            where = {"snapshots": [str(p) for p in args.cluster], "eips": len(inventory.eips)}
+        else:
+            assert settings is not None
+            running = live.start(args, options(args), policy, metrics.registry, resolve_dns)
+            source = running.source
+            where = {"cluster": "live", "kube_vip_namespaces": list(settings.kube_vip_namespaces)}
         logging.getLogger(logs.DECISIONS).info(
             "serving",
             extra={
                 "fields": {
-                    "address": f"https://{args.host}:{port}{VALIDATE_PATH}",
-                    "snapshots": [str(p) for p in args.cluster],
-                    "eips": len(inventory.eips),
+                    "address": f"https://{host}:{port}{VALIDATE_PATH}",
+                    **where,
+                    **tls.fields,
+                    **serve_tls.probe_fields(args, probe_sock),
                 }
             },
         )
-        serve(create_app(StaticSource(inventory), policy), sock, make_ssl)
+        # /readyz (and the probe port's) also waits for a valid serving certificate.
+        app = create_app(CertGatedSource(source, tls.hot), policy, metrics=metrics)
+        serve_tls.serve(app, sock, tls, probe_sock)
     finally:
+        if running is not None:
+            running.stop()
         listener.stop()
         sock.close()
+        if probe_sock is not None:
+            probe_sock.close()
     return 0

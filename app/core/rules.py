@@ -37,6 +37,10 @@ RULES: tuple[Rule, ...] = (
     Rule("can-reach-service-ip", "the IP is a Service IP or lies in a ServiceCIDR"),
     Rule("can-reach-pod-cidr", "the IP lies in a Node's pod CIDR"),
     Rule("eip-covers-can-reach", "the pool contains the `can_reach` IP of another Eip"),
+    Rule(
+        "can-reach-unknown-subnet",
+        "never denies, warns: the IP lies in no known node subnet of its family (if one is known)",
+    ),
     Rule("address-syntax", "`spec.address` is not a single IP, a CIDR or an `a-b` range"),
     Rule("address-overlap", "the pool overlaps another Eip's pool"),
     Rule("interface-required", "protocol is layer2 or vip and `spec.interface` is empty"),
@@ -240,6 +244,30 @@ def _can_reach_rules(r: Review) -> Iterator[Violation]:
         )
 
 
+def _can_reach_unknown_subnet(r: Review) -> Iterator[Violation]:
+    """Warn only: node subnets come from reports and annotations, which may be incomplete."""
+    eip, spec = r.candidate, r.candidate.interface
+    if not eip.speaks_layer2 or not isinstance(spec, CanReach) or special_kind(spec.ip):
+        return
+    index = r.inventory.spans.get(FactKind.NODE_SUBNET)
+    # Only judged against subnets of the IP's own family: IPv4 reports say nothing of IPv6.
+    known = sorted(
+        {str(f.span) for f in (index.all() if index else ()) if f.span.version == spec.ip.version}
+    )
+    if not known or r.inventory.containing(FactKind.NODE_SUBNET, Span.of_ip(spec.ip).first):
+        return
+    yield Violation(
+        "can-reach-unknown-subnet",
+        INTERFACE,
+        eip.interface_text,
+        f"{spec.ip} lies in no known node subnet ({_named(known)}), so the speaker follows "
+        "a gateway route and may pick a NIC off the Eip's network. "
+        f"{_advice(eip, None, r.inventory)}",
+        f"{spec.ip} lies in no known node subnet",
+        advisory=True,
+    )
+
+
 def _address_rules(r: Review) -> Iterator[Violation]:
     eip = r.candidate
     if eip.address is None:
@@ -324,6 +352,7 @@ RULE_FUNCTIONS: tuple[Callable[[Review], Iterable[Violation]], ...] = (
     _address_rules,
     _interface_required,
     _can_reach_rules,
+    _can_reach_unknown_subnet,
     _default_unique,
 )
 

@@ -1,7 +1,8 @@
 """A CA and a serving certificate for the webhook: ECDSA P-256, PEM in and out.
 
-Pure functions make certificates (``make_ca``, ``make_serving``, ``make_bundle``) and read
-them back (``describe``); ``write_bundle`` is the one function that touches the disk.
+Pure functions make certificates (``make_ca``, ``make_serving``, ``make_bundle``), read
+them back (``describe``) and check that they belong together (``check_bundle``);
+``write_bundle`` and ``read_bundle`` are the only functions that touch the disk.
 Everything fails with :class:`CertError` whose text says what to fix, so callers (the CLI,
 a future Secret-backed rotator) translate one exception at their edge.
 """
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -267,6 +269,35 @@ def describe(cert_pem: bytes) -> CertInfo:
         is_ca=is_ca,
         key_type=key_type,
     )
+
+
+def check_bundle(bundle: Bundle) -> Bundle:
+    """The bundle, if each key belongs to its certificate and the CA signed the serving one."""
+    ca_cert, ca_key = _load(bundle.ca)
+    cert, key = _load(bundle.serving)
+    for name, c, k in (("CA", ca_cert, ca_key), ("serving", cert, key)):
+        if c.public_key() != k.public_key():
+            raise CertError(f"the {name} key does not belong to the {name} certificate")
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise CertError("the serving certificate was not signed by this CA") from exc
+    return bundle
+
+
+def read_bundle(folder: Path) -> Bundle:
+    """ca.crt, ca.key, tls.crt, tls.key from ``folder`` (as ``write_bundle`` lays them out)."""
+    try:
+        data = {name: (folder / name).read_bytes() for name in FILES}
+    except OSError as exc:
+        raise CertError(f"{folder}: cannot read certificates: {exc}") from exc
+    bundle = Bundle(
+        KeyPair(data["ca.crt"], data["ca.key"]), KeyPair(data["tls.crt"], data["tls.key"])
+    )
+    try:
+        return check_bundle(bundle)
+    except CertError as exc:
+        raise CertError(f"{folder}: {exc}") from exc
 
 
 def bundle_files(bundle: Bundle) -> dict[str, bytes]:

@@ -36,22 +36,34 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+class _Handoff(logging.handlers.QueueHandler):
+    """Hands records to the writer thread as they are: formatting happens there too.
+
+    (The stock QueueHandler formats in the caller's thread, for processes; between threads
+    the record itself can travel, and the event loop is spared the JSON encoding.)
+    """
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
 def setup(
-    level: int = logging.INFO, stream: TextIO | None = None
+    level: int = logging.INFO,
+    stream: TextIO | None = None,
+    logger: logging.Logger | None = None,
 ) -> logging.handlers.QueueListener:
-    """JSON lines on ``stream`` (stderr) for the whole process; stop() the listener to flush."""
+    """JSON lines on ``stream`` (stderr) for ``logger`` (the root: the whole process).
+
+    Call ``stop()`` on the returned listener to flush before exiting.
+    """
     out = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    out.setFormatter(logging.Formatter("%(message)s"))  # already a JSON line
+    out.setFormatter(JsonFormatter())
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     listener = logging.handlers.QueueListener(records, out, respect_handler_level=False)
-    # The QueueHandler formats in the caller's thread (records carry no live objects across);
-    # the listener's thread only writes.
-    to_queue = logging.handlers.QueueHandler(records)
-    to_queue.setFormatter(JsonFormatter())
-    root = logging.getLogger()
+    root = logger if logger is not None else logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    root.addHandler(to_queue)
+    root.addHandler(_Handoff(records))
     root.setLevel(level)
     listener.start()
     return listener

@@ -25,12 +25,14 @@ import uvicorn
 
 SslFactory = Callable[[], ssl.SSLContext]
 GRACEFUL_SHUTDOWN_SECONDS = 10  # the API server's default webhook timeout
+KEEP_ALIVE_SECONDS = 120
 
 
 def ssl_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
     """The server context; raises OSError / ssl.SSLError for unreadable or mismatched files."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= ssl.OP_NO_RENEGOTIATION  # TLS 1.2 renegotiation only serves DoS
     context.load_cert_chain(cert_file, key_file)
     context.set_alpn_protocols(["http/1.1"])  # the API server speaks HTTP/1.1 to webhooks
     return context
@@ -67,6 +69,10 @@ def config(app: Any, make_ssl: SslFactory) -> uvicorn.Config:
         date_header=False,
         proxy_headers=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        # Longer than the API server's idle timeout for webhook connections (Go's 90 s), so
+        # the client closes idle connections first: a server-side close racing a new POST
+        # would fail that admission call, and Go does not retry a POST.
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
 
 

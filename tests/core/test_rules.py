@@ -49,7 +49,7 @@ def l2(interface: str | None, address: str = "172.16.236.61-172.16.236.80", **kw
 
 
 def test_rules_table_is_complete_and_unique() -> None:
-    assert len(RULE_IDS) == len(RULES) == 13
+    assert len(RULE_IDS) == len(RULES) == 14
 
 
 def test_the_331_scenario_is_denied_with_a_working_suggestion() -> None:

@@ -24,7 +24,7 @@ import yaml
 from fastapi import FastAPI
 
 from app.core.inventory import Inventory, build
-from app.core.sources import StaticSource
+from app.core.sources import Readiness, StaticSource
 from app.core.verdict import Policy
 from app.pki.certs import make_bundle, write_bundle
 from app.sources.files import load_objects
@@ -81,6 +81,19 @@ def review(
             "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
         },
     }
+
+
+@dataclass
+class NotReadySource:
+    """A live source before its first full list: holds nothing yet."""
+
+    inventory: Inventory
+
+    def current(self) -> Inventory:
+        return self.inventory
+
+    def readiness(self) -> Readiness:
+        return Readiness(False, "waiting for the first list of Services")
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,15 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from app.pki.certs import (
+    Bundle,
     CertError,
     KeyPair,
+    check_bundle,
     describe,
     make_bundle,
     make_ca,
     make_serving,
+    read_bundle,
     write_bundle,
 )
 
@@ -130,3 +133,31 @@ def test_write_bundle_reports_an_unwritable_place(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(CertError, match="cannot write certificates"):
         write_bundle(make_bundle(["x.svc"]), blocker / "certs")
+
+
+def test_read_bundle_reads_back_what_write_bundle_wrote(tmp_path: Path) -> None:
+    bundle = make_bundle(["x.svc"])
+    write_bundle(bundle, tmp_path)
+    assert read_bundle(tmp_path) == bundle
+
+
+def test_read_bundle_refuses_parts_that_do_not_belong_together(tmp_path: Path) -> None:
+    first, second = make_bundle(["x.svc"]), make_bundle(["x.svc"])
+    write_bundle(first, tmp_path)
+    (tmp_path / "tls.key").write_bytes(second.serving.key_pem)
+    with pytest.raises(CertError, match="serving key does not belong"):
+        read_bundle(tmp_path)
+    (tmp_path / "tls.key").write_bytes(second.serving.key_pem)
+    (tmp_path / "tls.crt").write_bytes(second.serving.cert_pem)
+    with pytest.raises(CertError, match="not signed by this CA"):
+        read_bundle(tmp_path)
+    (tmp_path / "ca.key").unlink()
+    with pytest.raises(CertError, match="cannot read certificates"):
+        read_bundle(tmp_path)
+
+
+def test_check_bundle_accepts_a_fresh_bundle() -> None:
+    bundle = make_bundle(["x.svc"])
+    assert check_bundle(bundle) is bundle
+    with pytest.raises(CertError, match="CA key does not belong"):
+        check_bundle(Bundle(KeyPair(bundle.ca.cert_pem, bundle.serving.key_pem), bundle.serving))

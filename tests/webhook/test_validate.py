@@ -203,3 +203,17 @@ def test_status_subresource_writes_are_not_judged(webhook: Webhook) -> None:
     body["request"]["subResource"] = "status"
     body["request"]["object"]["spec"]["address"] = "10.0.0.1"  # would be address-immutable
     assert webhook.validate(body)["response"] == {"uid": "st", "allowed": True}
+
+
+def test_one_violation_is_one_field_error_without_brackets(webhook: Webhook) -> None:
+    eip = example_eip("good")
+    eip["spec"]["address"] = "172.16.236.90 - 172.16.236.99"  # OpenELB trims nothing
+    status = webhook.validate(review(eip, uid="one"))["response"]["status"]
+    assert status["message"].startswith(
+        'spec.address: Invalid value: "172.16.236.90 - 172.16.236.99": invalid eip address format'
+    )
+    assert status["message"].endswith("(eip-guard rule address-syntax)")
+    assert [c["field"] for c in status["details"]["causes"]] == ["spec.address"]
+    assert status["details"]["causes"][0]["message"] == status["message"].removeprefix(
+        "spec.address: "
+    )

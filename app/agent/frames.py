@@ -1,0 +1,254 @@
+"""ARP and NDP frames, pure: ``classify(frame, nic, announced) -> Reply | Drop`` and builders.
+
+The socket loop (:mod:`app.agent.speaker`) only moves bytes; every decision about a frame
+is made here and every ignored frame has a :class:`Drop` reason (MetalLB's ``arp.go``
+does the same), so table tests can say why a frame is not answered.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from app.core.addresses import IP
+
+ETH_P_ARP = 0x0806
+ETH_P_IPV4 = 0x0800
+ETH_P_IPV6 = 0x86DD
+ETH_HEADER = 14
+ARP_SIZE = 28
+IPV6_HEADER = 40
+IPPROTO_ICMPV6 = 58
+ND_SOLICIT, ND_ADVERT = 135, 136
+OPT_SOURCE_LL, OPT_TARGET_LL = 1, 2
+ARP_REQUEST, ARP_REPLY = 1, 2
+NA_SOLICITED, NA_OVERRIDE = 0x40, 0x20
+BROADCAST = b"\xff" * 6
+ZERO_MAC = b"\x00" * 6
+ALL_NODES = ipaddress.IPv6Address("ff02::1")
+UNSPECIFIED = ipaddress.IPv6Address("::")
+
+
+class Drop(enum.Enum):
+    """Why a frame gets no answer."""
+
+    TOO_SHORT = "too short for its headers"
+    OTHER_ETHERTYPE = "neither ARP nor IPv6"
+    OWN_FRAME = "sent by this NIC"
+    ETHERNET_DESTINATION = "addressed to another MAC"
+    NOT_IPV4_ARP = "ARP for something other than IPv4 over Ethernet"
+    NOT_REQUEST = "an ARP reply; only requests are answered"
+    NOT_ICMPV6 = "IPv6 but not ICMPv6 (or behind extension headers)"
+    NOT_SOLICITATION = "ICMPv6 but not a Neighbor Solicitation"
+    HOP_LIMIT = "hop limit is not 255, so it crossed a router (RFC 4861)"
+    BAD_CHECKSUM = "ICMPv6 checksum is wrong"
+    MALFORMED = "malformed Neighbor Solicitation"
+    WRONG_GROUP = "IPv6 destination is neither the target nor its solicited-node group"
+    NOT_ANNOUNCED = "asks for an IP this node does not announce on this NIC"
+    GRATUITOUS = "a gratuitous announcement by another host"
+    CONFLICT = "another MAC announces an IP this node announces: a second speaker?"
+
+
+@dataclass(frozen=True, slots=True)
+class Nic:
+    """What a reply needs to know about the NIC it leaves through."""
+
+    mac: bytes  # 6 bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    frame: bytes
+    ip: IP  # the announced IP asked for
+    asker: str  # who asked, for the log
+
+
+def mac_bytes(text: str) -> bytes:
+    parts = text.split(":")
+    if len(parts) != 6:
+        raise ValueError(f"{text!r} is not a MAC address")
+    return bytes(int(p, 16) for p in parts)
+
+
+def mac_text(raw: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+def _ethernet(dst: bytes, src: bytes, ethertype: int) -> bytes:
+    return dst + src + struct.pack("!H", ethertype)
+
+
+# --- ARP ------------------------------------------------------------------------------
+
+
+def _arp(op: int, sha: bytes, spa: bytes, tha: bytes, tpa: bytes) -> bytes:
+    return struct.pack("!HHBBH", 1, ETH_P_IPV4, 6, 4, op) + sha + spa + tha + tpa
+
+
+def gratuitous_arp(mac: bytes, ip: ipaddress.IPv4Address) -> tuple[bytes, bytes]:
+    """A gratuitous request and reply, both broadcast, as OpenELB and MetalLB send them.
+
+    The reply names our MAC as target hardware address too: Linux only treats a reply as
+    gratuitous (and overrides a fresh neighbour entry with it) when ``tha == sha``.
+    """
+    packed = ip.packed
+    head = _ethernet(BROADCAST, mac, ETH_P_ARP)
+    return (
+        head + _arp(ARP_REQUEST, mac, packed, BROADCAST, packed),
+        head + _arp(ARP_REPLY, mac, packed, mac, packed),
+    )
+
+
+def _classify_arp(frame: bytes, nic: Nic, announced: frozenset[IP]) -> Reply | Drop:
+    if len(frame) < ETH_HEADER + ARP_SIZE:
+        return Drop.TOO_SHORT
+    htype, ptype, hlen, plen, op = struct.unpack_from("!HHBBH", frame, ETH_HEADER)
+    if (htype, ptype, hlen, plen) != (1, ETH_P_IPV4, 6, 4):
+        return Drop.NOT_IPV4_ARP
+    body = ETH_HEADER + 8
+    sha, spa = frame[body : body + 6], frame[body + 6 : body + 10]
+    tpa = frame[body + 16 : body + 20]
+    sender = ipaddress.IPv4Address(spa)
+    if sender in announced and sha != nic.mac:
+        return Drop.CONFLICT  # never answered: replying would start an ARP fight
+    if op != ARP_REQUEST:
+        return Drop.NOT_REQUEST
+    if spa == tpa:
+        return Drop.GRATUITOUS
+    target = ipaddress.IPv4Address(tpa)
+    if target not in announced:
+        return Drop.NOT_ANNOUNCED
+    # The answer goes to the sender's hardware address, which may differ from the
+    # Ethernet source when a proxy forwarded the request.
+    reply = _ethernet(sha, nic.mac, ETH_P_ARP) + _arp(ARP_REPLY, nic.mac, tpa, sha, spa)
+    return Reply(reply, target, f"{ipaddress.IPv4Address(spa)} ({mac_text(sha)})")
+
+
+# --- NDP ------------------------------------------------------------------------------
+
+
+def solicited_node(ip: ipaddress.IPv6Address) -> ipaddress.IPv6Address:
+    """ff02::1:ffXX:XXXX, the group a Neighbor Solicitation for ``ip`` is sent to."""
+    return ipaddress.IPv6Address(b"\xff\x02" + b"\x00" * 9 + b"\x01\xff" + ip.packed[13:])
+
+
+def multicast_mac(group: ipaddress.IPv6Address) -> bytes:
+    return b"\x33\x33" + group.packed[12:]
+
+
+def icmpv6_checksum(src: ipaddress.IPv6Address, dst: ipaddress.IPv6Address, msg: bytes) -> int:
+    """RFC 4443 section 2.3: one's complement sum over the pseudo-header and the message."""
+    data = src.packed + dst.packed + struct.pack("!I3xB", len(msg), IPPROTO_ICMPV6) + msg
+    if len(data) % 2:
+        data += b"\x00"
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _ipv6(src: ipaddress.IPv6Address, dst: ipaddress.IPv6Address, payload_len: int) -> bytes:
+    return struct.pack("!IHBB", 6 << 28, payload_len, IPPROTO_ICMPV6, 255) + src.packed + dst.packed
+
+
+def neighbor_advert(
+    nic: Nic,
+    target: ipaddress.IPv6Address,
+    dst: ipaddress.IPv6Address,
+    dst_mac: bytes,
+    solicited: bool,
+) -> bytes:
+    """A Neighbor Advertisement for ``target`` carrying this NIC's MAC, override set.
+
+    Its source is the target itself, as when the kernel answers for an address it owns;
+    tools such as ndisc6 ignore advertisements from any other source.
+    """
+    src = target
+    flags = NA_OVERRIDE | (NA_SOLICITED if solicited else 0)
+    body = struct.pack("!BBHB3x", ND_ADVERT, 0, 0, flags) + target.packed
+    body += struct.pack("!BB", OPT_TARGET_LL, 1) + nic.mac
+    checksum = icmpv6_checksum(src, dst, body)
+    body = body[:2] + struct.pack("!H", checksum) + body[4:]
+    return _ethernet(dst_mac, nic.mac, ETH_P_IPV6) + _ipv6(src, dst, len(body)) + body
+
+
+def unsolicited_advert(nic: Nic, target: ipaddress.IPv6Address) -> bytes:
+    return neighbor_advert(nic, target, ALL_NODES, multicast_mac(ALL_NODES), solicited=False)
+
+
+def _options(data: bytes) -> dict[int, bytes] | None:
+    """NDP options by type; None when one is malformed (a zero length is, RFC 4861 4.6)."""
+    found: dict[int, bytes] = {}
+    while data:
+        if len(data) < 2 or data[1] == 0 or len(data) < data[1] * 8:
+            return None
+        size = data[1] * 8
+        found.setdefault(data[0], data[2:size])
+        data = data[size:]
+    return found
+
+
+def _classify_ndp(frame: bytes, nic: Nic, announced: frozenset[IP]) -> Reply | Drop:
+    if len(frame) < ETH_HEADER + IPV6_HEADER + 4:
+        return Drop.TOO_SHORT
+    ip6 = ETH_HEADER
+    payload_len, next_header, hop_limit = struct.unpack_from("!HBB", frame, ip6 + 4)
+    if next_header != IPPROTO_ICMPV6:
+        return Drop.NOT_ICMPV6
+    src = ipaddress.IPv6Address(frame[ip6 + 8 : ip6 + 24])
+    dst = ipaddress.IPv6Address(frame[ip6 + 24 : ip6 + 40])
+    msg = frame[ip6 + IPV6_HEADER : ip6 + IPV6_HEADER + payload_len]
+    if len(msg) < payload_len:
+        return Drop.TOO_SHORT
+    if msg[0] == ND_ADVERT and len(msg) >= 24:
+        advert_options = _options(msg[24:]) or {}
+        advertised = ipaddress.IPv6Address(msg[8:24])
+        their_mac = (advert_options.get(OPT_TARGET_LL) or frame[6:12])[:6]
+        if advertised in announced and their_mac != nic.mac:
+            return Drop.CONFLICT
+    if msg[0] != ND_SOLICIT:
+        return Drop.NOT_SOLICITATION
+    if hop_limit != 255:
+        return Drop.HOP_LIMIT
+    if len(msg) < 24 or msg[1] != 0:
+        return Drop.MALFORMED
+    if icmpv6_checksum(src, dst, msg) != 0:
+        return Drop.BAD_CHECKSUM
+    target = ipaddress.IPv6Address(msg[8:24])
+    options = _options(msg[24:])
+    if options is None or target.is_multicast:
+        return Drop.MALFORMED
+    source_ll = options.get(OPT_SOURCE_LL)
+    if src == UNSPECIFIED and source_ll is not None:
+        return Drop.MALFORMED  # RFC 4861 7.1.1
+    if dst not in (target, solicited_node(target)):
+        return Drop.WRONG_GROUP
+    if target not in announced:
+        return Drop.NOT_ANNOUNCED
+    if src == UNSPECIFIED:  # duplicate address detection: answer all nodes (RFC 4861 7.2.4)
+        reply = unsolicited_advert(nic, target)
+        return Reply(reply, target, "duplicate address detection")
+    asker_mac = source_ll[:6] if source_ll and len(source_ll) >= 6 else frame[6:12]
+    reply = neighbor_advert(nic, target, src, asker_mac, solicited=True)
+    return Reply(reply, target, f"{src} ({mac_text(asker_mac)})")
+
+
+def classify(frame: bytes, nic: Nic, announced: Iterable[IP]) -> Reply | Drop:
+    """The whole decision about one received frame."""
+    if len(frame) < ETH_HEADER:
+        return Drop.TOO_SHORT
+    dst_mac, src_mac = frame[0:6], frame[6:12]
+    (ethertype,) = struct.unpack_from("!H", frame, 12)
+    if ethertype not in (ETH_P_ARP, ETH_P_IPV6):
+        return Drop.OTHER_ETHERTYPE
+    if src_mac == nic.mac:
+        return Drop.OWN_FRAME
+    if dst_mac != nic.mac and not dst_mac[0] & 1:  # unicast to someone else
+        return Drop.ETHERNET_DESTINATION
+    ips = announced if isinstance(announced, frozenset) else frozenset(announced)
+    if ethertype == ETH_P_ARP:
+        return _classify_arp(frame, nic, ips)
+    return _classify_ndp(frame, nic, ips)

@@ -1,0 +1,87 @@
+"""What the agent reads from the kernel, as plain values, and the ``Netlink`` seam.
+
+The pure parts (resolution, node report) work on a :class:`HostNet` snapshot; only
+:mod:`app.agent.pyroute2_netlink` talks to the kernel. Tests of the pure parts build
+``HostNet`` values by hand; tests of the kernel side use real network namespaces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from app.core.addresses import IP, Network
+
+MAIN_TABLE = 254
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    index: int
+    name: str
+    kind: str  # IFLA_INFO_KIND: "" for plain NICs, else "veth", "bridge", "dummy", "bond", ...
+    mac: str  # "aa:bb:cc:dd:ee:ff"
+    up: bool  # administratively up and carrier present (IFF_UP and IFF_LOWER_UP)
+    master: int | None  # index of the bond or bridge this NIC is a port of
+    noarp: bool  # IFF_NOARP: the NIC does no neighbour resolution
+    loopback: bool  # IFF_LOOPBACK
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    index: int  # link index
+    ip: IP
+    prefixlen: int
+
+    def __str__(self) -> str:
+        return f"{self.ip}/{self.prefixlen}"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A unicast route of the main table (one per next hop of a multipath route)."""
+
+    dst: Network
+    oif: int
+    gateway: IP | None  # None for a connected (scope link) route
+    metric: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RouteAnswer:
+    """What the kernel's RouteGet (``ip route get``) answers: OpenELB's whole method."""
+
+    oif: int | None
+    type: str  # "unicast", "local", "unreachable", ...
+    table: int
+
+
+@dataclass(frozen=True, slots=True)
+class HostNet:
+    links: tuple[Link, ...]
+    addresses: tuple[Address, ...]
+    routes: tuple[Route, ...]  # main table only
+
+    def link(self, index: int | None) -> Link | None:
+        return next((lk for lk in self.links if lk.index == index), None)
+
+    def by_name(self, name: str) -> Link | None:
+        return next((lk for lk in self.links if lk.name == name), None)
+
+    def addresses_of(self, index: int) -> tuple[Address, ...]:
+        return tuple(a for a in self.addresses if a.index == index)
+
+    def bound_on(self, ip: IP) -> tuple[Link, ...]:
+        """Links on which ``ip`` is bound: the kernel then routes it to ``lo``."""
+        found = (self.link(a.index) for a in self.addresses if a.ip == ip)
+        return tuple(lk for lk in found if lk is not None)
+
+
+class NetlinkError(Exception):
+    """The kernel refused a netlink request; the message says which and why."""
+
+
+class Netlink(Protocol):
+    def host(self) -> HostNet: ...
+
+    def route_get(self, ip: IP) -> RouteAnswer: ...

@@ -1,0 +1,128 @@
+"""What this node should do now, pure: which IPs to announce on which NIC, what to warn
+about, and the node report the webhook reads (annotation ``eip-guard.io/network``)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from app.agent.election import ClusterView, mine
+from app.agent.netlink import HostNet
+from app.agent.resolve import EXCLUDED_PREFIXES, Resolved, resolve
+from app.core.addresses import IP
+from app.core.eips import Eip
+from app.core.interfaces import CanReach
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    ip: IP
+    eip: str
+    nic: str
+    why: str  # why this NIC
+
+
+@dataclass(frozen=True)
+class Plan:
+    announcements: tuple[Announcement, ...] = ()
+    problems: tuple[str, ...] = ()  # assignments won but not announced, and why
+    notes: tuple[str, ...] = ()  # announced, but something looks wrong
+
+    def by_nic(self) -> dict[str, frozenset[IP]]:
+        found: dict[str, set[IP]] = {}
+        for a in self.announcements:
+            found.setdefault(a.nic, set()).add(a.ip)
+        return {nic: frozenset(ips) for nic, ips in found.items()}
+
+
+def plan(view: ClusterView, members: Iterable[str], node: str, host: HostNet) -> Plan:
+    announcements: list[Announcement] = []
+    problems: list[str] = []
+    notes: list[str] = []
+    resolved: dict[str, Any] = {}
+    for assignment in mine(view, members, node):
+        eip = assignment.eip
+        if eip.name not in resolved:
+            resolved[eip.name] = resolve(eip.interface, host)
+        where = resolved[eip.name]
+        try:
+            ip: IP = ipaddress.ip_address(assignment.ip)
+        except ValueError:
+            problems.append(f"Eip {eip.name}: status.used key {assignment.ip!r} is not an IP")
+            continue
+        if not isinstance(where, Resolved):
+            problems.append(f"Eip {eip.name}: won {ip} but cannot announce it: {where.reason}")
+            continue
+        announcements.append(Announcement(ip, eip.name, where.link.name, where.why))
+        subnets = [a for a in host.addresses_of(where.link.index) if a.ip.version == ip.version]
+        if not any(ip in ipaddress.ip_interface(str(a)).network for a in subnets):
+            # OpenELB (since v0.6) refuses this case; we answer, but say why nobody may ask.
+            notes.append(
+                f"Eip {eip.name}: {ip} lies in no subnet of {where.link.name}, so hosts on "
+                "that link may never ask for it by ARP/NDP; check the Eip's interface"
+            )
+    return Plan(tuple(announcements), tuple(problems), tuple(notes))
+
+
+@dataclass(frozen=True, slots=True)
+class LocalBinding:
+    """An Eip whose can_reach IP is bound on this node right now: the #331 trap, live."""
+
+    eip: str
+    ip: IP
+    devices: tuple[str, ...]
+
+    @property
+    def message(self) -> str:
+        return (
+            f"can_reach:{self.ip} of Eip {self.eip} is bound on this node "
+            f"({', '.join(self.devices)}), so 'ip route get {self.ip}' answers lo and "
+            "OpenELB's speaker fails with 'invalid interface lo' at its next restart. "
+            "Use an IP that nodes reach but nothing binds, such as the gateway."
+        )
+
+
+def local_bindings(eips: Iterable[Eip], host: HostNet) -> tuple[LocalBinding, ...]:
+    found = []
+    for eip in eips:
+        if eip.speaks_layer2 and isinstance(eip.interface, CanReach):
+            devices = tuple(lk.name for lk in host.bound_on(eip.interface.ip))
+            if devices:
+                found.append(LocalBinding(eip.name, eip.interface.ip, devices))
+    return tuple(found)
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    """The JSON the webhook reads from the Node (see app.core.inventory._node_report)."""
+
+    interfaces: tuple[Mapping[str, Any], ...] = ()
+    gateways: tuple[str, ...] = ()
+
+    def to_json(self) -> str:
+        body = {"interfaces": list(self.interfaces), "gateways": list(self.gateways)}
+        return json.dumps(body, separators=(",", ":"), sort_keys=True)
+
+
+def node_report(host: HostNet) -> NodeReport:
+    """The node's own network: NICs (no loopback, no virtual devices, whose addresses are
+    Service or pod IPs by the thousand) with their addresses, and the default gateways."""
+    interfaces = []
+    for link in sorted(host.links, key=lambda lk: lk.name):
+        if link.loopback or link.name.startswith(EXCLUDED_PREFIXES):
+            continue
+        interfaces.append(
+            {
+                "name": link.name,
+                "mac": link.mac,
+                "up": link.up,
+                "addresses": [str(a) for a in host.addresses_of(link.index)],
+            }
+        )
+    gateways = sorted(
+        {str(r.gateway) for r in host.routes if r.dst.prefixlen == 0 and r.gateway is not None}
+    )
+    return NodeReport(tuple(interfaces), tuple(gateways))

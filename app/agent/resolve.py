@@ -1,0 +1,122 @@
+"""Which NIC an Eip's ``spec.interface`` means on this node, pure over a :class:`HostNet`.
+
+``can_reach:<IP>`` follows the routes of the main table (connected subnets first, then
+gateways) and never the ``local`` table, so an IP bound on this node (by kube-proxy on
+``kube-ipvs0``, by kube-vip, as a node address) cannot send us to ``lo`` as it sends
+OpenELB's RouteGet (openelb issue #331). Virtual devices and NICs that cannot answer
+ARP/NDP are skipped, as MetalLB's speaker skips them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.agent.netlink import HostNet, Link, Route, RouteAnswer
+from app.core.addresses import IP
+from app.core.interfaces import BadInterface, CanReach, InterfaceSpec, NicName, NoInterface
+
+TABLES = {254: "main", 255: "local", 253: "default"}
+
+# Name prefixes of devices that are never the node's network (MetalLB's list).
+EXCLUDED_PREFIXES = (
+    "kube-ipvs", "cni", "flannel", "cali", "tunl", "veth", "docker", "cbr", "virbr", "lxc",
+    "nodelocaldns", "dummy",
+)  # fmt: skip
+
+
+def unusable(link: Link, host: HostNet) -> str | None:
+    """Why the speaker cannot answer on ``link``, or None when it can."""
+    if link.loopback or link.name == "lo":
+        return "is the loopback device"
+    prefix = next((p for p in EXCLUDED_PREFIXES if link.name.startswith(p)), None)
+    if prefix is not None:
+        return f"is a virtual device ({prefix}*) of kube-proxy, the CNI or containers"
+    if link.kind == "dummy":
+        return "is a dummy device"
+    if not link.up:
+        return "is down"
+    if link.master is not None:
+        master = host.link(link.master)
+        return f"is a port of {master.name if master else 'another device'} (bond or bridge)"
+    if link.noarp:
+        return "has NOARP set"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    link: Link
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unresolved:
+    reason: str
+    bad_spec: bool = False  # the spec itself is wrong (not this node's network)
+
+
+Resolution = Resolved | Unresolved
+
+
+def _route_text(route: Route) -> str:
+    via = f" via {route.gateway}" if route.gateway is not None else ""
+    return f"{route.dst}{via}"
+
+
+def _by_routes(ip: IP, host: HostNet) -> Resolution:
+    matching = [r for r in host.routes if r.dst.version == ip.version and ip in r.dst]
+    skipped: list[str] = []
+    connected = sorted(
+        (r for r in matching if r.gateway is None), key=lambda r: (-r.dst.prefixlen, r.metric)
+    )
+    gateways = sorted(
+        (r for r in matching if r.gateway is not None), key=lambda r: (-r.dst.prefixlen, r.metric)
+    )
+    for label, routes in (("connected subnet", connected), ("gateway route", gateways)):
+        for route in routes:
+            link = host.link(route.oif)
+            if link is None:
+                continue
+            why_not = unusable(link, host)
+            if why_not is None:
+                return Resolved(link, f"{label} {_route_text(route)} (table main)")
+            skipped.append(f"{link.name} ({_route_text(route)}) {why_not}")
+    detail = f"; skipped: {'; '.join(skipped)}" if skipped else ""
+    return Unresolved(f"no route of the main table reaches {ip} through a usable NIC{detail}")
+
+
+def resolve(spec: InterfaceSpec, host: HostNet) -> Resolution:
+    if isinstance(spec, NoInterface):
+        return Unresolved("spec.interface is empty: name a NIC or write can_reach:<IP>", True)
+    if isinstance(spec, BadInterface):
+        return Unresolved(spec.reason, True)
+    if isinstance(spec, NicName):
+        link = host.by_name(spec.name)
+        if link is None:
+            names = ", ".join(sorted(lk.name for lk in host.links)) or "none"
+            return Unresolved(
+                f"no NIC named {spec.name!r} on this node (it has: {names}); nodes whose NICs "
+                "have different names need can_reach:<gateway IP>"
+            )
+        why_not = unusable(link, host)
+        if why_not is not None:
+            return Unresolved(f"NIC {spec.name} {why_not}; the speaker cannot answer on it")
+        return Resolved(link, "named in spec.interface")
+    assert isinstance(spec, CanReach)
+    return _by_routes(spec.ip, host)
+
+
+def describe_route_get(ip: IP, answer: RouteAnswer, host: HostNet) -> tuple[str | None, str]:
+    """What OpenELB's ``ip route get`` method picks, and a sentence on what follows."""
+    link = host.link(answer.oif)
+    name = link.name if link is not None else None
+    if answer.type == "local" or (link is not None and link.loopback):
+        bound = ", ".join(lk.name for lk in host.bound_on(ip)) or "a local address"
+        return name or "lo", (
+            f"local route: {ip} is bound on this node ({bound}), so the kernel answers "
+            f"dev {name or 'lo'}; OpenELB's speaker fails with 'invalid interface lo'"
+        )
+    if name is None:
+        return None, f"no NIC ({answer.type})"
+    table = TABLES.get(answer.table, str(answer.table))
+    return name, f"{answer.type} route in table {table}"

@@ -1,0 +1,194 @@
+"""The agent's loop: read the cluster and the kernel, plan, speak, report. Imperative shell.
+
+Where the cluster comes from is a :class:`ClusterSource`: a snapshot file (static mode)
+or the Kubernetes API with per-node Leases (live mode, built in ``app.kube``). Side
+effects a live agent has on the cluster (node report, Events) are callables passed in.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from app.agent.election import ClusterView, cluster_view
+from app.agent.frames import Nic, mac_bytes
+from app.agent.netlink import HostNet, Netlink, NetlinkError
+from app.agent.plan import LocalBinding, Plan, local_bindings, node_report, plan
+from app.agent.speaker import Speaker, Target
+from app.sources.files import InputError, load_objects
+
+Log = Callable[[str], None]
+
+
+class SourceError(Exception):
+    """The cluster could not be read this time; the agent keeps its last good view."""
+
+
+class ClusterSource(Protocol):
+    def objects(self) -> Sequence[Mapping[str, Any]]: ...
+
+    def members(self) -> frozenset[str]:
+        """Live nodes (this one included)."""
+        ...
+
+
+class SnapshotSource:
+    """Static mode: objects from snapshot files, re-read when a file changes."""
+
+    def __init__(self, paths: Sequence[Path], node: str, members: Sequence[str] | None) -> None:
+        self._paths, self._node, self._members = tuple(paths), node, members
+        self._stamp: tuple[float, ...] | None = None
+        self._objects: Sequence[Mapping[str, Any]] = ()
+
+    def _mtimes(self) -> tuple[float, ...]:
+        """Modification times of every snapshot file (files inside directories too)."""
+        stamps: list[float] = []
+        for path in self._paths:
+            try:
+                files = sorted(path.rglob("*")) if path.is_dir() else [path]
+                stamps.extend(f.stat().st_mtime for f in files)
+            except OSError as exc:
+                raise SourceError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        return tuple(stamps)
+
+    def objects(self) -> Sequence[Mapping[str, Any]]:
+        stamp = self._mtimes()
+        if stamp != self._stamp:
+            try:
+                self._objects = load_objects(*self._paths)
+            except InputError as exc:
+                raise SourceError(str(exc)) from exc
+            self._stamp = stamp
+        return self._objects
+
+    def members(self) -> frozenset[str]:
+        """``--members`` or else every Node of the snapshot; a running agent is live."""
+        if self._members is not None:
+            return frozenset(self._members) | {self._node}
+        nodes = {
+            str(o.get("metadata", {}).get("name"))
+            for o in self.objects()
+            if o.get("kind") == "Node"
+        }
+        return frozenset(nodes) | {self._node}
+
+
+@dataclass(frozen=True)
+class Settings:
+    node: str
+    interval: float = 0.5  # seconds between looks at the cluster and the kernel
+
+
+def targets(current: Plan, host: HostNet) -> dict[str, Target]:
+    found = {}
+    for name, ips in current.by_nic().items():
+        link = host.by_name(name)
+        if link is None:
+            continue
+        found[name] = Target(name, link.index, Nic(mac_bytes(link.mac)), ips)
+    return found
+
+
+class Agent:
+    def __init__(
+        self,
+        settings: Settings,
+        source: ClusterSource,
+        netlink: Netlink,
+        log: Log,
+        *,
+        speaker: Speaker | None = None,
+        report: Callable[[str], bool] | None = None,
+        warn: Callable[[LocalBinding], None] | None = None,
+    ) -> None:
+        self.settings, self._source, self._netlink, self._log = settings, source, netlink, log
+        self._speaker = speaker
+        self._report, self._warn = report, warn
+        self._view = ClusterView()
+        self._announced: set[tuple[str, str, str]] = set()
+        self._problems: set[str] = set()
+        self._bindings: set[LocalBinding] = set()
+        self._members: frozenset[str] = frozenset()  # nobody until the first good read
+        self._error: str | None = None
+        self._last_logged: str | None = None
+        self._last_reported: str | None = None
+
+    def tick(self) -> Plan | None:
+        """One look at the cluster and the kernel; returns the plan it acted on."""
+        # Keep the last view or members when one cannot be read: an API blip must not make
+        # every node announce. Members are read on their own, so fencing never waits.
+        error = None
+        try:
+            self._view = cluster_view(self._source.objects())
+        except SourceError as exc:
+            error = f"cannot read the cluster, keeping the last view: {exc}"
+        try:
+            self._members = self._source.members()
+        except SourceError as exc:
+            error = error or f"cannot read the members, keeping the last ones: {exc}"
+        self._note_error(error)
+        members = self._members
+        try:
+            host = self._netlink.host()
+        except NetlinkError as exc:
+            self._log(str(exc))
+            return None
+        current = plan(self._view, members, self.settings.node, host)
+        if self._speaker is not None:
+            self._speaker.update(targets(current, host))
+        self._note_changes(current)  # after the update: "announce" means answering now
+        self._note_bindings(local_bindings(self._view.eips, host))
+        text = node_report(host).to_json()
+        if text != self._last_logged:
+            self._last_logged = text
+            self._log(f"node report: {text}")
+        # Written again on the next tick when it failed: the report callback says so.
+        if self._report is not None and text != self._last_reported and self._report(text):
+            self._last_reported = text
+        return current
+
+    def _note_error(self, error: str | None) -> None:
+        if error != self._error and error is not None:
+            self._log(error)
+        elif error is None and self._error is not None:
+            self._log("reading the cluster again")
+        self._error = error
+
+    def _note_changes(self, current: Plan) -> None:
+        verb = "announce" if self._speaker is not None else "would announce (report-only)"
+        now = {(str(a.ip), a.nic, f"Eip {a.eip}, NIC by {a.why}") for a in current.announcements}
+        for ip, nic, why in sorted(now - self._announced):
+            self._log(f"{verb} {ip} on {nic} ({why})")
+        for ip, nic, _ in sorted(self._announced - now):
+            self._log(f"stop announcing {ip} on {nic}")
+        self._announced = now
+        found = set(current.problems) | set(current.notes)
+        for problem in sorted(found - self._problems):
+            self._log(problem)
+        self._problems = found
+
+    def _note_bindings(self, bindings: Sequence[LocalBinding]) -> None:
+        for binding in bindings:
+            if binding not in self._bindings:
+                self._log(f"warning: {binding.message}")
+                if self._warn is not None:
+                    self._warn(binding)
+        self._bindings = set(bindings)
+
+    def run(self, stop: threading.Event) -> None:
+        try:
+            while not stop.is_set():
+                self.tick()
+                until = time.monotonic() + self.settings.interval
+                if self._speaker is not None:
+                    while not stop.is_set() and time.monotonic() < until:
+                        self._speaker.serve(min(until, time.monotonic() + 0.2))
+                else:
+                    stop.wait(self.settings.interval)
+        finally:
+            if self._speaker is not None:
+                self._speaker.close()

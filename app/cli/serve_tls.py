@@ -1,0 +1,296 @@
+"""TLS for ``eip-guard serve``, and its plain-HTTP probe port.
+
+Two ways to get a certificate, both presented through one live SSLContext that changes
+without a restart (:mod:`app.pki.hot_tls`):
+
+- files (``--tls-cert-file``/``--tls-key-file``; cert-manager and external modes mount a
+  Secret): polled every ``--tls-reload-interval`` seconds, a changed pair is presented;
+- a self-managed Secret (``--tls-secret``): the webhook keeps its CA and serving
+  certificate there and the caBundle of ``--webhook-configuration`` in step
+  (:mod:`app.kube.certs`).
+
+``--probe-port`` serves ``/healthz``, ``/readyz`` and ``/metrics`` over plain HTTP for
+kubelet and Prometheus; ``/readyz`` also waits for a valid certificate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+import socket
+from collections.abc import Callable, Coroutine, Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from prometheus_client import CollectorRegistry, Gauge
+
+from app.kube.certs import (
+    SecretStore,
+    SelfManagedCerts,
+    WebhookConfigs,
+    run_rotation,
+)
+from app.pki.certs import CertError, check_dns_name
+from app.pki.hot_tls import HotContext, read_pair, watch_files
+from app.pki.rotation import service_dns_names
+from app.sources.files import InputError
+from app.webhook.server import Server, config, listen
+
+log = logging.getLogger(__name__)
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+Task = Callable[[], Coroutine[Any, Any, None]]
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "TLS", "either --tls-cert-file and --tls-key-file, or --tls-secret (self-managed)"
+    )
+    g.add_argument("--tls-cert-file", type=Path, metavar="FILE")
+    g.add_argument("--tls-key-file", type=Path, metavar="FILE")
+    g.add_argument(
+        "--tls-reload-interval",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how often the files are checked for a renewed certificate (default 10)",
+    )
+    g.add_argument(
+        "--tls-secret",
+        metavar="NAME",
+        help="self-managed: keep a CA and a serving certificate in this Secret of --namespace",
+    )
+    g.add_argument(
+        "--webhook-configuration",
+        metavar="NAME",
+        help="self-managed: the ValidatingWebhookConfiguration whose caBundle is kept in step",
+    )
+    g.add_argument(
+        "--service", metavar="NAME", help="self-managed: the webhook's Service (certificate names)"
+    )
+    g.add_argument(
+        "--namespace",
+        metavar="NS",
+        default=os.environ.get("POD_NAMESPACE"),
+        help="self-managed: namespace of the Secret and the Service (default $POD_NAMESPACE)",
+    )
+    g.add_argument(
+        "--cert-renew-before-days",
+        type=int,
+        default=60,
+        metavar="DAYS",
+        help="self-managed: renew the 1-year serving certificate this long before expiry",
+    )
+    g.add_argument(
+        "--cert-check-interval",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="self-managed: how often the Secret and the caBundle are checked (default 300)",
+    )
+    p.add_argument(
+        "--probe-port",
+        type=int,
+        metavar="PORT",
+        help="also serve /healthz, /readyz and /metrics over plain HTTP on this port",
+    )
+
+
+@dataclass
+class Tls:
+    hot: HotContext
+    tasks: list[Task] = field(default_factory=list)  # run on the server's event loop
+    fields: dict[str, Any] = field(default_factory=dict)  # for the "serving" log line
+
+
+def _self_managed_flags(args: argparse.Namespace) -> None:
+    missing = [
+        flag
+        for flag, value in (
+            ("--webhook-configuration", args.webhook_configuration),
+            ("--service", args.service),
+            ("--namespace", args.namespace),
+        )
+        if not value
+    ]
+    if missing:
+        raise InputError(f"--tls-secret also needs {', '.join(missing)}")
+    if not 1 <= args.cert_renew_before_days <= 300:
+        raise InputError(f"--cert-renew-before-days {args.cert_renew_before_days}: expected 1-300")
+    if args.cert_check_interval <= 0:
+        raise InputError(f"--cert-check-interval {args.cert_check_interval}: expected > 0")
+    try:
+        for name in service_dns_names(args.service, args.namespace):
+            check_dns_name(name)
+    except CertError as exc:
+        raise InputError(f"--service/--namespace: {exc}") from exc
+
+
+def prepare(args: argparse.Namespace, api_client: Callable[[], Any]) -> Tls:
+    """Check the TLS flags and load what can be loaded now; InputError for bad input.
+
+    ``api_client`` makes the Kubernetes client (raising InputError), only for self mode.
+    """
+    files = args.tls_cert_file is not None or args.tls_key_file is not None
+    if files and args.tls_secret:
+        raise InputError("give either --tls-cert-file/--tls-key-file or --tls-secret, not both")
+    if args.tls_reload_interval <= 0:
+        raise InputError(f"--tls-reload-interval {args.tls_reload_interval}: expected > 0")
+    hot = HotContext()
+    if args.tls_secret:
+        _self_managed_flags(args)
+        api = api_client()
+        certs = SelfManagedCerts(
+            SecretStore(api, args.namespace, args.tls_secret),
+            WebhookConfigs(api, args.webhook_configuration),
+            service_dns_names(args.service, args.namespace),
+            dt.timedelta(days=args.cert_renew_before_days),
+        )
+        interval = args.cert_check_interval
+        return Tls(
+            hot,
+            [lambda: run_rotation(certs, hot.load, interval)],
+            {"tls": f"self-managed Secret {args.namespace}/{args.tls_secret}"},
+        )
+    if args.tls_cert_file is None or args.tls_key_file is None:
+        raise InputError(
+            "TLS: give --tls-cert-file and --tls-key-file, or --tls-secret for a "
+            "self-managed certificate (`eip-guard certs` makes files)"
+        )
+    cert_file, key_file = args.tls_cert_file, args.tls_key_file
+    for flag, path in (("--tls-cert-file", cert_file), ("--tls-key-file", key_file)):
+        if not path.is_file():
+            raise InputError(f"{flag} {path}: no such file")
+    pair = read_pair(cert_file, key_file)
+    try:
+        if pair is None:
+            raise CertError("empty or unreadable")
+        hot.load(pair)
+    except CertError as exc:
+        raise InputError(
+            f"{cert_file}, {key_file}: cannot load the certificate and key ({exc}): "
+            "both PEM, and the key must match"
+        ) from exc
+    interval = args.tls_reload_interval
+    return Tls(
+        hot,
+        [lambda: watch_files(cert_file, key_file, hot, interval, log)],
+        {"tls": str(cert_file)},
+    )
+
+
+def probe_app(app: Any) -> Any:
+    """Only the probe paths of ``app``; anything else is 404 (no reviews over plain HTTP)."""
+
+    async def probe(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] in PROBE_PATHS:
+            await app(scope, receive, send)
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 404,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"10")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"not found\n"})
+
+    return probe
+
+
+class _QuietServer(uvicorn.Server):
+    """The probe server: the main server owns the signals and stops this one."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class _ServerWithTasks(Server):
+    def __init__(
+        self,
+        cfg: uvicorn.Config,
+        tasks: Sequence[Task],
+        probe: _QuietServer | None,
+        probe_sockets: list[socket.socket],
+    ) -> None:
+        super().__init__(cfg)
+        self._tasks, self._probe, self._probe_sockets = tasks, probe, probe_sockets
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        running = [asyncio.create_task(task()) for task in self._tasks]
+        if self._probe is not None:
+            running.append(asyncio.create_task(self._probe.serve(self._probe_sockets)))
+        try:
+            await super().serve(sockets)
+        finally:
+            if self._probe is not None:
+                self._probe.should_exit = True
+            for task in running[: len(self._tasks)]:
+                task.cancel()
+            for task in running:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+def serve(app: Any, sock: socket.socket, tls: Tls, probe_sock: socket.socket | None) -> None:
+    """Serve until SIGTERM/SIGINT, the TLS tasks and the probe port alongside."""
+    probe = None
+    if probe_sock is not None:
+        probe = _QuietServer(
+            uvicorn.Config(
+                probe_app(app),
+                lifespan="off",
+                log_config=None,
+                access_log=False,
+                server_header=False,
+                ws="none",
+            )
+        )
+    probe_sockets = [probe_sock] if probe_sock is not None else []
+    server = _ServerWithTasks(config(app, lambda: tls.hot.context), tls.tasks, probe, probe_sockets)
+    server.run(sockets=[sock])
+
+
+def listen_probe(args: argparse.Namespace, main: socket.socket) -> socket.socket | None:
+    """The plain-HTTP probe socket, on the webhook's address; None without --probe-port."""
+    if args.probe_port is None:
+        return None
+    if not 0 <= args.probe_port < 65536:
+        raise InputError(f"--probe-port {args.probe_port}: expected 0-65535")
+    if args.probe_port != 0 and args.probe_port == main.getsockname()[1]:
+        raise InputError(f"--probe-port {args.probe_port}: the webhook already listens there")
+    try:
+        return listen(args.host, args.probe_port)
+    except OSError as exc:
+        raise InputError(
+            f"cannot listen on {args.host}:{args.probe_port} (--probe-port): {exc.strerror or exc}"
+        ) from exc
+
+
+def probe_fields(args: argparse.Namespace, probe_sock: socket.socket | None) -> dict[str, str]:
+    """The probe address for the "serving" log line (the port is known once bound)."""
+    if probe_sock is None:
+        return {}
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    return {"probe": f"http://{host}:{probe_sock.getsockname()[1]}/readyz"}
+
+
+def register_metrics(registry: CollectorRegistry, tls: Tls) -> None:
+    """``eip_guard_tls_certificate_expiry_timestamp_seconds``: alert well before it passes."""
+    gauge = Gauge(
+        "eip_guard_tls_certificate_expiry_timestamp_seconds",
+        "When the serving certificate presented now expires (Unix time; 0: none yet)",
+        registry=registry,
+    )
+
+    def expiry() -> float:
+        loaded = tls.hot.loaded
+        return loaded.not_after.timestamp() if loaded is not None else 0.0
+
+    gauge.set_function(expiry)

@@ -1,0 +1,223 @@
+"""The background audit of a live cluster: gauges by rule and one Warning Event per finding.
+
+Existing Eips were never checked by a webhook (or the world changed around them: a Service
+given the ``can_reach`` IP as externalIP, a kube-vip installed later). Whenever the inventory
+changes, at most once per ``interval``, every Eip is judged as if created now
+(``app.core.rules.audit``).
+
+Events: core v1 ``Event`` objects (not events.k8s.io/v1), because ``kubectl describe eip``
+and every dashboard read them and the API is served everywhere. An Eip is cluster-scoped, so
+its Events live in namespace ``default``, as client-go's recorder does for cluster-scoped
+objects. Deduplication: one Event per (Eip uid, set of violation messages). The Event name is
+derived from exactly that, so a second pass does nothing, and a restarted eip-guard that
+meets its own earlier Event (409 AlreadyExists) only patches its ``lastTimestamp``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from app.core.rules import RULE_IDS, audit
+from app.core.verdict import Policy, Verdict
+from app.kube.live import LiveInventory
+from app.kube.metrics import KubeMetrics
+from app.kube.resources import EIPS
+
+log = logging.getLogger("eip_guard.kube")
+
+REASON = "EipGuardViolation"
+EVENT_NAMESPACE = "default"
+COMPONENT = "eip-guard"
+MESSAGE_LIMIT = 1024  # events.k8s.io rejects longer notes; core v1 Events keep the same bound
+CONFLICT = 409
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    eip: str
+    uid: str
+    rules: tuple[str, ...]
+    message: str
+    event_name: str
+
+
+def event_name(eip: str, uid: str, messages: tuple[str, ...]) -> str:
+    """Same Eip, same violations: same name (the dedup key lives in the API too)."""
+    digest = hashlib.sha256("\n".join((uid, *sorted(messages))).encode()).hexdigest()[:16]
+    return f"{eip[:200]}.{digest}"
+
+
+def findings(verdicts: Mapping[str, Verdict], uids: Mapping[str, str]) -> dict[str, Finding]:
+    """The violating Eips of one audit pass, keyed by Event name."""
+    out: dict[str, Finding] = {}
+    for name, verdict in verdicts.items():
+        if verdict.allowed:
+            continue
+        messages = tuple(v.message for v in verdict.denied_by)
+        uid = uids.get(name, "")
+        rules = tuple(dict.fromkeys(v.rule for v in verdict.denied_by))
+        text = f"eip-guard audit ({', '.join(rules)}): {verdict.message}"
+        if len(text) > MESSAGE_LIMIT:
+            text = text[: MESSAGE_LIMIT - 3] + "..."
+        finding = Finding(name, uid, rules, text, event_name(name, uid, messages))
+        out[finding.event_name] = finding
+    return out
+
+
+def violations_by_rule(verdicts: Mapping[str, Verdict]) -> dict[str, int]:
+    counts = dict.fromkeys(sorted(RULE_IDS), 0)
+    for verdict in verdicts.values():
+        for rule in dict.fromkeys(v.rule for v in verdict.denied_by):
+            counts[rule] = counts.get(rule, 0) + 1
+    return counts
+
+
+def _timestamp(now: datetime) -> str:
+    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def event_body(finding: Finding, now: datetime, instance: str) -> dict[str, Any]:
+    stamp = _timestamp(now)
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": finding.event_name, "namespace": EVENT_NAMESPACE},
+        "involvedObject": {
+            "apiVersion": EIPS.api_version,
+            "kind": EIPS.kind,
+            "name": finding.eip,
+            "uid": finding.uid,
+        },
+        "reason": REASON,
+        "message": finding.message,
+        "type": "Warning",
+        "count": 1,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "source": {"component": COMPONENT, "host": instance},
+        "reportingComponent": COMPONENT,
+        "reportingInstance": instance,
+    }
+
+
+class EventSink(Protocol):
+    def record(self, finding: Finding) -> None:
+        """Make the Event exist; raise when that failed (it is tried again next pass)."""
+        ...
+
+
+class KubeEvents:
+    """Warning Events through the API: create, or patch ``lastTimestamp`` when it exists."""
+
+    def __init__(self, api: client.ApiClient, instance: str | None = None) -> None:
+        # Any: the generated signatures type bodies as models; the client sends dicts as they are.
+        self._core: Any = client.CoreV1Api(api)
+        self._instance = instance or socket.gethostname()
+
+    def record(self, finding: Finding) -> None:
+        now = datetime.now(UTC)
+        try:
+            self._core.create_namespaced_event(
+                EVENT_NAMESPACE, event_body(finding, now, self._instance), _preload_content=False
+            ).release_conn()
+        except ApiException as exc:
+            if exc.status != CONFLICT:
+                raise
+            patch = {"lastTimestamp": _timestamp(now)}
+            self._core.patch_namespaced_event(
+                finding.event_name, EVENT_NAMESPACE, patch, _preload_content=False
+            ).release_conn()
+
+
+@dataclass(frozen=True, slots=True)
+class Pass:
+    generation: int
+    violating: int
+    recorded: tuple[str, ...]  # Event names created (or refreshed) in this pass
+    failed: int
+
+
+class Auditor:
+    def __init__(
+        self,
+        source: LiveInventory,
+        policy: Policy,
+        metrics: KubeMetrics,
+        events: EventSink,
+        *,
+        interval: float = 10.0,
+    ) -> None:
+        self._source, self._policy, self._metrics = source, policy, metrics
+        self._events, self._interval = events, interval
+        self._recorded: set[str] = set()  # Event names known to exist for current findings
+        self._changed = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.passes = 0
+        source.on_change(self._changed.set)
+
+    def run_once(self) -> Pass | None:
+        """One audit of the current inventory; None while the inventory is not ready."""
+        published = self._source.published
+        if not published.complete:
+            return None
+        verdicts = audit(published.inventory, self._policy)
+        for rule, count in violations_by_rule(verdicts).items():
+            self._metrics.violations.labels(rule).set(count)
+        found = findings(verdicts, published.eip_uids)
+        self._recorded &= found.keys()  # forget what no longer holds; it may come back
+        recorded, failed = [], 0
+        for name, finding in found.items():
+            if name in self._recorded:
+                continue
+            try:
+                self._events.record(finding)
+            except Exception as exc:
+                failed += 1
+                log.warning("cannot record an Event on Eip %s (%s): %s", finding.eip, name, exc)
+                continue
+            self._recorded.add(name)
+            recorded.append(name)
+            log.warning("Eip %s: %s", finding.eip, finding.message)
+        self.passes += 1
+        return Pass(published.generation, len(found), tuple(recorded), failed)
+
+    def _loop(self) -> None:
+        last = float("-inf")
+        while not self._stop.is_set():
+            if not self._changed.wait(timeout=5.0) or self._stop.is_set():
+                continue  # stop() sets _changed too: it wakes this thread at once
+            wait = last + self._interval - time.monotonic()
+            if wait > 0 and self._stop.wait(wait):
+                break
+            self._changed.clear()
+            try:
+                result = self.run_once()
+            except Exception:
+                log.exception("the background audit failed; trying again at the next change")
+                result = None
+            if result is not None and result.failed:
+                self._changed.set()  # failed Events: try again after the interval
+            last = time.monotonic()
+
+    def start(self) -> Auditor:
+        self._thread = threading.Thread(target=self._loop, name="eip-guard audit", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._changed.set()
+        if self._thread is not None:
+            self._thread.join(timeout)

@@ -1,0 +1,293 @@
+"""Self-managed webhook certificates against the Kubernetes API (``certificates.mode=self``).
+
+Each replica, on start and then every few minutes, runs :meth:`SelfManagedCerts.sync`:
+
+1. read its Secret; ``app.pki.rotation`` decides keep / renew the serving certificate /
+   new CA;
+2. if something must change, write with optimistic concurrency (create, or patch with
+   the ``resourceVersion`` it read as a precondition). A 409 means another replica won
+   the race: read again and adopt what it wrote. One writes, all adopt; nobody overwrites
+   a newer Secret;
+3. put the Secret's CA(s) into ``caBundle`` of its own ValidatingWebhookConfiguration,
+   but only while the Secret is still the version it read (a slower replica must not
+   write back an older bundle);
+4. hand the serving pair to the TLS server (:func:`run_rotation`).
+
+The chart creates the (empty) Secret so RBAC can name it; a missing Secret is created here
+for installs without the chart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import urllib3
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from app.pki.certs import CertError, KeyPair
+from app.pki.rotation import (
+    DEFAULT_RENEW_BEFORE,
+    Action,
+    Assessment,
+    SecretData,
+    assess,
+    ca_bundle,
+    plan,
+    serving_pair,
+)
+
+log = logging.getLogger(__name__)
+ATTEMPTS = 4  # lost races in one sync before giving up until the next one
+RETRY_SECONDS = 15.0  # after a failed sync (API down, RBAC missing): sooner than the interval
+CONFLICT, NOT_FOUND = 409, 404
+# The client would pick JSON Patch (a list of operations) for a dict body by default.
+MERGE_PATCH = "application/merge-patch+json"
+Clock = Callable[[], dt.datetime]
+
+
+class CertSyncError(Exception):
+    """The Secret or the webhook configuration could not be read or written: says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    data: dict[str, bytes]
+    resource_version: str
+
+
+def _api_error(what: str, exc: Exception) -> CertSyncError:
+    if isinstance(exc, ApiException):
+        hint = {
+            401: "the service account token was refused",
+            403: "RBAC forbids it: the chart's Role and ClusterRole grant exactly this",
+            404: "it does not exist",
+        }.get(exc.status or 0, exc.reason or "")
+        return CertSyncError(f"{what}: HTTP {exc.status} ({hint})")
+    return CertSyncError(f"{what}: the API server is unreachable: {exc}")
+
+
+API_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError)
+
+
+class SecretStore:
+    """The one Secret holding the CA and the serving certificate."""
+
+    def __init__(self, api: client.ApiClient, namespace: str, name: str) -> None:
+        self._core = client.CoreV1Api(api)
+        self.namespace, self.name = namespace, name
+
+    @property
+    def ref(self) -> str:
+        return f"Secret {self.namespace}/{self.name}"
+
+    def read(self) -> Stored | None:
+        try:
+            secret = self._core.read_namespaced_secret(self.name, self.namespace)
+        except ApiException as exc:
+            if exc.status == NOT_FOUND:
+                return None
+            raise _api_error(f"cannot read {self.ref}", exc) from exc
+        except API_ERRORS as exc:
+            raise _api_error(f"cannot read {self.ref}", exc) from exc
+        data = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+        meta = secret.metadata
+        return Stored(data, str(meta.resource_version) if meta is not None else "")
+
+    def _body(self, data: Mapping[str, bytes], resource_version: str | None) -> client.V1Secret:
+        return client.V1Secret(
+            api_version="v1",
+            kind="Secret",
+            metadata=client.V1ObjectMeta(
+                name=self.name, namespace=self.namespace, resource_version=resource_version
+            ),
+            type="Opaque",
+            data={k: base64.b64encode(v).decode("ascii") for k, v in sorted(data.items())},
+        )
+
+    def create(self, data: Mapping[str, bytes]) -> bool:
+        """False when someone else created it first."""
+        try:
+            self._core.create_namespaced_secret(self.namespace, self._body(data, None))
+        except ApiException as exc:
+            if exc.status == CONFLICT:
+                return False
+            raise _api_error(f"cannot create {self.ref}", exc) from exc
+        except API_ERRORS as exc:
+            raise _api_error(f"cannot create {self.ref}", exc) from exc
+        return True
+
+    def replace(self, data: Mapping[str, bytes], resource_version: str, old: Iterable[str]) -> bool:
+        """False when the Secret changed since ``resource_version`` was read.
+
+        A patch carrying ``metadata.resourceVersion`` is a precondition to the API server
+        (409 Conflict when stale); keys of ``old`` that ``data`` lacks are removed (null).
+        """
+        values: dict[str, str | None] = {k: None for k in old if k not in data}
+        values |= {k: base64.b64encode(v).decode("ascii") for k, v in sorted(data.items())}
+        body = {"metadata": {"resourceVersion": resource_version}, "data": values}
+        try:
+            self._core.patch_namespaced_secret(
+                self.name, self.namespace, body, _content_type=MERGE_PATCH
+            )
+        except ApiException as exc:
+            if exc.status == CONFLICT:
+                return False
+            raise _api_error(f"cannot update {self.ref}", exc) from exc
+        except API_ERRORS as exc:
+            raise _api_error(f"cannot update {self.ref}", exc) from exc
+        return True
+
+
+class WebhookConfigs:
+    """The caBundle of our own ValidatingWebhookConfiguration."""
+
+    def __init__(self, api: client.ApiClient, name: str) -> None:
+        self._api = api
+        self._admission = client.AdmissionregistrationV1Api(api)
+        self.name = name
+
+    def ensure_ca_bundle(self, bundle: str, still_current: Callable[[], bool]) -> bool:
+        """Set caBundle on every webhook of the configuration; True if anything changed.
+
+        ``still_current`` is asked right before writing: False means a newer Secret exists
+        and this bundle must not be written (the next sync writes the newer one).
+        """
+        what = f"ValidatingWebhookConfiguration {self.name}"
+        for _ in range(ATTEMPTS):
+            try:
+                vwc = self._admission.read_validating_webhook_configuration(self.name)
+            except API_ERRORS as exc:
+                raise _api_error(f"cannot read {what}", exc) from exc
+            hooks = vwc.webhooks or []
+            if all(h.client_config.ca_bundle == bundle for h in hooks):
+                return False
+            if not still_current():
+                return False
+            for hook in hooks:
+                hook.client_config.ca_bundle = bundle
+            # Whole webhook entries (a strategic merge by name on a real API server), and
+            # the resourceVersion read as a precondition.
+            body = {
+                "metadata": {
+                    "resourceVersion": vwc.metadata.resource_version if vwc.metadata else None
+                },
+                "webhooks": self._api.sanitize_for_serialization(hooks),  # type: ignore[no-untyped-call]
+            }
+            try:
+                self._admission.patch_validating_webhook_configuration(
+                    self.name, body, _content_type=MERGE_PATCH
+                )
+            except ApiException as exc:
+                if exc.status == CONFLICT:
+                    continue  # changed under us (helm, another replica): read again
+                raise _api_error(f"cannot update {what}", exc) from exc
+            except API_ERRORS as exc:
+                raise _api_error(f"cannot update {what}", exc) from exc
+            return True
+        raise CertSyncError(f"{what} keeps changing under us; retrying later")
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    pair: KeyPair  # what to serve
+    assessment: Assessment  # what this replica found
+    wrote: bool  # this replica wrote the Secret
+    ca_bundle_changed: bool
+
+
+class SelfManagedCerts:
+    def __init__(
+        self,
+        secrets: SecretStore,
+        webhooks: WebhookConfigs,
+        dns_names: Sequence[str],
+        renew_before: dt.timedelta = DEFAULT_RENEW_BEFORE,
+        clock: Clock = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.secrets, self.webhooks = secrets, webhooks
+        self.dns_names, self.renew_before, self.clock = tuple(dns_names), renew_before, clock
+
+    def sync(self) -> SyncResult:
+        """One round: make the Secret right (or adopt it), then the caBundle. Blocking I/O."""
+        for _ in range(ATTEMPTS):
+            stored = self.secrets.read()
+            data: SecretData = stored.data if stored else {}
+            now = self.clock()
+            found = assess(data, self.dns_names, now, self.renew_before)
+            new = plan(data, found, self.dns_names, now)
+            if new is None:
+                adopted, wrote, version = (
+                    dict(data),
+                    False,
+                    stored.resource_version if stored else "",
+                )
+                break
+            if stored is None:
+                won = self.secrets.create(new)
+            else:
+                won = self.secrets.replace(new, stored.resource_version, stored.data)
+            if won:
+                # Our own write's version: read back so the caBundle check below compares
+                # with what the API server now holds.
+                after = self.secrets.read()
+                adopted, wrote = new, True
+                version = after.resource_version if after else ""
+                log.info(
+                    "wrote the webhook certificate",
+                    extra={"fields": {"secret": self.secrets.ref, "reason": found.reason}},
+                )
+                break
+            log.info("another replica wrote the certificate first; adopting it")
+        else:
+            raise CertSyncError(f"{self.secrets.ref} keeps changing under us; retrying later")
+
+        def still_current() -> bool:
+            latest = self.secrets.read()
+            return latest is not None and latest.resource_version == version
+
+        changed = self.webhooks.ensure_ca_bundle(ca_bundle(adopted, now), still_current)
+        return SyncResult(serving_pair(adopted), found, wrote, changed)
+
+
+async def run_rotation(
+    certs: SelfManagedCerts,
+    load: Callable[[KeyPair], object],
+    interval: float,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Sync forever: every ``interval`` seconds, sooner after a failure.
+
+    ``load`` runs on the event loop (the TLS server's thread); the API calls run in a
+    worker thread so the webhook keeps answering meanwhile. ``ready`` is set after the
+    first successful load.
+    """
+    while True:
+        delay = interval
+        try:
+            result = await asyncio.to_thread(certs.sync)
+            load(result.pair)
+            if ready is not None:
+                ready.set()
+            if result.assessment.action is not Action.KEEP or result.ca_bundle_changed:
+                log.info(
+                    "webhook certificate in step",
+                    extra={
+                        "fields": {
+                            "found": result.assessment.reason,
+                            "wrote_secret": result.wrote,
+                            "ca_bundle_changed": result.ca_bundle_changed,
+                        }
+                    },
+                )
+        except (CertSyncError, CertError) as exc:
+            log.error(
+                "webhook certificate not in step; retrying", extra={"fields": {"error": str(exc)}}
+            )
+            delay = min(interval, RETRY_SECONDS)
+        await asyncio.sleep(delay)

@@ -1,0 +1,64 @@
+"""An ``ApiClient`` for the cluster: a kubeconfig (file, context) or the in-cluster account.
+
+Each call builds its own ``Configuration``: nothing is written into the client library's
+global default, so tests and several clusters never share state.
+"""
+
+from __future__ import annotations
+
+import os
+
+from kubernetes import client, config
+from kubernetes.config.config_exception import ConfigException
+
+IN_CLUSTER_ENV = "KUBERNETES_SERVICE_HOST"
+
+
+class KubeError(Exception):
+    """The cluster cannot be reached or used; the message says what to do."""
+
+
+def in_cluster() -> bool:
+    return bool(os.environ.get(IN_CLUSTER_ENV))
+
+
+def api_client(
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    *,
+    host: str | None = None,
+    pool_size: int = 16,
+) -> client.ApiClient:
+    """kubectl's order: an explicit kubeconfig/context, else in-cluster, else $KUBECONFIG/~/.kube.
+
+    ``host`` skips all of that (plain HTTP to an API stand-in, as the tests do).
+    ``pool_size`` must cover one connection per watch plus a few: a smaller urllib3 pool
+    would open and throw away connections on every request.
+    """
+    cfg = client.Configuration()
+    if host is not None:
+        cfg.host = host
+    else:
+        try:
+            if kubeconfig is None and context is None and in_cluster():
+                config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+            else:
+                # $KUBECONFIG read now: the library reads it once, at import time.
+                config.load_kube_config(  # type: ignore[no-untyped-call]
+                    config_file=kubeconfig or os.environ.get("KUBECONFIG") or None,
+                    context=context,
+                    client_configuration=cfg,
+                    persist_config=False,
+                )
+        except (ConfigException, OSError, ValueError) as exc:
+            if kubeconfig is None and context is None and in_cluster():
+                where = "the pod's service account"
+            else:
+                where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+            raise KubeError(
+                f"cannot load Kubernetes credentials from {where}"
+                f"{f' (context {context})' if context else ''}: {exc}. "
+                "Pass --kubeconfig/--context, run inside a pod, or use --cluster SNAPSHOT."
+            ) from exc
+    cfg.connection_pool_maxsize = max(cfg.connection_pool_maxsize or 0, pool_size)
+    return client.ApiClient(cfg)

@@ -1,0 +1,233 @@
+"""List then watch one stream (one resource in one namespace), forever, in a thread of its own.
+
+Why threads and the synchronous client rather than ``kubernetes.aio``: the synchronous
+``Watch`` is the one whose 410/bookmark/timeout semantics domain.md section 6 documents, a
+thread per stream keeps a slow or failing stream from stalling the others, and nothing here
+ever runs on the webhook's event loop (requests only read the published inventory).
+
+The loop, as client-go's reflector does it:
+- list (paged), remember the list's resourceVersion, replace the stream's extracts;
+- watch from there with bookmarks, ``timeout_seconds`` (the server ends the watch: we loop)
+  and a client read timeout a little longer (a silently dead connection raises instead of
+  hanging forever);
+- 410 Gone (an ApiException or an ERROR event with code 410): list again;
+- any other failure: wait an exponential backoff with full jitter, then resume the watch from
+  the last resourceVersion (or list, if we never listed). No busy loop: every retry waits,
+  except the first re-list after a 410.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from kubernetes import client, watch
+from kubernetes.client.exceptions import ApiException
+
+from app.core.inventory import Extract, Options, extract
+from app.kube.metrics import KubeMetrics
+from app.kube.resources import Lister, Stream, describe_failure, list_all
+
+log = logging.getLogger("eip_guard.kube")
+
+Key = tuple[str, str]  # (namespace or "", name): the identity of an object within its stream
+GONE = 410
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """All we keep of one object: its extract (and, for Eips, the uid Events must name)."""
+
+    extract: Extract
+    uid: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WatchSettings:
+    timeout_seconds: int = 300  # the server ends each watch after this; we watch again
+    read_grace: float = 30.0  # read timeout = timeout_seconds + this: a dead peer is noticed
+    connect_timeout: float = 10.0
+    backoff_base: float = 0.5  # first retry waits up to this, doubling per failure ...
+    backoff_cap: float = 30.0  # ... up to this
+    absent_retry: float = 300.0  # how often to ask again for a resource the server lacks
+
+    @property
+    def request_timeout(self) -> tuple[float, float]:
+        return (self.connect_timeout, self.timeout_seconds + self.read_grace)
+
+
+def backoff_delay(failures: int, base: float, cap: float, rand: Callable[[], float]) -> float:
+    """Full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2**(n-1))]."""
+    if failures <= 0:
+        return 0.0
+    return float(rand() * min(cap, base * 2 ** min(failures - 1, 30)))
+
+
+def object_key(obj: Mapping[str, Any]) -> Key:
+    meta = obj.get("metadata") or {}
+    return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+
+
+def resource_version(obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    return str(meta.get("resourceVersion") or "") if isinstance(meta, Mapping) else ""
+
+
+class Sink(Protocol):
+    """Where a reflector puts what it learns (``LiveInventory``)."""
+
+    def replace(self, stream: str, items: dict[Key, Held]) -> None: ...
+    def upsert(self, stream: str, key: Key, held: Held) -> None: ...
+    def remove(self, stream: str, key: Key) -> None: ...
+    def problem(self, stream: str, text: str) -> None: ...
+
+
+class _Gone(Exception):
+    pass
+
+
+class Reflector:
+    def __init__(
+        self,
+        stream: Stream,
+        api: client.ApiClient,
+        sink: Sink,
+        *,
+        metrics: KubeMetrics,
+        settings: WatchSettings,
+        options: Options,
+        stop: threading.Event,
+        rand: Callable[[], float] = random.random,
+        lister: Lister | None = None,  # default: the stream's API call (tests pass their own)
+    ) -> None:
+        self.stream, self.sink, self.metrics = stream, sink, metrics
+        self.settings, self.options, self._stop, self._rand = settings, options, stop, rand
+        self._lister = lister if lister is not None else stream.lister(api)
+        self._watch: watch.Watch | None = None
+        self._progressed = False
+        self.rv: str | None = None  # where the next watch starts; None: list first
+        self.name = stream.name
+        metrics.source(self.name)
+
+    def held(self, obj: dict[str, Any]) -> Held:
+        obj.setdefault("apiVersion", self.stream.resource.api_version)
+        obj.setdefault("kind", self.stream.resource.kind)
+        ex = extract(obj, self.options)
+        uid = str((obj.get("metadata") or {}).get("uid") or "") if ex.eip is not None else ""
+        return Held(ex, uid)
+
+    def interrupt(self) -> None:
+        """Unblock a watch read at once (the owner has set ``stop``)."""
+        w = self._watch
+        if w is not None:
+            w.stop()  # type: ignore[no-untyped-call]
+
+    def run(self) -> None:
+        failures = 0  # consecutive failures, for the backoff
+        while not self._stop.is_set():
+            self._progressed = False
+            try:
+                if self.rv is None:
+                    self.rv = self._list()
+                    if self.rv is None:  # an optional resource this server does not offer
+                        self._stop.wait(self.settings.absent_retry)
+                        continue
+                self._watch_once()  # until the server ends the watch: then watch again
+                failures = 0
+                self.sink.problem(self.name, "")
+                self._synced()
+                continue
+            except Exception as exc:
+                if self._stop.is_set():
+                    break
+                if self._progressed:  # it worked for a while: start the backoff over
+                    failures = 0
+                if isinstance(exc, _Gone) or getattr(exc, "status", None) == GONE:
+                    # After a watch that worked, re-list at once; 410s in a row back off.
+                    self.rv = None
+                    self.metrics.restarts.labels(self.name).inc()
+                    log.info("%s: resourceVersion too old (410 Gone): listing again", self.name)
+                    delay = self._backoff(failures)
+                    failures += 1
+                else:  # resume from the last event handled (self.rv), or list if none
+                    self.metrics.errors.labels(self.name).inc()
+                    if self.rv is not None:
+                        self.metrics.restarts.labels(self.name).inc()
+                    text = describe_failure(self.stream, exc)
+                    self.sink.problem(self.name, text)
+                    log.warning("%s", text)
+                    failures += 1
+                    delay = self._backoff(failures)
+            self._stop.wait(delay)
+
+    def _backoff(self, failures: int) -> float:
+        s = self.settings
+        return backoff_delay(failures, s.backoff_base, s.backoff_cap, self._rand)
+
+    def _synced(self) -> None:
+        self.metrics.last_sync.labels(self.name).set(time.time())
+
+    def _list(self) -> str | None:
+        try:
+            objects, rv = list_all(self.stream, self._lister, self.settings.request_timeout)
+        except ApiException as exc:
+            if exc.status == GONE:
+                raise _Gone from exc
+            if exc.status == 404 and self.stream.resource.optional:
+                self.sink.replace(self.name, {})
+                self.sink.problem(self.name, "")
+                log.info("%s: not offered by this API server (404); asking again later", self.name)
+                return None
+            raise
+        items = {object_key(obj): self.held(obj) for obj in objects}
+        self.sink.replace(self.name, items)
+        self.sink.problem(self.name, "")
+        self._synced()
+        log.info("%s: listed %d object(s) at resourceVersion %r", self.name, len(items), rv)
+        return rv
+
+    def _watch_once(self) -> None:
+        """One watch request from ``self.rv``, until the server ends it.
+
+        ``self.rv`` advances only after an event is handled: a failure resumes there.
+        """
+        w = watch.Watch()  # type: ignore[no-untyped-call]
+        self._watch = w
+        if self._stop.is_set():  # stop() may have run before _watch was set
+            return
+        s = self.settings
+        stream = w.stream(  # type: ignore[no-untyped-call]
+            self._lister,
+            resource_version=self.rv,
+            allow_watch_bookmarks=True,
+            timeout_seconds=s.timeout_seconds,
+            _request_timeout=s.request_timeout,
+        )
+        held_count = 0
+        try:
+            for event in stream:
+                kind = event.get("type")
+                obj = event.get("raw_object")
+                if not isinstance(obj, dict):
+                    continue
+                if kind == "ERROR":  # Watch raises these itself when timeout_seconds is set
+                    if obj.get("code") == GONE:
+                        raise _Gone
+                    raise ApiException(status=obj.get("code"), reason=obj.get("message"))
+                if kind == "DELETED":
+                    self.sink.remove(self.name, object_key(obj))
+                elif kind in ("ADDED", "MODIFIED"):
+                    self.sink.upsert(self.name, object_key(obj), self.held(obj))
+                self.rv = resource_version(obj) or self.rv  # BOOKMARK: only this
+                self._progressed = True
+                held_count += kind != "BOOKMARK"
+                self._synced()
+        finally:
+            self._watch = None
+            if held_count:
+                log.debug("%s: %d event(s) in this watch", self.name, held_count)

@@ -1,0 +1,185 @@
+"""What eip-guard lists and watches, and how to ask the API for each (one ``Resource`` a row).
+
+Each row yields one ``Stream`` per namespace it covers: a stream is the unit that is listed,
+watched, made ready and measured on its own, so one slow or failing namespace or resource
+never stalls another.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from app.core.eips import GROUP
+from app.core.inventory import Options
+
+EIP_VERSION = "v1alpha2"
+EIP_CRD = f"eips.{GROUP}"
+DEFAULT_KUBE_VIP_NAMESPACES = ("kube-system",)
+
+Lister = Callable[..., Any]
+"""A generated client ``list_*`` function with its positional arguments bound."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    plural: str  # metrics label and log name, e.g. "pods"
+    api_version: str  # list items carry no apiVersion/kind: we restore them for extract()
+    kind: str
+    scope: str  # "cluster" (cluster-scoped), "all" (all namespaces), "namespaced"
+    optional: bool = False  # a 404 on the list means "this API server does not offer it"
+
+    def lister(self, api: client.ApiClient, namespace: str | None) -> Lister:
+        return _LISTERS[self.plural](api, namespace)
+
+
+def _custom(api: client.ApiClient, _ns: str | None) -> Lister:
+    objects = client.CustomObjectsApi(api)
+
+    # Like _bind: no docstring, no return annotation (raw dicts from Watch.stream).
+    def list_eips(**kwargs: Any) -> Any:
+        return objects.list_cluster_custom_object(GROUP, EIP_VERSION, "eips", **kwargs)
+
+    return list_eips
+
+
+def _bind(fn: Callable[..., Any], *args: Any) -> Lister:
+    # No docstring and no return annotation on purpose: Watch.stream then finds no model type
+    # and hands us the raw dicts (no per-event model deserialisation; extract() wants dicts).
+    def call(**kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return call
+
+
+_LISTERS: dict[str, Callable[[client.ApiClient, str | None], Lister]] = {
+    "nodes": lambda api, _ns: _bind(client.CoreV1Api(api).list_node),
+    "eips": _custom,
+    "services": lambda api, _ns: _bind(client.CoreV1Api(api).list_service_for_all_namespaces),
+    "pods": lambda api, ns: _bind(client.CoreV1Api(api).list_namespaced_pod, ns),
+    "daemonsets": lambda api, ns: _bind(client.AppsV1Api(api).list_namespaced_daemon_set, ns),
+    "deployments": lambda api, ns: _bind(client.AppsV1Api(api).list_namespaced_deployment, ns),
+    "configmaps": lambda api, ns: _bind(client.CoreV1Api(api).list_namespaced_config_map, ns),
+    "servicecidrs": lambda api, _ns: _bind(client.NetworkingV1Api(api).list_service_cidr),
+}
+
+NODES = Resource("nodes", "v1", "Node", "cluster")
+EIPS = Resource("eips", f"{GROUP}/{EIP_VERSION}", "Eip", "cluster")
+SERVICES = Resource("services", "v1", "Service", "all")
+PODS = Resource("pods", "v1", "Pod", "namespaced")
+DAEMONSETS = Resource("daemonsets", "apps/v1", "DaemonSet", "namespaced")
+DEPLOYMENTS = Resource("deployments", "apps/v1", "Deployment", "namespaced")
+CONFIGMAPS = Resource("configmaps", "v1", "ConfigMap", "namespaced")
+SERVICECIDRS = Resource("servicecidrs", "networking.k8s.io/v1", "ServiceCIDR", "cluster", True)
+RESOURCES = (NODES, EIPS, SERVICES, PODS, DAEMONSETS, DEPLOYMENTS, CONFIGMAPS, SERVICECIDRS)
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """One resource in one namespace (or cluster-wide): listed and watched on its own."""
+
+    resource: Resource
+    namespace: str | None = None
+
+    @property
+    def name(self) -> str:
+        return (
+            f"{self.resource.plural}/{self.namespace}" if self.namespace else self.resource.plural
+        )
+
+    def lister(self, api: client.ApiClient) -> Lister:
+        return self.resource.lister(api, self.namespace)
+
+
+def streams(kube_vip_namespaces: Iterable[str], options: Options) -> tuple[Stream, ...]:
+    """Every stream the inventory needs: kube-vip kinds in its namespaces, the rest cluster-wide.
+
+    ConfigMaps are read in the kube-vip namespaces (values that env vars reference) and in the
+    namespace of the kube-vip-cloud-provider ConfigMap, wherever that option puts it.
+    """
+    vip_ns = tuple(dict.fromkeys(kube_vip_namespaces))
+    cm_ns = tuple(dict.fromkeys((*vip_ns, options.kube_vip_configmap[0])))
+    out = [Stream(NODES), Stream(EIPS), Stream(SERVICES), Stream(SERVICECIDRS)]
+    out += [Stream(r, ns) for r in (PODS, DAEMONSETS, DEPLOYMENTS) for ns in vip_ns]
+    out += [Stream(CONFIGMAPS, ns) for ns in cm_ns]
+    return tuple(out)
+
+
+def rbac_rules() -> list[dict[str, Any]]:
+    """The ClusterRole rules live mode needs; the README snippet is checked against this."""
+    return [
+        {"apiGroups": [""], "resources": ["nodes", "services", "pods", "configmaps"],
+         "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["apps"], "resources": ["daemonsets", "deployments"],
+         "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [GROUP], "resources": ["eips"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["networking.k8s.io"], "resources": ["servicecidrs"],
+         "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+    ]  # fmt: skip
+
+
+PAGE = 500  # objects per list request: a big cluster's Services come in chunks, as kubectl does
+
+
+def list_all(
+    stream: Stream, lister: Lister, timeout: tuple[float, float]
+) -> tuple[list[dict[str, Any]], str]:
+    """Every object of a stream (following ``continue`` tokens) and the list's resourceVersion.
+
+    Items of a list carry no apiVersion/kind on a real API server; ``extract`` needs them.
+    """
+    items: list[dict[str, Any]] = []
+    token: str | None = None
+    rv = ""
+    while True:
+        kwargs: dict[str, Any] = {
+            "limit": PAGE,
+            "_preload_content": False,
+            "_request_timeout": timeout,
+        }
+        if token:
+            kwargs["_continue"] = token
+        resp = lister(**kwargs)
+        try:
+            data = json.loads(resp.data)
+        finally:
+            resp.release_conn()
+        meta = data.get("metadata") or {}
+        rv = str(meta.get("resourceVersion") or "")
+        for obj in data.get("items") or []:
+            if isinstance(obj, dict):
+                obj.setdefault("apiVersion", stream.resource.api_version)
+                obj.setdefault("kind", stream.resource.kind)
+                items.append(obj)
+        token = meta.get("continue") or None
+        if not token:
+            return items, rv
+
+
+def describe_failure(stream: Stream, exc: BaseException, *, retrying: bool = True) -> str:
+    """What went wrong with a stream, and what to do, in one line (logs, /readyz, CLI)."""
+    status = getattr(exc, "status", None)
+    again = "; retrying" if retrying else ""
+    if isinstance(exc, ApiException) and status == 404 and stream.resource is EIPS:
+        return (
+            f"the Eip CRD {EIP_CRD} (version {EIP_VERSION}) is not installed: the API answers "
+            f"404 to the list of Eips. Install OpenELB (or its CRDs){again}"
+        )
+    if isinstance(exc, ApiException) and status in (401, 403):
+        return (
+            f"{stream.name}: the API refuses the list/watch ({status} {exc.reason}): grant "
+            f"get/list/watch on {stream.resource.plural} to eip-guard's service account "
+            f"(README: RBAC){again}"
+        )
+    if isinstance(exc, ApiException):
+        return f"{stream.name}: the API answers {status} {exc.reason}{again}"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return (
+        f"{stream.name}: cannot reach the API server ({type(exc).__name__}: {text[:200]}); retrying"
+    )

@@ -1,0 +1,54 @@
+"""One list per stream, for ``eip-guard check`` / ``audit`` against a live cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from app.core.inventory import Options
+from app.kube.config import KubeError, api_client
+from app.kube.reflector import WatchSettings
+from app.kube.resources import EIPS, Stream, describe_failure, list_all, streams
+
+
+def list_cluster(
+    api: client.ApiClient, streams: Iterable[Stream], settings: WatchSettings | None = None
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every object of every stream, and notes on what could not be read but is not fatal.
+
+    A missing Eip CRD or ServiceCIDR API is a note (the rest can still be judged); any other
+    failure raises ``KubeError`` with what to do.
+    """
+    timeout = (settings or WatchSettings(timeout_seconds=60)).request_timeout
+    objects: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for stream in streams:
+        try:
+            items, _rv = list_all(stream, stream.lister(api), timeout)
+        except ApiException as exc:
+            if exc.status == 404 and (stream.resource.optional or stream.resource is EIPS):
+                if stream.resource is EIPS:
+                    notes.append(describe_failure(stream, exc, retrying=False))
+                continue
+            raise KubeError(describe_failure(stream, exc, retrying=False)) from exc
+        except Exception as exc:
+            raise KubeError(describe_failure(stream, exc, retrying=False)) from exc
+        objects.extend(items)
+    return objects, notes
+
+
+def read_cluster(
+    kubeconfig: str | None,
+    context: str | None,
+    kube_vip_namespaces: Iterable[str],
+    options: Options,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Connect (kubectl's order, see ``api_client``), list every stream once, disconnect."""
+    api = api_client(kubeconfig, context)
+    try:
+        return list_cluster(api, streams(kube_vip_namespaces, options))
+    finally:
+        api.close()  # type: ignore[no-untyped-call]

@@ -1,0 +1,120 @@
+"""The agent's templates (charts/eip-guard/templates/agent-*.yaml) on Helm's own engine.
+
+The chart itself (Chart.yaml, helpers, values and their closed schema) comes from the chart
+work; these tests run once both are in one tree. Keys under `agent:` other than `enabled`
+are read with defaults, so the templates render under the schema as it is; the tests that
+set such keys widen the schema of a copy of the chart first.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+helm_python = pytest.importorskip(
+    "helm_python", reason="helm-python-sdk (Helm's engine) is installed with the chart"
+)
+CHART = ROOT / "charts" / "eip-guard"
+pytestmark = pytest.mark.skipif(
+    not (CHART / "Chart.yaml").exists(),
+    reason="charts/eip-guard/Chart.yaml is not in this tree yet (it comes with the chart)",
+)
+AGENT_KEYS = {
+    "speaker": {"enum": ["on", "off"]},
+    "leaseRenewSeconds": {"type": "number"},
+    "leaseDurationSeconds": {"type": "integer"},
+}
+
+
+def render(values: dict[str, Any], chart: Path = CHART) -> list[dict[str, Any]]:
+    with helm_python.Chart.load(str(chart)) as loaded:
+        out = loaded.render(values, name="eip-guard", namespace="eip-guard")
+    return [
+        doc
+        for path, text in sorted(out.items())
+        if "/agent-" in path
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
+
+
+@pytest.fixture
+def wide_chart(tmp_path: Path) -> Path:
+    copy = tmp_path / "eip-guard"
+    shutil.copytree(CHART, copy)
+    schema_path = copy / "values.schema.json"
+    schema = json.loads(schema_path.read_text())
+    schema["properties"]["agent"]["properties"].update(AGENT_KEYS)
+    schema_path.write_text(json.dumps(schema))
+    return copy
+
+
+def test_off_by_default() -> None:
+    assert render({}) == []
+
+
+def test_report_only_by_default_without_privileges() -> None:
+    objs = render({"agent": {"enabled": True}})
+    kinds = sorted(o["kind"] for o in objs)
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "DaemonSet", "Role", "RoleBinding",
+                     "ServiceAccount"]  # fmt: skip
+    ds = next(o for o in objs if o["kind"] == "DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True
+    container = pod["containers"][0]
+    assert container["args"][:3] == ["agent", "--live", "--speaker=off"]
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] is True and security["capabilities"] == {"drop": ["ALL"]}
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
+    assert env == {"NODE_NAME": "spec.nodeName", "POD_NAMESPACE": "metadata.namespace"}
+
+
+def test_rbac_is_what_the_agent_calls() -> None:
+    objs = render({"agent": {"enabled": True}})
+    role = next(o for o in objs if o["kind"] == "Role")
+    lease_verbs = ["get", "list", "watch", "create", "update", "patch"]
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": lease_verbs}
+    ]
+    cluster = next(o for o in objs if o["kind"] == "ClusterRole")
+    granted = {(g, r): set(rule["verbs"]) for rule in cluster["rules"]
+               for g in rule["apiGroups"] for r in rule["resources"]}  # fmt: skip
+    assert granted == {
+        ("network.kubesphere.io", "eips"): {"get", "list", "watch"},
+        ("", "services"): {"list", "watch"},
+        ("discovery.k8s.io", "endpointslices"): {"list", "watch"},
+        ("", "nodes"): {"get", "list", "watch", "patch"},
+        ("", "events"): {"create"},
+    }
+    assert all("*" not in json.dumps(rule) for rule in cluster["rules"] + role["rules"])
+
+
+def test_speaker_on_adds_only_net_raw(wide_chart: Path) -> None:
+    values = {"agent": {"enabled": True, "speaker": "on", "leaseRenewSeconds": 10,
+                        "leaseDurationSeconds": 30}}  # fmt: skip
+    ds = next(o for o in render(values, wide_chart) if o["kind"] == "DaemonSet")
+    container = ds["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["agent", "--live", "--speaker=on", "--lease-renew=10",
+                                 "--lease-duration=30"]  # fmt: skip
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_RAW"]}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+@pytest.mark.parametrize(
+    ("agent", "message"),
+    [
+        ({"leaseRenewSeconds": 6, "leaseDurationSeconds": 6}, "must be shorter than"),
+    ],
+)
+def test_bad_agent_values_fail_the_render(
+    wide_chart: Path, agent: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(helm_python.HelmError, match=message):
+        render({"agent": {"enabled": True, **agent}}, wide_chart)

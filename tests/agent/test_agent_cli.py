@@ -1,0 +1,72 @@
+"""`eip-guard agent` and `resolve`: bad input is one line and exit 2, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.cli.main import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse usage errors
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_a_missing_snapshot_is_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(capsys, "agent", "--cluster", str(tmp_path / "nope.yaml"),
+                       "--node-name", "n1")  # fmt: skip
+    assert code == 2
+    assert "nope.yaml" in err and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+
+
+def test_a_broken_snapshot_is_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: [unclosed\n")
+    code, _, err = run(capsys, "agent", "--cluster", str(bad), "--node-name", "n1")
+    assert code == 2 and "bad.yaml: not valid YAML" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--interval", "0"], "--interval 0.0: must be more than 0 seconds"),
+        (["--live", "--lease-renew", "6"], "must be shorter than the Lease duration"),
+    ],
+)
+def test_bad_settings_are_exit_2(
+    capsys: pytest.CaptureFixture[str], examples: Path, argv: list[str], message: str
+) -> None:
+    source = [] if "--live" in argv else ["--cluster", str(examples / "cluster.yaml")]
+    code, _, err = run(capsys, "agent", *source, "--node-name", "n1", "--server",
+                       "http://127.0.0.1:9", *argv)  # fmt: skip
+    assert code == 2
+    assert message in err
+
+
+def test_a_node_name_is_required(
+    capsys: pytest.CaptureFixture[str], examples: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NODE_NAME", raising=False)
+    code, _, err = run(capsys, "agent", "--cluster", str(examples / "cluster.yaml"))
+    assert code == 2 and "--node-name is required" in err
+
+
+def test_static_and_live_exclude_each_other(
+    capsys: pytest.CaptureFixture[str], examples: Path
+) -> None:
+    code, _, err = run(capsys, "agent", "--cluster", str(examples / "cluster.yaml"), "--live",
+                       "--node-name", "n1")  # fmt: skip
+    assert code == 2 and "not allowed with argument" in err
+
+
+def test_resolve_rejects_a_bad_spec(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "resolve", "can_reach:10.0.0.0/24", "-o", "json")
+    assert code == 2
+    assert "is a CIDR" in out

@@ -1,0 +1,105 @@
+"""OpenELB's election: lowest sha256(node + "#" + ip) among qualifying live nodes."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from app.agent.election import EXCLUDE_LABEL, cluster_view, elect, mine, winners
+
+NODES = ("node-a", "node-b", "node-c", "node-d")
+
+
+def eip(name: str, used: dict[str, str], protocol: str = "layer2", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "network.kubesphere.io/v1alpha2",
+        "kind": "Eip",
+        "metadata": {"name": name},
+        "spec": {"address": "10.0.0.0/24", "protocol": protocol, "interface": "eth0", **spec},
+        "status": {"used": used},
+    }
+
+
+def node(name: str, *labels: str) -> dict[str, Any]:
+    return {"kind": "Node", "metadata": {"name": name, "labels": dict.fromkeys(labels, "")}}
+
+
+def service(ns: str, name: str, policy: str) -> dict[str, Any]:
+    return {"kind": "Service", "metadata": {"namespace": ns, "name": name},
+            "spec": {"type": "LoadBalancer", "externalTrafficPolicy": policy}}  # fmt: skip
+
+
+def slice_(ns: str, svc: str, *endpoints: tuple[str, bool | None]) -> dict[str, Any]:
+    eps = []
+    for node_name, ready in endpoints:
+        ep: dict[str, Any] = {"nodeName": node_name, "addresses": ["10.1.0.1"]}
+        if ready is not None:
+            ep["conditions"] = {"ready": ready}
+        eps.append(ep)
+    return {"kind": "EndpointSlice", "endpoints": eps,
+            "metadata": {"namespace": ns, "name": f"{svc}-x",
+                         "labels": {"kubernetes.io/service-name": svc}}}  # fmt: skip
+
+
+def lowest(ip: str, nodes: tuple[str, ...]) -> str:
+    return min(nodes, key=lambda n: hashlib.sha256(f"{n}#{ip}".encode()).hexdigest())
+
+
+def test_elect_is_the_lowest_hash() -> None:
+    ips = [f"10.0.0.{i}" for i in range(1, 40)]
+    for ip in ips:
+        assert elect(ip, NODES) == lowest(ip, NODES)
+    # Every node wins some IP: the hash spreads announcers.
+    assert {elect(ip, NODES) for ip in ips} == set(NODES)
+    assert elect("10.0.0.1", ()) is None
+
+
+def test_each_ip_has_exactly_one_announcer() -> None:
+    used = {f"10.0.0.{i}": f"default/svc{i}" for i in range(1, 30)}
+    view = cluster_view([eip("pool", used)])
+    announced = [a.ip for n in NODES for a in mine(view, NODES, n)]
+    assert sorted(announced) == sorted(used)
+
+
+def test_only_layer2_eips_that_are_enabled() -> None:
+    view = cluster_view([
+        eip("bgp", {"10.0.0.1": "a/b"}, protocol="bgp"),
+        eip("vip", {"10.0.0.2": "a/b"}, protocol="vip"),  # keepalived speaks for vip
+        eip("off", {"10.0.0.3": "a/b"}, disable=True),
+        eip("l2", {"10.0.0.4": "a/b"}),
+    ])  # fmt: skip
+    assert [a.ip for a in view.assignments] == ["10.0.0.4"]
+    assert {e.name for e in view.eips} == {"bgp", "vip", "off", "l2"}
+
+
+def test_excluded_and_dead_nodes_do_not_announce() -> None:
+    ip = "10.0.0.7"
+    first = lowest(ip, NODES)
+    objects = [eip("pool", {ip: "default/web"}), node(first, EXCLUDE_LABEL)]
+    rest = tuple(n for n in NODES if n != first)
+    assert winners(cluster_view(objects), NODES)[ip] == lowest(ip, rest)
+    alive = rest[:2]
+    assert winners(cluster_view(objects[:1]), alive)[ip] == lowest(ip, alive)
+
+
+def test_local_traffic_policy_needs_a_ready_endpoint() -> None:
+    ip = "10.0.0.9"
+    objects = [
+        eip("pool", {ip: "shop/web"}),
+        service("shop", "web", "Local"),
+        slice_("shop", "web", ("node-c", True), ("node-d", False), ("node-b", None)),
+    ]
+    view = cluster_view(objects)
+    assert winners(view, NODES)[ip] == lowest(ip, ("node-b", "node-c"))  # no ready: no
+    assert winners(view, ("node-a", "node-d"))[ip] is None  # nobody qualifies: silence
+
+
+def test_a_shared_ip_with_one_cluster_policy_service_uses_every_node() -> None:
+    ip = "10.0.0.11"
+    objects = [
+        eip("pool", {ip: "shop/web;shop/api"}),
+        service("shop", "web", "Local"),
+        service("shop", "api", "Cluster"),
+        slice_("shop", "web", ("node-c", True)),
+    ]
+    assert winners(cluster_view(objects), NODES)[ip] == lowest(ip, NODES)

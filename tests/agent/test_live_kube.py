@@ -1,0 +1,230 @@
+"""Live mode against kmock's Kubernetes emulator over real HTTP: Leases and membership,
+watches, the node report annotation and Warning Events."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from app.agent.pyroute2_netlink import Pyroute2Netlink
+from app.agent.runner import Agent, Settings
+from app.cli.agent_cmd import LiveSource
+from app.core.facts import FactKind
+from app.core.inventory import NODE_REPORT_ANNOTATION, build
+from app.kube.agent_api import AgentApi, KubeError
+from app.kube.agent_leases import lease_body, live_nodes, next_expiry
+from app.kube.agent_source import EXCLUDE_LABEL, LiveCluster
+
+from .kube_emulator import Emulator
+from .lab import CAN_REACH4, SUBNET4, Lab
+
+EIPS = ("network.kubesphere.io/v1alpha2", "eips")
+
+
+def eventually(check: Callable[[], bool], timeout: float = 10, what: str = "") -> None:
+    """Poll until ``check`` holds; the timeout only bounds a hung test, it is no speed claim."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"never happened: {what}")
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    with Emulator() as emu:
+        # kmock only knows a resource once it holds an object of it (else LIST says 404).
+        emu.put(
+            "v1",
+            "services",
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"namespace": "shop", "name": "web"},
+                "spec": {"externalTrafficPolicy": "Cluster"},
+            },
+        )
+        emu.put("discovery.k8s.io/v1", "endpointslices", {
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"namespace": "shop", "name": "web-1",
+                             "labels": {"kubernetes.io/service-name": "web"}},
+                "endpoints": [{"nodeName": "node1", "addresses": ["10.1.0.1"]}]})  # fmt: skip
+        yield emu
+
+
+def eip(used: dict[str, str], interface: str = f"can_reach:{CAN_REACH4}") -> dict[str, Any]:
+    return {"apiVersion": "network.kubesphere.io/v1alpha2", "kind": "Eip",
+            "metadata": {"name": "pool", "uid": "uid-pool"},
+            "spec": {"address": f"{SUBNET4}.100-{SUBNET4}.120", "protocol": "layer2",
+                     "interface": interface},
+            "status": {"used": used}}  # fmt: skip
+
+
+def test_lease_liveness_is_pure() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    fresh = lease_body("a", "ns", 6, now - timedelta(seconds=5))
+    stale = lease_body("b", "ns", 6, now - timedelta(seconds=7))
+    foreign = dict(fresh, metadata={"name": "kube-scheduler", "labels": {}})
+    assert live_nodes([fresh, stale, foreign], now) == {"a"}
+    assert next_expiry([fresh, stale], now) == now + timedelta(seconds=1)
+
+
+def test_leases_renew_and_expire(emulator: Emulator) -> None:
+    logs: list[str] = []
+    stop_one, stop_two = threading.Event(), threading.Event()
+    one = LiveCluster(emulator.api(), "node1", logs.append, renew=0.2, duration=1, watch_seconds=1)
+    two = LiveCluster(emulator.api(), "node2", logs.append, renew=0.2, duration=1, watch_seconds=1)
+    try:
+        one.start(stop_one)
+        two.start(stop_two)
+        eventually(lambda: one.members() == {"node1", "node2"}, what="both live")
+        lease = emulator.get("coordination.k8s.io/v1", "leases", "eip-guard",
+                             "eip-guard-agent-node2")  # fmt: skip
+        assert lease["spec"]["holderIdentity"] == "node2"
+        assert lease["spec"]["leaseDurationSeconds"] == 1
+        stop_two.set()  # node2's agent dies: its Lease is no longer renewed
+        eventually(lambda: one.members() == {"node1"}, what="node2 drops out")
+        assert two.members() == {"node1"}, "an agent that cannot renew fences itself"
+    finally:
+        stop_one.set()
+        stop_two.set()
+    assert not [line for line in logs if "Lease" in line], logs
+
+
+def test_a_joining_agent_warms_up_until_the_others_see_it(emulator: Emulator) -> None:
+    stop = threading.Event()
+    one = LiveCluster(emulator.api(), "node1", print, renew=0.2, duration=1, watch_seconds=1)
+    two = LiveCluster(emulator.api(), "node2", print, renew=0.2, duration=1, watch_seconds=1)
+    try:
+        one.start(stop)
+        eventually(lambda: one.members() == {"node1"}, what="node1 counts itself")
+        two.start(stop)
+        eventually(lambda: "node2" in one.members(), what="node1 sees node2's Lease")
+        seen_by_one_first = not two.self_live()
+        eventually(two.self_live, what="node2 counts itself after its warm-up")
+        assert seen_by_one_first, "node2 counted itself before node1 could see its Lease"
+        assert two.members() == {"node1", "node2"}
+    finally:
+        stop.set()
+
+
+def test_bad_lease_timing_is_refused(emulator: Emulator) -> None:
+    with pytest.raises(ValueError, match="must be shorter than the Lease duration"):
+        LiveCluster(emulator.api(), "n", print, renew=6, duration=6)
+
+
+def test_watches_follow_the_cluster(emulator: Emulator) -> None:
+    emulator.put(*EIPS, eip({f"{SUBNET4}.101": "shop/web"}))
+    emulator.put(
+        "v1",
+        "nodes",
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": "node3", "labels": {EXCLUDE_LABEL: ""}},
+        },
+    )
+    emulator.put("v1", "nodes", {"apiVersion": "v1", "kind": "Node",
+                                 "metadata": {"name": "node4"}})  # fmt: skip
+    stop = threading.Event()
+    cluster = LiveCluster(emulator.api(), "node1", print, renew=0.2, duration=1, watch_seconds=1)
+    try:
+        cluster.start(stop)
+        eventually(
+            lambda: (
+                bool(cluster.objects())
+                if all(r.synced.is_set() for r in cluster.reflectors)
+                else False
+            ),
+            what="first lists",
+        )
+        kinds = sorted(o["kind"] for o in cluster.objects())
+        assert kinds == ["Eip", "EndpointSlice", "Node", "Service"]  # only the excluded Node
+        assert [o["metadata"]["name"] for o in cluster.objects() if o["kind"] == "Node"] == [
+            "node3"
+        ]
+        # A change arrives through the watch.
+        custom = client.CustomObjectsApi(cluster.api.api)
+        custom.patch_cluster_custom_object(
+            "network.kubesphere.io", "v1alpha2", "eips", "pool",
+            {"status": {"used": {f"{SUBNET4}.102": "shop/api"}}},
+            _content_type="application/merge-patch+json",
+        )  # fmt: skip
+
+        def has_both() -> bool:
+            pools = [o for o in cluster.objects() if o["kind"] == "Eip"]
+            return len(pools) == 1 and f"{SUBNET4}.102" in pools[0]["status"]["used"]
+
+        eventually(has_both, what="the patched Eip")
+    finally:
+        stop.set()
+
+
+def test_kube_errors_are_one_line(emulator: Emulator) -> None:
+    api = emulator.api()
+    with pytest.raises(KubeError, match=r"^annotate Node ghost: HTTP 404"):
+        api.annotate_node("ghost", "k", "v")
+    dead = AgentApi(api.api, "eip-guard", timeout=1)
+    dead.api.configuration.host = "http://127.0.0.1:9"  # nothing listens on the discard port
+    with pytest.raises(KubeError, match=r"^list Leases in eip-guard: "):
+        dead.list_leases()
+
+
+def test_agent_reports_its_node_and_warns_about_the_trap(emulator: Emulator, lab: Lab) -> None:
+    """The whole live path on node1 of the lab, report-only: real kernel, real HTTP."""
+    emulator.put("v1", "nodes", {"apiVersion": "v1", "kind": "Node",
+                                 "metadata": {"name": "node1"}})  # fmt: skip
+    emulator.put(*EIPS, eip({f"{SUBNET4}.101": "shop/web"}))
+    logs: list[str] = []
+    api = emulator.api()
+    stop = threading.Event()
+    cluster = LiveCluster(api, "node1", logs.append, renew=0.2, duration=1, watch_seconds=1)
+
+    def report(text: str) -> bool:
+        api.annotate_node("node1", NODE_REPORT_ANNOTATION, text)
+        return True
+
+    def warn(binding: Any) -> None:
+        api.warn_eip(binding.eip, "uid-pool", "node1", "CanReachBoundLocally", binding.message)
+
+    netlink = Pyroute2Netlink(lab.ns["node1"])
+    agent = Agent(Settings("node1"), LiveSource(cluster), netlink, logs.append,
+                  report=report, warn=warn)  # fmt: skip
+    try:
+        cluster.start(stop)
+
+        def announced() -> bool:
+            current = agent.tick()
+            return current is not None and bool(current.announcements)
+
+        eventually(announced, what="node1 elects itself")
+        assert any(f"would announce (report-only) {SUBNET4}.101 on ens3" in x for x in logs)
+        node = emulator.get("v1", "nodes", None, "node1")
+        text = node["metadata"]["annotations"][NODE_REPORT_ANNOTATION]
+        report_json = json.loads(text)
+        assert [i["name"] for i in report_json["interfaces"]] == ["ens3"]  # no kube-ipvs0
+        inventory = build([node.raw])
+        assert inventory.count(FactKind.NODE_SUBNET) == 2  # the v4 and v6 subnets of ens3
+        events = emulator.objects("v1", "events")
+        assert len(events) == 1
+        event = events[0]
+        assert event["type"] == "Warning" and event["reason"] == "CanReachBoundLocally"
+        assert event["involvedObject"] == {
+            "apiVersion": "network.kubesphere.io/v1alpha2",
+            "kind": "Eip",
+            "name": "pool",
+            "uid": "uid-pool",
+        }
+        assert "kube-ipvs0" in event["message"]
+        agent.tick()
+        assert len(emulator.objects("v1", "events")) == 1  # once per appearance, not per tick
+    finally:
+        stop.set()

@@ -1,0 +1,132 @@
+"""NIC resolution against a real kernel: the lo trap, and the NICs a speaker must skip."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import time
+from pathlib import Path
+
+from app.agent.pyroute2_netlink import Pyroute2Netlink
+from app.agent.resolve import Resolved, Unresolved, resolve
+from app.agent.runner import Agent, Settings, SnapshotSource
+from app.core.interfaces import parse_interface
+
+from .lab import CAN_REACH4, EIP_GUARD, SUBNET4, SUBNET6, Lab
+
+
+def test_route_get_says_lo_but_we_pick_the_bridge_nic(lab: Lab) -> None:
+    ns = lab.ns["node1"]
+    netlink = Pyroute2Netlink(ns)
+    answer = netlink.route_get(ipaddress.ip_address(CAN_REACH4))
+    host = netlink.host()
+    assert answer.type == "local"
+    assert host.link(answer.oif) is not None and host.link(answer.oif).name == "lo"  # type: ignore[union-attr]
+    result = resolve(parse_interface(f"can_reach:{CAN_REACH4}"), host)
+    assert isinstance(result, Resolved)
+    assert result.link.name == "ens3"
+    assert "connected subnet 198.51.100.0/24" in result.why
+
+
+def test_resolve_command_shows_the_trap(lab: Lab) -> None:
+    out = lab.run(lab.ns["node1"], EIP_GUARD, "resolve", f"can_reach:{CAN_REACH4}", "-o", "json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["eip_guard"]["nic"] == "ens3"
+    assert result["ip_route_get"]["nic"] == "lo"
+    assert "invalid interface lo" in result["ip_route_get"]["why"]
+    text = lab.run(lab.ns["node1"], EIP_GUARD, "resolve", f"can_reach:{CAN_REACH4}")
+    assert text.stdout.splitlines()[0].startswith("eip-guard picks:   ens3")
+
+
+def test_each_node_resolves_its_own_nic_name(lab: Lab) -> None:
+    for node, nic in (("node1", "ens3"), ("node2", "enp0s8")):
+        for gateway in (f"{SUBNET4}.1", f"{SUBNET6}::1"):
+            out = lab.run(lab.ns[node], EIP_GUARD, "resolve", f"can_reach:{gateway}", "-o", "json")
+            assert out.returncode == 0, out.stderr
+            assert json.loads(out.stdout)["eip_guard"]["nic"] == nic
+
+
+def test_exit_codes(lab: Lab) -> None:
+    ns = lab.ns["node2"]
+    assert lab.run(ns, EIP_GUARD, "resolve", "enp0s8").returncode == 0
+    missing = lab.run(ns, EIP_GUARD, "resolve", "ens3")
+    assert missing.returncode == 1
+    assert "no NIC named 'ens3'" in missing.stdout
+    unreachable = lab.run(ns, EIP_GUARD, "resolve", "can_reach:203.0.113.9")
+    assert unreachable.returncode == 1
+    assert "no route of the main table reaches 203.0.113.9" in unreachable.stdout
+    assert lab.run(ns, EIP_GUARD, "resolve", "can_reach:1.2.3").returncode == 2
+    assert lab.run(ns, EIP_GUARD, "resolve", "vlan:7").returncode == 2
+
+
+def test_skips_down_enslaved_and_noarp_nics(lab: Lab) -> None:
+    """Connected routes on unusable NICs are passed over for the gateway route."""
+    ns = lab.ns["node2"]
+    lab.ip(ns, "link", "add", "eth7", "type", "veth", "peer", "name", "eth7p")
+    lab.ip(ns, "link", "add", "bond-br", "type", "bridge")
+    try:
+        lab.ip(ns, "addr", "add", "203.0.113.2/24", "dev", "eth7")
+        lab.ip(ns, "link", "set", "eth7p", "up")
+        lab.ip(ns, "link", "set", "eth7", "up")
+        lab.ip(ns, "route", "add", "203.0.0.0/16", "via", f"{SUBNET4}.1", "dev", "enp0s8")
+        spec = parse_interface("can_reach:203.0.113.9")
+        netlink = Pyroute2Netlink(ns)
+        first = resolve(spec, netlink.host())
+        assert isinstance(first, Resolved) and first.link.name == "eth7"
+
+        lab.ip(ns, "link", "set", "eth7", "arp", "off")
+        noarp = resolve(spec, netlink.host())
+        assert isinstance(noarp, Resolved) and noarp.link.name == "enp0s8"
+        assert "gateway route 203.0.0.0/16 via 198.51.100.1" in noarp.why
+
+        lab.ip(ns, "link", "set", "eth7", "arp", "on")
+        lab.ip(ns, "link", "set", "eth7", "down")
+        down = resolve(spec, netlink.host())
+        assert isinstance(down, Resolved) and down.link.name == "enp0s8"
+
+        lab.ip(ns, "link", "set", "eth7", "master", "bond-br", "up")
+        host = netlink.host()
+        named = resolve(parse_interface("eth7"), host)
+        assert isinstance(named, Unresolved)
+        assert "is a port of bond-br" in named.reason
+        lab.ip(ns, "route", "del", "203.0.0.0/16")
+        gone = resolve(spec, netlink.host())
+        assert isinstance(gone, Unresolved)
+    finally:
+        lab.ip(ns, "link", "del", "eth7", check=False)
+        lab.ip(ns, "link", "del", "bond-br", check=False)
+        lab.ip(ns, "route", "del", "203.0.0.0/16", check=False)
+
+
+def test_agent_keeps_its_last_view_when_the_cluster_cannot_be_read(
+    lab: Lab, tmp_path: Path
+) -> None:
+    snap = tmp_path / "cluster.json"
+
+    def write(used: dict[str, str]) -> None:
+        eip = {"apiVersion": "network.kubesphere.io/v1alpha2", "kind": "Eip",
+               "metadata": {"name": "pool"},
+               "spec": {"address": f"{SUBNET4}.100-{SUBNET4}.120", "protocol": "layer2",
+                        "interface": f"can_reach:{SUBNET4}.1"},
+               "status": {"used": used}}  # fmt: skip
+        snap.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": [eip]}))
+
+    logs: list[str] = []
+    write({f"{SUBNET4}.101": "shop/web"})
+    source = SnapshotSource([snap], "node2", None)
+    agent = Agent(Settings("node2"), source, Pyroute2Netlink(lab.ns["node2"]), logs.append)
+    first = agent.tick()
+    assert first is not None and [str(a.ip) for a in first.announcements] == [f"{SUBNET4}.101"]
+    snap.write_text("items: [broken")
+    os.utime(snap, (time.time() + 100, time.time() + 100))
+    kept = agent.tick()
+    assert kept is not None and kept.announcements == first.announcements
+    assert any("keeping the last view" in line for line in logs)
+    write({})
+    os.utime(snap, (time.time() + 200, time.time() + 200))
+    gone = agent.tick()
+    assert gone is not None and gone.announcements == ()
+    assert "reading the cluster again" in logs
+    assert any(f"stop announcing {SUBNET4}.101 on enp0s8" in line for line in logs)

@@ -1,0 +1,163 @@
+"""Pure NIC resolution and planning over hand-made HostNet values."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+
+from app.agent.election import cluster_view
+from app.agent.netlink import Address, HostNet, Link, Route, RouteAnswer
+from app.agent.plan import local_bindings, node_report, plan
+from app.agent.resolve import Resolved, Unresolved, describe_route_get, resolve
+from app.core.facts import FactKind
+from app.core.interfaces import parse_interface
+from app.core.inventory import build
+
+
+def link(index: int, name: str, **kw: object) -> Link:
+    base: dict[str, object] = dict(kind="", mac=f"02:00:00:00:00:{index:02x}", up=True,
+                                   master=None, noarp=False, loopback=False)  # fmt: skip
+    base.update(kw)
+    return Link(index, name, **base)  # type: ignore[arg-type]
+
+
+def ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(text)
+
+
+def net(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(text)
+
+
+LO = link(1, "lo", loopback=True)
+ETH = link(2, "eth1")
+IPVS = link(3, "kube-ipvs0", kind="dummy", up=False)
+MGMT = link(4, "eno1")
+HOST = HostNet(
+    links=(LO, ETH, IPVS, MGMT),
+    addresses=(
+        Address(1, ip("127.0.0.1"), 8),
+        Address(2, ip("10.0.0.5"), 24),
+        Address(3, ip("10.0.0.50"), 32),  # a Service IP, bound by kube-proxy
+        Address(4, ip("192.168.9.5"), 24),
+    ),
+    routes=(
+        Route(net("10.0.0.0/24"), 2, None),
+        Route(net("192.168.9.0/24"), 4, None),
+        Route(net("0.0.0.0/0"), 4, ip("192.168.9.1"), 100),
+        Route(net("172.20.0.0/16"), 2, ip("10.0.0.1")),
+    ),
+)
+
+
+def picked(spec: str, host: HostNet = HOST) -> str:
+    result = resolve(parse_interface(spec), host)
+    assert isinstance(result, Resolved), result
+    return result.link.name
+
+
+def test_connected_subnet_wins_even_for_a_locally_bound_ip() -> None:
+    assert picked("can_reach:10.0.0.50") == "eth1"
+    assert picked("can_reach:10.0.0.5") == "eth1"  # the node's own IP: still its NIC
+
+
+def test_gateway_routes_come_after_connected_ones() -> None:
+    assert picked("can_reach:172.20.3.4") == "eth1"  # the more specific gateway route
+    assert picked("can_reach:8.8.8.8") == "eno1"  # the default route
+
+
+def test_longest_prefix_then_metric() -> None:
+    host = HostNet(
+        HOST.links,
+        HOST.addresses,
+        (Route(net("10.0.0.0/16"), 4, None), Route(net("10.0.0.0/24"), 2, None, 50),
+         Route(net("10.0.0.0/24"), 4, None, 10)),
+    )  # fmt: skip
+    assert picked("can_reach:10.0.0.9", host) == "eno1"
+
+
+def test_never_lo_ipvs_or_dummy_devices() -> None:
+    host = HostNet(
+        (LO, link(3, "kube-ipvs0"), link(5, "dummy-x", kind="dummy"), link(6, "cali1234")),
+        (),
+        (Route(net("10.0.0.0/24"), 3, None), Route(net("10.0.0.0/24"), 5, None),
+         Route(net("10.0.0.0/24"), 6, None), Route(net("10.0.0.0/24"), 1, None)),
+    )  # fmt: skip
+    result = resolve(parse_interface("can_reach:10.0.0.9"), host)
+    assert isinstance(result, Unresolved)
+    for why in ("kube-ipvs0 (10.0.0.0/24) is a virtual device", "dummy-x", "loopback"):
+        assert why in result.reason
+
+
+def test_nic_names() -> None:
+    assert picked("eth1") == "eth1"
+    missing = resolve(parse_interface("ens3"), HOST)
+    assert isinstance(missing, Unresolved) and not missing.bad_spec
+    assert "no NIC named 'ens3'" in missing.reason and "eth1" in missing.reason
+    down = resolve(parse_interface("kube-ipvs0"), HOST)
+    assert isinstance(down, Unresolved) and "virtual device" in down.reason
+
+
+def test_bad_specs_are_flagged() -> None:
+    for spec in ("", "vlan:3", "can_reach:10.0.0.0/24"):
+        result = resolve(parse_interface(spec), HOST)
+        assert isinstance(result, Unresolved) and result.bad_spec
+
+
+def test_route_get_description_names_the_trap() -> None:
+    nic, why = describe_route_get(ip("10.0.0.50"), RouteAnswer(1, "local", 255), HOST)
+    assert nic == "lo"
+    assert "kube-ipvs0" in why and "invalid interface lo" in why
+    nic, why = describe_route_get(ip("10.0.0.9"), RouteAnswer(2, "unicast", 254), HOST)
+    assert (nic, why) == ("eth1", "unicast route in table main")
+
+
+def eip(name: str, interface: str, used: tuple[str, ...]) -> dict[str, object]:
+    return {"apiVersion": "network.kubesphere.io/v1alpha2", "kind": "Eip",
+            "metadata": {"name": name},
+            "spec": {"address": "10.0.0.40-10.0.0.60", "protocol": "layer2",
+                     "interface": interface},
+            "status": {"used": dict.fromkeys(used, "default/web")}}  # fmt: skip
+
+
+def test_plan_announces_on_the_resolved_nic_and_explains_failures() -> None:
+    view = cluster_view([eip("good", "can_reach:10.0.0.50", ("10.0.0.41",)),
+                         eip("bad", "ens9", ("10.0.0.42",))])  # fmt: skip
+    result = plan(view, ["me"], "me", HOST)
+    assert result.by_nic() == {"eth1": frozenset({ip("10.0.0.41")})}
+    assert len(result.problems) == 1 and "Eip bad: won 10.0.0.42" in result.problems[0]
+    assert plan(view, ["me", "other"], "nobody", HOST).announcements == ()
+    assert result.notes == ()
+
+
+def test_plan_notes_an_ip_outside_every_subnet_of_its_nic() -> None:
+    view = cluster_view([eip("far", "eth1", ("10.0.0.41",))])
+    host = HostNet(HOST.links, (Address(2, ip("192.0.2.5"), 24),), HOST.routes)
+    result = plan(view, ["me"], "me", host)
+    assert result.by_nic() == {"eth1": frozenset({ip("10.0.0.41")})}
+    assert len(result.notes) == 1 and "10.0.0.41 lies in no subnet of eth1" in result.notes[0]
+
+
+def test_local_bindings_are_the_trap_live() -> None:
+    view = cluster_view([eip("trap", "can_reach:10.0.0.50", ()),
+                         eip("fine", "can_reach:10.0.0.1", ())])  # fmt: skip
+    found = local_bindings(view.eips, HOST)
+    assert [(b.eip, str(b.ip), b.devices) for b in found] == [
+        ("trap", "10.0.0.50", ("kube-ipvs0",))
+    ]
+    assert "invalid interface lo" in found[0].message
+
+
+def test_node_report_round_trips_through_the_core() -> None:
+    text = node_report(HOST).to_json()
+    report = json.loads(text)
+    assert [i["name"] for i in report["interfaces"]] == ["eno1", "eth1"]  # no lo, no ipvs
+    assert report["gateways"] == ["192.168.9.1"]
+    node = {
+        "kind": "Node",
+        "metadata": {"name": "n", "annotations": {"eip-guard.io/network": text}},
+    }
+    inventory = build([node])
+    assert inventory.count(FactKind.NODE_SUBNET) == 2
+    assert inventory.count(FactKind.NODE_GATEWAY) == 1
+    assert inventory.count(FactKind.NODE_IP) == 2

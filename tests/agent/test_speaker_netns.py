@@ -1,0 +1,166 @@
+"""The layer2 speaker on a real bridge: arping and ndisc6 from a client namespace."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from app.agent.election import elect
+
+from .lab import CAN_REACH4, SUBNET4, SUBNET6, Lab
+
+IP4, IP6 = f"{SUBNET4}.101", f"{SUBNET6}::101"
+UNUSED4, UNUSED6 = f"{SUBNET4}.110", f"{SUBNET6}::110"
+
+
+def snapshot(path: Path, nodes: tuple[str, ...] = ("node1", "node2"),
+             used4: tuple[str, ...] = (IP4,), used6: tuple[str, ...] = (IP6,)) -> Path:  # fmt: skip
+    def eip(name: str, address: str, interface: str, used: tuple[str, ...]) -> dict[str, Any]:
+        return {
+            "apiVersion": "network.kubesphere.io/v1alpha2",
+            "kind": "Eip",
+            "metadata": {"name": name},
+            "spec": {"address": address, "protocol": "layer2", "interface": interface},
+            "status": {"used": {ip: "default/web" for ip in used}},
+        }
+
+    items = [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": n}} for n in nodes]
+    items += [
+        # The #331 mistake: can_reach names an IP of the pool, bound on node1's kube-ipvs0.
+        eip("v4", f"{SUBNET4}.100-{SUBNET4}.120", f"can_reach:{CAN_REACH4}", used4),
+        eip("v6", f"{SUBNET6}::100-{SUBNET6}::120", f"can_reach:{SUBNET6}::1", used6),
+    ]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    tmp.replace(path)  # atomic: the agent never reads half a file
+    return path
+
+
+def winner(ip: str, nodes: tuple[str, ...] = ("node1", "node2")) -> str:
+    chosen = elect(ip, nodes)
+    assert chosen is not None
+    return chosen
+
+
+def test_the_elected_node_answers_arp_and_ndp(lab: Lab, tmp_path: Path) -> None:
+    snap = snapshot(tmp_path / "cluster.json")
+    agents = {node: lab.start_agent(node, snap) for node in ("node1", "node2")}
+    try:
+        w4, w6 = winner(IP4), winner(IP6)
+        # The IPs are chosen so that both nodes speak, and the trapped node1 for IPv4.
+        assert (w4, w6) == ("node1", "node2")
+        agents[w4].wait_for(lambda line: f"announce {IP4} on " in line)
+        agents[w6].wait_for(lambda line: f"announce {IP6} on " in line)
+        # node1 resolved can_reach to its bridge NIC although 'ip route get' says lo there.
+        assert any(f"announce {IP4} on ens3" in line for line in agents["node1"].lines)
+        assert lab.arping(IP4) == {lab.mac(w4)}
+        assert lab.ndisc(IP6) == lab.mac(w6)
+        assert lab.arping(UNUSED4) == set()  # in the pool, not in status.used
+        assert lab.arping(f"{SUBNET4}.200") == set()  # in no pool
+        assert lab.ndisc(UNUSED6) is None
+    finally:
+        for agent in agents.values():
+            assert agent.stop() == 0, agent.output
+
+
+def test_report_only_never_answers(lab: Lab, tmp_path: Path) -> None:
+    snap = snapshot(tmp_path / "cluster.json", nodes=("node1",))
+    agent = lab.start_agent("node1", snap, "--speaker", "off")
+    try:
+        agent.wait_for(lambda line: f"would announce (report-only) {IP4} on ens3" in line)
+        agent.wait_for(lambda line: "can_reach:198.51.100.100 of Eip v4 is bound" in line)
+        agent.wait_for(lambda line: line.split("node report: ", 1)[-1].startswith("{"))
+        assert lab.arping(IP4) == set()
+    finally:
+        assert agent.stop() == 0, agent.output
+
+
+def test_failover_updates_the_clients_neighbor_entry(lab: Lab, tmp_path: Path) -> None:
+    snap = snapshot(tmp_path / "cluster.json")
+    first = winner(IP4)
+    second = next(n for n in ("node1", "node2") if n != first)
+    agents = {node: lab.start_agent(node, snap) for node in ("node1", "node2")}
+    try:
+        agents[first].wait_for(lambda line: f"announce {IP4} on " in line)
+        # The client learns the IP the ordinary way: its kernel resolves it with ARP.
+        lab.resolve_neighbor(IP4)
+        entry = lab.neighbor(IP4)
+        assert entry is not None and entry.get("lladdr") == lab.mac(first), entry
+        # The announcer dies; the snapshot (the members) no longer lists its node.
+        assert agents[first].stop() == 0
+        snapshot(snap, nodes=(second,))
+        agents[second].wait_for(lambda line: f"announce {IP4} on " in line)
+        deadline = time.monotonic() + 7
+        while time.monotonic() < deadline:
+            entry = lab.neighbor(IP4)
+            if entry is not None and entry.get("lladdr") == lab.mac(second):
+                break
+            time.sleep(0.1)
+        assert entry is not None and entry.get("lladdr") == lab.mac(second), entry
+    finally:
+        for agent in agents.values():
+            agent.stop()
+        lab.ip(lab.client, "neigh", "flush", "dev", "eth0", check=False)
+
+
+def test_losing_an_ip_stops_the_answers_at_once(lab: Lab, tmp_path: Path) -> None:
+    snap = snapshot(tmp_path / "cluster.json", nodes=("node2",))
+    agent = lab.start_agent("node2", snap)
+    try:
+        agent.wait_for(lambda line: f"announce {IP4} on enp0s8" in line)
+        assert lab.arping(IP4, count=1) == {lab.mac("node2")}
+        snapshot(snap, nodes=("node2",), used4=())
+        agent.wait_for(lambda line: f"stop announcing {IP4} on enp0s8" in line)
+        assert lab.arping(IP4) == set()
+        assert lab.ndisc(IP6) == lab.mac("node2")  # the other Eip is untouched
+    finally:
+        assert agent.stop() == 0, agent.output
+
+
+def test_a_second_speaker_for_the_same_ip_is_reported(lab: Lab, tmp_path: Path) -> None:
+    """Misconfigured membership makes both nodes announce: each logs the other's MAC."""
+    snap = snapshot(tmp_path / "cluster.json", used6=())
+    agents = {n: lab.start_agent(n, snap, "--members", n) for n in ("node1", "node2")}
+    try:
+        for node, agent in agents.items():
+            other = lab.mac("node2" if node == "node1" else "node1")
+
+            def names_the_other(line: str, mac: str = other) -> bool:
+                return "conflict on" in line and mac in line
+
+            agent.wait_for(names_the_other)
+    finally:
+        for agent in agents.values():
+            assert agent.stop() == 0, agent.output
+
+
+CAPTURE = str(Path(__file__).with_name("gratuitous_capture.py"))
+
+
+def test_takeover_sends_five_rounds_of_gratuitous_messages(lab: Lab, tmp_path: Path) -> None:
+    snap = snapshot(tmp_path / "cluster.json", nodes=("node2",))
+    capture = subprocess.Popen(
+        ["ip", "netns", "exec", lab.client, sys.executable, CAPTURE, IP4, IP6,
+         lab.mac("node2")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    agent = None
+    try:
+        assert capture.stdout is not None
+        assert capture.stdout.readline().strip() == "ready"
+        agent = lab.start_agent("node2", snap)
+        out, _ = capture.communicate(timeout=25)
+        # Immediately, then every 1.1 s for 5 s: five rounds, each an ARP request and reply
+        # (IPv4) or an unsolicited advertisement to ff02::1 (IPv6), and then silence.
+        assert out.strip() == str({"request": 5, "reply": 5, "advert": 5})
+    finally:
+        capture.kill()
+        capture.wait()
+        if capture.stdout is not None:
+            capture.stdout.close()
+        if agent is not None:
+            assert agent.stop() == 0, agent.output

@@ -1,0 +1,38 @@
+"""The chart's Deployment speaks the flags `eip-guard serve` really has."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.cli.main import parser
+from tests.chart.rendering import SCENARIOS, RenderFn, one
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_the_deployment_args_are_what_serve_accepts(
+    render: RenderFn, scenario: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In the pod: the live cluster through the service account is the default source.
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    values, api_versions = SCENARIOS[scenario]
+    container = one(render(values, api_versions=api_versions), "Deployment")["spec"]["template"][
+        "spec"
+    ]["containers"][0]
+    assert container["args"][0] == "serve"
+    parsed = parser().parse_args(container["args"])  # exits 2 on any unknown flag
+    assert parsed.probe_port == 8080 and parsed.policy == Path("/etc/eip-guard/policy/policy.yaml")
+    assert parsed.cluster is None and parsed.kubeconfig is None  # live, in-cluster
+    probes = {p: container[p]["httpGet"]["port"] for p in ("readinessProbe", "livenessProbe")}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert {ports[name] for name in probes.values()} == {parsed.probe_port}
+    assert ports["https"] == parsed.port
+
+
+def test_extra_args_come_last(render: RenderFn, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    values, _ = SCENARIOS["policy-and-placement"]
+    args = one(render(values), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[-1] == "--no-background-audit"
+    assert parser().parse_args(args).no_background_audit is True

@@ -1,0 +1,214 @@
+"""Hardened pods and least-privilege RBAC, in every mode the chart renders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from app.kube.resources import rbac_rules
+from tests.chart.rendering import NAMESPACE, SCENARIOS, Obj, RenderFn, by_kind, is_hook, one
+
+RBAC_KINDS = ("Role", "ClusterRole")
+
+
+def _pod_specs(objs: list[Obj]) -> list[tuple[str, dict[str, Any]]]:
+    specs = [(f"Pod/{o['metadata']['name']}", o["spec"]) for o in by_kind(objs, "Pod")]
+    for kind in ("Deployment", "DaemonSet", "StatefulSet", "Job"):
+        specs += [
+            (f"{kind}/{o['metadata']['name']}", o["spec"]["template"]["spec"])
+            for o in by_kind(objs, kind)
+        ]
+    return specs
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_every_pod_is_hardened(render: RenderFn, scenario: str) -> None:
+    values, api_versions = SCENARIOS[scenario]
+    specs = _pod_specs(render(values, api_versions=api_versions))
+    assert len(specs) == 2  # the webhook Deployment and the helm test Pod
+    for where, spec in specs:
+        for key in ("hostNetwork", "hostPID", "hostIPC"):
+            assert not spec.get(key), f"{where}: {key}"
+        pod_sc = spec["securityContext"]
+        assert pod_sc["runAsNonRoot"] is True, where
+        assert pod_sc["runAsUser"] != 0, where
+        assert pod_sc["seccompProfile"] == {"type": "RuntimeDefault"}, where
+        for c in spec["containers"] + spec.get("initContainers", []):
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["runAsNonRoot"] is True, where
+            assert sc.get("privileged", False) is False, where
+            assert sc["capabilities"] == {"drop": ["ALL"]}, where
+            assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, where
+            assert c["resources"]["requests"]["memory"] and c["resources"]["limits"]["memory"]
+        for volume in spec.get("volumes", []):
+            assert "hostPath" not in volume, f"{where}: hostPath volume {volume['name']}"
+
+
+def test_webhook_runs_two_spread_replicas_with_a_budget(render: RenderFn) -> None:
+    objs = render()
+    deploy = one(objs, "Deployment")
+    selector = deploy["spec"]["selector"]["matchLabels"]
+    assert deploy["spec"]["replicas"] == 2
+    assert deploy["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    spread = deploy["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert spread[0]["topologyKey"] == "kubernetes.io/hostname"
+    assert spread[0]["labelSelector"]["matchLabels"] == selector
+    pdb = one(objs, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1 and pdb["spec"]["selector"]["matchLabels"] == selector
+    # One replica: a PDB would block every node drain, so there is none.
+    assert not by_kind(render({"replicaCount": 1}), "PodDisruptionBudget")
+
+
+def test_probes_use_the_plain_http_port(render: RenderFn) -> None:
+    container = one(render(), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"https": 8443, "http-probe": 8080}
+    assert "--probe-port=8080" in container["args"]
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        get = container[probe]["httpGet"]
+        assert get == {"path": path, "port": "http-probe"}  # no scheme: plain HTTP
+
+
+def test_placement_values_reach_the_pod(render: RenderFn) -> None:
+    values, _ = SCENARIOS["policy-and-placement"]
+    spec = one(render(values), "Deployment")["spec"]["template"]["spec"]
+    for key in ("priorityClassName", "nodeSelector", "tolerations", "affinity", "imagePullSecrets"):
+        assert spec[key] == values[key], key
+
+
+def _rules(objs: list[Obj], *, hooks: bool = False) -> list[tuple[Obj, dict[str, Any]]]:
+    return [
+        (o, rule)
+        for kind in RBAC_KINDS
+        for o in by_kind(objs, kind)
+        if is_hook(o) == hooks
+        for rule in o["rules"]
+    ]
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_rbac_has_no_wildcards(render: RenderFn, scenario: str) -> None:
+    values, api_versions = SCENARIOS[scenario]
+    objs = render(values, api_versions=api_versions)
+    for role, rule in _rules(objs) + _rules(objs, hooks=True):
+        for key in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"):
+            assert not any("*" in item for item in rule.get(key, [])), (role["metadata"], rule)
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_secret_access_is_only_its_own(render: RenderFn, scenario: str) -> None:
+    values, api_versions = SCENARIOS[scenario]
+    objs = render(values, api_versions=api_versions)
+    grants = [(o, r) for o, r in _rules(objs, hooks=False) + _rules(objs, hooks=True)]
+    secret_grants = [(o, r) for o, r in grants if "secrets" in r["resources"]]
+    if (values.get("certificates") or {}).get("mode", "self") != "self":
+        assert secret_grants == []  # cert-manager and external: the pod mounts the Secret
+        return
+    (role, rule), *others = secret_grants
+    assert others == []
+    assert role["kind"] == "Role" and role["metadata"]["namespace"] == NAMESPACE
+    secret = one(objs, "Secret")
+    assert rule["resourceNames"] == [secret["metadata"]["name"]]
+    assert sorted(rule["verbs"]) == ["get", "patch", "update"]
+    assert "data" not in secret and "stringData" not in secret  # the chart writes no keys
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_webhook_configuration_access_is_only_its_own(render: RenderFn, scenario: str) -> None:
+    values, api_versions = SCENARIOS[scenario]
+    objs = render(values, api_versions=api_versions)
+    vwc = one(objs, "ValidatingWebhookConfiguration")
+    grants = [
+        r
+        for _, r in _rules(objs)
+        if r["apiGroups"] == ["admissionregistration.k8s.io"] or "admissionregistration" in str(r)
+    ]
+    if (values.get("certificates") or {}).get("mode", "self") != "self":
+        assert grants == []
+        return
+    assert grants == [
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["validatingwebhookconfigurations"],
+            "resourceNames": [vwc["metadata"]["name"]],
+            "verbs": ["get", "update", "patch"],
+        }
+    ]
+
+
+def test_inventory_reads_are_read_only(render: RenderFn) -> None:
+    objs = render()
+    read = {"get", "list", "watch"}
+    for role, rule in _rules(objs):
+        if "events" in rule["resources"]:
+            assert rule["resources"] == ["events"] and set(rule["verbs"]) == {"create", "patch"}
+        elif rule.get("resourceNames"):
+            continue  # its own Secret and webhook configuration, checked above
+        else:
+            assert set(rule["verbs"]) == read, (role["metadata"]["name"], rule)
+
+
+def test_kube_vip_reads_are_bound_per_namespace(render: RenderFn) -> None:
+    values, _ = SCENARIOS["policy-and-placement"]
+    objs = render(values)
+    kube_vip_role = one(objs, "ClusterRole", "eip-guard-kube-vip")
+    assert {r for rule in kube_vip_role["rules"] for r in rule["resources"]} == {
+        "pods",
+        "configmaps",
+        "daemonsets",
+        "deployments",
+    }
+    bound = {
+        b["metadata"]["namespace"]
+        for b in by_kind(objs, "RoleBinding")
+        if b["roleRef"]["name"] == "eip-guard-kube-vip"
+    }
+    assert bound == {"kube-system", "kube-vip", "lb"}
+    cluster_bound = {b["roleRef"]["name"] for b in by_kind(objs, "ClusterRoleBinding")}
+    assert "eip-guard-kube-vip" not in cluster_bound  # never cluster-wide
+
+
+def test_only_the_test_hook_may_create_eips(render: RenderFn) -> None:
+    objs = render()
+    for role, rule in _rules(objs):
+        assert not ("eips" in rule["resources"] and "create" in rule["verbs"]), role["metadata"]
+    hook_rules = _rules(objs, hooks=True)
+    assert [r for _, r in hook_rules] == [
+        {"apiGroups": ["network.kubesphere.io"], "resources": ["eips"], "verbs": ["create"]}
+    ]
+    for obj in objs:
+        if obj["metadata"]["name"].endswith("-test"):
+            assert is_hook(obj), f"{obj['kind']} {obj['metadata']['name']} outlives the test"
+
+
+def test_bindings_name_the_chart_service_account(render: RenderFn) -> None:
+    objs = render()
+    sa = one(objs, "ServiceAccount", "eip-guard")
+    assert sa["automountServiceAccountToken"] is False  # only the webhook pod mounts it
+    for binding in by_kind(objs, "RoleBinding") + by_kind(objs, "ClusterRoleBinding"):
+        expected = "eip-guard-test" if is_hook(binding) else "eip-guard"
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": expected, "namespace": NAMESPACE}
+        ]
+
+
+def _grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def test_the_chart_grants_exactly_what_the_live_inventory_needs(render: RenderFn) -> None:
+    objs = render()
+    granted = _grants(one(objs, "ClusterRole", "eip-guard")["rules"])
+    granted |= _grants(one(objs, "ClusterRole", "eip-guard-kube-vip")["rules"])
+    needed = _grants(rbac_rules())
+    # The same (group, resource, verb) set; the kube-vip part is bound per namespace only.
+    assert granted == needed

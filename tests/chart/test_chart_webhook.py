@@ -1,0 +1,243 @@
+"""The webhook registration, the three certificate modes, the policy file and the test hook."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from app.core.rules import RULE_IDS
+from app.core.verdict import Action
+from app.sources.files import load_policy
+from tests.chart.rendering import NAMESPACE, SCENARIOS, VAP_CAPABILITY, Obj, RenderFn, by_kind, one
+
+SANS = [
+    "eip-guard",
+    "eip-guard.eip-guard",
+    "eip-guard.eip-guard.svc",
+    "eip-guard.eip-guard.svc.cluster.local",
+]
+
+
+def _container(objs: list[Obj]) -> dict[str, Any]:
+    container: dict[str, Any] = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def _volumes(objs: list[Obj]) -> dict[str, dict[str, Any]]:
+    spec = one(objs, "Deployment")["spec"]["template"]["spec"]
+    return {v["name"]: v for v in spec["volumes"]}
+
+
+def test_webhook_configuration_is_exactly_as_specified(render: RenderFn) -> None:
+    objs = render()
+    vwc = one(objs, "ValidatingWebhookConfiguration")
+    (hook,) = vwc["webhooks"]
+    service = one(objs, "Service")
+    assert hook == {
+        "name": "validate.eip-guard.io",
+        "admissionReviewVersions": ["v1"],
+        "sideEffects": "None",
+        "matchPolicy": "Equivalent",
+        "timeoutSeconds": 5,
+        "failurePolicy": "Fail",
+        "clientConfig": {
+            "service": {
+                "name": service["metadata"]["name"],
+                "namespace": NAMESPACE,
+                "path": "/validate-eip",
+                "port": 443,
+            }
+        },
+        "rules": [
+            {
+                "apiGroups": ["network.kubesphere.io"],
+                "apiVersions": ["v1alpha2", "v1alpha1"],
+                "resources": ["eips"],  # no subresources: status writes pass untouched
+                "operations": ["CREATE", "UPDATE", "DELETE"],
+                "scope": "Cluster",
+            }
+        ],
+    }
+    https = next(p for p in service["spec"]["ports"] if p["name"] == "https")
+    assert https == {"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}
+
+
+def test_timeout_and_failure_policy_come_from_values(render: RenderFn) -> None:
+    values = {"webhook": {"timeoutSeconds": 12, "failurePolicy": "Ignore"}}
+    (hook,) = one(render(values), "ValidatingWebhookConfiguration")["webhooks"]
+    assert (hook["timeoutSeconds"], hook["failurePolicy"]) == (12, "Ignore")
+
+
+def test_self_mode_manages_its_own_secret(render: RenderFn) -> None:
+    objs = render()
+    args = _container(objs)["args"]
+    secret = one(objs, "Secret")
+    vwc = one(objs, "ValidatingWebhookConfiguration")
+    assert f"--tls-secret={secret['metadata']['name']}" in args
+    assert f"--webhook-configuration={vwc['metadata']['name']}" in args
+    assert "--service=eip-guard" in args and "--namespace=$(POD_NAMESPACE)" in args
+    assert "caBundle" not in vwc["webhooks"][0]["clientConfig"]  # the webhook patches it
+    assert "tls" not in _volumes(objs) and not any("--tls-cert-file" in a for a in args)
+    assert not [o for o in objs if o["apiVersion"].startswith("cert-manager.io/")]
+
+
+def test_cert_manager_mode_builds_a_ca_chain_and_injects_it(render: RenderFn) -> None:
+    objs = render({"certificates": {"mode": "cert-manager"}})
+    vwc = one(objs, "ValidatingWebhookConfiguration")
+    ref = vwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
+    namespace, name = ref.split("/")
+    serving = one(objs, "Certificate", name)
+    assert namespace == NAMESPACE and serving["metadata"]["namespace"] == NAMESPACE
+    assert serving["spec"]["dnsNames"] == SANS
+    assert serving["spec"]["privateKey"]["algorithm"] == "ECDSA"
+    # The serving certificate is signed by a CA Issuer whose CA a self-signed Issuer made,
+    # so renewing the serving certificate never changes the injected caBundle.
+    ca_issuer = one(objs, "Issuer", serving["spec"]["issuerRef"]["name"])
+    ca_cert = one(objs, "Certificate", "eip-guard-ca")
+    assert ca_issuer["spec"]["ca"]["secretName"] == ca_cert["spec"]["secretName"]
+    assert ca_cert["spec"]["isCA"] is True
+    assert "selfSigned" in one(objs, "Issuer", ca_cert["spec"]["issuerRef"]["name"])["spec"]
+    volume = _volumes(objs)["tls"]["secret"]
+    assert volume["secretName"] == serving["spec"]["secretName"]
+    args = _container(objs)["args"]
+    assert "--tls-cert-file=/etc/eip-guard/tls/tls.crt" in args
+    assert not any(a.startswith("--tls-secret") for a in args)
+    assert not by_kind(objs, "Secret")
+
+
+def test_cert_manager_mode_can_use_an_existing_issuer(render: RenderFn) -> None:
+    values, _ = SCENARIOS["cert-manager-issuer"]
+    objs = render(values)
+    assert not by_kind(objs, "Issuer")
+    (serving,) = by_kind(objs, "Certificate")
+    ref = serving["spec"]["issuerRef"]
+    assert ref == {"name": "corp-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+
+
+def test_external_mode_uses_the_named_secret_and_ca_bundle(render: RenderFn) -> None:
+    values, _ = SCENARIOS["external"]
+    objs = render(values)
+    vwc = one(objs, "ValidatingWebhookConfiguration")
+    assert vwc["webhooks"][0]["clientConfig"]["caBundle"] == "Q0FCVU5ETEU="
+    assert "annotations" not in vwc["metadata"]
+    assert _volumes(objs)["tls"]["secret"]["secretName"] == "my-webhook-tls"
+    assert not by_kind(objs, "Secret") and not by_kind(objs, "Certificate")
+
+
+@pytest.mark.parametrize("missing", ["secretName", "caBundle"])
+def test_external_mode_requires_secret_and_bundle(render: RenderFn, missing: str) -> None:
+    external = {"secretName": "my-webhook-tls", "caBundle": "Q0FCVU5ETEU=", missing: ""}
+    with pytest.raises(Exception, match=f"certificates.external.{missing} is required"):
+        render({"certificates": {"mode": "external", "external": external}})
+
+
+@pytest.mark.parametrize(
+    ("setting", "capable", "expected"),
+    [
+        ("auto", False, False),
+        ("auto", True, True),
+        (True, False, True),
+        (False, True, False),
+    ],
+)
+def test_admission_policy_toggle(
+    render: RenderFn, setting: object, capable: bool, expected: bool
+) -> None:
+    values = {"validatingAdmissionPolicy": {"enabled": setting}}
+    objs = render(values, api_versions=[VAP_CAPABILITY] if capable else [])
+    policies = by_kind(objs, "ValidatingAdmissionPolicy")
+    bindings = by_kind(objs, "ValidatingAdmissionPolicyBinding")
+    assert (len(policies), len(bindings)) == ((1, 1) if expected else (0, 0))
+    script = one(objs, "ConfigMap", "eip-guard-test")["data"]["run.sh"]
+    assert ("ValidatingAdmissionPolicy 'eip-guard-can-reach-syntax'" in script) is expected
+    if expected:
+        assert bindings[0]["spec"] == {
+            "policyName": policies[0]["metadata"]["name"],
+            "validationActions": ["Deny"],
+        }
+        rule = policies[0]["spec"]["matchConstraints"]["resourceRules"][0]
+        assert rule["apiGroups"] == ["network.kubesphere.io"] and rule["resources"] == ["eips"]
+
+
+def test_policy_file_from_values_loads_in_the_app(render: RenderFn, tmp_path: Path) -> None:
+    values, _ = SCENARIOS["policy-and-placement"]
+    objs = render(values)
+    cm = one(objs, "ConfigMap", "eip-guard-policy")
+    path = tmp_path / "policy.yaml"
+    path.write_text(cm["data"]["policy.yaml"])
+    policy = load_policy(path)
+    assert policy.action("can-reach-pod-cidr") is Action.WARN
+    assert policy.action("address-overlap") is Action.OFF
+    assert policy.action("can-reach-node-ip") is Action.DENY
+    assert policy.allow_overrides is False
+    mount = {m["name"]: m["mountPath"] for m in _container(objs)["volumeMounts"]}
+    assert f"--policy={mount['policy']}/policy.yaml" in _container(objs)["args"]
+    assert load_policy(_write(tmp_path / "d.yaml", render(), "eip-guard-policy")).actions == {}
+
+
+def _write(path: Path, objs: list[Obj], name: str) -> Path:
+    path.write_text(one(objs, "ConfigMap", name)["data"]["policy.yaml"])
+    return path
+
+
+def test_a_policy_change_rolls_the_pods(render: RenderFn) -> None:
+    def checksum(values: dict[str, Any]) -> str:
+        meta = one(render(values), "Deployment")["spec"]["template"]["metadata"]
+        return str(meta["annotations"]["checksum/policy"])
+
+    assert checksum({}) == checksum({})
+    assert checksum({}) != checksum({"policy": {"rules": {"address-overlap": "warn"}}})
+
+
+def test_schema_knows_exactly_the_rule_ids(chart: Any) -> None:
+    rules = chart.schema["properties"]["policy"]["properties"]["rules"]
+    listed = set(rules["propertyNames"]["enum"])
+    assert listed == RULE_IDS, (
+        "charts/eip-guard/values.schema.json policy.rules.propertyNames.enum must list every "
+        f"rule id: add {sorted(RULE_IDS - listed)}, remove {sorted(listed - RULE_IDS)}"
+    )
+
+
+def test_helm_test_denies_an_eip_only_the_webhook_can_judge(render: RenderFn) -> None:
+    objs = render()
+    data = one(objs, "ConfigMap", "eip-guard-test")["data"]
+    eip = yaml.safe_load(data["eip-in-own-pool.yaml"])
+    assert eip["spec"]["interface"] == "can_reach:192.0.2.15"  # well-formed: CEL lets it pass
+    assert 'admission webhook "validate.eip-guard.io" denied' in data["run.sh"]
+    assert "--dry-run=server" in data["run.sh"]
+    pod = one(objs, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert pod["spec"]["restartPolicy"] == "Never"
+    labels = pod["metadata"]["labels"]
+    service = one(objs, "Service")
+    assert not all(labels.get(k) == v for k, v in service["spec"]["selector"].items())
+
+
+def test_service_monitor_scrapes_the_probe_port(render: RenderFn) -> None:
+    assert not by_kind(render(), "ServiceMonitor")
+    objs = render({"metrics": {"serviceMonitor": {"enabled": True, "labels": {"r": "p"}}}})
+    monitor = one(objs, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["r"] == "p"
+    (endpoint,) = monitor["spec"]["endpoints"]
+    port = next(p for p in one(objs, "Service")["spec"]["ports"] if p["name"] == endpoint["port"])
+    assert port["targetPort"] == "http-probe" and endpoint["path"] == "/metrics"
+
+
+def test_network_policy_opens_the_webhook_port(render: RenderFn) -> None:
+    assert not by_kind(render(), "NetworkPolicy")
+    values, _ = SCENARIOS["network-policy"]
+    policy = one(render(values), "NetworkPolicy")["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    webhook, metrics = policy["ingress"]
+    assert webhook == {"ports": [{"port": "https", "protocol": "TCP"}]}  # from anywhere
+    assert metrics["from"] == values["networkPolicy"]["metricsFrom"]
+    dns, api = policy["egress"]
+    assert {p["port"] for p in dns["ports"]} == {53}
+    assert api["to"] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
+
+
+def test_agent_key_is_reserved_and_off(chart: Any) -> None:
+    assert chart.values["agent"] == {"enabled": False}

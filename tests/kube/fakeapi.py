@@ -1,0 +1,366 @@
+"""A Kubernetes API stand-in over real HTTP: kmock's emulator, plus a TCP proxy we can break.
+
+kmock (an aiohttp server) keeps objects in memory and serves list, watch, create, patch and
+delete. It has no resourceVersions, no 410 and no bookmarks, never ends a watch by itself and
+replays every object as ADDED at the start of each watch. What it cannot do, we script:
+- 410 Gone: a kmock reaction on the next watch request of one resource (``gone_once``);
+- a connection cut mid-watch, and a silently dead connection: a small asyncio TCP proxy in
+  front of kmock (``cut``, ``stall``), so the client sees real socket behaviour;
+- a change the watcher misses: a kmock storage edit without a watch event (``silently_delete``).
+
+kmock runs on its own event loop in a thread; the code under test uses the synchronous
+client in threads of its own, as in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kmock
+import yaml
+from kubernetes import client
+
+RESOURCES: dict[str, tuple[str, bool]] = {  # "group/version/plural" -> (kind, namespaced)
+    "v1/nodes": ("Node", False),
+    "v1/services": ("Service", True),
+    "v1/pods": ("Pod", True),
+    "v1/configmaps": ("ConfigMap", True),
+    "v1/events": ("Event", True),
+    "apps/v1/daemonsets": ("DaemonSet", True),
+    "apps/v1/deployments": ("Deployment", True),
+    "networking.k8s.io/v1/servicecidrs": ("ServiceCIDR", False),
+    "network.kubesphere.io/v1alpha2/eips": ("Eip", False),
+}
+EIPS = "network.kubesphere.io/v1alpha2/eips"
+SERVICECIDRS = "networking.k8s.io/v1/servicecidrs"
+
+
+@dataclass(eq=False)
+class _Conn:
+    client_w: asyncio.StreamWriter
+    server_w: asyncio.StreamWriter
+    stalled: bool = False
+
+
+@dataclass(eq=False)
+class Proxy:
+    """Forwards TCP to kmock; ``cut`` resets live connections, ``stall`` silences them."""
+
+    target: tuple[str, int]
+    port: int = 0
+    conns: set[_Conn] = field(default_factory=set)
+    _server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+
+    async def _handle(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        try:
+            sr, sw = await asyncio.open_connection(*self.target)
+        except OSError:
+            cw.close()
+            return
+        conn = _Conn(cw, sw)
+        self.conns.add(conn)
+
+        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter, down: bool) -> None:
+            try:
+                while data := await r.read(65536):
+                    if down and conn.stalled:
+                        continue  # a peer that went silent: bytes vanish, the socket stays open
+                    w.write(data)
+                    await w.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                w.close()
+
+        try:
+            await asyncio.gather(pipe(cr, sw, False), pipe(sr, cw, True))
+        finally:
+            self.conns.discard(conn)
+
+    def cut(self) -> int:
+        conns = list(self.conns)
+        for c in conns:
+            c.client_w.transport.abort()
+            c.server_w.transport.abort()
+        return len(conns)
+
+    def stall(self) -> int:
+        for c in self.conns:
+            c.stalled = True
+        return len(self.conns)
+
+
+class FakeApi:
+    def __init__(self, *, missing: tuple[str, ...] = ()) -> None:
+        self._missing = missing  # resources this API server does not serve (404)
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._done: asyncio.Future[None] | None = None
+        self._thread = threading.Thread(target=self._run, name="kmock", daemon=True)
+        self.km: Any = None
+        self.proxy: Proxy | None = None
+        self.direct_url = ""
+        self._error: BaseException | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._main())
+        except BaseException as exc:  # surfaced by start()
+            self._error = exc
+            self._ready.set()
+        finally:
+            loop.close()
+
+    async def _main(self) -> None:
+        async with kmock.KubernetesEmulator() as km, kmock.Server(km) as srv:
+            self.km = km
+            for name, (kind, namespaced) in RESOURCES.items():
+                if name not in self._missing:
+                    self.declare(name, kind, namespaced)
+            self.proxy = Proxy((srv.host, srv.port))
+            await self.proxy.start()
+            self.direct_url = f"http://{srv.host}:{srv.port}"
+            self._done = asyncio.get_running_loop().create_future()
+            self._ready.set()
+            await self._done
+            await self.proxy.close()
+
+    def declare(self, name: str, kind: str, namespaced: bool) -> None:
+        self.km.resources[name] = kmock.ResourceInfo(kind=kind, namespaced=namespaced)
+
+    def start(self) -> FakeApi:
+        self._thread.start()
+        self._ready.wait(10)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._done is not None:
+            self._loop.call_soon_threadsafe(self._done.set_result, None)
+        self._thread.join(10)
+
+    @property
+    def url(self) -> str:
+        """Where the code under test connects: through the proxy."""
+        assert self.proxy is not None
+        return f"http://127.0.0.1:{self.proxy.port}"
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on kmock's loop (its state is not thread-safe) and return its result."""
+        assert self._loop is not None
+
+        async def run() -> Any:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(10)
+
+    # --- scripting --------------------------------------------------------------------------
+
+    def cut(self) -> int:
+        assert self.proxy is not None
+        return int(self.call(self.proxy.cut))
+
+    def stall(self) -> int:
+        assert self.proxy is not None
+        return int(self.call(self.proxy.stall))
+
+    def gone_once(self, resource: str) -> None:
+        """The next watch of ``resource`` answers an ERROR event with code 410, as a real
+        API server does for a too old resourceVersion; later watches are served normally."""
+        event = {
+            "type": "ERROR",
+            "object": {
+                "apiVersion": "v1",
+                "kind": "Status",
+                "status": "Failure",
+                "code": 410,
+                "reason": "Expired",
+                "message": "too old resource version: 1 (2)",
+            },
+        }
+
+        def add() -> None:
+            # An iterator, not a tuple: it streams once, then kmock falls through to its
+            # default watch for every later request.
+            self.km[kmock.action.WATCH, kmock.resource(resource)] << iter([event])
+
+        self.call(add)
+
+    def bookmark_once(self, resource: str, rv: str) -> None:
+        """The next watch of ``resource`` sends one BOOKMARK (resourceVersion ``rv``) and ends,
+        as a real API server's watch does at its timeout."""
+        event = {
+            "type": "BOOKMARK",
+            "object": {"kind": "Bookmark", "metadata": {"resourceVersion": rv}},
+        }
+
+        def add() -> None:
+            self.km[kmock.action.WATCH, kmock.resource(resource)] << iter([event])
+
+        self.call(add)
+
+    def hold_next_list(self, resource: str) -> Callable[[], None]:
+        """The next list of ``resource`` hangs until the returned function is called (a slow
+        API, a stuck aggregated server); then kmock answers it as usual."""
+        assert self._loop is not None
+        loop = self._loop
+        gate: asyncio.Event = self.call(asyncio.Event)
+
+        async def held() -> Any:
+            await gate.wait()
+            return NotImplemented  # kmock: "not mine", the default list answers this request
+
+        self.call(lambda: self.km[kmock.action.LIST, kmock.resource(resource)] << held)
+
+        def release() -> None:
+            loop.call_soon_threadsafe(gate.set)
+
+        return release
+
+    def watch_params(self, path: str) -> list[dict[str, str]]:
+        """The query parameters of every watch request kmock served for ``path``."""
+
+        def get() -> list[dict[str, str]]:
+            return [
+                dict(r.url.query)
+                for r in list(self.km)
+                if r.url.path == path and r.url.query.get("watch") == "true"
+            ]
+
+        return list(self.call(get))
+
+    def silently_delete(self, resource: str, namespace: str | None, name: str) -> None:
+        """Delete from kmock's storage without a watch event: a change the watcher missed."""
+
+        def delete() -> None:  # on kmock's loop: its storage is not thread-safe
+            self.km.objects[kmock.resource(resource), namespace, name].delete()
+
+        self.call(delete)
+
+    def requests(self, method: str, path: str, *, watch: bool = False) -> int:
+        """How many requests kmock served for this method and path (watches or not)."""
+
+        def count() -> int:
+            return sum(
+                1
+                for r in list(self.km)
+                if str(r.method.value).upper() == method
+                and r.url.path == path
+                and (r.url.query.get("watch") == "true") == watch
+            )
+
+        return int(self.call(count))
+
+    def lists(self, path: str) -> int:
+        return self.requests("GET", path)
+
+    def objects(self, resource: str) -> list[dict[str, Any]]:
+        def get() -> list[dict[str, Any]]:
+            out = []
+            for (res, _ns, _name), obj in self.km.objects.items():
+                if res == kmock.resource(resource) and not obj.deleted:
+                    out.append(dict(obj.raw))
+            return out
+
+        return list(self.call(get))
+
+
+@contextlib.contextmanager
+def running(*, missing: tuple[str, ...] = ()) -> Iterator[FakeApi]:
+    api = FakeApi(missing=missing).start()
+    try:
+        yield api
+    finally:
+        api.stop()
+
+
+class Writer:
+    """Changes objects over real HTTP, straight to kmock (not through the breakable proxy)."""
+
+    def __init__(self, api: FakeApi) -> None:
+        self.client = client.ApiClient(client.Configuration(host=api.direct_url))
+        self.core: Any = client.CoreV1Api(self.client)
+        self.custom: Any = client.CustomObjectsApi(self.client)
+        self.networking: Any = client.NetworkingV1Api(self.client)
+
+    def close(self) -> None:
+        self.client.close()  # type: ignore[no-untyped-call]
+
+    def create(self, obj: dict[str, Any]) -> None:
+        kind, ns = obj["kind"], obj["metadata"].get("namespace")
+        if kind == "Eip":
+            self.custom.create_cluster_custom_object(
+                "network.kubesphere.io", "v1alpha2", "eips", obj, _preload_content=False
+            )
+        elif kind == "Node":
+            self.core.create_node(obj, _preload_content=False)
+        elif kind == "Service":
+            self.core.create_namespaced_service(ns, obj, _preload_content=False)
+        elif kind == "Pod":
+            self.core.create_namespaced_pod(ns, obj, _preload_content=False)
+        elif kind == "ConfigMap":
+            self.core.create_namespaced_config_map(ns, obj, _preload_content=False)
+        elif kind == "ServiceCIDR":
+            self.networking.create_service_cidr(obj, _preload_content=False)
+        else:
+            raise ValueError(kind)
+
+    def patch(self, obj: dict[str, Any]) -> None:
+        kind, name, ns = obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace")
+        if kind == "Node":
+            self.core.patch_node(name, obj, _preload_content=False)
+        elif kind == "Service":
+            self.core.patch_namespaced_service(name, ns, obj, _preload_content=False)
+        elif kind == "Eip":
+            self.custom.patch_cluster_custom_object(
+                "network.kubesphere.io", "v1alpha2", "eips", name, obj, _preload_content=False
+            )
+        elif kind == "ConfigMap":
+            self.core.patch_namespaced_config_map(name, ns, obj, _preload_content=False)
+        else:
+            raise ValueError(kind)
+
+    def delete(self, kind: str, name: str, namespace: str | None = None) -> None:
+        if kind == "Node":
+            self.core.delete_node(name, _preload_content=False)
+        elif kind == "Service":
+            self.core.delete_namespaced_service(name, namespace, _preload_content=False)
+        else:
+            raise ValueError(kind)
+
+
+def kubeconfig(path: Path, url: str, context: str = "kmock") -> Path:
+    """A kubeconfig whose context points at the stand-in (plain HTTP, a dummy token)."""
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "kmock", "cluster": {"server": url}}],
+                "users": [{"name": "tester", "user": {"token": "not-checked"}}],
+                "contexts": [{"name": context, "context": {"cluster": "kmock", "user": "tester"}}],
+                "current-context": context,
+            }
+        )
+    )
+    return path

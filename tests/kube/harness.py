@@ -1,0 +1,68 @@
+"""Live mode started against the stand-in, with short timeouts, and a polling helper."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from kubernetes import client
+from prometheus_client import CollectorRegistry
+
+from app.core.inventory import Options
+from app.core.sources import Readiness
+from app.core.verdict import Policy
+from app.kube.config import api_client
+from app.kube.reflector import WatchSettings
+from app.kube.serving import Live, LiveSettings, start_live
+from tests.kube.fakeapi import FakeApi
+
+# Short timeouts so failures are noticed quickly here; production defaults are in WatchSettings.
+FAST = WatchSettings(
+    timeout_seconds=2,
+    read_grace=1.0,
+    connect_timeout=2.0,
+    backoff_base=0.05,
+    backoff_cap=0.5,
+    absent_retry=0.5,
+)
+SETTINGS = LiveSettings(watch=FAST, coalesce=0.05, audit_interval=0.1)
+DEADLINE = 15.0  # generous: eventual consistency on a loaded 2-core CI machine
+
+
+def eventually(predicate: Callable[[], Any], what: str, deadline: float = DEADLINE) -> Any:
+    """Poll until ``predicate()`` is truthy; fail with ``what`` when the deadline passes."""
+    end = time.monotonic() + deadline
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > end:
+            pytest.fail(f"not within {deadline}s: {what}")
+        time.sleep(0.05)
+
+
+class Cluster:
+    """The stand-in and the live mode started against it, with short timeouts."""
+
+    def __init__(self, api: FakeApi, settings: LiveSettings = SETTINGS) -> None:
+        self.api, self.settings = api, settings
+        self.registry = CollectorRegistry()
+        self.client: client.ApiClient = api_client(host=api.url)
+        self.live: Live = start_live(
+            self.client, self.registry, Policy(), options=Options(), settings=settings
+        )
+
+    def close(self) -> None:
+        self.live.stop()
+        self.client.close()  # type: ignore[no-untyped-call]
+
+    def ready(self) -> Readiness:
+        return eventually(lambda: self.live.source.readiness().ready, "inventory ready") and (
+            self.live.source.readiness()
+        )
+
+    def metric(self, name: str, **labels: str) -> float:
+        value = self.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value

@@ -1,0 +1,67 @@
+"""The background audit against kmock: a violation that appears later, and one Event for it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from app.kube.auditor import REASON
+from tests.core.objects import eip, node, service
+from tests.kube.fakeapi import FakeApi, Writer
+from tests.kube.harness import Cluster, eventually
+
+EVENTS = "v1/events"
+
+
+def guard_events(api: FakeApi) -> list[dict[str, object]]:
+    return [e for e in api.objects(EVENTS) if e.get("reason") == REASON]
+
+
+def test_a_violation_introduced_later_records_exactly_one_event(
+    api: FakeApi, writer: Writer, cluster_factory: Callable[..., Cluster]
+) -> None:
+    pool = eip("pool", "192.168.50.10-192.168.50.20", interface="can_reach:10.0.0.50")
+    pool["metadata"]["uid"] = "u-1"
+    writer.create(pool)
+    writer.create(node("n1", "10.0.0.1"))
+    cluster = cluster_factory()
+    cluster.ready()
+    auditor = cluster.live.auditor
+    assert auditor is not None
+    eventually(lambda: auditor.passes >= 1, "a first audit pass")
+    assert guard_events(api) == []  # clean when it was created
+
+    # Later, a Service is given the can_reach IP as an externalIP (IPVS binds it: the trap).
+    writer.create(service("web", cluster_ip="10.96.0.10", external_ips=("10.0.0.50",)))
+    events = eventually(lambda: guard_events(api), "a Warning Event on the Eip")
+    assert len(events) == 1
+    event = events[0]
+    assert event["type"] == "Warning"
+    assert event["involvedObject"] == {
+        "apiVersion": "network.kubesphere.io/v1alpha2",
+        "kind": "Eip",
+        "name": "pool",
+        "uid": "u-1",
+    }
+    assert "can-reach-service-ip" in str(event["message"])
+    assert "10.0.0.50" in str(event["message"])
+    assert cluster.metric("eip_guard_audit_violations", rule="can-reach-service-ip") == 1
+
+    # More passes, triggered by unrelated changes and by hand: still one Event, one POST.
+    passes = auditor.passes
+    writer.create(node("n2", "10.0.0.2"))
+    writer.create(node("n3", "10.0.0.3"))
+    eventually(lambda: auditor.passes >= passes + 1, "audit passes after more changes")
+    for _ in range(3):
+        result = auditor.run_once()
+        assert result is not None
+        assert result.violating == 1
+        assert result.recorded == ()
+    assert len(guard_events(api)) == 1
+    assert api.requests("POST", "/api/v1/namespaces/default/events") == 1
+
+    # Fixed: the gauge drops back to zero.
+    writer.delete("Service", "web", "default")
+    eventually(
+        lambda: cluster.metric("eip_guard_audit_violations", rule="can-reach-service-ip") == 0,
+        "the gauge cleared after the fix",
+    )

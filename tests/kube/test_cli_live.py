@@ -1,0 +1,116 @@
+"""`eip-guard check` / `audit` read a live cluster (kmock over real HTTP) via a kubeconfig."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import kmock
+import pytest
+
+from app.cli.main import main
+from tests.core.objects import eip, node, service
+from tests.kube.fakeapi import EIPS, FakeApi, Writer, kubeconfig, running
+
+Capsys = pytest.CaptureFixture[str]
+
+
+def run(capsys: Capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(autouse=True)
+def _not_in_a_pod(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+
+
+def _seed(writer: Writer) -> None:
+    writer.create(eip("pool", "192.168.50.10-192.168.50.20", interface="can_reach:10.0.0.50"))
+    writer.create(service("web", cluster_ip="10.96.0.10", external_ips=("10.0.0.50",)))
+    writer.create(node("n1", "10.0.0.1"))
+
+
+def test_audit_reads_the_live_cluster(
+    api: FakeApi, writer: Writer, tmp_path: Path, capsys: Capsys
+) -> None:
+    _seed(writer)
+    config = kubeconfig(tmp_path / "kubeconfig", api.url)
+    code, out, _ = run(
+        capsys, "audit", "--kubeconfig", str(config), "--context", "kmock", "-o", "json"
+    )
+    assert code == 1
+    result = json.loads(out)
+    assert result["eips"] == 1
+    rules = {v["rule"] for v in result["findings"]["pool"]["violations"]}
+    assert rules == {"can-reach-service-ip"}
+
+
+def test_kubeconfig_without_a_file_uses_the_env_like_kubectl(
+    api: FakeApi, writer: Writer, tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _seed(writer)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig(tmp_path / "kubeconfig", api.url)))
+    manifest = tmp_path / "eip.yaml"
+    manifest.write_text(json.dumps(eip("new", "192.168.60.1", interface="can_reach:10.0.0.1")))
+    code, out, _ = run(capsys, "check", "-f", str(manifest), "--kubeconfig", "-o", "json")
+    assert code == 1
+    assert {v["rule"] for v in json.loads(out)["violations"]} == {"can-reach-node-ip"}
+
+
+def test_snapshot_and_live_flags_exclude_each_other(
+    tmp_path: Path, capsys: Capsys, examples: Path
+) -> None:
+    code, _, err = run(
+        capsys, "audit", "--cluster", str(examples / "cluster.yaml"), "--context", "prod"
+    )
+    assert code == 2
+    assert err == (
+        "eip-guard: --cluster reads a snapshot; --kubeconfig/--context read a live cluster: "
+        "pick one\n"
+    )
+
+
+def test_unreadable_kubeconfig_is_one_line_not_a_traceback(tmp_path: Path, capsys: Capsys) -> None:
+    code, out, err = run(capsys, "audit", "--kubeconfig", str(tmp_path / "missing"))
+    assert code == 2 and out == ""
+    assert err.startswith("eip-guard: cannot load Kubernetes credentials from ")
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_missing_eip_crd_is_a_note_and_the_audit_still_runs(tmp_path: Path, capsys: Capsys) -> None:
+    with running(missing=(EIPS,)) as api:
+        config = kubeconfig(tmp_path / "kubeconfig", api.url)
+        code, out, err = run(capsys, "audit", "--kubeconfig", str(config))
+    assert code == 0
+    assert out == "0 Eip(s) audited, 0 violating\n"
+    assert "the Eip CRD eips.network.kubesphere.io (version v1alpha2) is not installed" in err
+
+
+def test_forbidden_list_names_the_rbac_fix(api: FakeApi, tmp_path: Path, capsys: Capsys) -> None:
+    status = {"kind": "Status", "code": 403, "reason": "Forbidden", "message": "no"}
+    api.call(lambda: api.km[kmock.action.LIST, kmock.resource("v1/nodes")] << 403 << status)
+    config = kubeconfig(tmp_path / "kubeconfig", api.url)
+    code, _, err = run(capsys, "audit", "--kubeconfig", str(config))
+    assert code == 2
+    assert "grant get/list/watch on nodes" in err and "Traceback" not in err
+
+
+def test_no_source_outside_a_pod_is_a_usage_error(capsys: Capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["audit"])
+    assert exit_info.value.code == 2
+    assert "one of the arguments --cluster --kubeconfig is required" in capsys.readouterr().err
+
+
+def test_inside_a_pod_the_default_is_the_service_account(
+    capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No token is mounted on this machine: the in-cluster attempt must fail in one line.
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "6443")
+    code, out, err = run(capsys, "audit")
+    assert code == 2 and out == ""
+    assert err.startswith("eip-guard: cannot load Kubernetes credentials from the pod's service")
+    assert err.count("\n") == 1

@@ -1,0 +1,199 @@
+"""LiveInventory against kmock over real HTTP: list, watch, 410, cuts, a missing CRD."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from app.core.eips import Eip
+from app.core.rules import check
+from app.core.verdict import Verdict
+from tests.core.objects import configmap, eip, kube_vip_pod, node, service, service_cidr
+from tests.kube.fakeapi import EIPS, SERVICECIDRS, FakeApi, Writer, running
+from tests.kube.harness import FAST, SETTINGS, Cluster, eventually
+
+CAN_REACH = "can_reach:10.0.0.9"
+
+
+def verdict(cluster: Cluster, interface: str = CAN_REACH) -> Verdict:
+    candidate = Eip.from_object(
+        eip("candidate", "192.168.50.10-192.168.50.20", interface=interface)
+    )
+    return check(candidate, None, cluster.live.source.current())
+
+
+def rules(v: Verdict) -> set[str]:
+    return {x.rule for x in v.denied_by}
+
+
+def test_initial_list_then_ready(
+    api: FakeApi, writer: Writer, cluster_factory: Callable[..., Cluster]
+) -> None:
+    writer.create(node("n1", "10.0.0.9"))
+    writer.create(service("web", cluster_ip="10.96.0.10"))
+    cluster = cluster_factory()
+    assert cluster.ready().reason == ""
+    assert rules(verdict(cluster)) == {"can-reach-node-ip"}
+    assert cluster.metric("eip_guard_source_objects", source="nodes") == 1
+    assert cluster.metric("eip_guard_source_last_sync_timestamp_seconds", source="nodes") > 0
+    assert cluster.metric("eip_guard_inventory_ready") == 1
+
+
+def test_added_modified_deleted_change_the_next_verdict(
+    writer: Writer, cluster_factory: Callable[..., Cluster]
+) -> None:
+    cluster = cluster_factory()
+    cluster.ready()
+    assert verdict(cluster).allowed
+
+    writer.create(service("web", cluster_ip="10.96.0.10", external_ips=("10.0.0.9",)))  # ADDED
+    eventually(lambda: "can-reach-service-ip" in rules(verdict(cluster)), "ADDED Service seen")
+
+    writer.patch(
+        {**service("web", cluster_ip="10.96.0.10"), "spec": {"externalIPs": ["10.0.0.77"]}}
+    )
+    eventually(lambda: verdict(cluster).allowed, "MODIFIED Service seen")  # MODIFIED
+
+    writer.create(node("n1", "10.0.0.9"))
+    eventually(lambda: "can-reach-node-ip" in rules(verdict(cluster)), "ADDED Node seen")
+    writer.delete("Node", "n1")  # DELETED
+    eventually(lambda: verdict(cluster).allowed, "DELETED Node seen")
+
+
+def test_410_gone_relists_and_the_inventory_is_right(
+    api: FakeApi, writer: Writer, cluster_factory: Callable[..., Cluster]
+) -> None:
+    writer.create(service("web", cluster_ip="10.96.0.10", external_ips=("10.0.0.9",)))
+    cluster = cluster_factory()
+    cluster.ready()
+    assert "can-reach-service-ip" in rules(verdict(cluster))
+    lists_before = api.lists("/api/v1/services")
+
+    # A deletion the watch never reports, then a watch that answers 410: only a re-list can
+    # learn that the Service is gone (resuming the watch would keep the stale extract).
+    api.silently_delete("v1/services", "default", "web")
+    api.gone_once("v1/services")
+    api.cut()
+    eventually(lambda: verdict(cluster).allowed, "re-list after 410 dropped the Service")
+    lists_after = api.lists("/api/v1/services")
+    assert lists_after > lists_before
+    assert cluster.metric("eip_guard_source_watch_restarts_total", source="services") >= 1
+
+
+def test_a_cut_connection_recovers(
+    api: FakeApi, writer: Writer, cluster_factory: Callable[..., Cluster]
+) -> None:
+    cluster = cluster_factory()
+    cluster.ready()
+    eventually(lambda: api.cut() > 0, "live watch connections to cut")
+    writer.create(node("n1", "10.0.0.9"))
+    eventually(lambda: "can-reach-node-ip" in rules(verdict(cluster)), "Node seen after a cut")
+    eventually(
+        lambda: cluster.metric("eip_guard_source_watch_restarts_total", source="nodes") >= 1,
+        "the restart counted",
+    )
+
+
+def test_a_silent_dead_connection_is_noticed(
+    api: FakeApi, writer: Writer, cluster_factory: Callable[..., Cluster]
+) -> None:
+    """Without a client read timeout this watch would wait forever on a silent socket."""
+    cluster = cluster_factory()
+    cluster.ready()
+    eventually(lambda: api.stall() > 0, "live watch connections to silence")
+    writer.create(node("n1", "10.0.0.9"))
+    eventually(lambda: "can-reach-node-ip" in rules(verdict(cluster)), "Node seen after a stall")
+    assert cluster.metric("eip_guard_source_errors_total", source="nodes") >= 1
+
+
+def test_missing_eip_crd_keeps_readiness_false_with_a_reason() -> None:
+    with running(missing=(EIPS,)) as api:
+        cluster = Cluster(api)
+        try:
+            # Every other source lists; only the Eips wait, and the reason says why.
+            reason = eventually(
+                lambda: (
+                    cluster.live.source.readiness().reason.startswith(
+                        "waiting for the first list of eips;"
+                    )
+                    and cluster.live.source.readiness().reason
+                ),
+                "a reason naming only the missing Eip CRD",
+            )
+            assert "the Eip CRD eips.network.kubesphere.io" in reason
+            assert "not installed" in reason
+            assert not cluster.live.source.readiness().ready
+            assert cluster.metric("eip_guard_source_errors_total", source="eips") >= 1
+            # It keeps retrying: once the CRD is there, the inventory becomes ready.
+            api.call(lambda: api.declare("network.kubesphere.io/v1alpha2/eips", "Eip", False))
+            cluster.ready()
+        finally:
+            cluster.close()
+
+
+def test_kube_vip_vip_from_a_configmap_in_the_kube_vip_namespace(
+    writer: Writer, cluster_factory: Callable[..., Cluster]
+) -> None:
+    """Pods and ConfigMaps are watched in the kube-vip namespace; assemble joins them."""
+    ref = {"configMapKeyRef": {"name": "vip-config", "key": "vip"}}
+    writer.create(kube_vip_pod("kube-vip-n1", [{"name": "address", "valueFrom": ref}]))
+    cluster = cluster_factory()
+    cluster.ready()
+    assert verdict(cluster).allowed  # the ConfigMap does not exist yet: nothing known
+    writer.create(configmap("vip-config", {"vip": "10.0.0.9"}))
+    eventually(lambda: "can-reach-kube-vip" in rules(verdict(cluster)), "VIP from the ConfigMap")
+    writer.patch(configmap("vip-config", {"vip": "10.0.0.10"}))
+    eventually(lambda: verdict(cluster).allowed, "the VIP moved away")
+
+
+def test_watches_ask_for_bookmarks_and_resume_from_one(
+    api: FakeApi, cluster_factory: Callable[..., Cluster]
+) -> None:
+    cluster = cluster_factory()
+    cluster.ready()
+    first = eventually(lambda: api.watch_params("/api/v1/nodes"), "a watch of nodes")[0]
+    assert first["allowWatchBookmarks"] == "true"
+    assert first["timeoutSeconds"] == str(cluster.settings.watch.timeout_seconds)
+    api.bookmark_once("v1/nodes", "4242")
+    api.cut()  # the current watch ends; the next one meets the bookmark, then one more
+    eventually(
+        lambda: any(p.get("resourceVersion") == "4242" for p in api.watch_params("/api/v1/nodes")),
+        "a watch that resumes from the bookmark's resourceVersion",
+    )
+
+
+def test_servicecidrs_are_optional_and_picked_up_once_served() -> None:
+    with running(missing=(SERVICECIDRS,)) as api:
+        cluster = Cluster(api)
+        writer = Writer(api)
+        try:
+            cluster.ready()  # an API server without ServiceCIDRs is no reason to wait
+            assert verdict(cluster).allowed
+            # The cluster is upgraded: the API now serves them; asked again after a while.
+            api.call(lambda: api.declare(SERVICECIDRS, "ServiceCIDR", False))
+            writer.create(service_cidr("kubernetes", "10.0.0.0/24"))
+            eventually(
+                lambda: "can-reach-service-ip" in rules(verdict(cluster)), "the ServiceCIDR seen"
+            )
+        finally:
+            writer.close()
+            cluster.close()
+
+
+def test_a_slow_source_does_not_hold_up_the_others(
+    api: FakeApi, cluster_factory: Callable[..., Cluster]
+) -> None:
+    release = api.hold_next_list("v1/services")
+    try:
+        # A long read timeout: the held list must stay held for as long as the test looks.
+        cluster = cluster_factory(replace(SETTINGS, watch=replace(FAST, read_grace=60.0)))
+        source = cluster.live.source
+        eventually(
+            lambda: source.readiness().reason == "waiting for the first list of services",
+            "every source but the held one listed",
+        )
+        assert cluster.metric("eip_guard_source_last_sync_timestamp_seconds", source="nodes") > 0
+        assert not source.readiness().ready
+    finally:
+        release()
+    cluster.ready()

@@ -1,0 +1,182 @@
+"""The reflector's loop with a scripted transport: which waits it takes, and when it lists.
+
+The real ``kubernetes.watch.Watch`` reads the scripted responses, so its 410 handling is the
+library's own; ``stop.wait`` records each wait instead of sleeping (no wall clock involved).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+from prometheus_client import CollectorRegistry
+from urllib3.exceptions import ProtocolError
+
+from app.core.inventory import Options
+from app.kube.config import api_client
+from app.kube.metrics import KubeMetrics
+from app.kube.reflector import Held, Key, Reflector, WatchSettings
+from app.kube.resources import NODES, SERVICECIDRS, Stream
+from tests.core.objects import node
+
+NODE_STREAM = Stream(NODES)
+SETTINGS = WatchSettings(backoff_base=1.0, backoff_cap=8.0, absent_retry=99.0)
+
+
+class Resp:
+    """What the generated client returns with ``_preload_content=False``."""
+
+    status = 200
+
+    def __init__(self, body: Any = None, lines: list[dict[str, Any]] | None = None) -> None:
+        self.data = json.dumps(body).encode()
+        self.lines = [json.dumps(e).encode() + b"\n" for e in lines or []]
+
+    def stream(self, amt: Any = None, decode_content: bool = False) -> Iterator[bytes]:
+        yield from self.lines
+
+    def close(self) -> None:
+        pass
+
+    def release_conn(self) -> None:
+        pass
+
+
+class Script:
+    """Answers list and watch calls in order; each step is a Resp or an exception."""
+
+    def __init__(self, *steps: Any) -> None:
+        self.steps = list(steps)
+        self.calls: list[str] = []
+
+    def __call__(self, **kwargs: Any) -> Resp:
+        self.calls.append("watch" if kwargs.get("watch") else "list")
+        step = self.steps.pop(0)
+        if isinstance(step, BaseException):
+            raise step
+        assert isinstance(step, Resp)
+        return step
+
+
+class Waits(threading.Event):
+    """A stop event whose wait() records the delay, and stops the loop after ``n`` waits."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+        self.delays: list[float | None] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.delays.append(timeout)
+        if len(self.delays) >= self.n:
+            self.set()
+        return self.is_set()
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.items: dict[Key, Held] = {}
+        self.replaced = 0
+        self.problems: list[str] = []
+
+    def replace(self, stream: str, items: dict[Key, Held]) -> None:
+        self.items, self.replaced = dict(items), self.replaced + 1
+
+    def upsert(self, stream: str, key: Key, held: Held) -> None:
+        self.items[key] = held
+
+    def remove(self, stream: str, key: Key) -> None:
+        self.items.pop(key, None)
+
+    def problem(self, stream: str, text: str) -> None:
+        self.problems.append(text)
+
+
+def listing(*objects: dict[str, Any]) -> Resp:
+    return Resp({"metadata": {"resourceVersion": "10"}, "items": list(objects)})
+
+
+def gone() -> ApiException:
+    return ApiException(status=410, reason="Expired: too old resource version")
+
+
+def run(script: Script, stop: Waits, stream: Stream = NODE_STREAM) -> tuple[Sink, Reflector]:
+    api = api_client(host="http://127.0.0.1:9")  # never contacted: the script answers
+    sink = Sink()
+    try:
+        reflector = Reflector(
+            stream, api, sink, metrics=KubeMetrics(CollectorRegistry()),
+            settings=SETTINGS, options=Options(), stop=stop, rand=lambda: 1.0, lister=script,
+        )  # fmt: skip
+        reflector.run()
+    finally:
+        api.close()  # type: ignore[no-untyped-call]
+    return sink, reflector
+
+
+def test_errors_back_off_exponentially_up_to_the_cap() -> None:
+    down = ProtocolError("Connection aborted.")
+    script = Script(down, down, down, down, down)
+    stop = Waits(5)
+    sink, _ = run(script, stop)
+    assert script.calls == ["list"] * 5
+    assert stop.delays == [1.0, 2.0, 4.0, 8.0, 8.0]  # never a retry without a wait
+    assert sink.replaced == 0
+    assert sink.problems[-1].startswith("nodes: cannot reach the API server (ProtocolError")
+
+
+def test_410_after_a_working_watch_relists_at_once() -> None:
+    event = {"type": "ADDED", "object": {**node("n2", "10.0.0.2"), "metadata": {
+        "name": "n2", "resourceVersion": "11"}}}  # fmt: skip
+    error = {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired",
+                                         "message": "too old resource version"}}  # fmt: skip
+    script = Script(
+        listing(node("n1", "10.0.0.1")),
+        Resp(lines=[event, error]),  # a working watch, then 410 as an ERROR event
+        listing(node("n3", "10.0.0.3")),  # the re-list: n1 and n2 are gone
+        gone(),  # a 410 straight away: now it backs off
+        listing(),
+        gone(),
+    )
+    stop = Waits(3)
+    sink, reflector = run(script, stop)
+    assert script.calls == ["list", "watch", "list", "watch", "list", "watch"]
+    assert stop.delays == [0.0, 1.0, 2.0]
+    assert sink.replaced == 3 and reflector.rv is None
+
+
+def test_a_broken_watch_resumes_from_the_last_event_not_a_list() -> None:
+    event = {"type": "MODIFIED", "object": {**node("n1", "10.0.0.9"), "metadata": {
+        "name": "n1", "resourceVersion": "12"}}}  # fmt: skip
+    bookmark = {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "15"}}}
+    script = Script(
+        listing(node("n1", "10.0.0.1")),
+        Resp(lines=[event, bookmark]),  # ends cleanly (server timeout): watch again
+        ProtocolError("Connection broken: IncompleteRead"),
+    )
+    stop = Waits(1)
+    sink, reflector = run(script, stop)
+    assert script.calls == ["list", "watch", "watch"]
+    assert reflector.rv == "15"  # the bookmark's: the next watch starts there
+    assert stop.delays == [1.0]
+    (held,) = sink.items.values()
+    assert [str(f.span) for f in held.extract.facts] == ["10.0.0.9"]
+
+
+def test_an_absent_optional_resource_is_listed_empty_and_asked_again_later() -> None:
+    script = Script(ApiException(status=404, reason="Not Found"))
+    stop = Waits(1)
+    sink, _ = run(script, stop, Stream(SERVICECIDRS))
+    assert script.calls == ["list"]
+    assert stop.delays == [99.0]  # absent_retry, not the error backoff
+    assert sink.replaced == 1 and sink.items == {}  # counts as listed: readiness is not held
+
+
+def test_a_404_on_a_required_resource_is_an_error_that_backs_off() -> None:
+    script = Script(ApiException(status=404, reason="Not Found"))
+    stop = Waits(1)
+    sink, _ = run(script, stop)
+    assert stop.delays == [1.0] and sink.replaced == 0

@@ -1,0 +1,1 @@
+"""Tests of self-managed certificates: rotation decisions, hot TLS reload, the Secret."""

@@ -1,0 +1,86 @@
+"""kmock's Kubernetes emulator plus the optimistic concurrency a real API server has.
+
+kmock keeps no resourceVersion. Here every create and patch gets a new one, and a patch
+carrying a stale ``metadata.resourceVersion`` fails with 409 Conflict, as on a real API
+server; that is what lets several replicas race for one Secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp.web
+import attrs
+import kmock
+from kmock._internal import enums, rendering
+from kubernetes import client
+
+SECRETS = "v1/secrets"
+VWCS = "admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
+
+
+@attrs.define(kw_only=True)
+class VersionedEmulator(kmock.KubernetesEmulator):
+    _versions: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
+
+    async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        if request.resource is not None and isinstance(request.data, dict):
+            meta = request.data.setdefault("metadata", {})
+            if request.action == enums.action.UPDATE and request.name is not None:
+                key = (request.resource, request.namespace, request.name)
+                stored = self.objects[key] if key in self.objects else None  # noqa: SIM401 (no .get)
+                want = meta.get("resourceVersion")
+                if stored is not None and want is not None:
+                    have = (stored.get("metadata") or {}).get("resourceVersion")
+                    if want != have:
+                        return await self._render_error(Conflict())
+            if request.action in (enums.action.CREATE, enums.action.UPDATE):
+                meta["resourceVersion"] = str(next(self._versions))
+        return await super()._handle(request)
+
+
+@attrs.frozen
+class Conflict(kmock.KubernetesError):
+    status: int = 409
+    reason: str = "Conflict"
+    message: str = "the object has been modified; please apply your changes to the latest version"
+
+
+def api_client(url: str) -> client.ApiClient:
+    cfg = client.Configuration()
+    cfg.host = url
+    return client.ApiClient(cfg)
+
+
+@contextlib.contextmanager
+def running() -> Iterator[str]:
+    """A VersionedEmulator on its own event loop in a thread; yields its base URL.
+
+    The code under test uses the synchronous client from the test's thread, as in
+    production (tests/kube runs kmock the same way).
+    """
+    ready = threading.Event()
+    box: dict[str, Any] = {}
+
+    async def main() -> None:
+        async with VersionedEmulator() as km, kmock.Server(km) as srv:
+            box["url"] = f"http://{srv.host}:{srv.port}"
+            box["stop"] = asyncio.get_running_loop().create_future()
+            ready.set()
+            await box["stop"]
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(30), "kmock did not start"
+        yield str(box["url"])
+    finally:
+        loop.call_soon_threadsafe(box["stop"].set_result, None)
+        thread.join(30)
+        loop.close()

@@ -1,0 +1,136 @@
+"""assess/plan: what a replica does with the Secret it finds, at any point in time."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+
+import pytest
+from cryptography import x509
+
+from app.pki.certs import KeyPair, make_ca, make_serving
+from app.pki.rotation import (
+    CA_CRT,
+    CA_KEY,
+    PREVIOUS_CA,
+    TLS_CRT,
+    TLS_KEY,
+    Action,
+    assess,
+    ca_bundle,
+    plan,
+    service_dns_names,
+)
+
+NOW = dt.datetime(2026, 11, 26, 8, 0, tzinfo=dt.UTC)
+NAMES = service_dns_names("eip-guard", "eip-guard")
+DAY = dt.timedelta(days=1)
+
+
+def fresh(now: dt.datetime = NOW) -> dict[str, bytes]:
+    first = assess({}, NAMES, now)
+    data = plan({}, first, NAMES, now)
+    assert data is not None
+    return data
+
+
+def cert(pem: bytes) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(pem)
+
+
+def test_the_four_service_names() -> None:
+    assert NAMES == (
+        "eip-guard",
+        "eip-guard.eip-guard",
+        "eip-guard.eip-guard.svc",
+        "eip-guard.eip-guard.svc.cluster.local",
+    )
+
+
+def test_an_empty_secret_gets_a_ca_and_a_serving_certificate() -> None:
+    first = assess({}, NAMES, NOW)
+    assert (first.action, first.servable) == (Action.NEW_CA, False)
+    data = fresh()
+    assert set(data) == {CA_CRT, CA_KEY, TLS_CRT, TLS_KEY}
+    ca, serving = cert(data[CA_CRT]), cert(data[TLS_CRT])
+    assert ca.not_valid_after_utc - NOW >= dt.timedelta(days=3649)
+    assert dt.timedelta(days=364) <= serving.not_valid_after_utc - NOW <= dt.timedelta(days=366)
+    san = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(san.get_values_for_type(x509.DNSName)) == set(NAMES)
+    assert serving.public_key().curve.name == "secp256r1"  # type: ignore[union-attr]
+    again = assess(data, NAMES, NOW)
+    assert (again.action, again.servable) == (Action.KEEP, True)
+    assert plan(data, again, NAMES, NOW) is None
+
+
+def test_renewal_comes_well_before_expiry_and_keeps_the_ca() -> None:
+    data = fresh()
+    expiry = cert(data[TLS_CRT]).not_valid_after_utc
+    assert assess(data, NAMES, expiry - dt.timedelta(days=61)).action is Action.KEEP
+    due = assess(data, NAMES, expiry - dt.timedelta(days=59))
+    assert (due.action, due.servable) == (Action.RENEW_SERVING, True)
+    later = expiry - dt.timedelta(days=59)
+    renewed = plan(data, due, NAMES, later)
+    assert renewed is not None
+    assert renewed[CA_CRT] == data[CA_CRT] and renewed[CA_KEY] == data[CA_KEY]
+    assert renewed[TLS_CRT] != data[TLS_CRT]
+    assert cert(renewed[TLS_CRT]).not_valid_after_utc > expiry
+    assert assess(renewed, NAMES, later).action is Action.KEEP
+    assert ca_bundle(renewed, later) == ca_bundle(data, NOW)  # the caBundle does not move
+
+
+def test_an_expired_serving_certificate_is_not_servable() -> None:
+    data = fresh()
+    after = cert(data[TLS_CRT]).not_valid_after_utc + DAY
+    late = assess(data, NAMES, after)
+    assert (late.action, late.servable) == (Action.RENEW_SERVING, False)
+
+
+@pytest.mark.parametrize(
+    ("broken", "reason"),
+    [
+        ({TLS_CRT: b""}, "no serving certificate"),
+        ({TLS_KEY: b"garbage"}, "no serving certificate"),
+        ("other-ca", "not the CA's"),
+        ("other-names", "lacks DNS names"),
+    ],
+)
+def test_a_wrong_serving_certificate_is_replaced(broken: object, reason: str) -> None:
+    data = fresh()
+    if broken == "other-ca":
+        other = make_ca(now=NOW)
+        pair = make_serving(other, NAMES, now=NOW)
+        data |= {TLS_CRT: pair.cert_pem, TLS_KEY: pair.key_pem}
+    elif broken == "other-names":
+        pair = make_serving(KeyPair(data[CA_CRT], data[CA_KEY]), ["other.default.svc"], now=NOW)
+        data |= {TLS_CRT: pair.cert_pem, TLS_KEY: pair.key_pem}
+    else:
+        assert isinstance(broken, dict)
+        data |= broken
+    found = assess(data, NAMES, NOW)
+    assert found.action is Action.RENEW_SERVING and reason in found.reason
+    assert found.servable is False
+    fixed = plan(data, found, NAMES, NOW)
+    assert fixed is not None and assess(fixed, NAMES, NOW).action is Action.KEEP
+
+
+def test_a_ca_key_that_does_not_match_means_a_new_ca() -> None:
+    data = fresh()
+    data[CA_KEY] = make_ca(now=NOW).key_pem
+    assert assess(data, NAMES, NOW).action is Action.NEW_CA
+
+
+def test_a_new_ca_before_the_old_expires_keeps_the_old_one_trusted() -> None:
+    data = fresh()
+    ca_expiry = cert(data[CA_CRT]).not_valid_after_utc
+    late = ca_expiry - dt.timedelta(days=399)
+    found = assess(data, NAMES, late)
+    assert found.action is Action.NEW_CA and "CA expires" in found.reason
+    moved = plan(data, found, NAMES, late)
+    assert moved is not None and moved[PREVIOUS_CA] == data[CA_CRT]
+    bundle = base64.b64decode(ca_bundle(moved, late))
+    trusted = x509.load_pem_x509_certificates(bundle)
+    assert [c.subject for c in trusted] == [cert(moved[CA_CRT]).subject, cert(data[CA_CRT]).subject]
+    assert cert(moved[CA_CRT]) in trusted and cert(data[CA_CRT]) in trusted
+    # Once the old CA has expired it leaves the bundle.
+    assert base64.b64decode(ca_bundle(moved, ca_expiry + DAY)) == moved[CA_CRT]

@@ -1,0 +1,197 @@
+"""Self mode against a Kubernetes API emulator over real HTTP (kmock, with resourceVersions).
+
+The Secret and the ValidatingWebhookConfiguration are the ones the chart renders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime as dt
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import pytest
+from cryptography import x509
+from kubernetes import client
+
+from app.kube.certs import (
+    CertSyncError,
+    SecretStore,
+    SelfManagedCerts,
+    Stored,
+    WebhookConfigs,
+    run_rotation,
+)
+from app.pki.rotation import CA_CRT, TLS_CRT, Action, service_dns_names
+from tests.chart.rendering import one
+from tests.pki.kube_emulator import api_client
+
+NS, SECRET, VWC = "eip-guard", "eip-guard-tls", "eip-guard"
+NAMES = service_dns_names("eip-guard", NS)
+
+
+def install(api: str, chart_objects: list[dict[str, Any]], *, secret: bool = True) -> None:
+    """What `helm install` leaves behind for self mode: the empty Secret and the VWC."""
+    kube = api_client(api)
+    # The client sends plain dicts as they are (typed as models, hence Any).
+    vwc: Any = one(chart_objects, "ValidatingWebhookConfiguration")
+    client.AdmissionregistrationV1Api(kube).create_validating_webhook_configuration(vwc)
+    if secret:
+        body: Any = one(chart_objects, "Secret")
+        client.CoreV1Api(kube).create_namespaced_secret(NS, body)
+
+
+def replica(
+    api: str,
+    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    store: type[SecretStore] = SecretStore,
+) -> SelfManagedCerts:
+    kube = api_client(api)  # each replica its own client, as separate pods have
+    return SelfManagedCerts(
+        store(kube, NS, SECRET), WebhookConfigs(kube, VWC), NAMES, dt.timedelta(days=60), clock
+    )
+
+
+def state(api: str) -> tuple[Stored, str]:
+    """The Secret and the caBundle as the API server holds them now."""
+    kube = api_client(api)
+    stored = SecretStore(kube, NS, SECRET).read()
+    assert stored is not None
+    vwc = client.AdmissionregistrationV1Api(kube).read_validating_webhook_configuration(VWC)
+    (hook,) = vwc.webhooks or []
+    return stored, str(hook.client_config.ca_bundle)
+
+
+def test_first_start_fills_the_secret_and_patches_the_ca_bundle(
+    api: str, chart_objects: list[dict[str, Any]]
+) -> None:
+    install(api, chart_objects)
+    result = replica(api).sync()
+    assert result.wrote and result.ca_bundle_changed
+    assert result.assessment.action is Action.NEW_CA
+    stored, bundle = state(api)
+    assert base64.b64decode(bundle) == stored.data[CA_CRT]
+    assert stored.data[TLS_CRT] == result.pair.cert_pem
+    cert = x509.load_pem_x509_certificate(result.pair.cert_pem)
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(san.get_values_for_type(x509.DNSName)) == set(NAMES)
+    # The rest of the chart's webhook registration survives the caBundle patch.
+    admission = client.AdmissionregistrationV1Api(api_client(api))
+    (hook,) = admission.read_validating_webhook_configuration(VWC).webhooks or []
+    service = hook.client_config.service
+    assert hook.name == "validate.eip-guard.io"
+    assert service is not None and service.path == "/validate-eip"
+    assert hook.failure_policy == "Fail" and (hook.rules or [])[0].resources == ["eips"]
+
+
+def test_without_the_chart_the_secret_is_created(
+    api: str, chart_objects: list[dict[str, Any]]
+) -> None:
+    install(api, chart_objects, secret=False)
+    result = replica(api).sync()
+    assert result.wrote
+    stored, bundle = state(api)
+    assert base64.b64decode(bundle) == stored.data[CA_CRT]
+
+
+def test_a_second_replica_adopts_instead_of_overwriting(
+    api: str, chart_objects: list[dict[str, Any]]
+) -> None:
+    install(api, chart_objects)
+    first = replica(api).sync()
+    before = state(api)
+    second = replica(api).sync()
+    assert not second.wrote and not second.ca_bundle_changed
+    assert second.assessment.action is Action.KEEP
+    assert second.pair == first.pair
+    assert state(api) == before  # same resourceVersion and caBundle: untouched
+
+
+def test_replicas_racing_on_an_empty_secret_end_up_with_one_certificate(
+    api: str, chart_objects: list[dict[str, Any]]
+) -> None:
+    install(api, chart_objects)
+    winner = replica(api)
+    won: list[Any] = []
+
+    class Slow(SecretStore):
+        """Reads, then lets the other replica write before it writes itself."""
+
+        reads = 0
+        writes: ClassVar[list[bool]] = []
+
+        def replace(self, data: Any, resource_version: str, old: Any) -> bool:
+            Slow.writes.append(super().replace(data, resource_version, old))
+            return Slow.writes[-1]
+
+        def read(self) -> Stored | None:
+            stored = super().read()
+            Slow.reads += 1
+            if Slow.reads == 1:
+                won.append(winner.sync())  # the other replica writes in between
+            return stored
+
+    lost = replica(api, store=Slow).sync()
+    stored, bundle = state(api)
+    assert won[0].wrote and not lost.wrote
+    assert Slow.writes == [False]  # its stale write got 409 Conflict; it read again, adopted
+    assert lost.pair == won[0].pair
+    assert stored.data[TLS_CRT] == won[0].pair.cert_pem
+    assert base64.b64decode(bundle) == stored.data[CA_CRT]
+
+
+def test_renewal_keeps_the_ca_and_the_ca_bundle(
+    api: str, chart_objects: list[dict[str, Any]]
+) -> None:
+    install(api, chart_objects)
+    first = replica(api).sync()
+    _, bundle = state(api)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=310)
+    renewed = replica(api, clock=lambda: later).sync()
+    stored, bundle_after = state(api)
+    assert renewed.assessment.action is Action.RENEW_SERVING and renewed.wrote
+    assert renewed.pair != first.pair and stored.data[TLS_CRT] == renewed.pair.cert_pem
+    assert not renewed.ca_bundle_changed and bundle_after == bundle
+    # The replica that has not renewed adopts the new certificate at its next sync.
+    adopted = replica(api).sync()
+    assert adopted.pair == renewed.pair and not adopted.wrote
+
+
+def test_a_stale_bundle_is_never_written(api: str, chart_objects: list[dict[str, Any]]) -> None:
+    install(api, chart_objects)
+    webhooks = WebhookConfigs(api_client(api), VWC)
+    assert webhooks.ensure_ca_bundle("c3RhbGU=", lambda: False) is False
+    assert state(api)[1] == "None"
+
+
+def test_a_missing_webhook_configuration_is_a_clear_error(api: str) -> None:
+    with pytest.raises(CertSyncError, match="ValidatingWebhookConfiguration eip-guard: HTTP 404"):
+        replica(api).sync()
+
+
+def test_an_unreachable_api_is_a_clear_error_and_the_loop_keeps_trying(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    certs = replica(dead)
+    with pytest.raises(CertSyncError, match="cannot read Secret eip-guard/eip-guard-tls: the API"):
+        certs.sync()
+    loaded: list[Any] = []
+
+    async def two_rounds() -> None:
+        task = asyncio.create_task(run_rotation(certs, loaded.append, interval=0.01))
+        while len([r for r in caplog.records if "not in step" in r.getMessage()]) < 2:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    with caplog.at_level(logging.ERROR, logger="app.kube.certs"):
+        asyncio.run(asyncio.wait_for(two_rounds(), 60))
+    assert loaded == []  # nothing to serve: /readyz stays false

@@ -1,0 +1,257 @@
+"""`eip-guard serve` as a real process: self-managed certificates against kmock, live reload
+of certificate files, and the plain-HTTP probe port."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import queue
+import re
+import signal
+import ssl
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from cryptography import x509
+
+from app.cli.main import main
+from app.pki.certs import KeyPair, make_bundle, make_serving, write_bundle
+from app.pki.rotation import service_dns_names
+from tests.chart.rendering import ROOT
+from tests.pki.test_self_managed import install, state
+from tests.pki.tls_helpers import NAME, Connection, der_sha, trusting
+
+EXAMPLES = ROOT / "examples"
+SNAPSHOT = ["--cluster", str(EXAMPLES / "cluster.yaml")]
+EXPIRY_METRIC = "eip_guard_tls_certificate_expiry_timestamp_seconds"
+POLLS = 600  # bounded waits of 50 ms; nothing here asserts how long anything took
+
+
+class Process:
+    """`python -m app.cli.main serve ...` with its JSON log lines read by a thread."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli.main", "serve", *args],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+        stream = self.proc.stderr
+        assert stream is not None
+
+        def pump() -> None:
+            for line in stream:
+                self.lines.put(line)
+
+        self.thread = threading.Thread(target=pump)
+        self.thread.start()
+
+    def until(self, msg: str) -> dict[str, Any]:
+        while True:
+            try:
+                line = self.lines.get(timeout=60)
+            except queue.Empty:
+                raise AssertionError(f"eip-guard serve never logged {msg!r}") from None
+            parsed = json.loads(line)
+            if parsed.get("msg") == msg:
+                return dict(parsed)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=30)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.thread.join(10)
+            assert self.proc.stderr is not None
+            self.proc.stderr.close()
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/", maxsplit=1)[0])
+
+
+def env_without_cluster(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
+    return {**env, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def wait_ready(probe: str) -> httpx.Response:
+    for _ in range(POLLS):
+        response = httpx.get(probe, timeout=5)
+        if response.status_code == 200:
+            return response
+        threading.Event().wait(0.05)
+    raise AssertionError(f"{probe} never became ready: {response.text}")
+
+
+def test_self_managed_serve_fills_the_secret_and_is_trusted_by_its_ca_bundle(
+    api: str, chart_objects: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    install(api, chart_objects)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "k", "cluster": {"server": api}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+                "current-context": "c",
+            }
+        )
+    )
+    args = [
+        *SNAPSHOT, "--host", "127.0.0.1", "--port", "0", "--probe-port", "0",
+        *[a for a in one_deployment(chart_objects) if a.split("=")[0] in SELF_FLAGS],
+        "--namespace", "eip-guard",  # the chart passes $(POD_NAMESPACE)
+    ]  # fmt: skip
+    server = Process(args, env_without_cluster(KUBECONFIG=str(kubeconfig)))
+    try:
+        line = server.until("serving")
+        assert line["tls"] == "self-managed Secret eip-guard/eip-guard-tls"
+        wait_ready(line["probe"])
+        stored, bundle = state(api)
+        context = trusting(base64.b64decode(bundle))
+        port = port_of(line["address"])
+        conn = Connection(port, context)
+        assert conn.peer() == der_sha(KeyPair(stored.data["tls.crt"], b""))
+        conn.close()
+        review = (EXAMPLES / "review-bad.json").read_bytes()
+        assert post_review(port, context, review)["response"]["allowed"] is False
+        probe = line["probe"].removesuffix("/readyz")
+        exposition = httpx.get(probe + "/metrics").text
+        found = re.search(rf"^{EXPIRY_METRIC} (\S+)$", exposition, re.M)
+        assert found is not None
+        expiry = float(found[1])
+        served = x509.load_pem_x509_certificate(stored.data["tls.crt"])
+        assert expiry == served.not_valid_after_utc.timestamp()
+        assert httpx.post(probe + "/validate-eip", content=review).status_code == 404
+    finally:
+        assert server.stop() == 0
+
+
+SELF_FLAGS = {
+    "--tls-secret",
+    "--webhook-configuration",
+    "--service",
+    "--cert-renew-before-days",
+    "--cert-check-interval",
+}
+
+
+def one_deployment(objs: list[dict[str, Any]]) -> list[str]:
+    (deploy,) = [o for o in objs if o["kind"] == "Deployment"]
+    args: list[str] = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+    return args
+
+
+def post_review(port: int, context: ssl.SSLContext, body: bytes) -> dict[str, Any]:
+    with httpx.Client(
+        base_url=f"https://127.0.0.1:{port}",
+        verify=context,
+        event_hooks={"request": [lambda r: r.extensions.update(sni_hostname=NAME)]},
+        timeout=10,
+    ) as http:
+        response = http.post(
+            "/validate-eip", content=body, headers={"content-type": "application/json"}
+        )
+        result: dict[str, Any] = response.json()
+        return result
+
+
+@contextmanager
+def serving_files(tmp_path: Path) -> Iterator[tuple[Process, dict[str, Any], KeyPair]]:
+    bundle = make_bundle(service_dns_names("eip-guard", "eip-guard"))
+    write_bundle(bundle, tmp_path)
+    args = [
+        *SNAPSHOT, "--host", "127.0.0.1", "--port", "0", "--probe-port", "0",
+        "--tls-cert-file", str(tmp_path / "tls.crt"), "--tls-key-file", str(tmp_path / "tls.key"),
+        "--tls-reload-interval", "0.1",
+    ]  # fmt: skip
+    server = Process(args, env_without_cluster())
+    try:
+        yield server, server.until("serving"), bundle.ca
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_renewed_certificate_file_is_served_without_a_restart(tmp_path: Path) -> None:
+    with serving_files(tmp_path) as (server, line, ca):
+        port = port_of(line["address"])
+        assert httpx.get(line["probe"]).status_code == 200
+        context = trusting(ca.cert_pem)
+        old = Connection(port, context)
+        before = old.peer()
+        renewed = make_serving(ca, service_dns_names("eip-guard", "eip-guard"))
+        # As kubelet updates a mounted Secret: both files replaced, then picked up.
+        (tmp_path / "tls.key.new").write_bytes(renewed.key_pem)
+        (tmp_path / "tls.crt.new").write_bytes(renewed.cert_pem)
+        os.replace(tmp_path / "tls.key.new", tmp_path / "tls.key")
+        os.replace(tmp_path / "tls.crt.new", tmp_path / "tls.crt")
+        assert server.until("presenting a renewed TLS certificate")
+        new = Connection(port, context)
+        assert new.peer() == der_sha(renewed) != before
+        assert old.get("/healthz").startswith(b"HTTP/1.1 200")  # the old connection still works
+        assert old.peer() == before
+        old.close()
+        new.close()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "give --tls-cert-file and --tls-key-file, or --tls-secret"),
+        (["--tls-secret", "s"], "--tls-secret also needs --webhook-configuration, --service"),
+        (
+            ["--tls-secret", "s", "--tls-cert-file", "x"],
+            "either --tls-cert-file/--tls-key-file or --tls-secret, not both",
+        ),
+        (
+            [
+                "--tls-secret",
+                "s",
+                "--webhook-configuration",
+                "w",
+                "--service",
+                "v",
+                "--namespace",
+                "n",
+                "--cert-renew-before-days",
+                "400",
+            ],
+            "--cert-renew-before-days 400: expected 1-300",
+        ),
+        (
+            [
+                "--tls-secret",
+                "s",
+                "--webhook-configuration",
+                "w",
+                "--service",
+                "Bad_Name",
+                "--namespace",
+                "n",
+            ],
+            "--service/--namespace: 'Bad_Name' is not a DNS name",
+        ),
+    ],
+)
+def test_bad_tls_flags_exit_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    assert main(["serve", *SNAPSHOT, *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

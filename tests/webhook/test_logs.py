@@ -1,0 +1,38 @@
+"""JSON log lines, written by a thread of their own."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+from app.webhook.logs import setup
+
+
+def test_records_become_json_lines_with_their_fields() -> None:
+    out = io.StringIO()
+    logger = logging.getLogger("eip_guard.test.logs")
+    logger.propagate = False
+    listener = setup(logging.INFO, out, logger)
+    try:
+        logger.info("admission decision", extra={"fields": {"uid": "u1", "denied_by": ["a"]}})
+        logger.debug("not shown at info")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logger.exception("failed to judge %s", "u2")
+    finally:
+        listener.stop()  # flushes the queue
+        logger.handlers.clear()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert len(lines) == 2
+    first, second = lines
+    assert first["msg"] == "admission decision"
+    assert first["level"] == "info"
+    assert first["logger"] == "eip_guard.test.logs"
+    assert first["uid"] == "u1"
+    assert first["denied_by"] == ["a"]
+    assert first["ts"].endswith("+00:00")
+    assert second["msg"] == "failed to judge u2"
+    assert second["level"] == "error"
+    assert "ValueError: boom" in second["error"]

@@ -1,0 +1,93 @@
+"""The README's webhook section shows what the real server answers, as kubectl shows it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from fastapi import FastAPI
+
+from app.core.inventory import Inventory
+from app.core.sources import StaticSource
+from app.core.verdict import Action, Policy
+from app.webhook.app import create_app
+from app.webhook.metrics import VERDICTS, Metrics
+
+from .conftest import EXAMPLES, NotReadySource, Webhook, example_inventory
+from .kubectl import api_server_status, kubectl_created, kubectl_stderr
+
+README = (EXAMPLES.parent / "README.md").read_text()
+WEBHOOK = "validate.eip-guard.io"
+Start = Callable[[FastAPI], Webhook]
+
+
+def shown(text: str) -> str:
+    # Markdown editors strip trailing blanks (kubectl's "is invalid: " has one).
+    return "\n".join(line.rstrip() for line in text.splitlines())
+
+
+def kubectl_blocks() -> list[str]:
+    return [
+        shown(m)
+        for m in re.findall(r"```console\n\$ kubectl apply -f eip.yaml\n(.*?)```", README, re.S)
+    ]
+
+
+def post_bad(hook: Webhook) -> dict[str, object]:
+    body = (EXAMPLES / "review-bad.json").read_bytes()
+    response = hook.http.post(
+        "/validate-eip", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 200
+    answer = response.json()["response"]
+    assert isinstance(answer, dict)
+    return answer
+
+
+def test_the_denial_is_shown_as_kubectl_prints_it(webhook: Webhook) -> None:
+    answer = post_bad(webhook)
+    status = api_server_status(WEBHOOK, answer["status"])  # type: ignore[arg-type]
+    printed = kubectl_stderr(status, "creating", "eip.yaml", [])
+    assert shown(printed) in kubectl_blocks()
+    assert f"```text\n{status['message']}\n```" in README
+
+
+def test_the_warnings_are_shown_as_kubectl_prints_them(start: Start) -> None:
+    policy = Policy(actions={"can-reach-in-eip": Action.WARN, "can-reach-service-ip": Action.WARN})
+    answer = post_bad(start(create_app(StaticSource(example_inventory()), policy)))
+    assert answer["allowed"] is True
+    warnings = answer["warnings"]
+    assert isinstance(warnings, list)
+    printed = kubectl_created(warnings, "eip.network.kubesphere.io", "eip-layer2")
+    assert shown(printed) in kubectl_blocks()
+
+
+def test_the_not_ready_denial_is_shown_as_kubectl_prints_it(start: Start) -> None:
+    answer = post_bad(start(create_app(NotReadySource(Inventory()), Policy())))
+    status = api_server_status(WEBHOOK, answer["status"])  # type: ignore[arg-type]
+    assert shown(kubectl_stderr(status, "creating", "eip.yaml", [])) in kubectl_blocks()
+
+
+def test_the_good_answer_is_shown_verbatim(webhook: Webhook) -> None:
+    body = (EXAMPLES / "review-good.json").read_bytes()
+    response = webhook.http.post(
+        "/validate-eip", content=body, headers={"content-type": "application/json"}
+    )
+    assert f"```json\n{response.text}\n```" in README
+
+
+def test_the_curl_command_is_the_one_make_run_prints() -> None:
+    makefile = (EXAMPLES.parent / "Makefile").read_text()
+    match = re.search(r'@echo "  (for f in .*?)"\n', makefile)
+    assert match
+    command = match.group(1).replace("\\$$", "$").replace("$(PORT)", "8443")
+    assert f"```sh\n{command}\n```" in README
+
+
+def test_the_readme_lists_every_metric_and_verdict() -> None:
+    families = {family.name for family in Metrics().registry.collect()}
+    assert len(families) == 4
+    for name in families:
+        assert f"| `{name}" in README, name
+    for verdict in VERDICTS:
+        assert f"`{verdict}`" in README, verdict
