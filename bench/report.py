@@ -243,7 +243,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     left.set_ylabel("time per verdict (µs)")
     left.set_title("Decision cost vs inventory size")
     left.grid(True, which="both", alpha=0.3)
-    left.legend(fontsize=8)
+    if sizes:
+        left.legend(fontsize=8)
 
     runs = _get(result, "http", "runs") or []
     if runs:
