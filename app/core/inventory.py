@@ -9,6 +9,7 @@ resolver passed in, so the core itself never touches the network).
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable, Iterable, Mapping
@@ -322,6 +323,15 @@ class Inventory:
     def count(self, kind: FactKind) -> int:
         return len(self.points.get(kind) or ()) + len(self.spans.get(kind) or ())
 
+    @functools.cached_property
+    def node_subnet_names(self) -> Mapping[int, tuple[str, ...]]:
+        """The distinct node subnets as text, sorted, per IP version (4, 6): once per inventory."""
+        index = self.spans.get(FactKind.NODE_SUBNET)
+        names: dict[int, set[str]] = {4: set(), 6: set()}
+        for fact in index.all() if index is not None else ():
+            names[fact.span.version].add(str(fact.span))
+        return MappingProxyType({v: tuple(sorted(n)) for v, n in names.items()})
+
     @property
     def fact_count(self) -> int:
         return sum(self.count(k) for k in FactKind) + len(self.eips)
@@ -393,7 +403,7 @@ def assemble(extracts: Iterable[Extract], resolve: Resolver | None = None) -> In
             point_pairs.setdefault(fact.kind, []).append((fact.span.first, fact))
         else:
             span_pairs.setdefault(fact.kind, []).append((fact.span, fact))
-    return Inventory(
+    inventory = Inventory(
         eips=MappingProxyType(eips),
         eip_pools=IntervalIndex((e.address, e) for e in eips.values() if e.address is not None),
         can_reach_ips=PointIndex(
@@ -405,6 +415,8 @@ def assemble(extracts: Iterable[Extract], resolve: Resolver | None = None) -> In
         notes=tuple(notes),
         gaps=tuple(gaps),
     )
+    inventory.node_subnet_names  # noqa: B018 (computed here, off the request path)
+    return inventory
 
 
 def _ip_key_of(spec: CanReach) -> int:

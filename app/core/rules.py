@@ -249,12 +249,12 @@ def _can_reach_unknown_subnet(r: Review) -> Iterator[Violation]:
     eip, spec = r.candidate, r.candidate.interface
     if not eip.speaks_layer2 or not isinstance(spec, CanReach) or special_kind(spec.ip):
         return
-    index = r.inventory.spans.get(FactKind.NODE_SUBNET)
+    if r.inventory.containing(FactKind.NODE_SUBNET, Span.of_ip(spec.ip).first):
+        return
     # Only judged against subnets of the IP's own family: IPv4 reports say nothing of IPv6.
-    known = sorted(
-        {str(f.span) for f in (index.all() if index else ()) if f.span.version == spec.ip.version}
-    )
-    if not known or r.inventory.containing(FactKind.NODE_SUBNET, Span.of_ip(spec.ip).first):
+    # Precomputed per inventory: listing 20,000 node subnets per request took 45 ms.
+    known = r.inventory.node_subnet_names.get(spec.ip.version, ())
+    if not known:
         return
     yield Violation(
         "can-reach-unknown-subnet",

@@ -156,3 +156,17 @@ def test_point_index_answers_as_a_dict_of_lists(
     assert list(index.within(Span(lo, hi))) == expected
     after = [k for k in sorted(by_key) if k >= key]
     assert index.next_at_or_after(key) == (after[0] if after else None)
+
+
+def test_node_subnet_names_are_what_the_rule_listed_per_request() -> None:
+    """The precomputed list equals the one can-reach-unknown-subnet used to build per request."""
+    from app.core.facts import FactKind  # noqa: PLC0415 (only this test needs them)
+    from app.core.inventory import build  # noqa: PLC0415
+    from bench import synth  # noqa: PLC0415
+
+    inventory = build(synth.cluster(synth.Shape("two", nodes=250, eips=20, services=20)))
+    index = inventory.spans[FactKind.NODE_SUBNET]
+    for version in (4, 6):
+        listed = sorted({str(f.span) for f in index.all() if f.span.version == version})
+        assert inventory.node_subnet_names[version] == tuple(listed)
+    assert inventory.node_subnet_names[4]  # the synthetic racks are known subnets
