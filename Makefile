@@ -41,8 +41,10 @@ unit: venv
 
 test: lint typecheck unit
 
+# The HTTPS section drives the servers with wrk (Debian); installed here when missing and root.
 bench: venv
-	$(PY) -m bench
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }; } || echo "wrk missing: the HTTPS section will be skipped"
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -8,7 +8,8 @@ from typing import Any
 
 
 def as_mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+    # dict first: the ABC check costs more, and parsed objects are dicts all the way down.
+    return value if type(value) is dict or isinstance(value, Mapping) else {}
 
 
 def as_list(value: Any) -> list[Any]:

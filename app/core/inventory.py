@@ -9,7 +9,9 @@ resolver passed in, so the core itself never touches the network).
 
 from __future__ import annotations
 
+import functools
 import json
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -25,7 +27,7 @@ from app.core.addresses import (
     parse_ip_or_cidr,
     parse_ip_with_prefix,
 )
-from app.core.eips import Eip, is_eip
+from app.core.eips import Eip, is_eip, own
 from app.core.facts import Fact, FactKind, Source
 from app.core.fields import as_list, as_mapping, as_str
 from app.core.interfaces import CanReach
@@ -70,7 +72,9 @@ DEFAULT_OPTIONS = Options()
 
 def _source(obj: Mapping[str, Any], kind: str, fld: str) -> Source:
     meta = as_mapping(obj.get("metadata"))
-    return Source(kind, as_str(meta.get("namespace")), as_str(meta.get("name")), fld)
+    # Interned: 200,000 facts share a handful of kinds, namespaces and field names.
+    namespace = sys.intern(own(as_str(meta.get("namespace"))))
+    return Source(sys.intern(kind), namespace, own(as_str(meta.get("name"))), sys.intern(fld))
 
 
 class _Builder:
@@ -80,9 +84,22 @@ class _Builder:
         self.obj, self.kind = obj, kind
         self.facts: list[Fact] = []
         self.notes: list[str] = []
+        self._sources: dict[str, Source] = {}
+
+    def source(self, fld: str) -> Source:
+        """One Source per field of this object, shared by its facts (and one name copy)."""
+        found = self._sources.get(fld)
+        if found is None:
+            first = next(iter(self._sources.values()), None)
+            if first is None:
+                found = _source(self.obj, self.kind, fld)
+            else:  # a node has facts from five fields: copy its name once, not five times
+                found = Source(first.kind, first.namespace, first.name, sys.intern(fld))
+            self._sources[fld] = found
+        return found
 
     def add(self, fact_kind: FactKind, text: Any, fld: str, *, quiet: bool = False) -> None:
-        source = _source(self.obj, self.kind, fld)
+        source = self.source(fld)
         try:
             span = parse_ip_or_cidr(as_str(text))
         except AddressError as exc:
@@ -92,7 +109,7 @@ class _Builder:
         self.facts.append(Fact(fact_kind, span, source))
 
     def add_span(self, fact_kind: FactKind, span: Span, fld: str) -> None:
-        self.facts.append(Fact(fact_kind, span, _source(self.obj, self.kind, fld)))
+        self.facts.append(Fact(fact_kind, span, self.source(fld)))
 
     def done(self, **extra: Any) -> Extract:
         return Extract(facts=tuple(self.facts), notes=tuple(self.notes), **extra)
@@ -285,10 +302,23 @@ class Inventory:
         return index.containing(key) if index is not None else ()
 
     def matching(self, kind: FactKind, key: int) -> tuple[Fact, ...]:
-        return self.at(kind, key) + self.containing(kind, key)
+        """``at`` then ``containing``; inlined, as every verdict asks this for six kinds."""
+        points, spans = self.points.get(kind), self.spans.get(kind)
+        exact = points.at(key) if points is not None else ()
+        inside = spans.containing(key) if spans is not None else ()
+        return exact + inside if exact and inside else exact or inside
 
     def count(self, kind: FactKind) -> int:
         return len(self.points.get(kind) or ()) + len(self.spans.get(kind) or ())
+
+    @functools.cached_property
+    def node_subnet_names(self) -> Mapping[int, tuple[str, ...]]:
+        """The distinct node subnets as text, sorted, per IP version (4, 6): once per inventory."""
+        index = self.spans.get(FactKind.NODE_SUBNET)
+        names: dict[int, set[str]] = {4: set(), 6: set()}
+        for fact in index.all() if index is not None else ():
+            names[fact.span.version].add(str(fact.span))
+        return MappingProxyType({v: tuple(sorted(n)) for v, n in names.items()})
 
     @property
     def fact_count(self) -> int:
@@ -361,7 +391,7 @@ def assemble(extracts: Iterable[Extract], resolve: Resolver | None = None) -> In
             point_pairs.setdefault(fact.kind, []).append((fact.span.first, fact))
         else:
             span_pairs.setdefault(fact.kind, []).append((fact.span, fact))
-    return Inventory(
+    inventory = Inventory(
         eips=MappingProxyType(eips),
         eip_pools=IntervalIndex((e.address, e) for e in eips.values() if e.address is not None),
         can_reach_ips=PointIndex(
@@ -373,6 +403,8 @@ def assemble(extracts: Iterable[Extract], resolve: Resolver | None = None) -> In
         notes=tuple(notes),
         gaps=tuple(gaps),
     )
+    inventory.node_subnet_names  # noqa: B018 (computed here, off the request path)
+    return inventory
 
 
 def _ip_key_of(spec: CanReach) -> int:

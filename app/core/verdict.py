@@ -50,7 +50,8 @@ class Violation:
 
 def clean_warning(text: str) -> str:
     """A kubectl warning: no control characters (the API server drops those), short."""
-    text = "".join(c if c.isprintable() else " " for c in text)
+    if not text.isprintable():  # rare: spare the common case a loop over every character
+        text = "".join(c if c.isprintable() else " " for c in text)
     if len(text) > WARNING_LIMIT:
         text = text[: WARNING_LIMIT - 3].rstrip() + "..."
     return text

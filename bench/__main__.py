@@ -1,0 +1,154 @@
+"""``python -m bench`` (``make bench``): how fast eip-guard decides, serves and starts.
+
+A benchmark, not a test: it prints a table and writes ``bench/results/bench.json`` and
+``bench/results/bench.png``; it never fails on a number. It exits non-zero only when a
+section could not run at all (the JSON then says why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import breakdown, decision, memory, report, serving, synth
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def snapshot_path(out: Path, shape: synth.Shape, seed: int) -> Path:
+    """The largest cluster as a JSON snapshot, written once and reused (it is deterministic)."""
+    path = out / "cache" / f"snapshot-{shape.name}-seed{seed}.json"
+    if not path.exists():
+        log(f"  writing {path} ...")
+        synth.write_snapshot(shape, path, seed)
+    return path
+
+
+def run_decision(args: argparse.Namespace, shapes: tuple[synth.Shape, ...]) -> dict[str, Any]:
+    count, rounds = (100, 5) if args.quick else (200, 10)
+    return decision.run(shapes, count, rounds, args.seed, log)
+
+
+def run_memory(args: argparse.Namespace, largest: synth.Shape) -> dict[str, Any]:
+    return memory.measure("stream", largest.name)
+
+
+def run_startup(args: argparse.Namespace, shapes: tuple[synth.Shape, ...]) -> dict[str, Any]:
+    """Load and build in a fresh process; then time `serve` to /readyz 200 at a middle size,
+    at the largest, and with no snapshot at all (the floor server)."""
+    largest = shapes[-1]
+    path = snapshot_path(args.out, largest, args.seed)
+    result: dict[str, Any] = {"size": largest.name, **memory.measure("snapshot", str(path))}
+    if not serving.can_serve():
+        result["ready_s"] = None
+        return result
+    result["ready_s"] = serving.time_to_ready(path, args.out)
+    middle = synth.QUICK_SIZES[-1]
+    if middle != largest:
+        middle_path = snapshot_path(args.out, middle, args.seed)
+        result[f"ready_s_{middle.name}"] = serving.time_to_ready(middle_path, args.out)
+    result["ready_s_floor"] = serving.time_to_ready(None, args.out)
+    return result
+
+
+def run_http(args: argparse.Namespace, largest: synth.Shape) -> dict[str, Any]:
+    if not serving.can_serve():
+        return report.skipped("`eip-guard serve` is not available on this branch yet")
+    path = snapshot_path(args.out, largest, args.seed)
+    return serving.compare(
+        path,
+        largest.name,
+        args.out,
+        duration=args.duration or (3.0 if args.quick else 6.0),
+        rounds=1 if args.quick else 2,
+        seed=args.seed,
+        log=log,
+    )
+
+
+def run_sync(args: argparse.Namespace, shapes: tuple[synth.Shape, ...]) -> dict[str, Any]:
+    """Live mode against kmock: at `l` (kmock is Python too; `xl` takes minutes), `m` if quick."""
+    try:  # the live inventory lands separately; without it this section says so
+        sync = importlib.import_module("bench.sync")
+    except ImportError as exc:
+        return report.skipped(f"the live inventory (app.kube) is not available: {exc}")
+    shape = shapes[-1] if args.quick else shapes[3]
+    result: dict[str, Any] = sync.run(shape, args.seed, log)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, short runs (~1 min)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where results go")
+    parser.add_argument(
+        "--only", action="append", choices=report.SECTIONS, help="run only these sections"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="synthetic cluster seed")
+    parser.add_argument("--duration", type=float, help="seconds per HTTP load run")
+    args = parser.parse_args(argv)
+    shapes = synth.QUICK_SIZES if args.quick else synth.SIZES
+    largest = shapes[-1]
+    result: dict[str, Any] = {
+        "schema": report.SCHEMA,
+        "when": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "mode": "quick" if args.quick else "full",
+        "machine": machine(),
+    }
+    sections: dict[str, Callable[[], dict[str, Any]]] = {
+        "decision": lambda: run_decision(args, shapes),
+        "memory": lambda: run_memory(args, largest),
+        "startup": lambda: run_startup(args, shapes),
+        "http": lambda: run_http(args, largest),
+        "breakdown": lambda: breakdown.run(largest.name, args.seed),
+        "sync": lambda: run_sync(args, shapes),
+    }
+    failed = False
+    started = time.perf_counter()
+    for name, fn in sections.items():
+        if args.only and name not in args.only:
+            result[name] = report.skipped("not selected (--only)")
+            continue
+        log(f"{name} ...")
+        t0 = time.perf_counter()
+        try:
+            result[name] = fn()
+        except Exception as exc:  # a section that cannot run is reported, the rest go on
+            traceback.print_exc()
+            result[name] = report.skipped(f"error: {type(exc).__name__}: {exc}")
+            failed = True
+        log(f"{name} done in {time.perf_counter() - t0:.1f} s")
+    result["targets"] = report.targets(result)
+    result["total_s"] = round(time.perf_counter() - started, 1)
+    json_path, png_path = args.out / "bench.json", args.out / "bench.png"
+    report.write_json(result, json_path)
+    report.plot(result, png_path)
+    print(report.table(result))
+    print(f"\nwrote {json_path} and {png_path} in {result['total_s']} s")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""The benchmark's output: a JSON file, a terminal table and a PNG plot.
+
+The JSON file (``bench/results/bench.json``) has these top-level keys, each section
+either filled or ``{"skipped": "<why>"}``:
+
+- ``schema``: ``"eip-guard-bench/1"``; ``when`` (UTC, ISO 8601); ``mode`` (quick|full);
+  ``machine``: cpus, python, platform, load_avg (1/5/15 min at the start).
+- ``decision``: candidates, rounds, ``sizes`` (one per synthetic cluster: name, nodes,
+  eips, services, objects, facts, build_s, ``allowed`` and ``denied`` each with n,
+  median_us and p99_us (CPU time of the thread), worst_best_us (the slowest candidate's
+  fastest round: the worst case without machine noise), wall_median_us and wall_p99_us
+  (wall clock, which adds time other processes held the core)) and ``ratio`` (largest
+  size over smallest: allowed_median, allowed_p99, denied_median, denied_p99).
+- ``memory``: size, facts, baseline_mb, rss_mb, inventory_mb, bytes_per_fact (inventory
+  built from a stream of objects in a fresh process).
+- ``startup``: size, snapshot_mb, load_s, build_s, rss_mb, peak_rss_mb (snapshot loaded
+  and built in a fresh process), ready_s (``eip-guard serve`` start to /readyz 200 with
+  that snapshot), ready_s_m (the same with the ``m`` snapshot, full mode only) and
+  ready_s_floor (the floor server: interpreter, imports and TLS only).
+- ``http``: size, duration_s, rounds, workers, bodies, ``runs`` (one per concurrency:
+  concurrency; ``webhook``, ``webhook_quiet`` (``--log-level warning``: no line per
+  decision) and ``floor``, each with rps, p50_ms, p99_ms, requests, errors; then
+  rps_ratio and p99_ratio (webhook over floor), quiet_rps_ratio and quiet_p99_ratio);
+  ``rss_mb``: each server process's resident MB (``ready`` and ``after`` the runs);
+  ``two_processes``: two identical webhook processes, each with its own wrk at half the
+  top concurrency (concurrency, rps, p50_ms, p99_ms, rps_vs_one: over one process).
+- ``breakdown``: median CPU microseconds per review with no socket or TLS (see
+  ``bench/breakdown.py``): floor_app, webhook_app_quiet, webhook_app, decide,
+  from_object, check, parse_review.
+- ``sync``: the live inventory syncing a cluster from kmock (``l``; ``m`` when quick):
+  size, objects, facts, ready_s (start of the watches to readiness).
+- ``targets``: name, target, value, met (true, false, or null when not measured).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+import matplotlib.pyplot as plt
+
+SCHEMA = "eip-guard-bench/1"
+TOP_KEYS = (
+    "schema",
+    "when",
+    "mode",
+    "machine",
+    "decision",
+    "memory",
+    "startup",
+    "http",
+    "breakdown",
+    "sync",
+    "targets",
+)
+SERVER_STYLES = (
+    ("webhook", "tab:blue", "o-"),
+    ("webhook_quiet", "tab:cyan", "^-"),
+    ("floor", "tab:gray", "s--"),
+)
+SECTIONS = ("decision", "memory", "startup", "http", "breakdown", "sync")
+
+
+def skipped(reason: str) -> dict[str, Any]:
+    return {"skipped": reason}
+
+
+def _get(result: dict[str, Any], *path: Any) -> Any:
+    node: Any = result
+    for key in path:
+        if (isinstance(node, dict) and key in node) or (
+            isinstance(node, list) and isinstance(key, int) and -len(node) <= key < len(node)
+        ):
+            node = node[key]
+        else:
+            return None
+    return node
+
+
+def _target(name: str, target: str, value: Any, ok: bool | None) -> dict[str, Any]:
+    return {"name": name, "target": target, "value": value, "met": ok}
+
+
+def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets, each with the measured value; ``met`` is None when unmeasured."""
+    out = []
+    largest = _get(result, "decision", "sizes", -1)
+    if largest is not None:
+        p99 = max(largest["allowed"]["p99_us"], largest["denied"]["p99_us"])
+        out.append(_target(f"verdict p99 at {largest['name']} (us)", "< 50", p99, p99 < 50))
+    ratios = _get(result, "decision", "ratio")
+    if ratios is not None:
+        worst = max(ratios["allowed_median"], ratios["denied_median"])
+        out.append(_target("verdict median largest/smallest", "< 3", worst, worst < 3))
+    rss = _get(result, "startup", "rss_mb")
+    if rss is not None:
+        out.append(_target("resident MB holding the largest snapshot", "< 150", rss, rss < 150))
+    served = _get(result, "http", "rss_mb", "webhook", "after")
+    if served is not None:
+        out.append(
+            _target("resident MB of `eip-guard serve` after load", "< 150", served, served < 150)
+        )
+    ready = _get(result, "startup", "ready_s")
+    out.append(
+        _target("start to /readyz 200 (s)", "< 3", ready, None if ready is None else ready < 3)
+    )
+    for run in _get(result, "http", "runs") or ():
+        c = run["concurrency"]
+        rps, p99 = run["rps_ratio"], run["p99_ratio"]
+        out.append(_target(f"throughput webhook/floor at c={c}", ">= 0.75", rps, rps >= 0.75))
+        out.append(_target(f"p99 webhook/floor at c={c}", "<= 1.5", p99, p99 <= 1.5))
+    if not _get(result, "http", "runs"):
+        out.append(_target("webhook vs floor over HTTPS", "measured", None, None))
+    return out
+
+
+def write_json(result: dict[str, Any], path: Path) -> None:
+    missing = [k for k in TOP_KEYS if k not in result]
+    if missing:
+        raise ValueError(f"bench result lacks {missing}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=_jsonable) + "\n", encoding="utf-8")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and math.isinf(value):
+        return None
+    raise TypeError(f"not JSON: {value!r}")
+
+
+def _rows(header: list[str], rows: list[list[Any]]) -> list[str]:
+    cells = [header] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+def table(result: dict[str, Any]) -> str:
+    """The whole result for a terminal, section by section."""
+    out: list[str] = []
+    decision = result["decision"]
+    out.append("Decision cost (app.core.rules.check, one verdict; CPU us; worst = slowest")
+    out.append("candidate's fastest round, i.e. without machine noise)")
+    if "skipped" in decision:
+        out.append(f"  skipped: {decision['skipped']}")
+    else:
+        rows = [
+            [
+                s["name"], s["nodes"], s["eips"], s["services"], s["facts"], s["build_s"],
+                s["allowed"]["median_us"], s["allowed"]["p99_us"], s["allowed"]["worst_best_us"],
+                s["denied"]["median_us"], s["denied"]["p99_us"], s["denied"]["worst_best_us"],
+            ]
+            for s in decision["sizes"]
+        ]  # fmt: skip
+        header = ["size", "nodes", "eips", "services", "facts", "build s"]
+        header += ["allow med", "p99", "worst", "deny med", "p99", "worst"]
+        out += _rows(header, rows)
+        r = decision["ratio"]
+        out.append(
+            f"  largest/smallest: allowed median x{r['allowed_median']} p99 x{r['allowed_p99']}"
+            f", denied median x{r['denied_median']} p99 x{r['denied_p99']}"
+        )
+    for name, title in (("memory", "Memory"), ("startup", "Start-up")):
+        section = result[name]
+        out.append("")
+        out.append(title)
+        out.append("  " + ", ".join(f"{k}={v}" for k, v in section.items()))
+    http = result["http"]
+    out.append("")
+    out.append("End to end over HTTPS, keep-alive (webhook vs floor)")
+    if "skipped" in http:
+        out.append(f"  skipped: {http['skipped']}")
+    else:
+        rows = []
+        for r in http["runs"]:
+            for name in ("webhook", "webhook_quiet", "floor"):
+                s = r[name]
+                ratios = {
+                    "webhook": (r["rps_ratio"], r["p99_ratio"]),
+                    "webhook_quiet": (r["quiet_rps_ratio"], r["quiet_p99_ratio"]),
+                    "floor": ("", ""),
+                }[name]
+                row = [r["concurrency"], name, s["rps"], s["p50_ms"], s["p99_ms"], *ratios]
+                rows.append([*row, s["errors"]])
+        header = ["conc", "server", "req/s", "p50 ms", "p99 ms", "req/s / floor"]
+        header += ["p99 / floor", "errors"]
+        out += _rows(header, rows)
+        rss = http.get("rss_mb", {})
+        if rss:
+            out.append(
+                "  resident MB (ready -> after the runs): "
+                + ", ".join(f"{k} {v['ready']} -> {v['after']}" for k, v in rss.items())
+            )
+        two = http.get("two_processes")
+        if two:
+            out.append(
+                f"  two webhook processes at c={two['concurrency']}: {two['rps']} req/s "
+                f"(x{two['rps_vs_one']} of one), p99 {two['p99_ms']} ms"
+            )
+    out.append("")
+    out.append("Where a review's CPU goes (ASGI app called directly, median us per review)")
+    out.append("  " + ", ".join(f"{k}={v}" for k, v in result["breakdown"].items()))
+    out.append("")
+    out.append("Sync (live inventory from kmock)")
+    out.append("  " + ", ".join(f"{k}={v}" for k, v in result["sync"].items()))
+    out.append("")
+    out.append("Targets (a benchmark reports; it never fails on a number)")
+    marks = {True: "met", False: "MISSED", None: "not measured"}
+    out += _rows(
+        ["target", "goal", "measured", ""],
+        [[t["name"], t["target"], t["value"], marks[t["met"]]] for t in result["targets"]],
+    )
+    return "\n".join(out)
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Left: verdict latency against inventory size. Right: webhook against floor."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2))
+    sizes = _get(result, "decision", "sizes") or []
+    if sizes:
+        facts = [s["facts"] for s in sizes]
+        styles = {"allowed": "tab:green", "denied": "tab:red"}
+        for kind, color in styles.items():
+            left.plot(facts, [s[kind]["median_us"] for s in sizes], "o-", color=color,
+                      label=f"{kind}, median")  # fmt: skip
+            left.plot(facts, [s[kind]["p99_us"] for s in sizes], "s--", color=color,
+                      alpha=0.6, label=f"{kind}, p99")  # fmt: skip
+        for s in sizes:
+            left.annotate(
+                s["name"], (s["facts"], s["denied"]["p99_us"]),
+                textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8,
+            )  # fmt: skip
+        left.axhline(50, color="grey", linestyle=":", label="p99 target 50 µs")
+        left.set_xscale("log")
+        left.set_ylim(bottom=0)
+    left.set_xlabel("inventory size (facts, log scale)")
+    left.set_ylabel("time per verdict (µs)")
+    left.set_title("Decision cost vs inventory size")
+    left.grid(True, which="both", alpha=0.3)
+    if sizes:
+        left.legend(fontsize=8)
+
+    runs = _get(result, "http", "runs") or []
+    if runs:
+        xs = list(range(len(runs)))
+        width = 0.27
+        lat = right.twinx()
+        for offset, (name, color, style) in zip((-width, 0.0, width), SERVER_STYLES, strict=True):
+            right.bar([x + offset for x in xs], [r[name]["rps"] for r in runs], width,
+                      label=f"{name} req/s", color=color, alpha=0.8)  # fmt: skip
+            lat.plot([x + offset for x in xs], [r[name]["p99_ms"] for r in runs], style,
+                     color=color, label=f"{name} p99 ms")  # fmt: skip
+        right.set_xticks(xs, [f"c={r['concurrency']}" for r in runs])
+        right.set_ylabel("requests per second (bars)")
+        lat.set_ylabel("p99 latency (ms, lines)")
+        lat.set_ylim(bottom=0)
+        lines = right.get_legend_handles_labels()
+        more = lat.get_legend_handles_labels()
+        right.legend(
+            lines[0] + more[0], lines[1] + more[1], fontsize=8, ncol=3,
+            loc="upper center", bbox_to_anchor=(0.5, -0.08),
+        )  # fmt: skip
+        right.set_title(f"HTTPS keep-alive, {_get(result, 'http', 'size')} snapshot")
+    else:
+        reason = _get(result, "http", "skipped") or "not measured"
+        right.text(0.5, 0.5, f"HTTP: {reason}", ha="center", va="center", wrap=True)
+        right.set_axis_off()
+    fig.suptitle(f"eip-guard bench ({result['mode']}, {result['when']})", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # keeps the legend under the bars
+    plt.close(fig)

@@ -1,0 +1,28 @@
+"""Small statistics for timings: percentiles by the nearest-rank method, no numpy."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The nearest-rank ``q``-th percentile (0 < q <= 100) of ``values``."""
+    if not values:
+        raise ValueError("percentile of no values")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def summary_us(samples_ns: Sequence[int]) -> dict[str, float]:
+    """Median and p99 in microseconds, with the sample count."""
+    return {
+        "n": len(samples_ns),
+        "median_us": round(percentile(samples_ns, 50) / 1000, 2),
+        "p99_us": round(percentile(samples_ns, 99) / 1000, 2),
+    }
+
+
+def ratio(a: float, b: float) -> float:
+    return round(a / b, 2) if b else math.inf

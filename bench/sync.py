@@ -1,0 +1,61 @@
+"""Live inventory: time from starting the watches to ready, against kmock holding a cluster.
+
+kmock (the Kubernetes API stand-in the tests use, ``tests/kube/fakeapi.py``) is loaded
+with a synthetic cluster straight into its storage; then live mode starts over real HTTP
+and the clock runs until ``readiness()`` says every stream has listed and the inventory
+is assembled. kmock is itself Python on the same two cores, so this is an upper bound
+on what a real API server would cost.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from app.core.inventory import Options
+from app.core.verdict import Policy
+from app.kube.config import api_client
+from app.kube.serving import LiveSettings, start_live
+from bench import synth
+from tests.kube.fakeapi import RESOURCES, FakeApi, running
+
+TIMEOUT = 600.0
+BY_KIND = {kind: name for name, (kind, _) in RESOURCES.items()}
+
+
+def preload(api: FakeApi, objects: list[dict[str, Any]]) -> None:
+    """Every object into kmock's storage at once (no HTTP create per object)."""
+
+    def put() -> None:
+        for obj in objects:
+            meta = obj["metadata"]
+            api.km.objects[BY_KIND[obj["kind"]], meta.get("namespace"), meta["name"]] = obj
+
+    api.call(put)
+
+
+def run(shape: synth.Shape, seed: int, log: Callable[[str], None] = print) -> dict[str, Any]:
+    objects = synth.cluster(shape, seed)
+    with running() as api:
+        preload(api, objects)
+        client = api_client(host=api.url)
+        settings = LiveSettings(audit=False)
+        start = time.perf_counter()
+        live = start_live(
+            client, CollectorRegistry(), Policy(), options=Options(), settings=settings
+        )
+        try:
+            while not live.source.readiness().ready:
+                if time.perf_counter() - start > TIMEOUT:
+                    raise RuntimeError(f"not ready after {TIMEOUT} s")
+                time.sleep(0.05)
+            took = time.perf_counter() - start
+            facts = live.source.current().fact_count
+        finally:
+            live.stop()
+            client.close()  # type: ignore[no-untyped-call]
+    log(f"  live inventory of {shape.name} ready in {took:.2f} s")
+    return {"size": shape.name, "objects": len(objects), "facts": facts, "ready_s": round(took, 3)}

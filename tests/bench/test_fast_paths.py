@@ -1,0 +1,172 @@
+"""The speed-ups the benchmark led to in app.core must not change a single answer.
+
+`parse_ip` has a dotted-quad fast path and `parse_cidr` computes the network by
+arithmetic; both are compared here with the standard library's reading of the same text.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.core.addresses import (
+    V6_OFFSET,
+    AddressError,
+    IntervalIndex,
+    PointIndex,
+    Span,
+    parse_cidr,
+    parse_ip,
+    parse_ip_or_cidr,
+)
+from app.core.rules import special_kind
+from app.core.verdict import WARNING_LIMIT, clean_warning
+
+OCTETS = st.one_of(
+    st.integers(0, 300).map(str),
+    st.sampled_from(["00", "01", "007", "0x1", "", " 1", "1 ", "١", "+1", "-1", "2555"]),
+)
+QUADS = st.lists(OCTETS, min_size=3, max_size=5).map(".".join)
+
+
+def reference_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """What the full parser accepts: the stdlib's reading, minus what eip-guard refuses."""
+    if text.strip() != text or any(c.isspace() for c in text) or "%" in text:
+        return None
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return None
+    return ip
+
+
+def attempt(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return parse_ip(text)
+    except AddressError:
+        return None
+
+
+@given(QUADS)
+def test_dotted_quads_read_as_the_stdlib_reads_them(text: str) -> None:
+    assert attempt(text) == reference_ip(text)
+
+
+@given(st.from_regex(r"\A[0-9.]{7,15}\Z", fullmatch=True))
+def test_digit_and_dot_strings_read_as_the_stdlib_reads_them(text: str) -> None:
+    assert attempt(text) == reference_ip(text)
+
+
+@given(st.ip_addresses(), st.integers(0, 130))
+def test_cidr_network_matches_ip_network(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address, prefix: int
+) -> None:
+    text = f"{ip}/{prefix}"
+    mapped = isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None
+    if prefix > ip.max_prefixlen or mapped:
+        try:
+            parse_cidr(text)
+        except AddressError:
+            return
+        raise AssertionError(f"{text} should be refused")
+    net = ipaddress.ip_network(text, strict=False)
+    first = int(net.network_address) + (V6_OFFSET if net.version == 6 else 0)
+    assert parse_cidr(text) == Span(first, first + net.num_addresses - 1, prefix)
+
+
+@given(st.lists(st.tuples(st.integers(0, 200), st.integers(0, 20)), max_size=30), st.integers(0, 5))
+def test_first_is_the_head_of_all(pairs: list[tuple[int, int]], n: int) -> None:
+    index = IntervalIndex((Span(a, a + length), i) for i, (a, length) in enumerate(pairs))
+    assert index.first(n) == index.all()[:n]
+
+
+@given(st.text(max_size=200))
+def test_clean_warning_matches_the_character_loop(text: str) -> None:
+    expected = "".join(c if c.isprintable() else " " for c in text)
+    if len(expected) > WARNING_LIMIT:
+        expected = expected[: WARNING_LIMIT - 3].rstrip() + "..."
+    assert clean_warning(text) == expected
+
+
+def reference_special_kind(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """The ipaddress properties special_kind answered from before its IPv4 fast path."""
+    if ip.is_loopback:
+        return "a loopback address"
+    if ip.is_unspecified:
+        return "the unspecified address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if ip.is_link_local:
+        return "a link-local address"
+    if ip.version == 4 and int(ip) == 0xFFFFFFFF:
+        return "the broadcast address"
+    return None
+
+
+EDGES = [0, 1, 0x7EFFFFFF, 0x7F000000, 0x7FFFFFFF, 0x80000000, 0xA9FDFFFF, 0xA9FE0000]
+EDGES += [0xA9FEFFFF, 0xA9FF0000, 0xDFFFFFFF, 0xE0000000, 0xEFFFFFFF, 0xF0000000]
+EDGES += [0xFFFFFFFE, 0xFFFFFFFF]
+
+
+@given(st.one_of(st.sampled_from(EDGES), st.integers(0, 2**32 - 1)))
+def test_special_kind_of_ipv4_matches_the_ipaddress_properties(value: int) -> None:
+    ip = ipaddress.IPv4Address(value)
+    assert special_kind(ip) == reference_special_kind(ip)
+
+
+@given(st.ip_addresses(v=6))
+def test_special_kind_of_ipv6_matches_the_ipaddress_properties(ip: ipaddress.IPv6Address) -> None:
+    assert special_kind(ip) == reference_special_kind(ip)
+
+
+@given(st.one_of(QUADS, st.ip_addresses().map(str), st.text(max_size=20)))
+def test_parse_ip_or_cidr_of_a_plain_ip_is_the_span_of_parse_ip(text: str) -> None:
+    try:
+        expected: Span | None = Span.of_ip(parse_ip(text))
+    except AddressError:
+        expected = None
+    try:
+        got: Span | None = parse_ip_or_cidr(text) if "/" not in text else expected
+    except AddressError:
+        got = None
+    assert got == expected
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 40), st.integers()), max_size=40),
+    st.integers(-1, 42),
+    st.integers(-1, 42),
+)
+def test_point_index_answers_as_a_dict_of_lists(
+    pairs: list[tuple[int, int]], key: int, other: int
+) -> None:
+    """The parallel-list PointIndex against the dict-of-tuples one it replaced."""
+    by_key: dict[int, list[int]] = {}
+    for k, item in pairs:
+        by_key.setdefault(k, []).append(item)
+    index = PointIndex(pairs)
+    assert len(index) == len(by_key)
+    assert index.at(key) == tuple(by_key.get(key, ()))
+    lo, hi = min(key, other), max(key, other)
+    expected = [(k, item) for k in sorted(by_key) if lo <= k <= hi for item in by_key[k]]
+    assert list(index.within(Span(lo, hi))) == expected
+    after = [k for k in sorted(by_key) if k >= key]
+    assert index.next_at_or_after(key) == (after[0] if after else None)
+
+
+def test_node_subnet_names_are_what_the_rule_listed_per_request() -> None:
+    """The precomputed list equals the one can-reach-unknown-subnet used to build per request."""
+    from app.core.facts import FactKind  # noqa: PLC0415 (only this test needs them)
+    from app.core.inventory import build  # noqa: PLC0415
+    from bench import synth  # noqa: PLC0415
+
+    inventory = build(synth.cluster(synth.Shape("two", nodes=250, eips=20, services=20)))
+    index = inventory.spans[FactKind.NODE_SUBNET]
+    for version in (4, 6):
+        listed = sorted({str(f.span) for f in index.all() if f.span.version == version})
+        assert inventory.node_subnet_names[version] == tuple(listed)
+    assert inventory.node_subnet_names[4]  # the synthetic racks are known subnets
