@@ -1,6 +1,6 @@
 """Live inventory: time from starting the watches to ready, against kmock holding a cluster.
 
-kmock (the Kubernetes API stand-in the tests use, ``tests/kube/fakeapi.py``) is loaded
+kmock (the Kubernetes API stand-in the tests use, ``tests/kmock_harness.py``) is loaded
 with a synthetic cluster straight into its storage; then live mode starts over real HTTP
 and the clock runs until ``readiness()`` says every stream has listed and the inventory
 is assembled. kmock is itself Python on the same two cores, so this is an upper bound
@@ -20,7 +20,7 @@ from app.core.verdict import Policy
 from app.kube.config import api_client
 from app.kube.serving import LiveSettings, start_live
 from bench import synth
-from tests.kube.fakeapi import RESOURCES, FakeApi, running
+from tests.kmock_harness import RESOURCES, FakeApi, running
 
 TIMEOUT = 600.0
 BY_KIND = {kind: name for name, (kind, _) in RESOURCES.items()}
