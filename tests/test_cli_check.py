@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import ROOT
 from tests.support import run_cli
 
 
@@ -118,3 +121,20 @@ def test_audit_on_a_snapshot_directory(
     assert pool_rules == ["eip-covers-can-reach"]
     code, out, _ = run_cli(capsys, "audit", "--cluster", str(examples / "cluster.yaml"))
     assert code == 0 and out.strip().endswith("1 Eip(s) audited, 0 violating")
+
+
+def test_snapshot_mode_never_loads_the_kubernetes_client_or_pyroute2(examples: Path) -> None:
+    # Start-up time and memory of `check` and `serve --cluster` (README Performance): the
+    # heavy clients load only in the modes that use them. A fresh interpreter tells.
+    script = (
+        "import sys\n"
+        "from app.cli.main import main, parser\n"
+        "parser()\n"
+        f"code = main(['check', '-f', {str(examples / 'eip-good.yaml')!r},"
+        f" '--cluster', {str(examples / 'cluster.yaml')!r}])\n"
+        "print(code, sorted(m for m in ('kubernetes', 'pyroute2') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+    assert out.splitlines()[-1] == "0 []"

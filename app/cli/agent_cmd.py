@@ -10,19 +10,30 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from app.agent.netlink import NetlinkError
+from app.agent.netlink import Netlink, NetlinkError
 from app.agent.plan import LocalBinding
-from app.agent.pyroute2_netlink import Pyroute2Netlink
 from app.agent.resolve import Resolved, describe_route_get, resolve
 from app.agent.runner import Agent, ClusterSource, Settings, SnapshotSource, SourceError
 from app.agent.speaker import Speaker
 from app.core.interfaces import CanReach, parse_interface
 from app.core.inventory import NODE_REPORT_ANNOTATION
-from app.kube.agent_api import AgentApi, KubeError, make_client
-from app.kube.agent_source import LiveCluster
+from app.kube.settings import KubeError
 from app.sources.files import InputError
+
+if TYPE_CHECKING:
+    from app.kube.agent_source import LiveCluster
+
+# pyroute2 and the kubernetes client load when a command needs them, not for every
+# `eip-guard` call (start-up time and memory: see README Performance).
+
+
+def _netlink() -> Netlink:
+    from app.agent.pyroute2_netlink import Pyroute2Netlink  # noqa: PLC0415
+
+    return Pyroute2Netlink()
+
 
 EVENT_REASON = "CanReachBoundLocally"
 
@@ -86,7 +97,7 @@ def register(sub: Any) -> None:
 def run_resolve(args: argparse.Namespace) -> int:
     spec = parse_interface(args.spec)
     try:
-        netlink = Pyroute2Netlink()
+        netlink = _netlink()
         host = netlink.host()
     except NetlinkError as exc:
         raise InputError(str(exc)) from exc
@@ -129,6 +140,9 @@ def _live(
     args: argparse.Namespace, node: str, log: Callable[[str], None]
 ) -> tuple[LiveSource, Callable[[str], bool] | None, Callable[[LocalBinding], None]]:
     try:
+        from app.kube.agent_api import AgentApi, make_client  # noqa: PLC0415
+        from app.kube.agent_source import LiveCluster  # noqa: PLC0415
+
         api = AgentApi(make_client(args.kubeconfig, args.server, args.context), args.namespace)
         cluster = LiveCluster(api, node, log, renew=args.lease_renew, duration=args.lease_duration)
     except (KubeError, ValueError) as exc:
@@ -189,7 +203,7 @@ def run_agent(args: argparse.Namespace) -> int:
         source = snapshot
         where = f"static mode from {', '.join(map(str, args.cluster))}"
     speaker = Speaker(log) if args.speaker == "on" else None
-    agent = Agent(Settings(node, args.interval), source, Pyroute2Netlink(),
+    agent = Agent(Settings(node, args.interval), source, _netlink(),
                   log, speaker=speaker, report=report, warn=warn)  # fmt: skip
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

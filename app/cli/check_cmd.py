@@ -12,7 +12,7 @@ from app.cli.render import dumps, verdict_json, verdict_text
 from app.core.eips import Eip, is_eip
 from app.core.inventory import Inventory, Options, build
 from app.core.rules import audit, check
-from app.kube.config import in_cluster
+from app.kube.settings import in_cluster
 from app.sources.files import InputError, load_objects, load_one, load_policy
 
 

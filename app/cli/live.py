@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
 from app.core.inventory import Inventory, Options, Resolver, build
 from app.core.verdict import Policy
-from app.kube.config import KubeError
-from app.kube.reflector import WatchSettings
-from app.kube.serving import Live, LiveSettings, connect_and_start, namespaces
-from app.kube.snapshot import read_cluster
+from app.kube.settings import KubeError, LiveSettings, WatchSettings, namespaces
 from app.sources.files import InputError
+
+if TYPE_CHECKING:
+    from app.kube.serving import Live
+
+# The modules that import the kubernetes client are imported where live mode starts, so
+# snapshot mode and --help never load it (start-up time and memory: see README Performance).
 
 
 def add_source_args(p: argparse.ArgumentParser, group: Any | None = None) -> None:
@@ -92,6 +95,8 @@ def check_exclusive(args: argparse.Namespace) -> None:
 
 def live_inventory(args: argparse.Namespace, options: Options, resolve: Resolver) -> Inventory:
     """One list per source of the live cluster, then the same ``build`` a snapshot gets."""
+    from app.kube.snapshot import read_cluster  # noqa: PLC0415 - live mode only
+
     vip_namespaces = namespaces(args.kube_vip_namespace)
     try:
         objects, notes = read_cluster(args.kubeconfig, args.context, vip_namespaces, options)
@@ -124,6 +129,8 @@ def start(
     resolve: Resolver,
 ) -> Live:
     """Live mode for ``serve``: watches, inventory and background audit, started."""
+    from app.kube.serving import connect_and_start  # noqa: PLC0415 - live mode only
+
     settings = live_settings(args)
     try:
         return connect_and_start(

@@ -10,7 +10,7 @@ from typing import Any
 from app.cli import live, serve_tls
 from app.cli.check_cmd import cluster_args, options, resolve_dns, snapshot_inventory
 from app.core.sources import InventorySource, StaticSource
-from app.kube.config import KubeError, api_client
+from app.kube.settings import KubeError
 from app.pki.readiness import CertGatedSource
 from app.sources.files import InputError, load_policy
 from app.webhook import logs
@@ -40,6 +40,8 @@ def register(sub: Any) -> None:
 
 def kube_client(args: argparse.Namespace) -> Any:
     """The API client of --tls-secret: --kubeconfig/--context, in a pod its account."""
+    from app.kube.config import api_client  # noqa: PLC0415 - only self-managed TLS needs it
+
     try:
         return api_client(args.kubeconfig or None, args.context)
     except KubeError as exc:

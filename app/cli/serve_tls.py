@@ -30,12 +30,6 @@ from typing import Any
 import uvicorn
 from prometheus_client import CollectorRegistry, Gauge
 
-from app.kube.certs import (
-    SecretStore,
-    SelfManagedCerts,
-    WebhookConfigs,
-    run_rotation,
-)
 from app.pki.certs import CertError, check_dns_name
 from app.pki.hot_tls import HotContext, read_pair, watch_files
 from app.pki.rotation import service_dns_names
@@ -145,6 +139,14 @@ def prepare(args: argparse.Namespace, api_client: Callable[[], Any]) -> Tls:
     if args.tls_secret:
         _self_managed_flags(args)
         api = api_client()
+        # The kubernetes client loads only in self-managed mode (see app/cli/live.py).
+        from app.kube.certs import (  # noqa: PLC0415
+            SecretStore,
+            SelfManagedCerts,
+            WebhookConfigs,
+            run_rotation,
+        )
+
         certs = SelfManagedCerts(
             SecretStore(api, args.namespace, args.tls_secret),
             WebhookConfigs(api, args.webhook_configuration),

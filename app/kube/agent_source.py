@@ -20,8 +20,9 @@ from app.kube.agent_api import AgentApi, KubeError
 from app.kube.agent_leases import live_nodes, next_expiry
 from app.kube.live import not_ready_reason
 from app.kube.metrics import KubeMetrics
-from app.kube.reflector import Key, Reflector, WatchSettings
+from app.kube.reflector import Key, Reflector
 from app.kube.resources import EIPS, ENDPOINTSLICES, NODES, SERVICES, Stream
+from app.kube.settings import WatchSettings
 
 Log = Callable[[str], None]
 Kept = Mapping[str, Any]

@@ -11,15 +11,9 @@ import os
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
-IN_CLUSTER_ENV = "KUBERNETES_SERVICE_HOST"
+from app.kube.settings import IN_CLUSTER_ENV, KubeError, in_cluster
 
-
-class KubeError(Exception):
-    """The cluster cannot be reached or used; the message says what to do."""
-
-
-def in_cluster() -> bool:
-    return bool(os.environ.get(IN_CLUSTER_ENV))
+__all__ = ["IN_CLUSTER_ENV", "KubeError", "api_client", "in_cluster"]
 
 
 def api_client(

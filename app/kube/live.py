@@ -29,8 +29,9 @@ from app.core.inventory import (
 )
 from app.core.sources import Readiness
 from app.kube.metrics import KubeMetrics
-from app.kube.reflector import Held, Key, Reflector, WatchSettings, holder
+from app.kube.reflector import Held, Key, Reflector, holder
 from app.kube.resources import Stream
+from app.kube.settings import WatchSettings
 
 log = logging.getLogger("eip_guard.kube")
 

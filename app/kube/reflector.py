@@ -34,6 +34,7 @@ from kubernetes.client.exceptions import ApiException
 from app.core.inventory import Extract, Options, extract
 from app.kube.metrics import KubeMetrics
 from app.kube.resources import Lister, Stream, describe_failure, list_all
+from app.kube.settings import WatchSettings
 
 log = logging.getLogger("eip_guard.kube")
 
@@ -48,20 +49,6 @@ class Held:
 
     extract: Extract
     uid: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class WatchSettings:
-    timeout_seconds: int = 300  # the server ends each watch after this; we watch again
-    read_grace: float = 30.0  # read timeout = timeout_seconds + this: a dead peer is noticed
-    connect_timeout: float = 10.0
-    backoff_base: float = 0.5  # first retry waits up to this, doubling per failure ...
-    backoff_cap: float = 30.0  # ... up to this
-    absent_retry: float = 300.0  # how often to ask again for a resource the server lacks
-
-    @property
-    def request_timeout(self) -> tuple[float, float]:
-        return (self.connect_timeout, self.timeout_seconds + self.read_grace)
 
 
 def backoff_delay(failures: int, base: float, cap: float, rand: Callable[[], float]) -> float:

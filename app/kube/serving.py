@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from kubernetes import client
 from prometheus_client import CollectorRegistry
@@ -14,17 +13,10 @@ from app.kube.auditor import Auditor, EventSink, KubeEvents
 from app.kube.config import api_client
 from app.kube.live import LiveInventory
 from app.kube.metrics import KubeMetrics
-from app.kube.reflector import WatchSettings
 from app.kube.resources import streams
+from app.kube.settings import LiveSettings
 
-
-@dataclass(frozen=True, slots=True)
-class LiveSettings:
-    kube_vip_namespaces: tuple[str, ...] = ("kube-system",)
-    watch: WatchSettings = field(default_factory=WatchSettings)
-    coalesce: float = 0.2  # seconds between inventory rebuilds, at most one per interval
-    audit_interval: float = 10.0  # seconds between background audits, at most one per interval
-    audit: bool = True  # record Warning Events (needs create/patch on events)
+__all__ = ["Live", "LiveSettings", "connect_and_start", "start_live"]
 
 
 @dataclass
@@ -92,9 +84,3 @@ def connect_and_start(
     live = start_live(api, registry, policy, options=options, settings=settings, resolve=resolve)
     live.api = api
     return live
-
-
-def namespaces(values: Iterable[str] | None) -> tuple[str, ...]:
-    """``--kube-vip-namespace`` values (repeatable, comma lists allowed), default kube-system."""
-    out = [n.strip() for v in values or () for n in v.split(",") if n.strip()]
-    return tuple(dict.fromkeys(out)) or ("kube-system",)

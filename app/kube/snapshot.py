@@ -10,8 +10,8 @@ from kubernetes.client.exceptions import ApiException
 
 from app.core.inventory import Options
 from app.kube.config import KubeError, api_client
-from app.kube.reflector import WatchSettings
 from app.kube.resources import EIPS, Stream, describe_failure, list_all, streams
+from app.kube.settings import WatchSettings
 
 
 def list_cluster(

@@ -9,8 +9,8 @@ from app.core.inventory import Options
 from app.core.sources import Readiness
 from app.core.verdict import Policy
 from app.kube.config import api_client
-from app.kube.reflector import WatchSettings
 from app.kube.serving import Live, LiveSettings, start_live
+from app.kube.settings import WatchSettings
 from tests.kmock_harness import FakeApi
 from tests.support import eventually
 

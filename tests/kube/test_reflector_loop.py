@@ -18,8 +18,9 @@ from urllib3.exceptions import ProtocolError
 from app.core.inventory import Options
 from app.kube.config import api_client
 from app.kube.metrics import KubeMetrics
-from app.kube.reflector import Key, Reflector, WatchSettings, holder
+from app.kube.reflector import Key, Reflector, holder
 from app.kube.resources import NODES, SERVICECIDRS, Stream
+from app.kube.settings import WatchSettings
 from tests.core.objects import node
 
 NODE_STREAM = Stream(NODES)

@@ -18,7 +18,7 @@ from app.kube.live import LiveInventory, not_ready_reason
 from app.kube.metrics import KubeMetrics
 from app.kube.reflector import Held, backoff_delay
 from app.kube.resources import PODS, Stream, rbac_rules, streams
-from app.kube.serving import namespaces
+from app.kube.settings import namespaces
 from tests.conftest import ROOT
 from tests.core.objects import kube_vip_pod
 
