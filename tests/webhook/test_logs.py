@@ -36,3 +36,43 @@ def test_records_become_json_lines_with_their_fields() -> None:
     assert second["msg"] == "failed to judge u2"
     assert second["level"] == "error"
     assert "ValueError: boom" in second["error"]
+
+
+class _CountingStream(io.StringIO):
+    writes = 0
+
+    def write(self, s: str) -> int:
+        self.writes += 1
+        return super().write(s)
+
+
+def test_lines_are_written_in_batches_and_none_is_lost() -> None:
+    # One write per batch, not per record: the writer thread wakes rarely (see logs.py).
+    out = _CountingStream()
+    logger = logging.getLogger("eip_guard.test.batches")
+    logger.propagate = False
+    writer = setup(logging.INFO, out, logger)
+    try:
+        for i in range(200):
+            logger.info("decision", extra={"fields": {"n": i}})
+    finally:
+        writer.stop()
+        logger.handlers.clear()
+    numbers = [json.loads(line)["n"] for line in out.getvalue().splitlines()]
+    assert numbers == list(range(200))
+    assert out.writes < 20
+
+
+def test_a_record_that_cannot_be_formatted_does_not_stop_logging() -> None:
+    out = io.StringIO()
+    logger = logging.getLogger("eip_guard.test.broken")
+    logger.propagate = False
+    writer = setup(logging.INFO, out, logger)
+    try:
+        logger.info("%d apples", "not a number")  # fails only when formatted
+        logger.info("after")
+    finally:
+        writer.stop()
+        logger.handlers.clear()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["msg"] for line in lines] == ["a log record could not be formatted", "after"]
