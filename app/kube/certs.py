@@ -25,6 +25,8 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
 
 import urllib3
 from kubernetes import client
@@ -72,7 +74,27 @@ def _api_error(what: str, exc: Exception) -> CertSyncError:
     return CertSyncError(f"{what}: the API server is unreachable: {exc}")
 
 
+T = TypeVar("T")
 API_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError)
+
+
+class Tolerated:
+    """What :func:`_call` returns when the API answered the one status the caller expects."""
+
+
+TOLERATED = Tolerated()
+
+
+def _call(what: str, fn: Callable[[], T], tolerate: int | None = None) -> T | Tolerated:
+    """One API call: TOLERATED for the status ``tolerate``; any other failure is our error."""
+    try:
+        return fn()
+    except ApiException as exc:
+        if tolerate is not None and exc.status == tolerate:
+            return TOLERATED
+        raise _api_error(what, exc) from exc
+    except API_ERRORS as exc:
+        raise _api_error(what, exc) from exc
 
 
 class SecretStore:
@@ -87,14 +109,13 @@ class SecretStore:
         return f"Secret {self.namespace}/{self.name}"
 
     def read(self) -> Stored | None:
-        try:
-            secret = self._core.read_namespaced_secret(self.name, self.namespace)
-        except ApiException as exc:
-            if exc.status == NOT_FOUND:
-                return None
-            raise _api_error(f"cannot read {self.ref}", exc) from exc
-        except API_ERRORS as exc:
-            raise _api_error(f"cannot read {self.ref}", exc) from exc
+        secret = _call(
+            f"cannot read {self.ref}",
+            lambda: self._core.read_namespaced_secret(self.name, self.namespace),
+            NOT_FOUND,
+        )
+        if isinstance(secret, Tolerated):
+            return None
         data = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
         meta = secret.metadata
         return Stored(data, str(meta.resource_version) if meta is not None else "")
@@ -112,15 +133,12 @@ class SecretStore:
 
     def create(self, data: Mapping[str, bytes]) -> bool:
         """False when someone else created it first."""
-        try:
-            self._core.create_namespaced_secret(self.namespace, self._body(data, None))
-        except ApiException as exc:
-            if exc.status == CONFLICT:
-                return False
-            raise _api_error(f"cannot create {self.ref}", exc) from exc
-        except API_ERRORS as exc:
-            raise _api_error(f"cannot create {self.ref}", exc) from exc
-        return True
+        created = _call(
+            f"cannot create {self.ref}",
+            lambda: self._core.create_namespaced_secret(self.namespace, self._body(data, None)),
+            CONFLICT,
+        )
+        return not isinstance(created, Tolerated)
 
     def replace(self, data: Mapping[str, bytes], resource_version: str, old: Iterable[str]) -> bool:
         """False when the Secret changed since ``resource_version`` was read.
@@ -131,17 +149,14 @@ class SecretStore:
         values: dict[str, str | None] = {k: None for k in old if k not in data}
         values |= {k: base64.b64encode(v).decode("ascii") for k, v in sorted(data.items())}
         body = {"metadata": {"resourceVersion": resource_version}, "data": values}
-        try:
-            self._core.patch_namespaced_secret(
+        patched = _call(
+            f"cannot update {self.ref}",
+            lambda: self._core.patch_namespaced_secret(
                 self.name, self.namespace, body, _content_type=MERGE_PATCH
-            )
-        except ApiException as exc:
-            if exc.status == CONFLICT:
-                return False
-            raise _api_error(f"cannot update {self.ref}", exc) from exc
-        except API_ERRORS as exc:
-            raise _api_error(f"cannot update {self.ref}", exc) from exc
-        return True
+            ),
+            CONFLICT,
+        )
+        return not isinstance(patched, Tolerated)
 
 
 class WebhookConfigs:
@@ -160,10 +175,11 @@ class WebhookConfigs:
         """
         what = f"ValidatingWebhookConfiguration {self.name}"
         for _ in range(ATTEMPTS):
-            try:
-                vwc = self._admission.read_validating_webhook_configuration(self.name)
-            except API_ERRORS as exc:
-                raise _api_error(f"cannot read {what}", exc) from exc
+            vwc = _call(
+                f"cannot read {what}",
+                lambda: self._admission.read_validating_webhook_configuration(self.name),
+            )
+            assert not isinstance(vwc, Tolerated)  # nothing is tolerated on this read
             hooks = vwc.webhooks or []
             if all(h.client_config.ca_bundle == bundle for h in hooks):
                 return False
@@ -179,17 +195,19 @@ class WebhookConfigs:
                 },
                 "webhooks": self._api.sanitize_for_serialization(hooks),  # type: ignore[no-untyped-call]
             }
-            try:
-                self._admission.patch_validating_webhook_configuration(
-                    self.name, body, _content_type=MERGE_PATCH
-                )
-            except ApiException as exc:
-                if exc.status == CONFLICT:
-                    continue  # changed under us (helm, another replica): read again
-                raise _api_error(f"cannot update {what}", exc) from exc
-            except API_ERRORS as exc:
-                raise _api_error(f"cannot update {what}", exc) from exc
-            return True
+            patched = _call(
+                f"cannot update {what}",
+                partial(
+                    self._admission.patch_validating_webhook_configuration,
+                    self.name,
+                    body,
+                    _content_type=MERGE_PATCH,
+                ),
+                CONFLICT,
+            )
+            if not isinstance(patched, Tolerated):
+                return True
+            # 409: changed under us (helm, another replica): read again
         raise CertSyncError(f"{what} keeps changing under us; retrying later")
 
 
