@@ -18,6 +18,7 @@ import logging.handlers
 import queue
 import sys
 import threading
+import time
 from typing import Any, TextIO
 
 DECISIONS = "eip_guard.webhook"  # the logger of one line per admission decision
@@ -79,7 +80,7 @@ class Writer:
         while not stopping:
             batch = [self._records.get()]
             if batch[0] is not self._STOP:
-                threading.Event().wait(BATCH_SECONDS)
+                time.sleep(BATCH_SECONDS)
             while True:
                 try:
                     batch.append(self._records.get_nowait())

@@ -2,28 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
+from collections.abc import Iterator
+from typing import TextIO
 
 from app.webhook.logs import setup
 
 
+@contextlib.contextmanager
+def logging_to(out: TextIO, name: str) -> Iterator[logging.Logger]:
+    """A logger of its own writing JSON lines to ``out``, flushed and detached afterwards."""
+    logger = logging.getLogger(name)
+    logger.propagate = False
+    writer = setup(logging.INFO, out, logger)
+    try:
+        yield logger
+    finally:
+        writer.stop()  # flushes the queue
+        logger.handlers.clear()
+
+
 def test_records_become_json_lines_with_their_fields() -> None:
     out = io.StringIO()
-    logger = logging.getLogger("eip_guard.test.logs")
-    logger.propagate = False
-    listener = setup(logging.INFO, out, logger)
-    try:
+    with logging_to(out, "eip_guard.test.logs") as logger:
         logger.info("admission decision", extra={"fields": {"uid": "u1", "denied_by": ["a"]}})
         logger.debug("not shown at info")
         try:
             raise ValueError("boom")
         except ValueError:
             logger.exception("failed to judge %s", "u2")
-    finally:
-        listener.stop()  # flushes the queue
-        logger.handlers.clear()
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert len(lines) == 2
     first, second = lines
@@ -49,15 +59,9 @@ class _CountingStream(io.StringIO):
 def test_lines_are_written_in_batches_and_none_is_lost() -> None:
     # One write per batch, not per record: the writer thread wakes rarely (see logs.py).
     out = _CountingStream()
-    logger = logging.getLogger("eip_guard.test.batches")
-    logger.propagate = False
-    writer = setup(logging.INFO, out, logger)
-    try:
+    with logging_to(out, "eip_guard.test.batches") as logger:
         for i in range(200):
             logger.info("decision", extra={"fields": {"n": i}})
-    finally:
-        writer.stop()
-        logger.handlers.clear()
     numbers = [json.loads(line)["n"] for line in out.getvalue().splitlines()]
     assert numbers == list(range(200))
     assert out.writes < 20
@@ -65,14 +69,8 @@ def test_lines_are_written_in_batches_and_none_is_lost() -> None:
 
 def test_a_record_that_cannot_be_formatted_does_not_stop_logging() -> None:
     out = io.StringIO()
-    logger = logging.getLogger("eip_guard.test.broken")
-    logger.propagate = False
-    writer = setup(logging.INFO, out, logger)
-    try:
+    with logging_to(out, "eip_guard.test.broken") as logger:
         logger.info("%d apples", "not a number")  # fails only when formatted
         logger.info("after")
-    finally:
-        writer.stop()
-        logger.handlers.clear()
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [line["msg"] for line in lines] == ["a log record could not be formatted", "after"]
