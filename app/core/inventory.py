@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -290,6 +290,9 @@ class Inventory:
     spans: Mapping[FactKind, IntervalIndex[Fact]] = field(default_factory=dict)
     notes: tuple[str, ...] = ()  # values we could not read, for the logs
     gaps: tuple[str, ...] = ()  # facts we could not learn (unresolved kube-vip names)
+    # Answers the rules derive from this inventory alone, kept on first use (the inventory
+    # never changes, so neither do they): e.g. the free addresses suggested per subnet.
+    memo: dict[Hashable, object] = field(default_factory=dict, compare=False, repr=False)
 
     def at(self, kind: FactKind, key: int) -> tuple[Fact, ...]:
         """Facts of ``kind`` naming exactly this address (single IPs)."""

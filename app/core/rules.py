@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
+from typing import cast
 
 from app.core.addresses import IP, Span, key_ip
 from app.core.eips import ALLOW_RULES_ANNOTATION, DEFAULT_EIP_ANNOTATION, Eip
@@ -127,12 +129,21 @@ def _pools_containing(key: int, candidate: Eip, inventory: Inventory) -> list[Ei
     return pools
 
 
-def _is_taken(key: int, candidate: Eip, inventory: Inventory) -> int | None:
-    """None when nothing claims ``key``; else the last address of the claim, to skip past."""
+def _is_taken(key: int, candidate: Eip | None, inventory: Inventory) -> int | None:
+    """None when nothing claims ``key``; else the last address of the claim, to skip past.
+
+    With no candidate, every stored Eip counts (the answer then depends on the inventory
+    alone, so it can be cached there).
+    """
     if special_kind(key_ip(key)) is not None:
         return key
     last: int | None = None
-    for pool in _pools_containing(key, candidate, inventory):
+    pools = (
+        inventory.eip_pools.containing(key)
+        if candidate is None
+        else _pools_containing(key, candidate, inventory)
+    )
+    for pool in pools:
         assert pool.address is not None
         last = max(last or key, pool.address.last)
     for _, kind in _CAN_REACH_FACTS:
@@ -141,28 +152,65 @@ def _is_taken(key: int, candidate: Eip, inventory: Inventory) -> int | None:
     return last
 
 
+def _free_keys(subnet: Span, candidate: Eip | None, inventory: Inventory) -> Iterator[int]:
+    """Free addresses of a node subnet in the order suggested: known gateways, then the
+    subnet from its first host on (jumping over whole claims, at most 256 jumps)."""
+    gateways = inventory.points.get(FactKind.NODE_GATEWAY)
+    offered: set[int] = set()
+    if gateways is not None:
+        for key, _ in gateways.within(subnet):
+            if key not in offered and _is_taken(key, candidate, inventory) is None:
+                offered.add(key)
+                yield key
+    key, budget = subnet.first + 1, 256
+    while key < subnet.last and budget > 0:
+        taken = _is_taken(key, candidate, inventory)
+        if taken is None:
+            if key not in offered:
+                yield key
+            key += 1
+        else:
+            key, budget = taken + 1, budget - 1
+
+
+CACHED_FREE_KEYS = 4  # per subnet: enough that a candidate's own pool rarely covers them all
+
+
+def _free_in_inventory(subnet: Span, inventory: Inventory) -> tuple[int, ...]:
+    """The first free addresses of a subnet with every stored Eip counted, once per inventory.
+
+    Searching took about half of a denial's cost; the answer only changes with the inventory.
+    """
+    memo_key = ("free-keys", subnet.first, subnet.last)
+    found = inventory.memo.get(memo_key)
+    if found is None:
+        found = tuple(islice(_free_keys(subnet, None, inventory), CACHED_FREE_KEYS))
+        inventory.memo[memo_key] = found
+    return cast(tuple[int, ...], found)
+
+
 def suggest(candidate: Eip, near: int | None, inventory: Inventory) -> str | None:
-    """A concrete free ``can_reach`` IP: a known gateway first, else a free subnet address."""
+    """A concrete free ``can_reach`` IP: a known gateway first, else a free subnet address.
+
+    Free: nothing in the inventory claims it, and it lies outside the candidate's own pool.
+    """
     subnets = inventory.containing(FactKind.NODE_SUBNET, near) if near is not None else ()
     if not subnets:
         index = inventory.spans.get(FactKind.NODE_SUBNET)
         subnets = index.first(MAX_NAMED) if index is not None else ()
-    gateways = inventory.points.get(FactKind.NODE_GATEWAY)
+    own = candidate.address
     tried: set[Span] = set()
     for subnet in subnets[:MAX_NAMED]:
         if subnet.span in tried:  # nodes of one rack report one subnet: walk it once
             continue
         tried.add(subnet.span)
-        if gateways is not None:
-            for key, _ in gateways.within(subnet.span):
-                if _is_taken(key, candidate, inventory) is None:
-                    return str(key_ip(key))
-        key, budget = subnet.span.first + 1, 256
-        while key < subnet.span.last and budget > 0:
-            taken = _is_taken(key, candidate, inventory)
-            if taken is None:
+        for key in _free_in_inventory(subnet.span, inventory):
+            if own is None or not own.contains(key):
                 return str(key_ip(key))
-            key, budget = taken + 1, budget - 1
+        # Rare: the candidate's own pool covers every cached address; search past it.
+        past = next(_free_keys(subnet.span, candidate, inventory), None)
+        if past is not None:
+            return str(key_ip(past))
     return None
 
 

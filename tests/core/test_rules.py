@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.core.eips import Eip
 from app.core.inventory import Inventory, build
@@ -251,6 +254,28 @@ def test_a_known_gateway_is_suggested_first() -> None:
     assert "can_reach:172.16.236.254" in judge(l2("can_reach:172.16.236.152"), inv).message
 
 
+def test_a_suggestion_outside_the_candidates_own_pool() -> None:
+    # The first free addresses of the subnet (.1-.4, cached per inventory) all lie in the
+    # candidate's pool: the search goes past the pool instead of suggesting one of them.
+    v = judge(l2("can_reach:172.16.236.152", address="172.16.236.1-172.16.236.30"))
+    assert "e.g. can_reach:172.16.236.31." in v.message
+    assert judge(l2("can_reach:172.16.236.31", address="172.16.236.1-172.16.236.30")).allowed
+
+
+def test_free_addresses_are_searched_once_per_inventory() -> None:
+    inv = cluster()
+    first = judge(l2("can_reach:172.16.236.152"), inv)
+    assert len(inv.memo) == 1  # the node subnet's free addresses
+    (cached,) = inv.memo.values()
+    second = judge(l2("can_reach:172.16.236.153"), inv)
+    assert len(inv.memo) == 1 and next(iter(inv.memo.values())) is cached
+    advice = f"e.g. can_reach:{GW}."
+    assert advice in first.message and advice in second.message
+    # A new inventory (a changed cluster) starts afresh: a node now holds the gateway.
+    changed = cluster(node("gw-node", GW))
+    assert advice not in judge(l2("can_reach:172.16.236.152"), changed).message
+
+
 def test_without_a_known_subnet_the_advice_is_generic() -> None:
     inv = build([node("n", "10.1.1.1")])
     v = judge(l2("can_reach:10.1.1.1"), inv)
@@ -270,3 +295,50 @@ def test_audit_judges_every_existing_eip() -> None:
     assert sorted(verdicts) == ["eip-pool", "late"]
     assert verdicts["eip-pool"].allowed
     assert denied(verdicts["late"]) == {"can-reach-service-ip"}
+
+
+# A /27 with a reported subnet and gateway, crowded at random: the suggestion must hold.
+_HOSTS = st.integers(1, 30).map(lambda n: f"10.9.0.{n}")
+_REPORT = (
+    '{"interfaces": [{"name": "eth0", "addresses": ["10.9.0.2/27"]}], "gateways": ["10.9.0.1"]}'
+)
+
+
+@st.composite
+def _crowded(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    objects: list[dict[str, Any]] = [
+        node("reporter", annotations={"eip-guard.io/network": _REPORT})
+    ]
+    for i, ip in enumerate(draw(st.lists(_HOSTS, max_size=8))):
+        objects.append(node(f"n{i}", ip))
+    for i, ip in enumerate(draw(st.lists(_HOSTS, max_size=8))):
+        objects.append(service(f"s{i}", external_ips=(ip,)))
+    first = draw(st.integers(1, 30))
+    last = draw(st.integers(first, 30))
+    objects.append(eip("pool", f"10.9.0.{first}-10.9.0.{last}"))
+    candidates = []
+    for i in range(draw(st.integers(1, 4))):
+        a = draw(st.integers(1, 30))
+        b = draw(st.integers(a, 30))
+        iface = f"can_reach:{draw(_HOSTS)}"
+        net = "10.9.1" if i % 2 else "10.9.0"  # outside the subnet, or inside it
+        candidates.append(eip(f"c{i}", f"{net}.{a}-{net}.{b}", interface=iface))
+    return objects, candidates
+
+
+@given(_crowded())
+@settings(max_examples=150, deadline=None)
+def test_a_suggestion_is_free_and_the_cache_changes_no_answer(
+    case: tuple[list[dict[str, Any]], list[dict[str, Any]]],
+) -> None:
+    objects, candidates = case
+    shared = build(objects)  # one inventory for every candidate: the cached path
+    for obj in candidates:
+        verdict = judge(obj, shared)
+        assert verdict.message == judge(obj, build(objects)).message  # fresh: no cache yet
+        found = re.search(r"e\.g\. can_reach:([0-9.]+)\.", verdict.message)
+        if found is None:
+            continue
+        fixed = dict(obj, spec=dict(obj["spec"], interface=f"can_reach:{found[1]}"))
+        again = judge(fixed, build(objects))
+        assert not {r for r in denied(again) | warned(again) if r.startswith("can-reach")}
