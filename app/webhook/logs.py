@@ -112,6 +112,10 @@ def setup(
 
     Call ``stop()`` on the returned writer to flush before exiting.
     """
+    # Our lines carry none of the caller's file, line, thread or process: skip collecting
+    # them (the logging HOWTO's optimisation), a third of a record's cost on the hot path.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     records: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
     listener = Writer(records, stream if stream is not None else sys.stderr)
     root = logger if logger is not None else logging.getLogger()
