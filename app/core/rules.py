@@ -108,8 +108,7 @@ def special_kind(ip: IP) -> str | None:
     return None
 
 
-def _describe(fact: Fact, key: int) -> str:
-    ip = key_ip(key)
+def _describe(fact: Fact, ip: str) -> str:
     where = f"{fact.source.object_ref} ({fact.source.field})"
     if fact.span.size == 1 and fact.span.prefix is None:
         return f"{ip} is a {fact.kind.value} of {where}"
@@ -189,6 +188,15 @@ def _free_in_inventory(subnet: Span, inventory: Inventory) -> tuple[int, ...]:
     return cast(tuple[int, ...], found)
 
 
+def _first_subnets(inventory: Inventory) -> tuple[Fact, ...]:
+    """The lowest node subnets, where a suggestion for an IP in no known subnet looks."""
+    found = inventory.memo.get("first-subnets")
+    if found is None:
+        index = inventory.spans.get(FactKind.NODE_SUBNET)
+        found = inventory.memo["first-subnets"] = index.first(MAX_NAMED) if index else ()
+    return cast(tuple[Fact, ...], found)
+
+
 def suggest(candidate: Eip, near: int | None, inventory: Inventory) -> str | None:
     """A concrete free ``can_reach`` IP: a known gateway first, else a free subnet address.
 
@@ -196,8 +204,7 @@ def suggest(candidate: Eip, near: int | None, inventory: Inventory) -> str | Non
     """
     subnets = inventory.containing(FactKind.NODE_SUBNET, near) if near is not None else ()
     if not subnets:
-        index = inventory.spans.get(FactKind.NODE_SUBNET)
-        subnets = index.first(MAX_NAMED) if index is not None else ()
+        subnets = _first_subnets(inventory)
     own = candidate.address
     tried: set[Span] = set()
     for subnet in subnets[:MAX_NAMED]:
@@ -252,9 +259,9 @@ def _can_reach_rules(r: Review) -> Iterator[Violation]:
         return
     if not isinstance(spec, CanReach):
         return
-    ip = spec.ip
-    key = Span.of_ip(ip).first
-    kind = special_kind(ip)
+    key = Span.of_ip(spec.ip).first
+    kind = special_kind(spec.ip)
+    ip = str(spec.ip)  # formatted once: a denial names it in every reason
     if kind is not None:
         yield Violation(
             "can-reach-special",
@@ -277,7 +284,7 @@ def _can_reach_rules(r: Review) -> Iterator[Violation]:
         ]
     for rule, fact_kind in _CAN_REACH_FACTS:
         for fact in r.inventory.matching(fact_kind, key):
-            found.setdefault(rule, []).append(f"{_describe(fact, key)}; {_WHY_BOUND[fact_kind]}")
+            found.setdefault(rule, []).append(f"{_describe(fact, ip)}; {_WHY_BOUND[fact_kind]}")
     if not found:
         return
     advice = _advice(eip, key, r.inventory)
