@@ -84,7 +84,9 @@ _WHY_BOUND = {
 
 
 def special_kind(ip: IP) -> str | None:
-    if ip.version == 4:  # the same blocks as ipaddress's properties, by arithmetic (hot path)
+    # The same blocks as ipaddress's properties, by arithmetic: they are slow, and on the hot
+    # path (tests/bench/test_fast_paths.py holds them as the oracle).
+    if ip.version == 4:
         value = int(ip)
         if value >> 24 == 127:
             return "a loopback address"
@@ -97,13 +99,14 @@ def special_kind(ip: IP) -> str | None:
         if value == 0xFFFFFFFF:
             return "the broadcast address"
         return None
-    if ip.is_loopback:
+    value = int(ip)  # IPv6: ::1, ::, ff00::/8 and fe80::/10, as ipaddress's properties say
+    if value == 1:
         return "a loopback address"
-    if ip.is_unspecified:
+    if value == 0:
         return "the unspecified address"
-    if ip.is_multicast:
+    if value >> 120 == 0xFF:
         return "a multicast address"
-    if ip.is_link_local:
+    if value >> 118 == 0x3FA:
         return "a link-local address"
     return None
 
@@ -311,14 +314,15 @@ def _can_reach_unknown_subnet(r: Review) -> Iterator[Violation]:
     known = r.inventory.node_subnet_names.get(spec.ip.version, ())
     if not known:
         return
+    ip = str(spec.ip)
     yield Violation(
         "can-reach-unknown-subnet",
         INTERFACE,
         eip.interface_text,
-        f"{spec.ip} lies in no known node subnet ({_named(known)}), so the speaker follows "
+        f"{ip} lies in no known node subnet ({_named(known)}), so the speaker follows "
         "a gateway route and may pick a NIC off the Eip's network. "
         f"{_advice(eip, None, r.inventory)}",
-        f"{spec.ip} lies in no known node subnet",
+        f"{ip} lies in no known node subnet",
         advisory=True,
     )
 

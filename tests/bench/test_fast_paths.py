@@ -118,7 +118,20 @@ def test_special_kind_of_ipv4_matches_the_ipaddress_properties(value: int) -> No
     assert special_kind(ip) == reference_special_kind(ip)
 
 
-@given(st.ip_addresses(v=6))
+# The edges of ::, ::1, ff00::/8 and fe80::/10: random addresses almost never land there.
+EDGES6 = [0, 1, 2, 0xFF << 120, (0x100 << 120) - 1, (0xFE << 120) - 1]
+EDGES6 += [0x3FA << 118, (0x3FB << 118) - 1, (0x3FA << 118) - 1, 0x3FB << 118, 2**128 - 1]
+
+
+@given(
+    st.one_of(
+        st.ip_addresses(v=6),
+        st.sampled_from(EDGES6).map(ipaddress.IPv6Address),
+        st.tuples(st.sampled_from(EDGES6), st.integers(-3, 3))
+        .map(lambda e: min(max(e[0] + e[1], 0), 2**128 - 1))
+        .map(ipaddress.IPv6Address),
+    )
+)
 def test_special_kind_of_ipv6_matches_the_ipaddress_properties(ip: ipaddress.IPv6Address) -> None:
     assert special_kind(ip) == reference_special_kind(ip)
 
