@@ -178,17 +178,18 @@ def _free_keys(subnet: Span, candidate: Eip | None, inventory: Inventory) -> Ite
 CACHED_FREE_KEYS = 4  # per subnet: enough that a candidate's own pool rarely covers them all
 
 
-def _free_in_inventory(subnet: Span, inventory: Inventory) -> tuple[int, ...]:
-    """The first free addresses of a subnet with every stored Eip counted, once per inventory.
+def _free_in_inventory(subnet: Span, inventory: Inventory) -> tuple[tuple[int, str], ...]:
+    """The first free addresses of a subnet (key and text) with every stored Eip counted,
+    once per inventory.
 
     Searching took about half of a denial's cost; the answer only changes with the inventory.
     """
     memo_key = ("free-keys", subnet.first, subnet.last)
     found = inventory.memo.get(memo_key)
     if found is None:
-        found = tuple(islice(_free_keys(subnet, None, inventory), CACHED_FREE_KEYS))
-        inventory.memo[memo_key] = found
-    return cast(tuple[int, ...], found)
+        keys = islice(_free_keys(subnet, None, inventory), CACHED_FREE_KEYS)
+        found = inventory.memo[memo_key] = tuple((key, str(key_ip(key))) for key in keys)
+    return cast(tuple[tuple[int, str], ...], found)
 
 
 def _first_subnets(inventory: Inventory) -> tuple[Fact, ...]:
@@ -214,9 +215,9 @@ def suggest(candidate: Eip, near: int | None, inventory: Inventory) -> str | Non
         if subnet.span in tried:  # nodes of one rack report one subnet: walk it once
             continue
         tried.add(subnet.span)
-        for key in _free_in_inventory(subnet.span, inventory):
+        for key, text in _free_in_inventory(subnet.span, inventory):
             if own is None or not own.contains(key):
-                return str(key_ip(key))
+                return text
         # Rare: the candidate's own pool covers every cached address; search past it.
         past = next(_free_keys(subnet.span, candidate, inventory), None)
         if past is not None:
