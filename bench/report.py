@@ -19,8 +19,10 @@ either filled or ``{"skipped": "<why>"}``:
   ready_s_floor (the floor server: interpreter, imports and TLS only).
 - ``http``: size, duration_s, rounds, workers, bodies, ``runs`` (one per concurrency:
   concurrency; ``webhook``, ``webhook_quiet`` (``--log-level warning``: no line per
-  decision) and ``floor``, each with rps, p50_ms, p99_ms, requests, errors; then
-  rps_ratio and p99_ratio (webhook over floor), quiet_rps_ratio and quiet_p99_ratio);
+  decision) and ``floor``, each with rps, p50_ms, p99_ms, requests, errors, cpu_us (the
+  server process's CPU per request, all threads); then rps_ratio and p99_ratio (webhook
+  over floor), quiet_rps_ratio and quiet_p99_ratio, cpu_ratio and quiet_cpu_ratio (floor
+  CPU per request over the webhook's: steadier than req/s on a shared machine));
   ``rss_mb``: each server process's resident MB (``ready`` and ``after`` the runs);
   ``two_processes``: two identical webhook processes, each with its own wrk at half the
   top concurrency (concurrency, rps, p50_ms, p99_ms, rps_vs_one: over one process).
@@ -182,14 +184,18 @@ def table(result: dict[str, Any]) -> str:
             for name in ("webhook", "webhook_quiet", "floor"):
                 s = r[name]
                 ratios = {
-                    "webhook": (r["rps_ratio"], r["p99_ratio"]),
-                    "webhook_quiet": (r["quiet_rps_ratio"], r["quiet_p99_ratio"]),
-                    "floor": ("", ""),
+                    "webhook": (r["rps_ratio"], r["p99_ratio"], r.get("cpu_ratio", "")),
+                    "webhook_quiet": (
+                        r["quiet_rps_ratio"],
+                        r["quiet_p99_ratio"],
+                        r.get("quiet_cpu_ratio", ""),
+                    ),
+                    "floor": ("", "", ""),
                 }[name]
-                row = [r["concurrency"], name, s["rps"], s["p50_ms"], s["p99_ms"], *ratios]
-                rows.append([*row, s["errors"]])
-        header = ["conc", "server", "req/s", "p50 ms", "p99 ms", "req/s / floor"]
-        header += ["p99 / floor", "errors"]
+                row = [r["concurrency"], name, s["rps"], s["p50_ms"], s["p99_ms"]]
+                rows.append([*row, s.get("cpu_us", ""), *ratios, s["errors"]])
+        header = ["conc", "server", "req/s", "p50 ms", "p99 ms", "CPU us/req", "req/s / floor"]
+        header += ["p99 / floor", "floor CPU / CPU", "errors"]
         out += _rows(header, rows)
         rss = http.get("rss_mb", {})
         if rss:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import shutil
 import socket
 import ssl
@@ -118,6 +119,20 @@ def rss_mb(server: Started) -> float:
         if line.startswith("VmRSS:"):
             return round(int(line.split()[1]) / 1024, 1)
     raise RuntimeError(f"no VmRSS for pid {server.proc.pid}")
+
+
+def cpu_s(server: Started) -> float:
+    """CPU seconds the server process has used so far (every thread, user and system)."""
+    fields = Path(f"/proc/{server.proc.pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(server: Started, url: str, script: Path, c: int, duration: float) -> dict[str, Any]:
+    """One wrk run, with the server's CPU seconds during it: steadier than req/s on a shared
+    machine, since time the other processes take shows in req/s but not here."""
+    before = cpu_s(server)
+    result = wrk(url, script, c, duration)
+    return {**result, "cpu_s": cpu_s(server) - before}
 
 
 def stop(server: Started) -> None:
@@ -267,6 +282,8 @@ def _combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "p99_ms": round(sum(r["p99_us"] for r in runs) / len(runs) / 1000, 3),
         "requests": requests,
         "errors": sum(r["socket_errors"] + r["status_errors"] for r in runs),
+        # Server CPU per request, in microseconds (the process's every thread).
+        "cpu_us": round(sum(r["cpu_s"] for r in runs) / requests * 1e6, 1) if requests else None,
     }
 
 
@@ -319,13 +336,14 @@ def compare(
             for r in range(rounds):
                 # Rotate the order each round so no server always runs first or last.
                 for name in SERVERS[r % 3 :] + SERVERS[: r % 3]:
-                    samples[name].append(wrk(urls[name], script, c, duration))
+                    samples[name].append(measured(servers[name], urls[name], script, c, duration))
             got = {name: _combine(samples[name]) for name in SERVERS}
             hook, quiet, floor = got["webhook"], got["webhook_quiet"], got["floor"]
             log(
                 f"  c={c}: webhook {hook['rps']} req/s p99 {hook['p99_ms']} ms; "
                 f"quiet {quiet['rps']} req/s p99 {quiet['p99_ms']} ms; "
-                f"floor {floor['rps']} req/s p99 {floor['p99_ms']} ms"
+                f"floor {floor['rps']} req/s p99 {floor['p99_ms']} ms; "
+                f"CPU per request {hook['cpu_us']} / {quiet['cpu_us']} / {floor['cpu_us']} us"
             )
             runs.append(
                 {
@@ -335,6 +353,10 @@ def compare(
                     "p99_ratio": ratio(hook["p99_ms"], floor["p99_ms"]),
                     "quiet_rps_ratio": ratio(quiet["rps"], floor["rps"]),
                     "quiet_p99_ratio": ratio(quiet["p99_ms"], floor["p99_ms"]),
+                    # Floor CPU over webhook CPU per request: the throughput ratio one core
+                    # would give if CPU were all that counted (1.0: the decision is free).
+                    "cpu_ratio": ratio(floor["cpu_us"], hook["cpu_us"]),
+                    "quiet_cpu_ratio": ratio(floor["cpu_us"], quiet["cpu_us"]),
                 }
             )
     return {

@@ -89,6 +89,7 @@ def result_with_every_section() -> dict[str, Any]:
     size = {"n": 1, "median_us": 1.0, "p99_us": 2.0, "worst_best_us": 1.5}
     size |= {"wall_median_us": 1.0, "wall_p99_us": 2.0}
     server = {"rps": 10, "p50_ms": 1.0, "p99_ms": 2.0, "requests": 100, "errors": 0}
+    server |= {"cpu_us": 123.4}
     return {
         "schema": report.SCHEMA,
         "when": "2026-01-01T00:00:00Z",
@@ -132,6 +133,8 @@ def result_with_every_section() -> dict[str, Any]:
                     "p99_ratio": 1.0,
                     "quiet_rps_ratio": 1.0,
                     "quiet_p99_ratio": 1.0,
+                    "cpu_ratio": 0.61,
+                    "quiet_cpu_ratio": 0.72,
                 }
             ],
         },
@@ -168,5 +171,6 @@ def test_table_and_plot_render_every_section(tmp_path: Path) -> None:
     result["targets"] = report.targets(result)
     text = report.table(result)
     assert "webhook_quiet" in text and "MISSED" in text and "skipped" not in text.split("Sync")[0]
+    assert "CPU us/req" in text and "123.4" in text and "0.61" in text
     report.plot(result, tmp_path / "bench.png")
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
