@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from typing import TextIO
 
@@ -74,3 +75,24 @@ def test_a_record_that_cannot_be_formatted_does_not_stop_logging() -> None:
         logger.info("after")
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [line["msg"] for line in lines] == ["a log record could not be formatted", "after"]
+
+
+class _Witness:
+    """A field value that notes which thread turned it into text."""
+
+    def __init__(self) -> None:
+        self.threads: list[str] = []
+
+    def __str__(self) -> str:
+        self.threads.append(threading.current_thread().name)
+        return "seen"
+
+
+def test_lines_are_formatted_where_they_are_logged_not_in_the_writer() -> None:
+    # A writer that formats holds the GIL for a whole batch, and reviews wait (logs.py).
+    out = io.StringIO()
+    witness = _Witness()
+    with logging_to(out, "eip_guard.test.where") as logger:
+        logger.info("decision", extra={"fields": {"w": witness}})
+    assert witness.threads == [threading.current_thread().name]
+    assert json.loads(out.getvalue())["w"] == "seen"
