@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import io
 import json
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from typing import TextIO
 
-from app.webhook.logs import setup
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.webhook.logs import JsonFormatter, setup
 
 
 @contextlib.contextmanager
@@ -96,3 +101,12 @@ def test_lines_are_formatted_where_they_are_logged_not_in_the_writer() -> None:
         logger.info("decision", extra={"fields": {"w": witness}})
     assert witness.threads == [threading.current_thread().name]
     assert json.loads(out.getvalue())["w"] == "seen"
+
+
+@given(st.floats(min_value=0, max_value=4_102_444_800))  # 1970 to 2100
+def test_timestamps_are_utc_iso_8601_to_the_millisecond(created: float) -> None:
+    record = logging.LogRecord("t", logging.INFO, "", 0, "m", None, None)
+    record.created = created
+    ts = json.loads(JsonFormatter().format(record))["ts"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", ts)
+    assert abs(dt.datetime.fromisoformat(ts).timestamp() - created) < 0.001
