@@ -28,7 +28,7 @@ from app.webhook import responses
 from app.webhook.admission import Decision, decide
 from app.webhook.logs import DECISIONS
 from app.webhook.metrics import Metrics
-from app.webhook.reviews import AdmissionReviewRequest, AdmissionReviewResponse
+from app.webhook.reviews import AdmissionReviewRequest, review_json
 
 MAX_BODY_BYTES = 7 * 1024 * 1024  # controller-runtime's limit for an AdmissionReview
 VALIDATE_PATH = "/validate-eip"
@@ -150,8 +150,7 @@ def create_app(
             response = responses.errored(review.request.uid, responses.CODE_ERROR, message)
             decision = Decision(response, "errored", review.request.name)
         record(review, decision, started)
-        answer = AdmissionReviewResponse(apiVersion=review.apiVersion, response=decision.response)
-        return Response(answer.to_json(), media_type=JSON)
+        return Response(review_json(review.apiVersion, decision.response), media_type=JSON)
 
     async def healthz(_: Request) -> Response:
         return Response(b'{"ok":true}', media_type=JSON)

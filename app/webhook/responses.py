@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from app.core.eips import GROUP
 from app.core.verdict import Verdict, Violation, clean_warning
-from app.webhook.reviews import AdmissionResponse, Status, StatusCause, StatusDetails
+from app.webhook.reviews import AdmissionResponse, Status, StatusCause
 
 CODE_INVALID = 422
 CODE_UNAVAILABLE = 503
@@ -19,14 +19,16 @@ CODE_ERROR = 500
 CODE_BAD_REQUEST = 400
 
 
-def _warnings(texts: Iterable[str]) -> list[str] | None:
+def _with_warnings(response: AdmissionResponse, texts: Iterable[str]) -> AdmissionResponse:
     # kubectl prints each as "Warning: ..."; the API server drops ones with control chars.
-    cleaned = [clean_warning(t) for t in texts if t]
-    return list(dict.fromkeys(cleaned)) or None
+    cleaned = list(dict.fromkeys(clean_warning(t) for t in texts if t))
+    if cleaned:
+        response["warnings"] = cleaned
+    return response
 
 
 def allowed(uid: str, warnings: Iterable[str] = ()) -> AdmissionResponse:
-    return AdmissionResponse(uid=uid, allowed=True, warnings=_warnings(warnings))
+    return _with_warnings({"uid": uid, "allowed": True}, warnings)
 
 
 def violation_body(v: Violation) -> str:
@@ -50,20 +52,18 @@ def denied_message(verdict: Verdict) -> str:
 
 def denied(uid: str, name: str, verdict: Verdict) -> AdmissionResponse:
     """A 422 Invalid status shaped like apierrors.NewInvalid, so kubectl lists the causes."""
-    causes = [
-        StatusCause(reason="FieldValueInvalid", message=violation_body(v), field=v.field)
+    causes: list[StatusCause] = [
+        {"reason": "FieldValueInvalid", "message": violation_body(v), "field": v.field}
         for v in verdict.denied_by
     ]
-    status = Status(
-        status="Failure",
-        code=CODE_INVALID,
-        reason="Invalid",
-        message=denied_message(verdict),
-        details=StatusDetails(name=name, group=GROUP, kind="Eip", causes=causes),
-    )
-    return AdmissionResponse(
-        uid=uid, allowed=False, status=status, warnings=_warnings(verdict.warnings)
-    )
+    status: Status = {
+        "status": "Failure",
+        "code": CODE_INVALID,
+        "reason": "Invalid",
+        "message": denied_message(verdict),
+        "details": {"name": name, "group": GROUP, "kind": "Eip", "causes": causes},
+    }
+    return _with_warnings({"uid": uid, "allowed": False, "status": status}, verdict.warnings)
 
 
 def unavailable(uid: str, reason: str) -> AdmissionResponse:
@@ -72,13 +72,19 @@ def unavailable(uid: str, reason: str) -> AdmissionResponse:
         f"eip-guard is not ready to check Eips yet ({reason or 'starting'}); "
         "nothing was wrong with the request: retry in a few seconds"
     )
-    status = Status(
-        status="Failure", code=CODE_UNAVAILABLE, reason="ServiceUnavailable", message=message
-    )
-    return AdmissionResponse(uid=uid, allowed=False, status=status)
+    status: Status = {
+        "status": "Failure",
+        "code": CODE_UNAVAILABLE,
+        "reason": "ServiceUnavailable",
+        "message": message,
+    }
+    return {"uid": uid, "allowed": False, "status": status}
 
 
 def errored(uid: str, code: int, message: str) -> AdmissionResponse:
     """We could not judge the request (bad request content, or a bug of ours)."""
-    status = Status(status="Failure", code=code, message=message)
-    return AdmissionResponse(uid=uid, allowed=False, status=status)
+    return {
+        "uid": uid,
+        "allowed": False,
+        "status": {"status": "Failure", "code": code, "message": message},
+    }
