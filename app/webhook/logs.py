@@ -22,15 +22,17 @@ import threading
 import time
 from typing import Any, TextIO
 
+import pydantic_core
+
 DECISIONS = "eip_guard.webhook"  # the logger of one line per admission decision
 BATCH_SECONDS = 0.05  # how long a line may wait for company before it is written
 
 
 class JsonFormatter(logging.Formatter):
-    # One line per admission review: the second's text is made once per second, and the
-    # encoder once (json.dumps with `default` builds a new encoder on every call).
+    # One line per admission review, so it is made cheaply: the second's text once per
+    # second, and the JSON by pydantic-core (a third of json.dumps's time; values it does
+    # not know become their str(), NaN and infinities null).
     _second: tuple[int, str] = (-1, "")  # one attribute, so threads never see half of it
-    _encode = json.JSONEncoder(default=str).encode
 
     def _timestamp(self, created: float) -> str:
         """UTC, ISO 8601 with milliseconds (``2026-01-01T00:00:00.123+00:00``)."""
@@ -53,7 +55,7 @@ class JsonFormatter(logging.Formatter):
             line.update(fields)
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
-        return self._encode(line)
+        return pydantic_core.to_json(line, fallback=str).decode()
 
 
 _UNFORMATTABLE = json.dumps({"level": "error", "msg": "a log record could not be formatted"})
