@@ -14,7 +14,8 @@ import ipaddress
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
-from itertools import islice
+from itertools import islice, pairwise
+from operator import itemgetter
 from typing import Generic, NamedTuple, TypeVar
 
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -274,6 +275,17 @@ class IntervalIndex(Generic[T]):
         for span, item in pairs:
             by_span.setdefault((span.first, span.last), []).append(item)
         self._size = sum(len(v) for v in by_span.values())
+        self._firsts: list[int] = []
+        self._lasts: list[int] = []
+        self._items: list[tuple[T, ...]] = []
+        ordered = sorted(by_span)
+        if all(a[1] < b[0] for a, b in pairwise(ordered)):
+            # The common case (pools, pod CIDRs, racks): no two distinct spans share an
+            # address, so each is one segment; the sweep below would find just these.
+            self._firsts = [first for first, _ in ordered]
+            self._lasts = [last for _, last in ordered]
+            self._items = [tuple(by_span[key]) for key in ordered]
+            return
         # Sweep over boundaries: a span opens at `first` and closes after `last`.
         opens: dict[int, list[tuple[int, int]]] = {}
         closes: dict[int, list[tuple[int, int]]] = {}
@@ -281,9 +293,6 @@ class IntervalIndex(Generic[T]):
             opens.setdefault(key[0], []).append(key)
             closes.setdefault(key[1] + 1, []).append(key)
         active: dict[tuple[int, int], None] = {}
-        self._firsts: list[int] = []
-        self._lasts: list[int] = []
-        self._items: list[tuple[T, ...]] = []
         bounds = sorted(opens.keys() | closes.keys())
         for i, point in enumerate(bounds):
             for key in closes.get(point, ()):
@@ -337,7 +346,7 @@ class PointIndex(Generic[T]):
     __slots__ = ("_distinct", "_items", "_keys")
 
     def __init__(self, pairs: Iterable[tuple[int, T]]) -> None:
-        ordered = sorted(pairs, key=_pair_key)  # stable: one key's items keep their order
+        ordered = sorted(pairs, key=_first)  # stable: one key's items keep their order
         self._keys = [key for key, _ in ordered]
         self._items = [item for _, item in ordered]
         self._distinct = len(set(self._keys))
@@ -367,5 +376,4 @@ class PointIndex(Generic[T]):
         return self._keys[i] if i < len(self._keys) else None
 
 
-def _pair_key(pair: tuple[int, object]) -> int:
-    return pair[0]
+_first = itemgetter(0)

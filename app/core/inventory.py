@@ -334,8 +334,9 @@ class Inventory:
         """The distinct node subnets as text, sorted, per IP version (4, 6): once per inventory."""
         index = self.spans.get(FactKind.NODE_SUBNET)
         names: dict[int, set[str]] = {4: set(), 6: set()}
-        for fact in index.all() if index is not None else ():
-            names[fact.span.version].add(str(fact.span))
+        # Distinct spans first: 10,000 nodes report a few hundred subnets.
+        for span in {fact.span for fact in index.all()} if index is not None else ():
+            names[span.version].add(str(span))
         return MappingProxyType({v: tuple(sorted(n)) for v, n in names.items()})
 
     @property

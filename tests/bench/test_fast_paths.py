@@ -300,3 +300,46 @@ def test_loopback_or_link_local_matches_the_ipaddress_properties(
     ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
 ) -> None:
     assert is_loopback_or_link_local(ip_key(ip)) == (ip.is_loopback or ip.is_link_local)
+
+
+def old_segments(
+    pairs: list[tuple[Span, int]],
+) -> tuple[list[int], list[int], list[tuple[int, ...]]]:
+    """IntervalIndex's segments as its sweep cut them before the disjoint fast path."""
+    by_span: dict[tuple[int, int], list[int]] = {}
+    for span, item in pairs:
+        by_span.setdefault((span.first, span.last), []).append(item)
+    opens: dict[int, list[tuple[int, int]]] = {}
+    closes: dict[int, list[tuple[int, int]]] = {}
+    for key in by_span:
+        opens.setdefault(key[0], []).append(key)
+        closes.setdefault(key[1] + 1, []).append(key)
+    active: dict[tuple[int, int], None] = {}
+    firsts: list[int] = []
+    lasts: list[int] = []
+    items: list[tuple[int, ...]] = []
+    bounds = sorted(opens.keys() | closes.keys())
+    for i, point in enumerate(bounds):
+        for key in closes.get(point, ()):
+            del active[key]
+        for key in opens.get(point, ()):
+            active[key] = None
+        if active and i + 1 < len(bounds):
+            firsts.append(point)
+            lasts.append(bounds[i + 1] - 1)
+            items.append(tuple(item for key in active for item in by_span[key]))
+    return firsts, lasts, items
+
+
+# Disjoint spans (the fast path), identical ones, adjacent ones and overlapping ones.
+SPAN_LISTS = st.one_of(
+    st.lists(st.tuples(st.integers(0, 60), st.integers(0, 12)), max_size=25),
+    st.lists(st.sampled_from([(0, 3), (4, 7), (10, 10), (11, 20), (30, 31)]), max_size=25),
+)
+
+
+@given(SPAN_LISTS)
+def test_interval_index_segments_are_the_sweeps(raw: list[tuple[int, int]]) -> None:
+    pairs = [(Span(a, a + length), i) for i, (a, length) in enumerate(raw)]
+    index = IntervalIndex(pairs)
+    assert (index._firsts, index._lasts, index._items) == old_segments(pairs)
