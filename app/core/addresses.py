@@ -22,7 +22,7 @@ IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 V6_OFFSET = 1 << 32
-_DIGITS = frozenset("0123456789")
+_new = tuple.__new__  # a Span without NamedTuple's Python-level __new__ (hot path)
 
 T = TypeVar("T")
 
@@ -41,7 +41,8 @@ def _dotted_quad_key(text: str) -> int | None:
     return int(a) << 24 | int(b) << 16 | int(c) << 8 | int(d)
 
 
-_HEX_COLONS = re.compile(r"[0-9a-fA-F:]+")
+_GROUPS = r"(?:[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{1,4})*)?"  # hex groups of 1-4 digits
+_HEX_GROUPS = re.compile(f"{_GROUPS}(?:::{_GROUPS})?")
 _ADDRESS_CHARS = re.compile(r"[0-9a-fA-F:.]+")  # every IP ipaddress reads, zones aside
 _IPV4_MAPPED = 0xFFFF  # the high 96 bits of ::ffff:a.b.c.d
 
@@ -53,25 +54,24 @@ def _hex_groups_key(text: str) -> int | None:
     what ipaddress accepts with the same value, and not IPv4-mapped addresses: anything
     else (embedded IPv4, zones, errors) takes the full parser and its messages.
     """
-    if _HEX_COLONS.fullmatch(text) is None:
+    if _HEX_GROUPS.fullmatch(text) is None:
         return None
-    head, double, tail = text.partition("::")
+    head, double, tail = text.partition("::")  # the pattern allows one "::" at most
     if double:
         groups = head.split(":") if head else []
         after = tail.split(":") if tail else []
         missing = 8 - len(groups) - len(after)
         if missing < 1:  # "::" stands for at least one group
             return None
-        groups += ["0"] * missing
-        groups += after
     else:
-        groups = text.split(":")
+        groups, after, missing = text.split(":"), [], 0
         if len(groups) != 8:
             return None
     value = 0
-    for group in groups:
-        if not 0 < len(group) <= 4:  # only hex digits here, so int() reads exactly them
-            return None
+    for group in groups:  # 1-4 hex digits each (the pattern), so int() reads exactly them
+        value = value << 16 | int(group, 16)
+    value <<= 16 * missing
+    for group in after:
         value = value << 16 | int(group, 16)
     if value >> 32 == _IPV4_MAPPED:
         return None
@@ -205,7 +205,7 @@ def parse_cidr(text: str) -> Span:
 def _key_and_cidr(text: str) -> tuple[int, Span]:
     ip_text, _, prefix_text = text.partition("/")
     key = parse_key(ip_text)
-    if prefix_text == "" or not set(prefix_text) <= _DIGITS:
+    if not (prefix_text.isascii() and prefix_text.isdigit()):  # "" too
         raise AddressError(f"{text!r} needs a decimal prefix length after '/'")
     if len(prefix_text) > 1 and prefix_text[0] == "0":
         raise AddressError(f"{text!r} has a prefix length with a leading zero")
@@ -216,7 +216,7 @@ def _key_and_cidr(text: str) -> tuple[int, Span]:
     host_bits = max_prefixlen - prefix
     first = (key - offset) >> host_bits << host_bits  # clear the host bits, as strict=False
     first += offset
-    return key, Span(first, first + (1 << host_bits) - 1, prefix)
+    return key, _new(Span, (first, first + (1 << host_bits) - 1, prefix))
 
 
 def parse_range(text: str) -> Span:
@@ -246,7 +246,7 @@ def parse_ip_or_cidr(text: str) -> Span:
     if "/" in text:
         return parse_cidr(text)
     key = parse_key(text)  # most Service and node IPs: no ipaddress object needed
-    return Span(key, key)
+    return _new(Span, (key, key, None))
 
 
 def parse_key_with_prefix(text: str) -> tuple[int, Span]:
