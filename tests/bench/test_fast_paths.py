@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -23,12 +24,15 @@ from app.core.addresses import (
     ip_key,
     is_loopback_or_link_local,
     parse_cidr,
+    parse_eip_address,
     parse_ip,
     parse_ip_or_cidr,
     parse_key,
     parse_key_with_prefix,
     parse_range,
 )
+from app.core.eips import ALLOW_RULES_ANNOTATION, DEFAULT_EIP_ANNOTATION, Eip
+from app.core.interfaces import parse_interface
 from app.core.rules import special_kind
 from app.core.verdict import WARNING_LIMIT, clean_warning
 
@@ -343,3 +347,60 @@ def test_interval_index_segments_are_the_sweeps(raw: list[tuple[int, int]]) -> N
     pairs = [(Span(a, a + length), i) for i, (a, length) in enumerate(raw)]
     index = IntervalIndex(pairs)
     assert (index._firsts, index._lasts, index._items) == old_segments(pairs)
+
+
+def old_eip_from_object(obj: dict[str, Any]) -> Eip:
+    """Eip.from_object as it was: by keyword (from_object now fills the tuple in order)."""
+    meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
+    annotations = meta.get("annotations") or {}
+    try:
+        address: Span | None = parse_eip_address(spec.get("address", ""))
+        error = ""
+    except AddressError as exc:
+        address, error = None, str(exc)
+    allow = annotations.get(ALLOW_RULES_ANNOTATION, "")
+    return Eip(
+        name=meta.get("name", ""),
+        address_text=spec.get("address", ""),
+        address=address,
+        address_error=error,
+        protocol=spec.get("protocol") or "bgp",
+        interface_text=spec.get("interface", ""),
+        interface=parse_interface(spec.get("interface", "")),
+        is_default=annotations.get(DEFAULT_EIP_ANNOTATION) == "true",
+        allow_rules=tuple(r.strip() for r in allow.split(",") if r.strip()),
+        used=tuple(str(k) for k in (obj.get("status") or {}).get("used") or {}),
+        disabled=spec.get("disable") is True,
+    )
+
+
+EIP_FIELDS = st.tuples(
+    st.sampled_from(["", "10.0.0.1", "10.0.0.0/30", "10.0.0.1-10.0.0.9", "x"]),
+    st.sampled_from(["", "bgp", "layer2", "vip"]),
+    st.sampled_from(["", "eth0", "can_reach:10.0.0.1", "can_reach:", "a:b"]),
+    st.booleans(),
+    st.sampled_from(["", "a", "a, b ,", " , "]),
+    st.lists(st.sampled_from(["10.0.0.1", "10.0.0.2"]), unique=True),
+    st.sampled_from([None, True, False, "true"]),
+)
+
+
+@given(EIP_FIELDS)
+def test_eip_from_object_fills_every_field_as_by_keyword(
+    fields: tuple[str, str, str, bool, str, list[str], object],
+) -> None:
+    address, protocol, interface, default, allow, used, disable = fields
+    annotations = {ALLOW_RULES_ANNOTATION: allow}
+    if default:
+        annotations[DEFAULT_EIP_ANNOTATION] = "true"
+    spec: dict[str, object] = {"address": address, "protocol": protocol, "interface": interface}
+    if disable is not None:
+        spec["disable"] = disable
+    obj: dict[str, Any] = {
+        "apiVersion": "network.kubesphere.io/v1alpha2",
+        "kind": "Eip",
+        "metadata": {"name": "e1", "annotations": annotations},
+        "spec": spec,
+        "status": {"used": dict.fromkeys(used, "ns/svc")},
+    }
+    assert Eip.from_object(obj)._asdict() == old_eip_from_object(obj)._asdict()
