@@ -69,7 +69,9 @@ class Eip(NamedTuple):
             error = ""
         except AddressError as exc:
             address, error = None, str(exc)
-        interface_text = as_str(spec.get("interface"))
+        # The interned copy, also as the parse cache's key: the parsed object's string
+        # would keep its memory page (and the snapshot's pages around it) resident.
+        interface_text = sys.intern(own(as_str(spec.get("interface"))))
         allow = as_str(annotations.get(ALLOW_RULES_ANNOTATION))
         used = as_mapping(as_mapping(obj.get("status")).get("used"))
         return _new(
@@ -80,7 +82,7 @@ class Eip(NamedTuple):
                 address,
                 error,
                 sys.intern(own(as_str(spec.get("protocol")))) or "bgp",  # protocol
-                sys.intern(own(interface_text)),
+                interface_text,
                 parse_interface(interface_text),
                 annotations.get(DEFAULT_EIP_ANNOTATION) == "true",  # is_default
                 tuple([r.strip() for r in allow.split(",") if r.strip()]) if allow else (),

@@ -79,7 +79,8 @@ def _source(obj: Mapping[str, Any], kind: str, fld: str) -> Source:
     meta = as_mapping(obj.get("metadata"))
     # Interned: 200,000 facts share a handful of kinds, namespaces and field names.
     namespace = sys.intern(own(as_str(meta.get("namespace"))))
-    return Source(sys.intern(kind), namespace, own(as_str(meta.get("name"))), sys.intern(fld))
+    name = own(as_str(meta.get("name")))
+    return _new(Source, (sys.intern(kind), namespace, name, sys.intern(fld)))
 
 
 class _Builder:
