@@ -57,8 +57,9 @@ def _frozen_snapshot_inventory(args: argparse.Namespace) -> Inventory:
     """
     with gc_paused():
         inventory = snapshot_inventory(args)
-    gc.collect()
-    gc.freeze()
+        # Still paused: no automatic young collection walks everything first.
+        gc.collect()
+        gc.freeze()
     return inventory
 
 
