@@ -247,7 +247,9 @@ def parse_ip_or_cidr(text: str) -> Span:
     """A plain IP or a CIDR: what Kubernetes objects carry in pod CIDRs, ServiceCIDRs, etc."""
     if "/" in text:
         return parse_cidr(text)
-    key = parse_key(text)  # most Service and node IPs: no ipaddress object needed
+    key = _common_key(text)  # most Service and node IPs: no ipaddress object needed
+    if key is None:
+        key = ip_key(parse_ip(text))
     return _new(Span, (key, key, None))
 
 
