@@ -2,9 +2,9 @@
 
 Run as ``python -m bench.memory stream SIZE`` (inventory built from objects generated one
 at a time: what the inventory itself costs) or ``python -m bench.memory snapshot FILE``
-(the path of ``eip-guard serve --cluster FILE``: load the snapshot, build, drop the
-objects). Prints one JSON object. The parent (``bench.__main__``) starts these, so no
-import of the parent's state skews the numbers.
+(the path of ``eip-guard serve --cluster FILE``: load the snapshot and build with the
+cyclic GC paused, drop the objects). Prints one JSON object. The parent
+(``bench.__main__``) starts these, so no import of the parent's state skews the numbers.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from app.core.inventory import build
-from app.sources.files import load_objects
+from app.sources.files import gc_paused, load_objects
 from bench import synth
 
 MB = 1024 * 1024
@@ -55,10 +55,11 @@ def stream(shape: synth.Shape) -> dict[str, Any]:
 
 def snapshot(path: Path) -> dict[str, Any]:
     start = time.perf_counter()
-    objects = load_objects(path)
-    loaded = time.perf_counter()
-    inventory = build(objects)
-    built = time.perf_counter()
+    with gc_paused():  # as `eip-guard serve --cluster` does
+        objects = load_objects(path)
+        loaded = time.perf_counter()
+        inventory = build(objects)
+        built = time.perf_counter()
     del objects
     gc.collect()
     return {

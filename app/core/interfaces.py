@@ -6,6 +6,7 @@ other ``x:y`` form is an error to OpenELB, so it is one here. Nothing is trimmed
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from app.core.addresses import IP, AddressError, parse_ip
@@ -41,7 +42,10 @@ class BadInterface:
 InterfaceSpec = NoInterface | NicName | CanReach | BadInterface
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_interface(text: str | None) -> InterfaceSpec:
+    # Cached: the results are immutable, and a cluster's Eips repeat a few values (50,000
+    # Eips, a can_reach gateway per rack), so they share one spec and one IP object each.
     if not text:
         return NoInterface()
     if ":" not in text:

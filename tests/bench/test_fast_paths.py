@@ -1,12 +1,16 @@
 """The speed-ups the benchmark led to in app.core must not change a single answer.
 
-`parse_ip` has a dotted-quad fast path and `parse_cidr` computes the network by
-arithmetic; both are compared here with the standard library's reading of the same text.
+`parse_ip` has fast paths (dotted quads, IPv6 hex groups, hostnames) and `parse_cidr`
+computes the network by arithmetic; they are compared here with the standard library's
+reading of the same text, or with the code they replaced, kept here as the oracle.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
+from collections.abc import Callable
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -17,10 +21,18 @@ from app.core.addresses import (
     IntervalIndex,
     PointIndex,
     Span,
+    ip_key,
+    is_loopback_or_link_local,
     parse_cidr,
+    parse_eip_address,
     parse_ip,
     parse_ip_or_cidr,
+    parse_key,
+    parse_key_with_prefix,
+    parse_range,
 )
+from app.core.eips import ALLOW_RULES_ANNOTATION, DEFAULT_EIP_ANNOTATION, Eip
+from app.core.interfaces import parse_interface
 from app.core.rules import special_kind
 from app.core.verdict import WARNING_LIMIT, clean_warning
 
@@ -183,3 +195,225 @@ def test_node_subnet_names_are_what_the_rule_listed_per_request() -> None:
         listed = sorted({str(f.span) for f in index.all() if f.span.version == version})
         assert inventory.node_subnet_names[version] == tuple(listed)
     assert inventory.node_subnet_names[4]  # the synthetic racks are known subnets
+
+
+# The address parser before its IPv6 and hostname fast paths, kept as the oracle: the fast
+# paths must accept exactly what it accepts, with the same value, and fail with its words.
+_OLD_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_OLD_DOTTED_QUAD = re.compile(r"\.".join([_OLD_OCTET] * 4))
+
+
+def old_parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    quad = _OLD_DOTTED_QUAD.fullmatch(text)
+    if quad is not None:
+        a, b, c, d = quad.groups()
+        return ipaddress.IPv4Address(int(a) << 24 | int(b) << 16 | int(c) << 8 | int(d))
+    if text == "":
+        raise AddressError("empty address")
+    if text != text.strip() or any(c.isspace() for c in text):
+        raise AddressError(f"{text!r} contains whitespace")
+    if "%" in text:
+        raise AddressError(f"{text!r} has a zone ID; zone IDs are not allowed")
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        raise AddressError(f"{text!r} is not an IP address") from None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        raise AddressError(f"{text!r} is an IPv4-mapped IPv6 address; write {ip.ipv4_mapped}")
+    return ip
+
+
+def old_parse_range(text: str) -> Span:
+    left, _, right = text.partition("-")
+    first, last = old_parse_ip(left), old_parse_ip(right)
+    if first.version != last.version:
+        raise AddressError(f"{text!r} mixes IPv{first.version} and IPv{last.version}")
+    if int(first) > int(last):
+        raise AddressError(f"{text!r} is reversed: {first} comes after {last}")
+    return Span(ip_key(first), ip_key(last))
+
+
+def outcome(parse: Callable[[str], object], text: str) -> object:
+    """The value, or the error's message: both must match the oracle's."""
+    try:
+        return parse(text)
+    except AddressError as exc:
+        return f"error: {exc}"
+
+
+def _groups(ip: ipaddress.IPv6Address, upper: bool, pad: bool) -> str:
+    groups = ip.exploded.split(":") if pad else [f"{int(g, 16):x}" for g in ip.exploded.split(":")]
+    text = ":".join(groups)
+    return text.upper() if upper else text
+
+
+# Every way an address is written: dotted quads; IPv6 compressed, exploded, without "::",
+# in upper case, with embedded IPv4, IPv4-mapped, with a zone; and near misses of each.
+WRITTEN = st.one_of(
+    st.ip_addresses(v=4).map(str),
+    st.ip_addresses(v=6).map(str),
+    st.ip_addresses(v=6).map(lambda ip: ip.exploded),
+    st.builds(_groups, st.ip_addresses(v=6), st.booleans(), st.booleans()),
+    st.ip_addresses(v=6).map(lambda ip: str(ip).upper()),
+    st.ip_addresses(v=4).map(lambda ip: f"::ffff:{ip}"),
+    st.ip_addresses(v=4).map(lambda ip: f"64:ff9b::{ip}"),
+    st.integers(0, 2**32 - 1).map(lambda v: str(ipaddress.IPv6Address(0xFFFF << 32 | v))),
+    st.integers(0, 2**32 - 1).map(lambda v: f"::ffff:{v >> 16:x}:{v & 0xFFFF:x}"),
+    st.tuples(st.ip_addresses(v=6), st.sampled_from(["%eth0", "%1", "%"])).map(
+        lambda t: f"{t[0]}{t[1]}"
+    ),
+    st.tuples(st.ip_addresses(), st.sampled_from([":", "::", ":0", "0:", ".", "1", " "])).map(
+        lambda t: f"{t[0]}{t[1]}"
+    ),
+    st.tuples(st.sampled_from([":", "::", "0:", "1", " "]), st.ip_addresses()).map(
+        lambda t: f"{t[0]}{t[1]}"
+    ),
+)
+SMALL_ALPHABET = st.text(alphabet="0123456789abcdefABCDEF:./% -x", max_size=45)
+ADDRESS_TEXT = st.one_of(WRITTEN, SMALL_ALPHABET, QUADS)
+
+
+@given(ADDRESS_TEXT)
+def test_parse_ip_reads_as_the_old_parser(text: str) -> None:
+    assert outcome(parse_ip, text) == outcome(old_parse_ip, text)
+
+
+@given(ADDRESS_TEXT)
+def test_parse_key_is_the_key_of_the_old_parser(text: str) -> None:
+    assert outcome(parse_key, text) == outcome(lambda t: ip_key(old_parse_ip(t)), text)
+
+
+@given(st.one_of(st.tuples(ADDRESS_TEXT, ADDRESS_TEXT).map("-".join), SMALL_ALPHABET))
+def test_parse_range_reads_as_the_old_parser(text: str) -> None:
+    assert outcome(parse_range, text) == outcome(old_parse_range, text)
+
+
+@given(
+    st.one_of(
+        ADDRESS_TEXT, st.tuples(ADDRESS_TEXT, st.integers(0, 130)).map("{0[0]}/{0[1]}".format)
+    )
+)
+def test_parse_key_with_prefix_is_the_old_address_and_cidr(text: str) -> None:
+    def old(t: str) -> tuple[int, Span]:
+        ip = old_parse_ip(t.partition("/")[0])
+        return ip_key(ip), parse_cidr(t)
+
+    assert outcome(parse_key_with_prefix, text) == outcome(old, text)
+
+
+LOOPBACK_EDGES = [0x7F000000, 0x7EFFFFFF, 0x80000000, 0xA9FE0000, 0xA9FDFFFF, 0xA9FF0000]
+
+
+@given(
+    st.one_of(
+        st.ip_addresses(),
+        st.sampled_from(LOOPBACK_EDGES).map(ipaddress.IPv4Address),
+        st.sampled_from([0, 1, 2, 0xFE80 << 112, (0xFEC0 << 112) - 1, 0xFEC0 << 112]).map(
+            ipaddress.IPv6Address
+        ),
+    )
+)
+def test_loopback_or_link_local_matches_the_ipaddress_properties(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> None:
+    assert is_loopback_or_link_local(ip_key(ip)) == (ip.is_loopback or ip.is_link_local)
+
+
+def old_segments(
+    pairs: list[tuple[Span, int]],
+) -> tuple[list[int], list[int], list[tuple[int, ...]]]:
+    """IntervalIndex's segments as its sweep cut them before the disjoint fast path."""
+    by_span: dict[tuple[int, int], list[int]] = {}
+    for span, item in pairs:
+        by_span.setdefault((span.first, span.last), []).append(item)
+    opens: dict[int, list[tuple[int, int]]] = {}
+    closes: dict[int, list[tuple[int, int]]] = {}
+    for key in by_span:
+        opens.setdefault(key[0], []).append(key)
+        closes.setdefault(key[1] + 1, []).append(key)
+    active: dict[tuple[int, int], None] = {}
+    firsts: list[int] = []
+    lasts: list[int] = []
+    items: list[tuple[int, ...]] = []
+    bounds = sorted(opens.keys() | closes.keys())
+    for i, point in enumerate(bounds):
+        for key in closes.get(point, ()):
+            del active[key]
+        for key in opens.get(point, ()):
+            active[key] = None
+        if active and i + 1 < len(bounds):
+            firsts.append(point)
+            lasts.append(bounds[i + 1] - 1)
+            items.append(tuple(item for key in active for item in by_span[key]))
+    return firsts, lasts, items
+
+
+# Disjoint spans (the fast path), identical ones, adjacent ones and overlapping ones.
+SPAN_LISTS = st.one_of(
+    st.lists(st.tuples(st.integers(0, 60), st.integers(0, 12)), max_size=25),
+    st.lists(st.sampled_from([(0, 3), (4, 7), (10, 10), (11, 20), (30, 31)]), max_size=25),
+)
+
+
+@given(SPAN_LISTS)
+def test_interval_index_segments_are_the_sweeps(raw: list[tuple[int, int]]) -> None:
+    pairs = [(Span(a, a + length), i) for i, (a, length) in enumerate(raw)]
+    index = IntervalIndex(pairs)
+    assert (index._firsts, index._lasts, index._items) == old_segments(pairs)
+
+
+def old_eip_from_object(obj: dict[str, Any]) -> Eip:
+    """Eip.from_object as it was: by keyword (from_object now fills the tuple in order)."""
+    meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
+    annotations = meta.get("annotations") or {}
+    try:
+        address: Span | None = parse_eip_address(spec.get("address", ""))
+        error = ""
+    except AddressError as exc:
+        address, error = None, str(exc)
+    allow = annotations.get(ALLOW_RULES_ANNOTATION, "")
+    return Eip(
+        name=meta.get("name", ""),
+        address_text=spec.get("address", ""),
+        address=address,
+        address_error=error,
+        protocol=spec.get("protocol") or "bgp",
+        interface_text=spec.get("interface", ""),
+        interface=parse_interface(spec.get("interface", "")),
+        is_default=annotations.get(DEFAULT_EIP_ANNOTATION) == "true",
+        allow_rules=tuple(r.strip() for r in allow.split(",") if r.strip()),
+        used=tuple(str(k) for k in (obj.get("status") or {}).get("used") or {}),
+        disabled=spec.get("disable") is True,
+    )
+
+
+EIP_FIELDS = st.tuples(
+    st.sampled_from(["", "10.0.0.1", "10.0.0.0/30", "10.0.0.1-10.0.0.9", "x"]),
+    st.sampled_from(["", "bgp", "layer2", "vip"]),
+    st.sampled_from(["", "eth0", "can_reach:10.0.0.1", "can_reach:", "a:b"]),
+    st.booleans(),
+    st.sampled_from(["", "a", "a, b ,", " , "]),
+    st.lists(st.sampled_from(["10.0.0.1", "10.0.0.2"]), unique=True),
+    st.sampled_from([None, True, False, "true"]),
+)
+
+
+@given(EIP_FIELDS)
+def test_eip_from_object_fills_every_field_as_by_keyword(
+    fields: tuple[str, str, str, bool, str, list[str], object],
+) -> None:
+    address, protocol, interface, default, allow, used, disable = fields
+    annotations = {ALLOW_RULES_ANNOTATION: allow}
+    if default:
+        annotations[DEFAULT_EIP_ANNOTATION] = "true"
+    spec: dict[str, object] = {"address": address, "protocol": protocol, "interface": interface}
+    if disable is not None:
+        spec["disable"] = disable
+    obj: dict[str, Any] = {
+        "apiVersion": "network.kubesphere.io/v1alpha2",
+        "kind": "Eip",
+        "metadata": {"name": "e1", "annotations": annotations},
+        "spec": spec,
+        "status": {"used": dict.fromkeys(used, "ns/svc")},
+    }
+    assert Eip.from_object(obj)._asdict() == old_eip_from_object(obj)._asdict()
