@@ -7,11 +7,13 @@ reading of the same text, or with the code they replaced, kept here as the oracl
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import re
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -35,6 +37,7 @@ from app.core.eips import ALLOW_RULES_ANNOTATION, DEFAULT_EIP_ANNOTATION, Eip
 from app.core.interfaces import parse_interface
 from app.core.rules import special_kind
 from app.core.verdict import WARNING_LIMIT, clean_warning
+from app.sources.files import InputError, gc_paused
 
 OCTETS = st.one_of(
     st.integers(0, 300).map(str),
@@ -417,3 +420,23 @@ def test_eip_from_object_fills_every_field_as_by_keyword(
         "status": {"used": dict.fromkeys(used, "ns/svc")},
     }
     assert Eip.from_object(obj)._asdict() == old_eip_from_object(obj)._asdict()
+
+
+def test_gc_paused_restores_the_collector_as_it_found_it() -> None:
+    """Loading pauses the cyclic GC; an error inside, or a pause inside a pause, must not
+    leave it off (the webhook would then never collect) nor turn it on when it was off."""
+    assert gc.isenabled()
+    with pytest.raises(InputError), gc_paused():
+        assert not gc.isenabled()
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the inner pause found it off and left it off
+        raise InputError("boom")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
