@@ -13,7 +13,7 @@ from app.core.eips import Eip, is_eip
 from app.core.inventory import Inventory, Options, build
 from app.core.rules import audit, check
 from app.kube.settings import in_cluster
-from app.sources.files import InputError, load_objects, load_one, load_policy
+from app.sources.files import InputError, gc_paused, load_objects, load_one, load_policy
 
 
 def resolve_dns(name: str) -> list[str]:
@@ -67,7 +67,8 @@ def snapshot_inventory(args: argparse.Namespace) -> Inventory:
     live.check_exclusive(args)
     if live.live_requested(args):
         return live.live_inventory(args, options(args), resolve_dns)
-    return build(load_objects(*args.cluster), options(args), resolve_dns)
+    with gc_paused():  # a snapshot's objects all survive the build: no collection helps
+        return build(load_objects(*args.cluster), options(args), resolve_dns)
 
 
 def _eip(path: Path) -> Eip:
