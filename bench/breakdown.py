@@ -7,7 +7,7 @@ microseconds per review, over the same AdmissionReview bodies as the HTTPS secti
 - ``floor_app``: the floor's FastAPI app (read body, json.loads, fixed answer);
 - ``webhook_app_quiet``: the webhook's app with decision logging off (level warning);
 - ``webhook_app``: the webhook's app logging one JSON line per decision (to /dev/null);
-- ``decide``: ``app.webhook.admission.decide`` (Eip parsing, check, response models);
+- ``decide``: ``app.webhook.admission.decide`` (Eip parsing, check, the answer);
 - ``from_object`` and ``check``: the core's two steps inside ``decide``;
 - ``parse_review``: pydantic's ``AdmissionReviewRequest.model_validate_json``.
 """
