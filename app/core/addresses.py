@@ -136,12 +136,43 @@ def parse_key(text: str) -> int:
     return key if key is not None else ip_key(parse_ip(text))
 
 
-def is_loopback_or_link_local(key: int) -> bool:
-    """ipaddress's ``is_loopback or is_link_local``, by arithmetic (both families)."""
+LOOPBACK, LINK_LOCAL = "a loopback address", "a link-local address"
+
+
+def special_kind_of_key(key: int) -> str | None:
+    """Which block that never routes to a NIC holds the address, as a phrase; else None.
+
+    The blocks of ipaddress's is_loopback, is_unspecified, is_multicast and is_link_local
+    (and IPv4 broadcast), by arithmetic: the properties are slow, and this runs per verdict
+    (tests/bench/test_fast_paths.py holds them as the oracle).
+    """
     if key < V6_OFFSET:
-        return key >> 24 == 127 or key >> 16 == 0xA9FE  # 127.0.0.0/8, 169.254.0.0/16
+        if key >> 24 == 127:  # 127.0.0.0/8
+            return LOOPBACK
+        if key == 0:
+            return "the unspecified address"
+        if key >> 28 == 0xE:  # 224.0.0.0/4
+            return "a multicast address"
+        if key >> 16 == 0xA9FE:  # 169.254.0.0/16
+            return LINK_LOCAL
+        if key == 0xFFFFFFFF:
+            return "the broadcast address"
+        return None
     value = key - V6_OFFSET
-    return value == 1 or value >> 118 == 0x3FA  # ::1, fe80::/10
+    if value == 1:
+        return LOOPBACK
+    if value == 0:
+        return "the unspecified address"
+    if value >> 120 == 0xFF:  # ff00::/8
+        return "a multicast address"
+    if value >> 118 == 0x3FA:  # fe80::/10
+        return LINK_LOCAL
+    return None
+
+
+def is_loopback_or_link_local(key: int) -> bool:
+    """ipaddress's ``is_loopback or is_link_local`` for the address ``key``."""
+    return special_kind_of_key(key) in (LOOPBACK, LINK_LOCAL)
 
 
 class Span(NamedTuple):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import cast
 
-from app.core.addresses import IP, Span, key_ip
+from app.core.addresses import IP, Span, ip_key, key_ip, special_kind_of_key
 from app.core.eips import ALLOW_RULES_ANNOTATION, DEFAULT_EIP_ANNOTATION, Eip
 from app.core.facts import Fact, FactKind
 from app.core.interfaces import BadInterface, CanReach, NoInterface
@@ -84,31 +84,7 @@ _WHY_BOUND = {
 
 
 def special_kind(ip: IP) -> str | None:
-    # The same blocks as ipaddress's properties, by arithmetic: they are slow, and on the hot
-    # path (tests/bench/test_fast_paths.py holds them as the oracle).
-    if ip.version == 4:
-        value = int(ip)
-        if value >> 24 == 127:
-            return "a loopback address"
-        if value == 0:
-            return "the unspecified address"
-        if value >> 28 == 0xE:
-            return "a multicast address"
-        if value >> 16 == 0xA9FE:
-            return "a link-local address"
-        if value == 0xFFFFFFFF:
-            return "the broadcast address"
-        return None
-    value = int(ip)  # IPv6: ::1, ::, ff00::/8 and fe80::/10, as ipaddress's properties say
-    if value == 1:
-        return "a loopback address"
-    if value == 0:
-        return "the unspecified address"
-    if value >> 120 == 0xFF:
-        return "a multicast address"
-    if value >> 118 == 0x3FA:
-        return "a link-local address"
-    return None
+    return special_kind_of_key(ip_key(ip))
 
 
 def _describe(fact: Fact, ip: str) -> str:
@@ -137,7 +113,7 @@ def _is_taken(key: int, candidate: Eip | None, inventory: Inventory) -> int | No
     With no candidate, every stored Eip counts (the answer then depends on the inventory
     alone, so it can be cached there).
     """
-    if special_kind(key_ip(key)) is not None:
+    if special_kind_of_key(key) is not None:
         return key
     last: int | None = None
     pools = (
