@@ -221,11 +221,6 @@ class Span(NamedTuple):
         key = ip_key(ip)
         return cls(key, key)
 
-    @classmethod
-    def of_network(cls, net: Network) -> Span:
-        first = ip_key(net.network_address)
-        return cls(first, first + net.num_addresses - 1, net.prefixlen)
-
 
 def parse_cidr(text: str) -> Span:
     """``ip/prefix`` with a decimal prefix only (no netmask notation); host bits allowed.
