@@ -12,7 +12,6 @@ from typing import Any, Literal, NotRequired
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 from typing_extensions import TypedDict
 
-API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 ApiVersion = Literal["admission.k8s.io/v1", "admission.k8s.io/v1beta1"]
 OperationName = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
 
