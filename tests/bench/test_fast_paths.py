@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import gc
 import ipaddress
+import json
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,7 +39,7 @@ from app.core.eips import ALLOW_RULES_ANNOTATION, DEFAULT_EIP_ANNOTATION, Eip
 from app.core.interfaces import parse_interface
 from app.core.rules import special_kind
 from app.core.verdict import WARNING_LIMIT, clean_warning
-from app.sources.files import InputError, gc_paused
+from app.sources.files import InputError, _json_document, gc_paused
 
 OCTETS = st.one_of(
     st.integers(0, 300).map(str),
@@ -440,3 +442,25 @@ def test_gc_paused_restores_the_collector_as_it_found_it() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+# JSON as Kubernetes and people write it: every value type, big ints, any text (escaped
+# to ASCII or not, so surrogate pairs and raw UTF-8 both occur), repeated keys.
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**100), 2**100)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+@given(JSON_VALUES, st.booleans())
+def test_json_snapshots_read_as_json_loads_reads_them(value: Any, ascii_only: bool) -> None:
+    """jiter, now the .json reader, against json.loads, its reader before."""
+    text = json.dumps(value, ensure_ascii=ascii_only)
+    assert _json_document(Path("x.json"), text.encode()) == json.loads(text)
