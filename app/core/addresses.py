@@ -136,6 +136,20 @@ def parse_key(text: str) -> int:
     return key if key is not None else ip_key(parse_ip(text))
 
 
+def key_or_none(text: str) -> int | None:
+    """:func:`parse_key`, or None for text that is no IP: no exception (and no message) for
+    what quiet callers skip, such as a node's Hostname (10,000 nodes)."""
+    key = _common_key(text)
+    if key is not None:
+        return key
+    if _ADDRESS_CHARS.fullmatch(text) is None:  # no IP has other characters (parse_ip)
+        return None
+    try:
+        return ip_key(parse_ip(text))
+    except AddressError:
+        return None
+
+
 LOOPBACK, LINK_LOCAL = "a loopback address", "a link-local address"
 
 

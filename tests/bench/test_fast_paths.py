@@ -27,6 +27,7 @@ from app.core.addresses import (
     Span,
     ip_key,
     is_loopback_or_link_local,
+    key_or_none,
     parse_cidr,
     parse_eip_address,
     parse_ip,
@@ -36,7 +37,9 @@ from app.core.addresses import (
     parse_range,
 )
 from app.core.eips import ALLOW_RULES_ANNOTATION, DEFAULT_EIP_ANNOTATION, Eip
+from app.core.facts import FactKind
 from app.core.interfaces import parse_interface
+from app.core.inventory import Inventory, Options, assemble, build, extract
 from app.core.rules import special_kind
 from app.core.verdict import WARNING_LIMIT, clean_warning
 from app.sources.files import InputError, _json_document, gc_paused
@@ -190,9 +193,7 @@ def test_point_index_answers_as_a_dict_of_lists(
 
 def test_node_subnet_names_are_what_the_rule_listed_per_request() -> None:
     """The precomputed list equals the one can-reach-unknown-subnet used to build per request."""
-    from app.core.facts import FactKind  # noqa: PLC0415 (only this test needs them)
-    from app.core.inventory import build  # noqa: PLC0415
-    from bench import synth  # noqa: PLC0415
+    from bench import synth  # noqa: PLC0415 (only this test needs it)
 
     inventory = build(synth.cluster(synth.Shape("two", nodes=250, eips=20, services=20)))
     index = inventory.spans[FactKind.NODE_SUBNET]
@@ -286,6 +287,12 @@ def test_parse_ip_reads_as_the_old_parser(text: str) -> None:
 @given(ADDRESS_TEXT)
 def test_parse_key_is_the_key_of_the_old_parser(text: str) -> None:
     assert outcome(parse_key, text) == outcome(lambda t: ip_key(old_parse_ip(t)), text)
+
+
+@given(st.one_of(ADDRESS_TEXT, st.text(max_size=12), st.from_regex(r"[a-z0-9.-]{1,20}")))
+def test_key_or_none_is_parse_key_without_the_exception(text: str) -> None:
+    expected = outcome(parse_key, text)
+    assert key_or_none(text) == (None if isinstance(expected, str) else expected)
 
 
 @given(st.one_of(st.tuples(ADDRESS_TEXT, ADDRESS_TEXT).map("-".join), SMALL_ALPHABET))
@@ -464,3 +471,115 @@ def test_json_snapshots_read_as_json_loads_reads_them(value: Any, ascii_only: bo
     """jiter, now the .json reader, against json.loads, its reader before."""
     text = json.dumps(value, ensure_ascii=ascii_only)
     assert _json_document(Path("x.json"), text.encode()) == json.loads(text)
+
+
+def inventory_contents(inventory: Inventory) -> dict[str, object]:
+    """Everything an inventory holds, indexes by their contents (they compare by identity)."""
+
+    def points(index: PointIndex[Any]) -> object:
+        return index._keys, index._items, len(index)
+
+    def spans(index: IntervalIndex[Any]) -> object:
+        return index._firsts, index._lasts, index._items, len(index)
+
+    return {
+        "eips": dict(inventory.eips),
+        "eip_pools": spans(inventory.eip_pools),
+        "can_reach_ips": points(inventory.can_reach_ips),
+        "default_eips": inventory.default_eips,
+        "points": {k: points(v) for k, v in inventory.points.items()},
+        "spans": {k: spans(v) for k, v in inventory.spans.items()},
+        "notes": inventory.notes,
+        "gaps": inventory.gaps,
+        "node_subnet_names": dict(inventory.node_subnet_names),
+    }
+
+
+def resolve_some(name: str) -> list[str]:
+    if name.startswith("down"):
+        raise OSError("no such host")
+    return ["192.0.2.7", "2001:db8::7", "not an IP"] if "." in name else []
+
+
+# Values where addresses go: IPs and CIDRs of both families, near misses, names, and values
+# of the wrong type (a field of the wrong type reads as empty).
+STRINGS = st.one_of(
+    ADDRESS_TEXT,
+    st.tuples(ADDRESS_TEXT, st.integers(0, 130)).map("{0[0]}/{0[1]}".format),
+    st.sampled_from(["node-1", "down.example", "vip.example", "None", "0.0.0.0", "beef", ""]),
+    st.sampled_from(["10.0.0.1/32", "2001:db8::1/128", "10.0.0.1-10.0.0.1", "10.0.0.0/24"]),
+)
+VALUES = st.one_of(STRINGS, st.sampled_from([None, 7, ["10.0.0.1"], {"ip": "10.0.0.1"}]))
+TEXTS = st.one_of(VALUES, st.lists(STRINGS, max_size=3).map(",".join))
+
+
+@st.composite
+def odd_objects(draw: st.DrawFn) -> dict[str, Any]:
+    """One object of a kind that carries facts, every field the extractors read maybe set."""
+    kind = draw(
+        st.sampled_from(["Node", "Service", "ServiceCIDR", "Pod", "DaemonSet", "ConfigMap"])
+    )
+
+    def some(values: st.SearchStrategy[Any]) -> list[Any]:
+        return draw(st.lists(values, max_size=3))
+
+    annotations = {
+        key: draw(TEXTS)
+        for key in [
+            "flannel.alpha.coreos.com/public-ip",
+            "projectcalico.org/IPv4Address",
+            "projectcalico.org/IPv6Address",
+            "kube-vip.io/loadbalancerIPs",
+            "eip.openelb.kubesphere.io/v1alpha1",
+        ]
+        if draw(st.booleans())
+    }
+    if draw(st.booleans()):
+        report = {"interfaces": [{"addresses": some(VALUES)}], "gateways": some(VALUES)}
+        annotations["eip-guard.io/network"] = draw(st.sampled_from([json.dumps(report), "{"]))
+    name = draw(st.sampled_from(["a", "b"]))
+    env = [
+        {"name": draw(st.sampled_from(["address", "vip_address", "other"])), "value": draw(TEXTS)},
+        {"name": "address", "valueFrom": {"configMapKeyRef": {"name": "kv", "key": "k"}}},
+    ]
+    container = {"name": "kv", "image": "ghcr.io/kube-vip/kube-vip", "env": env}
+    pod_spec = {"containers": [container]}
+    addresses = [{"type": t, "address": draw(VALUES)} for t in ("InternalIP", "Hostname")]
+    return {
+        "kind": kind,
+        "metadata": {"name": name, "namespace": "kube-system", "annotations": annotations},
+        "spec": {
+            "podCIDRs": some(VALUES),
+            "podCIDR": draw(VALUES),
+            "clusterIP": draw(VALUES),
+            "clusterIPs": some(VALUES),
+            "externalIPs": some(VALUES),
+            "loadBalancerIP": draw(VALUES),
+            "cidrs": some(VALUES),
+            "template": {"spec": pod_spec},
+            **pod_spec,
+        },
+        "status": {
+            "addresses": addresses,
+            "loadBalancer": {"ingress": [{"ip": v} for v in some(VALUES)]},
+        },
+        "data": {"k": draw(TEXTS), "cidr-a": draw(TEXTS), "range-b": draw(TEXTS)},
+    }
+
+
+@given(st.lists(odd_objects(), max_size=6))
+def test_build_files_what_assemble_files_of_the_extracts(objects: list[dict[str, Any]]) -> None:
+    """build() files facts straight into the indexes; assemble(extract(...)) is the oracle."""
+    options = Options(kube_vip_configmap=("kube-system", "a"))
+    built = build(objects, options, resolve_some)
+    assembled = assemble((extract(o, options) for o in objects), resolve_some)
+    assert inventory_contents(built) == inventory_contents(assembled)
+
+
+def test_build_of_a_synthetic_cluster_is_assemble_of_its_extracts() -> None:
+    from bench import synth  # noqa: PLC0415 (only this test needs it)
+
+    objects = synth.cluster(synth.Shape("mixed", nodes=60, eips=40, services=80))
+    assembled = assemble(extract(o) for o in objects)
+    assert inventory_contents(build(objects)) == inventory_contents(assembled)
+    assert assembled.count(FactKind.NODE_SUBNET) and assembled.count(FactKind.KUBE_VIP_VIP)
