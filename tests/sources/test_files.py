@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 
 import pytest
 
-from app.sources.files import InputError, load_objects
+from app.core.inventory import build
+from app.sources.files import InputError, gc_paused, load_objects
 
 SERVICE = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a", "namespace": "n"}}
 
@@ -78,3 +80,70 @@ def test_a_json_list_and_a_yaml_file_give_the_same_objects(tmp_path: Path) -> No
     (tmp_path / "a.json").write_text(json.dumps({"kind": "List", "items": items}))
     (tmp_path / "b.yaml").write_text(json.dumps({"kind": "List", "items": items}))
     assert load_objects(tmp_path / "a.json") == load_objects(tmp_path / "b.yaml") == items
+
+
+def resolve_nothing(name: str) -> list[str]:
+    raise OSError(f"{name}: no such host")
+
+
+ODD_OBJECTS = [
+    {
+        "kind": "Node",
+        "metadata": {
+            "name": "n1",
+            "annotations": {
+                "eip-guard.io/network": "{not JSON",
+                "projectcalico.org/IPv4Address": "10.0.0.300/24",
+                "flannel.alpha.coreos.com/public-ip": "fe80::1%eth0",
+            },
+        },
+        "spec": {"podCIDRs": ["10.244.0.0/99", "10.244.1.0/24"]},
+        "status": {
+            "addresses": [
+                {"type": "InternalIP", "address": "10.0.0.5 "},
+                {"type": "Hostname", "address": "n1.example"},
+                {"type": "Hostname", "address": "beef::g"},
+            ]
+        },
+    },
+    {
+        "apiVersion": "network.kubesphere.io/v1alpha2",
+        "kind": "Eip",
+        "metadata": {"name": "e1"},
+        "spec": {"address": "10.0.0.9-10.0.0.1", "interface": "can_reach:nope"},
+    },
+    {
+        "kind": "Pod",
+        "metadata": {"name": "kv", "namespace": "kube-system"},
+        "spec": {
+            "containers": [
+                {"name": "kv", "image": "kube-vip", "env": [{"name": "address", "value": "x.test"}]}
+            ]
+        },
+    },
+]
+
+
+@pytest.mark.parametrize("source", ["example", "synthetic", "odd"])
+def test_loading_and_building_make_no_cyclic_garbage(
+    tmp_path: Path, examples: Path, source: str
+) -> None:
+    """`serve --cluster` freezes what start-up made without collecting it first (a
+    collection walked the whole inventory): garbage in cycles would then leak for good."""
+    from bench import synth  # noqa: PLC0415 (only this test needs it)
+
+    if source == "example":
+        path = examples / "cluster.yaml"
+    elif source == "synthetic":
+        path = synth.write_snapshot(
+            synth.Shape("t", nodes=30, eips=20, services=40), tmp_path / "s.json"
+        )
+    else:
+        path = tmp_path / "odd.json"
+        path.write_text(json.dumps({"kind": "List", "items": ODD_OBJECTS}))
+    gc.collect()
+    with gc_paused():
+        inventory = build(load_objects(path), resolve=resolve_nothing)
+        unreachable = gc.collect()
+    assert unreachable == 0
+    assert inventory.eips and (source != "odd" or len(inventory.notes) >= 5)
