@@ -31,16 +31,31 @@ T = TypeVar("T")
 _OCTETS = {str(value): value for value in range(256)}
 
 
+_HEADS: dict[str, int] = {}  # "a.b.c" -> the key of a.b.c.0, for _dotted_quad_key
+_HEADS_KEPT = 4096
+
+
 def _dotted_quad_key(text: str) -> int | None:
-    """The key of a plain IPv4 address in the common form, else None (take the full parser)."""
-    parts = text.split(".")
-    if len(parts) != 4:
-        return None
-    get = _OCTETS.get
-    a, b, c, d = get(parts[0]), get(parts[1]), get(parts[2]), get(parts[3])
-    if a is None or b is None or c is None or d is None:
-        return None
-    return a << 24 | b << 16 | c << 8 | d
+    """The key of a plain IPv4 address in the common form, else None (take the full parser).
+
+    Addresses repeat their first three octets (a rack, a Service range), so those are read
+    once and kept (a few thousand at most): half the cost of reading four octets each time.
+    """
+    head, _, last = text.rpartition(".")
+    base = _HEADS.get(head)
+    if base is None:
+        parts = head.split(".")
+        if len(parts) != 3:
+            return None
+        get = _OCTETS.get
+        a, b, c = get(parts[0]), get(parts[1]), get(parts[2])
+        if a is None or b is None or c is None:
+            return None
+        if len(_HEADS) >= _HEADS_KEPT:
+            _HEADS.clear()
+        base = _HEADS[head] = a << 24 | b << 16 | c << 8
+    d = _OCTETS.get(last)
+    return None if d is None else base | d
 
 
 _GROUPS = r"(?:[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{1,4})*)?"  # hex groups of 1-4 digits
@@ -244,14 +259,19 @@ def parse_cidr(text: str) -> Span:
     return _key_and_cidr(text)[1]
 
 
+_PREFIXES = {str(length): length for length in range(129)}  # decimal, no leading zero
+
+
 def _key_and_cidr(text: str) -> tuple[int, Span]:
     ip_text, _, prefix_text = text.partition("/")
     key = parse_key(ip_text)
-    if not (prefix_text.isascii() and prefix_text.isdigit()):  # "" too
-        raise AddressError(f"{text!r} needs a decimal prefix length after '/'")
-    if len(prefix_text) > 1 and prefix_text[0] == "0":
-        raise AddressError(f"{text!r} has a prefix length with a leading zero")
-    prefix = int(prefix_text)
+    prefix = _PREFIXES.get(prefix_text)
+    if prefix is None:
+        if not (prefix_text.isascii() and prefix_text.isdigit()):  # "" too
+            raise AddressError(f"{text!r} needs a decimal prefix length after '/'")
+        if len(prefix_text) > 1 and prefix_text[0] == "0":
+            raise AddressError(f"{text!r} has a prefix length with a leading zero")
+        prefix = int(prefix_text)
     offset, max_prefixlen = (0, 32) if key < V6_OFFSET else (V6_OFFSET, 128)
     if prefix > max_prefixlen:
         raise AddressError(f"{text!r} has a prefix longer than {max_prefixlen}")

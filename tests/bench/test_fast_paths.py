@@ -583,3 +583,11 @@ def test_build_of_a_synthetic_cluster_is_assemble_of_its_extracts() -> None:
     assembled = assemble(extract(o) for o in objects)
     assert inventory_contents(build(objects)) == inventory_contents(assembled)
     assert assembled.count(FactKind.NODE_SUBNET) and assembled.count(FactKind.KUBE_VIP_VIP)
+
+
+def test_dotted_quads_past_the_kept_heads_still_read_as_the_stdlib() -> None:
+    """_dotted_quad_key keeps the first three octets of a few thousand addresses, then
+    starts over: reading more distinct ones than that must not change an answer."""
+    texts = [f"{i >> 8 & 255}.{i & 255}.{i % 7}.{i % 256}" for i in range(0, 3 * 4096, 1)]
+    assert [attempt(t) for t in texts] == [reference_ip(t) for t in texts]
+    assert attempt("1.2.3.04") is None and attempt("1.2.3.4") == ipaddress.IPv4Address("1.2.3.4")
