@@ -107,7 +107,14 @@ def _objects(doc: Any, path: Path) -> list[Mapping[str, Any]]:
     if not _is_list(doc, path):
         return [doc]
     found: list[Mapping[str, Any]] = []
+    append = found.append
     for item in doc["items"]:
+        # The usual item, a dict with a kind that is no List, without the call (160,000).
+        if type(item) is dict:
+            kind = item.get("kind")
+            if type(kind) is str and kind and not kind.endswith("List"):
+                append(item)
+                continue
         if item is None:
             continue
         if _is_list(item, path):
