@@ -30,7 +30,7 @@ from app.core.addresses import (
     parse_key,
     parse_key_with_prefix,
 )
-from app.core.eips import Eip, is_eip, own
+from app.core.eips import Eip, is_eip, own, shared
 from app.core.facts import Fact, FactKind, Source
 from app.core.fields import as_list, as_mapping, as_str
 from app.core.interfaces import CanReach
@@ -44,6 +44,10 @@ KUBE_VIP_ENV = ("address", "vip_address")
 _NODE_REPORT_FIELD = sys.intern(f"annotation {NODE_REPORT_ANNOTATION}")
 _KUBE_VIP_LB_FIELD = sys.intern(f"annotation {KUBE_VIP_LB_ANNOTATION}")
 _OPENELB_IP_FIELD = sys.intern(f"annotation {OPENELB_IP_ANNOTATION}")
+_ADDRESS_FIELDS = {t: sys.intern(f"status.addresses {t}") for t in ("InternalIP", "ExternalIP")}
+_HOSTNAME_FIELD = sys.intern("status.addresses Hostname")
+_FLANNEL_FIELD = sys.intern(f"annotation {FLANNEL_ANNOTATION}")
+_CALICO_FIELDS = tuple((key, sys.intern(f"annotation {key}")) for key in CALICO_ANNOTATIONS)
 
 Resolver = Callable[[str], list[str]]
 """Resolves a DNS name to IP strings; raises OSError (or returns []) when it cannot."""
@@ -81,7 +85,7 @@ _new = tuple.__new__  # Span, Fact and Source without their Python-level __new__
 def _source(obj: Mapping[str, Any], kind: str, fld: str) -> Source:
     meta = as_mapping(obj.get("metadata"))
     # Interned: 200,000 facts share a handful of kinds, namespaces and field names.
-    namespace = sys.intern(own(as_str(meta.get("namespace"))))
+    namespace = shared(as_str(meta.get("namespace")))
     name = own(as_str(meta.get("name")))
     return _new(Source, (sys.intern(kind), namespace, name, sys.intern(fld)))
 
@@ -189,23 +193,30 @@ class _Filer(_Builder):
 
 
 def _node(b: _Builder, options: Options) -> None:
+    # Field names are constants (a Source per field is shared by identity), and the usual
+    # types (dict, list) are tested inline, not by a call each: 10,000 nodes, 12 facts each.
     obj = b.obj
-    status, spec = as_mapping(obj.get("status")), as_mapping(obj.get("spec"))
-    annotations = as_mapping(as_mapping(obj.get("metadata")).get("annotations"))
-    for addr in map(as_mapping, as_list(status.get("addresses"))):
-        addr_type, value = as_str(addr.get("type")), as_str(addr.get("address"))
-        if addr_type in ("InternalIP", "ExternalIP"):
-            b.add(FactKind.NODE_IP, value, f"status.addresses {addr_type}")
+    status, spec, meta = obj.get("status"), obj.get("spec"), obj.get("metadata")
+    status = status if type(status) is dict else as_mapping(status)
+    spec = spec if type(spec) is dict else as_mapping(spec)
+    meta = meta if type(meta) is dict else as_mapping(meta)
+    annotations = as_mapping(meta.get("annotations"))
+    for item in as_list(status.get("addresses")):
+        addr = item if type(item) is dict else as_mapping(item)
+        addr_type = addr.get("type")
+        if addr_type in ("InternalIP", "ExternalIP"):  # a tuple: a type may be unhashable
+            b.add(FactKind.NODE_IP, addr.get("address"), _ADDRESS_FIELDS[addr_type])
         elif addr_type == "Hostname":  # a hostname is only a fact when it is an IP
-            b.add(FactKind.NODE_IP, value, "status.addresses Hostname", quiet=True)
+            b.add(FactKind.NODE_IP, addr.get("address"), _HOSTNAME_FIELD, quiet=True)
     cidrs = as_list(spec.get("podCIDRs")) or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
     for cidr in cidrs:
         b.add(FactKind.POD_CIDR, cidr, "spec.podCIDRs")
+    if not annotations:
+        return
     if FLANNEL_ANNOTATION in annotations:
-        b.add(FactKind.NODE_IP, annotations[FLANNEL_ANNOTATION], f"annotation {FLANNEL_ANNOTATION}")
-    for key in CALICO_ANNOTATIONS:
+        b.add(FactKind.NODE_IP, annotations[FLANNEL_ANNOTATION], _FLANNEL_FIELD)
+    for key, fld in _CALICO_FIELDS:
         if key in annotations:
-            fld = f"annotation {key}"
             try:
                 ip, subnet = parse_key_with_prefix(as_str(annotations[key]))
             except AddressError as exc:
@@ -225,27 +236,33 @@ def _node_report(b: _Builder, text: Any) -> None:
     except ValueError:
         b.notes.append(f"{_source(b.obj, 'Node', fld)}: ignored: not JSON")
         return
+    source = b.source(fld)
     for nic in as_list(report.get("interfaces")):
         for addr in as_list(as_mapping(nic).get("addresses")):
             try:
                 ip, subnet = parse_key_with_prefix(as_str(addr))
             except AddressError:
                 continue
-            b.point(FactKind.NODE_IP, ip, b.source(fld))
+            b.point(FactKind.NODE_IP, ip, source)
             if subnet.first != subnet.last and not is_loopback_or_link_local(ip):
-                b.add_span(FactKind.NODE_SUBNET, subnet, fld)
+                b.fact(FactKind.NODE_SUBNET, subnet, source)
     for gateway in as_list(report.get("gateways")):
         b.add(FactKind.NODE_GATEWAY, gateway, fld, quiet=True)
 
 
 def _service(b: _Builder, options: Options) -> None:
+    # The usual types (dict, list) are tested inline, not by a call each: 100,000 Services.
     obj = b.obj
-    spec = as_mapping(obj.get("spec"))
-    cluster_ips = as_list(spec.get("clusterIPs")) or [spec.get("clusterIP")]
+    spec = obj.get("spec")
+    if type(spec) is not dict:
+        spec = as_mapping(spec)
+    cluster_ips = spec.get("clusterIPs")
+    if not isinstance(cluster_ips, list) or not cluster_ips:
+        cluster_ips = [spec.get("clusterIP")]
     for ip in cluster_ips:
         if ip and ip != "None":  # headless Services have no IP
             b.add(FactKind.SERVICE_IP, ip, "spec.clusterIPs")
-    # Most Services have none of the rest: test before iterating (100,000 Services).
+    # Most Services have none of the rest: test before iterating.
     external_ips = spec.get("externalIPs")
     if external_ips:
         for ip in as_list(external_ips):
@@ -254,15 +271,22 @@ def _service(b: _Builder, options: Options) -> None:
         b.add(FactKind.SERVICE_IP, spec["loadBalancerIP"], "spec.loadBalancerIP")
     status = obj.get("status")
     if status:
-        for ingress in as_list(as_mapping(as_mapping(status).get("loadBalancer")).get("ingress")):
-            if as_mapping(ingress).get("ip"):
-                b.add(FactKind.SERVICE_IP, ingress["ip"], "status.loadBalancer.ingress.ip")
-    annotations = as_mapping(as_mapping(obj.get("metadata")).get("annotations"))
+        balancer = as_mapping(status).get("loadBalancer")
+        if balancer:
+            for item in as_list(as_mapping(balancer).get("ingress")):
+                ingress = item if type(item) is dict else as_mapping(item)
+                if ingress.get("ip"):
+                    b.add(FactKind.SERVICE_IP, ingress["ip"], "status.loadBalancer.ingress.ip")
+    meta = obj.get("metadata")
+    annotations = (meta if type(meta) is dict else as_mapping(meta)).get("annotations")
     if annotations:
-        for part in as_str(annotations.get(KUBE_VIP_LB_ANNOTATION)).split(","):
-            ip = part.strip()
-            if ip and ip != "0.0.0.0":  # 0.0.0.0 asks kube-vip for DHCP: no address yet
-                b.add(FactKind.SERVICE_IP, ip, _KUBE_VIP_LB_FIELD)
+        annotations = as_mapping(annotations)
+        vips = annotations.get(KUBE_VIP_LB_ANNOTATION)
+        if vips:
+            for part in as_str(vips).split(","):
+                ip = part.strip()
+                if ip and ip != "0.0.0.0":  # 0.0.0.0 asks kube-vip for DHCP: no address yet
+                    b.add(FactKind.SERVICE_IP, ip, _KUBE_VIP_LB_FIELD)
         if annotations.get(OPENELB_IP_ANNOTATION):
             b.add(FactKind.SERVICE_IP, annotations[OPENELB_IP_ANNOTATION], _OPENELB_IP_FIELD)
 
@@ -518,7 +542,7 @@ class _Filing:
         self.file(more)
         eips = self.eips
         points = {
-            k: PointIndex(zip(keys, self.point_sources[k], strict=True))
+            k: PointIndex.of_columns(keys, self.point_sources[k])
             for k, keys in self.point_keys.items()
             if keys
         }

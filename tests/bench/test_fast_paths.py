@@ -36,7 +36,7 @@ from app.core.addresses import (
     parse_key_with_prefix,
     parse_range,
 )
-from app.core.eips import ALLOW_RULES_ANNOTATION, DEFAULT_EIP_ANNOTATION, Eip
+from app.core.eips import ALLOW_RULES_ANNOTATION, DEFAULT_EIP_ANNOTATION, Eip, shared
 from app.core.facts import FactKind
 from app.core.interfaces import parse_interface
 from app.core.inventory import Inventory, Options, assemble, build, extract
@@ -189,6 +189,13 @@ def test_point_index_answers_as_a_dict_of_lists(
     assert list(index.within(Span(lo, hi))) == expected
     after = [k for k in sorted(by_key) if k >= key]
     assert index.next_at_or_after(key) == (after[0] if after else None)
+
+
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers()), max_size=40))
+def test_point_index_of_columns_is_the_index_of_the_pairs(pairs: list[tuple[int, int]]) -> None:
+    index = PointIndex(pairs)
+    columns = PointIndex.of_columns([k for k, _ in pairs], [item for _, item in pairs])
+    assert (columns._keys, columns._items, len(columns)) == (index._keys, index._items, len(index))
 
 
 def test_node_subnet_names_are_what_the_rule_listed_per_request() -> None:
@@ -591,3 +598,14 @@ def test_dotted_quads_past_the_kept_heads_still_read_as_the_stdlib() -> None:
     texts = [f"{i >> 8 & 255}.{i & 255}.{i % 7}.{i % 256}" for i in range(0, 3 * 4096, 1)]
     assert [attempt(t) for t in texts] == [reference_ip(t) for t in texts]
     assert attempt("1.2.3.04") is None and attempt("1.2.3.4") == ipaddress.IPv4Address("1.2.3.4")
+
+
+def test_shared_copies_are_private_interned_and_survive_starting_over() -> None:
+    """eips.shared: the copy must not be the parsed string (its page would stay resident),
+    equal strings share one copy, and the table starting over changes no value."""
+    parsed = "".join(["can_reach:", "10.0.0.1"])  # a fresh string, as a parser makes
+    copy = shared(parsed)
+    assert copy == parsed and copy is not parsed and shared("can_reach:10.0.0.1") is copy
+    texts = [f"ns-{i}" for i in range(3 * 4096)]
+    assert [shared(t) for t in texts] == texts
+    assert all(shared(t) is not t for t in texts[-10:])
