@@ -130,6 +130,13 @@ def key_ip(key: int) -> IP:
     return ipaddress.IPv6Address(key - V6_OFFSET)
 
 
+def key_text(key: int) -> str:
+    """``str(key_ip(key))``; IPv4 without an ipaddress object (a denial names several IPs)."""
+    if key < V6_OFFSET:
+        return f"{key >> 24}.{key >> 16 & 255}.{key >> 8 & 255}.{key & 255}"
+    return str(ipaddress.IPv6Address(key - V6_OFFSET))
+
+
 def parse_key(text: str) -> int:
     """``ip_key(parse_ip(text))``, without making an ipaddress object in the common forms."""
     key = _common_key(text)
@@ -211,10 +218,10 @@ class Span(NamedTuple):
 
     def __str__(self) -> str:
         if self.prefix is not None:
-            return f"{self.first_ip}/{self.prefix}"
+            return f"{key_text(self.first)}/{self.prefix}"
         if self.first == self.last:
-            return str(self.first_ip)
-        return f"{self.first_ip}-{self.last_ip}"
+            return key_text(self.first)
+        return f"{key_text(self.first)}-{key_text(self.last)}"
 
     @classmethod
     def of_ip(cls, ip: IP) -> Span:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import cast
+from typing import NamedTuple, cast
 
-from app.core.addresses import IP, Span, ip_key, key_ip, special_kind_of_key
+from app.core.addresses import IP, V6_OFFSET, Span, ip_key, key_text, special_kind_of_key
 from app.core.eips import ALLOW_RULES_ANNOTATION, DEFAULT_EIP_ANNOTATION, Eip
 from app.core.facts import Fact, FactKind
 from app.core.interfaces import BadInterface, CanReach, NoInterface
@@ -59,19 +59,21 @@ LO_TRAP_SENTENCE = LO_TRAP[0].upper() + LO_TRAP[1:] + "."
 INTERFACE = "spec.interface"
 ADDRESS = "spec.address"
 DEFAULT_POLICY = Policy()
+ALLOWED = Verdict(True)
 MAX_NAMED = 3  # conflicting objects named in one message; the rest are counted
 
 
 # --- can_reach conflicts: shared by the rules and by the suggestion search ------------
 
-_CAN_REACH_FACTS: tuple[tuple[str, FactKind], ...] = (
-    ("can-reach-node-ip", FactKind.NODE_IP),
-    ("can-reach-kube-vip", FactKind.KUBE_VIP_VIP),
-    ("can-reach-kube-vip", FactKind.KUBE_VIP_POOL),
-    ("can-reach-service-ip", FactKind.SERVICE_IP),
-    ("can-reach-service-ip", FactKind.SERVICE_CIDR),
-    ("can-reach-pod-cidr", FactKind.POD_CIDR),
-)
+_RULE_OF_KIND: dict[FactKind, str] = {  # in the order denials list them
+    FactKind.NODE_IP: "can-reach-node-ip",
+    FactKind.KUBE_VIP_VIP: "can-reach-kube-vip",
+    FactKind.KUBE_VIP_POOL: "can-reach-kube-vip",
+    FactKind.SERVICE_IP: "can-reach-service-ip",
+    FactKind.SERVICE_CIDR: "can-reach-service-ip",
+    FactKind.POD_CIDR: "can-reach-pod-cidr",
+}
+_CLAIM_KINDS = tuple(_RULE_OF_KIND)
 
 _WHY_BOUND = {
     FactKind.NODE_IP: "the node binds it",
@@ -124,9 +126,8 @@ def _is_taken(key: int, candidate: Eip | None, inventory: Inventory) -> int | No
     for pool in pools:
         assert pool.address is not None
         last = max(last or key, pool.address.last)
-    for _, kind in _CAN_REACH_FACTS:
-        for fact in inventory.matching(kind, key):
-            last = max(last or key, fact.span.last)
+    for fact in inventory.matching_any(_CLAIM_KINDS, key):
+        last = max(last or key, fact.span.last)
     return last
 
 
@@ -164,7 +165,7 @@ def _free_in_inventory(subnet: Span, inventory: Inventory) -> tuple[tuple[int, s
     found = inventory.memo.get(memo_key)
     if found is None:
         keys = islice(_free_keys(subnet, None, inventory), CACHED_FREE_KEYS)
-        found = inventory.memo[memo_key] = tuple((key, str(key_ip(key))) for key in keys)
+        found = inventory.memo[memo_key] = tuple((key, key_text(key)) for key in keys)
     return cast(tuple[tuple[int, str], ...], found)
 
 
@@ -197,7 +198,7 @@ def suggest(candidate: Eip, near: int | None, inventory: Inventory) -> str | Non
         # Rare: the candidate's own pool covers every cached address; search past it.
         past = next(_free_keys(subnet.span, candidate, inventory), None)
         if past is not None:
-            return str(key_ip(past))
+            return key_text(past)
     return None
 
 
@@ -214,8 +215,7 @@ def _advice(candidate: Eip, key: int | None, inventory: Inventory) -> str:
 # --- the rules ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Review:
+class Review(NamedTuple):
     candidate: Eip
     old: Eip | None
     inventory: Inventory
@@ -239,9 +239,8 @@ def _can_reach_rules(r: Review) -> Iterator[Violation]:
         return
     if not isinstance(spec, CanReach):
         return
-    key = Span.of_ip(spec.ip).first
-    kind = special_kind(spec.ip)
-    ip = str(spec.ip)  # formatted once: a denial names it in every reason
+    key, ip = spec.key, spec.text
+    kind = special_kind_of_key(key)
     if kind is not None:
         yield Violation(
             "can-reach-special",
@@ -253,8 +252,11 @@ def _can_reach_rules(r: Review) -> Iterator[Violation]:
             advisory,
         )
         return
-    found: dict[str, list[str]] = {}
     pools = _pools_containing(key, eip, r.inventory)
+    facts = r.inventory.matching_any(_CLAIM_KINDS, key)
+    if not pools and not facts:
+        return
+    found: dict[str, list[str]] = {}
     if pools:
         found["can-reach-in-eip"] = [
             f"{ip} lies in Eip {p.name} ({p.address_text})"
@@ -262,11 +264,9 @@ def _can_reach_rules(r: Review) -> Iterator[Violation]:
             + "; once OpenELB assigns it to a Service, kube-proxy binds it on kube-ipvs0"
             for p in pools
         ]
-    for rule, fact_kind in _CAN_REACH_FACTS:
-        for fact in r.inventory.matching(fact_kind, key):
-            found.setdefault(rule, []).append(f"{_describe(fact, ip)}; {_WHY_BOUND[fact_kind]}")
-    if not found:
-        return
+    for fact in facts:
+        reason = f"{_describe(fact, ip)}; {_WHY_BOUND[fact.kind]}"
+        found.setdefault(_RULE_OF_KIND[fact.kind], []).append(reason)
     advice = _advice(eip, key, r.inventory)
     for rule, reasons in found.items():
         yield Violation(
@@ -282,16 +282,17 @@ def _can_reach_rules(r: Review) -> Iterator[Violation]:
 def _can_reach_unknown_subnet(r: Review) -> Iterator[Violation]:
     """Warn only: node subnets come from reports and annotations, which may be incomplete."""
     eip, spec = r.candidate, r.candidate.interface
-    if not eip.speaks_layer2 or not isinstance(spec, CanReach) or special_kind(spec.ip):
+    if not eip.speaks_layer2 or not isinstance(spec, CanReach):
         return
-    if r.inventory.containing(FactKind.NODE_SUBNET, Span.of_ip(spec.ip).first):
+    key = spec.key
+    if special_kind_of_key(key) or r.inventory.containing(FactKind.NODE_SUBNET, key):
         return
     # Only judged against subnets of the IP's own family: IPv4 reports say nothing of IPv6.
     # Precomputed per inventory: listing 20,000 node subnets per request took 45 ms.
-    known = r.inventory.node_subnet_names.get(spec.ip.version, ())
+    known = r.inventory.node_subnet_names.get(4 if key < V6_OFFSET else 6, ())
     if not known:
         return
-    ip = str(spec.ip)
+    ip = spec.text
     yield Violation(
         "can-reach-unknown-subnet",
         INTERFACE,
@@ -333,7 +334,7 @@ def _address_rules(r: Review) -> Iterator[Violation]:
         if e.name != eip.name and e.speaks_layer2
     ]
     if covered:
-        names = [f"{key_ip(k)}, the can_reach IP of Eip {e.name}" for k, e in covered]
+        names = [f"{key_text(k)}, the can_reach IP of Eip {e.name}" for k, e in covered]
         yield Violation(
             "eip-covers-can-reach",
             ADDRESS,
@@ -418,6 +419,8 @@ def check(
         return Verdict(True)
 
     found = _violations(Review(candidate, old, inventory, operation))
+    if not found and not candidate.allow_rules and not inventory.gaps:
+        return ALLOWED  # the usual answer, with nothing to note: spare the loop below
     # Ratcheting: what the old object already broke, on a field left as it was, only warns.
     before: set[tuple[str, str, str]] = set()
     if old is not None:
@@ -425,7 +428,7 @@ def check(
             (v.rule, v.field, v.value)
             for v in _violations(Review(old, None, inventory, Operation.CREATE))
         }
-    overrides = set(candidate.allow_rules) if policy.allow_overrides else set()
+    overrides = candidate.allow_rules if policy.allow_overrides else ()
     denied: list[Violation] = []
     warned: list[Violation] = []
     notes: list[str] = []
@@ -433,22 +436,23 @@ def check(
         action = policy.action(v.rule)
         if action is Action.OFF:
             continue
-        if action is Action.DENY and v.advisory:
-            action = Action.WARN
-        if action is Action.DENY and (v.rule, v.field, v.value) in before:
-            action = Action.WARN
-        if action is Action.DENY and v.rule in overrides:
-            notes.append(f"eip-guard: {ALLOW_RULES_ANNOTATION} turned {v.rule} into a warning")
-            action = Action.WARN
+        if action is Action.DENY:
+            if v.advisory or (before and (v.rule, v.field, v.value) in before):
+                action = Action.WARN
+            elif v.rule in overrides:
+                notes.append(f"eip-guard: {ALLOW_RULES_ANNOTATION} turned {v.rule} into a warning")
+                action = Action.WARN
         (denied if action is Action.DENY else warned).append(v)
-    unknown = sorted(set(candidate.allow_rules) - RULE_IDS)
-    if unknown:
-        notes.append(f"eip-guard: unknown rule id(s) in {ALLOW_RULES_ANNOTATION}: {unknown}")
-    if candidate.allow_rules and not policy.allow_overrides:
-        notes.append(f"eip-guard: the policy does not allow {ALLOW_RULES_ANNOTATION}")
-    if isinstance(candidate.interface, CanReach) and inventory.gaps:
+    if candidate.allow_rules:
+        unknown = sorted(set(candidate.allow_rules) - RULE_IDS)
+        if unknown:
+            notes.append(f"eip-guard: unknown rule id(s) in {ALLOW_RULES_ANNOTATION}: {unknown}")
+        if not policy.allow_overrides:
+            notes.append(f"eip-guard: the policy does not allow {ALLOW_RULES_ANNOTATION}")
+    if inventory.gaps and isinstance(candidate.interface, CanReach):
         notes.append(f"eip-guard: not checked: {inventory.gaps[0]}")
-    return Verdict(not denied, tuple(denied), tuple(warned), tuple(dict.fromkeys(notes)))
+    unique_notes = tuple(dict.fromkeys(notes)) if notes else ()
+    return Verdict(not denied, tuple(denied), tuple(warned), unique_notes)
 
 
 def audit(inventory: Inventory, policy: Policy = DEFAULT_POLICY) -> dict[str, Verdict]:
