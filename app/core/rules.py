@@ -178,12 +178,12 @@ def _first_subnets(inventory: Inventory) -> tuple[Fact, ...]:
     return cast(tuple[Fact, ...], found)
 
 
-def suggest(candidate: Eip, near: int | None, inventory: Inventory) -> str | None:
+def suggest(candidate: Eip, subnets: Sequence[Fact], inventory: Inventory) -> str | None:
     """A concrete free ``can_reach`` IP: a known gateway first, else a free subnet address.
 
+    ``subnets`` are the node subnets of the IP to replace; with none, the lowest known.
     Free: nothing in the inventory claims it, and it lies outside the candidate's own pool.
     """
-    subnets = inventory.containing(FactKind.NODE_SUBNET, near) if near is not None else ()
     if not subnets:
         subnets = _first_subnets(inventory)
     own = candidate.address
@@ -202,8 +202,8 @@ def suggest(candidate: Eip, near: int | None, inventory: Inventory) -> str | Non
     return None
 
 
-def _advice(candidate: Eip, key: int | None, inventory: Inventory) -> str:
-    free = suggest(candidate, key, inventory)
+def _advice(candidate: Eip, subnets: Sequence[Fact], inventory: Inventory) -> str:
+    free = suggest(candidate, subnets, inventory)
     if free is not None:
         return f"Use an IP that nodes reach but nothing binds, e.g. can_reach:{free}."
     return (
@@ -247,62 +247,55 @@ def _can_reach_rules(r: Review) -> Iterator[Violation]:
             INTERFACE,
             eip.interface_text,
             f"{ip} is {kind}; it never routes to a NIC, so OpenELB's speaker cannot find "
-            f"one. {_advice(eip, None, r.inventory)}",
+            f"one. {_advice(eip, (), r.inventory)}",
             f"{ip} is {kind} and never routes to a NIC",
             advisory,
         )
         return
-    pools = _pools_containing(key, eip, r.inventory)
-    facts = r.inventory.matching_any(_CLAIM_KINDS, key)
-    if not pools and not facts:
+    inventory = r.inventory
+    subnets = inventory.containing(FactKind.NODE_SUBNET, key)
+    advice = ""  # made once, when a message needs it: the search is a fifth of a denial
+    pools = _pools_containing(key, eip, inventory)
+    facts = inventory.matching_any(_CLAIM_KINDS, key)
+    if pools or facts:
+        found: dict[str, list[str]] = {}
+        if pools:
+            found["can-reach-in-eip"] = [
+                f"{ip} lies in Eip {p.name} ({p.address_text})"
+                + (", the Eip under review" if p is eip else "")
+                + "; once OpenELB assigns it to a Service, kube-proxy binds it on kube-ipvs0"
+                for p in pools
+            ]
+        for fact in facts:
+            reason = f"{_describe(fact, ip)}; {_WHY_BOUND[fact.kind]}"
+            found.setdefault(_RULE_OF_KIND[fact.kind], []).append(reason)
+        advice = _advice(eip, subnets, inventory)
+        for rule, reasons in found.items():
+            yield Violation(
+                rule,
+                INTERFACE,
+                eip.interface_text,
+                f"{_named(reasons)}. {LO_TRAP_SENTENCE} {advice}",
+                reasons[0].partition(";")[0],
+                advisory,
+            )
+    if subnets or advisory:
         return
-    found: dict[str, list[str]] = {}
-    if pools:
-        found["can-reach-in-eip"] = [
-            f"{ip} lies in Eip {p.name} ({p.address_text})"
-            + (", the Eip under review" if p is eip else "")
-            + "; once OpenELB assigns it to a Service, kube-proxy binds it on kube-ipvs0"
-            for p in pools
-        ]
-    for fact in facts:
-        reason = f"{_describe(fact, ip)}; {_WHY_BOUND[fact.kind]}"
-        found.setdefault(_RULE_OF_KIND[fact.kind], []).append(reason)
-    advice = _advice(eip, key, r.inventory)
-    for rule, reasons in found.items():
+    # can-reach-unknown-subnet warns only: node subnets come from reports and annotations,
+    # which may be incomplete. Only subnets of the IP's own family count: IPv4 reports say
+    # nothing of IPv6. Precomputed per inventory: listing 20,000 per request took 45 ms.
+    known = inventory.node_subnet_names.get(4 if key < V6_OFFSET else 6, ())
+    if known:
         yield Violation(
-            rule,
+            "can-reach-unknown-subnet",
             INTERFACE,
             eip.interface_text,
-            f"{_named(reasons)}. {LO_TRAP_SENTENCE} {advice}",
-            reasons[0].split(";")[0],
-            advisory,
+            f"{ip} lies in no known node subnet ({_named(known)}), so the speaker follows "
+            "a gateway route and may pick a NIC off the Eip's network. "
+            f"{advice or _advice(eip, subnets, inventory)}",
+            f"{ip} lies in no known node subnet",
+            advisory=True,
         )
-
-
-def _can_reach_unknown_subnet(r: Review) -> Iterator[Violation]:
-    """Warn only: node subnets come from reports and annotations, which may be incomplete."""
-    eip, spec = r.candidate, r.candidate.interface
-    if not eip.speaks_layer2 or not isinstance(spec, CanReach):
-        return
-    key = spec.key
-    if special_kind_of_key(key) or r.inventory.containing(FactKind.NODE_SUBNET, key):
-        return
-    # Only judged against subnets of the IP's own family: IPv4 reports say nothing of IPv6.
-    # Precomputed per inventory: listing 20,000 node subnets per request took 45 ms.
-    known = r.inventory.node_subnet_names.get(4 if key < V6_OFFSET else 6, ())
-    if not known:
-        return
-    ip = spec.text
-    yield Violation(
-        "can-reach-unknown-subnet",
-        INTERFACE,
-        eip.interface_text,
-        f"{ip} lies in no known node subnet ({_named(known)}), so the speaker follows "
-        "a gateway route and may pick a NIC off the Eip's network. "
-        f"{_advice(eip, None, r.inventory)}",
-        f"{ip} lies in no known node subnet",
-        advisory=True,
-    )
 
 
 def _address_rules(r: Review) -> Iterator[Violation]:
@@ -389,7 +382,6 @@ RULE_FUNCTIONS: tuple[Callable[[Review], Iterable[Violation]], ...] = (
     _address_rules,
     _interface_required,
     _can_reach_rules,
-    _can_reach_unknown_subnet,
     _default_unique,
 )
 

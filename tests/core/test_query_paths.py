@@ -60,4 +60,4 @@ NEAR = [ip_key(ipaddress.ip_address(t)) for t in ("10.0.0.5", "10.96.0.10", "10.
 )
 def test_matching_any_is_matching_kind_by_kind(kinds: list[FactKind], key: int) -> None:
     expected = [fact for kind in kinds for fact in INVENTORY.matching(kind, key)]
-    assert INVENTORY.matching_any(kinds, key) == expected
+    assert INVENTORY.matching_any(tuple(kinds), key) == expected
