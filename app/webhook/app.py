@@ -26,7 +26,7 @@ from app.core.sources import InventorySource, Readiness
 from app.core.verdict import Policy
 from app.webhook import responses
 from app.webhook.admission import Decision, decide
-from app.webhook.logs import DECISIONS
+from app.webhook.logs import DECISIONS, line_emitter
 from app.webhook.metrics import Metrics
 from app.webhook.reviews import AdmissionReviewRequest, review_json
 
@@ -35,6 +35,7 @@ VALIDATE_PATH = "/validate-eip"
 JSON = "application/json"
 
 log = logging.getLogger(DECISIONS)
+log_decision = line_emitter(log)
 
 
 class _TooLarge(Exception):
@@ -120,7 +121,7 @@ def create_app(
             fields["warned_by"] = warned
         fields.update(decision.log)
         level = logging.WARNING if decision.log.get("overridden") else logging.INFO
-        log.log(level, "admission decision", extra={"fields": fields})
+        log_decision(level, "admission decision", fields)
 
     async def validate(request: Request) -> Response:
         started = time.perf_counter()
