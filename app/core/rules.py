@@ -60,6 +60,7 @@ INTERFACE = "spec.interface"
 ADDRESS = "spec.address"
 DEFAULT_POLICY = Policy()
 ALLOWED = Verdict(True)
+UNDER_REVIEW = ", the Eip under review"
 MAX_NAMED = 3  # conflicting objects named in one message; the rest are counted
 
 
@@ -89,11 +90,14 @@ def special_kind(ip: IP) -> str | None:
     return special_kind_of_key(ip_key(ip))
 
 
+_KIND_TEXT = {kind: kind.value for kind in FactKind}  # Enum's .value runs Python code
+
+
 def _describe(fact: Fact, ip: str) -> str:
-    where = f"{fact.source.object_ref} ({fact.source.field})"
-    if fact.span.size == 1 and fact.span.prefix is None:
-        return f"{ip} is a {fact.kind.value} of {where}"
-    return f"{ip} lies in {fact.kind.value} {fact.span} of {where}"
+    kind, span, source = fact
+    if span.first == span.last and span.prefix is None:
+        return f"{ip} is a {_KIND_TEXT[kind]} of {source.object_ref} ({source.field})"
+    return f"{ip} lies in {_KIND_TEXT[kind]} {span} of {source.object_ref} ({source.field})"
 
 
 def _named(items: Sequence[str]) -> str:
@@ -261,9 +265,8 @@ def _can_reach_rules(r: Review) -> Iterator[Violation]:
         found: dict[str, list[str]] = {}
         if pools:
             found["can-reach-in-eip"] = [
-                f"{ip} lies in Eip {p.name} ({p.address_text})"
-                + (", the Eip under review" if p is eip else "")
-                + "; once OpenELB assigns it to a Service, kube-proxy binds it on kube-ipvs0"
+                f"{ip} lies in Eip {p.name} ({p.address_text}){UNDER_REVIEW if p is eip else ''}"
+                "; once OpenELB assigns it to a Service, kube-proxy binds it on kube-ipvs0"
                 for p in pools
             ]
         for fact in facts:
