@@ -12,7 +12,6 @@ the live mode hand it whatever source they have. Outcomes, as controller-runtime
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import time
@@ -91,16 +90,10 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.metrics = metrics
-    # One child per label set, looked up once: labels() locks and checks on every call. The
-    # label values come from small fixed sets (operations, verdicts, rule ids).
-    reviews_of = functools.cache(metrics.reviews.labels)
-    rule_hits = functools.cache(metrics.rules.labels)
 
     def record(review: AdmissionReviewRequest, decision: Decision, started: float) -> None:
         elapsed = time.perf_counter() - started
         req = review.request
-        metrics.latency.observe(elapsed)
-        reviews_of(req.operation, decision.outcome).inc()
         fields: dict[str, Any] = {
             "uid": req.uid,
             "name": decision.name,
@@ -113,12 +106,11 @@ def create_app(
         if decision.verdict is not None:
             denied = [v.rule for v in decision.verdict.denied_by]
             warned = [v.rule for v in decision.verdict.warned_by]
-            for rule in denied:
-                rule_hits(rule, "deny").inc()
-            for rule in warned:
-                rule_hits(rule, "warn").inc()
             fields["denied_by"] = denied
             fields["warned_by"] = warned
+            metrics.decisions.record(req.operation, decision.outcome, elapsed, denied, warned)
+        else:
+            metrics.decisions.record(req.operation, decision.outcome, elapsed)
         fields.update(decision.log)
         level = logging.WARNING if decision.log.get("overridden") else logging.INFO
         log_decision(level, "admission decision", fields)
