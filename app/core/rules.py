@@ -357,8 +357,10 @@ def _interface_required(r: Review) -> Iterator[Violation]:
 
 def _default_unique(r: Review) -> Iterator[Violation]:
     eip = r.candidate
+    if not eip.is_default:
+        return
     others = [n for n in r.inventory.default_eips if n != eip.name]
-    if eip.is_default and others:
+    if others:
         yield Violation(
             "default-eip-unique",
             f"metadata.annotations[{DEFAULT_EIP_ANNOTATION}]",
