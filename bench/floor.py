@@ -27,17 +27,19 @@ ANSWER = (
 
 
 def create_floor() -> FastAPI:
+    # Routed as the webhook routes (plain Starlette routes on the FastAPI app): a FastAPI
+    # route's dependency solving would add about 35 us to the floor alone and flatter us.
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
-    @app.post(VALIDATE_PATH)
     async def validate(request: Request) -> Response:
         uid = json.loads(await request.body())["request"]["uid"]
         return Response((ANSWER % json.dumps(uid)).encode(), media_type=JSON)
 
-    @app.get("/readyz")
-    async def readyz() -> Response:
+    async def readyz(_: Request) -> Response:
         return Response(b'{"ready":true}', media_type=JSON)
 
+    app.add_route(VALIDATE_PATH, validate, methods=["POST"])
+    app.add_route("/readyz", readyz, methods=["GET"])
     return app
 
 

@@ -145,6 +145,13 @@ def key_ip(key: int) -> IP:
     return ipaddress.IPv6Address(key - V6_OFFSET)
 
 
+def key_text(key: int) -> str:
+    """``str(key_ip(key))``; IPv4 without an ipaddress object (a denial names several IPs)."""
+    if key < V6_OFFSET:
+        return f"{key >> 24}.{key >> 16 & 255}.{key >> 8 & 255}.{key & 255}"
+    return str(ipaddress.IPv6Address(key - V6_OFFSET))
+
+
 def parse_key(text: str) -> int:
     """``ip_key(parse_ip(text))``, without making an ipaddress object in the common forms."""
     key = _common_key(text)
@@ -240,10 +247,10 @@ class Span(NamedTuple):
 
     def __str__(self) -> str:
         if self.prefix is not None:
-            return f"{self.first_ip}/{self.prefix}"
+            return f"{key_text(self.first)}/{self.prefix}"
         if self.first == self.last:
-            return str(self.first_ip)
-        return f"{self.first_ip}-{self.last_ip}"
+            return key_text(self.first)
+        return f"{key_text(self.first)}-{key_text(self.last)}"
 
     @classmethod
     def of_ip(cls, ip: IP) -> Span:
@@ -318,9 +325,6 @@ def parse_key_with_prefix(text: str) -> tuple[int, Span]:
     return _key_and_cidr(text)
 
 
-EVERYWHERE = Span(0, V6_OFFSET + (1 << 128) - 1)  # both families, end to end
-
-
 class IntervalIndex(Generic[T]):
     """An immutable index of (span, item) pairs answering stabbing and overlap queries.
 
@@ -373,11 +377,19 @@ class IntervalIndex(Generic[T]):
 
     def all(self) -> tuple[T, ...]:
         """Every item, once each, in address order of its first segment."""
-        return tuple(self.overlapping(EVERYWHERE))
+        return tuple(self._each())
 
     def first(self, n: int) -> tuple[T, ...]:
         """``all()[:n]`` without walking the rest (10,000 nodes share few subnets)."""
-        return tuple(islice(self.overlapping(EVERYWHERE), n))
+        return tuple(islice(self._each(), n))
+
+    def _each(self) -> Iterator[T]:
+        seen: set[int] = set()
+        for items in self._items:
+            for item in items:
+                if id(item) not in seen:
+                    seen.add(id(item))
+                    yield item
 
     def containing(self, key: int) -> tuple[T, ...]:
         """Every item whose span contains the address ``key``."""
@@ -386,18 +398,24 @@ class IntervalIndex(Generic[T]):
             return self._items[i]
         return ()
 
-    def overlapping(self, span: Span) -> Iterator[T]:
+    def overlapping(self, span: Span) -> list[T]:
         """Every item whose span shares at least one address with ``span``, once each."""
-        i = max(bisect_right(self._firsts, span.first) - 1, 0)
-        seen: set[int] = set()
         firsts, lasts, items = self._firsts, self._lasts, self._items
-        while i < len(firsts) and firsts[i] <= span.last:
+        # Segments are disjoint and sorted, so the last one starting by span.last ends last
+        # of those: if it ends before span.first, nothing overlaps (every admission review).
+        end = bisect_right(firsts, span.last)
+        if end == 0 or lasts[end - 1] < span.first:
+            return []
+        start = max(bisect_right(firsts, span.first) - 1, 0)
+        found: list[T] = []
+        seen: set[int] = set()
+        for i in range(start, end):
             if lasts[i] >= span.first:
                 for item in items[i]:
                     if id(item) not in seen:
                         seen.add(id(item))
-                        yield item
-            i += 1
+                        found.append(item)
+        return found
 
 
 class PointIndex(Generic[T]):
@@ -439,11 +457,13 @@ class PointIndex(Generic[T]):
             return (self._items[lo],)
         return tuple(self._items[lo : bisect_right(keys, key, lo)])
 
-    def within(self, span: Span) -> Iterator[tuple[int, T]]:
+    def within(self, span: Span) -> list[tuple[int, T]]:
         """Every (key, item) with ``span.first <= key <= span.last``, in address order."""
         lo = bisect_left(self._keys, span.first)
         hi = bisect_right(self._keys, span.last, lo)
-        yield from zip(self._keys[lo:hi], self._items[lo:hi], strict=True)
+        if lo == hi:
+            return []
+        return list(zip(self._keys[lo:hi], self._items[lo:hi], strict=True))
 
     def next_at_or_after(self, key: int) -> int | None:
         """The smallest indexed key ``>= key``, or None."""

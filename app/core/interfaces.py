@@ -7,9 +7,9 @@ other ``x:y`` form is an error to OpenELB, so it is one here. Nothing is trimmed
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from app.core.addresses import IP, AddressError, parse_ip
+from app.core.addresses import IP, AddressError, ip_key, parse_ip
 
 CAN_REACH_PREFIX = "can_reach:"
 
@@ -27,6 +27,13 @@ class NicName:
 @dataclass(frozen=True, slots=True)
 class CanReach:
     ip: IP
+    # Derived once per parsed value (the parser is cached); every verdict reads them.
+    key: int = field(init=False, compare=False, repr=False)
+    text: str = field(init=False, compare=False, repr=False)  # the IP as messages print it
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", ip_key(self.ip))
+        object.__setattr__(self, "text", str(self.ip))
 
     def __str__(self) -> str:
         return f"{CAN_REACH_PREFIX}{self.ip}"

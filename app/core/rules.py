@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import cast
+from typing import NamedTuple, cast
 
-from app.core.addresses import IP, Span, ip_key, key_ip, special_kind_of_key
+from app.core.addresses import IP, V6_OFFSET, Span, ip_key, key_text, special_kind_of_key
 from app.core.eips import ALLOW_RULES_ANNOTATION, DEFAULT_EIP_ANNOTATION, Eip
 from app.core.facts import Fact, FactKind
 from app.core.interfaces import BadInterface, CanReach, NoInterface
@@ -59,19 +59,22 @@ LO_TRAP_SENTENCE = LO_TRAP[0].upper() + LO_TRAP[1:] + "."
 INTERFACE = "spec.interface"
 ADDRESS = "spec.address"
 DEFAULT_POLICY = Policy()
+ALLOWED = Verdict(True)
+UNDER_REVIEW = ", the Eip under review"
 MAX_NAMED = 3  # conflicting objects named in one message; the rest are counted
 
 
 # --- can_reach conflicts: shared by the rules and by the suggestion search ------------
 
-_CAN_REACH_FACTS: tuple[tuple[str, FactKind], ...] = (
-    ("can-reach-node-ip", FactKind.NODE_IP),
-    ("can-reach-kube-vip", FactKind.KUBE_VIP_VIP),
-    ("can-reach-kube-vip", FactKind.KUBE_VIP_POOL),
-    ("can-reach-service-ip", FactKind.SERVICE_IP),
-    ("can-reach-service-ip", FactKind.SERVICE_CIDR),
-    ("can-reach-pod-cidr", FactKind.POD_CIDR),
-)
+_RULE_OF_KIND: dict[FactKind, str] = {  # in the order denials list them
+    FactKind.NODE_IP: "can-reach-node-ip",
+    FactKind.KUBE_VIP_VIP: "can-reach-kube-vip",
+    FactKind.KUBE_VIP_POOL: "can-reach-kube-vip",
+    FactKind.SERVICE_IP: "can-reach-service-ip",
+    FactKind.SERVICE_CIDR: "can-reach-service-ip",
+    FactKind.POD_CIDR: "can-reach-pod-cidr",
+}
+_CLAIM_KINDS = tuple(_RULE_OF_KIND)
 
 _WHY_BOUND = {
     FactKind.NODE_IP: "the node binds it",
@@ -87,11 +90,14 @@ def special_kind(ip: IP) -> str | None:
     return special_kind_of_key(ip_key(ip))
 
 
+_KIND_TEXT = {kind: kind.value for kind in FactKind}  # Enum's .value runs Python code
+
+
 def _describe(fact: Fact, ip: str) -> str:
-    where = f"{fact.source.object_ref} ({fact.source.field})"
-    if fact.span.size == 1 and fact.span.prefix is None:
-        return f"{ip} is a {fact.kind.value} of {where}"
-    return f"{ip} lies in {fact.kind.value} {fact.span} of {where}"
+    kind, span, source = fact
+    if span.first == span.last and span.prefix is None:
+        return f"{ip} is a {_KIND_TEXT[kind]} of {source.object_ref} ({source.field})"
+    return f"{ip} lies in {_KIND_TEXT[kind]} {span} of {source.object_ref} ({source.field})"
 
 
 def _named(items: Sequence[str]) -> str:
@@ -124,9 +130,8 @@ def _is_taken(key: int, candidate: Eip | None, inventory: Inventory) -> int | No
     for pool in pools:
         assert pool.address is not None
         last = max(last or key, pool.address.last)
-    for _, kind in _CAN_REACH_FACTS:
-        for fact in inventory.matching(kind, key):
-            last = max(last or key, fact.span.last)
+    for fact in inventory.matching_any(_CLAIM_KINDS, key):
+        last = max(last or key, fact.span.last)
     return last
 
 
@@ -164,7 +169,7 @@ def _free_in_inventory(subnet: Span, inventory: Inventory) -> tuple[tuple[int, s
     found = inventory.memo.get(memo_key)
     if found is None:
         keys = islice(_free_keys(subnet, None, inventory), CACHED_FREE_KEYS)
-        found = inventory.memo[memo_key] = tuple((key, str(key_ip(key))) for key in keys)
+        found = inventory.memo[memo_key] = tuple((key, key_text(key)) for key in keys)
     return cast(tuple[tuple[int, str], ...], found)
 
 
@@ -177,12 +182,12 @@ def _first_subnets(inventory: Inventory) -> tuple[Fact, ...]:
     return cast(tuple[Fact, ...], found)
 
 
-def suggest(candidate: Eip, near: int | None, inventory: Inventory) -> str | None:
+def suggest(candidate: Eip, subnets: Sequence[Fact], inventory: Inventory) -> str | None:
     """A concrete free ``can_reach`` IP: a known gateway first, else a free subnet address.
 
+    ``subnets`` are the node subnets of the IP to replace; with none, the lowest known.
     Free: nothing in the inventory claims it, and it lies outside the candidate's own pool.
     """
-    subnets = inventory.containing(FactKind.NODE_SUBNET, near) if near is not None else ()
     if not subnets:
         subnets = _first_subnets(inventory)
     own = candidate.address
@@ -197,12 +202,12 @@ def suggest(candidate: Eip, near: int | None, inventory: Inventory) -> str | Non
         # Rare: the candidate's own pool covers every cached address; search past it.
         past = next(_free_keys(subnet.span, candidate, inventory), None)
         if past is not None:
-            return str(key_ip(past))
+            return key_text(past)
     return None
 
 
-def _advice(candidate: Eip, key: int | None, inventory: Inventory) -> str:
-    free = suggest(candidate, key, inventory)
+def _advice(candidate: Eip, subnets: Sequence[Fact], inventory: Inventory) -> str:
+    free = suggest(candidate, subnets, inventory)
     if free is not None:
         return f"Use an IP that nodes reach but nothing binds, e.g. can_reach:{free}."
     return (
@@ -214,8 +219,7 @@ def _advice(candidate: Eip, key: int | None, inventory: Inventory) -> str:
 # --- the rules ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Review:
+class Review(NamedTuple):
     candidate: Eip
     old: Eip | None
     inventory: Inventory
@@ -239,69 +243,62 @@ def _can_reach_rules(r: Review) -> Iterator[Violation]:
         return
     if not isinstance(spec, CanReach):
         return
-    key = Span.of_ip(spec.ip).first
-    kind = special_kind(spec.ip)
-    ip = str(spec.ip)  # formatted once: a denial names it in every reason
+    key, ip = spec.key, spec.text
+    kind = special_kind_of_key(key)
     if kind is not None:
         yield Violation(
             "can-reach-special",
             INTERFACE,
             eip.interface_text,
             f"{ip} is {kind}; it never routes to a NIC, so OpenELB's speaker cannot find "
-            f"one. {_advice(eip, None, r.inventory)}",
+            f"one. {_advice(eip, (), r.inventory)}",
             f"{ip} is {kind} and never routes to a NIC",
             advisory,
         )
         return
-    found: dict[str, list[str]] = {}
-    pools = _pools_containing(key, eip, r.inventory)
-    if pools:
-        found["can-reach-in-eip"] = [
-            f"{ip} lies in Eip {p.name} ({p.address_text})"
-            + (", the Eip under review" if p is eip else "")
-            + "; once OpenELB assigns it to a Service, kube-proxy binds it on kube-ipvs0"
-            for p in pools
-        ]
-    for rule, fact_kind in _CAN_REACH_FACTS:
-        for fact in r.inventory.matching(fact_kind, key):
-            found.setdefault(rule, []).append(f"{_describe(fact, ip)}; {_WHY_BOUND[fact_kind]}")
-    if not found:
+    inventory = r.inventory
+    subnets = inventory.containing(FactKind.NODE_SUBNET, key)
+    advice = ""  # made once, when a message needs it: the search is a fifth of a denial
+    pools = _pools_containing(key, eip, inventory)
+    facts = inventory.matching_any(_CLAIM_KINDS, key)
+    if pools or facts:
+        found: dict[str, list[str]] = {}
+        if pools:
+            found["can-reach-in-eip"] = [
+                f"{ip} lies in Eip {p.name} ({p.address_text}){UNDER_REVIEW if p is eip else ''}"
+                "; once OpenELB assigns it to a Service, kube-proxy binds it on kube-ipvs0"
+                for p in pools
+            ]
+        for fact in facts:
+            reason = f"{_describe(fact, ip)}; {_WHY_BOUND[fact.kind]}"
+            found.setdefault(_RULE_OF_KIND[fact.kind], []).append(reason)
+        advice = _advice(eip, subnets, inventory)
+        for rule, reasons in found.items():
+            yield Violation(
+                rule,
+                INTERFACE,
+                eip.interface_text,
+                f"{_named(reasons)}. {LO_TRAP_SENTENCE} {advice}",
+                reasons[0].partition(";")[0],
+                advisory,
+            )
+    if subnets or advisory:
         return
-    advice = _advice(eip, key, r.inventory)
-    for rule, reasons in found.items():
+    # can-reach-unknown-subnet warns only: node subnets come from reports and annotations,
+    # which may be incomplete. Only subnets of the IP's own family count: IPv4 reports say
+    # nothing of IPv6. Precomputed per inventory: listing 20,000 per request took 45 ms.
+    known = inventory.node_subnet_names.get(4 if key < V6_OFFSET else 6, ())
+    if known:
         yield Violation(
-            rule,
+            "can-reach-unknown-subnet",
             INTERFACE,
             eip.interface_text,
-            f"{_named(reasons)}. {LO_TRAP_SENTENCE} {advice}",
-            reasons[0].split(";")[0],
-            advisory,
+            f"{ip} lies in no known node subnet ({_named(known)}), so the speaker follows "
+            "a gateway route and may pick a NIC off the Eip's network. "
+            f"{advice or _advice(eip, subnets, inventory)}",
+            f"{ip} lies in no known node subnet",
+            advisory=True,
         )
-
-
-def _can_reach_unknown_subnet(r: Review) -> Iterator[Violation]:
-    """Warn only: node subnets come from reports and annotations, which may be incomplete."""
-    eip, spec = r.candidate, r.candidate.interface
-    if not eip.speaks_layer2 or not isinstance(spec, CanReach) or special_kind(spec.ip):
-        return
-    if r.inventory.containing(FactKind.NODE_SUBNET, Span.of_ip(spec.ip).first):
-        return
-    # Only judged against subnets of the IP's own family: IPv4 reports say nothing of IPv6.
-    # Precomputed per inventory: listing 20,000 node subnets per request took 45 ms.
-    known = r.inventory.node_subnet_names.get(spec.ip.version, ())
-    if not known:
-        return
-    ip = str(spec.ip)
-    yield Violation(
-        "can-reach-unknown-subnet",
-        INTERFACE,
-        eip.interface_text,
-        f"{ip} lies in no known node subnet ({_named(known)}), so the speaker follows "
-        "a gateway route and may pick a NIC off the Eip's network. "
-        f"{_advice(eip, None, r.inventory)}",
-        f"{ip} lies in no known node subnet",
-        advisory=True,
-    )
 
 
 def _address_rules(r: Review) -> Iterator[Violation]:
@@ -333,7 +330,7 @@ def _address_rules(r: Review) -> Iterator[Violation]:
         if e.name != eip.name and e.speaks_layer2
     ]
     if covered:
-        names = [f"{key_ip(k)}, the can_reach IP of Eip {e.name}" for k, e in covered]
+        names = [f"{key_text(k)}, the can_reach IP of Eip {e.name}" for k, e in covered]
         yield Violation(
             "eip-covers-can-reach",
             ADDRESS,
@@ -360,8 +357,10 @@ def _interface_required(r: Review) -> Iterator[Violation]:
 
 def _default_unique(r: Review) -> Iterator[Violation]:
     eip = r.candidate
+    if not eip.is_default:
+        return
     others = [n for n in r.inventory.default_eips if n != eip.name]
-    if eip.is_default and others:
+    if others:
         yield Violation(
             "default-eip-unique",
             f"metadata.annotations[{DEFAULT_EIP_ANNOTATION}]",
@@ -388,7 +387,6 @@ RULE_FUNCTIONS: tuple[Callable[[Review], Iterable[Violation]], ...] = (
     _address_rules,
     _interface_required,
     _can_reach_rules,
-    _can_reach_unknown_subnet,
     _default_unique,
 )
 
@@ -418,6 +416,8 @@ def check(
         return Verdict(True)
 
     found = _violations(Review(candidate, old, inventory, operation))
+    if not found and not candidate.allow_rules and not inventory.gaps:
+        return ALLOWED  # the usual answer, with nothing to note: spare the loop below
     # Ratcheting: what the old object already broke, on a field left as it was, only warns.
     before: set[tuple[str, str, str]] = set()
     if old is not None:
@@ -425,7 +425,7 @@ def check(
             (v.rule, v.field, v.value)
             for v in _violations(Review(old, None, inventory, Operation.CREATE))
         }
-    overrides = set(candidate.allow_rules) if policy.allow_overrides else set()
+    overrides = candidate.allow_rules if policy.allow_overrides else ()
     denied: list[Violation] = []
     warned: list[Violation] = []
     notes: list[str] = []
@@ -433,22 +433,23 @@ def check(
         action = policy.action(v.rule)
         if action is Action.OFF:
             continue
-        if action is Action.DENY and v.advisory:
-            action = Action.WARN
-        if action is Action.DENY and (v.rule, v.field, v.value) in before:
-            action = Action.WARN
-        if action is Action.DENY and v.rule in overrides:
-            notes.append(f"eip-guard: {ALLOW_RULES_ANNOTATION} turned {v.rule} into a warning")
-            action = Action.WARN
+        if action is Action.DENY:
+            if v.advisory or (before and (v.rule, v.field, v.value) in before):
+                action = Action.WARN
+            elif v.rule in overrides:
+                notes.append(f"eip-guard: {ALLOW_RULES_ANNOTATION} turned {v.rule} into a warning")
+                action = Action.WARN
         (denied if action is Action.DENY else warned).append(v)
-    unknown = sorted(set(candidate.allow_rules) - RULE_IDS)
-    if unknown:
-        notes.append(f"eip-guard: unknown rule id(s) in {ALLOW_RULES_ANNOTATION}: {unknown}")
-    if candidate.allow_rules and not policy.allow_overrides:
-        notes.append(f"eip-guard: the policy does not allow {ALLOW_RULES_ANNOTATION}")
-    if isinstance(candidate.interface, CanReach) and inventory.gaps:
+    if candidate.allow_rules:
+        unknown = sorted(set(candidate.allow_rules) - RULE_IDS)
+        if unknown:
+            notes.append(f"eip-guard: unknown rule id(s) in {ALLOW_RULES_ANNOTATION}: {unknown}")
+        if not policy.allow_overrides:
+            notes.append(f"eip-guard: the policy does not allow {ALLOW_RULES_ANNOTATION}")
+    if inventory.gaps and isinstance(candidate.interface, CanReach):
         notes.append(f"eip-guard: not checked: {inventory.gaps[0]}")
-    return Verdict(not denied, tuple(denied), tuple(warned), tuple(dict.fromkeys(notes)))
+    unique_notes = tuple(dict.fromkeys(notes)) if notes else ()
+    return Verdict(not denied, tuple(denied), tuple(warned), unique_notes)
 
 
 def audit(inventory: Inventory, policy: Policy = DEFAULT_POLICY) -> dict[str, Verdict]:

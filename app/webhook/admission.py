@@ -8,8 +8,8 @@ holds in memory, runs :func:`app.core.rules.check` and shapes the answer. The HT
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from app.core.eips import ALLOW_RULES_ANNOTATION, Eip, is_eip
 from app.core.rules import check
@@ -19,13 +19,14 @@ from app.webhook import responses
 from app.webhook.reviews import AdmissionRequest, AdmissionResponse
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
+    """What to answer, and what to record of it (a NamedTuple: made once per review)."""
+
     response: AdmissionResponse
     outcome: str  # a metrics.VERDICTS value
     name: str
     verdict: Verdict | None = None
-    log: Mapping[str, Any] = field(default_factory=dict)  # extra fields for the decision line
+    log: Mapping[str, Any] = MappingProxyType({})  # extra fields for the decision line
 
 
 def _kind_of(obj: Mapping[str, Any]) -> str:
@@ -55,8 +56,9 @@ def decide(request: AdmissionRequest, source: InventorySource, policy: Policy) -
         # DELETE needs no cluster facts (only status.used of the Eip going away), so it is
         # answered even before the source is ready.
         verdict = check(candidate, None, source.current(), policy, Operation.DELETE)
-        outcome = "warned" if verdict.warnings else "allowed"
-        return Decision(responses.allowed(uid, verdict.warnings), outcome, name, verdict)
+        warnings = verdict.warnings
+        outcome = "warned" if warnings else "allowed"
+        return Decision(responses.allowed(uid, warnings), outcome, name, verdict)
 
     readiness = source.readiness()
     if not readiness.ready:
@@ -65,7 +67,7 @@ def decide(request: AdmissionRequest, source: InventorySource, policy: Policy) -
 
     old_obj = request.oldObject
     old = Eip.from_object(old_obj) if op == "UPDATE" and old_obj and is_eip(old_obj) else None
-    verdict = check(candidate, old, source.current(), policy, Operation(op))
+    verdict = check(candidate, old, source.current(), policy, Operation[op])
     log: dict[str, Any] = {}
     if candidate.allow_rules:
         # Overrides are audited: who turned which denial into a warning.
@@ -78,5 +80,6 @@ def decide(request: AdmissionRequest, source: InventorySource, policy: Policy) -
         log["annotation"] = ALLOW_RULES_ANNOTATION
     if not verdict.allowed:
         return Decision(responses.denied(uid, name, verdict), "denied", name, verdict, log)
-    outcome = "warned" if verdict.warnings else "allowed"
-    return Decision(responses.allowed(uid, verdict.warnings), outcome, name, verdict, log)
+    warnings = verdict.warnings
+    outcome = "warned" if warnings else "allowed"
+    return Decision(responses.allowed(uid, warnings), outcome, name, verdict, log)

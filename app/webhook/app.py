@@ -12,7 +12,6 @@ the live mode hand it whatever source they have. Outcomes, as controller-runtime
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import time
@@ -26,7 +25,7 @@ from app.core.sources import InventorySource, Readiness
 from app.core.verdict import Policy
 from app.webhook import responses
 from app.webhook.admission import Decision, decide
-from app.webhook.logs import DECISIONS
+from app.webhook.logs import DECISIONS, line_emitter
 from app.webhook.metrics import Metrics
 from app.webhook.reviews import AdmissionReviewRequest, review_json
 
@@ -35,6 +34,7 @@ VALIDATE_PATH = "/validate-eip"
 JSON = "application/json"
 
 log = logging.getLogger(DECISIONS)
+log_decision = line_emitter(log)
 
 
 class _TooLarge(Exception):
@@ -90,16 +90,10 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.metrics = metrics
-    # One child per label set, looked up once: labels() locks and checks on every call. The
-    # label values come from small fixed sets (operations, verdicts, rule ids).
-    reviews_of = functools.cache(metrics.reviews.labels)
-    rule_hits = functools.cache(metrics.rules.labels)
 
     def record(review: AdmissionReviewRequest, decision: Decision, started: float) -> None:
         elapsed = time.perf_counter() - started
         req = review.request
-        metrics.latency.observe(elapsed)
-        reviews_of(req.operation, decision.outcome).inc()
         fields: dict[str, Any] = {
             "uid": req.uid,
             "name": decision.name,
@@ -112,15 +106,14 @@ def create_app(
         if decision.verdict is not None:
             denied = [v.rule for v in decision.verdict.denied_by]
             warned = [v.rule for v in decision.verdict.warned_by]
-            for rule in denied:
-                rule_hits(rule, "deny").inc()
-            for rule in warned:
-                rule_hits(rule, "warn").inc()
             fields["denied_by"] = denied
             fields["warned_by"] = warned
+            metrics.decisions.record(req.operation, decision.outcome, elapsed, denied, warned)
+        else:
+            metrics.decisions.record(req.operation, decision.outcome, elapsed)
         fields.update(decision.log)
         level = logging.WARNING if decision.log.get("overridden") else logging.INFO
-        log.log(level, "admission decision", extra={"fields": fields})
+        log_decision(level, "admission decision", fields)
 
     async def validate(request: Request) -> Response:
         started = time.perf_counter()

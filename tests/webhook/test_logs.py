@@ -15,7 +15,7 @@ from typing import TextIO
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.webhook.logs import JsonFormatter, setup
+from app.webhook.logs import JsonFormatter, line_emitter, setup
 
 
 @contextlib.contextmanager
@@ -110,3 +110,57 @@ def test_timestamps_are_utc_iso_8601_to_the_millisecond(created: float) -> None:
     ts = json.loads(JsonFormatter().format(record))["ts"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", ts)
     assert abs(dt.datetime.fromisoformat(ts).timestamp() - created) < 0.001
+
+
+def _without_ts(line: str) -> dict[str, object]:
+    parsed = json.loads(line)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", parsed.pop("ts"))
+    return dict(parsed)
+
+
+def test_the_direct_line_is_the_line_of_a_record() -> None:
+    out = io.StringIO()
+    fields = {"uid": "u1", "denied_by": ["a"], "ms": 0.5, "odd": object()}
+    with logging_to(out, "eip_guard.test.direct") as logger:
+        emit = line_emitter(logger)
+        logger.warning("decision", extra={"fields": fields})
+        emit(logging.WARNING, "decision", fields)
+        emit(logging.DEBUG, "below the level: no line", fields)
+        logger.setLevel(logging.ERROR)
+        emit(logging.WARNING, "now below the level too", fields)
+    by_record, direct = out.getvalue().splitlines()
+    assert _without_ts(direct) == _without_ts(by_record)
+    assert _without_ts(direct)["level"] == "warning"
+
+
+def test_the_direct_line_is_made_by_the_caller() -> None:
+    out = io.StringIO()
+    witness = _Witness()
+    with logging_to(out, "eip_guard.test.direct_where") as logger:
+        line_emitter(logger)(logging.INFO, "decision", {"w": witness})
+    assert witness.threads == [threading.current_thread().name]
+
+
+class _Keep(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_other_handlers_and_filters_still_get_records() -> None:
+    # A test's caplog or an application's handler sees the record as logger.log made it.
+    out = io.StringIO()
+    with logging_to(out, "eip_guard.test.shared") as logger:
+        emit = line_emitter(logger)
+        keep = _Keep()
+        logger.addHandler(keep)
+        emit(logging.INFO, "decision", {"uid": "u1"})
+        logger.removeHandler(keep)
+        logger.addFilter(lambda record: getattr(record, "fields", {}).get("uid") != "hidden")
+        emit(logging.INFO, "decision", {"uid": "hidden"})
+        emit(logging.INFO, "decision", {"uid": "u2"})
+    assert [r.fields for r in keep.records] == [{"uid": "u1"}]  # type: ignore[attr-defined]
+    assert [json.loads(line)["uid"] for line in out.getvalue().splitlines()] == ["u1", "u2"]
