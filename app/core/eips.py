@@ -28,14 +28,17 @@ def is_eip(obj: Mapping[str, Any]) -> bool:
 
 _SHARED: dict[str, str] = {}
 _SHARED_KEPT = 4096
+_SHARED_LENGTH = 128
 
 
 def shared(text: str) -> str:
-    """``own(text)``, interned, for strings that many objects repeat (a namespace, an Eip's
-    protocol or interface): once known, one lookup instead of a copy each time. A few
-    thousand are kept, then the table starts over."""
+    """``own(text)`` for strings that many objects repeat (a namespace, an Eip's protocol or
+    interface): interned and kept, so once known it is one lookup instead of a copy. Only
+    short ones, a few thousand, then the table starts over (reviews bring values too)."""
     found = _SHARED.get(text)
     if found is None:
+        if len(text) > _SHARED_LENGTH:  # longer than a namespace or interface: not kept
+            return own(text)
         found = sys.intern(own(text))
         if len(_SHARED) >= _SHARED_KEPT:
             _SHARED.clear()

@@ -609,3 +609,5 @@ def test_shared_copies_are_private_interned_and_survive_starting_over() -> None:
     texts = [f"ns-{i}" for i in range(3 * 4096)]
     assert [shared(t) for t in texts] == texts
     assert all(shared(t) is not t for t in texts[-10:])
+    long = "x" * 129
+    assert shared(long) == long and shared(long) is not shared(long)  # copied, not kept
