@@ -54,18 +54,21 @@ def stream(shape: synth.Shape) -> dict[str, Any]:
 
 
 def snapshot(path: Path) -> dict[str, Any]:
+    gc.collect()  # as `eip-guard serve --cluster` does: collect, load and build, freeze
     start = time.perf_counter()
-    with gc_paused():  # as `eip-guard serve --cluster` does
+    with gc_paused():
         objects = load_objects(path)
         loaded = time.perf_counter()
         inventory = build(objects)
         built = time.perf_counter()
-    del objects
+        del objects  # the parsed snapshot, freed (serve frees it before it freezes)
+        freed = time.perf_counter()
     gc.collect()
     return {
         "snapshot_mb": round(path.stat().st_size / MB, 1),
         "load_s": round(loaded - start, 3),
         "build_s": round(built - loaded, 3),
+        "free_s": round(freed - built, 3),
         "facts": inventory.fact_count,
         "rss_mb": round(rss_mb(), 1),
         "peak_rss_mb": round(_status_kb("VmHWM") / 1024, 1),

@@ -26,6 +26,26 @@ def is_eip(obj: Mapping[str, Any]) -> bool:
     )
 
 
+_SHARED: dict[str, str] = {}
+_SHARED_KEPT = 4096
+_SHARED_LENGTH = 128
+
+
+def shared(text: str) -> str:
+    """``own(text)`` for strings that many objects repeat (a namespace, an Eip's protocol or
+    interface): interned and kept, so once known it is one lookup instead of a copy. Only
+    short ones, a few thousand, then the table starts over (reviews bring values too)."""
+    found = _SHARED.get(text)
+    if found is None:
+        if len(text) > _SHARED_LENGTH:  # longer than a namespace or interface: not kept
+            return own(text)
+        found = sys.intern(own(text))
+        if len(_SHARED) >= _SHARED_KEPT:
+            _SHARED.clear()
+        _SHARED[found] = found
+    return found
+
+
 def own(text: str) -> str:
     """A private copy of a string read from a parsed object, for what outlives the parse.
 
@@ -59,29 +79,40 @@ class Eip(NamedTuple):
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> Eip:
-        # Also on the webhook's per-request path: no generator where a test suffices.
-        meta = as_mapping(obj.get("metadata"))
-        spec = as_mapping(obj.get("spec"))
-        annotations = as_mapping(meta.get("annotations"))
-        address_text = as_str(spec.get("address"))
+        # Also on the webhook's per-request path: no generator where a test suffices, and
+        # the usual types (dict, str) tested inline, not by a call per field (50,000 Eips).
+        meta, spec = obj.get("metadata"), obj.get("spec")
+        if type(meta) is not dict:
+            meta = as_mapping(meta)
+        if type(spec) is not dict:
+            spec = as_mapping(spec)
+        annotations = meta.get("annotations")
+        if type(annotations) is not dict:
+            annotations = as_mapping(annotations)
+        address_text = spec.get("address")
+        if type(address_text) is not str:
+            address_text = as_str(address_text)
         try:
             address: Span | None = parse_eip_address(address_text)
             error = ""
         except AddressError as exc:
             address, error = None, str(exc)
-        # The interned copy, also as the parse cache's key: the parsed object's string
-        # would keep its memory page (and the snapshot's pages around it) resident.
-        interface_text = sys.intern(own(as_str(spec.get("interface"))))
+        # A shared copy, also as the parse cache's key: the parsed object's string would
+        # keep its memory page (and the snapshot's pages around it) resident.
+        interface_text = shared(as_str(spec.get("interface")))
         allow = as_str(annotations.get(ALLOW_RULES_ANNOTATION))
-        used = as_mapping(as_mapping(obj.get("status")).get("used"))
+        status = obj.get("status")
+        status = status if type(status) is dict else as_mapping(status)
+        used = as_mapping(status.get("used"))
+        name = meta.get("name")
         return _new(
             cls,
             (
-                own(as_str(meta.get("name"))),
+                own(name if type(name) is str else as_str(name)),
                 own(address_text),
                 address,
                 error,
-                sys.intern(own(as_str(spec.get("protocol")))) or "bgp",  # protocol
+                shared(as_str(spec.get("protocol"))) or "bgp",  # protocol
                 interface_text,
                 parse_interface(interface_text),
                 annotations.get(DEFAULT_EIP_ANNOTATION) == "true",  # is_default

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import gc
 import ipaddress
+import json
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +27,7 @@ from app.core.addresses import (
     Span,
     ip_key,
     is_loopback_or_link_local,
+    key_or_none,
     parse_cidr,
     parse_eip_address,
     parse_ip,
@@ -33,11 +36,13 @@ from app.core.addresses import (
     parse_key_with_prefix,
     parse_range,
 )
-from app.core.eips import ALLOW_RULES_ANNOTATION, DEFAULT_EIP_ANNOTATION, Eip
+from app.core.eips import ALLOW_RULES_ANNOTATION, DEFAULT_EIP_ANNOTATION, Eip, shared
+from app.core.facts import FactKind
 from app.core.interfaces import parse_interface
+from app.core.inventory import Inventory, Options, assemble, build, extract
 from app.core.rules import special_kind
 from app.core.verdict import WARNING_LIMIT, clean_warning
-from app.sources.files import InputError, gc_paused
+from app.sources.files import InputError, _json_document, gc_paused
 
 OCTETS = st.one_of(
     st.integers(0, 300).map(str),
@@ -186,11 +191,16 @@ def test_point_index_answers_as_a_dict_of_lists(
     assert index.next_at_or_after(key) == (after[0] if after else None)
 
 
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers()), max_size=40))
+def test_point_index_of_columns_is_the_index_of_the_pairs(pairs: list[tuple[int, int]]) -> None:
+    index = PointIndex(pairs)
+    columns = PointIndex.of_columns([k for k, _ in pairs], [item for _, item in pairs])
+    assert (columns._keys, columns._items, len(columns)) == (index._keys, index._items, len(index))
+
+
 def test_node_subnet_names_are_what_the_rule_listed_per_request() -> None:
     """The precomputed list equals the one can-reach-unknown-subnet used to build per request."""
-    from app.core.facts import FactKind  # noqa: PLC0415 (only this test needs them)
-    from app.core.inventory import build  # noqa: PLC0415
-    from bench import synth  # noqa: PLC0415
+    from bench import synth  # noqa: PLC0415 (only this test needs it)
 
     inventory = build(synth.cluster(synth.Shape("two", nodes=250, eips=20, services=20)))
     index = inventory.spans[FactKind.NODE_SUBNET]
@@ -284,6 +294,12 @@ def test_parse_ip_reads_as_the_old_parser(text: str) -> None:
 @given(ADDRESS_TEXT)
 def test_parse_key_is_the_key_of_the_old_parser(text: str) -> None:
     assert outcome(parse_key, text) == outcome(lambda t: ip_key(old_parse_ip(t)), text)
+
+
+@given(st.one_of(ADDRESS_TEXT, st.text(max_size=12), st.from_regex(r"[a-z0-9.-]{1,20}")))
+def test_key_or_none_is_parse_key_without_the_exception(text: str) -> None:
+    expected = outcome(parse_key, text)
+    assert key_or_none(text) == (None if isinstance(expected, str) else expected)
 
 
 @given(st.one_of(st.tuples(ADDRESS_TEXT, ADDRESS_TEXT).map("-".join), SMALL_ALPHABET))
@@ -440,3 +456,158 @@ def test_gc_paused_restores_the_collector_as_it_found_it() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+# JSON as Kubernetes and people write it: every value type, big ints, any text (escaped
+# to ASCII or not, so surrogate pairs and raw UTF-8 both occur), repeated keys.
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**100), 2**100)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+@given(JSON_VALUES, st.booleans())
+def test_json_snapshots_read_as_json_loads_reads_them(value: Any, ascii_only: bool) -> None:
+    """jiter, now the .json reader, against json.loads, its reader before."""
+    text = json.dumps(value, ensure_ascii=ascii_only)
+    assert _json_document(Path("x.json"), text.encode()) == json.loads(text)
+
+
+def inventory_contents(inventory: Inventory) -> dict[str, object]:
+    """Everything an inventory holds, indexes by their contents (they compare by identity)."""
+
+    def points(index: PointIndex[Any]) -> object:
+        return index._keys, index._items, len(index)
+
+    def spans(index: IntervalIndex[Any]) -> object:
+        return index._firsts, index._lasts, index._items, len(index)
+
+    return {
+        "eips": dict(inventory.eips),
+        "eip_pools": spans(inventory.eip_pools),
+        "can_reach_ips": points(inventory.can_reach_ips),
+        "default_eips": inventory.default_eips,
+        "points": {k: points(v) for k, v in inventory.points.items()},
+        "spans": {k: spans(v) for k, v in inventory.spans.items()},
+        "notes": inventory.notes,
+        "gaps": inventory.gaps,
+        "node_subnet_names": dict(inventory.node_subnet_names),
+    }
+
+
+def resolve_some(name: str) -> list[str]:
+    if name.startswith("down"):
+        raise OSError("no such host")
+    return ["192.0.2.7", "2001:db8::7", "not an IP"] if "." in name else []
+
+
+# Values where addresses go: IPs and CIDRs of both families, near misses, names, and values
+# of the wrong type (a field of the wrong type reads as empty).
+STRINGS = st.one_of(
+    ADDRESS_TEXT,
+    st.tuples(ADDRESS_TEXT, st.integers(0, 130)).map("{0[0]}/{0[1]}".format),
+    st.sampled_from(["node-1", "down.example", "vip.example", "None", "0.0.0.0", "beef", ""]),
+    st.sampled_from(["10.0.0.1/32", "2001:db8::1/128", "10.0.0.1-10.0.0.1", "10.0.0.0/24"]),
+)
+VALUES = st.one_of(STRINGS, st.sampled_from([None, 7, ["10.0.0.1"], {"ip": "10.0.0.1"}]))
+TEXTS = st.one_of(VALUES, st.lists(STRINGS, max_size=3).map(",".join))
+
+
+@st.composite
+def odd_objects(draw: st.DrawFn) -> dict[str, Any]:
+    """One object of a kind that carries facts, every field the extractors read maybe set."""
+    kind = draw(
+        st.sampled_from(["Node", "Service", "ServiceCIDR", "Pod", "DaemonSet", "ConfigMap"])
+    )
+
+    def some(values: st.SearchStrategy[Any]) -> list[Any]:
+        return draw(st.lists(values, max_size=3))
+
+    annotations = {
+        key: draw(TEXTS)
+        for key in [
+            "flannel.alpha.coreos.com/public-ip",
+            "projectcalico.org/IPv4Address",
+            "projectcalico.org/IPv6Address",
+            "kube-vip.io/loadbalancerIPs",
+            "eip.openelb.kubesphere.io/v1alpha1",
+        ]
+        if draw(st.booleans())
+    }
+    if draw(st.booleans()):
+        report = {"interfaces": [{"addresses": some(VALUES)}], "gateways": some(VALUES)}
+        annotations["eip-guard.io/network"] = draw(st.sampled_from([json.dumps(report), "{"]))
+    name = draw(st.sampled_from(["a", "b"]))
+    env = [
+        {"name": draw(st.sampled_from(["address", "vip_address", "other"])), "value": draw(TEXTS)},
+        {"name": "address", "valueFrom": {"configMapKeyRef": {"name": "kv", "key": "k"}}},
+    ]
+    container = {"name": "kv", "image": "ghcr.io/kube-vip/kube-vip", "env": env}
+    pod_spec = {"containers": [container]}
+    addresses = [{"type": t, "address": draw(VALUES)} for t in ("InternalIP", "Hostname")]
+    return {
+        "kind": kind,
+        "metadata": {"name": name, "namespace": "kube-system", "annotations": annotations},
+        "spec": {
+            "podCIDRs": some(VALUES),
+            "podCIDR": draw(VALUES),
+            "clusterIP": draw(VALUES),
+            "clusterIPs": some(VALUES),
+            "externalIPs": some(VALUES),
+            "loadBalancerIP": draw(VALUES),
+            "cidrs": some(VALUES),
+            "template": {"spec": pod_spec},
+            **pod_spec,
+        },
+        "status": {
+            "addresses": addresses,
+            "loadBalancer": {"ingress": [{"ip": v} for v in some(VALUES)]},
+        },
+        "data": {"k": draw(TEXTS), "cidr-a": draw(TEXTS), "range-b": draw(TEXTS)},
+    }
+
+
+@given(st.lists(odd_objects(), max_size=6))
+def test_build_files_what_assemble_files_of_the_extracts(objects: list[dict[str, Any]]) -> None:
+    """build() files facts straight into the indexes; assemble(extract(...)) is the oracle."""
+    options = Options(kube_vip_configmap=("kube-system", "a"))
+    built = build(objects, options, resolve_some)
+    assembled = assemble((extract(o, options) for o in objects), resolve_some)
+    assert inventory_contents(built) == inventory_contents(assembled)
+
+
+def test_build_of_a_synthetic_cluster_is_assemble_of_its_extracts() -> None:
+    from bench import synth  # noqa: PLC0415 (only this test needs it)
+
+    objects = synth.cluster(synth.Shape("mixed", nodes=60, eips=40, services=80))
+    assembled = assemble(extract(o) for o in objects)
+    assert inventory_contents(build(objects)) == inventory_contents(assembled)
+    assert assembled.count(FactKind.NODE_SUBNET) and assembled.count(FactKind.KUBE_VIP_VIP)
+
+
+def test_dotted_quads_past_the_kept_heads_still_read_as_the_stdlib() -> None:
+    """_dotted_quad_key keeps the first three octets of a few thousand addresses, then
+    starts over: reading more distinct ones than that must not change an answer."""
+    texts = [f"{i >> 8 & 255}.{i & 255}.{i % 7}.{i % 256}" for i in range(0, 3 * 4096, 1)]
+    assert [attempt(t) for t in texts] == [reference_ip(t) for t in texts]
+    assert attempt("1.2.3.04") is None and attempt("1.2.3.4") == ipaddress.IPv4Address("1.2.3.4")
+
+
+def test_shared_copies_are_private_interned_and_survive_starting_over() -> None:
+    """eips.shared: the copy must not be the parsed string (its page would stay resident),
+    equal strings share one copy, and the table starting over changes no value."""
+    parsed = "".join(["can_reach:", "10.0.0.1"])  # a fresh string, as a parser makes
+    copy = shared(parsed)
+    assert copy == parsed and copy is not parsed and shared("can_reach:10.0.0.1") is copy
+    texts = [f"ns-{i}" for i in range(3 * 4096)]
+    assert [shared(t) for t in texts] == texts
+    assert all(shared(t) is not t for t in texts[-10:])
+    long = "x" * 129
+    assert shared(long) == long and shared(long) is not shared(long)  # copied, not kept

@@ -1,0 +1,350 @@
+"""What one Kubernetes object contributes to the inventory (pure: plain dicts in).
+
+``extract(obj)`` turns one object into what the rules need of it (an :class:`Extract`),
+so a live watcher can keep one small extract per object instead of whole objects. The
+extractors write through a :class:`FactBuilder`; ``inventory.build`` hands them one that
+files each fact straight into the inventory's indexes instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+from app.core.addresses import (
+    AddressError,
+    Span,
+    is_loopback_or_link_local,
+    key_or_none,
+    parse_eip_address,
+    parse_ip_or_cidr,
+    parse_key,
+    parse_key_with_prefix,
+)
+from app.core.eips import Eip, is_eip, own, shared
+from app.core.facts import Fact, FactKind, Source
+from app.core.fields import as_list, as_mapping, as_str
+
+NODE_REPORT_ANNOTATION = "eip-guard.io/network"
+CALICO_ANNOTATIONS = ("projectcalico.org/IPv4Address", "projectcalico.org/IPv6Address")
+FLANNEL_ANNOTATION = "flannel.alpha.coreos.com/public-ip"
+KUBE_VIP_LB_ANNOTATION = "kube-vip.io/loadbalancerIPs"
+OPENELB_IP_ANNOTATION = "eip.openelb.kubesphere.io/v1alpha1"
+KUBE_VIP_ENV = ("address", "vip_address")
+_NODE_REPORT_FIELD = sys.intern(f"annotation {NODE_REPORT_ANNOTATION}")
+_KUBE_VIP_LB_FIELD = sys.intern(f"annotation {KUBE_VIP_LB_ANNOTATION}")
+_OPENELB_IP_FIELD = sys.intern(f"annotation {OPENELB_IP_ANNOTATION}")
+_ADDRESS_FIELDS = {t: sys.intern(f"status.addresses {t}") for t in ("InternalIP", "ExternalIP")}
+_HOSTNAME_FIELD = sys.intern("status.addresses Hostname")
+_FLANNEL_FIELD = sys.intern(f"annotation {FLANNEL_ANNOTATION}")
+_CALICO_FIELDS = tuple((key, sys.intern(f"annotation {key}")) for key in CALICO_ANNOTATIONS)
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    kube_vip_configmap: tuple[str, str] = ("kube-system", "kubevip")
+
+
+@dataclass(frozen=True, slots=True)
+class VipValue:
+    """A kube-vip env value that assemble must finish: a DNS name or a ConfigMap key."""
+
+    source: Source
+    text: str = ""  # literal value (IPs already became facts; what is left are names)
+    configmap: tuple[str, str, str] | None = None  # (namespace, name, key)
+
+
+class Extract(NamedTuple):
+    """What one object contributes (a NamedTuple: made once per object, 160,000 at a time)."""
+
+    facts: tuple[Fact, ...] = ()
+    eip: Eip | None = None
+    vip_values: tuple[VipValue, ...] = ()
+    configmap: tuple[str, str, Mapping[str, str]] | None = None  # (namespace, name, data)
+    notes: tuple[str, ...] = ()  # what an admin should know: values we could not read
+
+
+EMPTY = Extract()
+DEFAULT_OPTIONS = Options()
+_new = tuple.__new__  # Span, Fact and Source without their Python-level __new__ (hot path)
+
+
+def _source(obj: Mapping[str, Any], kind: str, fld: str) -> Source:
+    meta = obj.get("metadata")
+    if type(meta) is not dict:  # the usual type inline: once per object (110,000)
+        meta = as_mapping(meta)
+    namespace, name = meta.get("namespace"), meta.get("name")
+    # Interned: 200,000 facts share a handful of kinds, namespaces and field names.
+    return _new(
+        Source,
+        (
+            sys.intern(kind),
+            shared(namespace if type(namespace) is str else as_str(namespace)),
+            own(name if type(name) is str else as_str(name)),
+            sys.intern(fld),
+        ),
+    )
+
+
+class FactBuilder:
+    """Collects the facts of one object; unreadable values become notes, never errors.
+
+    ``extract`` makes one per object and packs what it found into an :class:`Extract`;
+    ``build`` files every fact where the inventory keeps it instead (``inventory._Filer``).
+    """
+
+    __slots__ = ("_first", "_sources", "configmap", "facts", "kind", "notes", "obj", "vip_values")
+
+    def __init__(self, obj: Mapping[str, Any], kind: str) -> None:
+        self.obj, self.kind = obj, kind
+        self.facts: list[Fact] = []
+        self.notes: list[str] = []
+        self.vip_values: list[VipValue] = []
+        self.configmap: tuple[str, str, Mapping[str, str]] | None = None
+        self._first: Source | None = None
+        self._sources: dict[str, Source] = {}
+
+    def source(self, fld: str) -> Source:
+        """One Source per field of this object, shared by its facts (and one name copy)."""
+        first = self._first
+        if first is None:
+            first = self._first = _source(self.obj, self.kind, fld)
+            self._sources[fld] = first
+            return first
+        if first.field is fld:  # the usual case: every fact of the object from one field
+            return first
+        found = self._sources.get(fld)
+        if found is None:  # a node has facts from five fields: copy its name once, not five
+            found = _new(Source, (first.kind, first.namespace, first.name, sys.intern(fld)))
+            self._sources[fld] = found
+        return found
+
+    def add(self, fact_kind: FactKind, text: Any, fld: str, *, quiet: bool = False) -> None:
+        """The fact of an IP or CIDR; ``quiet``: a value that is no IP is no note either."""
+        first = self._first  # source()'s usual case, without the call (200,000 facts)
+        source = first if first is not None and first.field is fld else self.source(fld)
+        if type(text) is not str:
+            text = as_str(text)
+        if "/" not in text:
+            key = key_or_none(text)  # no exception for what is no IP (a node's Hostname)
+            if key is not None:
+                self.point(fact_kind, key, source)
+                return
+            if quiet:
+                return
+        try:
+            span = parse_ip_or_cidr(text)
+        except AddressError as exc:
+            if not quiet:
+                self.notes.append(f"{source}: ignored {text!r}: {exc}")
+            return
+        self.fact(fact_kind, span, source)
+
+    def add_span(self, fact_kind: FactKind, span: Span, fld: str) -> None:
+        self.fact(fact_kind, span, self.source(fld))
+
+    def point(self, fact_kind: FactKind, key: int, source: Source) -> None:
+        """The fact of one address (most facts)."""
+        self.facts.append(_new(Fact, (fact_kind, _new(Span, (key, key, None)), source)))
+
+    def fact(self, fact_kind: FactKind, span: Span, source: Source) -> None:
+        self.facts.append(_new(Fact, (fact_kind, span, source)))
+
+    def set_configmap(self, ns: str, name: str, data: Mapping[str, str]) -> None:
+        self.configmap = (ns, name, data)
+
+    def done(self) -> Extract:
+        return _new(
+            Extract,
+            (tuple(self.facts), None, tuple(self.vip_values), self.configmap, tuple(self.notes)),
+        )
+
+
+def _node(b: FactBuilder, options: Options) -> None:
+    # Field names are constants (a Source per field is shared by identity), and the usual
+    # types (dict, list) are tested inline, not by a call each: 10,000 nodes, 12 facts each.
+    obj = b.obj
+    status, spec, meta = obj.get("status"), obj.get("spec"), obj.get("metadata")
+    status = status if type(status) is dict else as_mapping(status)
+    spec = spec if type(spec) is dict else as_mapping(spec)
+    meta = meta if type(meta) is dict else as_mapping(meta)
+    annotations = as_mapping(meta.get("annotations"))
+    for item in as_list(status.get("addresses")):
+        addr = item if type(item) is dict else as_mapping(item)
+        addr_type = addr.get("type")
+        if addr_type in ("InternalIP", "ExternalIP"):  # a tuple: a type may be unhashable
+            b.add(FactKind.NODE_IP, addr.get("address"), _ADDRESS_FIELDS[addr_type])
+        elif addr_type == "Hostname":  # a hostname is only a fact when it is an IP
+            b.add(FactKind.NODE_IP, addr.get("address"), _HOSTNAME_FIELD, quiet=True)
+    cidrs = as_list(spec.get("podCIDRs")) or ([spec["podCIDR"]] if spec.get("podCIDR") else [])
+    for cidr in cidrs:
+        b.add(FactKind.POD_CIDR, cidr, "spec.podCIDRs")
+    if not annotations:
+        return
+    if FLANNEL_ANNOTATION in annotations:
+        b.add(FactKind.NODE_IP, annotations[FLANNEL_ANNOTATION], _FLANNEL_FIELD)
+    for key, fld in _CALICO_FIELDS:
+        if key in annotations:
+            try:
+                ip, subnet = parse_key_with_prefix(as_str(annotations[key]))
+            except AddressError as exc:
+                b.notes.append(f"{_source(obj, 'Node', fld)}: ignored: {exc}")
+                continue
+            b.point(FactKind.NODE_IP, ip, b.source(fld))
+            b.add_span(FactKind.NODE_SUBNET, subnet, fld)
+    if NODE_REPORT_ANNOTATION in annotations:
+        _node_report(b, annotations[NODE_REPORT_ANNOTATION])
+
+
+def _node_report(b: FactBuilder, text: Any) -> None:
+    """The eip-guard agent's report: every NIC address is bound here, and its subnet is known."""
+    fld = _NODE_REPORT_FIELD
+    try:
+        report = as_mapping(json.loads(as_str(text)))
+    except ValueError:
+        b.notes.append(f"{_source(b.obj, 'Node', fld)}: ignored: not JSON")
+        return
+    source = b.source(fld)
+    for nic in as_list(report.get("interfaces")):
+        for addr in as_list(as_mapping(nic).get("addresses")):
+            try:
+                ip, subnet = parse_key_with_prefix(as_str(addr))
+            except AddressError:
+                continue
+            b.point(FactKind.NODE_IP, ip, source)
+            if subnet.first != subnet.last and not is_loopback_or_link_local(ip):
+                b.fact(FactKind.NODE_SUBNET, subnet, source)
+    for gateway in as_list(report.get("gateways")):
+        b.add(FactKind.NODE_GATEWAY, gateway, fld, quiet=True)
+
+
+def _service(b: FactBuilder, options: Options) -> None:
+    # The usual types (dict, list) are tested inline, not by a call each: 100,000 Services.
+    obj = b.obj
+    spec = obj.get("spec")
+    if type(spec) is not dict:
+        spec = as_mapping(spec)
+    cluster_ips = spec.get("clusterIPs")
+    if not isinstance(cluster_ips, list) or not cluster_ips:
+        cluster_ips = [spec.get("clusterIP")]
+    for ip in cluster_ips:
+        if ip and ip != "None":  # headless Services have no IP
+            b.add(FactKind.SERVICE_IP, ip, "spec.clusterIPs")
+    # Most Services have none of the rest: test before iterating.
+    external_ips = spec.get("externalIPs")
+    if external_ips:
+        for ip in as_list(external_ips):
+            b.add(FactKind.SERVICE_IP, ip, "spec.externalIPs")
+    if spec.get("loadBalancerIP"):
+        b.add(FactKind.SERVICE_IP, spec["loadBalancerIP"], "spec.loadBalancerIP")
+    status = obj.get("status")
+    if status:
+        balancer = as_mapping(status).get("loadBalancer")
+        if balancer:
+            for item in as_list(as_mapping(balancer).get("ingress")):
+                ingress = item if type(item) is dict else as_mapping(item)
+                if ingress.get("ip"):
+                    b.add(FactKind.SERVICE_IP, ingress["ip"], "status.loadBalancer.ingress.ip")
+    meta = obj.get("metadata")
+    annotations = (meta if type(meta) is dict else as_mapping(meta)).get("annotations")
+    if annotations:
+        annotations = as_mapping(annotations)
+        vips = annotations.get(KUBE_VIP_LB_ANNOTATION)
+        if vips:
+            for part in as_str(vips).split(","):
+                ip = part.strip()
+                if ip and ip != "0.0.0.0":  # 0.0.0.0 asks kube-vip for DHCP: no address yet
+                    b.add(FactKind.SERVICE_IP, ip, _KUBE_VIP_LB_FIELD)
+        if annotations.get(OPENELB_IP_ANNOTATION):
+            b.add(FactKind.SERVICE_IP, annotations[OPENELB_IP_ANNOTATION], _OPENELB_IP_FIELD)
+
+
+def _service_cidr(b: FactBuilder, options: Options) -> None:
+    for cidr in as_list(as_mapping(b.obj.get("spec")).get("cidrs")):
+        b.add(FactKind.SERVICE_CIDR, cidr, "spec.cidrs")
+
+
+def _pod_spec(obj: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
+    spec = as_mapping(obj.get("spec"))
+    return spec if kind == "Pod" else as_mapping(as_mapping(spec.get("template")).get("spec"))
+
+
+def _kube_vip(b: FactBuilder, options: Options) -> None:
+    """VIPs from the env of kube-vip containers (static pod, DaemonSet or Deployment)."""
+    obj, kind = b.obj, b.kind
+    for container in map(as_mapping, as_list(_pod_spec(obj, kind).get("containers"))):
+        if "kube-vip" not in as_str(container.get("image")):
+            continue
+        for env in map(as_mapping, as_list(container.get("env"))):
+            name = as_str(env.get("name"))
+            if name not in KUBE_VIP_ENV:
+                continue
+            fld = f"container {as_str(container.get('name'))} env {name}"
+            source = _source(obj, kind, fld)
+            ref = as_mapping(as_mapping(env.get("valueFrom")).get("configMapKeyRef"))
+            if ref:
+                ns = as_str(as_mapping(obj.get("metadata")).get("namespace"))
+                cm = (ns, as_str(ref.get("name")), as_str(ref.get("key")))
+                b.vip_values.append(VipValue(source, configmap=cm))
+            else:
+                b.vip_values.extend(vip_text(b, as_str(env.get("value")), source))
+
+
+def vip_text(b: FactBuilder, value: str, source: Source) -> list[VipValue]:
+    """A kube-vip ``address``: comma list of IPs or DNS names; IPs become facts now."""
+    names = []
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        try:
+            b.point(FactKind.KUBE_VIP_VIP, parse_key(part), source)
+        except AddressError:
+            names.append(VipValue(source, text=part))
+    return names
+
+
+def _configmap(b: FactBuilder, options: Options) -> None:
+    meta = as_mapping(b.obj.get("metadata"))
+    ns, name = as_str(meta.get("namespace")), as_str(meta.get("name"))
+    data = {k: v for k, v in as_mapping(b.obj.get("data")).items() if isinstance(v, str)}
+    if (ns, name) == options.kube_vip_configmap:
+        for key, value in sorted(data.items()):
+            if not key.startswith(("cidr-", "range-")):
+                continue
+            for part in value.split(","):
+                try:
+                    span = parse_eip_address(part)
+                except AddressError as exc:
+                    b.notes.append(f"ConfigMap {ns}/{name} (data.{key}): ignored {part!r}: {exc}")
+                    continue
+                b.add_span(FactKind.KUBE_VIP_POOL, span, f"data.{key}")
+    b.set_configmap(ns, name, MappingProxyType(data))
+
+
+# The kinds that carry facts, but Eips (no builder: Eip.from_object).
+EXTRACTORS: dict[str, Callable[[FactBuilder, Options], None]] = {
+    "Service": _service,
+    "Node": _node,
+    "ServiceCIDR": _service_cidr,
+    "Pod": _kube_vip,
+    "DaemonSet": _kube_vip,
+    "Deployment": _kube_vip,
+    "ConfigMap": _configmap,
+}
+KINDS = tuple(EXTRACTORS)  # membership by ==: a kind read from a file may be unhashable
+
+
+def extract(obj: Mapping[str, Any], options: Options = DEFAULT_OPTIONS) -> Extract:
+    """What the rules need of one Kubernetes object; EMPTY for kinds that carry nothing."""
+    kind = obj.get("kind")
+    if kind == "Eip":
+        return _new(Extract, ((), Eip.from_object(obj), (), None, ())) if is_eip(obj) else EMPTY
+    if kind not in KINDS:
+        return EMPTY
+    b = FactBuilder(obj, kind)
+    EXTRACTORS[kind](b, options)
+    return b.done()

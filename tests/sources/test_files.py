@@ -1,0 +1,149 @@
+"""Snapshot files: what a bad file says, and that .json files read as `json.loads` reads them."""
+
+from __future__ import annotations
+
+import gc
+import json
+from pathlib import Path
+
+import pytest
+
+from app.core.inventory import build
+from app.sources.files import InputError, gc_paused, load_objects
+
+SERVICE = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a", "namespace": "n"}}
+
+
+def error_of(path: Path) -> str:
+    with pytest.raises(InputError) as info:
+        load_objects(path)
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ('{"kind": "List", "items": [\n  {"kind": "Service",}\n]}', "line 2 column 22"),
+        ('{"kind": "List", "items": [', "line 1 column 27"),
+        ("", "line 1 column 0"),
+        ('{"kind": "Service"} {}', "line 1 column 21"),
+        ("\ufeff{}", "line 1 column 1"),  # a BOM: json.loads refused it too
+    ],
+)
+def test_invalid_json_names_the_file_and_where(tmp_path: Path, text: str, where: str) -> None:
+    path = tmp_path / "snap.json"
+    path.write_text(text, encoding="utf-8")
+    message = error_of(path)
+    assert message.startswith(f"{path}: not valid YAML or JSON: ")
+    assert message.endswith(f" at {where}")
+
+
+def test_json_that_is_not_utf8_says_so_as_before(tmp_path: Path) -> None:
+    path = tmp_path / "snap.json"
+    path.write_bytes(b'{"kind": "Service", "metadata": {"name": "caf\xe9"}}')
+    assert error_of(path) == (
+        f"{path}: cannot read: 'utf-8' codec can't decode byte 0xe9 in position 45: "
+        "invalid continuation byte"
+    )
+
+
+def test_json_nested_too_deep_is_a_clear_error(tmp_path: Path) -> None:
+    # json.loads went on until a RecursionError (a traceback); the parser stops at 200.
+    path = tmp_path / "snap.json"
+    path.write_text('{"kind": "Service", "spec": ' + "[" * 2000 + "]" * 2000 + "}")
+    assert "recursion limit exceeded at line 1 column" in error_of(path)
+
+
+def test_json_values_read_as_json_loads_reads_them(tmp_path: Path) -> None:
+    text = json.dumps(
+        {
+            **SERVICE,
+            "spec": {
+                "big": 2**80,
+                "neg": -0,
+                "f": 1e400,
+                "small": 5e-324,
+                "e": "\u00e9\ud83d\ude00",
+            },
+        }
+    ).replace('"neg": 0', '"neg": -0, "neg": 7')  # a duplicate key: the last one wins
+    path = tmp_path / "snap.json"
+    path.write_text(text, encoding="utf-8")
+    assert load_objects(path) == [json.loads(text)]
+    nan = tmp_path / "nan.json"
+    nan.write_text('{"kind": "Service", "spec": [NaN, Infinity, -Infinity]}')
+    assert str(load_objects(nan)) == str([json.loads(nan.read_text())])
+
+
+def test_a_json_list_and_a_yaml_file_give_the_same_objects(tmp_path: Path) -> None:
+    items = [SERVICE, {**SERVICE, "metadata": {"name": "b"}}]
+    (tmp_path / "a.json").write_text(json.dumps({"kind": "List", "items": items}))
+    (tmp_path / "b.yaml").write_text(json.dumps({"kind": "List", "items": items}))
+    assert load_objects(tmp_path / "a.json") == load_objects(tmp_path / "b.yaml") == items
+
+
+def resolve_nothing(name: str) -> list[str]:
+    raise OSError(f"{name}: no such host")
+
+
+ODD_OBJECTS = [
+    {
+        "kind": "Node",
+        "metadata": {
+            "name": "n1",
+            "annotations": {
+                "eip-guard.io/network": "{not JSON",
+                "projectcalico.org/IPv4Address": "10.0.0.300/24",
+                "flannel.alpha.coreos.com/public-ip": "fe80::1%eth0",
+            },
+        },
+        "spec": {"podCIDRs": ["10.244.0.0/99", "10.244.1.0/24"]},
+        "status": {
+            "addresses": [
+                {"type": "InternalIP", "address": "10.0.0.5 "},
+                {"type": "Hostname", "address": "n1.example"},
+                {"type": "Hostname", "address": "beef::g"},
+            ]
+        },
+    },
+    {
+        "apiVersion": "network.kubesphere.io/v1alpha2",
+        "kind": "Eip",
+        "metadata": {"name": "e1"},
+        "spec": {"address": "10.0.0.9-10.0.0.1", "interface": "can_reach:nope"},
+    },
+    {
+        "kind": "Pod",
+        "metadata": {"name": "kv", "namespace": "kube-system"},
+        "spec": {
+            "containers": [
+                {"name": "kv", "image": "kube-vip", "env": [{"name": "address", "value": "x.test"}]}
+            ]
+        },
+    },
+]
+
+
+@pytest.mark.parametrize("source", ["example", "synthetic", "odd"])
+def test_loading_and_building_make_no_cyclic_garbage(
+    tmp_path: Path, examples: Path, source: str
+) -> None:
+    """`serve --cluster` freezes what start-up made without collecting it first (a
+    collection walked the whole inventory): garbage in cycles would then leak for good."""
+    from bench import synth  # noqa: PLC0415 (only this test needs it)
+
+    if source == "example":
+        path = examples / "cluster.yaml"
+    elif source == "synthetic":
+        path = synth.write_snapshot(
+            synth.Shape("t", nodes=30, eips=20, services=40), tmp_path / "s.json"
+        )
+    else:
+        path = tmp_path / "odd.json"
+        path.write_text(json.dumps({"kind": "List", "items": ODD_OBJECTS}))
+    gc.collect()
+    with gc_paused():
+        inventory = build(load_objects(path), resolve=resolve_nothing)
+        unreachable = gc.collect()
+    assert unreachable == 0
+    assert inventory.eips and (source != "odd" or len(inventory.notes) >= 5)
