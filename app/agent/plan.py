@@ -97,7 +97,7 @@ def local_bindings(eips: Iterable[Eip], host: HostNet) -> tuple[LocalBinding, ..
 
 @dataclass(frozen=True)
 class NodeReport:
-    """The JSON the webhook reads from the Node (see app.core.inventory._node_report)."""
+    """The JSON the webhook reads from the Node (see app.core.extraction._node_report)."""
 
     interfaces: tuple[Mapping[str, Any], ...] = ()
     gateways: tuple[str, ...] = ()

@@ -258,9 +258,7 @@ class _Filing:
             eips=MappingProxyType(eips),
             eip_pools=IntervalIndex((e.address, e) for e in eips.values() if e.address is not None),
             can_reach_ips=PointIndex(
-                (_ip_key_of(e.interface), e)
-                for e in eips.values()
-                if isinstance(e.interface, CanReach)
+                (e.interface.key, e) for e in eips.values() if isinstance(e.interface, CanReach)
             ),
             default_eips=tuple(sorted(name for name, e in eips.items() if e.is_default)),
             points=MappingProxyType(points),
@@ -312,10 +310,6 @@ def assemble(extracts: Iterable[Extract], resolve: Resolver | None = None) -> In
     for ex in extracts:
         filing.take(ex)
     return filing.inventory(resolve)
-
-
-def _ip_key_of(spec: CanReach) -> int:
-    return Span.of_ip(spec.ip).first
 
 
 def build(
