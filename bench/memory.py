@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from app.core.inventory import build
-from app.sources.files import gc_paused, load_objects
+from app.sources.files import load_objects
+from app.sources.gc_pause import gc_paused
 from bench import synth
 
 MB = 1024 * 1024

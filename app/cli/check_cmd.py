@@ -13,7 +13,8 @@ from app.core.eips import Eip, is_eip
 from app.core.inventory import Inventory, Options, build
 from app.core.rules import audit, check
 from app.kube.settings import in_cluster
-from app.sources.files import InputError, gc_paused, load_objects, load_one, load_policy
+from app.sources.files import InputError, load_objects, load_one, load_policy
+from app.sources.gc_pause import gc_paused
 
 
 def resolve_dns(name: str) -> list[str]:

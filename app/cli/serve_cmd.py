@@ -14,7 +14,8 @@ from app.core.inventory import Inventory
 from app.core.sources import InventorySource, StaticSource
 from app.kube.settings import KubeError
 from app.pki.readiness import CertGatedSource
-from app.sources.files import InputError, gc_paused, load_policy
+from app.sources.files import InputError, load_policy
+from app.sources.gc_pause import gc_paused
 from app.webhook import logs
 from app.webhook.app import VALIDATE_PATH, create_app
 from app.webhook.metrics import Metrics

@@ -6,9 +6,7 @@ so the CLI and the server can print one line and exit, never a traceback.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from app.core.rules import RULE_IDS
 from app.core.verdict import Action, Policy
+from app.sources.gc_pause import gc_paused
 
 SNAPSHOT_SUFFIXES = (".yaml", ".yml", ".json")
 MAX_FILE_BYTES = 256 * 1024 * 1024
@@ -25,19 +24,6 @@ MAX_FILE_BYTES = 256 * 1024 * 1024
 
 class InputError(Exception):
     """Bad input from the admin: the message is what to print."""
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """No cyclic collection inside: parsing a snapshot makes millions of objects that all
-    survive, and each collection would walk them for nothing (half of a 47 MB load)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _documents(path: Path) -> Iterator[Any]:
