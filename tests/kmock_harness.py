@@ -99,6 +99,11 @@ class Proxy:
 
         try:
             await asyncio.gather(pipe(cr, sw, False), pipe(sr, cw, True))
+        except asyncio.CancelledError:
+            # The loop is closing with the connection open. Ending here, not cancelled:
+            # Python 3.11's start_server callback calls exception() on a cancelled handler
+            # task and logs a traceback for nothing.
+            pass
         finally:
             self.conns.discard(conn)
 
