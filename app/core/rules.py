@@ -258,7 +258,7 @@ def _can_reach_rules(r: Review) -> Iterator[Violation]:
         return
     inventory = r.inventory
     subnets = inventory.containing(FactKind.NODE_SUBNET, key)
-    advice = ""  # made once, when a message needs it: the search is a fifth of a denial
+    advice = ""  # made once, when a message needs it: the denials and the warning share it
     pools = _pools_containing(key, eip, inventory)
     facts = inventory.matching_any(_CLAIM_KINDS, key)
     if pools or facts:
