@@ -19,10 +19,14 @@ either filled or ``{"skipped": "<why>"}``:
   ready_s_floor (the floor server: interpreter, imports and TLS only).
 - ``http``: size, duration_s, rounds, workers, bodies, ``runs`` (one per concurrency:
   concurrency; ``webhook``, ``webhook_quiet`` (``--log-level warning``: no line per
-  decision) and ``floor``, each with rps, p50_ms, p99_ms, requests, errors, cpu_us (the
-  server process's CPU per request, all threads); then rps_ratio and p99_ratio (webhook
-  over floor), quiet_rps_ratio and quiet_p99_ratio, cpu_ratio and quiet_cpu_ratio (floor
-  CPU per request over the webhook's: steadier than req/s on a shared machine));
+  decision), ``webhook_no_decision`` (``bench/no_decision.py``: the webhook with a fixed
+  answer in place of its decision) and ``floor``, each with rps, p50_ms, p99_ms,
+  requests, errors, cpu_us (the server process's CPU per request, all threads); then
+  rps_ratio and p99_ratio (webhook over floor), quiet_rps_ratio and quiet_p99_ratio,
+  no_decision_rps_ratio and no_decision_p99_ratio, cpu_ratio, quiet_cpu_ratio and
+  no_decision_cpu_ratio (floor CPU per request over the server's: steadier than req/s on
+  a shared machine), and decision_cpu_us (webhook CPU per request minus the no-decision
+  webhook's: what deciding costs, served));
   ``rss_mb``: each server process's resident MB (``ready`` and ``after`` the runs);
   ``two_processes``: two identical webhook processes, each with its own wrk at half the
   top concurrency (concurrency, rps, p50_ms, p99_ms, rps_vs_one: over one process).
@@ -63,6 +67,7 @@ TOP_KEYS = (
 SERVER_STYLES = (
     ("webhook", "tab:blue", "o-"),
     ("webhook_quiet", "tab:cyan", "^-"),
+    ("webhook_no_decision", "tab:olive", "v-"),
     ("floor", "tab:gray", "s--"),
 )
 SECTIONS = ("decision", "memory", "startup", "http", "breakdown", "sync")
@@ -181,17 +186,20 @@ def table(result: dict[str, Any]) -> str:
     else:
         rows = []
         for r in http["runs"]:
-            for name in ("webhook", "webhook_quiet", "floor"):
+            for name in ("webhook", "webhook_quiet", "webhook_no_decision", "floor"):
+                if name not in r:  # a result from before the no-decision server
+                    continue
                 s = r[name]
-                ratios = {
-                    "webhook": (r["rps_ratio"], r["p99_ratio"], r.get("cpu_ratio", "")),
-                    "webhook_quiet": (
-                        r["quiet_rps_ratio"],
-                        r["quiet_p99_ratio"],
-                        r.get("quiet_cpu_ratio", ""),
-                    ),
-                    "floor": ("", "", ""),
-                }[name]
+                prefix = {
+                    "webhook": "",
+                    "webhook_quiet": "quiet_",
+                    "webhook_no_decision": "no_decision_",
+                }.get(name)
+                ratios = (
+                    ("", "", "")
+                    if prefix is None
+                    else tuple(r.get(f"{prefix}{k}_ratio", "") for k in ("rps", "p99", "cpu"))
+                )
                 row = [r["concurrency"], name, s["rps"], s["p50_ms"], s["p99_ms"]]
                 rows.append([*row, s.get("cpu_us", ""), *ratios, s["errors"]])
         header = ["conc", "server", "req/s", "p50 ms", "p99 ms", "CPU us/req", "req/s / floor"]
@@ -202,6 +210,12 @@ def table(result: dict[str, Any]) -> str:
             out.append(
                 "  resident MB (ready -> after the runs): "
                 + ", ".join(f"{k} {v['ready']} -> {v['after']}" for k, v in rss.items())
+            )
+        decided = [r for r in http["runs"] if r.get("decision_cpu_us") is not None]
+        if decided:
+            out.append(
+                "  the decision itself, served (webhook CPU minus no-decision CPU per review): "
+                + ", ".join(f"c={r['concurrency']} {r['decision_cpu_us']} us" for r in decided)
             )
         two = http.get("two_processes")
         if two:
@@ -255,9 +269,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
     runs = _get(result, "http", "runs") or []
     if runs:
         xs = list(range(len(runs)))
-        width = 0.27
+        shown = [style for style in SERVER_STYLES if style[0] in runs[0]]
+        width = 0.8 / len(shown)
+        offsets = [(i - (len(shown) - 1) / 2) * width for i in range(len(shown))]
         lat = right.twinx()
-        for offset, (name, color, style) in zip((-width, 0.0, width), SERVER_STYLES, strict=True):
+        for offset, (name, color, style) in zip(offsets, shown, strict=True):
             right.bar([x + offset for x in xs], [r[name]["rps"] for r in runs], width,
                       label=f"{name} req/s", color=color, alpha=0.8)  # fmt: skip
             lat.plot([x + offset for x in xs], [r[name]["p99_ms"] for r in runs], style,

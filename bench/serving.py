@@ -34,7 +34,7 @@ CONCURRENCY = (1, 16, 64)
 READY_TIMEOUT = 120.0
 WRK_THREADS = 1  # one core for wrk, one for the server: the machine has two
 REVIEW_BODIES = 20  # of each kind
-SERVERS = ("webhook", "webhook_quiet", "floor")
+SERVERS = ("webhook", "webhook_quiet", "webhook_no_decision", "floor")
 
 
 def eip_guard() -> str:
@@ -163,8 +163,16 @@ def webhook_argv(snapshot: Path, cert: Path, key: Path, port: int) -> list[str]:
 
 
 def floor_argv(cert: Path, key: Path, port: int) -> list[str]:
+    return _bench_server_argv("bench.floor", cert, key, port)
+
+
+def no_decision_argv(cert: Path, key: Path, port: int) -> list[str]:
+    return _bench_server_argv("bench.no_decision", cert, key, port)
+
+
+def _bench_server_argv(module: str, cert: Path, key: Path, port: int) -> list[str]:
     return [
-        sys.executable, "-m", "bench.floor",
+        sys.executable, "-m", module,
         "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--port", str(port),
     ]  # fmt: skip
 
@@ -287,6 +295,10 @@ def _combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _minus(a: float | None, b: float | None) -> float | None:
+    return round(a - b, 1) if a is not None and b is not None else None
+
+
 def compare(
     snapshot: Path,
     size: str,
@@ -313,6 +325,8 @@ def compare(
             "--log-level",
             "warning",
         ],
+        # The same webhook with a fixed answer in place of its decision: what deciding costs.
+        "webhook_no_decision": no_decision_argv(cert, key, ports["webhook_no_decision"]),
         "floor": floor_argv(cert, key, ports["floor"]),
         # A second, identical webhook process: what one more worker buys on this machine.
         "webhook_2": webhook_argv(snapshot, cert, key, ports["webhook_2"]),
@@ -335,15 +349,18 @@ def compare(
             samples: dict[str, list[dict[str, Any]]] = {name: [] for name in SERVERS}
             for r in range(rounds):
                 # Rotate the order each round so no server always runs first or last.
-                for name in SERVERS[r % 3 :] + SERVERS[: r % 3]:
+                turn = r % len(SERVERS)
+                for name in SERVERS[turn:] + SERVERS[:turn]:
                     samples[name].append(measured(servers[name], urls[name], script, c, duration))
             got = {name: _combine(samples[name]) for name in SERVERS}
             hook, quiet, floor = got["webhook"], got["webhook_quiet"], got["floor"]
+            fixed = got["webhook_no_decision"]
             log(
                 f"  c={c}: webhook {hook['rps']} req/s p99 {hook['p99_ms']} ms; "
                 f"quiet {quiet['rps']} req/s p99 {quiet['p99_ms']} ms; "
-                f"floor {floor['rps']} req/s p99 {floor['p99_ms']} ms; "
-                f"CPU per request {hook['cpu_us']} / {quiet['cpu_us']} / {floor['cpu_us']} us"
+                f"no decision {fixed['rps']} req/s p99 {fixed['p99_ms']} ms; "
+                f"floor {floor['rps']} req/s p99 {floor['p99_ms']} ms; CPU per request "
+                f"{hook['cpu_us']} / {quiet['cpu_us']} / {fixed['cpu_us']} / {floor['cpu_us']} us"
             )
             runs.append(
                 {
@@ -357,6 +374,12 @@ def compare(
                     # would give if CPU were all that counted (1.0: the decision is free).
                     "cpu_ratio": ratio(floor["cpu_us"], hook["cpu_us"]),
                     "quiet_cpu_ratio": ratio(floor["cpu_us"], quiet["cpu_us"]),
+                    "no_decision_rps_ratio": ratio(fixed["rps"], floor["rps"]),
+                    "no_decision_p99_ratio": ratio(fixed["p99_ms"], floor["p99_ms"]),
+                    "no_decision_cpu_ratio": ratio(floor["cpu_us"], fixed["cpu_us"]),
+                    # CPU per review of the decision itself, served: webhook minus the same
+                    # webhook with a fixed answer.
+                    "decision_cpu_us": _minus(hook["cpu_us"], fixed["cpu_us"]),
                 }
             )
     return {

@@ -128,6 +128,7 @@ def result_with_every_section() -> dict[str, Any]:
                     "concurrency": 1,
                     "webhook": server,
                     "webhook_quiet": server,
+                    "webhook_no_decision": server,
                     "floor": server,
                     "rps_ratio": 0.5,
                     "p99_ratio": 1.0,
@@ -135,6 +136,10 @@ def result_with_every_section() -> dict[str, Any]:
                     "quiet_p99_ratio": 1.0,
                     "cpu_ratio": 0.61,
                     "quiet_cpu_ratio": 0.72,
+                    "no_decision_rps_ratio": 0.9,
+                    "no_decision_p99_ratio": 1.0,
+                    "no_decision_cpu_ratio": 0.83,
+                    "decision_cpu_us": 98.7,
                 }
             ],
         },
@@ -172,5 +177,6 @@ def test_table_and_plot_render_every_section(tmp_path: Path) -> None:
     text = report.table(result)
     assert "webhook_quiet" in text and "MISSED" in text and "skipped" not in text.split("Sync")[0]
     assert "CPU us/req" in text and "123.4" in text and "0.61" in text
+    assert "webhook_no_decision" in text and "0.83" in text and "c=1 98.7 us" in text
     report.plot(result, tmp_path / "bench.png")
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
