@@ -43,13 +43,18 @@ def create_floor() -> FastAPI:
     return app
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.floor")
+def server_args(module: str) -> argparse.Namespace:
+    """The command line of a bench server: its TLS files and where to listen."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}")
     parser.add_argument("--tls-cert-file", type=Path, required=True)
     parser.add_argument("--tls-key-file", type=Path, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = server_args("bench.floor")
     cert, key = args.tls_cert_file, args.tls_key_file
     serve(create_floor(), listen(args.host, args.port), lambda: ssl_context(cert, key))
 

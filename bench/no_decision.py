@@ -12,9 +12,7 @@ Run as ``python -m bench.no_decision --tls-cert-file F --tls-key-file F --port N
 
 from __future__ import annotations
 
-import argparse
 import logging
-from pathlib import Path
 
 from app.core.inventory import Inventory
 from app.core.sources import InventorySource, StaticSource
@@ -24,6 +22,7 @@ from app.webhook import logs, responses
 from app.webhook.admission import Decision
 from app.webhook.reviews import AdmissionRequest
 from app.webhook.server import listen, serve, ssl_context
+from bench.floor import server_args
 
 
 def _allowed(request: AdmissionRequest, _source: InventorySource, _policy: Policy) -> Decision:
@@ -31,12 +30,7 @@ def _allowed(request: AdmissionRequest, _source: InventorySource, _policy: Polic
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.no_decision")
-    parser.add_argument("--tls-cert-file", type=Path, required=True)
-    parser.add_argument("--tls-key-file", type=Path, required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
+    args = server_args("bench.no_decision")
     cert, key = args.tls_cert_file, args.tls_key_file
     # This process only: the app looks ``decide`` up in its module on every review.
     setattr(webhook, "decide", _allowed)  # noqa: B010 - a name the module does not export
