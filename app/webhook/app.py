@@ -103,14 +103,12 @@ def create_app(
             "dry_run": bool(req.dryRun),
             "ms": round(elapsed * 1000, 3),
         }
+        denied: list[str] = []
+        warned: list[str] = []
         if decision.verdict is not None:
-            denied = [v.rule for v in decision.verdict.denied_by]
-            warned = [v.rule for v in decision.verdict.warned_by]
-            fields["denied_by"] = denied
-            fields["warned_by"] = warned
-            metrics.decisions.record(req.operation, decision.outcome, elapsed, denied, warned)
-        else:
-            metrics.decisions.record(req.operation, decision.outcome, elapsed)
+            denied = fields["denied_by"] = [v.rule for v in decision.verdict.denied_by]
+            warned = fields["warned_by"] = [v.rule for v in decision.verdict.warned_by]
+        metrics.decisions.record(req.operation, decision.outcome, elapsed, denied, warned)
         fields.update(decision.log)
         level = logging.WARNING if decision.log.get("overridden") else logging.INFO
         log_decision(level, "admission decision", fields)
