@@ -224,14 +224,8 @@ class _Filing:
             self.span_facts[kind].append(_new(Fact, (kind, span, source)))
 
     def file(self, facts: Iterable[Fact]) -> None:
-        point_keys, point_sources, span_facts = self.point_keys, self.point_sources, self.span_facts
-        for fact in facts:
-            kind, span, source = fact
-            if span.first == span.last and span.prefix is None:
-                point_keys[kind].append(span.first)
-                point_sources[kind].append(source)
-            else:
-                span_facts[kind].append(fact)
+        for kind, span, source in facts:
+            self.file_one(kind, span, source)
 
     def take(self, ex: Extract) -> None:
         if ex.facts:

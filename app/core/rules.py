@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import NamedTuple, cast
 
-from app.core.addresses import IP, V6_OFFSET, Span, ip_key, key_text, special_kind_of_key
+from app.core.addresses import V6_OFFSET, Span, key_text, special_kind_of_key
 from app.core.eips import ALLOW_RULES_ANNOTATION, DEFAULT_EIP_ANNOTATION, Eip
 from app.core.facts import Fact, FactKind
 from app.core.interfaces import BadInterface, CanReach, NoInterface
@@ -84,10 +84,6 @@ _WHY_BOUND = {
     FactKind.SERVICE_CIDR: "a Service given it is bound on kube-ipvs0 on every node under IPVS",
     FactKind.POD_CIDR: "it routes into the pod network, not to the NIC the speaker must use",
 }
-
-
-def special_kind(ip: IP) -> str | None:
-    return special_kind_of_key(ip_key(ip))
 
 
 _KIND_TEXT = {kind: kind.value for kind in FactKind}  # Enum's .value runs Python code

@@ -41,8 +41,8 @@ class Decisions:
         operation: str,
         verdict: str,
         seconds: float,
-        denied: Sequence[str] = (),
-        warned: Sequence[str] = (),
+        denied: Sequence[str],
+        warned: Sequence[str],
     ) -> None:
         key = (operation, verdict)
         self.reviews[key] = self.reviews.get(key, 0) + 1

@@ -35,12 +35,12 @@ from app.core.addresses import (
     parse_key,
     parse_key_with_prefix,
     parse_range,
+    special_kind_of_key,
 )
 from app.core.eips import ALLOW_RULES_ANNOTATION, DEFAULT_EIP_ANNOTATION, Eip, shared
 from app.core.facts import FactKind
 from app.core.interfaces import parse_interface
 from app.core.inventory import Inventory, Options, assemble, build, extract
-from app.core.rules import special_kind
 from app.core.verdict import WARNING_LIMIT, clean_warning
 from app.sources.files import InputError, _json_document
 from app.sources.gc_pause import gc_paused
@@ -114,7 +114,7 @@ def test_clean_warning_matches_the_character_loop(text: str) -> None:
 
 
 def reference_special_kind(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
-    """The ipaddress properties special_kind answered from before its IPv4 fast path."""
+    """The ipaddress properties special_kind_of_key answered from before its fast paths."""
     if ip.is_loopback:
         return "a loopback address"
     if ip.is_unspecified:
@@ -136,7 +136,7 @@ EDGES += [0xFFFFFFFE, 0xFFFFFFFF]
 @given(st.one_of(st.sampled_from(EDGES), st.integers(0, 2**32 - 1)))
 def test_special_kind_of_ipv4_matches_the_ipaddress_properties(value: int) -> None:
     ip = ipaddress.IPv4Address(value)
-    assert special_kind(ip) == reference_special_kind(ip)
+    assert special_kind_of_key(ip_key(ip)) == reference_special_kind(ip)
 
 
 # The edges of ::, ::1, ff00::/8 and fe80::/10: random addresses almost never land there.
@@ -154,7 +154,7 @@ EDGES6 += [0x3FA << 118, (0x3FB << 118) - 1, (0x3FA << 118) - 1, 0x3FB << 118, 2
     )
 )
 def test_special_kind_of_ipv6_matches_the_ipaddress_properties(ip: ipaddress.IPv6Address) -> None:
-    assert special_kind(ip) == reference_special_kind(ip)
+    assert special_kind_of_key(ip_key(ip)) == reference_special_kind(ip)
 
 
 @given(st.one_of(QUADS, st.ip_addresses().map(str), st.text(max_size=20)))
