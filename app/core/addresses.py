@@ -15,7 +15,6 @@ import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
 from itertools import islice, pairwise
-from operator import itemgetter
 from typing import Generic, NamedTuple, TypeVar
 
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -428,21 +427,23 @@ class PointIndex(Generic[T]):
     __slots__ = ("_distinct", "_items", "_keys")
 
     def __init__(self, pairs: Iterable[tuple[int, T]]) -> None:
-        ordered = sorted(pairs, key=_first)  # stable: one key's items keep their order
-        self._keys = [key for key, _ in ordered]
-        self._items = [item for _, item in ordered]
-        self._distinct = len(set(self._keys))
+        pairs = list(pairs)
+        self._fill([key for key, _ in pairs], [item for _, item in pairs])
 
     @classmethod
     def of_columns(cls, keys: list[int], items: list[T]) -> PointIndex[T]:
-        """``PointIndex(zip(keys, items))`` without making and sorting the pairs: the item
-        indexes are sorted by key (stable too), a third faster for 130,000 Service IPs."""
+        """``PointIndex(zip(keys, items))`` without making the pairs (130,000 Service IPs)."""
         index: PointIndex[T] = cls.__new__(cls)
-        order = sorted(range(len(keys)), key=keys.__getitem__)
-        index._keys = [keys[i] for i in order]
-        index._items = [items[i] for i in order]
-        index._distinct = len(set(keys))
+        index._fill(keys, items)
         return index
+
+    def _fill(self, keys: list[int], items: list[T]) -> None:
+        # The positions sorted by key, not the pairs: a third faster, and stable too (one
+        # key's items keep their order).
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+        self._keys = [keys[i] for i in order]
+        self._items = [items[i] for i in order]
+        self._distinct = len(set(keys))
 
     def __len__(self) -> int:
         """The number of distinct keys."""
@@ -469,6 +470,3 @@ class PointIndex(Generic[T]):
         """The smallest indexed key ``>= key``, or None."""
         i = bisect_left(self._keys, key)
         return self._keys[i] if i < len(self._keys) else None
-
-
-_first = itemgetter(0)
