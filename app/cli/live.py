@@ -13,18 +13,19 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry
-
 from app.core.inventory import Inventory, Options, Resolver, build
 from app.core.verdict import Policy
 from app.kube.settings import KubeError, LiveSettings, WatchSettings, namespaces
 from app.sources.files import InputError
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from app.kube.serving import Live
 
 # The modules that import the kubernetes client are imported where live mode starts, so
-# snapshot mode and --help never load it (start-up time and memory: see README Performance).
+# snapshot mode and --help never load it (start-up time and memory: see README Performance);
+# prometheus_client, only named in annotations here, is for `serve` to load.
 
 
 def add_source_args(p: argparse.ArgumentParser, group: Any | None = None) -> None:

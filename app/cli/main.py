@@ -1,5 +1,8 @@
 """`eip-guard`: the command line. Each subcommand lives in a module of its own.
 
+A ``*_cmd`` module holds a subcommand's flags and is light to import; what the subcommand
+runs is imported only when it runs (:mod:`app.cli.lazy`).
+
 Exit codes: 0 allowed / clean, 1 denied / violations found, 2 bad input or usage.
 """
 
