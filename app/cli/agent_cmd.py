@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from app.cli.lazy import lazy
-from app.core.inventory import NODE_REPORT_ANNOTATION
+from app.core.labels import NODE_REPORT_ANNOTATION
 
 
 def register(sub: Any) -> None:

@@ -20,7 +20,7 @@ from app.agent.speaker import Speaker
 from app.core.interfaces import CanReach, parse_interface
 from app.core.inventory import NODE_REPORT_ANNOTATION
 from app.kube.settings import KubeError
-from app.sources.files import InputError
+from app.sources.errors import InputError
 
 if TYPE_CHECKING:
     from app.kube.agent_source import LiveCluster

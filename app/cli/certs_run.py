@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from app.pki.certs import CertError, make_bundle, write_bundle
-from app.sources.files import InputError
+from app.sources.errors import InputError
 
 
 def run_certs(args: argparse.Namespace) -> int:

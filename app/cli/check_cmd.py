@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from app.cli import live
 from app.cli.lazy import lazy
 from app.kube.settings import in_cluster
 
@@ -23,11 +22,32 @@ def cluster_args(p: argparse.ArgumentParser, output: bool = True) -> None:
         help="YAML/JSON file or directory of Kubernetes objects (repeatable); "
         "--kubeconfig reads the live cluster instead",
     )
-    live.add_source_args(p, source)
+    source_args(p, source)
     p.add_argument("--policy", type=Path, help="policy file: per-rule deny|warn|off")
     p.add_argument("--kube-vip-configmap", default="kube-system/kubevip", metavar="NS/NAME")
     if output:
         p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+
+
+def source_args(p: argparse.ArgumentParser, group: Any | None = None) -> None:
+    """``--kubeconfig`` (into ``group``, when the caller makes it exclusive with ``--cluster``),
+    ``--context`` and the kube-vip namespaces."""
+    (group or p).add_argument(
+        "--kubeconfig",
+        nargs="?",
+        const="",
+        metavar="FILE",
+        help="read the live cluster with this kubeconfig; without FILE: $KUBECONFIG or "
+        "~/.kube/config, as kubectl does",
+    )
+    p.add_argument("--context", metavar="NAME", help="kubeconfig context of the live cluster")
+    p.add_argument(
+        "--kube-vip-namespace",
+        action="append",
+        metavar="NS",
+        help="where kube-vip Pods/DaemonSets/Deployments and their ConfigMaps live "
+        "(repeatable or comma list; default kube-system)",
+    )
 
 
 def register(sub: Any) -> None:

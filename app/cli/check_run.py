@@ -12,7 +12,8 @@ from app.cli.render import dumps, verdict_json, verdict_text
 from app.core.eips import Eip, is_eip
 from app.core.inventory import Inventory, Options, build
 from app.core.rules import audit, check
-from app.sources.files import InputError, load_objects, load_one, load_policy
+from app.sources.errors import InputError
+from app.sources.files import load_objects, load_one, load_policy
 from app.sources.gc_pause import gc_paused
 
 

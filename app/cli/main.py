@@ -15,7 +15,7 @@ from types import ModuleType
 
 from app import __version__
 from app.cli import agent_cmd, certs_cmd, check_cmd, serve_cmd
-from app.sources.files import InputError
+from app.sources.errors import InputError
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
 

@@ -9,9 +9,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from app.cli import live
 from app.cli.check_cmd import cluster_args
 from app.cli.lazy import lazy
+from app.kube.settings import WatchSettings
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -25,7 +25,7 @@ def register(sub: Any) -> None:
         description="Serves POST /validate-eip, /healthz, /readyz and /metrics over HTTPS.",
     )
     cluster_args(p, output=False)
-    live.add_watch_args(p)
+    watch_args(p)
     tls_args(p)
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     p.add_argument(
@@ -33,6 +33,40 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     p.set_defaults(run=lazy("app.cli.serve_run", "run_serve"))
+
+
+def watch_args(p: argparse.ArgumentParser) -> None:
+    """Flags only a long-running live ``serve`` needs."""
+    defaults = WatchSettings()
+    p.add_argument(
+        "--watch-timeout",
+        type=int,
+        default=defaults.timeout_seconds,
+        metavar="SECONDS",
+        help="the API server ends each watch after this; eip-guard watches again "
+        f"(default {defaults.timeout_seconds}; the client gives up on a silent connection "
+        f"{defaults.read_grace:g}s later)",
+    )
+    p.add_argument(
+        "--resync-interval",
+        type=float,
+        default=0.2,
+        metavar="SECONDS",
+        help="coalesce watch events: rebuild the inventory at most once per interval (default 0.2)",
+    )
+    p.add_argument(
+        "--audit-interval",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="run the background audit at most once per interval, after changes (default 10)",
+    )
+    p.add_argument(
+        "--no-background-audit",
+        action="store_true",
+        help="do not audit existing Eips in the background (no Warning Events, no "
+        "violation gauge; RBAC then needs no create/patch on events)",
+    )
 
 
 def tls_args(p: argparse.ArgumentParser) -> None:

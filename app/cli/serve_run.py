@@ -15,7 +15,8 @@ from app.core.inventory import Inventory
 from app.core.sources import InventorySource, StaticSource
 from app.kube.settings import KubeError
 from app.pki.readiness import CertGatedSource
-from app.sources.files import InputError, load_policy
+from app.sources.errors import InputError
+from app.sources.files import load_policy
 from app.sources.gc_pause import gc_paused
 from app.webhook import logs
 from app.webhook.app import VALIDATE_PATH, create_app

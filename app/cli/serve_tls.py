@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from app.pki.certs import CertError, check_dns_name
 from app.pki.hot_tls import HotContext, read_pair, watch_files
 from app.pki.rotation import service_dns_names
-from app.sources.files import InputError
+from app.sources.errors import InputError
 from app.webhook.server import Server, config, listen
 
 log = logging.getLogger(__name__)
