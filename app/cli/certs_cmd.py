@@ -1,14 +1,12 @@
-"""`eip-guard certs`: a CA and a serving certificate for local use, and the caBundle."""
+"""`eip-guard certs` (a CA and a serving certificate for local use, and the caBundle): its
+flags. What it runs is in certs_run."""
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
-from app.pki.certs import CertError, make_bundle, write_bundle
-from app.sources.files import InputError
+from app.cli.lazy import lazy
 
 
 def register(sub: Any) -> None:
@@ -28,15 +26,4 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--ip", action="append", default=[], metavar="IP", help="IP SAN, repeatable")
     p.add_argument("--force", action="store_true", help="replace existing files")
-    p.set_defaults(run=run_certs)
-
-
-def run_certs(args: argparse.Namespace) -> int:
-    try:
-        bundle = make_bundle(args.dns, args.ip)
-        paths = write_bundle(bundle, args.out, force=args.force)
-    except CertError as exc:
-        raise InputError(str(exc)) from exc
-    print(f"eip-guard: wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
-    print(bundle.ca_bundle)
-    return 0
+    p.set_defaults(run=lazy("app.cli.certs_run", "run_certs"))

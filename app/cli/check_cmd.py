@@ -1,26 +1,13 @@
-"""`eip-guard check` and `eip-guard audit` against snapshot files or a live cluster."""
+"""`eip-guard check` and `eip-guard audit`: their flags. What they run is in check_run."""
 
 from __future__ import annotations
 
 import argparse
-import socket
 from pathlib import Path
 from typing import Any
 
-from app.cli import live
-from app.cli.render import dumps, verdict_json, verdict_text
-from app.core.eips import Eip, is_eip
-from app.core.inventory import Inventory, Options, build
-from app.core.rules import audit, check
+from app.cli.lazy import lazy
 from app.kube.settings import in_cluster
-from app.sources.files import InputError, load_objects, load_one, load_policy
-from app.sources.gc_pause import gc_paused
-
-
-def resolve_dns(name: str) -> list[str]:
-    """The resolver the edge hands the core for kube-vip addresses given as DNS names."""
-    infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
-    return sorted({str(info[4][0]) for info in infos})
 
 
 def cluster_args(p: argparse.ArgumentParser, output: bool = True) -> None:
@@ -35,11 +22,32 @@ def cluster_args(p: argparse.ArgumentParser, output: bool = True) -> None:
         help="YAML/JSON file or directory of Kubernetes objects (repeatable); "
         "--kubeconfig reads the live cluster instead",
     )
-    live.add_source_args(p, source)
+    source_args(p, source)
     p.add_argument("--policy", type=Path, help="policy file: per-rule deny|warn|off")
     p.add_argument("--kube-vip-configmap", default="kube-system/kubevip", metavar="NS/NAME")
     if output:
         p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+
+
+def source_args(p: argparse.ArgumentParser, group: Any | None = None) -> None:
+    """``--kubeconfig`` (into ``group``, when the caller makes it exclusive with ``--cluster``),
+    ``--context`` and the kube-vip namespaces."""
+    (group or p).add_argument(
+        "--kubeconfig",
+        nargs="?",
+        const="",
+        metavar="FILE",
+        help="read the live cluster with this kubeconfig; without FILE: $KUBECONFIG or "
+        "~/.kube/config, as kubectl does",
+    )
+    p.add_argument("--context", metavar="NAME", help="kubeconfig context of the live cluster")
+    p.add_argument(
+        "--kube-vip-namespace",
+        action="append",
+        metavar="NS",
+        help="where kube-vip Pods/DaemonSets/Deployments and their ConfigMaps live "
+        "(repeatable or comma list; default kube-system)",
+    )
 
 
 def register(sub: Any) -> None:
@@ -49,61 +57,9 @@ def register(sub: Any) -> None:
     p.add_argument("-f", "--filename", type=Path, required=True, help="the Eip manifest")
     p.add_argument("--old", type=Path, help="the Eip as it is now (judges an UPDATE)")
     cluster_args(p)
-    p.set_defaults(run=run_check)
+    p.set_defaults(run=lazy("app.cli.check_run", "run_check"))
     a = sub.add_parser(
         "audit", help="judge every existing Eip in a cluster snapshot or the live cluster"
     )
     cluster_args(a)
-    a.set_defaults(run=run_audit)
-
-
-def options(args: argparse.Namespace) -> Options:
-    ns, sep, name = str(args.kube_vip_configmap).partition("/")
-    if not sep or not ns or not name:
-        raise InputError(f"--kube-vip-configmap {args.kube_vip_configmap!r}: expected NS/NAME")
-    return Options(kube_vip_configmap=(ns, name))
-
-
-def snapshot_inventory(args: argparse.Namespace) -> Inventory:
-    live.check_exclusive(args)
-    if live.live_requested(args):
-        return live.live_inventory(args, options(args), resolve_dns)
-    with gc_paused():  # a snapshot's objects all survive the build: no collection helps
-        return build(load_objects(*args.cluster), options(args), resolve_dns)
-
-
-def _eip(path: Path) -> Eip:
-    obj = load_one(path)
-    if not is_eip(obj):
-        raise InputError(f"{path}: not an Eip (network.kubesphere.io); got {obj.get('kind')}")
-    return Eip.from_object(obj)
-
-
-def run_check(args: argparse.Namespace) -> int:
-    policy = load_policy(args.policy)
-    candidate = _eip(args.filename)
-    old = _eip(args.old) if args.old else None
-    if old is not None and old.name != candidate.name:
-        raise InputError(f"--old names Eip {old.name!r}, but -f names {candidate.name!r}")
-    verdict = check(candidate, old, snapshot_inventory(args), policy)
-    if args.output == "json":
-        print(dumps(verdict_json(verdict)))
-    else:
-        print(verdict_text(candidate.name, verdict))
-    return 0 if verdict.allowed else 1
-
-
-def run_audit(args: argparse.Namespace) -> int:
-    policy = load_policy(args.policy)
-    verdicts = audit(snapshot_inventory(args), policy)
-    bad = {name: v for name, v in verdicts.items() if not v.allowed or v.warned_by}
-    if args.output == "json":
-        print(
-            dumps({"eips": len(verdicts), "findings": {n: verdict_json(v) for n, v in bad.items()}})
-        )
-    else:
-        for name, v in bad.items():
-            print(verdict_text(name, v))
-        violating = sum(not v.allowed for v in verdicts.values())
-        print(f"{len(verdicts)} Eip(s) audited, {violating} violating")
-    return 0 if all(v.allowed for v in verdicts.values()) else 1
+    a.set_defaults(run=lazy("app.cli.check_run", "run_audit"))

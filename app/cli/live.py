@@ -1,4 +1,5 @@
-"""Live-cluster flags shared by ``check``, ``audit`` and ``serve``, and what they build.
+"""What the live-cluster flags of ``check``, ``audit`` and ``serve`` build (the flags are in
+``check_cmd.source_args`` and ``serve_cmd.watch_args``).
 
 Where the cluster comes from (``check``/``audit``): ``--cluster SNAPSHOT`` reads files;
 ``--kubeconfig [FILE]`` (FILE defaults to ``$KUBECONFIG`` or ``~/.kube/config``) and
@@ -11,75 +12,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any
-
-from prometheus_client import CollectorRegistry
+from typing import TYPE_CHECKING
 
 from app.core.inventory import Inventory, Options, Resolver, build
 from app.core.verdict import Policy
 from app.kube.settings import KubeError, LiveSettings, WatchSettings, namespaces
-from app.sources.files import InputError
+from app.sources.errors import InputError
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from app.kube.serving import Live
 
 # The modules that import the kubernetes client are imported where live mode starts, so
-# snapshot mode and --help never load it (start-up time and memory: see README Performance).
-
-
-def add_source_args(p: argparse.ArgumentParser, group: Any | None = None) -> None:
-    """``--kubeconfig`` (into ``group``, when the caller makes it exclusive with ``--cluster``),
-    ``--context`` and the kube-vip namespaces."""
-    (group or p).add_argument(
-        "--kubeconfig",
-        nargs="?",
-        const="",
-        metavar="FILE",
-        help="read the live cluster with this kubeconfig; without FILE: $KUBECONFIG or "
-        "~/.kube/config, as kubectl does",
-    )
-    p.add_argument("--context", metavar="NAME", help="kubeconfig context of the live cluster")
-    p.add_argument(
-        "--kube-vip-namespace",
-        action="append",
-        metavar="NS",
-        help="where kube-vip Pods/DaemonSets/Deployments and their ConfigMaps live "
-        "(repeatable or comma list; default kube-system)",
-    )
-
-
-def add_watch_args(p: argparse.ArgumentParser) -> None:
-    """Flags only a long-running live ``serve`` needs."""
-    defaults = WatchSettings()
-    p.add_argument(
-        "--watch-timeout",
-        type=int,
-        default=defaults.timeout_seconds,
-        metavar="SECONDS",
-        help="the API server ends each watch after this; eip-guard watches again "
-        f"(default {defaults.timeout_seconds}; the client gives up on a silent connection "
-        f"{defaults.read_grace:g}s later)",
-    )
-    p.add_argument(
-        "--resync-interval",
-        type=float,
-        default=0.2,
-        metavar="SECONDS",
-        help="coalesce watch events: rebuild the inventory at most once per interval (default 0.2)",
-    )
-    p.add_argument(
-        "--audit-interval",
-        type=float,
-        default=10.0,
-        metavar="SECONDS",
-        help="run the background audit at most once per interval, after changes (default 10)",
-    )
-    p.add_argument(
-        "--no-background-audit",
-        action="store_true",
-        help="do not audit existing Eips in the background (no Warning Events, no "
-        "violation gauge; RBAC then needs no create/patch on events)",
-    )
+# snapshot mode and --help never load it (start-up time and memory: see README Performance);
+# prometheus_client, only named in annotations here, is for `serve` to load.
 
 
 def live_requested(args: argparse.Namespace) -> bool:

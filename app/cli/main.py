@@ -1,5 +1,8 @@
 """`eip-guard`: the command line. Each subcommand lives in a module of its own.
 
+A ``*_cmd`` module holds a subcommand's flags and is light to import; what the subcommand
+runs is imported only when it runs (:mod:`app.cli.lazy`).
+
 Exit codes: 0 allowed / clean, 1 denied / violations found, 2 bad input or usage.
 """
 
@@ -12,7 +15,7 @@ from types import ModuleType
 
 from app import __version__
 from app.cli import agent_cmd, certs_cmd, check_cmd, serve_cmd
-from app.sources.files import InputError
+from app.sources.errors import InputError
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
 

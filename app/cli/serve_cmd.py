@@ -1,25 +1,17 @@
 """`eip-guard serve`: the admission webhook over HTTPS, judging against snapshot files
-(``--cluster``) or the live cluster (watched; in a pod by default, or ``--kubeconfig``)."""
+(``--cluster``) or the live cluster (watched; in a pod by default, or ``--kubeconfig``): its
+flags. What it runs is in serve_run (and serve_tls)."""
 
 from __future__ import annotations
 
 import argparse
-import gc
-import logging
+import os
+from pathlib import Path
 from typing import Any
 
-from app.cli import live, serve_tls
-from app.cli.check_cmd import cluster_args, options, resolve_dns, snapshot_inventory
-from app.core.inventory import Inventory
-from app.core.sources import InventorySource, StaticSource
-from app.kube.settings import KubeError
-from app.pki.readiness import CertGatedSource
-from app.sources.files import InputError, load_policy
-from app.sources.gc_pause import gc_paused
-from app.webhook import logs
-from app.webhook.app import VALIDATE_PATH, create_app
-from app.webhook.metrics import Metrics
-from app.webhook.server import listen
+from app.cli.check_cmd import cluster_args
+from app.cli.lazy import lazy
+from app.kube.settings import WatchSettings
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -28,102 +20,105 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "serve",
         help="serve the validating admission webhook over HTTPS (snapshots or the live cluster)",
-        description=f"Serves POST {VALIDATE_PATH}, /healthz, /readyz and /metrics over HTTPS.",
+        # app.webhook.app.VALIDATE_PATH, spelled out: importing it loads FastAPI (a test holds
+        # them equal).
+        description="Serves POST /validate-eip, /healthz, /readyz and /metrics over HTTPS.",
     )
     cluster_args(p, output=False)
-    live.add_watch_args(p)
-    serve_tls.add_args(p)
+    watch_args(p)
+    tls_args(p)
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     p.add_argument(
         "--port", type=int, default=8443, help="port to listen on (default 8443; 0: any free)"
     )
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
-    p.set_defaults(run=run_serve)
+    p.set_defaults(run=lazy("app.cli.serve_run", "run_serve"))
 
 
-def kube_client(args: argparse.Namespace) -> Any:
-    """The API client of --tls-secret: --kubeconfig/--context, in a pod its account."""
-    from app.kube.config import api_client  # noqa: PLC0415 - only self-managed TLS needs it
+def watch_args(p: argparse.ArgumentParser) -> None:
+    """Flags only a long-running live ``serve`` needs."""
+    defaults = WatchSettings()
+    p.add_argument(
+        "--watch-timeout",
+        type=int,
+        default=defaults.timeout_seconds,
+        metavar="SECONDS",
+        help="the API server ends each watch after this; eip-guard watches again "
+        f"(default {defaults.timeout_seconds}; the client gives up on a silent connection "
+        f"{defaults.read_grace:g}s later)",
+    )
+    p.add_argument(
+        "--resync-interval",
+        type=float,
+        default=0.2,
+        metavar="SECONDS",
+        help="coalesce watch events: rebuild the inventory at most once per interval (default 0.2)",
+    )
+    p.add_argument(
+        "--audit-interval",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="run the background audit at most once per interval, after changes (default 10)",
+    )
+    p.add_argument(
+        "--no-background-audit",
+        action="store_true",
+        help="do not audit existing Eips in the background (no Warning Events, no "
+        "violation gauge; RBAC then needs no create/patch on events)",
+    )
 
-    try:
-        return api_client(args.kubeconfig or None, args.context)
-    except KubeError as exc:
-        raise InputError(str(exc)) from exc
 
-
-def _frozen_snapshot_inventory(args: argparse.Namespace) -> Inventory:
-    """The snapshot's inventory, built with the cyclic GC paused, then frozen: it lives as
-    long as the process, so no later collection should walk its million objects (request
-    p99). Live mode does not freeze: its inventories are swapped, and frozen ones would leak.
-
-    Frozen garbage would leak too. One collection first, of what start-up made so far
-    (cheap: no snapshot yet); loading and building make no cyclic garbage (a test holds
-    them to it), so there is none to collect after them: a collection there only walked
-    the inventory's objects (0.2-0.3 s at the xl size).
-    """
-    gc.collect()
-    with gc_paused():
-        inventory = snapshot_inventory(args)
-        gc.freeze()
-    return inventory
-
-
-def run_serve(args: argparse.Namespace) -> int:
-    if not 0 <= args.port < 65536:
-        raise InputError(f"--port {args.port}: expected 0-65535")
-    policy = load_policy(args.policy)
-    live.check_exclusive(args)
-    watching = live.live_requested(args)
-    inventory = None if watching else _frozen_snapshot_inventory(args)
-    settings = live.live_settings(args) if watching else None
-    tls = serve_tls.prepare(args, lambda: kube_client(args))
-    try:
-        sock = listen(args.host, args.port)
-    except OSError as exc:
-        raise InputError(
-            f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
-        ) from exc
-    try:
-        probe_sock = serve_tls.listen_probe(args, sock)
-    except InputError:
-        sock.close()
-        raise
-    port = sock.getsockname()[1]
-    host = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 literal in a URL
-    listener = logs.setup(getattr(logging, args.log_level.upper()))
-    metrics = Metrics()
-    serve_tls.register_metrics(metrics.registry, tls)
-    running = None
-    try:
-        where: dict[str, Any]
-        source: InventorySource
-        if inventory is not None:
-            source = StaticSource(inventory)
-            where = {"snapshots": [str(p) for p in args.cluster], "eips": len(inventory.eips)}
-        else:
-            assert settings is not None
-            running = live.start(args, options(args), policy, metrics.registry, resolve_dns)
-            source = running.source
-            where = {"cluster": "live", "kube_vip_namespaces": list(settings.kube_vip_namespaces)}
-        logging.getLogger(logs.DECISIONS).info(
-            "serving",
-            extra={
-                "fields": {
-                    "address": f"https://{host}:{port}{VALIDATE_PATH}",
-                    **where,
-                    **tls.fields,
-                    **serve_tls.probe_fields(args, probe_sock),
-                }
-            },
-        )
-        # /readyz (and the probe port's) also waits for a valid serving certificate.
-        app = create_app(CertGatedSource(source, tls.hot), policy, metrics=metrics)
-        serve_tls.serve(app, sock, tls, probe_sock)
-    finally:
-        if running is not None:
-            running.stop()
-        listener.stop()
-        sock.close()
-        if probe_sock is not None:
-            probe_sock.close()
-    return 0
+def tls_args(p: argparse.ArgumentParser) -> None:
+    """The TLS flags and --probe-port: what they do is in serve_tls."""
+    g = p.add_argument_group(
+        "TLS", "either --tls-cert-file and --tls-key-file, or --tls-secret (self-managed)"
+    )
+    g.add_argument("--tls-cert-file", type=Path, metavar="FILE")
+    g.add_argument("--tls-key-file", type=Path, metavar="FILE")
+    g.add_argument(
+        "--tls-reload-interval",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how often the files are checked for a renewed certificate (default 10)",
+    )
+    g.add_argument(
+        "--tls-secret",
+        metavar="NAME",
+        help="self-managed: keep a CA and a serving certificate in this Secret of --namespace",
+    )
+    g.add_argument(
+        "--webhook-configuration",
+        metavar="NAME",
+        help="self-managed: the ValidatingWebhookConfiguration whose caBundle is kept in step",
+    )
+    g.add_argument(
+        "--service", metavar="NAME", help="self-managed: the webhook's Service (certificate names)"
+    )
+    g.add_argument(
+        "--namespace",
+        metavar="NS",
+        default=os.environ.get("POD_NAMESPACE"),
+        help="self-managed: namespace of the Secret and the Service (default $POD_NAMESPACE)",
+    )
+    g.add_argument(
+        "--cert-renew-before-days",
+        type=int,
+        default=60,
+        metavar="DAYS",
+        help="self-managed: renew the 1-year serving certificate this long before expiry",
+    )
+    g.add_argument(
+        "--cert-check-interval",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="self-managed: how often the Secret and the caBundle are checked (default 300)",
+    )
+    p.add_argument(
+        "--probe-port",
+        type=int,
+        metavar="PORT",
+        help="also serve /healthz, /readyz and /metrics over plain HTTP on this port",
+    )

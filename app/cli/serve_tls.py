@@ -20,11 +20,9 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import os
 import socket
 from collections.abc import Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -33,66 +31,12 @@ from prometheus_client import CollectorRegistry, Gauge
 from app.pki.certs import CertError, check_dns_name
 from app.pki.hot_tls import HotContext, read_pair, watch_files
 from app.pki.rotation import service_dns_names
-from app.sources.files import InputError
+from app.sources.errors import InputError
 from app.webhook.server import Server, config, listen
 
 log = logging.getLogger(__name__)
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 Task = Callable[[], Coroutine[Any, Any, None]]
-
-
-def add_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group(
-        "TLS", "either --tls-cert-file and --tls-key-file, or --tls-secret (self-managed)"
-    )
-    g.add_argument("--tls-cert-file", type=Path, metavar="FILE")
-    g.add_argument("--tls-key-file", type=Path, metavar="FILE")
-    g.add_argument(
-        "--tls-reload-interval",
-        type=float,
-        default=10.0,
-        metavar="SECONDS",
-        help="how often the files are checked for a renewed certificate (default 10)",
-    )
-    g.add_argument(
-        "--tls-secret",
-        metavar="NAME",
-        help="self-managed: keep a CA and a serving certificate in this Secret of --namespace",
-    )
-    g.add_argument(
-        "--webhook-configuration",
-        metavar="NAME",
-        help="self-managed: the ValidatingWebhookConfiguration whose caBundle is kept in step",
-    )
-    g.add_argument(
-        "--service", metavar="NAME", help="self-managed: the webhook's Service (certificate names)"
-    )
-    g.add_argument(
-        "--namespace",
-        metavar="NS",
-        default=os.environ.get("POD_NAMESPACE"),
-        help="self-managed: namespace of the Secret and the Service (default $POD_NAMESPACE)",
-    )
-    g.add_argument(
-        "--cert-renew-before-days",
-        type=int,
-        default=60,
-        metavar="DAYS",
-        help="self-managed: renew the 1-year serving certificate this long before expiry",
-    )
-    g.add_argument(
-        "--cert-check-interval",
-        type=float,
-        default=300.0,
-        metavar="SECONDS",
-        help="self-managed: how often the Secret and the caBundle are checked (default 300)",
-    )
-    p.add_argument(
-        "--probe-port",
-        type=int,
-        metavar="PORT",
-        help="also serve /healthz, /readyz and /metrics over plain HTTP on this port",
-    )
 
 
 @dataclass

@@ -28,8 +28,8 @@ from app.core.addresses import (
 from app.core.eips import Eip, is_eip, own, shared
 from app.core.facts import Fact, FactKind, Source
 from app.core.fields import as_list, as_mapping, as_str
+from app.core.labels import NODE_REPORT_ANNOTATION
 
-NODE_REPORT_ANNOTATION = "eip-guard.io/network"
 CALICO_ANNOTATIONS = ("projectcalico.org/IPv4Address", "projectcalico.org/IPv6Address")
 FLANNEL_ANNOTATION = "flannel.alpha.coreos.com/public-ip"
 KUBE_VIP_LB_ANNOTATION = "kube-vip.io/loadbalancerIPs"

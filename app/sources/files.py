@@ -16,14 +16,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from app.core.rules import RULE_IDS
 from app.core.verdict import Action, Policy
+from app.sources.errors import InputError as InputError  # noqa: PLC0414 - re-exported
 from app.sources.gc_pause import gc_paused
 
 SNAPSHOT_SUFFIXES = (".yaml", ".yml", ".json")
 MAX_FILE_BYTES = 256 * 1024 * 1024
-
-
-class InputError(Exception):
-    """Bad input from the admin: the message is what to print."""
 
 
 def _documents(path: Path) -> Iterator[Any]:

@@ -14,7 +14,7 @@ from kubernetes import client
 
 from app.agent.pyroute2_netlink import Pyroute2Netlink
 from app.agent.runner import Agent, Settings
-from app.cli.agent_cmd import LiveSource
+from app.cli.agent_run import LiveSource
 from app.core.facts import FactKind
 from app.core.inventory import NODE_REPORT_ANNOTATION, build
 from app.core.labels import EXCLUDE_LABEL

@@ -1,0 +1,157 @@
+"""`eip-guard resolve` and `eip-guard agent`, the node side: what they run (their flags are in
+agent_cmd)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from app.agent.netlink import NetlinkError
+from app.agent.plan import LocalBinding
+from app.agent.pyroute2_netlink import Pyroute2Netlink
+from app.agent.resolve import Resolved, describe_route_get, resolve
+from app.agent.runner import Agent, ClusterSource, Settings, SnapshotSource, SourceError
+from app.agent.speaker import Speaker
+from app.core.interfaces import CanReach, parse_interface
+from app.core.inventory import NODE_REPORT_ANNOTATION
+from app.kube.settings import KubeError
+from app.sources.errors import InputError
+
+if TYPE_CHECKING:
+    from app.kube.agent_source import LiveCluster
+
+# The kubernetes client loads in live mode only (start-up time and memory: see README
+# Performance). Both commands talk to the kernel, so pyroute2 loads with this module.
+
+EVENT_REASON = "CanReachBoundLocally"
+
+
+def run_resolve(args: argparse.Namespace) -> int:
+    spec = parse_interface(args.spec)
+    try:
+        netlink = Pyroute2Netlink()
+        host = netlink.host()
+    except NetlinkError as exc:
+        raise InputError(str(exc)) from exc
+    result = resolve(spec, host)
+    if isinstance(result, Resolved):
+        ours: dict[str, Any] = {"nic": result.link.name, "why": result.why}
+    else:
+        ours = {"nic": None, "why": result.reason}
+    theirs: dict[str, Any] = {"nic": None, "why": "not used: OpenELB takes a NIC name as given"}
+    if isinstance(spec, CanReach):
+        nic, why = describe_route_get(spec.ip, netlink.route_get(spec.ip), host)
+        theirs = {"nic": nic, "why": why}
+    if args.output == "json":
+        print(json.dumps({"spec": args.spec, "eip_guard": ours, "ip_route_get": theirs}))
+    else:
+        print(f"eip-guard picks:   {ours['nic'] or '(none)'}  ({ours['why']})")
+        print(f"ip route get says: {theirs['nic'] or '(none)'}  ({theirs['why']})")
+    if isinstance(result, Resolved):
+        return 0
+    return 2 if result.bad_spec else 1
+
+
+class LiveSource:
+    """Adapts the Kubernetes source to the agent's ClusterSource (errors to SourceError)."""
+
+    def __init__(self, cluster: LiveCluster) -> None:
+        self.cluster = cluster
+
+    def objects(self) -> Sequence[Mapping[str, Any]]:
+        try:
+            return self.cluster.objects()
+        except KubeError as exc:
+            raise SourceError(str(exc)) from exc
+
+    def members(self) -> frozenset[str]:
+        return self.cluster.members()
+
+
+def _live(
+    args: argparse.Namespace, node: str, log: Callable[[str], None]
+) -> tuple[LiveSource, Callable[[str], bool] | None, Callable[[LocalBinding], None]]:
+    try:
+        from app.kube.agent_api import AgentApi, make_client  # noqa: PLC0415
+        from app.kube.agent_source import LiveCluster  # noqa: PLC0415
+
+        api = AgentApi(make_client(args.kubeconfig, args.server, args.context), args.namespace)
+        cluster = LiveCluster(api, node, log, renew=args.lease_renew, duration=args.lease_duration)
+    except (KubeError, ValueError) as exc:
+        raise InputError(str(exc)) from exc
+
+    def report(text: str) -> bool:
+        try:
+            api.annotate_node(node, NODE_REPORT_ANNOTATION, text)
+            return True
+        except KubeError as exc:
+            log(str(exc))
+            return False
+
+    def warn(binding: LocalBinding) -> None:
+        try:
+            eips = [o for o in cluster.objects() if o.get("kind") == "Eip"]
+        except KubeError:
+            eips = []
+        meta: Mapping[str, Any] = next(
+            (o["metadata"] for o in eips if o["metadata"].get("name") == binding.eip), {}
+        )
+        try:
+            api.warn_eip(binding.eip, str(meta.get("uid", "")), node, EVENT_REASON,
+                         binding.message)  # fmt: skip
+        except KubeError as exc:
+            log(str(exc))
+
+    return LiveSource(cluster), (None if args.no_node_report else report), warn
+
+
+def run_agent(args: argparse.Namespace) -> int:
+    if args.interval <= 0:
+        raise InputError(f"--interval {args.interval}: must be more than 0 seconds")
+    if not args.node_name:
+        raise InputError("--node-name is required (or set $NODE_NAME)")
+    node = args.node_name
+
+    def log(message: str) -> None:
+        print(f"eip-guard agent [{node}]: {message}", flush=True)
+
+    stop = threading.Event()
+    report: Callable[[str], bool] | None = None
+    warn: Callable[[LocalBinding], None] | None = None
+    source: ClusterSource
+    if args.live:
+        live, report, warn = _live(args, node, log)
+        source = live
+        where = f"live mode, Leases in {args.namespace} renewed every {args.lease_renew} s"
+    else:
+        members = None
+        if args.members is not None:
+            members = [m for m in (p.strip() for p in args.members.split(",")) if m]
+        snapshot = SnapshotSource(args.cluster, node, members)
+        try:
+            snapshot.objects()  # a bad snapshot at start is bad input: exit 2 with one line
+        except SourceError as exc:
+            raise InputError(str(exc)) from exc
+        source = snapshot
+        where = f"static mode from {', '.join(map(str, args.cluster))}"
+    speaker = Speaker(log) if args.speaker == "on" else None
+    agent = Agent(Settings(node, args.interval), source, Pyroute2Netlink(),
+                  log, speaker=speaker, report=report, warn=warn)  # fmt: skip
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    mode = "speaker on" if speaker is not None else "report-only (speaker off)"
+    log(f"{where}, {mode}")
+    if isinstance(source, LiveSource):
+        source.cluster.start(stop)
+    agent.run(stop)
+    log("stopped")
+    return 0

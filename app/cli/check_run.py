@@ -1,0 +1,75 @@
+"""`eip-guard check` and `eip-guard audit` against snapshot files or a live cluster: what
+they run (their flags are in check_cmd)."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from pathlib import Path
+
+from app.cli import live
+from app.cli.render import dumps, verdict_json, verdict_text
+from app.core.eips import Eip, is_eip
+from app.core.inventory import Inventory, Options, build
+from app.core.rules import audit, check
+from app.sources.errors import InputError
+from app.sources.files import load_objects, load_one, load_policy
+from app.sources.gc_pause import gc_paused
+
+
+def resolve_dns(name: str) -> list[str]:
+    """The resolver the edge hands the core for kube-vip addresses given as DNS names."""
+    infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
+    return sorted({str(info[4][0]) for info in infos})
+
+
+def options(args: argparse.Namespace) -> Options:
+    ns, sep, name = str(args.kube_vip_configmap).partition("/")
+    if not sep or not ns or not name:
+        raise InputError(f"--kube-vip-configmap {args.kube_vip_configmap!r}: expected NS/NAME")
+    return Options(kube_vip_configmap=(ns, name))
+
+
+def snapshot_inventory(args: argparse.Namespace) -> Inventory:
+    live.check_exclusive(args)
+    if live.live_requested(args):
+        return live.live_inventory(args, options(args), resolve_dns)
+    with gc_paused():  # a snapshot's objects all survive the build: no collection helps
+        return build(load_objects(*args.cluster), options(args), resolve_dns)
+
+
+def _eip(path: Path) -> Eip:
+    obj = load_one(path)
+    if not is_eip(obj):
+        raise InputError(f"{path}: not an Eip (network.kubesphere.io); got {obj.get('kind')}")
+    return Eip.from_object(obj)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    policy = load_policy(args.policy)
+    candidate = _eip(args.filename)
+    old = _eip(args.old) if args.old else None
+    if old is not None and old.name != candidate.name:
+        raise InputError(f"--old names Eip {old.name!r}, but -f names {candidate.name!r}")
+    verdict = check(candidate, old, snapshot_inventory(args), policy)
+    if args.output == "json":
+        print(dumps(verdict_json(verdict)))
+    else:
+        print(verdict_text(candidate.name, verdict))
+    return 0 if verdict.allowed else 1
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    policy = load_policy(args.policy)
+    verdicts = audit(snapshot_inventory(args), policy)
+    bad = {name: v for name, v in verdicts.items() if not v.allowed or v.warned_by}
+    if args.output == "json":
+        print(
+            dumps({"eips": len(verdicts), "findings": {n: verdict_json(v) for n, v in bad.items()}})
+        )
+    else:
+        for name, v in bad.items():
+            print(verdict_text(name, v))
+        violating = sum(not v.allowed for v in verdicts.values())
+        print(f"{len(verdicts)} Eip(s) audited, {violating} violating")
+    return 0 if all(v.allowed for v in verdicts.values()) else 1

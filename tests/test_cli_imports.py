@@ -1,0 +1,186 @@
+"""Each `eip-guard` subcommand imports only what it runs: `check` does not load FastAPI, `serve`
+does not load the node agent, `--help` loads none of them (start-up time; README Performance).
+
+Each case runs the console script's entry point in a fresh interpreter, which writes the
+names in ``sys.modules`` to a file at exit (``atexit``: after ``serve`` has served and
+stopped, or ``--help`` has exited through ``SystemExit``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.webhook.app import VALIDATE_PATH
+from tests.conftest import EXAMPLES, ROOT
+from tests.support import LogLines, run_cli
+
+# The console script, plus an exit hook that records what was imported.
+WRAPPER = """
+import atexit, json, os, sys
+
+def record():
+    with open(os.environ["EIP_GUARD_MODULES"], "w") as out:
+        json.dump(sorted(sys.modules), out)
+
+atexit.register(record)
+from app.cli.entry import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+WEB = ("fastapi", "starlette", "uvicorn", "app.webhook")
+KUBE = ("kubernetes", "app.kube.live", "app.kube.serving", "app.kube.snapshot")
+AGENT = ("pyroute2", "app.agent")
+# What a snapshot check/audit, and building the parser, never need.
+HEAVY = (*WEB, *KUBE, *AGENT, "cryptography", "app.pki", "prometheus_client")
+SNAPSHOT = ["--cluster", str(EXAMPLES / "cluster.yaml")]
+# What only reading files and judging need: the parser alone (--help) loads none of it.
+READERS = ("pydantic", "yaml", "app.sources.files", "app.core.inventory", "app.core.rules")
+
+
+def command(argv: Iterable[str]) -> list[str]:
+    return [sys.executable, "-c", WRAPPER, *argv]
+
+
+def environment(modules: Path) -> dict[str, str]:
+    # Not in a pod, whatever the machine running the tests is: no live-mode default.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
+    return {**env, "EIP_GUARD_MODULES": str(modules), "PYTHONUNBUFFERED": "1"}
+
+
+def run(argv: list[str], tmp_path: Path) -> tuple[int, set[str]]:
+    """``eip-guard ARGV`` in a fresh interpreter: its exit code and the modules it imported."""
+    modules = tmp_path / "modules.json"
+    done = subprocess.run(
+        command(argv), check=False, cwd=ROOT, env=environment(modules),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.returncode, set(json.loads(modules.read_text()))
+
+
+def loaded(modules: set[str], packages: Iterable[str]) -> list[str]:
+    """The ``packages`` (or any of their submodules) among ``modules``."""
+    return sorted(p for p in packages if any(m == p or m.startswith(p + ".") for m in modules))
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [
+        (["check", "-f", str(EXAMPLES / "eip-bad.yaml"), *SNAPSHOT], 1),
+        (["check", "-f", str(EXAMPLES / "eip-good.yaml"), *SNAPSHOT, "-o", "json"], 0),
+        (["audit", *SNAPSHOT], 0),
+    ],
+    ids=["check-denied", "check-allowed", "audit"],
+)
+def test_a_snapshot_check_or_audit_loads_no_server_no_agent_no_kube_client(
+    argv: list[str], code: int, tmp_path: Path
+) -> None:
+    got, modules = run(argv, tmp_path)
+    assert got == code
+    assert "app.cli.check_run" in modules  # it did run the check
+    assert loaded(modules, HEAVY) == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["--version"]]
+    + [[cmd, "--help"] for cmd in ("check", "audit", "serve", "certs", "resolve", "agent")],
+    ids=" ".join,
+)
+def test_help_loads_no_runtime(argv: list[str], tmp_path: Path) -> None:
+    code, modules = run(argv, tmp_path)
+    assert code == 0
+    assert "app.cli.main" in modules
+    assert loaded(modules, (*HEAVY, *READERS)) == []
+    assert [m for m in modules if m.startswith("app.cli.") and m.endswith("_run")] == []
+
+
+def test_certs_loads_no_server_and_no_agent(tmp_path: Path) -> None:
+    argv = ["certs", "--out", str(tmp_path / "certs"), "--dns", "localhost"]
+    code, modules = run(argv, tmp_path)
+    assert code == 0 and (tmp_path / "certs" / "tls.crt").is_file()
+    assert loaded(modules, (*WEB, *KUBE, *AGENT, "prometheus_client")) == []
+
+
+def test_resolve_loads_no_server(tmp_path: Path) -> None:
+    code, modules = run(["resolve", "lo", "-o", "json"], tmp_path)
+    assert code in (0, 1)  # lo may be down in a bare namespace: either answer is an answer
+    assert "app.agent.resolve" in modules
+    assert loaded(modules, (*WEB, *KUBE, "cryptography", "app.pki", "prometheus_client")) == []
+
+
+def test_serve_on_a_snapshot_loads_no_agent_and_no_kube_client(tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    made, _ = run(
+        ["certs", "--out", str(certs), "--dns", "localhost", "--ip", "127.0.0.1"], tmp_path
+    )
+    assert made == 0
+    modules_file = tmp_path / "serve-modules.json"
+    argv = [
+        "serve", *SNAPSHOT, "--host", "127.0.0.1", "--port", "0",
+        "--tls-cert-file", str(certs / "tls.crt"), "--tls-key-file", str(certs / "tls.key"),
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        command(argv), cwd=ROOT, env=environment(modules_file),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines = LogLines(proc)
+    try:
+        address = lines.until("serving")["address"]
+        readyz = address.removesuffix(VALIDATE_PATH) + "/readyz"
+        trust = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+        assert httpx.get(readyz, verify=trust, timeout=30).status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        lines.thread.join(10)
+        assert proc.stderr is not None
+        proc.stderr.close()
+    modules = set(json.loads(modules_file.read_text()))
+    assert "app.webhook.app" in modules  # it did serve
+    assert loaded(modules, (*KUBE, *AGENT)) == []
+
+
+def test_serve_help_names_the_path_it_serves(capsys: pytest.CaptureFixture[str]) -> None:
+    # serve_cmd spells the path out rather than import it with FastAPI.
+    code, out, _ = run_cli(capsys, "serve", "--help")
+    assert code == 0
+    assert f"Serves POST {VALIDATE_PATH}, /healthz" in " ".join(out.split())
+
+
+# Records whether the collector ran while a command's runtime was being imported.
+PAUSED = """
+import gc, importlib.abc, sys
+seen = []
+class Watch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "app.cli.check_run":
+            seen.append(gc.isenabled())
+        return None
+sys.meta_path.insert(0, Watch())
+from app.cli.entry import main
+code = main(sys.argv[1:])
+print(seen, gc.isenabled(), code)
+"""
+
+
+def test_a_runtime_is_imported_with_the_collector_paused() -> None:
+    argv = ["audit", *SNAPSHOT, "-o", "json"]
+    out = subprocess.run(
+        [sys.executable, "-c", PAUSED, *argv], cwd=ROOT, capture_output=True, text=True,
+        check=True, env=environment(Path(os.devnull)),
+    ).stdout  # fmt: skip
+    assert out.splitlines()[-1] == "[False] True 0"
