@@ -144,15 +144,15 @@ class FakeApi:
     # --- lifecycle ------------------------------------------------------------------------
 
     def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._main())
-        except BaseException as exc:  # surfaced by start()
-            self._error = exc
-            self._ready.set()
-        finally:
-            loop.close()
+        # asyncio.Runner ends the loop as asyncio.run does: tasks still pending (closing the
+        # watch streams' async generators) are run to their end first, not destroyed.
+        with asyncio.Runner() as runner:
+            self._loop = runner.get_loop()
+            try:
+                runner.run(self._main())
+            except BaseException as exc:  # surfaced by start()
+                self._error = exc
+                self._ready.set()
 
     async def _main(self) -> None:
         async with (
