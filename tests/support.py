@@ -1,5 +1,6 @@
 """Small helpers shared by test modules: run the CLI in-process, poll until something holds,
-read the JSON log lines of an ``eip-guard serve`` process."""
+read the JSON log lines of an ``eip-guard serve`` process, and see whether the cyclic GC
+was paused while a module was imported."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import queue
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -46,6 +48,7 @@ class LogLines:
     mix badly). The thread ends at EOF: join ``thread`` before closing the pipe."""
 
     def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
         self.queue: queue.SimpleQueue[str] = queue.SimpleQueue()
         assert proc.stderr is not None
         stream = proc.stderr
@@ -72,3 +75,45 @@ class LogLines:
         while line.get("msg") != msg:
             line = self.next(waiting_for=repr(msg))
         return line
+
+    def finish(self) -> None:
+        """Kill the process if it still runs, let the reader reach EOF, close the pipes."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.thread.join(10)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@contextmanager
+def log_lines(proc: subprocess.Popen[str]) -> Iterator[LogLines]:
+    """The process's log lines; on the way out, whatever happened, :meth:`LogLines.finish`."""
+    lines = LogLines(proc)
+    try:
+        yield lines
+    finally:
+        lines.finish()
+
+
+def gc_probe(module: str) -> str:
+    """A script that runs the console script's entry point on its arguments and prints, last,
+    whether the cyclic GC was enabled each time ``module`` was imported, whether it is
+    enabled at the end, and the exit code: ``[False] True 0`` when all went as it should."""
+    return f"""
+import gc, importlib.abc, sys
+seen = []
+class Watch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == {module!r}:
+            seen.append(gc.isenabled())
+        return None
+sys.meta_path.insert(0, Watch())
+from app.cli.entry import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+print(seen, gc.isenabled(), code)
+"""

@@ -10,31 +10,15 @@ from importlib.metadata import entry_points
 import pytest
 
 from app.cli import entry
-
-# Records whether the collector ran while app.cli.main was being imported, then runs the
-# entry point as the console script does.
-PROBE = """
-import gc, importlib.abc, sys
-seen = []
-class Watch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "app.cli.main":
-            seen.append(gc.isenabled())
-        return None
-sys.meta_path.insert(0, Watch())
-from app.cli.entry import main
-code = None
-try:
-    main(["--version"])
-except SystemExit as exc:
-    code = exc.code
-print(seen, gc.isenabled(), code)
-"""
+from tests.support import gc_probe
 
 
 def test_the_command_line_is_imported_with_the_collector_paused() -> None:
     out = subprocess.run(
-        [sys.executable, "-c", PROBE], capture_output=True, text=True, check=True
+        [sys.executable, "-c", gc_probe("app.cli.main"), "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert out.splitlines()[-1] == "[False] True 0"
 

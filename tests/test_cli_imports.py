@@ -22,7 +22,7 @@ import pytest
 
 from app.webhook.app import VALIDATE_PATH
 from tests.conftest import EXAMPLES, ROOT
-from tests.support import LogLines, run_cli
+from tests.support import gc_probe, log_lines, run_cli
 
 # The console script, plus an exit hook that records what was imported.
 WRAPPER = """
@@ -134,21 +134,13 @@ def test_serve_on_a_snapshot_loads_no_agent_and_no_kube_client(tmp_path: Path) -
         command(argv), cwd=ROOT, env=environment(modules_file),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    lines = LogLines(proc)
-    try:
+    with log_lines(proc) as lines:
         address = lines.until("serving")["address"]
         readyz = address.removesuffix(VALIDATE_PATH) + "/readyz"
         trust = ssl.create_default_context(cafile=str(certs / "ca.crt"))
         assert httpx.get(readyz, verify=trust, timeout=30).status_code == 200
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        lines.thread.join(10)
-        assert proc.stderr is not None
-        proc.stderr.close()
     modules = set(json.loads(modules_file.read_text()))
     assert "app.webhook.app" in modules  # it did serve
     assert loaded(modules, (*KUBE, *AGENT)) == []
@@ -161,26 +153,10 @@ def test_serve_help_names_the_path_it_serves(capsys: pytest.CaptureFixture[str])
     assert f"Serves POST {VALIDATE_PATH}, /healthz" in " ".join(out.split())
 
 
-# Records whether the collector ran while a command's runtime was being imported.
-PAUSED = """
-import gc, importlib.abc, sys
-seen = []
-class Watch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "app.cli.check_run":
-            seen.append(gc.isenabled())
-        return None
-sys.meta_path.insert(0, Watch())
-from app.cli.entry import main
-code = main(sys.argv[1:])
-print(seen, gc.isenabled(), code)
-"""
-
-
 def test_a_runtime_is_imported_with_the_collector_paused() -> None:
     argv = ["audit", *SNAPSHOT, "-o", "json"]
     out = subprocess.run(
-        [sys.executable, "-c", PAUSED, *argv], cwd=ROOT, capture_output=True, text=True,
-        check=True, env=environment(Path(os.devnull)),
+        [sys.executable, "-c", gc_probe("app.cli.check_run"), *argv], cwd=ROOT,
+        capture_output=True, text=True, check=True, env=environment(Path(os.devnull)),
     ).stdout  # fmt: skip
     assert out.splitlines()[-1] == "[False] True 0"

@@ -20,7 +20,7 @@ from app.webhook.app import create_app
 from tests.core.objects import eip, node, service
 from tests.kmock_harness import EIPS, FakeApi, Writer, kubeconfig, running
 from tests.kube.harness import Cluster
-from tests.support import LogLines, eventually
+from tests.support import eventually, log_lines
 from tests.webhook.conftest import Certs, client, review, serving
 from tests.webhook.test_cli_webhook import ROOT
 
@@ -104,8 +104,7 @@ def test_serve_with_a_kubeconfig_watches_the_cluster(
         [sys.executable, "-m", "app.cli.main", *argv],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    lines = LogLines(proc)
-    try:
+    with log_lines(proc) as lines:
         line = lines.until("serving")
         assert line["cluster"] == "live"
         port = int(line["address"].rsplit(":", 1)[1].split("/")[0])
@@ -119,11 +118,3 @@ def test_serve_with_a_kubeconfig_watches_the_cluster(
             assert "eip_guard_admission_reviews_total" in metrics
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        lines.thread.join(10)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()

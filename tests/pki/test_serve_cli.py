@@ -54,11 +54,7 @@ class Process:
         try:
             return self.proc.wait(timeout=30)
         finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-            self.lines.thread.join(10)
-            assert self.proc.stderr is not None
-            self.proc.stderr.close()
+            self.lines.finish()
 
 
 def port_of(url: str) -> int:

@@ -14,7 +14,7 @@ import pytest
 
 from app.pki.certs import describe
 from app.webhook.server import listen
-from tests.support import LogLines, run_cli
+from tests.support import log_lines, run_cli
 
 from .conftest import EXAMPLES, Certs, client, example_eip
 
@@ -167,8 +167,7 @@ def test_serve_answers_the_example_reviews_and_stops_cleanly_on_sigterm(certs: C
         [sys.executable, "-m", "app.cli.main", *serve_args(certs, "--port", "0")],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    lines = LogLines(proc)
-    try:
+    with log_lines(proc) as lines:
         line = lines.until("serving")
         assert line["eips"] == 1
         port = int(line["address"].rsplit(":", 1)[1].split("/")[0])
@@ -194,14 +193,6 @@ def test_serve_answers_the_example_reviews_and_stops_cleanly_on_sigterm(certs: C
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         assert lines.until("Shutting down")["logger"] == "uvicorn.error"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        lines.thread.join(10)  # it ends at EOF; then the pipes can be closed
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
 
 
 def test_the_example_reviews_carry_the_example_eips() -> None:
