@@ -19,7 +19,8 @@ from app.agent.frames import Nic, mac_bytes
 from app.agent.netlink import HostNet, Netlink, NetlinkError
 from app.agent.plan import LocalBinding, Plan, local_bindings, node_report, plan
 from app.agent.speaker import Speaker, Target
-from app.sources.files import InputError, load_objects
+from app.sources.errors import InputError
+from app.sources.files import load_objects
 
 Log = Callable[[str], None]
 

@@ -18,7 +18,7 @@ from app.agent.resolve import Resolved, describe_route_get, resolve
 from app.agent.runner import Agent, ClusterSource, Settings, SnapshotSource, SourceError
 from app.agent.speaker import Speaker
 from app.core.interfaces import CanReach, parse_interface
-from app.core.inventory import NODE_REPORT_ANNOTATION
+from app.core.labels import NODE_REPORT_ANNOTATION
 from app.kube.settings import KubeError
 from app.sources.errors import InputError
 

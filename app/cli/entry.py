@@ -1,8 +1,9 @@
 """The ``eip-guard`` console script: the command line, imported with the cyclic GC paused.
 
-Importing FastAPI, pydantic, uvicorn and the kubernetes client makes a few hundred thousand
-objects that all survive; the collections the import triggered walked them for nothing,
-about 0.1 s of every start (``eip-guard serve``'s time to ready, each ``eip-guard check``).
+What an import makes survives, so a collection it triggers walks it for nothing. The
+command line itself is light (flags only); the heavy imports (FastAPI, pydantic, uvicorn,
+the kubernetes client) come with a command's runtime, which :mod:`app.cli.lazy` imports
+paused the same way.
 """
 
 from __future__ import annotations

@@ -32,12 +32,10 @@ from app.core.extraction import (
 )
 from app.core.facts import Fact, FactKind, Source
 from app.core.interfaces import CanReach
-from app.core.labels import NODE_REPORT_ANNOTATION
 
 __all__ = [  # with what extraction.py holds that callers of the inventory use
     "DEFAULT_OPTIONS",
     "EMPTY",
-    "NODE_REPORT_ANNOTATION",
     "Extract",
     "Inventory",
     "Options",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import NamedTuple
@@ -51,6 +51,11 @@ class Violation(NamedTuple):
         return f'{self.field}: Invalid value: "{self.value}": {self.detail}'
 
 
+def aggregate(messages: Sequence[str]) -> str:
+    """Kubernetes' aggregate of field errors: one alone, several as ``[a, b]``."""
+    return messages[0] if len(messages) == 1 else "[" + ", ".join(messages) + "]"
+
+
 def clean_warning(text: str) -> str:
     """A kubectl warning: no control characters (the API server drops those), short."""
     if not text.isprintable():  # rare: spare the common case a loop over every character
@@ -78,7 +83,4 @@ class Verdict(NamedTuple):
     @property
     def message(self) -> str:
         """All denials in one Kubernetes-style message."""
-        messages = [v.message for v in self.denied_by]
-        if len(messages) == 1:
-            return messages[0]
-        return "[" + ", ".join(messages) + "]"
+        return aggregate([v.message for v in self.denied_by])

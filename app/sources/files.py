@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from app.core.rules import RULE_IDS
 from app.core.verdict import Action, Policy
-from app.sources.errors import InputError as InputError  # noqa: PLC0414 - re-exported
+from app.sources.errors import InputError
 from app.sources.gc_pause import gc_paused
 
 SNAPSHOT_SUFFIXES = (".yaml", ".yml", ".json")

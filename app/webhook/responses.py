@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from app.core.eips import GROUP
-from app.core.verdict import Verdict, Violation, clean_warning
+from app.core.verdict import Verdict, Violation, aggregate, clean_warning
 from app.webhook.reviews import AdmissionResponse, Status, StatusCause
 
 CODE_INVALID = 422
@@ -45,9 +45,8 @@ def violation_message(v: Violation) -> str:
 
 
 def denied_message(verdict: Verdict) -> str:
-    """Kubernetes' aggregate form: one error alone, several in ``[a, b]``."""
-    messages = [violation_message(v) for v in verdict.denied_by]
-    return messages[0] if len(messages) == 1 else "[" + ", ".join(messages) + "]"
+    """Every denial in Kubernetes' aggregate form, each naming its rule."""
+    return aggregate([violation_message(v) for v in verdict.denied_by])
 
 
 def denied(uid: str, name: str, verdict: Verdict) -> AdmissionResponse:

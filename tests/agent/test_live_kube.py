@@ -16,8 +16,8 @@ from app.agent.pyroute2_netlink import Pyroute2Netlink
 from app.agent.runner import Agent, Settings
 from app.cli.agent_run import LiveSource
 from app.core.facts import FactKind
-from app.core.inventory import NODE_REPORT_ANNOTATION, build
-from app.core.labels import EXCLUDE_LABEL
+from app.core.inventory import build
+from app.core.labels import EXCLUDE_LABEL, NODE_REPORT_ANNOTATION
 from app.kube.agent_api import AgentApi, KubeError, make_client
 from app.kube.agent_leases import lease_body, live_nodes, next_expiry
 from app.kube.agent_source import LiveCluster

@@ -6,7 +6,8 @@ import json
 from typing import Any
 
 from app.core.eips import Eip
-from app.core.inventory import NODE_REPORT_ANNOTATION, build
+from app.core.inventory import build
+from app.core.labels import NODE_REPORT_ANNOTATION
 from app.core.rules import RULE_IDS, check
 from app.core.verdict import Action, Policy
 

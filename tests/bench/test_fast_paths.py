@@ -42,7 +42,8 @@ from app.core.facts import FactKind
 from app.core.interfaces import parse_interface
 from app.core.inventory import Inventory, Options, assemble, build, extract
 from app.core.verdict import WARNING_LIMIT, clean_warning
-from app.sources.files import InputError, _json_document
+from app.sources.errors import InputError
+from app.sources.files import _json_document
 from app.sources.gc_pause import gc_paused
 
 OCTETS = st.one_of(

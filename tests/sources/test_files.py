@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from app.core.inventory import build
-from app.sources.files import InputError, load_objects
+from app.sources.errors import InputError
+from app.sources.files import load_objects
 from app.sources.gc_pause import gc_paused
 
 SERVICE = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a", "namespace": "n"}}
