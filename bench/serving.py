@@ -28,7 +28,7 @@ from typing import Any
 
 from app.webhook.app import VALIDATE_PATH
 from bench import synth
-from bench.stats import ratio
+from bench.stats import decision_budget_us, ratio
 
 CONCURRENCY = (1, 16, 64)
 READY_TIMEOUT = 120.0
@@ -380,6 +380,8 @@ def compare(
                     # CPU per review of the decision itself, served: webhook minus the same
                     # webhook with a fixed answer.
                     "decision_cpu_us": _minus(hook["cpu_us"], fixed["cpu_us"]),
+                    # What it may cost for the throughput target, by the same CPU measure.
+                    "decision_budget_us": decision_budget_us(floor["cpu_us"], fixed["cpu_us"]),
                 }
             )
     return {

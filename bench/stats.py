@@ -24,5 +24,18 @@ def summary_us(samples_ns: Sequence[int]) -> dict[str, float]:
     }
 
 
+THROUGHPUT_TARGET = 0.75  # the issue's: the webhook serves at least this share of the floor
+
+
+def decision_budget_us(floor_cpu: float | None, no_decision_cpu: float | None) -> float | None:
+    """CPU per review the decision may cost, served, for the webhook to still serve
+    ``THROUGHPUT_TARGET`` of the floor's requests on one core: the floor's CPU per request
+    over the target, minus what the webhook costs with a fixed answer in place of deciding.
+    Negative when the webhook misses the target even without deciding."""
+    if floor_cpu is None or no_decision_cpu is None:
+        return None
+    return round(floor_cpu / THROUGHPUT_TARGET - no_decision_cpu, 1)
+
+
 def ratio(a: float, b: float) -> float:
     return round(a / b, 2) if b else math.inf

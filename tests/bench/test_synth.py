@@ -18,6 +18,7 @@ from app.core.inventory import build
 from app.core.rules import check
 from app.sources.files import load_objects
 from bench import report, synth
+from bench.stats import decision_budget_us
 
 TINY = synth.Shape("tiny", nodes=12, eips=20, services=40)
 TWO_RACKS = synth.Shape("two-racks", nodes=250, eips=60, services=100)
@@ -140,6 +141,7 @@ def result_with_every_section() -> dict[str, Any]:
                     "no_decision_p99_ratio": 1.0,
                     "no_decision_cpu_ratio": 0.83,
                     "decision_cpu_us": 98.7,
+                    "decision_budget_us": -12.5,
                 }
             ],
         },
@@ -178,5 +180,14 @@ def test_table_and_plot_render_every_section(tmp_path: Path) -> None:
     assert "webhook_quiet" in text and "MISSED" in text and "skipped" not in text.split("Sync")[0]
     assert "CPU us/req" in text and "123.4" in text and "0.61" in text
     assert "webhook_no_decision" in text and "0.83" in text and "c=1 98.7 us" in text
+    assert "c=1 -12.5 us" in text
     report.plot(result, tmp_path / "bench.png")
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_decision_budget_is_what_keeps_the_webhook_at_the_target() -> None:
+    # Floor 180 us a request: 0.75 of its throughput allows 240 us; the webhook costs 200
+    # without deciding, so the decision may take 40.
+    assert decision_budget_us(180.0, 200.0) == 40.0
+    assert decision_budget_us(180.0, 250.0) == -10.0  # missed even without deciding
+    assert decision_budget_us(None, 200.0) is None
