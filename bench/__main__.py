@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import breakdown, decision, memory, report, serving, synth
+from bench import breakdown, decision, memory, profiles, report, serving, synth
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -88,6 +88,12 @@ def run_http(args: argparse.Namespace, largest: synth.Shape) -> dict[str, Any]:
     )
 
 
+def run_profile(args: argparse.Namespace, largest: synth.Shape) -> dict[str, Any]:
+    path = snapshot_path(args.out, largest, args.seed)
+    duration = args.duration or (3.0 if args.quick else 6.0)
+    return profiles.run(path, largest.name, args.out, duration=duration, seed=args.seed, log=log)
+
+
 def run_sync(args: argparse.Namespace, shapes: tuple[synth.Shape, ...]) -> dict[str, Any]:
     """Live mode against kmock: at `l` (kmock is Python too; `xl` takes minutes), `m` if quick."""
     try:  # the live inventory lands separately; without it this section says so
@@ -123,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         "startup": lambda: run_startup(args, shapes),
         "http": lambda: run_http(args, largest),
         "breakdown": lambda: breakdown.run(largest.name, args.seed),
+        "profile": lambda: run_profile(args, largest),
         "sync": lambda: run_sync(args, shapes),
     }
     failed = False

@@ -34,6 +34,13 @@ either filled or ``{"skipped": "<why>"}``:
 - ``breakdown``: median CPU microseconds per review with no socket or TLS (see
   ``bench/breakdown.py``): floor_app, webhook_app_quiet, webhook_app, decide,
   from_object, check, parse_review.
+- ``profile``: py-spy's samples of the webhook and of the floor at concurrency 16, and of
+  ``eip-guard serve`` from start to ready (see ``bench/profiles.py``): size, concurrency,
+  rate_hz; ``webhook``, ``floor`` (samples, errors, rps, cpu_us, ``shares``: percent of
+  the busy samples per part, ``us_per_request``: that share of cpu_us) and ``startup``
+  (samples, errors, ready_s, ``shares``); ``parts``: what each part holds. The raw stacks
+  are ``profile-webhook.txt``, ``profile-floor.txt`` and ``profile-startup.txt`` beside
+  the JSON.
 - ``sync``: the live inventory syncing a cluster from kmock (``l``; ``m`` when quick):
   size, objects, facts, ready_s (start of the watches to readiness).
 - ``targets``: name, target, value, met (true, false, or null when not measured).
@@ -64,6 +71,7 @@ TOP_KEYS = (
     "startup",
     "http",
     "breakdown",
+    "profile",
     "sync",
     "targets",
 )
@@ -73,7 +81,7 @@ SERVER_STYLES = (
     ("webhook_no_decision", "tab:olive", "v-"),
     ("floor", "tab:gray", "s--"),
 )
-SECTIONS = ("decision", "memory", "startup", "http", "breakdown", "sync")
+SECTIONS = ("decision", "memory", "startup", "http", "breakdown", "profile", "sync")
 
 
 def skipped(reason: str) -> dict[str, Any]:
@@ -238,6 +246,8 @@ def table(result: dict[str, Any]) -> str:
     out.append("Where a review's CPU goes (ASGI app called directly, median us per review)")
     out.append("  " + ", ".join(f"{k}={v}" for k, v in result["breakdown"].items()))
     out.append("")
+    out += _profile_lines(result["profile"])
+    out.append("")
     out.append("Sync (live inventory from kmock)")
     out.append("  " + ", ".join(f"{k}={v}" for k, v in result["sync"].items()))
     out.append("")
@@ -248,6 +258,32 @@ def table(result: dict[str, Any]) -> str:
         [[t["name"], t["target"], t["value"], marks[t["met"]]] for t in result["targets"]],
     )
     return "\n".join(out)
+
+
+def _profile_lines(profile: dict[str, Any]) -> list[str]:
+    out = ["Where the time goes (py-spy: percent of the busy samples, and that share of the"]
+    out.append("server's CPU per request in us)")
+    if "skipped" in profile:
+        return [*out, f"  skipped: {profile['skipped']}"]
+    served = [name for name in ("webhook", "floor") if name in profile]
+    parts = list(dict.fromkeys(p for name in served for p in profile[name]["shares"]))
+    rows = [[part, *(_share(profile[name], part) for name in served)] for part in parts]
+    out += _rows(["part", *(f"{name} c={profile['concurrency']}" for name in served)], rows)
+    for name in served:
+        run = profile[name]
+        out.append(
+            f"  {name}: {run.get('samples')} samples ({run.get('errors')} unreadable), "
+            f"{run['rps']} req/s and {run['cpu_us']} us of CPU per request while sampled"
+        )
+    startup = profile.get("startup")
+    if startup:
+        shares = ", ".join(f"{k} {v}%" for k, v in startup["shares"].items())
+        out.append(f"  start-up to ready ({startup['ready_s']} s under py-spy): {shares}")
+    return out
+
+
+def _share(run: dict[str, Any], part: str) -> str:
+    return f"{run['shares'].get(part, 0.0)}% {run['us_per_request'].get(part, 0.0)} us"
 
 
 def plot(result: dict[str, Any], path: Path) -> None:

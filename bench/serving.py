@@ -250,6 +250,15 @@ end
 """
 
 
+def review_script(out: Path, size: str, seed: int) -> Path:
+    """The wrk script POSTing the reviews of ``size`` in turn, written under ``out``."""
+    shape = {s.name: s for s in synth.SIZES}[size]
+    script = out / "cache" / f"reviews-{size}.lua"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(lua_script(reviews(shape, seed)), encoding="utf-8")
+    return script
+
+
 def wrk(url: str, script: Path, concurrency: int, duration: float) -> dict[str, Any]:
     threads = min(WRK_THREADS, concurrency)
     seconds = max(1, round(duration))  # wrk takes whole seconds
@@ -311,10 +320,7 @@ def compare(
 ) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         return {"skipped": "wrk is not installed (apt-get install wrk; `make bench` does)"}
-    shape = {s.name: s for s in synth.SIZES}[size]
-    script = out / "cache" / f"reviews-{size}.lua"
-    script.parent.mkdir(parents=True, exist_ok=True)
-    script.write_text(lua_script(reviews(shape, seed)), encoding="utf-8")
+    script = review_script(out, size, seed)
     ca, cert, key = certificates(out)
     ports = {name: free_port() for name in (*SERVERS, "webhook_2")}
     argv = {

@@ -146,6 +146,28 @@ def result_with_every_section() -> dict[str, Any]:
             ],
         },
         "breakdown": {"floor_app": 80.0, "webhook_app": 300.0},
+        "profile": {
+            "size": "b",
+            "concurrency": 16,
+            "rate_hz": 500,
+            "webhook": {
+                "samples": 900,
+                "errors": 100,
+                "rps": 2500,
+                "cpu_us": 400.0,
+                "shares": {"uvicorn": 60.0, "decision": 40.0},
+                "us_per_request": {"uvicorn": 240.0, "decision": 160.0},
+            },
+            "floor": {
+                "samples": 950,
+                "errors": 50,
+                "rps": 4000,
+                "cpu_us": 250.0,
+                "shares": {"uvicorn": 100.0},
+                "us_per_request": {"uvicorn": 250.0},
+            },
+            "startup": {"samples": 800, "errors": 0, "ready_s": 3.9, "shares": {"imports": 20.5}},
+        },
         "sync": report.skipped("not here"),
     }
 
@@ -181,6 +203,9 @@ def test_table_and_plot_render_every_section(tmp_path: Path) -> None:
     assert "CPU us/req" in text and "123.4" in text and "0.61" in text
     assert "webhook_no_decision" in text and "0.83" in text and "c=1 98.7 us" in text
     assert "c=1 -12.5 us" in text
+    profile = text.split("Where the time goes")[1].split("Sync")[0]
+    assert "40.0% 160.0 us" in profile and "0.0% 0.0 us" in profile  # the floor decides nothing
+    assert "100 unreadable" in profile and "imports 20.5%" in profile
     report.plot(result, tmp_path / "bench.png")
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
