@@ -38,7 +38,8 @@ either filled or ``{"skipped": "<why>"}``:
   ``eip-guard serve`` from start to ready (see ``bench/profiles.py``): size, concurrency,
   rate_hz; ``webhook``, ``floor`` (samples, errors, rps, cpu_us, ``shares``: percent of
   the busy samples per part, ``us_per_request``: that share of cpu_us) and ``startup``
-  (samples, errors, ready_s, ``shares``); ``parts``: what each part holds. The raw stacks
+  (samples, errors, ready_s, ``shares``, ``seconds``: that share of ready_s); ``parts``:
+  what each part holds. The raw stacks
   are ``profile-webhook.txt``, ``profile-floor.txt`` and ``profile-startup.txt`` beside
   the JSON.
 - ``sync``: the live inventory syncing a cluster from kmock (``l``; ``m`` when quick):
@@ -277,7 +278,10 @@ def _profile_lines(profile: dict[str, Any]) -> list[str]:
         )
     startup = profile.get("startup")
     if startup:
-        shares = ", ".join(f"{k} {v}%" for k, v in startup["shares"].items())
+        seconds = startup.get("seconds", {})
+        shares = ", ".join(
+            f"{k} {v}% ({seconds.get(k, '?')} s)" for k, v in startup["shares"].items()
+        )
         out.append(f"  start-up to ready ({startup['ready_s']} s under py-spy): {shares}")
     return out
 

@@ -166,7 +166,13 @@ def result_with_every_section() -> dict[str, Any]:
                 "shares": {"uvicorn": 100.0},
                 "us_per_request": {"uvicorn": 250.0},
             },
-            "startup": {"samples": 800, "errors": 0, "ready_s": 3.9, "shares": {"imports": 20.5}},
+            "startup": {
+                "samples": 800,
+                "errors": 0,
+                "ready_s": 3.9,
+                "shares": {"imports": 20.5},
+                "seconds": {"imports": 0.8},
+            },
         },
         "sync": report.skipped("not here"),
     }
@@ -205,7 +211,7 @@ def test_table_and_plot_render_every_section(tmp_path: Path) -> None:
     assert "c=1 -12.5 us" in text
     profile = text.split("Where the time goes")[1].split("Sync")[0]
     assert "40.0% 160.0 us" in profile and "0.0% 0.0 us" in profile  # the floor decides nothing
-    assert "100 unreadable" in profile and "imports 20.5%" in profile
+    assert "100 unreadable" in profile and "imports 20.5% (0.8 s)" in profile
     report.plot(result, tmp_path / "bench.png")
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
