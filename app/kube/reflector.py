@@ -31,6 +31,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
+from app.core.eips import own, shared
 from app.core.inventory import Extract, Options, extract
 from app.kube.metrics import KubeMetrics
 from app.kube.resources import Lister, Stream, describe_failure, list_all
@@ -59,8 +60,10 @@ def backoff_delay(failures: int, base: float, cap: float, rand: Callable[[], flo
 
 
 def object_key(obj: Mapping[str, Any]) -> Key:
+    # Copies, not the parsed strings: a key outlives the page of the list it came from, and
+    # one surviving string per memory page keeps the whole parsed list resident.
     meta = obj.get("metadata") or {}
-    return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+    return (shared(str(meta.get("namespace") or "")), own(str(meta.get("name") or "")))
 
 
 def resource_version(obj: Mapping[str, Any]) -> str:
@@ -73,7 +76,7 @@ def holder(options: Options) -> Callable[[dict[str, Any]], Held]:
 
     def held(obj: dict[str, Any]) -> Held:
         ex = extract(obj, options)
-        uid = str((obj.get("metadata") or {}).get("uid") or "") if ex.eip is not None else ""
+        uid = own(str((obj.get("metadata") or {}).get("uid") or "")) if ex.eip is not None else ""
         return Held(ex, uid)
 
     return held
@@ -121,6 +124,10 @@ class Reflector(Generic[T]):
         obj.setdefault("apiVersion", self.stream.resource.api_version)
         obj.setdefault("kind", self.stream.resource.kind)
         return self._keep(obj)
+
+    def _keyed(self, obj: dict[str, Any]) -> tuple[Key, T] | None:
+        kept = self.kept(obj)
+        return None if kept is None else (object_key(obj), kept)
 
     def interrupt(self) -> None:
         """Unblock a watch read at once (the owner has set ``stop``)."""
@@ -173,7 +180,9 @@ class Reflector(Generic[T]):
 
     def _list(self) -> str | None:
         try:
-            objects, rv = list_all(self.stream, self._lister, self.settings.request_timeout)
+            pairs, rv = list_all(
+                self.stream, self._lister, self.settings.request_timeout, self._keyed
+            )
         except ApiException as exc:
             if exc.status == GONE:
                 raise _Gone from exc
@@ -183,7 +192,7 @@ class Reflector(Generic[T]):
                 log.info("%s: not offered by this API server (404); asking again later", self.name)
                 return None
             raise
-        items = {object_key(obj): kept for obj in objects if (kept := self.kept(obj)) is not None}
+        items = dict(pairs)
         self.sink.replace(self.name, items)
         self.sink.problem(self.name, "")
         self._synced()

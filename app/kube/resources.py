@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -134,17 +134,25 @@ def rbac_rules() -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+T = TypeVar("T")
 PAGE = 500  # objects per list request: a big cluster's Services come in chunks, as kubectl does
 
 
 def list_all(
-    stream: Stream, lister: Lister, timeout: tuple[float, float]
-) -> tuple[list[dict[str, Any]], str]:
-    """Every object of a stream (following ``continue`` tokens) and the list's resourceVersion.
+    stream: Stream,
+    lister: Lister,
+    timeout: tuple[float, float],
+    keep: Callable[[dict[str, Any]], T | None],
+) -> tuple[list[T], str]:
+    """What ``keep`` makes of every object of a stream (following ``continue`` tokens; None
+    is left out), and the list's resourceVersion.
 
-    Items of a list carry no apiVersion/kind on a real API server; ``extract`` needs them.
+    Each page goes through ``keep`` as it arrives, so a caller that keeps less than whole
+    objects never holds more than one page of them (100,000 Services parsed at once peaked
+    at 470 MB). Items of a list carry no apiVersion/kind on a real API server; ``extract``
+    needs them.
     """
-    items: list[dict[str, Any]] = []
+    items: list[T] = []
     token: str | None = None
     rv = ""
     while True:
@@ -166,7 +174,10 @@ def list_all(
             if isinstance(obj, dict):
                 obj.setdefault("apiVersion", stream.resource.api_version)
                 obj.setdefault("kind", stream.resource.kind)
-                items.append(obj)
+                kept = keep(obj)
+                if kept is not None:
+                    items.append(kept)
+        del data  # this page's parsed objects: gone before the next page is read
         token = meta.get("continue") or None
         if not token:
             return items, rv

@@ -14,6 +14,10 @@ from app.kube.resources import EIPS, Stream, describe_failure, list_all, streams
 from app.kube.settings import WatchSettings
 
 
+def _whole(obj: dict[str, Any]) -> dict[str, Any]:
+    return obj  # check and audit build from whole objects, as from a snapshot file
+
+
 def list_cluster(
     api: client.ApiClient, streams: Iterable[Stream], settings: WatchSettings | None = None
 ) -> tuple[list[dict[str, Any]], list[str]]:
@@ -27,7 +31,7 @@ def list_cluster(
     notes: list[str] = []
     for stream in streams:
         try:
-            items, _rv = list_all(stream, stream.lister(api), timeout)
+            items, _rv = list_all(stream, stream.lister(api), timeout, _whole)
         except ApiException as exc:
             if exc.status == 404 and (stream.resource.optional or stream.resource is EIPS):
                 if stream.resource is EIPS:

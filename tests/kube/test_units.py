@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from typing import Any
 
 import yaml
 from hypothesis import given
@@ -16,11 +18,11 @@ from app.kube.auditor import event_body, event_name, findings, violations_by_rul
 from app.kube.config import api_client
 from app.kube.live import LiveInventory, not_ready_reason
 from app.kube.metrics import KubeMetrics
-from app.kube.reflector import Held, backoff_delay
-from app.kube.resources import PODS, Stream, rbac_rules, streams
+from app.kube.reflector import Held, backoff_delay, holder, object_key
+from app.kube.resources import PAGE, PODS, Stream, list_all, rbac_rules, streams
 from app.kube.settings import namespaces
 from tests.conftest import ROOT
-from tests.core.objects import kube_vip_pod
+from tests.core.objects import eip, kube_vip_pod
 
 README = (ROOT / "README.md").read_text()
 
@@ -150,3 +152,70 @@ def test_objects_that_add_nothing_cost_no_rebuild() -> None:
         assert source.changes_pending
     finally:
         api.close()  # type: ignore[no-untyped-call]
+
+
+class _Page:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def release_conn(self) -> None:
+        pass
+
+
+def test_a_list_is_kept_page_by_page() -> None:
+    """Each page goes through ``keep`` before the next is asked for, so only one page of
+    parsed objects is ever held; ``continue`` tokens are followed; None is left out."""
+    pages = [
+        {"metadata": {"continue": "p2"}, "items": [service_obj("a"), service_obj("b")]},
+        {"metadata": {"continue": "p3"}, "items": [service_obj("c")]},
+        {"metadata": {"resourceVersion": "42"}, "items": [service_obj("skip")]},
+    ]
+    happened: list[str] = []
+
+    def lister(**kwargs: Any) -> _Page:
+        happened.append(f"list {kwargs.get('_continue')} limit={kwargs['limit']}")
+        asked = sum(h.startswith("list") for h in happened)
+        return _Page(json.dumps(pages[asked - 1]).encode())
+
+    def keep(obj: dict[str, Any]) -> str | None:
+        name = obj["metadata"]["name"]
+        happened.append(f"keep {name} {obj['kind']}")
+        return None if name == "skip" else name
+
+    stream = next(s for s in streams(("kube-system",), Options()) if s.name == "services")
+    kept, rv = list_all(stream, lister, (1.0, 1.0), keep)
+    assert kept == ["a", "b", "c"] and rv == "42"
+    assert happened == [
+        f"list None limit={PAGE}",
+        "keep a Service",  # the kind a real API server leaves out of list items is added
+        "keep b Service",
+        f"list p2 limit={PAGE}",
+        "keep c Service",
+        f"list p3 limit={PAGE}",
+        "keep skip Service",
+    ]
+
+
+def test_what_live_mode_keeps_holds_no_string_of_the_parsed_page() -> None:
+    """One surviving string per memory page kept a whole parsed list resident (RSS 468 MB
+    at 100,000 Services instead of 300): keys and uids are copies."""
+    parsed = json.loads(json.dumps(eip_obj("pool-a", "u-1")))
+    key = object_key(parsed)
+    assert key == ("", "pool-a") and key[1] is not parsed["metadata"]["name"]
+    held = holder(Options())(parsed)
+    assert held.uid == "u-1" and held.uid is not parsed["metadata"]["uid"]
+    svc = json.loads(json.dumps(service_obj("web")))
+    ns, name = object_key(svc)
+    assert (ns, name) == ("default", "web")
+    assert ns is not svc["metadata"]["namespace"] and name is not svc["metadata"]["name"]
+
+
+def service_obj(name: str) -> dict[str, Any]:
+    # As list items come from a real API server: no apiVersion, no kind.
+    return {"metadata": {"name": name, "namespace": "default"}, "spec": {"clusterIP": "None"}}
+
+
+def eip_obj(name: str, uid: str) -> dict[str, Any]:
+    obj = eip(name, "192.168.1.0/30")
+    obj["metadata"]["uid"] = uid
+    return obj
