@@ -6,8 +6,9 @@ tests.kmock_harness HOST PORT SEED``, see ``serve``) and self-managed certificat
 (tests/pki, with an emulator subclass that keeps resourceVersions) run against it.
 
 kmock (an aiohttp server) keeps objects in memory and serves list, watch, create, patch and
-delete. It has no resourceVersions, no 410 and no bookmarks, never ends a watch by itself and
-replays every object as ADDED at the start of each watch. What it cannot do, we script:
+delete; ``PagedEmulator`` adds pages (``limit``, ``continue``) to its lists. It has no
+resourceVersions, no 410 and no bookmarks, never ends a watch by itself and replays every
+object as ADDED at the start of each watch. What it cannot do, we script:
 - 410 Gone: a kmock reaction on the next watch request of one resource (``gone_once``);
 - a connection cut mid-watch, and a silently dead connection: a small asyncio TCP proxy in
   front of kmock (``cut``, ``stall``), so the client sees real socket behaviour;
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import signal
 import sys
@@ -30,8 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import attrs
 import kmock
 import yaml
+from kmock._internal import rendering
 from kubernetes import client
 
 RESOURCES: dict[str, tuple[str, bool]] = {  # "group/version/plural" -> (kind, namespaced)
@@ -49,6 +53,41 @@ RESOURCES: dict[str, tuple[str, bool]] = {  # "group/version/plural" -> (kind, n
 }
 EIPS = "network.kubesphere.io/v1alpha2/eips"
 SERVICECIDRS = "networking.k8s.io/v1/servicecidrs"
+
+
+@attrs.define(kw_only=True)
+class PagedEmulator(kmock.KubernetesEmulator):
+    """kmock's emulator answering lists in pages, as a real API server does with ``limit``
+    and ``continue`` (kmock itself returns every object at once). The first page's request
+    takes the list, as a real API server takes a snapshot at one resourceVersion; the token
+    names that list and the offset of the next page."""
+
+    _lists: dict[int, list[Any]] = attrs.field(factory=dict, init=False)
+    _next_id: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
+
+    async def _serve_list(self, request: rendering.Request) -> rendering.Payload:
+        limit = request.params.get("limit", "")
+        token = request.params.get("continue", "")
+        if not limit.isdigit() or int(limit) <= 0:
+            return await super()._serve_list(request)
+        if token:
+            list_id, _, offset = token.partition(":")
+            items, start = self._lists[int(list_id)], int(offset)
+            answer: dict[str, Any] = {"metadata": {"resourceVersion": "..."}}
+        else:
+            first = await super()._serve_list(request)
+            if not isinstance(first, dict):
+                return first
+            answer, items, start = first, first["items"], 0
+            list_id = str(next(self._next_id))
+            self._lists[int(list_id)] = items
+        end = start + int(limit)
+        answer["items"] = items[start:end]
+        if end < len(items):
+            answer["metadata"] = {**answer["metadata"], "continue": f"{list_id}:{end}"}
+        else:
+            self._lists.pop(int(list_id), None)
+        return answer
 
 
 @dataclass(eq=False)
@@ -127,7 +166,7 @@ class FakeApi:
         missing: tuple[str, ...] = (),
         host: str = "127.0.0.1",
         port: int = 0,
-        emulator: Callable[[], Any] = kmock.KubernetesEmulator,
+        emulator: Callable[[], Any] = PagedEmulator,
     ) -> None:
         self._missing = missing  # resources this API server does not serve (404)
         self._emulator = emulator  # a kmock.KubernetesEmulator (sub)class

@@ -8,6 +8,7 @@ from dataclasses import replace
 from app.core.eips import Eip
 from app.core.rules import check
 from app.core.verdict import Verdict
+from app.kube.resources import PAGE
 from tests.core.objects import configmap, eip, kube_vip_pod, node, service, service_cidr
 from tests.kmock_harness import EIPS, SERVICECIDRS, FakeApi, Writer, running
 from tests.kube.harness import FAST, SETTINGS, Cluster
@@ -198,3 +199,20 @@ def test_a_slow_source_does_not_hold_up_the_others(
     finally:
         release()
     cluster.ready()
+
+
+def test_a_big_list_comes_in_pages_and_every_page_counts(
+    api: FakeApi, cluster_factory: Callable[..., Cluster]
+) -> None:
+    """More Services than one page holds: the reflector asks page by page (``limit``,
+    ``continue``), as kubectl does, and the inventory has every Service of every page."""
+    total = 2 * PAGE + 7
+    ips = [f"10.96.{i // 250}.{i % 250 + 1}" for i in range(total)]
+    for i, ip in enumerate(ips):
+        api.put("v1/services", service(f"s{i}", cluster_ip=ip))
+    cluster = cluster_factory()
+    cluster.ready()
+    assert api.lists("/api/v1/services") == 3
+    assert cluster.metric("eip_guard_source_objects", source="services") == total
+    for ip in (ips[0], ips[PAGE], ips[-1]):  # one from each page
+        assert "can-reach-service-ip" in rules(verdict(cluster, f"can_reach:{ip}"))

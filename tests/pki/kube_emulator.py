@@ -24,7 +24,7 @@ VWCS = "admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
 
 
 @attrs.define(kw_only=True)
-class VersionedEmulator(kmock.KubernetesEmulator):
+class VersionedEmulator(harness.PagedEmulator):
     _versions: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
