@@ -102,6 +102,10 @@ def run_sync(args: argparse.Namespace, shapes: tuple[synth.Shape, ...]) -> dict[
         return report.skipped(f"the live inventory (app.kube) is not available: {exc}")
     shape = shapes[-1] if args.quick else shapes[3]
     result: dict[str, Any] = sync.run(shape, args.seed, log)
+    largest = shapes[-1]
+    live = sync.serve_live(largest, args.seed, args.out)
+    log(f"  eip-guard serve, live, {largest.name}: {live}")
+    result["serve"] = {"size": largest.name, **live}
     return result
 
 

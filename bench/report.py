@@ -43,7 +43,9 @@ either filled or ``{"skipped": "<why>"}``:
   are ``profile-webhook.txt``, ``profile-floor.txt`` and ``profile-startup.txt`` beside
   the JSON.
 - ``sync``: the live inventory syncing a cluster from kmock (``l``; ``m`` when quick):
-  size, objects, facts, ready_s (start of the watches to readiness).
+  size, objects, facts, ready_s (start of the watches to readiness); ``serve``: ``eip-guard
+  serve`` in live mode against kmock holding the largest cluster (size, ready_s, rss_mb
+  when ready, rss_after_changes_mb after three changes, each a rebuild).
 - ``targets``: name, target, value, met (true, false, or null when not measured).
 """
 
@@ -119,6 +121,10 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     rss = _get(result, "startup", "rss_mb")
     if rss is not None:
         out.append(_target("resident MB holding the largest snapshot", "< 150", rss, rss < 150))
+    live = _get(result, "sync", "serve", "rss_after_changes_mb")
+    if live is not None:
+        name = f"resident MB of live `eip-guard serve` at {result['sync']['serve']['size']}"
+        out.append(_target(name, "< 150", live, live < 150))
     served = _get(result, "http", "rss_mb", "webhook", "after")
     if served is not None:
         out.append(
@@ -250,7 +256,15 @@ def table(result: dict[str, Any]) -> str:
     out += _profile_lines(result["profile"])
     out.append("")
     out.append("Sync (live inventory from kmock)")
-    out.append("  " + ", ".join(f"{k}={v}" for k, v in result["sync"].items()))
+    sync = dict(result["sync"])
+    live = sync.pop("serve", None)
+    out.append("  " + ", ".join(f"{k}={v}" for k, v in sync.items()))
+    if live:
+        out.append(
+            f"  eip-guard serve, live mode, {live['size']}: ready in {live['ready_s']} s, "
+            f"{live['rss_mb']} MB resident, {live['rss_after_changes_mb']} MB after three "
+            "changes (each a rebuild)"
+        )
     out.append("")
     out.append("Targets (a benchmark reports; it never fails on a number)")
     marks = {True: "met", False: "MISSED", None: "not measured"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -19,8 +20,9 @@ from app.core.inventory import Options
 from app.core.verdict import Policy
 from app.kube.config import api_client
 from app.kube.serving import LiveSettings, start_live
-from bench import synth
-from tests.kmock_harness import RESOURCES, FakeApi, running
+from bench import serving, synth
+from tests.core.objects import service
+from tests.kmock_harness import RESOURCES, FakeApi, Writer, running
 
 TIMEOUT = 600.0
 BY_KIND = {kind: name for name, (kind, _) in RESOURCES.items()}
@@ -35,6 +37,49 @@ def preload(api: FakeApi, objects: list[dict[str, Any]]) -> None:
             api.km.objects[BY_KIND[obj["kind"]], meta.get("namespace"), meta["name"]] = obj
 
     api.call(put)
+
+
+KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters: [{{name: kmock, cluster: {{server: "{url}"}}}}]
+users: [{{name: bench, user: {{token: bench}}}}]
+contexts: [{{name: bench, context: {{cluster: kmock, user: bench}}}}]
+current-context: bench
+"""
+
+
+def serve_live(shape: synth.Shape, seed: int, out: Path) -> dict[str, Any]:
+    """``eip-guard serve`` in live mode, a process of its own, against kmock holding the
+    cluster: seconds from its start to /readyz 200, and its resident size once ready and
+    after three changes (each one rebuild of the inventory)."""
+    ca, cert, key = serving.certificates(out)
+    objects = synth.cluster(shape, seed)
+    with running() as api:
+        preload(api, objects)
+        del objects
+        config = out / "cache" / "kubeconfig-kmock.yaml"
+        config.write_text(KUBECONFIG.format(url=api.url), encoding="utf-8")
+        port = serving.free_port()
+        argv = [
+            serving.eip_guard(), "serve", "--kubeconfig", str(config),
+            "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+        ]  # fmt: skip
+        server = serving.start(argv, port, out / "logs" / f"live-{shape.name}.log")
+        try:
+            ready_s = serving.wait_ready(server, ca)
+            ready_mb = serving.rss_mb(server)
+            writer = Writer(api)
+            try:
+                for i in range(3):
+                    writer.create(service(f"bench-{i}", cluster_ip=f"10.255.0.{i + 1}"))
+                    time.sleep(1.0)  # one rebuild each (the rebuild coalesces 0.2 s)
+            finally:
+                writer.close()
+            after_mb = serving.rss_mb(server)
+        finally:
+            serving.stop(server)
+    return {"ready_s": round(ready_s, 2), "rss_mb": ready_mb, "rss_after_changes_mb": after_mb}
 
 
 def run(shape: synth.Shape, seed: int, log: Callable[[str], None] = print) -> dict[str, Any]:

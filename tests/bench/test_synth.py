@@ -195,6 +195,19 @@ def test_the_json_file_has_the_documented_keys(tmp_path: Path) -> None:
     assert all(set(t) == {"name", "target", "value", "met"} for t in written["targets"])
 
 
+def test_live_serve_memory_is_a_target_and_a_line() -> None:
+    result = result_with_every_section()
+    result["sync"] = {
+        "size": "a",
+        "ready_s": 1.0,
+        "serve": {"size": "b", "ready_s": 9.5, "rss_mb": 140.0, "rss_after_changes_mb": 151.0},
+    }
+    result["targets"] = report.targets(result)
+    met = {t["name"]: t["met"] for t in result["targets"]}
+    assert met["resident MB of live `eip-guard serve` at b"] is False  # 151 >= 150
+    assert "live mode, b: ready in 9.5 s, 140.0 MB resident, 151.0 MB after" in report.table(result)
+
+
 def test_a_result_missing_a_section_is_refused(tmp_path: Path) -> None:
     result = result_with_every_section()
     with pytest.raises(ValueError, match="targets"):
