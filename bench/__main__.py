@@ -95,7 +95,8 @@ def run_profile(args: argparse.Namespace, largest: synth.Shape) -> dict[str, Any
 
 
 def run_sync(args: argparse.Namespace, shapes: tuple[synth.Shape, ...]) -> dict[str, Any]:
-    """Live mode against kmock: at `l` (kmock is Python too; `xl` takes minutes), `m` if quick."""
+    """Live mode against kmock: the inventory's sync at `l` (kmock is Python too), then
+    `eip-guard serve` in live mode at the largest size; `m` for both if quick."""
     try:  # the live inventory lands separately; without it this section says so
         sync = importlib.import_module("bench.sync")
     except ImportError as exc:

@@ -4,7 +4,8 @@ kmock (the Kubernetes API stand-in the tests use, ``tests/kmock_harness.py``) is
 with a synthetic cluster straight into its storage; then live mode starts over real HTTP
 and the clock runs until ``readiness()`` says every stream has listed and the inventory
 is assembled. kmock is itself Python on the same two cores, so this is an upper bound
-on what a real API server would cost.
+on what a real API server would cost. ``serve_live`` runs ``eip-guard serve`` in live mode
+as a process of its own against kmock, for its time to ready and its resident size.
 """
 
 from __future__ import annotations
