@@ -191,6 +191,17 @@ class LiveInventory:
         while not self._stop.is_set():
             if not self._dirty.wait(timeout=5.0) or self._stop.is_set():
                 continue  # stop() sets _dirty too: it wakes this thread at once
+            with self._lock:
+                listing = len(self._listed) < len(self._stores)
+            if listing:
+                # Until every source has listed once nothing is served from the inventory
+                # (not ready), so partial ones were wasted work: 5 rebuilds instead of 1 at
+                # 30,000 Services. The last first list sets _dirty again.
+                self._dirty.clear()
+                with self._lock:
+                    listing = len(self._listed) < len(self._stores)
+                if listing:
+                    continue
             wait = last + self._coalesce - time.monotonic()
             if wait > 0 and self._stop.wait(wait):  # let the burst finish: one rebuild for it
                 break

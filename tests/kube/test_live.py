@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -196,9 +197,13 @@ def test_a_slow_source_does_not_hold_up_the_others(
         )
         assert cluster.metric("eip_guard_source_last_sync_timestamp_seconds", source="nodes") > 0
         assert not source.readiness().ready
+        # No inventory is built from the sources listed so far: nothing is served from it.
+        time.sleep(10 * SETTINGS.coalesce)
+        assert cluster.metric("eip_guard_inventory_rebuilds_total") == 0
     finally:
         release()
     cluster.ready()
+    assert cluster.metric("eip_guard_inventory_rebuilds_total") == 1  # one, once all listed
 
 
 def test_a_big_list_comes_in_pages_and_every_page_counts(
