@@ -15,8 +15,10 @@ flamegraph.pl and inferno read), so every number can be looked into.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -121,7 +123,8 @@ def shares(lines: Iterable[str], parts: tuple[Part, ...], *, imports: bool = Fal
             continue
         thread, *frames = stack.split(";")
         n = int(number)
-        if ":" in thread and not thread.endswith(": MainThread"):  # unnamed: not started yet
+        # A named thread other than the main one (which is unnamed until threading starts).
+        if ":" in thread and not thread.endswith(": MainThread"):
             counts[OTHER_THREADS] += n
             continue
         if imports and any(f.startswith("_find_and_load ") for f in frames):
@@ -182,27 +185,17 @@ def record_startup(spy: str, argv: list[str], port: int, ca: Path, raw: Path) ->
     spied = [spy, "record", "--rate", str(STARTUP_RATE_HZ), "--nonblocking", "--threads"]
     spied += ["--format", "raw"]
     log = raw.with_suffix(".log")
-    with log.open("w") as sink:
-        spying = subprocess.Popen(
-            [*spied, "--output", str(raw), "--", *argv], stdout=sink, stderr=subprocess.STDOUT
-        )
-    started = time.perf_counter()
+    spying = serving.start([*spied, "--output", str(raw), "--", *argv], port, log)
     try:
-        while not serving.ready(port, ca):
-            if spying.poll() is not None:
-                raise RuntimeError(f"the server under py-spy exited; see {log}")
-            if time.perf_counter() - started > serving.READY_TIMEOUT:
-                raise RuntimeError(f"not ready under py-spy after {serving.READY_TIMEOUT} s")
-            time.sleep(0.01)
-        ready_s = time.perf_counter() - started
+        ready_s = serving.wait_ready(spying, ca)
     finally:
-        for child in _children(spying.pid):  # the server: py-spy writes when it ends
-            subprocess.run(["kill", "-TERM", str(child)], check=False)
+        for child in _children(spying.proc.pid):  # the server: py-spy writes when it ends
+            os.kill(child, signal.SIGTERM)
         try:
-            spying.wait(timeout=30)
+            spying.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            spying.kill()
-            spying.wait()
+            spying.proc.kill()
+            spying.proc.wait()
     if not raw.exists():
         raise RuntimeError(f"py-spy wrote no profile; see {log}")
     parts = percentages(shares(raw.read_text().splitlines(), STARTUP_PARTS, imports=True))
