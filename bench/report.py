@@ -243,6 +243,13 @@ def table(result: dict[str, Any]) -> str:
                     f"c={r['concurrency']} {r.get('decision_budget_us')} us" for r in decided
                 )
             )
+            noisy = [str(r["concurrency"]) for r in decided if r["decision_cpu_us"] < 0]
+            if noisy:
+                out.append(
+                    f"  NOISE at c={', '.join(noisy)}: the webhook without its decision cost more "
+                    "CPU per review than with it, so the host disturbed those runs; their "
+                    "ratios say nothing: run again"
+                )
         two = http.get("two_processes")
         if two:
             out.append(

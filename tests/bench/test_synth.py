@@ -222,6 +222,9 @@ def test_table_and_plot_render_every_section(tmp_path: Path) -> None:
     assert "CPU us/req" in text and "123.4" in text and "0.61" in text
     assert "webhook_no_decision" in text and "0.83" in text and "c=1 98.7 us" in text
     assert "c=1 -12.5 us" in text
+    assert "NOISE" not in text  # the decision cost 98.7 us: a consistent run
+    result["http"]["runs"][0]["decision_cpu_us"] = -43.4
+    assert "NOISE at c=1: the webhook without its decision" in report.table(result)
     profile = text.split("Where the time goes")[1].split("Sync")[0]
     assert "40.0% 160.0 us" in profile and "0.0% 0.0 us" in profile  # the floor decides nothing
     assert "100 unreadable" in profile and "imports 20.5% (0.8 s)" in profile
