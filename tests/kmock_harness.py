@@ -62,8 +62,8 @@ class PagedEmulator(kmock.KubernetesEmulator):
     takes the list, as a real API server takes a snapshot at one resourceVersion; the token
     names that list and the offset of the next page."""
 
-    _lists: dict[int, list[Any]] = attrs.field(factory=dict, init=False)
-    _next_id: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
+    _lists: dict[str, list[Any]] = attrs.field(factory=dict, init=False)  # by list id
+    _ids: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
 
     async def _serve_list(self, request: rendering.Request) -> rendering.Payload:
         limit = request.params.get("limit", "")
@@ -72,21 +72,21 @@ class PagedEmulator(kmock.KubernetesEmulator):
             return await super()._serve_list(request)
         if token:
             list_id, _, offset = token.partition(":")
-            items, start = self._lists[int(list_id)], int(offset)
+            items, start = self._lists[list_id], int(offset)
             answer: dict[str, Any] = {"metadata": {"resourceVersion": "..."}}
         else:
             first = await super()._serve_list(request)
             if not isinstance(first, dict):
                 return first
             answer, items, start = first, first["items"], 0
-            list_id = str(next(self._next_id))
-            self._lists[int(list_id)] = items
+            list_id = str(next(self._ids))
+            self._lists[list_id] = items
         end = start + int(limit)
         answer["items"] = items[start:end]
         if end < len(items):
             answer["metadata"] = {**answer["metadata"], "continue": f"{list_id}:{end}"}
         else:
-            self._lists.pop(int(list_id), None)
+            del self._lists[list_id]  # a list abandoned half-way stays: a test's lifetime
         return answer
 
 
