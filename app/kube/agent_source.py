@@ -15,7 +15,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from app.core.labels import EXCLUDE_LABEL
+from app.core.eips import own, shared
+from app.core.labels import EXCLUDE_LABEL, SERVICE_NAME_LABEL
 from app.kube.agent_api import AgentApi, KubeError
 from app.kube.agent_leases import live_nodes, next_expiry
 from app.kube.live import not_ready_reason
@@ -40,19 +41,41 @@ def keep_eip(obj: Mapping[str, Any]) -> Mapping[str, Any]:
             "status": obj.get("status") or {}}  # fmt: skip
 
 
-def keep_service(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    spec = obj.get("spec") or {}
-    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(obj),
-            "spec": {"externalTrafficPolicy": spec.get("externalTrafficPolicy")}}  # fmt: skip
+def _name_only(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """Name and namespace, copied: what is kept of the many Services and EndpointSlices must
+    hold no string of the parsed list (one would keep its whole memory page resident)."""
+    meta = obj.get("metadata") or {}
+    return {"name": own(str(meta.get("name") or "")),
+            "namespace": shared(str(meta.get("namespace") or ""))}  # fmt: skip
+
+
+def keep_service(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    # Only a Service with externalTrafficPolicy Local changes the election (election.py):
+    # the others are not kept at all, and a switch away from Local removes the kept one.
+    if (obj.get("spec") or {}).get("externalTrafficPolicy") != "Local":
+        return None
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _name_only(obj),
+            "spec": {"externalTrafficPolicy": "Local"}}  # fmt: skip
 
 
 def keep_slice(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    endpoints = [
-        {"nodeName": e.get("nodeName"), "conditions": e.get("conditions") or {}}
-        for e in obj.get("endpoints") or []
-    ]
+    # The election reads the Service a slice belongs to and which nodes have ready endpoints.
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    service = labels.get(SERVICE_NAME_LABEL)
+    endpoints: list[dict[str, Any]] = []
+    for e in obj.get("endpoints") or []:
+        node = e.get("nodeName") if isinstance(e, Mapping) else None
+        if not node:
+            continue  # an endpoint on no node puts no node among the candidates
+        kept: dict[str, Any] = {"nodeName": shared(str(node))}  # a few node names, repeated
+        if (e.get("conditions") or {}).get("ready") is False:  # absent means ready
+            kept["conditions"] = {"ready": False}
+        endpoints.append(kept)
+    meta = _name_only(obj)
+    if service is not None:
+        meta["labels"] = {SERVICE_NAME_LABEL: own(str(service))}
     return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": _meta(obj), "endpoints": endpoints}  # fmt: skip
+            "metadata": meta, "endpoints": endpoints}  # fmt: skip
 
 
 def keep_excluded_node(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:

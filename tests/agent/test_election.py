@@ -7,6 +7,7 @@ from typing import Any
 
 from app.agent.election import cluster_view, elect, mine, winners
 from app.core.labels import EXCLUDE_LABEL
+from app.kube.agent_source import keep_service, keep_slice
 
 NODES = ("node-a", "node-b", "node-c", "node-d")
 
@@ -104,3 +105,23 @@ def test_a_shared_ip_with_one_cluster_policy_service_uses_every_node() -> None:
         slice_("shop", "web", ("node-c", True)),
     ]
     assert winners(cluster_view(objects), NODES)[ip] == lowest(ip, NODES)
+
+
+def test_what_live_mode_keeps_judges_as_the_whole_objects() -> None:
+    """The agent keeps a trimmed copy of each Service and EndpointSlice (a Service only when
+    it is Local); the election must see the same cluster in the copies as in the objects."""
+    objects = [
+        service("shop", "web", "Local"),
+        service("shop", "api", "Cluster"),
+        slice_("shop", "web", ("node-a", True), ("node-b", False), ("node-c", None)),
+        slice_("shop", "api", ("node-d", True)),
+        {"kind": "EndpointSlice", "metadata": {"namespace": "shop", "name": "odd"},
+         "endpoints": [{"addresses": ["10.1.0.9"]}, "not an endpoint"]},
+    ]  # fmt: skip
+    keep = {"Service": keep_service, "EndpointSlice": keep_slice}
+    kept = [k for o in objects if (k := keep[o["kind"]](o)) is not None]
+    assert [k["metadata"]["name"] for k in kept if k["kind"] == "Service"] == ["web"]
+    whole, trimmed = cluster_view(objects), cluster_view(kept)
+    assert trimmed.local_services == whole.local_services == {"shop/web"}
+    assert trimmed.ready_nodes == whole.ready_nodes
+    assert whole.ready_nodes["shop/web"] == {"node-a", "node-c"}  # not-ready node-b is out

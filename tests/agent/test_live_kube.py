@@ -136,7 +136,15 @@ def test_watches_follow_the_cluster(emulator: FakeApi) -> None:
         cluster.start(stop)
         eventually(lambda: not cluster.waiting() and bool(cluster.objects()), what="first lists")
         kinds = sorted(o["kind"] for o in cluster.objects())
-        assert kinds == ["Eip", "EndpointSlice", "Node", "Service"]  # only the excluded Node
+        # Only the excluded Node, and no Service: a Cluster-policy one never sways the election.
+        assert kinds == ["Eip", "EndpointSlice", "Node"]
+        (kept_slice,) = [o for o in cluster.objects() if o["kind"] == "EndpointSlice"]
+        assert kept_slice["metadata"] == {
+            "name": "web-1",
+            "namespace": "shop",
+            "labels": {"kubernetes.io/service-name": "web"},
+        }
+        assert kept_slice["endpoints"] == [{"nodeName": "node1"}]  # ready: no condition kept
         assert [o["metadata"]["name"] for o in cluster.objects() if o["kind"] == "Node"] == [
             "node3"
         ]
@@ -153,6 +161,17 @@ def test_watches_follow_the_cluster(emulator: FakeApi) -> None:
             return len(pools) == 1 and f"{SUBNET4}.102" in pools[0]["status"]["used"]
 
         eventually(has_both, what="the patched Eip")
+
+        # A Service that turns Local is kept (its name is all the election needs).
+        client.CoreV1Api(cluster.api.api).patch_namespaced_service(
+            "web", "shop", {"spec": {"externalTrafficPolicy": "Local"}}
+        )
+
+        def local_service() -> list[Any]:
+            return [o["metadata"] for o in cluster.objects() if o["kind"] == "Service"]
+
+        eventually(lambda: local_service() == [{"name": "web", "namespace": "shop"}],
+                   what="the Service turned Local")  # fmt: skip
     finally:
         stop.set()
 
