@@ -73,6 +73,11 @@ def run_startup(args: argparse.Namespace, shapes: tuple[synth.Shape, ...]) -> di
     return result
 
 
+def load_seconds(args: argparse.Namespace) -> float:
+    """Seconds of each wrk run: ``--duration``, else 3 when quick and 6 in full."""
+    return float(args.duration or (3.0 if args.quick else 6.0))
+
+
 def run_http(args: argparse.Namespace, largest: synth.Shape) -> dict[str, Any]:
     if not serving.can_serve():
         return report.skipped("`eip-guard serve` is not available on this branch yet")
@@ -81,7 +86,7 @@ def run_http(args: argparse.Namespace, largest: synth.Shape) -> dict[str, Any]:
         path,
         largest.name,
         args.out,
-        duration=args.duration or (3.0 if args.quick else 6.0),
+        duration=load_seconds(args),
         rounds=1 if args.quick else 2,
         seed=args.seed,
         log=log,
@@ -90,8 +95,9 @@ def run_http(args: argparse.Namespace, largest: synth.Shape) -> dict[str, Any]:
 
 def run_profile(args: argparse.Namespace, largest: synth.Shape) -> dict[str, Any]:
     path = snapshot_path(args.out, largest, args.seed)
-    duration = args.duration or (3.0 if args.quick else 6.0)
-    return profiles.run(path, largest.name, args.out, duration=duration, seed=args.seed, log=log)
+    return profiles.run(
+        path, largest.name, args.out, duration=load_seconds(args), seed=args.seed, log=log
+    )
 
 
 def run_sync(args: argparse.Namespace, shapes: tuple[synth.Shape, ...]) -> dict[str, Any]:

@@ -230,14 +230,13 @@ def run(
     ca, cert, key = serving.certificates(out)
     script = serving.review_script(out, size, seed)
     result: dict[str, Any] = {"size": size, "concurrency": CONCURRENCY, "rate_hz": RATE_HZ}
-    for name, argv_of in (("webhook", None), ("floor", serving.floor_argv)):
+    argv_of: dict[str, Callable[[int], list[str]]] = {
+        "webhook": lambda port: serving.webhook_argv(snapshot, cert, key, port),
+        "floor": lambda port: serving.floor_argv(cert, key, port),
+    }
+    for name, make_argv in argv_of.items():
         port = serving.free_port()
-        argv = (
-            serving.webhook_argv(snapshot, cert, key, port)
-            if argv_of is None
-            else argv_of(cert, key, port)
-        )
-        server = serving.start(argv, port, out / "logs" / f"profile-{name}.log")
+        server = serving.start(make_argv(port), port, out / "logs" / f"profile-{name}.log")
         try:
             serving.wait_ready(server, ca)
             url = f"https://127.0.0.1:{port}{VALIDATE_PATH}"
@@ -248,7 +247,7 @@ def run(
             serving.stop(server)
         log(f"  {name} at c={CONCURRENCY}: {result[name]['shares']}")
     port = serving.free_port()
-    argv = serving.webhook_argv(snapshot, cert, key, port)
+    argv = argv_of["webhook"](port)
     result["startup"] = record_startup(spy, argv, port, ca, out / "profile-startup.txt")
     log(f"  start-up: {result['startup']['shares']}")
     result["parts"] = {name: held for name, held, _ in SERVED_PARTS + STARTUP_PARTS}

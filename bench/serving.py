@@ -154,12 +154,17 @@ def running(argv: list[str], port: int, ca: Path, log: Path) -> Iterator[float]:
         stop(server)
 
 
-def webhook_argv(snapshot: Path, cert: Path, key: Path, port: int) -> list[str]:
+def serve_argv(source: list[str], cert: Path, key: Path, port: int) -> list[str]:
+    """``eip-guard serve`` judging against ``source`` (``--cluster F`` or ``--kubeconfig F``)."""
     return [
-        eip_guard(), "serve", "--cluster", str(snapshot),
+        eip_guard(), "serve", *source,
         "--tls-cert-file", str(cert), "--tls-key-file", str(key),
         "--host", "127.0.0.1", "--port", str(port),
     ]  # fmt: skip
+
+
+def webhook_argv(snapshot: Path, cert: Path, key: Path, port: int) -> list[str]:
+    return serve_argv(["--cluster", str(snapshot)], cert, key, port)
 
 
 def floor_argv(cert: Path, key: Path, port: int) -> list[str]:

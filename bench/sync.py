@@ -61,11 +61,8 @@ def serve_live(shape: synth.Shape, seed: int, out: Path) -> dict[str, Any]:
         config = out / "cache" / "kubeconfig-kmock.yaml"
         config.write_text(KUBECONFIG.format(url=api.url), encoding="utf-8")
         port = serving.free_port()
-        argv = [
-            serving.eip_guard(), "serve", "--kubeconfig", str(config),
-            "--tls-cert-file", str(cert), "--tls-key-file", str(key),
-            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-        ]  # fmt: skip
+        argv = serving.serve_argv(["--kubeconfig", str(config)], cert, key, port)
+        argv += ["--log-level", "warning"]
         server = serving.start(argv, port, out / "logs" / f"live-{shape.name}.log")
         try:
             ready_s = serving.wait_ready(server, ca)

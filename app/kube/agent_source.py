@@ -21,7 +21,7 @@ from app.kube.agent_api import AgentApi, KubeError
 from app.kube.agent_leases import live_nodes, next_expiry
 from app.kube.live import not_ready_reason
 from app.kube.metrics import KubeMetrics
-from app.kube.reflector import Key, Reflector
+from app.kube.reflector import Key, Reflector, object_key
 from app.kube.resources import EIPS, ENDPOINTSLICES, NODES, SERVICES, Stream
 from app.kube.settings import WatchSettings
 
@@ -42,11 +42,10 @@ def keep_eip(obj: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _name_only(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """Name and namespace, copied: what is kept of the many Services and EndpointSlices must
-    hold no string of the parsed list (one would keep its whole memory page resident)."""
-    meta = obj.get("metadata") or {}
-    return {"name": own(str(meta.get("name") or "")),
-            "namespace": shared(str(meta.get("namespace") or ""))}  # fmt: skip
+    """Name and namespace, as copies (``object_key``): what is kept of the many Services and
+    EndpointSlices holds no string of the parsed list."""
+    namespace, name = object_key(obj)
+    return {"name": name, "namespace": namespace}
 
 
 def keep_service(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:

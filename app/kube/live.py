@@ -157,6 +157,9 @@ class LiveInventory:
                 self._problems.pop(stream, None)
             self._refresh_readiness()
 
+    def _all_listed(self) -> bool:  # with the lock held
+        return len(self._listed) == len(self._stores)
+
     def _refresh_readiness(self) -> None:  # with the lock held
         if not self._published.complete:
             waiting = [name for name in self._stores if name not in self._listed]
@@ -169,7 +172,7 @@ class LiveInventory:
         self._dirty.clear()  # before the copy: a change after it sets it again
         with self._lock:
             held = [h for store in self._stores.values() for h in store.values()]
-            complete = len(self._listed) == len(self._stores)
+            complete = self._all_listed()
         inventory = assemble((h.extract for h in held), self._resolve)
         uids = {h.extract.eip.name: h.uid for h in held if h.extract.eip is not None}
         published = Published(
@@ -191,16 +194,13 @@ class LiveInventory:
         while not self._stop.is_set():
             if not self._dirty.wait(timeout=5.0) or self._stop.is_set():
                 continue  # stop() sets _dirty too: it wakes this thread at once
+            # Until every source has listed once nothing is served from the inventory (not
+            # ready), so partial ones were wasted work: 5 rebuilds instead of 1 at 30,000
+            # Services. The last first list sets _dirty again; clearing under the lock keeps
+            # it from slipping in between the test and the clear.
             with self._lock:
-                listing = len(self._listed) < len(self._stores)
-            if listing:
-                # Until every source has listed once nothing is served from the inventory
-                # (not ready), so partial ones were wasted work: 5 rebuilds instead of 1 at
-                # 30,000 Services. The last first list sets _dirty again.
-                self._dirty.clear()
-                with self._lock:
-                    listing = len(self._listed) < len(self._stores)
-                if listing:
+                if not self._all_listed():
+                    self._dirty.clear()
                     continue
             wait = last + self._coalesce - time.monotonic()
             if wait > 0 and self._stop.wait(wait):  # let the burst finish: one rebuild for it
