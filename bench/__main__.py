@@ -11,6 +11,7 @@ import argparse
 import importlib
 import os
 import platform
+import statistics
 import sys
 import time
 import traceback
@@ -22,6 +23,7 @@ from typing import Any
 from bench import breakdown, decision, memory, profiles, report, serving, synth
 
 RESULTS = Path(__file__).resolve().parent / "results"
+READY_STARTS = 3  # `eip-guard serve` starts timed with the largest snapshot
 
 
 def log(text: str) -> None:
@@ -64,7 +66,11 @@ def run_startup(args: argparse.Namespace, shapes: tuple[synth.Shape, ...]) -> di
     if not serving.can_serve():
         result["ready_s"] = None
         return result
-    result["ready_s"] = serving.time_to_ready(path, args.out)
+    # Start-up is one sample of a few seconds; a burst from another tenant can add a second
+    # to it. The median of three starts is the number; each start is kept beside it.
+    runs = [serving.time_to_ready(path, args.out) for _ in range(READY_STARTS)]
+    result["ready_s"] = round(statistics.median(runs), 3)
+    result["ready_s_runs"] = runs
     middle = synth.QUICK_SIZES[-1]
     if middle != largest:
         middle_path = snapshot_path(args.out, middle, args.seed)

@@ -15,8 +15,9 @@ either filled or ``{"skipped": "<why>"}``:
   built from a stream of objects in a fresh process).
 - ``startup``: size, snapshot_mb, load_s, build_s, rss_mb, peak_rss_mb (snapshot loaded
   and built in a fresh process), ready_s (``eip-guard serve`` start to /readyz 200 with
-  that snapshot), ready_s_m (the same with the ``m`` snapshot, full mode only) and
-  ready_s_floor (the floor server: interpreter, imports and TLS only).
+  that snapshot: the median of three starts, each in ready_s_runs), ready_s_m (the same
+  with the ``m`` snapshot, full mode only) and ready_s_floor (the floor server:
+  interpreter, imports and TLS only).
 - ``http``: size, duration_s, rounds, workers, bodies, ``runs`` (one per concurrency:
   concurrency; ``webhook``, ``webhook_quiet`` (``--log-level warning``: no line per
   decision), ``webhook_no_decision`` (``bench/no_decision.py``: the webhook with a fixed
