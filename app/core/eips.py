@@ -14,6 +14,8 @@ GROUP = "network.kubesphere.io"
 VERSIONS = ("v1alpha2", "v1alpha1")
 DEFAULT_EIP_ANNOTATION = "eip.openelb.kubesphere.io/is-default-eip"
 ALLOW_RULES_ANNOTATION = "eip-guard.io/allow-rules"
+EIP_ANNOTATIONS = (DEFAULT_EIP_ANNOTATION, ALLOW_RULES_ANNOTATION)  # all that from_object reads
+EIP_SPEC_FIELDS = ("address", "protocol", "interface", "disable")  # all that from_object reads
 PROTOCOLS = ("bgp", "layer2", "vip")
 
 

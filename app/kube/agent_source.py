@@ -15,7 +15,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from app.core.eips import own, shared
+from app.core.eips import EIP_ANNOTATIONS, EIP_SPEC_FIELDS, own, shared
+from app.core.fields import as_mapping, as_str
 from app.core.labels import EXCLUDE_LABEL, SERVICE_NAME_LABEL
 from app.kube.agent_api import AgentApi, KubeError
 from app.kube.agent_leases import live_nodes, next_expiry
@@ -35,10 +36,29 @@ def _meta(obj: Mapping[str, Any]) -> dict[str, Any]:
     return {k: meta[k] for k in ("name", "namespace", "uid", "labels", "annotations") if k in meta}
 
 
+def _copy(value: Any, copy: Callable[[str], str] = shared) -> Any:
+    return copy(value) if type(value) is str else value
+
+
 def keep_eip(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    return {"apiVersion": obj.get("apiVersion") or EIPS.api_version,
-            "kind": "Eip", "metadata": _meta(obj), "spec": obj.get("spec") or {},
-            "status": obj.get("status") or {}}  # fmt: skip
+    """What the election reads of an Eip (``Eip.from_object`` and ``status.used``), as
+    copies: a kubectl-applied Eip also carries its whole JSON in an annotation, and its
+    status counters and labels are read by no one here. Empty parts are left out."""
+    meta = as_mapping(obj.get("metadata"))
+    annotations = as_mapping(meta.get("annotations"))
+    spec = as_mapping(obj.get("spec"))
+    used = as_mapping(as_mapping(obj.get("status")).get("used"))
+    kept_meta: dict[str, Any] = {"name": own(as_str(meta.get("name")))}
+    read = {k: _copy(annotations[k]) for k in EIP_ANNOTATIONS if k in annotations}
+    if read:
+        kept_meta["annotations"] = read
+    kept = {"apiVersion": shared(as_str(obj.get("apiVersion"))) or EIPS.api_version,
+            "kind": "Eip", "metadata": kept_meta,
+            "spec": {k: _copy(spec[k], own if k == "address" else shared)
+                     for k in EIP_SPEC_FIELDS if k in spec}}  # fmt: skip
+    if used:
+        kept["status"] = {"used": {own(str(ip)): _copy(u, own) for ip, u in used.items()}}
+    return kept
 
 
 def _name_only(obj: Mapping[str, Any]) -> dict[str, Any]:

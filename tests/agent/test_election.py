@@ -6,8 +6,9 @@ import hashlib
 from typing import Any
 
 from app.agent.election import cluster_view, elect, mine, winners
+from app.core.eips import Eip
 from app.core.labels import EXCLUDE_LABEL
-from app.kube.agent_source import keep_service, keep_slice
+from app.kube.agent_source import keep_eip, keep_service, keep_slice
 
 NODES = ("node-a", "node-b", "node-c", "node-d")
 
@@ -125,3 +126,39 @@ def test_what_live_mode_keeps_judges_as_the_whole_objects() -> None:
     assert trimmed.local_services == whole.local_services == {"shop/web"}
     assert trimmed.ready_nodes == whole.ready_nodes
     assert whole.ready_nodes["shop/web"] == {"node-a", "node-c"}  # not-ready node-b is out
+
+
+def test_a_kept_eip_is_the_same_eip_without_what_no_one_reads() -> None:
+    """The agent keeps of an Eip what ``Eip.from_object`` and the election read: the same
+    Eip and the same assignments, without the last-applied JSON, labels or status counters."""
+    applied = "kubectl.kubernetes.io/last-applied-configuration"
+    objects = [
+        eip("plain", {"10.0.0.1": "shop/web;shop/api"}),
+        eip("spare", {}, protocol="vip", disable=True),
+        eip("bgp", {"10.0.1.1": "shop/db"}, protocol="bgp"),
+        eip("bad", {}, address="10.0.0.9-10.0.0.1", interface="can_reach:10.0.0.1"),
+        {"apiVersion": "network.kubesphere.io/v1alpha1", "kind": "Eip",
+         "metadata": {"name": "odd", "annotations": {applied: "{}", "x": "y"}}},
+    ]  # fmt: skip
+    for obj in objects[:4]:
+        obj["metadata"].update(
+            uid="u-1",
+            labels={"team": "net"},
+            annotations={
+                "eip.openelb.kubesphere.io/is-default-eip": "true",
+                "eip-guard.io/allow-rules": "can-reach-node-ip, address-overlap",
+                applied: '{"spec": {"address": "10.0.0.0/24"}}',
+            },
+        )
+        obj["spec"]["priority"] = 5
+        obj["status"].update(firstIP="10.0.0.1", usage=1, ready=True, v4=True)
+    kept = [keep_eip(o) for o in objects]
+    assert [Eip.from_object(k) for k in kept] == [Eip.from_object(o) for o in objects]
+    assert cluster_view(kept).assignments == cluster_view(objects).assignments
+    assert cluster_view(objects).assignments  # the comparison covers some assignments
+    assert Eip.from_object(kept[0]).allow_rules == ("can-reach-node-ip", "address-overlap")
+    for k in kept:
+        assert applied not in k["metadata"].get("annotations", {})
+        assert set(k["metadata"]) <= {"name", "annotations"}  # no labels, no uid
+        assert set(k.get("status", {})) <= {"used"}
+        assert "priority" not in k["spec"]
