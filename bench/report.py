@@ -45,8 +45,9 @@ either filled or ``{"skipped": "<why>"}``:
   the JSON.
 - ``sync``: the live inventory syncing a cluster from kmock (``l``; ``m`` when quick):
   size, objects, facts, ready_s (start of the watches to readiness); ``serve``: ``eip-guard
-  serve`` in live mode against kmock holding the largest cluster (size, ready_s, rss_mb
-  when ready, rss_after_changes_mb after three changes, each a rebuild).
+  serve`` in live mode against kmock holding the largest cluster (size, ready_s,
+  ready_cpu_s: the CPU seconds the serve process used until ready, rss_mb when ready,
+  rss_after_changes_mb after three changes, each a rebuild).
 - ``targets``: name, target, value, met (true, false, or null when not measured).
 """
 
@@ -269,7 +270,8 @@ def table(result: dict[str, Any]) -> str:
     out.append("  " + ", ".join(f"{k}={v}" for k, v in sync.items()))
     if live:
         out.append(
-            f"  eip-guard serve, live mode, {live['size']}: ready in {live['ready_s']} s, "
+            f"  eip-guard serve, live mode, {live['size']}: ready in {live['ready_s']} s "
+            f"({live['ready_cpu_s']} s of its own CPU), "
             f"{live['rss_mb']} MB resident, {live['rss_after_changes_mb']} MB after three "
             "changes (each a rebuild)"
         )

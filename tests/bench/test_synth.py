@@ -200,12 +200,19 @@ def test_live_serve_memory_is_a_target_and_a_line() -> None:
     result["sync"] = {
         "size": "a",
         "ready_s": 1.0,
-        "serve": {"size": "b", "ready_s": 9.5, "rss_mb": 140.0, "rss_after_changes_mb": 151.0},
+        "serve": {
+            "size": "b",
+            "ready_s": 9.5,
+            "ready_cpu_s": 4.25,
+            "rss_mb": 140.0,
+            "rss_after_changes_mb": 151.0,
+        },
     }
     result["targets"] = report.targets(result)
     met = {t["name"]: t["met"] for t in result["targets"]}
     assert met["resident MB of live `eip-guard serve` at b"] is False  # 151 >= 150
-    assert "live mode, b: ready in 9.5 s, 140.0 MB resident, 151.0 MB after" in report.table(result)
+    line = "live mode, b: ready in 9.5 s (4.25 s of its own CPU)"
+    assert f"{line}, 140.0 MB resident, 151.0 MB after" in report.table(result)
 
 
 def test_a_result_missing_a_section_is_refused(tmp_path: Path) -> None:
