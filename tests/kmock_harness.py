@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp.web
 import attrs
 import kmock
 import yaml
@@ -52,18 +53,29 @@ RESOURCES: dict[str, tuple[str, bool]] = {  # "group/version/plural" -> (kind, n
     "network.kubesphere.io/v1alpha2/eips": ("Eip", False),
 }
 EIPS = "network.kubesphere.io/v1alpha2/eips"
+MERGE_PATCH = "application/merge-patch+json"
 SERVICECIDRS = "networking.k8s.io/v1/servicecidrs"
 
 
 @attrs.define(kw_only=True)
 class PagedEmulator(kmock.KubernetesEmulator):
     """kmock's emulator answering lists in pages, as a real API server does with ``limit``
-    and ``continue`` (kmock itself returns every object at once). The first page's request
+    and ``continue`` (kmock itself returns every object at once), and refusing a PATCH whose
+    body does not fit its Content-Type. The first page's request
     takes the list, as a real API server takes a snapshot at one resourceVersion; the token
     names that list and the offset of the next page."""
 
     _lists: dict[str, list[Any]] = attrs.field(factory=dict, init=False)  # by list id
     _ids: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
+
+    async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        # kmock merges any PATCH body; a real API server reads it by its Content-Type, and
+        # takes no strategic merge patch (the client's default for a dict) on a CRD.
+        if request.method == kmock.method.PATCH:
+            refusal = _patch_refusal(request)
+            if refusal is not None:
+                return refusal
+        return await super()._handle(request)
 
     async def _serve_list(self, request: rendering.Request) -> rendering.Payload:
         limit = request.params.get("limit", "")
@@ -88,6 +100,36 @@ class PagedEmulator(kmock.KubernetesEmulator):
         else:
             del self._lists[list_id]  # a list abandoned half-way stays: a test's lifetime
         return answer
+
+
+STRATEGIC_MERGE = "application/strategic-merge-patch+json"
+PATCH_TYPES = {  # what a real API server reads a PATCH body as, by its Content-Type
+    "application/json-patch+json": list,  # JSON Patch: a list of operations
+    "application/merge-patch+json": dict,
+    STRATEGIC_MERGE: dict,
+}
+BUILT_IN_GROUPS = {"", "apps", "coordination.k8s.io", "discovery.k8s.io", "networking.k8s.io"}
+
+
+def _patch_refusal(request: rendering.Request) -> aiohttp.web.Response | None:
+    """The API server's answer to a PATCH it cannot read, else None (kmock merges it)."""
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    content_type = headers.get("content-type", "").partition(";")[0].strip()
+    shape = PATCH_TYPES.get(content_type)
+    custom = request.resource is not None and request.resource.group not in BUILT_IN_GROUPS
+    if shape is None or (custom and content_type == STRATEGIC_MERGE):
+        # Custom resources have no patch strategy: the API server takes no strategic merge.
+        code, reason = 415, f"the server does not support patch type {content_type!r} here"
+    elif not isinstance(request.data, shape):
+        code, reason = 400, f"a {content_type} body must be a JSON {shape.__name__}"
+    elif shape is list:
+        code, reason = 415, "the stand-in applies merge patches only, not JSON Patch"
+    else:
+        return None
+    status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,
+              "reason": "BadRequest" if code == 400 else "UnsupportedMediaType",
+              "message": reason}  # fmt: skip
+    return aiohttp.web.json_response(status, status=code)
 
 
 @dataclass(eq=False)
@@ -414,17 +456,20 @@ class Writer:
             raise ValueError(kind)
 
     def patch(self, obj: dict[str, Any]) -> None:
+        """A merge patch: the client's default for a dict, a strategic merge patch, is
+        refused on a custom resource such as an Eip (415)."""
         kind, name, ns = obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace")
+        merge = {"_preload_content": False, "_content_type": MERGE_PATCH}
         if kind == "Node":
-            self.core.patch_node(name, obj, _preload_content=False)
+            self.core.patch_node(name, obj, **merge)
         elif kind == "Service":
-            self.core.patch_namespaced_service(name, ns, obj, _preload_content=False)
+            self.core.patch_namespaced_service(name, ns, obj, **merge)
         elif kind == "Eip":
             self.custom.patch_cluster_custom_object(
-                "network.kubesphere.io", "v1alpha2", "eips", name, obj, _preload_content=False
+                "network.kubesphere.io", "v1alpha2", "eips", name, obj, **merge
             )
         elif kind == "ConfigMap":
-            self.core.patch_namespaced_config_map(name, ns, obj, _preload_content=False)
+            self.core.patch_namespaced_config_map(name, ns, obj, **merge)
         else:
             raise ValueError(kind)
 

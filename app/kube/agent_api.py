@@ -1,14 +1,13 @@
 """The node agent's Kubernetes calls, with the official client: its Lease, the Lease list,
 the node report annotation on its Node, and Warning Events on Eips.
 
-Responses are read raw (``_preload_content=False``) into plain dicts, the form the pure
-core reads. Every failure becomes a :class:`KubeError` with one readable line.
+Calls go by path (``app.kube.rest``) with plain dicts in and out, the form the pure core
+reads. Every failure becomes a :class:`KubeError` with one readable line.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,12 +15,14 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from app.kube import rest
 from app.kube.agent_leases import SELECTOR, lease_body, lease_name, micro_time, renewal_patch
 from app.kube.config import KubeError, api_client
 from app.kube.resources import EIPS
 
 __all__ = ["AgentApi", "KubeError", "make_client"]
 
+LEASES = "coordination.k8s.io/v1"
 EVENT_NAMESPACE = "default"  # where kubectl looks for Events of cluster-scoped objects
 
 
@@ -42,18 +43,24 @@ def _why(exc: Exception) -> str:
 class AgentApi:
     def __init__(self, api: client.ApiClient, namespace: str, timeout: float = 10.0) -> None:
         self.api, self.namespace, self.timeout = api, namespace, timeout
-        self.core = client.CoreV1Api(api)
-        self.coordination = client.CoordinationV1Api(api)
+        self._leases = rest.path(LEASES, "leases", namespace)
 
-    def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def call(
+        self,
+        what: str,
+        method: str,
+        where: str,
+        *,
+        body: Any = None,
+        content_type: str = rest.JSON,
+        query: tuple[tuple[str, str], ...] = (),
+    ) -> Any:
         """One API call, its JSON body as plain data; errors become KubeError."""
         try:
-            resp = fn(*args, _preload_content=False, _request_timeout=self.timeout, **kwargs)
-            data = resp.data
+            return rest.call_json(self.api, method, where, query=query, body=body,
+                                  content_type=content_type, timeout=self.timeout)  # fmt: skip
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise KubeError(f"{what}: {_why(exc)}") from exc
-        try:
-            return json.loads(data) if data else {}
         except ValueError as exc:
             raise KubeError(f"{what}: the API server answered something that is not JSON") from exc
 
@@ -61,28 +68,26 @@ class AgentApi:
         now = now or datetime.now(UTC)
         name = lease_name(node)
         try:
-            self.call(f"renew Lease {self.namespace}/{name}",
-                      self.coordination.patch_namespaced_lease, name, self.namespace,
-                      renewal_patch(node, duration, now),
-                      _content_type="application/merge-patch+json")  # fmt: skip
+            self.call(f"renew Lease {self.namespace}/{name}", "PATCH",
+                      rest.path(LEASES, "leases", self.namespace, name),
+                      body=renewal_patch(node, duration, now),
+                      content_type=rest.MERGE_PATCH)  # fmt: skip
         except KubeError as exc:
             cause = exc.__cause__
             if not (isinstance(cause, ApiException) and cause.status == 404):
                 raise
-            body = client.V1Lease.from_dict(lease_body(node, self.namespace, duration, now))
-            self.call(f"create Lease {self.namespace}/{name}",
-                      self.coordination.create_namespaced_lease, self.namespace, body)  # fmt: skip
+            self.call(f"create Lease {self.namespace}/{name}", "POST", self._leases,
+                      body=lease_body(node, self.namespace, duration, now))  # fmt: skip
 
     def list_leases(self) -> list[Mapping[str, Any]]:
-        body = self.call(f"list Leases in {self.namespace}",
-                         self.coordination.list_namespaced_lease, self.namespace,
-                         label_selector=SELECTOR)  # fmt: skip
+        body = self.call(f"list Leases in {self.namespace}", "GET", self._leases,
+                         query=(("labelSelector", SELECTOR),))  # fmt: skip
         return list(body.get("items") or [])
 
     def annotate_node(self, node: str, key: str, value: str) -> None:
         patch = {"metadata": {"annotations": {key: value}}}
-        self.call(f"annotate Node {node}", self.core.patch_node, node, patch,
-                  _content_type="application/merge-patch+json")  # fmt: skip
+        self.call(f"annotate Node {node}", "PATCH", rest.path("v1", "nodes", name=node),
+                  body=patch, content_type=rest.MERGE_PATCH)  # fmt: skip
 
     def warn_eip(self, eip: str, uid: str, node: str, reason: str, message: str) -> None:
         now = micro_time(datetime.now(UTC))
@@ -103,5 +108,5 @@ class AgentApi:
             "lastTimestamp": stamp,
             "count": 1,
         }  # fmt: skip
-        self.call(f"record an Event on Eip {eip}", self.core.create_namespaced_event,
-                  EVENT_NAMESPACE, client.CoreV1Event.from_dict(event))  # fmt: skip
+        self.call(f"record an Event on Eip {eip}", "POST",
+                  rest.path("v1", "events", EVENT_NAMESPACE), body=event)  # fmt: skip

@@ -30,6 +30,7 @@ from kubernetes.client.exceptions import ApiException
 
 from app.core.rules import RULE_IDS, audit
 from app.core.verdict import Policy, Verdict
+from app.kube import rest
 from app.kube.live import LiveInventory
 from app.kube.metrics import KubeMetrics
 from app.kube.resources import EIPS
@@ -121,22 +122,22 @@ class KubeEvents:
     """Warning Events through the API: create, or patch ``lastTimestamp`` when it exists."""
 
     def __init__(self, api: client.ApiClient, instance: str | None = None) -> None:
-        # Any: the generated signatures type bodies as models; the client sends dicts as they are.
-        self._core: Any = client.CoreV1Api(api)
+        self._api = api
+        self._events = rest.path("v1", "events", EVENT_NAMESPACE)
         self._instance = instance or socket.gethostname()
 
     def record(self, finding: Finding) -> None:
         now = datetime.now(UTC)
+        body = event_body(finding, now, self._instance)
         try:
-            self._core.create_namespaced_event(
-                EVENT_NAMESPACE, event_body(finding, now, self._instance), _preload_content=False
-            ).release_conn()
+            rest.request(self._api, "POST", self._events, body=body).release_conn()
         except ApiException as exc:
             if exc.status != CONFLICT:
                 raise
+            where = rest.path("v1", "events", EVENT_NAMESPACE, finding.event_name)
             patch = {"lastTimestamp": _timestamp(now)}
-            self._core.patch_namespaced_event(
-                finding.event_name, EVENT_NAMESPACE, patch, _preload_content=False
+            rest.request(
+                self._api, "PATCH", where, body=patch, content_type=rest.MERGE_PATCH
             ).release_conn()
 
 

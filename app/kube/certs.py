@@ -32,6 +32,7 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from app.kube import rest
 from app.pki.certs import CertError, KeyPair
 from app.pki.rotation import (
     DEFAULT_RENEW_BEFORE,
@@ -48,8 +49,6 @@ log = logging.getLogger(__name__)
 ATTEMPTS = 4  # lost races in one sync before giving up until the next one
 RETRY_SECONDS = 15.0  # after a failed sync (API down, RBAC missing): sooner than the interval
 CONFLICT, NOT_FOUND = 409, 404
-# The client would pick JSON Patch (a list of operations) for a dict body by default.
-MERGE_PATCH = "application/merge-patch+json"
 Clock = Callable[[], dt.datetime]
 
 
@@ -64,6 +63,8 @@ class Stored:
 
 
 def _api_error(what: str, exc: Exception) -> CertSyncError:
+    if isinstance(exc, ValueError):
+        return CertSyncError(f"{what}: the API server answered something that is not JSON")
     if isinstance(exc, ApiException):
         hint = {
             401: "the service account token was refused",
@@ -75,7 +76,7 @@ def _api_error(what: str, exc: Exception) -> CertSyncError:
 
 
 T = TypeVar("T")
-API_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError)
+API_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError)
 
 
 class Tolerated:
@@ -101,8 +102,10 @@ class SecretStore:
     """The one Secret holding the CA and the serving certificate."""
 
     def __init__(self, api: client.ApiClient, namespace: str, name: str) -> None:
-        self._core = client.CoreV1Api(api)
+        self._api = api
         self.namespace, self.name = namespace, name
+        self._collection = rest.path("v1", "secrets", namespace)
+        self._path = rest.path("v1", "secrets", namespace, name)
 
     @property
     def ref(self) -> str:
@@ -111,31 +114,29 @@ class SecretStore:
     def read(self) -> Stored | None:
         secret = _call(
             f"cannot read {self.ref}",
-            lambda: self._core.read_namespaced_secret(self.name, self.namespace),
+            lambda: rest.call_json(self._api, "GET", self._path),
             NOT_FOUND,
         )
         if isinstance(secret, Tolerated):
             return None
-        data = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
-        meta = secret.metadata
-        return Stored(data, str(meta.resource_version) if meta is not None else "")
+        data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+        meta = secret.get("metadata") or {}
+        return Stored(data, str(meta.get("resourceVersion") or ""))
 
-    def _body(self, data: Mapping[str, bytes], resource_version: str | None) -> client.V1Secret:
-        return client.V1Secret(
-            api_version="v1",
-            kind="Secret",
-            metadata=client.V1ObjectMeta(
-                name=self.name, namespace=self.namespace, resource_version=resource_version
-            ),
-            type="Opaque",
-            data={k: base64.b64encode(v).decode("ascii") for k, v in sorted(data.items())},
-        )
+    def _body(self, data: Mapping[str, bytes]) -> dict[str, object]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": self.name, "namespace": self.namespace},
+            "type": "Opaque",
+            "data": {k: base64.b64encode(v).decode("ascii") for k, v in sorted(data.items())},
+        }
 
     def create(self, data: Mapping[str, bytes]) -> bool:
         """False when someone else created it first."""
         created = _call(
             f"cannot create {self.ref}",
-            lambda: self._core.create_namespaced_secret(self.namespace, self._body(data, None)),
+            lambda: rest.call_json(self._api, "POST", self._collection, body=self._body(data)),
             CONFLICT,
         )
         return not isinstance(created, Tolerated)
@@ -151,8 +152,8 @@ class SecretStore:
         body = {"metadata": {"resourceVersion": resource_version}, "data": values}
         patched = _call(
             f"cannot update {self.ref}",
-            lambda: self._core.patch_namespaced_secret(
-                self.name, self.namespace, body, _content_type=MERGE_PATCH
+            lambda: rest.call_json(
+                self._api, "PATCH", self._path, body=body, content_type=rest.MERGE_PATCH
             ),
             CONFLICT,
         )
@@ -164,8 +165,10 @@ class WebhookConfigs:
 
     def __init__(self, api: client.ApiClient, name: str) -> None:
         self._api = api
-        self._admission = client.AdmissionregistrationV1Api(api)
         self.name = name
+        self._path = rest.path(
+            "admissionregistration.k8s.io/v1", "validatingwebhookconfigurations", name=name
+        )
 
     def ensure_ca_bundle(self, bundle: str, still_current: Callable[[], bool]) -> bool:
         """Set caBundle on every webhook of the configuration; True if anything changed.
@@ -175,33 +178,31 @@ class WebhookConfigs:
         """
         what = f"ValidatingWebhookConfiguration {self.name}"
         for _ in range(ATTEMPTS):
-            vwc = _call(
-                f"cannot read {what}",
-                lambda: self._admission.read_validating_webhook_configuration(self.name),
-            )
+            vwc = _call(f"cannot read {what}", lambda: rest.call_json(self._api, "GET", self._path))
             assert not isinstance(vwc, Tolerated)  # nothing is tolerated on this read
-            hooks = vwc.webhooks or []
-            if all(h.client_config.ca_bundle == bundle for h in hooks):
+            hooks = [h for h in vwc.get("webhooks") or [] if isinstance(h, dict)]
+            if all((h.get("clientConfig") or {}).get("caBundle") == bundle for h in hooks):
                 return False
             if not still_current():
                 return False
             for hook in hooks:
-                hook.client_config.ca_bundle = bundle
-            # Whole webhook entries (a strategic merge by name on a real API server), and
-            # the resourceVersion read as a precondition.
+                hook.setdefault("clientConfig", {})["caBundle"] = bundle
+            # A merge patch replaces the list whole: the entries go back as read (plain JSON,
+            # so fields this client has no model for are kept), with the resourceVersion read
+            # as a precondition.
             body = {
-                "metadata": {
-                    "resourceVersion": vwc.metadata.resource_version if vwc.metadata else None
-                },
-                "webhooks": self._api.sanitize_for_serialization(hooks),  # type: ignore[no-untyped-call]
+                "metadata": {"resourceVersion": (vwc.get("metadata") or {}).get("resourceVersion")},
+                "webhooks": hooks,
             }
             patched = _call(
                 f"cannot update {what}",
                 partial(
-                    self._admission.patch_validating_webhook_configuration,
-                    self.name,
-                    body,
-                    _content_type=MERGE_PATCH,
+                    rest.call_json,
+                    self._api,
+                    "PATCH",
+                    self._path,
+                    body=body,
+                    content_type=rest.MERGE_PATCH,
                 ),
                 CONFLICT,
             )

@@ -17,13 +17,14 @@ from kubernetes.client.exceptions import ApiException
 
 from app.core.eips import GROUP
 from app.core.inventory import Options
+from app.kube import rest
 
 EIP_VERSION = "v1alpha2"
 EIP_CRD = f"eips.{GROUP}"
 DEFAULT_KUBE_VIP_NAMESPACES = ("kube-system",)
 
 Lister = Callable[..., Any]
-"""A generated client ``list_*`` function with its positional arguments bound."""
+"""A list function, called as the generated client's ``list_*`` are (``app.kube.rest``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,41 +36,17 @@ class Resource:
     optional: bool = False  # a 404 on the list means "this API server does not offer it"
 
     def lister(self, api: client.ApiClient, namespace: str | None) -> Lister:
-        return _LISTERS[self.plural](api, namespace)
+        return rest.lister(api, rest.path(self.api_version, self.plural, namespace))
 
 
-def _custom(api: client.ApiClient, _ns: str | None) -> Lister:
-    objects = client.CustomObjectsApi(api)
-
-    # Like _bind: no docstring, no return annotation (raw dicts from Watch.stream).
-    def list_eips(**kwargs: Any) -> Any:
-        return objects.list_cluster_custom_object(GROUP, EIP_VERSION, "eips", **kwargs)
-
-    return list_eips
-
-
-def _bind(fn: Callable[..., Any], *args: Any, **bound: Any) -> Lister:
-    # No docstring and no return annotation on purpose: Watch.stream then finds no model type
-    # and hands us the raw dicts (no per-event model deserialisation; extract() wants dicts).
+def _bind(fn: Callable[..., Any], **bound: Any) -> Lister:
+    # No docstring and no resolvable return type on purpose, as rest.lister: Watch.stream
+    # then hands us the raw dicts.
     def call(**kwargs: Any) -> Any:
-        return fn(*args, **bound, **kwargs)
+        return fn(**bound, **kwargs)
 
     return call
 
-
-_LISTERS: dict[str, Callable[[client.ApiClient, str | None], Lister]] = {
-    "nodes": lambda api, _ns: _bind(client.CoreV1Api(api).list_node),
-    "eips": _custom,
-    "services": lambda api, _ns: _bind(client.CoreV1Api(api).list_service_for_all_namespaces),
-    "pods": lambda api, ns: _bind(client.CoreV1Api(api).list_namespaced_pod, ns),
-    "daemonsets": lambda api, ns: _bind(client.AppsV1Api(api).list_namespaced_daemon_set, ns),
-    "deployments": lambda api, ns: _bind(client.AppsV1Api(api).list_namespaced_deployment, ns),
-    "configmaps": lambda api, ns: _bind(client.CoreV1Api(api).list_namespaced_config_map, ns),
-    "servicecidrs": lambda api, _ns: _bind(client.NetworkingV1Api(api).list_service_cidr),
-    "endpointslices": lambda api, _ns: _bind(
-        client.DiscoveryV1Api(api).list_endpoint_slice_for_all_namespaces
-    ),
-}
 
 NODES = Resource("nodes", "v1", "Node", "cluster")
 EIPS = Resource("eips", f"{GROUP}/{EIP_VERSION}", "Eip", "cluster")

@@ -164,7 +164,10 @@ def test_watches_follow_the_cluster(emulator: FakeApi) -> None:
 
         # A Service that turns Local is kept (its name is all the election needs).
         client.CoreV1Api(cluster.api.api).patch_namespaced_service(
-            "web", "shop", {"spec": {"externalTrafficPolicy": "Local"}}
+            "web",
+            "shop",
+            {"spec": {"externalTrafficPolicy": "Local"}},
+            _content_type="application/merge-patch+json",
         )
 
         def local_service() -> list[Any]:

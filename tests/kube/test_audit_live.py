@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from app.kube.auditor import REASON
+from app.kube.auditor import REASON, Finding, KubeEvents
+from app.kube.config import api_client
 from tests.core.objects import eip, node, service
 from tests.kmock_harness import FakeApi, Writer
 from tests.kube.harness import Cluster
@@ -66,3 +67,23 @@ def test_a_violation_introduced_later_records_exactly_one_event(
         lambda: cluster.metric("eip_guard_audit_violations", rule="can-reach-service-ip") == 0,
         "the gauge cleared after the fix",
     )
+
+
+def test_an_event_that_exists_already_is_refreshed_by_a_merge_patch(api: FakeApi) -> None:
+    """A restarted replica meets its own Event (409 AlreadyExists) and moves its
+    lastTimestamp instead: one PATCH, the Event otherwise as it was."""
+    events = KubeEvents(api_client(host=api.url), instance="replica-1")
+    finding = Finding("pool", "u-1", ("can-reach-node-ip",), "eip-guard audit: ...", "pool.abc")
+    events.record(finding)
+    first = guard_events(api)
+    assert [e["lastTimestamp"] for e in first] == [first[0]["firstTimestamp"]]
+    api.put(EVENTS, {**first[0], "lastTimestamp": "2020-01-01T00:00:00Z"})  # an old one
+
+    events.record(finding)  # 409 AlreadyExists: refreshed instead
+
+    path = "/api/v1/namespaces/default/events"
+    assert api.requests("POST", path) == 2
+    assert api.requests("PATCH", f"{path}/pool.abc") == 1
+    (event,) = guard_events(api)
+    assert str(event["lastTimestamp"]) > "2020-01-01T00:00:00Z"
+    assert event["count"] == 1 and event["message"] == "eip-guard audit: ..."

@@ -1,0 +1,125 @@
+"""Kubernetes API calls by path, through the official client's ``ApiClient``: its
+configuration, credentials (tokens, exec plugins, client certificates), TLS, connection pool
+and ``ApiException``; JSON in, JSON (or the raw response) out.
+
+Not the generated API classes: importing ``CoreV1Api`` takes about 1 s and 22 MB (4.5 MB of
+generated source, with a pydantic validator per method), ``AppsV1Api`` and
+``NetworkingV1Api`` 0.45 s and 8 MB more, and every call validates its arguments first.
+eip-guard makes a dozen kinds of call, all on plain JSON. Its bodies stay plain dicts, so a
+read-modify-write keeps the fields this client version has no model for.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import quote
+
+import urllib3
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+JSON = "application/json"
+MERGE_PATCH = "application/merge-patch+json"
+Timeout = float | tuple[float, float] | None
+
+# A list or watch call's keyword arguments, as the generated ``list_*`` functions take them
+# (and as ``kubernetes.watch.Watch.stream`` passes them), and their query parameter.
+QUERY_NAMES = {
+    "label_selector": "labelSelector",
+    "field_selector": "fieldSelector",
+    "limit": "limit",
+    "_continue": "continue",
+    "resource_version": "resourceVersion",
+    "resource_version_match": "resourceVersionMatch",
+    "allow_watch_bookmarks": "allowWatchBookmarks",
+    "timeout_seconds": "timeoutSeconds",
+    "watch": "watch",
+}
+
+
+def path(
+    api_version: str, plural: str, namespace: str | None = None, name: str | None = None
+) -> str:
+    """The REST path of a collection or, with ``name``, of one object."""
+    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    if namespace:
+        base += f"/namespaces/{quote(namespace, safe='')}"
+    base += f"/{plural}"
+    return f"{base}/{quote(name, safe='')}" if name else base
+
+
+def request(
+    api: client.ApiClient,
+    method: str,
+    where: str,
+    *,
+    query: Iterable[tuple[str, Any]] = (),
+    body: Any = None,
+    content_type: str = JSON,
+    timeout: Timeout = None,
+) -> urllib3.BaseHTTPResponse:
+    """One call, answered with the response unread (stream it, or read ``.data``);
+    ``ApiException`` for a status outside 2xx, as the generated functions raise it."""
+    headers = {"Accept": JSON}
+    if body is not None:
+        headers["Content-Type"] = content_type
+    method, url, headers, body, post = api.param_serialize(
+        method,
+        where,
+        query_params=list(query),
+        header_params=headers,
+        body=body,
+        auth_settings=["BearerToken"],
+    )
+    answer = api.call_api(method, url, headers, body, post, _request_timeout=timeout)
+    if not 200 <= answer.status <= 299:
+        answer.read()  # type: ignore[no-untyped-call]
+        raise ApiException.from_response(http_resp=answer, body=None, data=None)
+    response: urllib3.BaseHTTPResponse = answer.response
+    return response
+
+
+def call_json(
+    api: client.ApiClient,
+    method: str,
+    where: str,
+    *,
+    query: Iterable[tuple[str, Any]] = (),
+    body: Any = None,
+    content_type: str = JSON,
+    timeout: Timeout = None,
+) -> Any:
+    """:func:`request`, its JSON answer parsed (``{}`` for an empty one). A body that is not
+    JSON raises ``ValueError``."""
+    response = request(
+        api, method, where, query=query, body=body, content_type=content_type, timeout=timeout
+    )
+    try:
+        data = response.data
+    finally:
+        response.release_conn()
+    return json.loads(data) if data else {}
+
+
+def lister(api: client.ApiClient, where: str) -> Callable[..., Any]:
+    """A list function for the collection at ``where``, called as the generated ``list_*``
+    functions are (``limit``, ``_continue``, ``label_selector``, ``watch``... and
+    ``_request_timeout``), answering the raw response: ``list_all`` and
+    ``kubernetes.watch.Watch.stream`` read it themselves."""
+
+    # No docstring and no return type the watch module can resolve, on purpose: Watch.stream
+    # then finds no model type and hands us the raw dicts (no per-event deserialisation).
+    def call(
+        *, _preload_content: bool = False, _request_timeout: Timeout = None, **params: Any
+    ) -> Any:
+        if _preload_content:
+            raise TypeError("a lister answers the raw response: pass _preload_content=False")
+        unknown = set(params) - QUERY_NAMES.keys()
+        if unknown:
+            raise TypeError(f"unknown list parameter(s): {sorted(unknown)}")
+        query = [(QUERY_NAMES[k], v) for k, v in params.items() if v is not None]
+        return request(api, "GET", where, query=query, timeout=_request_timeout)
+
+    return call
