@@ -6,23 +6,27 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
+from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry
 
 from app.core.inventory import Options, build, extract
 from app.core.rules import audit
 from app.core.verdict import Verdict
+from app.kube import rest
 from app.kube.auditor import event_body, event_name, findings, violations_by_rule
 from app.kube.config import api_client
 from app.kube.live import LiveInventory, not_ready_reason
 from app.kube.metrics import KubeMetrics
 from app.kube.reflector import Held, backoff_delay, holder, object_key
-from app.kube.resources import PAGE, PODS, Stream, list_all, rbac_rules, streams
+from app.kube.resources import EIPS, NODES, PAGE, PODS, Stream, list_all, rbac_rules, streams
 from app.kube.settings import namespaces
 from tests.conftest import ROOT
 from tests.core.objects import eip, kube_vip_pod
+from tests.kmock_harness import FakeApi
 
 README = (ROOT / "README.md").read_text()
 
@@ -219,3 +223,37 @@ def eip_obj(name: str, uid: str) -> dict[str, Any]:
     obj = eip(name, "192.168.1.0/30")
     obj["metadata"]["uid"] = uid
     return obj
+
+
+def test_rest_paths_follow_the_api_conventions() -> None:
+    assert rest.path("v1", "nodes") == "/api/v1/nodes"
+    assert (
+        rest.path("v1", "events", "default", "pool.1a")
+        == "/api/v1/namespaces/default/events/pool.1a"
+    )
+    assert rest.path(EIPS.api_version, "eips") == "/apis/network.kubesphere.io/v1alpha2/eips"
+    assert rest.path("apps/v1", "daemonsets", "kube-system") == (
+        "/apis/apps/v1/namespaces/kube-system/daemonsets"
+    )
+    assert rest.path("v1", "secrets", "a b", "c/d") == "/api/v1/namespaces/a%20b/secrets/c%2Fd"
+
+
+def test_a_lister_takes_the_generated_list_arguments_only() -> None:
+    lister = PODS.lister(api_client(host="http://127.0.0.1:1"), "kube-system")
+    with pytest.raises(TypeError, match="unknown list parameter"):
+        lister(label_selectr="x")
+    with pytest.raises(TypeError, match="raw response"):
+        lister(_preload_content=True)
+
+
+def test_rest_calls_encode_queries_and_raise_api_errors_as_the_client_does(api: FakeApi) -> None:
+    client = api_client(host=api.url)
+    lister = Stream(NODES, label_selector="a=b,c in (d)").lister(client)
+    response = lister(limit=2, watch=False, _request_timeout=5)
+    assert json.loads(response.data)["items"] == []
+    response.release_conn()
+    (request,) = api.call(lambda: [dict(r.url.query) for r in list(api.km)])
+    assert request == {"labelSelector": "a=b,c in (d)", "limit": "2", "watch": "false"}
+    with pytest.raises(ApiException) as missing:
+        rest.call_json(client, "GET", rest.path("v1", "nodes", name="nope"))
+    assert missing.value.status == 404
