@@ -121,7 +121,9 @@ def test_resolve_loads_no_server(tmp_path: Path) -> None:
     assert loaded(modules, (*WEB, *KUBE, "cryptography", "app.pki", "prometheus_client")) == []
 
 
-def test_serve_on_a_snapshot_loads_no_agent_and_no_kube_client(tmp_path: Path) -> None:
+def serve_until_ready(source: list[str], tmp_path: Path) -> set[str]:
+    """``eip-guard serve SOURCE`` in a fresh interpreter, over verified TLS, until /readyz
+    answers 200, then stopped with SIGTERM: the modules it imported."""
     certs = tmp_path / "certs"
     made, _ = run(
         ["certs", "--out", str(certs), "--dns", "localhost", "--ip", "127.0.0.1"], tmp_path
@@ -129,7 +131,7 @@ def test_serve_on_a_snapshot_loads_no_agent_and_no_kube_client(tmp_path: Path) -
     assert made == 0
     modules_file = tmp_path / "serve-modules.json"
     argv = [
-        "serve", *SNAPSHOT, "--host", "127.0.0.1", "--port", "0",
+        "serve", *source, "--host", "127.0.0.1", "--port", "0",
         "--tls-cert-file", str(certs / "tls.crt"), "--tls-key-file", str(certs / "tls.key"),
     ]  # fmt: skip
     proc = subprocess.Popen(
@@ -140,10 +142,14 @@ def test_serve_on_a_snapshot_loads_no_agent_and_no_kube_client(tmp_path: Path) -
         address = lines.until("serving")["address"]
         readyz = address.removesuffix(VALIDATE_PATH) + "/readyz"
         trust = ssl.create_default_context(cafile=str(certs / "ca.crt"))
-        assert httpx.get(readyz, verify=trust, timeout=30).status_code == 200
+        eventually(lambda: httpx.get(readyz, verify=trust, timeout=30).status_code == 200, "ready")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-    modules = set(json.loads(modules_file.read_text()))
+    return set(json.loads(modules_file.read_text()))
+
+
+def test_serve_on_a_snapshot_loads_no_agent_and_no_kube_client(tmp_path: Path) -> None:
+    modules = serve_until_ready(SNAPSHOT, tmp_path)
     assert "app.webhook.app" in modules  # it did serve
     assert loaded(modules, (*KUBE, *AGENT)) == []
 
@@ -151,38 +157,14 @@ def test_serve_on_a_snapshot_loads_no_agent_and_no_kube_client(tmp_path: Path) -
 def test_live_serve_loads_no_generated_api_class(tmp_path: Path) -> None:
     """Live mode calls the API by path through the client's ApiClient: the generated API
     classes (CoreV1Api alone, 1 s and 22 MB to import) and models stay unloaded."""
-    certs = tmp_path / "certs"
-    made, _ = run(
-        ["certs", "--out", str(certs), "--dns", "localhost", "--ip", "127.0.0.1"], tmp_path
-    )
-    assert made == 0
-    modules_file = tmp_path / "serve-modules.json"
     with running() as api:
         writer = Writer(api)
         writer.create(eip("pool", "192.168.50.10-192.168.50.20", interface="can_reach:10.0.0.9"))
         writer.create(node("n1", "10.0.0.1"))
         writer.close()
         config = kubeconfig(tmp_path / "kubeconfig", api.url)
-        argv = [
-            "serve", "--kubeconfig", str(config), "--host", "127.0.0.1", "--port", "0",
-            "--tls-cert-file", str(certs / "tls.crt"), "--tls-key-file", str(certs / "tls.key"),
-        ]  # fmt: skip
-        proc = subprocess.Popen(
-            command(argv), cwd=ROOT, env=environment(modules_file),
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        with log_lines(proc) as lines:
-            address = lines.until("serving")["address"]
-            readyz = address.removesuffix(VALIDATE_PATH) + "/readyz"
-            trust = ssl.create_default_context(cafile=str(certs / "ca.crt"))
-            eventually(
-                lambda: httpx.get(readyz, verify=trust, timeout=30).status_code == 200,
-                "live serve ready",
-            )
-            eventually(lambda: api.requests("GET", "/api/v1/nodes") >= 1, "nodes listed")
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=30) == 0
-    modules = set(json.loads(modules_file.read_text()))
+        modules = serve_until_ready(["--kubeconfig", str(config)], tmp_path)
+        assert api.requests("GET", "/api/v1/nodes") >= 1  # ready means every list was read
     assert "app.kube.live" in modules  # it did run in live mode
     assert loaded(modules, ("kubernetes.client.api",)) == []
     # The models package is the client's own (its lazy names); no model module is loaded.

@@ -57,8 +57,9 @@ class AgentApi:
     ) -> Any:
         """One API call, its JSON body as plain data; errors become KubeError."""
         try:
-            return rest.call_json(self.api, method, where, query=query, body=body,
+            answer = rest.request(self.api, method, where, query=query, body=body,
                                   content_type=content_type, timeout=self.timeout)  # fmt: skip
+            return rest.read_json(answer)
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise KubeError(f"{what}: {_why(exc)}") from exc
         except ValueError as exc:

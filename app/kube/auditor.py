@@ -136,9 +136,7 @@ class KubeEvents:
                 raise
             where = rest.path("v1", "events", EVENT_NAMESPACE, finding.event_name)
             patch = {"lastTimestamp": _timestamp(now)}
-            rest.request(
-                self._api, "PATCH", where, body=patch, content_type=rest.MERGE_PATCH
-            ).release_conn()
+            rest.merge_patch(self._api, where, patch).release_conn()
 
 
 @dataclass(frozen=True, slots=True)

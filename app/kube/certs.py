@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TypeVar
+from typing import Any
 
 import urllib3
 from kubernetes import client
@@ -75,7 +75,6 @@ def _api_error(what: str, exc: Exception) -> CertSyncError:
     return CertSyncError(f"{what}: the API server is unreachable: {exc}")
 
 
-T = TypeVar("T")
 API_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError)
 
 
@@ -86,10 +85,13 @@ class Tolerated:
 TOLERATED = Tolerated()
 
 
-def _call(what: str, fn: Callable[[], T], tolerate: int | None = None) -> T | Tolerated:
-    """One API call: TOLERATED for the status ``tolerate``; any other failure is our error."""
+def _call(
+    what: str, request: Callable[[], urllib3.BaseHTTPResponse], tolerate: int | None = None
+) -> Any:
+    """One API call, its JSON answer; TOLERATED for the status ``tolerate``; any other
+    failure is our error."""
     try:
-        return fn()
+        return rest.read_json(request())
     except ApiException as exc:
         if tolerate is not None and exc.status == tolerate:
             return TOLERATED
@@ -114,7 +116,7 @@ class SecretStore:
     def read(self) -> Stored | None:
         secret = _call(
             f"cannot read {self.ref}",
-            lambda: rest.call_json(self._api, "GET", self._path),
+            partial(rest.request, self._api, "GET", self._path),
             NOT_FOUND,
         )
         if isinstance(secret, Tolerated):
@@ -136,7 +138,7 @@ class SecretStore:
         """False when someone else created it first."""
         created = _call(
             f"cannot create {self.ref}",
-            lambda: rest.call_json(self._api, "POST", self._collection, body=self._body(data)),
+            partial(rest.request, self._api, "POST", self._collection, body=self._body(data)),
             CONFLICT,
         )
         return not isinstance(created, Tolerated)
@@ -152,9 +154,7 @@ class SecretStore:
         body = {"metadata": {"resourceVersion": resource_version}, "data": values}
         patched = _call(
             f"cannot update {self.ref}",
-            lambda: rest.call_json(
-                self._api, "PATCH", self._path, body=body, content_type=rest.MERGE_PATCH
-            ),
+            partial(rest.merge_patch, self._api, self._path, body),
             CONFLICT,
         )
         return not isinstance(patched, Tolerated)
@@ -178,7 +178,7 @@ class WebhookConfigs:
         """
         what = f"ValidatingWebhookConfiguration {self.name}"
         for _ in range(ATTEMPTS):
-            vwc = _call(f"cannot read {what}", lambda: rest.call_json(self._api, "GET", self._path))
+            vwc = _call(f"cannot read {what}", partial(rest.request, self._api, "GET", self._path))
             assert not isinstance(vwc, Tolerated)  # nothing is tolerated on this read
             hooks = [h for h in vwc.get("webhooks") or [] if isinstance(h, dict)]
             if all((h.get("clientConfig") or {}).get("caBundle") == bundle for h in hooks):
@@ -196,14 +196,7 @@ class WebhookConfigs:
             }
             patched = _call(
                 f"cannot update {what}",
-                partial(
-                    rest.call_json,
-                    self._api,
-                    "PATCH",
-                    self._path,
-                    body=body,
-                    content_type=rest.MERGE_PATCH,
-                ),
+                partial(rest.merge_patch, self._api, self._path, body),
                 CONFLICT,
             )
             if not isinstance(patched, Tolerated):

@@ -81,21 +81,17 @@ def request(
     return response
 
 
-def call_json(
-    api: client.ApiClient,
-    method: str,
-    where: str,
-    *,
-    query: Iterable[tuple[str, Any]] = (),
-    body: Any = None,
-    content_type: str = JSON,
-    timeout: Timeout = None,
-) -> Any:
-    """:func:`request`, its JSON answer parsed (``{}`` for an empty one). A body that is not
-    JSON raises ``ValueError``."""
-    response = request(
-        api, method, where, query=query, body=body, content_type=content_type, timeout=timeout
-    )
+def merge_patch(
+    api: client.ApiClient, where: str, body: Any, *, timeout: Timeout = None
+) -> urllib3.BaseHTTPResponse:
+    """A JSON merge patch (RFC 7386): the one patch type every resource takes, custom ones
+    included, and a list in it replaces the list whole."""
+    return request(api, "PATCH", where, body=body, content_type=MERGE_PATCH, timeout=timeout)
+
+
+def read_json(response: urllib3.BaseHTTPResponse) -> Any:
+    """A :func:`request`'s answer, read whole and parsed (``{}`` when empty); the connection
+    goes back to the pool. A body that is not JSON raises ``ValueError``."""
     try:
         data = response.data
     finally:

@@ -255,5 +255,5 @@ def test_rest_calls_encode_queries_and_raise_api_errors_as_the_client_does(api: 
     (request,) = api.call(lambda: [dict(r.url.query) for r in list(api.km)])
     assert request == {"labelSelector": "a=b,c in (d)", "limit": "2", "watch": "false"}
     with pytest.raises(ApiException) as missing:
-        rest.call_json(client, "GET", rest.path("v1", "nodes", name="nope"))
+        rest.request(client, "GET", rest.path("v1", "nodes", name="nope"))
     assert missing.value.status == 404
