@@ -162,7 +162,7 @@ def _resolve_vips(
                 continue
             b = FactBuilder({}, value.source.kind)
             names = vip_text(b, text, value.source)
-            facts.extend(b.facts)
+            facts.extend(b.done().every_fact)
         else:
             names = [value]
         for pending in names:
@@ -226,6 +226,11 @@ class _Filing:
             self.file_one(kind, span, source)
 
     def take(self, ex: Extract) -> None:
+        if ex.points:
+            keys, sources = self.point_keys, self.point_sources
+            for kind, key, source in ex.point_triples():
+                keys[kind].append(key)
+                sources[kind].append(source)
         if ex.facts:
             self.file(ex.facts)
         if ex.notes:

@@ -37,7 +37,7 @@ from app.core.addresses import (
     parse_range,
     special_kind_of_key,
 )
-from app.core.eips import ALLOW_RULES_ANNOTATION, DEFAULT_EIP_ANNOTATION, Eip, shared
+from app.core.eips import ALLOW_RULES_ANNOTATION, DEFAULT_EIP_ANNOTATION, Eip, own, shared
 from app.core.facts import FactKind
 from app.core.interfaces import parse_interface
 from app.core.inventory import Inventory, Options, assemble, build, extract
@@ -611,5 +611,17 @@ def test_shared_copies_are_private_interned_and_survive_starting_over() -> None:
     texts = [f"ns-{i}" for i in range(3 * 4096)]
     assert [shared(t) for t in texts] == texts
     assert all(shared(t) is not t for t in texts[-10:])
-    long = "x" * 129
-    assert shared(long) == long and shared(long) is not shared(long)  # copied, not kept
+    long, again = "".join(["x"] * 129), "".join(["x"] * 129)  # equal, two parsed strings
+    assert shared(long) == long and shared(long) is not long
+    assert shared(long) is not shared(again)  # copied, not kept in the table
+
+
+def test_own_gives_the_same_string_the_same_copy() -> None:
+    """eips.own: a copy, never the parsed string; asked again for the same string (an object's
+    name, for its source and its store key) it returns the same copy, and only then."""
+    name, again = "".join(["svc-", "1"]), "".join(["svc-", "1"])
+    copy = own(name)
+    assert copy == name and copy is not name
+    assert own(name) is copy
+    assert own(again) == name and own(again) is not copy and own(again) is not again
+    assert own("") == ""

@@ -224,4 +224,20 @@ def test_unknown_kinds_carry_nothing() -> None:
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}},
         {"kind": "Service"},  # no metadata at all: still no crash
     ]
-    assert all(extract(o).facts == () for o in objects)
+    assert all(extract(o).every_fact == () for o in objects)
+
+
+def test_an_extract_keeps_single_addresses_as_flat_points_and_ranges_as_facts() -> None:
+    """Live mode keeps an extract per object: a single address is (kind, key, source) in one
+    flat tuple, with no Fact or Span of its own; a range stays a Fact. Both read back alike."""
+    ex = extract(node("n1", "10.0.0.1", pod_cidrs=("10.244.1.0/24",)))
+    assert len(ex.points) == 3
+    ((kind, key, source),) = ex.point_triples()
+    assert (kind, key, source.name, source.field) == (
+        FactKind.NODE_IP, int(parse_ip("10.0.0.1")), "n1", "status.addresses InternalIP",
+    )  # fmt: skip
+    assert [(f.kind, str(f.span)) for f in ex.facts] == [(FactKind.POD_CIDR, "10.244.1.0/24")]
+    assert [(f.kind, str(f.span)) for f in ex.every_fact] == [
+        (FactKind.POD_CIDR, "10.244.1.0/24"),
+        (FactKind.NODE_IP, "10.0.0.1"),
+    ]

@@ -172,7 +172,7 @@ def test_a_broken_watch_resumes_from_the_last_event_not_a_list() -> None:
     assert reflector.rv == "15"  # the bookmark's: the next watch starts there
     assert stop.delays == [1.0]
     (held,) = sink.items.values()
-    assert [str(f.span) for f in held.extract.facts] == ["10.0.0.9"]
+    assert [str(f.span) for f in held.extract.every_fact] == ["10.0.0.9"]
 
 
 def test_an_absent_optional_resource_is_listed_empty_and_asked_again_later() -> None:
