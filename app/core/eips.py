@@ -56,8 +56,9 @@ def own(text: str) -> str:
 
     A few surviving strings per memory page of a parsed snapshot keep every page resident
     (hundreds of MB at 100,000 objects); copies made after the parse sit together instead.
-    The same string asked again gets the same copy: live mode copies each object's name for
-    its facts' source and then for its store key (10 MB of duplicates at 160,000 objects).
+    The same string asked again gets the same copy, as long as nothing else was copied in
+    between: live mode copies each object's name for its store key, then for its facts'
+    source or its Eip (10 MB of duplicates at 160,000 objects otherwise).
     """
     last = _LAST_OWNED[0]
     if last[0] is text:
@@ -96,6 +97,8 @@ class Eip(NamedTuple):
         meta, spec = obj.get("metadata"), obj.get("spec")
         if type(meta) is not dict:
             meta = as_mapping(meta)
+        name = meta.get("name")
+        name = own(name if type(name) is str else as_str(name))  # first: see own()
         if type(spec) is not dict:
             spec = as_mapping(spec)
         annotations = meta.get("annotations")
@@ -116,11 +119,10 @@ class Eip(NamedTuple):
         status = obj.get("status")
         status = status if type(status) is dict else as_mapping(status)
         used = as_mapping(status.get("used"))
-        name = meta.get("name")
         return _new(
             cls,
             (
-                own(name if type(name) is str else as_str(name)),
+                name,
                 own(address_text),
                 address,
                 error,

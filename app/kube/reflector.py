@@ -126,8 +126,10 @@ class Reflector(Generic[T]):
         return self._keep(obj)
 
     def _keyed(self, obj: dict[str, Any]) -> tuple[Key, T] | None:
+        # The key first: what keep copies of the name next is then the same copy (own()).
+        key = object_key(obj)
         kept = self.kept(obj)
-        return None if kept is None else (object_key(obj), kept)
+        return None if kept is None else (key, kept)
 
     def interrupt(self) -> None:
         """Unblock a watch read at once (the owner has set ``stop``)."""
@@ -230,11 +232,11 @@ class Reflector(Generic[T]):
                 if kind == "DELETED":
                     self.sink.remove(self.name, object_key(obj))
                 elif kind in ("ADDED", "MODIFIED"):
-                    kept = self.kept(obj)
-                    if kept is None:  # e.g. a label it was selected by is gone
+                    keyed = self._keyed(obj)
+                    if keyed is None:  # e.g. a label it was selected by is gone
                         self.sink.remove(self.name, object_key(obj))
                     else:
-                        self.sink.upsert(self.name, object_key(obj), kept)
+                        self.sink.upsert(self.name, *keyed)
                 self.rv = resource_version(obj) or self.rv  # BOOKMARK: only this
                 self._progressed = True
                 held_count += kind != "BOOKMARK"

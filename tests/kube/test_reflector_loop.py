@@ -19,9 +19,9 @@ from app.core.inventory import Options
 from app.kube.config import api_client
 from app.kube.metrics import KubeMetrics
 from app.kube.reflector import Key, Reflector, holder
-from app.kube.resources import NODES, SERVICECIDRS, Stream
+from app.kube.resources import EIPS, NODES, SERVICECIDRS, Stream
 from app.kube.settings import WatchSettings
-from tests.core.objects import node
+from tests.core.objects import eip, node
 
 NODE_STREAM = Stream(NODES)
 SETTINGS = WatchSettings(backoff_base=1.0, backoff_cap=8.0, absent_retry=99.0)
@@ -209,3 +209,19 @@ def test_what_keep_declines_is_not_held_and_an_update_it_declines_drops_the_obje
     sink, _ = run(script, stop, keep=keep)
     assert sink.lists == [[("", "n1")]]  # n2 was never held
     assert sink.items == {}  # n1 lost its label: dropped, not kept stale
+
+
+def test_a_store_key_and_what_is_kept_share_one_copy_of_the_name() -> None:
+    """Each name is copied out of the parsed page (keeping the page resident otherwise), and
+    once: the store key and the Eip (copied with its uid) hold the same copy, listed or
+    watched."""
+    pool = eip("pool-a", "192.168.1.0/30")
+    later = {"type": "ADDED", "object": {**eip("pool-b", "192.168.2.0/30"), "metadata": {
+        "name": "pool-b", "uid": "u-2"}}}  # fmt: skip
+    pool["metadata"]["uid"] = "u-1"
+    script = Script(listing(pool), Resp(lines=[later]), ProtocolError("Connection reset"))
+    sink, _ = run(script, Waits(1), stream=Stream(EIPS))
+    assert sorted(sink.items) == [("", "pool-a"), ("", "pool-b")]
+    for key, held in sink.items.items():
+        assert held.extract.eip.name is key[1]
+        assert held.uid in ("u-1", "u-2")
