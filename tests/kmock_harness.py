@@ -146,6 +146,7 @@ class Proxy:
     target: tuple[str, int]
     port: int = 0
     conns: set[_Conn] = field(default_factory=set)
+    accepted: int = 0  # connections opened through the proxy so far
     _server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -165,6 +166,7 @@ class Proxy:
             return
         conn = _Conn(cw, sw)
         self.conns.add(conn)
+        self.accepted += 1
 
         async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter, down: bool) -> None:
             try:
@@ -294,6 +296,12 @@ class FakeApi:
     def cut(self) -> int:
         assert self.proxy is not None
         return int(self.call(self.proxy.cut))
+
+    def connections(self) -> int:
+        """How many connections the code under test has opened so far."""
+        assert self.proxy is not None
+        proxy = self.proxy
+        return int(self.call(lambda: proxy.accepted))
 
     def stall(self) -> int:
         assert self.proxy is not None

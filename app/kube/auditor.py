@@ -129,14 +129,14 @@ class KubeEvents:
     def record(self, finding: Finding) -> None:
         now = datetime.now(UTC)
         body = event_body(finding, now, self._instance)
+        # Answers are read whole (read_json), as urllib3 asks before a connection is reused.
         try:
-            rest.request(self._api, "POST", self._events, body=body).release_conn()
+            rest.read_json(rest.request(self._api, "POST", self._events, body=body))
         except ApiException as exc:
             if exc.status != CONFLICT:
                 raise
             where = rest.path("v1", "events", EVENT_NAMESPACE, finding.event_name)
-            patch = {"lastTimestamp": _timestamp(now)}
-            rest.merge_patch(self._api, where, patch).release_conn()
+            rest.read_json(rest.merge_patch(self._api, where, {"lastTimestamp": _timestamp(now)}))
 
 
 @dataclass(frozen=True, slots=True)

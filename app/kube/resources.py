@@ -35,18 +35,6 @@ class Resource:
     scope: str  # "cluster" (cluster-scoped), "all" (all namespaces), "namespaced"
     optional: bool = False  # a 404 on the list means "this API server does not offer it"
 
-    def lister(self, api: client.ApiClient, namespace: str | None) -> Lister:
-        return rest.lister(api, rest.path(self.api_version, self.plural, namespace))
-
-
-def _bind(fn: Callable[..., Any], **bound: Any) -> Lister:
-    # No docstring and no resolvable return type on purpose, as rest.lister: Watch.stream
-    # then hands us the raw dicts.
-    def call(**kwargs: Any) -> Any:
-        return fn(**bound, **kwargs)
-
-    return call
-
 
 NODES = Resource("nodes", "v1", "Node", "cluster")
 EIPS = Resource("eips", f"{GROUP}/{EIP_VERSION}", "Eip", "cluster")
@@ -77,10 +65,8 @@ class Stream:
         )
 
     def lister(self, api: client.ApiClient) -> Lister:
-        lister = self.resource.lister(api, self.namespace)
-        if self.label_selector is None:
-            return lister
-        return _bind(lister, label_selector=self.label_selector)
+        where = rest.path(self.resource.api_version, self.resource.plural, self.namespace)
+        return rest.lister(api, where, label_selector=self.label_selector)
 
 
 def streams(kube_vip_namespaces: Iterable[str], options: Options) -> tuple[Stream, ...]:

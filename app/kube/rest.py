@@ -99,11 +99,12 @@ def read_json(response: urllib3.BaseHTTPResponse) -> Any:
     return json.loads(data) if data else {}
 
 
-def lister(api: client.ApiClient, where: str) -> Callable[..., Any]:
+def lister(api: client.ApiClient, where: str, **fixed: Any) -> Callable[..., Any]:
     """A list function for the collection at ``where``, called as the generated ``list_*``
     functions are (``limit``, ``_continue``, ``label_selector``, ``watch``... and
     ``_request_timeout``), answering the raw response: ``list_all`` and
-    ``kubernetes.watch.Watch.stream`` read it themselves."""
+    ``kubernetes.watch.Watch.stream`` read it themselves. ``fixed``: parameters of every
+    call (a ``label_selector``)."""
 
     # No docstring and no return type the watch module can resolve, on purpose: Watch.stream
     # then finds no model type and hands us the raw dicts (no per-event deserialisation).
@@ -112,6 +113,7 @@ def lister(api: client.ApiClient, where: str) -> Callable[..., Any]:
     ) -> Any:
         if _preload_content:
             raise TypeError("a lister answers the raw response: pass _preload_content=False")
+        params = {**fixed, **params}
         unknown = set(params) - QUERY_NAMES.keys()
         if unknown:
             raise TypeError(f"unknown list parameter(s): {sorted(unknown)}")

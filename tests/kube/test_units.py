@@ -239,7 +239,7 @@ def test_rest_paths_follow_the_api_conventions() -> None:
 
 
 def test_a_lister_takes_the_generated_list_arguments_only() -> None:
-    lister = PODS.lister(api_client(host="http://127.0.0.1:1"), "kube-system")
+    lister = Stream(PODS, "kube-system").lister(api_client(host="http://127.0.0.1:1"))
     with pytest.raises(TypeError, match="unknown list parameter"):
         lister(label_selectr="x")
     with pytest.raises(TypeError, match="raw response"):
