@@ -95,14 +95,7 @@ def _live(
 
     def warn(binding: LocalBinding) -> None:
         try:
-            eips = [o for o in cluster.objects() if o.get("kind") == "Eip"]
-        except KubeError:
-            eips = []
-        meta: Mapping[str, Any] = next(
-            (o["metadata"] for o in eips if o["metadata"].get("name") == binding.eip), {}
-        )
-        try:
-            api.warn_eip(binding.eip, str(meta.get("uid", "")), node, EVENT_REASON,
+            api.warn_eip(binding.eip, cluster.eip_uid(binding.eip), node, EVENT_REASON,
                          binding.message)  # fmt: skip
         except KubeError as exc:
             log(str(exc))

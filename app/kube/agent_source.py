@@ -41,14 +41,17 @@ def _copy(value: Any, copy: Callable[[str], str] = shared) -> Any:
 
 
 def keep_eip(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    """What the election reads of an Eip (``Eip.from_object`` and ``status.used``), as
-    copies: a kubectl-applied Eip also carries its whole JSON in an annotation, and its
-    status counters and labels are read by no one here. Empty parts are left out."""
+    """What the agent reads of an Eip, as copies: its name and uid (the uid for the Warning
+    Events it records on the Eip), what ``Eip.from_object`` reads and ``status.used``. A
+    kubectl-applied Eip also carries its whole JSON in an annotation, and its status
+    counters and labels are read by no one here. Empty parts are left out."""
     meta = as_mapping(obj.get("metadata"))
     annotations = as_mapping(meta.get("annotations"))
     spec = as_mapping(obj.get("spec"))
     used = as_mapping(as_mapping(obj.get("status")).get("used"))
     kept_meta: dict[str, Any] = {"name": own(as_str(meta.get("name")))}
+    if meta.get("uid"):
+        kept_meta["uid"] = own(as_str(meta.get("uid")))
     read = {k: _copy(annotations[k]) for k in EIP_ANNOTATIONS if k in annotations}
     if read:
         kept_meta["annotations"] = read
@@ -207,6 +210,12 @@ class LiveCluster:
             if waiting:
                 raise KubeError(not_ready_reason(waiting, self._problems))
             return [obj for store in self._stores.values() for obj in store.values()]
+
+    def eip_uid(self, name: str) -> str:
+        """The uid of Eip ``name`` as last seen ("" when unknown): a Warning Event names it."""
+        with self._lock:
+            kept = self._stores.get(Stream(EIPS).name, {}).get(("", name))
+        return as_str(as_mapping((kept or {}).get("metadata")).get("uid"))
 
     def self_live(self) -> bool:
         """Warm-up, then fencing: count ourselves once others can have seen our Lease, and

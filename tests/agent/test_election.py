@@ -129,8 +129,9 @@ def test_what_live_mode_keeps_judges_as_the_whole_objects() -> None:
 
 
 def test_a_kept_eip_is_the_same_eip_without_what_no_one_reads() -> None:
-    """The agent keeps of an Eip what ``Eip.from_object`` and the election read: the same
-    Eip and the same assignments, without the last-applied JSON, labels or status counters."""
+    """The agent keeps of an Eip what ``Eip.from_object``, the election and its Warning Events
+    (the uid) read: the same Eip, the same assignments and the uid, without the last-applied
+    JSON, labels or status counters."""
     applied = "kubectl.kubernetes.io/last-applied-configuration"
     objects = [
         eip("plain", {"10.0.0.1": "shop/web;shop/api"}),
@@ -159,6 +160,8 @@ def test_a_kept_eip_is_the_same_eip_without_what_no_one_reads() -> None:
     assert Eip.from_object(kept[0]).allow_rules == ("can-reach-node-ip", "address-overlap")
     for k in kept:
         assert applied not in k["metadata"].get("annotations", {})
-        assert set(k["metadata"]) <= {"name", "annotations"}  # no labels, no uid
+        assert set(k["metadata"]) <= {"name", "uid", "annotations"}  # no labels
         assert set(k.get("status", {})) <= {"used"}
         assert "priority" not in k["spec"]
+    # The agent's Warning Events name the Eip's uid (app/cli/agent_run.py).
+    assert [k["metadata"].get("uid") for k in kept] == ["u-1"] * 4 + [None]

@@ -138,6 +138,8 @@ def test_watches_follow_the_cluster(emulator: FakeApi) -> None:
         kinds = sorted(o["kind"] for o in cluster.objects())
         # Only the excluded Node, and no Service: a Cluster-policy one never sways the election.
         assert kinds == ["Eip", "EndpointSlice", "Node"]
+        # What the agent's Warning Events on an Eip name, from the trimmed copy it keeps.
+        assert (cluster.eip_uid("pool"), cluster.eip_uid("nope")) == ("uid-pool", "")
         (kept_slice,) = [o for o in cluster.objects() if o["kind"] == "EndpointSlice"]
         assert kept_slice["metadata"] == {
             "name": "web-1",
