@@ -126,7 +126,7 @@ def test_what_live_mode_keeps_judges_as_the_whole_objects() -> None:
     assert trimmed.local_services == whole.local_services == {"shop/web"}
     assert trimmed.ready_nodes == whole.ready_nodes
     assert whole.ready_nodes["shop/web"] == {"node-a", "node-c"}  # not-ready node-b is out
-    # Kept: each node with a ready endpoint once, as one read-only endpoint per node.
+    # Kept: each node with a ready endpoint once, as one endpoint per node.
     web, api = (k for k in kept if k["kind"] == "EndpointSlice" and k["metadata"]["name"] != "odd")
     assert web["endpoints"] == [{"nodeName": "node-a"}, {"nodeName": "node-c"}]
     again = keep_slice(slice_("shop", "db", ("node-a", None), ("node-a", True)))
