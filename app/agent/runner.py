@@ -82,6 +82,11 @@ class SnapshotSource:
         return frozenset(nodes) | {self._node}
 
 
+# Under constant change (the EndpointSlices of a busy cluster) a view would be made on every
+# tick: after one that took t seconds, the next waits until t / VIEW_SHARE has passed.
+VIEW_SHARE = 0.25
+
+
 @dataclass(frozen=True)
 class Settings:
     node: str
@@ -109,8 +114,11 @@ class Agent:
         speaker: Speaker | None = None,
         report: Callable[[str], bool] | None = None,
         warn: Callable[[LocalBinding], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings, self._source, self._netlink, self._log = settings, source, netlink, log
+        self._clock = clock
+        self._view_due = float("-inf")  # no new view before this (VIEW_SHARE)
         self._speaker = speaker
         self._report, self._warn = report, warn
         self._view = ClusterView()
@@ -130,8 +138,10 @@ class Agent:
         error = None
         try:
             objects = self._source.objects()
-            if objects is not self._seen:
+            now = self._clock()
+            if objects is not self._seen and now >= self._view_due:
                 self._view, self._seen = cluster_view(objects), objects
+                self._view_due = now + (self._clock() - now) / VIEW_SHARE
         except SourceError as exc:
             error = f"cannot read the cluster, keeping the last view: {exc}"
         try:

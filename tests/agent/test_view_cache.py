@@ -3,6 +3,7 @@ same sequence while nothing changed (runner.ClusterSource), live mode included."
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -53,13 +54,21 @@ def test_the_agent_makes_its_view_again_only_when_the_objects_change(
 
     monkeypatch.setattr(runner, "cluster_view", counted)
     source = _Source([eip("pool", {"10.0.0.1": "shop/web"})])
-    agent = runner.Agent(runner.Settings("node-a"), source, _NoKernel(), lambda _: None)
-    for _ in range(3):
+    now = [0.0]
+    agent = runner.Agent(
+        runner.Settings("node-a"), source, _NoKernel(), lambda _: None, clock=lambda: now[0]
+    )
+
+    def tick() -> None:
         agent.tick()
+        now[0] += 0.5  # the agent's interval
+
+    for _ in range(3):
+        tick()
     assert made == [1]
     source.answer = [*source.answer, eip("other", {"10.0.0.2": "shop/api"})]
-    agent.tick()
-    agent.tick()
+    tick()
+    tick()
     assert made == [1, 2]
 
 
@@ -79,3 +88,30 @@ def test_live_mode_answers_the_same_objects_until_one_changes() -> None:
     assert changed is not first and changed[0]["status"]["used"] == {"10.0.0.2": "shop/web"}
     cluster.remove("eips", ("", "pool"))
     assert cluster.objects() == []
+
+
+def test_under_constant_change_views_take_at_most_a_share_of_the_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a view that took t seconds the next waits until t / VIEW_SHARE has passed, so a
+    big cluster whose objects change on every tick does not keep the agent's core busy."""
+    now = [0.0]
+    made: list[float] = []
+
+    def slow(objects: Sequence[Mapping[str, Any]]) -> Any:
+        made.append(now[0])
+        now[0] += 1.0  # this view took a second
+        return cluster_view(objects)
+
+    monkeypatch.setattr(runner, "cluster_view", slow)
+    source = _Source([eip("pool", {"10.0.0.1": "shop/web"})])
+    agent = runner.Agent(
+        runner.Settings("node-a"), source, _NoKernel(), lambda _: None, clock=lambda: now[0]
+    )
+    for _ in range(12):  # a change before every tick, a tick every 0.5 s
+        source.answer = [*source.answer]
+        agent.tick()
+        now[0] += 0.5
+    wait = 1.0 / runner.VIEW_SHARE
+    assert made[0] == 0.0 and len(made) >= 2
+    assert all(later - earlier >= wait for earlier, later in itertools.pairwise(made))
