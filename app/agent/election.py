@@ -101,10 +101,14 @@ def cluster_view(objects: Iterable[Mapping[str, Any]]) -> ClusterView:
 
 
 def candidates(assignment: Assignment, members: Iterable[str], view: ClusterView) -> set[str]:
-    live = set(members) - view.excluded
+    return set(_candidates(assignment, frozenset(members) - view.excluded, view))
+
+
+def _candidates(assignment: Assignment, live: frozenset[str], view: ClusterView) -> frozenset[str]:
+    """``candidates`` from the live, not excluded members (made once for every assignment)."""
     if assignment.services and all(s in view.local_services for s in assignment.services):
         with_endpoints = set().union(*(view.ready_nodes.get(s, ()) for s in assignment.services))
-        live &= with_endpoints
+        return live & with_endpoints
     return live
 
 
@@ -115,8 +119,19 @@ def winners(view: ClusterView, members: Iterable[str]) -> dict[str, str | None]:
 
 
 def mine(view: ClusterView, members: Iterable[str], node: str) -> tuple[Assignment, ...]:
-    """The assignments this node announces."""
-    member_set = frozenset(members)
-    return tuple(
-        a for a in view.assignments if elect(a.ip, candidates(a, member_set, view)) == node
-    )
+    """The assignments this node announces: those where ``elect`` would choose it.
+
+    Asked on every tick. A node loses an IP as soon as one candidate scores lower, which with
+    uniform hashes comes after a few scores, so only the IPs it wins cost a score per
+    candidate (2,000 IPs among 300 nodes: 0.6 s when every IP scored every node).
+    """
+    live = frozenset(members) - view.excluded
+    won = []
+    for a in view.assignments:
+        among = _candidates(a, live, view)
+        if node not in among:
+            continue
+        own = score(node, a.ip)
+        if all(score(other, a.ip) > own for other in among if other != node):
+            won.append(a)
+    return tuple(won)

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from app.agent.election import ClusterView, mine
+from app.agent.election import Assignment
 from app.agent.netlink import HostNet
 from app.agent.resolve import EXCLUDED_PREFIXES, Resolved, resolve
 from app.core.addresses import IP
@@ -38,12 +38,13 @@ class Plan:
         return {nic: frozenset(ips) for nic, ips in found.items()}
 
 
-def plan(view: ClusterView, members: Iterable[str], node: str, host: HostNet) -> Plan:
+def plan(won: Iterable[Assignment], host: HostNet) -> Plan:
+    """What to announce, and where, for the assignments this node won (``election.mine``)."""
     announcements: list[Announcement] = []
     problems: list[str] = []
     notes: list[str] = []
     resolved: dict[str, Any] = {}
-    for assignment in mine(view, members, node):
+    for assignment in won:
         eip = assignment.eip
         if eip.name not in resolved:
             resolved[eip.name] = resolve(eip.interface, host)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from app.agent.election import ClusterView, cluster_view
+from app.agent.election import Assignment, ClusterView, cluster_view, mine
 from app.agent.frames import Nic, mac_bytes
 from app.agent.netlink import HostNet, Netlink, NetlinkError
 from app.agent.plan import LocalBinding, Plan, local_bindings, node_report, plan
@@ -123,6 +123,9 @@ class Agent:
         self._report, self._warn = report, warn
         self._view = ClusterView()
         self._seen: Sequence[Mapping[str, Any]] | None = None  # what self._view was made of
+        self._won: tuple[Assignment, ...] = ()  # what this node won, of the view and members:
+        self._won_view: ClusterView | None = None
+        self._won_members: frozenset[str] | None = None
         self._announced: set[tuple[str, str, str]] = set()
         self._problems: set[str] = set()
         self._bindings: set[LocalBinding] = set()
@@ -155,7 +158,11 @@ class Agent:
         except NetlinkError as exc:
             self._log(str(exc))
             return None
-        current = plan(self._view, members, self.settings.node, host)
+        if self._view is not self._won_view or members != self._won_members:
+            # Elected again only when the view or the members changed, not on every tick.
+            self._won = mine(self._view, members, self.settings.node)
+            self._won_view, self._won_members = self._view, members
+        current = plan(self._won, host)
         if self._speaker is not None:
             self._speaker.update(targets(current, host))
         self._note_changes(current)  # after the update: "announce" means answering now

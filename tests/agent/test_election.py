@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from app.agent.election import cluster_view, elect, mine, winners
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.agent.election import candidates, cluster_view, elect, mine, winners
 from app.core.eips import Eip
 from app.core.labels import EXCLUDE_LABEL
 from app.kube.agent_source import keep_eip, keep_service, keep_slice
@@ -172,3 +175,30 @@ def test_a_kept_eip_is_the_same_eip_without_what_no_one_reads() -> None:
         assert "priority" not in k["spec"]
     # The agent's Warning Events name the Eip's uid (app/cli/agent_run.py).
     assert [k["metadata"].get("uid") for k in kept] == ["u-1"] * 4 + [None]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    members=st.sets(st.sampled_from([f"node-{i}" for i in range(12)]), max_size=12),
+    excluded=st.sets(st.sampled_from([f"node-{i}" for i in range(12)]), max_size=4),
+    local=st.sets(st.integers(0, 19), max_size=20),
+    ready=st.dictionaries(
+        st.integers(0, 19), st.sets(st.sampled_from([f"node-{i}" for i in range(12)])), max_size=20
+    ),
+)
+def test_mine_is_what_elect_chooses(
+    members: set[str], excluded: set[str], local: set[int], ready: dict[int, set[str]]
+) -> None:
+    """mine() stops scoring an IP at the first candidate that beats this node; it must pick
+    exactly the IPs that elect() over the candidates gives this node."""
+    used = {f"10.0.0.{i}": f"shop/svc{i}" for i in range(20)}
+    objects: list[dict[str, Any]] = [eip("pool", used)]
+    objects += [node(n, EXCLUDE_LABEL) for n in excluded]
+    objects += [service("shop", f"svc{i}", "Local") for i in local]
+    objects += [
+        slice_("shop", f"svc{i}", *((n, True) for n in nodes)) for i, nodes in ready.items()
+    ]
+    view = cluster_view(objects)
+    for n in sorted(members | excluded | {"node-0"}):
+        expected = [a for a in view.assignments if elect(a.ip, candidates(a, members, view)) == n]
+        assert list(mine(view, members, n)) == expected

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 
-from app.agent.election import cluster_view
+from app.agent.election import cluster_view, mine
 from app.agent.netlink import Address, HostNet, Link, Route, RouteAnswer
 from app.agent.plan import local_bindings, node_report, plan
 from app.agent.resolve import Resolved, Unresolved, describe_route_get, resolve
@@ -123,17 +123,17 @@ def eip(name: str, interface: str, used: tuple[str, ...]) -> dict[str, object]:
 def test_plan_announces_on_the_resolved_nic_and_explains_failures() -> None:
     view = cluster_view([eip("good", "can_reach:10.0.0.50", ("10.0.0.41",)),
                          eip("bad", "ens9", ("10.0.0.42",))])  # fmt: skip
-    result = plan(view, ["me"], "me", HOST)
+    result = plan(mine(view, ["me"], "me"), HOST)
     assert result.by_nic() == {"eth1": frozenset({ip("10.0.0.41")})}
     assert len(result.problems) == 1 and "Eip bad: won 10.0.0.42" in result.problems[0]
-    assert plan(view, ["me", "other"], "nobody", HOST).announcements == ()
+    assert plan(mine(view, ["me", "other"], "nobody"), HOST).announcements == ()
     assert result.notes == ()
 
 
 def test_plan_notes_an_ip_outside_every_subnet_of_its_nic() -> None:
     view = cluster_view([eip("far", "eth1", ("10.0.0.41",))])
     host = HostNet(HOST.links, (Address(2, ip("192.0.2.5"), 24),), HOST.routes)
-    result = plan(view, ["me"], "me", host)
+    result = plan(mine(view, ["me"], "me"), host)
     assert result.by_nic() == {"eth1": frozenset({ip("10.0.0.41")})}
     assert len(result.notes) == 1 and "10.0.0.41 lies in no subnet of eth1" in result.notes[0]
 

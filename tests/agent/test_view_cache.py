@@ -1,5 +1,5 @@
-"""The agent makes its view of the cluster again only after a change: sources answer the
-same sequence while nothing changed (runner.ClusterSource), live mode included."""
+"""The agent makes its view of the cluster, and elects, again only after a change: sources
+answer the same sequence while nothing changed (runner.ClusterSource), live mode included."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from app.agent import runner
-from app.agent.election import cluster_view
-from app.agent.netlink import NetlinkError
+from app.agent.election import cluster_view, mine
+from app.agent.netlink import HostNet, NetlinkError
 from app.kube.agent_api import AgentApi
 from app.kube.agent_source import WATCHES, LiveCluster
 from app.kube.config import api_client
@@ -115,3 +115,32 @@ def test_under_constant_change_views_take_at_most_a_share_of_the_time(
     wait = 1.0 / runner.VIEW_SHARE
     assert made[0] == 0.0 and len(made) >= 2
     assert all(later - earlier >= wait for earlier, later in itertools.pairwise(made))
+
+
+class _EmptyKernel:
+    def host(self) -> HostNet:
+        return HostNet((), (), ())
+
+    def route_get(self, ip: Any) -> Any:
+        raise NetlinkError("no routes in this test")
+
+
+def test_the_agent_elects_again_only_when_the_view_or_the_members_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    elected: list[frozenset[str]] = []
+
+    def counted(view: Any, members: frozenset[str], node: str) -> Any:
+        elected.append(members)
+        return mine(view, members, node)
+
+    monkeypatch.setattr(runner, "mine", counted)
+    source = _Source([eip("pool", {"10.0.0.1": "shop/web"})])
+    agent = runner.Agent(runner.Settings("node-a"), source, _EmptyKernel(), lambda _: None)
+    for _ in range(3):
+        assert agent.tick() is not None
+    assert elected == [frozenset(NODES)]
+    source.members = lambda: frozenset(NODES[:2])  # type: ignore[method-assign]
+    agent.tick()
+    agent.tick()
+    assert elected == [frozenset(NODES), frozenset(NODES[:2])]
