@@ -73,11 +73,11 @@ def test_rbac_is_what_the_agent_calls() -> None:
 
 def test_speaker_on_adds_only_net_raw() -> None:
     values = {"agent": {"enabled": True, "speaker": "on", "leaseRenewSeconds": 10,
-                        "leaseDurationSeconds": 30}}  # fmt: skip
+                        "leaseDurationSeconds": 30, "intervalSeconds": 5}}  # fmt: skip
     ds = next(o for o in render(values) if o["kind"] == "DaemonSet")
     container = ds["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == ["agent", "--live", "--speaker=on", "--lease-renew=10",
-                                 "--lease-duration=30"]  # fmt: skip
+                                 "--lease-duration=30", "--interval=5"]  # fmt: skip
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_RAW"]}
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
 
@@ -86,6 +86,7 @@ def test_speaker_on_adds_only_net_raw() -> None:
     ("agent", "message"),
     [
         ({"leaseRenewSeconds": 6, "leaseDurationSeconds": 6}, "must be shorter than"),
+        ({"intervalSeconds": 0}, "intervalSeconds"),
     ],
 )
 def test_bad_agent_values_fail_the_render(agent: dict[str, Any], message: str) -> None:
