@@ -23,7 +23,7 @@ from app.kube.config import api_client
 from app.kube.serving import LiveSettings, start_live
 from bench import serving, synth
 from tests.core.objects import service
-from tests.kmock_harness import RESOURCES, FakeApi, Writer, running
+from tests.kmock_harness import RESOURCES, FakeApi, Writer, kubeconfig, running
 
 TIMEOUT = 600.0
 BY_KIND = {kind: name for name, (kind, _) in RESOURCES.items()}
@@ -40,15 +40,6 @@ def preload(api: FakeApi, objects: list[dict[str, Any]]) -> None:
     api.call(put)
 
 
-KUBECONFIG = """apiVersion: v1
-kind: Config
-clusters: [{{name: kmock, cluster: {{server: "{url}"}}}}]
-users: [{{name: bench, user: {{token: bench}}}}]
-contexts: [{{name: bench, context: {{cluster: kmock, user: bench}}}}]
-current-context: bench
-"""
-
-
 def serve_live(shape: synth.Shape, seed: int, out: Path) -> dict[str, Any]:
     """``eip-guard serve`` in live mode, a process of its own, against kmock holding the
     cluster: seconds from its start to /readyz 200 and the CPU seconds it used meanwhile
@@ -60,8 +51,7 @@ def serve_live(shape: synth.Shape, seed: int, out: Path) -> dict[str, Any]:
     with running() as api:
         preload(api, objects)
         del objects
-        config = out / "cache" / "kubeconfig-kmock.yaml"
-        config.write_text(KUBECONFIG.format(url=api.url), encoding="utf-8")
+        config = kubeconfig(out / "cache" / "kubeconfig-kmock.yaml", api.url)
         port = serving.free_port()
         argv = serving.serve_argv(["--kubeconfig", str(config)], cert, key, port)
         argv += ["--log-level", "warning"]

@@ -39,6 +39,8 @@ import yaml
 from kmock._internal import rendering
 from kubernetes import client
 
+from app.kube.rest import MERGE_PATCH
+
 RESOURCES: dict[str, tuple[str, bool]] = {  # "group/version/plural" -> (kind, namespaced)
     "v1/nodes": ("Node", False),
     "v1/services": ("Service", True),
@@ -53,7 +55,6 @@ RESOURCES: dict[str, tuple[str, bool]] = {  # "group/version/plural" -> (kind, n
     "network.kubesphere.io/v1alpha2/eips": ("Eip", False),
 }
 EIPS = "network.kubesphere.io/v1alpha2/eips"
-MERGE_PATCH = "application/merge-patch+json"
 SERVICECIDRS = "networking.k8s.io/v1/servicecidrs"
 
 
@@ -105,7 +106,7 @@ class PagedEmulator(kmock.KubernetesEmulator):
 STRATEGIC_MERGE = "application/strategic-merge-patch+json"
 PATCH_TYPES = {  # what a real API server reads a PATCH body as, by its Content-Type
     "application/json-patch+json": list,  # JSON Patch: a list of operations
-    "application/merge-patch+json": dict,
+    MERGE_PATCH: dict,
     STRATEGIC_MERGE: dict,
 }
 BUILT_IN_GROUPS = {"", "apps", "coordination.k8s.io", "discovery.k8s.io", "networking.k8s.io"}

@@ -21,6 +21,7 @@ from app.core.labels import EXCLUDE_LABEL, NODE_REPORT_ANNOTATION
 from app.kube.agent_api import AgentApi, KubeError, make_client
 from app.kube.agent_leases import lease_body, live_nodes, next_expiry
 from app.kube.agent_source import LiveCluster
+from app.kube.rest import MERGE_PATCH
 from tests.kmock_harness import EIPS, FakeApi, running
 from tests.support import eventually
 
@@ -155,7 +156,7 @@ def test_watches_follow_the_cluster(emulator: FakeApi) -> None:
         custom.patch_cluster_custom_object(
             "network.kubesphere.io", "v1alpha2", "eips", "pool",
             {"status": {"used": {f"{SUBNET4}.102": "shop/api"}}},
-            _content_type="application/merge-patch+json",
+            _content_type=MERGE_PATCH,
         )  # fmt: skip
 
         def has_both() -> bool:
@@ -169,7 +170,7 @@ def test_watches_follow_the_cluster(emulator: FakeApi) -> None:
             "web",
             "shop",
             {"spec": {"externalTrafficPolicy": "Local"}},
-            _content_type="application/merge-patch+json",
+            _content_type=MERGE_PATCH,
         )
 
         def local_service() -> list[Any]:
