@@ -7,12 +7,19 @@ The pure parts (resolution, node report) work on a :class:`HostNet` snapshot; on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from app.core.addresses import IP, Network
 
 MAIN_TABLE = 254
+
+# Name prefixes of devices that are never the node's network (MetalLB's list).
+EXCLUDED_PREFIXES = (
+    "kube-ipvs", "cni", "flannel", "cali", "tunl", "veth", "docker", "cbr", "virbr", "lxc",
+    "nodelocaldns", "dummy",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +32,13 @@ class Link:
     master: int | None  # index of the bond or bridge this NIC is a port of
     noarp: bool  # IFF_NOARP: the NIC does no neighbour resolution
     loopback: bool  # IFF_LOOPBACK
+
+
+def own_nic(link: Link) -> bool:
+    """Whether ``link`` may be the node's network: not the loopback, not a virtual device of
+    kube-proxy, the CNI or containers (whose addresses are Service or pod IPs by the
+    thousand)."""
+    return not link.loopback and link.name != "lo" and not link.name.startswith(EXCLUDED_PREFIXES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +73,10 @@ class RouteAnswer:
 @dataclass(frozen=True, slots=True)
 class HostNet:
     links: tuple[Link, ...]
-    addresses: tuple[Address, ...]
+    addresses: tuple[Address, ...]  # of the node's own NICs only (``own_nic``)
     routes: tuple[Route, ...]  # main table only
+    # Probed IPs (the agent's can_reach IPs) -> the links where each is bound, () if none.
+    bound: Mapping[IP, tuple[int, ...]] = field(default_factory=dict)
 
     def link(self, index: int | None) -> Link | None:
         return next((lk for lk in self.links if lk.index == index), None)
@@ -72,8 +88,11 @@ class HostNet:
         return tuple(a for a in self.addresses if a.index == index)
 
     def bound_on(self, ip: IP) -> tuple[Link, ...]:
-        """Links on which ``ip`` is bound: the kernel then routes it to ``lo``."""
-        found = (self.link(a.index) for a in self.addresses if a.ip == ip)
+        """Links on which ``ip`` is bound (the kernel then routes it to ``lo``): the probed
+        answer (any device, ``kube-ipvs0`` included), then the own NICs' addresses."""
+        indexes = dict.fromkeys(self.bound.get(ip, ()))
+        indexes.update(dict.fromkeys(a.index for a in self.addresses if a.ip == ip))
+        found = (self.link(index) for index in indexes)
         return tuple(lk for lk in found if lk is not None)
 
 
@@ -82,6 +101,8 @@ class NetlinkError(Exception):
 
 
 class Netlink(Protocol):
-    def host(self) -> HostNet: ...
+    def host(self, probe: Collection[IP] = ()) -> HostNet:
+        """Links, own NICs' addresses, main routes, and where each ``probe`` IP is bound."""
+        ...
 
     def route_get(self, ip: IP) -> RouteAnswer: ...

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.agent.election import Assignment
-from app.agent.netlink import HostNet
-from app.agent.resolve import EXCLUDED_PREFIXES, Resolved, resolve
+from app.agent.netlink import HostNet, own_nic
+from app.agent.resolve import Resolved, resolve
 from app.core.addresses import IP
 from app.core.eips import Eip
 from app.core.interfaces import CanReach
@@ -86,13 +86,25 @@ class LocalBinding:
         )
 
 
+def reaching(eips: Iterable[Eip]) -> tuple[Eip, ...]:
+    """The layer2 Eips with ``can_reach``: whose IPs the agent asks the kernel about."""
+    return tuple(e for e in eips if e.speaks_layer2 and isinstance(e.interface, CanReach))
+
+
+def probes(eips: Iterable[Eip]) -> tuple[IP, ...]:
+    """The distinct ``can_reach`` IPs of layer2 Eips (``Netlink.host``'s probe)."""
+    ips = (e.interface.ip for e in reaching(eips) if isinstance(e.interface, CanReach))
+    return tuple(dict.fromkeys(ips))
+
+
 def local_bindings(eips: Iterable[Eip], host: HostNet) -> tuple[LocalBinding, ...]:
+    """The layer2 Eips whose ``can_reach`` IP is bound on this node (probed in ``host``)."""
     found = []
-    for eip in eips:
-        if eip.speaks_layer2 and isinstance(eip.interface, CanReach):
-            devices = tuple(lk.name for lk in host.bound_on(eip.interface.ip))
-            if devices:
-                found.append(LocalBinding(eip.name, eip.interface.ip, devices))
+    for eip in reaching(eips):
+        assert isinstance(eip.interface, CanReach)
+        devices = tuple(lk.name for lk in host.bound_on(eip.interface.ip))
+        if devices:
+            found.append(LocalBinding(eip.name, eip.interface.ip, devices))
     return tuple(found)
 
 
@@ -113,7 +125,7 @@ def node_report(host: HostNet) -> NodeReport:
     Service or pod IPs by the thousand) with their addresses, and the default gateways."""
     interfaces = []
     for link in sorted(host.links, key=lambda lk: lk.name):
-        if link.loopback or link.name.startswith(EXCLUDED_PREFIXES):
+        if not own_nic(link):
             continue
         interfaces.append(
             {

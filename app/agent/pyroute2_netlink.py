@@ -1,28 +1,39 @@
-"""The one place that talks netlink (never by parsing ``ip`` output): links and ``route get``
-through pyroute2, the address and route dumps read here by hand.
+"""The one place that talks netlink (never by parsing ``ip`` output): links, addresses,
+routes and the local binding of an IP read here by hand, ``route get`` through pyroute2.
 
-pyroute2 parses each message in Python at about 0.27 ms and filters a dump only after
-reading it whole, and under kube-proxy's IPVS mode ``kube-ipvs0`` holds every Service IP
-(the local table a route for each): 2,000 addresses took 0.43 s and 20,000 took 5.5 s of
-CPU on every tick. Read by hand, an address takes about 5 µs and a local route is skipped
-after its header.
+Under kube-proxy's IPVS mode ``kube-ipvs0`` holds every Service IP, and the local table a
+route for each. pyroute2 parses each message in Python at about 0.27 ms and filters a dump
+only after reading it whole: 20,000 Service IPs took 5.5 s of CPU on every tick. Read by
+hand, and with the kernel sending only the node's own NICs' addresses and the main table's
+routes, a tick reads a few messages per NIC and one per link, whatever the Service count;
+whether a ``can_reach`` IP is bound here is one ``route get fibmatch`` each.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import os
 import socket
 import struct
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Collection, Iterable
+from typing import TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError as Pyroute2Error
 from pyroute2.netns import create_socket
 
-from app.agent.netlink import MAIN_TABLE, Address, HostNet, Link, NetlinkError, Route, RouteAnswer
+from app.agent.netlink import (
+    MAIN_TABLE,
+    Address,
+    HostNet,
+    Link,
+    NetlinkError,
+    Route,
+    RouteAnswer,
+    own_nic,
+)
 from app.core.addresses import IP, Network
 
 IFF_UP, IFF_LOOPBACK, IFF_NOARP, IFF_LOWER_UP = 0x1, 0x8, 0x80, 0x10000
@@ -31,30 +42,20 @@ RTN_TYPES = {1: "unicast", 2: "local", 3: "broadcast", 5: "multicast", 6: "black
 RTN_UNICAST = 1
 
 
-def _link(msg: Any) -> Link:
-    flags = int(msg["flags"])
-    info = msg.get("IFLA_LINKINFO")
-    kind = info.get("IFLA_INFO_KIND") if info is not None else None
-    return Link(
-        index=int(msg["index"]),
-        name=str(msg.get("IFLA_IFNAME")),
-        kind=str(kind or ""),
-        mac=str(msg.get("IFLA_ADDRESS") or ""),
-        up=bool(flags & IFF_UP) and bool(flags & IFF_LOWER_UP),
-        master=msg.get("IFLA_MASTER"),
-        noarp=bool(flags & IFF_NOARP),
-        loopback=bool(flags & IFF_LOOPBACK),
-    )
-
-
-NETLINK_ROUTE = 0
+NETLINK_ROUTE, SOL_NETLINK, NETLINK_GET_STRICT_CHK = 0, 270, 12
+RTM_NEWLINK, RTM_GETLINK = 16, 18
 RTM_NEWADDR, RTM_GETADDR, RTM_NEWROUTE, RTM_GETROUTE = 20, 22, 24, 26
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_INFO_KIND = 1, 3, 10, 18, 1
+IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS = 29, 1 << 3
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_MULTIPATH, RTA_TABLE = 1, 4, 5, 6, 9, 15
+RTN_LOCAL = 2
+RTM_F_FIB_MATCH = 0x2000  # a route get answers the route it matched, with its device
 RT_TABLE_COMPAT = 252  # rtm_table of a route whose table id needs RTA_TABLE
 _HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port
+_IFINFO = struct.Struct("=BxHiII")  # ifinfomsg: family, type, index, flags, change
 _IFADDR = struct.Struct("=BBBBI")  # ifaddrmsg: family, prefix length, flags, scope, index
 _RTMSG = struct.Struct("=BBBBBBBBI")  # rtmsg: family, dst_len, src_len, tos, table, protocol,
 # scope, type, flags
@@ -85,12 +86,47 @@ def _ip(raw: bytes) -> IP | None:
     return ipaddress.ip_address(raw) if len(raw) in (4, 16) else None
 
 
+def _text(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode(errors="replace")
+
+
+def _link(data: bytes, start: int, end: int) -> list[Link]:
+    _family, _type, index, flags, _ = _IFINFO.unpack_from(data, start)
+    attrs = _attrs(data, start + _IFINFO.size, end)
+    info = attrs.get(IFLA_LINKINFO)
+    kind = _attrs(info, 0, len(info)).get(IFLA_INFO_KIND, b"") if info else b""
+    master = attrs.get(IFLA_MASTER)
+    return [
+        Link(
+            index=index,
+            name=_text(attrs.get(IFLA_IFNAME, b"")),
+            kind=_text(kind),
+            mac=attrs.get(IFLA_ADDRESS, b"").hex(":"),
+            up=bool(flags & IFF_UP) and bool(flags & IFF_LOWER_UP),
+            master=_U32.unpack(master[:4])[0] if master else None,
+            noarp=bool(flags & IFF_NOARP),
+            loopback=bool(flags & IFF_LOOPBACK),
+        )
+    ]
+
+
 def _address(data: bytes, start: int, end: int) -> list[Address]:
     # IFA_LOCAL is this host's address on point-to-point links (IFA_ADDRESS the peer there).
     _family, prefixlen, _, _, index = _IFADDR.unpack_from(data, start)
     attrs = _attrs(data, start + _IFADDR.size, end)
     ip = _ip(attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS, b""))
     return [] if ip is None else [Address(index, ip, prefixlen)]
+
+
+def _addresses_of(links: Collection[int]) -> Callable[[bytes, int, int], list[Address]]:
+    """``_address`` for the addresses of ``links`` only, others skipped after the header."""
+
+    def read(data: bytes, start: int, end: int) -> list[Address]:
+        if _IFADDR.unpack_from(data, start)[4] not in links:
+            return []
+        return _address(data, start, end)
+
+    return read
 
 
 def _route(data: bytes, start: int, end: int) -> list[Route]:
@@ -123,51 +159,126 @@ def _route(data: bytes, start: int, end: int) -> list[Route]:
     return [Route(network, oif, gw, metric) for oif, gw in pairs]
 
 
+def _local_oif(data: bytes, start: int, end: int) -> list[int]:
+    """The device of a matched route when it is a local one (the IP is bound here)."""
+    kind = _RTMSG.unpack_from(data, start)[7]
+    if kind != RTN_LOCAL:
+        return []
+    oif = _attrs(data, start + _RTMSG.size, end).get(RTA_OIF)
+    return [_U32.unpack(oif[:4])[0]] if oif else []
+
+
 T = TypeVar("T")
 
 
-def _dump(
-    netns: str | None,
-    request: int,
-    body: bytes,
-    reply: int,
-    read: Callable[[bytes, int, int], list[T]],
-) -> tuple[T, ...]:
-    """One netlink dump (``request`` with ``body``), each ``reply`` message read by ``read``."""
-    found: list[T] = []
-    with create_socket(netns, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE) as sock:
-        sock.bind((0, 0))
-        header = _HEADER.pack(_HEADER.size + len(body), request, NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
-        sock.send(header + body)
+class Rtnetlink:
+    """One rtnetlink socket for several requests, in this network namespace or a named one.
+
+    Strict checking (Linux 4.20 and later) makes the kernel filter dumps by the header's
+    fields (a link's addresses, the main table's routes) instead of sending everything;
+    every reader filters as well, so an older kernel gives the same answers."""
+
+    def __init__(self, netns: str | None, *, strict: bool = True) -> None:
+        self._sock = create_socket(netns, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+        self._seq = 0
+        self.filtering = False  # whether the kernel filters dumps for us
+        try:
+            self._sock.bind((0, 0))
+            if strict:  # off only in tests, to read as on an older kernel
+                with contextlib.suppress(OSError):
+                    self._sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+                    self.filtering = True
+        except BaseException:
+            self._sock.close()
+            raise
+
+    def __enter__(self) -> Rtnetlink:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._sock.close()
+
+    def ask(
+        self, request: int, body: bytes, reply: int, read: Callable[[bytes, int, int], list[T]],
+        *, dump: bool = True, missing: tuple[int, ...] = (),
+    ) -> list[T]:  # fmt: skip
+        """One request (a dump, or a single get), each ``reply`` message read by ``read``.
+
+        A get is answered by one message or an error; errors in ``missing`` (no route, say)
+        are an empty answer, any other raises :class:`NetlinkError`."""
+        self._seq += 1
+        flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else 0)
+        header = _HEADER.pack(_HEADER.size + len(body), request, flags, self._seq, 0)
+        self._sock.send(header + body)
+        found: list[T] = []
         while True:
-            data, offset = sock.recv(1 << 20), 0
+            data, offset = self._sock.recv(1 << 20), 0
             while offset + _HEADER.size <= len(data):
-                length, kind, _flags, _seq, _port = _HEADER.unpack_from(data, offset)
+                length, kind, _flags, seq, _port = _HEADER.unpack_from(data, offset)
                 if length < _HEADER.size or offset + length > len(data):
                     raise NetlinkError(f"a truncated netlink message ({length} bytes)")
-                if kind == NLMSG_DONE:
-                    return tuple(found)
-                if kind == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", data, offset + _HEADER.size)[0]
-                    raise NetlinkError(os.strerror(code or errno.EIO))
-                if kind == reply:
-                    found += read(data, offset + _HEADER.size, offset + length)
+                if seq == self._seq:
+                    if kind == NLMSG_DONE:
+                        return found
+                    if kind == NLMSG_ERROR:
+                        code = -struct.unpack_from("=i", data, offset + _HEADER.size)[0]
+                        if code in missing or (code == 0 and not dump):
+                            return found
+                        raise NetlinkError(os.strerror(code or errno.EIO))
+                    if kind == reply:
+                        found += read(data, offset + _HEADER.size, offset + length)
+                        if not dump:
+                            return found
                 offset += _aligned(length)
+
+    def links(self) -> tuple[Link, ...]:
+        # Without their counters (Linux 5.1 and later): a third of each message.
+        mask = _ATTR.pack(_ATTR.size + 4, IFLA_EXT_MASK) + _U32.pack(RTEXT_FILTER_SKIP_STATS)
+        return tuple(self.ask(RTM_GETLINK, _IFINFO.pack(0, 0, 0, 0, 0) + mask, RTM_NEWLINK, _link))
+
+    def addresses(self, links: Iterable[int] | None = None) -> tuple[Address, ...]:
+        """The addresses of ``links`` (indexes), or of every link."""
+        if links is None or not self.filtering:
+            # One dump of everything, kept for ``links`` only (skipped after the header).
+            read = _address if links is None else _addresses_of(frozenset(links))
+            return tuple(self.ask(RTM_GETADDR, _IFADDR.pack(0, 0, 0, 0, 0), RTM_NEWADDR, read))
+        found: list[Address] = []
+        for index in links:  # a dump per link, which the kernel filters
+            body = _IFADDR.pack(0, 0, 0, 0, index)
+            found += self.ask(RTM_GETADDR, body, RTM_NEWADDR, _address)
+        return tuple(found)
+
+    def routes(self) -> tuple[Route, ...]:
+        body = _RTMSG.pack(0, 0, 0, 0, MAIN_TABLE, 0, 0, RTN_UNICAST, 0)
+        return tuple(self.ask(RTM_GETROUTE, body, RTM_NEWROUTE, _route))
+
+    def bound(self, ip: IP) -> tuple[int, ...]:
+        """The device of the local route for ``ip`` (``ip route get fibmatch``): where it is
+        bound, or () when it is not bound on this node."""
+        family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+        packed = ip.packed
+        body = _RTMSG.pack(family, len(packed) * 8, 0, 0, 0, 0, 0, 0, RTM_F_FIB_MATCH)
+        body += _ATTR.pack(_ATTR.size + len(packed), RTA_DST) + packed
+        unreachable = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ESRCH)
+        answer = self.ask(RTM_GETROUTE, body, RTM_NEWROUTE, _local_oif, dump=False,
+                          missing=unreachable)  # fmt: skip
+        return tuple(answer)
 
 
 def dump_addresses(netns: str | None = None) -> tuple[Address, ...]:
     """Every address of every link, both families, in this network namespace or a named one."""
-    return _dump(netns, RTM_GETADDR, _IFADDR.pack(0, 0, 0, 0, 0), RTM_NEWADDR, _address)
+    with Rtnetlink(netns) as sock:
+        return sock.addresses()
 
 
 def dump_routes(netns: str | None = None) -> tuple[Route, ...]:
     """The main table's unicast routes, both families."""
-    body = _RTMSG.pack(0, 0, 0, 0, 0, 0, 0, 0, 0)
-    return _dump(netns, RTM_GETROUTE, body, RTM_NEWROUTE, _route)
+    with Rtnetlink(netns) as sock:
+        return sock.routes()
 
 
 class Pyroute2Netlink:
-    """:class:`app.agent.netlink.Netlink` over pyroute2: this network namespace, or a named
+    """:class:`app.agent.netlink.Netlink` over rtnetlink: this network namespace, or a named
     one (``ip netns`` name) for tools and tests."""
 
     def __init__(self, netns: str | None = None) -> None:
@@ -176,15 +287,16 @@ class Pyroute2Netlink:
     def _ipr(self) -> IPRoute:
         return IPRoute(netns=self._netns) if self._netns else IPRoute()
 
-    def host(self) -> HostNet:
+    def host(self, probe: Collection[IP] = ()) -> HostNet:
         try:
-            with self._ipr() as ipr:
-                links = tuple(_link(m) for m in ipr.get_links())
-            addresses = dump_addresses(self._netns)
-            routes = dump_routes(self._netns)
-        except (Pyroute2Error, OSError, NetlinkError) as exc:
+            with Rtnetlink(self._netns) as sock:
+                links = sock.links()
+                addresses = sock.addresses(lk.index for lk in links if own_nic(lk))
+                routes = sock.routes()
+                bound = {ip: sock.bound(ip) for ip in probe}
+        except (OSError, NetlinkError) as exc:
             raise NetlinkError(f"cannot read links, addresses and routes: {exc}") from exc
-        return HostNet(links, addresses, routes)
+        return HostNet(links, addresses, routes, bound)
 
     def route_get(self, ip: IP) -> RouteAnswer:
         try:

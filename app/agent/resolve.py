@@ -11,17 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.agent.netlink import HostNet, Link, Route, RouteAnswer
+from app.agent.netlink import EXCLUDED_PREFIXES, HostNet, Link, Route, RouteAnswer
 from app.core.addresses import IP
 from app.core.interfaces import BadInterface, CanReach, InterfaceSpec, NicName, NoInterface
 
 TABLES = {254: "main", 255: "local", 253: "default"}
-
-# Name prefixes of devices that are never the node's network (MetalLB's list).
-EXCLUDED_PREFIXES = (
-    "kube-ipvs", "cni", "flannel", "cali", "tunl", "veth", "docker", "cbr", "virbr", "lxc",
-    "nodelocaldns", "dummy",
-)  # fmt: skip
 
 
 def unusable(link: Link, host: HostNet) -> str | None:

@@ -17,8 +17,18 @@ from typing import Any, Protocol
 from app.agent.election import Assignment, ClusterView, cluster_view, mine
 from app.agent.frames import Nic, mac_bytes
 from app.agent.netlink import HostNet, Netlink, NetlinkError
-from app.agent.plan import LocalBinding, Plan, local_bindings, node_report, plan
+from app.agent.plan import (
+    LocalBinding,
+    Plan,
+    local_bindings,
+    node_report,
+    plan,
+    probes,
+    reaching,
+)
 from app.agent.speaker import Speaker, Target
+from app.core.addresses import IP
+from app.core.eips import Eip
 from app.sources.errors import InputError
 from app.sources.files import load_objects
 
@@ -122,6 +132,8 @@ class Agent:
         self._speaker = speaker
         self._report, self._warn = report, warn
         self._view = ClusterView()
+        self._reaching: tuple[Eip, ...] = ()  # of the view: layer2 Eips with can_reach
+        self._probes: tuple[IP, ...] = ()  # their IPs, asked of the kernel on every tick
         self._seen: Sequence[Mapping[str, Any]] | None = None  # what self._view was made of
         self._won: tuple[Assignment, ...] = ()  # what this node won, of the view and members:
         self._won_view: ClusterView | None = None
@@ -144,6 +156,8 @@ class Agent:
             now = self._clock()
             if objects is not self._seen and now >= self._view_due:
                 self._view, self._seen = cluster_view(objects), objects
+                self._reaching = reaching(self._view.eips)
+                self._probes = probes(self._reaching)
                 self._view_due = now + (self._clock() - now) / VIEW_SHARE
         except SourceError as exc:
             error = f"cannot read the cluster, keeping the last view: {exc}"
@@ -154,7 +168,7 @@ class Agent:
         self._note_error(error)
         members = self._members
         try:
-            host = self._netlink.host()
+            host = self._netlink.host(self._probes)
         except NetlinkError as exc:
             self._log(str(exc))
             return None
@@ -166,7 +180,7 @@ class Agent:
         if self._speaker is not None:
             self._speaker.update(targets(current, host))
         self._note_changes(current)  # after the update: "announce" means answering now
-        self._note_bindings(local_bindings(self._view.eips, host))
+        self._note_bindings(local_bindings(self._reaching, host))
         text = node_report(host).to_json()
         if text != self._last_logged:
             self._last_logged = text

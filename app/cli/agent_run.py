@@ -35,7 +35,7 @@ def run_resolve(args: argparse.Namespace) -> int:
     spec = parse_interface(args.spec)
     try:
         netlink = Pyroute2Netlink()
-        host = netlink.host()
+        host = netlink.host([spec.ip] if isinstance(spec, CanReach) else [])
     except NetlinkError as exc:
         raise InputError(str(exc)) from exc
     result = resolve(spec, host)

@@ -1,6 +1,7 @@
-"""The agent's hand-read address and route dumps against pyroute2's reading of the same kernel
-state: every address kind (IPv4, IPv6, point-to-point) and route kind the agent meets
-(default, multipath, other tables, the local table, non-unicast)."""
+"""The agent's hand-read link, address and route dumps against pyroute2's reading of the same
+kernel state: every address kind (IPv4, IPv6, point-to-point) and route kind the agent meets
+(default, multipath, other tables, the local table, non-unicast); what the kernel filters
+for us, and the same answers from a kernel that filters nothing; the bound-IP probes."""
 
 from __future__ import annotations
 
@@ -14,8 +15,24 @@ from collections.abc import Iterator
 import pytest
 from pyroute2 import IPRoute
 
-from app.agent.netlink import MAIN_TABLE, Address, Route
-from app.agent.pyroute2_netlink import RTN_UNICAST, dump_addresses, dump_routes
+from app.agent.netlink import MAIN_TABLE, Address, Link, Route
+from app.agent.pyroute2_netlink import (
+    _IFADDR,
+    _RTMSG,
+    IFF_LOOPBACK,
+    IFF_LOWER_UP,
+    IFF_NOARP,
+    IFF_UP,
+    RTM_GETADDR,
+    RTM_GETROUTE,
+    RTM_NEWADDR,
+    RTM_NEWROUTE,
+    RTN_UNICAST,
+    Pyroute2Netlink,
+    Rtnetlink,
+    dump_addresses,
+    dump_routes,
+)
 
 from .conftest import NOT_ROOT
 from .lab import sh
@@ -33,9 +50,11 @@ def netns() -> Iterator[str]:
         batch = [
             "link add nic-a type veth peer name nic-b",
             "link add kube-ipvs0 type bridge",
+            "link add port type veth peer name port-peer",
+            "link set port master kube-ipvs0",
             "link set lo up", "link set nic-a up", "link set nic-b up",
             "address add 192.0.2.10/24 dev nic-a",
-            "address add 2001:db8:1::10/64 dev nic-a",
+            "address add 2001:db8:1::10/64 dev nic-a nodad",  # routed as local at once
             "address add 10.9.0.1 peer 10.9.0.2/32 dev nic-b",
             "address add 198.51.100.5/24 dev nic-b",
             "route add default via 192.0.2.1 dev nic-a metric 50",
@@ -118,3 +137,89 @@ def test_the_route_dump_reads_the_main_table_as_pyroute2_does(netns: str) -> Non
     assert "203.0.114.0/24" not in dsts  # table 100
     assert "192.0.2.128/25" not in dsts  # a blackhole is no unicast route
     assert not any(r.dst.prefixlen == 32 and str(r.dst).startswith("10.96.") for r in mine)
+
+
+def oracle_links(ns: str) -> set[Link]:
+    with IPRoute(netns=ns) as ipr:
+        found = set()
+        for m in ipr.get_links():
+            flags = int(m["flags"])
+            info = m.get("IFLA_LINKINFO")
+            kind = info.get("IFLA_INFO_KIND") if info is not None else None
+            up = bool(flags & IFF_UP) and bool(flags & IFF_LOWER_UP)
+            found.add(
+                Link(index=int(m["index"]), name=str(m.get("IFLA_IFNAME")), kind=str(kind or ""),
+                     mac=str(m.get("IFLA_ADDRESS") or ""), up=up, master=m.get("IFLA_MASTER"),
+                     noarp=bool(flags & IFF_NOARP), loopback=bool(flags & IFF_LOOPBACK))
+            )  # fmt: skip
+        return found
+
+
+def test_the_link_dump_reads_what_pyroute2_reads(netns: str) -> None:
+    with Rtnetlink(netns) as sock:
+        mine = sock.links()
+    assert set(mine) == oracle_links(netns)
+    by_name = {lk.name: lk for lk in mine}
+    assert by_name["kube-ipvs0"].kind == "bridge" and by_name["nic-a"].kind == "veth"
+    assert by_name["port"].master == by_name["kube-ipvs0"].index
+    assert by_name["lo"].loopback and by_name["nic-a"].up and not by_name["port"].up
+
+
+def counted(sock: Rtnetlink, request: int, body: bytes, reply: int) -> int:
+    """How many ``reply`` messages the kernel sent for this dump."""
+    return len(sock.ask(request, body, reply, lambda data, start, end: [None]))
+
+
+@pytest.mark.parametrize("strict", [True, False], ids=["kernel-filtered", "as-before-4.20"])
+def test_a_links_address_dump_is_filtered_by_the_kernel(netns: str, strict: bool) -> None:
+    every = oracle_addresses(netns)
+    with Rtnetlink(netns, strict=strict) as sock:
+        index = {lk.name: lk.index for lk in sock.links()}
+        nics = [index["nic-a"], index["nic-b"]]
+        mine = sock.addresses(nics)
+        sent = counted(sock, RTM_GETADDR, _IFADDR.pack(0, 0, 0, 0, index["nic-a"]), RTM_NEWADDR)
+    assert set(mine) == {a for a in every if a.index in nics}
+    assert len(mine) == len(set(mine))
+    # The kernel sends nic-a's own addresses only: the 600 of kube-ipvs0 never cross.
+    own = len([a for a in every if a.index == index["nic-a"]])
+    assert sent == (own if strict else len(every))
+
+
+@pytest.mark.parametrize("strict", [True, False], ids=["kernel-filtered", "as-before-4.20"])
+def test_the_route_dump_is_the_main_table_whatever_the_kernel_filters(
+    netns: str, strict: bool
+) -> None:
+    with Rtnetlink(netns, strict=strict) as sock:
+        mine = sock.routes()
+        body = _RTMSG.pack(0, 0, 0, 0, MAIN_TABLE, 0, 0, RTN_UNICAST, 0)
+        sent = counted(sock, RTM_GETROUTE, body, RTM_NEWROUTE)
+    assert set(mine) == oracle_routes(netns)
+    assert (sent < IPVS_ADDRESSES) == strict  # the local table's routes, one per address
+
+
+@pytest.mark.parametrize("strict", [True, False], ids=["strict", "as-before-4.20"])
+def test_a_probe_says_on_which_link_an_ip_is_bound(netns: str, strict: bool) -> None:
+    with Rtnetlink(netns, strict=strict) as sock:
+        index = {lk.name: lk.index for lk in sock.links()}
+
+        def bound(text: str) -> tuple[int, ...]:
+            return sock.bound(ipaddress.ip_address(text))
+
+        assert bound("10.96.0.1") == (index["kube-ipvs0"],)
+        assert bound(f"10.96.{(IPVS_ADDRESSES - 1) // 250}.{(IPVS_ADDRESSES - 1) % 250 + 1}") == (
+            index["kube-ipvs0"],
+        )
+        assert bound("192.0.2.10") == (index["nic-a"],)
+        assert bound("2001:db8:1::10") == (index["nic-a"],)
+        assert bound("192.0.2.99") == ()  # on a connected subnet, not bound
+        assert bound("8.8.8.8") == ()  # by the default route
+        assert bound("2001:db8:ffff::1") == ()  # no route at all: the kernel says unreachable
+
+
+def test_the_host_reads_own_nics_and_probes_the_rest(netns: str) -> None:
+    host = Pyroute2Netlink(netns).host([ipaddress.ip_address("10.96.0.1")])
+    assert {str(a) for a in host.addresses} >= {"192.0.2.10/24", "198.51.100.5/24"}
+    assert not any(a.ip in ipaddress.ip_network("10.96.0.0/16") for a in host.addresses)
+    assert not any(a.ip.is_loopback for a in host.addresses)
+    assert [lk.name for lk in host.bound_on(ipaddress.ip_address("10.96.0.1"))] == ["kube-ipvs0"]
+    assert set(host.routes) == oracle_routes(netns)

@@ -7,7 +7,7 @@ import json
 
 from app.agent.election import cluster_view, mine
 from app.agent.netlink import Address, HostNet, Link, Route, RouteAnswer
-from app.agent.plan import local_bindings, node_report, plan
+from app.agent.plan import local_bindings, node_report, plan, probes, reaching
 from app.agent.resolve import Resolved, Unresolved, describe_route_get, resolve
 from app.core.facts import FactKind
 from app.core.interfaces import parse_interface
@@ -38,7 +38,6 @@ HOST = HostNet(
     addresses=(
         Address(1, ip("127.0.0.1"), 8),
         Address(2, ip("10.0.0.5"), 24),
-        Address(3, ip("10.0.0.50"), 32),  # a Service IP, bound by kube-proxy
         Address(4, ip("192.168.9.5"), 24),
     ),
     routes=(
@@ -47,6 +46,9 @@ HOST = HostNet(
         Route(net("0.0.0.0/0"), 4, ip("192.168.9.1"), 100),
         Route(net("172.20.0.0/16"), 2, ip("10.0.0.1")),
     ),
+    # A Service IP bound by kube-proxy on kube-ipvs0, whose addresses are never read: the
+    # agent probes its can_reach IPs instead.
+    bound={ip("10.0.0.50"): (3,), ip("10.0.0.1"): ()},
 )
 
 
@@ -136,6 +138,23 @@ def test_plan_notes_an_ip_outside_every_subnet_of_its_nic() -> None:
     result = plan(mine(view, ["me"], "me"), host)
     assert result.by_nic() == {"eth1": frozenset({ip("10.0.0.41")})}
     assert len(result.notes) == 1 and "10.0.0.41 lies in no subnet of eth1" in result.notes[0]
+
+
+def test_bound_on_joins_the_probe_and_the_own_nics_addresses() -> None:
+    assert [lk.name for lk in HOST.bound_on(ip("10.0.0.50"))] == ["kube-ipvs0"]
+    assert [lk.name for lk in HOST.bound_on(ip("10.0.0.5"))] == ["eth1"]  # not probed
+    assert HOST.bound_on(ip("10.0.0.1")) == ()
+    both = HostNet(HOST.links, HOST.addresses, HOST.routes, {ip("10.0.0.5"): (3, 2)})
+    assert [lk.name for lk in both.bound_on(ip("10.0.0.5"))] == ["kube-ipvs0", "eth1"]
+
+
+def test_the_probes_are_the_distinct_can_reach_ips_of_layer2_eips() -> None:
+    bgp = eip("bgp", "can_reach:10.0.0.9", ())
+    bgp["spec"]["protocol"] = "bgp"  # type: ignore[index]
+    view = cluster_view([eip("a", "can_reach:10.0.0.50", ()), eip("b", "can_reach:10.0.0.50", ()),
+                         eip("c", "can_reach:fd00::1", ()), eip("d", "eth1", ()), bgp])  # fmt: skip
+    assert [e.name for e in reaching(view.eips)] == ["a", "b", "c"]
+    assert probes(view.eips) == (ip("10.0.0.50"), ip("fd00::1"))
 
 
 def test_local_bindings_are_the_trap_live() -> None:

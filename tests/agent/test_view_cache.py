@@ -33,7 +33,7 @@ class _Source:
 
 
 class _NoKernel:
-    def host(self) -> Any:
+    def host(self, probe: Any = ()) -> Any:
         raise NetlinkError("no kernel in this test")
 
     def route_get(self, ip: Any) -> Any:
@@ -118,7 +118,7 @@ def test_under_constant_change_views_take_at_most_a_share_of_the_time(
 
 
 class _EmptyKernel:
-    def host(self) -> HostNet:
+    def host(self, probe: Any = ()) -> HostNet:
         return HostNet((), (), ())
 
     def route_get(self, ip: Any) -> Any:
