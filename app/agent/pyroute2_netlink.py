@@ -245,7 +245,8 @@ class Rtnetlink:
         found: list[Address] = []
         for index in links:  # a dump per link, which the kernel filters
             body = _IFADDR.pack(0, 0, 0, 0, index)
-            found += self.ask(RTM_GETADDR, body, RTM_NEWADDR, _address)
+            # A link gone since the link dump has no addresses (some kernels say ENODEV).
+            found += self.ask(RTM_GETADDR, body, RTM_NEWADDR, _address, missing=(errno.ENODEV,))
         return tuple(found)
 
     def routes(self) -> tuple[Route, ...]:

@@ -180,6 +180,8 @@ def test_a_links_address_dump_is_filtered_by_the_kernel(netns: str, strict: bool
         sent = counted(sock, RTM_GETADDR, _IFADDR.pack(0, 0, 0, 0, index["nic-a"]), RTM_NEWADDR)
     assert set(mine) == {a for a in every if a.index in nics}
     assert len(mine) == len(set(mine))
+    with Rtnetlink(netns, strict=strict) as sock:
+        assert sock.addresses([max(index.values()) + 1000]) == ()  # a link gone meanwhile
     # The kernel sends nic-a's own addresses only: the 600 of kube-ipvs0 never cross.
     own = len([a for a in every if a.index == index["nic-a"]])
     assert sent == (own if strict else len(every))
