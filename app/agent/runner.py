@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from app.agent.election import Assignment, ClusterView, cluster_view, mine
+from app.agent.election import Assignment, ClusterView, ViewMaker, mine
 from app.agent.frames import Nic, mac_bytes
 from app.agent.netlink import HostNet, Netlink, NetlinkError
 from app.agent.plan import (
@@ -132,6 +132,7 @@ class Agent:
         self._speaker = speaker
         self._report, self._warn = report, warn
         self._view = ClusterView()
+        self._views = ViewMaker()  # reads again only the objects that changed
         self._reaching: tuple[Eip, ...] = ()  # of the view: layer2 Eips with can_reach
         self._probes: tuple[IP, ...] = ()  # their IPs, asked of the kernel on every tick
         self._seen: Sequence[Mapping[str, Any]] | None = None  # what self._view was made of
@@ -155,7 +156,7 @@ class Agent:
             objects = self._source.objects()
             now = self._clock()
             if objects is not self._seen and now >= self._view_due:
-                self._view, self._seen = cluster_view(objects), objects
+                self._view, self._seen = self._views.view(objects), objects
                 self._reaching = reaching(self._view.eips)
                 self._probes = probes(self._reaching)
                 self._view_due = now + (self._clock() - now) / VIEW_SHARE

@@ -3,20 +3,24 @@ answer the same sequence while nothing changed (runner.ClusterSource), live mode
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from app.agent import runner
-from app.agent.election import cluster_view, mine
+from app.agent import election, runner
+from app.agent.election import ViewMaker, cluster_view, mine
 from app.agent.netlink import HostNet, NetlinkError
+from app.core.labels import EXCLUDE_LABEL
 from app.kube.agent_api import AgentApi
 from app.kube.agent_source import WATCHES, LiveCluster
 from app.kube.config import api_client
 from app.kube.resources import EIPS
-from tests.agent.test_election import NODES, eip
+from tests.agent.test_election import NODES, eip, node, service, slice_
 
 
 class _Source:
@@ -48,11 +52,11 @@ def test_the_agent_makes_its_view_again_only_when_the_objects_change(
     while nothing changed)."""
     made: list[int] = []
 
-    def counted(objects: Sequence[Mapping[str, Any]]) -> Any:
+    def counted(_: ViewMaker, objects: Sequence[Mapping[str, Any]]) -> Any:
         made.append(len(objects))
         return cluster_view(objects)
 
-    monkeypatch.setattr(runner, "cluster_view", counted)
+    monkeypatch.setattr(ViewMaker, "view", counted)
     source = _Source([eip("pool", {"10.0.0.1": "shop/web"})])
     now = [0.0]
     agent = runner.Agent(
@@ -98,12 +102,12 @@ def test_under_constant_change_views_take_at_most_a_share_of_the_time(
     now = [0.0]
     made: list[float] = []
 
-    def slow(objects: Sequence[Mapping[str, Any]]) -> Any:
+    def slow(_: ViewMaker, objects: Sequence[Mapping[str, Any]]) -> Any:
         made.append(now[0])
         now[0] += 1.0  # this view took a second
         return cluster_view(objects)
 
-    monkeypatch.setattr(runner, "cluster_view", slow)
+    monkeypatch.setattr(ViewMaker, "view", slow)
     source = _Source([eip("pool", {"10.0.0.1": "shop/web"})])
     agent = runner.Agent(
         runner.Settings("node-a"), source, _NoKernel(), lambda _: None, clock=lambda: now[0]
@@ -144,3 +148,85 @@ def test_the_agent_elects_again_only_when_the_view_or_the_members_change(
     agent.tick()
     agent.tick()
     assert elected == [frozenset(NODES), frozenset(NODES[:2])]
+
+
+def _object(draw: st.DrawFn) -> dict[str, Any]:
+    """One object of any kind the view reads, small enough that changes collide."""
+    i = draw(st.integers(0, 5))
+    nodes = [f"node-{n}" for n in range(4)]
+    kind = draw(st.sampled_from(["Eip", "Node", "Service", "EndpointSlice", "ConfigMap"]))
+    if kind == "Eip":
+        ips = st.sampled_from([f"10.0.0.{n}" for n in range(6)])
+        used = draw(st.dictionaries(ips, st.sampled_from(["shop/a", "shop/b", "shop/a;shop/b"])))
+        return eip(f"pool-{i}", used, draw(st.sampled_from(["layer2", "bgp", "vip"])))
+    if kind == "Node":
+        return node(nodes[i % 4], *draw(st.sampled_from([(), (EXCLUDE_LABEL,)])))
+    if kind == "Service":
+        policy = draw(st.sampled_from(["Local", "Cluster"]))
+        return service("shop", draw(st.sampled_from("ab")), policy)
+    if kind == "EndpointSlice":
+        endpoint = st.tuples(st.sampled_from(nodes), st.sampled_from([True, False, None]))
+        ready = draw(st.lists(endpoint, max_size=4))
+        return slice_("shop", draw(st.sampled_from("ab")), *ready)
+    return {"kind": "ConfigMap", "metadata": {"name": f"cm-{i}"}}
+
+
+objects_st = st.composite(_object)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    first=st.lists(objects_st(), max_size=8),
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["replace", "copy", "remove", "add", "same"]),
+            st.integers(0, 20),
+            objects_st(),
+        ),
+        max_size=8,
+    ),
+)
+def test_a_view_made_from_what_changed_is_the_view_read_whole(
+    first: list[dict[str, Any]], steps: list[tuple[str, int, dict[str, Any]]]
+) -> None:
+    """The live source swaps a changed object for a new one, drops removed ones and appends
+    new ones; a ViewMaker must then see what ``cluster_view`` sees reading everything."""
+    maker, current = ViewMaker(), list(first)
+    assert maker.view(current) == cluster_view(current)
+    for action, at, new in steps:
+        current = list(current)  # the source answers a new list after a change
+        where = at % len(current) if current else None
+        if action == "add" or where is None:
+            current.append(new)
+        elif action == "replace":
+            current[where] = new
+        elif action == "copy":  # an equal object, as after a relist
+            current[where] = copy.deepcopy(current[where])
+        elif action == "remove":
+            del current[where]
+        assert maker.view(current) == cluster_view(current)
+
+
+def test_a_view_reads_again_only_the_objects_that_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    read: list[Mapping[str, Any]] = []
+    part = election._part
+
+    def counted(obj: Mapping[str, Any]) -> Any:
+        read.append(obj)
+        return part(obj)
+
+    monkeypatch.setattr(election, "_part", counted)
+    objects: list[dict[str, Any]] = [eip(f"pool-{i}", {f"10.0.{i}.1": "shop/a"}) for i in range(50)]
+    objects += [slice_("shop", f"svc-{i}", ("node-a", True)) for i in range(50)]
+    maker = ViewMaker()
+    maker.view(objects)
+    assert len(read) == 100
+    changed = list(objects)
+    changed[3] = eip("pool-3", {"10.0.3.9": "shop/a"})
+    del changed[70]
+    changed.append(slice_("shop", "svc-new", ("node-b", True)))
+    read.clear()
+    view = maker.view(changed)
+    assert read == [changed[3], changed[-1]]
+    assert view == cluster_view(changed)
+    assert "10.0.3.9" in {a.ip for a in view.assignments}
