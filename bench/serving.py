@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from app.webhook.app import VALIDATE_PATH
 from bench import synth
 from bench.stats import decision_budget_us, ratio
@@ -79,6 +81,22 @@ def ready(port: int, ca: Path) -> bool:
         return False
     finally:
         conn.close()
+
+
+def metrics(port: int, ca: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The server's /metrics, parsed: (sample name, sorted labels) -> value."""
+    context = ssl.create_default_context(cafile=str(ca))
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 @dataclass

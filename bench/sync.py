@@ -26,6 +26,7 @@ from tests.core.objects import service
 from tests.kmock_harness import RESOURCES, FakeApi, Writer, kubeconfig, running
 
 TIMEOUT = 600.0
+Metrics = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 BY_KIND = {kind: name for name, (kind, _) in RESOURCES.items()}
 
 
@@ -44,8 +45,8 @@ def serve_live(shape: synth.Shape, seed: int, out: Path) -> dict[str, Any]:
     """``eip-guard serve`` in live mode, a process of its own, against kmock holding the
     cluster: seconds from its start to /readyz 200 and the CPU seconds it used meanwhile
     (kmock, in this process, serves the lists on the same two cores: the wall time is both
-    sides', the CPU time is eip-guard's), and its resident size once ready and after three
-    changes (each one rebuild of the inventory)."""
+    sides', the CPU time is eip-guard's), its resident size once ready and after three
+    changes (each one rebuild of the inventory), and the CPU each inventory took."""
     ca, cert, key = serving.certificates(out)
     objects = synth.cluster(shape, seed)
     with running() as api:
@@ -60,13 +61,15 @@ def serve_live(shape: synth.Shape, seed: int, out: Path) -> dict[str, Any]:
             ready_s = serving.wait_ready(server, ca)
             ready_cpu_s = serving.cpu_s(server)
             ready_mb = serving.rss_mb(server)
+            before = serving.metrics(port, ca)
             writer = Writer(api)
             try:
-                for i in range(3):
+                for i in range(CHANGES):
                     writer.create(service(f"bench-{i}", cluster_ip=f"10.255.0.{i + 1}"))
                     time.sleep(1.0)  # one rebuild each (the rebuild coalesces 0.2 s)
             finally:
                 writer.close()
+            after = serving.metrics(port, ca)
             after_mb = serving.rss_mb(server)
         finally:
             serving.stop(server)
@@ -75,6 +78,29 @@ def serve_live(shape: synth.Shape, seed: int, out: Path) -> dict[str, Any]:
         "ready_cpu_s": round(ready_cpu_s, 2),
         "rss_mb": ready_mb,
         "rss_after_changes_mb": after_mb,
+        **rebuild_costs(before, after),
+    }
+
+
+CHANGES = 3
+REBUILDS = ("eip_guard_inventory_rebuilds_total", ())
+
+
+def _cpu(how: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return ("eip_guard_inventory_rebuild_cpu_seconds_total", (("how", how),))
+
+
+def rebuild_costs(before: Metrics, after: Metrics) -> dict[str, Any]:
+    """CPU milliseconds per inventory: assembled whole until ready, and made after a change
+    (patched from the last one, or whole when it could not be), from the server's metrics."""
+    whole = before[_cpu("whole")] / max(before[REBUILDS], 1)
+    rebuilds = after[REBUILDS] - before[REBUILDS]
+    spent = sum(after[_cpu(how)] - before[_cpu(how)] for how in ("whole", "changes"))
+    return {
+        "whole_rebuild_ms": round(whole * 1000, 1),
+        "change_rebuilds": int(rebuilds),
+        "change_rebuild_ms": round(spent / rebuilds * 1000, 1) if rebuilds else None,
+        "whole_after_change": after[_cpu("whole")] > before[_cpu("whole")],
     }
 
 

@@ -374,6 +374,25 @@ class IntervalIndex(Generic[T]):
     def __len__(self) -> int:
         return self._size
 
+    def swapped(self, swaps: Iterable[tuple[Span, T, T]]) -> IntervalIndex[T] | None:
+        """A new index with item ``new`` where ``old`` was, on the same span, for each
+        (span, old, new); None if an ``old`` is not on its span. The segments stay as
+        they are: a few changed Eips in 50,000 pools, without sorting them all again."""
+        index: IntervalIndex[T] = IntervalIndex.__new__(IntervalIndex)
+        index._firsts, index._lasts, index._size = self._firsts, self._lasts, self._size
+        items = index._items = list(self._items)
+        for span, old, new in swaps:
+            i = bisect_right(self._firsts, span.first) - 1
+            found = False
+            while 0 <= i < len(items) and self._firsts[i] <= span.last:
+                if old in items[i]:
+                    items[i] = tuple(new if item == old else item for item in items[i])
+                    found = True
+                i += 1
+            if not found:
+                return None
+        return index
+
     def all(self) -> tuple[T, ...]:
         """Every item, once each, in address order of its first segment."""
         return tuple(self._each())
@@ -448,6 +467,31 @@ class PointIndex(Generic[T]):
     def __len__(self) -> int:
         """The number of distinct keys."""
         return self._distinct
+
+    def patched(
+        self, removed: Iterable[tuple[int, T]], added: Iterable[tuple[int, T]]
+    ) -> PointIndex[T] | None:
+        """A new index without one pair equal to each of ``removed`` and with ``added`` (each
+        after the items its key has); None if a pair to remove is not here. A copy and a
+        shift per change: a few changes to 130,000 Service IPs take a millisecond, where
+        sorting all again took a tenth of a second."""
+        keys, items, distinct = list(self._keys), list(self._items), self._distinct
+        for key, item in removed:
+            lo = bisect_left(keys, key)
+            hi = bisect_right(keys, key, lo)
+            at = next((i for i in range(lo, hi) if items[i] == item), None)
+            if at is None:
+                return None
+            del keys[at], items[at]
+            distinct -= hi - lo == 1
+        for key, item in added:
+            at = bisect_right(keys, key)
+            distinct += at == 0 or keys[at - 1] != key
+            keys.insert(at, key)
+            items.insert(at, item)
+        index: PointIndex[T] = PointIndex.__new__(PointIndex)
+        index._keys, index._items, index._distinct = keys, items, distinct
+        return index
 
     def at(self, key: int) -> tuple[T, ...]:
         keys = self._keys

@@ -11,10 +11,11 @@ does both for a snapshot, filing facts as they are extracted.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from app.core.addresses import AddressError, IntervalIndex, PointIndex, Span, parse_ip
 from app.core.eips import Eip, is_eip
@@ -43,6 +44,7 @@ __all__ = [  # with what extraction.py holds that callers of the inventory use
     "assemble",
     "build",
     "extract",
+    "update",
 ]
 
 _new = tuple.__new__  # Fact and Span without their Python-level __new__ (hot path)
@@ -215,7 +217,7 @@ class _Filing:
         self.notes: list[str] = []
 
     def file_one(self, kind: FactKind, span: Span, source: Source) -> None:
-        if span.first == span.last and span.prefix is None:
+        if _is_point(span):
             self.point_keys[kind].append(span.first)
             self.point_sources[kind].append(source)
         else:
@@ -245,32 +247,65 @@ class _Filing:
     def inventory(self, resolve: Resolver | None) -> Inventory:
         more, gaps = _resolve_vips(self.vip_values, self.configmaps, resolve)
         self.file(more)
-        eips = self.eips
         points = {
             k: PointIndex.of_columns(keys, self.point_sources[k])
             for k, keys in self.point_keys.items()
             if keys
         }
-        inventory = Inventory(
-            eips=MappingProxyType(eips),
-            eip_pools=IntervalIndex((e.address, e) for e in eips.values() if e.address is not None),
-            can_reach_ips=PointIndex(
-                (e.interface.key, e) for e in eips.values() if isinstance(e.interface, CanReach)
-            ),
-            default_eips=tuple(sorted(name for name, e in eips.items() if e.is_default)),
-            points=MappingProxyType(points),
-            spans=MappingProxyType(
-                {
-                    k: IntervalIndex((f.span, f) for f in facts)
-                    for k, facts in self.span_facts.items()
-                    if facts
-                }
-            ),
-            notes=tuple(self.notes),
-            gaps=tuple(gaps),
+        spans = {
+            k: IntervalIndex((f.span, f) for f in facts)
+            for k, facts in self.span_facts.items()
+            if facts
+        }
+        return _indexed(
+            self.eips, _eip_indexes(self.eips), points, spans, notes=self.notes, gaps=gaps
         )
-        inventory.node_subnet_names  # noqa: B018 (computed here, off the request path)
-        return inventory
+
+
+_EipIndexes = tuple[IntervalIndex[Eip], PointIndex[Eip], tuple[str, ...]]
+
+
+def _eip_indexes(eips: Mapping[str, Eip]) -> _EipIndexes:
+    """The pools, the can_reach IPs and the default Eips of ``eips``."""
+    return (
+        IntervalIndex((e.address, e) for e in eips.values() if e.address is not None),
+        PointIndex(
+            (e.interface.key, e) for e in eips.values() if isinstance(e.interface, CanReach)
+        ),
+        tuple(sorted(name for name, e in eips.items() if e.is_default)),
+    )
+
+
+def _indexed(
+    eips: Mapping[str, Eip],
+    eip_indexes: _EipIndexes,
+    points: dict[FactKind, PointIndex[Source]],
+    spans: dict[FactKind, IntervalIndex[Fact]],
+    *,
+    notes: Iterable[str],
+    gaps: Iterable[str],
+    subnet_names: Mapping[int, tuple[str, ...]] | None = None,
+) -> Inventory:
+    pools, can_reach, defaults = eip_indexes
+    inventory = Inventory(
+        eips=eips if isinstance(eips, MappingProxyType) else MappingProxyType(eips),
+        eip_pools=pools,
+        can_reach_ips=can_reach,
+        default_eips=defaults,
+        points=MappingProxyType(points),
+        spans=MappingProxyType(spans),
+        notes=tuple(notes),
+        gaps=tuple(gaps),
+    )
+    if subnet_names is not None:  # a cached_property: set where it keeps its value
+        inventory.__dict__["node_subnet_names"] = subnet_names
+    inventory.node_subnet_names  # noqa: B018 (computed here, off the request path)
+    return inventory
+
+
+def _is_point(span: Span) -> bool:
+    """Whether a fact on ``span`` is filed in a point index (a single address)."""
+    return span.first == span.last and span.prefix is None
 
 
 class _Filer(FactBuilder):
@@ -307,6 +342,142 @@ def assemble(extracts: Iterable[Extract], resolve: Resolver | None = None) -> In
     for ex in extracts:
         filing.take(ex)
     return filing.inventory(resolve)
+
+
+MAX_CHANGES = 1_000  # changed objects above which assembling whole is about as quick
+
+
+def update(
+    inventory: Inventory, gone: Sequence[Extract], new: Sequence[Extract]
+) -> Inventory | None:
+    """``inventory`` without what ``gone`` contributed and with what ``new`` does: the
+    inventory ``assemble`` makes of the extracts after a change, made from the one before.
+
+    Only the indexes of the kinds that changed are made again, and point indexes (100,000
+    Service IPs) are copied and patched: a Service's change costs milliseconds where a
+    whole assemble takes about a second at the xl size. None when the change needs a whole
+    assemble: kube-vip values (resolved against every ConfigMap, and DNS), too many changes,
+    or something to remove that the inventory does not hold (then it was not made from
+    these extracts).
+    """
+    if len(gone) + len(new) > 2 * MAX_CHANGES:
+        return None
+    if any(ex.vip_values or ex.configmap is not None for ex in (*gone, *new)):
+        return None
+    changes: dict[FactKind, tuple[list[tuple[int, Source]], list[tuple[int, Source]]]] = {}
+    span_changes: dict[FactKind, tuple[list[Fact], list[Fact]]] = {}
+    for side, extracts in ((0, gone), (1, new)):
+        for ex in extracts:
+            for kind, key, source in ex.point_triples():
+                changes.setdefault(kind, ([], []))[side].append((key, source))
+            for fact in ex.facts:
+                if _is_point(fact.span):
+                    pair = (fact.span.first, fact.source)
+                    changes.setdefault(fact.kind, ([], []))[side].append(pair)
+                else:
+                    span_changes.setdefault(fact.kind, ([], []))[side].append(fact)
+    points = dict(inventory.points)
+    for kind, (removed, added) in changes.items():
+        index = points.get(kind)
+        patched = (index or PointIndex(())).patched(removed, added)
+        if patched is None:
+            return None
+        if len(patched):
+            points[kind] = patched
+        else:
+            points.pop(kind, None)
+    spans = dict(inventory.spans)
+    for kind, (removed_facts, added_facts) in span_changes.items():
+        kept = _without(spans[kind].all() if kind in spans else (), removed_facts)
+        if kept is None:
+            return None
+        facts = [*kept, *added_facts]
+        if facts:
+            spans[kind] = IntervalIndex((f.span, f) for f in facts)
+        else:
+            spans.pop(kind, None)
+    eips, eip_indexes = _updated_eips(
+        inventory,
+        [ex.eip for ex in gone if ex.eip is not None],
+        [ex.eip for ex in new if ex.eip is not None],
+    )
+    notes = _without(inventory.notes, [note for ex in gone for note in ex.notes])
+    if eips is None or eip_indexes is None or notes is None:
+        return None
+    notes += [note for ex in new for note in ex.notes]
+    subnets = spans.get(FactKind.NODE_SUBNET)
+    return _indexed(
+        eips,
+        eip_indexes,
+        points,
+        spans,
+        notes=notes,
+        gaps=inventory.gaps,
+        # Kept when the node subnets did not change: made anew, 25 ms at 10,000 nodes.
+        subnet_names=(
+            inventory.node_subnet_names
+            if subnets is inventory.spans.get(FactKind.NODE_SUBNET)
+            else None
+        ),
+    )
+
+
+def _updated_eips(
+    inventory: Inventory, gone: list[Eip], new: list[Eip]
+) -> tuple[Mapping[str, Eip] | None, _EipIndexes | None]:
+    """The Eips and their indexes after a change; (None, None) when ``gone`` are not held.
+
+    OpenELB writes an Eip's ``status.used`` on every IP it hands out, so most changes keep
+    each Eip's address: then the pool index swaps the Eip in place (made whole, 50,000 pools
+    took 0.2 s)."""
+    if not gone and not new:
+        indexes = (inventory.eip_pools, inventory.can_reach_ips, inventory.default_eips)
+        return inventory.eips, indexes
+    # The proxy's copy is the dict's own: dict(proxy) reads 50,000 Eips one by one (15 ms).
+    eips = cast("MappingProxyType[str, Eip]", inventory.eips).copy()
+    for eip in gone:
+        if eips.get(eip.name) != eip:
+            return None, None
+        del eips[eip.name]
+    for eip in new:
+        eips[eip.name] = eip
+    before = {e.name: e for e in gone}
+    after = {e.name: e for e in new}
+    swaps = [
+        (e.address, e, after[name])
+        for name, e in before.items()
+        if name in after and e.address is not None
+    ]
+    pools = None
+    if before.keys() == after.keys() and all(before[n].address == after[n].address for n in before):
+        pools = inventory.eip_pools.swapped(swaps)
+    if pools is None:
+        return eips, _eip_indexes(eips)
+    can_reach = inventory.can_reach_ips.patched(
+        [(e.interface.key, e) for e in gone if isinstance(e.interface, CanReach)],
+        [(e.interface.key, e) for e in new if isinstance(e.interface, CanReach)],
+    )
+    if can_reach is None:
+        return eips, _eip_indexes(eips)
+    defaults = set(inventory.default_eips) - before.keys() | {e.name for e in new if e.is_default}
+    return eips, (pools, can_reach, tuple(sorted(defaults)))
+
+
+H = TypeVar("H", bound=Hashable)
+
+
+def _without(items: Iterable[H], removed: Iterable[H]) -> list[H] | None:
+    """``items`` less one occurrence of each of ``removed``; None if one is missing."""
+    drop = Counter(removed)
+    if not drop:
+        return list(items)
+    kept = []
+    for item in items:
+        if drop[item] > 0:
+            drop[item] -= 1
+        else:
+            kept.append(item)
+    return None if any(drop.values()) else kept
 
 
 def build(

@@ -45,6 +45,15 @@ class KubeMetrics:
             "Inventories assembled and swapped in (bursts of events are coalesced)",
             registry=registry,
         )
+        self.rebuild_seconds = Counter(
+            "eip_guard_inventory_rebuild_cpu_seconds",
+            "CPU time spent making inventories, by how: whole (every extract) or changes "
+            "(the last inventory patched)",
+            ["how"],
+            registry=registry,
+        )
+        for how in ("whole", "changes"):
+            self.rebuild_seconds.labels(how)
         self.violations = Gauge(
             "eip_guard_audit_violations",
             "Existing Eips that violate this rule (background audit)",
