@@ -61,12 +61,20 @@ def serve_live(shape: synth.Shape, seed: int, out: Path) -> dict[str, Any]:
             ready_s = serving.wait_ready(server, ca)
             ready_cpu_s = serving.cpu_s(server)
             ready_mb = serving.rss_mb(server)
+            # kmock replays every object as ADDED at the start of each watch (an API server
+            # watching from the list's resourceVersion does not): let the server read them.
+            _wait_idle(server)
             before = serving.metrics(port, ca)
             writer = Writer(api)
             try:
-                for i in range(CHANGES):
+                for i in range(CHANGES):  # one rebuild each: the next waits for it
+                    done = serving.metrics(port, ca)[REBUILDS] + 1
                     writer.create(service(f"bench-{i}", cluster_ip=f"10.255.0.{i + 1}"))
-                    time.sleep(1.0)  # one rebuild each (the rebuild coalesces 0.2 s)
+                    deadline = time.monotonic() + CHANGE_TIMEOUT
+                    while serving.metrics(port, ca)[REBUILDS] < done:
+                        if time.monotonic() > deadline:
+                            raise RuntimeError(f"no rebuild {CHANGE_TIMEOUT} s after a change")
+                        time.sleep(0.1)
             finally:
                 writer.close()
             after = serving.metrics(port, ca)
@@ -83,11 +91,23 @@ def serve_live(shape: synth.Shape, seed: int, out: Path) -> dict[str, Any]:
 
 
 CHANGES = 3
+CHANGE_TIMEOUT = 60.0
 REBUILDS = ("eip_guard_inventory_rebuilds_total", ())
 
 
 def _cpu(how: str) -> tuple[str, tuple[tuple[str, str], ...]]:
     return ("eip_guard_inventory_rebuild_cpu_seconds_total", (("how", how),))
+
+
+def _wait_idle(server: serving.Started, timeout: float = 600.0) -> None:
+    """Until the server uses under a tenth of a core for a second."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        used = serving.cpu_s(server)
+        time.sleep(1.0)
+        if serving.cpu_s(server) - used < 0.1:
+            return
+    raise RuntimeError(f"the server is still busy {timeout} s after it was ready")
 
 
 def rebuild_costs(before: Metrics, after: Metrics) -> dict[str, Any]:

@@ -5,7 +5,9 @@ of it (an :class:`Extract`), so a live watcher can keep one small extract per ob
 ``assemble(extracts)`` joins extracts into an immutable :class:`Inventory` with indexes;
 it resolves kube-vip values that point at ConfigMaps or DNS names (DNS through a
 resolver passed in, so the core itself never touches the network). ``build(objects)``
-does both for a snapshot, filing facts as they are extracted.
+does both for a snapshot, filing facts as they are extracted. ``update(inventory, gone,
+new)`` makes the inventory after a change from the one before and the changed extracts,
+as ``assemble`` would make it from all of them.
 """
 
 from __future__ import annotations
