@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from app.core.inventory import Options, assemble, build, extract
 from app.core.rules import audit
 from app.core.verdict import Verdict
-from app.kube import rest
+from app.kube import live, rest
 from app.kube.auditor import event_body, event_name, findings, violations_by_rule
 from app.kube.config import api_client
 from app.kube.live import LiveInventory, not_ready_reason
@@ -169,7 +169,9 @@ def test_objects_that_add_nothing_cost_no_rebuild() -> None:
         api.close()  # type: ignore[no-untyped-call]
 
 
-def test_a_change_patches_the_last_inventory_and_a_relist_reads_everything() -> None:
+def test_a_change_patches_the_last_inventory_and_a_relist_reads_everything(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """After the first whole inventory, watch events update it (milliseconds) instead of
     assembling every extract again (a second at 100,000 Services); what is published is
     what assembling everything would give. A relist, kube-vip values or a change the last
@@ -226,8 +228,29 @@ def test_a_change_patches_the_last_inventory_and_a_relist_reads_everything() -> 
         source._dirty.set()
         third = source.rebuild()
         assert third.whole and canonical(third.inventory) == expected()
+        # A literal kube-vip VIP is a fact like any other; a name is resolved (DNS, or a
+        # ConfigMap) against every object: whole.
+        literal = kube_vip_pod("kube-vip", [{"name": "address", "value": "10.0.0.9"}])
+        source.upsert("services", ("kube-system", "kube-vip"), Held(extract(literal)))
+        assert not source.rebuild().whole
+        named = kube_vip_pod("kube-vip", [{"name": "address", "value": "vip.example.com"}])
+        source.upsert("services", ("kube-system", "kube-vip"), Held(extract(named)))
+        assert source.rebuild().whole
+        # A patch that fails midway loses the changes it took: the next one reads everything.
+        late = service("late", cluster_ip="10.96.0.60")
+        source.upsert("services", key(late), held(late))
+        with monkeypatch.context() as patch:
+            patch.setattr(live, "update", _broken)
+            with pytest.raises(RuntimeError):
+                source.rebuild()
+        fourth = source.rebuild()
+        assert fourth.whole and canonical(fourth.inventory) == expected()
     finally:
         api.close()  # type: ignore[no-untyped-call]
+
+
+def _broken(*_: Any) -> None:
+    raise RuntimeError("a bug in update")
 
 
 class _Page:
