@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,25 +86,24 @@ class LocalBinding:
         )
 
 
-def reaching(eips: Iterable[Eip]) -> tuple[Eip, ...]:
-    """The layer2 Eips with ``can_reach``: whose IPs the agent asks the kernel about."""
-    return tuple(e for e in eips if e.speaks_layer2 and isinstance(e.interface, CanReach))
+def by_can_reach_ip(eips: Iterable[Eip]) -> dict[IP, tuple[str, ...]]:
+    """The layer2 Eips with ``can_reach``, by that IP: the IPs the agent asks the kernel
+    about on every tick (``Netlink.host``'s probe), each with the Eips naming it."""
+    found: dict[IP, list[str]] = {}
+    for eip in eips:
+        if eip.speaks_layer2 and isinstance(eip.interface, CanReach):
+            found.setdefault(eip.interface.ip, []).append(eip.name)
+    return {ip: tuple(names) for ip, names in found.items()}
 
 
-def probes(eips: Iterable[Eip]) -> tuple[IP, ...]:
-    """The distinct ``can_reach`` IPs of layer2 Eips (``Netlink.host``'s probe)."""
-    ips = (e.interface.ip for e in reaching(eips) if isinstance(e.interface, CanReach))
-    return tuple(dict.fromkeys(ips))
-
-
-def local_bindings(eips: Iterable[Eip], host: HostNet) -> tuple[LocalBinding, ...]:
-    """The layer2 Eips whose ``can_reach`` IP is bound on this node (probed in ``host``)."""
+def local_bindings(by_ip: Mapping[IP, Sequence[str]], host: HostNet) -> tuple[LocalBinding, ...]:
+    """The Eips whose ``can_reach`` IP is bound on this node (``by_can_reach_ip``, probed in
+    ``host``): one look per distinct IP, however many Eips name it."""
     found = []
-    for eip in reaching(eips):
-        assert isinstance(eip.interface, CanReach)
-        devices = tuple(lk.name for lk in host.bound_on(eip.interface.ip))
+    for ip, names in by_ip.items():
+        devices = tuple(lk.name for lk in host.bound_on(ip))
         if devices:
-            found.append(LocalBinding(eip.name, eip.interface.ip, devices))
+            found += [LocalBinding(name, ip, devices) for name in names]
     return tuple(found)
 
 

@@ -7,8 +7,9 @@ makes a new immutable ``Inventory`` outside the lock and publishes it with one r
 assignment. It makes it from the last one and the changed extracts (``inventory.update``:
 milliseconds), or assembles it whole from every extract (about a second at 100,000
 Services) after a relist, for ConfigMaps and kube-vip values to resolve, for many changes,
-and at least every ``WHOLE_EVERY`` seconds. ``current()`` and ``readiness()`` read published values only: a
-request never takes the lock, never waits on a writer and never sees a half-applied change.
+and at least every ``WHOLE_EVERY`` seconds. ``current()`` and ``readiness()`` read
+published values only: a request never takes the lock, never waits on a writer and never
+sees a half-applied change.
 """
 
 from __future__ import annotations

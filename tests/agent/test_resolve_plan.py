@@ -7,7 +7,7 @@ import json
 
 from app.agent.election import cluster_view, mine
 from app.agent.netlink import Address, HostNet, Link, Route, RouteAnswer
-from app.agent.plan import local_bindings, node_report, plan, probes, reaching
+from app.agent.plan import by_can_reach_ip, local_bindings, node_report, plan
 from app.agent.resolve import Resolved, Unresolved, describe_route_get, resolve
 from app.core.facts import FactKind
 from app.core.interfaces import parse_interface
@@ -148,19 +148,18 @@ def test_bound_on_joins_the_probe_and_the_own_nics_addresses() -> None:
     assert [lk.name for lk in both.bound_on(ip("10.0.0.5"))] == ["kube-ipvs0", "eth1"]
 
 
-def test_the_probes_are_the_distinct_can_reach_ips_of_layer2_eips() -> None:
+def test_the_probes_are_the_can_reach_ips_of_layer2_eips_with_their_eips() -> None:
     bgp = eip("bgp", "can_reach:10.0.0.9", ())
     bgp["spec"]["protocol"] = "bgp"  # type: ignore[index]
     view = cluster_view([eip("a", "can_reach:10.0.0.50", ()), eip("b", "can_reach:10.0.0.50", ()),
                          eip("c", "can_reach:fd00::1", ()), eip("d", "eth1", ()), bgp])  # fmt: skip
-    assert [e.name for e in reaching(view.eips)] == ["a", "b", "c"]
-    assert probes(view.eips) == (ip("10.0.0.50"), ip("fd00::1"))
+    assert by_can_reach_ip(view.eips) == {ip("10.0.0.50"): ("a", "b"), ip("fd00::1"): ("c",)}
 
 
 def test_local_bindings_are_the_trap_live() -> None:
     view = cluster_view([eip("trap", "can_reach:10.0.0.50", ()),
                          eip("fine", "can_reach:10.0.0.1", ())])  # fmt: skip
-    found = local_bindings(view.eips, HOST)
+    found = local_bindings(by_can_reach_ip(view.eips), HOST)
     assert [(b.eip, str(b.ip), b.devices) for b in found] == [
         ("trap", "10.0.0.50", ("kube-ipvs0",))
     ]

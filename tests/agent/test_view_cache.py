@@ -4,6 +4,7 @@ answer the same sequence while nothing changed (runner.ClusterSource), live mode
 from __future__ import annotations
 
 import copy
+import ipaddress
 import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -14,7 +15,8 @@ from hypothesis import strategies as st
 
 from app.agent import election, runner
 from app.agent.election import ViewMaker, cluster_view, mine
-from app.agent.netlink import HostNet, NetlinkError
+from app.agent.netlink import HostNet, Link, NetlinkError
+from app.agent.plan import local_bindings as plan_local_bindings
 from app.core.labels import EXCLUDE_LABEL
 from app.kube.agent_api import AgentApi
 from app.kube.agent_source import WATCHES, LiveCluster
@@ -148,6 +150,53 @@ def test_the_agent_elects_again_only_when_the_view_or_the_members_change(
     agent.tick()
     agent.tick()
     assert elected == [frozenset(NODES), frozenset(NODES[:2])]
+
+
+class _TrapKernel:
+    """A node where 10.0.0.1 is bound on kube-ipvs0 (index 3) while ``bound`` says so."""
+
+    def __init__(self) -> None:
+        self.bound = True
+        self.probed: list[tuple[Any, ...]] = []
+
+    def host(self, probe: Any = ()) -> HostNet:
+        self.probed.append(tuple(probe))
+        ipvs = Link(3, "kube-ipvs0", "dummy", "", False, None, True, False)
+        answer = (3,) if self.bound else ()
+        return HostNet((ipvs,), (), (), {ip: answer for ip in probe})
+
+    def route_get(self, ip: Any) -> Any:
+        raise NetlinkError("no routes in this test")
+
+
+def test_the_agent_warns_of_a_bound_can_reach_ip_once_per_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The bindings are made again only when the view or a probed IP's devices change:
+    50,000 Eips naming one can_reach IP made 50,000 of them on every tick."""
+    made: list[int] = []
+
+    def counted(by_ip: Any, host: HostNet) -> Any:
+        found = plan_local_bindings(by_ip, host)
+        made.append(len(found))
+        return found
+
+    monkeypatch.setattr(runner, "local_bindings", counted)
+    trap = eip("trap", {}, interface="can_reach:10.0.0.1")
+    twin = eip("twin", {}, interface="can_reach:10.0.0.1")
+    kernel, lines = _TrapKernel(), list[str]()
+    agent = runner.Agent(runner.Settings("node-a"), _Source([trap, twin]), kernel, lines.append)
+    for _ in range(3):
+        agent.tick()
+    assert made == [2] and kernel.probed[-1] == (ipaddress.ip_address("10.0.0.1"),)
+    assert len([line for line in lines if "is bound on this node (kube-ipvs0)" in line]) == 2
+    kernel.bound = False
+    agent.tick()
+    agent.tick()
+    kernel.bound = True  # bound again: warned again
+    agent.tick()
+    assert made == [2, 0, 2]
+    assert len([line for line in lines if "is bound on this node (kube-ipvs0)" in line]) == 4
 
 
 def _object(draw: st.DrawFn) -> dict[str, Any]:
