@@ -135,6 +135,7 @@ class Agent:
         self._by_ip: dict[IP, tuple[str, ...]] = {}
         self._probes: tuple[IP, ...] = ()
         self._bound: tuple[object, ...] | None = None  # what the last bindings were made of
+        self._views_made = 0
         self._seen: Sequence[Mapping[str, Any]] | None = None  # what self._view was made of
         self._won: tuple[Assignment, ...] = ()  # what this node won, of the view and members:
         self._won_view: ClusterView | None = None
@@ -158,6 +159,7 @@ class Agent:
             if objects is not self._seen and now >= self._view_due:
                 self._view, self._seen = self._views.view(objects), objects
                 self._by_ip = by_can_reach_ip(self._view.eips)
+                self._views_made += 1
                 self._probes = tuple(self._by_ip)
                 self._view_due = now + (self._clock() - now) / VIEW_SHARE
         except SourceError as exc:
@@ -183,7 +185,8 @@ class Agent:
         self._note_changes(current)  # after the update: "announce" means answering now
         # Made again only when the view or a probed IP's devices changed: 50,000 Eips naming
         # one can_reach IP made 50,000 bindings on every tick.
-        bound = (self._view, *(tuple(lk.index for lk in host.bound_on(ip)) for ip in self._probes))
+        devices = (tuple(lk.index for lk in host.bound_on(ip)) for ip in self._probes)
+        bound = (self._views_made, *devices)  # a count: comparing views compares every Eip
         if bound != self._bound:
             self._bound = bound
             self._note_bindings(local_bindings(self._by_ip, host))
