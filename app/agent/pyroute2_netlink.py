@@ -169,6 +169,8 @@ def _local_oif(data: bytes, start: int, end: int) -> list[int]:
 
 
 T = TypeVar("T")
+_NOT_LOCAL = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ESRCH, errno.EACCES, errno.EINVAL,
+              errno.EAGAIN)  # fmt: skip
 
 
 class Rtnetlink:
@@ -260,9 +262,10 @@ class Rtnetlink:
         packed = ip.packed
         body = _RTMSG.pack(family, len(packed) * 8, 0, 0, 0, 0, 0, 0, RTM_F_FIB_MATCH)
         body += _ATTR.pack(_ATTR.size + len(packed), RTA_DST) + packed
-        unreachable = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ESRCH)
+        # The kernel answers a route it cannot use with an error (no route, unreachable,
+        # prohibit, blackhole, throw): none of these is a local route.
         answer = self.ask(RTM_GETROUTE, body, RTM_NEWROUTE, _local_oif, dump=False,
-                          missing=unreachable)  # fmt: skip
+                          missing=_NOT_LOCAL)  # fmt: skip
         return tuple(answer)
 
 

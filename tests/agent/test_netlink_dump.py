@@ -63,6 +63,8 @@ def netns() -> Iterator[str]:
             "route add 2001:db8:9::/48 via 2001:db8:1::1 dev nic-a metric 7",
             "route add 203.0.114.0/24 via 192.0.2.1 dev nic-a table 100",
             "route add blackhole 192.0.2.128/25",
+            "route add prohibit 198.18.0.0/24",
+            "route add unreachable 198.18.1.0/24",
         ]  # fmt: skip
         batch += [
             f"address add 10.96.{i // 250}.{i % 250 + 1}/32 dev kube-ipvs0"
@@ -216,6 +218,8 @@ def test_a_probe_says_on_which_link_an_ip_is_bound(netns: str, strict: bool) -> 
         assert bound("192.0.2.99") == ()  # on a connected subnet, not bound
         assert bound("8.8.8.8") == ()  # by the default route
         assert bound("2001:db8:ffff::1") == ()  # no route at all: the kernel says unreachable
+        # Routes the kernel answers with an error: not local either, and no failed tick.
+        assert bound("192.0.2.130") == bound("198.18.0.1") == bound("198.18.1.1") == ()
 
 
 def test_the_host_reads_own_nics_and_probes_the_rest(netns: str) -> None:
