@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         "breakdown": lambda: breakdown.run(largest.name, args.seed),
         "profile": lambda: run_profile(args, largest),
         "sync": lambda: run_sync(args, shapes),
+        "agent": lambda: importlib.import_module("bench.agent").run(args.quick, log),
     }
     failed = False
     started = time.perf_counter()

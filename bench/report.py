@@ -51,6 +51,12 @@ either filled or ``{"skipped": "<why>"}``:
   an inventory assembled from every extract, change_rebuild_ms of one made after a change,
   change_rebuilds, how many, and whole_after_change, whether one of them was assembled
   whole).
+- ``agent``: the node agent with the objects kept as live mode keeps them (``bench/agent.py``):
+  ``ipvs_node`` (ipvs_addresses and pod_veths of the network namespace the ticks ran in,
+  or null when not root) and ``rows``, one per size: eips, services, members, kept_mb (the
+  kept objects), rss_mb (the process after the imports, the objects and its views),
+  view_whole_s (a view read whole), first_tick_s (view and election), tick_ms and
+  tick_max_ms (ticks with nothing changed), change_tick_s (the tick after an Eip's change).
 - ``targets``: name, target, value, met (true, false, or null when not measured).
 """
 
@@ -81,6 +87,7 @@ TOP_KEYS = (
     "breakdown",
     "profile",
     "sync",
+    "agent",
     "targets",
 )
 SERVER_STYLES = (
@@ -89,7 +96,7 @@ SERVER_STYLES = (
     ("webhook_no_decision", "tab:olive", "v-"),
     ("floor", "tab:gray", "s--"),
 )
-SECTIONS = ("decision", "memory", "startup", "http", "breakdown", "profile", "sync")
+SECTIONS = ("decision", "memory", "startup", "http", "breakdown", "profile", "sync", "agent")
 
 
 def skipped(reason: str) -> dict[str, Any]:
@@ -170,6 +177,27 @@ def _rows(header: list[str], rows: list[list[Any]]) -> list[str]:
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return lines
+
+
+def _agent_lines(agent: dict[str, Any]) -> list[str]:
+    out = ["Node agent (objects kept as live mode keeps them; CPU seconds and ms)"]
+    if "skipped" in agent:
+        return [*out, f"  skipped: {agent['skipped']}"]
+    node = agent["ipvs_node"]
+    out.append(
+        f"  ticks in a namespace with {node['ipvs_addresses']} Service IPs on kube-ipvs0 and "
+        f"{node['pod_veths']} pod veths"
+        if node
+        else "  ticks in this machine's own network namespace (not root)"
+    )
+    header = ["eips", "services", "members", "kept MB", "RSS MB", "view whole s"]
+    header += ["first tick s", "tick ms", "max ms", "after a change s"]
+    rows = [
+        [r["eips"], r["services"], r["members"], r["kept_mb"], r["rss_mb"], r["view_whole_s"],
+         r["first_tick_s"], r["tick_ms"], r["tick_max_ms"], r["change_tick_s"]]
+        for r in agent["rows"]
+    ]  # fmt: skip
+    return out + _rows(header, rows)
 
 
 def table(result: dict[str, Any]) -> str:
@@ -284,6 +312,8 @@ def table(result: dict[str, Any]) -> str:
                 f"{live['change_rebuild_ms']} ms after a change ({live['change_rebuilds']} "
                 "rebuild(s)" + (", one or more whole)" if live["whole_after_change"] else ")")
             )
+    out.append("")
+    out += _agent_lines(result["agent"])
     out.append("")
     out.append("Targets (a benchmark reports; it never fails on a number)")
     marks = {True: "met", False: "MISSED", None: "not measured"}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from app.agent.election import Assignment, ClusterView, ViewMaker, mine
+from app.agent.election import Assignment, ClusterView, Elector, ViewMaker
 from app.agent.frames import Nic, mac_bytes
 from app.agent.netlink import HostNet, Netlink, NetlinkError
 from app.agent.plan import (
@@ -131,6 +131,7 @@ class Agent:
         self._report, self._warn = report, warn
         self._view = ClusterView()
         self._views = ViewMaker()  # reads again only the objects that changed
+        self._elector = Elector(settings.node)  # scores again only the assignments that did
         # Of the view: layer2 Eips with can_reach by that IP, asked of the kernel every tick.
         self._by_ip: dict[IP, tuple[str, ...]] = {}
         self._probes: tuple[IP, ...] = ()
@@ -153,15 +154,16 @@ class Agent:
         # Keep the last view or members when one cannot be read: an API blip must not make
         # every node announce. Members are read on their own, so fencing never waits.
         error = None
+        viewed = None  # when this tick began a new view
         try:
             objects = self._source.objects()
             now = self._clock()
             if objects is not self._seen and now >= self._view_due:
+                viewed = now
                 self._view, self._seen = self._views.view(objects), objects
                 self._by_ip = by_can_reach_ip(self._view.eips)
                 self._views_made += 1
                 self._probes = tuple(self._by_ip)
-                self._view_due = now + (self._clock() - now) / VIEW_SHARE
         except SourceError as exc:
             error = f"cannot read the cluster, keeping the last view: {exc}"
         try:
@@ -170,15 +172,17 @@ class Agent:
             error = error or f"cannot read the members, keeping the last ones: {exc}"
         self._note_error(error)
         members = self._members
+        if self._view is not self._won_view or members != self._won_members:
+            # Elected again only when the view or the members changed, not on every tick.
+            self._won = self._elector.mine(self._view, members)
+            self._won_view, self._won_members = self._view, members
+        if viewed is not None:  # the next view waits in proportion to this one and its election
+            self._view_due = viewed + (self._clock() - viewed) / VIEW_SHARE
         try:
             host = self._netlink.host(self._probes)
         except NetlinkError as exc:
             self._log(str(exc))
             return None
-        if self._view is not self._won_view or members != self._won_members:
-            # Elected again only when the view or the members changed, not on every tick.
-            self._won = mine(self._view, members, self.settings.node)
-            self._won_view, self._won_members = self._view, members
         current = plan(self._won, host)
         if self._speaker is not None:
             self._speaker.update(targets(current, host))

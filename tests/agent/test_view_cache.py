@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.agent import election, runner
-from app.agent.election import ViewMaker, cluster_view, mine
+from app.agent.election import Elector, ViewMaker, cluster_view, mine
 from app.agent.netlink import HostNet, Link, NetlinkError
 from app.agent.plan import local_bindings as plan_local_bindings
 from app.core.labels import EXCLUDE_LABEL
@@ -136,11 +136,11 @@ def test_the_agent_elects_again_only_when_the_view_or_the_members_change(
 ) -> None:
     elected: list[frozenset[str]] = []
 
-    def counted(view: Any, members: frozenset[str], node: str) -> Any:
+    def counted(_: Elector, view: Any, members: frozenset[str]) -> Any:
         elected.append(members)
-        return mine(view, members, node)
+        return mine(view, members, "node-a")
 
-    monkeypatch.setattr(runner, "mine", counted)
+    monkeypatch.setattr(Elector, "mine", counted)
     source = _Source([eip("pool", {"10.0.0.1": "shop/web"})])
     agent = runner.Agent(runner.Settings("node-a"), source, _EmptyKernel(), lambda _: None)
     for _ in range(3):
@@ -254,6 +254,48 @@ def test_a_view_made_from_what_changed_is_the_view_read_whole(
         elif action == "remove":
             del current[where]
         assert maker.view(current) == cluster_view(current)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    first=st.lists(objects_st(), max_size=8),
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["replace", "copy", "remove", "add", "members"]),
+            st.integers(0, 20),
+            objects_st(),
+            st.sets(st.sampled_from([f"node-{n}" for n in range(5)])),
+        ),
+        max_size=8,
+    ),
+    node=st.sampled_from([f"node-{n}" for n in range(5)]),
+)
+def test_an_election_from_what_changed_is_the_election_read_whole(
+    first: list[dict[str, Any]],
+    steps: list[tuple[str, int, dict[str, Any], set[str]]],
+    node: str,
+) -> None:
+    """Views made by a ViewMaker keep the assignments of unchanged Eips; an Elector must
+    then pick what ``mine`` picks from scratch, through changes of objects and members."""
+    maker, elector, current = ViewMaker(), Elector(node), list(first)
+    members = {f"node-{n}" for n in range(5)}
+    view = maker.view(current)
+    assert elector.mine(view, members) == mine(view, members, node)
+    for action, at, new, others in steps:
+        current = list(current)
+        where = at % len(current) if current else None
+        if action == "members":
+            members = others
+        elif action == "add" or where is None:
+            current.append(new)
+        elif action == "replace":
+            current[where] = new
+        elif action == "copy":
+            current[where] = copy.deepcopy(current[where])
+        elif action == "remove":
+            del current[where]
+        view = maker.view(current)
+        assert elector.mine(view, members) == mine(view, members, node)
 
 
 def test_a_view_reads_again_only_the_objects_that_changed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -175,6 +175,23 @@ def result_with_every_section() -> dict[str, Any]:
             },
         },
         "sync": report.skipped("not here"),
+        "agent": {
+            "ipvs_node": {"ipvs_addresses": 20000, "pod_veths": 100},
+            "rows": [
+                {
+                    "eips": 30000,
+                    "services": 75000,
+                    "members": 1000,
+                    "kept_mb": 106.5,
+                    "rss_mb": 224.5,
+                    "view_whole_s": 1.9,
+                    "first_tick_s": 2.1,
+                    "tick_ms": 11.5,
+                    "tick_max_ms": 18.25,
+                    "change_tick_s": 0.125,
+                }
+            ],
+        },
     }
 
 
@@ -213,6 +230,16 @@ def test_live_serve_memory_is_a_target_and_a_line() -> None:
     assert met["resident MB of live `eip-guard serve` at b"] is False  # 151 >= 150
     line = "live mode, b: ready in 9.5 s (4.25 s of its own CPU)"
     assert f"{line}, 140.0 MB resident, 151.0 MB after" in report.table(result)
+
+
+def test_the_agent_section_is_a_table() -> None:
+    result = result_with_every_section()
+    result["targets"] = report.targets(result)
+    agent = report.table(result).split("Node agent")[1].split("Targets")[0]
+    assert "20000 Service IPs on kube-ipvs0 and 100 pod veths" in agent
+    assert "30000" in agent and "224.5" in agent and "18.25" in agent and "0.125" in agent
+    result["agent"]["ipvs_node"] = None
+    assert "own network namespace (not root)" in report.table(result)
 
 
 def test_a_result_missing_a_section_is_refused(tmp_path: Path) -> None:
