@@ -136,6 +136,18 @@ def test_what_live_mode_keeps_judges_as_the_whole_objects() -> None:
     assert again["endpoints"] == [{"nodeName": "node-a"}]
     assert again["endpoints"][0] is web["endpoints"][0]
     assert api["endpoints"] == [{"nodeName": "node-d"}]
+    # Held as four fields, read as the object: equal to its dict, and to itself kept again.
+    assert dict(web) == {
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "web-x", "namespace": "shop",
+                     "labels": {"kubernetes.io/service-name": "web"}},
+        "endpoints": [{"nodeName": "node-a"}, {"nodeName": "node-c"}],
+    }  # fmt: skip
+    assert web == dict(web) and web == keep_slice(objects[2])
+    assert web != keep_slice(slice_("shop", "web", ("node-a", True)))
+    assert web != keep_slice(slice_("shop", "other", ("node-a", True), ("node-c", True)))
+    odd = next(k for k in kept if k["kind"] == "EndpointSlice" and k["metadata"]["name"] == "odd")
+    assert "labels" not in odd["metadata"] and odd.get("spec") is None
 
 
 def test_a_kept_eip_is_the_same_eip_without_what_no_one_reads() -> None:
