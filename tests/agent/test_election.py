@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from typing import Any
 
@@ -187,6 +188,20 @@ def test_a_kept_eip_is_the_same_eip_without_what_no_one_reads() -> None:
         assert "priority" not in k["spec"]
     # The agent's Warning Events name the Eip's uid (app/cli/agent_run.py).
     assert [k["metadata"].get("uid") for k in kept] == ["u-1"] * 4 + [None]
+    # Held as fields, read as the slimmed object: equal to its dict and to itself kept again.
+    assert dict(kept[0]) == {
+        "apiVersion": "network.kubesphere.io/v1alpha2", "kind": "Eip",
+        "metadata": {"name": "plain", "uid": "u-1", "annotations": {
+            "eip.openelb.kubesphere.io/is-default-eip": "true",
+            "eip-guard.io/allow-rules": "can-reach-node-ip, address-overlap"}},
+        "spec": {"address": "10.0.0.0/24", "protocol": "layer2", "interface": "eth0"},
+        "status": {"used": {"10.0.0.1": "shop/web;shop/api"}},
+    }  # fmt: skip
+    assert kept[0] == dict(kept[0]) and kept[0] == keep_eip(objects[0])
+    assert kept[1] == dict(kept[1]) and "status" not in kept[1]  # nothing used
+    moved = copy.deepcopy(objects[0])
+    moved["status"]["used"] = {"10.0.0.2": "shop/web"}
+    assert keep_eip(moved) != kept[0]
 
 
 @settings(max_examples=60, deadline=None)
