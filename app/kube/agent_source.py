@@ -44,7 +44,27 @@ def _pairs(flat: tuple[Any, ...]) -> dict[str, Any]:
     return dict(zip(flat[0::2], flat[1::2], strict=True))
 
 
-class KeptEip(Mapping[str, Any]):
+class _Kept(Mapping[str, Any]):
+    """A kept object held as fields and read as the slimmed object it stands for: equal to
+    one kept again from the same object by its fields, and to its dict as a Mapping."""
+
+    __slots__ = ()
+
+    def _fields(self) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is type(self):  # a replayed or unchanged object: compare the fields
+            return self._fields() == other._fields()
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]  # equal to a dict, which has none
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}{self._fields()!r}"
+
+
+class KeptEip(_Kept):
     """What the agent keeps of an Eip, read as the slimmed object it stands for
     (``apiVersion``, ``kind``, ``metadata`` with name, uid and the annotations eip-guard
     reads, ``spec`` with the fields ``Eip.from_object`` reads, ``status.used``) but held as
@@ -86,16 +106,6 @@ class KeptEip(Mapping[str, Any]):
 
     def _fields(self) -> tuple[Any, ...]:
         return (self.api_version, self.name, self.uid, self.annotations, self.spec, self.used)
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, KeptEip):  # a replayed or unchanged Eip: six fields
-            return self._fields() == other._fields()
-        return super().__eq__(other)
-
-    __hash__ = None  # type: ignore[assignment]  # equal to a dict, which has none
-
-    def __repr__(self) -> str:
-        return f"KeptEip{self._fields()!r}"
 
 
 def keep_eip(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -156,7 +166,7 @@ def _ready_endpoint(node: str) -> dict[str, Any]:
     return found
 
 
-class KeptSlice(Mapping[str, Any]):
+class KeptSlice(_Kept):
     """What the agent keeps of an EndpointSlice, read as the slimmed object it stands for
     (``apiVersion``, ``kind``, ``metadata`` with name, namespace and the Service label, and
     one ``{"nodeName"}`` endpoint per node with a ready endpoint) but held as four fields:
@@ -190,16 +200,6 @@ class KeptSlice(Mapping[str, Any]):
 
     def _fields(self) -> tuple[str, str, str | None, tuple[str, ...]]:
         return (self.namespace, self.name, self.service, self.nodes)
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, KeptSlice):  # a replayed or unchanged slice: four fields
-            return self._fields() == other._fields()
-        return super().__eq__(other)
-
-    __hash__ = None  # type: ignore[assignment]  # equal to a dict, which has none
-
-    def __repr__(self) -> str:
-        return f"KeptSlice{self._fields()!r}"
 
 
 def keep_slice(obj: Mapping[str, Any]) -> Mapping[str, Any]:

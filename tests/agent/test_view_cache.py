@@ -223,57 +223,58 @@ def _object(draw: st.DrawFn) -> dict[str, Any]:
 objects_st = st.composite(_object)
 
 
-@settings(max_examples=150, deadline=None)
-@given(
-    first=st.lists(objects_st(), max_size=8),
-    steps=st.lists(
-        st.tuples(
-            st.sampled_from(["replace", "copy", "remove", "add", "same"]),
-            st.integers(0, 20),
-            objects_st(),
-        ),
-        max_size=8,
+# Changes as a live source makes them (``_changed``), and of the members.
+STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(["replace", "copy", "remove", "add", "members"]),
+        st.integers(0, 20),
+        objects_st(),
+        st.sets(st.sampled_from([f"node-{n}" for n in range(5)])),
     ),
+    max_size=8,
 )
+Steps = list[tuple[str, int, dict[str, Any], set[str]]]
+
+
+@settings(max_examples=150, deadline=None)
+@given(first=st.lists(objects_st(), max_size=8), steps=STEPS)
 def test_a_view_made_from_what_changed_is_the_view_read_whole(
-    first: list[dict[str, Any]], steps: list[tuple[str, int, dict[str, Any]]]
+    first: list[dict[str, Any]], steps: Steps
 ) -> None:
     """The live source swaps a changed object for a new one, drops removed ones and appends
     new ones; a ViewMaker must then see what ``cluster_view`` sees reading everything."""
     maker, current = ViewMaker(), list(first)
     assert maker.view(current) == cluster_view(current)
-    for action, at, new in steps:
-        current = list(current)  # the source answers a new list after a change
-        where = at % len(current) if current else None
-        if action == "add" or where is None:
-            current.append(new)
-        elif action == "replace":
-            current[where] = new
-        elif action == "copy":  # an equal object, as after a relist
-            current[where] = copy.deepcopy(current[where])
-        elif action == "remove":
-            del current[where]
+    for action, at, new, _ in steps:
+        current = _changed(current, action, at, new)  # "members": the same objects anew
         assert maker.view(current) == cluster_view(current)
+
+
+def _changed(
+    objects: list[dict[str, Any]], action: str, at: int, new: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The list a live source answers after ``action`` (a new list, as after a change)."""
+    current = list(objects)
+    where = at % len(current) if current else None
+    if action == "add" or where is None:
+        current.append(new)
+    elif action == "replace":
+        current[where] = new
+    elif action == "copy":  # an equal object, as after a relist
+        current[where] = copy.deepcopy(current[where])
+    elif action == "remove":
+        del current[where]
+    return current
 
 
 @settings(max_examples=150, deadline=None)
 @given(
     first=st.lists(objects_st(), max_size=8),
-    steps=st.lists(
-        st.tuples(
-            st.sampled_from(["replace", "copy", "remove", "add", "members"]),
-            st.integers(0, 20),
-            objects_st(),
-            st.sets(st.sampled_from([f"node-{n}" for n in range(5)])),
-        ),
-        max_size=8,
-    ),
+    steps=STEPS,
     node=st.sampled_from([f"node-{n}" for n in range(5)]),
 )
 def test_an_election_from_what_changed_is_the_election_read_whole(
-    first: list[dict[str, Any]],
-    steps: list[tuple[str, int, dict[str, Any], set[str]]],
-    node: str,
+    first: list[dict[str, Any]], steps: Steps, node: str
 ) -> None:
     """Views made by a ViewMaker keep the assignments of unchanged Eips; an Elector must
     then pick what ``mine`` picks from scratch, through changes of objects and members."""
@@ -282,18 +283,10 @@ def test_an_election_from_what_changed_is_the_election_read_whole(
     view = maker.view(current)
     assert elector.mine(view, members) == mine(view, members, node)
     for action, at, new, others in steps:
-        current = list(current)
-        where = at % len(current) if current else None
         if action == "members":
             members = others
-        elif action == "add" or where is None:
-            current.append(new)
-        elif action == "replace":
-            current[where] = new
-        elif action == "copy":
-            current[where] = copy.deepcopy(current[where])
-        elif action == "remove":
-            del current[where]
+        else:
+            current = _changed(current, action, at, new)
         view = maker.view(current)
         assert elector.mine(view, members) == mine(view, members, node)
 
