@@ -136,7 +136,6 @@ class Agent:
         self._elector = Elector(settings.node)  # scores again only the assignments that did
         # Of the view: layer2 Eips with can_reach by that IP, asked of the kernel every tick.
         self._by_ip: dict[IP, tuple[str, ...]] = {}
-        self._probes: tuple[IP, ...] = ()
         self._bound: tuple[object, ...] | None = None  # what the last bindings were made of
         self._views_made = 0
         self._seen: Sequence[Mapping[str, Any]] | None = None  # what self._view was made of
@@ -165,7 +164,6 @@ class Agent:
                 self._view, self._seen = self._views.view(objects), objects
                 self._by_ip = by_can_reach_ip(self._view.eips)
                 self._views_made += 1
-                self._probes = tuple(self._by_ip)
         except SourceError as exc:
             error = f"cannot read the cluster, keeping the last view: {exc}"
         try:
@@ -181,7 +179,7 @@ class Agent:
         if viewed is not None:  # the next view waits in proportion to this one and its election
             self._view_due = viewed + (self._clock() - viewed) / VIEW_SHARE
         try:
-            host = self._netlink.host(self._probes)
+            host = self._netlink.host(self._by_ip.keys())
         except NetlinkError as exc:
             self._log(str(exc))
             return None
@@ -191,7 +189,7 @@ class Agent:
         self._note_changes(current)  # after the update: "announce" means answering now
         # Made again only when the view or a probed IP's devices changed: 50,000 Eips naming
         # one can_reach IP made 50,000 bindings on every tick.
-        devices = (tuple(lk.index for lk in host.bound_on(ip)) for ip in self._probes)
+        devices = (tuple(lk.index for lk in host.bound_on(ip)) for ip in self._by_ip)
         bound = (self._views_made, *devices)  # a count: comparing views compares every Eip
         if bound != self._bound:
             self._bound = bound
