@@ -22,12 +22,12 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from app.agent import election, runner
 from app.agent.pyroute2_netlink import Pyroute2Netlink
 from app.kube.agent_source import keep_eip, keep_service, keep_slice
+from bench.memory import rss_mb
 
 MEMBERS = 1_000
 IPVS_ADDRESSES = 20_000
@@ -35,10 +35,6 @@ POD_VETHS = 100
 TICKS = 20
 SIZES = ((15_000, 40_000), (30_000, 75_000), (50_000, 100_000))
 QUICK_SIZES = ((2_000, 5_000),)
-
-
-def _rss_mb() -> float:
-    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
 def objects(eips: int, services: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -76,13 +72,13 @@ def measure(eips: int, services: int) -> dict[str, Any]:
     """One size, in this process: what ``python -m bench.agent`` prints. The resident size
     counts from after the imports (what the agent imports in live mode)."""
     gc.collect()
-    base = _rss_mb()
+    base = rss_mb()
     keep: dict[str, Callable[[dict[str, Any]], Any]] = {
         "Eip": keep_eip, "EndpointSlice": keep_slice, "Service": keep_service,
     }  # fmt: skip
     kept = [k for o in objects(eips, services) if (k := keep[o["kind"]](o)) is not None]
     gc.collect()
-    kept_mb = _rss_mb() - base
+    kept_mb = rss_mb() - base
 
     started = time.process_time()
     election.cluster_view(kept)
@@ -123,7 +119,7 @@ def measure(eips: int, services: int) -> dict[str, Any]:
         "services": services,
         "members": MEMBERS,
         "kept_mb": round(kept_mb, 1),
-        "rss_mb": round(_rss_mb(), 1),
+        "rss_mb": round(rss_mb(), 1),
         "view_whole_s": round(whole_s, 2),
         "first_tick_s": round(first_s, 2),
         "tick_ms": round(statistics.median(ticks) * 1000, 1),

@@ -83,7 +83,10 @@ def ready(port: int, ca: Path) -> bool:
         conn.close()
 
 
-def metrics(port: int, ca: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+Metrics = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def metrics(port: int, ca: Path) -> Metrics:
     """The server's /metrics, parsed: (sample name, sorted labels) -> value."""
     context = ssl.create_default_context(cafile=str(ca))
     conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
@@ -129,6 +132,17 @@ def wait_ready(server: Started, ca: Path) -> float:
             raise RuntimeError(f"{server.argv[:3]} not ready after {READY_TIMEOUT} s")
         time.sleep(0.01)
     return time.perf_counter() - server.at
+
+
+def wait_idle(server: Started, timeout: float = 600.0) -> None:
+    """Until the server uses under a tenth of a core for a second."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        used = cpu_s(server)
+        time.sleep(1.0)
+        if cpu_s(server) - used < 0.1:
+            return
+    raise RuntimeError(f"{server.argv[:3]} is still busy {timeout} s after it was ready")
 
 
 def rss_mb(server: Started) -> float:

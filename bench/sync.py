@@ -26,7 +26,6 @@ from tests.core.objects import service
 from tests.kmock_harness import RESOURCES, FakeApi, Writer, kubeconfig, running
 
 TIMEOUT = 600.0
-Metrics = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 BY_KIND = {kind: name for name, (kind, _) in RESOURCES.items()}
 
 
@@ -63,7 +62,7 @@ def serve_live(shape: synth.Shape, seed: int, out: Path) -> dict[str, Any]:
             ready_mb = serving.rss_mb(server)
             # kmock replays every object as ADDED at the start of each watch (an API server
             # watching from the list's resourceVersion does not): let the server read them.
-            _wait_idle(server)
+            serving.wait_idle(server)
             before = serving.metrics(port, ca)
             writer = Writer(api)
             try:
@@ -99,18 +98,7 @@ def _cpu(how: str) -> tuple[str, tuple[tuple[str, str], ...]]:
     return ("eip_guard_inventory_rebuild_cpu_seconds_total", (("how", how),))
 
 
-def _wait_idle(server: serving.Started, timeout: float = 600.0) -> None:
-    """Until the server uses under a tenth of a core for a second."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        used = serving.cpu_s(server)
-        time.sleep(1.0)
-        if serving.cpu_s(server) - used < 0.1:
-            return
-    raise RuntimeError(f"the server is still busy {timeout} s after it was ready")
-
-
-def rebuild_costs(before: Metrics, after: Metrics) -> dict[str, Any]:
+def rebuild_costs(before: serving.Metrics, after: serving.Metrics) -> dict[str, Any]:
     """CPU milliseconds per inventory: assembled whole until ready, and made after a change
     (patched from the last one, or whole when it could not be), from the server's metrics."""
     whole = before[_cpu("whole")] / max(before[REBUILDS], 1)

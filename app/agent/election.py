@@ -145,7 +145,7 @@ class ViewMaker:
     The agent's live source swaps a kept object for a new one on every change and never
     edits one in place; a source that hands new objects every time (a snapshot file read
     again) just gets views read whole. 50,000 Eips and 100,000 EndpointSlices took 2-3 s of
-    CPU per view read whole, and take 0.1-0.15 s after a change, for about 140 bytes per
+    CPU per view read whole, and take 0.1-0.2 s after a change, for about 140 bytes per
     object kept here.
     """
 

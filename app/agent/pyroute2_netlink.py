@@ -1,5 +1,6 @@
 """The one place that talks netlink (never by parsing ``ip`` output): links, addresses,
-routes and the local binding of an IP read here by hand, ``route get`` through pyroute2.
+routes, ``route get`` and the local binding of an IP, read here by hand (pyroute2 only
+opens the socket in a named network namespace).
 
 Under kube-proxy's IPVS mode ``kube-ipvs0`` holds every Service IP, and the local table a
 route for each. pyroute2 parses each message in Python at about 0.27 ms and filters a dump
@@ -20,8 +21,6 @@ import struct
 from collections.abc import Callable, Collection, Iterable
 from typing import TypeVar
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError as Pyroute2Error
 from pyroute2.netns import create_socket
 
 from app.agent.netlink import (
@@ -51,7 +50,6 @@ IFLA_ADDRESS, IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_INFO_KIND = 1, 3, 10
 IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS = 29, 1 << 3
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_MULTIPATH, RTA_TABLE = 1, 4, 5, 6, 9, 15
-RTN_LOCAL = 2
 RTM_F_FIB_MATCH = 0x2000  # a route get answers the route it matched, with its device
 RT_TABLE_COMPAT = 252  # rtm_table of a route whose table id needs RTA_TABLE
 _HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port
@@ -159,13 +157,19 @@ def _route(data: bytes, start: int, end: int) -> list[Route]:
     return [Route(network, oif, gw, metric) for oif, gw in pairs]
 
 
-def _local_oif(data: bytes, start: int, end: int) -> list[int]:
-    """The device of a matched route when it is a local one (the IP is bound here)."""
-    kind = _RTMSG.unpack_from(data, start)[7]
-    if kind != RTN_LOCAL:
-        return []
-    oif = _attrs(data, start + _RTMSG.size, end).get(RTA_OIF)
-    return [_U32.unpack(oif[:4])[0]] if oif else []
+def _answer(data: bytes, start: int, end: int) -> list[RouteAnswer]:
+    """A route get's answer: the device, the route's type and its table."""
+    header = _RTMSG.unpack_from(data, start)
+    table, kind = header[4], header[7]
+    attrs = _attrs(data, start + _RTMSG.size, end)
+    oif, table_attr = attrs.get(RTA_OIF), attrs.get(RTA_TABLE)
+    return [
+        RouteAnswer(
+            _U32.unpack(oif[:4])[0] if oif else None,
+            RTN_TYPES.get(kind, str(kind)),
+            _U32.unpack(table_attr[:4])[0] if table_attr else table,
+        )
+    ]
 
 
 T = TypeVar("T")
@@ -255,18 +259,27 @@ class Rtnetlink:
         body = _RTMSG.pack(0, 0, 0, 0, MAIN_TABLE, 0, 0, RTN_UNICAST, 0)
         return tuple(self.ask(RTM_GETROUTE, body, RTM_NEWROUTE, _route))
 
+    def route_get(
+        self, ip: IP, *, flags: int = 0, missing: tuple[int, ...] = ()
+    ) -> RouteAnswer | None:
+        """The kernel's answer to ``ip route get`` (None for an error in ``missing``)."""
+        family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+        packed = ip.packed
+        body = _RTMSG.pack(family, len(packed) * 8, 0, 0, 0, 0, 0, 0, flags)
+        body += _ATTR.pack(_ATTR.size + len(packed), RTA_DST) + packed
+        answers = self.ask(RTM_GETROUTE, body, RTM_NEWROUTE, _answer, dump=False,
+                           missing=missing)  # fmt: skip
+        return answers[0] if answers else None
+
     def bound(self, ip: IP) -> tuple[int, ...]:
         """The device of the local route for ``ip`` (``ip route get fibmatch``): where it is
         bound, or () when it is not bound on this node."""
-        family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
-        packed = ip.packed
-        body = _RTMSG.pack(family, len(packed) * 8, 0, 0, 0, 0, 0, 0, RTM_F_FIB_MATCH)
-        body += _ATTR.pack(_ATTR.size + len(packed), RTA_DST) + packed
         # The kernel answers a route it cannot use with an error (no route, unreachable,
         # prohibit, blackhole, throw): none of these is a local route.
-        answer = self.ask(RTM_GETROUTE, body, RTM_NEWROUTE, _local_oif, dump=False,
-                          missing=_NOT_LOCAL)  # fmt: skip
-        return tuple(answer)
+        answer = self.route_get(ip, flags=RTM_F_FIB_MATCH, missing=_NOT_LOCAL)
+        if answer is None or answer.type != "local" or answer.oif is None:
+            return ()
+        return (answer.oif,)
 
 
 def dump_addresses(netns: str | None = None) -> tuple[Address, ...]:
@@ -288,9 +301,6 @@ class Pyroute2Netlink:
     def __init__(self, netns: str | None = None) -> None:
         self._netns = netns
 
-    def _ipr(self) -> IPRoute:
-        return IPRoute(netns=self._netns) if self._netns else IPRoute()
-
     def host(self, probe: Collection[IP] = ()) -> HostNet:
         try:
             with Rtnetlink(self._netns) as sock:
@@ -304,15 +314,8 @@ class Pyroute2Netlink:
 
     def route_get(self, ip: IP) -> RouteAnswer:
         try:
-            with self._ipr() as ipr:
-                answers = ipr.route("get", dst=str(ip))
-        except (Pyroute2Error, OSError) as exc:
+            with Rtnetlink(self._netns) as sock:
+                answer = sock.route_get(ip)
+        except (OSError, NetlinkError) as exc:
             return RouteAnswer(None, f"error: {exc}", 0)
-        if not answers:
-            return RouteAnswer(None, "none", 0)
-        msg = answers[0]
-        return RouteAnswer(
-            msg.get("RTA_OIF"),
-            RTN_TYPES.get(int(msg["type"]), str(msg["type"])),
-            int(msg.get("RTA_TABLE") or msg["table"]),
-        )
+        return answer or RouteAnswer(None, "none", 0)

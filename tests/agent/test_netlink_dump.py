@@ -27,6 +27,7 @@ from app.agent.pyroute2_netlink import (
     RTM_GETROUTE,
     RTM_NEWADDR,
     RTM_NEWROUTE,
+    RTN_TYPES,
     RTN_UNICAST,
     Pyroute2Netlink,
     Rtnetlink,
@@ -229,3 +230,20 @@ def test_the_host_reads_own_nics_and_probes_the_rest(netns: str) -> None:
     assert not any(a.ip.is_loopback for a in host.addresses)
     assert [lk.name for lk in host.bound_on(ipaddress.ip_address("10.96.0.1"))] == ["kube-ipvs0"]
     assert set(host.routes) == oracle_routes(netns)
+
+
+def test_route_get_answers_what_pyroute2_reads(netns: str) -> None:
+    """``ip route get``, OpenELB's method, read by hand as pyroute2 reads it."""
+    netlink = Pyroute2Netlink(netns)
+    with IPRoute(netns=netns) as ipr:
+        for text in ("10.96.0.1", "192.0.2.10", "192.0.2.99", "8.8.8.8", "2001:db8:9::1"):
+            msg = ipr.route("get", dst=text)[0]
+            expected = (msg.get("RTA_OIF"), int(msg["type"]), msg.get("RTA_TABLE"))
+            answer = netlink.route_get(ipaddress.ip_address(text))
+            assert (answer.oif, RTN_NUMBERS[answer.type], answer.table) == expected, text
+    assert netlink.route_get(ipaddress.ip_address("10.96.0.1")).type == "local"
+    missing = netlink.route_get(ipaddress.ip_address("2001:db8:ffff::1"))  # no route at all
+    assert missing.oif is None and missing.type.startswith("error: ")
+
+
+RTN_NUMBERS = {name: number for number, name in RTN_TYPES.items()}
