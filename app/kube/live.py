@@ -15,6 +15,7 @@ sees a half-applied change.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -36,7 +37,7 @@ from app.core.inventory import (
 )
 from app.core.sources import Readiness
 from app.kube.metrics import KubeMetrics
-from app.kube.reflector import Held, Key, Reflector, holder
+from app.kube.reflector import Held, Key, Reflector, backoff_delay, holder
 from app.kube.resources import Stream
 from app.kube.settings import WatchSettings
 
@@ -124,7 +125,7 @@ class LiveInventory:
         self._readiness = Readiness(False, not_ready_reason(self._stores, {}))
         self._listeners: list[Callable[[], None]] = []
         self._threads: list[threading.Thread] = []
-        settings = settings or WatchSettings()
+        settings = self._settings = settings or WatchSettings()
         keep = holder(options)
         self._reflectors = [
             Reflector(s, api, self, keep=keep, metrics=metrics, settings=settings, stop=self._stop)
@@ -225,7 +226,11 @@ class LiveInventory:
                 changes = None if whole else self._take_changes()
                 complete = self._all_listed()
             if changes is not None:
-                published = _patched(last, changes, complete)
+                try:
+                    published = _patched(last, changes, complete)
+                except Exception:  # a bug in the patch must not leave the inventory stale
+                    self._metrics.rebuild_failures.labels("changes").inc()
+                    log.exception("patching the inventory failed; assembling it whole")
             if published is None:  # or the patch could not be made: read everything
                 published = self._assembled(last)
                 self._last_whole = time.monotonic()
@@ -264,6 +269,7 @@ class LiveInventory:
 
     def _rebuild_loop(self) -> None:
         last = float("-inf")
+        failures = 0  # in a row: the wait before trying again grows
         while not self._stop.is_set():
             if not self._dirty.wait(timeout=5.0) or self._stop.is_set():
                 continue  # stop() sets _dirty too: it wakes this thread at once
@@ -280,8 +286,21 @@ class LiveInventory:
                 break
             try:
                 self.rebuild()
+                failures = 0
             except Exception:  # a bug must not stop the inventory from ever updating again
-                log.exception("rebuilding the inventory failed; keeping the previous one")
+                failures += 1
+                self._metrics.rebuild_failures.labels("whole").inc()
+                s = self._settings
+                delay = backoff_delay(failures, s.backoff_base, s.backoff_cap, random.random)
+                log.exception(
+                    "rebuilding the inventory failed; keeping the previous one, "
+                    "trying again in %.1f s",
+                    delay,
+                )
+                # Not only after the next event: a quiet cluster may send none for hours.
+                self._dirty.set()
+                if self._stop.wait(delay):
+                    break
             last = time.monotonic()
 
     # --- lifecycle ------------------------------------------------------------------------

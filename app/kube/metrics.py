@@ -52,8 +52,16 @@ class KubeMetrics:
             ["how"],
             registry=registry,
         )
+        self.rebuild_failures = Counter(
+            "eip_guard_inventory_rebuild_failures",
+            "Inventories that could not be made (a bug), by how: changes (then assembled whole "
+            "at once) or whole (the previous one is kept, and it is tried again after a backoff)",
+            ["how"],
+            registry=registry,
+        )
         for how in ("whole", "changes"):
             self.rebuild_seconds.labels(how)
+            self.rebuild_failures.labels(how)
         self.violations = Gauge(
             "eip_guard_audit_violations",
             "Existing Eips that violate this rule (background audit)",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,7 +15,9 @@ from hypothesis import strategies as st
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import CollectorRegistry
 
-from app.core.inventory import Options, assemble, build, extract
+from app.core.addresses import parse_key
+from app.core.facts import FactKind
+from app.core.inventory import Inventory, Options, assemble, build, extract
 from app.core.rules import audit
 from app.core.verdict import Verdict
 from app.kube import live, rest
@@ -33,7 +37,7 @@ from app.kube.resources import (
     rbac_rules,
     streams,
 )
-from app.kube.settings import namespaces
+from app.kube.settings import WatchSettings, namespaces
 from tests.conftest import ROOT
 from tests.core.objects import eip, kube_vip_pod, service
 from tests.core.test_inventory_update import canonical
@@ -236,21 +240,73 @@ def test_a_change_patches_the_last_inventory_and_a_relist_reads_everything(
         named = kube_vip_pod("kube-vip", [{"name": "address", "value": "vip.example.com"}])
         source.upsert("services", ("kube-system", "kube-vip"), Held(extract(named)))
         assert source.rebuild().whole
-        # A patch that fails midway loses the changes it took: the next one reads everything.
+        # A patch that fails (a bug) is not the end of the change: the same rebuild reads
+        # everything, and the metric counts the failure.
         late = service("late", cluster_ip="10.96.0.60")
         source.upsert("services", key(late), held(late))
+        failures = "eip_guard_inventory_rebuild_failures_total"
         with monkeypatch.context() as patch:
             patch.setattr(live, "update", _broken)
-            with pytest.raises(RuntimeError):
-                source.rebuild()
-        fourth = source.rebuild()
+            fourth = source.rebuild()
         assert fourth.whole and canonical(fourth.inventory) == expected()
+        assert fourth.inventory.at(FactKind.SERVICE_IP, parse_key("10.96.0.60"))
+        assert registry.get_sample_value(failures, {"how": "changes"}) == 1
+        assert registry.get_sample_value(failures, {"how": "whole"}) == 0
     finally:
         api.close()  # type: ignore[no-untyped-call]
 
 
+def test_every_live_metric_is_in_the_readme() -> None:
+    registry = CollectorRegistry()
+    KubeMetrics(registry)
+    table = README.split("**Metrics** (on `/metrics`, next to the webhook's):", 1)[1]
+    table = table.split("\n\n", 2)[1]
+    for family in registry.collect():
+        name = family.name + ("_total" if family.type == "counter" else "")
+        assert f"| `{name}` |" in table, name
+
+
 def _broken(*_: Any) -> None:
     raise RuntimeError("a bug in update")
+
+
+def test_a_failed_rebuild_is_tried_again_without_waiting_for_an_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A rebuild that fails keeps the last inventory, and the rebuild thread tries again
+    after a backoff: in a quiet cluster no later event would ever ask it to."""
+    api = api_client(host="http://127.0.0.1:9")  # never contacted: no reflector is started
+    registry = CollectorRegistry()
+    fast = WatchSettings(backoff_base=0.01, backoff_cap=0.05)
+    source = LiveInventory(
+        api, [Stream(SERVICES)], KubeMetrics(registry), settings=fast, coalesce=0.0
+    )
+    calls = []
+
+    def flaky(*args: Any, **kwargs: Any) -> Inventory:
+        calls.append(1)
+        if len(calls) <= 2:
+            raise RuntimeError("a bug in assemble")
+        return assemble(*args, **kwargs)
+
+    monkeypatch.setattr(live, "assemble", flaky)
+    web = service("web", cluster_ip="10.96.0.10")
+    source.replace("services", {("default", "web"): Held(extract(web))})  # the only event
+    loop = threading.Thread(target=source._rebuild_loop, daemon=True)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not source.published.complete and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert source.published.complete and source.readiness().ready
+        assert source.current().at(FactKind.SERVICE_IP, parse_key("10.96.0.10"))
+        failures = "eip_guard_inventory_rebuild_failures_total"
+        assert registry.get_sample_value(failures, {"how": "whole"}) == 2
+        assert len(calls) == 3
+    finally:
+        source.stop()
+        loop.join(5)
+        api.close()  # type: ignore[no-untyped-call]
 
 
 class _Page:
