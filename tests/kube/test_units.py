@@ -256,16 +256,6 @@ def test_a_change_patches_the_last_inventory_and_a_relist_reads_everything(
         api.close()  # type: ignore[no-untyped-call]
 
 
-def test_every_live_metric_is_in_the_readme() -> None:
-    registry = CollectorRegistry()
-    KubeMetrics(registry)
-    table = README.split("**Metrics** (on `/metrics`, next to the webhook's):", 1)[1]
-    table = table.split("\n\n", 2)[1]
-    for family in registry.collect():
-        name = family.name + ("_total" if family.type == "counter" else "")
-        assert f"| `{name}` |" in table, name
-
-
 def _broken(*_: Any) -> None:
     raise RuntimeError("a bug in update")
 
@@ -307,6 +297,16 @@ def test_a_failed_rebuild_is_tried_again_without_waiting_for_an_event(
         source.stop()
         loop.join(5)
         api.close()  # type: ignore[no-untyped-call]
+
+
+def test_every_live_metric_is_in_the_readme() -> None:
+    registry = CollectorRegistry()
+    KubeMetrics(registry)
+    table = README.split("**Metrics** (on `/metrics`, next to the webhook's):", 1)[1]
+    table = table.split("\n\n", 2)[1]
+    for family in registry.collect():
+        name = family.name + ("_total" if family.type == "counter" else "")
+        assert f"| `{name}` |" in table, name
 
 
 class _Page:
