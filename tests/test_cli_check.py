@@ -51,6 +51,8 @@ def test_the_gateway_is_allowed(capsys: pytest.CaptureFixture[str], examples: Pa
         (["check", "-f", "{ex}/eip-bad.yaml", "--old", "{ex}/cluster.yaml",
           "--cluster", "{ex}/cluster.yaml"], "exactly one"),
         (["check", "-f", "{ex}/eip-bad.yaml"], "required"),
+        (["check", "-f", "{ex}/eip-bad.yaml", "--cluster", "{empty}"], "empty, no YAML"),
+        (["audit", "--cluster", "{ex}/cluster.yaml", "--cluster", "{empty}"], "empty, no YAML"),
         (["audit", "--cluster", "{ex}/cluster.yaml", "-o", "xml"], "invalid choice"),
     ],
 )  # fmt: skip
@@ -63,6 +65,7 @@ def test_bad_input_exits_2_with_one_line(
         "garbage": ("g.yaml", "a: [unclosed\n"),
         "notkind": ("n.yaml", "spec: {}\n"),
         "svc": ("s.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: x}\n"),
+        "empty": ("e.yaml", ""),
     }
     paths = {}
     for key, (name, text) in files.items():
@@ -121,6 +124,37 @@ def test_audit_on_a_snapshot_directory(
     assert pool_rules == ["eip-covers-can-reach"]
     code, out, _ = run_cli(capsys, "audit", "--cluster", str(examples / "cluster.yaml"))
     assert code == 0 and out.strip().endswith("1 Eip(s) audited, 0 violating")
+
+
+def test_what_the_snapshot_lacks_or_cannot_read_is_said_on_stderr(
+    capsys: pytest.CaptureFixture[str], examples: Path, tmp_path: Path
+) -> None:
+    """A snapshot without Services and with a bad annotation on 15 nodes: the verdict stays
+    on stdout (JSON with -o json); stderr says what was not checked or read, 10 lines at most."""
+    nodes = [
+        {"apiVersion": "v1", "kind": "Node",
+         "metadata": {"name": f"n{i}", "annotations": {"eip-guard.io/network": "{"}},
+         "status": {"addresses": [{"type": "InternalIP", "address": f"172.16.236.{i + 10}"}]}}
+        for i in range(15)
+    ]  # fmt: skip
+    snapshot = tmp_path / "nodes.json"
+    snapshot.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}))
+    code, out, err = run_cli(
+        capsys, "check", "-f", str(examples / "eip-good.yaml"), "--cluster", str(snapshot),
+        "-o", "json",
+    )  # fmt: skip
+    assert code == 0 and json.loads(out)["allowed"] is True
+    lines = err.splitlines()
+    assert lines[0] == (
+        "eip-guard: note: not checked: Service IPs: the cluster holds no Service with an IP "
+        "(a snapshot needs 'kubectl get services -A')"
+    )
+    assert (
+        lines[1] == "eip-guard: note: Node n0 (annotation eip-guard.io/network): ignored: not JSON"
+    )
+    assert len(lines) == 11 and lines[-1] == "eip-guard: note: ... and 6 more"
+    code, out, err = run_cli(capsys, "audit", "--cluster", str(examples / "cluster.yaml"))
+    assert code == 0 and err == ""  # a whole snapshot: nothing to say
 
 
 def test_snapshot_mode_never_loads_the_kubernetes_client_or_pyroute2(examples: Path) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import argparse
 import socket
+import sys
 from pathlib import Path
 
 from app.cli import live
 from app.cli.render import dumps, verdict_json, verdict_text
 from app.core.eips import Eip, is_eip
-from app.core.inventory import Inventory, Options, build
+from app.core.inventory import Inventory, Options, build, first_lines
 from app.core.rules import audit, check
 from app.sources.errors import InputError
 from app.sources.files import load_objects, load_one, load_policy
@@ -38,6 +39,15 @@ def snapshot_inventory(args: argparse.Namespace) -> Inventory:
         return build(load_objects(*args.cluster), options(args), resolve_dns)
 
 
+def judged_inventory(args: argparse.Namespace) -> Inventory:
+    """The inventory, with what it could not read or check said on stderr (stdout stays the
+    verdict, JSON with -o json)."""
+    inventory = snapshot_inventory(args)
+    for line in first_lines(inventory.problems):
+        print(f"eip-guard: note: {line}", file=sys.stderr)
+    return inventory
+
+
 def _eip(path: Path) -> Eip:
     obj = load_one(path)
     if not is_eip(obj):
@@ -51,7 +61,7 @@ def run_check(args: argparse.Namespace) -> int:
     old = _eip(args.old) if args.old else None
     if old is not None and old.name != candidate.name:
         raise InputError(f"--old names Eip {old.name!r}, but -f names {candidate.name!r}")
-    verdict = check(candidate, old, snapshot_inventory(args), policy)
+    verdict = check(candidate, old, judged_inventory(args), policy)
     if args.output == "json":
         print(dumps(verdict_json(verdict)))
     else:
@@ -61,7 +71,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 def run_audit(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy)
-    verdicts = audit(snapshot_inventory(args), policy)
+    verdicts = audit(judged_inventory(args), policy)
     bad = {name: v for name, v in verdicts.items() if not v.allowed or v.warned_by}
     if args.output == "json":
         print(

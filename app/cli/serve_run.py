@@ -11,7 +11,7 @@ from typing import Any
 
 from app.cli import live, serve_tls
 from app.cli.check_run import options, resolve_dns, snapshot_inventory
-from app.core.inventory import Inventory
+from app.core.inventory import Inventory, first_lines
 from app.core.sources import InventorySource, StaticSource
 from app.kube.settings import KubeError
 from app.pki.readiness import CertGatedSource
@@ -88,6 +88,10 @@ def run_serve(args: argparse.Namespace) -> int:
             running = live.start(args, options(args), policy, metrics.registry, resolve_dns)
             source = running.source
             where = {"cluster": "live", "kube_vip_namespaces": list(settings.kube_vip_namespaces)}
+        for line in first_lines(inventory.problems if inventory is not None else ()):
+            logging.getLogger(logs.DECISIONS).warning(
+                "cluster snapshot", extra={"fields": {"problem": line}}
+            )
         logging.getLogger(logs.DECISIONS).info(
             "serving",
             extra={

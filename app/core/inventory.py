@@ -46,6 +46,7 @@ __all__ = [  # with what extraction.py holds that callers of the inventory use
     "assemble",
     "build",
     "extract",
+    "first_lines",
     "update",
 ]
 
@@ -75,7 +76,7 @@ class Inventory:
     points: Mapping[FactKind, PointIndex[Source]] = field(default_factory=dict)
     spans: Mapping[FactKind, IntervalIndex[Fact]] = field(default_factory=dict)
     notes: tuple[str, ...] = ()  # values we could not read, for the logs
-    gaps: tuple[str, ...] = ()  # facts we could not learn (unresolved kube-vip names)
+    gaps: tuple[str, ...] = ()  # facts we could not learn: no Node or Service, kube-vip names
     # Answers the rules derive from this inventory alone, kept on first use (the inventory
     # never changes, so neither do they): e.g. the free addresses suggested per subnet.
     memo: dict[Hashable, object] = field(default_factory=dict, compare=False, repr=False)
@@ -139,6 +140,20 @@ class Inventory:
     @property
     def fact_count(self) -> int:
         return sum(self.count(k) for k in FactKind) + len(self.eips)
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        """What this inventory could not check (gaps) or read (notes), one line each, for an
+        edge to print or log: an admin must learn that a value was ignored."""
+        return (*(f"not checked: {gap}" for gap in self.gaps), *self.notes)
+
+
+def first_lines(lines: Sequence[str], limit: int = 10) -> list[str]:
+    """At most ``limit`` of ``lines`` and one that counts the rest: a bad annotation on every
+    one of 10,000 nodes is one line per node."""
+    if len(lines) <= limit:
+        return list(lines)
+    return [*lines[:limit], f"... and {len(lines) - limit} more"]
 
 
 def _point_facts(kind: FactKind, key: int, sources: tuple[Source, ...]) -> tuple[Fact, ...]:
@@ -297,12 +312,38 @@ def _indexed(
         points=MappingProxyType(points),
         spans=MappingProxyType(spans),
         notes=tuple(notes),
-        gaps=tuple(gaps),
+        gaps=_with_missing(gaps, points, spans),
     )
     if subnet_names is not None:  # a cached_property: set where it keeps its value
         inventory.__dict__["node_subnet_names"] = subnet_names
     inventory.node_subnet_names  # noqa: B018 (computed here, off the request path)
     return inventory
+
+
+# Kinds of fact whose absence means a class of checks did not run: a snapshot made without
+# nodes or services would otherwise allow every can_reach IP that they bind.
+_NEEDED: tuple[tuple[tuple[FactKind, ...], str], ...] = (
+    (
+        (FactKind.NODE_IP,),
+        "node addresses, node subnets and pod CIDRs: the cluster holds no Node with an "
+        "address (a snapshot needs 'kubectl get nodes')",
+    ),
+    (
+        (FactKind.SERVICE_IP, FactKind.SERVICE_CIDR),
+        "Service IPs: the cluster holds no Service with an IP "
+        "(a snapshot needs 'kubectl get services -A')",
+    ),
+)
+_MISSING_GAPS = frozenset(text for _, text in _NEEDED)
+
+
+def _with_missing(
+    gaps: Iterable[str], points: Mapping[FactKind, object], spans: Mapping[FactKind, object]
+) -> tuple[str, ...]:
+    """``gaps`` with one for each needed kind of fact the indexes lack, first: made here, where
+    every inventory is made, so that a patched inventory gains and loses them as a whole one."""
+    missing = [text for kinds, text in _NEEDED if not any(k in points or k in spans for k in kinds)]
+    return (*missing, *(g for g in gaps if g not in _MISSING_GAPS))
 
 
 def _is_point(span: Span) -> bool:

@@ -443,7 +443,7 @@ def check(
         if not policy.allow_overrides:
             notes.append(f"eip-guard: the policy does not allow {ALLOW_RULES_ANNOTATION}")
     if inventory.gaps and isinstance(candidate.interface, CanReach):
-        notes.append(f"eip-guard: not checked: {inventory.gaps[0]}")
+        notes.append(f"eip-guard: not checked: {_named(inventory.gaps)}")
     unique_notes = tuple(dict.fromkeys(notes)) if notes else ()
     return Verdict(not denied, tuple(denied), tuple(warned), unique_notes)
 

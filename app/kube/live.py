@@ -33,6 +33,7 @@ from app.core.inventory import (
     Options,
     Resolver,
     assemble,
+    first_lines,
     update,
 )
 from app.core.sources import Readiness
@@ -125,6 +126,7 @@ class LiveInventory:
         self._readiness = Readiness(False, not_ready_reason(self._stores, {}))
         self._listeners: list[Callable[[], None]] = []
         self._threads: list[threading.Thread] = []
+        self._told: frozenset[str] = frozenset()  # problems of the inventory last logged
         settings = self._settings = settings or WatchSettings()
         keep = holder(options)
         self._reflectors = [
@@ -247,11 +249,24 @@ class LiveInventory:
                 eips = len(published.eip_uids)
                 log.info("inventory ready: %d fact(s), %d Eip(s)", inventory.fact_count, eips)
             self._readiness = Readiness(True)
+            self._tell(published.inventory)
         self._metrics.ready.set(1 if published.complete else 0)
         self._metrics.rebuilds.inc()
         for listener in self._listeners:
             listener()
         return published
+
+    def _tell(self, inventory: Inventory) -> None:
+        """Logs what ``inventory`` could not read or check that the last one logged did not
+        say: once, not on every rebuild. Before every first list is in, a missing kind only
+        means its list has not come yet, so incomplete inventories are never told."""
+        lines = inventory.problems
+        if not lines and not self._told:
+            return
+        new = [line for line in lines if line not in self._told]
+        self._told = frozenset(lines)
+        for line in first_lines(new):
+            log.warning("cluster: %s", line)
 
     def _take_changes(self) -> list[tuple[Held | None, Held | None]]:  # with the lock held
         """(what the last inventory holds, what the store holds now) for each change."""

@@ -34,6 +34,8 @@ def _documents(path: Path) -> Iterator[Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read: {exc}") from exc
     if path.suffix == ".json":
+        if not data or data.isspace():  # not strip(): that copies 47 MB to look
+            return  # empty, said by the caller as for YAML; jiter would say "EOF at column 0"
         yield _json_document(path, data)
         return
     try:
@@ -109,17 +111,30 @@ def _objects(doc: Any, path: Path) -> list[Mapping[str, Any]]:
 
 def _files(path: Path) -> list[Path]:
     if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.suffix in SNAPSHOT_SUFFIXES and p.is_file())
+        found = sorted(p for p in path.rglob("*") if p.suffix in SNAPSHOT_SUFFIXES and p.is_file())
+        if not found:
+            raise InputError(f"{path}: a directory without .yaml, .yml or .json files")
+        return found
     if not path.exists():
         raise InputError(f"{path}: no such file or directory")
     return [path]
 
 
+def _file_objects(path: Path) -> list[Mapping[str, Any]]:
+    # An empty file is what 'kubectl get ... > snapshot.yaml' leaves when kubectl fails:
+    # judged as a cluster, it would allow every Eip. An empty List is kubectl's "nothing".
+    docs = [doc for doc in _documents(path) if doc is not None]
+    if not docs:
+        raise InputError(
+            f"{path}: empty, no YAML or JSON document (did the command that wrote it fail?)"
+        )
+    return [obj for doc in docs for obj in _objects(doc, path)]
+
+
 def load_objects(*paths: Path) -> list[Mapping[str, Any]]:
-    """Objects from YAML/JSON files: a `kind: List`, several documents, or a directory."""
-    return [
-        obj for p in paths for f in _files(p) for doc in _documents(f) for obj in _objects(doc, f)
-    ]
+    """Objects from YAML/JSON files: a `kind: List`, several documents, or a directory.
+    A file without a document, or a directory without a file, is an InputError."""
+    return [obj for p in paths for f in _files(p) for obj in _file_objects(f)]
 
 
 def load_one(path: Path) -> Mapping[str, Any]:

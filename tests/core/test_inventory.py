@@ -144,7 +144,7 @@ def test_kube_vip_env_literal_configmap_and_dns() -> None:
         "DaemonSet kube-system/kube-vip-ds (container kube-vip env address)"
     }
     assert sorted(lookups) == ["cp.example.test", "unresolvable.example.test"]
-    assert len(inv.gaps) == 1 and "unresolvable.example.test" in inv.gaps[0]
+    assert len(vip_gaps(inv)) == 1 and "unresolvable.example.test" in vip_gaps(inv)[0]
 
 
 def test_kube_vip_missing_configmap_is_a_gap_not_a_crash() -> None:
@@ -153,7 +153,29 @@ def test_kube_vip_missing_configmap_is_a_gap_not_a_crash() -> None:
     )
     inv = inv_of(pod)
     assert inv.count(FactKind.KUBE_VIP_VIP) == 0
-    assert "ConfigMap kube-system/nope key 'k' not found" in inv.gaps[0]
+    assert "ConfigMap kube-system/nope key 'k' not found" in vip_gaps(inv)[0]
+
+
+def vip_gaps(inv: Inventory) -> list[str]:
+    """The gaps of kube-vip values (these clusters have no Node or Service: gaps of their own)."""
+    return [g for g in inv.gaps if "kube-vip" in g]
+
+
+NO_NODE, NO_SERVICE = "no Node with an address", "no Service with an IP"
+
+
+def test_a_cluster_without_nodes_or_services_is_a_gap_for_each() -> None:
+    """A snapshot made without 'kubectl get nodes' or services would allow every can_reach IP
+    they bind: the inventory says what it could not check."""
+    only_eips = inv_of(eip("pool", "192.0.2.10-192.0.2.20"))
+    assert [NO_NODE in only_eips.gaps[0], NO_SERVICE in only_eips.gaps[1]] == [True, True]
+    assert len(only_eips.gaps) == 2
+    with_node = inv_of(node("n1", "192.0.2.1"))
+    assert len(with_node.gaps) == 1 and NO_SERVICE in with_node.gaps[0]
+    with_cidr = inv_of(node("n1", "192.0.2.1"), service_cidr("kubernetes", "10.96.0.0/12"))
+    assert with_cidr.gaps == ()
+    with_service = inv_of(node("n1", "192.0.2.1"), service("kubernetes", cluster_ip="10.96.0.1"))
+    assert with_service.gaps == ()
 
 
 def test_non_kube_vip_containers_are_ignored() -> None:

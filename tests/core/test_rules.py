@@ -292,6 +292,20 @@ def test_unresolved_kube_vip_name_is_reported_for_can_reach() -> None:
     assert any("vip.example.test" in w for w in v.warnings)
 
 
+def test_a_cluster_without_nodes_or_services_is_not_a_silent_allow() -> None:
+    """An Eip checked against a snapshot without nodes and services (a failed 'kubectl get'
+    in a pipeline) is allowed, since nothing is known to conflict, but says what was not
+    checked; the OpenELB #331 cluster says nothing of the sort."""
+    inv = build([eip("eip-pool", "172.16.236.40-172.16.236.60")])
+    v = judge(l2("can_reach:172.16.236.152"), inv)
+    assert v.allowed
+    (note,) = v.notes
+    assert note.startswith("eip-guard: not checked: node addresses, node subnets and pod CIDRs")
+    assert "; Service IPs: the cluster holds no Service" in note
+    assert not judge(l2("can_reach:172.16.236.152")).notes
+    assert not judge(l2("eth0"), inv).notes  # only a can_reach IP needs what is missing
+
+
 def test_audit_judges_every_existing_eip() -> None:
     inv = cluster(eip("late", "172.16.236.160", interface="can_reach:172.16.236.90"))
     verdicts = audit(inv)

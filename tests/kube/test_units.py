@@ -256,6 +256,39 @@ def test_a_change_patches_the_last_inventory_and_a_relist_reads_everything(
         api.close()  # type: ignore[no-untyped-call]
 
 
+def test_what_the_cluster_lacks_is_logged_once_when_complete(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A live cluster without Services (or a value that cannot be read) must reach the logs,
+    once, and not while the first lists are still coming in."""
+    api = api_client(host="http://127.0.0.1:9")  # never contacted: no thread is started
+    source = LiveInventory(api, [Stream(SERVICES), Stream(EIPS)], KubeMetrics(CollectorRegistry()))
+    caplog.set_level("WARNING", logger="eip_guard.kube")
+    try:
+        source.replace("eips", {("", "pool"): Held(extract(eip("pool", "192.168.0.0/28")))})
+        assert not source.rebuild().complete
+        assert caplog.messages == []  # the Services' list has not come: nothing to say yet
+        odd = service("odd", external_ips=("10.96.0.300",))
+        source.replace("services", {("default", "odd"): Held(extract(odd))})
+        assert source.rebuild().complete
+        said = list(caplog.messages)
+        assert len(said) == 3 and all(m.startswith("cluster: ") for m in said)
+        assert "not checked: node addresses" in said[0] and "Service IPs" in said[1]
+        assert "ignored '10.96.0.300'" in said[2]
+        source.rebuild()
+        assert caplog.messages == said  # the same problems: said once
+        web = service("web", cluster_ip="10.96.0.10")
+        source.upsert("services", ("default", "web"), Held(extract(web)))
+        source.remove("services", ("default", "odd"))
+        source.rebuild()
+        assert caplog.messages == said  # problems that went say nothing
+        source.remove("services", ("default", "web"))
+        source.rebuild()
+        assert caplog.messages[3:] == [said[1]]  # and come back when they come back
+    finally:
+        api.close()  # type: ignore[no-untyped-call]
+
+
 def _broken(*_: Any) -> None:
     raise RuntimeError("a bug in update")
 

@@ -27,7 +27,6 @@ def error_of(path: Path) -> str:
     [
         ('{"kind": "List", "items": [\n  {"kind": "Service",}\n]}', "line 2 column 22"),
         ('{"kind": "List", "items": [', "line 1 column 27"),
-        ("", "line 1 column 0"),
         ('{"kind": "Service"} {}', "line 1 column 21"),
         ("\ufeff{}", "line 1 column 1"),  # a BOM: json.loads refused it too
     ],
@@ -38,6 +37,33 @@ def test_invalid_json_names_the_file_and_where(tmp_path: Path, text: str, where:
     message = error_of(path)
     assert message.startswith(f"{path}: not valid YAML or JSON: ")
     assert message.endswith(f" at {where}")
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [("snap.json", ""), ("snap.json", " \n"), ("snap.yaml", ""), ("snap.yaml", "# c\n---\n")],
+)
+def test_an_empty_file_is_an_error_not_an_empty_cluster(
+    tmp_path: Path, name: str, text: str
+) -> None:
+    """What 'kubectl get ... > snap.yaml' leaves when kubectl fails: judged as a cluster with
+    nothing in it, it would allow every Eip."""
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    assert error_of(path) == (
+        f"{path}: empty, no YAML or JSON document (did the command that wrote it fail?)"
+    )
+
+
+def test_a_directory_without_snapshot_files_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("kind: Service")
+    assert error_of(tmp_path) == f"{tmp_path}: a directory without .yaml, .yml or .json files"
+
+
+def test_an_empty_list_is_kubectls_nothing_found(tmp_path: Path) -> None:
+    path = tmp_path / "snap.yaml"
+    path.write_text("apiVersion: v1\nkind: List\nitems: []\n---\n")
+    assert load_objects(path) == []
 
 
 def test_json_that_is_not_utf8_says_so_as_before(tmp_path: Path) -> None:

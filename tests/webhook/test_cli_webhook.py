@@ -161,13 +161,35 @@ def test_serve_refuses_a_port_in_use(capsys: pytest.CaptureFixture[str], certs: 
 # --- eip-guard serve: a real process ---------------------------------------------------------
 
 
-def test_serve_answers_the_example_reviews_and_stops_cleanly_on_sigterm(certs: Certs) -> None:
+def test_serve_refuses_an_empty_snapshot(
+    capsys: pytest.CaptureFixture[str], certs: Certs, tmp_path: Path
+) -> None:
+    empty = tmp_path / "cluster.yaml"
+    empty.write_text("")  # what a failed 'kubectl get ... > cluster.yaml' leaves
+    code, _, err = run_cli(capsys, *serve_args(certs, "--cluster", str(empty)))
+    assert code == 2
+    assert f"{empty}: empty, no YAML or JSON document" in one_line_error(err)
+
+
+def test_serve_answers_the_example_reviews_and_stops_cleanly_on_sigterm(
+    certs: Certs, tmp_path: Path
+) -> None:
+    odd = tmp_path / "odd.yaml"  # a value no rule can use: logged, not fatal
+    odd.write_text(
+        "kind: Service\nmetadata: {name: odd, namespace: web}\nspec: {externalIPs: [10.0.0.300]}\n"
+    )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli.main", *serve_args(certs, "--port", "0")],
+        [sys.executable, "-m", "app.cli.main",
+         *serve_args(certs, "--port", "0", "--cluster", str(odd))],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     with log_lines(proc) as lines:
+        problem = lines.until("cluster snapshot")
+        assert problem["level"] == "warning"
+        assert problem["problem"].startswith(
+            "Service web/odd (spec.externalIPs): ignored '10.0.0.300'"
+        )
         line = lines.until("serving")
         assert line["eips"] == 1
         port = int(line["address"].rsplit(":", 1)[1].split("/")[0])
