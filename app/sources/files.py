@@ -137,9 +137,17 @@ def load_objects(*paths: Path) -> list[Mapping[str, Any]]:
     return [obj for p in paths for f in _files(p) for obj in _file_objects(f)]
 
 
+def _one_file(path: Path) -> Path:
+    """``path``, which must be a file: a directory given where one file is read would be
+    walked whole before saying so (all of /tmp, say)."""
+    if path.is_dir():
+        raise InputError(f"{path}: a directory; give one file")
+    return path
+
+
 def load_one(path: Path) -> Mapping[str, Any]:
     """Exactly one object, e.g. the Eip given to `eip-guard check -f`."""
-    objects = load_objects(path)
+    objects = load_objects(_one_file(path))
     if len(objects) != 1:
         raise InputError(f"{path}: expected exactly one object, found {len(objects)}")
     return objects[0]
@@ -171,7 +179,7 @@ class PolicyFile(BaseModel):
 def load_policy(path: Path | None) -> Policy:
     if path is None:
         return Policy()
-    docs = [d for f in _files(path) for d in _documents(f)]
+    docs = [d for f in _files(_one_file(path)) for d in _documents(f)]
     if len(docs) != 1 or not isinstance(docs[0], Mapping):
         raise InputError(f"{path}: a policy file holds one mapping (rules:, allowOverrides:)")
     try:

@@ -99,6 +99,9 @@ def test_serve_refuses_missing_tls_files(
     assert code == 2
     assert "--tls-cert-file" in one_line_error(err)
     assert "no such file" in err
+    code, _, err = run_cli(capsys, *serve_args(certs, key=tmp_path))
+    assert code == 2
+    assert f"--tls-key-file {tmp_path}: a directory, not a file" in one_line_error(err)
 
 
 def test_serve_refuses_garbage_tls_files(
