@@ -39,8 +39,8 @@ def snapshot_inventory(args: argparse.Namespace) -> Inventory:
         return build(load_objects(*args.cluster), options(args), resolve_dns)
 
 
-def judged_inventory(args: argparse.Namespace) -> Inventory:
-    """The inventory, with what it could not read or check said on stderr (stdout stays the
+def noted_inventory(args: argparse.Namespace) -> Inventory:
+    """The inventory, with what it could not read or check noted on stderr (stdout stays the
     verdict, JSON with -o json)."""
     inventory = snapshot_inventory(args)
     for line in first_lines(inventory.problems):
@@ -61,7 +61,7 @@ def run_check(args: argparse.Namespace) -> int:
     old = _eip(args.old) if args.old else None
     if old is not None and old.name != candidate.name:
         raise InputError(f"--old names Eip {old.name!r}, but -f names {candidate.name!r}")
-    verdict = check(candidate, old, judged_inventory(args), policy)
+    verdict = check(candidate, old, noted_inventory(args), policy)
     if args.output == "json":
         print(dumps(verdict_json(verdict)))
     else:
@@ -71,7 +71,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 def run_audit(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy)
-    verdicts = audit(judged_inventory(args), policy)
+    verdicts = audit(noted_inventory(args), policy)
     bad = {name: v for name, v in verdicts.items() if not v.allowed or v.warned_by}
     if args.output == "json":
         print(
