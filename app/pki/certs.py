@@ -320,6 +320,8 @@ def write_bundle(bundle: Bundle, out: Path, force: bool = False) -> list[Path]:
     (its caBundle) must not change behind the admin's back.
     """
     files = bundle_files(bundle)
+    if out.exists() and not out.is_dir():
+        raise CertError(f"{out}: a file, not a directory: --out names where the four files go")
     try:
         out.mkdir(parents=True, exist_ok=True)
         existing = [name for name in files if (out / name).exists()]

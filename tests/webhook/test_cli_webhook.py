@@ -79,6 +79,19 @@ def test_certs_bad_input_exits_2(
     assert not (tmp_path / "ca.crt").exists()
 
 
+def test_certs_refuses_a_file_as_its_directory(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    taken = tmp_path / "certs"
+    taken.write_text("not a directory")
+    code, _, err = run_cli(capsys, "certs", "--out", str(taken), "--dns", "x.svc")
+    assert code == 2
+    assert one_line_error(err) == (
+        f"eip-guard: {taken}: a file, not a directory: --out names where the four files go\n"
+    )
+    assert taken.read_text() == "not a directory"
+
+
 # --- eip-guard serve: bad input -----------------------------------------------------------
 
 
