@@ -58,7 +58,11 @@ def register(sub: Any) -> None:
         "--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG, ~/.kube)"
     )
     live.add_argument("--context", help="kubeconfig context")
-    live.add_argument("--server", help="API server URL, overriding the credentials' one")
+    live.add_argument(
+        "--server",
+        help="API server URL to use without credentials (e.g. 'kubectl proxy' at "
+        "http://127.0.0.1:8001); --kubeconfig and --context are then ignored",
+    )
     live.add_argument("--lease-renew", type=float, default=2.0, metavar="SECONDS")
     live.add_argument("--lease-duration", type=int, default=6, metavar="SECONDS")
     live.add_argument(

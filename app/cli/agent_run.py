@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import threading
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -103,9 +105,21 @@ def _live(
     return LiveSource(cluster), (None if args.no_node_report else report), warn
 
 
+def _check_server(url: str) -> None:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError(f"--server {url!r}: expected an http:// or https:// URL with a host")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is no number or out of range
+    except ValueError as exc:
+        raise InputError(f"--server {url!r}: {exc}") from exc
+
+
 def run_agent(args: argparse.Namespace) -> int:
-    if args.interval <= 0:
-        raise InputError(f"--interval {args.interval}: must be more than 0 seconds")
+    if not (math.isfinite(args.interval) and args.interval > 0):  # nan passes "<= 0"
+        raise InputError(f"--interval {args.interval}: must be a finite number of seconds above 0")
+    if args.live and args.server is not None:
+        _check_server(args.server)
     if not args.node_name:
         raise InputError("--node-name is required (or set $NODE_NAME)")
     node = args.node_name
