@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import signal
 import threading
 import urllib.parse
@@ -19,6 +18,7 @@ from app.agent.pyroute2_netlink import Pyroute2Netlink
 from app.agent.resolve import Resolved, describe_route_get, resolve
 from app.agent.runner import Agent, ClusterSource, Settings, SnapshotSource, SourceError
 from app.agent.speaker import Speaker
+from app.cli.flags import seconds
 from app.core.interfaces import CanReach, parse_interface
 from app.core.labels import NODE_REPORT_ANNOTATION
 from app.kube.settings import KubeError
@@ -116,8 +116,7 @@ def _check_server(url: str) -> None:
 
 
 def run_agent(args: argparse.Namespace) -> int:
-    if not (math.isfinite(args.interval) and args.interval > 0):  # nan passes "<= 0"
-        raise InputError(f"--interval {args.interval}: must be a finite number of seconds above 0")
+    seconds("--interval", args.interval)
     if args.live and args.server is not None:
         _check_server(args.server)
     if not args.node_name:

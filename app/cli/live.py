@@ -14,6 +14,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from app.cli.flags import seconds
 from app.core.inventory import Inventory, Options, Resolver, build
 from app.core.verdict import Policy
 from app.kube.settings import KubeError, LiveSettings, WatchSettings, namespaces
@@ -57,8 +58,8 @@ def live_inventory(args: argparse.Namespace, options: Options, resolve: Resolver
 def live_settings(args: argparse.Namespace) -> LiveSettings:
     if args.watch_timeout < 1:
         raise InputError(f"--watch-timeout {args.watch_timeout}: must be at least 1 second")
-    if args.resync_interval < 0 or args.audit_interval < 0:
-        raise InputError("--resync-interval and --audit-interval must not be negative")
+    seconds("--resync-interval", args.resync_interval, zero=True)
+    seconds("--audit-interval", args.audit_interval, zero=True)
     return LiveSettings(
         kube_vip_namespaces=namespaces(args.kube_vip_namespace),
         watch=WatchSettings(timeout_seconds=args.watch_timeout),

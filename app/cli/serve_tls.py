@@ -29,6 +29,7 @@ from typing import Any
 import uvicorn
 from prometheus_client import CollectorRegistry, Gauge
 
+from app.cli.flags import seconds
 from app.pki.certs import CertError, check_dns_name
 from app.pki.hot_tls import HotContext, read_pair, watch_files
 from app.pki.rotation import service_dns_names
@@ -61,8 +62,7 @@ def _self_managed_flags(args: argparse.Namespace) -> None:
         raise InputError(f"--tls-secret also needs {', '.join(missing)}")
     if not 1 <= args.cert_renew_before_days <= 300:
         raise InputError(f"--cert-renew-before-days {args.cert_renew_before_days}: expected 1-300")
-    if args.cert_check_interval <= 0:
-        raise InputError(f"--cert-check-interval {args.cert_check_interval}: expected > 0")
+    seconds("--cert-check-interval", args.cert_check_interval)
     try:
         for name in service_dns_names(args.service, args.namespace):
             check_dns_name(name)
@@ -78,8 +78,7 @@ def prepare(args: argparse.Namespace, api_client: Callable[[], Any]) -> Tls:
     files = args.tls_cert_file is not None or args.tls_key_file is not None
     if files and args.tls_secret:
         raise InputError("give either --tls-cert-file/--tls-key-file or --tls-secret, not both")
-    if args.tls_reload_interval <= 0:
-        raise InputError(f"--tls-reload-interval {args.tls_reload_interval}: expected > 0")
+    seconds("--tls-reload-interval", args.tls_reload_interval)
     hot = HotContext()
     if args.tls_secret:
         _self_managed_flags(args)

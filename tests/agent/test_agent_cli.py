@@ -27,8 +27,8 @@ def test_a_broken_snapshot_is_exit_2(capsys: pytest.CaptureFixture[str], tmp_pat
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--interval", "0"], "--interval 0.0: must be a finite number of seconds above 0"),
-        (["--interval", "nan"], "--interval nan: must be a finite number of seconds above 0"),
+        (["--interval", "0"], "--interval 0.0: expected a finite number of seconds, above 0"),
+        (["--interval", "nan"], "--interval nan: expected a finite number of seconds, above 0"),
         (["--live", "--server", "api:6443"], "expected an http:// or https:// URL with a host"),
         (["--live", "--server", "https://api:65536"], "'https://api:65536': Port out of range"),
         (["--live", "--lease-renew", "6"], "must be shorter than the Lease duration"),

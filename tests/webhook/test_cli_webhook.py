@@ -163,6 +163,30 @@ def test_serve_refuses_a_bad_port(capsys: pytest.CaptureFixture[str], certs: Cer
     assert "expected 0-65535" in one_line_error(err)
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--tls-reload-interval", "nan"], "--tls-reload-interval nan: expected a finite number"),
+        (["--tls-reload-interval", "0"], "--tls-reload-interval 0.0: expected a finite number"),
+        (["--kubeconfig", "k", "--resync-interval", "nan"], "--resync-interval nan: expected"),
+        (["--kubeconfig", "k", "--audit-interval", "inf"], "--audit-interval inf: expected"),
+        (["--kubeconfig", "k", "--audit-interval", "-1"], "of seconds, 0 or more"),
+    ],
+)
+def test_serve_refuses_seconds_that_are_no_wait(
+    capsys: pytest.CaptureFixture[str], certs: Certs, argv: list[str], message: str
+) -> None:
+    """float() reads nan and inf: a wait of nan seconds returns at once (a loop that spins),
+    a wait of inf never ends."""
+    # An address no socket takes: were the value let through, serve fails there, not hangs.
+    args = serve_args(certs, *argv, "--host", "999.1.1.1")
+    if "--kubeconfig" in argv:  # live mode: no snapshot
+        del args[1:3]
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2
+    assert message in one_line_error(err)
+
+
 def test_serve_refuses_a_port_in_use(capsys: pytest.CaptureFixture[str], certs: Certs) -> None:
     taken = listen("127.0.0.1", 0)
     try:
