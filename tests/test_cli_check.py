@@ -149,7 +149,7 @@ def test_what_the_snapshot_lacks_or_cannot_read_is_said_on_stderr(
     assert code == 0 and json.loads(out)["allowed"] is True
     lines = err.splitlines()
     assert lines[0] == (
-        "eip-guard: note: not checked: Service IPs: the cluster holds no Service with an IP "
+        "eip-guard: note: not checked: Service IPs: no Service has an IP "
         "(a snapshot needs 'kubectl get services -A')"
     )
     assert (

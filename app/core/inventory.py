@@ -321,17 +321,17 @@ def _indexed(
 
 
 # Kinds of fact whose absence means a class of checks did not run: a snapshot made without
-# nodes or services would otherwise allow every can_reach IP that they bind.
+# nodes or services would otherwise allow every can_reach IP that they bind. Each text fits
+# a kubectl warning (WARNING_LIMIT) after "eip-guard: not checked: ".
 _NEEDED: tuple[tuple[tuple[FactKind, ...], str], ...] = (
     (
         (FactKind.NODE_IP,),
-        "node addresses, node subnets and pod CIDRs: the cluster holds no Node with an "
-        "address (a snapshot needs 'kubectl get nodes')",
+        "node IPs, subnets and pod CIDRs: no Node has an address "
+        "(a snapshot needs 'kubectl get nodes')",
     ),
     (
         (FactKind.SERVICE_IP, FactKind.SERVICE_CIDR),
-        "Service IPs: the cluster holds no Service with an IP "
-        "(a snapshot needs 'kubectl get services -A')",
+        "Service IPs: no Service has an IP (a snapshot needs 'kubectl get services -A')",
     ),
 )
 _MISSING_GAPS = frozenset(text for _, text in _NEEDED)

@@ -443,7 +443,11 @@ def check(
         if not policy.allow_overrides:
             notes.append(f"eip-guard: the policy does not allow {ALLOW_RULES_ANNOTATION}")
     if inventory.gaps and isinstance(candidate.interface, CanReach):
-        notes.append(f"eip-guard: not checked: {_named(inventory.gaps)}")
+        # One note each: a kubectl warning keeps 120 characters, and gaps come in any number.
+        gaps = inventory.gaps
+        notes += [f"eip-guard: not checked: {gap}" for gap in gaps[:MAX_NAMED]]
+        if len(gaps) > MAX_NAMED:
+            notes.append(f"eip-guard: and {len(gaps) - MAX_NAMED} more not checked")
     unique_notes = tuple(dict.fromkeys(notes)) if notes else ()
     return Verdict(not denied, tuple(denied), tuple(warned), unique_notes)
 

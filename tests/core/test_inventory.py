@@ -161,7 +161,7 @@ def vip_gaps(inv: Inventory) -> list[str]:
     return [g for g in inv.gaps if "kube-vip" in g]
 
 
-NO_NODE, NO_SERVICE = "no Node with an address", "no Service with an IP"
+NO_NODE, NO_SERVICE = "no Node has an address", "no Service has an IP"
 
 
 def test_a_cluster_without_nodes_or_services_is_a_gap_for_each() -> None:

@@ -299,9 +299,10 @@ def test_a_cluster_without_nodes_or_services_is_not_a_silent_allow() -> None:
     inv = build([eip("eip-pool", "172.16.236.40-172.16.236.60")])
     v = judge(l2("can_reach:172.16.236.152"), inv)
     assert v.allowed
-    (note,) = v.notes
-    assert note.startswith("eip-guard: not checked: node addresses, node subnets and pod CIDRs")
-    assert "; Service IPs: the cluster holds no Service" in note
+    nodes, services = v.notes
+    assert nodes.startswith("eip-guard: not checked: node IPs, subnets and pod CIDRs: no Node")
+    assert services.startswith("eip-guard: not checked: Service IPs: no Service has an IP")
+    assert v.warnings == v.notes  # each fits a kubectl warning whole
     assert not judge(l2("can_reach:172.16.236.152")).notes
     assert not judge(l2("eth0"), inv).notes  # only a can_reach IP needs what is missing
 

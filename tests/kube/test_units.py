@@ -273,7 +273,7 @@ def test_what_the_cluster_lacks_is_logged_once_when_complete(
         assert source.rebuild().complete
         said = list(caplog.messages)
         assert len(said) == 3 and all(m.startswith("cluster: ") for m in said)
-        assert "not checked: node addresses" in said[0] and "Service IPs" in said[1]
+        assert "not checked: node IPs" in said[0] and "Service IPs" in said[1]
         assert "ignored '10.96.0.300'" in said[2]
         source.rebuild()
         assert caplog.messages == said  # the same problems: said once
