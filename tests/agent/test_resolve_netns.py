@@ -103,7 +103,7 @@ def test_skips_down_enslaved_and_noarp_nics(lab: Lab) -> None:
 def test_agent_keeps_its_last_view_when_the_cluster_cannot_be_read(
     lab: Lab, tmp_path: Path
 ) -> None:
-    snap = tmp_path / "cluster.json"
+    snap = tmp_path / "cluster.yaml"  # JSON is YAML; an empty YAML file read as no objects
 
     def write(used: dict[str, str]) -> None:
         eip = {"apiVersion": "network.kubesphere.io/v1alpha2", "kind": "Eip",
@@ -124,6 +124,11 @@ def test_agent_keeps_its_last_view_when_the_cluster_cannot_be_read(
     kept = agent.tick()
     assert kept is not None and kept.announcements == first.announcements
     assert any("keeping the last view" in line for line in logs)
+    snap.write_text("")  # a writer that truncates before it writes: not "no Eips any more"
+    os.utime(snap, (time.time() + 150, time.time() + 150))
+    kept = agent.tick()
+    assert kept is not None and kept.announcements == first.announcements
+    assert any("empty, no YAML or JSON document" in line for line in logs)
     write({})
     os.utime(snap, (time.time() + 200, time.time() + 200))
     gone = agent.tick()
