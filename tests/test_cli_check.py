@@ -156,6 +156,9 @@ def test_what_the_snapshot_lacks_or_cannot_read_is_said_on_stderr(
         lines[1] == "eip-guard: note: Node n0 (annotation eip-guard.io/network): ignored: not JSON"
     )
     assert len(lines) == 11 and lines[-1] == "eip-guard: note: ... and 6 more"
+    code, out, err = run_cli(capsys, "audit", "--cluster", str(snapshot), "-o", "json")
+    notes = json.loads(out)["notes"]
+    assert len(notes) == 16 and notes[0] == lines[0].removeprefix("eip-guard: note: ")
     code, out, err = run_cli(capsys, "audit", "--cluster", str(examples / "cluster.yaml"))
     assert code == 0 and err == ""  # a whole snapshot: nothing to say
 

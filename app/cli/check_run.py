@@ -71,12 +71,13 @@ def run_check(args: argparse.Namespace) -> int:
 
 def run_audit(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy)
-    verdicts = audit(noted_inventory(args), policy)
+    inventory = noted_inventory(args)
+    verdicts = audit(inventory, policy)
     bad = {name: v for name, v in verdicts.items() if not v.allowed or v.warned_by}
     if args.output == "json":
-        print(
-            dumps({"eips": len(verdicts), "findings": {n: verdict_json(v) for n, v in bad.items()}})
-        )
+        findings = {n: verdict_json(v) for n, v in bad.items()}
+        # Every problem, uncapped: a pipeline may count them (stderr shows the first ten).
+        print(dumps({"eips": len(verdicts), "findings": findings, "notes": inventory.problems}))
     else:
         for name, v in bad.items():
             print(verdict_text(name, v))
