@@ -258,8 +258,11 @@ class LiveInventory:
 
     def _tell(self, inventory: Inventory) -> None:
         """Logs what ``inventory`` could not read or check that the last one logged did not
-        say: once, not on every rebuild. Before every first list is in, a missing kind only
-        means its list has not come yet, so incomplete inventories are never told."""
+        say (once, not on every rebuild), and counts it all in a gauge, for alerts. Before
+        every first list is in, a missing kind only means its list has not come yet, so
+        incomplete inventories are never told."""
+        self._metrics.problems.labels("not_checked").set(len(inventory.gaps))
+        self._metrics.problems.labels("ignored").set(len(inventory.notes))
         lines = inventory.problems
         if not lines and not self._told:
             return

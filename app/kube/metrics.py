@@ -6,6 +6,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from app.core.rules import RULE_IDS
 
+PROBLEM_KINDS = ("not_checked", "ignored")
+
 
 class KubeMetrics:
     """Per source (``nodes``, ``pods/kube-system``...): objects, sync time, restarts, errors."""
@@ -62,6 +64,15 @@ class KubeMetrics:
         for how in ("whole", "changes"):
             self.rebuild_seconds.labels(how)
             self.rebuild_failures.labels(how)
+        self.problems = Gauge(
+            "eip_guard_inventory_problems",
+            "What the inventory could not check (kind not_checked: no Node or Service, an "
+            "unresolved kube-vip name) or read (kind ignored: a value that is no IP...)",
+            ["kind"],
+            registry=registry,
+        )
+        for kind in PROBLEM_KINDS:
+            self.problems.labels(kind).set(0)
         self.violations = Gauge(
             "eip_guard_audit_violations",
             "Existing Eips that violate this rule (background audit)",

@@ -262,8 +262,13 @@ def test_what_the_cluster_lacks_is_logged_once_when_complete(
     """A live cluster without Services (or a value that cannot be read) must reach the logs,
     once, and not while the first lists are still coming in."""
     api = api_client(host="http://127.0.0.1:9")  # never contacted: no thread is started
-    source = LiveInventory(api, [Stream(SERVICES), Stream(EIPS)], KubeMetrics(CollectorRegistry()))
+    registry = CollectorRegistry()
+    source = LiveInventory(api, [Stream(SERVICES), Stream(EIPS)], KubeMetrics(registry))
     caplog.set_level("WARNING", logger="eip_guard.kube")
+
+    def gauge(kind: str) -> float | None:
+        return registry.get_sample_value("eip_guard_inventory_problems", {"kind": kind})
+
     try:
         source.replace("eips", {("", "pool"): Held(extract(eip("pool", "192.168.0.0/28")))})
         assert not source.rebuild().complete
@@ -275,6 +280,7 @@ def test_what_the_cluster_lacks_is_logged_once_when_complete(
         assert len(said) == 3 and all(m.startswith("cluster: ") for m in said)
         assert "not checked: node IPs" in said[0] and "Service IPs" in said[1]
         assert "ignored '10.96.0.300'" in said[2]
+        assert (gauge("not_checked"), gauge("ignored")) == (2, 1)
         source.rebuild()
         assert caplog.messages == said  # the same problems: said once
         web = service("web", cluster_ip="10.96.0.10")
@@ -282,6 +288,7 @@ def test_what_the_cluster_lacks_is_logged_once_when_complete(
         source.remove("services", ("default", "odd"))
         source.rebuild()
         assert caplog.messages == said  # problems that went say nothing
+        assert (gauge("not_checked"), gauge("ignored")) == (1, 0)
         source.remove("services", ("default", "web"))
         source.rebuild()
         assert caplog.messages[3:] == [said[1]]  # and come back when they come back
