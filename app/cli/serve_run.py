@@ -83,15 +83,15 @@ def run_serve(args: argparse.Namespace) -> int:
         if inventory is not None:
             source = StaticSource(inventory)
             where = {"snapshots": [str(p) for p in args.cluster], "eips": len(inventory.eips)}
+            for line in first_lines(inventory.problems):  # live mode tells its own, as they come
+                logging.getLogger(logs.DECISIONS).warning(
+                    "cluster snapshot", extra={"fields": {"problem": line}}
+                )
         else:
             assert settings is not None
             running = live.start(args, options(args), policy, metrics.registry, resolve_dns)
             source = running.source
             where = {"cluster": "live", "kube_vip_namespaces": list(settings.kube_vip_namespaces)}
-        for line in first_lines(inventory.problems if inventory is not None else ()):
-            logging.getLogger(logs.DECISIONS).warning(
-                "cluster snapshot", extra={"fields": {"problem": line}}
-            )
         logging.getLogger(logs.DECISIONS).info(
             "serving",
             extra={

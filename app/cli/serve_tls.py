@@ -23,7 +23,6 @@ import logging
 import socket
 from collections.abc import Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -111,7 +110,8 @@ def prepare(args: argparse.Namespace, api_client: Callable[[], Any]) -> Tls:
     cert_file, key_file = args.tls_cert_file, args.tls_key_file
     for flag, path in (("--tls-cert-file", cert_file), ("--tls-key-file", key_file)):
         if not path.is_file():
-            raise InputError(f"{flag} {path}: {_not_a_file(path)}")
+            what = "a directory, not a file" if path.is_dir() else "no such file"
+            raise InputError(f"{flag} {path}: {what}")
     pair = read_pair(cert_file, key_file)
     try:
         if pair is None:
@@ -128,10 +128,6 @@ def prepare(args: argparse.Namespace, api_client: Callable[[], Any]) -> Tls:
         [lambda: watch_files(cert_file, key_file, hot, interval, log)],
         {"tls": str(cert_file)},
     )
-
-
-def _not_a_file(path: Path) -> str:
-    return "a directory, not a file" if path.is_dir() else "no such file"
 
 
 def probe_app(app: Any) -> Any:

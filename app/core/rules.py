@@ -16,7 +16,7 @@ from app.core.addresses import V6_OFFSET, Span, key_text, special_kind_of_key
 from app.core.eips import ALLOW_RULES_ANNOTATION, DEFAULT_EIP_ANNOTATION, Eip
 from app.core.facts import Fact, FactKind
 from app.core.interfaces import BadInterface, CanReach, NoInterface
-from app.core.inventory import Inventory
+from app.core.inventory import Inventory, first_lines
 from app.core.verdict import Action, Operation, Policy, Verdict, Violation
 
 
@@ -444,10 +444,7 @@ def check(
             notes.append(f"eip-guard: the policy does not allow {ALLOW_RULES_ANNOTATION}")
     if inventory.gaps and isinstance(candidate.interface, CanReach):
         # One note each: a kubectl warning keeps 120 characters, and gaps come in any number.
-        gaps = inventory.gaps
-        notes += [f"eip-guard: not checked: {gap}" for gap in gaps[:MAX_NAMED]]
-        if len(gaps) > MAX_NAMED:
-            notes.append(f"eip-guard: and {len(gaps) - MAX_NAMED} more not checked")
+        notes += [f"eip-guard: not checked: {g}" for g in first_lines(inventory.gaps, MAX_NAMED)]
     unique_notes = tuple(dict.fromkeys(notes)) if notes else ()
     return Verdict(not denied, tuple(denied), tuple(warned), unique_notes)
 

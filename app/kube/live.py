@@ -264,8 +264,6 @@ class LiveInventory:
         self._metrics.problems.labels("not_checked").set(len(inventory.gaps))
         self._metrics.problems.labels("ignored").set(len(inventory.notes))
         lines = inventory.problems
-        if not lines and not self._told:
-            return
         new = [line for line in lines if line not in self._told]
         self._told = frozenset(lines)
         for line in first_lines(new):
