@@ -30,7 +30,10 @@ class Decision(NamedTuple):
 
 
 def _kind_of(obj: Mapping[str, Any]) -> str:
-    return f"{obj.get('apiVersion', '?')} {obj.get('kind', '?')}"
+    api_version, kind = obj.get("apiVersion"), obj.get("kind")
+    if not api_version and not kind:
+        return "an object without apiVersion and kind was"
+    return f"{api_version or '(no apiVersion)'} {kind or '(no kind)'}"
 
 
 def decide(request: AdmissionRequest, source: InventorySource, policy: Policy) -> Decision:

@@ -190,6 +190,21 @@ def test_an_object_that_is_not_an_eip_is_allowed_with_a_warning(webhook: Webhook
     ]
 
 
+@pytest.mark.parametrize(
+    ("obj", "named"),
+    [
+        ({}, "an object without apiVersion and kind was allowed unchecked"),
+        ({"kind": "Eip"}, "(no apiVersion) Eip allowed unchecked"),
+        ({"apiVersion": "network.kubesphere.io/v1alpha2"}, "v1alpha2 (no kind) allowed unchecked"),
+    ],
+)
+def test_a_warning_names_what_an_object_lacks(
+    webhook: Webhook, obj: dict[str, str], named: str
+) -> None:
+    (warning,) = webhook.validate(review(obj, uid="odd"))["response"]["warnings"]
+    assert warning.endswith(named)
+
+
 def test_a_create_without_an_object_is_an_error_that_keeps_the_uid(webhook: Webhook) -> None:
     response = webhook.validate(review(None, uid="no-object"))["response"]
     assert response["uid"] == "no-object"
