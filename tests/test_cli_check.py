@@ -36,6 +36,21 @@ def test_the_gateway_is_allowed(capsys: pytest.CaptureFixture[str], examples: Pa
     assert json.loads(out) == {"allowed": True, "violations": [], "warnings": []}
 
 
+def test_a_mistyped_manifest_is_denied_by_the_schema_rule(
+    capsys: pytest.CaptureFixture[str], examples: Path, tmp_path: Path
+) -> None:
+    # What kubectl apply would refuse must not pass the gate, nor read as "empty address".
+    manifest = (examples / "eip-bad.yaml").read_text()
+    mistyped = tmp_path / "eip.yaml"
+    mistyped.write_text(manifest.replace("protocol: layer2", "protocol: Layer2"))
+    code, out, _ = run_cli(
+        capsys, "check", "-f", str(mistyped), "--cluster", str(examples / "cluster.yaml")
+    )
+    assert code == 1
+    assert '[spec-schema] spec.protocol: Invalid value: "Layer2"' in out
+    assert 'Did you mean "layer2"?' in out
+
+
 @pytest.mark.parametrize(
     ("argv", "says"),
     [

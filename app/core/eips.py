@@ -17,6 +17,79 @@ ALLOW_RULES_ANNOTATION = "eip-guard.io/allow-rules"
 EIP_ANNOTATIONS = (DEFAULT_EIP_ANNOTATION, ALLOW_RULES_ANNOTATION)  # all that from_object reads
 EIP_SPEC_FIELDS = ("address", "protocol", "interface", "disable")  # all that from_object reads
 PROTOCOLS = ("bgp", "layer2", "vip")
+_PROTOCOL_VALUES = frozenset((*PROTOCOLS, ""))  # empty (or absent) means bgp
+
+
+class FieldError(NamedTuple):
+    """A spec field the Eip CRD's schema rejects (the API server would refuse the object
+    before any webhook; a manifest checked by the CLI has not been through it)."""
+
+    field: str  # e.g. "spec.address"
+    value: str  # the JSON type or the value, as the API server quotes it
+    detail: str  # the API server's words
+    advice: str  # what to write instead
+
+
+_JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer"}
+
+
+def _json_type(value: Any) -> str:
+    return "null" if value is None else _JSON_TYPES.get(type(value), "number")
+
+
+def _field_errors(
+    spec: Any, address: Any, interface: Any, protocol: Any, disable: Any
+) -> tuple[FieldError, ...]:
+    """What the Eip CRD's schema says of the fields the rules read; the slow path only."""
+    if type(spec) is not dict:
+        if spec is None:  # as a missing address: address-syntax says "empty address"
+            return ()
+        return (
+            FieldError(
+                "spec",
+                _json_type(spec),
+                "spec in body must be of type object",
+                "Write spec as a mapping with address, protocol and interface.",
+            ),
+        )
+    errors = []
+    if address is not None and type(address) is not str:
+        errors.append(
+            FieldError(
+                "spec.address",
+                _json_type(address),
+                "spec.address in body must be of type string",
+                'Quote it in YAML, e.g. address: "192.168.0.10".',
+            )
+        )
+    if interface is not None and type(interface) is not str:
+        errors.append(
+            FieldError(
+                "spec.interface",
+                _json_type(interface),
+                "spec.interface in body must be of type string",
+                "Write one NIC name or can_reach:<IP>.",
+            )
+        )
+    if protocol is not None and not (type(protocol) is str and protocol in _PROTOCOL_VALUES):
+        supported = ", ".join(f'"{p}"' for p in PROTOCOLS)
+        if type(protocol) is str:
+            value, detail = protocol, f"supported values: {supported}"
+        else:
+            value, detail = _json_type(protocol), "spec.protocol in body must be of type string"
+        near = protocol.strip().lower() if type(protocol) is str else ""
+        advice = f'Did you mean "{near}"?' if near in PROTOCOLS else f"Write one of {supported}."
+        errors.append(FieldError("spec.protocol", value, detail, advice))
+    if disable is not None and type(disable) is not bool:
+        errors.append(
+            FieldError(
+                "spec.disable",
+                _json_type(disable),
+                "spec.disable in body must be of type boolean",
+                "Write true or false, unquoted.",
+            )
+        )
+    return tuple(errors)
 
 
 def is_eip(obj: Mapping[str, Any]) -> bool:
@@ -84,6 +157,7 @@ class Eip(NamedTuple):
     allow_rules: tuple[str, ...]  # rule ids from the eip-guard.io/allow-rules annotation
     used: tuple[str, ...]  # status.used keys: the IPs the speaker announces
     disabled: bool
+    field_errors: tuple[FieldError, ...] = ()  # what the CRD's schema rejects; rarely any
 
     @property
     def speaks_layer2(self) -> bool:
@@ -99,13 +173,27 @@ class Eip(NamedTuple):
             meta = as_mapping(meta)
         name = meta.get("name")
         name = own(name if type(name) is str else as_str(name))  # first: see own()
-        if type(spec) is not dict:
-            spec = as_mapping(spec)
         annotations = meta.get("annotations")
         if type(annotations) is not dict:
             annotations = as_mapping(annotations)
+        raw_spec = spec
+        if type(spec) is not dict:
+            spec = as_mapping(spec)
         address_text = spec.get("address")
-        if type(address_text) is not str:
+        interface, protocol, disable = (
+            spec.get("interface"),
+            spec.get("protocol"),
+            spec.get("disable"),
+        )
+        errors: tuple[FieldError, ...] = ()
+        if not (
+            type(address_text) is str
+            and (interface is None or type(interface) is str)
+            and (protocol is None or (type(protocol) is str and protocol in _PROTOCOL_VALUES))
+            and (disable is None or type(disable) is bool)
+            and type(raw_spec) is dict
+        ):
+            errors = _field_errors(raw_spec, address_text, interface, protocol, disable)
             address_text = as_str(address_text)
         try:
             address: Span | None = parse_eip_address(address_text)
@@ -114,7 +202,7 @@ class Eip(NamedTuple):
             address, error = None, str(exc)
         # A shared copy, also as the parse cache's key: the parsed object's string would
         # keep its memory page (and the snapshot's pages around it) resident.
-        interface_text = shared(as_str(spec.get("interface")))
+        interface_text = shared(as_str(interface))
         allow = as_str(annotations.get(ALLOW_RULES_ANNOTATION))
         status = obj.get("status")
         status = status if type(status) is dict else as_mapping(status)
@@ -126,13 +214,14 @@ class Eip(NamedTuple):
                 own(address_text),
                 address,
                 error,
-                shared(as_str(spec.get("protocol"))) or "bgp",  # protocol
+                shared(as_str(protocol)) or "bgp",  # protocol
                 interface_text,
                 parse_interface(interface_text),
                 annotations.get(DEFAULT_EIP_ANNOTATION) == "true",  # is_default
                 tuple([r.strip() for r in allow.split(",") if r.strip()]) if allow else (),
                 tuple([own(str(k)) for k in used]) if used else (),
-                spec.get("disable") is True,  # disabled
+                disable is True,  # disabled
+                errors,
             ),
         )
 

@@ -43,6 +43,7 @@ RULES: tuple[Rule, ...] = (
         "can-reach-unknown-subnet",
         "never denies, warns: the IP lies in no known node subnet of its family (if one is known)",
     ),
+    Rule("spec-schema", "a spec field has a type or value the Eip CRD's schema rejects"),
     Rule("address-syntax", "`spec.address` is not a single IP, a CIDR or an `a-b` range"),
     Rule("address-overlap", "the pool overlaps another Eip's pool"),
     Rule("interface-required", "protocol is layer2 or vip and `spec.interface` is empty"),
@@ -297,9 +298,28 @@ def _can_reach_rules(r: Review) -> Iterator[Violation]:
         )
 
 
+def _spec_schema(r: Review) -> Iterator[Violation]:
+    for error in r.candidate.field_errors:
+        yield Violation(
+            "spec-schema",
+            error.field,
+            error.value,
+            f"{error.detail}. The Eip CRD's schema does not allow it, so the API server "
+            f"rejects the Eip before any webhook sees it. {error.advice}",
+            error.detail,
+        )
+
+
+def _erred(eip: Eip, field: str) -> bool:
+    """Whether the schema rule already reported ``field`` (or the whole spec)."""
+    return any(e.field in (field, "spec") for e in eip.field_errors)
+
+
 def _address_rules(r: Review) -> Iterator[Violation]:
     eip = r.candidate
     if eip.address is None:
+        if eip.field_errors and _erred(eip, ADDRESS):
+            return
         yield Violation(
             "address-syntax",
             ADDRESS,
@@ -340,7 +360,11 @@ def _address_rules(r: Review) -> Iterator[Violation]:
 
 def _interface_required(r: Review) -> Iterator[Violation]:
     eip = r.candidate
-    if eip.speaks_layer2 and isinstance(eip.interface, NoInterface):
+    if (
+        eip.speaks_layer2
+        and isinstance(eip.interface, NoInterface)
+        and not (eip.field_errors and _erred(eip, INTERFACE))
+    ):
         yield Violation(
             "interface-required",
             INTERFACE,
@@ -380,6 +404,7 @@ def _address_immutable(r: Review) -> Iterator[Violation]:
 
 
 RULE_FUNCTIONS: tuple[Callable[[Review], Iterable[Violation]], ...] = (
+    _spec_schema,
     _address_rules,
     _interface_required,
     _can_reach_rules,

@@ -437,7 +437,11 @@ def test_eip_from_object_fills_every_field_as_by_keyword(
         "spec": spec,
         "status": {"used": dict.fromkeys(used, "ns/svc")},
     }
-    assert Eip.from_object(obj)._asdict() == old_eip_from_object(obj)._asdict()
+    # field_errors came later, with no interpreted twin: test_rules holds it to the schema.
+    fast, slow = Eip.from_object(obj)._asdict(), old_eip_from_object(obj)._asdict()
+    fast.pop("field_errors")
+    slow.pop("field_errors")
+    assert fast == slow
 
 
 def test_gc_paused_restores_the_collector_as_it_found_it() -> None:

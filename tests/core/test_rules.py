@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -52,7 +53,7 @@ def l2(interface: str | None, address: str = "172.16.236.61-172.16.236.80", **kw
 
 
 def test_rules_table_is_complete_and_unique() -> None:
-    assert len(RULE_IDS) == len(RULES) == 14
+    assert len(RULE_IDS) == len(RULES) == 15
 
 
 def test_the_331_scenario_is_denied_with_a_working_suggestion() -> None:
@@ -146,6 +147,93 @@ def test_address_syntax() -> None:
     v = judge(l2("eth0", address="172.16.236.70-172.16.236.61"))
     assert denied(v) == {"address-syntax"}
     assert "invalid eip address format" in v.message and "reversed" in v.message
+
+
+def _with_spec(**fields: Any) -> dict[str, Any]:
+    obj: dict[str, Any] = l2("eth0")
+    obj["spec"] = {**obj["spec"], **fields}
+    return obj
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "value", "advice"),
+    [
+        ({"address": 10}, "spec.address", "integer", 'Quote it in YAML, e.g. address: "'),
+        ({"interface": ["eth0"]}, "spec.interface", "array", "one NIC name or can_reach"),
+        ({"protocol": "Layer2"}, "spec.protocol", "Layer2", 'Did you mean "layer2"?'),
+        ({"protocol": "ospf"}, "spec.protocol", "ospf", 'Write one of "bgp", "layer2", "vip".'),
+        ({"protocol": ["layer2"]}, "spec.protocol", "array", "must be of type string"),
+        ({"disable": "true"}, "spec.disable", "string", "true or false, unquoted"),
+        ({"disable": 1.5}, "spec.disable", "number", "must be of type boolean"),
+    ],
+)
+def test_a_field_the_crd_schema_rejects_is_named_not_read_as_empty(
+    fields: dict[str, Any], field: str, value: str, advice: str
+) -> None:
+    v = judge(_with_spec(**fields))
+    # Only the schema rule: a wrong-typed address is not also "empty address", a
+    # wrong-typed interface not also "interface required".
+    assert denied(v) == {"spec-schema"}
+    (violation,) = v.denied_by
+    assert (violation.field, violation.value) == (field, value)
+    assert advice in violation.detail
+    assert "the API server rejects the Eip before any webhook sees it" in violation.detail
+
+
+def test_a_spec_that_is_no_mapping_is_one_error_and_a_missing_one_an_empty_address() -> None:
+    obj = l2("eth0")
+    obj["spec"] = "172.16.236.61"
+    v = judge(obj)
+    assert [(x.rule, x.field, x.value) for x in v.denied_by] == [("spec-schema", "spec", "string")]
+    del obj["spec"]  # as OpenELB's webhook says it: "invalid eip address format"
+    assert denied(judge(obj)) == {"address-syntax"}
+    obj["spec"] = {"interface": "eth0"}
+    assert denied(judge(obj)) == {"address-syntax"}
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=4,
+)
+_SCHEMA_OK: dict[str, Callable[[Any], bool]] = {
+    "address": lambda x: x is None or isinstance(x, str),
+    "interface": lambda x: x is None or isinstance(x, str),
+    "protocol": lambda x: x is None or x in ("bgp", "layer2", "vip", ""),
+    "disable": lambda x: x is None or isinstance(x, bool),
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "address": _JSON | st.just("172.16.236.61"),
+            "interface": _JSON | st.just("eth0"),
+            "protocol": _JSON | st.sampled_from(["layer2", "Layer2", "vip"]),
+            "disable": _JSON,
+        },
+    )
+)
+def test_any_json_in_the_spec_is_judged_and_bad_types_are_schema_errors(
+    spec: dict[str, Any],
+) -> None:
+    obj = l2("eth0")
+    obj["spec"] = spec
+    verdict = judge(obj)  # never raises, whatever the values
+    wrong = {f"spec.{f}" for f, ok in _SCHEMA_OK.items() if not ok(spec.get(f))}
+    assert {v.field for v in verdict.denied_by if v.rule == "spec-schema"} == wrong
+
+
+def test_a_well_formed_eip_has_no_field_errors() -> None:
+    for protocol in ("bgp", "layer2", "vip", ""):
+        for disable in (None, True, False):
+            fields: dict[str, Any] = {"protocol": protocol}
+            if disable is not None:
+                fields["disable"] = disable
+            assert Eip.from_object(_with_spec(**fields)).field_errors == ()
+    assert Eip.from_object(l2(None)).field_errors == ()
 
 
 def test_eip_covers_another_eips_can_reach() -> None:
