@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from app.core.rules import RULE_IDS
 from tests.conftest import ROOT
 from tests.support import run_cli
 
@@ -193,3 +194,34 @@ def test_snapshot_mode_never_loads_the_kubernetes_client_or_pyroute2(examples: P
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT
     ).stdout
     assert out.splitlines()[-1] == "0 []"
+
+
+def test_rules_lists_every_rule_with_the_action_a_policy_gives_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, _ = run_cli(capsys, "rules")
+    assert code == 0
+    rows = {line.split()[0]: line.split()[1] for line in out.splitlines()[1:-1]}
+    assert set(rows) == RULE_IDS
+    assert set(rows.values()) == {"deny", "warn"}  # the one advisory rule shows as warn
+    assert rows["can-reach-unknown-subnet"] == "warn"
+    assert out.splitlines()[-1].endswith("annotation on an Eip: honoured")
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "rules:\n  can-reach-pod-cidr: warn\n  can-reach-kube-vip: 'off'\n"
+        "  can-reach-unknown-subnet: 'off'\nallowOverrides: false\n"
+    )
+    code, out, _ = run_cli(capsys, "rules", "--policy", str(policy), "-o", "json")
+    assert code == 0
+    listed = json.loads(out)
+    actions = {r["id"]: r["action"] for r in listed["rules"]}
+    assert actions["can-reach-pod-cidr"] == "warn"
+    assert actions["can-reach-kube-vip"] == actions["can-reach-unknown-subnet"] == "off"
+    assert actions["can-reach-node-ip"] == "deny"
+    assert listed["allowOverrides"] is False
+    assert all(r["deniesWhen"] for r in listed["rules"])
+
+    policy.write_text("rules:\n  can-reach-nodeip: warn\n")
+    code, _, err = run_cli(capsys, "rules", "--policy", str(policy))
+    assert code == 2 and "unknown rule id" in err

@@ -81,8 +81,9 @@ def loaded(modules: set[str], packages: Iterable[str]) -> list[str]:
         (["check", "-f", str(EXAMPLES / "eip-bad.yaml"), *SNAPSHOT], 1),
         (["check", "-f", str(EXAMPLES / "eip-good.yaml"), *SNAPSHOT, "-o", "json"], 0),
         (["audit", *SNAPSHOT], 0),
+        (["rules"], 0),
     ],
-    ids=["check-denied", "check-allowed", "audit"],
+    ids=["check-denied", "check-allowed", "audit", "rules"],
 )
 def test_a_snapshot_check_or_audit_loads_no_server_no_agent_no_kube_client(
     argv: list[str], code: int, tmp_path: Path
@@ -96,7 +97,8 @@ def test_a_snapshot_check_or_audit_loads_no_server_no_agent_no_kube_client(
 @pytest.mark.parametrize(
     "argv",
     [["--help"], ["--version"]]
-    + [[cmd, "--help"] for cmd in ("check", "audit", "serve", "certs", "resolve", "agent")],
+    + [[cmd, "--help"] for cmd in ("check", "audit", "rules", "serve", "certs")]
+    + [[cmd, "--help"] for cmd in ("resolve", "agent")],
     ids=" ".join,
 )
 def test_help_loads_no_runtime(argv: list[str], tmp_path: Path) -> None:

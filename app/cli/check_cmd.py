@@ -1,4 +1,4 @@
-"""`eip-guard check` and `eip-guard audit`: their flags. What they run is in check_run."""
+"""`eip-guard check`, `audit` and `rules`: their flags. What they run is in check_run."""
 
 from __future__ import annotations
 
@@ -63,3 +63,10 @@ def register(sub: Any) -> None:
     )
     cluster_args(a)
     a.set_defaults(run=lazy("app.cli.check_run", "run_audit"))
+    r = sub.add_parser(
+        "rules",
+        help="list the rule ids, what each denies, and the action a policy file gives each",
+    )
+    r.add_argument("--policy", type=Path, help="policy file to show the actions of")
+    r.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    r.set_defaults(run=lazy("app.cli.check_run", "run_rules"))

@@ -1,5 +1,5 @@
-"""`eip-guard check` and `eip-guard audit` against snapshot files or a live cluster: what
-they run (their flags are in check_cmd)."""
+"""`eip-guard check` and `eip-guard audit` against snapshot files or a live cluster, and
+`eip-guard rules`: what they run (their flags are in check_cmd)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from pathlib import Path
 
 from app.cli import live
 from app.cli.render import dumps, verdict_json, verdict_text
-from app.core.eips import Eip, is_eip
+from app.core.eips import ALLOW_RULES_ANNOTATION, Eip, is_eip
 from app.core.inventory import Inventory, Options, build, first_lines
-from app.core.rules import audit, check
+from app.core.rules import RULES, Rule, audit, check
+from app.core.verdict import Action, Policy
 from app.sources.errors import InputError
 from app.sources.files import load_objects, load_one, load_policy
 from app.sources.gc_pause import gc_paused
@@ -84,3 +85,24 @@ def run_audit(args: argparse.Namespace) -> int:
         violating = sum(not v.allowed for v in verdicts.values())
         print(f"{len(verdicts)} Eip(s) audited, {violating} violating")
     return 0 if all(v.allowed for v in verdicts.values()) else 1
+
+
+def _action(rule: Rule, policy: Policy) -> str:
+    action = policy.action(rule.id)
+    return Action.WARN.value if rule.warns_only and action is Action.DENY else action.value
+
+
+def run_rules(args: argparse.Namespace) -> int:
+    policy = load_policy(args.policy)
+    rows = [(rule.id, _action(rule, policy), rule.denies_when) for rule in RULES]
+    if args.output == "json":
+        listed = [{"id": i, "action": a, "deniesWhen": d} for i, a, d in rows]
+        print(dumps({"rules": listed, "allowOverrides": policy.allow_overrides}))
+        return 0
+    width = max(len(i) for i, _, _ in rows)
+    print(f"{'RULE':<{width}}  ACTION  DENIES WHEN")
+    for rule_id, action, denies_when in rows:
+        print(f"{rule_id:<{width}}  {action:<6}  {denies_when}")
+    overrides = "honoured" if policy.allow_overrides else "ignored (allowOverrides: false)"
+    print(f"the {ALLOW_RULES_ANNOTATION} annotation on an Eip: {overrides}")
+    return 0

@@ -24,6 +24,7 @@ from app.core.verdict import Action, Operation, Policy, Verdict, Violation
 class Rule:
     id: str
     denies_when: str  # one line, for the README and `eip-guard rules`
+    warns_only: bool = False  # its violations are advisory whatever the policy says
 
 
 RULES: tuple[Rule, ...] = (
@@ -42,6 +43,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "can-reach-unknown-subnet",
         "never denies, warns: the IP lies in no known node subnet of its family (if one is known)",
+        warns_only=True,
     ),
     Rule("spec-schema", "a spec field has a type or value the Eip CRD's schema rejects"),
     Rule("address-syntax", "`spec.address` is not a single IP, a CIDR or an `a-b` range"),
@@ -294,7 +296,7 @@ def _can_reach_rules(r: Review) -> Iterator[Violation]:
             "a gateway route and may pick a NIC off the Eip's network. "
             f"{advice or _advice(eip, subnets, inventory)}",
             f"{ip} lies in no known node subnet",
-            advisory=True,
+            advisory=True,  # RULES says warns_only: `eip-guard rules` shows it
         )
 
 
