@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import helm_python
 import pytest
 
-from tests.chart.rendering import SCENARIOS
+from tests.chart.rendering import SCENARIOS, RenderFn
 
 
 def test_defaults_and_every_scenario_pass(chart: helm_python.Chart) -> None:
@@ -35,6 +36,10 @@ BAD: dict[str, tuple[dict[str, Any], str]] = {
     "bad duration": ({"certificates": {"certManager": {"duration": "1y"}}}, "duration"),
     "caBundle not base64": ({"certificates": {"external": {"caBundle": "-----BEGIN"}}}, "caBundle"),
     "unknown agent key": ({"agent": {"enabled": True, "noSuchKey": "x"}}, "noSuchKey"),
+    "minAvailable neither count nor percentage": (
+        {"podDisruptionBudget": {"minAvailable": "two"}},
+        "minAvailable",
+    ),
 }
 
 
@@ -80,3 +85,33 @@ def test_schema_and_values_yaml_name_the_same_keys(chart: helm_python.Chart) -> 
     schema = chart.schema
     assert schema is not None
     keys(schema, chart.values, "$")
+
+
+@pytest.mark.parametrize(
+    ("values", "says"),
+    [
+        ({"webhook": {"port": 9443, "probePort": 9443}}, "cannot share a port"),
+        ({"podDisruptionBudget": {"minAvailable": 2}}, "keeps all 2 replicas"),
+        ({"podDisruptionBudget": {"minAvailable": "51%"}}, "keeps all 2 replicas"),
+        ({"replicaCount": 4, "podDisruptionBudget": {"minAvailable": "76%"}}, "keeps all 4"),
+    ],
+)
+def test_values_that_would_break_the_install_fail_the_render(
+    render: RenderFn, values: dict[str, Any], says: str
+) -> None:
+    # Each would install cleanly and then fail: a port clash at start, or a PDB that no
+    # eviction can satisfy, which blocks every node drain.
+    with pytest.raises(helm_python.HelmError, match=re.escape(says)):
+        render(values)
+
+
+@pytest.mark.parametrize(
+    ("replicas", "min_available"), [(2, 1), (2, "50%"), (3, 2), (4, "75%"), (1, 1)]
+)
+def test_a_disruption_budget_that_leaves_one_replica_to_evict_renders(
+    render: RenderFn, replicas: int, min_available: int | str
+) -> None:
+    values = {"replicaCount": replicas, "podDisruptionBudget": {"minAvailable": min_available}}
+    budgets = [o for o in render(values) if o["kind"] == "PodDisruptionBudget"]
+    found = [o["spec"]["minAvailable"] for o in budgets]
+    assert found == ([min_available] if replicas > 1 else [])
