@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -25,3 +26,12 @@ def test_the_check_example_is_what_check_prints(capsys: pytest.CaptureFixture[st
     argv = command.split()[1:]
     main([a if not a.startswith("examples/") else str(ROOT / a) for a in argv])
     assert capsys.readouterr().out == match.group(1)
+
+
+def test_the_policy_example_is_the_file_in_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    match = re.search(r"`examples/policy.yaml`\):\n\n```yaml\n(.*?)```", README, flags=re.DOTALL)
+    assert match, "README shows examples/policy.yaml"
+    assert match.group(1) == (ROOT / "examples" / "policy.yaml").read_text()
+    main(["rules", "--policy", str(ROOT / "examples" / "policy.yaml"), "-o", "json"])
+    actions = {r["id"]: r["action"] for r in json.loads(capsys.readouterr().out)["rules"]}
+    assert actions["can-reach-pod-cidr"] == "warn" and actions["can-reach-kube-vip"] == "off"
