@@ -106,6 +106,12 @@ def _load(pair: KeyPair) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
 
 def check_dns_name(name: str) -> str:
     """A DNS name fit for a SAN (``*.`` allowed as the first label), else CertError."""
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        pass
+    else:  # a client connecting to an IP checks the IP SANs only
+        raise CertError(f"{name!r} is an IP address, not a DNS name: give it with --ip")
     labels = name[2:].split(".") if name.startswith("*.") else name.split(".")
     if not name or len(name) > 253 or not all(_DNS_LABEL.fullmatch(x) for x in labels):
         raise CertError(
@@ -117,9 +123,12 @@ def check_dns_name(name: str) -> str:
 
 def check_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     try:
-        return ipaddress.ip_address(text)
+        ip = ipaddress.ip_address(text)
     except ValueError as exc:
         raise CertError(f"{text!r} is not an IP address, e.g. 127.0.0.1 or ::1") from exc
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id:
+        raise CertError(f"{text!r}: an IP SAN carries no zone; give {text.partition('%')[0]}")
+    return ip
 
 
 def _key_usage(*, signs_certificates: bool) -> x509.KeyUsage:

@@ -89,6 +89,10 @@ def test_a_serving_certificate_never_outlives_its_ca() -> None:
         (["a..b"], [], "not a DNS name"),
         (["ok.svc"], ["1.2.3"], "not an IP address"),
         (["ok.svc"], ["10.0.0.0/8"], "not an IP address"),
+        # A client that connects to an IP checks IP SANs only: as a DNS SAN it never matches.
+        (["10.0.0.1"], [], "an IP address, not a DNS name: give it with --ip"),
+        (["::1"], [], "an IP address, not a DNS name"),
+        (["ok.svc"], ["fe80::1%eth0"], "no zone; give fe80::1"),
     ],
 )
 def test_bad_sans_are_refused_with_a_reason(dns: list[str], ips: list[str], match: str) -> None:
