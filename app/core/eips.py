@@ -26,7 +26,7 @@ class FieldError(NamedTuple):
 
     field: str  # e.g. "spec.address"
     value: str  # the JSON type or the value, as the API server quotes it
-    detail: str  # the API server's words
+    detail: str  # the API server's words, starting with the field (a warning shows only these)
     advice: str  # what to write instead
 
 
@@ -74,7 +74,7 @@ def _field_errors(
     if protocol is not None and not (type(protocol) is str and protocol in _PROTOCOL_VALUES):
         supported = ", ".join(f'"{p}"' for p in PROTOCOLS)
         if type(protocol) is str:
-            value, detail = protocol, f"supported values: {supported}"
+            value, detail = protocol, f"spec.protocol must be one of {supported}"
         else:
             value, detail = _json_type(protocol), "spec.protocol in body must be of type string"
         near = protocol.strip().lower() if type(protocol) is str else ""

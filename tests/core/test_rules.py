@@ -178,6 +178,7 @@ def test_a_field_the_crd_schema_rejects_is_named_not_read_as_empty(
     assert (violation.field, violation.value) == (field, value)
     assert advice in violation.detail
     assert "the API server rejects the Eip before any webhook sees it" in violation.detail
+    assert violation.short.startswith(field)  # a warning (policy: warn) says which field
 
 
 def test_a_spec_that_is_no_mapping_is_one_error_and_a_missing_one_an_empty_address() -> None:
