@@ -32,7 +32,7 @@ from app.core.rules import RULE_IDS, audit
 from app.core.verdict import Policy, Verdict
 from app.kube import rest
 from app.kube.live import LiveInventory
-from app.kube.metrics import KubeMetrics
+from app.kube.metrics import AuditMetrics
 from app.kube.resources import EIPS
 
 log = logging.getLogger("eip_guard.kube")
@@ -152,7 +152,7 @@ class Auditor:
         self,
         source: LiveInventory,
         policy: Policy,
-        metrics: KubeMetrics,
+        metrics: AuditMetrics,
         events: EventSink,
         *,
         interval: float = 10.0,

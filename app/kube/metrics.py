@@ -9,6 +9,21 @@ from app.core.rules import RULE_IDS
 PROBLEM_KINDS = ("not_checked", "ignored")
 
 
+class AuditMetrics:
+    """The background audit's gauge: registered only when the audit runs, so that without it
+    a dashboard sees no data rather than "no violating Eip"."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.violations = Gauge(
+            "eip_guard_audit_violations",
+            "Existing Eips that violate this rule (background audit)",
+            ["rule"],
+            registry=registry,
+        )
+        for rule in sorted(RULE_IDS):
+            self.violations.labels(rule).set(0)
+
+
 class KubeMetrics:
     """Per source (``nodes``, ``pods/kube-system``...): objects, sync time, restarts, errors."""
 
@@ -73,14 +88,6 @@ class KubeMetrics:
         )
         for kind in PROBLEM_KINDS:
             self.problems.labels(kind).set(0)
-        self.violations = Gauge(
-            "eip_guard_audit_violations",
-            "Existing Eips that violate this rule (background audit)",
-            ["rule"],
-            registry=registry,
-        )
-        for rule in sorted(RULE_IDS):
-            self.violations.labels(rule).set(0)
 
     def source(self, name: str) -> None:
         """Make a source's series exist at 0 before its first sync (dashboards see it missing)."""

@@ -12,7 +12,7 @@ from app.core.verdict import Policy
 from app.kube.auditor import Auditor, EventSink, KubeEvents
 from app.kube.config import api_client
 from app.kube.live import LiveInventory
-from app.kube.metrics import KubeMetrics
+from app.kube.metrics import AuditMetrics, KubeMetrics
 from app.kube.resources import streams
 from app.kube.settings import LiveSettings
 
@@ -58,7 +58,8 @@ def start_live(
     auditor = None
     if settings.audit:
         sink = events if events is not None else KubeEvents(api)
-        auditor = Auditor(source, policy, metrics, sink, interval=settings.audit_interval)
+        audit_metrics = AuditMetrics(registry)
+        auditor = Auditor(source, policy, audit_metrics, sink, interval=settings.audit_interval)
     source.start()
     if auditor is not None:
         auditor.start()

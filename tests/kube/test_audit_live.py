@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from app.kube.auditor import REASON, Finding, KubeEvents
 from app.kube.config import api_client
 from tests.core.objects import eip, node, service
 from tests.kmock_harness import FakeApi, Writer
-from tests.kube.harness import Cluster
+from tests.kube.harness import SETTINGS, Cluster
 from tests.support import eventually
 
 EVENTS = "v1/events"
@@ -89,3 +90,18 @@ def test_an_event_that_exists_already_is_refreshed_by_a_merge_patch(api: FakeApi
     assert api.requests("PATCH", f"{path}/pool.abc") == 1
     (event,) = [e for e in guard_events(api) if e["message"] == "eip-guard audit: ..."]
     assert str(event["lastTimestamp"]) > "2020-01-01T00:00:00Z" and event["count"] == 1
+
+
+def test_without_the_audit_there_is_no_audit_gauge_and_no_event(
+    api: FakeApi, writer: Writer, cluster_factory: Callable[..., Cluster]
+) -> None:
+    # A gauge at 0 would tell a dashboard "no violating Eip" when nobody looked.
+    writer.create(eip("pool", "192.168.50.10-192.168.50.20", interface="can_reach:10.0.0.1"))
+    writer.create(node("n1", "10.0.0.1"))
+    cluster = cluster_factory(replace(SETTINGS, audit=False))
+    cluster.ready()
+    assert cluster.live.auditor is None
+    names = {family.name for family in cluster.registry.collect()}
+    assert "eip_guard_audit_violations" not in names
+    assert "eip_guard_inventory_ready" in names  # the rest of live mode's metrics are there
+    assert guard_events(api) == []

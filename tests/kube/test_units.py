@@ -24,7 +24,7 @@ from app.kube import live, rest
 from app.kube.auditor import event_body, event_name, findings, violations_by_rule
 from app.kube.config import api_client
 from app.kube.live import LiveInventory, not_ready_reason
-from app.kube.metrics import KubeMetrics
+from app.kube.metrics import AuditMetrics, KubeMetrics
 from app.kube.reflector import Held, backoff_delay, holder, object_key
 from app.kube.resources import (
     EIPS,
@@ -342,6 +342,7 @@ def test_a_failed_rebuild_is_tried_again_without_waiting_for_an_event(
 def test_every_live_metric_is_in_the_readme() -> None:
     registry = CollectorRegistry()
     KubeMetrics(registry)
+    AuditMetrics(registry)
     table = README.split("**Metrics** (on `/metrics`, next to the webhook's):", 1)[1]
     table = table.split("\n\n", 2)[1]
     for family in registry.collect():
