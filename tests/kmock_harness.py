@@ -395,6 +395,18 @@ class FakeApi:
 
         return int(self.call(count))
 
+    def rbac_used(self) -> set[tuple[str, str, str]]:
+        """(API group, resource, RBAC verb) of every request kmock served, as the API server's
+        authorizer names them: what a least-privilege role must grant, and no more."""
+
+        def served() -> list[tuple[str, str, bool]]:
+            return [
+                (str(r.method.value).upper(), r.url.path, r.url.query.get("watch") == "true")
+                for r in list(self.km)
+            ]
+
+        return {rbac_attributes(*request) for request in self.call(served)}
+
     def lists(self, path: str) -> int:
         return self.requests("GET", path)
 
@@ -523,3 +535,19 @@ def serve(host: str, port: int, seed: str) -> None:
 
 if __name__ == "__main__":
     serve(sys.argv[1], int(sys.argv[2]), sys.argv[3])
+
+
+_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+def rbac_attributes(method: str, path: str, watch: bool) -> tuple[str, str, str]:
+    """An API path's (group, resource, verb): /api/v1[/namespaces/NS]/RESOURCE[/NAME] or
+    /apis/GROUP/VERSION/...; a GET is get, list or watch, as Kubernetes' request info says."""
+    parts = path.strip("/").split("/")
+    group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
+    if rest[:1] == ["namespaces"] and len(rest) > 2:
+        rest = rest[2:]
+    resource, named = rest[0], len(rest) > 1
+    if method != "GET":
+        return group, resource, _VERBS[method]
+    return group, resource, "watch" if watch else ("get" if named else "list")

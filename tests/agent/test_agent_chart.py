@@ -54,7 +54,7 @@ def test_report_only_by_default_without_privileges() -> None:
 def test_rbac_is_what_the_agent_calls() -> None:
     objs = render({"agent": {"enabled": True}})
     role = next(o for o in objs if o["kind"] == "Role")
-    lease_verbs = ["get", "list", "watch", "create", "update", "patch"]
+    lease_verbs = ["list", "create", "patch"]
     assert role["rules"] == [
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": lease_verbs}
     ]
@@ -62,10 +62,10 @@ def test_rbac_is_what_the_agent_calls() -> None:
     granted = {(g, r): set(rule["verbs"]) for rule in cluster["rules"]
                for g in rule["apiGroups"] for r in rule["resources"]}  # fmt: skip
     assert granted == {
-        ("network.kubesphere.io", "eips"): {"get", "list", "watch"},
+        ("network.kubesphere.io", "eips"): {"list", "watch"},
         ("", "services"): {"list", "watch"},
         ("discovery.k8s.io", "endpointslices"): {"list", "watch"},
-        ("", "nodes"): {"get", "list", "watch", "patch"},
+        ("", "nodes"): {"list", "watch", "patch"},
         ("", "events"): {"create"},
     }
     assert all("*" not in json.dumps(rule) for rule in cluster["rules"] + role["rules"])

@@ -26,6 +26,21 @@ from tests.kmock_harness import EIPS, FakeApi, running
 from tests.support import eventually
 
 from .lab import CAN_REACH4, SUBNET4, Lab
+from .test_agent_chart import render
+
+
+def agent_chart_grants() -> set[tuple[str, str, str]]:
+    roles = [
+        o for o in render({"agent": {"enabled": True}}) if o["kind"] in ("Role", "ClusterRole")
+    ]
+    return {
+        (group, resource, verb)
+        for role in roles
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
 
 
 def agent_api(emulator: FakeApi, namespace: str = "eip-guard") -> AgentApi:
@@ -240,5 +255,7 @@ def test_agent_reports_its_node_and_warns_about_the_trap(emulator: FakeApi, lab:
         assert "kube-ipvs0" in event["message"]
         agent.tick()
         assert len(emulator.objects("v1/events")) == 1  # once per appearance, not per tick
+        # Least privilege: the chart's agent RBAC grants exactly what this whole path used.
+        assert emulator.rbac_used() == agent_chart_grants()
     finally:
         stop.set()
