@@ -1,8 +1,8 @@
 """Every rule of eip-guard, in one place, as pure functions of (Eip, old Eip, inventory).
 
-``check`` is the one judgement used by the webhook, ``eip-guard check``, ``audit`` and the
-agent: on UPDATE the candidate replaces its namesake, so the old version of the Eip under
-review never conflicts with the new one.
+``check`` is the one judgement used by the webhook, ``eip-guard check``, ``audit`` and live
+mode's background audit: on UPDATE the candidate replaces its namesake, so the old version of
+the Eip under review never conflicts with the new one.
 """
 
 from __future__ import annotations

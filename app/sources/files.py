@@ -58,7 +58,7 @@ def _json_document(path: Path, data: bytes) -> Any:
 
     It reads what ``json.loads`` reads, with the same values (big ints, NaN, duplicate keys:
     the last wins), except lone UTF-16 surrogate escapes such as ``"\\ud800"`` and nesting
-    deeper than 200, which it refuses with a message. Its messages give line and column.
+    more than 201 levels deep, which it refuses with a message. Its messages give line and column.
     """
     try:
         with gc_paused():
