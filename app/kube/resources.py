@@ -84,15 +84,16 @@ def streams(kube_vip_namespaces: Iterable[str], options: Options) -> tuple[Strea
 
 
 def rbac_rules() -> list[dict[str, Any]]:
-    """The ClusterRole rules live mode needs; the README snippet is checked against this."""
+    """The ClusterRole rules live mode needs, and no more: the chart and the README snippet are
+    checked against these, and these against every request live mode makes of kmock."""
     return [
         {"apiGroups": [""], "resources": ["nodes", "services", "pods", "configmaps"],
-         "verbs": ["get", "list", "watch"]},
+         "verbs": ["list", "watch"]},
         {"apiGroups": ["apps"], "resources": ["daemonsets", "deployments"],
-         "verbs": ["get", "list", "watch"]},
-        {"apiGroups": [GROUP], "resources": ["eips"], "verbs": ["get", "list", "watch"]},
+         "verbs": ["list", "watch"]},
+        {"apiGroups": [GROUP], "resources": ["eips"], "verbs": ["list", "watch"]},
         {"apiGroups": ["networking.k8s.io"], "resources": ["servicecidrs"],
-         "verbs": ["get", "list", "watch"]},
+         "verbs": ["list", "watch"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
     ]  # fmt: skip
 

@@ -141,7 +141,7 @@ def test_webhook_configuration_access_is_only_its_own(render: RenderFn, scenario
 
 def test_inventory_reads_are_read_only(render: RenderFn) -> None:
     objs = render()
-    read = {"get", "list", "watch"}
+    read = {"list", "watch"}
     for role, rule in _rules(objs):
         if "events" in rule["resources"]:
             assert rule["resources"] == ["events"] and set(rule["verbs"]) == {"create", "patch"}

@@ -7,7 +7,9 @@ from dataclasses import replace
 
 from app.kube.auditor import REASON, Finding, KubeEvents
 from app.kube.config import api_client
+from app.kube.resources import rbac_rules
 from tests.core.objects import eip, node, service
+from tests.kmock_harness import EIPS as EIPS_RESOURCE
 from tests.kmock_harness import FakeApi, Writer
 from tests.kube.harness import SETTINGS, Cluster
 from tests.support import eventually
@@ -105,3 +107,34 @@ def test_without_the_audit_there_is_no_audit_gauge_and_no_event(
     assert "eip_guard_audit_violations" not in names
     assert "eip_guard_inventory_ready" in names  # the rest of live mode's metrics are there
     assert guard_events(api) == []
+
+
+def test_live_mode_uses_exactly_the_rbac_it_declares(
+    api: FakeApi, cluster_factory: Callable[..., Cluster]
+) -> None:
+    """Every request of live mode (each watch, the audit's Event, a restarted replica's
+    refresh of it) against the RBAC the chart grants and the README shows (rbac_rules)."""
+    pool = eip("pool", "192.168.50.10-192.168.50.20", interface="can_reach:10.0.0.1")
+    pool["metadata"]["uid"] = "u-1"
+    api.put(EIPS_RESOURCE, pool)  # stored directly: a test's own writes are no request of ours
+    api.put("v1/nodes", node("n1", "10.0.0.1"))
+    for _ in range(2):  # the second meets the first one's Event: 409, then a PATCH
+        cluster = cluster_factory()
+        cluster.ready()
+        auditor = cluster.live.auditor
+        assert auditor is not None
+        eventually(lambda: guard_events(api), "a Warning Event on the Eip")
+        eventually(lambda: auditor.passes, "an audit pass")  # noqa: B023 (waited for here)
+        cluster.close()
+    meta = guard_events(api)[0]["metadata"]
+    assert isinstance(meta, dict)
+    name = meta["name"]
+    assert api.requests("PATCH", f"/api/v1/namespaces/default/events/{name}") == 1
+    declared = {
+        (group, resource, verb)
+        for rule in rbac_rules()
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert api.rbac_used() == declared

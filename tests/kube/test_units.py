@@ -138,11 +138,11 @@ def test_readme_rbac_snippet_is_exactly_what_live_mode_uses() -> None:
     role = yaml.safe_load(snippet)
     assert role["kind"] == "ClusterRole"
     assert role["rules"] == rbac_rules()
-    # and every resource a stream reads is granted get/list/watch
+    # and every resource a stream reads is granted list/watch
     granted = {
         (group, res)
         for rule in role["rules"]
-        if rule["verbs"] == ["get", "list", "watch"]
+        if rule["verbs"] == ["list", "watch"]
         for group in rule["apiGroups"]
         for res in rule["resources"]
     }
