@@ -159,7 +159,7 @@ def describe_failure(stream: Stream, exc: BaseException, *, retrying: bool = Tru
     if isinstance(exc, ApiException) and status in (401, 403):
         return (
             f"{stream.name}: the API refuses the list/watch ({status} {exc.reason}): grant "
-            f"get/list/watch on {stream.resource.plural} to eip-guard's service account "
+            f"list and watch on {stream.resource.plural} to eip-guard's service account "
             f"(README: RBAC){again}"
         )
     if isinstance(exc, ApiException):
