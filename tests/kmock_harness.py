@@ -395,14 +395,19 @@ class FakeApi:
 
         return int(self.call(count))
 
-    def rbac_used(self) -> set[tuple[str, str, str]]:
-        """(API group, resource, RBAC verb) of every request kmock served, as the API server's
-        authorizer names them: what a least-privilege role must grant, and no more."""
+    def served(self) -> int:
+        """How many requests kmock has served so far (a mark for ``rbac_used``)."""
+        return int(self.call(lambda: len(list(self.km))))
+
+    def rbac_used(self, since: int = 0) -> set[tuple[str, str, str]]:
+        """(API group, resource, RBAC verb) of every request kmock served (from the ``since``
+        mark on), as the API server's authorizer names them: what a least-privilege role
+        must grant, and no more."""
 
         def served() -> list[tuple[str, str, bool]]:
             return [
                 (str(r.method.value).upper(), r.url.path, r.url.query.get("watch") == "true")
-                for r in list(self.km)
+                for r in list(self.km)[since:]
             ]
 
         return {rbac_attributes(*request) for request in self.call(served)}

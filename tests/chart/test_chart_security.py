@@ -112,7 +112,7 @@ def test_secret_access_is_only_its_own(render: RenderFn, scenario: str) -> None:
     assert role["kind"] == "Role" and role["metadata"]["namespace"] == NAMESPACE
     secret = one(objs, "Secret")
     assert rule["resourceNames"] == [secret["metadata"]["name"]]
-    assert sorted(rule["verbs"]) == ["get", "patch", "update"]
+    assert sorted(rule["verbs"]) == ["get", "patch"]
     assert "data" not in secret and "stringData" not in secret  # the chart writes no keys
 
 
@@ -134,7 +134,7 @@ def test_webhook_configuration_access_is_only_its_own(render: RenderFn, scenario
             "apiGroups": ["admissionregistration.k8s.io"],
             "resources": ["validatingwebhookconfigurations"],
             "resourceNames": [vwc["metadata"]["name"]],
-            "verbs": ["get", "update", "patch"],
+            "verbs": ["get", "patch"],
         }
     ]
 

@@ -51,9 +51,15 @@ class Conflict(kmock.KubernetesError):
 
 
 @contextlib.contextmanager
-def running() -> Iterator[str]:
-    """A VersionedEmulator on the shared harness (its own loop in a thread); yields its base
-    URL. The code under test uses the synchronous client from the test's thread, as in
-    production."""
+def running_api() -> Iterator[harness.FakeApi]:
+    """A VersionedEmulator on the shared harness (its own loop in a thread). The code under
+    test uses the synchronous client from the test's thread, as in production."""
     with harness.running(emulator=VersionedEmulator) as api:
+        yield api
+
+
+@contextlib.contextmanager
+def running() -> Iterator[str]:
+    """``running_api``'s base URL."""
+    with running_api() as api:
         yield api.direct_url

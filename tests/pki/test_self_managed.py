@@ -29,6 +29,7 @@ from app.kube.certs import (
 from app.kube.config import api_client
 from app.pki.rotation import CA_CRT, TLS_CRT, Action, service_dns_names
 from tests.chart.rendering import one
+from tests.pki.kube_emulator import running_api
 
 NS, SECRET, VWC = "eip-guard", "eip-guard-tls", "eip-guard"
 NAMES = service_dns_names("eip-guard", NS)
@@ -195,3 +196,33 @@ def test_an_unreachable_api_is_a_clear_error_and_the_loop_keeps_trying(
     with caplog.at_level(logging.ERROR, logger="app.kube.certs"):
         asyncio.run(asyncio.wait_for(two_rounds(), 60))
     assert loaded == []  # nothing to serve: /readyz stays false
+
+
+def test_self_mode_uses_exactly_the_rbac_the_chart_grants(
+    chart_objects: list[dict[str, Any]],
+) -> None:
+    """First start, a second replica, a renewal and a new caBundle: every request the code
+    made, against the chart's Role (its Secret) and ClusterRole (its webhook configuration)."""
+    with running_api() as fake:
+        api = fake.direct_url
+        install(api, chart_objects)
+        mark = fake.served()  # what install() sent is helm's doing, not ours
+        replica(api).sync()
+        replica(api).sync()
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(days=310)
+        replica(api, clock=lambda: later).sync()
+        webhooks = WebhookConfigs(api_client(host=api), VWC)
+        assert webhooks.ensure_ca_bundle(base64.b64encode(b"new").decode(), lambda: True)
+        used = fake.rbac_used(since=mark)
+    own = {SECRET, VWC}
+    granted = {
+        (group, resource, verb)
+        for obj in chart_objects
+        if obj["kind"] in ("Role", "ClusterRole")
+        for rule in obj["rules"]
+        if set(rule.get("resourceNames", ())) & own
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert used == granted
