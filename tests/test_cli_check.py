@@ -225,3 +225,28 @@ def test_rules_lists_every_rule_with_the_action_a_policy_gives_it(
     policy.write_text("rules:\n  can-reach-nodeip: warn\n")
     code, _, err = run_cli(capsys, "rules", "--policy", str(policy))
     assert code == 2 and "unknown rule id" in err
+
+
+def test_strict_fails_on_warnings_and_on_what_was_not_checked(
+    capsys: pytest.CaptureFixture[str], examples: Path, tmp_path: Path
+) -> None:
+    good, cluster = str(examples / "eip-good.yaml"), str(examples / "cluster.yaml")
+    assert run_cli(capsys, "check", "-f", good, "--cluster", cluster, "--strict")[0] == 0
+    # A snapshot without Nodes or Services: allowed, with notes; --strict makes it a failure.
+    empty = tmp_path / "empty-list.yaml"
+    empty.write_text("apiVersion: v1\nkind: List\nitems: []\n")
+    assert run_cli(capsys, "check", "-f", good, "--cluster", str(empty))[0] == 0
+    code, _, err = run_cli(capsys, "check", "-f", good, "--cluster", str(empty), "--strict")
+    assert code == 1 and "--strict: 2 warning(s)" in err and "2 part(s) of the cluster" in err
+    # A warning alone (a policy that turns the denial into one) fails it too.
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules:\n  can-reach-in-eip: warn\n  can-reach-service-ip: warn\n")
+    bad = str(examples / "eip-bad.yaml")
+    argv = ["check", "-f", bad, "--cluster", cluster, "--policy", str(policy)]
+    assert run_cli(capsys, *argv)[0] == 0
+    code, _, err = run_cli(capsys, *argv, "--strict")
+    assert code == 1 and "--strict: 2 warning(s)" in err and "not checked" not in err
+    # audit: the same for every Eip.
+    assert run_cli(capsys, "audit", "--cluster", cluster, "--strict")[0] == 0
+    code, _, err = run_cli(capsys, "audit", "--cluster", str(empty), "--strict")
+    assert code == 1 and "2 part(s) of the cluster not checked" in err

@@ -50,6 +50,15 @@ def source_args(p: argparse.ArgumentParser, group: Any | None = None) -> None:
     )
 
 
+def _strict(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 on warnings too, and when part of the cluster could not be checked "
+        "(no Node or Service in the snapshot, an unresolved kube-vip name)",
+    )
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "check", help="judge one Eip manifest against a cluster snapshot or the live cluster"
@@ -57,11 +66,13 @@ def register(sub: Any) -> None:
     p.add_argument("-f", "--filename", type=Path, required=True, help="the Eip manifest")
     p.add_argument("--old", type=Path, help="the Eip as it is now (judges an UPDATE)")
     cluster_args(p)
+    _strict(p)
     p.set_defaults(run=lazy("app.cli.check_run", "run_check"))
     a = sub.add_parser(
         "audit", help="judge every existing Eip in a cluster snapshot or the live cluster"
     )
     cluster_args(a)
+    _strict(a)
     a.set_defaults(run=lazy("app.cli.check_run", "run_audit"))
     r = sub.add_parser(
         "rules",

@@ -62,12 +62,27 @@ def run_check(args: argparse.Namespace) -> int:
     old = _eip(args.old) if args.old else None
     if old is not None and old.name != candidate.name:
         raise InputError(f"--old names Eip {old.name!r}, but -f names {candidate.name!r}")
-    verdict = check(candidate, old, noted_inventory(args), policy)
+    inventory = noted_inventory(args)
+    verdict = check(candidate, old, inventory, policy)
     if args.output == "json":
         print(dumps(verdict_json(verdict)))
     else:
         print(verdict_text(candidate.name, verdict))
-    return 0 if verdict.allowed else 1
+    if not verdict.allowed:
+        return 1
+    return _strict_exit(args, len(verdict.warnings), inventory)
+
+
+def _strict_exit(args: argparse.Namespace, warnings: int, inventory: Inventory) -> int:
+    """--strict: 1 when what passed was warned about or judged without part of the cluster
+    (values ignored in other objects do not count: they are not about the Eip)."""
+    if not args.strict or not (warnings or inventory.gaps):
+        return 0
+    failing = [f"{warnings} warning(s) (as kubectl would show them)"] if warnings else []
+    if inventory.gaps:
+        failing.append(f"{len(inventory.gaps)} part(s) of the cluster not checked")
+    print(f"eip-guard: --strict: {' and '.join(failing)}", file=sys.stderr)
+    return 1
 
 
 def run_audit(args: argparse.Namespace) -> int:
@@ -84,7 +99,9 @@ def run_audit(args: argparse.Namespace) -> int:
             print(verdict_text(name, v))
         violating = sum(not v.allowed for v in verdicts.values())
         print(f"{len(verdicts)} Eip(s) audited, {violating} violating")
-    return 0 if all(v.allowed for v in verdicts.values()) else 1
+    if not all(v.allowed for v in verdicts.values()):
+        return 1
+    return _strict_exit(args, sum(len(v.warnings) for v in verdicts.values()), inventory)
 
 
 def _action(rule: Rule, policy: Policy) -> str:
