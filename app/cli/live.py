@@ -11,7 +11,7 @@ account: a workstation never reads a cluster it was not told to. They exclude ea
 from __future__ import annotations
 
 import argparse
-import sys
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from app.cli.flags import seconds
@@ -50,9 +50,10 @@ def live_inventory(args: argparse.Namespace, options: Options, resolve: Resolver
         objects, notes = read_cluster(args.kubeconfig, args.context, vip_namespaces, options)
     except KubeError as exc:
         raise InputError(str(exc)) from exc
-    for note in notes:
-        print(f"eip-guard: note: {note}", file=sys.stderr)
-    return build(objects, options, resolve)
+    inventory = build(objects, options, resolve)
+    # What could not be read (a missing Eip CRD) joins what the inventory ignored: the
+    # caller prints both on stderr, and `audit -o json` lists both under "notes".
+    return replace(inventory, notes=(*notes, *inventory.notes)) if notes else inventory
 
 
 def live_settings(args: argparse.Namespace) -> LiveSettings:

@@ -78,9 +78,17 @@ def test_missing_eip_crd_is_a_note_and_the_audit_still_runs(tmp_path: Path, caps
     with running(missing=(EIPS,)) as api:
         config = kubeconfig(tmp_path / "kubeconfig", api.url)
         code, out, err = run_cli(capsys, "audit", "--kubeconfig", str(config))
+        json_code, json_out, json_err = run_cli(
+            capsys, "audit", "--kubeconfig", str(config), "-o", "json"
+        )
+    missing = "the Eip CRD eips.network.kubesphere.io (version v1alpha2) is not installed"
     assert code == 0
     assert out == "0 Eip(s) audited, 0 violating\n"
-    assert "the Eip CRD eips.network.kubesphere.io (version v1alpha2) is not installed" in err
+    assert err.count(missing) == 1  # once, as an "eip-guard: note:" line
+    assert f"eip-guard: note: {missing}" in err
+    # A pipeline reading JSON sees it too, with the other notes.
+    assert json_code == 0 and missing in json_err
+    assert any(note.startswith(missing) for note in json.loads(json_out)["notes"])
 
 
 def test_forbidden_list_names_the_rbac_fix(api: FakeApi, tmp_path: Path, capsys: Capsys) -> None:
