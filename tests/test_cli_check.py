@@ -250,3 +250,25 @@ def test_strict_fails_on_warnings_and_on_what_was_not_checked(
     assert run_cli(capsys, "audit", "--cluster", cluster, "--strict")[0] == 0
     code, _, err = run_cli(capsys, "audit", "--cluster", str(empty), "--strict")
     assert code == 1 and "2 part(s) of the cluster not checked" in err
+
+
+def test_a_reader_that_goes_away_stops_the_output_quietly(tmp_path: Path) -> None:
+    # `eip-guard audit | head`: the pipe closes while findings are still being written.
+    items = [
+        {"apiVersion": "network.kubesphere.io/v1alpha2", "kind": "Eip",
+         "metadata": {"name": f"e{i}"},
+         "spec": {"address": f"10.1.{i // 250}.{i % 250}", "protocol": "layer2",
+                  "interface": "can_reach:10.1.0.0"}}
+        for i in range(2000)
+    ]  # fmt: skip
+    snapshot = tmp_path / "many.json"
+    snapshot.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    audit = [sys.executable, "-m", "app.cli.main", "audit", "--cluster", str(snapshot)]
+    with subprocess.Popen(audit, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as p:
+        assert p.stdout is not None and p.stderr is not None
+        assert p.stdout.read(100).startswith(b"Eip e0: DENIED")
+        p.stdout.close()
+        err = p.stderr.read().decode()
+        code = p.wait()
+    assert code == 141  # as a tool killed by SIGPIPE
+    assert "Traceback" not in err and "BrokenPipeError" not in err

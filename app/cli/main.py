@@ -9,6 +9,7 @@ Exit codes: 0 allowed / clean, 1 denied / violations found, 2 bad input or usage
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
@@ -18,6 +19,7 @@ from app.cli import agent_cmd, certs_cmd, check_cmd, serve_cmd
 from app.sources.errors import InputError
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process killed by SIGPIPE
 
 COMMANDS: tuple[ModuleType, ...] = (check_cmd, serve_cmd, certs_cmd, agent_cmd)
 
@@ -48,6 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`eip-guard audit | head`): stop quietly, as a tool killed by
+        # SIGPIPE does. stdout goes to /dev/null so the flush at exit cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":
