@@ -272,3 +272,16 @@ def test_a_reader_that_goes_away_stops_the_output_quietly(tmp_path: Path) -> Non
         code = p.wait()
     assert code == 141  # as a tool killed by SIGPIPE
     assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+@pytest.mark.parametrize("argv", [["rules"], ["audit", "--cluster", "examples/cluster.yaml"]])
+def test_output_that_cannot_be_written_is_one_line(argv: list[str]) -> None:
+    # `eip-guard audit > report` on a full disk; /dev/full fails every write with ENOSPC.
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "app.cli.main", *argv],
+            cwd=ROOT, stdout=full, stderr=subprocess.PIPE, text=True, check=False,
+        )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == "eip-guard: [Errno 28] No space left on device"
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr

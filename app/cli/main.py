@@ -42,7 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
     try:
-        return run(args)
+        code = run(args)
+        sys.stdout.flush()  # here, where a failing write is caught, not at exit
+        return code
     except InputError as exc:
         # One line, whatever the parser below said (YAML errors span several lines).
         one_line = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
@@ -52,10 +54,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # The reader went away (`eip-guard audit | head`): stop quietly, as a tool killed by
-        # SIGPIPE does. stdout goes to /dev/null so the flush at exit cannot fail again.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        # SIGPIPE does.
+        _drop_stdout()
         return EXIT_BROKEN_PIPE
+    except OSError as exc:
+        # What the machine refused (a full disk under `> out.json`, a device error): the
+        # input errors are InputError above, so this is the environment, said in one line.
+        _drop_stdout()
+        print(f"eip-guard: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _drop_stdout() -> None:
+    """stdout to /dev/null, so that the flush at exit cannot fail a second time."""
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # not a file (a test's capture): nothing is flushed at exit
+        return
+    os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
 
 
 if __name__ == "__main__":
