@@ -27,7 +27,7 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -540,6 +540,17 @@ def serve(host: str, port: int, seed: str) -> None:
 
 if __name__ == "__main__":
     serve(sys.argv[1], int(sys.argv[2]), sys.argv[3])
+
+
+def rbac_grants(rules: Iterable[Mapping[str, Any]]) -> set[tuple[str, str, str]]:
+    """The (group, resource, verb) a role's rules grant: what ``rbac_used`` is compared with."""
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
 
 
 _VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}

@@ -22,7 +22,7 @@ from app.kube.agent_api import AgentApi, KubeError, make_client
 from app.kube.agent_leases import lease_body, live_nodes, next_expiry
 from app.kube.agent_source import LiveCluster
 from app.kube.rest import MERGE_PATCH
-from tests.kmock_harness import EIPS, FakeApi, running
+from tests.kmock_harness import EIPS, FakeApi, rbac_grants, running
 from tests.support import eventually
 
 from .lab import CAN_REACH4, SUBNET4, Lab
@@ -30,17 +30,8 @@ from .test_agent_chart import render
 
 
 def agent_chart_grants() -> set[tuple[str, str, str]]:
-    roles = [
-        o for o in render({"agent": {"enabled": True}}) if o["kind"] in ("Role", "ClusterRole")
-    ]
-    return {
-        (group, resource, verb)
-        for role in roles
-        for rule in role["rules"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
+    objs = render({"agent": {"enabled": True}})
+    return rbac_grants(r for o in objs if o["kind"] in ("Role", "ClusterRole") for r in o["rules"])
 
 
 def agent_api(emulator: FakeApi, namespace: str = "eip-guard") -> AgentApi:

@@ -8,6 +8,7 @@ import pytest
 
 from app.kube.resources import rbac_rules
 from tests.chart.rendering import NAMESPACE, SCENARIOS, Obj, RenderFn, by_kind, is_hook, one
+from tests.kmock_harness import rbac_grants
 
 RBAC_KINDS = ("Role", "ClusterRole")
 
@@ -195,20 +196,10 @@ def test_bindings_name_the_chart_service_account(render: RenderFn) -> None:
         ]
 
 
-def _grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
-    return {
-        (group, resource, verb)
-        for rule in rules
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
-
-
 def test_the_chart_grants_exactly_what_the_live_inventory_needs(render: RenderFn) -> None:
     objs = render()
-    granted = _grants(one(objs, "ClusterRole", "eip-guard")["rules"])
-    granted |= _grants(one(objs, "ClusterRole", "eip-guard-kube-vip")["rules"])
-    needed = _grants(rbac_rules())
+    granted = rbac_grants(one(objs, "ClusterRole", "eip-guard")["rules"])
+    granted |= rbac_grants(one(objs, "ClusterRole", "eip-guard-kube-vip")["rules"])
+    needed = rbac_grants(rbac_rules())
     # The same (group, resource, verb) set; the kube-vip part is bound per namespace only.
     assert granted == needed

@@ -10,7 +10,7 @@ from app.kube.config import api_client
 from app.kube.resources import rbac_rules
 from tests.core.objects import eip, node, service
 from tests.kmock_harness import EIPS as EIPS_RESOURCE
-from tests.kmock_harness import FakeApi, Writer
+from tests.kmock_harness import FakeApi, Writer, rbac_grants
 from tests.kube.harness import SETTINGS, Cluster
 from tests.support import eventually
 
@@ -130,11 +130,4 @@ def test_live_mode_uses_exactly_the_rbac_it_declares(
     assert isinstance(meta, dict)
     name = meta["name"]
     assert api.requests("PATCH", f"/api/v1/namespaces/default/events/{name}") == 1
-    declared = {
-        (group, resource, verb)
-        for rule in rbac_rules()
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
-    assert api.rbac_used() == declared
+    assert api.rbac_used() == rbac_grants(rbac_rules())

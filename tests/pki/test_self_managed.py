@@ -29,6 +29,7 @@ from app.kube.certs import (
 from app.kube.config import api_client
 from app.pki.rotation import CA_CRT, TLS_CRT, Action, service_dns_names
 from tests.chart.rendering import one
+from tests.kmock_harness import rbac_grants
 from tests.pki.kube_emulator import running_api
 
 NS, SECRET, VWC = "eip-guard", "eip-guard-tls", "eip-guard"
@@ -215,14 +216,11 @@ def test_self_mode_uses_exactly_the_rbac_the_chart_grants(
         assert webhooks.ensure_ca_bundle(base64.b64encode(b"new").decode(), lambda: True)
         used = fake.rbac_used(since=mark)
     own = {SECRET, VWC}
-    granted = {
-        (group, resource, verb)
+    rules = [
+        rule
         for obj in chart_objects
         if obj["kind"] in ("Role", "ClusterRole")
         for rule in obj["rules"]
         if set(rule.get("resourceNames", ())) & own
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
-    assert used == granted
+    ]
+    assert used == rbac_grants(rules)
