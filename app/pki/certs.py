@@ -309,17 +309,23 @@ def bundle_files(bundle: Bundle) -> dict[str, bytes]:
     }
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write next to ``path`` then rename: a reader (or a reloading server) never sees half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+def _write_all(files: dict[Path, tuple[bytes, int]]) -> None:
+    """Write every file next to its place, then rename them all: a failed write (a full
+    disk) leaves the old set whole, and a reader (or a reloading server) never sees half of
+    one file. Renames within a directory do not fail for want of space."""
+    temps: list[tuple[str, Path]] = []
     try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        for path, (data, mode) in files.items():
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+            temps.append((tmp, path))
+            os.fchmod(fd, mode)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        for tmp, path in temps:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in temps:
+            Path(tmp).unlink(missing_ok=True)  # nothing left once renamed
 
 
 def write_bundle(bundle: Bundle, out: Path, force: bool = False) -> list[Path]:
@@ -339,11 +345,11 @@ def write_bundle(bundle: Bundle, out: Path, force: bool = False) -> list[Path]:
                 f"{out}: {', '.join(existing)} already exist; pass --force to replace them "
                 "(the cluster's caBundle must then be updated too)"
             )
-        paths = []
-        for name, data in files.items():
-            path = out / name
-            _write_atomic(path, data, KEY_MODE if name.endswith(".key") else 0o644)
-            paths.append(path)
+        placed = {
+            out / name: (data, KEY_MODE if name.endswith(".key") else 0o644)
+            for name, data in files.items()
+        }
+        _write_all(placed)
     except OSError as exc:
-        raise CertError(f"{out}: cannot write certificates: {exc}") from exc
-    return paths
+        raise CertError(f"{out}: cannot write certificates (none replaced): {exc}") from exc
+    return list(placed)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from app.pki.certs import (
     Bundle,
     CertError,
     KeyPair,
+    bundle_files,
     check_bundle,
     describe,
     make_bundle,
@@ -23,6 +26,7 @@ from app.pki.certs import (
     read_bundle,
     write_bundle,
 )
+from tests.conftest import ROOT
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -170,3 +174,36 @@ def test_check_bundle_accepts_a_fresh_bundle() -> None:
     assert check_bundle(bundle) is bundle
     with pytest.raises(CertError, match="CA key does not belong"):
         check_bundle(Bundle(KeyPair(bundle.ca.cert_pem, bundle.serving.key_pem), bundle.serving))
+
+
+_LIMITED_WRITE = """
+import resource, signal, sys
+from pathlib import Path
+from app.pki.certs import CertError, make_bundle, write_bundle
+new = make_bundle(sys.argv[2:])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (700, resource.RLIM_INFINITY))
+try:
+    write_bundle(new, Path(sys.argv[1]), force=True)
+except CertError as exc:
+    print(exc)
+"""
+
+
+def test_a_write_that_fails_half_way_replaces_none_of_the_files(tmp_path: Path) -> None:
+    """`certs --force` where the third file cannot be written (a file-size limit makes the
+    kernel refuse it, as a full disk would) must leave the old set whole: a new CA beside the
+    old serving pair would serve a certificate that no caBundle verifies."""
+    names = ["eip-guard.eip-guard.svc", "eip-guard.eip-guard.svc.cluster.local", "eip-guard"]
+    old = make_bundle(names)
+    write_bundle(old, tmp_path)
+    sizes = {name: len(data) for name, data in bundle_files(old).items()}
+    assert sizes["ca.crt"] < 700 < sizes["tls.crt"]  # so the limit stops the third file
+    done = subprocess.run(
+        [sys.executable, "-c", _LIMITED_WRITE, str(tmp_path), *names],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert read_bundle(tmp_path) == old
+    assert "cannot write certificates (none replaced)" in done.stdout
+    assert "File too large" in done.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ca.crt", "ca.key", "tls.crt", "tls.key"]
