@@ -223,6 +223,10 @@ class Review(NamedTuple):
     old: Eip | None
     inventory: Inventory
     operation: Operation
+    # Whether spec-schema reports the fields it finds (its policy is not "off"); if not, the
+    # other rules judge those fields as read (a wrong type reads as empty) rather than say
+    # nothing of them.
+    schema_reported: bool = True
 
 
 def _can_reach_rules(r: Review) -> Iterator[Violation]:
@@ -312,15 +316,15 @@ def _spec_schema(r: Review) -> Iterator[Violation]:
         )
 
 
-def _erred(eip: Eip, field: str) -> bool:
+def _erred(r: Review, field: str) -> bool:
     """Whether the schema rule already reported ``field`` (or the whole spec)."""
-    return any(e.field in (field, "spec") for e in eip.field_errors)
+    return r.schema_reported and any(e.field in (field, "spec") for e in r.candidate.field_errors)
 
 
 def _address_rules(r: Review) -> Iterator[Violation]:
     eip = r.candidate
     if eip.address is None:
-        if eip.field_errors and _erred(eip, ADDRESS):
+        if eip.field_errors and _erred(r, ADDRESS):
             return
         yield Violation(
             "address-syntax",
@@ -365,7 +369,7 @@ def _interface_required(r: Review) -> Iterator[Violation]:
     if (
         eip.speaks_layer2
         and isinstance(eip.interface, NoInterface)
-        and not (eip.field_errors and _erred(eip, INTERFACE))
+        and not (eip.field_errors and _erred(r, INTERFACE))
     ):
         yield Violation(
             "interface-required",
@@ -438,7 +442,10 @@ def check(
             return Verdict(True, notes=(in_use,))
         return Verdict(True)
 
-    found = _violations(Review(candidate, old, inventory, operation))
+    schema_on = not (candidate.field_errors or (old and old.field_errors)) or (
+        policy.action("spec-schema") is not Action.OFF
+    )  # the policy is asked only when some field erred: the usual Eip spares the lookup
+    found = _violations(Review(candidate, old, inventory, operation, schema_on))
     if not found and not candidate.allow_rules and not inventory.gaps:
         return ALLOWED  # the usual answer, with nothing to note: spare the loop below
     # Ratcheting: what the old object already broke, on a field left as it was, only warns.
@@ -446,7 +453,7 @@ def check(
     if old is not None:
         before = {
             (v.rule, v.field, v.value)
-            for v in _violations(Review(old, None, inventory, Operation.CREATE))
+            for v in _violations(Review(old, None, inventory, Operation.CREATE, schema_on))
         }
     overrides = candidate.allow_rules if policy.allow_overrides else ()
     denied: list[Violation] = []

@@ -181,6 +181,19 @@ def test_a_field_the_crd_schema_rejects_is_named_not_read_as_empty(
     assert violation.short.startswith(field)  # a warning (policy: warn) says which field
 
 
+def test_with_spec_schema_off_a_wrong_type_is_judged_as_read() -> None:
+    # Turning the rule off must not turn the field's other rules off with it: the address
+    # then reads as empty, as before the rule existed, and is denied as such.
+    off = Policy(actions={"spec-schema": Action.OFF})
+    v = judge(_with_spec(address=10), policy=off)
+    assert denied(v) == {"address-syntax"} and "empty address" in v.message
+    v = judge(_with_spec(interface=["eth0"]), policy=off)
+    assert denied(v) == {"interface-required"}
+    warn = Policy(actions={"spec-schema": Action.WARN})  # reported, as a warning: no double
+    v = judge(_with_spec(address=10), policy=warn)
+    assert v.allowed and warned(v) == {"spec-schema"}
+
+
 def test_a_spec_that_is_no_mapping_is_one_error_and_a_missing_one_an_empty_address() -> None:
     obj = l2("eth0")
     obj["spec"] = "172.16.236.61"
