@@ -53,6 +53,7 @@ RULES: tuple[Rule, ...] = (
     Rule("address-immutable", "an UPDATE changes `spec.address`"),
 )
 RULE_IDS = frozenset(r.id for r in RULES)
+_WARNS_ONLY = frozenset(r.id for r in RULES if r.warns_only)
 
 LO_TRAP = (
     "an IP bound on a node makes 'ip route get' answer 'lo', so OpenELB's speaker "
@@ -300,7 +301,6 @@ def _can_reach_rules(r: Review) -> Iterator[Violation]:
             "a gateway route and may pick a NIC off the Eip's network. "
             f"{advice or _advice(eip, subnets, inventory)}",
             f"{ip} lies in no known node subnet",
-            advisory=True,  # RULES says warns_only: `eip-guard rules` shows it
         )
 
 
@@ -324,7 +324,7 @@ def _erred(r: Review, field: str) -> bool:
 def _address_rules(r: Review) -> Iterator[Violation]:
     eip = r.candidate
     if eip.address is None:
-        if eip.field_errors and _erred(r, ADDRESS):
+        if _erred(r, ADDRESS):
             return
         yield Violation(
             "address-syntax",
@@ -366,11 +366,7 @@ def _address_rules(r: Review) -> Iterator[Violation]:
 
 def _interface_required(r: Review) -> Iterator[Violation]:
     eip = r.candidate
-    if (
-        eip.speaks_layer2
-        and isinstance(eip.interface, NoInterface)
-        and not (eip.field_errors and _erred(r, INTERFACE))
-    ):
+    if eip.speaks_layer2 and isinstance(eip.interface, NoInterface) and not _erred(r, INTERFACE):
         yield Violation(
             "interface-required",
             INTERFACE,
@@ -442,9 +438,7 @@ def check(
             return Verdict(True, notes=(in_use,))
         return Verdict(True)
 
-    schema_on = not (candidate.field_errors or (old and old.field_errors)) or (
-        policy.action("spec-schema") is not Action.OFF
-    )  # the policy is asked only when some field erred: the usual Eip spares the lookup
+    schema_on = policy.action("spec-schema") is not Action.OFF
     found = _violations(Review(candidate, old, inventory, operation, schema_on))
     if not found and not candidate.allow_rules and not inventory.gaps:
         return ALLOWED  # the usual answer, with nothing to note: spare the loop below
@@ -464,7 +458,11 @@ def check(
         if action is Action.OFF:
             continue
         if action is Action.DENY:
-            if v.advisory or (before and (v.rule, v.field, v.value) in before):
+            if (
+                v.advisory
+                or v.rule in _WARNS_ONLY
+                or (before and (v.rule, v.field, v.value) in before)
+            ):
                 action = Action.WARN
             elif v.rule in overrides:
                 notes.append(f"eip-guard: {ALLOW_RULES_ANNOTATION} turned {v.rule} into a warning")

@@ -29,11 +29,15 @@ class Decision(NamedTuple):
     log: Mapping[str, Any] = MappingProxyType({})  # extra fields for the decision line
 
 
-def _kind_of(obj: Mapping[str, Any]) -> str:
+def _unchecked(obj: Mapping[str, Any]) -> str:
+    """The warning for an object that is no Eip, naming what it is (or what it lacks)."""
     api_version, kind = obj.get("apiVersion"), obj.get("kind")
-    if not api_version and not kind:
-        return "an object without apiVersion and kind was"
-    return f"{api_version or '(no apiVersion)'} {kind or '(no kind)'}"
+    what = (
+        f"{api_version or '(no apiVersion)'} {kind or '(no kind)'}"
+        if api_version or kind
+        else "an object without apiVersion and kind was"
+    )
+    return f"eip-guard checks network.kubesphere.io Eips only; {what} allowed unchecked"
 
 
 def decide(request: AdmissionRequest, source: InventorySource, policy: Policy) -> Decision:
@@ -48,10 +52,7 @@ def decide(request: AdmissionRequest, source: InventorySource, policy: Policy) -
         message = f"request.object is missing on a {op} request: nothing to check"
         return Decision(responses.errored(uid, responses.CODE_BAD_REQUEST, message), "errored", "")
     if not is_eip(obj):
-        warning = (
-            f"eip-guard checks network.kubesphere.io Eips only; {_kind_of(obj)} allowed unchecked"
-        )
-        return Decision(responses.allowed(uid, [warning]), "skipped", request.name)
+        return Decision(responses.allowed(uid, [_unchecked(obj)]), "skipped", request.name)
 
     candidate = Eip.from_object(obj)
     name = candidate.name or request.name
