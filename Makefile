@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8443
 
-.PHONY: venv run test lint typecheck unit certs bench clean
+.PHONY: venv tools run test lint typecheck unit certs bench clean
 
 venv: $(VENV)/.installed
 
@@ -36,7 +36,20 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-unit: venv
+# The agent's kernel tests drive a real bridge with these Debian tools (command, package).
+TOOLS := ip:iproute2 arping:iputils-arping ndisc6:ndisc6
+
+# Installed here when missing and root; as another user those tests skip (they need root).
+tools:
+	@need=$$(for t in $(TOOLS); do command -v $${t%%:*} >/dev/null || printf "%s " $${t#*:}; done); \
+	if [ -n "$$need" ] && [ "$$(id -u)" = 0 ]; then \
+	  echo "Installing Debian packages for the kernel tests: $$need"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq --no-install-recommends $$need >/dev/null 2>&1 || \
+	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends $$need >/dev/null; }; \
+	fi
+
+unit: venv tools
 	$(BIN)/pytest
 
 test: lint typecheck unit

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +32,8 @@ EIP_GUARD = str(ROOT / ".venv" / "bin" / "eip-guard")
 SUBNET4, SUBNET6 = "198.51.100", "2001:db8:77"
 CAN_REACH4 = f"{SUBNET4}.100"  # in the Eip pool, bound on node1's kube-ipvs0: the #331 trap
 NODES = {"node1": ("ens3", 11), "node2": ("enp0s8", 12)}
+TOOLS = {"ip": "iproute2", "arping": "iputils-arping", "ndisc6": "ndisc6"}  # as the Makefile
+MISSING_TOOLS = f"the lab needs Debian's {', '.join(TOOLS.values())} (`make test` installs them)"
 
 
 def sh(*argv: str, check: bool = True, timeout: float = 15) -> subprocess.CompletedProcess[str]:
@@ -99,7 +102,11 @@ class Lab:
         return sh("ip", "-n", ns, *argv, check=check)
 
     def run(self, ns: str, *argv: str, timeout: float = 15) -> subprocess.CompletedProcess[str]:
-        return sh("ip", "netns", "exec", ns, *argv, check=False, timeout=timeout)
+        result = sh("ip", "netns", "exec", ns, *argv, check=False, timeout=timeout)
+        # A missing tool exits 1, as "no answer" does: a test expecting silence would pass.
+        if result.stderr.startswith("exec of"):
+            raise RuntimeError(f"{result.stderr.strip()}: {MISSING_TOOLS}")
+        return result
 
     def _namespace(self, name: str) -> None:
         sh("ip", "netns", "add", name)
@@ -126,6 +133,9 @@ class Lab:
         self.macs[ns] = link["address"]
 
     def setup(self) -> Lab:
+        missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+        if missing:
+            raise RuntimeError(f"{', '.join(missing)} not found: {MISSING_TOOLS}")
         self._namespace(self.bridge)
         # No multicast snooping: without an MLD querier a snooping bridge floods anyway;
         # switching it off keeps the lab independent of the kernel's defaults.

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from app.agent.election import elect
 
 from .lab import CAN_REACH4, SUBNET4, SUBNET6, Lab
@@ -158,3 +160,10 @@ def test_takeover_sends_five_rounds_of_gratuitous_messages(lab: Lab, tmp_path: P
             capture.stdout.close()
         if agent is not None:
             assert agent.stop() == 0, agent.output
+
+
+def test_a_missing_tool_is_an_error_not_silence(lab: Lab) -> None:
+    # arping exits 1 both when nobody answers and when it is not installed; the tests that
+    # expect silence must not pass for want of the tool.
+    with pytest.raises(RuntimeError, match=r"no-such-tool.*make test"):
+        lab.run(lab.client, "no-such-tool", "198.51.100.1")
