@@ -30,9 +30,27 @@ def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def cpu_model() -> str | None:
+    """The CPU's name and family: virtual machines of one kind land on different hosts, and
+    numbers from two CPU generations are not comparable."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return platform.processor() or None
+    found = dict(
+        (key.strip(), value.strip())
+        for key, sep, value in (line.partition(":") for line in text.splitlines()[:30])
+        if sep
+    )
+    name = found.get("model name")
+    family, model = found.get("cpu family"), found.get("model")
+    return f"{name} (family {family}, model {model})" if name and family else name
+
+
 def machine() -> dict[str, Any]:
     return {
         "cpus": os.cpu_count(),
+        "cpu": cpu_model(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "load_avg": [round(x, 2) for x in os.getloadavg()],

@@ -4,7 +4,8 @@ The JSON file (``bench/results/bench.json``) has these top-level keys, each sect
 either filled or ``{"skipped": "<why>"}``:
 
 - ``schema``: ``"eip-guard-bench/1"``; ``when`` (UTC, ISO 8601); ``mode`` (quick|full);
-  ``machine``: cpus, python, platform, load_avg (1/5/15 min at the start).
+  ``machine``: cpus, cpu (model, family and model number), python, platform, load_avg
+  (1/5/15 min at the start).
 - ``decision``: candidates, rounds, ``sizes`` (one per synthetic cluster: name, nodes,
   eips, services, objects, facts, build_s, ``allowed`` and ``denied`` each with n,
   median_us and p99_us (CPU time of the thread), worst_best_us (the slowest candidate's
@@ -203,6 +204,12 @@ def _agent_lines(agent: dict[str, Any]) -> list[str]:
 def table(result: dict[str, Any]) -> str:
     """The whole result for a terminal, section by section."""
     out: list[str] = []
+    m = result.get("machine") or {}
+    out.append(
+        f"Machine: {m.get('cpus')} CPUs, {m.get('cpu') or 'CPU unknown'}, Python "
+        f"{m.get('python')}, load average {m.get('load_avg')} at the start"
+    )
+    out.append("")
     decision = result["decision"]
     out.append("Decision cost (app.core.rules.check, one verdict; CPU us; worst = slowest")
     out.append("candidate's fastest round, i.e. without machine noise)")

@@ -18,6 +18,7 @@ from app.core.inventory import build
 from app.core.rules import check
 from app.sources.files import load_objects
 from bench import report, synth
+from bench.__main__ import cpu_model
 from bench.stats import decision_budget_us
 
 TINY = synth.Shape("tiny", nodes=12, eips=20, services=40)
@@ -95,7 +96,7 @@ def result_with_every_section() -> dict[str, Any]:
         "schema": report.SCHEMA,
         "when": "2026-01-01T00:00:00Z",
         "mode": "quick",
-        "machine": {"cpus": 2},
+        "machine": {"cpus": 2, "cpu": "AMD EPYC (family 26, model 2)", "python": "3.11.7"},
         "decision": {
             "candidates": 1,
             "rounds": 1,
@@ -252,6 +253,7 @@ def test_table_and_plot_render_every_section(tmp_path: Path) -> None:
     result = result_with_every_section()
     result["targets"] = report.targets(result)
     text = report.table(result)
+    assert text.startswith("Machine: 2 CPUs, AMD EPYC (family 26, model 2), Python 3.11.7")
     assert "webhook_quiet" in text and "MISSED" in text and "skipped" not in text.split("Sync")[0]
     assert "CPU us/req" in text and "123.4" in text and "0.61" in text
     assert "webhook_no_decision" in text and "0.83" in text and "c=1 98.7 us" in text
@@ -272,3 +274,8 @@ def test_the_decision_budget_is_what_keeps_the_webhook_at_the_target() -> None:
     assert decision_budget_us(180.0, 200.0) == 40.0
     assert decision_budget_us(180.0, 250.0) == -10.0  # missed even without deciding
     assert decision_budget_us(None, 200.0) is None
+
+
+def test_the_machine_names_its_cpu() -> None:
+    model = cpu_model()
+    assert model and "family" in model  # /proc/cpuinfo on x86 Linux names both
