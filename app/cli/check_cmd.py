@@ -24,7 +24,13 @@ def cluster_args(p: argparse.ArgumentParser, output: bool = True) -> None:
     )
     source_args(p, source)
     p.add_argument("--policy", type=Path, help="policy file: per-rule deny|warn|off")
-    p.add_argument("--kube-vip-configmap", default="kube-system/kubevip", metavar="NS/NAME")
+    p.add_argument(
+        "--kube-vip-configmap",
+        default="kube-system/kubevip",
+        metavar="NS/NAME",
+        help="kube-vip-cloud-provider's ConfigMap, whose cidr-*/range-* keys are VIP pools "
+        "(default kube-system/kubevip)",
+    )
     if output:
         p.add_argument("-o", "--output", choices=("text", "json"), default="text")
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from app.cli.flags import seconds
 from app.core.inventory import Inventory, Options, Resolver, build
 from app.core.verdict import Policy
-from app.kube.settings import KubeError, LiveSettings, WatchSettings, namespaces
+from app.kube.settings import KubeError, LiveSettings, namespaces
 from app.sources.errors import InputError
 
 if TYPE_CHECKING:
@@ -34,10 +34,31 @@ def live_requested(args: argparse.Namespace) -> bool:
     return not getattr(args, "cluster", None)
 
 
+# Flags that only shape reading the live cluster (dest, flag); None or False when not given.
+LIVE_ONLY = (
+    ("kube_vip_namespace", "--kube-vip-namespace"),
+    ("watch_timeout", "--watch-timeout"),
+    ("resync_interval", "--resync-interval"),
+    ("audit_interval", "--audit-interval"),
+    ("no_background_audit", "--no-background-audit"),
+)
+
+
 def check_exclusive(args: argparse.Namespace) -> None:
-    if getattr(args, "cluster", None) and (args.kubeconfig is not None or args.context):
+    if not getattr(args, "cluster", None):
+        return
+    if args.kubeconfig is not None or args.context:
         raise InputError(
             "--cluster reads a snapshot; --kubeconfig/--context read a live cluster: pick one"
+        )
+    # A snapshot would silently ignore them: say so rather than let a typo'd mode pass.
+    given = [flag for dest, flag in LIVE_ONLY if getattr(args, dest, None) not in (None, False)]
+    if given:
+        one = len(given) == 1
+        raise InputError(
+            f"{', '.join(given)} {'applies' if one else 'apply'} only to the live cluster "
+            f"(--kubeconfig, or in a pod), and --cluster reads a snapshot: drop "
+            f"{'it' if one else 'them'}, or --cluster"
         )
 
 
@@ -57,15 +78,25 @@ def live_inventory(args: argparse.Namespace, options: Options, resolve: Resolver
 
 
 def live_settings(args: argparse.Namespace) -> LiveSettings:
-    if args.watch_timeout < 1:
-        raise InputError(f"--watch-timeout {args.watch_timeout}: must be at least 1 second")
-    seconds("--resync-interval", args.resync_interval, zero=True)
-    seconds("--audit-interval", args.audit_interval, zero=True)
+    """The live flags of ``serve`` (``serve_cmd.watch_args``), LiveSettings' defaults where not
+    given."""
+    defaults = LiveSettings()
+
+    def given(value: float | None, default: float) -> float:
+        return default if value is None else value
+
+    timeout = int(given(args.watch_timeout, defaults.watch.timeout_seconds))
+    if timeout < 1:
+        raise InputError(f"--watch-timeout {timeout}: must be at least 1 second")
     return LiveSettings(
         kube_vip_namespaces=namespaces(args.kube_vip_namespace),
-        watch=WatchSettings(timeout_seconds=args.watch_timeout),
-        coalesce=args.resync_interval,
-        audit_interval=args.audit_interval,
+        watch=replace(defaults.watch, timeout_seconds=timeout),
+        coalesce=seconds(
+            "--resync-interval", given(args.resync_interval, defaults.coalesce), zero=True
+        ),
+        audit_interval=seconds(
+            "--audit-interval", given(args.audit_interval, defaults.audit_interval), zero=True
+        ),
         audit=not args.no_background_audit,
     )
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from app.cli.check_cmd import cluster_args
 from app.cli.lazy import lazy
-from app.kube.settings import WatchSettings
+from app.kube.settings import LiveSettings
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -36,30 +36,30 @@ def register(sub: Any) -> None:
 
 
 def watch_args(p: argparse.ArgumentParser) -> None:
-    """Flags only a long-running live ``serve`` needs."""
-    defaults = WatchSettings()
+    """Flags only a long-running live ``serve`` needs. Their defaults are LiveSettings', filled
+    in by ``live.live_settings``: None here tells a flag given with --cluster (refused)."""
+    defaults = LiveSettings()
     p.add_argument(
         "--watch-timeout",
         type=int,
-        default=defaults.timeout_seconds,
         metavar="SECONDS",
         help="the API server ends each watch after this; eip-guard watches again "
-        f"(default {defaults.timeout_seconds}; the client gives up on a silent connection "
-        f"{defaults.read_grace:g}s later)",
+        f"(default {defaults.watch.timeout_seconds}; the client gives up on a silent "
+        f"connection {defaults.watch.read_grace:g}s later)",
     )
     p.add_argument(
         "--resync-interval",
         type=float,
-        default=0.2,
         metavar="SECONDS",
-        help="coalesce watch events: rebuild the inventory at most once per interval (default 0.2)",
+        help="coalesce watch events: rebuild the inventory at most once per interval "
+        f"(default {defaults.coalesce:g})",
     )
     p.add_argument(
         "--audit-interval",
         type=float,
-        default=10.0,
         metavar="SECONDS",
-        help="run the background audit at most once per interval, after changes (default 10)",
+        help="run the background audit at most once per interval, after changes "
+        f"(default {defaults.audit_interval:g})",
     )
     p.add_argument(
         "--no-background-audit",

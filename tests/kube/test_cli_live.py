@@ -8,7 +8,10 @@ from pathlib import Path
 import kmock
 import pytest
 
-from app.cli.main import main
+from app.cli import live
+from app.cli.main import main, parser
+from app.kube.settings import LiveSettings, WatchSettings
+from app.sources.errors import InputError
 from tests.core.objects import eip, node, service
 from tests.kmock_harness import EIPS, FakeApi, Writer, kubeconfig, running
 from tests.support import run_cli
@@ -65,6 +68,54 @@ def test_snapshot_and_live_flags_exclude_each_other(
         "eip-guard: --cluster reads a snapshot; --kubeconfig/--context read a live cluster: "
         "pick one\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("command", "flags", "named"),
+    [
+        ("audit", ["--kube-vip-namespace", "kv"], "--kube-vip-namespace applies only"),
+        ("serve", ["--resync-interval", "-1"], "--resync-interval applies only"),
+        (
+            "serve",
+            ["--watch-timeout", "5", "--no-background-audit", "--audit-interval", "1"],
+            "--watch-timeout, --audit-interval, --no-background-audit apply only",
+        ),
+    ],
+)
+def test_live_only_flags_with_a_snapshot_are_refused(
+    capsys: Capsys, examples: Path, command: str, flags: list[str], named: str
+) -> None:
+    # A snapshot ignores them: refused, so a wrong value or a mode mixed up does not pass.
+    code, out, err = run_cli(capsys, command, "--cluster", str(examples / "cluster.yaml"), *flags)
+    assert code == 2 and out == ""
+    assert err.startswith(f"eip-guard: {named} to the live cluster")
+    them = "it" if "applies" in named else "them"
+    assert err.endswith(f"--cluster reads a snapshot: drop {them}, or --cluster\n")
+
+
+def test_live_settings_default_to_live_settings_and_check_what_is_given() -> None:
+    cli = parser()
+    defaults = live.live_settings(cli.parse_args(["serve", "--kubeconfig"]))
+    assert defaults == LiveSettings()
+    given = live.live_settings(
+        cli.parse_args(
+            ["serve", "--kubeconfig", "--watch-timeout", "60", "--resync-interval", "0",
+             "--audit-interval", "2.5", "--no-background-audit", "--kube-vip-namespace", "a,b"]
+        )
+    )  # fmt: skip
+    assert given == LiveSettings(
+        kube_vip_namespaces=("a", "b"),
+        watch=WatchSettings(timeout_seconds=60),
+        coalesce=0.0,
+        audit_interval=2.5,
+        audit=False,
+    )
+    for flags, error in (
+        (["--watch-timeout", "0"], "--watch-timeout 0: must be at least 1 second"),
+        (["--audit-interval", "nan"], "--audit-interval nan: expected a finite number"),
+    ):
+        with pytest.raises(InputError, match=error):
+            live.live_settings(cli.parse_args(["serve", "--kubeconfig", *flags]))
 
 
 def test_unreadable_kubeconfig_is_one_line_not_a_traceback(tmp_path: Path, capsys: Capsys) -> None:
