@@ -245,9 +245,13 @@ class LiveCluster:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         watch_seconds: int = WatchSettings().timeout_seconds,
     ) -> None:
-        if not 0 < renew < duration:
-            raise ValueError(f"the renew interval ({renew} s) must be shorter than the Lease "
-                             f"duration ({duration} s)")  # fmt: skip
+        # An agent drops itself duration - renew seconds after its last renewal (self_live):
+        # renewing any slower than that, it would drop itself between every two renewals.
+        if not 0 < renew < duration - renew:
+            raise ValueError(f"the renew interval ({renew:g} s) must be under half the Lease "
+                             f"duration ({duration} s): an agent stops counting itself "
+                             f"duration - renew seconds after its last renewal, so it must "
+                             f"renew sooner than that")  # fmt: skip
         self.api, self.node, self._log = api, node, log
         self.renew, self.duration, self._clock = renew, duration, clock
         self.settings = WatchSettings(timeout_seconds=watch_seconds, connect_timeout=api.timeout)

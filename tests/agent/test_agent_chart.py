@@ -85,7 +85,9 @@ def test_speaker_on_adds_only_net_raw() -> None:
 @pytest.mark.parametrize(
     ("agent", "message"),
     [
-        ({"leaseRenewSeconds": 6, "leaseDurationSeconds": 6}, "must be shorter than"),
+        ({"leaseRenewSeconds": 6, "leaseDurationSeconds": 6}, "must be under half"),
+        ({"leaseRenewSeconds": 4, "leaseDurationSeconds": 6}, "must be under half"),
+        ({"leaseRenewSeconds": 3, "leaseDurationSeconds": 6}, "must be under half"),
         ({"intervalSeconds": 0}, "intervalSeconds"),
     ],
 )

@@ -31,7 +31,8 @@ def test_a_broken_snapshot_is_exit_2(capsys: pytest.CaptureFixture[str], tmp_pat
         (["--interval", "nan"], "--interval nan: expected a finite number of seconds, above 0"),
         (["--live", "--server", "api:6443"], "expected an http:// or https:// URL with a host"),
         (["--live", "--server", "https://api:65536"], "'https://api:65536': Port out of range"),
-        (["--live", "--lease-renew", "6"], "must be shorter than the Lease duration"),
+        (["--live", "--lease-renew", "6"], "must be under half the Lease duration (6 s)"),
+        (["--live", "--lease-renew", "4"], "must be under half the Lease duration (6 s)"),
     ],
 )
 def test_bad_settings_are_exit_2(

@@ -119,8 +119,10 @@ def test_a_joining_agent_warms_up_until_the_others_see_it(emulator: FakeApi) -> 
 
 
 def test_bad_lease_timing_is_refused(emulator: FakeApi) -> None:
-    with pytest.raises(ValueError, match="must be shorter than the Lease duration"):
-        LiveCluster(agent_api(emulator), "n", print, renew=6, duration=6)
+    for renew, duration in ((6, 6), (3, 6), (0, 6)):  # 3 of 6: dropped before each renewal
+        with pytest.raises(ValueError, match=r"must be under half the Lease duration \(6 s\)"):
+            LiveCluster(agent_api(emulator), "n", print, renew=renew, duration=duration)
+    LiveCluster(agent_api(emulator), "n", print, renew=2.9, duration=6)
 
 
 def test_watches_follow_the_cluster(emulator: FakeApi) -> None:
