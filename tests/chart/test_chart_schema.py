@@ -32,6 +32,8 @@ BAD: dict[str, tuple[dict[str, Any], str]] = {
     "bad admission-policy toggle": ({"validatingAdmissionPolicy": {"enabled": "on"}}, "enabled"),
     "port out of range": ({"webhook": {"probePort": 70000}}, "probePort"),
     "configmap without namespace": ({"inventory": {"kubeVip": {"configMap": "kv"}}}, "configMap"),
+    # The webhook would read kube-system anyway, with no RoleBinding there.
+    "no kube-vip namespace": ({"inventory": {"kubeVip": {"namespaces": []}}}, "namespaces"),
     "non-string node selector": ({"nodeSelector": {"a": 1}}, "nodeSelector"),
     "bad duration": ({"certificates": {"certManager": {"duration": "1y"}}}, "duration"),
     "caBundle not base64": ({"certificates": {"external": {"caBundle": "-----BEGIN"}}}, "caBundle"),

@@ -167,9 +167,20 @@ def test_kube_vip_reads_are_bound_per_namespace(render: RenderFn) -> None:
         for b in by_kind(objs, "RoleBinding")
         if b["roleRef"]["name"] == "eip-guard-kube-vip"
     }
-    assert bound == {"kube-system", "kube-vip", "lb"}
+    assert bound == {"kube-system", "kube-vip"}
     cluster_bound = {b["roleRef"]["name"] for b in by_kind(objs, "ClusterRoleBinding")}
     assert "eip-guard-kube-vip" not in cluster_bound  # never cluster-wide
+    # The provider's ConfigMap lives in "lb", where kube-vip does not run: ConfigMaps only.
+    role = one(objs, "Role", "eip-guard-kube-vip-configmap")
+    assert role["metadata"]["namespace"] == "lb"
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"],
+                              "verbs": ["list", "watch"]}]  # fmt: skip
+    binding = one(objs, "RoleBinding", "eip-guard-kube-vip-configmap")
+    assert binding["metadata"]["namespace"] == "lb"
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": "eip-guard-kube-vip-configmap"}  # fmt: skip
+    # Where it lives with kube-vip (the default), the kube-vip binding covers it.
+    assert not [o for o in render() if o["metadata"]["name"] == "eip-guard-kube-vip-configmap"]
 
 
 def test_only_the_test_hook_may_create_eips(render: RenderFn) -> None:

@@ -84,9 +84,3 @@ app.kubernetes.io/component: webhook
 {{- $parts := splitList "/" .Values.inventory.kubeVip.configMap }}
 {{- first $parts }}
 {{- end }}
-
-{{/* Every namespace where the inventory reads kube-vip objects, without duplicates. */}}
-{{- define "eip-guard.kubeVipNamespaces" -}}
-{{- $all := concat .Values.inventory.kubeVip.namespaces (list (include "eip-guard.kubeVipConfigMapNamespace" .)) }}
-{{- uniq $all | toJson }}
-{{- end }}
