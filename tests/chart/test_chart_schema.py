@@ -8,7 +8,7 @@ from typing import Any
 import helm_python
 import pytest
 
-from tests.chart.rendering import SCENARIOS, RenderFn
+from tests.chart.rendering import SCENARIOS, RenderFn, one
 
 
 def test_defaults_and_every_scenario_pass(chart: helm_python.Chart) -> None:
@@ -38,6 +38,23 @@ BAD: dict[str, tuple[dict[str, Any], str]] = {
     "bad duration": ({"certificates": {"certManager": {"duration": "1y"}}}, "duration"),
     "caBundle not base64": ({"certificates": {"external": {"caBundle": "-----BEGIN"}}}, "caBundle"),
     "unknown agent key": ({"agent": {"enabled": True, "noSuchKey": "x"}}, "noSuchKey"),
+    "digest that is no sha256": ({"image": {"digest": "latest"}}, "digest"),
+    "digest given as the tag": ({"image": {"tag": "sha256:" + "a" * 64}}, "tag"),
+    "name override that is no DNS label": ({"nameOverride": "Bad_Name."}, "nameOverride"),
+    "fullname override starting with a digit": ({"fullnameOverride": "1abc"}, "fullnameOverride"),
+    "fraction in a Prometheus duration": (
+        {"metrics": {"serviceMonitor": {"interval": "1.5m"}}},
+        "interval",
+    ),
+    "microseconds in a cert-manager duration": (
+        {"certificates": {"certManager": {"renewBefore": "500us"}}},
+        "renewBefore",
+    ),
+    "memory in a unit Kubernetes lacks": ({"resources": {"limits": {"memory": "512MB"}}}, "memory"),
+    "API server address without a prefix": (
+        {"networkPolicy": {"egress": {"apiServer": {"cidrs": ["10.0.0.1"]}}}},
+        "cidrs",
+    ),
     "minAvailable neither count nor percentage": (
         {"podDisruptionBudget": {"minAvailable": "two"}},
         "minAvailable",
@@ -96,6 +113,54 @@ def test_schema_and_values_yaml_name_the_same_keys(chart: helm_python.Chart) -> 
         ({"podDisruptionBudget": {"minAvailable": 2}}, "keeps all 2 replicas"),
         ({"podDisruptionBudget": {"minAvailable": "51%"}}, "keeps all 2 replicas"),
         ({"replicaCount": 4, "podDisruptionBudget": {"minAvailable": "76%"}}, "keeps all 4"),
+        # The API server refuses a Service with two ports alike.
+        (
+            {"service": {"port": 8080}, "metrics": {"serviceMonitor": {"enabled": True}}},
+            "service.port and webhook.probePort are both 8080",
+        ),
+        # ... and a pod whose memory request exceeds its limit (the defaults merge in).
+        ({"resources": {"requests": {"memory": "1Gi"}}}, "resources.requests.memory (1Gi) exceeds"),
+        (
+            {
+                "agent": {
+                    "enabled": True,
+                    "resources": {"requests": {"memory": 268435457}, "limits": {"memory": "256Mi"}},
+                }
+            },
+            "agent.resources.requests.memory (268435457) exceeds",
+        ),
+        # cert-manager's webhook refuses these Certificates.
+        (
+            {"certificates": {"mode": "cert-manager", "certManager": {"duration": "720h"}}},
+            "renewBefore (720h) must be shorter than its duration (720h)",
+        ),
+        (
+            {
+                "certificates": {
+                    "mode": "cert-manager",
+                    "certManager": {"duration": "59m", "renewBefore": "10m"},
+                }
+            },
+            "duration (59m) is under 1h",
+        ),
+        (
+            {"certificates": {"mode": "cert-manager", "certManager": {"renewBefore": "4m59s"}}},
+            "renewBefore (4m59s) is under 5m",
+        ),
+        # The Prometheus operator drops such an endpoint: nothing would be scraped.
+        (
+            {"metrics": {"serviceMonitor": {"enabled": True, "interval": "5s"}}},
+            "scrapeTimeout (10s) exceeds its interval (5s)",
+        ),
+        # The selector would no longer match the pods; the policy checksum would stop rolling.
+        (
+            {"podLabels": {"app.kubernetes.io/component": "x"}},
+            "podLabels may not set app.kubernetes.io/component",
+        ),
+        ({"podAnnotations": {"checksum/policy": "x"}}, "may not set checksum/policy"),
+        # `--set replicaCount=null` deletes the key; it rendered `replicas:` empty.
+        ({"replicaCount": None}, "replicaCount"),
+        ({"agent": None}, "agent"),
     ],
 )
 def test_values_that_would_break_the_install_fail_the_render(
@@ -117,3 +182,25 @@ def test_a_disruption_budget_that_leaves_one_replica_to_evict_renders(
     budgets = [o for o in render(values) if o["kind"] == "PodDisruptionBudget"]
     found = [o["spec"]["minAvailable"] for o in budgets]
     assert found == ([min_available] if replicas > 1 else [])
+
+
+def test_values_at_the_limits_render(render: RenderFn) -> None:
+    digest = "sha256:" + "0" * 64
+    values = {
+        "image": {"repository": "r.example/eip-guard", "tag": "1.2.3", "digest": digest},
+        "fullnameOverride": "a" * 63,
+        "resources": {"requests": {"memory": "1Gi"}, "limits": {"memory": "1024Mi"}},
+        "metrics": {"serviceMonitor": {"enabled": True, "interval": "1m30s",
+                                       "scrapeTimeout": "90s"}},
+        "certificates": {"mode": "cert-manager",
+                         "certManager": {"duration": "1h", "renewBefore": "59m59s"}},
+        "networkPolicy": {"enabled": True, "egress": {"enabled": True, "apiServer": {
+            "cidrs": ["10.0.0.1/32", "fd00::1/128"], "ports": [443]}}},
+    }  # fmt: skip
+    objs = render(values)
+    container = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == f"r.example/eip-guard:1.2.3@{digest}"
+    ca = next(o for o in objs if o["kind"] == "Certificate" and o["spec"].get("isCA"))
+    assert len(ca["spec"]["commonName"]) <= 64  # X.509's limit; cert-manager refuses more
+    monitor = one(objs, "ServiceMonitor")["spec"]["endpoints"][0]
+    assert (monitor["interval"], monitor["scrapeTimeout"]) == ("1m30s", "90s")

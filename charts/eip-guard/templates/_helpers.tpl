@@ -44,7 +44,53 @@ app.kubernetes.io/component: webhook
 {{- end }}
 
 {{- define "eip-guard.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- $ref := printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- with .Values.image.digest }}{{ $ref = printf "%s@%s" $ref . }}{{ end }}
+{{- $ref }}
+{{- end }}
+
+{{/* Milliseconds of a duration the schema let through: Go's (cert-manager: h, m, s) or
+     Prometheus' (y, w, d, h, m, s, ms), whole numbers. "ms" goes first, so "m" and "s"
+     then only find minutes and seconds. */}}
+{{- define "eip-guard.durationMs" -}}
+{{- $rest := toString . }}
+{{- $ms := 0 }}
+{{- range (list (list "ms" 1) (list "y" 31536000000) (list "w" 604800000) (list "d" 86400000) (list "h" 3600000) (list "m" 60000) (list "s" 1000)) }}
+{{- $part := regexFind (printf "[0-9]+%s" (index . 0)) $rest }}
+{{- if $part }}
+{{- $ms = add $ms (mul (trimSuffix (index . 0) $part | atoi) (index . 1)) }}
+{{- $rest = replace $part "" $rest }}
+{{- end }}
+{{- end }}
+{{- $ms }}
+{{- end }}
+
+{{/* Bytes of a memory quantity the schema let through: a whole number with an optional
+     decimal (k, M, G, T) or binary (Ki, Mi, Gi, Ti) suffix, or a plain number. */}}
+{{- define "eip-guard.memoryBytes" -}}
+{{- if kindIs "string" . }}
+{{- $digits := regexFind "^[0-9]+" . }}
+{{- $suffix := trimPrefix $digits . }}
+{{- $scale := dict "" 1 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 }}
+{{- mul (atoi $digits) (get $scale $suffix) }}
+{{- else }}
+{{- int64 . }}
+{{- end }}
+{{- end }}
+
+{{/* Fails the render when a container's memory request exceeds its limit (the API server
+     would refuse the pod template). Called with (list "<values path>" <resources>). */}}
+{{- define "eip-guard.checkMemory" -}}
+{{- $where := index . 0 }}
+{{- $requests := (index . 1).requests | default dict }}
+{{- $limits := (index . 1).limits | default dict }}
+{{- if and (hasKey $requests "memory") (hasKey $limits "memory") }}
+{{- if gt (include "eip-guard.memoryBytes" $requests.memory | atoi) (include "eip-guard.memoryBytes" $limits.memory | atoi) }}
+{{- $show := dict "request" $requests.memory "limit" $limits.memory }}
+{{- range $k, $v := $show }}{{ if not (kindIs "string" $v) }}{{ $_ := set $show $k (int64 $v) }}{{ end }}{{ end }}
+{{- fail (printf "%s.requests.memory (%v) exceeds %s.limits.memory (%v): Kubernetes refuses such a pod; raise the limit too" $where $show.request $where $show.limit) }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{- define "eip-guard.serviceAccountName" -}}
