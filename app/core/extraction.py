@@ -253,6 +253,9 @@ def _node_report(b: FactBuilder, text: Any) -> None:
     except ValueError:
         b.notes.append(f"{_source(b.obj, 'Node', fld)}: ignored: not JSON")
         return
+    except RecursionError:  # anyone who may annotate a Node may write "[[[[...": not ours
+        b.notes.append(f"{_source(b.obj, 'Node', fld)}: ignored: JSON nested too deeply")
+        return
     source = b.source(fld)
     for nic in as_list(report.get("interfaces")):
         for addr in as_list(as_mapping(nic).get("addresses")):
@@ -355,7 +358,12 @@ def vip_text(b: FactBuilder, value: str, source: Source) -> list[VipValue]:
 def _configmap(b: FactBuilder, options: Options) -> None:
     meta = as_mapping(b.obj.get("metadata"))
     ns, name = as_str(meta.get("namespace")), as_str(meta.get("name"))
-    data = {k: v for k, v in as_mapping(b.obj.get("data")).items() if isinstance(v, str)}
+    # A file may hold what no API server stores: keys that are no strings.
+    data = {
+        k: v
+        for k, v in as_mapping(b.obj.get("data")).items()
+        if isinstance(k, str) and isinstance(v, str)
+    }
     if (ns, name) == options.kube_vip_configmap:
         for key, value in sorted(data.items()):
             if not key.startswith(("cidr-", "range-")):

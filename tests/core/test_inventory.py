@@ -156,6 +156,17 @@ def test_kube_vip_missing_configmap_is_a_gap_not_a_crash() -> None:
     assert "ConfigMap kube-system/nope key 'k' not found" in vip_gaps(inv)[0]
 
 
+def test_configmap_keys_that_are_no_strings_are_left_out() -> None:
+    # A YAML file may hold `1: ...` as a key; no API server stores one.
+    data: dict[Any, str] = {1: "10.0.0.0/24", "cidr-global": "10.1.0.0/24"}
+    provider = configmap("kubevip", data)
+    inv = inv_of(provider)
+    assert fields(inv, FactKind.KUBE_VIP_POOL, "10.1.0.7") == {
+        "ConfigMap kube-system/kubevip (data.cidr-global)"
+    }
+    assert not fields(inv, FactKind.KUBE_VIP_POOL, "10.0.0.7")
+
+
 def vip_gaps(inv: Inventory) -> list[str]:
     """The gaps of kube-vip values (these clusters have no Node or Service: gaps of their own)."""
     return [g for g in inv.gaps if "kube-vip" in g]
@@ -239,6 +250,9 @@ def test_node_report_annotation_from_the_agent() -> None:
     assert fields(inv, FactKind.NODE_GATEWAY, "172.16.0.1")
     broken = inv_of(node("n2", annotations={"eip-guard.io/network": "{not json"}))
     assert broken.notes and "not JSON" in broken.notes[0]
+    # Anyone who may annotate a Node could break the inventory with this; it is only ignored.
+    deep = inv_of(node("n3", annotations={"eip-guard.io/network": "[" * 100_000}))
+    assert deep.notes and "nested too deeply" in deep.notes[0]
 
 
 def test_unknown_kinds_carry_nothing() -> None:
