@@ -6,6 +6,8 @@ so the CLI and the server can print one line and exit, never a traceback.
 
 from __future__ import annotations
 
+import codecs
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,21 +25,36 @@ SNAPSHOT_SUFFIXES = (".yaml", ".yml", ".json")
 MAX_FILE_BYTES = 256 * 1024 * 1024
 
 
-def _documents(path: Path) -> Iterator[Any]:
+def _read(path: Path) -> bytes:
+    """The file's bytes, at most MAX_FILE_BYTES: the size is checked while reading, since
+    /dev/zero, a FIFO or /proc files say nothing (or 0) in st_size."""
+    too_big = InputError(f"{path}: larger than {MAX_FILE_BYTES // 2**20} MiB")
     try:
         if path.stat().st_size > MAX_FILE_BYTES:
-            raise InputError(f"{path}: larger than {MAX_FILE_BYTES // 2**20} MiB")
-        if path.suffix == ".json":  # bytes: jiter reads UTF-8 itself (decoding took 0.05 s)
-            data = path.read_bytes()
-        else:
-            text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+            raise too_big  # without reading it
+        with path.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc}") from exc
-    if path.suffix == ".json":
+    if len(data) > MAX_FILE_BYTES:
+        raise too_big
+    return data
+
+
+def _documents(path: Path) -> Iterator[Any]:
+    data = _read(path)
+    if path.suffix == ".json":  # bytes: jiter reads UTF-8 itself (decoding took 0.05 s)
+        if data.startswith(codecs.BOM_UTF8):  # as json.loads of bytes, and the YAML reader
+            data = data[len(codecs.BOM_UTF8) :]
         if not data or data.isspace():  # not strip(): that copies 47 MB to look
             return  # empty, said by the caller as for YAML; jiter would say "EOF at column 0"
         yield _json_document(path, data)
         return
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: cannot read: {exc}") from exc
+    del data
     try:
         with gc_paused():
             loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -47,6 +64,8 @@ def _documents(path: Path) -> Iterator[Any]:
         raise InputError(f"{path}: not valid YAML: {where}{exc.problem}") from exc
     except (yaml.YAMLError, ValueError) as exc:
         raise InputError(f"{path}: not valid YAML or JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise InputError(f"{path}: nested too deeply to be a Kubernetes manifest") from exc
     yield from docs
 
 
@@ -85,13 +104,35 @@ def _is_list(doc: Any, path: Path) -> bool:
     return False
 
 
+MAX_LIST_DEPTH = 8  # Lists inside Lists: kubectl writes one level; more is a mistake
+
+
 def _objects(doc: Any, path: Path) -> list[Mapping[str, Any]]:
-    # A loop, not a generator per item: that cost 0.3 s for a List of 160,000 objects.
     if doc is None:
         return []
     if not _is_list(doc, path):
         return [doc]
     found: list[Mapping[str, Any]] = []
+    _list_items(doc, path, found, set(), 1)
+    return found
+
+
+def _list_items(
+    doc: Any, path: Path, found: list[Mapping[str, Any]], seen: set[int], depth: int
+) -> None:
+    """Every object of the List ``doc`` into ``found``, Lists inside it opened.
+
+    YAML aliases can make a List hold itself (endless) or the same List many times over (a
+    700-byte file expanding to a billion objects): a List met twice is refused.
+    """
+    if id(doc) in seen:
+        raise InputError(
+            f"{path}: a List appears twice, or inside itself (YAML aliases): write the items out"
+        )
+    if depth > MAX_LIST_DEPTH:
+        raise InputError(f"{path}: Lists nested more than {MAX_LIST_DEPTH} deep")
+    seen.add(id(doc))
+    # A loop, not a generator per item: that cost 0.3 s for a List of 160,000 objects.
     append = found.append
     for item in doc["items"]:
         # The usual item, a dict with a kind that is no List, without the call (160,000).
@@ -103,18 +144,34 @@ def _objects(doc: Any, path: Path) -> list[Mapping[str, Any]]:
         if item is None:
             continue
         if _is_list(item, path):
-            found += _objects(item, path)
+            _list_items(item, path, found, seen, depth + 1)
         else:
-            found.append(item)
-    return found
+            append(item)
+
+
+def _unreadable(exc: OSError) -> None:
+    raise InputError(f"{exc.filename}: cannot read the directory: {exc.strerror or exc}")
 
 
 def _files(path: Path) -> list[Path]:
+    """The snapshot files of ``path``: itself, or those under it (links to directories are
+    not followed, as ``Path.rglob`` does not). What cannot be read is an error, never left
+    out: a snapshot missing part of the cluster would allow what it should deny."""
     if path.is_dir():
-        found = sorted(p for p in path.rglob("*") if p.suffix in SNAPSHOT_SUFFIXES and p.is_file())
+        found: list[Path] = []
+        for top, _dirs, names in os.walk(path, onerror=_unreadable):
+            for name in names:
+                file = Path(top, name)
+                if file.suffix not in SNAPSHOT_SUFFIXES:
+                    continue
+                if not file.exists():
+                    raise InputError(f"{file}: a broken symbolic link")
+                if not file.is_file():
+                    raise InputError(f"{file}: not a regular file")
+                found.append(file)
         if not found:
             raise InputError(f"{path}: a directory without .yaml, .yml or .json files")
-        return found
+        return sorted(found)
     if not path.exists():
         raise InputError(f"{path}: no such file or directory")
     return [path]

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import gc
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +18,7 @@ from app.sources.errors import InputError
 from app.sources.files import load_objects
 from app.sources.gc_pause import gc_paused
 
+ROOT = Path(__file__).resolve().parents[2]
 SERVICE = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a", "namespace": "n"}}
 
 
@@ -28,7 +34,6 @@ def error_of(path: Path) -> str:
         ('{"kind": "List", "items": [\n  {"kind": "Service",}\n]}', "line 2 column 22"),
         ('{"kind": "List", "items": [', "line 1 column 27"),
         ('{"kind": "Service"} {}', "line 1 column 21"),
-        ("\ufeff{}", "line 1 column 1"),  # a BOM: json.loads refused it too
     ],
 )
 def test_invalid_json_names_the_file_and_where(tmp_path: Path, text: str, where: str) -> None:
@@ -58,6 +63,86 @@ def test_an_empty_file_is_an_error_not_an_empty_cluster(
 def test_a_directory_without_snapshot_files_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("kind: Service")
     assert error_of(tmp_path) == f"{tmp_path}: a directory without .yaml, .yml or .json files"
+
+
+def test_a_byte_order_mark_is_skipped_in_json_as_in_yaml(tmp_path: Path) -> None:
+    # Windows editors write one; json.loads of the bytes skips it, and so does the YAML reader.
+    text = '\ufeff{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"}}'
+    for suffix in (".json", ".yaml"):
+        path = tmp_path / f"bom{suffix}"
+        path.write_text(text, encoding="utf-8")
+        assert [o["metadata"]["name"] for o in load_objects(path)] == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("&a {kind: List, items: [*a]}", "a List appears twice, or inside itself"),
+        # A few hundred bytes that expand to a million objects (more levels: a billion).
+        (
+            "a: &b0 {kind: List, items: [{kind: Service}]}\n"
+            + "".join(f"b{i + 1}: &b{i + 1} {{kind: List, items: [{', '.join([f'*b{i}'] * 10)}]}}\n"
+                      for i in range(6))
+            + "kind: List\nitems: [*b6]\n",
+            "a List appears twice",
+        ),
+        (
+            "kind: List\nitems:\n" + "".join(
+                "  " * i + "- kind: List\n" + "  " * i + "  items:\n" for i in range(9)
+            ) + "  " * 9 + "- {kind: Service}\n",
+            "Lists nested more than 8 deep",
+        ),
+        ("[" * 100_000, "line 1: exceeded maximum nesting depth"),  # libyaml's own check
+    ],
+)  # fmt: skip
+def test_lists_that_never_end_are_refused(tmp_path: Path, text: str, says: str) -> None:
+    path = tmp_path / "snap.yaml"
+    path.write_text(text)
+    assert says in error_of(path)
+
+
+def test_the_size_limit_holds_where_the_file_says_no_size(tmp_path: Path) -> None:
+    # /dev/zero (as a FIFO would) reports size 0; the read itself stops at the limit.
+    with pytest.raises(InputError, match="larger than 256 MiB"):
+        load_objects(Path("/dev/zero"))
+
+
+def test_what_a_directory_cannot_show_is_an_error_not_left_out(tmp_path: Path) -> None:
+    snap = tmp_path / "snap"
+    (snap / "eips").mkdir(parents=True)
+    (snap / "core.yaml").write_text("kind: Service\n")
+    (snap / "gone.yaml").symlink_to(tmp_path / "nowhere.yaml")
+    assert error_of(snap) == f"{snap / 'gone.yaml'}: a broken symbolic link"
+    (snap / "gone.yaml").unlink()
+    os.mkfifo(snap / "pipe.yaml")
+    assert error_of(snap) == f"{snap / 'pipe.yaml'}: not a regular file"
+    (snap / "pipe.yaml").unlink()
+    for i in range(12):  # siblings, not depth
+        (snap / "eips" / f"eips{i}.yaml").write_text("kind: List\nitems: [{kind: Eip}]\n")
+    assert len(load_objects(snap)) == 13
+
+
+def test_an_unreadable_folder_is_an_error_not_left_out() -> None:
+    # A folder of Eips left out would let an Eip that conflicts with them pass. Root reads
+    # everything: the check runs as nobody, in a child, in a folder nobody may walk to.
+    top = Path(tempfile.mkdtemp(prefix="eip-guard-"))
+    try:
+        top.chmod(0o755)
+        (top / "eips").mkdir()
+        (top / "core.yaml").write_text("kind: Service\n")
+        (top / "eips" / "eips.yaml").write_text("kind: Eip\n")
+        (top / "eips").chmod(0)
+        code = (
+            "import os, sys\nfrom pathlib import Path\nfrom app.sources.files import load_objects\n"
+            "if os.geteuid() == 0:\n    os.setgid(65534)\n    os.setuid(65534)\n"
+            "try:\n    load_objects(Path(sys.argv[1]))\nexcept Exception as e:\n    print(e)\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code, str(top)], capture_output=True,
+                             text=True, check=True, cwd=ROOT).stdout  # fmt: skip
+    finally:
+        (top / "eips").chmod(0o755)
+        shutil.rmtree(top)
+    assert out.strip() == f"{top / 'eips'}: cannot read the directory: Permission denied"
 
 
 def test_an_empty_list_is_kubectls_nothing_found(tmp_path: Path) -> None:
