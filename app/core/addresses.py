@@ -105,6 +105,20 @@ class AddressError(ValueError):
     """An address string that eip-guard (and OpenELB) does not accept, with the reason."""
 
 
+# Of a value quoted in a message (an IPv6 range is up to 91 characters): values come from
+# anyone who may write an Eip, and a megabyte of garbage must not come back several times.
+SHOWN_LENGTH = 128
+
+
+def shown(value: str) -> str:
+    """``value`` cut to SHOWN_LENGTH characters."""
+    return value if len(value) <= SHOWN_LENGTH else value[: SHOWN_LENGTH - 3] + "..."
+
+
+def quoted(value: str) -> str:
+    return repr(shown(value))
+
+
 def parse_ip(text: str) -> IP:
     """Parse one plain IP, as strictly as OpenELB's Go parser and a little stricter.
 
@@ -118,17 +132,17 @@ def parse_ip(text: str) -> IP:
     if text == "":
         raise AddressError("empty address")
     if text != text.strip() or any(c.isspace() for c in text):
-        raise AddressError(f"{text!r} contains whitespace")
+        raise AddressError(f"{quoted(text)} contains whitespace")
     if "%" in text:
-        raise AddressError(f"{text!r} has a zone ID; zone IDs are not allowed")
+        raise AddressError(f"{quoted(text)} has a zone ID; zone IDs are not allowed")
     if _ADDRESS_CHARS.fullmatch(text) is None:  # a hostname: spare ipaddress's two attempts
-        raise AddressError(f"{text!r} is not an IP address")
+        raise AddressError(f"{quoted(text)} is not an IP address")
     try:
         ip = ipaddress.ip_address(text)
     except ValueError:
-        raise AddressError(f"{text!r} is not an IP address") from None
+        raise AddressError(f"{quoted(text)} is not an IP address") from None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        raise AddressError(f"{text!r} is an IPv4-mapped IPv6 address; write {ip.ipv4_mapped}")
+        raise AddressError(f"{quoted(text)} is an IPv4-mapped IPv6 address; write {ip.ipv4_mapped}")
     return ip
 
 
@@ -274,13 +288,13 @@ def _key_and_cidr(text: str) -> tuple[int, Span]:
     prefix = _PREFIXES.get(prefix_text)
     if prefix is None:
         if not (prefix_text.isascii() and prefix_text.isdigit()):  # "" too
-            raise AddressError(f"{text!r} needs a decimal prefix length after '/'")
+            raise AddressError(f"{quoted(text)} needs a decimal prefix length after '/'")
         if len(prefix_text) > 1 and prefix_text[0] == "0":
-            raise AddressError(f"{text!r} has a prefix length with a leading zero")
+            raise AddressError(f"{quoted(text)} has a prefix length with a leading zero")
         prefix = int(prefix_text)
     offset, max_prefixlen = (0, 32) if key < V6_OFFSET else (V6_OFFSET, 128)
     if prefix > max_prefixlen:
-        raise AddressError(f"{text!r} has a prefix longer than {max_prefixlen}")
+        raise AddressError(f"{quoted(text)} has a prefix longer than {max_prefixlen}")
     host_bits = max_prefixlen - prefix
     first = (key - offset) >> host_bits << host_bits  # clear the host bits, as strict=False
     first += offset
@@ -293,9 +307,11 @@ def parse_range(text: str) -> Span:
     first, last = parse_key(left), parse_key(right)
     if (first < V6_OFFSET) != (last < V6_OFFSET):
         first_ip, last_ip = key_ip(first), key_ip(last)
-        raise AddressError(f"{text!r} mixes IPv{first_ip.version} and IPv{last_ip.version}")
+        raise AddressError(f"{quoted(text)} mixes IPv{first_ip.version} and IPv{last_ip.version}")
     if first > last:
-        raise AddressError(f"{text!r} is reversed: {key_ip(first)} comes after {key_ip(last)}")
+        raise AddressError(
+            f"{quoted(text)} is reversed: {key_ip(first)} comes after {key_ip(last)}"
+        )
     return _new(Span, (first, last, None))
 
 

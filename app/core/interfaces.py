@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
-from app.core.addresses import IP, AddressError, ip_key, parse_ip
+from app.core.addresses import IP, AddressError, ip_key, parse_ip, quoted
 
 CAN_REACH_PREFIX = "can_reach:"
 
@@ -49,10 +49,19 @@ class BadInterface:
 InterfaceSpec = NoInterface | NicName | CanReach | BadInterface
 
 
-@functools.lru_cache(maxsize=4096)
+# The longest value worth caching: "can_reach:" and the longest IPv6 text is 55 characters,
+# a NIC name at most 15. Longer ones are parsed each time: any Eip writer could otherwise
+# pin 4,096 values of megabytes each in the webhook's memory.
+CACHED_LENGTH = 64
+
+
 def parse_interface(text: str | None) -> InterfaceSpec:
-    # Cached: the results are immutable, and a cluster's Eips repeat a few values (50,000
-    # Eips, a can_reach gateway per rack), so they share one spec and one IP object each.
+    if text is not None and len(text) > CACHED_LENGTH:
+        return _parse(text)
+    return _parse_cached(text)
+
+
+def _parse(text: str | None) -> InterfaceSpec:
     if not text:
         return NoInterface()
     if ":" not in text:
@@ -60,14 +69,19 @@ def parse_interface(text: str | None) -> InterfaceSpec:
     prefix, _, value = text.partition(":")
     if prefix != "can_reach":
         return BadInterface(
-            f"the prefix {prefix + ':'!r} is not supported; OpenELB only understands "
+            f"the prefix {quoted(prefix + ':')} is not supported; OpenELB only understands "
             f"'can_reach:<IP>' (a NIC name cannot contain ':')"
         )
     if value == "":
         return BadInterface("'can_reach:' needs one plain IP after the colon")
     if "/" in value:
-        return BadInterface(f"{value!r} is a CIDR; 'can_reach:' takes one plain IP")
+        return BadInterface(f"{quoted(value)} is a CIDR; 'can_reach:' takes one plain IP")
     try:
         return CanReach(parse_ip(value))
     except AddressError as exc:
         return BadInterface(f"'can_reach:' takes one plain IP: {exc}")
+
+
+# Cached: the results are immutable, and a cluster's Eips repeat a few values (50,000 Eips,
+# a can_reach gateway per rack), so they share one spec and one IP object each.
+_parse_cached = functools.lru_cache(maxsize=4096)(_parse)

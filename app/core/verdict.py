@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import NamedTuple
 
+from app.core.addresses import shown
+
 WARNING_LIMIT = 120  # the API server shows warnings of this size intact (domain.md section 5)
 
 
@@ -48,7 +50,7 @@ class Violation(NamedTuple):
     @property
     def message(self) -> str:
         """Kubernetes field-error form: ``spec.interface: Invalid value: "x": detail``."""
-        return f'{self.field}: Invalid value: "{self.value}": {self.detail}'
+        return f'{self.field}: Invalid value: "{shown(self.value)}": {self.detail}'
 
 
 def aggregate(messages: Sequence[str]) -> str:

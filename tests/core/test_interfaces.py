@@ -6,7 +6,18 @@ import ipaddress
 
 import pytest
 
-from app.core.interfaces import BadInterface, CanReach, NicName, NoInterface, parse_interface
+from app.core.eips import Eip
+from app.core.interfaces import (
+    BadInterface,
+    CanReach,
+    NicName,
+    NoInterface,
+    _parse_cached,
+    parse_interface,
+)
+from app.core.inventory import build
+from app.core.rules import check
+from tests.core.objects import eip
 
 
 @pytest.mark.parametrize(
@@ -44,3 +55,32 @@ def test_rejected_like_openelb(text: str, reason: str) -> None:
     spec = parse_interface(text)
     assert isinstance(spec, BadInterface)
     assert reason in spec.reason
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x" * 3_000_000,
+        "can_reach:" + "1" * 3_000_000,
+        "p" * 3_000_000 + ":x",
+        "can_reach:1/" + "2" * 3_000_000,
+    ],
+)
+def test_a_huge_value_is_neither_kept_nor_echoed_whole(text: str) -> None:
+    # Anyone who may write an Eip sends this; each one cached would pin megabytes, and the
+    # denial would carry it back several times.
+    before = _parse_cached.cache_info().currsize
+    spec = parse_interface(text)
+    assert _parse_cached.cache_info().currsize == before
+    if isinstance(spec, BadInterface):
+        assert len(spec.reason) < 400
+    inventory = build([])
+    verdict = check(
+        Eip.from_object(eip("big", "10.0.0.1-10.0.0.9", interface=text)), None, inventory
+    )
+    assert all(len(v.message) < 1000 for v in verdict.denied_by + verdict.warned_by)
+
+
+def test_usual_values_share_one_parsed_spec() -> None:
+    assert parse_interface("can_reach:192.0.2.1") is parse_interface("can_reach:192.0.2.1")
+    assert parse_interface("eth0") is parse_interface("eth0")
