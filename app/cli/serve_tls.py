@@ -33,7 +33,7 @@ from app.pki.certs import CertError, check_dns_name
 from app.pki.hot_tls import HotContext, read_pair, watch_files
 from app.pki.rotation import service_dns_names
 from app.sources.errors import InputError
-from app.webhook.server import Server, config, listen
+from app.webhook.server import GRACEFUL_SHUTDOWN_SECONDS, Server, config, listen
 
 log = logging.getLogger(__name__)
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -196,6 +196,8 @@ def serve(app: Any, sock: socket.socket, tls: Tls, probe_sock: socket.socket | N
                 access_log=False,
                 server_header=False,
                 ws="none",
+                # As the webhook's: a client that never reads must not hold the exit forever.
+                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
             )
         )
     probe_sockets = [probe_sock] if probe_sock is not None else []

@@ -15,10 +15,12 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from app.core.sources import InventorySource, Readiness
@@ -41,12 +43,18 @@ class _TooLarge(Exception):
     pass
 
 
-def _problem(code: int, reason: str) -> Response:
+def _problem(code: int, reason: str, headers: Mapping[str, str] | None = None) -> Response:
     # No "Connection: close" on 413: closing with the client's body unread makes the kernel
     # reset the connection, which can destroy the answer before the client reads it. uvicorn
     # discards the rest of the body instead and keeps the connection.
     body = json.dumps({"code": code, "reason": reason}).encode()
-    return Response(body, status_code=code, media_type=JSON)
+    return Response(body, status_code=code, media_type=JSON, headers=headers)
+
+
+async def _http_problem(_: Request, exc: Exception) -> Response:
+    """Starlette's own answers (404, 405 with its Allow header) in our {code, reason} form."""
+    assert isinstance(exc, StarletteHTTPException)
+    return _problem(exc.status_code, str(exc.detail), exc.headers)
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:
@@ -90,6 +98,10 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.metrics = metrics
+    app.add_exception_handler(StarletteHTTPException, _http_problem)
+    # /validate-eip/ is not /validate-eip: a redirect built from the Host header would send
+    # the API server elsewhere (and it does not follow redirects for a POST anyway).
+    app.router.redirect_slashes = False
 
     def record(review: AdmissionReviewRequest, decision: Decision, started: float) -> None:
         elapsed = time.perf_counter() - started
@@ -114,7 +126,6 @@ def create_app(
         log_decision(level, "admission decision", fields)
 
     async def validate(request: Request) -> Response:
-        started = time.perf_counter()
         content_type = request.headers.get("content-type", "")
         if content_type.partition(";")[0].strip().lower() != JSON:
             metrics.rejected.labels("400").inc()
@@ -126,6 +137,7 @@ def create_app(
             return _problem(413, f"the body exceeds {max_body_bytes} bytes")
         except ClientDisconnect:
             return _problem(400, "the client went away while sending the body")
+        started = time.perf_counter()  # judging starts here: a slow upload is the client's
         try:
             review = AdmissionReviewRequest.model_validate_json(body)
         except ValidationError as exc:

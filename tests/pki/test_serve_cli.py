@@ -4,13 +4,16 @@ of certificate files, and the plain-HTTP probe port."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
 import signal
+import socket
 import ssl
 import subprocess
 import sys
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +26,7 @@ from cryptography import x509
 from app.cli.main import main
 from app.pki.certs import KeyPair, make_bundle, make_serving, write_bundle
 from app.pki.rotation import service_dns_names
+from app.webhook.server import GRACEFUL_SHUTDOWN_SECONDS
 from tests.chart.rendering import ROOT
 from tests.kmock_harness import kubeconfig
 from tests.pki.test_self_managed import install, state
@@ -222,3 +226,23 @@ def test_bad_tls_flags_exit_2_with_one_line(
     assert main(["serve", *SNAPSHOT, *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_a_probe_client_that_never_reads_does_not_hold_the_exit(tmp_path: Path) -> None:
+    # 20,000 pipelined scrapes, never read: the probe server's writes stall. SIGTERM must
+    # still end the process within the graceful shutdown, as on the webhook port.
+    with serving_files(tmp_path) as (server, line, _):
+        probe = urllib.parse.urlsplit(line["probe"])
+        assert probe.hostname is not None and probe.port is not None
+        stalled = socket.create_connection((probe.hostname, probe.port))
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.settimeout(2)
+        try:
+            with contextlib.suppress(OSError):  # the send buffer fills up: enough
+                for _ in range(20_000):
+                    stalled.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            server.proc.send_signal(signal.SIGTERM)
+            # Within the 10 s grace and a margin; before the fix it waited for the client.
+            assert server.proc.wait(timeout=GRACEFUL_SHUTDOWN_SECONDS + 15) == 0
+        finally:
+            stalled.close()

@@ -94,6 +94,17 @@ def test_json_with_a_charset_is_fine(webhook: Webhook) -> None:
     assert response.json()["response"] == {"uid": "cs", "allowed": True}
 
 
+def test_wrong_paths_and_methods_answer_in_the_same_form(webhook: Webhook) -> None:
+    body = json.dumps(review(example_eip("good"))).encode()
+    headers = {"content-type": "application/json"}
+    assert reason_of(webhook.http.get("/validate-eip"), 405) == "Method Not Allowed"
+    assert webhook.http.get("/validate-eip").headers["allow"] == "POST"
+    assert reason_of(webhook.http.get("/nowhere"), 404) == "Not Found"
+    # No redirect to a URL made from the Host header: the webhook's path is exact.
+    slash = webhook.http.post("/validate-eip/", content=body, headers=headers)
+    assert reason_of(slash, 404) == "Not Found"
+
+
 # --- 413 -----------------------------------------------------------------------------
 
 
@@ -226,6 +237,25 @@ def test_metrics_count_verdicts_rules_rejections_and_latency(start: Start) -> No
     assert sample(text, "eip_guard_http_rejected_total", code="400") == 1
     assert sample(text, "eip_guard_admission_duration_seconds_count") == 3
     assert sample(text, "eip_guard_admission_duration_seconds_bucket", le="+Inf") == 3
+
+
+def test_the_latency_is_judging_not_the_clients_upload(start: Start) -> None:
+    metrics = Metrics()
+    hook = start(create_app(StaticSource(example_inventory()), Policy(), metrics=metrics))
+    body = json.dumps(review(example_eip("good"))).encode()
+
+    def slowly() -> Iterator[bytes]:
+        yield body[:10]
+        time.sleep(0.5)  # a slow client, not a slow decision
+        yield body[10:]
+
+    response = hook.http.post(
+        "/validate-eip", content=slowly(), headers={"content-type": "application/json"}
+    )
+    assert response.json()["response"]["allowed"] is True
+    text = hook.http.get("/metrics").text
+    assert sample(text, "eip_guard_admission_duration_seconds_count") == 1
+    assert sample(text, "eip_guard_admission_duration_seconds_sum") < 0.5
 
 
 def test_each_app_counts_in_its_own_registry(start: Start) -> None:
