@@ -73,6 +73,10 @@ def test_a_mistyped_manifest_is_denied_by_the_schema_rule(
           "--policy", "{ex}"], "a directory; give one file"),
         (["audit", "--cluster", "{ex}/cluster.yaml", "--cluster", "{empty}"], "empty, no YAML"),
         (["audit", "--cluster", "{ex}/cluster.yaml", "-o", "xml"], "invalid choice"),
+        # `--cluster "$SNAP"` with SNAP unset: Path("") is ".", the whole working directory.
+        (["check", "-f", "{ex}/eip-bad.yaml", "--cluster", ""], "--cluster: an empty path"),
+        (["check", "-f", " ", "--cluster", "{ex}/cluster.yaml"], "--filename: an empty path"),
+        (["certs", "--out", "", "--dns", "x"], "--out: an empty path"),
     ],
 )  # fmt: skip
 def test_bad_input_exits_2_with_one_line(
@@ -95,7 +99,8 @@ def test_bad_input_exits_2_with_one_line(
     assert code == 2
     assert out == ""
     assert says in err and "Traceback" not in err
-    if not ("required" in says or "choice" in says):  # argparse's own errors add a usage line
+    # argparse's own errors add a usage line.
+    if not ("required" in says or "choice" in says or "empty path" in says):
         assert err.count("\n") == 1
 
 

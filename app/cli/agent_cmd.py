@@ -4,9 +4,9 @@ agent_run."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
+from app.cli.flags import path
 from app.cli.lazy import lazy
 from app.core.labels import NODE_REPORT_ANNOTATION
 
@@ -26,7 +26,7 @@ def register(sub: Any) -> None:
     mode.add_argument(
         "--cluster",
         action="append",
-        type=Path,
+        type=path,
         metavar="SNAPSHOT",
         help="static mode: YAML/JSON file or directory of objects, re-read when it changes",
     )

@@ -3,9 +3,9 @@ flags. What it runs is in certs_run."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
+from app.cli.flags import path
 from app.cli.lazy import lazy
 
 
@@ -16,7 +16,7 @@ def register(sub: Any) -> None:
         description="Writes ca.crt, ca.key, tls.crt and tls.key (keys mode 0600) into --out "
         "and prints the base64 caBundle for the ValidatingWebhookConfiguration.",
     )
-    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.add_argument("--out", type=path, required=True, metavar="DIR")
     p.add_argument(
         "--dns",
         action="append",

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
+from app.cli.flags import path
 from app.cli.lazy import lazy
 from app.kube.settings import in_cluster
 
@@ -17,13 +17,13 @@ def cluster_args(p: argparse.ArgumentParser, output: bool = True) -> None:
     source.add_argument(
         "--cluster",
         action="append",
-        type=Path,
+        type=path,
         metavar="SNAPSHOT",
         help="YAML/JSON file or directory of Kubernetes objects (repeatable); "
         "--kubeconfig reads the live cluster instead",
     )
     source_args(p, source)
-    p.add_argument("--policy", type=Path, help="policy file: per-rule deny|warn|off")
+    p.add_argument("--policy", type=path, help="policy file: per-rule deny|warn|off")
     p.add_argument(
         "--kube-vip-configmap",
         default="kube-system/kubevip",
@@ -69,8 +69,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "check", help="judge one Eip manifest against a cluster snapshot or the live cluster"
     )
-    p.add_argument("-f", "--filename", type=Path, required=True, help="the Eip manifest")
-    p.add_argument("--old", type=Path, help="the Eip as it is now (judges an UPDATE)")
+    p.add_argument("-f", "--filename", type=path, required=True, help="the Eip manifest")
+    p.add_argument("--old", type=path, help="the Eip as it is now (judges an UPDATE)")
     cluster_args(p)
     _strict(p)
     p.set_defaults(run=lazy("app.cli.check_run", "run_check"))
@@ -84,6 +84,6 @@ def register(sub: Any) -> None:
         "rules",
         help="list the rule ids, what each denies, and the action a policy file gives each",
     )
-    r.add_argument("--policy", type=Path, help="policy file to show the actions of")
+    r.add_argument("--policy", type=path, help="policy file to show the actions of")
     r.add_argument("-o", "--output", choices=("text", "json"), default="text")
     r.set_defaults(run=lazy("app.cli.check_run", "run_rules"))

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import math
+from pathlib import Path
 
 from app.sources.errors import InputError
+
+
+def path(value: str) -> Path:
+    """A path flag's type. ``Path("")`` is ``.``: an unset variable in ``--cluster "$SNAP"``
+    would read the whole working directory as the cluster (or write certificates there)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("an empty path (an unset shell variable?)")
+    return Path(value)
 
 
 def seconds(flag: str, value: float, *, zero: bool = False) -> float:

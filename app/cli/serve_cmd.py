@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 from typing import Any
 
 from app.cli.check_cmd import cluster_args
+from app.cli.flags import path
 from app.cli.lazy import lazy
 from app.kube.settings import LiveSettings
 
@@ -74,8 +74,8 @@ def tls_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
         "TLS", "either --tls-cert-file and --tls-key-file, or --tls-secret (self-managed)"
     )
-    g.add_argument("--tls-cert-file", type=Path, metavar="FILE")
-    g.add_argument("--tls-key-file", type=Path, metavar="FILE")
+    g.add_argument("--tls-cert-file", type=path, metavar="FILE")
+    g.add_argument("--tls-key-file", type=path, metavar="FILE")
     g.add_argument(
         "--tls-reload-interval",
         type=float,
