@@ -255,6 +255,19 @@ def test_strict_fails_on_warnings_and_on_what_was_not_checked(
     assert run_cli(capsys, "audit", "--cluster", cluster, "--strict")[0] == 0
     code, _, err = run_cli(capsys, "audit", "--cluster", str(empty), "--strict")
     assert code == 1 and "2 part(s) of the cluster not checked" in err
+    # What --strict counts, audit lists: an Eip whose only warning is a note included.
+    noted = tmp_path / "noted.yaml"
+    noted.write_text(
+        (examples / "cluster.yaml").read_text()
+        + "\n---\napiVersion: network.kubesphere.io/v1alpha2\nkind: Eip\n"
+        "metadata: {name: odd, annotations: {eip-guard.io/allow-rules: no-such-rule}}\n"
+        "spec: {address: 192.168.77.10, protocol: layer2, interface: eth0}\n"
+    )
+    code, out, err = run_cli(capsys, "audit", "--cluster", str(noted), "--strict")
+    assert code == 1 and "--strict: 1 warning(s)" in err
+    assert "Eip odd: allowed\n  note  eip-guard: unknown rule id(s)" in out
+    code, out, _ = run_cli(capsys, "audit", "--cluster", str(noted), "-o", "json")
+    assert code == 0 and "unknown rule id" in json.dumps(json.loads(out)["findings"]["odd"])
 
 
 def test_a_reader_that_goes_away_stops_the_output_quietly(tmp_path: Path) -> None:
