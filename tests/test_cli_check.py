@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -303,3 +304,27 @@ def test_output_that_cannot_be_written_is_one_line(argv: list[str]) -> None:
     assert done.returncode == 2
     assert done.stderr.splitlines()[-1] == "eip-guard: [Errno 28] No space left on device"
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+
+
+def test_closed_or_failing_standard_streams_keep_the_output_and_the_exit_code_true(
+    tmp_path: Path,
+) -> None:
+    empty = tmp_path / "none.yaml"  # notes on stderr: no Node, no Service
+    empty.write_text("kind: List\nitems: []\n")
+    cli = [sys.executable, "-m", "app.cli.main"]
+    # stderr closed (2>&-): its notes must not land in the JSON on stdout.
+    done = subprocess.run([*cli, "audit", "--cluster", str(empty), "-o", "json"], cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True,
+                          preexec_fn=lambda: os.close(2), check=False)  # fmt: skip
+    assert done.returncode == 0 and json.loads(done.stdout)["eips"] == 0
+    # stdout closed (>&-): the verdict is the exit code, with no traceback.
+    bad = ROOT / "examples" / "eip-bad.yaml"
+    done = subprocess.run([*cli, "check", "-f", str(bad), "--cluster", str(ROOT / "examples" /
+                           "cluster.yaml")], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                          preexec_fn=lambda: os.close(1), check=False)  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    # stderr full (2>/dev/full): exit 2, as for stdout, not 1 ("violations").
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([*cli, "audit", "--cluster", str(empty)], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=full, check=False)  # fmt: skip
+    assert done.returncode == 2

@@ -9,6 +9,7 @@ Exit codes: 0 allowed / clean, 1 denied / violations found, 2 bad input or usage
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -39,6 +40,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _stand_in_for_closed_streams()
     args = parser().parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
     try:
@@ -48,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:
         # One line, whatever the parser below said (YAML errors span several lines).
         one_line = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
-        print(f"eip-guard: {one_line}", file=sys.stderr)
+        _say(f"eip-guard: {one_line}")
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
@@ -61,8 +63,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         # What the machine refused (a full disk under `> out.json`, a device error): the
         # input errors are InputError above, so this is the environment, said in one line.
         _drop_stdout()
-        print(f"eip-guard: {exc}", file=sys.stderr)
+        _say(f"eip-guard: {exc}")
         return EXIT_USAGE
+
+
+def _say(line: str) -> None:
+    """A line on stderr, if stderr takes it: when it is what failed (``2>/dev/full``), the
+    exit code alone has to tell."""
+    with contextlib.suppress(OSError, ValueError):
+        print(line, file=sys.stderr, flush=True)
+
+
+def _stand_in_for_closed_streams() -> None:
+    """Python makes a stream that was closed at start (``>&-``, ``2>&-``) None, and
+    ``print(file=None)`` then writes to stdout: stderr's notes would land in the middle of
+    ``-o json``. What goes to a closed stream goes nowhere instead."""
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 - for the process's life
 
 
 def _drop_stdout() -> None:
