@@ -319,10 +319,10 @@ def test_closed_or_failing_standard_streams_keep_the_output_and_the_exit_code_tr
     assert done.returncode == 0 and json.loads(done.stdout)["eips"] == 0
     # stdout closed (>&-): the verdict is the exit code, with no traceback.
     bad = ROOT / "examples" / "eip-bad.yaml"
-    done = subprocess.run([*cli, "check", "-f", str(bad), "--cluster", str(ROOT / "examples" /
-                           "cluster.yaml")], cwd=ROOT, stderr=subprocess.PIPE, text=True,
-                          preexec_fn=lambda: os.close(1), check=False)  # fmt: skip
-    assert done.returncode == 1 and "Traceback" not in done.stderr
+    judged = subprocess.run([*cli, "check", "-f", str(bad), "--cluster", str(ROOT / "examples" /
+                             "cluster.yaml")], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: os.close(1), check=False)  # fmt: skip
+    assert judged.returncode == 1 and "Traceback" not in judged.stderr
     # stderr full (2>/dev/full): exit 2, as for stdout, not 1 ("violations").
     with open("/dev/full", "w") as full:
         done = subprocess.run([*cli, "audit", "--cluster", str(empty)], cwd=ROOT,

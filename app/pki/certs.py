@@ -14,6 +14,7 @@ import datetime as dt
 import ipaddress
 import os
 import re
+import secrets
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -312,8 +313,11 @@ def bundle_files(bundle: Bundle) -> dict[str, bytes]:
 def _write_all(files: dict[Path, tuple[bytes, int]]) -> None:
     """Write every file next to its place, then rename them all: a failed write (a full
     disk) leaves the old set whole, and a reader (or a reloading server) never sees half of
-    one file. Renames within a directory do not fail for want of space."""
+    one file. Renames within a directory do not fail for want of space; should one fail all
+    the same, the files already renamed get their old contents back (a hard link to each
+    kept before the first rename), so the set is never half new."""
     temps: list[tuple[str, Path]] = []
+    kept: dict[Path, str] = {}
     try:
         for path, (data, mode) in files.items():
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -321,11 +325,26 @@ def _write_all(files: dict[Path, tuple[bytes, int]]) -> None:
             os.fchmod(fd, mode)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-        for tmp, path in temps:
-            os.replace(tmp, path)
+        for _, path in temps:
+            if os.path.lexists(path):  # what cannot be linked (a directory) fails here, early
+                old = f"{path.parent}/.{path.name}.{secrets.token_hex(6)}.old"
+                os.link(path, old, follow_symlinks=False)
+                kept[path] = old
+        renamed: list[Path] = []
+        try:
+            for tmp, path in temps:
+                os.replace(tmp, path)
+                renamed.append(path)
+        except OSError:
+            for path in reversed(renamed):
+                if path in kept:
+                    os.replace(kept.pop(path), path)
+                else:
+                    path.unlink(missing_ok=True)
+            raise
     finally:
-        for tmp, _ in temps:
-            Path(tmp).unlink(missing_ok=True)  # nothing left once renamed
+        for leftover in [tmp for tmp, _ in temps] + list(kept.values()):
+            Path(leftover).unlink(missing_ok=True)  # nothing left once renamed
 
 
 def write_bundle(bundle: Bundle, out: Path, force: bool = False) -> list[Path]:

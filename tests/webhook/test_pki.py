@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import os
 import stat
 import subprocess
 import sys
@@ -206,4 +207,43 @@ def test_a_write_that_fails_half_way_replaces_none_of_the_files(tmp_path: Path) 
     assert read_bundle(tmp_path) == old
     assert "cannot write certificates (none replaced)" in done.stdout
     assert "File too large" in done.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ca.crt", "ca.key", "tls.crt", "tls.key"]
+
+
+def test_a_place_that_cannot_take_a_file_replaces_none_of_the_others(tmp_path: Path) -> None:
+    # A directory where tls.key goes: the renames of the other three came first, and the
+    # set was left half new while the error said "none replaced".
+    names = ["eip-guard.eip-guard.svc"]
+    old = make_bundle(names)
+    write_bundle(old, tmp_path)
+    (tmp_path / "tls.key").unlink()
+    (tmp_path / "tls.key").mkdir()
+    before = {n: (tmp_path / n).read_bytes() for n in ("ca.crt", "ca.key", "tls.crt")}
+    with pytest.raises(CertError, match="none replaced"):
+        write_bundle(make_bundle(names), tmp_path, force=True)
+    assert {n: (tmp_path / n).read_bytes() for n in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ca.crt", "ca.key", "tls.crt", "tls.key"]
+
+
+def test_a_rename_that_fails_half_way_puts_the_old_files_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Renames in one directory do not fail for want of space; this one fails all the same
+    # (injected: the kernel gives no way to refuse the third rename once the others passed).
+    names = ["eip-guard.eip-guard.svc"]
+    old = make_bundle(names)
+    write_bundle(old, tmp_path)
+    real, calls = os.replace, []
+
+    def third_fails(src: str, dst: Path) -> None:
+        calls.append(dst)
+        if len(calls) == 3:
+            raise OSError(5, "Input/output error")
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", third_fails)  # the module's os is this one
+    with pytest.raises(CertError, match="none replaced"):
+        write_bundle(make_bundle(names), tmp_path, force=True)
+    monkeypatch.undo()
+    assert read_bundle(tmp_path) == old
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ca.crt", "ca.key", "tls.crt", "tls.key"]
