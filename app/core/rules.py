@@ -60,6 +60,11 @@ LO_TRAP = (
     "loses its NIC at its next restart"
 )
 LO_TRAP_SENTENCE = LO_TRAP[0].upper() + LO_TRAP[1:] + "."
+# What the conflict does to OpenELB's speaker, by rule: every claim but a pod CIDR is bound.
+_CONSEQUENCE = {
+    "can-reach-pod-cidr": "'ip route get' then answers a pod-network device (a CNI bridge or "
+    "tunnel), so OpenELB's speaker answers on the wrong NIC, or on none.",
+}
 INTERFACE = "spec.interface"
 ADDRESS = "spec.address"
 DEFAULT_POLICY = Policy()
@@ -282,7 +287,7 @@ def _can_reach_rules(r: Review) -> Iterator[Violation]:
                 rule,
                 INTERFACE,
                 eip.interface_text,
-                f"{_named(reasons)}. {LO_TRAP_SENTENCE} {advice}",
+                f"{_named(reasons)}. {_CONSEQUENCE.get(rule, LO_TRAP_SENTENCE)} {advice}",
                 reasons[0].partition(";")[0],
                 advisory,
             )

@@ -90,6 +90,10 @@ def test_can_reach_conflicts_deny_and_name_the_source(ip: str, rule: str, names:
     message = next(x.message for x in v.denied_by if x.rule == rule)
     assert names in message
     assert f"can_reach:{GW}" in message
+    # Why it breaks: a bound IP sends the route to lo; a pod CIDR sends it into the pod network.
+    bound = "makes 'ip route get' answer 'lo'" in message
+    assert bound == (rule != "can-reach-pod-cidr"), message
+    assert ("pod-network device" in message) == (rule == "can-reach-pod-cidr"), message
 
 
 @pytest.mark.parametrize(
