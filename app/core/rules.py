@@ -178,13 +178,25 @@ def _free_in_inventory(subnet: Span, inventory: Inventory) -> tuple[tuple[int, s
     return cast(tuple[tuple[int, str], ...], found)
 
 
-def _first_subnets(inventory: Inventory) -> tuple[Fact, ...]:
-    """The lowest node subnets, where a suggestion for an IP in no known subnet looks."""
-    found = inventory.memo.get("first-subnets")
+def _first_subnets(inventory: Inventory, v6: bool) -> tuple[Fact, ...]:
+    """The lowest node subnets of a family (of the other when it has none), where a
+    suggestion for an IP in no known subnet looks."""
+    memo_key = ("first-subnets", v6)
+    found = inventory.memo.get(memo_key)
     if found is None:
         index = inventory.spans.get(FactKind.NODE_SUBNET)
-        found = inventory.memo["first-subnets"] = index.first(MAX_NAMED) if index else ()
+        every = index.all() if index else ()
+        same = [f for f in every if (f.span.first >= V6_OFFSET) == v6]
+        found = inventory.memo[memo_key] = tuple((same or every)[:MAX_NAMED])
     return cast(tuple[Fact, ...], found)
+
+
+def _wants_v6(candidate: Eip) -> bool:
+    """The family a suggested can_reach IP should have: the pool's, else the IP replaced."""
+    if candidate.address is not None:
+        return candidate.address.first >= V6_OFFSET
+    spec = candidate.interface
+    return isinstance(spec, CanReach) and spec.key >= V6_OFFSET
 
 
 def suggest(candidate: Eip, subnets: Sequence[Fact], inventory: Inventory) -> str | None:
@@ -194,7 +206,7 @@ def suggest(candidate: Eip, subnets: Sequence[Fact], inventory: Inventory) -> st
     Free: nothing in the inventory claims it, and it lies outside the candidate's own pool.
     """
     if not subnets:
-        subnets = _first_subnets(inventory)
+        subnets = _first_subnets(inventory, _wants_v6(candidate))
     own = candidate.address
     tried: set[Span] = set()
     for subnet in subnets[:MAX_NAMED]:

@@ -360,6 +360,20 @@ def test_a_known_gateway_is_suggested_first() -> None:
     assert "can_reach:172.16.236.254" in judge(l2("can_reach:172.16.236.152"), inv).message
 
 
+def test_a_suggestion_for_an_ip_in_no_subnet_is_of_the_pools_family() -> None:
+    report = '{"interfaces": [{"name": "eth0", "addresses": ["172.16.236.153/24",'
+    report += ' "2001:db8:236::153/64"]}], "gateways": ["172.16.236.254", "2001:db8:236::1"]}'
+    inv = cluster(node("node3", annotations={"eip-guard.io/network": report}))
+    # ::1 lies in no subnet: the lowest known subnet of the IPv6 pool's family is searched.
+    six = judge(l2("can_reach:::1", address="2001:db8:77::10-2001:db8:77::20"), inv)
+    assert "e.g. can_reach:2001:db8:236::1." in six.message
+    four = judge(l2("can_reach:127.0.0.1", address="172.16.236.60"), inv)
+    assert "e.g. can_reach:172.16.236.254." in four.message
+    # A family with no known subnet falls back to the other one.
+    only_v4 = judge(l2("can_reach:::1", address="2001:db8:77::10"), cluster())
+    assert "e.g. can_reach:172.16.236." in only_v4.message
+
+
 def test_a_suggestion_outside_the_candidates_own_pool() -> None:
     # The first free addresses of the subnet (.1-.4, cached per inventory) all lie in the
     # candidate's pool: the search goes past the pool instead of suggesting one of them.
