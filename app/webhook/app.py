@@ -12,6 +12,7 @@ the live mode hand it whatever source they have. Outcomes, as controller-runtime
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -32,6 +33,7 @@ from app.webhook.metrics import Metrics
 from app.webhook.reviews import AdmissionReviewRequest, review_json
 
 MAX_BODY_BYTES = 7 * 1024 * 1024  # controller-runtime's limit for an AdmissionReview
+BODY_SECONDS = 30.0  # the longest webhook timeout an API server allows
 VALIDATE_PATH = "/validate-eip"
 JSON = "application/json"
 
@@ -57,15 +59,18 @@ async def _http_problem(_: Request, exc: Exception) -> Response:
     return _problem(exc.status_code, str(exc.detail), exc.headers)
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
+async def _read_limited(request: Request, limit: int, seconds: float) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _TooLarge
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _TooLarge
+    # The API server sends a whole review at once and waits 30 s at most: a body that takes
+    # longer is a client holding the connection (and its buffers) open, not a review.
+    async with asyncio.timeout(seconds):
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise _TooLarge
     return bytes(body)
 
 
@@ -86,6 +91,7 @@ def create_app(
     *,
     metrics: Metrics | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    body_seconds: float = BODY_SECONDS,
 ) -> FastAPI:
     metrics = metrics if metrics is not None else Metrics()
     app = FastAPI(
@@ -131,10 +137,14 @@ def create_app(
             metrics.rejected.labels("400").inc()
             return _problem(400, f"Content-Type must be {JSON}, got {content_type!r}")
         try:
-            body = await _read_limited(request, max_body_bytes)
+            body = await _read_limited(request, max_body_bytes, body_seconds)
         except _TooLarge:
             metrics.rejected.labels("413").inc()
             return _problem(413, f"the body exceeds {max_body_bytes} bytes")
+        except TimeoutError:
+            metrics.rejected.labels("408").inc()
+            reason = f"the body did not arrive within {body_seconds:g} s"
+            return _problem(408, reason, {"connection": "close"})
         except ClientDisconnect:
             return _problem(400, "the client went away while sending the body")
         started = time.perf_counter()  # judging starts here: a slow upload is the client's

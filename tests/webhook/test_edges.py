@@ -143,6 +143,34 @@ def test_the_limit_is_inclusive_and_enforced_on_streamed_bodies(start: Start) ->
     assert "exceeds 65536 bytes" in reason_of(over, 413)
 
 
+def test_a_body_that_never_finishes_gets_408_and_the_connection_closed(
+    certs: Certs, start: Start
+) -> None:
+    # A client that sends part of a body and waits holds a connection and its buffers; the
+    # API server sends a review at once. (Here 0.5 s in place of the default 30 s.)
+    metrics = Metrics()
+    hook = start(create_app(StaticSource(example_inventory()), Policy(), metrics=metrics,
+                            body_seconds=0.5))  # fmt: skip
+    context = ssl.create_default_context(cafile=str(certs.ca))
+    with (
+        socket.create_connection(("127.0.0.1", hook.port)) as raw,
+        context.wrap_socket(raw, server_hostname=SERVICE_DNS) as tls,
+    ):
+        tls.sendall(
+            b"POST /validate-eip HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"apiVersion":'
+        )
+        tls.settimeout(10)
+        answer = b""
+        while chunk := tls.recv(4096):  # until the server closes
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ")
+    assert json.loads(body) == {"code": 408, "reason": "the body did not arrive within 0.5 s"}
+    text = hook.http.get("/metrics").text
+    assert sample(text, "eip_guard_http_rejected_total", code="408") == 1
+
+
 # --- failures of ours and of the source ------------------------------------------------
 
 
