@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.core.addresses import AddressError, ip_key, parse_ip, quoted, special_kind_of_key
 from app.core.eips import Eip, is_eip
 from app.core.fields import as_list, as_mapping, as_str
 from app.core.labels import EXCLUDE_LABEL, SERVICE_NAME_LABEL
@@ -31,17 +32,23 @@ class Assignment:
     eip: Eip
     ip: str
     services: tuple[str, ...]  # "namespace/name"
+    also: tuple[Eip, ...] = ()  # other Eips whose status lists the same IP
+
+    @property
+    def eips(self) -> tuple[Eip, ...]:
+        return (self.eip, *self.also)
 
 
 @dataclass(frozen=True)
 class ClusterView:
-    assignments: tuple[Assignment, ...] = ()
+    assignments: tuple[Assignment, ...] = ()  # one per IP, whatever Eips list it
     eips: tuple[Eip, ...] = ()  # every Eip, for the local-binding warnings
     nodes: frozenset[str] = frozenset()  # Node objects seen
     excluded: frozenset[str] = frozenset()  # nodes with the exclude label
     local_services: frozenset[str] = frozenset()  # externalTrafficPolicy: Local
     # Local Service -> nodes with a ready endpoint (other Services need none)
     ready_nodes: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    ignored: tuple[str, ...] = ()  # status.used entries never announced, and why
 
 
 def score(node: str, ip: str) -> bytes:
@@ -53,14 +60,32 @@ def elect(ip: str, candidates: Iterable[str]) -> str | None:
     return min(candidates, key=lambda node: score(node, ip), default=None)
 
 
-def _assignments(eip: Eip, obj: Mapping[str, Any]) -> list[Assignment]:
+def _assignments(eip: Eip, obj: Mapping[str, Any]) -> tuple[list[Assignment], list[str]]:
+    """The IPs of ``status.used`` to announce, each in its one canonical text (the election
+    hashes the text: "2001:DB8::1" and "2001:db8::1" elected two nodes for one IP), and why
+    the others are not: status is written by whoever may patch it, and an IP outside the
+    pool (a node's own address), a broadcast or a zoned one must never be answered for."""
     if eip.protocol not in SPOKEN_PROTOCOLS or eip.disabled:
-        return []
+        return [], []
     used = as_mapping(as_mapping(obj.get("status")).get("used"))
-    return [
-        Assignment(eip, str(ip), tuple(s for s in as_str(users).split(";") if s))
-        for ip, users in sorted(used.items())
-    ]
+    found, ignored = [], []
+    for raw, users in sorted(used.items(), key=lambda item: str(item[0])):
+        why = f"Eip {eip.name}: status.used {quoted(str(raw))} is not announced"
+        try:
+            ip = parse_ip(str(raw))
+        except AddressError as exc:
+            ignored.append(f"{why}: {exc}")
+            continue
+        key = ip_key(ip)
+        special = special_kind_of_key(key)
+        if special is not None:
+            ignored.append(f"{why}: it is {special}")
+        elif eip.address is None or not eip.address.contains(key):
+            ignored.append(f"{why}: it lies outside spec.address {quoted(eip.address_text)}")
+        else:
+            services = tuple(s for s in as_str(users).split(";") if s)
+            found.append(Assignment(eip, str(ip), services))
+    return found, ignored
 
 
 # What one object adds to a view, read once: ("eip", Eip, its assignments), ("node", name,
@@ -73,7 +98,7 @@ def _part(obj: Mapping[str, Any]) -> _Part:
     kind, meta = obj.get("kind"), as_mapping(obj.get("metadata"))
     if is_eip(obj):
         eip = Eip.from_object(obj)
-        return ("eip", eip, _assignments(eip, obj))
+        return ("eip", eip, *_assignments(eip, obj))
     name, ns = as_str(meta.get("name")), as_str(meta.get("namespace"))
     if kind == "Node":
         return ("node", name, EXCLUDE_LABEL in as_mapping(meta.get("labels")))
@@ -94,7 +119,8 @@ def _part(obj: Mapping[str, Any]) -> _Part:
 
 
 def _join(parts: Iterable[_Part]) -> ClusterView:
-    assignments: list[Assignment] = []
+    by_ip: dict[str, Assignment] = {}
+    ignored: list[str] = []
     eips: list[Eip] = []
     nodes: set[str] = set()
     excluded: set[str] = set()
@@ -106,7 +132,11 @@ def _join(parts: Iterable[_Part]) -> ClusterView:
         what = part[0]
         if what == "eip":
             eips.append(part[1])
-            assignments += part[2]
+            ignored += part[3]
+            for a in part[2]:
+                held = by_ip.setdefault(a.ip, a)
+                if held is not a:  # one IP in two Eips' status: one election, all its Services
+                    by_ip[a.ip] = _merged(held, a)
         elif what == "ready":
             slices.append(part[1:])
         elif what == "node":
@@ -122,14 +152,27 @@ def _join(parts: Iterable[_Part]) -> ClusterView:
         service = f"{ns}/{name}"
         if service in local:
             ready.setdefault(service, set()).update(ready_nodes)
+    for a in by_ip.values():
+        if len(a.eips) > 1:
+            names = ", ".join(sorted(e.name for e in a.eips))
+            ignored.append(f"{a.ip} is in status.used of Eips {names}: one node announces it")
     return ClusterView(
-        tuple(assignments),
+        tuple(by_ip.values()),
         tuple(eips),
         frozenset(nodes),
         frozenset(excluded),
         frozenset(local),
         {k: frozenset(v) for k, v in ready.items()},
+        tuple(ignored),
     )
+
+
+def _merged(held: Assignment, other: Assignment) -> Assignment:
+    """One assignment for an IP that two Eips list: the Eip first by name gives the NIC, on
+    every node alike; the Services of both decide who may announce."""
+    every = sorted((*held.eips, *other.eips), key=lambda e: e.name)
+    services = tuple(sorted(set(held.services) | set(other.services)))
+    return Assignment(every[0], held.ip, services, tuple(every[1:]))
 
 
 def cluster_view(objects: Iterable[Mapping[str, Any]]) -> ClusterView:

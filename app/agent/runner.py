@@ -218,7 +218,7 @@ class Agent:
         for ip, nic, _ in sorted(self._announced - now):
             self._log(f"stop announcing {ip} on {nic}")
         self._announced = now
-        found = set(current.problems) | set(current.notes)
+        found = set(current.problems) | set(current.notes) | set(self._view.ignored)
         for problem in sorted(found - self._problems):
             self._log(problem)
         self._problems = found

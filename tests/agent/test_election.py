@@ -22,7 +22,7 @@ def eip(name: str, used: dict[str, str], protocol: str = "layer2", **spec: Any) 
         "apiVersion": "network.kubesphere.io/v1alpha2",
         "kind": "Eip",
         "metadata": {"name": name},
-        "spec": {"address": "10.0.0.0/24", "protocol": protocol, "interface": "eth0", **spec},
+        "spec": {"address": "10.0.0.0/8", "protocol": protocol, "interface": "eth0", **spec},
         "status": {"used": used},
     }
 
@@ -112,6 +112,53 @@ def test_a_shared_ip_with_one_cluster_policy_service_uses_every_node() -> None:
     assert winners(cluster_view(objects), NODES)[ip] == lowest(ip, NODES)
 
 
+def test_one_ip_written_two_ways_is_one_election() -> None:
+    # The hash is of the IP's text: two spellings elected two nodes, and both answered.
+    view = cluster_view([eip("v6", {"2001:db8:77::102": "shop/a", "2001:DB8:77::0102": "shop/b"},
+                             address="2001:db8:77::100-2001:db8:77::120")])  # fmt: skip
+    (only,) = view.assignments
+    assert only.ip == "2001:db8:77::102" and only.services == ("shop/a", "shop/b")
+    assert sum(bool(mine(view, NODES, n)) for n in NODES) == 1
+
+
+def test_one_ip_in_two_eips_is_one_election_over_both_services() -> None:
+    # Eip a's Service uses every node; Eip b's is Local with its endpoint on node-d only.
+    # Elected apart, two nodes could win the IP; together, the cluster-wide Service counts.
+    objects = [
+        eip("b", {"10.0.0.101": "shop/loc"}),
+        eip("a", {"10.0.0.101": "shop/web"}),
+        service("shop", "loc", "Local"),
+        slice_("shop", "loc", ("node-d", True)),
+    ]
+    view = cluster_view(objects)
+    (only,) = view.assignments
+    assert only.eip.name == "a" and [e.name for e in only.eips] == ["a", "b"]
+    assert only.services == ("shop/loc", "shop/web")
+    assert candidates(only, NODES, view) == set(NODES)
+    assert sum(bool(mine(view, NODES, n)) for n in NODES) == 1
+    assert view.ignored == ("10.0.0.101 is in status.used of Eips a, b: one node announces it",)
+
+
+def test_what_status_used_may_not_make_the_agent_announce() -> None:
+    # status is written by whoever may patch it; none of these may be answered for.
+    used = {
+        "10.0.0.12": "x/node-address-outside-the-pool",
+        "0.0.0.0": "x/a",
+        "127.0.0.1": "x/b",
+        "224.0.0.5": "x/c",
+        "fe80::1%eth9": "x/d",
+        "not-an-ip": "x/e",
+        "192.0.2.101": "shop/web",
+    }
+    view = cluster_view([eip("pool", used, address="192.0.2.100-192.0.2.110")])
+    assert [a.ip for a in view.assignments] == ["192.0.2.101"]
+    reasons = "\n".join(view.ignored)
+    assert len(view.ignored) == 6
+    assert "'10.0.0.12' is not announced: it lies outside spec.address" in reasons
+    assert "'0.0.0.0' is not announced: it is " in reasons
+    assert "'fe80::1%eth9' is not announced: " in reasons and "zone" in reasons
+
+
 def test_what_live_mode_keeps_judges_as_the_whole_objects() -> None:
     """The agent keeps a trimmed copy of each Service and EndpointSlice (a Service only when
     it is Local); the election must see the same cluster in the copies as in the objects."""
@@ -194,7 +241,7 @@ def test_a_kept_eip_is_the_same_eip_without_what_no_one_reads() -> None:
         "metadata": {"name": "plain", "uid": "u-1", "annotations": {
             "eip.openelb.kubesphere.io/is-default-eip": "true",
             "eip-guard.io/allow-rules": "can-reach-node-ip, address-overlap"}},
-        "spec": {"address": "10.0.0.0/24", "protocol": "layer2", "interface": "eth0"},
+        "spec": {"address": "10.0.0.0/8", "protocol": "layer2", "interface": "eth0"},
         "status": {"used": {"10.0.0.1": "shop/web;shop/api"}},
     }  # fmt: skip
     assert kept[0] == dict(kept[0]) and kept[0] == keep_eip(objects[0])
