@@ -34,6 +34,8 @@ def unusable(link: Link, host: HostNet) -> str | None:
         return f"is a port of {master.name if master else 'another device'} (bond or bridge)"
     if link.noarp:
         return "has NOARP set"
+    if link.mac.count(":") != 5:  # a tun device, or another link with no Ethernet address
+        return "has no Ethernet MAC address to answer with"
     return None
 
 

@@ -17,11 +17,17 @@ def path(value: str) -> Path:
     return Path(value)
 
 
+MAX_SECONDS = 86_400  # a day: every interval here is far shorter; waits past ~9e9 s overflow
+
+
 def seconds(flag: str, value: float, *, zero: bool = False) -> float:
-    """``value`` when it is a finite number of seconds above 0 (or 0, with ``zero``); else an
-    InputError. ``float`` reads 'nan' and 'inf': nan passes every comparison, and a wait of
-    nan seconds returns at once, a loop that never waits; a wait of inf never ends."""
-    if math.isfinite(value) and (value > 0 or (zero and value == 0)):
+    """``value`` when it is a number of seconds above 0 (or 0, with ``zero``) and at most a
+    day; else an InputError. ``float`` reads 'nan' and 'inf': nan passes every comparison,
+    and a wait of nan seconds returns at once, a loop that never waits; a wait of inf, or of
+    1e10 (past what the platform's timers take), raises or never ends."""
+    if math.isfinite(value) and (value > 0 or (zero and value == 0)) and value <= MAX_SECONDS:
         return value
     least = "0 or more" if zero else "above 0"
-    raise InputError(f"{flag} {value}: expected a finite number of seconds, {least}")
+    raise InputError(
+        f"{flag} {value}: expected a finite number of seconds, {least}, at most {MAX_SECONDS}"
+    )

@@ -29,6 +29,11 @@ def test_a_broken_snapshot_is_exit_2(capsys: pytest.CaptureFixture[str], tmp_pat
     [
         (["--interval", "0"], "--interval 0.0: expected a finite number of seconds, above 0"),
         (["--interval", "nan"], "--interval nan: expected a finite number of seconds, above 0"),
+        # Past what the platform's timers take, a wait raised OverflowError after one tick.
+        (
+            ["--interval", "1e10"],
+            "--interval 10000000000.0: expected a finite number of seconds, above 0, at most 86400",
+        ),
         (["--live", "--server", "api:6443"], "expected an http:// or https:// URL with a host"),
         (["--live", "--server", "https://api:65536"], "'https://api:65536': Port out of range"),
         (["--live", "--lease-renew", "6"], "must be under half the Lease duration (6 s)"),

@@ -9,6 +9,7 @@ from app.agent.election import cluster_view, mine
 from app.agent.netlink import Address, HostNet, Link, Route, RouteAnswer
 from app.agent.plan import by_can_reach_ip, local_bindings, node_report, plan
 from app.agent.resolve import Resolved, Unresolved, describe_route_get, resolve
+from app.agent.runner import targets
 from app.core.facts import FactKind
 from app.core.interfaces import parse_interface
 from app.core.inventory import build
@@ -120,6 +121,29 @@ def eip(name: str, interface: str, used: tuple[str, ...]) -> dict[str, object]:
             "spec": {"address": "10.0.0.40-10.0.0.60", "protocol": "layer2",
                      "interface": interface},
             "status": {"used": dict.fromkeys(used, "default/web")}}  # fmt: skip
+
+
+def test_a_nic_without_an_ethernet_mac_is_skipped_not_a_crash() -> None:
+    # A tun device is up, takes ARP flags and addresses, but has no MAC to answer with: the
+    # speaker died on it (and with it every other announcement).
+    tun = link(5, "tun0", mac="")
+    host = HostNet(
+        links=(LO, ETH, tun),
+        addresses=(Address(2, ip("10.0.0.5"), 24), Address(5, ip("10.77.0.1"), 24)),
+        routes=(Route(net("10.0.0.0/24"), 2, None), Route(net("10.77.0.0/24"), 5, None)),
+        bound={},
+    )
+    named = resolve(parse_interface("tun0"), host)
+    assert isinstance(named, Unresolved) and "has no Ethernet MAC address" in named.reason
+    routed = resolve(parse_interface("can_reach:10.77.0.9"), host)
+    assert isinstance(routed, Unresolved) and "tun0 (10.77.0.0/24) has no Ethernet MAC" in (
+        routed.reason
+    )
+    view = cluster_view([eip("tun", "can_reach:10.77.0.9", ("10.0.0.41",)),
+                         eip("good", "eth1", ("10.0.0.42",))])  # fmt: skip
+    result = plan(mine(view, ["me"], "me"), host)
+    assert result.by_nic() == {"eth1": frozenset({ip("10.0.0.42")})}
+    assert targets(result, host).keys() == {"eth1"}  # no MAC to parse, no crash
 
 
 def test_plan_announces_on_the_resolved_nic_and_explains_failures() -> None:
