@@ -212,7 +212,11 @@ class Agent:
 
     def _note_changes(self, current: Plan) -> None:
         verb = "announce" if self._speaker is not None else "would announce (report-only)"
-        now = {(str(a.ip), a.nic, f"Eip {a.eip}, NIC by {a.why}") for a in current.announcements}
+        shown = current.announcements
+        if self._speaker is not None:  # what answers, not what was planned: a NIC may fail
+            answering = self._speaker.announced()
+            shown = tuple(a for a in shown if a.ip in answering.get(a.nic, ()))
+        now = {(str(a.ip), a.nic, f"Eip {a.eip}, NIC by {a.why}") for a in shown}
         for ip, nic, why in sorted(now - self._announced):
             self._log(f"{verb} {ip} on {nic} ({why})")
         for ip, nic, _ in sorted(self._announced - now):

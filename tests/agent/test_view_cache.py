@@ -17,6 +17,7 @@ from app.agent import election, runner
 from app.agent.election import Elector, ViewMaker, cluster_view, mine
 from app.agent.netlink import HostNet, Link, NetlinkError
 from app.agent.plan import local_bindings as plan_local_bindings
+from app.agent.speaker import Speaker
 from app.core.labels import EXCLUDE_LABEL
 from app.kube.agent_api import AgentApi
 from app.kube.agent_source import WATCHES, LiveCluster
@@ -314,3 +315,27 @@ def test_a_view_reads_again_only_the_objects_that_changed(monkeypatch: pytest.Mo
     assert read == [changed[3], changed[-1]]
     assert view == cluster_view(changed)
     assert "10.0.3.9" in {a.ip for a in view.assignments}
+
+
+class _GhostNicKernel(_EmptyKernel):
+    """A NIC the kernel does not have (index 99999): the speaker cannot open it."""
+
+    def host(self, probe: Any = ()) -> HostNet:
+        ghost = Link(99999, "ghost0", "", "02:00:00:00:00:09", True, None, False, False)
+        return HostNet((ghost,), (), (), {})
+
+
+def test_announce_is_logged_only_for_what_the_speaker_answers() -> None:
+    lines: list[str] = []
+    source = _Source([eip("pool", {"10.0.0.1": "shop/web"}, interface="ghost0")])
+    source.members = lambda: frozenset({"node-a"})  # type: ignore[method-assign]
+    speaker = Speaker(lines.append)
+    agent = runner.Agent(runner.Settings("node-a"), source, _GhostNicKernel(), lines.append,
+                         speaker=speaker)  # fmt: skip
+    try:
+        current = agent.tick()
+    finally:
+        speaker.close()
+    assert current is not None and [a.nic for a in current.announcements] == ["ghost0"]
+    assert any("ghost0: cannot open raw sockets" in line for line in lines), lines
+    assert not any(line.startswith("announce ") for line in lines), lines
