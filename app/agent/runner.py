@@ -7,6 +7,7 @@ effects a live agent has on the cluster (node report, Events) are callables pass
 
 from __future__ import annotations
 
+import stat
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -64,10 +65,17 @@ class SnapshotSource:
         stamps: list[float] = []
         for path in self._paths:
             try:
-                files = sorted(path.rglob("*")) if path.is_dir() else [path]
-                stamps.extend(f.stat().st_mtime for f in files)
+                if path.is_dir():
+                    stamps.extend(f.stat().st_mtime for f in sorted(path.rglob("*")))
+                    continue
+                st = path.stat()
             except OSError as exc:
                 raise SourceError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+            if not stat.S_ISREG(st.st_mode):
+                # Re-read on every change, a FIFO would block the agent (and its answers)
+                # until some writer came.
+                raise SourceError(f"{path}: not a regular file")
+            stamps.append(st.st_mtime)
         return tuple(stamps)
 
     def objects(self) -> Sequence[Mapping[str, Any]]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
+from app.agent.runner import SnapshotSource, SourceError
 from tests.support import run_cli
 
 
@@ -70,3 +72,16 @@ def test_resolve_rejects_a_bad_spec(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(capsys, "resolve", "can_reach:10.0.0.0/24", "-o", "json")
     assert code == 2
     assert "is a CIDR" in out
+
+
+def test_a_snapshot_that_turns_into_a_fifo_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    # Opening a FIFO waits for a writer: the agent stopped ticking, answering and logging,
+    # and ignored SIGTERM. It is refused, and the last view kept (SourceError).
+    snap = tmp_path / "cluster.json"
+    snap.write_text('{"apiVersion": "v1", "kind": "List", "items": []}')
+    source = SnapshotSource([snap], "n1", None)
+    assert source.objects() == []
+    snap.unlink()
+    os.mkfifo(snap)
+    with pytest.raises(SourceError, match=r"cluster\.json: not a regular file"):
+        source.objects()
