@@ -9,6 +9,7 @@ for an IP the moment :meth:`Speaker.update` no longer lists it.
 from __future__ import annotations
 
 import ctypes
+import errno
 import ipaddress
 import select
 import socket
@@ -104,37 +105,60 @@ class _Port:
         except OSError:
             self.arp.close()
             raise
-        self._groups: socket.socket | None = None
+        # Sockets holding the solicited-node groups, and which holds each group: the kernel
+        # charges memberships to a socket's option memory (net.core.optmem_max), about 2,300
+        # groups each by default, so more sockets are opened as groups come.
+        self._group_socks: list[socket.socket] = []
+        self._holder: dict[ipaddress.IPv6Address, socket.socket] = {}
+        self._unjoined: set[ipaddress.IPv6Address] = set()  # failed, said once, tried again
 
-    def _membership(self, group: ipaddress.IPv6Address, join: bool) -> None:
+    def _join(self, group: ipaddress.IPv6Address) -> None:
         # Joining through the IPv6 stack programs the NIC's multicast filter and sends MLD
         # reports, so snooping switches and bridges forward the solicitations to us.
-        if self._groups is None:
-            self._groups = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-        option = socket.IPV6_JOIN_GROUP if join else socket.IPV6_LEAVE_GROUP
         mreq = group.packed + struct.pack("@I", self.index)
-        self._groups.setsockopt(socket.IPPROTO_IPV6, option, mreq)
+        for fresh in (False, True):
+            if fresh or not self._group_socks:
+                self._group_socks.append(socket.socket(socket.AF_INET6, socket.SOCK_DGRAM))
+            sock = self._group_socks[-1]
+            try:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+            except OSError as exc:
+                if fresh or exc.errno not in (errno.ENOMEM, errno.ENOBUFS):
+                    raise
+                continue  # this socket is full: the next one takes the group
+            self._holder[group] = sock
+            return
+
+    def _leave(self, group: ipaddress.IPv6Address) -> None:
+        sock = self._holder.pop(group)
+        mreq = group.packed + struct.pack("@I", self.index)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_LEAVE_GROUP, mreq)
 
     def set_ips(self, ips: frozenset[IP], log: Log) -> None:
         self.ips = ips
         groups = {solicited_node(ip) for ip in ips if isinstance(ip, ipaddress.IPv6Address)}
         for group in sorted(self.joined - groups):
             try:
-                self._membership(group, join=False)
+                self._leave(group)
             except OSError as exc:
                 log(f"{self.name}: cannot leave {group}: {exc}")
             self.joined.discard(group)
+        self._unjoined &= groups
         for group in sorted(groups - self.joined):
             try:
-                self._membership(group, join=True)
-                self.joined.add(group)
+                self._join(group)
             except OSError as exc:
-                log(f"{self.name}: cannot join {group}: {exc}; NDP may not reach this node")
+                # Said once per group, tried again every tick (a full socket frees up).
+                if group not in self._unjoined:
+                    self._unjoined.add(group)
+                    log(f"{self.name}: cannot join {group}: {exc}; NDP may not reach this node")
+                continue
+            self.joined.add(group)
+            self._unjoined.discard(group)
 
     def close(self) -> None:
-        for sock in (self.arp, self.ndp, self._groups):
-            if sock is not None:
-                sock.close()  # closing the group socket leaves its groups
+        for sock in (self.arp, self.ndp, *self._group_socks):
+            sock.close()  # closing a group socket leaves its groups
 
 
 class Speaker:
