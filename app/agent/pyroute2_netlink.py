@@ -50,6 +50,9 @@ IFLA_ADDRESS, IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_INFO_KIND = 1, 3, 10
 IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS = 29, 1 << 3
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_MULTIPATH, RTA_TABLE = 1, 4, 5, 6, 9, 15
+RTA_VIA, RTA_NH_ID = 18, 30  # a gateway of the other family; a nexthop object's id
+RTM_NEWNEXTHOP, RTM_GETNEXTHOP = 104, 106
+NHA_ID, NHA_GROUP, NHA_OIF, NHA_GATEWAY = 1, 2, 5, 6
 RTM_F_FIB_MATCH = 0x2000  # a route get answers the route it matched, with its device
 RT_TABLE_COMPAT = 252  # rtm_table of a route whose table id needs RTA_TABLE
 _HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port
@@ -58,6 +61,8 @@ _IFADDR = struct.Struct("=BBBBI")  # ifaddrmsg: family, prefix length, flags, sc
 _RTMSG = struct.Struct("=BBBBBBBBI")  # rtmsg: family, dst_len, src_len, tos, table, protocol,
 # scope, type, flags
 _NEXTHOP = struct.Struct("=HBBi")  # rtnexthop: length, flags, hops, ifindex
+_NHMSG = struct.Struct("=BBBBI")  # nhmsg: family, scope, protocol, reserved, flags
+_NH_GROUP = struct.Struct("=IBBH")  # nexthop_grp: id, weight, reserved
 _ATTR = struct.Struct("=HH")  # rtattr: length, type
 _U32 = struct.Struct("=I")
 
@@ -127,7 +132,19 @@ def _addresses_of(links: Collection[int]) -> Callable[[bytes, int, int], list[Ad
     return read
 
 
-def _route(data: bytes, start: int, end: int) -> list[Route]:
+def _gateway(attrs: dict[int, bytes]) -> IP | None:
+    """RTA_GATEWAY, or RTA_VIA (an IPv4 route through an IPv6 gateway): missing it, a route
+    through a gateway read as a connected subnet and won over the right one."""
+    via = attrs.get(RTA_VIA)
+    return _ip(via[2:]) if via else _ip(attrs.get(RTA_GATEWAY, b""))
+
+
+# A route through a nexthop object (``ip route ... nhid N``): its network, metric and the id,
+# whose devices a nexthop dump gives (without compat mode the route carries none).
+_Pending = tuple[Network, int, int]
+
+
+def _route(data: bytes, start: int, end: int) -> list[Route | _Pending]:
     """The main table's unicast routes; one per next hop of a multipath route."""
     family, dst_len, _, _, table, _, _, kind, _ = _RTMSG.unpack_from(data, start)
     if kind != RTN_UNICAST or table not in (MAIN_TABLE, RT_TABLE_COMPAT):
@@ -149,12 +166,31 @@ def _route(data: bytes, start: int, end: int) -> list[Route]:
             size, _, _, oif = _NEXTHOP.unpack_from(hops, pos)
             if size < _NEXTHOP.size:
                 break
-            inner = _attrs(hops, pos + _NEXTHOP.size, pos + size)
-            pairs.append((oif, _ip(inner.get(RTA_GATEWAY, b""))))
+            pairs.append((oif, _gateway(_attrs(hops, pos + _NEXTHOP.size, pos + size))))
             pos += _aligned(size)
     elif RTA_OIF in attrs:
-        pairs.append((_U32.unpack(attrs[RTA_OIF][:4])[0], _ip(attrs.get(RTA_GATEWAY, b""))))
+        pairs.append((_U32.unpack(attrs[RTA_OIF][:4])[0], _gateway(attrs)))
+    elif RTA_NH_ID in attrs:
+        return [(network, metric, _U32.unpack(attrs[RTA_NH_ID][:4])[0])]
     return [Route(network, oif, gw, metric) for oif, gw in pairs]
+
+
+# A nexthop object: its id, then (device, gateway) pairs, or the ids of a group's members.
+_Nexthop = tuple[int, tuple[tuple[int, IP | None], ...], tuple[int, ...]]
+
+
+def _nexthop(data: bytes, start: int, end: int) -> list[_Nexthop]:
+    attrs = _attrs(data, start + _NHMSG.size, end)
+    if NHA_ID not in attrs:
+        return []
+    nh_id = _U32.unpack(attrs[NHA_ID][:4])[0]
+    group = attrs.get(NHA_GROUP, b"")
+    members = tuple(
+        _NH_GROUP.unpack_from(group, pos)[0] for pos in range(0, len(group), _NH_GROUP.size)
+    )
+    oif = attrs.get(NHA_OIF)
+    hops = ((_U32.unpack(oif[:4])[0], _ip(attrs.get(NHA_GATEWAY, b""))),) if oif else ()
+    return [(nh_id, hops, members)]
 
 
 def _answer(data: bytes, start: int, end: int) -> list[RouteAnswer]:
@@ -257,7 +293,22 @@ class Rtnetlink:
 
     def routes(self) -> tuple[Route, ...]:
         body = _RTMSG.pack(0, 0, 0, 0, MAIN_TABLE, 0, 0, RTN_UNICAST, 0)
-        return tuple(self.ask(RTM_GETROUTE, body, RTM_NEWROUTE, _route))
+        read = self.ask(RTM_GETROUTE, body, RTM_NEWROUTE, _route)
+        routes = [r for r in read if isinstance(r, Route)]
+        pending = [r for r in read if not isinstance(r, Route)]
+        if pending:  # routes through nexthop objects: their devices come from those
+            nexthops = {
+                nh[0]: nh
+                for nh in self.ask(RTM_GETNEXTHOP, _NHMSG.pack(0, 0, 0, 0, 0), RTM_NEWNEXTHOP,
+                                   _nexthop, missing=(errno.EOPNOTSUPP, errno.EINVAL))
+            }  # fmt: skip
+            for network, metric, nh_id in pending:
+                found = nexthops.get(nh_id)
+                members = (found[2] or (nh_id,)) if found else ()
+                for member in members:
+                    for oif, gw in nexthops.get(member, (0, (), ()))[1]:
+                        routes.append(Route(network, oif, gw, metric))
+        return tuple(routes)
 
     def route_get(
         self, ip: IP, *, flags: int = 0, missing: tuple[int, ...] = ()

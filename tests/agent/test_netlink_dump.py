@@ -34,6 +34,8 @@ from app.agent.pyroute2_netlink import (
     dump_addresses,
     dump_routes,
 )
+from app.agent.resolve import Resolved, resolve
+from app.core.interfaces import parse_interface
 
 from .conftest import NOT_ROOT
 from .lab import sh
@@ -247,3 +249,48 @@ def test_route_get_answers_what_pyroute2_reads(netns: str) -> None:
 
 
 RTN_NUMBERS = {name: number for number, name in RTN_TYPES.items()}
+
+
+def test_gateways_of_the_other_family_and_nexthop_objects_are_read() -> None:
+    # An IPv4 route through an IPv6 gateway (RTA_VIA) read as a connected subnet and won;
+    # a route through a nexthop object (nhid, compat mode off) carries no device and was
+    # dropped: both picked another NIC than the kernel's.
+    if os.geteuid() != 0:
+        pytest.skip(NOT_ROOT)
+    name = f"eg-nh-{uuid.uuid4().hex[:8]}"
+    sh("ip", "netns", "add", name)
+    try:
+        sh("ip", "netns", "exec", name, "sysctl", "-qw", "net.ipv4.nexthop_compat_mode=0")
+        result = sh_batch(name, [
+            "link add nic-a type veth peer name nic-b",
+            "link set lo up", "link set nic-a up", "link set nic-b up",
+            "address add 192.0.2.10/24 dev nic-a",
+            "address add 198.51.100.5/24 dev nic-b",
+            "address add 2001:db8:1::10/64 dev nic-b nodad",
+            "route add 10.0.0.0/8 via inet6 2001:db8:1::1 dev nic-b",
+            "nexthop add id 8 via 192.0.2.1 dev nic-a",
+            "nexthop add id 9 via 198.51.100.1 dev nic-b",
+            "nexthop add id 10 group 8/9",
+            "route add 10.66.0.0/16 nhid 8",
+            "route add 10.67.0.0/16 nhid 10",
+        ])  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        netlink = Pyroute2Netlink(name)
+        host = netlink.host()
+        index = {lk.name: lk.index for lk in host.links}
+        routes = set(dump_routes(name))
+        assert Route(ipaddress.ip_network("10.0.0.0/8"), index["nic-b"],
+                     ipaddress.ip_address("2001:db8:1::1"), 0) in routes  # fmt: skip
+        assert Route(ipaddress.ip_network("10.66.0.0/16"), index["nic-a"],
+                     ipaddress.ip_address("192.0.2.1"), 0) in routes  # fmt: skip
+        assert {r.oif for r in routes if str(r.dst) == "10.67.0.0/16"} == {
+            index["nic-a"],
+            index["nic-b"],
+        }
+        for ip, nic in (("10.0.0.9", "nic-b"), ("10.66.0.1", "nic-a")):
+            picked = resolve(parse_interface(f"can_reach:{ip}"), host)
+            assert isinstance(picked, Resolved) and picked.link.name == nic, picked
+            kernel = netlink.route_get(ipaddress.ip_address(ip))
+            assert kernel.oif == index[nic]  # as `ip route get` says
+    finally:
+        sh("ip", "netns", "del", name, check=False)
