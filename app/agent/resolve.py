@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.agent.netlink import EXCLUDED_PREFIXES, HostNet, Link, Route, RouteAnswer
-from app.core.addresses import IP
+from app.core.addresses import IP, quoted, special_kind_of_key
 from app.core.interfaces import BadInterface, CanReach, InterfaceSpec, NicName, NoInterface
 
 TABLES = {254: "main", 255: "local", 253: "default"}
+MAX_NIC_NAME = 15  # IFNAMSIZ less the terminating byte
 
 
 def unusable(link: Link, host: HostNet) -> str | None:
@@ -87,6 +88,11 @@ def resolve(spec: InterfaceSpec, host: HostNet) -> Resolution:
     if isinstance(spec, BadInterface):
         return Unresolved(spec.reason, True)
     if isinstance(spec, NicName):
+        if len(spec.name.encode()) > MAX_NIC_NAME:
+            return Unresolved(
+                f"{quoted(spec.name)} cannot be a NIC name: Linux allows {MAX_NIC_NAME} bytes",
+                True,
+            )
         link = host.by_name(spec.name)
         if link is None:
             names = ", ".join(sorted(lk.name for lk in host.links)) or "none"
@@ -99,6 +105,9 @@ def resolve(spec: InterfaceSpec, host: HostNet) -> Resolution:
             return Unresolved(f"NIC {spec.name} {why_not}; the speaker cannot answer on it")
         return Resolved(link, "named in spec.interface")
     assert isinstance(spec, CanReach)
+    special = special_kind_of_key(spec.key)
+    if special is not None:  # the default route would "reach" it: say what the webhook says
+        return Unresolved(f"{spec.ip} is {special}; it never routes to a NIC", True)
     return _by_routes(spec.ip, host)
 
 

@@ -203,3 +203,17 @@ def test_node_report_round_trips_through_the_core() -> None:
     assert inventory.count(FactKind.NODE_SUBNET) == 2
     assert inventory.count(FactKind.NODE_GATEWAY) == 1
     assert inventory.count(FactKind.NODE_IP) == 2
+
+
+def test_what_can_never_be_a_nic_is_a_bad_spec_not_the_default_route() -> None:
+    # The default route "reaches" 127.0.0.1 or 224.0.0.1 too; OpenELB's speaker finds no NIC
+    # there, and the webhook denies them (can-reach-special): so does resolve (exit 2).
+    for spec in ("can_reach:127.0.0.1", "can_reach:0.0.0.0", "can_reach:224.0.0.1",
+                 "can_reach:255.255.255.255", "can_reach:ff02::1"):  # fmt: skip
+        result = resolve(parse_interface(spec), HOST)
+        assert isinstance(result, Unresolved) and result.bad_spec, spec
+        assert "never routes to a NIC" in result.reason
+    long_name = resolve(parse_interface("a-nic-name-of-16b"), HOST)
+    assert isinstance(long_name, Unresolved) and long_name.bad_spec
+    assert "Linux allows 15 bytes" in long_name.reason
+    assert picked("can_reach:10.0.0.9") == "eth1"  # an ordinary IP still resolves
