@@ -189,7 +189,9 @@ def _resolve_vips(
             if resolve is not None:
                 try:
                     ips = resolve(pending.text)
-                except OSError:
+                except (OSError, ValueError):
+                    # ValueError: a name DNS cannot carry ("vip..example", a label over 63
+                    # characters) fails in IDNA encoding, not in the lookup.
                     ips = []
             if not ips:
                 notes.append(

@@ -6,6 +6,9 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+import pytest
+
+from app.cli.check_run import resolve_dns
 from app.core.addresses import Span, parse_ip
 from app.core.facts import FactKind
 from app.core.inventory import Inventory, Options, build, extract
@@ -145,6 +148,16 @@ def test_kube_vip_env_literal_configmap_and_dns() -> None:
     }
     assert sorted(lookups) == ["cp.example.test", "unresolvable.example.test"]
     assert len(vip_gaps(inv)) == 1 and "unresolvable.example.test" in vip_gaps(inv)[0]
+
+
+@pytest.mark.parametrize("name", ["vip..example.com", ".vip.example", "a" * 64 + ".example"])
+def test_a_kube_vip_name_dns_cannot_carry_is_a_gap_not_a_crash(name: str) -> None:
+    # The real resolver: getaddrinfo fails these in IDNA encoding (UnicodeError), before any
+    # lookup; live mode then failed every whole assembly, and stayed unready or frozen.
+    pod = kube_vip_pod("kv", [{"name": "address", "value": f"192.0.2.100,{name}"}])
+    inv = inv_of(pod, resolve=resolve_dns)
+    assert fields(inv, FactKind.KUBE_VIP_VIP, "192.0.2.100")
+    assert len(vip_gaps(inv)) == 1 and f"could not resolve {name!r}" in vip_gaps(inv)[0]
 
 
 def test_kube_vip_missing_configmap_is_a_gap_not_a_crash() -> None:
