@@ -94,7 +94,41 @@ class Sink(Protocol[T]):
 
 
 class _Gone(Exception):
-    pass
+    """List again: the resourceVersion to resume from is too old (410), or newer than the
+    server knows (an etcd restored from a backup, an API server behind the others)."""
+
+    def __init__(self, why: str = "resourceVersion too old (410 Gone)") -> None:
+        super().__init__(why)
+        self.why = why
+
+
+TOO_LARGE = "ResourceVersionTooLarge"
+SHORT_WATCH_SECONDS = 1.0  # a watch ended sooner, with no event, is a failure (as client-go)
+
+
+def _too_large(status: Mapping[str, Any]) -> bool:
+    details = status.get("details")
+    causes = details.get("causes") if isinstance(details, Mapping) else None
+    return any(isinstance(c, Mapping) and c.get("reason") == TOO_LARGE for c in causes or ())
+
+
+def _gone_of(exc: Exception) -> _Gone | None:
+    """A list again, from an ApiException: 410, or a 504 that says the resourceVersion is
+    too large (how the client raises the watch's ERROR event itself)."""
+    status = getattr(exc, "status", None)
+    if status == GONE:
+        return _Gone()
+    if status == 504 and "too large resource version" in str(getattr(exc, "reason", "")).lower():
+        return _Gone("resourceVersion newer than the server's (too large)")
+    return None
+
+
+class _ShortWatch(Exception):
+    def __str__(self) -> str:
+        return (
+            f"the watch ended within {SHORT_WATCH_SECONDS:g} s with no event; "
+            "watching again after a backoff"
+        )
 
 
 class Reflector(Generic[T]):
@@ -147,28 +181,39 @@ class Reflector(Generic[T]):
                     if self.rv is None:  # an optional resource this server does not offer
                         self._stop.wait(self.settings.absent_retry)
                         continue
+                began = time.monotonic()
                 self._watch_once()  # until the server ends the watch: then watch again
-                failures = 0
-                self.sink.problem(self.name, "")
-                self._synced()
-                continue
+                if self._progressed or time.monotonic() - began >= SHORT_WATCH_SECONDS:
+                    failures = 0
+                    self.sink.problem(self.name, "")
+                    self._synced()
+                    continue
+                # Ended at once with nothing: a proxy or server cutting watches. Watching
+                # again at once made thousands of requests a second.
+                raise _ShortWatch
             except Exception as exc:
                 if self._stop.is_set():
                     break
                 if self._progressed:  # it worked for a while: start the backoff over
                     failures = 0
-                if isinstance(exc, _Gone) or getattr(exc, "status", None) == GONE:
+                gone = exc if isinstance(exc, _Gone) else _gone_of(exc)
+                if gone is not None:
                     # After a watch that worked, re-list at once; 410s in a row back off.
                     self.rv = None
                     self.metrics.restarts.labels(self.name).inc()
-                    log.info("%s: resourceVersion too old (410 Gone): listing again", self.name)
+                    log.info("%s: %s: listing again", self.name, gone.why)
                     delay = self._backoff(failures)
                     failures += 1
                 else:  # resume from the last event handled (self.rv), or list if none
                     self.metrics.errors.labels(self.name).inc()
                     if self.rv is not None:
                         self.metrics.restarts.labels(self.name).inc()
-                    self.sink.problem(self.name, describe_failure(self.stream, exc))
+                    said = (
+                        f"{self.name}: {exc}"
+                        if isinstance(exc, _ShortWatch)
+                        else describe_failure(self.stream, exc)
+                    )
+                    self.sink.problem(self.name, said)
                     failures += 1
                     delay = self._backoff(failures)
             self._stop.wait(delay)
@@ -228,6 +273,8 @@ class Reflector(Generic[T]):
                 if kind == "ERROR":  # Watch raises these itself when timeout_seconds is set
                     if obj.get("code") == GONE:
                         raise _Gone
+                    if _too_large(obj):
+                        raise _Gone("resourceVersion newer than the server's (too large)")
                     raise ApiException(status=obj.get("code"), reason=obj.get("message"))
                 if kind == "DELETED":
                     self.sink.remove(self.name, object_key(obj))

@@ -157,6 +157,43 @@ def test_410_after_a_working_watch_relists_at_once() -> None:
     assert sink.replaced == 3 and reflector.rv is None
 
 
+def test_a_resource_version_newer_than_the_servers_relists() -> None:
+    # After an etcd restore, or from an API server behind the others: the server answers a
+    # watch from our resourceVersion with this, every time. Resuming there forever left the
+    # inventory stale while ready; client-go lists again.
+    too_large = {"type": "ERROR", "object": {
+        "kind": "Status", "code": 504, "reason": "Timeout",
+        "message": "Too large resource version: 1000, current: 10",
+        "details": {"causes": [{"reason": "ResourceVersionTooLarge",
+                                "message": "Too large resource version"}]}}}  # fmt: skip
+    script = Script(
+        listing(node("n1", "10.0.0.1")),
+        Resp(lines=[too_large]),
+        listing(node("n2", "10.0.0.2")),
+        Resp(lines=[too_large]),
+        listing(),
+    )
+    stop = Waits(2)
+    sink, _ = run(script, stop)
+    assert script.calls == ["list", "watch", "list", "watch"]
+    assert sink.lists[1] == [("", "n2")]  # what the server has now
+    assert stop.delays == [0.0, 1.0]  # at once, then backing off as 410s in a row do
+
+
+def test_a_watch_that_ends_at_once_with_nothing_backs_off() -> None:
+    # A proxy (or server) that ends every watch at once, cleanly: without a wait the loop
+    # made thousands of requests a second, counted nowhere.
+    script = Script(listing(node("n1", "10.0.0.1")), Resp(), Resp(), Resp(), Resp())
+    stop = Waits(3)
+    sink, reflector = run(script, stop)
+    assert script.calls == ["list", "watch", "watch", "watch"]
+    assert stop.delays == [1.0, 2.0, 4.0]
+    assert reflector.rv == "10"  # it resumes from where it was, no list
+    assert sink.problems[-1] == (
+        "nodes: the watch ended within 1 s with no event; watching again after a backoff"
+    )
+
+
 def test_a_broken_watch_resumes_from_the_last_event_not_a_list() -> None:
     event = {"type": "MODIFIED", "object": {**node("n1", "10.0.0.9"), "metadata": {
         "name": "n1", "resourceVersion": "12"}}}  # fmt: skip
