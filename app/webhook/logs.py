@@ -206,6 +206,10 @@ def setup(
     lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
     listener = Writer(lines, stream if stream is not None else sys.stderr)
     root = logger if logger is not None else logging.getLogger()
+    if logger is None:
+        # Python's warnings (urllib3's InsecureRequestWarning under insecure-skip-tls-verify)
+        # become records too: printed as they are, they broke the one-JSON-line stream.
+        logging.captureWarnings(True)
     for handler in list(root.handlers):
         root.removeHandler(handler)
     root.addHandler(_Handoff(lines))

@@ -8,6 +8,8 @@ import io
 import json
 import logging
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from typing import TextIO
@@ -16,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app.webhook.logs import JsonFormatter, line_emitter, setup
+from tests.conftest import ROOT
 
 
 @contextlib.contextmanager
@@ -164,3 +167,21 @@ def test_other_handlers_and_filters_still_get_records() -> None:
         emit(logging.INFO, "decision", {"uid": "u2"})
     assert [r.fields for r in keep.records] == [{"uid": "u1"}]  # type: ignore[attr-defined]
     assert [json.loads(line)["uid"] for line in out.getvalue().splitlines()] == ["u1", "u2"]
+
+
+def test_python_warnings_become_json_lines_in_the_process() -> None:
+    # urllib3 warns on every request under insecure-skip-tls-verify; printed by Python's
+    # own warnings module, those were plain text lines among the JSON.
+    code = (
+        "import logging, warnings\n"
+        "from app.webhook import logs\n"
+        "writer = logs.setup(logging.INFO)\n"
+        "warnings.warn('Unverified HTTPS request is being made', UserWarning)\n"
+        "writer.stop()\n"
+    )
+    done = subprocess.run([sys.executable, "-W", "always", "-c", code], cwd=ROOT,
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    assert len(lines) == 1
+    assert lines[0]["logger"] == "py.warnings" and lines[0]["level"] == "warning"
+    assert "UserWarning: Unverified HTTPS request is being made" in lines[0]["msg"]
