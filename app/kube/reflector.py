@@ -34,13 +34,12 @@ from kubernetes.client.exceptions import ApiException
 from app.core.eips import own, shared
 from app.core.inventory import Extract, Options, extract
 from app.kube.metrics import KubeMetrics
-from app.kube.resources import Lister, Stream, describe_failure, list_all
+from app.kube.resources import GONE, Lister, Stream, describe_failure, list_all
 from app.kube.settings import WatchSettings
 
 log = logging.getLogger("eip_guard.kube")
 
 Key = tuple[str, str]  # (namespace or "", name): the identity of an object within its stream
-GONE = 410
 T = TypeVar("T")
 
 

@@ -98,6 +98,8 @@ def rbac_rules() -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+GONE = 410  # a resourceVersion or continue token too old: list again
+
 T = TypeVar("T")
 PAGE = 500  # objects per list request: a big cluster's Services come in chunks, as kubectl does
 

@@ -10,7 +10,7 @@ from kubernetes.client.exceptions import ApiException
 
 from app.core.inventory import Options
 from app.kube.config import KubeError, api_client
-from app.kube.resources import EIPS, Stream, describe_failure, list_all, streams
+from app.kube.resources import EIPS, GONE, Stream, describe_failure, list_all, streams
 from app.kube.settings import WatchSettings
 
 
@@ -31,7 +31,14 @@ def list_cluster(
     notes: list[str] = []
     for stream in streams:
         try:
-            items, _rv = list_all(stream, stream.lister(api), timeout, _whole)
+            try:
+                items, _rv = list_all(stream, stream.lister(api), timeout, _whole)
+            except ApiException as exc:
+                if exc.status != GONE:
+                    raise
+                # A page's continue token expired (a big list, a busy server): list again
+                # from the start, once, as kubectl does.
+                items, _rv = list_all(stream, stream.lister(api), timeout, _whole)
         except ApiException as exc:
             if exc.status == 404 and (stream.resource.optional or stream.resource is EIPS):
                 if stream.resource is EIPS:
