@@ -59,18 +59,64 @@ async def _http_problem(_: Request, exc: Exception) -> Response:
     return _problem(exc.status_code, str(exc.detail), exc.headers)
 
 
-async def _read_limited(request: Request, limit: int, seconds: float) -> bytes:
+class _Deadlines:
+    """Body reads in flight and when each must end, checked by one sweeping task per event
+    loop while any read is in flight. The API server sends a whole review at once and waits
+    30 s at most: a body that takes longer is a client holding a connection (and its
+    buffers) open. A timer per request (``asyncio.timeout``) cost 9 µs of a review's 50."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._reading: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def begin(self) -> asyncio.Task[Any]:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = task.get_loop()
+        self._reading[task] = loop.time() + self.seconds
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = loop.create_task(self._sweep(loop))
+        return task
+
+    def end(self, task: asyncio.Task[Any]) -> bool:
+        """Whether the deadline cut this read (its cancellation is then taken back)."""
+        self._reading.pop(task, None)
+        if task not in self._expired:
+            return False
+        self._expired.discard(task)
+        task.uncancel()
+        return True
+
+    async def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        while self._reading:
+            await asyncio.sleep(min(1.0, self.seconds))
+            now = loop.time()
+            for task, deadline in list(self._reading.items()):
+                if deadline <= now:
+                    del self._reading[task]
+                    self._expired.add(task)
+                    task.cancel()  # raised where the read waits: see _read_limited
+
+
+async def _read_limited(request: Request, limit: int, deadlines: _Deadlines) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _TooLarge
     body = bytearray()
-    # The API server sends a whole review at once and waits 30 s at most: a body that takes
-    # longer is a client holding the connection (and its buffers) open, not a review.
-    async with asyncio.timeout(seconds):
+    task = deadlines.begin()
+    try:
         async for chunk in request.stream():
             body += chunk
             if len(body) > limit:
                 raise _TooLarge
+    except asyncio.CancelledError:
+        if deadlines.end(task):
+            raise TimeoutError from None
+        raise
+    finally:
+        deadlines.end(task)
     return bytes(body)
 
 
@@ -94,6 +140,7 @@ def create_app(
     body_seconds: float = BODY_SECONDS,
 ) -> FastAPI:
     metrics = metrics if metrics is not None else Metrics()
+    deadlines = _Deadlines(body_seconds)
     app = FastAPI(
         title="eip-guard",
         docs_url=None,
@@ -137,7 +184,7 @@ def create_app(
             metrics.rejected.labels("400").inc()
             return _problem(400, f"Content-Type must be {JSON}, got {content_type!r}")
         try:
-            body = await _read_limited(request, max_body_bytes, body_seconds)
+            body = await _read_limited(request, max_body_bytes, deadlines)
         except _TooLarge:
             metrics.rejected.labels("413").inc()
             return _problem(413, f"the body exceeds {max_body_bytes} bytes")
