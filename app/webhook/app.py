@@ -76,7 +76,8 @@ class _Deadlines:
         assert task is not None
         loop = task.get_loop()
         self._reading[task] = loop.time() + self.seconds
-        if self._sweeper is None or self._sweeper.done():
+        sweeper = self._sweeper
+        if sweeper is None or sweeper.done() or sweeper.get_loop() is not loop:
             self._sweeper = loop.create_task(self._sweep(loop))
         return task
 
