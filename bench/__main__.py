@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import platform
 import statistics
@@ -140,6 +141,17 @@ def run_sync(args: argparse.Namespace, shapes: tuple[synth.Shape, ...]) -> dict[
     return result
 
 
+def _duration(text: str) -> float:
+    """--duration: wrk takes whole seconds, at least one; nan, inf and negatives ran anyway."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 1 <= value <= 3600):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected seconds from 1 to 3600")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, short runs (~1 min)")
@@ -148,8 +160,12 @@ def main(argv: list[str] | None = None) -> int:
         "--only", action="append", choices=report.SECTIONS, help="run only these sections"
     )
     parser.add_argument("--seed", type=int, default=0, help="synthetic cluster seed")
-    parser.add_argument("--duration", type=float, help="seconds per HTTP load run")
+    parser.add_argument("--duration", type=_duration, help="seconds per HTTP load run")
     args = parser.parse_args(argv)
+    try:  # where results go, before minutes of measuring: a bad --out is said at once
+        (args.out / "cache").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        parser.error(f"--out {args.out}: cannot make the results folder: {exc.strerror or exc}")
     shapes = synth.QUICK_SIZES if args.quick else synth.SIZES
     largest = shapes[-1]
     result: dict[str, Any] = {

@@ -19,6 +19,7 @@ from app.core.rules import check
 from app.sources.files import load_objects
 from bench import report, synth
 from bench.__main__ import cpu_model
+from bench.__main__ import main as bench_main
 from bench.stats import decision_budget_us
 
 TINY = synth.Shape("tiny", nodes=12, eips=20, services=40)
@@ -279,3 +280,22 @@ def test_the_decision_budget_is_what_keeps_the_webhook_at_the_target() -> None:
 def test_the_machine_names_its_cpu() -> None:
     model = cpu_model()
     assert model and "family" in model  # /proc/cpuinfo on x86 Linux names both
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--duration", "-1"], "argument --duration: '-1': expected seconds from 1 to 3600"),
+        (["--duration", "nan"], "argument --duration: 'nan': expected seconds from 1 to 3600"),
+        (["--out", "/dev/null/x"], "--out /dev/null/x: cannot make the results folder"),
+    ],
+)
+def test_bad_bench_flags_are_refused_before_anything_runs(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A negative or nan duration ran every section anyway; a bad --out failed with a
+    # traceback after the sections had run.
+    with pytest.raises(SystemExit) as exit_info:
+        bench_main([*argv, "--only", "decision", "--quick"])
+    assert exit_info.value.code == 2
+    assert says in capsys.readouterr().err
