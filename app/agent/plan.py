@@ -49,11 +49,7 @@ def plan(won: Iterable[Assignment], host: HostNet) -> Plan:
         if eip.name not in resolved:
             resolved[eip.name] = resolve(eip.interface, host)
         where = resolved[eip.name]
-        try:
-            ip: IP = ipaddress.ip_address(assignment.ip)
-        except ValueError:
-            problems.append(f"Eip {eip.name}: status.used key {assignment.ip!r} is not an IP")
-            continue
+        ip: IP = ipaddress.ip_address(assignment.ip)  # the election keeps only plain IPs
         if not isinstance(where, Resolved):
             problems.append(f"Eip {eip.name}: won {ip} but cannot announce it: {where.reason}")
             continue

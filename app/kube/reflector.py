@@ -92,33 +92,19 @@ class Sink(Protocol[T]):
     def problem(self, stream: str, text: str) -> None: ...
 
 
-class _Gone(Exception):
-    """List again: the resourceVersion to resume from is too old (410), or newer than the
-    server knows (an etcd restored from a backup, an API server behind the others)."""
-
-    def __init__(self, why: str = "resourceVersion too old (410 Gone)") -> None:
-        super().__init__(why)
-        self.why = why
-
-
-TOO_LARGE = "ResourceVersionTooLarge"
 SHORT_WATCH_SECONDS = 1.0  # a watch ended sooner, with no event, is a failure (as client-go)
 
 
-def _too_large(status: Mapping[str, Any]) -> bool:
-    details = status.get("details")
-    causes = details.get("causes") if isinstance(details, Mapping) else None
-    return any(isinstance(c, Mapping) and c.get("reason") == TOO_LARGE for c in causes or ())
-
-
-def _gone_of(exc: Exception) -> _Gone | None:
-    """A list again, from an ApiException: 410, or a 504 that says the resourceVersion is
-    too large (how the client raises the watch's ERROR event itself)."""
+def _relist_why(exc: Exception) -> str | None:
+    """Why to list again rather than resume, or None: the resourceVersion to resume from is
+    too old (410), or newer than the server knows (504 "Too large resource version": an etcd
+    restored from a backup, an API server behind the others). One place for both, however
+    the error came (a list, or a watch's ERROR event raised by the client or by us)."""
     status = getattr(exc, "status", None)
     if status == GONE:
-        return _Gone()
+        return "resourceVersion too old (410 Gone)"
     if status == 504 and "too large resource version" in str(getattr(exc, "reason", "")).lower():
-        return _Gone("resourceVersion newer than the server's (too large)")
+        return "resourceVersion newer than the server's (too large)"
     return None
 
 
@@ -195,12 +181,12 @@ class Reflector(Generic[T]):
                     break
                 if self._progressed:  # it worked for a while: start the backoff over
                     failures = 0
-                gone = exc if isinstance(exc, _Gone) else _gone_of(exc)
-                if gone is not None:
+                why = _relist_why(exc)
+                if why is not None:
                     # After a watch that worked, re-list at once; 410s in a row back off.
                     self.rv = None
                     self.metrics.restarts.labels(self.name).inc()
-                    log.info("%s: %s: listing again", self.name, gone.why)
+                    log.info("%s: %s: listing again", self.name, why)
                     delay = self._backoff(failures)
                     failures += 1
                 else:  # resume from the last event handled (self.rv), or list if none
@@ -230,8 +216,6 @@ class Reflector(Generic[T]):
                 self.stream, self._lister, self.settings.request_timeout, self._keyed
             )
         except ApiException as exc:
-            if exc.status == GONE:
-                raise _Gone from exc
             if exc.status == 404 and self.stream.resource.optional:
                 self.sink.replace(self.name, {})
                 self.sink.problem(self.name, "")
@@ -270,11 +254,8 @@ class Reflector(Generic[T]):
                 if not isinstance(obj, dict):
                     continue
                 if kind == "ERROR":  # Watch raises these itself when timeout_seconds is set
-                    if obj.get("code") == GONE:
-                        raise _Gone
-                    if _too_large(obj):
-                        raise _Gone("resourceVersion newer than the server's (too large)")
-                    raise ApiException(status=obj.get("code"), reason=obj.get("message"))
+                    reason = f"{obj.get('reason')}: {obj.get('message')}"  # as the client
+                    raise ApiException(status=obj.get("code"), reason=reason)
                 if kind == "DELETED":
                     self.sink.remove(self.name, object_key(obj))
                 elif kind in ("ADDED", "MODIFIED"):
