@@ -33,6 +33,8 @@ from app.pki.certs import CertError, check_dns_name
 from app.pki.hot_tls import HotContext, read_pair, watch_files
 from app.pki.rotation import service_dns_names
 from app.sources.errors import InputError
+from app.webhook import connections
+from app.webhook.metrics import Metrics
 from app.webhook.server import GRACEFUL_SHUTDOWN_SECONDS, Server, config, listen
 
 log = logging.getLogger(__name__)
@@ -186,11 +188,13 @@ class _ServerWithTasks(Server):
 
 def serve(app: Any, sock: socket.socket, tls: Tls, probe_sock: socket.socket | None) -> None:
     """Serve until SIGTERM/SIGINT, the TLS tasks and the probe port alongside."""
+    metrics: Metrics = app.state.metrics
     probe = None
     if probe_sock is not None:
         probe = _QuietServer(
             uvicorn.Config(
                 probe_app(app),
+                http=connections.protocol(closed=metrics.closed),  # the webhook's limits
                 lifespan="off",
                 log_config=None,
                 access_log=False,
@@ -201,7 +205,8 @@ def serve(app: Any, sock: socket.socket, tls: Tls, probe_sock: socket.socket | N
             )
         )
     probe_sockets = [probe_sock] if probe_sock is not None else []
-    server = _ServerWithTasks(config(app, lambda: tls.hot.context), tls.tasks, probe, probe_sockets)
+    cfg = config(app, lambda: tls.hot.context, metrics.closed)
+    server = _ServerWithTasks(cfg, tls.tasks, probe, probe_sockets)
     server.run(sockets=[sock])
 
 

@@ -94,6 +94,17 @@ class Metrics:
             ("code",),
             registry=self.registry,
         )
+        self.connections_closed = Counter(
+            "eip_guard_connections_closed",
+            "Connections closed by a limit (app.webhook.connections), by reason: head_timeout, "
+            "head_too_large, idle_evicted, over_limit.",
+            ("reason",),
+            registry=self.registry,
+        )
+
+    def closed(self, reason: str) -> None:
+        """Count one connection closed by a limit (the server's callback)."""
+        self.connections_closed.labels(reason).inc()
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

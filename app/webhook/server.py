@@ -1,9 +1,10 @@
 """Serving the app over TLS with uvicorn, in one place.
 
 - :func:`ssl_context` builds the server's ``SSLContext`` (TLS >= 1.2, ALPN http/1.1).
-- :func:`config` is the one place a ``uvicorn.Config`` is made. It takes a *factory* of
-  SSL contexts: certificate hot-reload can hand in a factory whose context it updates
-  (``SSLContext.load_cert_chain`` on the live context affects new handshakes).
+- :func:`config` is the one place a ``uvicorn.Config`` for the webhook is made. It takes a
+  *factory* of SSL contexts: certificate hot-reload can hand in a factory whose context it
+  updates (``SSLContext.load_cert_chain`` on the live context affects new handshakes). Its
+  connections have the limits of :mod:`app.webhook.connections`.
 - :func:`listen` binds the socket up front, so "address in use" is an input error with a
   clear message, and tests can bind port 0 and learn the port before serving.
 - :class:`Server` shuts down gracefully on SIGTERM/SIGINT and then returns (exit code 0)
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+
+from app.webhook import connections
 
 SslFactory = Callable[[], ssl.SSLContext]
 GRACEFUL_SHUTDOWN_SECONDS = 10  # the API server's default webhook timeout
@@ -55,12 +58,19 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def config(app: Any, make_ssl: SslFactory) -> uvicorn.Config:
-    """uvicorn settings for the webhook: HTTPS, HTTP/1.1, our logging, no access log."""
+def config(
+    app: Any,
+    make_ssl: SslFactory,
+    closed: Callable[[str], None] | None = None,
+    limits: connections.Limits = connections.DEFAULT_LIMITS,
+) -> uvicorn.Config:
+    """uvicorn settings for the webhook: HTTPS, HTTP/1.1, our logging, no access log, and
+    connection ``limits`` (:mod:`app.webhook.connections`; each connection they close is
+    reported to ``closed``)."""
     return uvicorn.Config(
         app,
         ssl_context_factory=lambda _config, _default: make_ssl(),
-        http="auto",  # httptools when installed (uvicorn[standard]), else h11
+        http=connections.protocol(limits, closed),  # httptools (uvicorn[standard]), limited
         ws="none",
         lifespan="off",
         log_config=None,  # records go to the root logger: app.webhook.logs makes them JSON

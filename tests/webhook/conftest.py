@@ -29,6 +29,7 @@ from app.core.verdict import Policy
 from app.pki.certs import make_bundle, write_bundle
 from app.sources.files import load_objects
 from app.webhook.app import create_app
+from app.webhook.connections import Limits
 from app.webhook.server import Server, config, listen, ssl_context
 
 SERVICE_DNS = "eip-guard.eip-guard.svc"
@@ -148,11 +149,12 @@ def client(
 
 
 @contextmanager
-def serving(app: FastAPI, certs: Certs) -> Iterator[int]:
+def serving(app: FastAPI, certs: Certs, limits: Limits | None = None) -> Iterator[int]:
     """Run ``app`` in a real uvicorn server over TLS on a free loopback port."""
     sock = listen("127.0.0.1", 0)
     port = int(sock.getsockname()[1])
-    server = Server(config(app, functools.partial(ssl_context, certs.cert, certs.key)))
+    make_ssl = functools.partial(ssl_context, certs.cert, certs.key)
+    server = Server(config(app, make_ssl, app.state.metrics.closed, limits or Limits()))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

@@ -11,7 +11,9 @@ from app.core.inventory import Inventory
 from app.core.sources import StaticSource
 from app.core.verdict import Action, Policy
 from app.webhook.app import create_app
+from app.webhook.connections import REASONS, Limits
 from app.webhook.metrics import VERDICTS, Metrics
+from app.webhook.server import KEEP_ALIVE_SECONDS
 
 from .conftest import EXAMPLES, NotReadySource, Webhook, example_inventory
 from .kubectl import api_server_status, kubectl_created, kubectl_stderr
@@ -86,8 +88,19 @@ def test_the_curl_command_is_the_one_make_run_prints() -> None:
 
 def test_the_readme_lists_every_metric_and_verdict() -> None:
     families = {family.name for family in Metrics().registry.collect()}
-    assert len(families) == 4
+    assert len(families) == 5
     for name in families:
         assert f"| `{name}" in README, name
     for verdict in VERDICTS:
         assert f"`{verdict}`" in README, verdict
+    for reason in REASONS:
+        assert f"`{reason}`" in README, reason
+
+
+def test_the_readme_gives_the_connection_limits_the_server_has() -> None:
+    limits = Limits()
+    section = README[README.index("**Connections.**") : README.index("**Who should reach")]
+    assert f"within {limits.head_seconds:g} s of their first byte" in section
+    assert f"at most {limits.head_bytes // 1024} KiB" in section
+    assert f"at most {limits.connections:,} connections" in section
+    assert f"closed after {KEEP_ALIVE_SECONDS} s" in section
