@@ -460,11 +460,14 @@ def check(
     if not found and not candidate.allow_rules and not inventory.gaps:
         return ALLOWED  # the usual answer, with nothing to note: spare the loop below
     # Ratcheting: what the old object already broke, on a field left as it was, only warns.
+    # An advisory violation broke nothing (can_reach on a bgp Eip is never used): turning
+    # that Eip to layer2 must be judged as a create would be (openelb#331's trap).
     before: set[tuple[str, str, str]] = set()
     if old is not None:
         before = {
             (v.rule, v.field, v.value)
             for v in _violations(Review(old, None, inventory, Operation.CREATE, schema_on))
+            if not v.advisory
         }
     overrides = candidate.allow_rules if policy.allow_overrides else ()
     denied: list[Violation] = []

@@ -300,6 +300,23 @@ def test_ratcheting_keeps_old_violations_as_warnings() -> None:
     assert not check(Eip.from_object(legacy), None, inv).allowed
 
 
+@pytest.mark.parametrize(("was", "now"), [("bgp", "layer2"), ("", "vip"), ("bgp", "vip")])
+@pytest.mark.parametrize("interface", ["can_reach:172.16.236.152", "lo:0"])
+def test_an_update_that_starts_using_a_bad_can_reach_is_denied(
+    was: str, now: str, interface: str
+) -> None:
+    # On a bgp Eip a bad can_reach only warns (never used); the update that makes the
+    # speaker use it is what breaks, and the interface it keeps is no excuse.
+    old = eip("e", "172.16.236.150-172.16.236.151", protocol=was, interface=interface)
+    new = eip("e", "172.16.236.150-172.16.236.151", protocol=now, interface=interface)
+    inv = cluster(old)
+    assert check(Eip.from_object(old), Eip.from_object(old), inv).allowed
+    as_update = check(Eip.from_object(new), Eip.from_object(old), inv)
+    as_create = check(Eip.from_object(new), None, inv)
+    assert not as_create.allowed
+    assert denied(as_update) == denied(as_create)
+
+
 def test_policy_actions() -> None:
     bad = l2("can_reach:172.16.236.152")
     warn = Policy(actions={"can-reach-node-ip": Action.WARN})
