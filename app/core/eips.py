@@ -217,7 +217,8 @@ class Eip(NamedTuple):
                 shared(as_str(protocol)) or "bgp",  # protocol
                 interface_text,
                 parse_interface(interface_text),
-                annotations.get(DEFAULT_EIP_ANNOTATION) == "true",  # is_default
+                # is_default, as OpenELB reads it (strings.ToLower(value) == "true")
+                as_str(annotations.get(DEFAULT_EIP_ANNOTATION)).lower() == "true",
                 tuple([r.strip() for r in allow.split(",") if r.strip()]) if allow else (),
                 tuple([own(str(k)) for k in used]) if used else (),
                 disable is True,  # disabled

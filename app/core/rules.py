@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import NamedTuple, cast
 
-from app.core.addresses import V6_OFFSET, Span, key_text, special_kind_of_key
+from app.core.addresses import V6_OFFSET, Span, key_text, quoted, special_kind_of_key
 from app.core.eips import ALLOW_RULES_ANNOTATION, DEFAULT_EIP_ANNOTATION, Eip
 from app.core.facts import Fact, FactKind
 from app.core.interfaces import BadInterface, CanReach, NoInterface
@@ -404,7 +404,7 @@ def _default_unique(r: Review) -> Iterator[Violation]:
             "default-eip-unique",
             f"metadata.annotations[{DEFAULT_EIP_ANNOTATION}]",
             "true",
-            f"already exists a default EIP: {', '.join(others)}. OpenELB picks one at random "
+            f"already exists a default EIP: {_named(others)}. OpenELB picks one at random "
             "for Services that name no pool. Remove the annotation here or there.",
             f"already exists a default EIP: {others[0]}",
         )
@@ -416,7 +416,7 @@ def _address_immutable(r: Review) -> Iterator[Violation]:
             "address-immutable",
             ADDRESS,
             r.candidate.address_text,
-            f"the address field is not allowed to be modified (was {r.old.address_text!r}): "
+            f"the address field is not allowed to be modified (was {quoted(r.old.address_text)}): "
             "OpenELB keeps the IPs it handed out. Create a new Eip and move Services to it.",
             "the address field is not allowed to be modified",
         )
@@ -491,7 +491,8 @@ def check(
     if candidate.allow_rules:
         unknown = sorted(set(candidate.allow_rules) - RULE_IDS)
         if unknown:
-            notes.append(f"eip-guard: unknown rule id(s) in {ALLOW_RULES_ANNOTATION}: {unknown}")
+            what = f"unknown rule id(s) in {ALLOW_RULES_ANNOTATION}: {_named(unknown)}"
+            notes.append(f"eip-guard: {what}")
         if not policy.allow_overrides:
             notes.append(f"eip-guard: the policy does not allow {ALLOW_RULES_ANNOTATION}")
     if inventory.gaps and isinstance(candidate.interface, CanReach):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from app.core.eips import GROUP
-from app.core.verdict import Verdict, Violation, aggregate, clean_warning
+from app.core.verdict import Verdict, Violation, aggregate, clean_warning, invalid_value
 from app.webhook.reviews import AdmissionResponse, Status, StatusCause
 
 CODE_INVALID = 422
@@ -37,7 +37,7 @@ def violation_body(v: Violation) -> str:
     The rule id is what an admin writes in ``eip-guard.io/allow-rules`` or a policy file,
     so the denial names it.
     """
-    return f'Invalid value: "{v.value}": {v.detail} (eip-guard rule {v.rule})'
+    return f"{invalid_value(v.value)}: {v.detail} (eip-guard rule {v.rule})"
 
 
 def violation_message(v: Violation) -> str:

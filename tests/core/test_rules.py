@@ -285,6 +285,37 @@ def test_update_replaces_its_namesake_and_address_is_immutable() -> None:
     assert "was '172.16.236.40-172.16.236.60'" in v.message
 
 
+def with_annotation(obj: dict[str, Any], value: str) -> dict[str, Any]:
+    annotations = {"eip.openelb.kubesphere.io/is-default-eip": value}
+    return dict(obj, metadata={**obj["metadata"], "annotations": annotations})
+
+
+@pytest.mark.parametrize("value", ["True", "TRUE", "tRuE"])
+def test_the_default_annotation_is_read_as_openelb_reads_it(value: str) -> None:
+    # OpenELB: strings.ToLower(value) == "true", for the Eip judged and those it meets.
+    existing = with_annotation(eip("dflt", "172.16.236.220"), value)
+    assert denied(judge(l2("eth0", default=True), cluster(existing))) == {"default-eip-unique"}
+    candidate = with_annotation(l2("eth0"), value)
+    assert denied(judge(candidate, cluster(eip("d", "172.16.236.230", default=True)))) == {
+        "default-eip-unique"
+    }
+    assert judge(with_annotation(l2("eth0"), "yes"), cluster(existing)).allowed
+
+
+def test_messages_name_a_few_defaults_and_quote_values_on_one_line() -> None:
+    defaults = [eip(f"d{i}", f"172.16.236.{200 + i}", default=True) for i in range(10)]
+    v = judge(l2("eth0", default=True), cluster(*defaults))
+    assert "already exists a default EIP: d0; d1; d2; and 7 more." in v.message
+    # A value quoted as Kubernetes quotes it (Go's %q), cut, however odd or long it is.
+    odd = l2('can_reach:10.0.0.1"\n' + "x" * 500)
+    message = judge(odd).message
+    assert '"can_reach:10.0.0.1\\"\\nxxx' in message and "\n" not in message
+    assert len(message) < 1000
+    old = eip("candidate", "y" * 100_000)
+    v = check(Eip.from_object(l2("eth0")), Eip.from_object(old), cluster())
+    assert "address-immutable" in denied(v) and len(v.message) < 2000
+
+
 def test_ratcheting_keeps_old_violations_as_warnings() -> None:
     # An Eip created before eip-guard with a bad can_reach: OpenELB must still manage it.
     legacy = eip("legacy", "172.16.236.150-172.16.236.151", interface="can_reach:172.16.236.152")

@@ -232,3 +232,16 @@ def test_one_violation_is_one_field_error_without_brackets(webhook: Webhook) -> 
     assert status["details"]["causes"][0]["message"] == status["message"].removeprefix(
         "spec.address: "
     )
+
+
+def test_a_denied_value_is_quoted_on_one_line_and_cut(webhook: Webhook) -> None:
+    # As Kubernetes' field errors quote (Go's %q): a quote or newline in the value stays
+    # escaped, and a megabyte of it is not echoed twice into the answer.
+    bad = copy.deepcopy(example_eip("bad"))
+    bad["spec"]["interface"] = 'can_reach:10.0.0.1"\n' + "x" * 1_000_000
+    status = webhook.validate(review(bad))["response"]["status"]
+    texts = [status["message"]] + [c["message"] for c in status["details"]["causes"]]
+    for text in texts:
+        assert text.startswith(('spec.interface: Invalid value: "can_reach:10.0.0.1\\"\\nxx',
+                                'Invalid value: "can_reach:10.0.0.1\\"\\nxx'))  # fmt: skip
+        assert "\n" not in text and len(text) < 1000
