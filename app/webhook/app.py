@@ -21,6 +21,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from pydantic import ValidationError
+from pydantic_core import from_json
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -198,9 +199,14 @@ def create_app(
         started = time.perf_counter()  # judging starts here: a slow upload is the client's
         try:
             review = AdmissionReviewRequest.model_validate_json(body)
+            if b"NaN" in body or b"Infinity" in body:  # pydantic's parser takes these; JSON
+                from_json(body, allow_inf_nan=False)  # (RFC 8259, Go) does not: raises
         except ValidationError as exc:
             metrics.rejected.labels("400").inc()
             return _problem(400, _not_a_review(exc))
+        except ValueError as exc:
+            metrics.rejected.labels("400").inc()
+            return _problem(400, f"the body is not JSON: {exc}")
         try:
             decision = decide(review.request, source, policy)
         except Exception as exc:

@@ -67,6 +67,17 @@ def reason_of(response: httpx.Response, code: int) -> str:
             b' "request": {"uid": "u", "operation": "PATCH"}}',
             "request.operation",
         ),
+        # Literals pydantic's parser takes but JSON (RFC 8259, Go's encoding/json) does not.
+        (
+            b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",'
+            b' "request": {"uid": "u", "operation": "CREATE", "x": NaN}}',
+            "the body is not JSON: expected value at line 1",
+        ),
+        (
+            b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",'
+            b' "request": {"uid": "u", "operation": "CREATE", "object": {"a": -Infinity}}}',
+            "the body is not JSON",
+        ),
     ],
 )
 def test_what_is_not_a_review_gets_400_with_a_reason(
@@ -84,6 +95,12 @@ def test_a_wrong_content_type_gets_400(webhook: Webhook, content_type: str | Non
     headers = {"content-type": content_type} if content_type else {}
     response = webhook.http.post("/validate-eip", content=body, headers=headers)
     assert "Content-Type must be application/json" in reason_of(response, 400)
+
+
+def test_nan_and_infinity_inside_strings_are_fine(webhook: Webhook) -> None:
+    eip = example_eip("good")
+    eip["metadata"]["annotations"] = {"note": "NaN Infinity"}
+    assert webhook.validate(review(eip))["response"]["allowed"] is True
 
 
 def test_json_with_a_charset_is_fine(webhook: Webhook) -> None:
