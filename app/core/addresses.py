@@ -140,6 +140,13 @@ def parse_ip(text: str) -> IP:
     try:
         ip = ipaddress.ip_address(text)
     except ValueError:
+        octets = text.split(".")
+        dotted = len(octets) == 4 and all(o.isdigit() and o.isascii() for o in octets)
+        if dotted and any(len(o) > 1 and o[0] == "0" for o in octets):  # octal to some
+            fixed = ".".join(str(int(o)) for o in octets)
+            raise AddressError(
+                f"{quoted(text)} has an octet with a leading zero; write {fixed}"
+            ) from None
         raise AddressError(f"{quoted(text)} is not an IP address") from None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         raise AddressError(f"{quoted(text)} is an IPv4-mapped IPv6 address; write {ip.ipv4_mapped}")
@@ -287,6 +294,8 @@ def _key_and_cidr(text: str) -> tuple[int, Span]:
     key = parse_key(ip_text)
     prefix = _PREFIXES.get(prefix_text)
     if prefix is None:
+        if any(c.isspace() for c in prefix_text):
+            raise AddressError(f"{quoted(text)} contains whitespace")
         if not (prefix_text.isascii() and prefix_text.isdigit()):  # "" too
             raise AddressError(f"{quoted(text)} needs a decimal prefix length after '/'")
         if len(prefix_text) > 1 and prefix_text[0] == "0":
@@ -304,6 +313,11 @@ def _key_and_cidr(text: str) -> tuple[int, Span]:
 def parse_range(text: str) -> Span:
     """``a-b``: split at the first ``-``; both ends plain IPs of one family, ``a <= b``."""
     left, _, right = text.partition("-")
+    if not left or not right or "-" in right:
+        raise AddressError(
+            f"{quoted(text)} is not a range: write one IP, a CIDR, or 'first-last' "
+            "(two IPs joined by one '-')"
+        )
     first, last = parse_key(left), parse_key(right)
     if (first < V6_OFFSET) != (last < V6_OFFSET):
         first_ip, last_ip = key_ip(first), key_ip(last)

@@ -122,6 +122,24 @@ def test_parse_ip_messages_say_what_is_wrong() -> None:
         parse_ip("::ffff:10.0.0.1")
 
 
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("1.2.3.4-", "is not a range: write one IP, a CIDR, or 'first-last'"),
+        ("-1.2.3.4", "is not a range"),
+        ("1.2.3.4-1.2.3.5-1.2.3.9", "(two IPs joined by one '-')"),
+        ("1.2.3.0/24 ", "contains whitespace"),
+        ("01.2.3.4", r"'01.2.3.4' has an octet with a leading zero; write 1.2.3.4"),
+        ("10.0.0.1-10.0.0.010", "leading zero; write 10.0.0.10"),
+        ("1.2.3.256", "is not an IP address"),
+    ],
+)
+def test_eip_address_messages_say_what_is_wrong(text: str, says: str) -> None:
+    with pytest.raises(AddressError) as caught:
+        parse_eip_address(text)
+    assert says in str(caught.value)
+
+
 spans = st.tuples(st.integers(0, 60), st.integers(0, 12)).map(lambda t: Span(t[0], t[0] + t[1]))
 
 

@@ -43,7 +43,7 @@ def test_valid(text: str | None, expected: object) -> None:
         ("can_reach:172.16.236.1 ", "whitespace"),
         ("can_reach:172.16.236.0/24", "CIDR"),
         ("can_reach:fe80::1%eth0", "zone"),
-        ("can_reach:172.016.236.1", "not an IP"),
+        ("can_reach:172.016.236.1", "leading zero; write 172.16.236.1"),
         ("can_reach:gateway.local", "not an IP"),
         ("can-reach:172.16.236.1", "not supported"),
         ("Can_Reach:172.16.236.1", "not supported"),
