@@ -141,7 +141,9 @@ def parse_ip(text: str) -> IP:
         ip = ipaddress.ip_address(text)
     except ValueError:
         octets = text.split(".")
-        dotted = len(octets) == 4 and all(o.isdigit() and o.isascii() for o in octets)
+        dotted = len(octets) == 4 and all(
+            o.isdigit() and o.isascii() and int(o) < 256 for o in octets
+        )
         if dotted and any(len(o) > 1 and o[0] == "0" for o in octets):  # octal to some
             fixed = ".".join(str(int(o)) for o in octets)
             raise AddressError(

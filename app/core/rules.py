@@ -140,9 +140,44 @@ def _is_taken(key: int, candidate: Eip | None, inventory: Inventory) -> int | No
     return last
 
 
+_WINDOW = 1024  # addresses whose claims are gathered at once while searching a subnet
+
+
+def _claimed_runs(window: Span, inventory: Inventory) -> tuple[list[int], list[int]]:
+    """What claims addresses of ``window`` (every stored Eip, every claim kind), merged
+    into sorted disjoint runs: their firsts and lasts. Once per inventory and window: a
+    rack's consecutive node IPs are then one run to jump over, not a lookup each."""
+    memo_key = ("claimed-runs", window.first, window.last)
+    found = inventory.memo.get(memo_key)
+    if found is None:
+        pools = inventory.eip_pools.overlapping(window)
+        spans = [(e.address.first, e.address.last) for e in pools if e.address is not None]
+        for kind in _CLAIM_KINDS:
+            points, ranges = inventory.points.get(kind), inventory.spans.get(kind)
+            if points is not None:
+                spans += [(key, key) for key, _ in points.within(window)]
+            if ranges is not None:
+                spans += [(f.span.first, f.span.last) for f in ranges.overlapping(window)]
+        spans.sort()
+        firsts: list[int] = []
+        lasts: list[int] = []
+        for first, last in spans:
+            if lasts and first <= lasts[-1] + 1:
+                lasts[-1] = max(lasts[-1], last)
+            else:
+                firsts.append(first)
+                lasts.append(last)
+        found = inventory.memo[memo_key] = (firsts, lasts)
+    return cast(tuple[list[int], list[int]], found)
+
+
 def _free_keys(subnet: Span, candidate: Eip | None, inventory: Inventory) -> Iterator[int]:
     """Free addresses of a node subnet in the order suggested: known gateways, then the
-    subnet from its first host on (jumping over whole claims, at most 256 jumps)."""
+    subnet from its first host on, a window at a time, jumping over whole runs of claims.
+
+    With a candidate, its pool is claimed too; its stored version stays claimed as well (a
+    free address found is then free for certain; one only the old version held is missed).
+    """
     gateways = inventory.points.get(FactKind.NODE_GATEWAY)
     offered: set[int] = set()
     if gateways is not None:
@@ -150,15 +185,25 @@ def _free_keys(subnet: Span, candidate: Eip | None, inventory: Inventory) -> Ite
             if key not in offered and _is_taken(key, candidate, inventory) is None:
                 offered.add(key)
                 yield key
-    key, budget = subnet.first + 1, 256
-    while key < subnet.last and budget > 0:
-        taken = _is_taken(key, candidate, inventory)
-        if taken is None:
-            if key not in offered:
-                yield key
-            key += 1
-        else:
-            key, budget = taken + 1, budget - 1
+    own = candidate.address if candidate is not None else None
+    key, steps = subnet.first + 1, 4096  # steps: windows, runs and special addresses passed
+    while key < subnet.last and steps > 0:
+        window = Span(key, min(key + _WINDOW - 1, subnet.last - 1))
+        firsts, lasts = _claimed_runs(window, inventory)
+        run, steps = 0, steps - 1
+        while key <= window.last and steps > 0:
+            if run < len(firsts) and firsts[run] <= key:
+                if key <= lasts[run]:
+                    key, steps = lasts[run] + 1, steps - 1
+                run += 1
+            elif own is not None and own.contains(key):
+                key, steps = own.last + 1, steps - 1
+            elif special_kind_of_key(key) is not None:
+                key, steps = key + 1, steps - 1
+            else:
+                if key not in offered:
+                    yield key
+                key += 1
 
 
 CACHED_FREE_KEYS = 4  # per subnet: enough that a candidate's own pool rarely covers them all

@@ -232,6 +232,11 @@ def old_parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     try:
         ip = ipaddress.ip_address(text)
     except ValueError:
+        octets = text.split(".") if re.fullmatch(r"[0-9]+(\.[0-9]+){3}", text) else []
+        if re.search(r"(^|\.)0[0-9]", text) and octets and max(map(int, octets)) <= 255:
+            fixed = ".".join(str(int(octet)) for octet in octets)
+            message = f"{text!r} has an octet with a leading zero; write {fixed}"
+            raise AddressError(message) from None
         raise AddressError(f"{text!r} is not an IP address") from None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         raise AddressError(f"{text!r} is an IPv4-mapped IPv6 address; write {ip.ipv4_mapped}")
@@ -239,6 +244,11 @@ def old_parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 
 
 def old_parse_range(text: str) -> Span:
+    if re.fullmatch(r"[^-]+-[^-]+", text, re.DOTALL) is None:
+        raise AddressError(
+            f"{text!r} is not a range: write one IP, a CIDR, or 'first-last' "
+            "(two IPs joined by one '-')"
+        )
     left, _, right = text.partition("-")
     first, last = old_parse_ip(left), old_parse_ip(right)
     if first.version != last.version:

@@ -132,6 +132,7 @@ def test_parse_ip_messages_say_what_is_wrong() -> None:
         ("01.2.3.4", r"'01.2.3.4' has an octet with a leading zero; write 1.2.3.4"),
         ("10.0.0.1-10.0.0.010", "leading zero; write 10.0.0.10"),
         ("1.2.3.256", "is not an IP address"),
+        ("01.2.3.256", "is not an IP address"),
     ],
 )
 def test_eip_address_messages_say_what_is_wrong(text: str, says: str) -> None:

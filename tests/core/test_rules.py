@@ -401,6 +401,25 @@ def test_suggestion_skips_taken_addresses() -> None:
     assert judge(l2("can_reach:172.16.236.2"), inv).allowed
 
 
+def calico_node(name: str, ip: str, prefix: int) -> dict[str, Any]:
+    return node(name, ip, annotations={"projectcalico.org/IPv4Address": f"{ip}/{prefix}"})
+
+
+def test_a_suggestion_is_found_past_long_runs_of_taken_addresses() -> None:
+    # 767 consecutive node IPs, then a Service CIDR, a pool and the candidate's own pool, in
+    # and across the search's windows: the first address nothing claims is suggested.
+    racks = [calico_node(f"r{i}", f"10.20.{i // 256}.{i % 256}", 16) for i in range(1, 768)]
+    taken = [service_cidr("svc", "10.20.3.0/24"), eip("p", "10.20.4.0-10.20.7.255")]
+    inv = build([*racks, *taken, service("k", cluster_ip="10.96.0.1")])
+
+    def candidate(interface: str) -> Eip:
+        return Eip.from_object(eip("c", "10.20.8.0-10.20.8.9", interface=interface))
+
+    v = check(candidate("can_reach:10.20.0.5"), None, inv)
+    assert "e.g. can_reach:10.20.8.10." in v.message
+    assert check(candidate("can_reach:10.20.8.10"), None, inv).allowed
+
+
 def test_a_known_gateway_is_suggested_first() -> None:
     report = '{"interfaces": [{"name": "eth0", "addresses": ["172.16.236.153/24"]}],'
     report += ' "gateways": ["172.16.236.254"]}'
