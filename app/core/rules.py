@@ -98,9 +98,13 @@ _WHY_BOUND = {
 _KIND_TEXT = {kind: kind.value for kind in FactKind}  # Enum's .value runs Python code
 
 
+# Kinds that are ranges even when one holds a single IP ("lies in pool 10.0.0.9").
+_RANGE_KINDS = frozenset({FactKind.POD_CIDR, FactKind.KUBE_VIP_POOL, FactKind.SERVICE_CIDR})
+
+
 def _describe(fact: Fact, ip: str) -> str:
     kind, span, source = fact
-    if span.first == span.last and span.prefix is None:
+    if span.first == span.last and span.prefix is None and kind not in _RANGE_KINDS:
         return f"{ip} is a {_KIND_TEXT[kind]} of {source.object_ref} ({source.field})"
     return f"{ip} lies in {_KIND_TEXT[kind]} {span} of {source.object_ref} ({source.field})"
 
@@ -335,7 +339,12 @@ def _can_reach_rules(r: Review) -> Iterator[Violation]:
                 "; once OpenELB assigns it to a Service, kube-proxy binds it on kube-ipvs0"
                 for p in pools
             ]
+        named: set[tuple[FactKind, str]] = set()
         for fact in facts:
+            seen = (fact.kind, fact.source.object_ref)
+            if seen in named:  # one object read twice (e.g. its status and an annotation)
+                continue
+            named.add(seen)
             reason = f"{_describe(fact, ip)}; {_WHY_BOUND[fact.kind]}"
             found.setdefault(_RULE_OF_KIND[fact.kind], []).append(reason)
         advice = _advice(eip, subnets, inventory)

@@ -420,6 +420,21 @@ def test_a_suggestion_is_found_past_long_runs_of_taken_addresses() -> None:
     assert check(candidate("can_reach:10.20.8.10"), None, inv).allowed
 
 
+def test_an_object_read_twice_is_named_once_and_a_one_ip_pool_is_a_pool() -> None:
+    inv = build([calico_node("n5", "10.20.0.5", 16), service("k", cluster_ip="10.96.0.1"),
+                 configmap("kubevip", {"range-global": "10.20.0.9"})])  # fmt: skip
+
+    def judged(interface: str) -> str:
+        return check(
+            Eip.from_object(eip("c", "10.30.0.0/28", interface=interface)), None, inv
+        ).message
+
+    assert judged("can_reach:10.20.0.5").count("Node n5") == 1
+    assert "10.20.0.9 lies in kube-vip-cloud-provider pool 10.20.0.9 of ConfigMap" in judged(
+        "can_reach:10.20.0.9"
+    )
+
+
 def test_a_known_gateway_is_suggested_first() -> None:
     report = '{"interfaces": [{"name": "eth0", "addresses": ["172.16.236.153/24"]}],'
     report += ' "gateways": ["172.16.236.254"]}'
