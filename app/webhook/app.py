@@ -34,6 +34,12 @@ from app.webhook.metrics import Metrics
 from app.webhook.reviews import AdmissionReviewRequest, review_json
 
 MAX_BODY_BYTES = 7 * 1024 * 1024  # controller-runtime's limit for an AdmissionReview
+# Parsed, every JSON array and object is a Python object of 56+ bytes (and pydantic-core's
+# own tree node before that): a 7 MiB body of "[[]],[[]],..." peaked at 470 MB. A real
+# review holds far fewer: etcd's 1.5 MiB per object caps an Eip's status.used and
+# managedFields at about 100,000 each, object and oldObject. Counted only in large bodies.
+MAX_CONTAINERS = 500_000
+COUNTED_BODY_BYTES = 1024 * 1024
 BODY_SECONDS = 30.0  # the longest webhook timeout an API server allows
 VALIDATE_PATH = "/validate-eip"
 JSON = "application/json"
@@ -196,6 +202,13 @@ def create_app(
             return _problem(408, reason, {"connection": "close"})
         except ClientDisconnect:
             return _problem(400, "the client went away while sending the body")
+        if len(body) > COUNTED_BODY_BYTES and body.count(b"[") + body.count(b"{") > MAX_CONTAINERS:
+            metrics.rejected.labels("400").inc()
+            reason = (
+                f"the body holds more than {MAX_CONTAINERS} JSON arrays and objects "
+                "(brackets and braces, counted before parsing); an AdmissionReview holds fewer"
+            )
+            return _problem(400, reason)
         started = time.perf_counter()  # judging starts here: a slow upload is the client's
         try:
             review = AdmissionReviewRequest.model_validate_json(body)

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from app.core.inventory import Inventory
 from app.core.sources import Readiness, StaticSource
 from app.core.verdict import Policy
-from app.webhook.app import MAX_BODY_BYTES, create_app
+from app.webhook.app import COUNTED_BODY_BYTES, MAX_BODY_BYTES, MAX_CONTAINERS, create_app
 from app.webhook.metrics import Metrics
 from app.webhook.server import Server, config, listen, ssl_context
 
@@ -133,6 +133,21 @@ def test_a_body_over_7_mib_gets_413(webhook: Webhook) -> None:
     assert "exceeds 7340032 bytes" in reason_of(response, 413)
     # The connection survives (the server drained the body): the next review is answered.
     assert webhook.validate(review(example_eip("good"), uid="after"))["response"]["uid"] == "after"
+
+
+def test_a_large_body_of_too_many_json_containers_gets_400_unparsed(webhook: Webhook) -> None:
+    # Parsed, 600,000 empty lists cost some 60 MB and more; a review holds far fewer.
+    eip = example_eip("good")
+    eip["junk"] = [[] for _ in range(MAX_CONTAINERS + 1)]
+    body = json.dumps(review(eip)).encode()
+    response = webhook.http.post(
+        "/validate-eip", content=body, headers={"content-type": "application/json"}
+    )
+    assert f"more than {MAX_CONTAINERS} JSON arrays and objects" in reason_of(response, 400)
+    # As many as a large real Eip has (managedFields: an object per status.used IP) pass.
+    eip["junk"] = [{"f:10.0.0.1": {}} for _ in range(100_000)]
+    assert len(json.dumps(review(eip))) > COUNTED_BODY_BYTES
+    assert webhook.validate(review(eip, uid="large"))["response"]["allowed"] is True
 
 
 def _padded(size: int, uid: str) -> bytes:
