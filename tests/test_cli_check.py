@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -231,6 +232,13 @@ def test_rules_lists_every_rule_with_the_action_a_policy_gives_it(
     policy.write_text("rules:\n  can-reach-nodeip: warn\n")
     code, _, err = run_cli(capsys, "rules", "--policy", str(policy))
     assert code == 2 and "unknown rule id" in err
+    # deny where a rule can only warn would quietly pass what the admin meant to stop.
+    policy.write_text("rules:\n  can-reach-unknown-subnet: deny\n")
+    code, _, err = run_cli(capsys, "rules", "--policy", str(policy))
+    assert code == 2 and "can-reach-unknown-subnet: this rule never denies, only warns" in err
+    policy.write_text("rules:\n  can-reach-unknown-subnet: off\n")
+    code, out, _ = run_cli(capsys, "rules", "--policy", str(policy))
+    assert code == 0 and re.search(r"can-reach-unknown-subnet +off ", out)
 
 
 def test_strict_fails_on_warnings_and_on_what_was_not_checked(

@@ -75,11 +75,17 @@ def _by_routes(ip: IP, host: HostNet) -> Resolution:
             if link is None:
                 continue
             why_not = unusable(link, host)
-            if why_not is None:
-                return Resolved(link, f"{label} {_route_text(route)} (table main)")
+            if why_not is None:  # those skipped on the way say why another NIC was picked
+                why = f"{label} {_route_text(route)} (table main)"
+                return Resolved(link, why + _skipped_text(skipped))
             skipped.append(f"{link.name} ({_route_text(route)}) {why_not}")
-    detail = f"; skipped: {'; '.join(skipped)}" if skipped else ""
-    return Unresolved(f"no route of the main table reaches {ip} through a usable NIC{detail}")
+    return Unresolved(
+        f"no route of the main table reaches {ip} through a usable NIC{_skipped_text(skipped)}"
+    )
+
+
+def _skipped_text(skipped: list[str]) -> str:
+    return f"; skipped: {'; '.join(skipped)}" if skipped else ""
 
 
 def resolve(spec: InterfaceSpec, host: HostNet) -> Resolution:

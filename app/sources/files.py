@@ -16,7 +16,7 @@ import jiter
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from app.core.rules import RULE_IDS
+from app.core.rules import RULE_IDS, RULES
 from app.core.verdict import Action, Policy
 from app.sources.errors import InputError
 from app.sources.gc_pause import gc_paused
@@ -230,6 +230,15 @@ class PolicyFile(BaseModel):
         unknown = sorted(set(self.rules) - RULE_IDS)
         if unknown:
             raise InputError(f"unknown rule id(s) {unknown}; known: {sorted(RULE_IDS)}")
+        # Silently warning where the admin wrote deny would pass what they meant to stop.
+        denying = sorted(
+            r.id for r in RULES if r.warns_only and self.rules.get(r.id) is Action.DENY
+        )
+        if denying:
+            raise InputError(
+                f"{', '.join(denying)}: this rule never denies, only warns (what it knows of "
+                "node subnets may be incomplete); give it warn or off"
+            )
         return Policy(actions=dict(self.rules), allow_overrides=self.allowOverrides)
 
 

@@ -43,6 +43,7 @@ COUNTED_BODY_BYTES = 1024 * 1024
 BODY_SECONDS = 30.0  # the longest webhook timeout an API server allows
 VALIDATE_PATH = "/validate-eip"
 JSON = "application/json"
+COMPACT = (",", ":")  # as the API server writes JSON, and as the README shows our answers
 
 log = logging.getLogger(DECISIONS)
 log_decision = line_emitter(log)
@@ -56,7 +57,7 @@ def _problem(code: int, reason: str, headers: Mapping[str, str] | None = None) -
     # No "Connection: close" on 413: closing with the client's body unread makes the kernel
     # reset the connection, which can destroy the answer before the client reads it. uvicorn
     # discards the rest of the body instead and keeps the connection.
-    body = json.dumps({"code": code, "reason": reason}).encode()
+    body = json.dumps({"code": code, "reason": reason}, separators=COMPACT).encode()
     return Response(body, status_code=code, media_type=JSON, headers=headers)
 
 
@@ -243,7 +244,7 @@ def create_app(
             readiness = Readiness(False, f"readiness check failed: {type(exc).__name__}: {exc}")
         if readiness.ready:
             return Response(b'{"ready":true}', media_type=JSON)
-        body = json.dumps({"ready": False, "reason": readiness.reason}).encode()
+        body = json.dumps({"ready": False, "reason": readiness.reason}, separators=COMPACT).encode()
         return Response(body, status_code=503, media_type=JSON)
 
     async def prometheus(_: Request) -> Response:

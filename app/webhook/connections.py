@@ -101,7 +101,8 @@ class _Reporter:
 
 
 def _too_large(limit: int) -> bytes:
-    body = json.dumps({"code": 431, "reason": f"the request head exceeds {limit} bytes"})
+    reason = f"the request head exceeds {limit} bytes"
+    body = json.dumps({"code": 431, "reason": reason}, separators=(",", ":"))
     return (
         "HTTP/1.1 431 Request Header Fields Too Large\r\n"
         "content-type: application/json\r\n"

@@ -146,6 +146,24 @@ def test_a_nic_without_an_ethernet_mac_is_skipped_not_a_crash() -> None:
     assert targets(result, host).keys() == {"eth1"}  # no MAC to parse, no crash
 
 
+def test_a_nic_found_past_skipped_ones_says_which_were_skipped() -> None:
+    # A narrower subnet on a NIC without a MAC would have been the answer: the admin reading
+    # why another NIC was picked learns it was skipped, and why.
+    tun = link(5, "tun0", mac="")
+    host = HostNet(
+        links=(LO, ETH, tun),
+        addresses=(Address(2, ip("10.0.0.5"), 24), Address(5, ip("10.0.0.129"), 25)),
+        routes=(Route(net("10.0.0.0/24"), 2, None), Route(net("10.0.0.128/25"), 5, None)),
+        bound={},
+    )
+    found = resolve(parse_interface("can_reach:10.0.0.200"), host)
+    assert isinstance(found, Resolved) and found.link.name == "eth1"
+    assert found.why == (
+        "connected subnet 10.0.0.0/24 (table main); "
+        "skipped: tun0 (10.0.0.128/25) has no Ethernet MAC address to answer with"
+    )
+
+
 def test_plan_announces_on_the_resolved_nic_and_explains_failures() -> None:
     view = cluster_view([eip("good", "can_reach:10.0.0.50", ("10.0.0.41",)),
                          eip("bad", "ens9", ("10.0.0.42",))])  # fmt: skip
