@@ -3,20 +3,29 @@
 uvicorn bounds an idle keep-alive connection (``timeout_keep_alive``) and our app bounds a
 body (7 MiB, 30 s), but nothing bounded the rest, and any client reaching the port could:
 
-- take forever over a request's line and headers (its *head*): one header byte now and
-  then, or nothing at all after connecting, held the connection, its buffers and TLS state
-  forever. A head must now arrive whole within ``head_seconds`` of its first byte (of the
-  connection's start, for a connection's first request), else the connection is dropped;
-- send a head of any size: httptools keeps every header, and 100 MB of headers held 100 MB.
-  A head over ``head_bytes`` now gets ``431`` and the connection is closed;
+- take forever over a TLS handshake or a request's line and headers (its *head*): one
+  header byte now and then, or nothing at all after connecting, held the connection, its
+  buffers and TLS state forever. A handshake must now end within ``head_seconds`` (the
+  event loop's ``ssl_handshake_timeout``, see :func:`new_event_loop`) and a head arrive whole
+  within ``head_seconds`` of its first byte (of the connection's start, for a connection's
+  first request), else the connection is dropped;
+- send a head, or chunked trailers after a body, of any size: httptools hands over every
+  header and uvicorn keeps them, and 100 MB of headers held 100 MB. Beyond ``head_bytes``
+  (request line, header names and values, and trailers together) the answer is ``431``;
+- keep a connection between requests forever with bytes that start no request (a bare
+  CRLF, the unread rest of a body the app answered without reading): each cancelled
+  uvicorn's keep-alive timer, which only a finished response re-arms. Between requests
+  with no head begun, a connection is now closed after ``timeout_keep_alive`` whatever
+  bytes it sends;
 - open any number of connections, about 46 KB each over TLS. Beyond ``connections``, a new
-  connection now closes the one idle the longest between requests or, with none idle, is
-  dropped itself.
+  connection closes one that is between requests (never served first, then the one
+  served the longest ago) or, with none, is dropped itself.
 
-The API server sends each review whole over a few keep-alive connections, so none of this
-touches it. :func:`protocol` makes the uvicorn protocol class for one server; it reports
-each closed connection to ``closed(reason)`` (the webhook's metrics) and logs it, at most
-one line per reason a minute.
+The API server sends each review whole over a few keep-alive connections, so only the
+connection cap can touch it (see the README). :func:`protocol` makes the uvicorn protocol
+class for one server; it reports each closed connection to ``closed(reason)`` (the
+webhook's metrics) and logs it, at most one line per reason a minute. uvicorn's own line
+per malformed request is counted and logged the same way (``bad_request``).
 """
 
 from __future__ import annotations
@@ -29,9 +38,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import uvloop
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 HEAD_SECONDS = 10.0  # Go servers' usual ReadHeaderTimeout; the API server's default timeout
+HANDSHAKE_SECONDS = HEAD_SECONDS  # for a TLS handshake (read when a server starts)
 HEAD_BYTES = 64 * 1024  # an API server's head is well under 1 KiB
 MAX_CONNECTIONS = 1000  # about 46 MB of TLS connections
 LOG_EVERY_SECONDS = 60.0
@@ -39,11 +50,14 @@ LOG_EVERY_SECONDS = 60.0
 # Why a connection was closed: the label values of eip_guard_connections_closed_total.
 HEAD_TIMEOUT = "head_timeout"
 HEAD_TOO_LARGE = "head_too_large"
-IDLE_EVICTED = "idle_evicted"
+STALLED = "stalled"
+EVICTED = "evicted"
 OVER_LIMIT = "over_limit"
-REASONS = (HEAD_TIMEOUT, HEAD_TOO_LARGE, IDLE_EVICTED, OVER_LIMIT)
+BAD_REQUEST = "bad_request"
+REASONS = (HEAD_TIMEOUT, HEAD_TOO_LARGE, STALLED, EVICTED, OVER_LIMIT, BAD_REQUEST)
 
 log = logging.getLogger(__name__)
+_UVICORN_BAD_REQUEST = "Invalid HTTP request received."  # uvicorn logs it per request
 
 
 @dataclass(frozen=True)
@@ -57,12 +71,15 @@ class Limits:
         return {
             HEAD_TIMEOUT: f"a request's line and headers did not arrive within "
             f"{self.head_seconds:g} s",
-            HEAD_TOO_LARGE: f"a request's line and headers exceeded {self.head_bytes} bytes "
-            "(answered 431)",
-            IDLE_EVICTED: f"{self.connections} connections were open: the one idle the longest "
-            "made room for a new one",
-            OVER_LIMIT: f"{self.connections} connections were open and none idle: a new one "
-            "was dropped",
+            HEAD_TOO_LARGE: f"a request's line, headers and trailers exceeded {self.head_bytes} "
+            "bytes (answered 431)",
+            STALLED: "bytes that began no request kept the connection open past the "
+            "keep-alive timeout",
+            EVICTED: f"{self.connections} connections were open: one between requests made "
+            "room for a new one",
+            OVER_LIMIT: f"{self.connections} connections were open, all in a request: a new "
+            "one was dropped",
+            BAD_REQUEST: "the request was not HTTP/1.1 (answered 400)",
         }[reason]
 
 
@@ -100,8 +117,22 @@ class _Reporter:
         )
 
 
+class _QuietBadRequests(logging.Filter):
+    """Drops uvicorn's line per malformed request: :func:`protocol` counts and logs those."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != _UVICORN_BAD_REQUEST
+
+
+_QUIET = _QuietBadRequests()
+
+
+class _TooLarge(Exception):
+    """Raised in a parser callback: httptools stops and uvicorn answers 400, made 431."""
+
+
 def _too_large(limit: int) -> bytes:
-    reason = f"the request head exceeds {limit} bytes"
+    reason = f"the request line, headers and trailers exceed {limit} bytes"
     body = json.dumps({"code": 431, "reason": reason}, separators=(",", ":"))
     return (
         "HTTP/1.1 431 Request Header Fields Too Large\r\n"
@@ -120,15 +151,30 @@ def protocol(
     report = _Reporter(limits, closed)
     answer_too_large = _too_large(limits.head_bytes)
     sweeping: list[asyncio.Task[None]] = []  # this server's sweeper, while it has connections
+    max_bytes = limits.head_bytes
+    # The parser's callbacks run several times per request: the base class's functions are
+    # called directly (super() and attribute lookups cost about a microsecond a request).
+    base = HttpToolsProtocol
+    base_message_begin, base_url, base_header = base.on_message_begin, base.on_url, base.on_header
+    base_headers_complete, base_response_complete = (
+        base.on_headers_complete,
+        base.on_response_complete,
+    )
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    if _QUIET not in uvicorn_log.filters:
+        uvicorn_log.addFilter(_QUIET)
 
     class GuardedHttp(HttpToolsProtocol):
-        # When the head now being read began (None between requests) and its bytes so far.
+        # When the head being read began (None when none is); its bytes, trailers included.
         head_since: float | None = None
         head_bytes = 0
+        waiting_since = 0.0  # when the connection was last between requests
+        served = False  # whether a response was ever completed on it
+        too_large = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            self.head_since = self.loop.time()
+            self.head_since = self.waiting_since = self.loop.time()
             if len(self.connections) > limits.connections and not self._make_room():
                 report(OVER_LIMIT, self.client)
                 transport.abort()
@@ -137,52 +183,107 @@ def protocol(
                 sweeping[:] = [self.loop.create_task(_sweep(self.connections, self.loop))]
 
         def _make_room(self) -> bool:
-            # Idle between requests is exactly when uvicorn's keep-alive timer is armed; the
-            # earliest timer is the connection idle the longest.
-            idle = [
-                (conn.timeout_keep_alive_task.when(), conn)
+            # Between requests: never served first (nothing lost), then least recently used.
+            waiting = [
+                (conn.served, conn.waiting_since, conn)
                 for conn in self.connections
-                if isinstance(conn, GuardedHttp) and conn.timeout_keep_alive_task is not None
+                if isinstance(conn, GuardedHttp) and conn is not self and conn.between_requests()
             ]
-            if not idle:
+            if not waiting:
                 return False
-            _, oldest = min(idle, key=lambda pair: pair[0])
-            oldest.timeout_keep_alive_task = None  # uvicorn's timer would close it again
-            report(IDLE_EVICTED, oldest.client)
-            oldest.transport.close()
+            *_, oldest = min(waiting, key=lambda entry: entry[:2])
+            report(EVICTED, oldest.client)
+            oldest.drop()
             return True
 
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            if self.head_since is None or self.transport.is_closing():
-                return
-            # The head is still incomplete after this chunk: all of it was head.
-            self.head_bytes += len(data)
-            if self.head_bytes > limits.head_bytes:
-                self.head_since = None
-                report(HEAD_TOO_LARGE, self.client)
-                self.transport.write(answer_too_large)
-                self.transport.close()
+        def between_requests(self) -> bool:
+            cycle = self.cycle
+            return (cycle is None or cycle.response_complete) and not self.transport.is_closing()
+
+        def drop(self) -> None:
+            self._unset_keepalive_if_required()  # its pending timer would hold us 120 s more
+            self.head_since = None
+            # abort, not close: a TLS close waits for a client that may never answer, and
+            # the connection holds its slot and buffers meanwhile.
+            self.transport.abort()
 
         def on_message_begin(self) -> None:
-            super().on_message_begin()
+            base_message_begin(self)
+            self.head_bytes = 0
             if self.head_since is None:  # a connection's first request keeps its start
                 self.head_since = self.loop.time()
 
+        def on_url(self, url: bytes) -> None:
+            self.head_bytes += len(url)
+            if self.head_bytes > max_bytes:
+                self.too_large = True
+                raise _TooLarge
+            base_url(self, url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            # Also called for chunked trailers, after the head: they count with it.
+            self.head_bytes += len(name) + len(value)
+            if self.head_bytes > max_bytes:
+                self.too_large = True
+                raise _TooLarge
+            base_header(self, name, value)
+
         def on_headers_complete(self) -> None:
             self.head_since = None
-            self.head_bytes = 0
-            super().on_headers_complete()
+            base_headers_complete(self)
+
+        def on_response_complete(self) -> None:
+            self.served = True
+            self.waiting_since = now = self.loop.time()
+            if self.head_since is not None:  # a pipelined head: unread while we were busy
+                self.head_since = now
+            base_response_complete(self)
+
+        def send_400_response(self, msg: str) -> None:
+            if self.too_large:
+                report(HEAD_TOO_LARGE, self.client)
+                self.head_since = None
+                self.transport.write(answer_too_large)
+                self.transport.close()  # closed, not dropped: the 431 must reach the client
+                return
+            report(BAD_REQUEST, self.client)
+            super().send_400_response(msg)
 
     async def _sweep(connections: set[Any], loop: asyncio.AbstractEventLoop) -> None:
         while connections:
             await asyncio.sleep(min(1.0, limits.head_seconds / 2))
             now = loop.time()
             for conn in list(connections):
-                since = getattr(conn, "head_since", None)
-                if since is not None and now - since >= limits.head_seconds:
-                    conn.head_since = None
-                    report(HEAD_TIMEOUT, conn.client)
-                    conn.transport.abort()  # close() would wait for a client that never reads
+                if not isinstance(conn, GuardedHttp) or not conn.between_requests():
+                    continue  # in a request: the app's own deadlines apply
+                since = conn.head_since
+                if since is not None:
+                    if now - since >= limits.head_seconds:
+                        report(HEAD_TIMEOUT, conn.client)
+                        conn.drop()
+                elif now - conn.waiting_since >= conn.timeout_keep_alive + 1:
+                    # uvicorn's own timer closes an idle connection first; bytes that began
+                    # no request cancelled it. (+1 s: never race that timer.)
+                    report(STALLED, conn.client)
+                    conn.drop()
 
     return GuardedHttp
+
+
+class _Loop(uvloop.Loop):
+    """uvloop's loop whose TLS servers give a handshake ``HANDSHAKE_SECONDS``, not 60 s: uvicorn
+    does not pass ``ssl_handshake_timeout``, and a handshake is before any protocol sees
+    the connection."""
+
+    async def create_server(  # type: ignore[override]
+        self, *args: Any, **kwargs: Any
+    ) -> asyncio.AbstractServer:
+        if kwargs.get("ssl") is not None:
+            kwargs.setdefault("ssl_handshake_timeout", HANDSHAKE_SECONDS)
+        return await super().create_server(*args, **kwargs)
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """For ``uvicorn.Config(loop="app.webhook.connections:new_event_loop")``: a custom
+    ``loop`` string names the loop factory itself."""
+    return _Loop()

@@ -71,6 +71,7 @@ def config(
         app,
         ssl_context_factory=lambda _config, _default: make_ssl(),
         http=connections.protocol(limits, closed),  # httptools (uvicorn[standard]), limited
+        loop="app.webhook.connections:new_event_loop",  # uvloop, TLS handshakes limited too
         ws="none",
         lifespan="off",
         log_config=None,  # records go to the root logger: app.webhook.logs makes them JSON

@@ -149,12 +149,17 @@ def client(
 
 
 @contextmanager
-def serving(app: FastAPI, certs: Certs, limits: Limits | None = None) -> Iterator[int]:
+def serving(
+    app: FastAPI, certs: Certs, limits: Limits | None = None, keep_alive: float | None = None
+) -> Iterator[int]:
     """Run ``app`` in a real uvicorn server over TLS on a free loopback port."""
     sock = listen("127.0.0.1", 0)
     port = int(sock.getsockname()[1])
     make_ssl = functools.partial(ssl_context, certs.cert, certs.key)
-    server = Server(config(app, make_ssl, app.state.metrics.closed, limits or Limits()))
+    cfg = config(app, make_ssl, app.state.metrics.closed, limits or Limits())
+    if keep_alive is not None:
+        cfg.timeout_keep_alive = keep_alive  # type: ignore[assignment]  # int in uvicorn
+    server = Server(cfg)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

@@ -1,22 +1,33 @@
 """Connection limits of the real server over TLS (app.webhook.connections), with limits
-small enough to reach in a test: a head's time and size, and the number of connections."""
+small enough to reach in a test: a handshake's and a head's time, a head's size, the time
+between requests, and the number of connections."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
+import logging
 import socket
 import ssl
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
+
+import pytest
+from starlette.requests import Request
+from starlette.responses import Response
 
 from app.core.sources import StaticSource
 from app.core.verdict import Policy
+from app.webhook import connections
 from app.webhook.app import create_app
 from app.webhook.connections import Limits
 from app.webhook.metrics import Metrics
 
 from .conftest import SERVICE_DNS, Certs, example_eip, example_inventory, review, serving
+
+RESET = (BrokenPipeError, ConnectionResetError, ssl.SSLError)
 
 
 def post(body: bytes) -> bytes:
@@ -26,7 +37,8 @@ def post(body: bytes) -> bytes:
     )
 
 
-REQUEST = post(json.dumps(review(example_eip("good"))).encode())
+REVIEW = json.dumps(review(example_eip("good"))).encode()
+REQUEST = post(REVIEW)
 
 
 def closed_count(metrics: Metrics, reason: str) -> float:
@@ -37,10 +49,12 @@ def closed_count(metrics: Metrics, reason: str) -> float:
 
 
 @contextmanager
-def server(certs: Certs, limits: Limits) -> Iterator[tuple[int, Metrics]]:
+def server(
+    certs: Certs, limits: Limits, keep_alive: float | None = None
+) -> Iterator[tuple[int, Metrics]]:
     metrics = Metrics()
     app = create_app(StaticSource(example_inventory()), Policy(), metrics=metrics)
-    with serving(app, certs, limits) as port:
+    with serving(app, certs, limits, keep_alive) as port:
         yield port, metrics
 
 
@@ -74,25 +88,34 @@ def closes(tls: ssl.SSLSocket) -> bytes:
     try:
         while chunk := tls.recv(65536):
             data += chunk
-    except (ConnectionResetError, ssl.SSLEOFError):
+    except RESET:
         pass
     return data
+
+
+def served(tls: ssl.SSLSocket) -> bool:
+    tls.sendall(REQUEST)
+    return response(tls)[0] == b"HTTP/1.1 200 OK"
+
+
+# --- time ------------------------------------------------------------------------------
 
 
 def test_a_head_trickled_past_its_deadline_is_dropped_unanswered(certs: Certs) -> None:
     # One byte every 50 ms: the head would take 3-4 s and each byte is progress, yet the
     # deadline runs from the connection's start (0.5 s here, 10 s by default).
     with server(certs, Limits(head_seconds=0.5)) as (port, metrics), connect(port, certs) as tls:
+        head = REQUEST[: REQUEST.index(b"\r\n\r\n")]
         sent = 0
         try:
-            for byte in REQUEST[: REQUEST.index(b"\r\n\r\n")]:
+            for byte in head:
                 tls.sendall(bytes([byte]))
                 sent += 1
                 time.sleep(0.05)
-        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+        except RESET:
             pass
         assert closes(tls) == b""  # no response: there never was a request
-        assert sent < REQUEST.index(b"\r\n\r\n")
+        assert sent < len(head)
         assert closed_count(metrics, "head_timeout") == 1
 
 
@@ -100,6 +123,17 @@ def test_a_connection_that_never_sends_a_request_is_dropped(certs: Certs) -> Non
     with server(certs, Limits(head_seconds=0.5)) as (port, metrics), connect(port, certs) as tls:
         assert closes(tls) == b""
         assert closed_count(metrics, "head_timeout") == 1
+
+
+def test_a_tls_handshake_has_the_heads_deadline_not_60_s(
+    certs: Certs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before the handshake ends no protocol sees the connection: the loop bounds it.
+    monkeypatch.setattr(connections, "HANDSHAKE_SECONDS", 0.5)
+    with server(certs, Limits()) as (port, _), socket.create_connection(("127.0.0.1", port)) as raw:
+        raw.settimeout(10)  # no ClientHello: the server gives up at 0.5 s, not at 60 s
+        with suppress(ConnectionResetError):
+            assert raw.recv(1024) == b""
 
 
 def test_idle_keep_alive_and_bodies_are_not_heads(certs: Certs) -> None:
@@ -119,7 +153,79 @@ def test_idle_keep_alive_and_bodies_are_not_heads(certs: Certs) -> None:
         status, body = response(tls)
         assert status == b"HTTP/1.1 200 OK"
         assert json.loads(body)["response"]["allowed"] is True
-        assert closed_count(metrics, "head_timeout") == closed_count(metrics, "head_too_large") == 0
+        assert sum(closed_count(metrics, reason) for reason in connections.REASONS) == 0
+
+
+@pytest.mark.parametrize(
+    "stray",
+    [
+        b"\r\n",  # a bare CRLF after a response: the parser skips it, no request begins
+        # The rest of a body the app answered without reading (GET /healthz takes none).
+        b"x",
+    ],
+)
+def test_bytes_that_begin_no_request_do_not_hold_a_connection(certs: Certs, stray: bytes) -> None:
+    # Each cancelled uvicorn's keep-alive timer, which only a finished response re-arms:
+    # the connection stayed open forever, out of reach of the connection cap too.
+    with (
+        server(certs, Limits(head_seconds=0.5), keep_alive=1) as (port, metrics),
+        connect(port, certs) as tls,
+    ):
+        if stray == b"x":
+            tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+            assert response(tls)[0] == b"HTTP/1.1 200 OK"
+        else:
+            assert served(tls)
+        tls.sendall(stray)
+        started = time.monotonic()
+        closes(tls)
+        assert time.monotonic() - started < 8  # the keep-alive timeout and a sweep, not 10 s
+        assert closed_count(metrics, "stalled") == 1
+
+
+def test_a_pipelined_head_waiting_behind_a_request_is_not_timed_out(certs: Certs) -> None:
+    # uvicorn stops reading while a request is in flight, so a head queued behind it stays
+    # unfinished: not late. (A slow route stands in for a slow answer.)
+    metrics = Metrics()
+    app = create_app(StaticSource(example_inventory()), Policy(), metrics=metrics)
+
+    async def slow(_: Request) -> Response:
+        await asyncio.sleep(1.5)
+        return Response(b"{}", media_type="application/json")
+
+    app.add_route("/slow", slow, methods=["GET"])
+    with serving(app, certs, Limits(head_seconds=0.5)) as port, connect(port, certs) as tls:
+        tls.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n" + REQUEST + REQUEST[:20])
+        time.sleep(2.0)
+        tls.sendall(REQUEST[20:])
+        assert [response(tls)[0] for _ in range(3)] == [b"HTTP/1.1 200 OK"] * 3
+        assert closed_count(metrics, "head_timeout") == 0
+
+
+# --- size ------------------------------------------------------------------------------
+
+
+def head_of(size: int) -> bytes:
+    """A complete head of exactly ``size`` bytes as the limit counts them (the request line's
+    target, header names and values)."""
+    base = b"POST /validate-eip HTTP/1.1\r\nHost: x\r\nX-Filler: \r\n\r\n"
+    counted = len(b"/validate-eip") + len(b"Hostx") + len(b"X-Filler")
+    return base.replace(b"X-Filler: ", b"X-Filler: " + b"a" * (size - counted))
+
+
+@pytest.mark.parametrize("size", [2048, 2049])
+def test_the_head_limit_is_exact_whatever_the_reads(certs: Certs, size: int) -> None:
+    # The whole head in one write: its size was only counted when a read left it unfinished.
+    with (
+        server(certs, Limits(head_bytes=2048)) as (port, metrics),
+        connect(port, certs) as tls,
+    ):
+        tls.sendall(head_of(size).replace(b"POST", b"PUT"))  # a head that would get 405
+        if size > 2048:
+            assert closes(tls).startswith(b"HTTP/1.1 431 ")
+        else:
+            assert response(tls)[0].startswith(b"HTTP/1.1 405 ")
+        assert closed_count(metrics, "head_too_large") == (size > 2048)
 
 
 def test_a_head_over_its_limit_gets_431_and_the_connection_closed(certs: Certs) -> None:
@@ -131,41 +237,119 @@ def test_a_head_over_its_limit_gets_431_and_the_connection_closed(certs: Certs) 
             tls.sendall(b"POST /validate-eip HTTP/1.1\r\nHost: x\r\n")
             for _ in range(100):  # 100 KB of headers, 1 KB at a time, and never an end
                 tls.sendall(b"X-Filler: " + b"a" * 1000 + b"\r\n")
-        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+        except RESET:
             pass
         status, _, body = closes(tls).partition(b"\r\n\r\n")
         assert status.startswith(b"HTTP/1.1 431 ")
-        assert json.loads(body) == {"code": 431, "reason": "the request head exceeds 2048 bytes"}
+        reason = "the request line, headers and trailers exceed 2048 bytes"
+        assert json.loads(body) == {"code": 431, "reason": reason}
         assert closed_count(metrics, "head_too_large") == 1
 
 
-def test_at_the_connection_limit_the_longest_idle_makes_room(certs: Certs) -> None:
+def test_chunked_trailers_count_with_the_head(certs: Certs) -> None:
+    # Trailers after the last chunk reach uvicorn as headers: 300 MB of them were kept.
+    with (
+        server(certs, Limits(head_bytes=2048)) as (port, metrics),
+        connect(port, certs) as tls,
+    ):
+        tls.sendall(
+            b"POST /validate-eip HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n" % (len(REVIEW), REVIEW)
+        )
+        try:
+            for _ in range(100):
+                tls.sendall(b"X-Trailer: " + b"a" * 1000 + b"\r\n")
+        except RESET:
+            pass
+        assert b"HTTP/1.1 431 " in closes(tls)
+        assert closed_count(metrics, "head_too_large") == 1
+
+
+def test_a_pipelined_body_is_not_counted_as_the_next_head(certs: Certs) -> None:
+    with (
+        server(certs, Limits(head_bytes=2048)) as (port, metrics),
+        connect(port, certs) as tls,
+    ):
+        big = json.dumps(review(example_eip("good")) | {"padding": "x" * 100_000}).encode()
+        tls.sendall(post(big) + REQUEST[:20])
+        time.sleep(0.2)
+        tls.sendall(REQUEST[20:])
+        assert response(tls)[0] == response(tls)[0] == b"HTTP/1.1 200 OK"
+        assert closed_count(metrics, "head_too_large") == 0
+
+
+def test_a_malformed_request_is_counted_and_logged_once_a_minute(
+    certs: Certs, caplog: pytest.LogCaptureFixture
+) -> None:
+    # uvicorn logs a line per malformed request; a client could flood the log with them.
+    with caplog.at_level(logging.WARNING), server(certs, Limits()) as (port, metrics):
+        for _ in range(5):
+            with connect(port, certs) as tls:
+                tls.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+                assert closes(tls).startswith(b"HTTP/1.1 400 ")
+        assert closed_count(metrics, "bad_request") == 5
+        assert closed_count(metrics, "head_timeout") == 0
+    lines = [r.getMessage() for r in caplog.records]
+    assert "Invalid HTTP request received." not in lines
+    assert sum("the request was not HTTP/1.1" in line for line in lines) == 1
+
+
+# --- how many ----------------------------------------------------------------------------
+
+
+def test_at_the_connection_limit_one_between_requests_makes_room(certs: Certs) -> None:
     with server(certs, Limits(connections=3)) as (port, metrics), ExitStack() as stack:
         idle = []
         for _ in range(3):
             tls = stack.enter_context(connect(port, certs))
-            tls.sendall(REQUEST)
-            assert response(tls)[0] == b"HTTP/1.1 200 OK"
+            assert served(tls)
             idle.append(tls)
-            time.sleep(0.05)  # keep-alive timers armed in this order
+            time.sleep(0.05)  # served in this order
         newest = stack.enter_context(connect(port, certs))
-        assert closes(idle[0]) == b""  # the longest idle made room
-        newest.sendall(REQUEST)
-        assert response(newest)[0] == b"HTTP/1.1 200 OK"
-        for tls in idle[1:]:  # the others are still served
-            tls.sendall(REQUEST)
-            assert response(tls)[0] == b"HTTP/1.1 200 OK"
-        assert closed_count(metrics, "idle_evicted") == 1
+        assert closes(idle[0]) == b""  # the one served the longest ago made room
+        assert served(newest)
+        assert all(served(tls) for tls in idle[1:])  # the others are still served
+        # A connection never served goes before any that was: it loses nothing.
+        idle[1].close()  # room for one more
+        time.sleep(0.2)
+        fresh = stack.enter_context(connect(port, certs))
+        latest = stack.enter_context(connect(port, certs))
+        assert closes(fresh) == b""
+        assert served(latest) and served(idle[2]) and served(newest)
+        assert closed_count(metrics, "evicted") == 2
         assert closed_count(metrics, "over_limit") == 0
 
 
-def test_at_the_connection_limit_with_none_idle_a_new_one_is_dropped(certs: Certs) -> None:
+def test_at_the_connection_limit_with_all_in_a_request_a_new_one_is_dropped(
+    certs: Certs,
+) -> None:
     with server(certs, Limits(connections=3)) as (port, metrics), ExitStack() as stack:
-        busy = [stack.enter_context(connect(port, certs)) for _ in range(3)]  # no request yet
-        time.sleep(0.2)  # all three made on the server's side
+        busy = [stack.enter_context(connect(port, certs)) for _ in range(3)]
+        for tls in busy:  # each in a request: its body still arriving
+            tls.sendall(REQUEST[:-10])
+        time.sleep(0.2)
         extra = stack.enter_context(connect(port, certs))
         assert closes(extra) == b""
         assert closed_count(metrics, "over_limit") == 1
         for tls in busy:  # the three are served
-            tls.sendall(REQUEST)
+            tls.sendall(REQUEST[-10:])
             assert response(tls)[0] == b"HTTP/1.1 200 OK"
+
+
+def test_an_evicted_connection_is_freed_at_once(certs: Certs) -> None:
+    # Its keep-alive timer was left pending: it held the connection and its TLS buffers for
+    # 120 s more (5,000 evictions: 54 -> 412 MB).
+    with server(certs, Limits(connections=2)) as (port, metrics), ExitStack() as stack:
+
+        def alive() -> int:  # this server's connections still in memory
+            gc.collect()
+            found = [o for o in gc.get_objects() if type(o).__name__ == "GuardedHttp"]
+            return sum(o.server is not None and o.server[1] == port for o in found)
+
+        for _ in range(12):
+            assert served(stack.enter_context(connect(port, certs)))
+        assert closed_count(metrics, "evicted") == 10
+        deadline = time.monotonic() + 5
+        while alive() > 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert alive() <= 2

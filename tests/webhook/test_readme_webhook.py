@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from app.core.inventory import Inventory
 from app.core.sources import StaticSource
 from app.core.verdict import Action, Policy
+from app.webhook import connections
 from app.webhook.app import create_app
 from app.webhook.connections import REASONS, Limits
 from app.webhook.metrics import VERDICTS, Metrics
@@ -101,6 +102,7 @@ def test_the_readme_gives_the_connection_limits_the_server_has() -> None:
     limits = Limits()
     section = README[README.index("**Connections.**") : README.index("**Who should reach")]
     assert f"within {limits.head_seconds:g} s of their first byte" in section
-    assert f"at most {limits.head_bytes // 1024} KiB" in section
+    assert f"handshake must end within {connections.HANDSHAKE_SECONDS:g} s" in section
+    assert f"at most {limits.head_bytes // 1024} KiB together" in section
     assert f"at most {limits.connections:,} connections" in section
     assert f"closed after {KEEP_ALIVE_SECONDS} s" in section
