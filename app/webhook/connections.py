@@ -3,29 +3,37 @@
 uvicorn bounds an idle keep-alive connection (``timeout_keep_alive``) and our app bounds a
 body (7 MiB, 30 s), but nothing bounded the rest, and any client reaching the port could:
 
-- take forever over a TLS handshake or a request's line and headers (its *head*): one
-  header byte now and then, or nothing at all after connecting, held the connection, its
-  buffers and TLS state forever. A handshake must now end within ``head_seconds`` (the
-  event loop's ``ssl_handshake_timeout``, see :func:`new_event_loop`) and a head arrive whole
-  within ``head_seconds`` of its first byte (of the connection's start, for a connection's
-  first request), else the connection is dropped;
+- take forever over a TLS handshake, a request's line and headers (its *head*), or the
+  reading of its answer: one header byte now and then, nothing at all after connecting, or
+  never reading, held the connection, its buffers and TLS state forever. A handshake and a
+  TLS close now have ``HANDSHAKE_SECONDS`` (the loop's, see :func:`new_event_loop`), a head
+  ``head_seconds`` from its first byte (from the connection's start for its first request;
+  from the last answer, for one pipelined behind another) and a request
+  ``REQUEST_SECONDS`` from its head to its answer sent, else the connection is dropped;
 - send a head, or chunked trailers after a body, of any size: httptools hands over every
-  header and uvicorn keeps them, and 100 MB of headers held 100 MB. Beyond ``head_bytes``
-  (request line, header names and values, and trailers together) the answer is ``431``;
+  header and uvicorn keeps them, and 100 MB of headers held 100 MB. The request's target,
+  header names and values with their separators, trailers included, may take
+  ``head_bytes`` in at most ``MAX_HEADERS`` headers (65,000 empty ones cost 8 MB), else
+  the answer is ``431``;
+- pipeline requests without end: uvicorn queues each one it reads (2.4 KB), and each answer
+  lets it read thousands more (one connection: +2.2 GB). More than ``MAX_PIPELINED``
+  waiting behind the request in progress drops the connection;
 - keep a connection between requests forever with bytes that start no request (a bare
   CRLF, the unread rest of a body the app answered without reading): each cancelled
   uvicorn's keep-alive timer, which only a finished response re-arms. Between requests
   with no head begun, a connection is now closed after ``timeout_keep_alive`` whatever
   bytes it sends;
 - open any number of connections, about 46 KB each over TLS. Beyond ``connections``, a new
-  connection closes one that is between requests (never served first, then the one
-  served the longest ago) or, with none, is dropped itself.
+  connection drops another: one being closed (waiting for the client's TLS close), else
+  one never served, else the one served the longest ago with no request arriving, else
+  one whose request is arriving; with every connection in a request, the new one is
+  dropped itself.
 
 The API server sends each review whole over a few keep-alive connections, so only the
 connection cap can touch it (see the README). :func:`protocol` makes the uvicorn protocol
 class for one server; it reports each closed connection to ``closed(reason)`` (the
-webhook's metrics) and logs it, at most one line per reason a minute. uvicorn's own line
-per malformed request is counted and logged the same way (``bad_request``).
+webhook's metrics) and logs it, at most one line per reason a minute. uvicorn's own lines
+per malformed request (counted as ``bad_request``) and per refused upgrade are dropped.
 """
 
 from __future__ import annotations
@@ -44,20 +52,36 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 HEAD_SECONDS = 10.0  # Go servers' usual ReadHeaderTimeout; the API server's default timeout
 HANDSHAKE_SECONDS = HEAD_SECONDS  # for a TLS handshake (read when a server starts)
 HEAD_BYTES = 64 * 1024  # an API server's head is well under 1 KiB
+MAX_HEADERS = 256  # the API server sends about six
+MAX_PIPELINED = 16  # Go's HTTP client (the API server's) does not pipeline at all
+REQUEST_SECONDS = 60.0  # head to answer sent: the body has 30 s (app.webhook.app), judging ms
 MAX_CONNECTIONS = 1000  # about 46 MB of TLS connections
 LOG_EVERY_SECONDS = 60.0
 
 # Why a connection was closed: the label values of eip_guard_connections_closed_total.
 HEAD_TIMEOUT = "head_timeout"
 HEAD_TOO_LARGE = "head_too_large"
+REQUEST_TIMEOUT = "request_timeout"
+PIPELINE_TOO_DEEP = "pipeline_too_deep"
 STALLED = "stalled"
 EVICTED = "evicted"
 OVER_LIMIT = "over_limit"
 BAD_REQUEST = "bad_request"
-REASONS = (HEAD_TIMEOUT, HEAD_TOO_LARGE, STALLED, EVICTED, OVER_LIMIT, BAD_REQUEST)
+REASONS = (
+    HEAD_TIMEOUT,
+    HEAD_TOO_LARGE,
+    REQUEST_TIMEOUT,
+    PIPELINE_TOO_DEEP,
+    STALLED,
+    EVICTED,
+    OVER_LIMIT,
+    BAD_REQUEST,
+)
 
 log = logging.getLogger(__name__)
-_UVICORN_BAD_REQUEST = "Invalid HTTP request received."  # uvicorn logs it per request
+# uvicorn's lines per request that any client can cause as often as it likes.
+_UVICORN_NOISE = frozenset({"Invalid HTTP request received.", "Unsupported upgrade request."})
+_UVICORN_NOISE_PREFIX = "No supported WebSocket library detected."
 
 
 @dataclass(frozen=True)
@@ -72,11 +96,15 @@ class Limits:
             HEAD_TIMEOUT: f"a request's line and headers did not arrive within "
             f"{self.head_seconds:g} s",
             HEAD_TOO_LARGE: f"a request's line, headers and trailers exceeded {self.head_bytes} "
-            "bytes (answered 431)",
+            f"bytes or {MAX_HEADERS} headers (answered 431)",
+            REQUEST_TIMEOUT: f"a request was not answered within {REQUEST_SECONDS:g} s of its "
+            "head (the client did not read the answer)",
+            PIPELINE_TOO_DEEP: f"more than {MAX_PIPELINED} requests were pipelined behind one "
+            "in progress",
             STALLED: "bytes that began no request kept the connection open past the "
             "keep-alive timeout",
-            EVICTED: f"{self.connections} connections were open: one between requests made "
-            "room for a new one",
+            EVICTED: f"{self.connections} connections were open: one (closing, never served "
+            "or least recently used) made room for a new one",
             OVER_LIMIT: f"{self.connections} connections were open, all in a request: a new "
             "one was dropped",
             BAD_REQUEST: "the request was not HTTP/1.1 (answered 400)",
@@ -117,22 +145,27 @@ class _Reporter:
         )
 
 
-class _QuietBadRequests(logging.Filter):
-    """Drops uvicorn's line per malformed request: :func:`protocol` counts and logs those."""
+class _QuietNoise(logging.Filter):
+    """Drops uvicorn's lines per malformed request (:func:`protocol` counts and logs those)
+    and per refused upgrade (the request is answered as any other)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.msg != _UVICORN_BAD_REQUEST
+        msg = record.msg
+        return not (
+            msg in _UVICORN_NOISE
+            or (isinstance(msg, str) and msg.startswith(_UVICORN_NOISE_PREFIX))
+        )
 
 
-_QUIET = _QuietBadRequests()
+_QUIET = _QuietNoise()
 
 
-class _TooLarge(Exception):
-    """Raised in a parser callback: httptools stops and uvicorn answers 400, made 431."""
+class _Refused(Exception):
+    """Raised in a parser callback: httptools stops, uvicorn answers 400 and we take over."""
 
 
 def _too_large(limit: int) -> bytes:
-    reason = f"the request line, headers and trailers exceed {limit} bytes"
+    reason = f"the request line, headers and trailers exceed {limit} bytes or {MAX_HEADERS} headers"
     body = json.dumps({"code": 431, "reason": reason}, separators=(",", ":"))
     return (
         "HTTP/1.1 431 Request Header Fields Too Large\r\n"
@@ -165,12 +198,16 @@ def protocol(
         uvicorn_log.addFilter(_QUIET)
 
     class GuardedHttp(HttpToolsProtocol):
-        # When the head being read began (None when none is); its bytes, trailers included.
+        # The head being read: when it began (None when none is), whether a byte of it has
+        # arrived, its bytes and headers so far (trailers count with it).
         head_since: float | None = None
+        head_begun = False
         head_bytes = 0
+        headers_seen = 0
+        busy_since = 0.0  # when the latest head was complete
         waiting_since = 0.0  # when the connection was last between requests
         served = False  # whether a response was ever completed on it
-        too_large = False
+        refused: str | None = None  # why a parser callback stopped the parsing
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -182,23 +219,35 @@ def protocol(
             if not sweeping or sweeping[0].done() or sweeping[0].get_loop() is not self.loop:
                 sweeping[:] = [self.loop.create_task(_sweep(self.connections, self.loop))]
 
-        def _make_room(self) -> bool:
-            # Between requests: never served first (nothing lost), then least recently used.
-            waiting = [
-                (conn.served, conn.waiting_since, conn)
-                for conn in self.connections
-                if isinstance(conn, GuardedHttp) and conn is not self and conn.between_requests()
-            ]
-            if not waiting:
-                return False
-            *_, oldest = min(waiting, key=lambda entry: entry[:2])
-            report(EVICTED, oldest.client)
-            oldest.drop()
-            return True
-
         def between_requests(self) -> bool:
             cycle = self.cycle
-            return (cycle is None or cycle.response_complete) and not self.transport.is_closing()
+            return cycle is None or cycle.response_complete
+
+        def eviction_rank(self) -> tuple[int, float] | None:
+            """Lower goes first when the cap needs room; None (in a request): never."""
+            if self.transport.is_closing():
+                return (0, 0.0)  # going anyway: only the client's TLS close is awaited
+            if not self.between_requests():
+                return None
+            if not self.served:
+                return (1, self.waiting_since)
+            return (3 if self.head_begun else 2, self.waiting_since)
+
+        def _make_room(self) -> bool:
+            ranked = [
+                (rank, conn)
+                for conn in self.connections
+                if isinstance(conn, GuardedHttp)
+                and conn is not self
+                and (rank := conn.eviction_rank()) is not None
+            ]
+            if not ranked:
+                return False
+            rank, victim = min(ranked, key=lambda entry: entry[0])
+            if rank[0] > 0:  # one being closed is not counted: it was going anyway
+                report(EVICTED, victim.client)
+            victim.drop()
+            return True
 
         def drop(self) -> None:
             self._unset_keepalive_if_required()  # its pending timer would hold us 120 s more
@@ -209,27 +258,35 @@ def protocol(
 
         def on_message_begin(self) -> None:
             base_message_begin(self)
-            self.head_bytes = 0
+            self.head_bytes = self.headers_seen = 0
+            self.head_begun = True
             if self.head_since is None:  # a connection's first request keeps its start
                 self.head_since = self.loop.time()
 
         def on_url(self, url: bytes) -> None:
             self.head_bytes += len(url)
             if self.head_bytes > max_bytes:
-                self.too_large = True
-                raise _TooLarge
+                self.refused = HEAD_TOO_LARGE
+                raise _Refused
             base_url(self, url)
 
         def on_header(self, name: bytes, value: bytes) -> None:
-            # Also called for chunked trailers, after the head: they count with it.
-            self.head_bytes += len(name) + len(value)
-            if self.head_bytes > max_bytes:
-                self.too_large = True
-                raise _TooLarge
+            # Also called for chunked trailers, after the head: they count with it. A
+            # header costs its wire bytes here (": " and CRLF too), and 200 bytes kept.
+            self.head_bytes += len(name) + len(value) + 4
+            self.headers_seen += 1
+            if self.head_bytes > max_bytes or self.headers_seen > MAX_HEADERS:
+                self.refused = HEAD_TOO_LARGE
+                raise _Refused
             base_header(self, name, value)
 
         def on_headers_complete(self) -> None:
+            if len(self.pipeline) >= MAX_PIPELINED and not self.between_requests():
+                self.refused = PIPELINE_TOO_DEEP
+                raise _Refused
             self.head_since = None
+            self.head_begun = False
+            self.busy_since = self.loop.time()
             base_headers_complete(self)
 
         def on_response_complete(self) -> None:
@@ -240,22 +297,31 @@ def protocol(
             base_response_complete(self)
 
         def send_400_response(self, msg: str) -> None:
-            if self.too_large:
+            refused = self.refused
+            if refused is None:  # uvicorn's own: not HTTP
+                report(BAD_REQUEST, self.client)
+                super().send_400_response(msg)
+            elif refused == HEAD_TOO_LARGE and self.between_requests():
                 report(HEAD_TOO_LARGE, self.client)
                 self.head_since = None
                 self.transport.write(answer_too_large)
                 self.transport.close()  # closed, not dropped: the 431 must reach the client
-                return
-            report(BAD_REQUEST, self.client)
-            super().send_400_response(msg)
+            else:  # an answer to an earlier request may be under way: no 4xx can follow it
+                report(refused, self.client)
+                self.drop()
 
     async def _sweep(connections: set[Any], loop: asyncio.AbstractEventLoop) -> None:
         while connections:
             await asyncio.sleep(min(1.0, limits.head_seconds / 2))
             now = loop.time()
             for conn in list(connections):
-                if not isinstance(conn, GuardedHttp) or not conn.between_requests():
-                    continue  # in a request: the app's own deadlines apply
+                if not isinstance(conn, GuardedHttp) or conn.transport.is_closing():
+                    continue  # closing: the loop's TLS close timeout bounds it
+                if not conn.between_requests():
+                    if now - conn.busy_since >= REQUEST_SECONDS:  # an answer nobody reads
+                        report(REQUEST_TIMEOUT, conn.client)
+                        conn.drop()
+                    continue
                 since = conn.head_since
                 if since is not None:
                     if now - since >= limits.head_seconds:
@@ -271,15 +337,16 @@ def protocol(
 
 
 class _Loop(uvloop.Loop):
-    """uvloop's loop whose TLS servers give a handshake ``HANDSHAKE_SECONDS``, not 60 s: uvicorn
-    does not pass ``ssl_handshake_timeout``, and a handshake is before any protocol sees
-    the connection."""
+    """uvloop's loop whose TLS servers give a handshake and a close ``HANDSHAKE_SECONDS``,
+    not 60 and 30 s: uvicorn passes neither timeout, and no protocol sees a connection
+    before its handshake or after its close began."""
 
     async def create_server(  # type: ignore[override]
         self, *args: Any, **kwargs: Any
     ) -> asyncio.AbstractServer:
         if kwargs.get("ssl") is not None:
             kwargs.setdefault("ssl_handshake_timeout", HANDSHAKE_SECONDS)
+            kwargs.setdefault("ssl_shutdown_timeout", HANDSHAKE_SECONDS)
         return await super().create_server(*args, **kwargs)
 
 

@@ -207,9 +207,9 @@ def test_a_pipelined_head_waiting_behind_a_request_is_not_timed_out(certs: Certs
 
 def head_of(size: int) -> bytes:
     """A complete head of exactly ``size`` bytes as the limit counts them (the request line's
-    target, header names and values)."""
+    target; each header's name, value, ": " and CRLF)."""
     base = b"POST /validate-eip HTTP/1.1\r\nHost: x\r\nX-Filler: \r\n\r\n"
-    counted = len(b"/validate-eip") + len(b"Hostx") + len(b"X-Filler")
+    counted = len(b"/validate-eip") + len(b"Host: x\r\n") + len(b"X-Filler: \r\n")
     return base.replace(b"X-Filler: ", b"X-Filler: " + b"a" * (size - counted))
 
 
@@ -241,13 +241,14 @@ def test_a_head_over_its_limit_gets_431_and_the_connection_closed(certs: Certs) 
             pass
         status, _, body = closes(tls).partition(b"\r\n\r\n")
         assert status.startswith(b"HTTP/1.1 431 ")
-        reason = "the request line, headers and trailers exceed 2048 bytes"
+        reason = "the request line, headers and trailers exceed 2048 bytes or 256 headers"
         assert json.loads(body) == {"code": 431, "reason": reason}
         assert closed_count(metrics, "head_too_large") == 1
 
 
 def test_chunked_trailers_count_with_the_head(certs: Certs) -> None:
-    # Trailers after the last chunk reach uvicorn as headers: 300 MB of them were kept.
+    # Trailers after the last chunk reach uvicorn as headers: 300 MB of them were kept. The
+    # request is in progress by then, so no 431 can answer it: the connection is dropped.
     with (
         server(certs, Limits(head_bytes=2048)) as (port, metrics),
         connect(port, certs) as tls,
@@ -261,7 +262,7 @@ def test_chunked_trailers_count_with_the_head(certs: Certs) -> None:
                 tls.sendall(b"X-Trailer: " + b"a" * 1000 + b"\r\n")
         except RESET:
             pass
-        assert b"HTTP/1.1 431 " in closes(tls)
+        assert b"HTTP/1.1 200 " not in closes(tls)
         assert closed_count(metrics, "head_too_large") == 1
 
 
@@ -353,3 +354,89 @@ def test_an_evicted_connection_is_freed_at_once(certs: Certs) -> None:
         while alive() > 2 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert alive() <= 2
+
+
+def test_too_many_tiny_headers_get_431(certs: Certs) -> None:
+    # 65,000 empty headers fit 64 KiB but cost 8 MB kept: the count is capped too.
+    with server(certs, Limits()) as (port, metrics), connect(port, certs) as tls:
+        many = b"".join(b"a%d:\r\n" % i for i in range(connections.MAX_HEADERS + 1))
+        tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
+        assert closes(tls).startswith(b"HTTP/1.1 431 ")
+        assert closed_count(metrics, "head_too_large") == 1
+
+
+def test_a_deep_pipeline_drops_the_connection(certs: Certs) -> None:
+    # uvicorn queued every pipelined request it read, and each answer let it read thousands
+    # more: one connection grew the server by 2.2 GB.
+    with server(certs, Limits()) as (port, metrics), connect(port, certs) as tls:
+        deep = connections.MAX_PIPELINED + 10
+        with suppress(*RESET):
+            tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * deep)
+        answers = closes(tls).count(b"HTTP/1.1 200 ")
+        assert answers < deep
+        assert closed_count(metrics, "pipeline_too_deep") == 1
+    with server(certs, Limits()) as (port, metrics), connect(port, certs) as tls:
+        tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 5)  # a little is fine
+        assert [response(tls)[0] for _ in range(5)] == [b"HTTP/1.1 200 OK"] * 5
+
+
+def test_a_request_not_done_in_time_is_dropped(
+    certs: Certs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A client that never reads its answers held its connection forever, beyond eviction.
+    # The same clock drops a request whose body outlives the app's own deadline.
+    monkeypatch.setattr(connections, "REQUEST_SECONDS", 1.0)
+    with server(certs, Limits()) as (port, metrics), connect(port, certs) as tls:
+        tls.sendall(REQUEST[:-10])
+        assert closes(tls) == b""
+        assert closed_count(metrics, "request_timeout") == 1
+
+
+def test_a_connection_being_closed_makes_room_first(certs: Certs) -> None:
+    # A client that never answers the TLS close kept its slot 30 s: a thousand of them
+    # locked everyone out. One being closed goes first, and uncounted.
+    with server(certs, Limits(connections=2)) as (port, metrics), ExitStack() as stack:
+        closing = stack.enter_context(connect(port, certs))
+        closing.sendall(REQUEST.replace(b"Host: x\r\n", b"Host: x\r\nConnection: close\r\n"))
+        time.sleep(0.3)  # answered, and the server's close waits for ours: never sent
+        kept = stack.enter_context(connect(port, certs))
+        assert served(kept)
+        newest = stack.enter_context(connect(port, certs))
+        assert served(newest) and served(kept)
+        assert closed_count(metrics, "evicted") == closed_count(metrics, "over_limit") == 0
+
+
+def test_a_request_arriving_is_evicted_last(certs: Certs) -> None:
+    with server(certs, Limits(connections=3)) as (port, metrics), ExitStack() as stack:
+        arriving = stack.enter_context(connect(port, certs))
+        assert served(arriving)
+        idle = []
+        for _ in range(2):
+            time.sleep(0.05)  # served in this order (the loop's clock counts milliseconds)
+            idle.append(stack.enter_context(connect(port, certs)))
+            assert served(idle[-1])
+        arriving.sendall(REQUEST[:30])  # served the longest ago, but its next request began
+        time.sleep(0.2)
+        newest = stack.enter_context(connect(port, certs))
+        assert closes(idle[0]) == b""
+        arriving.sendall(REQUEST[30:])
+        assert response(arriving)[0] == b"HTTP/1.1 200 OK"
+        assert served(newest) and served(idle[1])
+        assert closed_count(metrics, "evicted") == 1
+
+
+def test_upgrade_requests_are_answered_without_a_log_line(
+    certs: Certs, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        caplog.at_level(logging.WARNING),
+        server(certs, Limits()) as (port, _),
+        connect(port, certs) as tls,
+    ):
+        for _ in range(3):
+            tls.sendall(
+                b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+                b"Upgrade: websocket\r\n\r\n"
+            )
+            assert response(tls)[0] == b"HTTP/1.1 200 OK"
+    assert not [r for r in caplog.records if r.name.startswith("uvicorn")]

@@ -103,6 +103,9 @@ def test_the_readme_gives_the_connection_limits_the_server_has() -> None:
     section = README[README.index("**Connections.**") : README.index("**Who should reach")]
     assert f"within {limits.head_seconds:g} s of their first byte" in section
     assert f"handshake must end within {connections.HANDSHAKE_SECONDS:g} s" in section
-    assert f"at most {limits.head_bytes // 1024} KiB together" in section
+    assert f"chunked trailers may take {limits.head_bytes // 1024} KiB together" in section
+    assert f"in at most {connections.MAX_HEADERS} headers" in section
+    assert f"more than {connections.MAX_PIPELINED} requests waiting" in section
+    assert f"within {connections.REQUEST_SECONDS:g} s of its head" in section
     assert f"at most {limits.connections:,} connections" in section
     assert f"closed after {KEEP_ALIVE_SECONDS} s" in section
