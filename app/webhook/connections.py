@@ -53,6 +53,8 @@ HEAD_SECONDS = 10.0  # Go servers' usual ReadHeaderTimeout; the API server's def
 HANDSHAKE_SECONDS = HEAD_SECONDS  # for a TLS handshake (read when a server starts)
 HEAD_BYTES = 64 * 1024  # an API server's head is well under 1 KiB
 MAX_HEADERS = 256  # the API server sends about six
+# One read of a connection is at most this much: bytes counted per read may overshoot by one.
+READ_SLACK = 256 * 1024
 MAX_PIPELINED = 16  # Go's HTTP client (the API server's) does not pipeline at all
 REQUEST_SECONDS = 60.0  # head to answer sent: the body has 30 s (app.webhook.app), judging ms
 MAX_CONNECTIONS = 1000  # about 46 MB of TLS connections
@@ -82,6 +84,7 @@ log = logging.getLogger(__name__)
 # uvicorn's lines per request that any client can cause as often as it likes.
 _UVICORN_NOISE = frozenset({"Invalid HTTP request received.", "Unsupported upgrade request."})
 _UVICORN_NOISE_PREFIX = "No supported WebSocket library detected."
+_UVICORN_APP_ERROR = "Exception in ASGI application"
 
 
 @dataclass(frozen=True)
@@ -151,9 +154,17 @@ class _QuietNoise(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.msg
+        if msg in _UVICORN_NOISE:
+            return False
+        if not isinstance(msg, str):
+            return True
+        if msg.startswith(_UVICORN_NOISE_PREFIX):
+            return False
+        # A request cut at shutdown (its client still sending after the grace period) is no
+        # error of the app: one traceback each let a client fill the log at every stop.
+        error = record.exc_info[1] if record.exc_info else None
         return not (
-            msg in _UVICORN_NOISE
-            or (isinstance(msg, str) and msg.startswith(_UVICORN_NOISE_PREFIX))
+            msg.startswith(_UVICORN_APP_ERROR) and isinstance(error, asyncio.CancelledError)
         )
 
 
@@ -193,6 +204,8 @@ def protocol(
         base.on_headers_complete,
         base.on_response_complete,
     )
+    base_data_received, base_body = base.data_received, base.on_body
+    dropping = [0]  # connections dropped whose connection_lost has not come yet
     uvicorn_log = logging.getLogger("uvicorn.error")
     if _QUIET not in uvicorn_log.filters:
         uvicorn_log.addFilter(_QUIET)
@@ -208,11 +221,18 @@ def protocol(
         waiting_since = 0.0  # when the connection was last between requests
         served = False  # whether a response was ever completed on it
         refused: str | None = None  # why a parser callback stopped the parsing
+        # Bytes read since the head began (or, after it, since it ended) and body bytes: one
+        # header line httptools is still joining, or a trailer after a chunked body, is in
+        # no callback until its line ends (100 MB in one value: no 431, and O(n²) copying).
+        raw_bytes = 0
+        body_bytes = 0
+        dropped = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self.head_since = self.waiting_since = self.loop.time()
-            if len(self.connections) > limits.connections and not self._make_room():
+            open_now = len(self.connections) - dropping[0]
+            if open_now > limits.connections and not self._make_room():
                 report(OVER_LIMIT, self.client)
                 transport.abort()
                 return
@@ -225,6 +245,8 @@ def protocol(
 
         def eviction_rank(self) -> tuple[int, float] | None:
             """Lower goes first when the cap needs room; None (in a request): never."""
+            if self.dropped:
+                return None  # already made room
             if self.transport.is_closing():
                 return (0, 0.0)  # going anyway: only the client's TLS close is awaited
             if not self.between_requests():
@@ -250,6 +272,10 @@ def protocol(
             return True
 
         def drop(self) -> None:
+            if self.dropped:
+                return
+            self.dropped = True
+            dropping[0] += 1  # its slot is free now, though connection_lost comes later
             self._unset_keepalive_if_required()  # its pending timer would hold us 120 s more
             self.head_since = None
             # abort, not close: a TLS close waits for a client that may never answer, and
@@ -258,7 +284,7 @@ def protocol(
 
         def on_message_begin(self) -> None:
             base_message_begin(self)
-            self.head_bytes = self.headers_seen = 0
+            self.head_bytes = self.headers_seen = self.raw_bytes = 0
             self.head_begun = True
             if self.head_since is None:  # a connection's first request keeps its start
                 self.head_since = self.loop.time()
@@ -286,8 +312,33 @@ def protocol(
                 raise _Refused
             self.head_since = None
             self.head_begun = False
+            self.raw_bytes = self.body_bytes = 0
             self.busy_since = self.loop.time()
             base_headers_complete(self)
+
+        def on_body(self, body: bytes) -> None:
+            self.body_bytes += len(body)
+            base_body(self, body)
+
+        def data_received(self, data: bytes) -> None:
+            base_data_received(self, data)
+            if self.head_begun:  # all of this read was head (but what preceded its start)
+                self.raw_bytes += len(data)
+                over = self.raw_bytes > max_bytes + READ_SLACK
+            else:
+                cycle = self.cycle
+                if cycle is None or not cycle.more_body:
+                    return
+                self.raw_bytes += len(data)  # body, chunk sizes, trailers (and the head's end)
+                over = self.raw_bytes - self.body_bytes > max_bytes + READ_SLACK
+            if over and not self.transport.is_closing():
+                self.refused = HEAD_TOO_LARGE
+                self.refuse()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.dropped:
+                dropping[0] -= 1
+            super().connection_lost(exc)
 
         def on_response_complete(self) -> None:
             self.served = True
@@ -297,11 +348,15 @@ def protocol(
             base_response_complete(self)
 
         def send_400_response(self, msg: str) -> None:
-            refused = self.refused
-            if refused is None:  # uvicorn's own: not HTTP
+            if self.refused is None:  # uvicorn's own: not HTTP
                 report(BAD_REQUEST, self.client)
                 super().send_400_response(msg)
-            elif refused == HEAD_TOO_LARGE and self.between_requests():
+            else:
+                self.refuse()
+
+        def refuse(self) -> None:
+            refused = self.refused or HEAD_TOO_LARGE
+            if refused == HEAD_TOO_LARGE and self.between_requests():
                 report(HEAD_TOO_LARGE, self.client)
                 self.head_since = None
                 self.transport.write(answer_too_large)

@@ -15,6 +15,8 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
+from app.webhook.connections import REASONS
+
 # Judging an Eip takes well under a millisecond; the upper buckets catch a stalled loop.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -96,8 +98,8 @@ class Metrics:
         )
         self.connections_closed = Counter(
             "eip_guard_connections_closed",
-            "Connections closed by a limit (app.webhook.connections), by reason: head_timeout, "
-            "head_too_large, idle_evicted, over_limit.",
+            "Connections closed by a limit (app.webhook.connections), and malformed requests, "
+            f"by reason: {', '.join(REASONS)}.",
             ("reason",),
             registry=self.registry,
         )

@@ -12,9 +12,11 @@ import socket
 import ssl
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, suppress
 
 import pytest
+from prometheus_client import generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -440,3 +442,64 @@ def test_upgrade_requests_are_answered_without_a_log_line(
             )
             assert response(tls)[0] == b"HTTP/1.1 200 OK"
     assert not [r for r in caplog.records if r.name.startswith("uvicorn")]
+
+
+@pytest.mark.parametrize("where", ["head", "trailer"])
+def test_one_endless_header_line_is_refused(certs: Certs, where: str) -> None:
+    # httptools joins a header line across reads and calls back only at its end: 100 MB of
+    # one value grew the server and copied it over and over, with no 431.
+    with (
+        server(certs, Limits(head_bytes=2048)) as (port, metrics),
+        connect(port, certs) as tls,
+    ):
+        start = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Endless: "
+        if where == "trailer":
+            start = (
+                b"POST /validate-eip HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\nX-Endless: "
+                % (len(REVIEW), REVIEW)
+            )
+        with suppress(*RESET):
+            tls.sendall(start)
+            for _ in range(1000):  # 1 MB, a kilobyte at a time, never a line end
+                tls.sendall(b"a" * 1000)
+        answer = closes(tls)
+        assert answer.startswith(b"HTTP/1.1 431 ") if where == "head" else b" 200 " not in answer
+        assert closed_count(metrics, "head_too_large") == 1
+
+
+def test_a_burst_of_connections_stays_under_the_cap(certs: Certs) -> None:
+    # Many accepts in one turn of the loop: a connection dropped to make room but not yet
+    # gone counted as open, and was picked again, so each newcomer stayed: 7,000 open.
+    cap = 5
+    with server(certs, Limits(connections=cap)) as (port, _), ThreadPoolExecutor(40) as pool:
+        opened = list(pool.map(lambda _: connect(port, certs), range(40)))
+        time.sleep(0.5)
+        found = [o for o in gc.get_objects() if type(o).__name__ == "GuardedHttp"]
+        still = [
+            o for o in found if o.server and o.server[1] == port and not getattr(o, "dropped", 0)
+        ]
+        assert len([o for o in still if not o.transport.is_closing()]) <= cap
+        for tls in opened:
+            tls.close()
+
+
+def test_requests_cut_at_shutdown_leave_no_traceback() -> None:
+    # After the grace period uvicorn cancels what is left, one error traceback each.
+    noise = connections._QUIET
+    uvicorn_log = logging.getLogger("uvicorn.error")
+
+    def record(error: BaseException) -> logging.LogRecord:
+        return uvicorn_log.makeRecord(
+            uvicorn_log.name, logging.ERROR, __file__, 1, "Exception in ASGI application\n",
+            (), (type(error), error, None),
+        )  # fmt: skip
+
+    assert not noise.filter(record(asyncio.CancelledError()))
+    assert noise.filter(record(RuntimeError("a bug of ours")))
+
+
+def test_the_metric_names_every_reason() -> None:
+    text = generate_latest(Metrics().registry).decode()
+    help_line = next(line for line in text.splitlines() if "connections_closed_total " in line)
+    assert all(reason in help_line for reason in connections.REASONS)
