@@ -234,7 +234,7 @@ def protocol(
             open_now = len(self.connections) - dropping[0]
             if open_now > limits.connections and not self._make_room():
                 report(OVER_LIMIT, self.client)
-                transport.abort()
+                self.drop()
                 return
             if not sweeping or sweeping[0].done() or sweeping[0].get_loop() is not self.loop:
                 sweeping[:] = [self.loop.create_task(_sweep(self.connections, self.loop))]
