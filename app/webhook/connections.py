@@ -99,7 +99,7 @@ class Limits:
             HEAD_TIMEOUT: f"a request's line and headers did not arrive within "
             f"{self.head_seconds:g} s",
             HEAD_TOO_LARGE: f"a request's line, headers and trailers exceeded {self.head_bytes} "
-            f"bytes or {MAX_HEADERS} headers (answered 431)",
+            f"bytes or {MAX_HEADERS} headers (answered 431, or dropped in trailers)",
             REQUEST_TIMEOUT: f"a request was not answered within {REQUEST_SECONDS:g} s of its "
             "head (the client did not read the answer)",
             PIPELINE_TOO_DEEP: f"more than {MAX_PIPELINED} requests were pipelined behind one "
@@ -221,11 +221,12 @@ def protocol(
         waiting_since = 0.0  # when the connection was last between requests
         served = False  # whether a response was ever completed on it
         refused: str | None = None  # why a parser callback stopped the parsing
-        # Bytes read since the head began (or, after it, since it ended) and body bytes: one
-        # header line httptools is still joining, or a trailer after a chunked body, is in
-        # no callback until its line ends (100 MB in one value: no 431, and O(n²) copying).
+        # Bytes read while a head, or a chunk's size line and what follows it, has brought no
+        # callback: one header line httptools is still joining (the head's or a trailer after
+        # the last chunk) is in none until its line ends (100 MB in one value: no 431, and
+        # O(n²) copying). Chunk framing is not counted: 1-byte chunks are 5 bytes of it each.
         raw_bytes = 0
-        body_bytes = 0
+        in_chunk_head = False  # a chunk's size line parsed, none of its data yet
         dropped = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -312,26 +313,27 @@ def protocol(
                 raise _Refused
             self.head_since = None
             self.head_begun = False
-            self.raw_bytes = self.body_bytes = 0
             self.busy_since = self.loop.time()
             base_headers_complete(self)
 
+        def on_chunk_header(self) -> None:  # httptools calls it for chunked bodies only
+            self.in_chunk_head = True
+            self.raw_bytes = 0
+
+        def on_chunk_complete(self) -> None:
+            self.in_chunk_head = False
+
         def on_body(self, body: bytes) -> None:
-            self.body_bytes += len(body)
+            self.in_chunk_head = False
             base_body(self, body)
 
         def data_received(self, data: bytes) -> None:
             base_data_received(self, data)
-            if self.head_begun:  # all of this read was head (but what preceded its start)
-                self.raw_bytes += len(data)
-                over = self.raw_bytes > max_bytes + READ_SLACK
-            else:
-                cycle = self.cycle
-                if cycle is None or not cycle.more_body:
-                    return
-                self.raw_bytes += len(data)  # body, chunk sizes, trailers (and the head's end)
-                over = self.raw_bytes - self.body_bytes > max_bytes + READ_SLACK
-            if over and not self.transport.is_closing():
+            if not (self.head_begun or self.in_chunk_head):
+                return
+            # All of this read was head or trailers (but what preceded their start).
+            self.raw_bytes += len(data)
+            if self.raw_bytes > max_bytes + READ_SLACK and not self.transport.is_closing():
                 self.refused = HEAD_TOO_LARGE
                 self.refuse()
 

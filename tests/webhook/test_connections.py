@@ -503,3 +503,18 @@ def test_the_metric_names_every_reason() -> None:
     text = generate_latest(Metrics().registry).decode()
     help_line = next(line for line in text.splitlines() if "connections_closed_total " in line)
     assert all(reason in help_line for reason in connections.REASONS)
+
+
+def test_chunk_framing_is_not_counted_as_head(certs: Certs) -> None:
+    # 1-byte chunks carry 5 bytes of framing each: a 300 KB review that way is 1.8 MB on
+    # the wire, none of it head or trailer, and must be answered.
+    body = json.dumps(review(example_eip("good")) | {"padding": "x" * 300_000}).encode()
+    chunked = b"".join(b"1\r\n%s\r\n" % body[i : i + 1] for i in range(len(body)))
+    with server(certs, Limits()) as (port, metrics), connect(port, certs) as tls:
+        tls.sendall(
+            b"POST /validate-eip HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + chunked + b"0\r\n\r\n"
+        )
+        status, answer = response(tls)
+        assert status == b"HTTP/1.1 200 OK" and json.loads(answer)["response"]["allowed"]
+        assert closed_count(metrics, "head_too_large") == 0
