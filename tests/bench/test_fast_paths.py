@@ -100,12 +100,6 @@ def test_cidr_network_matches_ip_network(
     assert parse_cidr(text) == Span(first, first + net.num_addresses - 1, prefix)
 
 
-@given(st.lists(st.tuples(st.integers(0, 200), st.integers(0, 20)), max_size=30), st.integers(0, 5))
-def test_first_is_the_head_of_all(pairs: list[tuple[int, int]], n: int) -> None:
-    index = IntervalIndex((Span(a, a + length), i) for i, (a, length) in enumerate(pairs))
-    assert index.first(n) == index.all()[:n]
-
-
 @given(st.text(max_size=200))
 def test_clean_warning_matches_the_character_loop(text: str) -> None:
     expected = "".join(c if c.isprintable() else " " for c in text)
