@@ -123,16 +123,21 @@ def eip(name: str, interface: str, used: tuple[str, ...]) -> dict[str, object]:
             "status": {"used": dict.fromkeys(used, "default/web")}}  # fmt: skip
 
 
+def eth1_and_tun0(tun_address: str, tun_subnet: str) -> HostNet:
+    """eth1 on 10.0.0.0/24, and a tun device (up, no MAC) with an address and its route."""
+    subnet = net(tun_subnet)
+    return HostNet(
+        links=(LO, ETH, link(5, "tun0", mac="")),
+        addresses=(Address(2, ip("10.0.0.5"), 24), Address(5, ip(tun_address), subnet.prefixlen)),
+        routes=(Route(net("10.0.0.0/24"), 2, None), Route(subnet, 5, None)),
+        bound={},
+    )
+
+
 def test_a_nic_without_an_ethernet_mac_is_skipped_not_a_crash() -> None:
     # A tun device is up, takes ARP flags and addresses, but has no MAC to answer with: the
     # speaker died on it (and with it every other announcement).
-    tun = link(5, "tun0", mac="")
-    host = HostNet(
-        links=(LO, ETH, tun),
-        addresses=(Address(2, ip("10.0.0.5"), 24), Address(5, ip("10.77.0.1"), 24)),
-        routes=(Route(net("10.0.0.0/24"), 2, None), Route(net("10.77.0.0/24"), 5, None)),
-        bound={},
-    )
+    host = eth1_and_tun0("10.77.0.1", "10.77.0.0/24")
     named = resolve(parse_interface("tun0"), host)
     assert isinstance(named, Unresolved) and "has no Ethernet MAC address" in named.reason
     routed = resolve(parse_interface("can_reach:10.77.0.9"), host)
@@ -149,13 +154,7 @@ def test_a_nic_without_an_ethernet_mac_is_skipped_not_a_crash() -> None:
 def test_a_nic_found_past_skipped_ones_says_which_were_skipped() -> None:
     # A narrower subnet on a NIC without a MAC would have been the answer: the admin reading
     # why another NIC was picked learns it was skipped, and why.
-    tun = link(5, "tun0", mac="")
-    host = HostNet(
-        links=(LO, ETH, tun),
-        addresses=(Address(2, ip("10.0.0.5"), 24), Address(5, ip("10.0.0.129"), 25)),
-        routes=(Route(net("10.0.0.0/24"), 2, None), Route(net("10.0.0.128/25"), 5, None)),
-        bound={},
-    )
+    host = eth1_and_tun0("10.0.0.129", "10.0.0.128/25")
     found = resolve(parse_interface("can_reach:10.0.0.200"), host)
     assert isinstance(found, Resolved) and found.link.name == "eth1"
     assert found.why == (
