@@ -33,7 +33,8 @@ The API server sends each review whole over a few keep-alive connections, so onl
 connection cap can touch it (see the README). :func:`protocol` makes the uvicorn protocol
 class for one server; it reports each closed connection to ``closed(reason)`` (the
 webhook's metrics) and logs it, at most one line per reason a minute. uvicorn's own lines
-per malformed request (counted as ``bad_request``) and per refused upgrade are dropped.
+per malformed request (counted as ``bad_request``), per refused upgrade and per request
+cut at shutdown are dropped.
 """
 
 from __future__ import annotations
@@ -149,16 +150,15 @@ class _Reporter:
 
 
 class _QuietNoise(logging.Filter):
-    """Drops uvicorn's lines per malformed request (:func:`protocol` counts and logs those)
-    and per refused upgrade (the request is answered as any other)."""
+    """Drops uvicorn's lines per malformed request (:func:`protocol` counts and logs those),
+    per refused upgrade (the request is answered as any other) and per request cut at
+    shutdown."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.msg
-        if msg in _UVICORN_NOISE:
-            return False
-        if not isinstance(msg, str):
+        if not isinstance(msg, str):  # any object may be a message, unhashable ones too
             return True
-        if msg.startswith(_UVICORN_NOISE_PREFIX):
+        if msg in _UVICORN_NOISE or msg.startswith(_UVICORN_NOISE_PREFIX):
             return False
         # A request cut at shutdown (its client still sending after the grace period) is no
         # error of the app: one traceback each let a client fill the log at every stop.

@@ -497,6 +497,8 @@ def test_requests_cut_at_shutdown_leave_no_traceback() -> None:
 
     assert not noise.filter(record(asyncio.CancelledError()))
     assert noise.filter(record(RuntimeError("a bug of ours")))
+    # Any object can be a log message; an unhashable one must pass, not break logging.
+    assert noise.filter(uvicorn_log.makeRecord("x", logging.INFO, __file__, 1, {"a": 1}, (), None))
 
 
 def test_the_metric_names_every_reason() -> None:
