@@ -192,6 +192,15 @@ def create_app(
         if content_type.partition(";")[0].strip().lower() != JSON:
             metrics.rejected.labels("400").inc()
             return _problem(400, f"Content-Type must be {JSON}, got {content_type!r}")
+        encoding = request.headers.get("content-encoding")
+        if encoding is not None and encoding.strip().lower() not in ("", "identity"):
+            # Read as JSON, a compressed body would be "not JSON", which hides the cause.
+            metrics.rejected.labels("400").inc()
+            reason = (
+                f"Content-Encoding {encoding!r} is not supported: send the AdmissionReview "
+                "uncompressed, as the API server does"
+            )
+            return _problem(400, reason)
         try:
             body = await _read_limited(request, max_body_bytes, deadlines)
         except _TooLarge:

@@ -98,6 +98,21 @@ def test_a_wrong_content_type_gets_400(webhook: Webhook, content_type: str | Non
     assert "Content-Type must be application/json" in reason_of(response, 400)
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "br, gzip", "deflate"])
+def test_a_compressed_body_gets_400_naming_the_encoding(webhook: Webhook, encoding: str) -> None:
+    body = json.dumps(review(example_eip("good"))).encode()
+    headers = {"content-type": "application/json", "content-encoding": encoding}
+    response = webhook.http.post("/validate-eip", content=body, headers=headers)
+    assert f"Content-Encoding {encoding!r} is not supported" in reason_of(response, 400)
+
+
+def test_identity_content_encoding_is_fine(webhook: Webhook) -> None:
+    body = json.dumps(review(example_eip("good"), uid="id")).encode()
+    headers = {"content-type": "application/json", "content-encoding": "Identity"}
+    response = webhook.http.post("/validate-eip", content=body, headers=headers)
+    assert response.status_code == 200 and response.json()["response"]["allowed"] is True
+
+
 def test_nan_and_infinity_inside_strings_are_fine(webhook: Webhook) -> None:
     eip = example_eip("good")
     eip["metadata"]["annotations"] = {"note": "NaN Infinity"}
