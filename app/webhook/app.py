@@ -245,12 +245,17 @@ def create_app(
     async def healthz(_: Request) -> Response:
         return Response(b'{"ok":true}', media_type=JSON)
 
-    async def readyz(_: Request) -> Response:
+    def readiness_now() -> Readiness:
         try:
-            readiness = source.readiness()
+            return source.readiness()
         except Exception as exc:  # a broken source is not ready, never a 500
             log.exception("readiness check failed")
-            readiness = Readiness(False, f"readiness check failed: {type(exc).__name__}: {exc}")
+            return Readiness(False, f"readiness check failed: {type(exc).__name__}: {exc}")
+
+    metrics.ready.set_function(lambda: float(readiness_now().ready))
+
+    async def readyz(_: Request) -> Response:
+        readiness = readiness_now()
         if readiness.ready:
             return Response(b'{"ready":true}', media_type=JSON)
         body = json.dumps({"ready": False, "reason": readiness.reason}, separators=COMPACT).encode()

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
@@ -101,6 +101,14 @@ class Metrics:
             "Connections closed by a limit (app.webhook.connections), and malformed requests, "
             f"by reason: {', '.join(REASONS)}.",
             ("reason",),
+            registry=self.registry,
+        )
+
+        # Read when scraped (the app sets the function): what /readyz would answer now, so
+        # an alert sees a replica that is up but refusing reviews as not ready.
+        self.ready = Gauge(
+            "eip_guard_ready",
+            "1 while /readyz answers 200 (this replica judges Eips), else 0.",
             registry=self.registry,
         )
 

@@ -315,6 +315,42 @@ def test_metrics_count_verdicts_rules_rejections_and_latency(start: Start) -> No
     assert sample(text, "eip_guard_admission_duration_seconds_bucket", le="+Inf") == 3
 
 
+@dataclass
+class SwitchingSource:
+    """Ready or not as a test says, so the gauge is seen to follow it."""
+
+    ready: bool = False
+
+    def current(self) -> Inventory:
+        return example_inventory()
+
+    def readiness(self) -> Readiness:
+        return Readiness(self.ready, "" if self.ready else "waiting for the first list of Nodes")
+
+
+def ready_line(text: str) -> str:
+    """The one sample of eip_guard_ready (absent would be a failure, not a 0)."""
+    [line] = [line for line in text.splitlines() if line.startswith("eip_guard_ready ")]
+    return line
+
+
+def test_the_ready_gauge_says_what_readyz_says_when_scraped(start: Start) -> None:
+    source = SwitchingSource()
+    hook = start(create_app(source, Policy()))
+    assert hook.http.get("/readyz").status_code == 503
+    assert ready_line(hook.http.get("/metrics").text) == "eip_guard_ready 0.0"
+    source.ready = True
+    assert hook.http.get("/readyz").status_code == 200
+    assert ready_line(hook.http.get("/metrics").text) == "eip_guard_ready 1.0"
+
+
+def test_a_broken_source_scrapes_as_not_ready_never_a_500(start: Start) -> None:
+    hook = start(create_app(BrokenSource(), Policy()))
+    response = hook.http.get("/metrics")
+    assert response.status_code == 200
+    assert ready_line(response.text) == "eip_guard_ready 0.0"
+
+
 def test_the_latency_is_judging_not_the_clients_upload(start: Start) -> None:
     metrics = Metrics()
     hook = start(create_app(StaticSource(example_inventory()), Policy(), metrics=metrics))
