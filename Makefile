@@ -36,10 +36,12 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-# The agent's kernel tests drive a real bridge with these Debian tools (command, package).
-TOOLS := ip:iproute2 arping:iputils-arping ndisc6:ndisc6
+# Debian tools the tests drive (command:package): the agent's kernel tests a real bridge,
+# the chart's alert tests Prometheus's promtool.
+TOOLS := ip:iproute2 arping:iputils-arping ndisc6:ndisc6 promtool:prometheus
 
-# Installed here when missing and root; as another user those tests skip (they need root).
+# Installed here when missing and root; as another user the kernel tests skip (they need
+# root) and the alert tests fail, saying what to install.
 tools:
 	@need=$$(for t in $(TOOLS); do command -v $${t%%:*} >/dev/null || printf "%s " $${t#*:}; done); \
 	if [ -n "$$need" ] && [ "$$(id -u)" = 0 ]; then \

@@ -102,7 +102,10 @@ SCENARIOS: dict[str, tuple[Obj, tuple[str, ...]]] = {
     ),
     "vap-forced-on": ({"validatingAdmissionPolicy": {"enabled": True}}, ()),
     "vap-forced-off": ({"validatingAdmissionPolicy": {"enabled": False}}, (VAP_CAPABILITY,)),
-    "service-monitor": ({"metrics": {"serviceMonitor": {"enabled": True}}}, ()),
+    "service-monitor": (
+        {"metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}},
+        (),
+    ),
     "network-policy": (
         {
             "networkPolicy": {
