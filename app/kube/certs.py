@@ -52,6 +52,13 @@ CONFLICT, NOT_FOUND = 409, 404
 Clock = Callable[[], dt.datetime]
 
 
+# What to do when the Secret holds a CA eip-guard cannot sign with.
+FIX = (
+    ": remove ca.crt and ca.key from the Secret (eip-guard then makes a new CA and puts "
+    "it in the caBundle) or put an ECDSA or RSA CA with its key there"
+)
+
+
 class CertSyncError(Exception):
     """The Secret or the webhook configuration could not be read or written: says why."""
 
@@ -232,7 +239,17 @@ class SelfManagedCerts:
             data: SecretData = stored.data if stored else {}
             now = self.clock()
             found = assess(data, self.dns_names, now, self.renew_before)
-            new = plan(data, found, self.dns_names, now)
+            try:
+                new = plan(data, found, self.dns_names, now)
+            except CertError as exc:
+                if not found.servable:
+                    raise CertError(f"{self.secrets.ref}: cannot renew ({exc}){FIX}") from exc
+                # Renewal can wait; serving the pair that is still valid cannot.
+                log.error(
+                    "cannot renew the webhook certificate; serving the one in the Secret",
+                    extra={"fields": {"secret": self.secrets.ref, "error": f"{exc}{FIX}"}},
+                )
+                new = None
             if new is None:
                 adopted, wrote, version = (
                     dict(data),
@@ -272,12 +289,15 @@ async def run_rotation(
     load: Callable[[KeyPair], object],
     interval: float,
     ready: asyncio.Event | None = None,
+    *,
+    report: Callable[[], object] = lambda: None,
 ) -> None:
-    """Sync forever: every ``interval`` seconds, sooner after a failure.
+    """Sync forever: every ``interval`` seconds, sooner after a failure, whatever fails.
 
     ``load`` runs on the event loop (the TLS server's thread); the API calls run in a
     worker thread so the webhook keeps answering meanwhile. ``ready`` is set after the
-    first successful load.
+    first successful load; ``report`` runs after every round (it logs the certificate
+    presented turning invalid).
     """
     while True:
         delay = interval
@@ -302,4 +322,8 @@ async def run_rotation(
                 "webhook certificate not in step; retrying", extra={"fields": {"error": str(exc)}}
             )
             delay = min(interval, RETRY_SECONDS)
+        except Exception:  # a bug of ours must not end rotation for good, silently
+            log.exception("webhook certificate not in step (a bug); retrying")
+            delay = min(interval, RETRY_SECONDS)
+        report()
         await asyncio.sleep(delay)

@@ -23,13 +23,14 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA_VALIDITY = dt.timedelta(days=3650)
 SERVING_VALIDITY = dt.timedelta(days=365)
 CLOCK_SKEW = dt.timedelta(minutes=5)  # not_before in the past: nodes' clocks disagree a little
 CA_COMMON_NAME = "eip-guard CA"
+CN_LIMIT = 64  # characters of a common name (RFC 5280 ub-common-name)
 FILES = ("ca.crt", "ca.key", "tls.crt", "tls.key")
 KEY_MODE = 0o600
 _DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
@@ -94,14 +95,15 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def _load(pair: KeyPair) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def _load(pair: KeyPair) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey]:
+    """A CA's certificate and the key it signs with: ours are ECDSA, an admin's may be RSA."""
     try:
         cert = x509.load_pem_x509_certificate(pair.cert_pem)
         key = serialization.load_pem_private_key(pair.key_pem, password=None)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:  # TypeError: an encrypted key
         raise CertError(f"not a PEM certificate and unencrypted private key: {exc}") from exc
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise CertError(f"expected an ECDSA private key, got {type(key).__name__}")
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise CertError(f"expected an ECDSA or RSA private key, got {type(key).__name__}")
     return cert, key
 
 
@@ -197,10 +199,17 @@ def make_serving(
     key = ec.generate_private_key(ec.SECP256R1())
     sans: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
     sans += [x509.IPAddress(ip) for ip in ips]
-    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    try:
+        authority = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
+            ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        )
+    except x509.ExtensionNotFound:  # a CA made without one (RFC 5280 asks for it, not all do)
+        authority = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
+    # The common name is legacy (clients check the SANs) and at most 64 characters long.
+    fits = [n for n in names if len(n) <= CN_LIMIT]
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name(names[0]))
+        .subject_name(_name(fits[0]) if fits else x509.Name([]))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -209,11 +218,10 @@ def make_serving(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(signs_certificates=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        # With no subject, the SANs are the only name: RFC 5280 then makes them critical.
+        .add_extension(x509.SubjectAlternativeName(sans), critical=not fits)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
-        )
+        .add_extension(authority, critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+from collections.abc import Callable
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import NameOID
 
-from app.pki.certs import KeyPair, make_ca, make_serving
+from app.pki.certs import CertError, KeyPair, make_ca, make_serving
 from app.pki.rotation import (
     CA_CRT,
     CA_KEY,
@@ -134,3 +138,73 @@ def test_a_new_ca_before_the_old_expires_keeps_the_old_one_trusted() -> None:
     assert cert(moved[CA_CRT]) in trusted and cert(data[CA_CRT]) in trusted
     # Once the old CA has expired it leaves the bundle.
     assert base64.b64decode(ca_bundle(moved, ca_expiry + DAY)) == moved[CA_CRT]
+
+
+CaKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+
+
+def foreign_ca(key: CaKey, *, ski: bool = True) -> KeyPair:
+    """A CA made elsewhere (an admin's, another tool's): its key type, with or without a
+    SubjectKeyIdentifier (RFC 5280 asks for one; not every tool adds it)."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "corp CA")])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - DAY)
+        .not_valid_after(NOW + 3650 * DAY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+    )
+    if ski:
+        builder = builder.add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+        )
+    digest = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    cert = builder.sign(key, digest)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), key_pem)
+
+
+@pytest.mark.parametrize(
+    "ca",
+    [
+        pytest.param(lambda: foreign_ca(rsa.generate_private_key(65537, 2048)), id="rsa"),
+        pytest.param(lambda: foreign_ca(ec.generate_private_key(ec.SECP384R1())), id="p384"),
+        pytest.param(
+            lambda: foreign_ca(ec.generate_private_key(ec.SECP256R1()), ski=False), id="no-ski"
+        ),
+    ],
+)
+def test_a_ca_made_elsewhere_signs_serving_certificates(ca: Callable[[], KeyPair]) -> None:
+    authority = ca()
+    served = make_serving(authority, NAMES, now=NOW)
+    issued = cert(served.cert_pem)
+    issued.verify_directly_issued_by(cert(authority.cert_pem))  # raises if not
+    aki = issued.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    expected = x509.AuthorityKeyIdentifier.from_issuer_public_key(
+        cert(authority.cert_pem).public_key()  # type: ignore[arg-type]
+    )
+    assert aki.key_identifier == expected.key_identifier
+    data = {CA_CRT: authority.cert_pem, CA_KEY: authority.key_pem}
+    data |= {TLS_CRT: served.cert_pem, TLS_KEY: served.key_pem}
+    assert assess(data, NAMES, NOW).servable
+
+
+def test_a_ca_key_eip_guard_cannot_sign_with_is_a_clear_error() -> None:
+    with pytest.raises(CertError, match="expected an ECDSA or RSA private key, got"):
+        make_serving(foreign_ca(ed25519.Ed25519PrivateKey.generate()), NAMES, now=NOW)
+
+
+def test_a_first_name_too_long_for_a_common_name_is_still_served() -> None:
+    long_name = "eip-guard-admission-webhook.openelb-system-production.svc.cluster.local"
+    assert len(long_name) > 64
+    served = cert(make_serving(make_ca(now=NOW), [long_name, "short.svc"], now=NOW).cert_pem)
+    assert served.subject.rfc4514_string() == "CN=short.svc"  # the first name that fits
+    only_long = cert(make_serving(make_ca(now=NOW), [long_name], now=NOW).cert_pem)
+    assert only_long.subject == x509.Name([])
+    san = only_long.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert san.critical and san.value.get_values_for_type(x509.DNSName) == [long_name]

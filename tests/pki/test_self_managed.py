@@ -16,6 +16,8 @@ from typing import Any, ClassVar
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from kubernetes import client
 
 from app.kube.certs import (
@@ -23,14 +25,17 @@ from app.kube.certs import (
     SecretStore,
     SelfManagedCerts,
     Stored,
+    SyncResult,
     WebhookConfigs,
     run_rotation,
 )
 from app.kube.config import api_client
-from app.pki.rotation import CA_CRT, TLS_CRT, Action, service_dns_names
+from app.pki.certs import CertError
+from app.pki.rotation import CA_CRT, CA_KEY, TLS_CRT, TLS_KEY, Action, service_dns_names
 from tests.chart.rendering import one
 from tests.kmock_harness import rbac_grants
 from tests.pki.kube_emulator import running_api
+from tests.pki.test_rotation import foreign_ca
 
 NS, SECRET, VWC = "eip-guard", "eip-guard-tls", "eip-guard"
 NAMES = service_dns_names("eip-guard", NS)
@@ -224,3 +229,97 @@ def test_self_mode_uses_exactly_the_rbac_the_chart_grants(
         if set(rule.get("resourceNames", ())) & own
     ]
     assert used == rbac_grants(rules)
+
+
+def seeded(api: str, chart_objects: list[dict[str, Any]], data: dict[str, bytes]) -> None:
+    """The chart's objects, with a Secret someone filled by hand."""
+    install(api, chart_objects, secret=False)
+    assert SecretStore(api_client(host=api), NS, SECRET).create(data)
+
+
+def ed25519_ca_data(serving_days: int) -> dict[str, bytes]:
+    """A Secret holding a CA whose key eip-guard cannot sign with, and its serving pair."""
+    ca = foreign_ca(ed25519.Ed25519PrivateKey.generate())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
+    serving = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=serving_days))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in NAMES]), critical=True)
+        .sign(serialization.load_pem_private_key(ca.key_pem, None), None)  # type: ignore[arg-type]
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return {
+        CA_CRT: ca.cert_pem,
+        CA_KEY: ca.key_pem,
+        TLS_CRT: serving.public_bytes(serialization.Encoding.PEM),
+        TLS_KEY: key_pem,
+    }
+
+
+def test_a_valid_certificate_is_served_when_renewal_cannot_be(
+    api: str, chart_objects: list[dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    data = ed25519_ca_data(serving_days=30)  # inside the 60-day renewal window
+    seeded(api, chart_objects, data)
+    with caplog.at_level(logging.ERROR, logger="app.kube.certs"):
+        result = replica(api).sync()
+    assert result.pair.cert_pem == data[TLS_CRT] and not result.wrote
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("cannot renew")]
+    error = record.fields["error"]  # type: ignore[attr-defined]
+    assert "expected an ECDSA or RSA private key" in error
+    assert "remove ca.crt and ca.key from the Secret" in error
+    stored, bundle = state(api)
+    assert base64.b64decode(bundle) == data[CA_CRT] and stored.data == data  # nothing lost
+
+
+def test_a_secret_that_can_be_neither_served_nor_renewed_says_what_to_do(
+    api: str, chart_objects: list[dict[str, Any]]
+) -> None:
+    seeded(api, chart_objects, ed25519_ca_data(serving_days=-1))
+    with pytest.raises(CertError, match=r"eip-guard-tls: cannot renew .*remove ca"):
+        replica(api).sync()
+
+
+def test_rotation_survives_a_bug_and_keeps_trying(
+    api: str, chart_objects: list[dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    install(api, chart_objects)
+    certs = replica(api)
+    real = certs.sync
+    calls = 0
+
+    def flaky() -> SyncResult:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug")
+        return real()
+
+    certs.sync = flaky  # type: ignore[method-assign]
+    loaded: list[Any] = []
+    reports: list[int] = []
+
+    async def until_loaded() -> None:
+        task = asyncio.create_task(
+            run_rotation(certs, loaded.append, 0.01, report=lambda: reports.append(calls))
+        )
+        while not loaded:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    with caplog.at_level(logging.ERROR, logger="app.kube.certs"):
+        asyncio.run(asyncio.wait_for(until_loaded(), 60))
+    (bug,) = [r for r in caplog.records if "(a bug)" in r.getMessage()]
+    assert bug.exc_info is not None and "a bug" in str(bug.exc_info[1])
+    assert reports[:1] == [1]  # reported after the failed round too
