@@ -103,6 +103,7 @@ def run_serve(args: argparse.Namespace) -> int:
                 }
             },
         )
+        tls.report(tls.hot)  # a certificate not valid now: the log says so from the start
         # /readyz (and the probe port's) also waits for a valid serving certificate.
         app = create_app(CertGatedSource(source, tls.hot), policy, metrics=metrics)
         serve_tls.serve(app, sock, tls, probe_sock)

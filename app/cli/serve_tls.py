@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from app.cli.flags import seconds
 from app.pki.certs import CertError, check_dns_name
-from app.pki.hot_tls import HotContext, read_pair, watch_files
+from app.pki.hot_tls import HotContext, ValidityReport, read_pair, watch_files
 from app.pki.rotation import service_dns_names
 from app.sources.errors import InputError
 from app.webhook import connections
@@ -47,6 +47,9 @@ class Tls:
     hot: HotContext
     tasks: list[Task] = field(default_factory=list)  # run on the server's event loop
     fields: dict[str, Any] = field(default_factory=dict)  # for the "serving" log line
+    # Logs the certificate presented turning invalid (or valid): called once logging is set
+    # up, then by the task that watches the certificate.
+    report: ValidityReport = field(default_factory=lambda: ValidityReport(log))
 
 
 def _self_managed_flags(args: argparse.Namespace) -> None:
@@ -99,11 +102,11 @@ def prepare(args: argparse.Namespace, api_client: Callable[[], Any]) -> Tls:
             dt.timedelta(days=args.cert_renew_before_days),
         )
         interval = args.cert_check_interval
-        return Tls(
-            hot,
-            [lambda: run_rotation(certs, hot.load, interval)],
-            {"tls": f"self-managed Secret {args.namespace}/{args.tls_secret}"},
+        tls = Tls(hot, fields={"tls": f"self-managed Secret {args.namespace}/{args.tls_secret}"})
+        tls.tasks.append(
+            lambda: run_rotation(certs, hot.load, interval, report=lambda: tls.report(hot))
         )
+        return tls
     if args.tls_cert_file is None or args.tls_key_file is None:
         raise InputError(
             "TLS: give --tls-cert-file and --tls-key-file, or --tls-secret for a "
@@ -112,24 +115,24 @@ def prepare(args: argparse.Namespace, api_client: Callable[[], Any]) -> Tls:
     cert_file, key_file = args.tls_cert_file, args.tls_key_file
     for flag, path in (("--tls-cert-file", cert_file), ("--tls-key-file", key_file)):
         if not path.is_file():
-            what = "a directory, not a file" if path.is_dir() else "no such file"
+            if path.is_dir():
+                what = "a directory, not a file"
+            elif path.exists():  # a pipe (<(...)) or a device is read once: not re-readable
+                what = "not a regular file: the pair is re-read as it changes"
+            else:
+                what = "no such file"
             raise InputError(f"{flag} {path}: {what}")
-    pair = read_pair(cert_file, key_file)
     try:
-        if pair is None:
-            raise CertError("empty or unreadable")
-        hot.load(pair)
+        hot.load(read_pair(cert_file, key_file))
     except CertError as exc:
-        raise InputError(
-            f"{cert_file}, {key_file}: cannot load the certificate and key ({exc}): "
-            "both PEM, and the key must match"
-        ) from exc
+        what = f"{cert_file}, {key_file}: cannot load the certificate and key"
+        raise InputError(f"{what}: {exc}") from exc
     interval = args.tls_reload_interval
-    return Tls(
-        hot,
-        [lambda: watch_files(cert_file, key_file, hot, interval, log)],
-        {"tls": str(cert_file)},
+    tls = Tls(hot, fields={"tls": str(cert_file), **hot.fields()})
+    tls.tasks.append(
+        lambda: watch_files(cert_file, key_file, hot, interval, log, report=tls.report)
     )
+    return tls
 
 
 def probe_app(app: Any) -> Any:

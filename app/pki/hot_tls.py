@@ -23,12 +23,16 @@ import logging
 import os
 import ssl
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from app.pki.certs import CertError, KeyPair
+
+Clock = Callable[[], dt.datetime]
 
 
 def server_context() -> ssl.SSLContext:
@@ -42,31 +46,86 @@ def server_context() -> ssl.SSLContext:
 
 @dataclass(frozen=True, slots=True)
 class Loaded:
-    fingerprint: str  # sha256 of the certificate PEM: tells a new pair from the same one
+    digest: str  # sha256 of the certificate and key PEM: tells a new pair from the same one
+    fingerprint: str  # of the certificate, as `openssl x509 -noout -fingerprint -sha256`
     not_before: dt.datetime
     not_after: dt.datetime
+    dns_names: tuple[str, ...]
+
+
+def validity_problem(loaded: Loaded, now: dt.datetime) -> str:
+    """Why ``loaded`` is not valid at ``now`` ("" when it is), in words for logs and /readyz."""
+    if now < loaded.not_before:
+        return f"it is not valid before {loaded.not_before:%Y-%m-%d %H:%M} UTC"
+    if now >= loaded.not_after:
+        return f"it expired on {loaded.not_after:%Y-%m-%d %H:%M} UTC"
+    return ""
+
+
+# OpenSSL's reasons, in words that say what to change.
+_SSL_REASONS = {
+    "KEY_VALUES_MISMATCH": "the key does not belong to the certificate",
+    "EE_KEY_TOO_SMALL": "the key is too small for OpenSSL (use ECDSA P-256 or RSA of 2048 bits)",
+    "CA_MD_TOO_WEAK": "the certificate is signed with a digest OpenSSL refuses (use SHA-256)",
+}
+
+
+def _is_encrypted(key_pem: bytes) -> bool:
+    return b"ENCRYPTED PRIVATE KEY-----" in key_pem or b"Proc-Type: 4,ENCRYPTED" in key_pem
+
+
+def _no_password() -> bytes:
+    # Without a password OpenSSL would prompt on the terminal for an encrypted key (blocking
+    # the event loop) or write the prompt into the JSON log: an empty one fails at once.
+    return b""
 
 
 class HotContext:
     """One live server SSLContext and the pair it presents now."""
 
-    def __init__(self, scratch_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        scratch_dir: Path | None = None,
+        clock: Clock = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
         self.context = server_context()
         self.loaded: Loaded | None = None
         self._scratch_dir = scratch_dir
+        self._clock = clock
 
     def load(self, pair: KeyPair) -> bool:
         """Present ``pair`` from the next handshake on; False if it is already presented.
 
-        Raises CertError (and leaves the live context untouched) for a bad pair.
+        Raises CertError (and leaves the live context untouched) for a bad pair, and for a
+        pair not valid now while the one presented is: a renewal gone wrong (an expired
+        backup restored, a wrong issuer's clock) must not take down a working webhook.
         """
-        fingerprint = hashlib.sha256(pair.cert_pem).hexdigest()
-        if self.loaded is not None and self.loaded.fingerprint == fingerprint:
+        digest = hashlib.sha256(pair.cert_pem + b"\0" + pair.key_pem).hexdigest()
+        if self.loaded is not None and self.loaded.digest == digest:
             return False
+        if _is_encrypted(pair.key_pem):
+            raise CertError(
+                "the private key is encrypted (it has a passphrase): give it unencrypted, "
+                "e.g. `openssl pkey -in KEY -out tls.key`, and keep it in a Secret"
+            )
         try:
             cert = x509.load_pem_x509_certificate(pair.cert_pem)
         except ValueError as exc:
             raise CertError(f"not a PEM certificate: {exc}") from exc
+        new = Loaded(
+            digest,
+            cert.fingerprint(hashes.SHA256()).hex(":").upper(),
+            cert.not_valid_before_utc,
+            cert.not_valid_after_utc,
+            _dns_names(cert),
+        )
+        now = self._clock()
+        problem = validity_problem(new, now)
+        if problem and self.loaded is not None and not validity_problem(self.loaded, now):
+            raise CertError(
+                f"the new certificate is not valid now ({problem}); keeping the one "
+                f"presented, valid until {self.loaded.not_after:%Y-%m-%d %H:%M} UTC"
+            )
         # load_cert_chain reads files only: a private directory, removed straight after.
         with tempfile.TemporaryDirectory(prefix="eip-guard-tls-", dir=self._scratch_dir) as tmp:
             cert_file, key_file = Path(tmp, "tls.crt"), Path(tmp, "tls.key")
@@ -74,58 +133,131 @@ class HotContext:
             fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(pair.key_pem)
-            try:
-                server_context().load_cert_chain(cert_file, key_file)  # the scratch check
+            try:  # the scratch check
+                server_context().load_cert_chain(cert_file, key_file, _no_password)
             except (OSError, ssl.SSLError) as exc:
-                reason = getattr(exc, "reason", None) or exc
+                reason = str(getattr(exc, "reason", None) or exc)
+                reason = _SSL_REASONS.get(reason, reason)
                 raise CertError(f"the certificate and key do not form a pair: {reason}") from exc
-            self.context.load_cert_chain(cert_file, key_file)
-        self.loaded = Loaded(fingerprint, cert.not_valid_before_utc, cert.not_valid_after_utc)
+            self.context.load_cert_chain(cert_file, key_file, _no_password)
+        self.loaded = new
         return True
 
     def valid_at(self, now: dt.datetime) -> bool:
         """A certificate is presented and within its validity (what /readyz waits for)."""
-        return self.loaded is not None and self.loaded.not_before <= now < self.loaded.not_after
+        return self.loaded is not None and not validity_problem(self.loaded, now)
+
+    def fields(self) -> dict[str, str]:
+        """What the log says of the pair presented."""
+        loaded = self.loaded
+        if loaded is None:
+            return {}
+        return {
+            "sha256": loaded.fingerprint,
+            "not_after": loaded.not_after.isoformat(),
+            "dns_names": ",".join(loaded.dns_names),
+        }
 
 
-def read_pair(cert_file: Path, key_file: Path) -> KeyPair | None:
-    """The pair on disk now, or None while either file is missing, unreadable or empty.
+def _dns_names(cert: x509.Certificate) -> tuple[str, ...]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return ()
+    return tuple(san.get_values_for_type(x509.DNSName))
+
+
+class ValidityReport:
+    """Logs when the certificate presented stops being valid, or becomes valid again: once
+    per change, so an expiry while serving is in the log and not only in /readyz."""
+
+    def __init__(self, log: logging.Logger, clock: Clock = lambda: dt.datetime.now(dt.UTC)):
+        self._log, self._clock = log, clock
+        self._problem: str | None = None  # None: nothing reported yet
+
+    def __call__(self, hot: HotContext) -> None:
+        if hot.loaded is None:
+            return
+        problem = validity_problem(hot.loaded, self._clock())
+        if problem == (self._problem or ""):
+            self._problem = problem
+            return
+        if problem:
+            self._log.error(
+                "the TLS certificate presented is not valid now: the API server refuses the "
+                "handshake and /readyz answers 503 until a valid one is loaded",
+                extra={"fields": {"problem": problem, **hot.fields()}},
+            )
+        elif self._problem:
+            self._log.info("the TLS certificate presented is valid", extra={"fields": hot.fields()})
+        self._problem = problem
+
+
+def read_pair(cert_file: Path, key_file: Path) -> KeyPair:
+    """The pair on disk now; CertError saying which file is missing, unreadable or empty.
 
     Callers hand it to :meth:`HotContext.load`, which ignores the pair it already presents
-    and refuses a half-written one; cert-manager may not have issued yet at first.
+    and refuses a half-written one.
     """
-    try:
-        cert_pem, key_pem = cert_file.read_bytes(), key_file.read_bytes()
-    except OSError:
-        return None
-    return KeyPair(cert_pem, key_pem) if cert_pem and key_pem else None
+    pems = []
+    for path in (cert_file, key_file):
+        try:
+            pem = path.read_bytes()
+        except OSError as exc:
+            raise CertError(f"{path}: {exc.strerror or exc}") from exc
+        if not pem:
+            raise CertError(f"{path} is empty")
+        pems.append(pem)
+    return KeyPair(*pems)
 
 
 async def watch_files(
-    cert_file: Path, key_file: Path, hot: HotContext, interval: float, log: logging.Logger
+    cert_file: Path,
+    key_file: Path,
+    hot: HotContext,
+    interval: float,
+    log: logging.Logger,
+    *,
+    report: ValidityReport | None = None,
 ) -> None:
-    """Poll a certificate/key pair (e.g. a mounted Secret) and present it when it changes."""
+    """Poll a certificate/key pair (e.g. a mounted Secret) and present it when it changes.
+
+    Each problem is logged once, when it appears: files gone, unreadable or broken (the
+    pair presented stays), and the pair presented expiring.
+    """
     failed = ""
+    report = report if report is not None else ValidityReport(log)
     while True:
         await asyncio.sleep(interval)
-        pair = read_pair(cert_file, key_file)
-        if pair is None:
-            continue
         try:
-            if hot.load(pair):
-                log.info("presenting a renewed TLS certificate", extra={"fields": _fields(hot)})
-            failed = ""
-        except CertError as exc:
-            if str(exc) != failed:  # once per broken pair, not every poll
-                log.warning(
-                    "TLS certificate files not loaded; still presenting the previous ones",
-                    extra={"fields": {"file": str(cert_file), "error": str(exc)}},
-                )
-                failed = str(exc)
+            failed = _reload(cert_file, key_file, hot, log, failed)
+            report(hot)
+        except Exception:  # a bug of ours must not end the watch for good
+            log.exception("reading the TLS certificate files failed; trying again")
 
 
-def _fields(hot: HotContext) -> dict[str, str]:
-    loaded = hot.loaded
-    if loaded is None:
-        return {}
-    return {"sha256": loaded.fingerprint, "not_after": loaded.not_after.isoformat()}
+def _reload(
+    cert_file: Path, key_file: Path, hot: HotContext, log: logging.Logger, failed: str
+) -> str:
+    """One poll; returns the problem now ("" for none), logged if it is not ``failed``."""
+    before = hot.loaded
+    try:
+        if not hot.load(read_pair(cert_file, key_file)):
+            return ""
+    except CertError as exc:
+        if str(exc) != failed:
+            log.warning(
+                "TLS certificate files not loaded; still presenting the previous ones",
+                extra={"fields": {"file": str(cert_file), "error": str(exc), **hot.fields()}},
+            )
+        return str(exc)
+    log.info("presenting a renewed TLS certificate", extra={"fields": hot.fields()})
+    now = hot.loaded.dns_names if hot.loaded else ()
+    lost = sorted(set(before.dns_names) - set(now)) if before else []
+    if lost:
+        log.warning(
+            "the renewed TLS certificate lacks DNS names the previous one had: clients "
+            "calling the webhook by them fail the handshake",
+            extra={"fields": {"missing": ",".join(lost)}},
+        )
+    return ""

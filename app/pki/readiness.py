@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from app.core.inventory import Inventory
 from app.core.sources import InventorySource, Readiness
-from app.pki.hot_tls import HotContext
+from app.pki.hot_tls import HotContext, validity_problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,9 +27,8 @@ class CertGatedSource:
             loaded = self.hot.loaded
             if loaded is None:
                 return Readiness(False, "no TLS certificate yet (self mode: see the log)")
+            problem = validity_problem(loaded, self.clock())
             return Readiness(
-                False,
-                f"the TLS certificate is not valid now (valid {loaded.not_before:%Y-%m-%d} "
-                f"to {loaded.not_after:%Y-%m-%d})",
+                False, f"the TLS certificate presented is not valid now: {problem} (see the log)"
             )
         return self.source.readiness()

@@ -7,12 +7,14 @@ and names the webhook by its Service DNS name.
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from app.pki.certs import CertError, KeyPair, make_ca, make_serving
 from app.pki.hot_tls import HotContext, read_pair
@@ -99,13 +101,100 @@ def test_valid_at_follows_the_presented_certificate(ca: KeyPair, tmp_path: Path)
     assert not hot.valid_at(now + dt.timedelta(days=400))
 
 
-def test_read_pair_waits_for_both_files(tmp_path: Path, ca: KeyPair) -> None:
+def test_read_pair_says_which_file_is_missing_or_empty(tmp_path: Path, ca: KeyPair) -> None:
     cert_file, key_file = tmp_path / "tls.crt", tmp_path / "tls.key"
-    assert read_pair(cert_file, key_file) is None
+    with pytest.raises(CertError, match=r"tls\.crt: No such file"):
+        read_pair(cert_file, key_file)
     pair = make_serving(ca, NAMES)
     cert_file.write_bytes(pair.cert_pem)
-    assert read_pair(cert_file, key_file) is None
+    with pytest.raises(CertError, match=r"tls\.key: No such file"):
+        read_pair(cert_file, key_file)
     key_file.write_bytes(b"")
-    assert read_pair(cert_file, key_file) is None
+    with pytest.raises(CertError, match=r"tls\.key is empty"):
+        read_pair(cert_file, key_file)
     key_file.write_bytes(pair.key_pem)
     assert read_pair(cert_file, key_file) == pair
+
+
+class Clock:
+    """A clock a test moves."""
+
+    def __init__(self) -> None:
+        self.now = dt.datetime.now(dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+def test_a_pair_not_valid_now_never_replaces_a_valid_one(ca: KeyPair, tmp_path: Path) -> None:
+    clock = Clock()
+    hot = HotContext(scratch_dir=tmp_path, clock=clock)
+    good = make_serving(ca, NAMES)
+    assert hot.load(good)
+    presented = hot.loaded
+    expired = make_serving(ca, NAMES, now=clock.now - dt.timedelta(days=400))
+    with pytest.raises(CertError, match=r"not valid now \(it expired on .*; keeping the one"):
+        hot.load(expired)
+    early = make_serving(ca, NAMES, now=clock.now + dt.timedelta(days=3))
+    with pytest.raises(CertError, match="it is not valid before"):
+        hot.load(early)
+    assert hot.loaded == presented
+    # Once the one presented is not valid either, the newer pair is no worse: taken.
+    clock.now += dt.timedelta(days=366)
+    assert hot.load(early)
+    assert hot.loaded is not None and hot.loaded.not_before > presented.not_before  # type: ignore[union-attr]
+
+
+def test_the_first_pair_is_taken_even_when_not_valid_now(ca: KeyPair, tmp_path: Path) -> None:
+    # Nothing else to present: serve it unready (the log and /readyz say why) rather than exit.
+    hot = HotContext(scratch_dir=tmp_path)
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(days=400)
+    assert hot.load(make_serving(ca, NAMES, now=past))
+    assert not hot.valid_at(dt.datetime.now(dt.UTC))
+
+
+def test_the_same_certificate_with_another_key_is_not_the_same_pair(
+    ca: KeyPair, tmp_path: Path
+) -> None:
+    hot = HotContext(scratch_dir=tmp_path)
+    pair = make_serving(ca, NAMES)
+    hot.load(pair)
+    other_key = make_serving(ca, NAMES).key_pem
+    with pytest.raises(CertError, match="the key does not belong to the certificate"):
+        hot.load(KeyPair(pair.cert_pem, other_key))
+
+
+def test_an_encrypted_key_is_refused_without_a_prompt(ca: KeyPair, tmp_path: Path) -> None:
+    pair = make_serving(ca, NAMES)
+    key = serialization.load_pem_private_key(pair.key_pem, password=None)
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
+    )
+    traditional = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.BestAvailableEncryption(b"secret"),
+    )
+    for key_pem in (encrypted, traditional):
+        hot = HotContext(scratch_dir=tmp_path)
+        with pytest.raises(CertError, match="the private key is encrypted"):
+            hot.load(KeyPair(pair.cert_pem, key_pem))
+        assert hot.loaded is None
+
+
+def test_the_fingerprint_is_the_certificates_as_openssl_prints_it(
+    ca: KeyPair, tmp_path: Path
+) -> None:
+    hot = HotContext(scratch_dir=tmp_path)
+    pair = make_serving(ca, NAMES)
+    hot.load(pair)
+    openssl = subprocess.run(
+        ["openssl", "x509", "-noout", "-fingerprint", "-sha256"],
+        input=pair.cert_pem,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    assert hot.fields()["sha256"] == openssl.strip().partition("=")[2]
+    assert hot.fields()["dns_names"] == ",".join(NAMES)

@@ -28,7 +28,15 @@ def test_not_ready_without_or_outside_a_valid_certificate(tmp_path: Path) -> Non
         StaticSource(build([])), hot, clock=lambda: now + dt.timedelta(days=400)
     )
     ready = later.readiness()
-    assert not ready.ready and "not valid now" in ready.reason
+    loaded = hot.loaded
+    assert loaded is not None
+    assert ready == Readiness(
+        False,
+        "the TLS certificate presented is not valid now: it expired on "
+        f"{loaded.not_after:%Y-%m-%d %H:%M} UTC (see the log)",
+    )
+    early = CertGatedSource(StaticSource(build([])), hot, clock=lambda: now - dt.timedelta(days=1))
+    assert "it is not valid before" in early.readiness().reason
     # With a valid certificate the inventory's own answer counts.
     assert CertGatedSource(NotReady(build([])), hot, clock=lambda: now).readiness() == Readiness(
         False, "nodes not listed yet"

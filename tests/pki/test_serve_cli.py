@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime as dt
 import os
 import re
 import signal
@@ -14,8 +15,9 @@ import subprocess
 import sys
 import threading
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -144,9 +146,14 @@ def post_review(port: int, context: ssl.SSLContext, body: bytes) -> dict[str, An
 
 
 @contextmanager
-def serving_files(tmp_path: Path) -> Iterator[tuple[Process, dict[str, Any], KeyPair]]:
+def serving_files(
+    tmp_path: Path, first: Callable[[KeyPair], KeyPair] | None = None
+) -> Iterator[tuple[Process, dict[str, Any], KeyPair]]:
+    """``serve`` on certificate files: a fresh bundle's, or ``first(ca)`` when given."""
     bundle = make_bundle(service_dns_names("eip-guard", "eip-guard"))
     write_bundle(bundle, tmp_path)
+    if first is not None:
+        swap(tmp_path, first(bundle.ca))
     args = [
         *SNAPSHOT, "--host", "127.0.0.1", "--port", "0", "--probe-port", "0",
         "--tls-cert-file", str(tmp_path / "tls.crt"), "--tls-key-file", str(tmp_path / "tls.key"),
@@ -157,6 +164,76 @@ def serving_files(tmp_path: Path) -> Iterator[tuple[Process, dict[str, Any], Key
         yield server, server.until("serving"), bundle.ca
     finally:
         assert server.stop() == 0
+
+
+def swap(folder: Path, pair: KeyPair) -> None:
+    """Both files replaced, each atomically, as kubelet updates a mounted Secret."""
+    (folder / "tls.key.new").write_bytes(pair.key_pem)
+    (folder / "tls.crt.new").write_bytes(pair.cert_pem)
+    os.replace(folder / "tls.key.new", folder / "tls.key")
+    os.replace(folder / "tls.crt.new", folder / "tls.crt")
+
+
+NAMES = service_dns_names("eip-guard", "eip-guard")
+NOT_LOADED = "TLS certificate files not loaded; still presenting the previous ones"
+LONG_AGO = dt.datetime.now(dt.UTC) - dt.timedelta(days=400)
+
+
+def test_broken_files_are_logged_once_and_the_pair_presented_stays(tmp_path: Path) -> None:
+    with serving_files(tmp_path) as (server, line, ca):
+        (tmp_path / "tls.key").unlink()
+        warned = server.until(NOT_LOADED)
+        assert warned["error"] == f"{tmp_path / 'tls.key'}: No such file or directory"
+        assert warned["sha256"] == line["sha256"] and warned["level"] == "warning"
+        (tmp_path / "tls.crt").write_bytes(b"")  # truncated in place
+        warned = server.until(NOT_LOADED)
+        assert warned["error"] == f"{tmp_path / 'tls.crt'} is empty"
+        assert httpx.get(line["probe"]).status_code == 200  # still serving the loaded pair
+        # An expired pair is refused while the one presented is valid.
+        swap(tmp_path, make_serving(ca, NAMES, now=LONG_AGO))
+        warned = server.until(NOT_LOADED)
+        assert "the new certificate is not valid now (it expired on" in warned["error"]
+        assert httpx.get(line["probe"]).status_code == 200
+        # A renewal that drops a name clients may use is taken, and said.
+        swap(tmp_path, make_serving(ca, NAMES[2:]))
+        assert server.until("presenting a renewed TLS certificate")["dns_names"] == ",".join(
+            NAMES[2:]
+        )
+        lost = server.until(
+            "the renewed TLS certificate lacks DNS names the previous one had: clients "
+            "calling the webhook by them fail the handshake"
+        )
+        assert lost["missing"] == ",".join(sorted(NAMES[:2]))
+
+
+def test_an_expired_certificate_is_logged_at_start_and_a_valid_one_cures_it(
+    tmp_path: Path,
+) -> None:
+    expired = partial(make_serving, dns_names=NAMES, now=LONG_AGO)
+    with serving_files(tmp_path, expired) as (server, line, ca):
+        invalid = server.until(
+            "the TLS certificate presented is not valid now: the API server refuses the "
+            "handshake and /readyz answers 503 until a valid one is loaded"
+        )
+        assert invalid["level"] == "error" and invalid["problem"].startswith("it expired on")
+        ready = httpx.get(line["probe"])
+        assert ready.status_code == 503
+        assert ready.json()["reason"].startswith(
+            "the TLS certificate presented is not valid now: it expired on"
+        )
+        swap(tmp_path, make_serving(ca, NAMES))
+        server.until("presenting a renewed TLS certificate")
+        server.until("the TLS certificate presented is valid")
+        wait_ready(line["probe"])
+
+
+def test_a_certificate_file_that_is_no_regular_file_exits_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    write_bundle(make_bundle(NAMES), tmp_path)
+    args = ["--tls-cert-file", "/dev/null", "--tls-key-file", str(tmp_path / "tls.key")]
+    assert main(["serve", *SNAPSHOT, *args]) == 2
+    assert "--tls-cert-file /dev/null: not a regular file" in capsys.readouterr().err
 
 
 def test_a_renewed_certificate_file_is_served_without_a_restart(tmp_path: Path) -> None:
