@@ -76,31 +76,26 @@ class LiveSource:
 
 
 def _live(
-    args: argparse.Namespace, node: str, log: Callable[[str], None]
+    args: argparse.Namespace, node: str, log: Callable[[str], None], stop: threading.Event
 ) -> tuple[LiveSource, Callable[[str], bool] | None, Callable[[LocalBinding], None]]:
     try:
-        from app.kube.agent_api import AgentApi, make_client  # noqa: PLC0415
+        from app.kube.agent_api import AgentApi, Writes, make_client  # noqa: PLC0415
         from app.kube.agent_source import LiveCluster  # noqa: PLC0415
 
         api = AgentApi(make_client(args.kubeconfig, args.server, args.context), args.namespace)
         cluster = LiveCluster(api, node, log, renew=args.lease_renew, duration=args.lease_duration)
     except (KubeError, ValueError) as exc:
         raise InputError(str(exc)) from exc
+    writes = Writes(log, retry=args.lease_renew)  # off the tick's thread: fencing never waits
+    writes.start(stop)
 
     def report(text: str) -> bool:
-        try:
-            api.annotate_node(node, NODE_REPORT_ANNOTATION, text)
-            return True
-        except KubeError as exc:
-            log(str(exc))
-            return False
+        writes.report(lambda: api.annotate_node(node, NODE_REPORT_ANNOTATION, text))
+        return True  # handed over: Writes tries again until it is written
 
     def warn(binding: LocalBinding) -> None:
-        try:
-            api.warn_eip(binding.eip, cluster.eip_uid(binding.eip), node, EVENT_REASON,
-                         binding.message)  # fmt: skip
-        except KubeError as exc:
-            log(str(exc))
+        uid = cluster.eip_uid(binding.eip)
+        writes.event(lambda: api.warn_eip(binding.eip, uid, node, EVENT_REASON, binding.message))
 
     return LiveSource(cluster), (None if args.no_node_report else report), warn
 
@@ -131,7 +126,7 @@ def run_agent(args: argparse.Namespace) -> int:
     warn: Callable[[LocalBinding], None] | None = None
     source: ClusterSource
     if args.live:
-        live, report, warn = _live(args, node, log)
+        live, report, warn = _live(args, node, log, stop)
         source = live
         where = f"live mode, Leases in {args.namespace} renewed every {args.lease_renew} s"
     else:

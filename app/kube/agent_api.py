@@ -7,7 +7,8 @@ reads. Every failure becomes a :class:`KubeError` with one readable line.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +21,7 @@ from app.kube.agent_leases import SELECTOR, lease_body, lease_name, micro_time, 
 from app.kube.config import KubeError, api_client
 from app.kube.resources import EIPS
 
-__all__ = ["AgentApi", "KubeError", "make_client"]
+__all__ = ["AgentApi", "KubeError", "Writes", "make_client"]
 
 LEASES = "coordination.k8s.io/v1"
 EVENT_NAMESPACE = "default"  # where kubectl looks for Events of cluster-scoped objects
@@ -111,3 +112,68 @@ class AgentApi:
         }  # fmt: skip
         self.call(f"record an Event on Eip {eip}", "POST",
                   rest.path("v1", "events", EVENT_NAMESPACE), body=event)  # fmt: skip
+
+
+Write = Callable[[], None]
+
+
+class Writes:
+    """The agent's writes (its node report, Warning Events) from a thread of their own.
+
+    The tick that decides what this node announces must fence in time however long an API
+    call hangs (a timeout of 10 s, more with retries), so it never makes one: it hands the
+    write over and goes on. The node report keeps only its latest text and is tried again
+    every ``retry`` seconds until it is written; an Event that fails is logged and
+    dropped, as before; at most ``MAX_EVENTS`` wait (a node binding thousands of can_reach
+    IPs while the API is down must not grow without end).
+    """
+
+    MAX_EVENTS = 1_000
+
+    def __init__(self, log: Callable[[str], None], retry: float) -> None:
+        self._log, self._retry = log, retry
+        self._cond = threading.Condition()
+        self._report: Write | None = None
+        self._events: list[Write] = []
+        self._failed = ""  # the last failure logged: each once, not every retry
+
+    def start(self, stop: threading.Event) -> None:
+        threading.Thread(target=self._run, args=(stop,), name="writes", daemon=True).start()
+
+    def report(self, write: Write) -> None:
+        with self._cond:
+            self._report = write  # an older text still waiting is replaced: the latest wins
+            self._cond.notify()
+
+    def event(self, write: Write) -> None:
+        with self._cond:
+            if len(self._events) < self.MAX_EVENTS:
+                self._events.append(write)
+            self._cond.notify()
+
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            with self._cond:
+                if self._report is None and not self._events:
+                    self._cond.wait(0.2)
+                    continue
+                report, self._report = self._report, None
+                events, self._events = self._events, []
+            for write in events:
+                self._attempt(write)
+            if report is not None and not self._attempt(report):
+                with self._cond:
+                    if self._report is None:  # no newer text meanwhile: this one again
+                        self._report = report
+                stop.wait(self._retry)
+
+    def _attempt(self, write: Write) -> bool:
+        try:
+            write()
+        except KubeError as exc:
+            if str(exc) != self._failed:
+                self._log(str(exc))
+            self._failed = str(exc)
+            return False
+        self._failed = ""
+        return True

@@ -55,12 +55,15 @@ def lease_body(node: str, namespace: str, duration: int, now: datetime) -> dict[
 
 
 def renewal_patch(node: str, duration: int, now: datetime) -> dict[str, Any]:
+    # The label too: a Lease whose label was edited away is out of the others' list, and
+    # a node that still counts itself would speak for IPs the others gave away.
     return {
+        "metadata": {"labels": {COMPONENT_LABEL: COMPONENT}},
         "spec": {
             "holderIdentity": node,
             "leaseDurationSeconds": duration,
             "renewTime": micro_time(now),
-        }
+        },
     }
 
 

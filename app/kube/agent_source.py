@@ -260,7 +260,9 @@ class LiveCluster:
         self._objects: list[Kept] | None = None  # every kept object; None after a change
         self._problems: dict[str, str] = {}
         self._leases: list[Mapping[str, Any]] = []
-        self._listed_at: datetime | None = None
+        self._listed_at: datetime | None = None  # when the Leases were last listed
+        self._list_now = threading.Event()  # members() asks the lease thread to list again
+        self._lease_problem = ""  # the last Lease error logged: each once, not every renewal
         self._renewed_at: float | None = None  # monotonic time of our last good renewal
         self._joined_at: float | None = None  # monotonic time of our first good renewal
         # Others list the Leases once per renewal: wait that long (and a margin) after our
@@ -315,22 +317,40 @@ class LiveCluster:
         return [s.name for s, _ in WATCHES if s.name not in self._stores]
 
     def _keep_lease(self, stop: threading.Event) -> None:
+        """Renew our Lease and list everyone's, every ``renew`` seconds, and at once when
+        members() asks. The API calls block this thread only: never the tick's, which
+        must fence in time however long a call hangs."""
         while not stop.is_set():
             started = time.monotonic()
+            self._list_now.clear()
+            problems = []
             try:
                 self.api.renew_lease(self.node, self.duration, self._clock())
                 self._renewed_at = started
                 if self._joined_at is None:
                     self._joined_at = started
-                self._list_leases()
             except KubeError as exc:
-                self._log(str(exc))
-            stop.wait(max(0.0, self.renew - (time.monotonic() - started)))
+                problems.append(str(exc))
+            try:
+                leases = self.api.list_leases()
+                with self._lock:
+                    self._leases, self._listed_at = leases, self._clock()
+            except KubeError as exc:
+                problems.append(str(exc))
+            self._note_lease_problem("; ".join(problems))
+            until = started + self.renew
+            while not stop.is_set() and not self._list_now.is_set():
+                left = until - time.monotonic()
+                if left <= 0:
+                    break
+                self._list_now.wait(min(left, 0.1))
 
-    def _list_leases(self) -> None:
-        leases = self.api.list_leases()
-        with self._lock:
-            self._leases, self._listed_at = leases, self._clock()
+    def _note_lease_problem(self, problem: str) -> None:
+        if problem and problem != self._lease_problem:
+            self._log(problem)
+        elif not problem and self._lease_problem:
+            self._log("Leases renewed and listed again")
+        self._lease_problem = problem
 
     def objects(self) -> Sequence[Kept]:
         with self._lock:
@@ -359,21 +379,23 @@ class LiveCluster:
         return True
 
     def members(self) -> frozenset[str]:
-        now = self._clock()
+        """The live agents as of the last list of the Leases, and ourselves while our own
+        renewals hold (self_live). Never calls the API.
+
+        Others are judged at the moment of that list, not now: their renewals since are
+        unseen, and aging them out on a list that failed (throttled, a 500) would make every
+        node take every IP. A Lease that ran out since the list is looked at again (the
+        lease thread lists at once), so failover takes the Lease duration plus about a
+        tick; while lists fail, membership stays as last seen.
+        """
         with self._lock:
             leases, listed = self._leases, self._listed_at
+        live: set[str] = set()
         if listed is not None:
             soonest = next_expiry(leases, listed)
-            if soonest is not None and soonest <= now:
-                # A Lease ran out since the last list: look again before declaring it dead,
-                # so failover takes the Lease duration plus one tick, not another renewal.
-                try:
-                    self._list_leases()
-                    with self._lock:
-                        leases = self._leases
-                except KubeError as exc:
-                    self._log(str(exc))
-        live = set(live_nodes(leases, now)) - {self.node}
+            if soonest is not None and soonest <= self._clock():
+                self._list_now.set()
+            live = set(live_nodes(leases, listed)) - {self.node}
         if self.self_live():
             live.add(self.node)
         return frozenset(live)

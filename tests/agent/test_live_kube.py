@@ -18,7 +18,7 @@ from app.cli.agent_run import LiveSource
 from app.core.facts import FactKind
 from app.core.inventory import build
 from app.core.labels import EXCLUDE_LABEL, NODE_REPORT_ANNOTATION
-from app.kube.agent_api import AgentApi, KubeError, make_client
+from app.kube.agent_api import AgentApi, KubeError, Writes, make_client
 from app.kube.agent_leases import lease_body, live_nodes, next_expiry
 from app.kube.agent_source import LiveCluster
 from app.kube.rest import MERGE_PATCH
@@ -250,5 +250,146 @@ def test_agent_reports_its_node_and_warns_about_the_trap(emulator: FakeApi, lab:
         assert len(emulator.objects("v1/events")) == 1  # once per appearance, not per tick
         # Least privilege: the chart's agent RBAC grants exactly what this whole path used.
         assert emulator.rbac_used() == agent_chart_grants()
+    finally:
+        stop.set()
+
+
+class FlakyApi(AgentApi):
+    """The agent's real API client over kmock, with the Lease list made to fail or hang, and
+    a record of which threads called it."""
+
+    def __init__(self, emulator: FakeApi) -> None:
+        base = agent_api(emulator)
+        super().__init__(base.api, base.namespace, timeout=base.timeout)
+        self.list_fails = False
+        self.released = threading.Event()
+        self.released.set()  # cleared: every Lease call hangs until it is set again
+        self.callers: set[str] = set()
+
+    def renew_lease(self, node: str, duration: int, now: datetime | None = None) -> None:
+        self.callers.add(threading.current_thread().name)
+        self.released.wait()
+        super().renew_lease(node, duration, now)
+
+    def list_leases(self) -> list[Any]:
+        self.callers.add(threading.current_thread().name)
+        self.released.wait()
+        if self.list_fails:
+            raise KubeError("list Leases in eip-guard: HTTP 500 Internal Server Error")
+        return super().list_leases()
+
+
+def test_a_failing_lease_list_keeps_the_members_last_seen(emulator: FakeApi) -> None:
+    # Each node renews its own Lease but cannot list the others (throttled, a 500): aging
+    # them out on the stale list made every node take every IP.
+    logs: list[str] = []
+    stop_one, stop_two = threading.Event(), threading.Event()
+    flaky = FlakyApi(emulator)
+    one = LiveCluster(flaky, "node1", logs.append, renew=0.2, duration=1, watch_seconds=1)
+    two = LiveCluster(agent_api(emulator), "node2", print, renew=0.2, duration=1, watch_seconds=1)
+    try:
+        one.start(stop_one)
+        two.start(stop_two)
+        eventually(lambda: one.members() == {"node1", "node2"}, what="both live")
+        flaky.list_fails = True
+        lists_seen = len([line for line in logs if "HTTP 500" in line])
+        eventually(lambda: any("HTTP 500" in line for line in logs), what="the list failing")
+        for _ in range(15):  # 3 s: three Lease durations with no list that works
+            assert one.members() == {"node1", "node2"}
+            threading.Event().wait(0.2)
+        assert len([line for line in logs if "HTTP 500" in line]) == lists_seen + 1  # logged once
+        stop_two.set()  # node2 dies while node1 cannot see it: kept until a list shows it
+        threading.Event().wait(1.5)
+        assert one.members() == {"node1", "node2"}
+        flaky.list_fails = False
+        eventually(lambda: one.members() == {"node1"}, what="node2 drops out once listed")
+        assert "Leases renewed and listed again" in logs
+    finally:
+        stop_one.set()
+        stop_two.set()
+
+
+def test_members_never_call_the_api_so_fencing_never_waits(emulator: FakeApi) -> None:
+    stop_one, stop_two = threading.Event(), threading.Event()
+    hung = FlakyApi(emulator)
+    one = LiveCluster(hung, "node1", print, renew=0.2, duration=1, watch_seconds=1)
+    two = LiveCluster(agent_api(emulator), "node2", print, renew=0.2, duration=1, watch_seconds=1)
+
+    def tick() -> frozenset[str] | None:
+        """members() as the agent's tick thread calls it; None if it is still blocked."""
+        found: list[frozenset[str]] = []
+        thread = threading.Thread(target=lambda: found.append(one.members()), name="tick")
+        thread.start()
+        thread.join(5)  # a bound for a hang, far above any answer that does not wait
+        return found[0] if found else None
+
+    try:
+        one.start(stop_one)
+        two.start(stop_two)
+        eventually(lambda: tick() == frozenset({"node1", "node2"}), what="both live")
+        hung.released.clear()  # the API server stops answering node1's Lease calls
+        stop_two.set()  # and node2's Lease runs out meanwhile: node1 would list again
+        # node1 fences itself once its own Lease may have run out for the others, and keeps
+        # node2 as last seen (it cannot list): each answer comes while the API hangs.
+        eventually(lambda: tick() == frozenset({"node2"}), what="node1 fences itself")
+        assert hung.callers == {"lease"}, "only the lease thread calls the API"
+    finally:
+        hung.released.set()
+        stop_one.set()
+        stop_two.set()
+
+
+def test_a_renewal_puts_back_the_label_the_others_select_by(emulator: FakeApi) -> None:
+    stop = threading.Event()
+    api = FlakyApi(emulator)
+    one = LiveCluster(api, "node1", print, renew=0.2, duration=1, watch_seconds=1)
+    lease = "eip-guard-agent-node1"
+
+    def label() -> Any:
+        try:
+            found = emulator.get("coordination.k8s.io/v1/leases", "eip-guard", lease)
+        except KeyError:  # not made yet
+            return None
+        return (found.get("metadata", {}).get("labels") or {}).get("app.kubernetes.io/component")
+
+    try:
+        one.start(stop)
+        eventually(lambda: label() == "eip-guard-agent", what="the Lease made")
+        api.released.clear()  # no renewal while the label is edited away by hand
+        edit = {"metadata": {"labels": {"app.kubernetes.io/component": None}}}
+        agent_api(emulator).call("edit", "PATCH", f"/apis/coordination.k8s.io/v1/namespaces/"
+                                 f"eip-guard/leases/{lease}", body=edit,
+                                 content_type=MERGE_PATCH)  # fmt: skip
+        assert label() is None  # out of every agent's list, while it counts itself
+        api.released.set()
+        eventually(lambda: label() == "eip-guard-agent", what="the label back")
+    finally:
+        api.released.set()
+        stop.set()
+
+
+def test_writes_never_hold_the_caller_and_the_report_is_retried_latest_first() -> None:
+    logs: list[str] = []
+    writes = Writes(logs.append, retry=0.05)
+    stop = threading.Event()
+    gate = threading.Event()
+    written: list[str] = []
+    failures = iter([True, False, False, False])
+
+    def write(text: str) -> None:
+        gate.wait()  # a hung API server
+        if next(failures):
+            raise KubeError("annotate Node node1: HTTP 503 Service Unavailable")
+        written.append(text)
+
+    writes.start(stop)
+    try:
+        writes.report(lambda: write("first"))  # returns at once although the write hangs
+        writes.event(lambda: write("an event"))
+        writes.report(lambda: write("second"))  # replaces "first" if not taken yet
+        gate.set()
+        eventually(lambda: "second" in written, what="the latest report written")
+        assert logs == ["annotate Node node1: HTTP 503 Service Unavailable"]
+        assert written.count("second") == 1
     finally:
         stop.set()
