@@ -406,7 +406,12 @@ def _address_rules(r: Review) -> Iterator[Violation]:
             f"invalid eip address format: {eip.address_error}",
         )
         return
-    others = [e for e in r.inventory.eip_pools.overlapping(eip.address) if e.name != eip.name]
+    # By name: the index keeps them in the order they came, which differs between a list
+    # and a watch, and a message (an audit Event's) must not change with it.
+    others = sorted(
+        (e for e in r.inventory.eip_pools.overlapping(eip.address) if e.name != eip.name),
+        key=lambda e: e.name,
+    )
     if others:
         names = [f"Eip {o.name} ({o.address_text})" for o in others]
         yield Violation(

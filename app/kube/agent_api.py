@@ -35,12 +35,6 @@ def make_client(
     return api_client(kubeconfig, context, host=server, pool_size=8)
 
 
-def _why(exc: Exception) -> str:
-    if isinstance(exc, ApiException):
-        return f"HTTP {exc.status} {exc.reason}"
-    return str(exc) or type(exc).__name__
-
-
 class AgentApi:
     def __init__(self, api: client.ApiClient, namespace: str, timeout: float = 10.0) -> None:
         self.api, self.namespace, self.timeout = api, namespace, timeout
@@ -62,7 +56,7 @@ class AgentApi:
                                   content_type=content_type, timeout=self.timeout)  # fmt: skip
             return rest.read_json(answer)
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise KubeError(f"{what}: {_why(exc)}") from exc
+            raise KubeError(f"{what}: {rest.why(exc)}") from exc
         except ValueError as exc:
             raise KubeError(f"{what}: the API server answered something that is not JSON") from exc
 

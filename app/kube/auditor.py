@@ -8,9 +8,14 @@ changes, at most once per ``interval``, every Eip is judged as if created now
 Events: core v1 ``Event`` objects (not events.k8s.io/v1), because ``kubectl describe eip``
 and every dashboard read them and the API is served everywhere. An Eip is cluster-scoped, so
 its Events live in namespace ``default``, as client-go's recorder does for cluster-scoped
-objects. Deduplication: one Event per (Eip uid, set of violation messages). The Event name is
-derived from exactly that, so a second pass does nothing, and a restarted eip-guard that
-meets its own earlier Event (409 AlreadyExists) only patches its ``lastTimestamp``.
+objects. Deduplication: one Event per (Eip uid, set of violated rules). The Event name is
+derived from exactly that, not from the messages: they name other objects and suggest a
+free IP, which change with the cluster (and their order with how the inventory was made),
+and each change made another Event. A restarted eip-guard that meets its own earlier Event
+(409 AlreadyExists) patches its ``lastTimestamp`` and message. While a finding holds, its
+Event is recorded again every ``REFRESH_SECONDS``: its message follows the cluster, and it
+outlives the API server's ``--event-ttl`` (1 h), after which an Event is gone. Failed
+Events are tried again with a backoff, and logged once per pass.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -42,6 +47,8 @@ EVENT_NAMESPACE = "default"
 COMPONENT = "eip-guard"
 MESSAGE_LIMIT = 1024  # events.k8s.io rejects longer notes; core v1 Events keep the same bound
 CONFLICT = 409
+REFRESH_SECONDS = 1800.0
+RETRY_MAX_SECONDS = 300.0  # failed Events: tried again after 2, 4, 8... audit intervals, to this
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +60,9 @@ class Finding:
     event_name: str
 
 
-def event_name(eip: str, uid: str, messages: tuple[str, ...]) -> str:
-    """Same Eip, same violations: same name (the dedup key lives in the API too)."""
-    digest = hashlib.sha256("\n".join((uid, *sorted(messages))).encode()).hexdigest()[:16]
+def event_name(eip: str, uid: str, rules: tuple[str, ...]) -> str:
+    """Same Eip, same rules violated: same name (the dedup key lives in the API too)."""
+    digest = hashlib.sha256("\n".join((uid, *sorted(rules))).encode()).hexdigest()[:16]
     return f"{eip[:200]}.{digest}"
 
 
@@ -65,13 +72,12 @@ def findings(verdicts: Mapping[str, Verdict], uids: Mapping[str, str]) -> dict[s
     for name, verdict in verdicts.items():
         if verdict.allowed:
             continue
-        messages = tuple(v.message for v in verdict.denied_by)
         uid = uids.get(name, "")
         rules = tuple(dict.fromkeys(v.rule for v in verdict.denied_by))
         text = f"eip-guard audit ({', '.join(rules)}): {verdict.message}"
         if len(text) > MESSAGE_LIMIT:
             text = text[: MESSAGE_LIMIT - 3] + "..."
-        finding = Finding(name, uid, rules, text, event_name(name, uid, messages))
+        finding = Finding(name, uid, rules, text, event_name(name, uid, rules))
         out[finding.event_name] = finding
     return out
 
@@ -136,7 +142,14 @@ class KubeEvents:
             if exc.status != CONFLICT:
                 raise
             where = rest.path("v1", "events", EVENT_NAMESPACE, finding.event_name)
-            rest.read_json(rest.merge_patch(self._api, where, {"lastTimestamp": _timestamp(now)}))
+            refresh = {"lastTimestamp": _timestamp(now), "message": finding.message}
+            rest.read_json(rest.merge_patch(self._api, where, refresh))
+
+
+def retry_delay(interval: float, failures: int) -> float:
+    """The pause before trying failed Events again: doubling from two audit intervals, at
+    most RETRY_MAX_SECONDS (a missing RBAC grant must not cost a POST per Eip a pass)."""
+    return float(min(interval * 2 ** min(failures, 30), RETRY_MAX_SECONDS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,10 +169,12 @@ class Auditor:
         events: EventSink,
         *,
         interval: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._source, self._policy, self._metrics = source, policy, metrics
-        self._events, self._interval = events, interval
-        self._recorded: set[str] = set()  # Event names known to exist for current findings
+        self._events, self._interval, self._clock = events, interval, clock
+        # Event names known to exist for current findings -> when recorded (monotonic)
+        self._recorded: dict[str, float] = {}
         self._changed = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -175,29 +190,38 @@ class Auditor:
         for rule, count in violations_by_rule(verdicts).items():
             self._metrics.violations.labels(rule).set(count)
         found = findings(verdicts, published.eip_uids)
-        self._recorded &= found.keys()  # forget what no longer holds; it may come back
-        recorded, failed = [], 0
+        # Forget what no longer holds (it may come back: a new Event then).
+        self._recorded = {n: at for n, at in self._recorded.items() if n in found}
+        recorded, failed, first = [], 0, ""
+        now = self._clock()
         for name, finding in found.items():
-            if name in self._recorded:
+            at = self._recorded.get(name)
+            if at is not None and now - at < REFRESH_SECONDS:
                 continue
             try:
                 self._events.record(finding)
             except Exception as exc:
                 failed += 1
-                log.warning("cannot record an Event on Eip %s (%s): %s", finding.eip, name, exc)
+                first = first or f"Eip {finding.eip}: {rest.why(exc)}"
                 continue
-            self._recorded.add(name)
+            self._recorded[name] = now
             recorded.append(name)
-            log.warning("Eip %s: %s", finding.eip, finding.message)
+            if at is None:
+                log.warning("Eip %s: %s", finding.eip, finding.message)
+        if failed:  # one line a pass, not one per Eip (a missing RBAC grant fails them all)
+            log.warning("cannot record %d Warning Event(s), trying again later; %s", failed, first)
         self.passes += 1
         return Pass(published.generation, len(found), tuple(recorded), failed)
 
     def _loop(self) -> None:
-        last = float("-inf")
+        last, not_before, failures = float("-inf"), float("-inf"), 0
         while not self._stop.is_set():
-            if not self._changed.wait(timeout=5.0) or self._stop.is_set():
-                continue  # stop() sets _changed too: it wakes this thread at once
-            wait = last + self._interval - time.monotonic()
+            changed = self._changed.wait(timeout=5.0)
+            if self._stop.is_set():
+                break  # stop() sets _changed too: it wakes this thread at once
+            if not changed and time.monotonic() - last < REFRESH_SECONDS:
+                continue  # a quiet cluster still gets its Events refreshed
+            wait = max(last + self._interval, not_before) - time.monotonic()
             if wait > 0 and self._stop.wait(wait):
                 break
             self._changed.clear()
@@ -206,9 +230,13 @@ class Auditor:
             except Exception:
                 log.exception("the background audit failed; trying again at the next change")
                 result = None
-            if result is not None and result.failed:
-                self._changed.set()  # failed Events: try again after the interval
             last = time.monotonic()
+            if result is not None and result.failed:
+                failures += 1  # failed Events: again after a growing pause
+                not_before = last + retry_delay(self._interval, failures)
+                self._changed.set()
+            else:
+                failures, not_before = 0, float("-inf")
 
     def start(self) -> Auditor:
         self._thread = threading.Thread(target=self._loop, name="eip-guard audit", daemon=True)

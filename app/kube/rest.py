@@ -121,3 +121,10 @@ def lister(api: client.ApiClient, where: str, **fixed: Any) -> Callable[..., Any
         return request(api, "GET", where, query=query, timeout=_request_timeout)
 
     return call
+
+
+def why(exc: Exception) -> str:
+    """A failed call in one line: an ApiException's str() spans lines, with its headers."""
+    if isinstance(exc, ApiException):
+        return f"HTTP {exc.status} {exc.reason}"
+    return str(exc) or type(exc).__name__

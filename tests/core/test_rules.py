@@ -147,6 +147,18 @@ def test_address_overlap(address: str, ok: bool) -> None:
         assert "eip address overlap with Eip eip-pool" in v.message
 
 
+def test_overlapping_pools_are_named_in_one_order_however_they_came() -> None:
+    # A list gives objects in name order, a watch in the order they change: the message (an
+    # audit Event's, whose text the Event carries) must not depend on which.
+    pools = [eip(n, "10.9.0.0/28", interface="eth0") for n in ("zeta", "alpha", "mid")]
+    messages = {
+        judge(l2("eth0", address="10.9.0.0/29"), build(order)).message
+        for order in (pools, pools[::-1], pools[1:] + pools[:1])
+    }
+    (message,) = messages
+    assert message.index("Eip alpha") < message.index("Eip mid") < message.index("Eip zeta")
+
+
 def test_address_syntax() -> None:
     v = judge(l2("eth0", address="172.16.236.70-172.16.236.61"))
     assert denied(v) == {"address-syntax"}

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import replace
 
-from app.kube.auditor import REASON, Finding, KubeEvents
+import pytest
+from kubernetes.client.exceptions import ApiException
+from prometheus_client import CollectorRegistry
+
+from app.core.rules import audit
+from app.core.verdict import Policy
+from app.kube.auditor import (
+    REASON,
+    REFRESH_SECONDS,
+    Auditor,
+    Finding,
+    KubeEvents,
+    findings,
+    retry_delay,
+)
 from app.kube.config import api_client
+from app.kube.metrics import AuditMetrics
 from app.kube.resources import rbac_rules
 from tests.core.objects import eip, node, service
 from tests.kmock_harness import EIPS as EIPS_RESOURCE
@@ -131,3 +147,102 @@ def test_live_mode_uses_exactly_the_rbac_it_declares(
     name = meta["name"]
     assert api.requests("PATCH", f"/api/v1/namespaces/default/events/{name}") == 1
     assert api.rbac_used() == rbac_grants(rbac_rules())
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FailingSink:
+    """Event creation forbidden (RBAC without events/create), as the API answers it."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    def record(self, finding: Finding) -> None:
+        self.attempts += 1
+        raise ApiException(status=403, reason="Forbidden")
+
+
+def violating(writer: Writer, names: tuple[str, ...]) -> None:
+    """Eips whose can_reach IP is a node's: each violates can-reach-node-ip."""
+    writer.create(node("n1", "10.0.0.1"))
+    for i, name in enumerate(names):
+        writer.create(eip(name, f"192.168.{60 + i}.10-192.168.{60 + i}.20",
+                          interface="can_reach:10.0.0.1"))  # fmt: skip
+
+
+def current_message(cluster: Cluster, name: str) -> str:
+    """What the audit would say of Eip ``name`` now."""
+    published = cluster.live.source.published
+    found = findings(audit(published.inventory), published.eip_uids).values()
+    (finding,) = [f for f in found if f.eip == name]
+    return finding.message
+
+
+def events_on(api: FakeApi, name: str) -> list[dict[str, object]]:
+    return [e for e in guard_events(api) if e["involvedObject"]["name"] == name]  # type: ignore[index]
+
+
+def test_events_follow_the_rules_not_the_message_and_are_refreshed(
+    api: FakeApi, writer: Writer, cluster_factory: Callable[..., Cluster]
+) -> None:
+    writer.create(node("n1", "10.0.0.1"))
+    writer.create(eip("pool-a", "192.168.70.0/28", interface="eth0"))
+    writer.create(eip("pool-b", "192.168.70.0/28", interface="eth0"))  # overlaps pool-a
+    cluster = cluster_factory(replace(SETTINGS, audit=False))
+    cluster.ready()
+    clock = Clock()
+    auditor = Auditor(cluster.live.source, Policy(), AuditMetrics(CollectorRegistry()),
+                      KubeEvents(cluster.client), clock=clock)  # fmt: skip
+    first = auditor.run_once()
+    assert first is not None and len(first.recorded) == 2
+    message = current_message(cluster, "pool-a")
+    assert [e["message"] for e in events_on(api, "pool-a")] == [message]
+
+    # A third pool overlaps too: pool-a's message now names two pools; its rules are the
+    # same, and so is its Event (the message once made a new Event each time it changed).
+    writer.create(eip("pool-c", "192.168.70.8/29", interface="eth0"))
+    eventually(lambda: current_message(cluster, "pool-a") != message, "the message changed")
+    later = auditor.run_once()
+    assert later is not None and len(later.recorded) == 1  # pool-c's own, new
+    assert len(events_on(api, "pool-a")) == 1
+    assert api.requests("POST", "/api/v1/namespaces/default/events") == 3
+
+    # After the refresh interval the Events are recorded again, with the message as it is
+    # now; one the API server let expire (--event-ttl) is made again.
+    clock.now += REFRESH_SECONDS
+    again = auditor.run_once()
+    assert again is not None and len(again.recorded) == 3
+    now = current_message(cluster, "pool-a")
+    assert [e["message"] for e in events_on(api, "pool-a")] == [now] != [message]
+    (gone,) = events_on(api, "pool-a")
+    api.silently_delete(EVENTS, "default", str(gone["metadata"]["name"]))  # type: ignore[index]
+    assert events_on(api, "pool-a") == []
+    clock.now += REFRESH_SECONDS
+    auditor.run_once()
+    assert [e["message"] for e in events_on(api, "pool-a")] == [now]
+
+
+def test_events_that_cannot_be_recorded_are_one_line_a_pass_and_back_off(
+    api: FakeApi,
+    writer: Writer,
+    cluster_factory: Callable[..., Cluster],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    violating(writer, ("a", "b", "c"))
+    cluster = cluster_factory(replace(SETTINGS, audit=False))
+    cluster.ready()
+    sink = FailingSink()
+    auditor = Auditor(cluster.live.source, Policy(), AuditMetrics(CollectorRegistry()), sink)
+    with caplog.at_level(logging.WARNING, logger="eip_guard.kube"):
+        result = auditor.run_once()
+    assert result is not None and result.failed == 3 and sink.attempts == 3
+    (line,) = [r.getMessage() for r in caplog.records if "Warning Event" in r.getMessage()]
+    assert line.startswith("cannot record 3 Warning Event(s), trying again later; Eip ")
+    assert line.endswith(": HTTP 403 Forbidden") and "\n" not in line
+    assert [retry_delay(10, n) for n in (1, 2, 3, 4, 5, 6)] == [20, 40, 80, 160, 300, 300]
