@@ -61,6 +61,23 @@ def test_certs_does_not_overwrite_without_force(
     assert (tmp_path / "ca.crt").read_bytes() != before
 
 
+def test_certs_names_a_directory_in_the_way_not_a_temporary_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert run_cli(capsys, "certs", "--out", str(tmp_path), "--dns", "a.svc")[0] == 0
+    (tmp_path / "ca.crt").unlink()
+    (tmp_path / "ca.crt").mkdir()
+    before = (tmp_path / "tls.crt").read_bytes()
+    code, _, err = run_cli(capsys, "certs", "--out", str(tmp_path), "--dns", "a.svc", "--force")
+    assert code == 2
+    assert one_line_error(err) == (
+        f"eip-guard: {tmp_path}: ca.crt not a regular file (a directory?): remove it, "
+        "or choose another --out\n"
+    )
+    assert (tmp_path / "tls.crt").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ca.crt", "ca.key", "tls.crt", "tls.key"]
+
+
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
@@ -132,7 +149,7 @@ def test_serve_refuses_a_key_of_another_certificate(
 ) -> None:
     code, _, err = run_cli(capsys, *serve_args(certs, key=other_certs.key))
     assert code == 2
-    assert "the key must match" in one_line_error(err)
+    assert "the key does not belong to the certificate" in one_line_error(err)
 
 
 def test_serve_refuses_a_bad_snapshot(
