@@ -367,6 +367,12 @@ def write_bundle(bundle: Bundle, out: Path, force: bool = False) -> list[Path]:
     try:
         out.mkdir(parents=True, exist_ok=True)
         existing = [name for name in files if (out / name).exists()]
+        odd = [name for name in existing if not (out / name).is_file()]
+        if odd:  # a rename would fail on it, naming a temporary file instead
+            raise CertError(
+                f"{out}: {', '.join(odd)} not a regular file (a directory?): remove it, "
+                "or choose another --out"
+            )
         if existing and not force:
             raise CertError(
                 f"{out}: {', '.join(existing)} already exist; pass --force to replace them "
