@@ -1,14 +1,19 @@
 """Agent liveness from per-node Leases (coordination.k8s.io/v1), pure.
 
 Each agent renews ``eip-guard-agent-<node>`` in its namespace every ``renew`` seconds
-with ``leaseDurationSeconds = duration``. A node is live while ``renewTime + duration``
-lies in the future: this trusts node clocks to agree (NTP), as Kubernetes node
-heartbeats do; a clock that runs ``s`` seconds ahead sees others expire ``s`` seconds early.
+with ``leaseDurationSeconds = duration``. Another agent is live while fewer than
+``duration`` seconds have passed, on this node's monotonic clock, since this node saw its
+``renewTime`` change (client-go's leader election judges by this observed time too). So
+node clocks need not agree: comparing another node's ``renewTime`` with our own clock,
+one NTP step of 30 s on one node made it count every other node dead and announce every
+IP. Only a Lease seen for the first time is judged by the clocks (already run out by
+them: not live), so a long-dead node does not count for a Lease duration after a start.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -67,30 +72,61 @@ def renewal_patch(node: str, duration: int, now: datetime) -> dict[str, Any]:
     }
 
 
-def expiry(lease: Mapping[str, Any]) -> tuple[str, datetime] | None:
-    """(node, moment the lease runs out), or None for a Lease that is not an agent's."""
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """An agent's last renewal as this node saw it."""
+
+    renew_time: str  # spec.renewTime as written: another text is another renewal
+    at: float  # this node's monotonic clock when it first saw that renewal
+    duration: int  # spec.leaseDurationSeconds
+
+
+def _agent_lease(lease: Mapping[str, Any]) -> tuple[str, str, datetime, int] | None:
+    """(holder, renewTime text, renewTime, duration), or None for a Lease that is not an
+    agent's or cannot be read."""
     meta = lease.get("metadata") or {}
     spec = lease.get("spec") or {}
     labels = meta.get("labels") or {}
     name = str(meta.get("name") or "")
     if labels.get(COMPONENT_LABEL) != COMPONENT or not name.startswith(LEASE_PREFIX):
         return None
-    holder = spec.get("holderIdentity")
-    renewed = parse_time(spec.get("renewTime"))
+    holder, text = spec.get("holderIdentity"), spec.get("renewTime")
+    renewed = parse_time(text)
     duration = spec.get("leaseDurationSeconds")
     if not isinstance(holder, str) or not holder or renewed is None:
         return None
     if not isinstance(duration, int) or duration <= 0:
         return None
-    return holder, renewed + timedelta(seconds=duration)
+    return holder, str(text), renewed, duration
 
 
-def live_nodes(leases: Iterable[Mapping[str, Any]], now: datetime) -> frozenset[str]:
-    found = (expiry(lease) for lease in leases)
-    return frozenset(node for node, until in filter(None, found) if until > now)
+def observe(
+    before: Mapping[str, Seen], leases: Iterable[Mapping[str, Any]], at: float, now: datetime
+) -> dict[str, Seen]:
+    """Each agent's last renewal as seen in a list made at ``at`` (monotonic), ``now`` by
+    the wall clock; ``before`` is what the previous list left."""
+    seen: dict[str, Seen] = {}
+    for lease in leases:
+        found = _agent_lease(lease)
+        if found is None:
+            continue
+        holder, text, renewed, duration = found
+        old = before.get(holder)
+        if old is not None and old.renew_time == text:
+            seen[holder] = Seen(text, old.at, duration)  # no renewal since
+        elif old is None and renewed + timedelta(seconds=duration) <= now:
+            seen[holder] = Seen(text, at - duration, duration)  # run out when first seen
+        else:
+            seen[holder] = Seen(text, at, duration)
+    return seen
 
 
-def next_expiry(leases: Iterable[Mapping[str, Any]], now: datetime) -> datetime | None:
-    """The first moment a live Lease runs out: the agent looks again right then."""
-    ends = [until for _, until in filter(None, (expiry(lease) for lease in leases))]
-    return min((e for e in ends if e > now), default=None)
+def live_seen(seen: Mapping[str, Seen], at: float) -> frozenset[str]:
+    """The agents live at ``at`` (monotonic)."""
+    return frozenset(holder for holder, s in seen.items() if at < s.at + s.duration)
+
+
+def next_seen_expiry(seen: Mapping[str, Seen], at: float) -> float | None:
+    """The first moment after ``at`` (monotonic) a live agent's Lease runs out: the agent
+    lists the Leases again right then."""
+    return min((s.at + s.duration for s in seen.values() if s.at + s.duration > at), default=None)

@@ -19,7 +19,7 @@ from app.core.eips import EIP_ANNOTATIONS, EIP_SPEC_FIELDS, own, shared
 from app.core.fields import as_mapping, as_str
 from app.core.labels import EXCLUDE_LABEL, SERVICE_NAME_LABEL
 from app.kube.agent_api import AgentApi, KubeError
-from app.kube.agent_leases import live_nodes, next_expiry
+from app.kube.agent_leases import Seen, live_seen, next_seen_expiry, observe
 from app.kube.live import not_ready_reason
 from app.kube.metrics import KubeMetrics
 from app.kube.reflector import Key, Reflector, object_key
@@ -259,8 +259,8 @@ class LiveCluster:
         self._stores: dict[str, dict[Key, Kept]] = {}
         self._objects: list[Kept] | None = None  # every kept object; None after a change
         self._problems: dict[str, str] = {}
-        self._leases: list[Mapping[str, Any]] = []
-        self._listed_at: datetime | None = None  # when the Leases were last listed
+        self._seen: dict[str, Seen] = {}  # each agent's last renewal as seen in the lists
+        self._listed_at: float | None = None  # when the Leases were last listed (monotonic)
         self._list_now = threading.Event()  # members() asks the lease thread to list again
         self._lease_problem = ""  # the last Lease error logged: each once, not every renewal
         self._renewed_at: float | None = None  # monotonic time of our last good renewal
@@ -333,8 +333,10 @@ class LiveCluster:
                 problems.append(str(exc))
             try:
                 leases = self.api.list_leases()
+                at = time.monotonic()
                 with self._lock:
-                    self._leases, self._listed_at = leases, self._clock()
+                    self._seen = observe(self._seen, leases, at, self._clock())
+                    self._listed_at = at
             except KubeError as exc:
                 problems.append(str(exc))
             self._note_lease_problem("; ".join(problems))
@@ -385,17 +387,18 @@ class LiveCluster:
         Others are judged at the moment of that list, not now: their renewals since are
         unseen, and aging them out on a list that failed (throttled, a 500) would make every
         node take every IP. A Lease that ran out since the list is looked at again (the
-        lease thread lists at once), so failover takes the Lease duration plus about a
-        tick; while lists fail, membership stays as last seen.
+        lease thread lists at once), so failover takes the Lease duration after the list
+        that saw the last renewal (at most a renew interval after it) plus about a tick;
+        while lists fail, membership stays as last seen.
         """
         with self._lock:
-            leases, listed = self._leases, self._listed_at
+            seen, listed = self._seen, self._listed_at
         live: set[str] = set()
         if listed is not None:
-            soonest = next_expiry(leases, listed)
-            if soonest is not None and soonest <= self._clock():
+            soonest = next_seen_expiry(seen, listed)
+            if soonest is not None and soonest <= time.monotonic():
                 self._list_now.set()
-            live = set(live_nodes(leases, listed)) - {self.node}
+            live = set(live_seen(seen, listed)) - {self.node}
         if self.self_live():
             live.add(self.node)
         return frozenset(live)

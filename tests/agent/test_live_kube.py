@@ -19,7 +19,7 @@ from app.core.facts import FactKind
 from app.core.inventory import build
 from app.core.labels import EXCLUDE_LABEL, NODE_REPORT_ANNOTATION
 from app.kube.agent_api import AgentApi, KubeError, Writes, make_client
-from app.kube.agent_leases import lease_body, live_nodes, next_expiry
+from app.kube.agent_leases import lease_body, live_seen, next_seen_expiry, observe
 from app.kube.agent_source import LiveCluster
 from app.kube.rest import MERGE_PATCH
 from tests.kmock_harness import EIPS, FakeApi, rbac_grants, running
@@ -66,13 +66,24 @@ def eip(used: dict[str, str], interface: str = f"can_reach:{CAN_REACH4}") -> dic
             "status": {"used": used}}  # fmt: skip
 
 
-def test_lease_liveness_is_pure() -> None:
-    now = datetime(2026, 1, 1, tzinfo=UTC)
-    fresh = lease_body("a", "ns", 6, now - timedelta(seconds=5))
-    stale = lease_body("b", "ns", 6, now - timedelta(seconds=7))
+def test_lease_liveness_follows_renewals_seen_not_clocks() -> None:
+    wall = datetime(2026, 1, 1, tzinfo=UTC)
+    fresh = lease_body("a", "ns", 6, wall - timedelta(seconds=5))
+    stale = lease_body("b", "ns", 6, wall - timedelta(seconds=7))
     foreign = dict(fresh, metadata={"name": "kube-scheduler", "labels": {}})
-    assert live_nodes([fresh, stale, foreign], now) == {"a"}
-    assert next_expiry([fresh, stale], now) == now + timedelta(seconds=1)
+    # First sight: the clocks say which Leases have run out already.
+    seen = observe({}, [fresh, stale, foreign], 100.0, wall)
+    assert live_seen(seen, 100.0) == {"a"}
+    assert next_seen_expiry(seen, 100.0) == 106.0  # six seconds from when it was seen
+    # Unchanged in the next list: live until six seconds after it was first seen.
+    later = observe(seen, [fresh, stale], 105.0, wall + timedelta(seconds=5))
+    assert live_seen(later, 105.0) == {"a"} and live_seen(later, 106.0) == frozenset()
+    # Renewed (a new renewTime), by a node whose clock is 30 s behind, or after this node's
+    # clock jumped 30 s ahead: live all the same, from when the renewal was seen.
+    behind = lease_body("a", "ns", 6, wall - timedelta(seconds=30))
+    renewed = [behind, lease_body("b", "ns", 6, wall)]
+    jumped = observe(later, renewed, 107.0, wall + timedelta(seconds=40))
+    assert live_seen(jumped, 107.0) == {"a", "b"} and live_seen(jumped, 113.0) == frozenset()
 
 
 def test_leases_renew_and_expire(emulator: FakeApi) -> None:
@@ -99,6 +110,30 @@ def test_leases_renew_and_expire(emulator: FakeApi) -> None:
         stop_one.set()
         stop_two.set()
     assert not [line for line in logs if "Lease" in line], logs
+
+
+def test_a_clock_stepped_ahead_does_not_make_the_others_dead(emulator: FakeApi) -> None:
+    # node1's clock jumped 30 s ahead (an NTP step): judged by its clock, node2's Lease ran
+    # out long ago and node1 took every IP while node2 kept announcing its own.
+    stop = threading.Event()
+
+    def stepped() -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=30)
+
+    ahead = LiveCluster(
+        agent_api(emulator), "node1", print, renew=0.2, duration=1, watch_seconds=1, clock=stepped
+    )
+    two = LiveCluster(agent_api(emulator), "node2", print, renew=0.2, duration=1, watch_seconds=1)
+    try:
+        ahead.start(stop)
+        two.start(stop)
+        eventually(lambda: ahead.members() == {"node1", "node2"}, what="node1 sees node2 live")
+        eventually(lambda: two.members() == {"node1", "node2"}, what="node2 sees node1 live")
+        for _ in range(10):  # two Lease durations: node2 stays live for node1 throughout
+            assert ahead.members() == {"node1", "node2"}
+            threading.Event().wait(0.2)
+    finally:
+        stop.set()
 
 
 def test_a_joining_agent_warms_up_until_the_others_see_it(emulator: FakeApi) -> None:
