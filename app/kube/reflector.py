@@ -219,6 +219,7 @@ class Reflector(Generic[T]):
             if exc.status == 404 and self.stream.resource.optional:
                 self.sink.replace(self.name, {})
                 self.sink.problem(self.name, "")
+                self._synced()  # known absent is in sync: an alert on a stale source must not fire
                 log.info("%s: not offered by this API server (404); asking again later", self.name)
                 return None
             raise

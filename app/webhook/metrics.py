@@ -9,6 +9,7 @@ from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
+from typing import get_args
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import generate_latest
@@ -16,12 +17,14 @@ from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricF
 from prometheus_client.utils import floatToGoString
 
 from app.webhook.connections import REASONS
+from app.webhook.reviews import OperationName
 
 # Judging an Eip takes well under a millisecond; the upper buckets catch a stalled loop.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 # The label values a decision can have, listed for the README and the tests.
 VERDICTS = ("allowed", "warned", "denied", "unavailable", "errored", "skipped")
+OPERATIONS = get_args(OperationName)
 
 
 class Decisions:
@@ -33,7 +36,11 @@ class Decisions:
     """
 
     def __init__(self) -> None:
-        self.reviews: dict[tuple[str, str], int] = {}
+        # Every (operation, verdict) from 0: a series born at 1 has no increase() to
+        # Prometheus, and a pod's first errored review would never alert.
+        self.reviews: dict[tuple[str, str], int] = {
+            (operation, verdict): 0 for operation in OPERATIONS for verdict in VERDICTS
+        }
         self.rules: dict[tuple[str, str], int] = {}
         self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last: above every bound
         self.seconds = 0.0

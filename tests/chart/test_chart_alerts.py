@@ -97,7 +97,7 @@ def test_every_rule_has_the_shape_the_operator_takes(render: RenderFn) -> None:
 def exposed() -> str:
     """Every eip-guard series a live `serve` exposes, in one registry as serve_run builds it."""
     registry = CollectorRegistry(auto_describe=True)
-    Metrics(registry).decisions.record("CREATE", "errored", 0.001, [], [])  # series from then
+    Metrics(registry)
     KubeMetrics(registry).source("nodes")  # a source's series exist once it is started
     AuditMetrics(registry)
     register_metrics(registry, cast(Tls, SimpleNamespace(hot=SimpleNamespace(loaded=None))))
@@ -163,18 +163,19 @@ def test_each_alert_fires_when_it_should_and_only_then(render: RenderFn, tmp_pat
     synced = "eip_guard_source_last_sync_timestamp_seconds"
     failures = "eip_guard_inventory_rebuild_failures_total"
     elsewhere = {"namespace": "other"}
+    down = alert(r["EipGuardNotReady"], severity="critical", namespace=NAMESPACE)
     tests = [
         # No replica ready (one not ready, none scraped, or only another release's): critical
         # with failurePolicy Fail, after 5 minutes.
         case(
             [series(ready, "0x30", pod="a")],
             ("4m", "EipGuardNotReady", []),
-            ("6m", "EipGuardNotReady", [alert(r["EipGuardNotReady"], severity="critical")]),
+            ("6m", "EipGuardNotReady", [down]),
         ),
-        case([], ("6m", "EipGuardNotReady", [alert(r["EipGuardNotReady"], severity="critical")])),
+        case([], ("6m", "EipGuardNotReady", [down])),
         case(
             [{"series": f'{ready}{{namespace="other", pod="x"}}', "values": "1x30"}],
-            ("6m", "EipGuardNotReady", [alert(r["EipGuardNotReady"], severity="critical")]),
+            ("6m", "EipGuardNotReady", [down]),
         ),
         # One of two not ready: only that replica's alert, after 15 minutes.
         case(
@@ -301,7 +302,14 @@ def test_each_alert_fires_when_it_should_and_only_then(render: RenderFn, tmp_pat
             (
                 "11m",
                 "EipGuardEipsViolateRules",
-                [alert(r["EipGuardEipsViolateRules"], value="3", rule="can-reach-node-ip")],
+                [
+                    alert(
+                        r["EipGuardEipsViolateRules"],
+                        value="3",
+                        rule="can-reach-node-ip",
+                        namespace=NAMESPACE,
+                    )
+                ],
             ),
         ),
         case(
@@ -310,7 +318,11 @@ def test_each_alert_fires_when_it_should_and_only_then(render: RenderFn, tmp_pat
                 series("eip_guard_admission_reviews_total", "0+9x30", pod="a", verdict="allowed"),
             ],
             ("3m", "EipGuardReviewsErrored", []),
-            ("6m", "EipGuardReviewsErrored", [alert(r["EipGuardReviewsErrored"])]),
+            (
+                "6m",
+                "EipGuardReviewsErrored",
+                [alert(r["EipGuardReviewsErrored"], namespace=NAMESPACE)],
+            ),
             ("20m", "EipGuardReviewsErrored", []),
         ),
     ]

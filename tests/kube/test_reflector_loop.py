@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -217,10 +218,14 @@ def test_a_broken_watch_resumes_from_the_last_event_not_a_list() -> None:
 def test_an_absent_optional_resource_is_listed_empty_and_asked_again_later() -> None:
     script = Script(ApiException(status=404, reason="Not Found"))
     stop = Waits(1)
-    sink, _ = run(script, stop, Stream(SERVICECIDRS))
+    sink, reflector = run(script, stop, Stream(SERVICECIDRS))
     assert script.calls == ["list"]
     assert stop.delays == [99.0]  # absent_retry, not the error backoff
     assert sink.replaced == 1 and sink.items == {}  # counts as listed: readiness is not held
+    # In sync, too: a last sync time left at 0 read as "never" to EipGuardSourceStale, on
+    # every cluster older than Kubernetes 1.33 (no ServiceCIDR API).
+    synced = reflector.metrics.last_sync.labels(reflector.name)._value.get()
+    assert synced > time.time() - 60
 
 
 def test_a_404_on_a_required_resource_is_an_error_that_backs_off() -> None:

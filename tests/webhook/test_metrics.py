@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
 
-from app.webhook.metrics import LATENCY_BUCKETS, VERDICTS, Metrics
+from app.webhook.metrics import LATENCY_BUCKETS, OPERATIONS, VERDICTS, Metrics
 
 RULES = ("can-reach-node-ip", "address-overlap")
 REVIEWS = st.lists(
@@ -43,6 +43,9 @@ def test_review_metrics_expose_what_prometheus_client_would(
     latency = Histogram(
         "eip_guard_admission_duration_seconds", "x", buckets=LATENCY_BUCKETS, registry=oracle
     )
+    for operation in OPERATIONS:  # every series from 0, as eip-guard makes them
+        for verdict in VERDICTS:
+            counted.labels(operation, verdict)
     for operation, verdict, seconds, denied, warned in reviews:
         ours.decisions.record(operation, verdict, seconds, denied, warned)
         counted.labels(operation, verdict).inc()
@@ -62,3 +65,12 @@ def test_review_metrics_expose_what_prometheus_client_would(
     assert got == want
     total = "eip_guard_admission_duration_seconds_sum"
     assert abs(_samples(ours.exposition()[0], (total,))[total] - sum(r[2] for r in reviews)) < 1e-9
+
+
+def test_every_review_series_exists_from_zero() -> None:
+    # An alert on increase() misses a series born at 1: a pod's first errored review.
+    text = Metrics().exposition()[0].decode()
+    for operation in ("CREATE", "UPDATE", "DELETE", "CONNECT"):
+        for verdict in VERDICTS:
+            labels = f'operation="{operation}",verdict="{verdict}"'
+            assert f"eip_guard_admission_reviews_total{{{labels}}} 0.0" in text
