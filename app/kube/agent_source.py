@@ -262,7 +262,8 @@ class LiveCluster:
         self._seen: dict[str, Seen] = {}  # each agent's last renewal as seen in the lists
         self._listed_at: float | None = None  # when the Leases were last listed (monotonic)
         self._list_now = threading.Event()  # members() asks the lease thread to list again
-        self._lease_problem = ""  # the last Lease error logged: each once, not every renewal
+        self._list_failed = False  # the last list failed: asking again at once would hammer
+        self._lease_problems: dict[str, str] = {}  # renewing/listing -> the last error logged
         self._renewed_at: float | None = None  # monotonic time of our last good renewal
         self._joined_at: float | None = None  # monotonic time of our first good renewal
         # Others list the Leases once per renewal: wait that long (and a margin) after our
@@ -276,7 +277,8 @@ class LiveCluster:
             reflector = Reflector(stream, self.api.api, self, keep=keep, metrics=metrics,
                                   settings=self.settings, stop=stop)  # fmt: skip
             threading.Thread(target=reflector.run, name=f"watch {stream.name}", daemon=True).start()
-        threading.Thread(target=self._keep_lease, args=(stop,), name="lease", daemon=True).start()
+        for target, name in ((self._keep_lease, "lease"), (self._keep_listing, "leases")):
+            threading.Thread(target=target, args=(stop,), name=name, daemon=True).start()
 
     # --- Sink of the reflectors (their threads) --------------------------------------------
 
@@ -317,42 +319,52 @@ class LiveCluster:
         return [s.name for s, _ in WATCHES if s.name not in self._stores]
 
     def _keep_lease(self, stop: threading.Event) -> None:
-        """Renew our Lease and list everyone's, every ``renew`` seconds, and at once when
-        members() asks. The API calls block this thread only: never the tick's, which
-        must fence in time however long a call hangs."""
+        """Renew our Lease every ``renew`` seconds. The API calls of the agent block their
+        own threads only: never the tick's, which must fence in time however long a call
+        hangs (self_live)."""
         while not stop.is_set():
             started = time.monotonic()
-            self._list_now.clear()
-            problems = []
             try:
                 self.api.renew_lease(self.node, self.duration, self._clock())
                 self._renewed_at = started
                 if self._joined_at is None:
                     self._joined_at = started
+                self._note_lease_problem("renewing", "")
             except KubeError as exc:
-                problems.append(str(exc))
+                self._note_lease_problem("renewing", str(exc))
+            stop.wait(max(0.0, self.renew - (time.monotonic() - started)))
+
+    def _keep_listing(self, stop: threading.Event) -> None:
+        """List the Leases every ``renew`` seconds, and at once when members() asks (a Lease
+        ran out: failover waits neither for the next round nor for our own renewal)."""
+        while not stop.is_set():
+            started = time.monotonic()
+            self._list_now.clear()
             try:
                 leases = self.api.list_leases()
                 at = time.monotonic()
                 with self._lock:
                     self._seen = observe(self._seen, leases, at, self._clock())
-                    self._listed_at = at
+                    self._listed_at, self._list_failed = at, False
+                self._note_lease_problem("listing", "")
             except KubeError as exc:
-                problems.append(str(exc))
-            self._note_lease_problem("; ".join(problems))
-            until = started + self.renew
+                self._list_failed = True  # members() waits for the next round: no hammering
+                self._note_lease_problem("listing", str(exc))
             while not stop.is_set() and not self._list_now.is_set():
-                left = until - time.monotonic()
+                left = started + self.renew - time.monotonic()
                 if left <= 0:
                     break
                 self._list_now.wait(min(left, 0.1))
 
-    def _note_lease_problem(self, problem: str) -> None:
-        if problem and problem != self._lease_problem:
+    def _note_lease_problem(self, doing: str, problem: str) -> None:
+        """Each Lease error logged once, and its end."""
+        with self._lock:
+            before = self._lease_problems.get(doing, "")
+            self._lease_problems[doing] = problem
+        if problem and problem != before:
             self._log(problem)
-        elif not problem and self._lease_problem:
-            self._log("Leases renewed and listed again")
-        self._lease_problem = problem
+        elif not problem and before:
+            self._log(f"Leases: {doing} works again")
 
     def objects(self) -> Sequence[Kept]:
         with self._lock:
@@ -396,7 +408,7 @@ class LiveCluster:
         live: set[str] = set()
         if listed is not None:
             soonest = next_seen_expiry(seen, listed)
-            if soonest is not None and soonest <= time.monotonic():
+            if soonest is not None and soonest <= time.monotonic() and not self._list_failed:
                 self._list_now.set()
             live = set(live_seen(seen, listed)) - {self.node}
         if self.self_live():
