@@ -147,9 +147,10 @@ class KubeEvents:
 
 
 def retry_delay(interval: float, failures: int) -> float:
-    """The pause before trying failed Events again: doubling from two audit intervals, at
-    most RETRY_MAX_SECONDS (a missing RBAC grant must not cost a POST per Eip a pass)."""
-    return float(min(interval * 2 ** min(failures, 30), RETRY_MAX_SECONDS))
+    """The pause before trying failed Events again: doubling from two audit intervals (of
+    at least a second each: an interval of 0 would retry in a loop), at most
+    RETRY_MAX_SECONDS (a missing RBAC grant must not cost a POST per Eip a pass)."""
+    return float(min(max(interval, 1.0) * 2 ** min(failures, 30), RETRY_MAX_SECONDS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +176,10 @@ class Auditor:
         self._events, self._interval, self._clock = events, interval, clock
         # Event names known to exist for current findings -> when recorded (monotonic)
         self._recorded: dict[str, float] = {}
+        # Failed Events wait for _retry_at (the audit itself does not: the gauge and the
+        # log follow the cluster); _due is when a pass is needed with no change: a retry,
+        # or the oldest Event's refresh.
+        self._failures, self._retry_at, self._due = 0, float("-inf"), float("inf")
         self._changed = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -192,11 +197,15 @@ class Auditor:
         found = findings(verdicts, published.eip_uids)
         # Forget what no longer holds (it may come back: a new Event then).
         self._recorded = {n: at for n, at in self._recorded.items() if n in found}
-        recorded, failed, first = [], 0, ""
+        recorded, failed, waiting, first = [], 0, 0, ""
         now = self._clock()
+        may_record = now >= self._retry_at
         for name, finding in found.items():
             at = self._recorded.get(name)
             if at is not None and now - at < REFRESH_SECONDS:
+                continue
+            if not may_record:
+                waiting += 1
                 continue
             try:
                 self._events.record(finding)
@@ -209,34 +218,38 @@ class Auditor:
             if at is None:
                 log.warning("Eip %s: %s", finding.eip, finding.message)
         if failed:  # one line a pass, not one per Eip (a missing RBAC grant fails them all)
-            log.warning("cannot record %d Warning Event(s), trying again later; %s", failed, first)
+            self._failures += 1
+            delay = retry_delay(self._interval, self._failures)
+            self._retry_at = now + delay
+            log.warning(
+                "cannot record %d Warning Event(s), trying again in %g s; %s", failed, delay, first
+            )
+        elif may_record:
+            self._failures, self._retry_at = 0, float("-inf")
+        due = [self._retry_at] if failed or waiting else []
+        if self._recorded:
+            due.append(min(self._recorded.values()) + REFRESH_SECONDS)
+        self._due = min(due, default=float("inf"))
         self.passes += 1
         return Pass(published.generation, len(found), tuple(recorded), failed)
 
     def _loop(self) -> None:
-        last, not_before, failures = float("-inf"), float("-inf"), 0
+        last = float("-inf")
         while not self._stop.is_set():
             changed = self._changed.wait(timeout=5.0)
             if self._stop.is_set():
                 break  # stop() sets _changed too: it wakes this thread at once
-            if not changed and time.monotonic() - last < REFRESH_SECONDS:
-                continue  # a quiet cluster still gets its Events refreshed
-            wait = max(last + self._interval, not_before) - time.monotonic()
+            if not changed and self._clock() < self._due:
+                continue  # nothing changed, no Event to retry or refresh yet
+            wait = last + self._interval - time.monotonic()
             if wait > 0 and self._stop.wait(wait):
                 break
             self._changed.clear()
             try:
-                result = self.run_once()
+                self.run_once()
             except Exception:
                 log.exception("the background audit failed; trying again at the next change")
-                result = None
             last = time.monotonic()
-            if result is not None and result.failed:
-                failures += 1  # failed Events: again after a growing pause
-                not_before = last + retry_delay(self._interval, failures)
-                self._changed.set()
-            else:
-                failures, not_before = 0, float("-inf")
 
     def start(self) -> Auditor:
         self._thread = threading.Thread(target=self._loop, name="eip-guard audit", daemon=True)

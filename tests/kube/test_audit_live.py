@@ -237,12 +237,47 @@ def test_events_that_cannot_be_recorded_are_one_line_a_pass_and_back_off(
     violating(writer, ("a", "b", "c"))
     cluster = cluster_factory(replace(SETTINGS, audit=False))
     cluster.ready()
-    sink = FailingSink()
-    auditor = Auditor(cluster.live.source, Policy(), AuditMetrics(CollectorRegistry()), sink)
+    sink, clock, registry = FailingSink(), Clock(), CollectorRegistry()
+    metrics = AuditMetrics(registry)
+    auditor = Auditor(cluster.live.source, Policy(), metrics, sink, clock=clock)
     with caplog.at_level(logging.WARNING, logger="eip_guard.kube"):
         result = auditor.run_once()
     assert result is not None and result.failed == 3 and sink.attempts == 3
     (line,) = [r.getMessage() for r in caplog.records if "Warning Event" in r.getMessage()]
-    assert line.startswith("cannot record 3 Warning Event(s), trying again later; Eip ")
+    assert line.startswith("cannot record 3 Warning Event(s), trying again in 20 s; Eip ")
     assert line.endswith(": HTTP 403 Forbidden") and "\n" not in line
+
+    # Before the retry is due, passes still audit (the gauge follows the cluster) but do
+    # not try the Events; once due, they do, and the pause doubles.
+    writer.create(eip("d", "192.168.69.10-192.168.69.20", interface="can_reach:10.0.0.1"))
+    gauge = ("eip_guard_audit_violations", {"rule": "can-reach-node-ip"})
+    eventually(lambda: auditor.run_once() and registry.get_sample_value(*gauge) == 4, "d seen")
+    assert sink.attempts == 3
+    clock.now += 20
+    again = auditor.run_once()
+    assert again is not None and again.failed == 4 and sink.attempts == 7
     assert [retry_delay(10, n) for n in (1, 2, 3, 4, 5, 6)] == [20, 40, 80, 160, 300, 300]
+    assert [retry_delay(0, n) for n in (1, 2, 3)] == [2, 4, 8]  # --audit-interval 0: no loop
+
+
+def test_a_quiet_cluster_gets_its_events_refreshed_by_the_loop(
+    api: FakeApi, writer: Writer, cluster_factory: Callable[..., Cluster]
+) -> None:
+    violating(writer, ("pool",))
+    cluster = cluster_factory(replace(SETTINGS, audit=False))
+    cluster.ready()
+    clock, events = Clock(), KubeEvents(cluster.client)
+    auditor = Auditor(cluster.live.source, Policy(), AuditMetrics(CollectorRegistry()), events,
+                      interval=0.1, clock=clock)  # fmt: skip
+    auditor.start()
+    try:
+        auditor._changed.set()  # as a rebuild does
+        eventually(lambda: len(guard_events(api)) == 1, "the Event")
+        (event,) = guard_events(api)
+        name = event["metadata"]["name"]  # type: ignore[index]
+        path = f"/api/v1/namespaces/default/events/{name}"
+        assert api.requests("PATCH", path) == 0
+        clock.now += REFRESH_SECONDS  # nothing changes in the cluster from here on
+        eventually(lambda: api.requests("PATCH", path) == 1, "the Event refreshed")
+    finally:
+        auditor.stop()
