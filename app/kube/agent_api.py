@@ -141,9 +141,12 @@ class Writes:
 
     def event(self, write: Write) -> None:
         with self._cond:
-            if len(self._events) < self.MAX_EVENTS:
+            full = len(self._events) >= self.MAX_EVENTS
+            if not full:
                 self._events.append(write)
             self._cond.notify()
+        if full:
+            self._attempt_failed(f"an Event dropped: {self.MAX_EVENTS} wait for the API server")
 
     def _run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -153,21 +156,26 @@ class Writes:
                     continue
                 report, self._report = self._report, None
                 events, self._events = self._events, []
-            for write in events:
-                self._attempt(write)
+            # The report first: Events that time out one by one must not hold it back.
             if report is not None and not self._attempt(report):
                 with self._cond:
                     if self._report is None:  # no newer text meanwhile: this one again
                         self._report = report
+            for write in events:
+                self._attempt(write)
+            if report is not None and self._report is report:
                 stop.wait(self._retry)
 
     def _attempt(self, write: Write) -> bool:
         try:
             write()
-        except KubeError as exc:
-            if str(exc) != self._failed:
-                self._log(str(exc))
-            self._failed = str(exc)
+        except Exception as exc:  # a bug must not end the thread, and with it every write
+            self._attempt_failed(str(exc) if isinstance(exc, KubeError) else repr(exc))
             return False
         self._failed = ""
         return True
+
+    def _attempt_failed(self, why: str) -> None:
+        if why != self._failed:
+            self._log(why)
+        self._failed = why

@@ -439,3 +439,26 @@ def test_writes_never_hold_the_caller_and_the_report_is_retried_latest_first() -
         assert written.count("second") == 1
     finally:
         stop.set()
+
+
+def test_writes_survive_a_bug_put_the_report_first_and_say_when_events_are_dropped() -> None:
+    logs: list[str] = []
+    writes = Writes(logs.append, retry=0.05)
+    stop = threading.Event()
+    done: list[str] = []
+    writes.event(lambda: done.append("event"))
+    writes.report(lambda: done.append("report"))
+    writes.event(lambda: (_ for _ in ()).throw(RuntimeError("a bug")))
+    writes.start(stop)
+    try:
+        eventually(lambda: len(done) == 2, what="both written")
+        assert done == ["report", "event"]  # the report first, the Events after it
+        eventually(lambda: any("RuntimeError('a bug')" in line for line in logs), what="logged")
+        writes.report(lambda: done.append("again"))  # the thread is still there
+        eventually(lambda: "again" in done, what="written after the bug")
+    finally:
+        stop.set()
+    full = Writes(logs.append, retry=0.05)  # never started: nothing is taken
+    for _ in range(Writes.MAX_EVENTS + 2):
+        full.event(lambda: None)
+    assert logs.count("an Event dropped: 1000 wait for the API server") == 1
