@@ -11,7 +11,7 @@ import contextlib
 import datetime as dt
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar
 
 import pytest
@@ -190,18 +190,26 @@ def test_an_unreachable_api_is_a_clear_error_and_the_loop_keeps_trying(
     with pytest.raises(CertSyncError, match="cannot read Secret eip-guard/eip-guard-tls: the API"):
         certs.sync()
     loaded: list[Any] = []
+    with caplog.at_level(logging.ERROR, logger="app.kube.certs"):
+        rotate_until(
+            lambda: len([r for r in caplog.records if "not in step" in r.getMessage()]) >= 2,
+            run_rotation(certs, loaded.append, interval=0.01),
+        )
+    assert loaded == []  # nothing to serve: /readyz stays false
 
-    async def two_rounds() -> None:
-        task = asyncio.create_task(run_rotation(certs, loaded.append, interval=0.01))
-        while len([r for r in caplog.records if "not in step" in r.getMessage()]) < 2:
+
+def rotate_until(done: Callable[[], bool], rotation: Coroutine[Any, Any, None]) -> None:
+    """Run ``rotation`` on an event loop until ``done()`` (at most a minute), then cancel it."""
+
+    async def until() -> None:
+        task = asyncio.create_task(rotation)
+        while not done():
             await asyncio.sleep(0.01)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    with caplog.at_level(logging.ERROR, logger="app.kube.certs"):
-        asyncio.run(asyncio.wait_for(two_rounds(), 60))
-    assert loaded == []  # nothing to serve: /readyz stays false
+    asyncio.run(asyncio.wait_for(until(), 60))
 
 
 def test_self_mode_uses_exactly_the_rbac_the_chart_grants(
@@ -308,18 +316,11 @@ def test_rotation_survives_a_bug_and_keeps_trying(
     loaded: list[Any] = []
     reports: list[int] = []
 
-    async def until_loaded() -> None:
-        task = asyncio.create_task(
-            run_rotation(certs, loaded.append, 0.01, report=lambda: reports.append(calls))
-        )
-        while not loaded:
-            await asyncio.sleep(0.01)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
     with caplog.at_level(logging.ERROR, logger="app.kube.certs"):
-        asyncio.run(asyncio.wait_for(until_loaded(), 60))
+        rotate_until(
+            lambda: bool(loaded),
+            run_rotation(certs, loaded.append, 0.01, report=lambda: reports.append(calls)),
+        )
     (bug,) = [r for r in caplog.records if "(a bug)" in r.getMessage()]
     assert bug.exc_info is not None and "a bug" in str(bug.exc_info[1])
     assert reports[:1] == [1]  # reported after the failed round too
