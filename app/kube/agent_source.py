@@ -399,7 +399,7 @@ class LiveCluster:
         Others are judged at the moment of that list, not now: their renewals since are
         unseen, and aging them out on a list that failed (throttled, a 500) would make every
         node take every IP. A Lease that ran out since the list is looked at again (the
-        lease thread lists at once), so failover takes the Lease duration after the list
+        listing thread lists at once), so failover takes the Lease duration after the list
         that saw the last renewal (at most a renew interval after it) plus about a tick;
         while lists fail, membership stays as last seen.
         """
