@@ -326,9 +326,16 @@ class LiveCluster:
             started = time.monotonic()
             try:
                 self.api.renew_lease(self.node, self.duration, self._clock())
-                self._renewed_at = started
-                if self._joined_at is None:
-                    self._joined_at = started
+                ended = time.monotonic()
+                with self._lock:
+                    last = self._renewed_at
+                    if last is None or ended - last >= self.duration - self.renew:
+                        # The first renewal, or the first since we fenced ourselves: the
+                        # others may have seen our Lease run out and taken our IPs, so
+                        # count ourselves again only once they can have listed it anew
+                        # (from when the call ended: a call can hang for many seconds).
+                        self._joined_at = ended
+                    self._renewed_at = started
                 self._note_lease_problem("renewing", "")
             except KubeError as exc:
                 self._note_lease_problem("renewing", str(exc))
@@ -384,13 +391,12 @@ class LiveCluster:
     def self_live(self) -> bool:
         """Warm-up, then fencing: count ourselves once others can have seen our Lease, and
         stop before they see it run out."""
-        renewed, joined, now = self._renewed_at, self._joined_at, time.monotonic()
+        with self._lock:  # the two as one renewal left them
+            renewed, joined = self._renewed_at, self._joined_at
+        now = time.monotonic()
         if renewed is None or joined is None or now - joined < self.warm_up:
             return False
-        if now - renewed >= self.duration - self.renew:
-            self._joined_at = None  # after a lapse, warm up again once renewals resume
-            return False
-        return True
+        return now - renewed < self.duration - self.renew
 
     def members(self) -> frozenset[str]:
         """The live agents as of the last list of the Leases, and ourselves while our own

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -301,11 +302,13 @@ class FlakyApi(AgentApi):
         self.released.set()  # cleared: every Lease call hangs until it is set again
         self.callers: set[tuple[str, str]] = set()  # (call, thread)
         self.lists = 0
+        self.renewed: list[float] = []  # when each renewal call returned (monotonic)
 
     def renew_lease(self, node: str, duration: int, now: datetime | None = None) -> None:
         self.callers.add(("renew", threading.current_thread().name))
         self.released.wait()
         super().renew_lease(node, duration, now)
+        self.renewed.append(time.monotonic())
 
     def list_leases(self) -> list[Any]:
         self.callers.add(("list", threading.current_thread().name))
@@ -383,6 +386,32 @@ def test_members_never_call_the_api_so_fencing_never_waits(emulator: FakeApi) ->
         hung.released.set()
         stop_one.set()
         stop_two.set()
+
+
+def test_an_agent_back_from_a_lapse_warms_up_again(emulator: FakeApi) -> None:
+    # Cut off from the API, an agent fences itself and the others take its IPs. When a
+    # renewal gets through again (a call that hung all along, say), it must not count
+    # itself before the others can have listed its Lease anew: it did at once, and two
+    # nodes answered for its IPs until the others saw it.
+    stop = threading.Event()
+    api = FlakyApi(emulator)
+    one = LiveCluster(api, "node1", print, renew=0.2, duration=1, watch_seconds=1)
+    try:
+        one.start(stop)
+        eventually(one.self_live, what="node1 counts itself")
+        api.released.clear()  # every Lease call hangs from here
+        eventually(lambda: not one.self_live(), what="node1 fences itself")
+        threading.Event().wait(0.5)
+        renewals = len(api.renewed)
+        api.released.set()  # the hung renewal returns
+        eventually(lambda: len(api.renewed) > renewals, what="a renewal through again")
+        back = api.renewed[renewals]
+        eventually(one.self_live, what="node1 counts itself again")
+        counted = time.monotonic()
+        assert counted - back >= one.warm_up
+    finally:
+        api.released.set()
+        stop.set()
 
 
 def test_a_renewal_puts_back_the_label_the_others_select_by(emulator: FakeApi) -> None:
