@@ -153,6 +153,8 @@ def run_agent(args: argparse.Namespace) -> int:
     log(f"{where}, {mode}")
     if isinstance(source, LiveSource):
         source.cluster.start(stop)
-    agent.run(stop)
+    agent.run(stop)  # returns once this node answers no more
+    if isinstance(source, LiveSource):
+        source.cluster.release()
     log("stopped")
     return 0

@@ -75,6 +75,18 @@ class AgentApi:
             self.call(f"create Lease {self.namespace}/{name}", "POST", self._leases,
                       body=lease_body(node, self.namespace, duration, now))  # fmt: skip
 
+    def delete_lease(self, node: str) -> None:
+        """Give our Lease up (a graceful stop): the others take our IPs at their next list
+        instead of when it runs out. Gone already is fine."""
+        name = lease_name(node)
+        try:
+            self.call(f"delete Lease {self.namespace}/{name}", "DELETE",
+                      rest.path(LEASES, "leases", self.namespace, name))  # fmt: skip
+        except KubeError as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, ApiException) and cause.status == 404):
+                raise
+
     def list_leases(self) -> list[Mapping[str, Any]]:
         body = self.call(f"list Leases in {self.namespace}", "GET", self._leases,
                          query=(("labelSelector", SELECTOR),))  # fmt: skip

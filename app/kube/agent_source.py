@@ -264,6 +264,7 @@ class LiveCluster:
         self._list_now = threading.Event()  # members() asks the lease thread to list again
         self._list_failed = False  # the last list failed: asking again at once would hammer
         self._lease_problems: dict[str, str] = {}  # renewing/listing -> the last error logged
+        self._renewing: threading.Thread | None = None
         self._renewed_at: float | None = None  # monotonic time of our last good renewal
         self._joined_at: float | None = None  # monotonic time of our first good renewal
         # Others list the Leases once per renewal: wait that long (and a margin) after our
@@ -277,8 +278,25 @@ class LiveCluster:
             reflector = Reflector(stream, self.api.api, self, keep=keep, metrics=metrics,
                                   settings=self.settings, stop=stop)  # fmt: skip
             threading.Thread(target=reflector.run, name=f"watch {stream.name}", daemon=True).start()
-        for target, name in ((self._keep_lease, "lease"), (self._keep_listing, "leases")):
-            threading.Thread(target=target, args=(stop,), name=name, daemon=True).start()
+        self._renewing = threading.Thread(
+            target=self._keep_lease, args=(stop,), name="lease", daemon=True
+        )
+        self._renewing.start()
+        listing = threading.Thread(target=self._keep_listing, args=(stop,), name="leases")
+        listing.daemon = True
+        listing.start()
+
+    def release(self) -> None:
+        """After ``stop`` and once this node no longer answers: delete our Lease, so the
+        others take our IPs at their next list (a renew interval), not when it runs out
+        (up to a Lease duration and a renew interval of darkness on every rollout)."""
+        if self._renewing is not None:
+            self._renewing.join(self.api.timeout)  # no renewal may make it again after this
+        try:
+            self.api.delete_lease(self.node)
+            self._log("Lease given up: the others take over at their next list")
+        except KubeError as exc:
+            self._log(f"{exc}; the others take over when it runs out")
 
     # --- Sink of the reflectors (their threads) --------------------------------------------
 

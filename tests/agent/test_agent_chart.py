@@ -54,7 +54,7 @@ def test_report_only_by_default_without_privileges() -> None:
 def test_rbac_is_what_the_agent_calls() -> None:
     objs = render({"agent": {"enabled": True}})
     role = next(o for o in objs if o["kind"] == "Role")
-    lease_verbs = ["list", "create", "patch"]
+    lease_verbs = ["list", "create", "patch", "delete"]
     assert role["rules"] == [
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": lease_verbs}
     ]

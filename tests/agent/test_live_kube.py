@@ -4,6 +4,10 @@ watches, the node report annotation and Warning Events."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -284,6 +288,9 @@ def test_agent_reports_its_node_and_warns_about_the_trap(emulator: FakeApi, lab:
         assert "kube-ipvs0" in event["message"]
         agent.tick()
         assert len(emulator.objects("v1/events")) == 1  # once per appearance, not per tick
+        stop.set()
+        cluster.release()  # a graceful stop gives the Lease up
+        assert emulator.objects("coordination.k8s.io/v1/leases") == []
         # Least privilege: the chart's agent RBAC grants exactly what this whole path used.
         assert emulator.rbac_used() == agent_chart_grants()
     finally:
@@ -412,6 +419,50 @@ def test_an_agent_back_from_a_lapse_warms_up_again(emulator: FakeApi) -> None:
     finally:
         api.released.set()
         stop.set()
+
+
+def test_a_released_lease_hands_over_at_the_next_list_not_when_it_runs_out(
+    emulator: FakeApi,
+) -> None:
+    # A Lease of 30 s: without the release, node2 would count for node1 for 30 s after it
+    # stopped answering, and its IPs would be dark that long.
+    stop_one, stop_two = threading.Event(), threading.Event()
+    one = LiveCluster(agent_api(emulator), "node1", print, renew=0.5, duration=30, watch_seconds=1)
+    logs: list[str] = []
+    two = LiveCluster(agent_api(emulator), "node2", logs.append, renew=0.5, duration=30,
+                      watch_seconds=1)  # fmt: skip
+    try:
+        one.start(stop_one)
+        two.start(stop_two)
+        eventually(lambda: one.members() == {"node1", "node2"}, what="both live")
+        stop_two.set()
+        two.release()
+        assert "Lease given up: the others take over at their next list" in logs
+        eventually(lambda: one.members() == {"node1"}, what="node1 sees node2 gone")
+    finally:
+        stop_one.set()
+        stop_two.set()
+
+
+def test_sigterm_gives_the_lease_up(emulator: FakeApi) -> None:
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "app.cli.main", "agent", "--live", "--server", emulator.url,
+         "--node-name", "node9", "--speaker", "off", "--namespace", "eip-guard"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    leases = "coordination.k8s.io/v1/leases"
+    try:
+        eventually(lambda: emulator.objects(leases), what="the agent's Lease")
+        agent.send_signal(signal.SIGTERM)
+        out, _ = agent.communicate(timeout=30)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    assert agent.returncode == 0, out
+    assert "Lease given up" in out and out.rstrip().endswith("stopped")
+    assert emulator.objects(leases) == []
 
 
 def test_a_renewal_puts_back_the_label_the_others_select_by(emulator: FakeApi) -> None:
