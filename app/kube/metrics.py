@@ -42,7 +42,8 @@ class KubeMetrics:
         )
         self.restarts = Counter(
             "eip_guard_source_watch_restarts",
-            "Watches re-established after an error, a dead connection or 410 Gone",
+            "Attempts to watch again (resume or list anew) after an error, a dead connection or "
+            "410 Gone, whether they work or not",
             ["source"],
             registry=registry,
         )

@@ -27,6 +27,7 @@ ALERTS = (
     "EipGuardNotReady",
     "EipGuardReplicaNotReady",
     "EipGuardCertificateExpiresSoon",
+    "EipGuardSourceErrors",
     "EipGuardSourceStale",
     "EipGuardInventoryRebuildFailing",
     "EipGuardChecksIncomplete",
@@ -162,6 +163,7 @@ def test_each_alert_fires_when_it_should_and_only_then(render: RenderFn, tmp_pat
     ready, expiry = "eip_guard_ready", "eip_guard_tls_certificate_expiry_timestamp_seconds"
     synced = "eip_guard_source_last_sync_timestamp_seconds"
     failures = "eip_guard_inventory_rebuild_failures_total"
+    errors = "eip_guard_source_errors_total"
     elsewhere = {"namespace": "other"}
     down = alert(r["EipGuardNotReady"], severity="critical", namespace=NAMESPACE)
     tests = [
@@ -246,6 +248,20 @@ def test_each_alert_fires_when_it_should_and_only_then(render: RenderFn, tmp_pat
                         namespace=NAMESPACE,
                     )
                 ],
+            ),
+        ),
+        # Nodes fail to list or watch every minute; Services failed once: only nodes, after
+        # ten minutes of errors.
+        case(
+            [
+                series(errors, "0+1x40", pod="a", source="nodes"),
+                series(errors, "0x4 1x40", pod="a", source="services"),
+            ],
+            ("9m", "EipGuardSourceErrors", []),
+            (
+                "12m",
+                "EipGuardSourceErrors",
+                [alert(r["EipGuardSourceErrors"], pod="a", source="nodes", namespace=NAMESPACE)],
             ),
         ),
         # A whole rebuild failed at 5m: fires at once, gone 15 minutes later; failed
