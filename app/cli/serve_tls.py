@@ -104,7 +104,9 @@ def prepare(args: argparse.Namespace, api_client: Callable[[], Any]) -> Tls:
         interval = args.cert_check_interval
         tls = Tls(hot, fields={"tls": f"self-managed Secret {args.namespace}/{args.tls_secret}"})
         tls.tasks.append(
-            lambda: run_rotation(certs, hot.load, interval, report=lambda: tls.report(hot))
+            lambda: run_rotation(
+                certs, hot.load, interval, report=lambda: tls.report(hot), problem=hot.note_source
+            )
         )
         return tls
     if args.tls_cert_file is None or args.tls_key_file is None:
@@ -250,3 +252,11 @@ def register_metrics(registry: CollectorRegistry, tls: Tls) -> None:
         return loaded.not_after.timestamp() if loaded is not None else 0.0
 
     gauge.set_function(expiry)
+    in_step = Gauge(
+        "eip_guard_tls_certificate_in_step",
+        "1 while the certificate to present (the files, or the self-managed Secret and "
+        "caBundle) could be loaded at the last look; 0 while it could not and the one "
+        "presented before stays",
+        registry=registry,
+    )
+    in_step.set_function(lambda: 0.0 if tls.hot.source_problem else 1.0)

@@ -291,16 +291,17 @@ async def run_rotation(
     ready: asyncio.Event | None = None,
     *,
     report: Callable[[], object] = lambda: None,
+    problem: Callable[[str], object] = lambda _: None,
 ) -> None:
     """Sync forever: every ``interval`` seconds, sooner after a failure, whatever fails.
 
     ``load`` runs on the event loop (the TLS server's thread); the API calls run in a
     worker thread so the webhook keeps answering meanwhile. ``ready`` is set after the
     first successful load; ``report`` runs after every round (it logs the certificate
-    presented turning invalid).
+    presented turning invalid), and ``problem`` gets what failed in it ("" for nothing).
     """
     while True:
-        delay = interval
+        delay, failed = interval, ""
         try:
             result = await asyncio.to_thread(certs.sync)
             load(result.pair)
@@ -321,9 +322,10 @@ async def run_rotation(
             log.error(
                 "webhook certificate not in step; retrying", extra={"fields": {"error": str(exc)}}
             )
-            delay = min(interval, RETRY_SECONDS)
-        except Exception:  # a bug of ours must not end rotation for good, silently
+            delay, failed = min(interval, RETRY_SECONDS), str(exc)
+        except Exception as exc:  # a bug of ours must not end rotation for good, silently
             log.exception("webhook certificate not in step (a bug); retrying")
-            delay = min(interval, RETRY_SECONDS)
+            delay, failed = min(interval, RETRY_SECONDS), repr(exc)
+        problem(failed)
         report()
         await asyncio.sleep(delay)

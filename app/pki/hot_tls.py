@@ -90,6 +90,9 @@ class HotContext:
     ) -> None:
         self.context = server_context()
         self.loaded: Loaded | None = None
+        # Why the certificate to present (files, the self-managed Secret) could not be
+        # loaded last time ("": it could): the one presented stays, and a gauge says so.
+        self.source_problem = ""
         self._scratch_dir = scratch_dir
         self._clock = clock
 
@@ -142,6 +145,10 @@ class HotContext:
             self.context.load_cert_chain(cert_file, key_file, _no_password)
         self.loaded = new
         return True
+
+    def note_source(self, problem: str) -> None:
+        """What failed in loading the certificate to present ("" for nothing)."""
+        self.source_problem = problem
 
     def valid_at(self, now: dt.datetime) -> bool:
         """A certificate is presented and within its validity (what /readyz waits for)."""
@@ -242,9 +249,12 @@ def _reload(
     """One poll; returns the problem now ("" for none), logged if it is not ``failed``."""
     before = hot.loaded
     try:
-        if not hot.load(read_pair(cert_file, key_file)):
+        loaded = hot.load(read_pair(cert_file, key_file))
+        hot.note_source("")
+        if not loaded:
             return ""
     except CertError as exc:
+        hot.note_source(str(exc))
         if str(exc) != failed:
             log.warning(
                 "TLS certificate files not loaded; still presenting the previous ones",

@@ -9,8 +9,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import helm_python
 import pytest
@@ -20,6 +19,7 @@ from prometheus_client.exposition import generate_latest
 
 from app.cli.serve_tls import Tls, register_metrics
 from app.kube.metrics import AuditMetrics, KubeMetrics
+from app.pki.hot_tls import HotContext
 from app.webhook.metrics import VERDICTS, Metrics
 from tests.chart.rendering import NAMESPACE, SCENARIOS, Obj, RenderFn, by_kind, one
 
@@ -27,6 +27,7 @@ ALERTS = (
     "EipGuardNotReady",
     "EipGuardReplicaNotReady",
     "EipGuardCertificateExpiresSoon",
+    "EipGuardCertificateNotInStep",
     "EipGuardSourceErrors",
     "EipGuardSourceStale",
     "EipGuardInventoryRebuildFailing",
@@ -101,7 +102,7 @@ def exposed() -> str:
     Metrics(registry)
     KubeMetrics(registry).source("nodes")  # a source's series exist once it is started
     AuditMetrics(registry)
-    register_metrics(registry, cast(Tls, SimpleNamespace(hot=SimpleNamespace(loaded=None))))
+    register_metrics(registry, Tls(HotContext()))
     return generate_latest(registry).decode()
 
 
@@ -164,6 +165,7 @@ def test_each_alert_fires_when_it_should_and_only_then(render: RenderFn, tmp_pat
     synced = "eip_guard_source_last_sync_timestamp_seconds"
     failures = "eip_guard_inventory_rebuild_failures_total"
     errors = "eip_guard_source_errors_total"
+    in_step = "eip_guard_tls_certificate_in_step"
     elsewhere = {"namespace": "other"}
     down = alert(r["EipGuardNotReady"], severity="critical", namespace=NAMESPACE)
     tests = [
@@ -248,6 +250,20 @@ def test_each_alert_fires_when_it_should_and_only_then(render: RenderFn, tmp_pat
                         namespace=NAMESPACE,
                     )
                 ],
+            ),
+        ),
+        # Files that cannot be loaded for 20 minutes on one replica, 5 on another.
+        case(
+            [
+                series(in_step, "0x30", pod="a"),
+                series(in_step, "0x5 1x30", pod="b"),
+                series(in_step, "1x30", pod="c"),
+            ],
+            ("14m", "EipGuardCertificateNotInStep", []),
+            (
+                "16m",
+                "EipGuardCertificateNotInStep",
+                [alert(r["EipGuardCertificateNotInStep"], pod="a", namespace=NAMESPACE)],
             ),
         ),
         # Nodes fail to list or watch every minute; Services failed once: only nodes, after

@@ -316,11 +316,20 @@ def test_rotation_survives_a_bug_and_keeps_trying(
     loaded: list[Any] = []
     reports: list[int] = []
 
+    problems: list[str] = []
     with caplog.at_level(logging.ERROR, logger="app.kube.certs"):
         rotate_until(
             lambda: bool(loaded),
-            run_rotation(certs, loaded.append, 0.01, report=lambda: reports.append(calls)),
+            run_rotation(
+                certs,
+                loaded.append,
+                0.01,
+                report=lambda: reports.append(calls),
+                problem=problems.append,
+            ),
         )
+    assert problems[0] == "RuntimeError('a bug')"  # the in-step gauge reads 0, then 1:
+    assert problems[1] == ""
     (bug,) = [r for r in caplog.records if "(a bug)" in r.getMessage()]
     assert bug.exc_info is not None and "a bug" in str(bug.exc_info[1])
     assert reports[:1] == [1]  # reported after the failed round too

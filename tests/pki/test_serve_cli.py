@@ -189,6 +189,8 @@ def test_broken_files_are_logged_once_and_the_pair_presented_stays(tmp_path: Pat
         warned = server.until(NOT_LOADED)
         assert warned["error"] == f"{tmp_path / 'tls.crt'} is empty"
         assert httpx.get(line["probe"]).status_code == 200  # still serving the loaded pair
+        metrics = line["probe"].removesuffix("/readyz") + "/metrics"
+        assert "\neip_guard_tls_certificate_in_step 0.0\n" in httpx.get(metrics).text
         # An expired pair is refused while the one presented is valid.
         swap(tmp_path, make_serving(ca, NAMES, now=LONG_AGO))
         warned = server.until(NOT_LOADED)
@@ -199,6 +201,7 @@ def test_broken_files_are_logged_once_and_the_pair_presented_stays(tmp_path: Pat
         assert server.until("presenting a renewed TLS certificate")["dns_names"] == ",".join(
             NAMES[2:]
         )
+        assert "\neip_guard_tls_certificate_in_step 1.0\n" in httpx.get(metrics).text
         lost = server.until(
             "the renewed TLS certificate lacks DNS names the previous one had: clients "
             "calling the webhook by them fail the handshake"
