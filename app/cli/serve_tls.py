@@ -255,8 +255,8 @@ def register_metrics(registry: CollectorRegistry, tls: Tls) -> None:
     in_step = Gauge(
         "eip_guard_tls_certificate_in_step",
         "1 while the certificate to present (the files, or the self-managed Secret and "
-        "caBundle) could be loaded at the last look; 0 while it could not and the one "
-        "presented before stays",
+        "caBundle) could be loaded at the last look; 0 before the first one is, and while "
+        "it could not (the one presented before, if any, stays)",
         registry=registry,
     )
     in_step.set_function(lambda: 0.0 if tls.hot.source_problem else 1.0)

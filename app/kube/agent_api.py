@@ -60,7 +60,15 @@ class AgentApi:
         except ValueError as exc:
             raise KubeError(f"{what}: the API server answered something that is not JSON") from exc
 
-    def renew_lease(self, node: str, duration: int, now: datetime | None = None) -> None:
+    def renew_lease(
+        self,
+        node: str,
+        duration: int,
+        now: datetime | None = None,
+        *,
+        create: Callable[[], bool] = lambda: True,
+    ) -> None:
+        """Patch our Lease; make it when it is missing, if ``create()`` still says so."""
         now = now or datetime.now(UTC)
         name = lease_name(node)
         try:
@@ -70,7 +78,7 @@ class AgentApi:
                       content_type=rest.MERGE_PATCH)  # fmt: skip
         except KubeError as exc:
             cause = exc.__cause__
-            if not (isinstance(cause, ApiException) and cause.status == 404):
+            if not (isinstance(cause, ApiException) and cause.status == 404) or not create():
                 raise
             self.call(f"create Lease {self.namespace}/{name}", "POST", self._leases,
                       body=lease_body(node, self.namespace, duration, now))  # fmt: skip

@@ -6,12 +6,14 @@ with ``leaseDurationSeconds = duration``. Another agent is live while fewer than
 ``renewTime`` change (client-go's leader election judges by this observed time too). So
 node clocks need not agree: comparing another node's ``renewTime`` with our own clock,
 one NTP step of 30 s on one node made it count every other node dead and announce every
-IP. Only a Lease seen for the first time is judged by the clocks (already run out by
-them: not live), so a long-dead node does not count for a Lease duration after a start.
+IP. Only the first list an agent makes is judged by the clocks (a Lease already run out
+by them is not live), so a long-dead node does not count for a Lease duration after a
+start.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -101,21 +103,31 @@ def _agent_lease(lease: Mapping[str, Any]) -> tuple[str, str, datetime, int] | N
 
 
 def observe(
-    before: Mapping[str, Seen], leases: Iterable[Mapping[str, Any]], at: float, now: datetime
+    before: Mapping[str, Seen] | None,
+    leases: Iterable[Mapping[str, Any]],
+    at: float,
+    now: datetime,
 ) -> dict[str, Seen]:
-    """Each agent's last renewal as seen in a list made at ``at`` (monotonic), ``now`` by
-    the wall clock; ``before`` is what the previous list left."""
+    """Each agent's last renewal as seen in a list answered at ``at`` (monotonic), ``now``
+    by the wall clock; ``before`` is what the previous list left (None: this is the first).
+
+    Only the first list judges by the clocks, so that Leases long run out (nodes that died
+    without giving theirs up) do not count at a start. A Lease that appears later was just
+    written (a node joining, or restarting after it gave its Lease up), whatever its
+    holder's clock says: judged by the clocks, a node 30 s behind counted as dead until its
+    next renewal, after its own warm-up, and two nodes answered meanwhile.
+    """
     seen: dict[str, Seen] = {}
     for lease in leases:
         found = _agent_lease(lease)
         if found is None:
             continue
         holder, text, renewed, duration = found
-        old = before.get(holder)
+        old = before.get(holder) if before is not None else None
         if old is not None and old.renew_time == text:
             seen[holder] = Seen(text, old.at, duration)  # no renewal since
-        elif old is None and renewed + timedelta(seconds=duration) <= now:
-            seen[holder] = Seen(text, at - duration, duration)  # run out when first seen
+        elif before is None and renewed + timedelta(seconds=duration) <= now:
+            seen[holder] = Seen(text, -math.inf, duration)  # run out at our start
         else:
             seen[holder] = Seen(text, at, duration)
     return seen

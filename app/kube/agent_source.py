@@ -233,6 +233,10 @@ WATCHES: tuple[tuple[Stream, Keep], ...] = (
 )
 
 
+# A graceful stop gives the Lease up within this: the chart's grace period is 10 s.
+RELEASE_SECONDS = 4.0
+
+
 class LiveCluster:
     def __init__(
         self,
@@ -264,7 +268,6 @@ class LiveCluster:
         self._list_now = threading.Event()  # members() asks the lease thread to list again
         self._list_failed = False  # the last list failed: asking again at once would hammer
         self._lease_problems: dict[str, str] = {}  # renewing/listing -> the last error logged
-        self._renewing: threading.Thread | None = None
         self._renewed_at: float | None = None  # monotonic time of our last good renewal
         self._joined_at: float | None = None  # monotonic time of our first good renewal
         # Others list the Leases once per renewal: wait that long (and a margin) after our
@@ -278,25 +281,36 @@ class LiveCluster:
             reflector = Reflector(stream, self.api.api, self, keep=keep, metrics=metrics,
                                   settings=self.settings, stop=stop)  # fmt: skip
             threading.Thread(target=reflector.run, name=f"watch {stream.name}", daemon=True).start()
-        self._renewing = threading.Thread(
-            target=self._keep_lease, args=(stop,), name="lease", daemon=True
-        )
-        self._renewing.start()
+        threading.Thread(target=self._keep_lease, args=(stop,), name="lease", daemon=True).start()
         listing = threading.Thread(target=self._keep_listing, args=(stop,), name="leases")
         listing.daemon = True
         listing.start()
 
-    def release(self) -> None:
+    def release(self, within: float = RELEASE_SECONDS) -> None:
         """After ``stop`` and once this node no longer answers: delete our Lease, so the
         others take our IPs at their next list (a renew interval), not when it runs out
-        (up to a Lease duration and a renew interval of darkness on every rollout)."""
-        if self._renewing is not None:
-            self._renewing.join(self.api.timeout)  # no renewal may make it again after this
-        try:
-            self.api.delete_lease(self.node)
+        (up to a Lease duration and a renew interval of darkness on every rollout).
+
+        At most ``within`` seconds, whatever the API server does (the pod's grace period
+        is short): past that the others wait for the Lease to run out, as after a kill.
+        """
+        done: list[str] = []
+
+        def give_up() -> None:
+            try:
+                self.api.delete_lease(self.node)
+                done.append("")
+            except KubeError as exc:
+                done.append(str(exc))
+
+        deleting = threading.Thread(target=give_up, name="release", daemon=True)
+        deleting.start()
+        deleting.join(within)
+        if done == [""]:
             self._log("Lease given up: the others take over at their next list")
-        except KubeError as exc:
-            self._log(f"{exc}; the others take over when it runs out")
+        else:
+            why = done[0] if done else f"no answer within {within:g} s"
+            self._log(f"Lease not given up ({why}); the others take over when it runs out")
 
     # --- Sink of the reflectors (their threads) --------------------------------------------
 
@@ -343,7 +357,11 @@ class LiveCluster:
         while not stop.is_set():
             started = time.monotonic()
             try:
-                self.api.renew_lease(self.node, self.duration, self._clock())
+                # Once stopping, a renewal still in flight must not make the Lease again
+                # after release() deleted it.
+                self.api.renew_lease(
+                    self.node, self.duration, self._clock(), create=lambda: not stop.is_set()
+                )
                 ended = time.monotonic()
                 with self._lock:
                     last = self._renewed_at
@@ -367,10 +385,16 @@ class LiveCluster:
             self._list_now.clear()
             try:
                 leases = self.api.list_leases()
-                at = time.monotonic()
+                answered = time.monotonic()
                 with self._lock:
-                    self._seen = observe(self._seen, leases, at, self._clock())
-                    self._listed_at, self._list_failed = at, False
+                    first = self._listed_at is None
+                    self._seen = observe(
+                        None if first else self._seen, leases, answered, self._clock()
+                    )
+                    # Renewals are dated when seen (the latest they can have happened), and
+                    # the others judged as of when we asked (the snapshot is no older): a
+                    # slow answer must not age out a node whose later renewals it misses.
+                    self._listed_at, self._list_failed = started, False
                 self._note_lease_problem("listing", "")
             except KubeError as exc:
                 self._list_failed = True  # members() waits for the next round: no hammering

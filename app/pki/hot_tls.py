@@ -92,7 +92,7 @@ class HotContext:
         self.loaded: Loaded | None = None
         # Why the certificate to present (files, the self-managed Secret) could not be
         # loaded last time ("": it could): the one presented stays, and a gauge says so.
-        self.source_problem = ""
+        self.source_problem = "no certificate loaded yet"
         self._scratch_dir = scratch_dir
         self._clock = clock
 
@@ -143,7 +143,7 @@ class HotContext:
                 reason = _SSL_REASONS.get(reason, reason)
                 raise CertError(f"the certificate and key do not form a pair: {reason}") from exc
             self.context.load_cert_chain(cert_file, key_file, _no_password)
-        self.loaded = new
+        self.loaded, self.source_problem = new, ""
         return True
 
     def note_source(self, problem: str) -> None:
@@ -239,7 +239,8 @@ async def watch_files(
         try:
             failed = _reload(cert_file, key_file, hot, log, failed)
             report(hot)
-        except Exception:  # a bug of ours must not end the watch for good
+        except Exception as exc:  # a bug of ours must not end the watch for good
+            hot.note_source(repr(exc))
             log.exception("reading the TLS certificate files failed; trying again")
 
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -77,7 +77,7 @@ def test_lease_liveness_follows_renewals_seen_not_clocks() -> None:
     stale = lease_body("b", "ns", 6, wall - timedelta(seconds=7))
     foreign = dict(fresh, metadata={"name": "kube-scheduler", "labels": {}})
     # First sight: the clocks say which Leases have run out already.
-    seen = observe({}, [fresh, stale, foreign], 100.0, wall)
+    seen = observe(None, [fresh, stale, foreign], 100.0, wall)  # the first list
     assert live_seen(seen, 100.0) == {"a"}
     assert next_seen_expiry(seen, 100.0) == 106.0  # six seconds from when it was seen
     # Unchanged in the next list: live until six seconds after it was first seen.
@@ -89,6 +89,12 @@ def test_lease_liveness_follows_renewals_seen_not_clocks() -> None:
     renewed = [behind, lease_body("b", "ns", 6, wall)]
     jumped = observe(later, renewed, 107.0, wall + timedelta(seconds=40))
     assert live_seen(jumped, 107.0) == {"a", "b"} and live_seen(jumped, 113.0) == frozenset()
+    # A Lease that appears after the first list was just written: live from when it is
+    # seen, however far behind its holder's clock (a node restarting after giving its
+    # Lease up counted as dead until its next renewal, after its own warm-up).
+    rejoined = lease_body("c", "ns", 6, wall - timedelta(seconds=30))
+    later_seen = observe(jumped, [rejoined], 108.0, wall + timedelta(seconds=41))
+    assert live_seen(later_seen, 108.0) == {"c"}
 
 
 def test_leases_renew_and_expire(emulator: FakeApi) -> None:
@@ -310,12 +316,26 @@ class FlakyApi(AgentApi):
         self.callers: set[tuple[str, str]] = set()  # (call, thread)
         self.lists = 0
         self.renewed: list[float] = []  # when each renewal call returned (monotonic)
+        self.waiting = 0  # renewals held by ``released``
 
-    def renew_lease(self, node: str, duration: int, now: datetime | None = None) -> None:
+    def renew_lease(
+        self,
+        node: str,
+        duration: int,
+        now: datetime | None = None,
+        *,
+        create: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.callers.add(("renew", threading.current_thread().name))
+        self.waiting += 1
         self.released.wait()
-        super().renew_lease(node, duration, now)
+        self.waiting -= 1
+        super().renew_lease(node, duration, now, create=create)
         self.renewed.append(time.monotonic())
+
+    def delete_lease(self, node: str) -> None:
+        self.released.wait()
+        super().delete_lease(node)
 
     def list_leases(self) -> list[Any]:
         self.callers.add(("list", threading.current_thread().name))
@@ -442,6 +462,59 @@ def test_a_released_lease_hands_over_at_the_next_list_not_when_it_runs_out(
     finally:
         stop_one.set()
         stop_two.set()
+
+
+def test_release_is_bounded_and_a_late_renewal_does_not_make_the_lease_again(
+    emulator: FakeApi,
+) -> None:
+    logs: list[str] = []
+    stop = threading.Event()
+    api = FlakyApi(emulator)
+    one = LiveCluster(api, "node1", logs.append, renew=0.2, duration=1, watch_seconds=1)
+    leases = "coordination.k8s.io/v1/leases"
+    try:
+        one.start(stop)
+        eventually(one.self_live, what="node1 counts itself")
+        api.released.clear()  # the API server stops answering: renewals and the delete hang
+        eventually(lambda: ("renew", "lease") in api.callers and api.waiting > 0,
+                   what="a renewal in flight")  # fmt: skip
+        stop.set()
+        one.release(within=0.5)
+        assert logs[-1] == (
+            "Lease not given up (no answer within 0.5 s); the others take over when it runs out"
+        )
+        # A renewal in flight that reaches the server after the Lease is gone must not make
+        # it again: deleted meanwhile (by the delete, late), it stays deleted.
+        agent_api(emulator).delete_lease("node1")
+        api.released.set()
+        threading.Event().wait(0.5)
+        assert emulator.objects(leases) == []
+    finally:
+        api.released.set()
+        stop.set()
+
+
+def test_a_lease_that_appears_later_counts_whatever_its_holders_clock_says(
+    emulator: FakeApi,
+) -> None:
+    # node2 gave its Lease up and starts again, its clock 30 s behind. Judged by the clocks
+    # its new Lease had run out already, so node1 counted node2 only after its next
+    # renewal, which came after node2's own warm-up: both answered node2's IPs meanwhile.
+    stop = threading.Event()
+    one = LiveCluster(agent_api(emulator), "node1", print, renew=0.2, duration=1, watch_seconds=1)
+    try:
+        one.start(stop)
+        eventually(lambda: one.members() == {"node1"}, what="node1 alone")
+        behind = datetime.now(UTC) - timedelta(seconds=30)
+        lease = lease_body("node2", "eip-guard", 1, behind)
+        agent_api(emulator).call("create", "POST",
+                                 "/apis/coordination.k8s.io/v1/namespaces/eip-guard/leases",
+                                 body=lease)  # fmt: skip
+        eventually(lambda: one.members() == {"node1", "node2"}, what="node2 counted when seen")
+        # Never renewed: gone a Lease duration after it was seen.
+        eventually(lambda: one.members() == {"node1"}, what="node2 run out")
+    finally:
+        stop.set()
 
 
 def test_sigterm_gives_the_lease_up(emulator: FakeApi) -> None:

@@ -266,16 +266,24 @@ def test_each_alert_fires_when_it_should_and_only_then(render: RenderFn, tmp_pat
                 [alert(r["EipGuardCertificateNotInStep"], pod="a", namespace=NAMESPACE)],
             ),
         ),
-        # Nodes fail to list or watch every minute; Services failed once: only nodes, after
-        # ten minutes of errors.
+        # The API server hangs for nodes from 0: an error once a read times out (5.5 min),
+        # no sync since. Services fail now and then but keep syncing (watches that end and
+        # start again): only nodes, once 6 minutes out of sync, for 5 minutes.
         case(
             [
-                series(errors, "0+1x40", pod="a", source="nodes"),
-                series(errors, "0x4 1x40", pod="a", source="services"),
+                series(errors, "0x4 1x5 2x5 3x5 4x5 5x5 6x5 7x5", pod="a", source="nodes"),
+                series(synced, "0x40", pod="a", source="nodes"),
+                series(errors, "0+0.25x40", pod="a", source="services"),
+                series(synced, "0+60x40", pod="a", source="services"),
             ],
-            ("9m", "EipGuardSourceErrors", []),
+            ("10m", "EipGuardSourceErrors", []),
             (
                 "12m",
+                "EipGuardSourceErrors",
+                [alert(r["EipGuardSourceErrors"], pod="a", source="nodes", namespace=NAMESPACE)],
+            ),
+            (
+                "30m",
                 "EipGuardSourceErrors",
                 [alert(r["EipGuardSourceErrors"], pod="a", source="nodes", namespace=NAMESPACE)],
             ),
