@@ -240,6 +240,15 @@ def make_bundle(
     return Bundle(ca, make_serving(ca, dns_names, ip_addresses, now=now))
 
 
+def san_dns_names(cert: x509.Certificate) -> tuple[str, ...]:
+    """The DNS names of a certificate's SANs, in its order (none without the extension)."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return ()
+    return tuple(san.get_values_for_type(x509.DNSName))
+
+
 def describe(cert_pem: bytes) -> CertInfo:
     """Read back what matters of a PEM certificate."""
     try:
@@ -251,12 +260,12 @@ def describe(cert_pem: bytes) -> CertInfo:
         attrs = name.get_attributes_for_oid(NameOID.COMMON_NAME)
         return str(attrs[0].value) if attrs else ""
 
+    dns = san_dns_names(cert)
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        dns = tuple(san.get_values_for_type(x509.DNSName))
         ips = tuple(str(i) for i in san.get_values_for_type(x509.IPAddress))
     except x509.ExtensionNotFound:
-        dns, ips = (), ()
+        ips = ()
     try:
         is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:

@@ -30,7 +30,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from app.pki.certs import CertError, KeyPair
+from app.pki.certs import CertError, KeyPair, san_dns_names
 
 Clock = Callable[[], dt.datetime]
 
@@ -120,7 +120,7 @@ class HotContext:
             cert.fingerprint(hashes.SHA256()).hex(":").upper(),
             cert.not_valid_before_utc,
             cert.not_valid_after_utc,
-            _dns_names(cert),
+            san_dns_names(cert),
         )
         now = self._clock()
         problem = validity_problem(new, now)
@@ -164,14 +164,6 @@ class HotContext:
             "not_after": loaded.not_after.isoformat(),
             "dns_names": ",".join(loaded.dns_names),
         }
-
-
-def _dns_names(cert: x509.Certificate) -> tuple[str, ...]:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return ()
-    return tuple(san.get_values_for_type(x509.DNSName))
 
 
 class ValidityReport:

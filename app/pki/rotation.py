@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from app.pki.certs import CertError, KeyPair, make_ca, make_serving
+from app.pki.certs import CertError, KeyPair, make_ca, make_serving, san_dns_names
 
 CA_CRT, CA_KEY, TLS_CRT, TLS_KEY, PREVIOUS_CA = (
     "ca.crt",
@@ -82,14 +82,6 @@ def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     return True
 
 
-def _dns_names(cert: x509.Certificate) -> set[str]:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return set()
-    return set(san.get_values_for_type(x509.DNSName))
-
-
 def assess(
     data: SecretData,
     dns_names: Sequence[str],
@@ -106,7 +98,7 @@ def assess(
         and _key_matches(serving, data.get(TLS_KEY))
         and _issued_by(serving, ca)
         and serving.not_valid_before_utc <= now < serving.not_valid_after_utc
-        and set(dns_names) <= _dns_names(serving)
+        and set(dns_names) <= set(san_dns_names(serving))
     )
     if ca.not_valid_after_utc - now < CA_RENEW_BEFORE:
         return Assessment(
@@ -116,7 +108,7 @@ def assess(
         return Assessment(Action.RENEW_SERVING, "no serving certificate with its key", servable)
     if not _issued_by(serving, ca):
         return Assessment(Action.RENEW_SERVING, "the serving certificate is not the CA's", servable)
-    missing = sorted(set(dns_names) - _dns_names(serving))
+    missing = sorted(set(dns_names) - set(san_dns_names(serving)))
     if missing:
         return Assessment(
             Action.RENEW_SERVING, f"the serving certificate lacks DNS names {missing}", servable
