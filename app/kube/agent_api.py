@@ -35,6 +35,11 @@ def make_client(
     return api_client(kubeconfig, context, host=server, pool_size=8)
 
 
+def _not_found(exc: KubeError) -> bool:
+    cause = exc.__cause__
+    return isinstance(cause, ApiException) and cause.status == 404
+
+
 class AgentApi:
     def __init__(self, api: client.ApiClient, namespace: str, timeout: float = 10.0) -> None:
         self.api, self.namespace, self.timeout = api, namespace, timeout
@@ -77,8 +82,7 @@ class AgentApi:
                       body=renewal_patch(node, duration, now),
                       content_type=rest.MERGE_PATCH)  # fmt: skip
         except KubeError as exc:
-            cause = exc.__cause__
-            if not (isinstance(cause, ApiException) and cause.status == 404) or not create():
+            if not _not_found(exc) or not create():
                 raise
             self.call(f"create Lease {self.namespace}/{name}", "POST", self._leases,
                       body=lease_body(node, self.namespace, duration, now))  # fmt: skip
@@ -91,8 +95,7 @@ class AgentApi:
             self.call(f"delete Lease {self.namespace}/{name}", "DELETE",
                       rest.path(LEASES, "leases", self.namespace, name))  # fmt: skip
         except KubeError as exc:
-            cause = exc.__cause__
-            if not (isinstance(cause, ApiException) and cause.status == 404):
+            if not _not_found(exc):
                 raise
 
     def list_leases(self) -> list[Mapping[str, Any]]:
@@ -138,7 +141,7 @@ class Writes:
     call hangs (a timeout of 10 s, more with retries), so it never makes one: it hands the
     write over and goes on. The node report keeps only its latest text and is tried again
     every ``retry`` seconds until it is written; an Event that fails is logged and
-    dropped, as before; at most ``MAX_EVENTS`` wait (a node binding thousands of can_reach
+    dropped; at most ``MAX_EVENTS`` wait (a node binding thousands of can_reach
     IPs while the API is down must not grow without end).
     """
 

@@ -269,7 +269,8 @@ class LiveCluster:
         self._list_failed = False  # the last list failed: asking again at once would hammer
         self._lease_problems: dict[str, str] = {}  # renewing/listing -> the last error logged
         self._renewed_at: float | None = None  # monotonic time of our last good renewal
-        self._joined_at: float | None = None  # monotonic time of our first good renewal
+        # When our renewals (re)started to count, first or after a lapse (monotonic)
+        self._joined_at: float | None = None
         # Others list the Leases once per renewal: wait that long (and a margin) after our
         # Lease first appears before we count, so a joining node never speaks over the node
         # that still thinks an IP is its own.
@@ -281,10 +282,8 @@ class LiveCluster:
             reflector = Reflector(stream, self.api.api, self, keep=keep, metrics=metrics,
                                   settings=self.settings, stop=stop)  # fmt: skip
             threading.Thread(target=reflector.run, name=f"watch {stream.name}", daemon=True).start()
-        threading.Thread(target=self._keep_lease, args=(stop,), name="lease", daemon=True).start()
-        listing = threading.Thread(target=self._keep_listing, args=(stop,), name="leases")
-        listing.daemon = True
-        listing.start()
+        for target, name in ((self._keep_lease, "lease"), (self._keep_listing, "leases")):
+            threading.Thread(target=target, args=(stop,), name=name, daemon=True).start()
 
     def release(self, within: float = RELEASE_SECONDS) -> None:
         """After ``stop`` and once this node no longer answers: delete our Lease, so the

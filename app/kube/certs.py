@@ -53,7 +53,7 @@ Clock = Callable[[], dt.datetime]
 
 
 # What to do when the Secret holds a CA eip-guard cannot sign with.
-FIX = (
+CA_FIX = (
     ": remove ca.crt and ca.key from the Secret (eip-guard then makes a new CA and puts "
     "it in the caBundle) or put an ECDSA or RSA CA with its key there"
 )
@@ -243,11 +243,11 @@ class SelfManagedCerts:
                 new = plan(data, found, self.dns_names, now)
             except CertError as exc:
                 if not found.servable:
-                    raise CertError(f"{self.secrets.ref}: cannot renew ({exc}){FIX}") from exc
+                    raise CertError(f"{self.secrets.ref}: cannot renew ({exc}){CA_FIX}") from exc
                 # Renewal can wait; serving the pair that is still valid cannot.
                 log.error(
                     "cannot renew the webhook certificate; serving the one in the Secret",
-                    extra={"fields": {"secret": self.secrets.ref, "error": f"{exc}{FIX}"}},
+                    extra={"fields": {"secret": self.secrets.ref, "error": f"{exc}{CA_FIX}"}},
                 )
                 new = None
             if new is None:

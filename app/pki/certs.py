@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -240,13 +241,18 @@ def make_bundle(
     return Bundle(ca, make_serving(ca, dns_names, ip_addresses, now=now))
 
 
-def san_dns_names(cert: x509.Certificate) -> tuple[str, ...]:
-    """The DNS names of a certificate's SANs, in its order (none without the extension)."""
+def _san_values(cert: x509.Certificate, kind: type[x509.DNSName | x509.IPAddress]) -> list[Any]:
+    """The SAN values of one kind, in the certificate's order (none without the extension)."""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
-        return ()
-    return tuple(san.get_values_for_type(x509.DNSName))
+        return []
+    return list(san.get_values_for_type(kind))
+
+
+def san_dns_names(cert: x509.Certificate) -> tuple[str, ...]:
+    """The DNS names of a certificate's SANs, in its order."""
+    return tuple(_san_values(cert, x509.DNSName))
 
 
 def describe(cert_pem: bytes) -> CertInfo:
@@ -261,11 +267,7 @@ def describe(cert_pem: bytes) -> CertInfo:
         return str(attrs[0].value) if attrs else ""
 
     dns = san_dns_names(cert)
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        ips = tuple(str(i) for i in san.get_values_for_type(x509.IPAddress))
-    except x509.ExtensionNotFound:
-        ips = ()
+    ips = tuple(str(i) for i in _san_values(cert, x509.IPAddress))
     try:
         is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:

@@ -255,8 +255,8 @@ def _reload(
             )
         return str(exc)
     log.info("presenting a renewed TLS certificate", extra={"fields": hot.fields()})
-    now = hot.loaded.dns_names if hot.loaded else ()
-    lost = sorted(set(before.dns_names) - set(now)) if before else []
+    after = hot.loaded
+    lost = sorted(set(before.dns_names) - set(after.dns_names)) if before and after else []
     if lost:
         log.warning(
             "the renewed TLS certificate lacks DNS names the previous one had: clients "
