@@ -76,6 +76,13 @@ class LogLines:
             line = self.next(waiting_for=repr(msg))
         return line
 
+    def rest(self) -> list[dict[str, Any]]:
+        """The lines not read yet; after :meth:`finish`, all the process logged after them."""
+        lines = []
+        while not self.queue.empty():
+            lines.append(self.next())
+        return lines
+
     def finish(self) -> None:
         """Kill the process if it still runs, let the reader reach EOF, close the pipes."""
         if self.proc.poll() is None:

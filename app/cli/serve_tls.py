@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import contextvars
 import datetime as dt
 import logging
 import socket
@@ -156,12 +157,45 @@ def probe_app(app: Any) -> Any:
     return probe
 
 
+# uvicorn's lines for a server's start and stop: the webhook's say them for the process, and
+# the probe server's, the same words in the same logger, made every one appear twice.
+_LIFECYCLE = frozenset(
+    {
+        "Started server process [%d]",
+        "Shutting down",
+        "Waiting for connections to close. (CTRL+C to force quit)",
+        "Waiting for background tasks to complete. (CTRL+C to force quit)",
+        "Finished server process [%d]",
+    }
+)
+_IN_PROBE = contextvars.ContextVar("in_probe_server", default=False)
+
+
+class _ProbeLifecycle(logging.Filter):
+    """Drops the probe server's lifecycle lines (logged in its task, where ``_IN_PROBE``
+    is set); its errors and everything else it logs pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (_IN_PROBE.get() and record.msg in _LIFECYCLE)
+
+
+_PROBE_LIFECYCLE = _ProbeLifecycle()
+
+
 class _QuietServer(uvicorn.Server):
-    """The probe server: the main server owns the signals and stops this one."""
+    """The probe server: the main server owns the signals and stops this one, and logs the
+    process's start and stop alone."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        uvicorn_log = logging.getLogger("uvicorn.error")
+        if _PROBE_LIFECYCLE not in uvicorn_log.filters:
+            uvicorn_log.addFilter(_PROBE_LIFECYCLE)
+        _IN_PROBE.set(True)  # in this server's own task: the webhook's context keeps False
+        await super().serve(sockets)
 
 
 class _ServerWithTasks(Server):

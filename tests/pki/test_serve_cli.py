@@ -179,6 +179,16 @@ NOT_LOADED = "TLS certificate files not loaded; still presenting the previous on
 LONG_AGO = dt.datetime.now(dt.UTC) - dt.timedelta(days=400)
 
 
+def test_the_process_start_and_stop_are_logged_once_beside_the_probe_server(
+    tmp_path: Path,
+) -> None:
+    with serving_files(tmp_path) as (server, line, _):
+        wait_ready(line["probe"])
+    said = [str(later["msg"]).split(" [")[0] for later in server.lines.rest()]
+    lifecycle = ["Started server process", "Shutting down", "Finished server process"]
+    assert [msg for msg in said if msg in lifecycle] == lifecycle
+
+
 def test_broken_files_are_logged_once_and_the_pair_presented_stays(tmp_path: Path) -> None:
     with serving_files(tmp_path) as (server, line, ca):
         (tmp_path / "tls.key").unlink()
