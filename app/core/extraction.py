@@ -51,11 +51,15 @@ class Options:
 
 @dataclass(frozen=True, slots=True)
 class VipValue:
-    """A kube-vip env value that assemble must finish: a DNS name or a ConfigMap key."""
+    """A kube-vip env value that assemble must finish: a DNS name, a ConfigMap key, or a
+    Secret's (never read: it is only said to be unchecked)."""
 
     source: Source
     text: str = ""  # literal value (IPs already became facts; what is left are names)
     configmap: tuple[str, str, str] | None = None  # (namespace, name, key)
+    # From ``envFrom``: a ConfigMap without the key sets nothing, and is no gap.
+    optional: bool = False
+    secret: str = ""  # "namespace/name key" or "namespace/name" (envFrom)
 
 
 Point = FactKind | int | Source  # an item of Extract.points
@@ -322,24 +326,82 @@ def _pod_spec(obj: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
 
 
 def _kube_vip(b: FactBuilder, options: Options) -> None:
-    """VIPs from the env of kube-vip containers (static pod, DaemonSet or Deployment)."""
+    """VIPs of kube-vip containers (static pod, DaemonSet or Deployment): from ``env``, from
+    ``envFrom`` (kube-vip's own Helm chart renders it) and from the ``--address`` and
+    ``--vip`` flags. Env wins over flags in kube-vip, but a flag's value is still taken:
+    a denial that names it is better than a VIP bound unseen."""
     obj, kind = b.obj, b.kind
+    ns = as_str(as_mapping(obj.get("metadata")).get("namespace"))
     for container in map(as_mapping, as_list(_pod_spec(obj, kind).get("containers"))):
         if "kube-vip" not in as_str(container.get("image")):
             continue
+        cname = as_str(container.get("name"))
+        named: set[str] = set()  # set by env, which wins over envFrom
         for env in map(as_mapping, as_list(container.get("env"))):
             name = as_str(env.get("name"))
             if name not in KUBE_VIP_ENV:
                 continue
-            fld = f"container {as_str(container.get('name'))} env {name}"
-            source = _source(obj, kind, fld)
-            ref = as_mapping(as_mapping(env.get("valueFrom")).get("configMapKeyRef"))
+            named.add(name)
+            source = _source(obj, kind, f"container {cname} env {name}")
+            value_from = as_mapping(env.get("valueFrom"))
+            ref = as_mapping(value_from.get("configMapKeyRef"))
+            secret = as_mapping(value_from.get("secretKeyRef"))
             if ref:
-                ns = as_str(as_mapping(obj.get("metadata")).get("namespace"))
                 cm = (ns, as_str(ref.get("name")), as_str(ref.get("key")))
                 b.vip_values.append(VipValue(source, configmap=cm))
+            elif secret:
+                text = f"{ns}/{as_str(secret.get('name'))} key {as_str(secret.get('key'))}"
+                b.vip_values.append(VipValue(source, secret=text))
             else:
                 b.vip_values.extend(vip_text(b, as_str(env.get("value")), source))
+        _kube_vip_env_from(b, container, ns, named)
+        _kube_vip_flags(b, container)
+
+
+def _kube_vip_env_from(
+    b: FactBuilder, container: Mapping[str, Any], ns: str, named: set[str]
+) -> None:
+    """``envFrom``: each ConfigMap's keys become variables, after an optional prefix."""
+    cname = as_str(container.get("name"))
+    wanted = [name for name in KUBE_VIP_ENV if name not in named]
+    for item in map(as_mapping, as_list(container.get("envFrom"))):
+        prefix = as_str(item.get("prefix"))
+        ref, secret = as_mapping(item.get("configMapRef")), as_mapping(item.get("secretRef"))
+        if ref:
+            cm_name = as_str(ref.get("name"))
+            for name in wanted:
+                if name.startswith(prefix):
+                    key = name[len(prefix) :]
+                    fld = f"container {cname} envFrom ConfigMap {cm_name} key {key}"
+                    value = VipValue(
+                        _source(b.obj, b.kind, fld), configmap=(ns, cm_name, key), optional=True
+                    )
+                    b.vip_values.append(value)
+        elif secret and wanted:
+            fld = f"container {cname} envFrom"
+            text = f"{ns}/{as_str(secret.get('name'))}"
+            b.vip_values.append(VipValue(_source(b.obj, b.kind, fld), secret=text))
+
+
+KUBE_VIP_FLAGS = ("--address", "--vip")
+
+
+def _kube_vip_flags(b: FactBuilder, container: Mapping[str, Any]) -> None:
+    """``--address``/``--vip`` in the container's command or args (pflag: ``--f=v``, ``--f v``)."""
+    words = [
+        as_str(w) for w in (*as_list(container.get("command")), *as_list(container.get("args")))
+    ]
+    cname = as_str(container.get("name"))
+    for i, word in enumerate(words):
+        flag, equals, value = word.partition("=")
+        if flag not in KUBE_VIP_FLAGS:
+            continue
+        if not equals:
+            if i + 1 >= len(words):
+                continue
+            value = words[i + 1]
+        source = _source(b.obj, b.kind, f"container {cname} flag {flag}")
+        b.vip_values.extend(vip_text(b, value, source))
 
 
 def vip_text(b: FactBuilder, value: str, source: Source) -> list[VipValue]:

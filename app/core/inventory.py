@@ -173,11 +173,20 @@ def _resolve_vips(
     facts: list[Fact] = []
     notes: list[str] = []
     for value in values:
+        if value.secret:
+            notes.append(
+                f"{value.source}: Secret {value.secret} is not read by eip-guard; a kube-vip "
+                "VIP set there is not checked"
+            )
+            continue
         if value.configmap is not None:
             ns, name, key = value.configmap
-            text = configmaps.get((ns, name), {}).get(key)
+            data = configmaps.get((ns, name))
+            text = None if data is None else data.get(key)
             if text is None:
-                notes.append(f"{value.source}: ConfigMap {ns}/{name} key {key!r} not found")
+                if data is None or not value.optional:
+                    found = "not found" if data is None else f"key {key!r} not found"
+                    notes.append(f"{value.source}: ConfigMap {ns}/{name} {found}")
                 continue
             b = FactBuilder({}, value.source.kind)
             names = vip_text(b, text, value.source)

@@ -166,7 +166,61 @@ def test_kube_vip_missing_configmap_is_a_gap_not_a_crash() -> None:
     )
     inv = inv_of(pod)
     assert inv.count(FactKind.KUBE_VIP_VIP) == 0
-    assert "ConfigMap kube-system/nope key 'k' not found" in vip_gaps(inv)[0]
+    assert vip_gaps(inv)[0].endswith("ConfigMap kube-system/nope not found")
+    # The ConfigMap present without the key: the key is named.
+    inv = inv_of(pod, configmap("nope", {"other": "192.0.2.1"}))
+    assert vip_gaps(inv)[0].endswith("ConfigMap kube-system/nope key 'k' not found")
+
+
+def test_kube_vip_env_from_configmaps_secrets_and_flags() -> None:
+    """kube-vip's own Helm chart renders ``envFrom``, and ``kube-vip manifest`` can write
+    ``--address``/``--vip`` flags: VIPs set there are bound as surely as env ones."""
+    pod = kube_vip_pod("kv", [{"name": "address", "value": "192.0.2.1"}])
+    container = pod["spec"]["containers"][0]
+    container["envFrom"] = [
+        {"configMapRef": {"name": "env-all"}},  # its address loses to env; vip_address counts
+        {"configMapRef": {"name": "env-prefixed"}, "prefix": "vip_"},  # address -> vip_address
+        {"configMapRef": {"name": "env-other"}},  # holds neither: no gap
+        {"configMapRef": {"name": "env-missing"}},
+        {"secretRef": {"name": "vip-secret"}},
+    ]
+    container["command"] = ["/kube-vip", "--vip", "192.0.2.5"]
+    container["args"] = ["manager", "--address=192.0.2.6", "--interface=eth0", "--vip"]
+    inv = inv_of(
+        pod,
+        configmap("env-all", {"address": "192.0.2.2", "vip_address": "192.0.2.3"}),
+        configmap("env-prefixed", {"address": "192.0.2.4", "vip_address": "192.0.2.99"}),
+        configmap("env-other", {"vip_interface": "eth0"}),
+    )
+    where = "Pod kube-system/kv (container kube-vip"
+    expected = {
+        "192.0.2.1": f"{where} env address)",
+        "192.0.2.3": f"{where} envFrom ConfigMap env-all key vip_address)",
+        "192.0.2.4": f"{where} envFrom ConfigMap env-prefixed key address)",
+        "192.0.2.5": f"{where} flag --vip)",
+        "192.0.2.6": f"{where} flag --address)",
+    }
+    for ip, source in expected.items():
+        assert fields(inv, FactKind.KUBE_VIP_VIP, ip) == {source}
+    assert inv.count(FactKind.KUBE_VIP_VIP) == len(expected)
+    assert vip_gaps(inv) == [
+        f"{where} envFrom ConfigMap env-missing key vip_address): "
+        "ConfigMap kube-system/env-missing not found",
+        f"{where} envFrom): Secret kube-system/vip-secret is not read by eip-guard; "
+        "a kube-vip VIP set there is not checked",
+    ]
+    # A Secret behind a variable env already sets says nothing: env wins over envFrom.
+    container["env"].append({"name": "vip_address", "value": "192.0.2.7"})
+    container["envFrom"] = [{"secretRef": {"name": "vip-secret"}}]
+    assert vip_gaps(inv_of(pod)) == []
+    container["env"][0] = {
+        "name": "address",
+        "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}},
+    }
+    assert vip_gaps(inv_of(pod)) == [
+        f"{where} env address): Secret kube-system/s key k is not read by eip-guard; "
+        "a kube-vip VIP set there is not checked"
+    ]
 
 
 def test_configmap_keys_that_are_no_strings_are_left_out() -> None:
