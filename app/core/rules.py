@@ -331,13 +331,21 @@ def _can_reach_rules(r: Review) -> Iterator[Violation]:
     advice = ""  # made once, when a message needs it: the denials and the warning share it
     pools = _pools_containing(key, eip, inventory)
     facts = inventory.matching_any(_CLAIM_KINDS, key)
-    if pools or facts:
+    anycast = _anycast_of(key, subnets) if subnets and key >= V6_OFFSET else ()
+    if pools or facts or anycast:
         found: dict[str, list[str]] = {}
         if pools:
             found["can-reach-in-eip"] = [
                 f"{ip} lies in Eip {p.name} ({p.address_text}){UNDER_REVIEW if p is eip else ''}"
                 "; once OpenELB assigns it to a Service, kube-proxy binds it on kube-ipvs0"
                 for p in pools
+            ]
+        if anycast:
+            found["can-reach-node-ip"] = [
+                f"{ip} is the subnet-router anycast address of node subnet {s.span} of "
+                f"{s.source.object_ref} ({s.source.field}); every node that forwards IPv6, "
+                "as Kubernetes nodes do, binds it"
+                for s in anycast
             ]
         named: set[tuple[FactKind, str]] = set()
         for fact in facts:
@@ -373,6 +381,19 @@ def _can_reach_rules(r: Review) -> Iterator[Violation]:
             f"{advice or _advice(eip, subnets, inventory)}",
             f"{ip} lies in no known node subnet",
         )
+
+
+def _anycast_of(key: int, subnets: Sequence[Fact]) -> tuple[Fact, ...]:
+    """The IPv6 node subnets whose subnet-router anycast address (all host bits zero) is
+    ``key``: a router (IPv6 forwarding on) binds it for each on-link prefix shorter than
+    /127, and 'ip route get' answers 'anycast ... dev lo', the trap of bound IPs. One fact
+    per subnet (the nodes of a rack report one)."""
+    seen: dict[Span, Fact] = {}
+    for fact in subnets:
+        span = fact.span
+        if span.first == key and span.prefix is not None and span.prefix < 127:
+            seen.setdefault(span, fact)
+    return tuple(seen.values())
 
 
 def _spec_schema(r: Review) -> Iterator[Violation]:

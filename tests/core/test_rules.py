@@ -432,6 +432,30 @@ def test_a_suggestion_is_found_past_long_runs_of_taken_addresses() -> None:
     assert check(candidate("can_reach:10.20.8.10"), None, inv).allowed
 
 
+def test_the_subnet_router_anycast_address_of_an_ipv6_node_subnet_is_a_node_ip() -> None:
+    # A node forwarding IPv6 binds the first address of each on-link prefix: 'ip route get'
+    # answers 'anycast ... dev lo' (checked in a network namespace). Nodes of a rack report
+    # one subnet: it is named once. IPv4 network addresses route to the NIC: allowed.
+    six = {"projectcalico.org/IPv6Address": "fd00:1::10/64"}
+    same = {"projectcalico.org/IPv6Address": "fd00:1::11/64"}
+    p2p = {"projectcalico.org/IPv6Address": "fd00:2::1/127"}
+    inv = cluster(
+        node("v6a", annotations=six), node("v6b", annotations=same), node("p2p", annotations=p2p)
+    )
+
+    def judged(ip: str, address: str = "fd00:1::100-fd00:1::1ff") -> Verdict:
+        return judge(l2(f"can_reach:{ip}", address), inv)
+
+    v = judged("fd00:1::")
+    assert denied(v) == {"can-reach-node-ip"}
+    assert v.message.count("subnet-router anycast address of node subnet fd00:1::/64") == 1
+    assert "of Node v6a (annotation projectcalico.org/IPv6Address)" in v.message
+    assert "can_reach:fd00:1::1." in v.message
+    assert judged("fd00:1::1").allowed
+    assert judged("fd00:2::", "fd00:2::100-fd00:2::1ff").allowed  # /127: no anycast
+    assert judge(l2("can_reach:172.16.236.0"), inv).allowed
+
+
 def test_an_object_read_twice_is_named_once_and_a_one_ip_pool_is_a_pool() -> None:
     inv = build([calico_node("n5", "10.20.0.5", 16), service("k", cluster_ip="10.96.0.1"),
                  configmap("kubevip", {"range-global": "10.20.0.9"})])  # fmt: skip
