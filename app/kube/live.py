@@ -67,12 +67,22 @@ def _matters(held: Held | None) -> bool:
 
 
 def not_ready_reason(waiting: Iterable[str], problems: Mapping[str, str]) -> str:
-    """Why /readyz fails, in words: which sources have not listed yet, and what blocks them."""
+    """Why /readyz fails, in words: which sources have not listed yet, and what blocks them,
+    each cause said once (an API server out of reach holds up every source: one line, not
+    eight, in /readyz and in the answer kubectl prints)."""
     waiting = sorted(waiting)
     if not waiting:
         return "assembling the inventory from the first lists"
-    parts = [f"waiting for the first list of {', '.join(waiting)}"]
-    parts += [problems[name] for name in waiting if problems.get(name)]
+    held: dict[str, list[str]] = {}  # a cause, without the source's name -> what it holds up
+    for name in waiting:
+        if problems.get(name):
+            held.setdefault(problems[name].removeprefix(f"{name}: "), []).append(name)
+    head = f"waiting for the first list of {', '.join(waiting)}"
+    if len(held) == 1 and len(next(iter(held.values()))) == len(waiting):
+        return f"{head}: {next(iter(held))}"
+    parts = [head]
+    for cause, names in held.items():
+        parts.append(cause if problems[names[0]] == cause else f"{', '.join(names)}: {cause}")
     return "; ".join(parts)
 
 

@@ -1,10 +1,12 @@
 """The HTTP app: ``POST /validate-eip``, ``/healthz``, ``/readyz``, ``/metrics``.
 
 Built by :func:`create_app` from what it needs (an inventory source, a policy), so tests and
-the live mode hand it whatever source they have. Outcomes, as controller-runtime answers:
+the live mode hand it whatever source they have. Outcomes:
 
-- HTTP 200 with an AdmissionReview of the request's apiVersion whenever the body is a
-  review (allowed, denied, not ready, or errored: an exception of ours still echoes the uid);
+- HTTP 200 with an AdmissionReview of the request's apiVersion for a verdict (allowed or
+  denied);
+- HTTP 503 (not ready) or 500 (an exception of ours) with a ``v1`` ``Status`` for a review
+  that could not be judged: a failed call, to which the API server applies failurePolicy;
 - HTTP 400 with ``{"code", "reason"}`` when the body is not JSON, not an AdmissionReview,
   or not ``application/json``; HTTP 413 when it exceeds ``max_body_bytes`` (checked while
   reading, so a huge body is never buffered).
@@ -43,6 +45,7 @@ COUNTED_BODY_BYTES = 1024 * 1024
 BODY_SECONDS = 30.0  # the longest webhook timeout an API server allows
 VALIDATE_PATH = "/validate-eip"
 JSON = "application/json"
+NO_VERDICT = frozenset({"unavailable", "errored"})  # outcomes answered as failed calls
 COMPACT = (",", ":")  # as the API server writes JSON, and as the README shows our answers
 
 log = logging.getLogger(DECISIONS)
@@ -233,13 +236,20 @@ def create_app(
         try:
             decision = decide(review.request, source, policy)
         except Exception as exc:
-            # A bug of ours must not become a 500: answer with an error that keeps the uid,
-            # so the API server applies failurePolicy and the log says what happened.
+            # A bug of ours: logged with its traceback, and answered below in words.
             log.exception("failed to judge %s", review.request.uid)
             message = f"eip-guard failed to check this request: {type(exc).__name__}: {exc}"
             response = responses.errored(review.request.uid, responses.CODE_ERROR, message)
             decision = Decision(response, "errored", review.request.name)
         record(review, decision, started)
+        if decision.outcome in NO_VERDICT:
+            # Not ready, or failed: a failed call, not a denial. The API server applies
+            # failurePolicy only to failed calls (a response with allowed false is a
+            # rejection whatever its code), so Ignore admits and Fail refuses with our text.
+            status = decision.response["status"]
+            return Response(
+                responses.failure_json(status), status_code=status["code"], media_type=JSON
+            )
         return Response(review_json(review.apiVersion, decision.response), media_type=JSON)
 
     async def healthz(_: Request) -> Response:

@@ -1,12 +1,14 @@
 """Every admission outcome, built by small constructors (as controller-runtime does).
 
 ``allowed`` (maybe with warnings), ``denied`` (a Verdict's violations as a Kubernetes
-``Invalid`` status with one cause per violation), ``unavailable`` (not ready: a retryable
-denial) and ``errored`` (we failed; the uid is still echoed).
+``Invalid`` status with one cause per violation), ``unavailable`` (not ready) and
+``errored`` (we failed). The last two are no verdict: the HTTP layer sends their status
+as a failed call (:func:`failure_json`), so the API server applies ``failurePolicy``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 from app.core.eips import GROUP
@@ -66,7 +68,7 @@ def denied(uid: str, name: str, verdict: Verdict) -> AdmissionResponse:
 
 
 def unavailable(uid: str, reason: str) -> AdmissionResponse:
-    """Not ready to judge: deny (never allow unchecked), saying it is worth a retry."""
+    """Not ready to judge, saying it is worth a retry."""
     message = (
         f"eip-guard is not ready to check Eips yet ({reason or 'starting'}); "
         "nothing was wrong with the request: retry in a few seconds"
@@ -80,10 +82,31 @@ def unavailable(uid: str, reason: str) -> AdmissionResponse:
     return {"uid": uid, "allowed": False, "status": status}
 
 
+_REASONS = {CODE_BAD_REQUEST: "BadRequest", CODE_ERROR: "InternalError"}
+
+
 def errored(uid: str, code: int, message: str) -> AdmissionResponse:
     """We could not judge the request (bad request content, or a bug of ours)."""
-    return {
-        "uid": uid,
-        "allowed": False,
-        "status": {"status": "Failure", "code": code, "message": message},
+    status: Status = {
+        "status": "Failure",
+        "code": code,
+        "reason": _REASONS.get(code, "InternalError"),
+        "message": message,
     }
+    return {"uid": uid, "allowed": False, "status": status}
+
+
+def failure_json(status: Status) -> bytes:
+    """``status`` as the body of an HTTP error: a ``v1`` ``Status``, which the API server's
+    client decodes into the error it reports (any other body it replaces with a generic
+    "the server is currently unable to handle the request")."""
+    body = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": status["message"],
+        "reason": status.get("reason", "InternalError"),
+        "code": status["code"],
+    }
+    return json.dumps(body, separators=(",", ":")).encode()

@@ -117,7 +117,7 @@ def test_missing_eip_crd_keeps_readiness_false_with_a_reason() -> None:
             reason = eventually(
                 lambda: (
                     cluster.live.source.readiness().reason.startswith(
-                        "waiting for the first list of eips;"
+                        "waiting for the first list of eips: "
                     )
                     and cluster.live.source.readiness().reason
                 ),

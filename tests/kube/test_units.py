@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import urllib3
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
@@ -36,6 +37,7 @@ from app.kube.resources import (
     list_all,
     rbac_rules,
     streams,
+    unreachable,
 )
 from app.kube.settings import WatchSettings, namespaces
 from tests.conftest import ROOT
@@ -61,6 +63,35 @@ def test_not_ready_reason_names_waiting_sources_and_their_problems() -> None:
     reason = not_ready_reason(["nodes", "eips"], {"eips": "the Eip CRD is not installed"})
     assert reason == "waiting for the first list of eips, nodes; the Eip CRD is not installed"
     assert not_ready_reason([], {}) == "assembling the inventory from the first lists"
+    # One cause holding up every source is said once; others are named with their sources.
+    down = "cannot reach the API server at 10.0.0.1:6443 (NewConnectionError: refused)"
+    every = {name: f"{name}: {down}; retrying" for name in ("eips", "nodes", "services")}
+    assert not_ready_reason(every, every) == (
+        f"waiting for the first list of eips, nodes, services: {down}; retrying"
+    )
+    mixed = {**every, "eips": "the Eip CRD is not installed"}
+    assert not_ready_reason(mixed, mixed) == (
+        "waiting for the first list of eips, nodes, services; the Eip CRD is not installed; "
+        f"nodes, services: {down}; retrying"
+    )
+
+
+def test_an_api_server_out_of_reach_is_said_in_one_short_line() -> None:
+    # urllib3's MaxRetryError repeats the URL and nests the cause in two reprs (2,400
+    # characters for eight sources reached kubectl); the host, port and cause remain.
+    pool = urllib3.HTTPSConnectionPool("10.0.0.1", 6443)
+    cause = urllib3.exceptions.NewConnectionError(
+        urllib3.connection.HTTPSConnection("10.0.0.1", 6443),
+        "Failed to establish a new connection: [Errno 111] Connection refused",
+    )
+    exc = urllib3.exceptions.MaxRetryError(pool, "/api/v1/nodes?limit=500", cause)
+    assert unreachable(exc) == (
+        "cannot reach the API server at 10.0.0.1:6443 (NewConnectionError: Failed to establish "
+        "a new connection: [Errno 111] Connection refused)"
+    )
+    assert unreachable(ConnectionResetError("reset")) == (
+        "cannot reach the API server (ConnectionResetError: reset)"
+    )
 
 
 def test_streams_cover_kube_vip_namespaces_and_the_pool_configmap_namespace() -> None:

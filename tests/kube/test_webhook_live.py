@@ -21,7 +21,7 @@ from tests.core.objects import eip, node, service
 from tests.kmock_harness import EIPS, FakeApi, Writer, kubeconfig, running
 from tests.kube.harness import Cluster
 from tests.support import eventually, log_lines
-from tests.webhook.conftest import Certs, client, review, serving
+from tests.webhook.conftest import Certs, client, failed_call, review, serving
 from tests.webhook.test_cli_webhook import ROOT
 
 CANDIDATE = eip("candidate", "192.168.50.10-192.168.50.20", interface="can_reach:10.0.0.9")
@@ -62,7 +62,7 @@ def test_the_next_admission_request_sees_watch_events(
         eventually(lambda: answer(http)["allowed"], "DELETED Node allows again")
 
 
-def test_missing_crd_fails_readyz_and_denies_with_a_retryable_message(certs: Certs) -> None:
+def test_missing_crd_fails_readyz_and_answers_a_retryable_503(certs: Certs) -> None:
     with running(missing=(EIPS,)) as api:
         cluster = Cluster(api)
         try:
@@ -74,9 +74,8 @@ def test_missing_crd_fails_readyz_and_denies_with_a_retryable_message(certs: Cer
                 )
                 assert ready.status_code == 503
                 assert "eips.network.kubesphere.io" in ready.json()["reason"]
-                result = answer(http)
-                assert result["allowed"] is False
-                message = result["status"]["message"]
+                response = http.post("/validate-eip?timeout=10s", json=review(CANDIDATE))
+                message = failed_call(response, 503, "ServiceUnavailable")
                 assert "not ready" in message and "retry" in message
                 assert "eips.network.kubesphere.io" in message
 

@@ -210,3 +210,21 @@ def start(certs: Certs) -> Iterator[Callable[[FastAPI], Webhook]]:
             return Webhook(port, http)
 
         yield _start
+
+
+def failed_call(response: httpx.Response, code: int, reason: str) -> str:
+    """The message of an HTTP error carrying a v1 Status: what the API server decodes from a
+    failed call and reports (or, with failurePolicy Ignore, admits past)."""
+    assert response.status_code == code
+    assert response.headers["content-type"] == "application/json"
+    status = response.json()
+    assert {k: status[k] for k in ("kind", "apiVersion", "status", "code", "reason")} == {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "code": code,
+        "reason": reason,
+    }
+    message = status["message"]
+    assert isinstance(message, str)
+    return message

@@ -45,6 +45,27 @@ def api_server_status(webhook: str, result: dict[str, Any] | None) -> dict[str, 
     return status
 
 
+def api_server_failed_call(webhook: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The Status the API server returns under ``failurePolicy: Fail`` when the webhook
+    answers an HTTP error whose body is a ``v1`` Status.
+
+    client-go ``rest.Result.Error`` decodes the body into a StatusError (its message);
+    ``validating/dispatcher.go`` ``callHook`` wraps it in ``ErrCallingWebhook`` with the reason
+    ``failed to call webhook: <err>``, whose ``Error()`` is ``failed calling webhook "<name>":
+    <reason>``; failing closed, the dispatcher returns ``apierrors.NewInternalError(err)``.
+    (Under ``Ignore`` the request is admitted and the API server logs the error.)
+    """
+    assert body["kind"] == "Status" and body["status"] == "Failure"
+    err = f"failed calling webhook {go_quote(webhook)}: failed to call webhook: {body['message']}"
+    return {
+        "status": "Failure",
+        "code": 500,
+        "reason": "InternalError",
+        "message": f"Internal error occurred: {err}",
+        "details": {"causes": [{"message": err}]},
+    }
+
+
 def kubectl_stderr(status: dict[str, Any], verb: str, source: str, warnings: list[str]) -> str:
     """What `kubectl create|apply -f <source>` prints on stderr for that Status."""
     lines = "".join(f"Warning: {w}\n" for w in warnings)

@@ -30,6 +30,7 @@ from .conftest import (
     client,
     example_eip,
     example_inventory,
+    failed_call,
     review,
     serving,
 )
@@ -233,15 +234,13 @@ class BrokenSource:
         raise RuntimeError("cache exploded")
 
 
-def test_an_exception_of_ours_is_an_errored_review_with_the_uid(start: Start) -> None:
+def test_an_exception_of_ours_is_a_failed_call_so_failure_policy_applies(start: Start) -> None:
+    # A response with allowed false is a rejection whatever its code: the API server applies
+    # failurePolicy only to a call that failed, so a bug of ours answers an HTTP 500.
     hook = start(create_app(BrokenSource(), Policy()))
     response = hook.http.post("/validate-eip", json=review(example_eip("good"), uid="boom"))
-    assert response.status_code == 200
-    answer = response.json()["response"]
-    assert answer["uid"] == "boom"
-    assert answer["allowed"] is False
-    assert answer["status"]["code"] == 500
-    assert "RuntimeError: cache exploded" in answer["status"]["message"]
+    message = failed_call(response, 500, "InternalError")
+    assert message == "eip-guard failed to check this request: RuntimeError: cache exploded"
     assert "Traceback" not in response.text
     ready = hook.http.get("/readyz")
     assert ready.status_code == 503
@@ -251,20 +250,19 @@ def test_an_exception_of_ours_is_an_errored_review_with_the_uid(start: Start) ->
     }
 
 
-def test_not_ready_denies_with_a_retryable_503_and_readyz_says_why(start: Start) -> None:
+def test_not_ready_is_a_retryable_503_failed_call_and_readyz_says_why(start: Start) -> None:
     hook = start(create_app(NotReadySource(Inventory()), Policy()))
     ready = hook.http.get("/readyz")
     assert ready.status_code == 503
     assert ready.content == b'{"ready":false,"reason":"waiting for the first list of Services"}'
 
-    # Even a good Eip is denied: an empty inventory would allow everything.
-    response = hook.validate(review(example_eip("good"), uid="nr"))["response"]
-    assert response["uid"] == "nr"
-    assert response["allowed"] is False
-    assert response["status"]["code"] == 503
-    assert response["status"]["reason"] == "ServiceUnavailable"
-    assert "waiting for the first list of Services" in response["status"]["message"]
-    assert "retry" in response["status"]["message"]
+    # Even a good Eip gets no verdict (an empty inventory would allow everything): a failed
+    # call, which failurePolicy Fail refuses and Ignore admits, as when no pod is reachable.
+    response = hook.http.post("/validate-eip", json=review(example_eip("good"), uid="nr"))
+    message = failed_call(response, 503, "ServiceUnavailable")
+    assert "waiting for the first list of Services" in message
+    assert "retry" in message
+    assert "Retry-After" not in response.headers  # the API server would wait, not report
 
     # DELETE needs no cluster facts and is still answered.
     old = example_eip("good")

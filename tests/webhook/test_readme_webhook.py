@@ -17,7 +17,7 @@ from app.webhook.metrics import VERDICTS, Metrics
 from app.webhook.server import KEEP_ALIVE_SECONDS
 
 from .conftest import EXAMPLES, NotReadySource, Webhook, example_inventory
-from .kubectl import api_server_status, kubectl_created, kubectl_stderr
+from .kubectl import api_server_failed_call, api_server_status, kubectl_created, kubectl_stderr
 
 README = (EXAMPLES.parent / "README.md").read_text()
 WEBHOOK = "validate.eip-guard.io"
@@ -65,9 +65,14 @@ def test_the_warnings_are_shown_as_kubectl_prints_them(start: Start) -> None:
     assert shown(printed) in kubectl_blocks()
 
 
-def test_the_not_ready_denial_is_shown_as_kubectl_prints_it(start: Start) -> None:
-    answer = post_bad(start(create_app(NotReadySource(Inventory()), Policy())))
-    status = api_server_status(WEBHOOK, answer["status"])  # type: ignore[arg-type]
+def test_the_not_ready_failure_is_shown_as_kubectl_prints_it(start: Start) -> None:
+    hook = start(create_app(NotReadySource(Inventory()), Policy()))
+    body = (EXAMPLES / "review-bad.json").read_bytes()
+    response = hook.http.post(
+        "/validate-eip", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 503
+    status = api_server_failed_call(WEBHOOK, response.json())
     assert shown(kubectl_stderr(status, "creating", "eip.yaml", [])) in kubectl_blocks()
 
 

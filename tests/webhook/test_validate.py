@@ -205,12 +205,17 @@ def test_a_warning_names_what_an_object_lacks(
     assert warning.endswith(named)
 
 
-def test_a_create_without_an_object_is_an_error_that_keeps_the_uid(webhook: Webhook) -> None:
-    response = webhook.validate(review(None, uid="no-object"))["response"]
-    assert response["uid"] == "no-object"
-    assert response["allowed"] is False
-    assert response["status"]["code"] == 400
-    assert "request.object is missing" in response["status"]["message"]
+def test_a_create_without_an_object_is_a_failed_call_with_a_status(webhook: Webhook) -> None:
+    response = webhook.http.post("/validate-eip", json=review(None, uid="no-object"))
+    assert response.status_code == 400
+    status = response.json()
+    assert (status["kind"], status["apiVersion"], status["reason"]) == (
+        "Status",
+        "v1",
+        "BadRequest",
+    )
+    assert status["code"] == 400 and status["status"] == "Failure"
+    assert "request.object is missing" in status["message"]
 
 
 def test_status_subresource_writes_are_not_judged(webhook: Webhook) -> None:
