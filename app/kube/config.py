@@ -8,12 +8,37 @@ from __future__ import annotations
 
 import os
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
 from app.kube.settings import IN_CLUSTER_ENV, KubeError, in_cluster
 
-__all__ = ["IN_CLUSTER_ENV", "KubeError", "api_client", "in_cluster"]
+__all__ = ["IN_CLUSTER_ENV", "RETRIES", "KubeError", "api_client", "in_cluster"]
+
+
+class _CappedRetry(urllib3.Retry):
+    """urllib3's retries as the callers want them: none of their own, but one wait for a
+    429/503 that says how long (API Priority and Fairness sends Retry-After: 1), capped.
+
+    urllib3's default (3 retries) sat silently under the reflector's and the agent's backoff:
+    a list the API server accepted and never answered took 4 read timeouts (22 minutes with
+    a watch's) before anything was logged or /readyz could say so, and each refused
+    connection logged three warnings. A Retry-After was obeyed three times, uncapped.
+    """
+
+    cap = 10.0  # seconds: the longest Retry-After waited for
+
+    def get_retry_after(self, response: urllib3.BaseHTTPResponse) -> float | None:
+        after = super().get_retry_after(response)
+        return None if after is None else min(after, self.cap)
+
+
+# read=False re-raises a read error (a timeout, a connection cut) as it is: the caller backs
+# off and says so. One status retry honours a Retry-After on GETs (never on writes).
+RETRIES = _CappedRetry(
+    total=1, connect=0, read=False, redirect=0, status=1, other=0, raise_on_status=False
+)
 
 
 def api_client(
@@ -55,4 +80,5 @@ def api_client(
                 "Pass --kubeconfig/--context, run inside a pod, or use --cluster SNAPSHOT."
             ) from exc
     cfg.connection_pool_maxsize = max(cfg.connection_pool_maxsize or 0, pool_size)
+    cfg.retries = RETRIES
     return client.ApiClient(cfg)

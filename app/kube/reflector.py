@@ -34,7 +34,14 @@ from kubernetes.client.exceptions import ApiException
 from app.core.eips import own, shared
 from app.core.inventory import Extract, Options, extract
 from app.kube.metrics import KubeMetrics
-from app.kube.resources import GONE, Lister, Stream, describe_failure, list_all
+from app.kube.resources import (
+    GONE,
+    Lister,
+    Stream,
+    UnreadableAnswer,
+    describe_failure,
+    list_all,
+)
 from app.kube.settings import WatchSettings
 
 log = logging.getLogger("eip_guard.kube")
@@ -212,9 +219,7 @@ class Reflector(Generic[T]):
 
     def _list(self) -> str | None:
         try:
-            pairs, rv = list_all(
-                self.stream, self._lister, self.settings.request_timeout, self._keyed
-            )
+            pairs, rv = list_all(self.stream, self._lister, self.settings.list_timeout, self._keyed)
         except ApiException as exc:
             if exc.status == 404 and self.stream.resource.optional:
                 self.sink.replace(self.name, {})
@@ -250,6 +255,8 @@ class Reflector(Generic[T]):
         held_count = 0
         try:
             for event in stream:
+                if not isinstance(event, dict):  # the client's None for a line not JSON
+                    raise UnreadableAnswer("the watch sent a line that is no JSON event")
                 kind = event.get("type")
                 obj = event.get("raw_object")
                 if not isinstance(obj, dict):

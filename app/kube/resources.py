@@ -8,6 +8,7 @@ never stalls another.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -98,7 +99,13 @@ def rbac_rules() -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+log = logging.getLogger("eip_guard.kube")
 GONE = 410  # a resourceVersion or continue token too old: list again
+
+
+class UnreadableAnswer(Exception):
+    """The API server answered, with what is no list or no watch event."""
+
 
 T = TypeVar("T")
 PAGE = 500  # objects per list request: a big cluster's Services come in chunks, as kubectl does
@@ -121,22 +128,41 @@ def list_all(
     items: list[T] = []
     token: str | None = None
     rv = ""
+    paged = True
     while True:
-        kwargs: dict[str, Any] = {
-            "limit": PAGE,
-            "_preload_content": False,
-            "_request_timeout": timeout,
-        }
+        kwargs: dict[str, Any] = {"_preload_content": False, "_request_timeout": timeout}
+        if paged:
+            kwargs["limit"] = PAGE
         if token:
             kwargs["_continue"] = token
-        resp = lister(**kwargs)
+        try:
+            resp = lister(**kwargs)
+        except ApiException as exc:
+            if exc.status != GONE or not token:
+                raise
+            # The continue token expired: the list took longer than etcd keeps its revision
+            # (5 min), and a paged list started again could take as long. client-go's pager
+            # then lists whole, in one answer: so do we, once.
+            log.info("%s: a page's continue token expired (410); listing whole", stream.name)
+            items, token, paged = [], None, False
+            continue
         try:
             data = json.loads(resp.data)
         finally:
             resp.release_conn()
+        if (
+            not isinstance(data, dict)
+            or data.get("kind") == "Status"
+            or not isinstance(data.get("items", ()), list | None)
+            or "items" not in data
+        ):
+            # A Status (a proxy's error) or {} answered 200 is no empty list: taken as one,
+            # it emptied the store and the next watch started from resourceVersion "".
+            what = data.get("kind") if isinstance(data, dict) else type(data).__name__
+            raise UnreadableAnswer(f"the list answered with no list (kind {what!r})")
         meta = data.get("metadata") or {}
         rv = str(meta.get("resourceVersion") or "")
-        for obj in data.get("items") or []:
+        for obj in data["items"] or ():
             if isinstance(obj, dict):
                 obj.setdefault("apiVersion", stream.resource.api_version)
                 obj.setdefault("kind", stream.resource.kind)
@@ -166,6 +192,12 @@ def describe_failure(stream: Stream, exc: BaseException, *, retrying: bool = Tru
         )
     if isinstance(exc, ApiException):
         return f"{stream.name}: the API answers {status} {exc.reason}{again}"
+    if isinstance(exc, UnreadableAnswer | ValueError | KeyError):  # ValueError: JSON
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        return (
+            f"{stream.name}: the API server's answer could not be read "
+            f"({type(exc).__name__}: {text[:200]}){again}"
+        )
     return f"{stream.name}: {unreachable(exc)}{again}"
 
 

@@ -35,10 +35,17 @@ class WatchSettings:
     backoff_base: float = 0.5  # first retry waits up to this, doubling per failure ...
     backoff_cap: float = 30.0  # ... up to this
     absent_retry: float = 300.0  # how often to ask again for a resource the server lacks
+    # A page of a list: the API server ends any request but a watch within 60 s
+    # (--request-timeout), so a list unanswered longer than this never will be.
+    list_seconds: float = 60.0
 
     @property
     def request_timeout(self) -> tuple[float, float]:
         return (self.connect_timeout, self.timeout_seconds + self.read_grace)
+
+    @property
+    def list_timeout(self) -> tuple[float, float]:
+        return (self.connect_timeout, self.list_seconds + self.read_grace)
 
 
 @dataclass(frozen=True, slots=True)

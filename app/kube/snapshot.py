@@ -26,7 +26,7 @@ def list_cluster(
     A missing Eip CRD or ServiceCIDR API is a note (the rest can still be judged); any other
     failure raises ``KubeError`` with what to do.
     """
-    timeout = (settings or WatchSettings(timeout_seconds=60)).request_timeout
+    timeout = (settings or WatchSettings()).list_timeout
     objects: list[dict[str, Any]] = []
     notes: list[str] = []
     for stream in streams:

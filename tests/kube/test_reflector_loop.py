@@ -215,6 +215,25 @@ def test_a_broken_watch_resumes_from_the_last_event_not_a_list() -> None:
     assert [str(f.span) for f in held.extract.every_fact] == ["10.0.0.9"]
 
 
+def test_a_watch_line_that_is_no_json_event_is_said_so_and_the_watch_resumes() -> None:
+    # The client yields None for such a line; it ended the watch with "cannot reach the API
+    # server (AttributeError: 'NoneType' ...)", pointing the admin at the network.
+    event = {"type": "MODIFIED", "object": {**node("n1", "10.0.0.9"), "metadata": {
+        "name": "n1", "resourceVersion": "12"}}}  # fmt: skip
+    garbled = Resp(lines=[event])
+    garbled.lines.append(b"<html>502 Bad Gateway</html>\n")
+    script = Script(listing(node("n1", "10.0.0.1")), garbled)
+    stop = Waits(1)
+    sink, reflector = run(script, stop)
+    assert script.calls == ["list", "watch"]
+    assert reflector.rv == "12"  # resumed from the last event read, as client-go does
+    assert sink.problems == [
+        "",  # the list cleared any problem
+        "nodes: the API server's answer could not be read (UnreadableAnswer: the watch sent "
+        "a line that is no JSON event); retrying",
+    ]
+
+
 def test_an_absent_optional_resource_is_listed_empty_and_asked_again_later() -> None:
     script = Script(ApiException(status=404, reason="Not Found"))
     stop = Waits(1)
