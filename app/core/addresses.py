@@ -341,6 +341,29 @@ def parse_eip_address(text: str) -> Span:
     return _new(Span, (key, key, None))
 
 
+def as_openelb_reads(text: str) -> str | None:
+    """``text`` (one IP or an ``a-b`` range) with its IPv4-mapped IPv6 addresses written as
+    IPv4, as Go's ``net.ParseIP`` and OpenELB read them (``::ffff:10.0.0.1`` is 10.0.0.1);
+    None when there is none to rewrite (or the text is no such IP or range).
+
+    eip-guard refuses the mapped form in what it admits, but a stored Eip written so is
+    still the IPv4 pool (or can_reach IP) that OpenELB serves: it must count as one.
+    """
+    if "::" not in text.lower() and "ffff" not in text.lower():
+        return None  # every mapped address has one of the two: the common case in one test
+    parts = text.split("-", 1)
+    rewritten = []
+    for part in parts:
+        try:
+            ip = ipaddress.ip_address(part)
+        except ValueError:
+            return None
+        mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+        rewritten.append(str(mapped) if mapped is not None else part)
+    joined = "-".join(rewritten)
+    return joined if joined != text else None
+
+
 def parse_ip_or_cidr(text: str) -> Span:
     """A plain IP or a CIDR: what Kubernetes objects carry in pod CIDRs, ServiceCIDRs, etc."""
     if "/" in text:

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from app.core.addresses import AddressError, Span, parse_eip_address
+from app.core.addresses import AddressError, Span, as_openelb_reads, parse_eip_address
 from app.core.fields import as_mapping, as_str
 from app.core.interfaces import InterfaceSpec, parse_interface
 
@@ -148,8 +148,10 @@ class Eip(NamedTuple):
 
     name: str
     address_text: str
-    address: Span | None  # None when the address does not parse
-    address_error: str  # why it does not parse, else ""
+    address: Span | None  # the pool as OpenELB reads it; None when it reads none
+    # Why eip-guard refuses the text, else "". With an address: a form OpenELB reads and we
+    # refuse to admit (IPv4-mapped IPv6), so a stored Eip written so still counts as its pool.
+    address_error: str
     protocol: str  # "bgp" when empty, as OpenELB defaults
     interface_text: str
     interface: InterfaceSpec
@@ -200,6 +202,9 @@ class Eip(NamedTuple):
             error = ""
         except AddressError as exc:
             address, error = None, str(exc)
+            reads = as_openelb_reads(address_text)
+            if reads is not None:
+                address = parse_eip_address(reads)
         # A shared copy, also as the parse cache's key: the parsed object's string would
         # keep its memory page (and the snapshot's pages around it) resident.
         interface_text = shared(as_str(interface))

@@ -24,6 +24,7 @@ from app.core.addresses import (
     parse_ip_or_cidr,
     parse_key,
     parse_key_with_prefix,
+    quoted,
 )
 from app.core.eips import Eip, is_eip, own, shared
 from app.core.facts import Fact, FactKind, Source
@@ -453,11 +454,22 @@ EXTRACTORS: dict[str, Callable[[FactBuilder, Options], None]] = {
 KINDS = tuple(EXTRACTORS)  # membership by ==: a kind read from a file may be unhashable
 
 
+def eip_notes(eip: Eip) -> tuple[str, ...]:
+    """What an admin must learn of a stored Eip: a pool OpenELB may serve that no check sees."""
+    if eip.address is not None:
+        return ()
+    return (f"Eip {eip.name} (spec.address): ignored {quoted(eip.address_text)}: "
+            f"{eip.address_error}; its pool is not checked",)  # fmt: skip
+
+
 def extract(obj: Mapping[str, Any], options: Options = DEFAULT_OPTIONS) -> Extract:
     """What the rules need of one Kubernetes object; EMPTY for kinds that carry nothing."""
     kind = obj.get("kind")
     if kind == "Eip":
-        return _new(Extract, ((), Eip.from_object(obj), (), None, (), ())) if is_eip(obj) else EMPTY
+        if not is_eip(obj):
+            return EMPTY
+        eip = Eip.from_object(obj)
+        return _new(Extract, ((), eip, (), None, eip_notes(eip), ()))
     if kind not in KINDS:
         return EMPTY
     b = FactBuilder(obj, kind)

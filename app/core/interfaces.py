@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
-from app.core.addresses import IP, AddressError, ip_key, parse_ip, quoted
+from app.core.addresses import IP, AddressError, as_openelb_reads, ip_key, parse_ip, quoted
 
 CAN_REACH_PREFIX = "can_reach:"
 
@@ -79,6 +79,10 @@ def _parse(text: str | None) -> InterfaceSpec:
     try:
         return CanReach(parse_ip(value))
     except AddressError as exc:
+        # OpenELB's speaker reads ::ffff:a.b.c.d as a.b.c.d and routes it as IPv4: so do we.
+        reads = as_openelb_reads(value)
+        if reads is not None and "-" not in reads:
+            return CanReach(parse_ip(reads))
         return BadInterface(f"'can_reach:' takes one plain IP: {exc}")
 
 

@@ -30,6 +30,7 @@ from app.core.extraction import (
     FactBuilder,
     Options,
     VipValue,
+    eip_notes,
     extract,
     vip_text,
 )
@@ -553,6 +554,8 @@ def build(
             if is_eip(obj):
                 eip = Eip.from_object(obj)
                 eips[eip.name] = eip
+                if eip.address is None:
+                    filing.notes.extend(eip_notes(eip))
         elif kind in KINDS:
             filer.start(obj, kind)
             EXTRACTORS[kind](filer, options)

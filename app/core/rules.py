@@ -415,6 +415,17 @@ def _erred(r: Review, field: str) -> bool:
 
 def _address_rules(r: Review) -> Iterator[Violation]:
     eip = r.candidate
+    if eip.address_error and eip.address is not None:  # OpenELB reads it, we refuse the form
+        if not _erred(r, ADDRESS):
+            yield Violation(
+                "address-syntax",
+                ADDRESS,
+                eip.address_text,
+                f"{eip.address_error}. OpenELB reads it as {eip.address}, but other tools may "
+                f"not: write spec.address: {eip.address}.",
+                eip.address_error,
+            )
+        return
     if eip.address is None:
         if _erred(r, ADDRESS):
             return

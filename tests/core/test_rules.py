@@ -456,6 +456,35 @@ def test_the_subnet_router_anycast_address_of_an_ipv6_node_subnet_is_a_node_ip()
     assert judge(l2("can_reach:172.16.236.0"), inv).allowed
 
 
+def test_ipv4_mapped_values_count_as_the_ipv4_openelb_reads() -> None:
+    # Go's net.ParseIP reads ::ffff:a.b.c.d as a.b.c.d: a stored pool or can_reach written so
+    # is the IPv4 one OpenELB serves (they were ignored: false allows), and a new can_reach
+    # written so is judged as that IPv4. A new address written so is refused, with its IPv4.
+    inv = cluster(
+        eip("mapped", "::ffff:10.9.0.1-::ffff:10.9.0.20"),
+        eip("mapped-cr", "10.8.0.0/28", interface="can_reach:::ffff:10.9.3.7"),
+    )
+    v = judge(l2("can_reach:10.9.0.5"), inv)
+    assert denied(v) == {"can-reach-in-eip"}
+    assert "Eip mapped (::ffff:10.9.0.1-::ffff:10.9.0.20)" in v.message
+    assert denied(judge(l2("eth0", "10.9.0.0/24"), inv)) == {"address-overlap"}
+    assert denied(judge(l2("eth0", "10.9.3.0/29"), inv)) == {"eip-covers-can-reach"}
+    v = judge(l2("can_reach:::ffff:172.16.236.152"), inv)
+    assert denied(v) == {"can-reach-node-ip"}  # the node's IPv4 address: not a syntax error
+    assert "172.16.236.152 is a node address of Node node1" in v.message
+    v = judge(l2("eth0", "::ffff:10.7.0.1-::ffff:10.7.0.9"), inv)
+    assert denied(v) == {"address-syntax"}
+    assert "OpenELB reads it as 10.7.0.1-10.7.0.9" in v.message
+    assert "write spec.address: 10.7.0.1-10.7.0.9." in v.message
+
+
+def test_a_stored_eip_whose_address_cannot_be_read_is_said_not_checked() -> None:
+    inv = cluster(eip("broken", "10.9.0.1 - 10.9.0.20"))
+    (note,) = [n for n in inv.notes if "Eip broken" in n]
+    assert note.startswith("Eip broken (spec.address): ignored '10.9.0.1 - 10.9.0.20': ")
+    assert note.endswith("; its pool is not checked")
+
+
 def test_an_object_read_twice_is_named_once_and_a_one_ip_pool_is_a_pool() -> None:
     inv = build([calico_node("n5", "10.20.0.5", 16), service("k", cluster_ip="10.96.0.1"),
                  configmap("kubevip", {"range-global": "10.20.0.9"})])  # fmt: skip
