@@ -32,6 +32,18 @@ from app.core.fields import as_list, as_mapping, as_str
 from app.core.labels import NODE_REPORT_ANNOTATION
 
 CALICO_ANNOTATIONS = ("projectcalico.org/IPv4Address", "projectcalico.org/IPv6Address")
+# Calico's tunnel and WireGuard device addresses (IPAM IPs, no prefix): bound on tunl0,
+# vxlan.calico or wireguard.cali of their node, so 'ip route get' answers lo there too.
+CALICO_TUNNEL_ANNOTATIONS = tuple(
+    f"projectcalico.org/{name}"
+    for name in (
+        "IPv4IPIPTunnelAddr",
+        "IPv4VXLANTunnelAddr",
+        "IPv6VXLANTunnelAddr",
+        "IPv4WireguardInterfaceAddr",
+        "IPv6WireguardInterfaceAddr",
+    )
+)
 FLANNEL_ANNOTATION = "flannel.alpha.coreos.com/public-ip"
 KUBE_VIP_LB_ANNOTATION = "kube-vip.io/loadbalancerIPs"
 OPENELB_IP_ANNOTATION = "eip.openelb.kubesphere.io/v1alpha1"
@@ -43,6 +55,7 @@ _ADDRESS_FIELDS = {t: sys.intern(f"status.addresses {t}") for t in ("InternalIP"
 _HOSTNAME_FIELD = sys.intern("status.addresses Hostname")
 _FLANNEL_FIELD = sys.intern(f"annotation {FLANNEL_ANNOTATION}")
 _CALICO_FIELDS = tuple((key, sys.intern(f"annotation {key}")) for key in CALICO_ANNOTATIONS)
+_TUNNEL_FIELDS = tuple((k, sys.intern(f"annotation {k}")) for k in CALICO_TUNNEL_ANNOTATIONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +259,9 @@ def _node(b: FactBuilder, options: Options) -> None:
                 continue
             b.point(FactKind.NODE_IP, ip, b.source(fld))
             b.add_span(FactKind.NODE_SUBNET, subnet, fld)
+    for key, fld in _TUNNEL_FIELDS:
+        if key in annotations:
+            b.add(FactKind.NODE_IP, annotations[key], fld)
     if NODE_REPORT_ANNOTATION in annotations:
         _node_report(b, annotations[NODE_REPORT_ANNOTATION])
 

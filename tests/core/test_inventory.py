@@ -97,6 +97,20 @@ def test_service_ips_of_every_kind() -> None:
     assert inv.count(FactKind.SERVICE_IP) == len(expect)
 
 
+def test_calico_tunnel_and_wireguard_addresses_are_node_ips() -> None:
+    names = ["IPv4IPIPTunnelAddr", "IPv4VXLANTunnelAddr", "IPv6VXLANTunnelAddr",
+             "IPv4WireguardInterfaceAddr", "IPv6WireguardInterfaceAddr"]  # fmt: skip
+    ips = ["10.244.1.0", "10.244.1.1", "fd00:244::1", "10.244.1.2", "fd00:244::2"]
+    annotations = {f"projectcalico.org/{n}": ip for n, ip in zip(names, ips, strict=True)}
+    inv = inv_of(node("n1", "10.0.0.5", annotations=annotations))
+    for name, ip in zip(names, ips, strict=True):
+        assert fields(inv, FactKind.NODE_IP, ip) == {
+            f"Node n1 (annotation projectcalico.org/{name})"
+        }
+    broken = inv_of(node("n2", annotations={"projectcalico.org/IPv4IPIPTunnelAddr": "x"}))
+    assert any("IPv4IPIPTunnelAddr): ignored 'x'" in note for note in broken.notes)
+
+
 def test_service_cidrs() -> None:
     inv = inv_of(service_cidr("kubernetes", "10.96.0.0/12", "fd00:10:96::/112"))
     assert fields(inv, FactKind.SERVICE_CIDR, "10.100.0.1") == {
