@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.agent.netlink import EXCLUDED_PREFIXES, HostNet, Link, Route, RouteAnswer
-from app.core.addresses import IP, quoted, special_kind_of_key
+from app.core.addresses import IP, quoted, special_kind_of_key, special_route
 from app.core.interfaces import BadInterface, CanReach, InterfaceSpec, NicName, NoInterface
 
 TABLES = {254: "main", 255: "local", 253: "default"}
@@ -113,7 +113,7 @@ def resolve(spec: InterfaceSpec, host: HostNet) -> Resolution:
     assert isinstance(spec, CanReach)
     special = special_kind_of_key(spec.key)
     if special is not None:  # the default route would "reach" it: say what the webhook says
-        return Unresolved(f"{spec.ip} is {special}; it never routes to a NIC", True)
+        return Unresolved(f"{spec.ip} is {special}: {special_route(special)}", True)
     return _by_routes(spec.ip, host)
 
 

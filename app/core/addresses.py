@@ -195,6 +195,7 @@ def key_or_none(text: str) -> int | None:
 
 
 LOOPBACK, LINK_LOCAL = "a loopback address", "a link-local address"
+UNSPECIFIED = "the unspecified address"
 
 
 def special_kind_of_key(key: int) -> str | None:
@@ -208,7 +209,7 @@ def special_kind_of_key(key: int) -> str | None:
         if key >> 24 == 127:  # 127.0.0.0/8
             return LOOPBACK
         if key == 0:
-            return "the unspecified address"
+            return UNSPECIFIED
         if key >> 28 == 0xE:  # 224.0.0.0/4
             return "a multicast address"
         if key >> 16 == 0xA9FE:  # 169.254.0.0/16
@@ -220,12 +221,20 @@ def special_kind_of_key(key: int) -> str | None:
     if value == 1:
         return LOOPBACK
     if value == 0:
-        return "the unspecified address"
+        return UNSPECIFIED
     if value >> 120 == 0xFF:  # ff00::/8
         return "a multicast address"
     if value >> 118 == 0x3FA:  # fe80::/10
         return LINK_LOCAL
     return None
+
+
+def special_route(kind: str) -> str:
+    """What 'ip route get' answers for an address of a :func:`special_kind_of_key` block."""
+    if kind in (LOOPBACK, UNSPECIFIED):
+        return "'ip route get' answers lo for it"
+    # Multicast, broadcast and link-local routes: a NIC of the kernel's choosing, or none.
+    return "'ip route get' answers a NIC by rules of its own, not by the Eip's network"
 
 
 def is_loopback_or_link_local(key: int) -> bool:

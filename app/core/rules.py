@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import NamedTuple, cast
 
-from app.core.addresses import V6_OFFSET, Span, key_text, quoted, special_kind_of_key
+from app.core.addresses import (
+    V6_OFFSET,
+    Span,
+    key_text,
+    quoted,
+    special_kind_of_key,
+    special_route,
+)
 from app.core.eips import ALLOW_RULES_ANNOTATION, DEFAULT_EIP_ANNOTATION, Eip
 from app.core.facts import Fact, FactKind
 from app.core.interfaces import BadInterface, CanReach, NoInterface
@@ -70,6 +77,7 @@ ADDRESS = "spec.address"
 DEFAULT_POLICY = Policy()
 ALLOWED = Verdict(True)
 UNDER_REVIEW = ", the Eip under review"
+DISABLED = ", disabled now (enabled again, it hands out its IPs)"
 MAX_NAMED = 3  # conflicting objects named in one message; the rest are counted
 
 
@@ -113,6 +121,11 @@ def _named(items: Sequence[str]) -> str:
     shown = "; ".join(items[:MAX_NAMED])
     more = len(items) - MAX_NAMED
     return shown + (f"; and {more} more" if more > 0 else "")
+
+
+def _first_of(items: Sequence[str]) -> str:
+    """The first item, and how many more: a warning keeps one line, and must not hide them."""
+    return items[0] + (f" and {len(items) - 1} more" if len(items) > 1 else "")
 
 
 def _pools_containing(key: int, candidate: Eip, inventory: Inventory) -> list[Eip]:
@@ -320,9 +333,9 @@ def _can_reach_rules(r: Review) -> Iterator[Violation]:
             "can-reach-special",
             INTERFACE,
             eip.interface_text,
-            f"{ip} is {kind}; it never routes to a NIC, so OpenELB's speaker cannot find "
-            f"one. {_advice(eip, (), r.inventory)}",
-            f"{ip} is {kind} and never routes to a NIC",
+            f"{ip} is {kind}: {special_route(kind)}, so OpenELB's speaker cannot find the "
+            f"Eip's NIC by it. {_advice(eip, (), r.inventory)}",
+            f"{ip} is {kind}: no route to the Eip's NIC",
             advisory,
         )
         return
@@ -337,7 +350,8 @@ def _can_reach_rules(r: Review) -> Iterator[Violation]:
         if pools:
             found["can-reach-in-eip"] = [
                 f"{ip} lies in Eip {p.name} ({p.address_text}){UNDER_REVIEW if p is eip else ''}"
-                "; once OpenELB assigns it to a Service, kube-proxy binds it on kube-ipvs0"
+                f"{DISABLED if p.disabled else ''}; once OpenELB assigns it to a Service, "
+                "kube-proxy binds it on kube-ipvs0"
                 for p in pools
             ]
         if anycast:
@@ -452,7 +466,7 @@ def _address_rules(r: Review) -> Iterator[Violation]:
             eip.address_text,
             f"eip address overlap with {_named(names)}; OpenELB would hand one IP to two "
             "Services. Choose a range that no other Eip covers (both ends count).",
-            f"eip address overlap with {names[0]}",
+            f"eip address overlap with {_first_of(names)}",
         )
     covered = [
         (k, e)
@@ -461,14 +475,16 @@ def _address_rules(r: Review) -> Iterator[Violation]:
     ]
     if covered:
         names = [f"{key_text(k)}, the can_reach IP of Eip {e.name}" for k, e in covered]
+        one = len(names) == 1
         yield Violation(
             "eip-covers-can-reach",
             ADDRESS,
             eip.address_text,
-            f"the pool contains {_named(names)}. Once OpenELB assigns that IP to a Service "
-            f"it is bound on every node, and {LO_TRAP}. Leave that IP out of the pool "
+            f"the pool contains {_named(names)}. Once OpenELB assigns "
+            f"{'that IP' if one else 'one of those IPs'} to a Service it is bound on every "
+            f"node, and {LO_TRAP}. Leave {'that IP' if one else 'those IPs'} out of the pool "
             "(split the range around it) or give the other Eip another can_reach IP.",
-            f"the pool contains {names[0]}",
+            f"the pool contains {_first_of(names)}",
         )
 
 
@@ -497,7 +513,7 @@ def _default_unique(r: Review) -> Iterator[Violation]:
             "true",
             f"already exists a default EIP: {_named(others)}. OpenELB picks one at random "
             "for Services that name no pool. Remove the annotation here or there.",
-            f"already exists a default EIP: {others[0]}",
+            f"already exists a default EIP: {_first_of(others)}",
         )
 
 
@@ -542,7 +558,9 @@ def check(
     if operation is Operation.DELETE:
         gone = old or candidate
         if gone.used:
-            in_use = f"Eip {gone.name} still hands out {len(gone.used)} IP(s) (status.used)"
+            in_use = (
+                f"eip-guard: Eip {gone.name} still hands out {len(gone.used)} IP(s) (status.used)"
+            )
             return Verdict(True, notes=(in_use,))
         return Verdict(True)
 

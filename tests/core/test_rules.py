@@ -385,7 +385,9 @@ def test_allow_rules_annotation_overrides_unless_forbidden() -> None:
 def test_delete_is_allowed_and_warns_when_ips_are_in_use() -> None:
     pool = Eip.from_object(eip("eip-pool", "172.16.236.40-172.16.236.60", used={"a": "b"}))
     v = check(pool, pool, cluster(), operation=Operation.DELETE)
-    assert v.allowed and v.warnings == ("Eip eip-pool still hands out 1 IP(s) (status.used)",)
+    assert v.allowed and v.warnings == (
+        "eip-guard: Eip eip-pool still hands out 1 IP(s) (status.used)",
+    )
     empty = Eip.from_object(eip("e", "172.16.236.70"))
     assert check(empty, empty, cluster(), operation=Operation.DELETE).warnings == ()
 
@@ -483,6 +485,27 @@ def test_a_stored_eip_whose_address_cannot_be_read_is_said_not_checked() -> None
     (note,) = [n for n in inv.notes if "Eip broken" in n]
     assert note.startswith("Eip broken (spec.address): ignored '10.9.0.1 - 10.9.0.20': ")
     assert note.endswith("; its pool is not checked")
+
+
+def test_messages_count_what_a_warning_line_leaves_out_and_name_a_disabled_pool() -> None:
+    inv = cluster(
+        eip("cr1", "10.9.1.0/28", interface="can_reach:10.9.0.5"),
+        eip("cr2", "10.9.2.0/28", interface="can_reach:10.9.0.6"),
+    )
+    covers = judge(l2("eth0", "10.9.0.0/24"), inv, policy=Policy(actions={
+        "eip-covers-can-reach": Action.WARN, "address-overlap": Action.WARN}))  # fmt: skip
+    assert covers.allowed
+    assert any("the pool contains 10.9.0.5, the can_reach IP of Eip cr1 and 1 more" in w
+               for w in covers.warnings)  # fmt: skip
+    denial = judge(l2("eth0", "10.9.0.0/24"), inv).message
+    assert "Once OpenELB assigns one of those IPs to a Service" in denial
+    assert "Leave those IPs out of the pool" in denial
+    disabled = eip("idle", "10.9.6.0/28", interface="eth0")
+    disabled["spec"]["disable"] = True
+    v = judge(l2("can_reach:10.9.6.3"), cluster(disabled))
+    assert "lies in Eip idle (10.9.6.0/28), disabled now (enabled again, it hands out" in (
+        v.message
+    )
 
 
 def test_an_object_read_twice_is_named_once_and_a_one_ip_pool_is_a_pool() -> None:
