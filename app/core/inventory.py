@@ -78,6 +78,10 @@ class Inventory:
     spans: Mapping[FactKind, IntervalIndex[Fact]] = field(default_factory=dict)
     notes: tuple[str, ...] = ()  # values we could not read, for the logs
     gaps: tuple[str, ...] = ()  # facts we could not learn: no Node or Service, kube-vip names
+    # ConfigMaps (namespace, name) a kube-vip value reads: a change to one needs a whole
+    # assemble; a change to any other (cluster-autoscaler rewrites its status every 10 s in
+    # kube-system, where kube-vip's ConfigMaps are watched) is patched like any object.
+    vip_configmaps: frozenset[tuple[str, str]] = frozenset()
     # Answers the rules derive from this inventory alone, kept on first use (the inventory
     # never changes, so neither do they): e.g. the free addresses suggested per subnet.
     memo: dict[Hashable, object] = field(default_factory=dict, compare=False, repr=False)
@@ -287,7 +291,15 @@ class _Filing:
             if facts
         }
         return _indexed(
-            self.eips, _eip_indexes(self.eips), points, spans, notes=self.notes, gaps=gaps
+            self.eips,
+            _eip_indexes(self.eips),
+            points,
+            spans,
+            notes=self.notes,
+            gaps=gaps,
+            vip_configmaps=frozenset(
+                v.configmap[:2] for v in self.vip_values if v.configmap is not None
+            ),
         )
 
 
@@ -313,6 +325,7 @@ def _indexed(
     *,
     notes: Iterable[str],
     gaps: Iterable[str],
+    vip_configmaps: frozenset[tuple[str, str]],
     subnet_names: Mapping[int, tuple[str, ...]] | None = None,
 ) -> Inventory:
     pools, can_reach, defaults = eip_indexes
@@ -325,6 +338,7 @@ def _indexed(
         spans=MappingProxyType(spans),
         notes=tuple(notes),
         gaps=_with_missing(gaps, points, spans),
+        vip_configmaps=vip_configmaps,
     )
     if subnet_names is not None:  # a cached_property: set where it keeps its value
         inventory.__dict__["node_subnet_names"] = subnet_names
@@ -411,14 +425,21 @@ def update(
     Only the indexes of the kinds that changed are made again, and point indexes (100,000
     Service IPs) are copied and patched: a Service's change costs milliseconds where a
     whole assemble takes about a second at the xl size. None when the change needs a whole
-    assemble: kube-vip values (resolved against every ConfigMap, and DNS), too many changes,
-    or something to remove that the inventory does not hold (then it was not made from
-    these extracts).
+    assemble: kube-vip values (resolved against every ConfigMap, and DNS) and the ConfigMaps
+    they read, too many changes, or something to remove that the inventory does not hold
+    (then it was not made from these extracts). The same inventory when nothing the rules
+    read changed (a ConfigMap no kube-vip value reads).
     """
     if len(gone) + len(new) > 2 * MAX_CHANGES:
         return None
-    if any(ex.vip_values or ex.configmap is not None for ex in (*gone, *new)):
+    read = inventory.vip_configmaps
+    if any(
+        ex.vip_values or (ex.configmap is not None and ex.configmap[:2] in read)
+        for ex in (*gone, *new)
+    ):
         return None
+    if all(_no_facts(ex) for ex in (*gone, *new)):
+        return inventory
     changes: dict[FactKind, tuple[list[tuple[int, Source]], list[tuple[int, Source]]]] = {}
     span_changes: dict[FactKind, tuple[list[Fact], list[Fact]]] = {}
     for side, extracts in ((0, gone), (1, new)):
@@ -468,6 +489,7 @@ def update(
         spans,
         notes=notes,
         gaps=inventory.gaps,
+        vip_configmaps=read,
         # Kept when the node subnets did not change: made anew, 25 ms at 10,000 nodes.
         subnet_names=(
             inventory.node_subnet_names
@@ -475,6 +497,11 @@ def update(
             else None
         ),
     )
+
+
+def _no_facts(ex: Extract) -> bool:
+    """Whether ``ex`` adds nothing to an inventory (a ConfigMap's own data aside)."""
+    return not (ex.points or ex.facts or ex.eip or ex.notes or ex.vip_values)
 
 
 def _updated_eips(

@@ -149,6 +149,32 @@ def test_kube_vip_vip_from_a_configmap_in_the_kube_vip_namespace(
     eventually(lambda: verdict(cluster).allowed, "the VIP moved away")
 
 
+def test_a_configmap_no_kube_vip_value_reads_makes_no_inventory_and_no_audit(
+    writer: Writer, cluster_factory: Callable[..., Cluster]
+) -> None:
+    # cluster-autoscaler rewrites its status ConfigMap in kube-system every 10 s: each write
+    # was a whole assemble and an audit of every Eip (about 1 s of CPU at the xl size).
+    status = configmap("cluster-autoscaler-status", {"status": "at 10:00"})
+    writer.create(status)
+    cluster = cluster_factory()
+    cluster.ready()
+    source = cluster.live.source
+    generation = source.published.generation
+    for minute in range(1, 4):
+        writer.patch(configmap("cluster-autoscaler-status", {"status": f"at 10:0{minute}"}))
+    store = source._stores["configmaps/kube-system"]  # what the watch holds
+    key = ("kube-system", "cluster-autoscaler-status")
+
+    def last_write_held() -> bool:
+        held = store.get(key)
+        kept = held.extract.configmap if held is not None else None
+        return kept is not None and kept[2].get("status") == "at 10:03"
+
+    eventually(last_write_held, "the last write watched")
+    time.sleep(10 * SETTINGS.coalesce)  # a rebuild it caused would be published by now
+    assert source.published.generation == generation
+
+
 def test_watches_ask_for_bookmarks_and_resume_from_one(
     api: FakeApi, cluster_factory: Callable[..., Cluster]
 ) -> None:
