@@ -14,6 +14,7 @@ import helm_python
 import pytest
 import yaml
 
+from app.kube import agent_api
 from tests.conftest import ROOT
 
 CHART = ROOT / "charts" / "eip-guard"
@@ -38,8 +39,8 @@ def test_off_by_default() -> None:
 def test_report_only_by_default_without_privileges() -> None:
     objs = render({"agent": {"enabled": True}})
     kinds = sorted(o["kind"] for o in objs)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "DaemonSet", "Role", "RoleBinding",
-                     "ServiceAccount"]  # fmt: skip
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "DaemonSet", "Role", "Role",
+                     "RoleBinding", "RoleBinding", "ServiceAccount"]  # fmt: skip
     ds = next(o for o in objs if o["kind"] == "DaemonSet")
     pod = ds["spec"]["template"]["spec"]
     assert pod["hostNetwork"] is True
@@ -53,7 +54,9 @@ def test_report_only_by_default_without_privileges() -> None:
 
 def test_rbac_is_what_the_agent_calls() -> None:
     objs = render({"agent": {"enabled": True}})
-    role = next(o for o in objs if o["kind"] == "Role")
+    role = next(
+        o for o in objs if o["kind"] == "Role" and not o["metadata"]["name"].endswith("-events")
+    )
     lease_verbs = ["list", "create", "patch", "delete"]
     assert role["rules"] == [
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": lease_verbs}
@@ -66,8 +69,13 @@ def test_rbac_is_what_the_agent_calls() -> None:
         ("", "services"): {"list", "watch"},
         ("discovery.k8s.io", "endpointslices"): {"list", "watch"},
         ("", "nodes"): {"list", "watch", "patch"},
-        ("", "events"): {"create"},
     }
+    # Events only where the agent writes them: a Role in that namespace, not cluster-wide.
+    events = next(
+        o for o in objs if o["kind"] == "Role" and o["metadata"]["name"].endswith("-events")
+    )
+    assert events["metadata"]["namespace"] == agent_api.EVENT_NAMESPACE
+    assert events["rules"] == [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]
     assert all("*" not in json.dumps(rule) for rule in cluster["rules"] + role["rules"])
 
 

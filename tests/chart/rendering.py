@@ -116,6 +116,24 @@ SCENARIOS: dict[str, tuple[Obj, tuple[str, ...]]] = {
         },
         (),
     ),
+    # Scraped through a NetworkPolicy: metricsFrom must let Prometheus in.
+    "network-policy-scraped": (
+        {
+            "networkPolicy": {
+                "enabled": True,
+                "metricsFrom": [
+                    {
+                        "namespaceSelector": {
+                            "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+                        },
+                        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+                    }
+                ],
+            },
+            "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+        },
+        (),
+    ),
     "single-replica": ({"replicaCount": 1}, ()),
     "no-spread-no-pdb": (
         {"topologySpread": {"enabled": False}, "podDisruptionBudget": {"enabled": False}},

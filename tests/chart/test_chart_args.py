@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from app.cli.flags import seconds
 from app.cli.main import parser
 from tests.chart.rendering import SCENARIOS, RenderFn, one
 
@@ -36,3 +37,32 @@ def test_extra_args_come_last(render: RenderFn, monkeypatch: pytest.MonkeyPatch)
     args = one(render(values), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[-1] == "--no-background-audit"
     assert parser().parse_args(args).no_background_audit is True
+
+
+AGENT_LIMITS = {"leaseRenewSeconds": 1799.5, "leaseDurationSeconds": 3600, "intervalSeconds": 60}
+
+
+@pytest.mark.parametrize(
+    ("agent", "expected"),
+    [
+        ({}, ("off", 2.0, 6, 0.5)),
+        ({"speaker": "on", **AGENT_LIMITS}, ("on", 1799.5, 3600, 60.0)),
+        # An unquoted `speaker: on` in a values file is YAML's true: it means on.
+        ({"speaker": True}, ("on", 2.0, 6, 0.5)),
+        ({"speaker": False}, ("off", 2.0, 6, 0.5)),
+    ],
+)
+def test_the_agent_args_are_what_agent_accepts(
+    render: RenderFn, agent: dict[str, object], expected: tuple[str, float, int, float]
+) -> None:
+    # Values come as JSON numbers (floats, as from a values file): whole ones must still
+    # print as such, or the agent's `type=int` refuses them at start.
+    ds = one(render({"agent": {"enabled": True, **agent}}), "DaemonSet")
+    container = ds["spec"]["template"]["spec"]["containers"][0]
+    parsed = parser().parse_args(container["args"])  # exits 2 on any unknown flag or bad value
+    assert parsed.live is True
+    assert (parsed.speaker, parsed.lease_renew, parsed.lease_duration, parsed.interval) == expected
+    seconds("--interval", parsed.interval)  # what the agent checks at start
+    assert 0 < parsed.lease_renew < parsed.lease_duration - parsed.lease_renew  # LiveCluster's
+    added = container["securityContext"]["capabilities"].get("add")
+    assert added == (["NET_RAW"] if expected[0] == "on" else None)

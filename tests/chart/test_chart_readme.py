@@ -8,7 +8,7 @@ from typing import Any
 import helm_python
 
 from app.cli.main import parser
-from tests.chart.rendering import ROOT
+from tests.chart.rendering import CHART, ROOT
 
 README = (ROOT / "README.md").read_text()
 
@@ -34,3 +34,33 @@ def serve_options() -> list[str]:
     """Every option string `eip-guard serve` accepts."""
     sub: Any = next(a for a in parser()._actions if a.dest == "command")
     return [o for a in sub.choices["serve"]._actions for o in a.option_strings]
+
+
+def _section(title: str) -> str:
+    return README.split(f"### {title}\n", 1)[1].split("\n### ", 1)[0]
+
+
+def test_the_values_sizing_comment_is_the_readme_table() -> None:
+    # The resident sizes of README's Sizing table, and its growth beyond them.
+    sizing = _section("Sizing")
+    sizes = re.findall(r"^\|.*\| ([0-9][0-9-]*) MB \|$", sizing, re.M)
+    growth = re.findall(r"about ([0-9]+) MB per 1,000 Services", sizing)
+    assert len(sizes) == 4 and len(growth) == 1
+    values = (CHART / "values.yaml").read_text()
+    comment = re.search(r"((?:^#.*\n)+)^resources:", values, re.M)
+    assert comment is not None
+    assert re.findall(r"([0-9][0-9-]*) MB", comment.group(1)) == sizes + growth
+
+
+def test_the_agent_timings_are_described_as_the_readme_says(chart: helm_python.Chart) -> None:
+    assert chart.schema is not None
+    agent = chart.schema["properties"]["agent"]["properties"]
+    defaults = chart.values["agent"]
+    # README, Failover: the Lease duration plus one renew interval plus one second.
+    failover = defaults["leaseDurationSeconds"] + defaults["leaseRenewSeconds"] + 1
+    said = f"plus one renew interval plus one second ({failover:g} s by default)"
+    assert said in _section("Live mode")
+    assert said in agent["leaseDurationSeconds"]["description"]
+    # README, agent Limits: the kernel sends only the addresses of the node's own NICs.
+    assert "the addresses of the node's own NICs" in _section("Limits")
+    assert "own NICs" in agent["intervalSeconds"]["description"]

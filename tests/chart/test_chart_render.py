@@ -9,6 +9,7 @@ import helm_python
 import kubernetes_validate
 import pytest
 
+from app.kube.auditor import EVENT_NAMESPACE
 from tests.chart.rendering import (
     CHART,
     SCENARIOS,
@@ -118,4 +119,6 @@ def test_names_follow_the_release(render: RenderFn) -> None:
     objs: list[dict[str, Any]] = render({}, name="guard", namespace="lb")
     names = {o["metadata"]["name"] for o in objs}
     assert "guard-eip-guard" in names
-    assert all(o["metadata"].get("namespace", "lb") in ("lb", "kube-system") for o in objs)
+    # The release's, kube-vip's, and where the auditor writes Events (a Role to write them).
+    places = ("lb", "kube-system", EVENT_NAMESPACE)
+    assert all(o["metadata"].get("namespace", "lb") in places for o in objs)

@@ -63,6 +63,21 @@ BAD: dict[str, tuple[dict[str, Any], str]] = {
         {"podDisruptionBudget": {"minAvailable": "two"}},
         "minAvailable",
     ),
+    # 1000000 rendered --lease-duration=1e+06, which the agent refused at start.
+    "Lease duration over an hour": (
+        {"agent": {"leaseDurationSeconds": 3601}},
+        "leaseDurationSeconds",
+    ),
+    "Lease duration in the millions": (
+        {"agent": {"leaseDurationSeconds": 1000000}},
+        "leaseDurationSeconds",
+    ),
+    "Lease renewal over half an hour": (
+        {"agent": {"leaseRenewSeconds": 1801}},
+        "leaseRenewSeconds",
+    ),
+    "agent interval over a minute": ({"agent": {"intervalSeconds": 61}}, "intervalSeconds"),
+    "speaker neither on nor off": ({"agent": {"speaker": "yes"}}, "speaker"),
 }
 
 
@@ -123,6 +138,16 @@ def test_schema_and_values_yaml_name_the_same_keys(chart: helm_python.Chart) -> 
         (
             {"service": {"port": 8080}, "metrics": {"serviceMonitor": {"enabled": True}}},
             "service.port and webhook.probePort are both 8080",
+        ),
+        # A NetworkPolicy that lets no Prometheus scrape: EipGuardNotReady (absent()) fires.
+        (
+            {"networkPolicy": {"enabled": True}, "metrics": {"serviceMonitor": {"enabled": True}}},
+            "networkPolicy.enabled with metrics.serviceMonitor.enabled needs "
+            "networkPolicy.metricsFrom",
+        ),
+        (
+            {"networkPolicy": {"enabled": True}, "metrics": {"prometheusRule": {"enabled": True}}},
+            "with metrics.prometheusRule.enabled needs networkPolicy.metricsFrom",
         ),
         # ... and a pod whose memory request exceeds its limit (the defaults merge in).
         ({"resources": {"requests": {"memory": "1Gi"}}}, "resources.requests.memory (1Gi) exceeds"),
@@ -200,8 +225,9 @@ def test_values_at_the_limits_render(render: RenderFn) -> None:
                                        "scrapeTimeout": "90s"}},
         "certificates": {"mode": "cert-manager",
                          "certManager": {"duration": "1h", "renewBefore": "59m59s"}},
-        "networkPolicy": {"enabled": True, "egress": {"enabled": True, "apiServer": {
-            "cidrs": ["10.0.0.1/32", "fd00::1/128"], "ports": [443]}}},
+        "networkPolicy": {"enabled": True, "metricsFrom": [{"podSelector": {}}],
+                          "egress": {"enabled": True, "apiServer": {
+                              "cidrs": ["10.0.0.1/32", "fd00::1/128"], "ports": [443]}}},
     }  # fmt: skip
     objs = render(values)
     container = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from app.kube import agent_api, auditor
 from app.kube.resources import rbac_rules
 from tests.chart.rendering import NAMESPACE, SCENARIOS, Obj, RenderFn, by_kind, is_hook, one
 from tests.kmock_harness import rbac_grants
@@ -61,6 +62,19 @@ def test_webhook_runs_two_spread_replicas_with_a_budget(render: RenderFn) -> Non
     assert pdb["spec"]["minAvailable"] == 1 and pdb["spec"]["selector"]["matchLabels"] == selector
     # One replica: a PDB would block every node drain, so there is none.
     assert not by_kind(render({"replicaCount": 1}), "PodDisruptionBudget")
+
+
+@pytest.mark.parametrize(("replicas", "min_available"), [(2, 1), (3, 2), (4, "50%")])
+def test_replicas_that_are_not_ready_never_block_a_drain(
+    render: RenderFn, replicas: int, min_available: int | str
+) -> None:
+    # Running but never ready (no Eip CRD yet, RBAC missing: /readyz waits for the first
+    # list): under the default IfHealthyBudget no eviction is allowed, so every drain waits
+    # for ever. policy/v1, beta and on by default from 1.27 (the chart's kubeVersion), GA 1.31.
+    values = {"replicaCount": replicas, "podDisruptionBudget": {"minAvailable": min_available}}
+    pdb = one(render(values), "PodDisruptionBudget")
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
 
 
 def test_probes_use_the_plain_http_port(render: RenderFn) -> None:
@@ -211,6 +225,61 @@ def test_the_chart_grants_exactly_what_the_live_inventory_needs(render: RenderFn
     objs = render()
     granted = rbac_grants(one(objs, "ClusterRole", "eip-guard")["rules"])
     granted |= rbac_grants(one(objs, "ClusterRole", "eip-guard-kube-vip")["rules"])
+    granted |= rbac_grants(one(objs, "Role", "eip-guard-events")["rules"])
     needed = rbac_grants(rbac_rules())
-    # The same (group, resource, verb) set; the kube-vip part is bound per namespace only.
+    # The same (group, resource, verb) set; the kube-vip part is bound per namespace only,
+    # Events in the one namespace they are written to.
     assert granted == needed
+
+
+def _bound_to(objs: list[Obj], role: Obj) -> list[str]:
+    """The release namespace's service accounts a Role is bound to."""
+    name = role["metadata"]["name"]
+    ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}
+    return [
+        subject["name"]
+        for b in by_kind(objs, "RoleBinding")
+        if b["roleRef"] == ref and b["metadata"]["namespace"] == role["metadata"]["namespace"]
+        for subject in b["subjects"]
+        if subject["namespace"] == NAMESPACE
+    ]
+
+
+def test_events_are_granted_only_where_the_code_writes_them(render: RenderFn) -> None:
+    # The auditor and the agent write Events in one namespace only (EVENT_NAMESPACE): a
+    # cluster-wide grant would let a stolen token write Events into every namespace.
+    objs = render({"agent": {"enabled": True}})
+    event_roles = [o for o, rule in _rules(objs) if "events" in rule["resources"]]
+    assert [o["kind"] for o in event_roles] == ["Role", "Role"]
+    writers = {
+        "eip-guard": (auditor.EVENT_NAMESPACE, ["create", "patch"]),
+        "eip-guard-agent": (agent_api.EVENT_NAMESPACE, ["create"]),
+    }
+    for role in event_roles:
+        (account,) = _bound_to(objs, role)
+        namespace, verbs = writers.pop(account)
+        assert role["metadata"]["namespace"] == namespace
+        assert role["rules"] == [{"apiGroups": [""], "resources": ["events"], "verbs": verbs}]
+    assert writers == {}
+
+
+def _rbac_keys(objs: list[Obj]) -> list[tuple[str, str, str]]:
+    kinds = ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")
+    return [
+        (o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"])
+        for o in objs
+        if o["kind"] in kinds
+    ]
+
+
+def test_rbac_names_never_collide(render: RenderFn) -> None:
+    # Two releases, each installed where its Events go, with kube-vip and its ConfigMap
+    # there too: every Role and binding is its own.
+    everywhere = {
+        "agent": {"enabled": True},
+        "inventory": {"kubeVip": {"namespaces": ["default"], "configMap": "default/kubevip"}},
+    }
+    first = _rbac_keys(render(everywhere, name="guard-a", namespace="default"))
+    second = _rbac_keys(render(everywhere, name="guard-b", namespace="default"))
+    assert len(set(first)) == len(first) and len(set(second)) == len(second)
+    assert not set(first) & set(second)

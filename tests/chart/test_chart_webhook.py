@@ -239,6 +239,34 @@ def test_network_policy_opens_the_webhook_port(render: RenderFn) -> None:
     assert api["to"] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
 
 
+def test_network_policy_lets_prometheus_scrape_what_the_service_monitor_names(
+    render: RenderFn,
+) -> None:
+    values, _ = SCENARIOS["network-policy-scraped"]
+    objs = render(values)
+    (endpoint,) = one(objs, "ServiceMonitor")["spec"]["endpoints"]
+    service_port = next(
+        p for p in one(objs, "Service")["spec"]["ports"] if p["name"] == endpoint["port"]
+    )
+    _, metrics = one(objs, "NetworkPolicy")["spec"]["ingress"]
+    assert metrics["ports"] == [{"port": service_port["targetPort"], "protocol": "TCP"}]
+    assert metrics["from"] == values["networkPolicy"]["metricsFrom"]
+
+
 def test_agent_is_off_and_report_only_by_default(chart: Any) -> None:
     assert chart.values["agent"]["enabled"] is False
     assert chart.values["agent"]["speaker"] == "off"
+
+
+def test_switching_from_cert_manager_to_self_can_avoid_its_secret(render: RenderFn) -> None:
+    # cert-manager mode leaves Secrets behind that Helm does not own: by default self mode's
+    # Secret has the serving one's name, which `helm upgrade` then refuses to adopt ...
+    managed = render({"certificates": {"mode": "cert-manager"}})
+    left = {o["spec"]["secretName"] for o in by_kind(managed, "Certificate")}
+    assert one(render(), "Secret")["metadata"]["name"] in left
+    # ... and certificates.self.secretName names another, everywhere self mode uses it.
+    objs = render({"certificates": {"self": {"secretName": "eip-guard-self-tls"}}})
+    assert one(objs, "Secret")["metadata"]["name"] == "eip-guard-self-tls" not in left
+    (rule,) = one(objs, "Role", "eip-guard-tls")["rules"]
+    assert rule["resourceNames"] == ["eip-guard-self-tls"]
+    assert "--tls-secret=eip-guard-self-tls" in _container(objs)["args"]

@@ -130,3 +130,10 @@ app.kubernetes.io/component: webhook
 {{- $parts := splitList "/" .Values.inventory.kubeVip.configMap }}
 {{- first $parts }}
 {{- end }}
+
+{{/* Where eip-guard writes its Events (EVENT_NAMESPACE in app/kube/auditor.py and
+     agent_api.py): `default`, where kubectl looks for those of cluster-scoped objects.
+     Creating Events is granted there only, by a Role. */}}
+{{- define "eip-guard.eventNamespace" -}}
+default
+{{- end }}
