@@ -176,7 +176,9 @@ def test_delete_is_allowed_with_a_warning_while_ips_are_in_use(webhook: Webhook)
     old["status"] = {"used": {"172.16.236.61": "default/web"}}
     response = webhook.validate(review(None, "DELETE", old=old, uid="d1"))["response"]
     assert response["allowed"] is True
-    assert response["warnings"] == ["eip-guard: Eip eip-layer2 still hands out 1 IP(s) (status.used)"]
+    assert response["warnings"] == [
+        "eip-guard: Eip eip-layer2 still hands out 1 IP(s) (status.used)"
+    ]
     quiet = webhook.validate(review(None, "DELETE", old=example_eip("bad"), uid="d2"))
     assert quiet["response"] == {"uid": "d2", "allowed": True}
 
