@@ -245,12 +245,15 @@ class Reflector(Generic[T]):
         if self._stop.is_set():  # stop() may have run before _watch was set
             return
         s = self.settings
+        # Between the timeout and twice it, as client-go's reflector: the watches of many
+        # replicas (and sources) started together do not all end, and come back, together.
+        seconds = int(s.timeout_seconds * (1 + self._rand()))
         stream = w.stream(  # type: ignore[no-untyped-call]
             self._lister,
             resource_version=self.rv,
             allow_watch_bookmarks=True,
-            timeout_seconds=s.timeout_seconds,
-            _request_timeout=s.request_timeout,
+            timeout_seconds=seconds,
+            _request_timeout=(s.connect_timeout, seconds + s.read_grace),
         )
         held_count = 0
         try:

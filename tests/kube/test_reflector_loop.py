@@ -56,9 +56,11 @@ class Script:
     def __init__(self, *steps: Any) -> None:
         self.steps = list(steps)
         self.calls: list[str] = []
+        self.asked: list[dict[str, Any]] = []
 
     def __call__(self, **kwargs: Any) -> Resp:
         self.calls.append("watch" if kwargs.get("watch") else "list")
+        self.asked.append(kwargs)
         step = self.steps.pop(0)
         if isinstance(step, BaseException):
             raise step
@@ -213,6 +215,18 @@ def test_a_broken_watch_resumes_from_the_last_event_not_a_list() -> None:
     assert stop.delays == [1.0]
     (held,) = sink.items.values()
     assert [str(f.span) for f in held.extract.every_fact] == ["10.0.0.9"]
+
+
+def test_watch_timeouts_are_spread_over_one_to_two_times_the_setting() -> None:
+    # As client-go's: the watches of replicas started together must not end together.
+    script = Script(listing(node("n1", "10.0.0.1")), Resp(lines=[]))
+    run(script, Waits(1))  # rand() is 1.0 there: the longest
+    watch = script.asked[1]
+    assert watch["timeout_seconds"] == 2 * SETTINGS.timeout_seconds
+    assert watch["_request_timeout"] == (
+        SETTINGS.connect_timeout,
+        2 * SETTINGS.timeout_seconds + SETTINGS.read_grace,
+    )
 
 
 def test_a_watch_line_that_is_no_json_event_is_said_so_and_the_watch_resumes() -> None:
