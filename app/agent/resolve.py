@@ -9,6 +9,8 @@ ARP/NDP are skipped, as MetalLB's speaker skips them.
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass
 
 from app.agent.netlink import EXCLUDED_PREFIXES, HostNet, Link, Route, RouteAnswer
@@ -17,6 +19,55 @@ from app.core.interfaces import BadInterface, CanReach, InterfaceSpec, NicName, 
 
 TABLES = {254: "main", 255: "local", 253: "default"}
 MAX_NIC_NAME = 15  # IFNAMSIZ less the terminating byte
+_PLAIN_NIC_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,15}")  # eth0, br-lan, bond0.100: no more to check
+
+
+def nic_name_problem(name: str) -> str | None:
+    """Why ``name`` can never name a NIC, or None.
+
+    Linux refuses (``dev_valid_name``) an empty name, '.' and '..', '/', ':' and whitespace
+    in one, and more than 15 bytes. Beyond the kernel: spec.interface is JSON text, so bytes
+    that are no UTF-8 (a shell hands them over as surrogates) cannot be in it, and a control
+    character, which the kernel would take, is a stray character from a copy, not a name.
+    """
+    if _PLAIN_NIC_NAME.fullmatch(name) and name not in (".", ".."):
+        return None
+    try:
+        size = len(name.encode())
+    except UnicodeEncodeError:
+        return (
+            f"{quoted(name)} cannot be a NIC name: it holds bytes that are not UTF-8 text, "
+            "and spec.interface is JSON text"
+        )
+    if size > MAX_NIC_NAME:
+        return f"{quoted(name)} cannot be a NIC name: Linux allows {MAX_NIC_NAME} bytes"
+    if name in (".", ".."):
+        return f"{quoted(name)} cannot be a NIC name: Linux refuses '.' and '..'"
+    for char in name:
+        if char == "/" or char.isspace():
+            what = "'/'" if char == "/" else f"whitespace ({char!r})"
+            return f"{quoted(name)} cannot be a NIC name: Linux refuses {what} in one"
+        if unicodedata.category(char) == "Cc":
+            return (
+                f"{quoted(name)} cannot be a NIC name: it holds the control character "
+                f"{char!r} (a stray character from a copy?)"
+            )
+    return None
+
+
+def spec_problem(spec: InterfaceSpec) -> str | None:
+    """Why ``spec`` is wrong on any node (exit 2 for ``resolve``), or None: what needs no
+    look at this node's network."""
+    if isinstance(spec, NoInterface):
+        return "spec.interface is empty: name a NIC or write can_reach:<IP>"
+    if isinstance(spec, BadInterface):
+        return spec.reason
+    if isinstance(spec, NicName):
+        return nic_name_problem(spec.name)
+    special = special_kind_of_key(spec.key)
+    if special is not None:  # the default route would "reach" it: say what the webhook says
+        return f"{spec.ip} is {special}: {special_route(special)}"
+    return None
 
 
 def unusable(link: Link, host: HostNet) -> str | None:
@@ -89,16 +140,10 @@ def _skipped_text(skipped: list[str]) -> str:
 
 
 def resolve(spec: InterfaceSpec, host: HostNet) -> Resolution:
-    if isinstance(spec, NoInterface):
-        return Unresolved("spec.interface is empty: name a NIC or write can_reach:<IP>", True)
-    if isinstance(spec, BadInterface):
-        return Unresolved(spec.reason, True)
+    problem = spec_problem(spec)
+    if problem is not None:
+        return Unresolved(problem, True)
     if isinstance(spec, NicName):
-        if len(spec.name.encode()) > MAX_NIC_NAME:
-            return Unresolved(
-                f"{quoted(spec.name)} cannot be a NIC name: Linux allows {MAX_NIC_NAME} bytes",
-                True,
-            )
         link = host.by_name(spec.name)
         if link is None:
             names = ", ".join(sorted(lk.name for lk in host.links)) or "none"
@@ -111,9 +156,6 @@ def resolve(spec: InterfaceSpec, host: HostNet) -> Resolution:
             return Unresolved(f"NIC {spec.name} {why_not}; the speaker cannot answer on it")
         return Resolved(link, "named in spec.interface")
     assert isinstance(spec, CanReach)
-    special = special_kind_of_key(spec.key)
-    if special is not None:  # the default route would "reach" it: say what the webhook says
-        return Unresolved(f"{spec.ip} is {special}: {special_route(special)}", True)
     return _by_routes(spec.ip, host)
 
 

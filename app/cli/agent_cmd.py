@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from app.cli.flags import path
+from app.cli.flags import non_empty, path
 from app.cli.lazy import lazy
 from app.core.labels import NODE_REPORT_ANNOTATION
 
@@ -44,10 +44,13 @@ def register(sub: Any) -> None:
     a.add_argument(
         "--speaker",
         choices=("on", "off"),
-        default="on",
-        help="off: report-only, never answer ARP/NDP (OpenELB's own speaker speaks)",
+        default="off",
+        help="on: answer ARP/NDP for the Eips' IPs (turn OpenELB's speaker off first); off "
+        "(the default): report-only, never answer (OpenELB's own speaker speaks)",
     )
-    a.add_argument("--interval", type=float, default=0.5, help="seconds between looks")
+    a.add_argument(
+        "--interval", type=float, default=0.5, help="seconds between looks (0.1 at least)"
+    )
     live = a.add_argument_group("live mode")
     live.add_argument(
         "--namespace",
@@ -55,7 +58,9 @@ def register(sub: Any) -> None:
         help="namespace of the agents' Leases (default: $POD_NAMESPACE or eip-guard)",
     )
     live.add_argument(
-        "--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG, ~/.kube)"
+        "--kubeconfig",
+        type=non_empty,
+        help="kubeconfig file (default: in-cluster, then $KUBECONFIG, ~/.kube)",
     )
     live.add_argument("--context", help="kubeconfig context")
     live.add_argument(

@@ -15,14 +15,15 @@ from typing import TYPE_CHECKING, Any
 from app.agent.netlink import NetlinkError
 from app.agent.plan import LocalBinding
 from app.agent.pyroute2_netlink import Pyroute2Netlink
-from app.agent.resolve import Resolved, describe_route_get, resolve
+from app.agent.resolve import Resolved, describe_route_get, resolve, spec_problem
 from app.agent.runner import Agent, ClusterSource, Settings, SnapshotSource, SourceError
 from app.agent.speaker import Speaker
-from app.cli.flags import seconds
+from app.cli.flags import MAX_SECONDS, seconds
 from app.core.interfaces import CanReach, parse_interface
 from app.core.labels import NODE_REPORT_ANNOTATION
 from app.kube.settings import KubeError
 from app.sources.errors import InputError
+from app.sources.files import is_stdin
 
 if TYPE_CHECKING:
     from app.kube.agent_source import LiveCluster
@@ -31,13 +32,24 @@ if TYPE_CHECKING:
 # Performance). Both commands talk to the kernel, so pyroute2 loads with this module.
 
 EVENT_REASON = "CanReachBoundLocally"
+# The shortest --interval: a look reads the cluster's view and the node's links, addresses
+# and routes over netlink (1-10 ms), so 0.1 s costs at most a tenth of a core; 1e-9 looked
+# without pause, a core burnt for failovers that Lease timing (seconds) cannot make sooner.
+MIN_INTERVAL = 0.1
+NOT_ASKED = "not asked: OpenELB uses a NIC name as given, with no route lookup"
 
 
 def run_resolve(args: argparse.Namespace) -> int:
     spec = parse_interface(args.spec)
+    # Wrong on every node (`vlan:3`, `a/b`, can_reach:127.0.0.1): bad input, one line on
+    # stderr and exit 2, as for every command; no look at this node's network needed.
+    problem = spec_problem(spec)
+    if problem is not None:
+        raise InputError(problem)
     try:
         netlink = Pyroute2Netlink()
         host = netlink.host([spec.ip] if isinstance(spec, CanReach) else [])
+        answer = netlink.route_get(spec.ip) if isinstance(spec, CanReach) else None
     except NetlinkError as exc:
         raise InputError(str(exc)) from exc
     result = resolve(spec, host)
@@ -45,18 +57,19 @@ def run_resolve(args: argparse.Namespace) -> int:
         ours: dict[str, Any] = {"nic": result.link.name, "why": result.why}
     else:
         ours = {"nic": None, "why": result.reason}
-    theirs: dict[str, Any] = {"nic": None, "why": "not used: OpenELB takes a NIC name as given"}
-    if isinstance(spec, CanReach):
-        nic, why = describe_route_get(spec.ip, netlink.route_get(spec.ip), host)
+    theirs: dict[str, Any] = {"nic": None, "why": NOT_ASKED}
+    if isinstance(spec, CanReach) and answer is not None:
+        nic, why = describe_route_get(spec.ip, answer, host)
         theirs = {"nic": nic, "why": why}
     if args.output == "json":
         print(json.dumps({"spec": args.spec, "eip_guard": ours, "ip_route_get": theirs}))
-    else:
-        print(f"eip-guard picks:   {ours['nic'] or '(none)'}  ({ours['why']})")
+        return 0 if isinstance(result, Resolved) else 1
+    print(f"eip-guard picks:   {ours['nic'] or '(none)'}  ({ours['why']})")
+    if isinstance(spec, CanReach):
         print(f"ip route get says: {theirs['nic'] or '(none)'}  ({theirs['why']})")
-    if isinstance(result, Resolved):
-        return 0
-    return 2 if result.bad_spec else 1
+    else:
+        print("ip route get says: (not asked)  (OpenELB uses a NIC name as given)")
+    return 0 if isinstance(result, Resolved) else 1
 
 
 class LiveSource:
@@ -110,10 +123,27 @@ def _check_server(url: str) -> None:
         raise InputError(f"--server {url!r}: {exc}") from exc
 
 
-def run_agent(args: argparse.Namespace) -> int:
-    seconds("--interval", args.interval)
-    if args.live and args.server is not None:
+def _check_live(args: argparse.Namespace) -> None:
+    """The live-mode flags, each alone: LiveCluster checks how they relate, and said of -1 or
+    nan that it "must be under half the Lease duration"."""
+    if args.server is not None:
         _check_server(args.server)
+    seconds("--lease-renew", args.lease_renew)
+    if not 1 <= args.lease_duration <= MAX_SECONDS:
+        raise InputError(
+            f"--lease-duration {args.lease_duration}: expected whole seconds, 1 to {MAX_SECONDS}"
+        )
+
+
+def run_agent(args: argparse.Namespace) -> int:
+    seconds("--interval", args.interval, least=MIN_INTERVAL)
+    if args.live:
+        _check_live(args)
+    elif any(is_stdin(p) for p in args.cluster):
+        raise InputError(
+            "--cluster -: the agent reads its snapshot again whenever it changes, and stdin "
+            "can be read once: give a file"
+        )
     if not args.node_name:
         raise InputError("--node-name is required (or set $NODE_NAME)")
     node = args.node_name

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from app.cli.streams import drop_stdout
 from app.pki.certs import CertError, make_bundle, write_bundle
-from app.sources.errors import InputError
+from app.sources.errors import InputError, shown
 
 
 def run_certs(args: argparse.Namespace) -> int:
@@ -16,5 +17,18 @@ def run_certs(args: argparse.Namespace) -> int:
     except CertError as exc:
         raise InputError(str(exc)) from exc
     print(f"eip-guard: wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
-    print(bundle.ca_bundle)
+    try:
+        print(bundle.ca_bundle, flush=True)
+    except BrokenPipeError:
+        raise  # the reader went away (`| head -c0`): quiet, as any command
+    except OSError as exc:
+        # A full disk under `> bundle.txt`. The files are whole and the caBundle is ca.crt in
+        # base64: say how to print it again, rather than leave a CA nobody can trust without
+        # making a new one (--force).
+        drop_stdout()
+        ca = shown(args.out / "ca.crt")
+        raise InputError(
+            f"the certificates are written, but the caBundle could not be printed on stdout: "
+            f"{exc.strerror or exc}. It is {ca} in base64: print it with 'base64 -w0 {ca}'"
+        ) from exc
     return 0

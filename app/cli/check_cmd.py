@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from app.cli.flags import path
+from app.cli.flags import OptionalFile, path
 from app.cli.lazy import lazy
 from app.kube.settings import in_cluster
 
@@ -19,7 +19,7 @@ def cluster_args(p: argparse.ArgumentParser, output: bool = True) -> None:
         action="append",
         type=path,
         metavar="SNAPSHOT",
-        help="YAML/JSON file or directory of Kubernetes objects (repeatable); "
+        help="YAML/JSON file or directory of Kubernetes objects (repeatable; - reads stdin); "
         "--kubeconfig reads the live cluster instead",
     )
     source_args(p, source)
@@ -40,8 +40,7 @@ def source_args(p: argparse.ArgumentParser, group: Any | None = None) -> None:
     ``--context`` and the kube-vip namespaces."""
     (group or p).add_argument(
         "--kubeconfig",
-        nargs="?",
-        const="",
+        action=OptionalFile,
         metavar="FILE",
         help="read the live cluster with this kubeconfig; without FILE: $KUBECONFIG or "
         "~/.kube/config, as kubectl does",
@@ -69,8 +68,12 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "check", help="judge one Eip manifest against a cluster snapshot or the live cluster"
     )
-    p.add_argument("-f", "--filename", type=path, required=True, help="the Eip manifest")
-    p.add_argument("--old", type=path, help="the Eip as it is now (judges an UPDATE)")
+    p.add_argument(
+        "-f", "--filename", type=path, required=True, help="the Eip manifest (- reads stdin)"
+    )
+    p.add_argument(
+        "--old", type=path, help="the Eip as it is now (judges an UPDATE; - reads stdin)"
+    )
     cluster_args(p)
     _strict(p)
     p.set_defaults(run=lazy("app.cli.check_run", "run_check"))

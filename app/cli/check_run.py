@@ -6,16 +6,18 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from app.cli import live
+from app.cli.flags import object_ref
 from app.cli.render import dumps, verdict_json, verdict_text
 from app.core.eips import ALLOW_RULES_ANNOTATION, Eip, is_eip
 from app.core.inventory import Inventory, Options, build, first_lines
 from app.core.rules import RULES, Rule, audit, check
 from app.core.verdict import Action, Policy
-from app.sources.errors import InputError
-from app.sources.files import load_objects, load_one, load_policy
+from app.sources.errors import InputError, shown
+from app.sources.files import is_stdin, load_one, load_policy, load_snapshot
 from app.sources.gc_pause import gc_paused
 
 
@@ -26,18 +28,47 @@ def resolve_dns(name: str) -> list[str]:
 
 
 def options(args: argparse.Namespace) -> Options:
-    ns, sep, name = str(args.kube_vip_configmap).partition("/")
-    if not sep or not ns or not name:
-        raise InputError(f"--kube-vip-configmap {args.kube_vip_configmap!r}: expected NS/NAME")
-    return Options(kube_vip_configmap=(ns, name))
+    return Options(kube_vip_configmap=object_ref("--kube-vip-configmap", args.kube_vip_configmap))
+
+
+# The flags that read a file, and read stdin when given -.
+STDIN_FLAGS = (
+    ("filename", "-f"),
+    ("old", "--old"),
+    ("cluster", "--cluster"),
+    ("policy", "--policy"),
+)
+
+
+def stdin_once(args: argparse.Namespace) -> None:
+    """``-`` (stdin) given at most once: stdin can be read once, and a second reader would
+    find it empty, which says something else."""
+    given = []
+    for dest, flag in STDIN_FLAGS:
+        value = getattr(args, dest, None)
+        for one in value if isinstance(value, list) else [value]:
+            if one is not None and is_stdin(one):
+                given.append(flag)
+    if len(given) > 1:
+        raise InputError(
+            f"- (stdin) given {len(given)} times ({', '.join(given)}): stdin can be read "
+            "once; give the others as files"
+        )
 
 
 def snapshot_inventory(args: argparse.Namespace) -> Inventory:
     live.check_exclusive(args)
+    opts = options(args)  # a typo said before a large snapshot is read
     if live.live_requested(args):
-        return live.live_inventory(args, options(args), resolve_dns)
+        return live.live_inventory(args, opts, resolve_dns)
     with gc_paused():  # a snapshot's objects all survive the build: no collection helps
-        return build(load_objects(*args.cluster), options(args), resolve_dns)
+        snapshot = load_snapshot(*args.cluster)
+        inventory = build(snapshot.objects, opts, resolve_dns)
+    if not snapshot.notes:
+        return inventory
+    # What the files held but the inventory skips (an Eip of another apiVersion) joins what
+    # it ignored: printed on stderr, listed under "notes" by `audit -o json`.
+    return replace(inventory, notes=(*snapshot.notes, *inventory.notes))
 
 
 def noted_inventory(args: argparse.Namespace) -> Inventory:
@@ -52,11 +83,14 @@ def noted_inventory(args: argparse.Namespace) -> Inventory:
 def _eip(path: Path) -> Eip:
     obj = load_one(path)
     if not is_eip(obj):
-        raise InputError(f"{path}: not an Eip (network.kubesphere.io); got {obj.get('kind')}")
+        raise InputError(
+            f"{shown(path)}: not an Eip (network.kubesphere.io); got {obj.get('kind')}"
+        )
     return Eip.from_object(obj)
 
 
 def run_check(args: argparse.Namespace) -> int:
+    stdin_once(args)
     policy = load_policy(args.policy)
     candidate = _eip(args.filename)
     old = _eip(args.old) if args.old else None
@@ -86,6 +120,7 @@ def _strict_exit(args: argparse.Namespace, warnings: int, inventory: Inventory) 
 
 
 def run_audit(args: argparse.Namespace) -> int:
+    stdin_once(args)
     policy = load_policy(args.policy)
     inventory = noted_inventory(args)
     verdicts = audit(inventory, policy)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from pathlib import Path
+from typing import Any
 
 from app.sources.errors import InputError
 
@@ -17,17 +19,84 @@ def path(value: str) -> Path:
     return Path(value)
 
 
+class OptionalFile(argparse.Action):
+    """``--kubeconfig [FILE]``: alone, the default file ($KUBECONFIG or ~/.kube/config, as
+    kubectl; the value is ""); with FILE, that file, which may not be empty: an unset variable
+    in ``--kubeconfig "$KC"`` would silently read ~/.kube/config, maybe another cluster."""
+
+    ALONE = object()  # not a str: argparse would pass a str const through ``type``
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        kwargs.update(nargs="?", const=self.ALONE)
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if values is self.ALONE:
+            values = ""
+        elif not str(values).strip():
+            raise argparse.ArgumentError(
+                self,
+                "an empty path (an unset shell variable?); give the file, or the flag alone "
+                "for $KUBECONFIG or ~/.kube/config",
+            )
+        setattr(namespace, self.dest, values)
+
+
+def non_empty(value: str) -> str:
+    """A file flag's type where the value stays a str (``--kubeconfig`` of the agent)."""
+    path(value)
+    return value
+
+
+_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS_LABEL = re.compile(_LABEL)
+_DNS_SUBDOMAIN = re.compile(rf"{_LABEL}(\.{_LABEL})*")
+
+
+def object_ref(flag: str, value: str) -> tuple[str, str]:
+    """``NS/NAME`` of a namespaced object, checked as the API server checks them (the
+    namespace a DNS-1123 label, the name a DNS-1123 subdomain), so a typo is said here,
+    not read as "no such ConfigMap"."""
+    ns, sep, name = value.partition("/")
+    shown = repr(value) if len(value) <= 80 else f"{value[:60]!r}... ({len(value)} characters)"
+    if not sep or not ns or not name:
+        raise InputError(f"{flag} {shown}: expected NS/NAME, e.g. kube-system/kubevip")
+    if len(ns) > 63 or not _DNS_LABEL.fullmatch(ns):
+        raise InputError(
+            f"{flag} {shown}: the namespace must be a DNS-1123 label (at most 63 lower-case "
+            "letters, digits and '-', starting and ending with a letter or digit)"
+        )
+    if len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
+        raise InputError(
+            f"{flag} {shown}: the name must be a DNS-1123 subdomain (at most 253 lower-case "
+            "letters, digits, '-' and '.', each part starting and ending with a letter or digit)"
+        )
+    return ns, name
+
+
 MAX_SECONDS = 86_400  # a day: every interval here is far shorter; waits past ~9e9 s overflow
 
 
-def seconds(flag: str, value: float, *, zero: bool = False) -> float:
-    """``value`` when it is a number of seconds above 0 (or 0, with ``zero``) and at most a
-    day; else an InputError. ``float`` reads 'nan' and 'inf': nan passes every comparison,
-    and a wait of nan seconds returns at once, a loop that never waits; a wait of inf, or of
-    1e10 (past what the platform's timers take), raises or never ends."""
-    if math.isfinite(value) and (value > 0 or (zero and value == 0)) and value <= MAX_SECONDS:
+def seconds(flag: str, value: float, *, zero: bool = False, least: float = 0.0) -> float:
+    """``value`` when it is a number of seconds above 0 (or 0, with ``zero``; at least
+    ``least``, when given) and at most a day; else an InputError. ``float`` reads 'nan' and
+    'inf': nan passes every comparison, and a wait of nan seconds returns at once, a loop
+    that never waits; a wait of inf, or of 1e10 (past what the platform's timers take),
+    raises or never ends."""
+    if (
+        math.isfinite(value)
+        and (value > 0 or (zero and value == 0))
+        and value >= least
+        and value <= MAX_SECONDS
+    ):
         return value
-    least = "0 or more" if zero else "above 0"
+    lowest = f"at least {least:g}" if least else "0 or more" if zero else "above 0"
     raise InputError(
-        f"{flag} {value}: expected a finite number of seconds, {least}, at most {MAX_SECONDS}"
+        f"{flag} {value}: expected a finite number of seconds, {lowest}, at most {MAX_SECONDS}"
     )

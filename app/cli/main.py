@@ -9,15 +9,14 @@ Exit codes: 0 allowed / clean, 1 denied / violations found, 2 bad input or usage
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
 from app import __version__
 from app.cli import agent_cmd, certs_cmd, check_cmd, serve_cmd
-from app.sources.errors import InputError
+from app.cli.streams import drop_stdout, prepare, say
+from app.sources.errors import InputError, shown
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process killed by SIGPIPE
@@ -40,7 +39,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _stand_in_for_closed_streams()
+    prepare()
     args = parser().parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
     try:
@@ -50,46 +49,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:
         # One line, whatever the parser below said (YAML errors span several lines).
         one_line = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
-        _say(f"eip-guard: {one_line}")
+        say(f"eip-guard: {one_line}")
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         # The reader went away (`eip-guard audit | head`): stop quietly, as a tool killed by
         # SIGPIPE does.
-        _drop_stdout()
+        drop_stdout()
         return EXIT_BROKEN_PIPE
     except OSError as exc:
         # What the machine refused (a full disk under `> out.json`, a device error): the
         # input errors are InputError above, so this is the environment, said in one line.
-        _drop_stdout()
-        _say(f"eip-guard: {exc}")
+        drop_stdout()
+        say(f"eip-guard: {_os_error(exc)}")
         return EXIT_USAGE
 
 
-def _say(line: str) -> None:
-    """A line on stderr, if stderr takes it: when it is what failed (``2>/dev/full``), the
-    exit code alone has to tell."""
-    with contextlib.suppress(OSError, ValueError):
-        print(line, file=sys.stderr, flush=True)
-
-
-def _stand_in_for_closed_streams() -> None:
-    """Python makes a stream that was closed at start (``>&-``, ``2>&-``) None, and
-    ``print(file=None)`` then writes to stdout: stderr's notes would land in the middle of
-    ``-o json``. What goes to a closed stream goes nowhere instead."""
-    for name in ("stdout", "stderr"):
-        if getattr(sys, name) is None:
-            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 - for the process's life
-
-
-def _drop_stdout() -> None:
-    """stdout to /dev/null, so that the flush at exit cannot fail a second time."""
-    try:
-        fd = sys.stdout.fileno()
-    except (OSError, ValueError):  # not a file (a test's capture): nothing is flushed at exit
-        return
-    os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+def _os_error(exc: OSError) -> str:
+    """``exc`` in one line: the file named once (Python's text repeats it, quoted, and a
+    5,000-character name whole), then the reason."""
+    if exc.filename is None or not exc.strerror:
+        return str(exc)
+    return f"{shown(exc.filename)}: {exc.strerror}"
 
 
 if __name__ == "__main__":

@@ -32,6 +32,15 @@ def register(sub: Any) -> None:
         "--port", type=int, default=8443, help="port to listen on (default 8443; 0: any free)"
     )
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    p.add_argument(
+        "--shutdown-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="on SIGTERM, go on answering this long while /readyz answers 503 and each "
+        "connection is closed after its answer, then stop (default 0; the chart gives 5: a "
+        "terminating pod's Endpoints still receive for a moment)",
+    )
     p.set_defaults(run=lazy("app.cli.serve_run", "run_serve"))
 
 

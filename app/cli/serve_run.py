@@ -10,7 +10,8 @@ import logging
 from typing import Any
 
 from app.cli import live, serve_tls
-from app.cli.check_run import options, resolve_dns, snapshot_inventory
+from app.cli.check_run import options, resolve_dns, snapshot_inventory, stdin_once
+from app.cli.flags import seconds
 from app.core.inventory import Inventory, first_lines
 from app.core.sources import InventorySource, StaticSource
 from app.kube.settings import KubeError
@@ -54,6 +55,8 @@ def _frozen_snapshot_inventory(args: argparse.Namespace) -> Inventory:
 def run_serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port < 65536:
         raise InputError(f"--port {args.port}: expected 0-65535")
+    seconds("--shutdown-delay", args.shutdown_delay, zero=True)
+    stdin_once(args)
     policy = load_policy(args.policy)
     live.check_exclusive(args)
     watching = live.live_requested(args)
@@ -106,7 +109,7 @@ def run_serve(args: argparse.Namespace) -> int:
         tls.report(tls.hot)  # a certificate not valid now: the log says so from the start
         # /readyz (and the probe port's) also waits for a valid serving certificate.
         app = create_app(CertGatedSource(source, tls.hot), policy, metrics=metrics)
-        serve_tls.serve(app, sock, tls, probe_sock)
+        serve_tls.serve(app, sock, tls, probe_sock, drain_seconds=args.shutdown_delay)
     finally:
         if running is not None:
             running.stop()

@@ -35,6 +35,7 @@ from app.pki.hot_tls import HotContext, ValidityReport, read_pair, watch_files
 from app.pki.rotation import service_dns_names
 from app.sources.errors import InputError
 from app.webhook import connections
+from app.webhook.app import Drain
 from app.webhook.metrics import Metrics
 from app.webhook.server import GRACEFUL_SHUTDOWN_SECONDS, Server, config, listen
 
@@ -205,8 +206,11 @@ class _ServerWithTasks(Server):
         tasks: Sequence[Task],
         probe: _QuietServer | None,
         probe_sockets: list[socket.socket],
+        *,
+        drain: Drain,
+        drain_seconds: float,
     ) -> None:
-        super().__init__(cfg)
+        super().__init__(cfg, drain, drain_seconds)
         self._tasks, self._probe, self._probe_sockets = tasks, probe, probe_sockets
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
@@ -225,8 +229,16 @@ class _ServerWithTasks(Server):
                     await task
 
 
-def serve(app: Any, sock: socket.socket, tls: Tls, probe_sock: socket.socket | None) -> None:
-    """Serve until SIGTERM/SIGINT, the TLS tasks and the probe port alongside."""
+def serve(
+    app: Any,
+    sock: socket.socket,
+    tls: Tls,
+    probe_sock: socket.socket | None,
+    *,
+    drain_seconds: float = 0.0,
+) -> None:
+    """Serve until SIGTERM/SIGINT, the TLS tasks and the probe port alongside; a SIGTERM
+    first drains for ``drain_seconds`` (:class:`app.webhook.server.Server`)."""
     metrics: Metrics = app.state.metrics
     probe = None
     if probe_sock is not None:
@@ -245,7 +257,10 @@ def serve(app: Any, sock: socket.socket, tls: Tls, probe_sock: socket.socket | N
         )
     probe_sockets = [probe_sock] if probe_sock is not None else []
     cfg = config(app, lambda: tls.hot.context, metrics.closed)
-    server = _ServerWithTasks(cfg, tls.tasks, probe, probe_sockets)
+    drain: Drain = app.state.drain
+    server = _ServerWithTasks(
+        cfg, tls.tasks, probe, probe_sockets, drain=drain, drain_seconds=drain_seconds
+    )
     server.run(sockets=[sock])
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 import urllib3
+import yaml
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
@@ -41,6 +42,33 @@ RETRIES = _CappedRetry(
 )
 
 
+# What loading a kubeconfig raises: the library's own error, the file's (OSError, YAML, bad
+# UTF-8), and Python's for YAML of another shape (a list, a string, `server: 5`).
+_LOAD_ERRORS = (
+    ConfigException, OSError, yaml.YAMLError, ValueError, TypeError, AttributeError, KeyError,
+    IndexError,
+)  # fmt: skip
+
+
+def _why(exc: Exception) -> str:
+    """What is wrong with the kubeconfig, in one line: the library's own words when it has
+    some, the shape the file should have when Python's words are all there is."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        line = f"line {exc.problem_mark.line + 1}: " if exc.problem_mark else ""
+        return f"not valid YAML: {line}{exc.problem}"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = " ".join(str(exc).split())[:200].rstrip(".")  # the caller ends the sentence
+    if isinstance(exc, ConfigException | yaml.YAMLError) or type(exc) is ValueError:
+        return text
+    return (
+        "not a kubeconfig of the expected shape (a mapping whose clusters, contexts and users "
+        f"are lists of mappings, each server a URL string; the client said: {text})"
+    )
+
+
 def api_client(
     kubeconfig: str | None = None,
     context: str | None = None,
@@ -69,14 +97,14 @@ def api_client(
                     client_configuration=cfg,
                     persist_config=False,
                 )
-        except (ConfigException, OSError, ValueError) as exc:
+        except _LOAD_ERRORS as exc:  # bad input all: said in one line, never a traceback
             if kubeconfig is None and context is None and in_cluster():
                 where = "the pod's service account"
             else:
                 where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
             raise KubeError(
                 f"cannot load Kubernetes credentials from {where}"
-                f"{f' (context {context})' if context else ''}: {exc}. "
+                f"{f' (context {context})' if context else ''}: {_why(exc)}. "
                 "Pass --kubeconfig/--context, run inside a pod, or use --cluster SNAPSHOT."
             ) from exc
     cfg.connection_pool_maxsize = max(cfg.connection_pool_maxsize or 0, pool_size)

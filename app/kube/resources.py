@@ -129,6 +129,7 @@ def list_all(
     token: str | None = None
     rv = ""
     paged = True
+    tokens: set[str] = set()
     while True:
         kwargs: dict[str, Any] = {"_preload_content": False, "_request_timeout": timeout}
         if paged:
@@ -173,6 +174,9 @@ def list_all(
         token = meta.get("continue") or None
         if not token:
             return items, rv
+        if token in tokens:  # a broken server or proxy: the same page for ever
+            raise UnreadableAnswer("the list answered a continue token it had given before")
+        tokens.add(token)
 
 
 def describe_failure(stream: Stream, exc: BaseException, *, retrying: bool = True) -> str:

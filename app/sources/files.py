@@ -7,8 +7,11 @@ so the CLI and the server can print one line and exit, never a traceback.
 from __future__ import annotations
 
 import codecs
+import itertools
 import os
+import sys
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,29 +19,62 @@ import jiter
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from app.core.eips import GROUP, VERSIONS, Eip, is_eip
+from app.core.fields import as_mapping, as_str
 from app.core.rules import RULE_IDS, RULES
 from app.core.verdict import Action, Policy
-from app.sources.errors import InputError
+from app.sources.errors import InputError, shown
 from app.sources.gc_pause import gc_paused
 
 SNAPSHOT_SUFFIXES = (".yaml", ".yml", ".json")
 MAX_FILE_BYTES = 256 * 1024 * 1024
+STDIN = "-"  # as a path: read standard input, as kubectl's `-f -`
+
+
+def is_stdin(path: Path) -> bool:
+    return str(path) == STDIN
+
+
+def _read_stdin() -> bytes:
+    stream = sys.stdin
+    if stream is None:  # closed at start (`<&-`)
+        raise InputError(f"{shown(STDIN)}: standard input is closed: pipe the file in")
+    raw = getattr(stream, "buffer", None)
+    if raw is not None:
+        data: bytes = raw.read(MAX_FILE_BYTES + 1)
+        return data
+    return str(stream.read(MAX_FILE_BYTES + 1)).encode("utf-8", "surrogateescape")
 
 
 def _read(path: Path) -> bytes:
     """The file's bytes, at most MAX_FILE_BYTES: the size is checked while reading, since
     /dev/zero, a FIFO or /proc files say nothing (or 0) in st_size."""
-    too_big = InputError(f"{path}: larger than {MAX_FILE_BYTES // 2**20} MiB")
+    too_big = InputError(f"{shown(path)}: larger than {MAX_FILE_BYTES // 2**20} MiB")
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise too_big  # without reading it
-        with path.open("rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
+        if is_stdin(path):
+            data = _read_stdin()
+        else:
+            if path.stat().st_size > MAX_FILE_BYTES:
+                raise too_big  # without reading it
+            with path.open("rb") as f:
+                data = f.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc}") from exc
+        raise _cannot_read(path, exc) from exc
     if len(data) > MAX_FILE_BYTES:
         raise too_big
     return data
+
+
+def _cannot_read(path: Path, exc: OSError) -> InputError:
+    # strerror, not str(exc): that repeats the path, quoted ("[Errno 13] ...: 'x.yaml'").
+    return InputError(f"{shown(path)}: cannot read: {exc.strerror or exc}")
+
+
+def _not_utf8(path: Path, exc: UnicodeDecodeError) -> InputError:
+    return InputError(
+        f"{shown(path)}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+        f"{exc.start}): give a YAML or JSON file (a binary file, or another encoding?)"
+    )
 
 
 def _documents(path: Path) -> Iterator[Any]:
@@ -53,7 +89,7 @@ def _documents(path: Path) -> Iterator[Any]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: cannot read: {exc}") from exc
+        raise _not_utf8(path, exc) from exc
     del data
     try:
         with gc_paused():
@@ -61,11 +97,11 @@ def _documents(path: Path) -> Iterator[Any]:
             docs = list(yaml.load_all(text, Loader=loader))
     except yaml.MarkedYAMLError as exc:
         where = f"line {exc.problem_mark.line + 1}: " if exc.problem_mark else ""
-        raise InputError(f"{path}: not valid YAML: {where}{exc.problem}") from exc
+        raise InputError(f"{shown(path)}: not valid YAML: {where}{exc.problem}") from exc
     except (yaml.YAMLError, ValueError) as exc:
-        raise InputError(f"{path}: not valid YAML or JSON: {exc}") from exc
+        raise InputError(f"{shown(path)}: not valid YAML or JSON: {exc}") from exc
     except RecursionError as exc:
-        raise InputError(f"{path}: nested too deeply to be a Kubernetes manifest") from exc
+        raise InputError(f"{shown(path)}: nested too deeply to be a Kubernetes manifest") from exc
     yield from docs
 
 
@@ -86,51 +122,84 @@ def _json_document(path: Path, data: bytes) -> Any:
         try:
             data.decode("utf-8")  # the message of the text reader (YAML files') for bad UTF-8
         except UnicodeDecodeError as bad:
-            raise InputError(f"{path}: cannot read: {bad}") from bad
-        raise InputError(f"{path}: not valid YAML or JSON: {exc}") from exc
+            raise _not_utf8(path, bad) from bad
+        raise InputError(f"{shown(path)}: not valid YAML or JSON: {exc}") from exc
     finally:
         jiter.cache_clear()
 
 
+def _a(value: Any) -> str:
+    """What a YAML value is, as an admin names it: 'a mapping', 'a number (5)'."""
+    if value is None:
+        return "null"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    what = {bool: "a boolean", str: "a string", int: "a number", float: "a number"}
+    word = what.get(type(value), f"a {type(value).__name__}")
+    text = repr(value)
+    return f"{word} ({text if len(text) <= 40 else text[:37] + '...'})"
+
+
 def _is_list(doc: Any, path: Path) -> bool:
-    """Whether ``doc`` is a ``kind: ...List``; an InputError when it is no object at all."""
+    """Whether ``doc`` is a ``kind: ...List``; an InputError when it is no object at all, or
+    a List whose items are no list (read as empty, its objects would be lost unseen)."""
     if type(doc) is not dict and not isinstance(doc, Mapping):  # the ABC check is slow
-        raise InputError(f"{path}: expected Kubernetes objects, found a {type(doc).__name__}")
+        raise InputError(f"{shown(path)}: expected Kubernetes objects, found {_a(doc)}")
     kind = doc.get("kind")
-    if isinstance(kind, str) and kind.endswith("List") and isinstance(doc.get("items"), list):
-        return True
     if not isinstance(kind, str) or not kind:
-        raise InputError(f"{path}: an object without 'kind' (is this a Kubernetes manifest?)")
+        raise InputError(
+            f"{shown(path)}: an object without 'kind' (is this a Kubernetes manifest?)"
+        )
+    if kind.endswith("List"):
+        items = doc.get("items")
+        if isinstance(items, list):
+            return True
+        if items is not None:
+            raise InputError(
+                f"{shown(path)}: {kind} with items as {_a(items)}, not a list: its objects "
+                "would be left out of the cluster. Write items as a YAML list ('- ' before "
+                "each object), as kubectl does"
+            )
     return False
 
 
 MAX_LIST_DEPTH = 8  # Lists inside Lists: kubectl writes one level; more is a mistake
 
 
-def _objects(doc: Any, path: Path) -> list[Mapping[str, Any]]:
+Objects = list[Mapping[str, Any]]
+
+
+def _objects(doc: Any, path: Path, eips: Objects) -> Objects:
+    """The objects of one document; those of a kind spelt 'eip' also into ``eips``."""
     if doc is None:
         return []
     if not _is_list(doc, path):
+        if doc["kind"] in _EIP_KINDS:
+            eips.append(doc)
         return [doc]
-    found: list[Mapping[str, Any]] = []
-    _list_items(doc, path, found, set(), 1)
+    found: Objects = []
+    _list_items(doc, path, found, eips, seen=set(), depth=1)
     return found
 
 
 def _list_items(
-    doc: Any, path: Path, found: list[Mapping[str, Any]], seen: set[int], depth: int
+    doc: Any, path: Path, found: Objects, eips: Objects, *, seen: set[int], depth: int
 ) -> None:
-    """Every object of the List ``doc`` into ``found``, Lists inside it opened.
+    """Every object of the List ``doc`` into ``found`` (and ``eips``, see _objects), Lists
+    inside it opened.
 
     YAML aliases can make a List hold itself (endless) or the same List many times over (a
     700-byte file expanding to a billion objects): a List met twice is refused.
     """
     if id(doc) in seen:
         raise InputError(
-            f"{path}: a List appears twice, or inside itself (YAML aliases): write the items out"
+            f"{shown(path)}: a List appears twice, or inside itself (YAML aliases): write the "
+            "items out"
         )
     if depth > MAX_LIST_DEPTH:
-        raise InputError(f"{path}: Lists nested more than {MAX_LIST_DEPTH} deep")
+        raise InputError(f"{shown(path)}: Lists nested more than {MAX_LIST_DEPTH} deep")
     seen.add(id(doc))
     # A loop, not a generator per item: that cost 0.3 s for a List of 160,000 objects.
     append = found.append
@@ -140,65 +209,186 @@ def _list_items(
             kind = item.get("kind")
             if type(kind) is str and kind and not kind.endswith("List"):
                 append(item)
+                if kind in _EIP_KINDS:  # here: a pass of its own took 10% of the load
+                    eips.append(item)
                 continue
         if item is None:
             continue
         if _is_list(item, path):
-            _list_items(item, path, found, seen, depth + 1)
+            _list_items(item, path, found, eips, seen=seen, depth=depth + 1)
         else:
             append(item)
+            if item["kind"] in _EIP_KINDS:
+                eips.append(item)
 
 
 def _unreadable(exc: OSError) -> None:
-    raise InputError(f"{exc.filename}: cannot read the directory: {exc.strerror or exc}")
+    where = shown(exc.filename) if exc.filename is not None else "a directory"
+    raise InputError(f"{where}: cannot read the directory: {exc.strerror or exc}")
 
 
 def _files(path: Path) -> list[Path]:
     """The snapshot files of ``path``: itself, or those under it (links to directories are
     not followed, as ``Path.rglob`` does not). What cannot be read is an error, never left
     out: a snapshot missing part of the cluster would allow what it should deny."""
-    if path.is_dir():
-        found: list[Path] = []
-        for top, _dirs, names in os.walk(path, onerror=_unreadable):
-            for name in names:
-                file = Path(top, name)
-                if file.suffix not in SNAPSHOT_SUFFIXES:
-                    continue
-                if not file.exists():
-                    raise InputError(f"{file}: a broken symbolic link")
-                if not file.is_file():
-                    raise InputError(f"{file}: not a regular file")
-                found.append(file)
-        if not found:
-            raise InputError(f"{path}: a directory without .yaml, .yml or .json files")
-        return sorted(found)
-    if not path.exists():
-        raise InputError(f"{path}: no such file or directory")
+    if is_stdin(path):
+        return [path]
+    file = path
+    try:
+        if path.is_dir():
+            found: list[Path] = []
+            for top, _dirs, names in os.walk(path, onerror=_unreadable):
+                for name in names:
+                    file = Path(top, name)
+                    if file.suffix not in SNAPSHOT_SUFFIXES:
+                        continue
+                    if not file.exists():
+                        raise InputError(f"{shown(file)}: a broken symbolic link")
+                    if not file.is_file():
+                        raise InputError(f"{shown(file)}: not a regular file")
+                    found.append(file)
+            if not found:
+                raise InputError(f"{shown(path)}: a directory without .yaml, .yml or .json files")
+            return sorted(found)
+        if not path.exists():
+            raise InputError(f"{shown(path)}: no such file or directory")
+    except OSError as exc:  # what exists() and is_dir() do not answer False to (a name too long)
+        raise _cannot_read(file, exc) from exc
     return [path]
 
 
-def _file_objects(path: Path) -> list[Mapping[str, Any]]:
+def _file_objects(path: Path) -> tuple[Objects, Objects]:
+    """The objects of a file, and those of them whose kind is spelt 'eip'."""
     # An empty file is what 'kubectl get ... > snapshot.yaml' leaves when kubectl fails:
     # judged as a cluster, it would allow every Eip. An empty List is kubectl's "nothing".
     docs = [doc for doc in _documents(path) if doc is not None]
     if not docs:
         raise InputError(
-            f"{path}: empty, no YAML or JSON document (did the command that wrote it fail?)"
+            f"{shown(path)}: empty, no YAML or JSON document (did the command that wrote it fail?)"
         )
-    return [obj for doc in docs for obj in _objects(doc, path)]
+    eips: Objects = []
+    return [obj for doc in docs for obj in _objects(doc, path, eips)], eips
+
+
+# 'eip' in every case: 'Eip' is read, the others noted (kinds are case-sensitive).
+_EIP_KINDS = frozenset(map("".join, itertools.product("eE", "iI", "pP")))
+_EIP_API_VERSIONS = frozenset(f"{GROUP}/{version}" for version in VERSIONS)
+# What an Eip's copies may differ in, named as the manifest names it (Eip fields).
+_EIP_FIELDS = (
+    ("address_text", "spec.address"), ("protocol", "spec.protocol"),
+    ("interface_text", "spec.interface"), ("disabled", "spec.disable"),
+    ("is_default", "annotations"), ("allow_rules", "annotations"), ("used", "status.used"),
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The objects of snapshot files, and what was left out of them, one line each."""
+
+    objects: list[Mapping[str, Any]]
+    notes: tuple[str, ...] = ()
+
+
+class _Eips:
+    """The Eips of a snapshot, file by file: what looks like an Eip but is none is noted
+    (the inventory skips it, and an admin should learn that it did), and one name given
+    two different Eips is an error: the inventory keeps one Eip per name, so the other's
+    pool would be dropped unseen, allowing what it should deny. The same Eip twice (one
+    cluster's objects in two files) is read once."""
+
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+        self._seen: dict[str, tuple[Path, Mapping[str, Any]]] = {}
+
+    def check(self, objects: Objects, eips: Objects, path: Path) -> Objects:
+        """``objects`` of the file ``path`` less repeats of an Eip already read, given those
+        of them whose kind is spelt 'eip'; notes and errors as above."""
+        repeats = [id(o) for o in eips if self._repeat(o, path)]
+        if not repeats:
+            return objects
+        dropped = set(repeats)
+        return [o for o in objects if id(o) not in dropped]
+
+    def _repeat(self, obj: Mapping[str, Any], path: Path) -> bool:
+        version = obj.get("apiVersion")
+        if obj["kind"] != "Eip" or not (
+            (type(version) is str and version in _EIP_API_VERSIONS) or is_eip(obj)
+        ):
+            self.notes.append(_not_an_eip(obj, path))
+            return False
+        meta = obj.get("metadata")
+        name = meta.get("name") if type(meta) is dict else None
+        if type(name) is not str:
+            name = as_str(as_mapping(meta).get("name"))  # as Eip.from_object reads it
+        first = self._seen.setdefault(name, (path, obj))
+        if first[1] is obj:
+            return False
+        earlier, later = Eip.from_object(first[1]), Eip.from_object(obj)
+        if earlier == later:
+            return True
+        raise InputError(_two_eips(name, first[0], path, earlier, later))
+
+
+def _not_an_eip(obj: Mapping[str, Any], path: Path) -> str:
+    """Why an object of a kind spelt 'eip' is no Eip the inventory reads."""
+    kind, version = obj["kind"], obj.get("apiVersion")
+    name = as_str(as_mapping(obj.get("metadata")).get("name")) or "(no name)"
+    what = f"{kind} {name} (in {shown(path)}): ignored"
+    if kind != "Eip":
+        return f"{what}: kind {kind!r} is not 'Eip' (kinds are case-sensitive)"
+    given = f"apiVersion {version!r}" if version is not None else "no apiVersion"
+    return (
+        f"{what}: {given}, so not OpenELB's Eip ({GROUP}/{VERSIONS[0]}); if it is one, fix "
+        "its apiVersion"
+    )
+
+
+def _two_eips(name: str, first: Path, then: Path, earlier: Eip, later: Eip) -> str:
+    """Why one name given two different Eips is refused, naming both places."""
+    fields = [
+        label for attr, label in _EIP_FIELDS if getattr(earlier, attr) != getattr(later, attr)
+    ]
+    differ = list(dict.fromkeys(fields)) or ["spec"]
+    if earlier.address_text != later.address_text:  # the pool: the one an admin looks for
+        differ[0] = f"spec.address ({earlier.address_text!r}, then {later.address_text!r})"
+    if first == then:
+        where = f"twice in {shown(first)}"
+    else:
+        where = f"in {shown(first)} and again in {shown(then)}"
+    return (
+        f"Eip {name!r} is {where}, differing in {', '.join(differ)}: a cluster holds one Eip "
+        "of a name, so one of them would be judged and the other dropped unseen. Keep the "
+        "current one (snapshots of the cluster taken at different times?)"
+    )
+
+
+def load_snapshot(*paths: Path) -> Snapshot:
+    """Objects from YAML/JSON files: a `kind: List`, several documents, or a directory.
+    A file without a document, or a directory without a file, is an InputError, and so is
+    one Eip name given to two different Eips; what looks like an Eip but is none is noted."""
+    objects: list[Mapping[str, Any]] = []
+    eips = _Eips()
+    for p in paths:
+        for f in _files(p):
+            found = _file_objects(f)
+            with gc_paused():  # what it makes survives; a collection would walk every object
+                objects += eips.check(*found, f)
+    return Snapshot(objects, tuple(eips.notes))
 
 
 def load_objects(*paths: Path) -> list[Mapping[str, Any]]:
-    """Objects from YAML/JSON files: a `kind: List`, several documents, or a directory.
-    A file without a document, or a directory without a file, is an InputError."""
-    return [obj for p in paths for f in _files(p) for obj in _file_objects(f)]
+    """The objects of :func:`load_snapshot` (what it notes left unsaid)."""
+    return load_snapshot(*paths).objects
 
 
 def _one_file(path: Path) -> Path:
     """``path``, which must be a file: a directory given where one file is read would be
     walked whole before saying so (all of /tmp, say)."""
-    if path.is_dir():
-        raise InputError(f"{path}: a directory; give one file")
+    try:
+        if not is_stdin(path) and path.is_dir():
+            raise InputError(f"{shown(path)}: a directory; give one file")
+    except OSError as exc:
+        raise _cannot_read(path, exc) from exc
     return path
 
 
@@ -206,7 +396,7 @@ def load_one(path: Path) -> Mapping[str, Any]:
     """Exactly one object, e.g. the Eip given to `eip-guard check -f`."""
     objects = load_objects(_one_file(path))
     if len(objects) != 1:
-        raise InputError(f"{path}: expected exactly one object, found {len(objects)}")
+        raise InputError(f"{shown(path)}: expected exactly one object, found {len(objects)}")
     return objects[0]
 
 
@@ -247,12 +437,14 @@ def load_policy(path: Path | None) -> Policy:
         return Policy()
     docs = [d for f in _files(_one_file(path)) for d in _documents(f)]
     if len(docs) != 1 or not isinstance(docs[0], Mapping):
-        raise InputError(f"{path}: a policy file holds one mapping (rules:, allowOverrides:)")
+        raise InputError(
+            f"{shown(path)}: a policy file holds one mapping (rules:, allowOverrides:)"
+        )
     try:
         return PolicyFile.model_validate(docs[0]).to_policy()
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise InputError(f"{path}: {where}: {first['msg']}") from exc
+        raise InputError(f"{shown(path)}: {where}: {first['msg']}") from exc
     except InputError as exc:
-        raise InputError(f"{path}: {exc}") from exc
+        raise InputError(f"{shown(path)}: {exc}") from exc

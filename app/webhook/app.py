@@ -19,6 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -46,6 +47,18 @@ BODY_SECONDS = 30.0  # the longest webhook timeout an API server allows
 VALIDATE_PATH = "/validate-eip"
 JSON = "application/json"
 NO_VERDICT = frozenset({"unavailable", "errored"})  # outcomes answered as failed calls
+CLOSE = {"connection": "close"}
+
+
+@dataclass
+class Drain:
+    """Set by a server that is stopping (``app.webhook.server.Server``): /readyz answers 503
+    so the Endpoints drop this replica, while reviews are still answered, each on a
+    connection then closed."""
+
+    active: bool = False
+
+
 COMPACT = (",", ":")  # as the API server writes JSON, and as the README shows our answers
 
 log = logging.getLogger(DECISIONS)
@@ -163,6 +176,7 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.metrics = metrics
+    drain = app.state.drain = Drain()
     app.add_exception_handler(StarletteHTTPException, _http_problem)
     # /validate-eip/ is not /validate-eip: a redirect built from the Host header would send
     # the API server elsewhere (and it does not follow redirects for a POST anyway).
@@ -250,12 +264,15 @@ def create_app(
             return Response(
                 responses.failure_json(status), status_code=status["code"], media_type=JSON
             )
-        return Response(review_json(review.apiVersion, decision.response), media_type=JSON)
+        body = review_json(review.apiVersion, decision.response)
+        return Response(body, media_type=JSON, headers=CLOSE if drain.active else None)
 
     async def healthz(_: Request) -> Response:
         return Response(b'{"ok":true}', media_type=JSON)
 
     def readiness_now() -> Readiness:
+        if drain.active:
+            return Readiness(False, "shutting down")
         try:
             return source.readiness()
         except Exception as exc:  # a broken source is not ready, never a 500

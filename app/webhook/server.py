@@ -8,23 +8,30 @@
 - :func:`listen` binds the socket up front, so "address in use" is an input error with a
   clear message, and tests can bind port 0 and learn the port before serving.
 - :class:`Server` shuts down gracefully on SIGTERM/SIGINT and then returns (exit code 0)
-  instead of re-raising the signal as uvicorn does.
+  instead of re-raising the signal as uvicorn does. With a drain time, SIGTERM first drains
+  (:class:`app.webhook.app.Drain`): not ready, still answering, then the graceful stop.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Generator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import uvicorn
 
 from app.webhook import connections
+from app.webhook.app import Drain
+
+log = logging.getLogger(__name__)
 
 SslFactory = Callable[[], ssl.SSLContext]
 GRACEFUL_SHUTDOWN_SECONDS = 10  # the API server's default webhook timeout
@@ -88,7 +95,40 @@ def config(
 
 
 class Server(uvicorn.Server):
-    """uvicorn's server, ending cleanly on SIGTERM (a pod being stopped) or SIGINT."""
+    """uvicorn's server, ending cleanly on SIGTERM (a pod being stopped) or SIGINT.
+
+    With ``drain`` and ``drain_seconds``, a first SIGTERM drains: the Endpoints of a
+    terminating pod go on receiving for a moment (the API server's keep-alive connections
+    and kube-proxy's rules only learn of it later), and a replica that stopped accepting at
+    once failed those calls, a refused Eip change under failurePolicy Fail. Draining, it
+    answers /readyz 503 and every review with ``Connection: close`` (its clients reconnect,
+    to a replica that stays), then stops as without drain. SIGINT, or a second SIGTERM,
+    stops at once.
+    """
+
+    def __init__(
+        self, config: uvicorn.Config, drain: Drain | None = None, drain_seconds: float = 0.0
+    ) -> None:
+        super().__init__(config)
+        self.drain, self.drain_seconds = drain, drain_seconds
+        self._drain_until: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        drain = self.drain
+        first = self._drain_until is None
+        if sig == signal.SIGTERM and drain is not None and self.drain_seconds > 0 and first:
+            drain.active = True
+            self._drain_until = time.monotonic() + self.drain_seconds
+            log.info(
+                "SIGTERM: not ready, still answering for %g s, then stopping", self.drain_seconds
+            )
+            return
+        super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._drain_until is not None and time.monotonic() >= self._drain_until:
+            return True
+        return await super().on_tick(counter)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:

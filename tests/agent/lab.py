@@ -173,8 +173,10 @@ class Lab:
         return self.start_live_agent(node, "--cluster", str(snapshot), *extra)
 
     def start_live_agent(self, node: str, *extra: str) -> AgentProcess:
+        # These agents speak unless told otherwise (the command's default is report-only).
+        speaker = () if "--speaker" in extra else ("--speaker", "on")
         argv = ["ip", "netns", "exec", self.ns[node], EIP_GUARD, "agent", "--node-name", node,
-                "--interval", "0.2", *extra]  # fmt: skip
+                "--interval", "0.2", *speaker, *extra]  # fmt: skip
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         agent = AgentProcess(node, proc)
         agent.start_reader()

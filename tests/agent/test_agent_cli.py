@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
 from app.agent.runner import SnapshotSource, SourceError
+from app.cli.main import parser
 from tests.support import run_cli
 
 
@@ -29,17 +31,27 @@ def test_a_broken_snapshot_is_exit_2(capsys: pytest.CaptureFixture[str], tmp_pat
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--interval", "0"], "--interval 0.0: expected a finite number of seconds, above 0"),
-        (["--interval", "nan"], "--interval nan: expected a finite number of seconds, above 0"),
+        (["--interval", "0"], "--interval 0.0: expected a finite number of seconds, at least"),
+        (["--interval", "nan"], "--interval nan: expected a finite number of seconds, at least"),
         # Past what the platform's timers take, a wait raised OverflowError after one tick.
         (
             ["--interval", "1e10"],
-            "--interval 10000000000.0: expected a finite number of seconds, above 0, at most 86400",
+            "--interval 10000000000.0: expected a finite number of seconds, at least 0.1, at "
+            "most 86400",
         ),
         (["--live", "--server", "api:6443"], "expected an http:// or https:// URL with a host"),
         (["--live", "--server", "https://api:65536"], "'https://api:65536': Port out of range"),
         (["--live", "--lease-renew", "6"], "must be under half the Lease duration (6 s)"),
         (["--live", "--lease-renew", "4"], "must be under half the Lease duration (6 s)"),
+        # Not "the renew interval (-1 s) must be under half the Lease duration".
+        (["--live", "--lease-renew", "-1"], "--lease-renew -1.0: expected a finite number of"),
+        (["--live", "--lease-renew", "nan"], "--lease-renew nan: expected a finite number of"),
+        (["--live", "--lease-duration", "0"], "--lease-duration 0: expected whole seconds, 1"),
+        # Looked without a pause: a core burnt.
+        (
+            ["--interval", "1e-9"],
+            "--interval 1e-09: expected a finite number of seconds, at least 0.1",
+        ),
     ],
 )
 def test_bad_settings_are_exit_2(
@@ -68,10 +80,50 @@ def test_static_and_live_exclude_each_other(
     assert code == 2 and "not allowed with argument" in err
 
 
-def test_resolve_rejects_a_bad_spec(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_cli(capsys, "resolve", "can_reach:10.0.0.0/24", "-o", "json")
-    assert code == 2
-    assert "is a CIDR" in out
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ("can_reach:10.0.0.0/24", "'10.0.0.0/24' is a CIDR"),
+        ("can_reach:127.0.0.1", "127.0.0.1 is a loopback address"),
+        # Bytes that are no UTF-8, as a shell hands them over: UnicodeEncodeError before.
+        (
+            "\udcff\udcfe",
+            "'\\udcff\\udcfe' cannot be a NIC name: it holds bytes that are not UTF-8 text",
+        ),
+        # What Linux refuses in a NIC name: exit 2 (wrong anywhere), not 1 (not on this node).
+        (" eth0", "' eth0' cannot be a NIC name: Linux refuses whitespace (' ') in one"),
+        ("a/b", "'a/b' cannot be a NIC name: Linux refuses '/' in one"),
+        ("../x", "'../x' cannot be a NIC name: Linux refuses '/' in one"),
+        ("..", "'..' cannot be a NIC name: Linux refuses '.' and '..'"),
+        ("eth\x01", "'eth\\x01' cannot be a NIC name: it holds the control character"),
+        ("a-nic-name-of-16b", "'a-nic-name-of-16b' cannot be a NIC name: Linux allows 15"),
+        ("", "spec.interface is empty"),
+    ],
+)
+@pytest.mark.parametrize("output", ["text", "json"])
+def test_resolve_says_a_bad_spec_in_one_line_on_stderr(
+    capsys: pytest.CaptureFixture[str], spec: str, says: str, output: str
+) -> None:
+    code, out, err = run_cli(capsys, "resolve", spec, "-o", output)
+    assert code == 2 and out == ""
+    assert err.startswith(f"eip-guard: {says}") and err.count("\n") == 1, err
+
+
+def test_resolve_says_route_get_was_not_asked_for_a_nic_name(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run_cli(capsys, "resolve", "no-such-nic0")
+    assert code == 1
+    assert out.splitlines() == [
+        "eip-guard picks:   (none)  (no NIC named 'no-such-nic0' on this node (it has: "
+        + out.split("(it has: ")[1].split("\n")[0],
+        "ip route get says: (not asked)  (OpenELB uses a NIC name as given)",
+    ]
+    code, out, _ = run_cli(capsys, "resolve", "no-such-nic0", "-o", "json")
+    assert json.loads(out)["ip_route_get"] == {
+        "nic": None,
+        "why": "not asked: OpenELB uses a NIC name as given, with no route lookup",
+    }
 
 
 def test_a_snapshot_that_turns_into_a_fifo_is_an_error_not_a_hang(tmp_path: Path) -> None:
@@ -85,3 +137,12 @@ def test_a_snapshot_that_turns_into_a_fifo_is_an_error_not_a_hang(tmp_path: Path
     os.mkfifo(snap)
     with pytest.raises(SourceError, match=r"cluster\.json: not a regular file"):
         source.objects()
+
+
+def test_the_agent_is_report_only_unless_told_to_speak() -> None:
+    # A root user running the README's command must not start answering ARP/NDP beside
+    # OpenELB's speaker (two MACs for one IP): speaking is asked for, as the chart asks.
+    args = parser().parse_args(["agent", "--cluster", "c.yaml", "--node-name", "n1"])
+    assert args.speaker == "off"
+    speaking = parser().parse_args(["agent", "--live", "--node-name", "n1", "--speaker", "on"])
+    assert speaking.speaker == "on"

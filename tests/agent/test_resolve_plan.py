@@ -236,3 +236,17 @@ def test_what_can_never_be_a_nic_is_a_bad_spec_not_the_default_route() -> None:
     assert isinstance(long_name, Unresolved) and long_name.bad_spec
     assert "Linux allows 15 bytes" in long_name.reason
     assert picked("can_reach:10.0.0.9") == "eth1"  # an ordinary IP still resolves
+
+
+def test_names_linux_refuses_are_a_bad_spec_not_a_missing_nic() -> None:
+    # The agent logs them as wrong Eips (resolve exits 2), not as "no such NIC on this node".
+    for name in (" eth0", "eth0 ", "a/b", "../x", ".", "..", "eth\x01", "eth\u00a0", "\udcff"):
+        result = resolve(parse_interface(name), HOST)
+        assert isinstance(result, Unresolved) and result.bad_spec, repr(name)
+        assert "cannot be a NIC name" in result.reason, repr(name)
+    # What Linux takes is looked for on this node: names with '.', '@', '_' or '-', UTF-8.
+    for name in ("eth1.100", "br-lan", "veth_x", "lan@if2", "eth-\u00fc", "a" * 15):
+        result = resolve(parse_interface(name), HOST)
+        assert isinstance(result, Unresolved) and not result.bad_spec, repr(name)
+        assert result.reason.startswith("no NIC named"), repr(name)
+    assert picked("eth1") == "eth1"

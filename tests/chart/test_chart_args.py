@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from app.cli.agent_run import MIN_INTERVAL
 from app.cli.flags import seconds
 from app.cli.main import parser
+from app.webhook.server import GRACEFUL_SHUTDOWN_SECONDS
 from tests.chart.rendering import SCENARIOS, RenderFn, one
 
 
@@ -29,6 +31,16 @@ def test_the_deployment_args_are_what_serve_accepts(
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert {ports[name] for name in probes.values()} == {parsed.probe_port}
     assert ports["https"] == parsed.port
+    # A rollout drains each pod: not ready, still answering, then stopping, within its grace.
+    assert parsed.shutdown_delay == 5
+    grace = container_grace(render(values, api_versions=api_versions))
+    assert parsed.shutdown_delay + GRACEFUL_SHUTDOWN_SECONDS < grace
+
+
+def container_grace(objs: list[dict[str, object]]) -> float:
+    """The Deployment pods' termination grace period (Kubernetes' default when unset)."""
+    spec = one(objs, "Deployment")["spec"]["template"]["spec"]
+    return float(spec.get("terminationGracePeriodSeconds", 30))
 
 
 def test_extra_args_come_last(render: RenderFn, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -62,7 +74,7 @@ def test_the_agent_args_are_what_agent_accepts(
     parsed = parser().parse_args(container["args"])  # exits 2 on any unknown flag or bad value
     assert parsed.live is True
     assert (parsed.speaker, parsed.lease_renew, parsed.lease_duration, parsed.interval) == expected
-    seconds("--interval", parsed.interval)  # what the agent checks at start
+    seconds("--interval", parsed.interval, least=MIN_INTERVAL)  # what the agent checks at start
     assert 0 < parsed.lease_renew < parsed.lease_duration - parsed.lease_renew  # LiveCluster's
     added = container["securityContext"]["capabilities"].get("add")
     assert added == (["NET_RAW"] if expected[0] == "on" else None)

@@ -163,3 +163,11 @@ def test_a_refused_connection_is_said_with_its_host_and_port_without_retries() -
     said = describe_failure(STREAM, caught.value)
     assert said.startswith(f"nodes: cannot reach the API server at 127.0.0.1:{port} (")
     assert "Connection refused" in said
+
+
+def test_a_continue_token_given_twice_ends_the_list(server: Server) -> None:
+    # A broken server or proxy answering the same page for ever looped `check --kubeconfig`.
+    url, asked = server(lambda path: node_list("n1", token="again"))
+    with pytest.raises(UnreadableAnswer, match="a continue token it had given before"):
+        listed(url)
+    assert len(asked) == 2

@@ -189,6 +189,33 @@ def test_the_process_start_and_stop_are_logged_once_beside_the_probe_server(
     assert [msg for msg in said if msg in lifecycle] == lifecycle
 
 
+def test_a_shutdown_delay_drains_not_ready_then_exits_cleanly(tmp_path: Path) -> None:
+    bundle = make_bundle(service_dns_names("eip-guard", "eip-guard"))
+    write_bundle(bundle, tmp_path)
+    args = [
+        *SNAPSHOT, "--host", "127.0.0.1", "--port", "0", "--probe-port", "0",
+        "--tls-cert-file", str(tmp_path / "tls.crt"), "--tls-key-file", str(tmp_path / "tls.key"),
+        "--shutdown-delay", "2",
+    ]  # fmt: skip
+    server = Process(args, env_without_cluster())
+    try:
+        line = server.until("serving")
+        wait_ready(line["probe"])
+        server.proc.send_signal(signal.SIGTERM)
+        said = server.until("SIGTERM: not ready, still answering for 2 s, then stopping")
+        assert said["level"] == "info"
+        ready = httpx.get(line["probe"], timeout=5)  # within the 2 s: still answering
+        assert (ready.status_code, ready.json()) == (
+            503,
+            {"ready": False, "reason": "shutting down"},
+        )
+        context = trusting(bundle.ca.cert_pem)
+        review = (EXAMPLES / "review-good.json").read_bytes()
+        assert post_review(port_of(line["address"]), context, review)["response"]["allowed"]
+    finally:
+        assert server.stop() == 0
+
+
 def test_broken_files_are_logged_once_and_the_pair_presented_stays(tmp_path: Path) -> None:
     with serving_files(tmp_path) as (server, line, ca):
         (tmp_path / "tls.key").unlink()

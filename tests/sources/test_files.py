@@ -15,7 +15,7 @@ import pytest
 
 from app.core.inventory import build
 from app.sources.errors import InputError
-from app.sources.files import load_objects
+from app.sources.files import load_objects, load_snapshot
 from app.sources.gc_pause import gc_paused
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,13 +151,15 @@ def test_an_empty_list_is_kubectls_nothing_found(tmp_path: Path) -> None:
     assert load_objects(path) == []
 
 
-def test_json_that_is_not_utf8_says_so_as_before(tmp_path: Path) -> None:
-    path = tmp_path / "snap.json"
-    path.write_bytes(b'{"kind": "Service", "metadata": {"name": "caf\xe9"}}')
-    assert error_of(path) == (
-        f"{path}: cannot read: 'utf-8' codec can't decode byte 0xe9 in position 45: "
-        "invalid continuation byte"
-    )
+def test_a_file_that_is_not_utf8_says_so_as_yaml_and_json(tmp_path: Path) -> None:
+    # Python's words were "'utf-8' codec can't decode byte 0xe9 in position 45: ...".
+    for suffix in (".json", ".yaml"):
+        path = tmp_path / f"snap{suffix}"
+        path.write_bytes(b'{"kind": "Service", "metadata": {"name": "caf\xe9"}}')
+        assert error_of(path) == (
+            f"{path}: not UTF-8 text (byte 0xe9 at offset 45): give a YAML or JSON file "
+            "(a binary file, or another encoding?)"
+        )
 
 
 def test_json_nested_too_deep_is_a_clear_error(tmp_path: Path) -> None:
@@ -260,3 +262,97 @@ def test_loading_and_building_make_no_cyclic_garbage(
         unreachable = gc.collect()
     assert unreachable == 0
     assert inventory.eips and (source != "odd" or len(inventory.notes) >= 5)
+
+
+@pytest.mark.parametrize(
+    ("items", "found"),
+    [("{kind: Eip, metadata: {name: pool}}", "a mapping"), ("5", "a number (5)"),
+     ("abc", "a string ('abc')"), ("true", "a boolean (True)")],
+)  # fmt: skip
+def test_a_list_whose_items_are_no_list_is_an_error_not_empty(
+    tmp_path: Path, items: str, found: str
+) -> None:
+    """Read as empty, an EipList's pool was dropped unseen: `check` then allowed what it
+    denies, exit 0 even with --strict."""
+    path = tmp_path / "snap.yaml"
+    for kind in ("List", "EipList"):
+        path.write_text(f"apiVersion: v1\nkind: {kind}\nitems: {items}\n")
+        assert error_of(path) == (
+            f"{path}: {kind} with items as {found}, not a list: its objects would be left out "
+            "of the cluster. Write items as a YAML list ('- ' before each object), as kubectl does"
+        )
+    # Inside a List, too.
+    path.write_text(f"kind: List\nitems:\n- kind: EipList\n  items: {items}\n")
+    assert "EipList with items as" in error_of(path)
+    # null or no items: nothing in it (read as before: one object the inventory skips).
+    for empty in ("kind: List\nitems:\n", "kind: List\n"):
+        path.write_text(empty)
+        assert [o["kind"] for o in load_objects(path)] == ["List"]
+
+
+EIP = "apiVersion: network.kubesphere.io/v1alpha2\nkind: Eip\n"
+
+
+def _eip(name: str, address: str, head: str = EIP, extra: str = "") -> str:
+    return f"{head}metadata: {{name: {name}{extra}}}\nspec: {{address: {address}}}\n"
+
+
+def test_what_looks_like_an_eip_but_is_none_is_noted(tmp_path: Path) -> None:
+    path = tmp_path / "snap.yaml"
+    path.write_text("---\n".join([
+        _eip("wrong", "10.0.0.0/24", "apiVersion: v1\nkind: Eip\n"),
+        _eip("none", "10.0.1.0/24", "kind: Eip\n"),
+        _eip("lower", "10.0.2.0/24", "apiVersion: network.kubesphere.io/v1alpha2\nkind: EIP\n"),
+        _eip("fine", "10.0.3.0/24"),
+    ]))  # fmt: skip
+    snapshot = load_snapshot(path)
+    assert len(snapshot.objects) == 4  # as read: the inventory skips what is no Eip
+    assert snapshot.notes == (
+        f"Eip wrong (in {path}): ignored: apiVersion 'v1', so not OpenELB's Eip "
+        "(network.kubesphere.io/v1alpha2); if it is one, fix its apiVersion",
+        f"Eip none (in {path}): ignored: no apiVersion, so not OpenELB's Eip "
+        "(network.kubesphere.io/v1alpha2); if it is one, fix its apiVersion",
+        f"EIP lower (in {path}): ignored: kind 'EIP' is not 'Eip' (kinds are case-sensitive)",
+    )
+
+
+def test_one_name_for_two_different_eips_is_an_error_naming_both_places(tmp_path: Path) -> None:
+    """The inventory keeps one Eip per name: the other's pool was lost unseen."""
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text(_eip("p", "10.9.0.0/24"))
+    second.write_text(_eip("p", "10.8.0.0/24"))
+    with pytest.raises(InputError) as info:
+        load_objects(first, second)
+    assert str(info.value) == (
+        f"Eip 'p' is in {first} and again in {second}, differing in spec.address "
+        "('10.9.0.0/24', then '10.8.0.0/24'): a cluster holds one Eip of a name, so one of "
+        "them would be judged and the other dropped unseen. Keep the current one (snapshots "
+        "of the cluster taken at different times?)"
+    )
+    first.write_text(_eip("p", "10.9.0.0/24") + "---\n" + _eip("p", "10.9.0.0/24") +
+                     "status: {used: {10.9.0.7: default/web}}\n")  # fmt: skip
+    assert f"is twice in {first}, differing in status.used:" in error_of(first)
+
+
+def test_the_same_eip_twice_is_read_once(tmp_path: Path) -> None:
+    # One cluster's objects in two files (or one file given twice): nothing is lost.
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text(_eip("p", "10.9.0.0/24"))
+    second.write_text(_eip("p", "10.9.0.0/24", extra=", resourceVersion: '7'") + "---\n"
+                      + "apiVersion: v1\nkind: Service\nmetadata: {name: s}\n")  # fmt: skip
+    objects = load_objects(first, second, first)
+    assert [o["kind"] for o in objects] == ["Eip", "Service"]
+    assert objects[0]["metadata"] == {"name": "p"}  # the first read is kept
+
+
+def test_stdin_is_named_as_such(tmp_path: Path) -> None:
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom app.sources.files import load_objects\n"
+        "try:\n    print(load_objects(Path('-')))\nexcept Exception as e:\n    print(e)\n"
+    )
+    run = [sys.executable, "-c", code]
+    done = subprocess.run(run, input="kind: Service\n", capture_output=True, text=True,
+                          check=True, cwd=ROOT)  # fmt: skip
+    assert done.stdout == "[{'kind': 'Service'}]\n"
+    done = subprocess.run(run, input="", capture_output=True, text=True, check=True, cwd=ROOT)
+    assert done.stdout.startswith("- (stdin): empty, no YAML or JSON document")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import socket
 import ssl
 import threading
@@ -474,3 +475,38 @@ def test_a_review_in_flight_is_answered_during_shutdown(certs: Certs) -> None:
         thread.join(20)
         sock.close()
     assert not thread.is_alive()
+
+
+def test_sigterm_with_a_drain_time_answers_not_ready_then_stops(certs: Certs) -> None:
+    """A terminating pod's Endpoints still receive for a moment: draining, the server is not
+    ready, still answers (closing each connection after its answer), then stops."""
+    app = create_app(StaticSource(example_inventory()), Policy())
+    sock = listen("127.0.0.1", 0)
+    port = int(sock.getsockname()[1])
+    cfg = config(app, functools.partial(ssl_context, certs.cert, certs.key))
+    server = Server(cfg, drain=app.state.drain, drain_seconds=1.0)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            assert thread.is_alive()
+            time.sleep(0.01)
+        with client(port, certs.ca) as http:
+            assert http.get("/readyz").status_code == 200
+            assert (
+                "connection"
+                not in http.post("/validate-eip", json=review(example_eip("good"))).headers
+            )
+            server.handle_exit(signal.SIGTERM, None)  # what the signal handler calls
+            ready = http.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["reason"] == "shutting down"
+            answer = http.post("/validate-eip", json=review(example_eip("good"), uid="late"))
+            assert answer.json()["response"] == {"uid": "late", "allowed": True}
+            assert answer.headers["connection"] == "close"
+            assert thread.is_alive()
+        thread.join(20)  # the drain ends, then the graceful stop
+        assert not thread.is_alive()
+    finally:
+        server.should_exit = True
+        thread.join(20)
+        sock.close()

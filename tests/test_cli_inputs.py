@@ -1,0 +1,232 @@
+"""Bad input to every command is one line on stderr and exit 2, never a traceback; output
+survives any encoding; `-` reads stdin; `certs` says how to get back a caBundle it could
+not print."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.pki.certs import make_bundle, write_bundle
+from tests.conftest import EXAMPLES, ROOT
+from tests.support import run_cli
+
+Capsys = pytest.CaptureFixture[str]
+CLI = [sys.executable, "-m", "app.cli.main"]
+GOOD, BAD, CLUSTER = (str(EXAMPLES / n) for n in ("eip-good.yaml", "eip-bad.yaml", "cluster.yaml"))
+
+KUBECONFIGS = {
+    "not YAML": ("garbage: [\n", "not valid YAML: line 2"),
+    "a list": ("[1, 2]\n", "not a kubeconfig of the expected shape"),
+    "a string": ('"str"\n', "not a kubeconfig of the expected shape"),
+    "not UTF-8": ("\udcff\udcfe: x\n", "not UTF-8 text (byte 0xff at offset 0)"),
+    "server: 5": (
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: 5}\n"
+        "contexts:\n- name: x\n  context: {cluster: c, user: u}\ncurrent-context: x\n"
+        "users:\n- name: u\n  user: {token: abc}\n",
+        "not a kubeconfig of the expected shape",
+    ),
+}
+
+
+@pytest.fixture(autouse=True)
+def _not_in_a_pod(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+
+
+def _tls(tmp_path: Path) -> list[str]:
+    write_bundle(make_bundle(["a.svc"]), tmp_path / "tls")
+    return ["--tls-cert-file", str(tmp_path / "tls/tls.crt"),
+            "--tls-key-file", str(tmp_path / "tls/tls.key")]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(KUBECONFIGS))
+@pytest.mark.parametrize("command", ["check", "audit", "serve", "agent"])
+def test_a_malformed_kubeconfig_is_one_line_and_exit_2(
+    capsys: Capsys, tmp_path: Path, case: str, command: str
+) -> None:
+    text, says = KUBECONFIGS[case]
+    config = tmp_path / "kubeconfig"
+    config.write_bytes(text.encode("utf-8", "surrogateescape"))
+    argv = {
+        "check": ["check", "-f", GOOD, "--kubeconfig", str(config)],
+        "audit": ["audit", "--kubeconfig", str(config)],
+        "serve": ["serve", "--kubeconfig", str(config), "--host", "127.0.0.1", "--port", "0",
+                  *_tls(tmp_path)],
+        "agent": ["agent", "--live", "--node-name", "n1", "--kubeconfig", str(config)],
+    }[command]  # fmt: skip
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2 and out == ""
+    line = f"eip-guard: cannot load Kubernetes credentials from {config}: {says}"
+    assert err.startswith(line) and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["check", "-f", GOOD, "--kubeconfig", ""],
+        ["audit", "--kubeconfig", " "],
+        ["agent", "--live", "--node-name", "n1", "--kubeconfig", ""],
+    ],
+)
+def test_an_empty_kubeconfig_path_is_refused_not_read_as_the_default(
+    capsys: Capsys, argv: list[str]
+) -> None:
+    # `--kubeconfig "$KC"` with KC unset read ~/.kube/config: maybe another cluster.
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2 and out == ""
+    assert "argument --kubeconfig: an empty path (an unset shell variable?)" in err
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("a/b/c", "the name must be a DNS-1123 subdomain"),
+        ("A_B/c", "the namespace must be a DNS-1123 label"),
+        ("kube-system/" + "a" * 5000, "(5012 characters): the name must be a DNS-1123"),
+        ("kubevip", "expected NS/NAME, e.g. kube-system/kubevip"),
+    ],
+)
+def test_the_kube_vip_configmap_is_checked_as_kubernetes_names(
+    capsys: Capsys, value: str, says: str
+) -> None:
+    code, _, err = run_cli(capsys, "audit", "--cluster", CLUSTER, "--kube-vip-configmap", value)
+    assert code == 2 and says in err and err.count("\n") == 1 and len(err) < 400
+
+
+def _unicode_eip(tmp_path: Path) -> Path:
+    path = tmp_path / "uni.yaml"
+    path.write_text(
+        (EXAMPLES / "eip-bad.yaml").read_text().replace("eip-layer2", "eip-\u00fc-\u2603"),
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.mark.parametrize("output", ["text", "json"])
+def test_output_survives_a_stdout_that_cannot_spell_it(tmp_path: Path, output: str) -> None:
+    """An Eip named eip-ü-☃ where stdout is ASCII: UnicodeEncodeError, exit 1, mid-verdict."""
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    uni = str(_unicode_eip(tmp_path))
+    for argv in (["check", "-f", uni, "--cluster", CLUSTER],
+                 ["audit", "--cluster", CLUSTER, "--cluster", uni]):  # fmt: skip
+        done = subprocess.run([*CLI, *argv, "-o", output], cwd=ROOT, env=env,
+                              capture_output=True, check=False)  # fmt: skip
+        assert done.returncode == 1, done.stderr
+        assert b"Traceback" not in done.stderr
+        if output == "json":  # ASCII already (json.dumps escapes), and valid
+            report = json.loads(done.stdout)
+            assert argv[0] == "check" or "eip-\u00fc-\u2603" in report["findings"]
+        else:
+            assert b"Eip eip-\\xfc-\\u2603: DENIED" in done.stdout
+    # A bad path spelt the same way, said on stderr.
+    missing = str(tmp_path / "n\u00f6.yaml")
+    done = subprocess.run([*CLI, "audit", "--cluster", missing], cwd=ROOT, env=env,
+                          capture_output=True, check=False)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.decode("ascii").endswith("n\\xf6.yaml: no such file or directory\n")
+
+
+def test_dash_reads_stdin_once(tmp_path: Path) -> None:
+    def run(*argv: str, stdin: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*CLI, *argv], cwd=ROOT, input=stdin, capture_output=True,
+                              text=True, check=False)  # fmt: skip
+
+    # kubectl's `-f -`: the manifest from a pipe.
+    done = run("check", "-f", "-", "--cluster", CLUSTER, stdin=Path(BAD).read_text())
+    assert done.returncode == 1 and done.stdout.startswith("Eip eip-layer2: DENIED")
+    done = run("check", "-f", GOOD, "--cluster", "-", stdin=Path(CLUSTER).read_text())
+    assert done.returncode == 0 and done.stdout == "Eip eip-layer2: allowed\n"
+    # `kubectl get ... -o yaml | eip-guard audit --cluster -`
+    done = run("audit", "--cluster", "-", stdin=Path(CLUSTER).read_text())
+    assert done.returncode == 0 and done.stdout.endswith("1 Eip(s) audited, 0 violating\n")
+    # Errors name it as stdin, not as a file called "-".
+    done = run("check", "-f", "-", "--cluster", CLUSTER, stdin="a: [\n")
+    assert done.returncode == 2
+    assert done.stderr.startswith("eip-guard: - (stdin): not valid YAML: line 2")
+    # A second reader would find it empty: refused, saying why.
+    done = run("check", "-f", "-", "--old", "-", "--cluster", CLUSTER, stdin="")
+    assert done.returncode == 2
+    assert "- (stdin) given 2 times (-f, --old): stdin can be read once" in done.stderr
+    # The agent reads its snapshot again on every change.
+    done = run("agent", "--cluster", "-", "--node-name", "n1", stdin="")
+    assert done.returncode == 2 and "--cluster -: the agent reads its snapshot again" in done.stderr
+
+
+def test_a_cabundle_that_cannot_be_printed_is_said_with_how_to_get_it(tmp_path: Path) -> None:
+    """`certs > /dev/full`: the four files are written (a rerun would need --force and so a
+    new CA); the caBundle is ca.crt in base64, and the message says how to print it."""
+    out = tmp_path / "c4"
+    with open("/dev/full", "w") as full:
+        certs = [*CLI, "certs", "--out", str(out), "--dns", "a.svc"]
+        done = subprocess.run(
+            certs, cwd=ROOT, stdout=full, stderr=subprocess.PIPE, text=True, check=False
+        )
+    assert done.returncode == 2
+    assert sorted(p.name for p in out.iterdir()) == ["ca.crt", "ca.key", "tls.crt", "tls.key"]
+    last = done.stderr.splitlines()[-1]
+    assert last == (
+        "eip-guard: the certificates are written, but the caBundle could not be printed on "
+        f"stdout: No space left on device. It is {out}/ca.crt in base64: print it with "
+        f"'base64 -w0 {out}/ca.crt'"
+    )
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+    # What the message says to run prints what `certs` prints.
+    again = tmp_path / "c5"
+    printed = subprocess.run([*CLI, "certs", "--out", str(again), "--dns", "a.svc"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+    advised = subprocess.run(["base64", "-w0", str(again / "ca.crt")], capture_output=True,
+                             text=True, check=True).stdout  # fmt: skip
+    assert (
+        printed
+        == advised + "\n"
+        == base64.b64encode((again / "ca.crt").read_bytes()).decode() + "\n"
+    )
+
+
+def test_file_errors_are_clean_lines(capsys: Capsys, tmp_path: Path) -> None:
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"ki\xcb\x00nd: Eip\n")
+    code, _, err = run_cli(capsys, "check", "-f", str(binary), "--cluster", CLUSTER)
+    assert code == 2 and err == (
+        f"eip-guard: {binary}: not UTF-8 text (byte 0xcb at offset 2): give a YAML or JSON file "
+        "(a binary file, or another encoding?)\n"
+    )
+    long = str(tmp_path / ("a" * 5000))
+    code, _, err = run_cli(capsys, "check", "-f", long, "--cluster", CLUSTER)
+    assert code == 2
+    assert err.endswith(f" ({len(long)} characters): cannot read: File name too long\n")
+    assert len(err) < 300
+    code, _, err = run_cli(capsys, "audit", "--cluster", long)
+    assert code == 2 and err.endswith(": cannot read: File name too long\n") and len(err) < 300
+    items = tmp_path / "items.yaml"
+    items.write_text("kind: List\nitems: [1]\n")
+    code, _, err = run_cli(capsys, "audit", "--cluster", str(items))
+    assert (
+        code == 2
+        and err == f"eip-guard: {items}: expected Kubernetes objects, found a number (1)\n"
+    )
+
+
+def test_a_file_that_cannot_be_read_is_named_once(tmp_path: Path) -> None:
+    # Root reads everything: the command runs as nobody, on a file nobody may read.
+    tmp_path.chmod(0o755)
+    unread = tmp_path / "unread.yaml"
+    unread.write_text(Path(GOOD).read_text())
+    unread.chmod(0)
+    code = (
+        # What the command imports, imported first: nobody may not read the interpreter's.
+        "import locale, os, sys\nfrom app.cli import check_run\nfrom app.cli.main import main\n"
+        "if os.geteuid() == 0:\n    os.setgid(65534)\n    os.setuid(65534)\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    argv = [sys.executable, "-c", code, "check", "-f", str(unread), "--cluster", CLUSTER]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert done.stderr == f"eip-guard: {unread}: cannot read: Permission denied\n"
