@@ -134,6 +134,31 @@ def test_update_via_old_and_text_output(
     assert "[address-immutable] spec.address: Invalid value" in out
 
 
+def test_a_name_the_cluster_holds_is_judged_as_its_update(
+    capsys: pytest.CaptureFixture[str], examples: Path, tmp_path: Path
+) -> None:
+    # kubectl apply makes that an UPDATE, which the webhook judges as one: a gate judging a
+    # CREATE passed a widened pool the webhook then refused (address-immutable).
+    widened = tmp_path / "widened.yaml"
+    widened.write_text(
+        "apiVersion: network.kubesphere.io/v1alpha2\nkind: Eip\nmetadata: {name: eip-pool}\n"
+        "spec: {address: 172.16.236.40-172.16.236.70, protocol: layer2, interface: eth0}\n"
+    )
+    cluster = str(examples / "cluster.yaml")
+    code, out, err = run_cli(capsys, "check", "-f", str(widened), "--cluster", cluster)
+    assert code == 1
+    assert "[address-immutable] spec.address" in out
+    assert "(was '172.16.236.40-172.16.236.60')" in out
+    assert err == (
+        "eip-guard: note: the cluster holds Eip eip-pool: judged as an update of it, as "
+        "'kubectl apply' would be (--old gives another old version)\n"
+    )
+    code, out, err = run_cli(
+        capsys, "check", "-f", str(examples / "eip-good.yaml"), "--cluster", cluster
+    )  # a new name: a create, with nothing said
+    assert (code, err) == (0, "")
+
+
 def test_audit_on_a_snapshot_directory(
     capsys: pytest.CaptureFixture[str], examples: Path, tmp_path: Path
 ) -> None:

@@ -97,6 +97,16 @@ def run_check(args: argparse.Namespace) -> int:
     if old is not None and old.name != candidate.name:
         raise InputError(f"--old names Eip {old.name!r}, but -f names {candidate.name!r}")
     inventory = noted_inventory(args)
+    if old is None and candidate.name in inventory.eips:
+        # kubectl apply of a name the cluster holds is an UPDATE, and the webhook judges it
+        # as one (address-immutable, ratcheting): judged as a CREATE, a gate passed what the
+        # webhook then refused.
+        old = inventory.eips[candidate.name]
+        print(
+            f"eip-guard: note: the cluster holds Eip {candidate.name}: judged as an update of "
+            "it, as 'kubectl apply' would be (--old gives another old version)",
+            file=sys.stderr,
+        )
     verdict = check(candidate, old, inventory, policy)
     if args.output == "json":
         print(dumps(verdict_json(verdict)))
