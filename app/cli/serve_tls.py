@@ -41,6 +41,7 @@ from app.webhook.server import GRACEFUL_SHUTDOWN_SECONDS, Server, config, listen
 
 log = logging.getLogger(__name__)
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+NOT_FOUND = b'{"code":404,"reason":"Not Found"}'  # as the webhook port answers another path
 Task = Callable[[], Coroutine[Any, Any, None]]
 
 
@@ -150,10 +151,13 @@ def probe_app(app: Any) -> Any:
             {
                 "type": "http.response.start",
                 "status": 404,
-                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"10")],
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(NOT_FOUND)).encode()),
+                ],
             }
         )
-        await send({"type": "http.response.body", "body": b"not found\n"})
+        await send({"type": "http.response.body", "body": NOT_FOUND})
 
     return probe
 

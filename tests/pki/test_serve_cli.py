@@ -111,7 +111,9 @@ def test_self_managed_serve_fills_the_secret_and_is_trusted_by_its_ca_bundle(
         expiry = float(found[1])
         served = x509.load_pem_x509_certificate(stored.data["tls.crt"])
         assert expiry == served.not_valid_after_utc.timestamp()
-        assert httpx.post(probe + "/validate-eip", content=review).status_code == 404
+        refused = httpx.post(probe + "/validate-eip", content=review)
+        assert refused.status_code == 404  # no reviews over plain HTTP, said as on the webhook
+        assert refused.json() == {"code": 404, "reason": "Not Found"}
     finally:
         assert server.stop() == 0
 
