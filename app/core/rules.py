@@ -289,6 +289,15 @@ def _advice(candidate: Eip, subnets: Sequence[Fact], inventory: Inventory) -> st
     free = suggest(candidate, subnets, inventory)
     if free is not None:
         return f"Use an IP that nodes reach but nothing binds, e.g. can_reach:{free}."
+    own = candidate.address
+    if own is not None and any(
+        own.first <= s.span.first + 1 and s.span.last - 1 <= own.last for s in subnets
+    ):
+        return (
+            f"This Eip's own pool covers its node subnet ({subnets[0].span}), gateway "
+            "included: leave an address of the subnet out of the pool (the gateway, say) "
+            "and use that."
+        )
     return (
         "Use an IP that nodes reach but no node, Eip pool, VIP or Service uses: "
         "the node network's gateway is a good choice."

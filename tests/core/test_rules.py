@@ -508,6 +508,13 @@ def test_messages_count_what_a_warning_line_leaves_out_and_name_a_disabled_pool(
     )
 
 
+def test_a_pool_that_swallows_its_node_subnet_is_told_so_not_sent_to_its_gateway() -> None:
+    v = judge(l2("can_reach:172.16.236.1", "172.16.236.0/24"))
+    assert "can-reach-in-eip" in denied(v)
+    assert "This Eip's own pool covers its node subnet (172.16.236.0/24)" in v.message
+    assert "the gateway is a good choice" not in v.message
+
+
 def test_an_object_read_twice_is_named_once_and_a_one_ip_pool_is_a_pool() -> None:
     inv = build([calico_node("n5", "10.20.0.5", 16), service("k", cluster_ip="10.96.0.1"),
                  configmap("kubevip", {"range-global": "10.20.0.9"})])  # fmt: skip
