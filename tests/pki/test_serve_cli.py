@@ -149,9 +149,10 @@ def post_review(port: int, context: ssl.SSLContext, body: bytes) -> dict[str, An
 
 @contextmanager
 def serving_files(
-    tmp_path: Path, first: Callable[[KeyPair], KeyPair] | None = None
+    tmp_path: Path, first: Callable[[KeyPair], KeyPair] | None = None, *extra: str
 ) -> Iterator[tuple[Process, dict[str, Any], KeyPair]]:
-    """``serve`` on certificate files: a fresh bundle's, or ``first(ca)`` when given."""
+    """``serve`` on certificate files: a fresh bundle's, or ``first(ca)`` when given; with
+    ``extra`` flags."""
     bundle = make_bundle(service_dns_names("eip-guard", "eip-guard"))
     write_bundle(bundle, tmp_path)
     if first is not None:
@@ -159,7 +160,7 @@ def serving_files(
     args = [
         *SNAPSHOT, "--host", "127.0.0.1", "--port", "0", "--probe-port", "0",
         "--tls-cert-file", str(tmp_path / "tls.crt"), "--tls-key-file", str(tmp_path / "tls.key"),
-        "--tls-reload-interval", "0.1",
+        "--tls-reload-interval", "0.1", *extra,
     ]  # fmt: skip
     server = Process(args, env_without_cluster())
     try:
@@ -192,16 +193,7 @@ def test_the_process_start_and_stop_are_logged_once_beside_the_probe_server(
 
 
 def test_a_shutdown_delay_drains_not_ready_then_exits_cleanly(tmp_path: Path) -> None:
-    bundle = make_bundle(service_dns_names("eip-guard", "eip-guard"))
-    write_bundle(bundle, tmp_path)
-    args = [
-        *SNAPSHOT, "--host", "127.0.0.1", "--port", "0", "--probe-port", "0",
-        "--tls-cert-file", str(tmp_path / "tls.crt"), "--tls-key-file", str(tmp_path / "tls.key"),
-        "--shutdown-delay", "2",
-    ]  # fmt: skip
-    server = Process(args, env_without_cluster())
-    try:
-        line = server.until("serving")
+    with serving_files(tmp_path, None, "--shutdown-delay", "2") as (server, line, ca):
         wait_ready(line["probe"])
         server.proc.send_signal(signal.SIGTERM)
         said = server.until("SIGTERM: not ready, still answering for 2 s, then stopping")
@@ -211,11 +203,10 @@ def test_a_shutdown_delay_drains_not_ready_then_exits_cleanly(tmp_path: Path) ->
             503,
             {"ready": False, "reason": "shutting down"},
         )
-        context = trusting(bundle.ca.cert_pem)
         review = (EXAMPLES / "review-good.json").read_bytes()
-        assert post_review(port_of(line["address"]), context, review)["response"]["allowed"]
-    finally:
-        assert server.stop() == 0
+        assert post_review(port_of(line["address"]), trusting(ca.cert_pem), review)["response"][
+            "allowed"
+        ]
 
 
 def test_broken_files_are_logged_once_and_the_pair_presented_stays(tmp_path: Path) -> None:

@@ -10,7 +10,9 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from threading import Thread
 
 import httpx
 import pytest
@@ -434,18 +436,31 @@ def test_the_floor_is_tls_1_2_and_tls_1_2_clients_are_served(
         assert tls.version() == "TLSv1.2"
 
 
-def test_a_review_in_flight_is_answered_during_shutdown(certs: Certs) -> None:
-    """Stopping (what SIGTERM does) lets a request that has started finish."""
+@contextmanager
+def stoppable(certs: Certs, drain_seconds: float = 0.0) -> Iterator[tuple[Server, Thread, int]]:
+    """The example webhook in a uvicorn server of its own thread, which a test stops (or
+    makes drain) itself: the server, its thread and its port. On the way out it is stopped,
+    whatever happened."""
     app = create_app(StaticSource(example_inventory()), Policy())
     sock = listen("127.0.0.1", 0)
-    port = int(sock.getsockname()[1])
-    server = Server(config(app, functools.partial(ssl_context, certs.cert, certs.key)))
+    cfg = config(app, functools.partial(ssl_context, certs.cert, certs.key))
+    server = Server(cfg, drain=app.state.drain, drain_seconds=drain_seconds)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
         while not server.started:
             assert thread.is_alive()
             time.sleep(0.01)
+        yield server, thread, int(sock.getsockname()[1])
+    finally:
+        server.should_exit = True
+        thread.join(20)
+        sock.close()
+
+
+def test_a_review_in_flight_is_answered_during_shutdown(certs: Certs) -> None:
+    """Stopping (what SIGTERM does) lets a request that has started finish."""
+    with stoppable(certs) as (server, thread, port):
         body = json.dumps(review(example_eip("bad"), uid="in-flight")).encode()
         head = (
             f"POST /validate-eip HTTP/1.1\r\nHost: {SERVICE_DNS}\r\n"
@@ -470,43 +485,26 @@ def test_a_review_in_flight_is_answered_during_shutdown(certs: Certs) -> None:
         assert payload["response"]["uid"] == "in-flight"
         assert payload["response"]["allowed"] is False
         assert b"connection: close" in rest.lower()  # and then it closed
-    finally:
-        server.should_exit = True
-        thread.join(20)
-        sock.close()
     assert not thread.is_alive()
 
 
 def test_sigterm_with_a_drain_time_answers_not_ready_then_stops(certs: Certs) -> None:
     """A terminating pod's Endpoints still receive for a moment: draining, the server is not
     ready, still answers (closing each connection after its answer), then stops."""
-    app = create_app(StaticSource(example_inventory()), Policy())
-    sock = listen("127.0.0.1", 0)
-    port = int(sock.getsockname()[1])
-    cfg = config(app, functools.partial(ssl_context, certs.cert, certs.key))
-    server = Server(cfg, drain=app.state.drain, drain_seconds=1.0)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            assert thread.is_alive()
-            time.sleep(0.01)
-        with client(port, certs.ca) as http:
-            assert http.get("/readyz").status_code == 200
-            assert (
-                "connection"
-                not in http.post("/validate-eip", json=review(example_eip("good"))).headers
-            )
-            server.handle_exit(signal.SIGTERM, None)  # what the signal handler calls
-            ready = http.get("/readyz")
-            assert ready.status_code == 503 and ready.json()["reason"] == "shutting down"
-            answer = http.post("/validate-eip", json=review(example_eip("good"), uid="late"))
-            assert answer.json()["response"] == {"uid": "late", "allowed": True}
-            assert answer.headers["connection"] == "close"
-            assert thread.is_alive()
+    with (
+        stoppable(certs, drain_seconds=1.0) as (server, thread, port),
+        client(port, certs.ca) as http,
+    ):
+        assert http.get("/readyz").status_code == 200
+        assert (
+            "connection" not in http.post("/validate-eip", json=review(example_eip("good"))).headers
+        )
+        server.handle_exit(signal.SIGTERM, None)  # what the signal handler calls
+        ready = http.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["reason"] == "shutting down"
+        answer = http.post("/validate-eip", json=review(example_eip("good"), uid="late"))
+        assert answer.json()["response"] == {"uid": "late", "allowed": True}
+        assert answer.headers["connection"] == "close"
+        assert thread.is_alive()
         thread.join(20)  # the drain ends, then the graceful stop
         assert not thread.is_alive()
-    finally:
-        server.should_exit = True
-        thread.join(20)
-        sock.close()
