@@ -112,6 +112,7 @@ class Server(uvicorn.Server):
         super().__init__(config)
         self.drain, self.drain_seconds = drain, drain_seconds
         self._drain_until: float | None = None
+        self._drain_said = False
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         drain = self.drain
@@ -119,15 +120,19 @@ class Server(uvicorn.Server):
         if sig == signal.SIGTERM and drain is not None and self.drain_seconds > 0 and first:
             drain.active = True
             self._drain_until = time.monotonic() + self.drain_seconds
-            log.info(
-                "SIGTERM: not ready, still answering for %g s, then stopping", self.drain_seconds
-            )
-            return
+            return  # said by the next tick: no logging inside a signal handler
         super().handle_exit(sig, frame)
 
     async def on_tick(self, counter: int) -> bool:
-        if self._drain_until is not None and time.monotonic() >= self._drain_until:
-            return True
+        if self._drain_until is not None:
+            if not self._drain_said:
+                self._drain_said = True
+                log.info(
+                    "SIGTERM: not ready, still answering for %g s, then stopping",
+                    self.drain_seconds,
+                )
+            if time.monotonic() >= self._drain_until:
+                return True
         return await super().on_tick(counter)
 
     @contextlib.contextmanager
