@@ -360,17 +360,37 @@ def as_openelb_reads(text: str) -> str | None:
     """
     if "::" not in text.lower() and "ffff" not in text.lower():
         return None  # every mapped address has one of the two: the common case in one test
-    parts = text.split("-", 1)
-    rewritten = []
-    for part in parts:
-        try:
-            ip = ipaddress.ip_address(part)
-        except ValueError:
+    if "/" in text:  # ::ffff:10.0.0.0/120 is 10.0.0.0/24 to OpenELB (GetSize, IPToBigInt)
+        ip_text, _, prefix_text = text.partition("/")
+        mapped_ip = _mapped(ip_text)
+        if mapped_ip is None or not prefix_text.isdigit() or not 96 <= int(prefix_text) <= 128:
             return None
-        mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+        return f"{mapped_ip}/{int(prefix_text) - 96}"
+    rewritten = []
+    for part in text.split("-", 1):
+        mapped = _mapped(part)
+        if mapped is None and not _is_ip(part):
+            return None
         rewritten.append(str(mapped) if mapped is not None else part)
     joined = "-".join(rewritten)
     return joined if joined != text else None
+
+
+def _mapped(text: str) -> ipaddress.IPv4Address | None:
+    """The IPv4 address ``text`` maps (``::ffff:a.b.c.d``), else None."""
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    return ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_ip_or_cidr(text: str) -> Span:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -204,7 +205,8 @@ class Eip(NamedTuple):
             address, error = None, str(exc)
             reads = as_openelb_reads(address_text)
             if reads is not None:
-                address = parse_eip_address(reads)
+                with contextlib.suppress(AddressError):  # mixed or reversed once rewritten
+                    address = parse_eip_address(reads)
         # A shared copy, also as the parse cache's key: the parsed object's string would
         # keep its memory page (and the snapshot's pages around it) resident.
         interface_text = shared(as_str(interface))

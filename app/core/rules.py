@@ -366,8 +366,8 @@ def _can_reach_rules(r: Review) -> Iterator[Violation]:
         if anycast:
             found["can-reach-node-ip"] = [
                 f"{ip} is the subnet-router anycast address of node subnet {s.span} of "
-                f"{s.source.object_ref} ({s.source.field}); every node that forwards IPv6, "
-                "as Kubernetes nodes do, binds it"
+                f"{s.source.object_ref} ({s.source.field}); a node with an address in it "
+                "binds it when it forwards IPv6, as Kubernetes nodes do"
                 for s in anycast
             ]
         named: set[tuple[FactKind, str]] = set()
@@ -448,8 +448,9 @@ def _address_rules(r: Review) -> Iterator[Violation]:
                 f"not: write spec.address: {eip.address}.",
                 eip.address_error,
             )
-        return
-    if eip.address is None:
+        # The pool OpenELB reads is judged as well: overridden or warned, the refusal above
+        # must not let an overlapping pool in.
+    elif eip.address is None:
         if _erred(r, ADDRESS):
             return
         yield Violation(

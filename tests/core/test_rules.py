@@ -480,6 +480,26 @@ def test_ipv4_mapped_values_count_as_the_ipv4_openelb_reads() -> None:
     assert "write spec.address: 10.7.0.1-10.7.0.9." in v.message
 
 
+def test_mapped_values_openelb_stores_but_no_one_reads_are_unread_never_a_crash() -> None:
+    # GetSize reads each end as it parses, with no family check: OpenELB stores these. They
+    # raised in Eip.from_object, failing the webhook's Eip list, the agent and check.
+    for address in ("::ffff:10.0.0.1-2001:db8::ffff:ffff", "::ffff:10.0.0.9-10.0.0.1"):
+        stored = Eip.from_object(eip("odd", address))
+        assert stored.address is None and stored.address_error
+        inv = cluster(eip("odd", address))
+        assert any(note.startswith("Eip odd (spec.address): ignored") for note in inv.notes)
+        assert denied(judge(l2("eth0", address))) == {"address-syntax"}
+    # A mapped CIDR is the IPv4 one: /120 of the mapped space is a /24.
+    assert str(Eip.from_object(eip("cidr", "::ffff:10.9.0.0/120")).address) == "10.9.0.0/24"
+
+
+def test_a_new_mapped_address_is_still_judged_for_overlap_when_its_form_only_warns() -> None:
+    policy = Policy(actions={"address-syntax": Action.WARN})
+    v = judge(l2("eth0", "::ffff:172.16.236.50"), policy=policy)
+    assert denied(v) == {"address-overlap"}  # eip-pool is 172.16.236.40-172.16.236.60
+    assert warned(v) == {"address-syntax"}
+
+
 def test_a_stored_eip_whose_address_cannot_be_read_is_said_not_checked() -> None:
     inv = cluster(eip("broken", "10.9.0.1 - 10.9.0.20"))
     (note,) = [n for n in inv.notes if "Eip broken" in n]
