@@ -36,9 +36,12 @@ class _CappedRetry(urllib3.Retry):
 
 
 # read=False re-raises a read error (a timeout, a connection cut) as it is: the caller backs
-# off and says so. One status retry honours a Retry-After on GETs (never on writes).
+# off and says so. One connect retry: a connection refused once (an API server restarting
+# behind its Service) must not fail a Lease renewal, which costs the agent a warm-up. One
+# status retry honours a Retry-After, on the methods urllib3 deems idempotent (GET, PUT,
+# DELETE; never POST or PATCH).
 RETRIES = _CappedRetry(
-    total=1, connect=0, read=False, redirect=0, status=1, other=0, raise_on_status=False
+    total=2, connect=1, read=False, redirect=0, status=1, other=0, raise_on_status=False
 )
 
 

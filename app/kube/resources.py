@@ -130,6 +130,7 @@ def list_all(
     rv = ""
     paged = True
     tokens: set[str] = set()
+    expired = 0  # continue tokens that expired during this list
     while True:
         kwargs: dict[str, Any] = {"_preload_content": False, "_request_timeout": timeout}
         if paged:
@@ -142,10 +143,13 @@ def list_all(
             if exc.status != GONE or not token:
                 raise
             # The continue token expired: the list took longer than etcd keeps its revision
-            # (5 min), and a paged list started again could take as long. client-go's pager
-            # then lists whole, in one answer: so do we, once.
-            log.info("%s: a page's continue token expired (410); listing whole", stream.name)
-            items, token, paged = [], None, False
+            # (5 min). Listed again in pages first: one answer holds every object at once
+            # (100,000 Services parsed whole peaked near 500 MB). Expired twice, the list
+            # is made whole, in one answer, as client-go's pager does at once.
+            expired += 1
+            how = "in pages again" if expired == 1 else "whole, in one answer"
+            log.info("%s: a page's continue token expired (410); listing %s", stream.name, how)
+            items, token, paged, tokens = [], None, expired == 1, set()
             continue
         try:
             data = json.loads(resp.data)
