@@ -262,7 +262,10 @@ def create_app(
             # rejection whatever its code), so Ignore admits and Fail refuses with our text.
             status = decision.response["status"]
             return Response(
-                responses.failure_json(status), status_code=status["code"], media_type=JSON
+                responses.failure_json(status),
+                status_code=status["code"],
+                media_type=JSON,
+                headers=CLOSE if drain.active else None,
             )
         body = review_json(review.apiVersion, decision.response)
         return Response(body, media_type=JSON, headers=CLOSE if drain.active else None)

@@ -117,8 +117,9 @@ class Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         drain = self.drain
         first = self._drain_until is None
+        if drain is not None:
+            drain.active = True  # stopping, whatever the signal: /readyz says so at once
         if sig == signal.SIGTERM and drain is not None and self.drain_seconds > 0 and first:
-            drain.active = True
             self._drain_until = time.monotonic() + self.drain_seconds
             return  # said by the next tick: no logging inside a signal handler
         super().handle_exit(sig, frame)
@@ -132,6 +133,7 @@ class Server(uvicorn.Server):
                     self.drain_seconds,
                 )
             if time.monotonic() >= self._drain_until:
+                self.should_exit = True  # as a signal sets it: one Ctrl-C then forces the stop
                 return True
         return await super().on_tick(counter)
 

@@ -33,14 +33,21 @@ def test_the_deployment_args_are_what_serve_accepts(
     assert ports["https"] == parsed.port
     # A rollout drains each pod: not ready, still answering, then stopping, within its grace.
     assert parsed.shutdown_delay == 5
-    grace = container_grace(render(values, api_versions=api_versions))
-    assert parsed.shutdown_delay + GRACEFUL_SHUTDOWN_SECONDS < grace
+    # Then the webhook's requests in flight, the probe server's and the live watches', one
+    # after the other, at most GRACEFUL_SHUTDOWN_SECONDS each: all within the grace period.
+    grace = one(render(values, api_versions=api_versions), "Deployment")["spec"]["template"][
+        "spec"
+    ]["terminationGracePeriodSeconds"]
+    assert parsed.shutdown_delay + 3 * GRACEFUL_SHUTDOWN_SECONDS < grace
 
 
-def container_grace(objs: list[dict[str, object]]) -> float:
-    """The Deployment pods' termination grace period (Kubernetes' default when unset)."""
-    spec = one(objs, "Deployment")["spec"]["template"]["spec"]
-    return float(spec.get("terminationGracePeriodSeconds", 30))
+def test_the_grace_period_follows_the_drain(render: RenderFn) -> None:
+    pod = one(render({"webhook": {"shutdownDelaySeconds": 12.5}}), "Deployment")["spec"][
+        "template"
+    ]["spec"]
+    args = pod["containers"][0]["args"]
+    assert "--shutdown-delay=12.5" in args
+    assert pod["terminationGracePeriodSeconds"] == 48
 
 
 def test_extra_args_come_last(render: RenderFn, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -79,7 +79,7 @@ BAD: dict[str, tuple[dict[str, Any], str]] = {
     "agent interval over a minute": ({"agent": {"intervalSeconds": 61}}, "intervalSeconds"),
     "agent interval under 0.1 s": ({"agent": {"intervalSeconds": 0.05}}, "intervalSeconds"),
     "a drain past the grace period": (
-        {"webhook": {"shutdownDelaySeconds": 16}},
+        {"webhook": {"shutdownDelaySeconds": 61}},
         "shutdownDelaySeconds",
     ),
     "speaker neither on nor off": ({"agent": {"speaker": "yes"}}, "speaker"),

@@ -207,6 +207,7 @@ def test_a_shutdown_delay_drains_not_ready_then_exits_cleanly(tmp_path: Path) ->
         assert post_review(port_of(line["address"]), trusting(ca.cert_pem), review)["response"][
             "allowed"
         ]
+        assert server.proc.wait(timeout=30) == 0  # the drain runs out: it stops by itself
 
 
 def test_broken_files_are_logged_once_and_the_pair_presented_stays(tmp_path: Path) -> None:

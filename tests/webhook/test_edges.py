@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import signal
@@ -21,7 +22,13 @@ from fastapi import FastAPI
 from app.core.inventory import Inventory
 from app.core.sources import Readiness, StaticSource
 from app.core.verdict import Policy
-from app.webhook.app import COUNTED_BODY_BYTES, MAX_BODY_BYTES, MAX_CONTAINERS, create_app
+from app.webhook.app import (
+    COUNTED_BODY_BYTES,
+    MAX_BODY_BYTES,
+    MAX_CONTAINERS,
+    Drain,
+    create_app,
+)
 from app.webhook.metrics import Metrics
 from app.webhook.server import Server, config, listen, ssl_context
 
@@ -505,6 +512,28 @@ def test_sigterm_with_a_drain_time_answers_not_ready_then_stops(certs: Certs) ->
         answer = http.post("/validate-eip", json=review(example_eip("good"), uid="late"))
         assert answer.json()["response"] == {"uid": "late", "allowed": True}
         assert answer.headers["connection"] == "close"
+        failed = http.post("/validate-eip", json=review(None, uid="no-object"))
+        assert (failed.status_code, failed.headers["connection"]) == (400, "close")
         assert thread.is_alive()
         thread.join(20)  # the drain ends, then the graceful stop
         assert not thread.is_alive()
+
+
+def test_any_stop_says_not_ready_at_once_and_ctrl_c_after_a_drain_forces_it(
+    certs: Certs,
+) -> None:
+    # SIGINT stops without a drain, but /readyz must not go on saying ready meanwhile.
+    app = create_app(StaticSource(example_inventory()), Policy())
+    cfg = config(app, functools.partial(ssl_context, certs.cert, certs.key))
+    stopping = Server(cfg, drain=app.state.drain, drain_seconds=5.0)
+    stopping.handle_exit(signal.SIGINT, None)
+    assert app.state.drain.active and stopping.should_exit
+    # A drain that ran out stops as a signal would: one Ctrl-C then forces the stop
+    # (uvicorn's "CTRL+C to force quit"), not a second one.
+    drained = Server(cfg, drain=Drain(), drain_seconds=5.0)
+    drained.handle_exit(signal.SIGTERM, None)
+    assert not drained.should_exit
+    drained._drain_until = time.monotonic() - 1  # the drain's end, without waiting for it
+    assert asyncio.run(drained.on_tick(0)) is True and drained.should_exit
+    drained.handle_exit(signal.SIGINT, None)
+    assert drained.force_exit
