@@ -157,6 +157,12 @@ def test_a_name_the_cluster_holds_is_judged_as_its_update(
         capsys, "check", "-f", str(examples / "eip-good.yaml"), "--cluster", cluster
     )  # a new name: a create, with nothing said
     assert (code, err) == (0, "")
+    # The manifest itself in the snapshot (a gate over the cluster and its manifests): as an
+    # update of itself every violation would only warn; nothing to apply, so a create.
+    bad = str(examples / "eip-bad.yaml")
+    code, out, err = run_cli(capsys, "check", "-f", bad, "--cluster", cluster, "--cluster", bad)
+    assert code == 1 and "DENIED" in out
+    assert "holds Eip eip-layer2 as written: judged as a create" in err
 
 
 def test_audit_on_a_snapshot_directory(

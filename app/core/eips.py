@@ -234,4 +234,19 @@ class Eip(NamedTuple):
         )
 
 
+# What makes two copies of an Eip two different Eips, by the manifest's name for each field.
+# Not status.used: OpenELB rewrites it all the time (the rules read it only to warn of a
+# DELETE), so two dumps of one cluster taken seconds apart differ there.
+SPEC_FIELDS = (
+    ("address_text", "spec.address"), ("protocol", "spec.protocol"),
+    ("interface_text", "spec.interface"), ("disabled", "spec.disable"),
+    ("is_default", "annotations"), ("allow_rules", "annotations"),
+)  # fmt: skip
+
+
+def same_spec(one: Eip, other: Eip) -> bool:
+    """Whether the two are the same Eip to the rules (status aside)."""
+    return all(getattr(one, attr) == getattr(other, attr) for attr, _ in SPEC_FIELDS)
+
+
 _new = tuple.__new__  # in the order of the fields; without NamedTuple's Python __new__

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import io
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from app.core.inventory import build
+from app.sources import files
 from app.sources.errors import InputError
 from app.sources.files import load_objects, load_snapshot
 from app.sources.gc_pause import gc_paused
@@ -329,9 +331,9 @@ def test_one_name_for_two_different_eips_is_an_error_naming_both_places(tmp_path
         "them would be judged and the other dropped unseen. Keep the current one (snapshots "
         "of the cluster taken at different times?)"
     )
-    first.write_text(_eip("p", "10.9.0.0/24") + "---\n" + _eip("p", "10.9.0.0/24") +
-                     "status: {used: {10.9.0.7: default/web}}\n")  # fmt: skip
-    assert f"is twice in {first}, differing in status.used:" in error_of(first)
+    other = f"{EIP}metadata: {{name: p}}\nspec: {{address: 10.9.0.0/24, interface: eth1}}\n"
+    first.write_text(_eip("p", "10.9.0.0/24") + "---\n" + other)
+    assert f"is twice in {first}, differing in spec.interface:" in error_of(first)
 
 
 def test_the_same_eip_twice_is_read_once(tmp_path: Path) -> None:
@@ -343,6 +345,10 @@ def test_the_same_eip_twice_is_read_once(tmp_path: Path) -> None:
     objects = load_objects(first, second, first)
     assert [o["kind"] for o in objects] == ["Eip", "Service"]
     assert objects[0]["metadata"] == {"name": "p"}  # the first read is kept
+    # Nor is status.used a difference: OpenELB rewrites it, and two dumps taken seconds
+    # apart differ there (a review's finding: that was an error).
+    second.write_text(_eip("p", "10.9.0.0/24") + "status: {used: {10.9.0.7: default/web}}\n")
+    assert [o["kind"] for o in load_objects(first, second)] == ["Eip"]
 
 
 def test_stdin_is_named_as_such(tmp_path: Path) -> None:
@@ -356,3 +362,30 @@ def test_stdin_is_named_as_such(tmp_path: Path) -> None:
     assert done.stdout == "[{'kind': 'Service'}]\n"
     done = subprocess.run(run, input="", capture_output=True, text=True, check=True, cwd=ROOT)
     assert done.stdout.startswith("- (stdin): empty, no YAML or JSON document")
+
+
+@pytest.mark.parametrize(
+    ("piped", "by_jiter"),
+    [
+        ('\ufeff {"kind": "List", "items": [{"kind": "Service"}]}', True),
+        ('\n  {"kind": "Service"}', True),
+        ("{kind: List, items: [{kind: Service}]}", False),  # YAML that begins like JSON
+        ("kind: Service\n", False),
+    ],
+)
+def test_json_on_stdin_is_read_by_the_json_reader(
+    piped: str, by_jiter: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `kubectl get -o json | eip-guard audit --cluster -`: read as YAML, the xl snapshot took
+    # 16.7 s and 2.7 GB where jiter takes 2 s and 0.3 GB (a review's measurement).
+    calls: list[bool] = []
+    real = files._json_document
+
+    def spy(path: Path, data: bytes) -> object:
+        calls.append(True)
+        return real(path, data)
+
+    monkeypatch.setattr(files, "_json_document", spy)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(piped.encode())))
+    assert [o["kind"] for o in load_objects(Path("-"))] == ["Service"]
+    assert bool(calls) == (by_jiter or piped.startswith("{kind"))  # tried, then YAML
