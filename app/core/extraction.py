@@ -73,6 +73,7 @@ class VipValue:
     configmap: tuple[str, str, str] | None = None  # (namespace, name, key)
     # From ``envFrom``: a ConfigMap without the key sets nothing, and is no gap.
     optional: bool = False
+    absent_ok: bool = False  # ``optional: true``: no ConfigMap at all sets nothing either
     secret: str = ""  # "namespace/name key" or "namespace/name" (envFrom)
 
 
@@ -391,7 +392,10 @@ def _kube_vip_env_from(
                     key = name[len(prefix) :]
                     fld = f"container {cname} envFrom ConfigMap {cm_name} key {key}"
                     value = VipValue(
-                        _source(b.obj, b.kind, fld), configmap=(ns, cm_name, key), optional=True
+                        _source(b.obj, b.kind, fld),
+                        configmap=(ns, cm_name, key),
+                        optional=True,
+                        absent_ok=ref.get("optional") is True,
                     )
                     b.vip_values.append(value)
         elif secret and wanted:

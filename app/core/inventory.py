@@ -189,7 +189,9 @@ def _resolve_vips(
             data = configmaps.get((ns, name))
             text = None if data is None else data.get(key)
             if text is None:
-                if data is None or not value.optional:
+                if (data is None and not value.absent_ok) or (
+                    data is not None and not value.optional
+                ):
                     found = "not found" if data is None else f"key {key!r} not found"
                     notes.append(f"{value.source}: ConfigMap {ns}/{name} {found}")
                 continue

@@ -115,6 +115,16 @@ def _relist_why(exc: Exception) -> str | None:
     return None
 
 
+class _Watch(watch.Watch):
+    """The client's Watch, telling a blank line (nothing: client-go skips it) from a line
+    that is no JSON (the client's None for both; the loop ends the watch on None)."""
+
+    def unmarshal_event(self, data: str, return_type: Any) -> Any:
+        if not data or data.isspace():
+            return {"type": None}  # no raw_object: the loop skips it
+        return super().unmarshal_event(data, return_type)  # type: ignore[no-untyped-call]
+
+
 class _ShortWatch(Exception):
     def __str__(self) -> str:
         return (
@@ -240,7 +250,7 @@ class Reflector(Generic[T]):
 
         ``self.rv`` advances only after an event is handled: a failure resumes there.
         """
-        w = watch.Watch()  # type: ignore[no-untyped-call]
+        w = _Watch()  # type: ignore[no-untyped-call]
         self._watch = w
         if self._stop.is_set():  # stop() may have run before _watch was set
             return

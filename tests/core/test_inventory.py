@@ -196,6 +196,7 @@ def test_kube_vip_env_from_configmaps_secrets_and_flags() -> None:
         {"configMapRef": {"name": "env-prefixed"}, "prefix": "vip_"},  # address -> vip_address
         {"configMapRef": {"name": "env-other"}},  # holds neither: no gap
         {"configMapRef": {"name": "env-missing"}},
+        {"configMapRef": {"name": "env-optional", "optional": True}},  # absent: sets nothing
         {"secretRef": {"name": "vip-secret"}},
     ]
     container["command"] = ["/kube-vip", "--vip", "192.0.2.5"]

@@ -235,6 +235,7 @@ def test_a_watch_line_that_is_no_json_event_is_said_so_and_the_watch_resumes() -
     event = {"type": "MODIFIED", "object": {**node("n1", "10.0.0.9"), "metadata": {
         "name": "n1", "resourceVersion": "12"}}}  # fmt: skip
     garbled = Resp(lines=[event])
+    garbled.lines[:0] = [b"\n", b"  \n"]  # blank lines: nothing, as client-go reads them
     garbled.lines.append(b"<html>502 Bad Gateway</html>\n")
     script = Script(listing(node("n1", "10.0.0.1")), garbled)
     stop = Waits(1)
