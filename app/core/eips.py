@@ -13,6 +13,7 @@ from app.core.interfaces import InterfaceSpec, parse_interface
 
 GROUP = "network.kubesphere.io"
 VERSIONS = ("v1alpha2", "v1alpha1")
+V1ALPHA1 = f"{GROUP}/v1alpha1"
 DEFAULT_EIP_ANNOTATION = "eip.openelb.kubesphere.io/is-default-eip"
 ALLOW_RULES_ANNOTATION = "eip-guard.io/allow-rules"
 EIP_ANNOTATIONS = (DEFAULT_EIP_ANNOTATION, ALLOW_RULES_ANNOTATION)  # all that from_object reads
@@ -161,6 +162,7 @@ class Eip(NamedTuple):
     used: tuple[str, ...]  # status.used keys: the IPs the speaker announces
     disabled: bool
     field_errors: tuple[FieldError, ...] = ()  # what the CRD's schema rejects; rarely any
+    v1alpha1: bool = False  # written as network.kubesphere.io/v1alpha1: no spec.interface there
 
     @property
     def speaks_layer2(self) -> bool:
@@ -230,6 +232,7 @@ class Eip(NamedTuple):
                 tuple([own(str(k)) for k in used]) if used else (),
                 disable is True,  # disabled
                 errors,
+                obj.get("apiVersion") == V1ALPHA1,
             ),
         )
 

@@ -501,12 +501,20 @@ def _address_rules(r: Review) -> Iterator[Violation]:
 def _interface_required(r: Review) -> Iterator[Violation]:
     eip = r.candidate
     if eip.speaks_layer2 and isinstance(eip.interface, NoInterface) and not _erred(r, INTERFACE):
+        do = (
+            # v1alpha1 has no such field (domain.md): advice to set it could not be followed.
+            "A network.kubesphere.io/v1alpha1 Eip has no spec.interface: write this Eip as "
+            "network.kubesphere.io/v1alpha2, with a NIC name or can_reach:<the node gateway "
+            "IP> in spec.interface."
+            if eip.v1alpha1
+            else "Set a NIC name or can_reach:<the node gateway IP>."
+        )
         yield Violation(
             "interface-required",
             INTERFACE,
             "",
             "if protocol is layer2 or vip, interface should not be empty: the speaker needs "
-            "a NIC to answer ARP/NDP on. Set a NIC name or can_reach:<the node gateway IP>.",
+            f"a NIC to answer ARP/NDP on. {do}",
             "protocol layer2/vip needs spec.interface",
         )
 

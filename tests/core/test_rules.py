@@ -121,6 +121,15 @@ def test_bgp_interface_is_advisory_only() -> None:
     assert judge(l2("eth0:1", protocol="bgp")).allowed
 
 
+def test_a_v1alpha1_layer2_eip_is_sent_to_v1alpha2_for_its_interface() -> None:
+    old_version = eip("legacy", "172.16.236.61-172.16.236.80", interface=None,
+                      api_version="network.kubesphere.io/v1alpha1")  # fmt: skip
+    v = judge(old_version)
+    assert denied(v) == {"interface-required"}
+    assert "v1alpha1 Eip has no spec.interface: write this Eip as" in v.message
+    assert "v1alpha1" not in judge(l2(None)).message  # a v1alpha2 Eip: set the field
+
+
 def test_interface_required() -> None:
     for protocol in ("layer2", "vip"):
         assert denied(judge(l2(None, protocol=protocol))) == {"interface-required"}
