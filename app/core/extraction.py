@@ -48,6 +48,7 @@ FLANNEL_ANNOTATION = "flannel.alpha.coreos.com/public-ip"
 KUBE_VIP_LB_ANNOTATION = "kube-vip.io/loadbalancerIPs"
 OPENELB_IP_ANNOTATION = "eip.openelb.kubesphere.io/v1alpha1"
 KUBE_VIP_ENV = ("address", "vip_address")
+MAX_ANNOTATION_IPS = 16  # of kube-vip.io/loadbalancerIPs on one Service
 _NODE_REPORT_FIELD = sys.intern(f"annotation {NODE_REPORT_ANNOTATION}")
 _KUBE_VIP_LB_FIELD = sys.intern(f"annotation {KUBE_VIP_LB_ANNOTATION}")
 _OPENELB_IP_FIELD = sys.intern(f"annotation {OPENELB_IP_ANNOTATION}")
@@ -180,12 +181,18 @@ class FactBuilder:
             self._sources[fld] = found
         return found
 
-    def add(self, fact_kind: FactKind, text: Any, fld: str, *, quiet: bool = False) -> None:
-        """The fact of an IP or CIDR; ``quiet``: a value that is no IP is no note either."""
+    def add(
+        self, fact_kind: FactKind, text: Any, fld: str, *, quiet: bool = False, ip: bool = False
+    ) -> None:
+        """The fact of an IP or CIDR (``ip``: of an IP only); ``quiet``: a value that is no IP
+        is no note either."""
         first = self._first  # source()'s usual case, without the call (200,000 facts)
         source = first if first is not None and first.field is fld else self.source(fld)
         if type(text) is not str:
             text = as_str(text)
+        if ip and "/" in text:
+            self.notes.append(f"{source}: ignored {quoted(text)}: an IP address, not a CIDR")
+            return
         if "/" not in text:
             key = key_or_none(text)  # no exception for what is no IP (a node's Hostname)
             if key is not None:
@@ -323,14 +330,22 @@ def _service(b: FactBuilder, options: Options) -> None:
     annotations = (meta if type(meta) is dict else as_mapping(meta)).get("annotations")
     if annotations:
         annotations = as_mapping(annotations)
+        # Annotations, which no API server validates: IPs only (one '0.0.0.0/0' in any
+        # tenant's Service denied every can_reach), and a few (a dual-stack pair is two).
         vips = annotations.get(KUBE_VIP_LB_ANNOTATION)
         if vips:
-            for part in as_str(vips).split(","):
-                ip = part.strip()
-                if ip and ip != "0.0.0.0":  # 0.0.0.0 asks kube-vip for DHCP: no address yet
-                    b.add(FactKind.SERVICE_IP, ip, _KUBE_VIP_LB_FIELD)
+            parts = [p for p in (p.strip() for p in as_str(vips).split(",")) if p]
+            for ip in parts[:MAX_ANNOTATION_IPS]:
+                if ip != "0.0.0.0":  # 0.0.0.0 asks kube-vip for DHCP: no address yet
+                    b.add(FactKind.SERVICE_IP, ip, _KUBE_VIP_LB_FIELD, ip=True)
+            if len(parts) > MAX_ANNOTATION_IPS:
+                left = len(parts) - MAX_ANNOTATION_IPS
+                b.notes.append(f"{b.source(_KUBE_VIP_LB_FIELD)}: ignored {left} IP(s) past the "
+                               f"first {MAX_ANNOTATION_IPS}")  # fmt: skip
         if annotations.get(OPENELB_IP_ANNOTATION):
-            b.add(FactKind.SERVICE_IP, annotations[OPENELB_IP_ANNOTATION], _OPENELB_IP_FIELD)
+            b.add(
+                FactKind.SERVICE_IP, annotations[OPENELB_IP_ANNOTATION], _OPENELB_IP_FIELD, ip=True
+            )
 
 
 def _service_cidr(b: FactBuilder, options: Options) -> None:

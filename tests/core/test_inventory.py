@@ -111,6 +111,28 @@ def test_calico_tunnel_and_wireguard_addresses_are_node_ips() -> None:
     assert any("IPv4IPIPTunnelAddr): ignored 'x'" in note for note in broken.notes)
 
 
+def test_service_annotations_take_a_few_ips_and_never_a_cidr() -> None:
+    # No API server validates annotations: '0.0.0.0/0' on one tenant's Service made every
+    # can_reach IP a Service IP, and 15,000 IPs in one annotation cost memory for nothing.
+    many = ",".join(f"192.0.2.{i}" for i in range(1, 41))
+    wide = service("wide", "tenant", annotations={
+        "kube-vip.io/loadbalancerIPs": "0.0.0.0/0,::/0",
+        "eip.openelb.kubesphere.io/v1alpha1": "10.0.0.0/8",
+    })  # fmt: skip
+    inv = inv_of(wide, service("many", "tenant", annotations={"kube-vip.io/loadbalancerIPs": many}))
+    assert not fields(inv, FactKind.SERVICE_IP, "10.1.2.3")
+    assert inv.count(FactKind.SERVICE_IP) == 16  # the first 16 of the 40
+    assert fields(inv, FactKind.SERVICE_IP, "192.0.2.16") and not fields(
+        inv, FactKind.SERVICE_IP, "192.0.2.17"
+    )
+    notes = "\n".join(inv.notes)
+    assert (
+        "Service tenant/wide (annotation kube-vip.io/loadbalancerIPs): ignored '0.0.0.0/0'" in notes
+    )
+    assert "ignored '10.0.0.0/8': an IP address, not a CIDR" in notes
+    assert "Service tenant/many (annotation kube-vip.io/loadbalancerIPs): ignored 24 IP(s)" in notes
+
+
 def test_service_cidrs() -> None:
     inv = inv_of(service_cidr("kubernetes", "10.96.0.0/12", "fd00:10:96::/112"))
     assert fields(inv, FactKind.SERVICE_CIDR, "10.100.0.1") == {

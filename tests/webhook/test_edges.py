@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import signal
 import socket
 import ssl
@@ -537,3 +538,17 @@ def test_any_stop_says_not_ready_at_once_and_ctrl_c_after_a_drain_forces_it(
     assert asyncio.run(drained.on_tick(0)) is True and drained.should_exit
     drained.handle_exit(signal.SIGINT, None)
     assert drained.force_exit
+
+
+def test_the_decision_line_cuts_what_any_client_may_make_huge(
+    webhook: Webhook, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A client reaching the port sent a 2 MB uid: a 2 MB log line each, rotating the real
+    # ones (overrides audited) out of the kubelet's log files.
+    body = review(example_eip("good"), uid="u" * 100_000)
+    body["request"]["userInfo"] = {"username": "x" * 100_000}
+    with caplog.at_level(logging.INFO, logger="eip_guard.webhook"):
+        assert webhook.validate(body)["response"]["uid"] == "u" * 100_000  # echoed whole
+    (line,) = [r for r in caplog.records if r.getMessage() == "admission decision"]
+    fields = line.__dict__["fields"]
+    assert fields["uid"] == "u" * 253 + "..." and fields["user"] == "x" * 253 + "..."
