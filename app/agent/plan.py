@@ -44,12 +44,21 @@ def plan(won: Iterable[Assignment], host: HostNet) -> Plan:
     problems: list[str] = []
     notes: list[str] = []
     resolved: dict[str, Any] = {}
+    taken = _taken(host)
     for assignment in won:
         eip = assignment.eip
         if eip.name not in resolved:
             resolved[eip.name] = resolve(eip.interface, host)
         where = resolved[eip.name]
         ip: IP = ipaddress.ip_address(assignment.ip)  # the election keeps only plain IPs
+        if ip in taken:
+            # A pool over the node network handed out the gateway or a node's address: to
+            # answer for it is to take its traffic from the whole segment.
+            problems.append(
+                f"Eip {eip.name}: won {ip} but will not answer for it: it is {taken[ip]}, "
+                "whose traffic answering would take; leave it out of the Eip's pool"
+            )
+            continue
         if not isinstance(where, Resolved):
             problems.append(f"Eip {eip.name}: won {ip} but cannot announce it: {where.reason}")
             continue
@@ -62,6 +71,19 @@ def plan(won: Iterable[Assignment], host: HostNet) -> Plan:
                 "that link may never ask for it by ARP/NDP; check the Eip's interface"
             )
     return Plan(tuple(announcements), tuple(problems), tuple(notes))
+
+
+def _taken(host: HostNet) -> dict[IP, str]:
+    """The IPs this node must never answer for: its NICs' own addresses and its routes'
+    gateways (Service IPs bound on kube-ipvs0 are no NIC's: those are the Eips' to answer)."""
+    taken: dict[IP, str] = {
+        r.gateway: "a gateway of this node's routes" for r in host.routes if r.gateway is not None
+    }
+    for link in host.links:
+        if own_nic(link):
+            for address in host.addresses_of(link.index):
+                taken[address.ip] = f"an address of this node's {link.name}"
+    return taken
 
 
 @dataclass(frozen=True, slots=True)

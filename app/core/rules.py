@@ -55,6 +55,7 @@ RULES: tuple[Rule, ...] = (
     Rule("spec-schema", "a spec field has a type or value the Eip CRD's schema rejects"),
     Rule("address-syntax", "`spec.address` is not a single IP, a CIDR or an `a-b` range"),
     Rule("address-overlap", "the pool overlaps another Eip's pool"),
+    Rule("address-node-ip", "the pool contains a node's address or a gateway nodes report"),
     Rule("interface-required", "protocol is layer2 or vip and `spec.interface` is empty"),
     Rule("default-eip-unique", "another Eip is already the default Eip"),
     Rule("address-immutable", "an UPDATE changes `spec.address`"),
@@ -495,6 +496,41 @@ def _address_rules(r: Review) -> Iterator[Violation]:
             f"node, and {LO_TRAP}. Leave {'that IP' if one else 'those IPs'} out of the pool "
             "(split the range around it) or give the other Eip another can_reach IP.",
             f"the pool contains {_first_of(names)}",
+        )
+    yield from _pool_holds_node_ips(eip, r.inventory)
+
+
+_HELD_BY = {
+    FactKind.NODE_IP: "an address of",
+    FactKind.NODE_GATEWAY: "a gateway reported by",
+}
+
+
+def _pool_holds_node_ips(eip: Eip, inventory: Inventory) -> Iterator[Violation]:
+    """A pool over the node network that holds a node's address or a gateway: OpenELB would
+    hand it to a Service and its speaker (or eip-guard's) answer for it, taking that node's
+    or that gateway's traffic from the segment."""
+    assert eip.address is not None
+    named: dict[int, str] = {}
+    for kind, what in _HELD_BY.items():
+        index = inventory.points.get(kind)
+        for key, source in index.within(eip.address) if index is not None else ():
+            if key not in named:  # one line an address: ten nodes report one gateway
+                named[key] = f"{key_text(key)}, {what} {source.object_ref} ({source.field})"
+    if named:
+        names = list(named.values())
+        one = len(names) == 1
+        yield Violation(
+            "address-node-ip",
+            ADDRESS,
+            eip.address_text,
+            f"the pool contains {_named(names)}. OpenELB would hand "
+            f"{'that IP' if one else 'those IPs'} to a Service, and the speaker would answer "
+            f"ARP/NDP for {'it' if one else 'them'}, taking the traffic of that node or "
+            "gateway from the whole segment. Leave node addresses and gateways out of the "
+            "pool (split the range around them).",
+            f"the pool contains {_first_of([n.split(',')[0] for n in names])}, a node's "
+            "address or gateway",
         )
 
 

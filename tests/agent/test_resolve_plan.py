@@ -173,6 +173,21 @@ def test_plan_announces_on_the_resolved_nic_and_explains_failures() -> None:
     assert result.notes == ()
 
 
+def test_plan_never_answers_for_a_gateway_or_an_address_of_this_node() -> None:
+    # A pool over the node network, and a Service given its gateway or a node's IP: a
+    # root ARP speaker answering for those takes their traffic (a security review's case).
+    wide = eip("wide", "eth1", ("10.0.0.1", "10.0.0.5", "10.0.0.41"))
+    mgmt = eip("mgmt", "eno1", ("192.168.9.1",))
+    wide["spec"]["address"], mgmt["spec"]["address"] = "10.0.0.0/24", "192.168.9.0/24"  # type: ignore[index]
+    result = plan(mine(cluster_view([wide, mgmt]), ["me"], "me"), HOST)
+    assert result.by_nic() == {"eth1": frozenset({ip("10.0.0.41")})}
+    assert sorted(p.split(" but ")[0] for p in result.problems) == [
+        "Eip mgmt: won 192.168.9.1", "Eip wide: won 10.0.0.1", "Eip wide: won 10.0.0.5"
+    ]  # fmt: skip
+    assert any("it is an address of this node's eth1" in p for p in result.problems)
+    assert any("it is a gateway of this node's routes" in p for p in result.problems)
+
+
 def test_plan_notes_an_ip_outside_every_subnet_of_its_nic() -> None:
     view = cluster_view([eip("far", "eth1", ("10.0.0.41",))])
     host = HostNet(HOST.links, (Address(2, ip("192.0.2.5"), 24),), HOST.routes)

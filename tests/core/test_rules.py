@@ -53,7 +53,7 @@ def l2(interface: str | None, address: str = "172.16.236.61-172.16.236.80", **kw
 
 
 def test_rules_table_is_complete_and_unique() -> None:
-    assert len(RULE_IDS) == len(RULES) == 15
+    assert len(RULE_IDS) == len(RULES) == 16
 
 
 def test_the_331_scenario_is_denied_with_a_working_suggestion() -> None:
@@ -542,6 +542,26 @@ def test_a_pool_that_swallows_its_node_subnet_is_told_so_not_sent_to_its_gateway
     assert "can-reach-in-eip" in denied(v)
     assert "This Eip's own pool covers its node subnet (172.16.236.0/24)" in v.message
     assert "the gateway is a good choice" not in v.message
+
+
+def test_a_pool_holding_a_node_address_or_a_reported_gateway_is_denied() -> None:
+    # OpenELB would hand it to a Service and a speaker answer ARP for it: the node's (or the
+    # gateway's) traffic taken from the segment (a security review's case).
+    report = '{"interfaces": [{"name": "eth0", "addresses": ["172.16.236.153/24"]}],'
+    report += ' "gateways": ["172.16.236.254"]}'
+    inv = cluster(node("node3", annotations={"eip-guard.io/network": report}))
+    v = judge(l2("eth0", "172.16.236.150-172.16.236.160"), inv)
+    assert denied(v) == {"address-node-ip"}
+    assert "172.16.236.152, an address of Node node1 (status.addresses InternalIP)" in v.message
+    assert v.message.count("172.16.236.153,") == 1  # node2 and node3's report: one line
+    assert "OpenELB would hand those IPs to a Service" in v.message
+    gateway = judge(l2("eth0", "172.16.236.250-172.16.236.254"), inv)
+    assert denied(gateway) == {"address-node-ip"}
+    assert "172.16.236.254, a gateway reported by Node node3" in gateway.message
+    assert judge(l2("eth0", "172.16.236.170-172.16.236.180"), inv).allowed
+    # A single node using its own address as a Service IP: an explicit exception.
+    waived = judge(l2("eth0", "172.16.236.152", allow="address-node-ip"), inv)
+    assert waived.allowed and warned(waived) == {"address-node-ip"}
 
 
 def test_an_object_read_twice_is_named_once_and_a_one_ip_pool_is_a_pool() -> None:
