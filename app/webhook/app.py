@@ -37,6 +37,9 @@ from app.webhook.metrics import Metrics
 from app.webhook.reviews import AdmissionReviewRequest, review_json
 
 MAX_BODY_BYTES = 7 * 1024 * 1024  # controller-runtime's limit for an AdmissionReview
+# Of every body being read at once: 60 clients each sending 7 MiB minus a byte held 400 MB
+# more, past the pod's limit. An API server's reviews are kilobytes each.
+MAX_BODIES_BYTES = 4 * MAX_BODY_BYTES
 # Parsed, every JSON array and object is a Python object of 56+ bytes (and pydantic-core's
 # own tree node before that): a 7 MiB body of "[[]],[[]],..." peaked at 470 MB. A real
 # review holds far fewer: etcd's 1.5 MiB per object caps an Eip's status.used and
@@ -134,7 +137,20 @@ class _Deadlines:
                     task.cancel()  # raised where the read waits: see _read_limited
 
 
-async def _read_limited(request: Request, limit: int, deadlines: _Deadlines) -> bytes:
+class _Busy(Exception):
+    """The bodies being read together would pass MAX_BODIES_BYTES."""
+
+
+class _Budget:
+    """The bytes of every body being read, against one limit (one event loop: no lock)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+
+
+async def _read_limited(
+    request: Request, limit: int, deadlines: _Deadlines, budget: _Budget
+) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _TooLarge
@@ -142,6 +158,9 @@ async def _read_limited(request: Request, limit: int, deadlines: _Deadlines) -> 
     task = deadlines.begin()
     try:
         async for chunk in request.stream():
+            if budget.used + len(chunk) > budget.limit:
+                raise _Busy
+            budget.used += len(chunk)
             body += chunk
             if len(body) > limit:
                 raise _TooLarge
@@ -151,6 +170,7 @@ async def _read_limited(request: Request, limit: int, deadlines: _Deadlines) -> 
         raise
     finally:
         deadlines.end(task)
+        budget.used -= len(body)
     return bytes(body)
 
 
@@ -172,9 +192,11 @@ def create_app(
     metrics: Metrics | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     body_seconds: float = BODY_SECONDS,
+    max_bodies_bytes: int = MAX_BODIES_BYTES,
 ) -> FastAPI:
     metrics = metrics if metrics is not None else Metrics()
     deadlines = _Deadlines(body_seconds)
+    budget = _Budget(max_bodies_bytes)
     app = FastAPI(
         title="eip-guard",
         docs_url=None,
@@ -228,10 +250,20 @@ def create_app(
             )
             return _problem(400, reason)
         try:
-            body = await _read_limited(request, max_body_bytes, deadlines)
+            body = await _read_limited(request, max_body_bytes, deadlines, budget)
         except _TooLarge:
             metrics.rejected.labels("413").inc()
             return _problem(413, f"the body exceeds {max_body_bytes} bytes")
+        except _Busy:
+            # A failed call (failurePolicy decides), and the connection closed: its client's
+            # unread body must not be held either.
+            metrics.rejected.labels("503").inc()
+            reason = (
+                f"the bodies being received together exceed {max_bodies_bytes} bytes; "
+                "retry (an API server's reviews are kilobytes: a client is sending many large "
+                "bodies at once)"
+            )
+            return _problem(503, reason, CLOSE)
         except TimeoutError:
             metrics.rejected.labels("408").inc()
             reason = f"the body did not arrive within {body_seconds:g} s"

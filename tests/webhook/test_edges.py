@@ -47,6 +47,7 @@ from .conftest import (
 )
 
 Start = Callable[[FastAPI], Webhook]
+JSON_HEADERS = {"content-type": "application/json"}
 
 
 def reason_of(response: httpx.Response, code: int) -> str:
@@ -229,6 +230,31 @@ def test_a_body_that_never_finishes_gets_408_and_the_connection_closed(
     assert json.loads(body) == {"code": 408, "reason": "the body did not arrive within 0.5 s"}
     text = hook.http.get("/metrics").text
     assert sample(text, "eip_guard_http_rejected_total", code="408") == 1
+
+
+def test_bodies_held_together_past_their_budget_get_503_and_the_budget_comes_back(
+    certs: Certs, start: Start
+) -> None:
+    # 60 clients each sending 7 MiB minus a byte held 400 MB more (a security review): the
+    # bytes of all bodies in flight have one budget (here 2,000 bytes of 1,500 each).
+    metrics = Metrics()
+    hook = start(create_app(StaticSource(example_inventory()), Policy(), metrics=metrics,
+                            max_body_bytes=1500, max_bodies_bytes=2000))  # fmt: skip
+    context = ssl.create_default_context(cafile=str(certs.ca))
+    head = (b"POST /validate-eip HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1400\r\n\r\n")  # fmt: skip
+    with (
+        socket.create_connection(("127.0.0.1", hook.port)) as raw,
+        context.wrap_socket(raw, server_hostname=SERVICE_DNS) as holding,
+    ):
+        holding.sendall(head + b"[" * 1200)  # held: 1,200 of the budget
+        time.sleep(0.3)
+        second = hook.http.post("/validate-eip", content=b" " * 1000, headers=JSON_HEADERS)
+        assert second.status_code == 503 and second.headers["connection"] == "close"
+        assert "bodies being received together exceed 2000 bytes" in second.json()["reason"]
+    time.sleep(0.3)  # the held body's connection is gone: its bytes with it
+    assert hook.validate(review(example_eip("good")))["response"]["allowed"] is True
+    assert sample(hook.http.get("/metrics").text, "eip_guard_http_rejected_total", code="503") == 1
 
 
 # --- failures of ours and of the source ------------------------------------------------
