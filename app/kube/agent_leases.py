@@ -97,6 +97,8 @@ def _agent_lease(lease: Mapping[str, Any]) -> tuple[str, str, datetime, int] | N
     duration = spec.get("leaseDurationSeconds")
     if not isinstance(holder, str) or not holder or renewed is None:
         return None
+    if name != lease_name(holder):  # one Lease per node, named for it: no Lease speaks for another
+        return None
     if not isinstance(duration, int) or duration <= 0:
         return None
     return holder, str(text), renewed, duration
@@ -107,6 +109,7 @@ def observe(
     leases: Iterable[Mapping[str, Any]],
     at: float,
     now: datetime,
+    longest: int | None = None,
 ) -> dict[str, Seen]:
     """Each agent's last renewal as seen in a list answered at ``at`` (monotonic), ``now``
     by the wall clock; ``before`` is what the previous list left (None: this is the first).
@@ -116,6 +119,10 @@ def observe(
     written (a node joining, or restarting after it gave its Lease up), whatever its
     holder's clock says: judged by the clocks, a node 30 s behind counted as dead until its
     next renewal, after its own warm-up, and two nodes answered meanwhile.
+
+    ``longest`` caps each Lease's duration (the agents of a release share theirs): a Lease
+    written once with a duration of years would otherwise count as a live member, winning
+    IPs nobody answers for, long after its writer stopped.
     """
     seen: dict[str, Seen] = {}
     for lease in leases:
@@ -123,6 +130,8 @@ def observe(
         if found is None:
             continue
         holder, text, renewed, duration = found
+        if longest is not None:
+            duration = min(duration, longest)
         old = before.get(holder) if before is not None else None
         if old is not None and old.renew_time == text:
             seen[holder] = Seen(text, old.at, duration)  # no renewal since

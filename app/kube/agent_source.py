@@ -388,7 +388,11 @@ class LiveCluster:
                 with self._lock:
                     first = self._listed_at is None
                     self._seen = observe(
-                        None if first else self._seen, leases, answered, self._clock()
+                        None if first else self._seen,
+                        leases,
+                        answered,
+                        self._clock(),
+                        longest=self.duration,
                     )
                     # Renewals are dated when seen (the latest they can have happened), and
                     # the others judged as of when we asked (the snapshot is no older): a

@@ -97,6 +97,19 @@ def test_lease_liveness_follows_renewals_seen_not_clocks() -> None:
     assert live_seen(later_seen, 108.0) == {"c"}
 
 
+def test_a_lease_speaks_for_the_node_it_is_named_for_and_for_our_duration_at_most() -> None:
+    # From a security review: 30 Leases written once, with a duration of 2**31-1, were live
+    # a year later and won every IP, which nobody then answered for; and one Lease could
+    # speak for any node.
+    wall = datetime(2026, 1, 1, tzinfo=UTC)
+    ghost = lease_body("ghost", "ns", 2**31 - 1, wall)
+    impostor = lease_body("x", "ns", 6, wall)
+    impostor["spec"] = {**impostor["spec"], "holderIdentity": "node1"}  # Lease of x, for node1
+    seen = observe(None, [ghost, impostor], 100.0, wall, longest=6)
+    assert set(seen) == {"ghost"}  # the impostor speaks for nobody
+    assert live_seen(seen, 105.0) == {"ghost"} and live_seen(seen, 106.0) == frozenset()
+
+
 def test_leases_renew_and_expire(emulator: FakeApi) -> None:
     logs: list[str] = []
     stop_one, stop_two = threading.Event(), threading.Event()
