@@ -19,6 +19,7 @@ MAIN_TABLE = 254
 EXCLUDED_PREFIXES = (
     "kube-ipvs", "cni", "flannel", "cali", "tunl", "veth", "docker", "cbr", "virbr", "lxc",
     "nodelocaldns", "dummy",
+    "kube-dummy-if", "kube-bridge",  # kube-router's: Service IPs, and its pod bridge
 )  # fmt: skip
 
 
@@ -38,7 +39,12 @@ def own_nic(link: Link) -> bool:
     """Whether ``link`` may be the node's network: not the loopback, not a virtual device of
     kube-proxy, the CNI or containers (whose addresses are Service or pod IPs by the
     thousand)."""
-    return not link.loopback and link.name != "lo" and not link.name.startswith(EXCLUDED_PREFIXES)
+    return (
+        not link.loopback
+        and link.name != "lo"
+        and link.kind != "dummy"  # what holds Service IPs, whatever a proxy names it
+        and not link.name.startswith(EXCLUDED_PREFIXES)
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from typing import NamedTuple, cast
 from app.core.addresses import (
     V6_OFFSET,
     Span,
+    key_or_none,
     key_text,
     quoted,
     special_kind_of_key,
@@ -517,6 +518,11 @@ def _pool_holds_node_ips(eip: Eip, inventory: Inventory) -> Iterator[Violation]:
         for key, source in index.within(eip.address) if index is not None else ():
             if key not in named:  # one line an address: ten nodes report one gateway
                 named[key] = f"{key_text(key)}, {what} {source.object_ref} ({source.field})"
+    if named and eip.used:
+        # Its own IPs in use, bound on a NIC by OpenELB's vip mode (keepalived) or kube-vip,
+        # read back as node addresses: not a node's, the Eip's.
+        for text in eip.used:
+            named.pop(key_or_none(text) or -1, None)
     if named:
         names = list(named.values())
         one = len(names) == 1

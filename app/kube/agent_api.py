@@ -7,6 +7,7 @@ reads. Every failure becomes a :class:`KubeError` with one readable line.
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from app.kube import rest
 from app.kube.agent_leases import SELECTOR, lease_body, lease_name, micro_time, renewal_patch
 from app.kube.config import KubeError, api_client
+from app.kube.reflector import backoff_delay
 from app.kube.resources import EIPS
 
 __all__ = ["AgentApi", "KubeError", "Writes", "make_client"]
@@ -140,15 +142,21 @@ class Writes:
     The tick that decides what this node announces must fence in time however long an API
     call hangs (a timeout of 10 s, more with retries), so it never makes one: it hands the
     write over and goes on. The node report keeps only its latest text and is tried again
-    every ``retry`` seconds until it is written; an Event that fails is logged and
+    after a backoff from ``retry`` seconds doubling up to ``MAX_RETRY`` (refused by RBAC or
+    a policy, a thousand nodes retrying every 2 s were 500 writes a second) until it is
+    written; an Event that fails is logged and
     dropped; at most ``MAX_EVENTS`` wait (a node binding thousands of can_reach
     IPs while the API is down must not grow without end).
     """
 
     MAX_EVENTS = 1_000
+    MAX_RETRY = 300.0
 
-    def __init__(self, log: Callable[[str], None], retry: float) -> None:
-        self._log, self._retry = log, retry
+    def __init__(
+        self, log: Callable[[str], None], retry: float, rand: Callable[[], float] = random.random
+    ) -> None:
+        self._log, self._retry, self._rand = log, retry, rand
+        self._report_failures = 0  # in a row: the wait before the next try grows
         self._cond = threading.Condition()
         self._report: Write | None = None
         self._events: list[Write] = []
@@ -180,14 +188,19 @@ class Writes:
                 report, self._report = self._report, None
                 events, self._events = self._events, []
             # The report first: Events that time out one by one must not hold it back.
-            if report is not None and not self._attempt(report):
-                with self._cond:
-                    if self._report is None:  # no newer text meanwhile: this one again
-                        self._report = report
+            if report is not None:
+                if self._attempt(report):
+                    self._report_failures = 0
+                else:
+                    self._report_failures += 1
+                    with self._cond:
+                        if self._report is None:  # no newer text meanwhile: this one again
+                            self._report = report
             for write in events:
                 self._attempt(write)
             if report is not None and self._report is report:
-                stop.wait(self._retry)
+                failures = self._report_failures
+                stop.wait(backoff_delay(failures, self._retry, self.MAX_RETRY, self._rand))
 
     def _attempt(self, write: Write) -> bool:
         try:

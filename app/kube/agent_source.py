@@ -235,6 +235,10 @@ WATCHES: tuple[tuple[Stream, Keep], ...] = (
 
 # A graceful stop gives the Lease up within this: the chart's grace period is 10 s.
 RELEASE_SECONDS = 4.0
+# Another Lease counts for at most this many times our own duration, whatever it says: a
+# Lease written once with a duration of years won IPs for good; a rollout that changes the
+# duration (the agents of a release share one) stays well within it.
+LONGEST_LEASE_FACTOR = 10
 
 
 class LiveCluster:
@@ -392,7 +396,9 @@ class LiveCluster:
                         leases,
                         answered,
                         self._clock(),
-                        longest=self.duration,
+                        # Not our own duration: a rollout changing it (6 s to 30 s) would
+                        # count the new agents dead between their renewals.
+                        longest=LONGEST_LEASE_FACTOR * self.duration,
                     )
                     # Renewals are dated when seen (the latest they can have happened), and
                     # the others judged as of when we asked (the snapshot is no older): a

@@ -38,8 +38,11 @@ from app.webhook.reviews import AdmissionReviewRequest, review_json
 
 MAX_BODY_BYTES = 7 * 1024 * 1024  # controller-runtime's limit for an AdmissionReview
 # Of every body being read at once: 60 clients each sending 7 MiB minus a byte held 400 MB
-# more, past the pod's limit. An API server's reviews are kilobytes each.
+# more, past the pod's limit. An API server's reviews are kilobytes: the first FREE_BODY_BYTES
+# of each body do not count, so large bodies held open never crowd them out (the connection
+# cap bounds those bytes: 1,000 x 64 KiB).
 MAX_BODIES_BYTES = 4 * MAX_BODY_BYTES
+FREE_BODY_BYTES = 64 * 1024
 # Parsed, every JSON array and object is a Python object of 56+ bytes (and pydantic-core's
 # own tree node before that): a 7 MiB body of "[[]],[[]],..." peaked at 470 MB. A real
 # review holds far fewer: etcd's 1.5 MiB per object caps an Eip's status.used and
@@ -155,12 +158,15 @@ async def _read_limited(
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _TooLarge
     body = bytearray()
+    counted = 0  # the bytes of this body past FREE_BODY_BYTES, held in the budget
     task = deadlines.begin()
     try:
         async for chunk in request.stream():
-            if budget.used + len(chunk) > budget.limit:
+            more = max(0, len(body) + len(chunk) - FREE_BODY_BYTES) - counted
+            if more and budget.used + more > budget.limit:
                 raise _Busy
-            budget.used += len(chunk)
+            budget.used += more
+            counted += more
             body += chunk
             if len(body) > limit:
                 raise _TooLarge
@@ -170,7 +176,7 @@ async def _read_limited(
         raise
     finally:
         deadlines.end(task)
-        budget.used -= len(body)
+        budget.used -= counted
     return bytes(body)
 
 

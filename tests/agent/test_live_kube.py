@@ -607,6 +607,30 @@ def test_writes_never_hold_the_caller_and_the_report_is_retried_latest_first() -
         stop.set()
 
 
+def test_a_refused_report_is_tried_again_after_a_growing_wait() -> None:
+    # Refused by RBAC or the agents' policy, a thousand nodes retrying every 2 s were 500
+    # writes a second for good (a review's finding).
+    logs: list[str] = []
+    writes = Writes(logs.append, retry=0.05, rand=lambda: 1.0)
+    waited: list[float] = []
+
+    class Stop(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            waited.append(timeout or 0.0)
+            if len(waited) >= 16:
+                self.set()
+            return self.is_set()
+
+    def refused() -> None:
+        raise KubeError("annotate Node node1: HTTP 403 Forbidden")
+
+    writes.report(refused)
+    writes._run(Stop())  # in this thread: every wait is recorded, none is slept
+    assert waited[:4] == [0.05, 0.1, 0.2, 0.4]
+    assert waited[-1] == Writes.MAX_RETRY  # doubling, capped
+    assert logs == ["annotate Node node1: HTTP 403 Forbidden"]  # said once
+
+
 def test_writes_survive_a_bug_put_the_report_first_and_say_when_events_are_dropped() -> None:
     logs: list[str] = []
     writes = Writes(logs.append, retry=0.05)

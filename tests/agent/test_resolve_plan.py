@@ -188,6 +188,21 @@ def test_plan_never_answers_for_a_gateway_or_an_address_of_this_node() -> None:
     assert any("it is a gateway of this node's routes" in p for p in result.problems)
 
 
+def test_service_ips_on_a_proxys_dummy_device_are_no_node_address() -> None:
+    # kube-router puts every Service IP, LoadBalancer IPs included, on kube-dummy-if: taken
+    # for the node's own, they were refused to every Eip (a review's finding).
+    router = link(5, "kube-dummy-if", kind="dummy")
+    named = link(6, "kube-dummy-if2")  # by name too, whatever its kind reads
+    host = HostNet((*HOST.links, router, named),
+                   (*HOST.addresses, Address(5, ip("10.0.0.41"), 32),
+                    Address(6, ip("10.0.0.42"), 32)), HOST.routes)  # fmt: skip
+    view = cluster_view([eip("lb", "eth1", ("10.0.0.41", "10.0.0.42"))])
+    result = plan(mine(view, ["me"], "me"), host)
+    assert result.by_nic() == {"eth1": frozenset({ip("10.0.0.41"), ip("10.0.0.42")})}
+    assert result.problems == ()
+    assert "kube-dummy-if" not in node_report(host).to_json()
+
+
 def test_plan_notes_an_ip_outside_every_subnet_of_its_nic() -> None:
     view = cluster_view([eip("far", "eth1", ("10.0.0.41",))])
     host = HostNet(HOST.links, (Address(2, ip("192.0.2.5"), 24),), HOST.routes)

@@ -104,7 +104,12 @@ def test_an_agent_writes_its_own_report_and_nothing_else(policy: dict[str, Any])
     annotated["metadata"]["annotations"]["other"] = "y"
     dropped = copy.deepcopy(report)
     del dropped["metadata"]["annotations"]["other"]
-    for changed in (relabelled, tainted, annotated, dropped):
+    held = copy.deepcopy(report)  # a finalizer or an owner: the Node deleted, or never
+    held["metadata"]["finalizers"] = ["example.com/hold"]
+    owned = copy.deepcopy(report)
+    owned["metadata"]["ownerReferences"] = [{"apiVersion": "v1", "kind": "Pod", "name": "p",
+                                             "uid": "0"}]  # fmt: skip
+    for changed in (relabelled, tainted, annotated, dropped, held, owned):
         assert judged(policy, before, changed, AGENT, "node1") == [only]
     # Anyone else (the kubelet, an admin) is not this policy's to judge.
     assert judged(policy, before, tainted, "system:node:node1", "node1") == ["unmatched"]

@@ -559,6 +559,13 @@ def test_a_pool_holding_a_node_address_or_a_reported_gateway_is_denied() -> None
     assert denied(gateway) == {"address-node-ip"}
     assert "172.16.236.254, a gateway reported by Node node3" in gateway.message
     assert judge(l2("eth0", "172.16.236.170-172.16.236.180"), inv).allowed
+    # An Eip's own IPs in use, bound on a NIC by OpenELB's vip mode (keepalived), come back
+    # as node addresses in the agent's report: not held against the Eip itself.
+    vip = eip("vip", "172.16.236.200-172.16.236.210", protocol="vip",
+              used={"172.16.236.201": "ns/web"})  # fmt: skip
+    bound = '{"interfaces": [{"name": "eth0", "addresses": ["172.16.236.201/32"]}]}'
+    with_vip = cluster(vip, node("node4", annotations={"eip-guard.io/network": bound}))
+    assert "address-node-ip" not in denied(judge(vip, with_vip))
     # A single node using its own address as a Service IP: an explicit exception.
     waived = judge(l2("eth0", "172.16.236.152", allow="address-node-ip"), inv)
     assert waived.allowed and warned(waived) == {"address-node-ip"}

@@ -236,24 +236,28 @@ def test_bodies_held_together_past_their_budget_get_503_and_the_budget_comes_bac
     certs: Certs, start: Start
 ) -> None:
     # 60 clients each sending 7 MiB minus a byte held 400 MB more (a security review): the
-    # bytes of all bodies in flight have one budget (here 2,000 bytes of 1,500 each).
+    # bytes of all bodies in flight, past the first 64 KiB of each, have one budget (here
+    # 100 KiB). A review of kilobytes never counts: held bodies cannot crowd it out.
     metrics = Metrics()
     hook = start(create_app(StaticSource(example_inventory()), Policy(), metrics=metrics,
-                            max_body_bytes=1500, max_bodies_bytes=2000))  # fmt: skip
+                            max_bodies_bytes=100 * 1024))  # fmt: skip
     context = ssl.create_default_context(cafile=str(certs.ca))
     head = (b"POST /validate-eip HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 1400\r\n\r\n")  # fmt: skip
+            b"Content-Length: 300000\r\n\r\n")  # fmt: skip
+    large = b" " * (64 * 1024 + 20 * 1024)  # 20 KiB past its free part
     with (
         socket.create_connection(("127.0.0.1", hook.port)) as raw,
         context.wrap_socket(raw, server_hostname=SERVICE_DNS) as holding,
     ):
-        holding.sendall(head + b"[" * 1200)  # held: 1,200 of the budget
+        holding.sendall(head + b"[" * (64 * 1024 + 90 * 1024))  # held: 90 KiB of the budget
         time.sleep(0.3)
-        second = hook.http.post("/validate-eip", content=b" " * 1000, headers=JSON_HEADERS)
+        assert hook.validate(review(example_eip("good")))["response"]["allowed"] is True
+        second = hook.http.post("/validate-eip", content=large, headers=JSON_HEADERS)
         assert second.status_code == 503 and second.headers["connection"] == "close"
-        assert "bodies being received together exceed 2000 bytes" in second.json()["reason"]
+        assert "bodies being received together exceed 102400 bytes" in second.json()["reason"]
     time.sleep(0.3)  # the held body's connection is gone: its bytes with it
-    assert hook.validate(review(example_eip("good")))["response"]["allowed"] is True
+    again = hook.http.post("/validate-eip", content=large, headers=JSON_HEADERS)
+    assert again.status_code == 400  # read whole, and judged no review
     assert sample(hook.http.get("/metrics").text, "eip_guard_http_rejected_total", code="503") == 1
 
 
@@ -573,8 +577,11 @@ def test_the_decision_line_cuts_what_any_client_may_make_huge(
     # ones (overrides audited) out of the kubelet's log files.
     body = review(example_eip("good"), uid="u" * 100_000)
     body["request"]["userInfo"] = {"username": "x" * 100_000}
+    annotations = body["request"]["object"]["metadata"].setdefault("annotations", {})
+    annotations["eip-guard.io/allow-rules"] = ",".join(["r" * 1000] * 100)
     with caplog.at_level(logging.INFO, logger="eip_guard.webhook"):
         assert webhook.validate(body)["response"]["uid"] == "u" * 100_000  # echoed whole
     (line,) = [r for r in caplog.records if r.getMessage() == "admission decision"]
     fields = line.__dict__["fields"]
     assert fields["uid"] == "u" * 253 + "..." and fields["user"] == "x" * 253 + "..."
+    assert len(fields["allow_rules"]) == 32 and {len(r) for r in fields["allow_rules"]} == {128}
