@@ -110,9 +110,9 @@ class AddressError(ValueError):
 SHOWN_LENGTH = 128
 
 
-def shown(value: str) -> str:
-    """``value`` cut to SHOWN_LENGTH characters."""
-    return value if len(value) <= SHOWN_LENGTH else value[: SHOWN_LENGTH - 3] + "..."
+def shown(value: str, limit: int = SHOWN_LENGTH) -> str:
+    """``value`` cut to ``limit`` characters."""
+    return value if len(value) <= limit else value[: limit - 3] + "..."
 
 
 def quoted(value: str) -> str:
@@ -369,7 +369,7 @@ def as_openelb_reads(text: str) -> str | None:
     rewritten = []
     for part in text.split("-", 1):
         mapped = _mapped(part)
-        if mapped is None and not _is_ip(part):
+        if mapped is None and key_or_none(part) is None:
             return None
         rewritten.append(str(mapped) if mapped is not None else part)
     joined = "-".join(rewritten)
@@ -383,14 +383,6 @@ def _mapped(text: str) -> ipaddress.IPv4Address | None:
     except ValueError:
         return None
     return ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def parse_ip_or_cidr(text: str) -> Span:

@@ -387,15 +387,14 @@ def _kube_vip(b: FactBuilder, options: Options) -> None:
                 b.vip_values.append(VipValue(source, secret=text))
             else:
                 b.vip_values.extend(vip_text(b, as_str(env.get("value")), source))
-        _kube_vip_env_from(b, container, ns, named)
-        _kube_vip_flags(b, container)
+        _kube_vip_env_from(b, container, cname, ns, named)
+        _kube_vip_flags(b, container, cname)
 
 
 def _kube_vip_env_from(
-    b: FactBuilder, container: Mapping[str, Any], ns: str, named: set[str]
+    b: FactBuilder, container: Mapping[str, Any], cname: str, ns: str, named: set[str]
 ) -> None:
     """``envFrom``: each ConfigMap's keys become variables, after an optional prefix."""
-    cname = as_str(container.get("name"))
     wanted = [name for name in KUBE_VIP_ENV if name not in named]
     for item in map(as_mapping, as_list(container.get("envFrom"))):
         prefix = as_str(item.get("prefix"))
@@ -422,12 +421,11 @@ def _kube_vip_env_from(
 KUBE_VIP_FLAGS = ("--address", "--vip")
 
 
-def _kube_vip_flags(b: FactBuilder, container: Mapping[str, Any]) -> None:
+def _kube_vip_flags(b: FactBuilder, container: Mapping[str, Any], cname: str) -> None:
     """``--address``/``--vip`` in the container's command or args (pflag: ``--f=v``, ``--f v``)."""
     words = [
         as_str(w) for w in (*as_list(container.get("command")), *as_list(container.get("args")))
     ]
-    cname = as_str(container.get("name"))
     for i, word in enumerate(words):
         flag, equals, value = word.partition("=")
         if flag not in KUBE_VIP_FLAGS:

@@ -128,3 +128,16 @@ def why(exc: Exception) -> str:
     if isinstance(exc, ApiException):
         return f"HTTP {exc.status} {exc.reason}"
     return str(exc) or type(exc).__name__
+
+
+def unreachable(exc: BaseException) -> str:
+    """An error below HTTP in one short line: urllib3's MaxRetryError repeats the URL and
+    wraps the cause in two reprs; the host, the port and the cause are what an admin needs."""
+    pool: Any = getattr(exc, "pool", None)  # urllib3's connection pool: its host and port
+    cause = getattr(exc, "reason", None)
+    where = f" at {pool.host}:{pool.port}" if getattr(pool, "host", None) else ""
+    inner = cause if isinstance(cause, BaseException) else exc
+    text = str(inner).splitlines()[0] if str(inner) else ""
+    if text.startswith(("HTTPSConnection", "HTTPConnection")) and "): " in text:
+        text = text.split("): ", 1)[1]  # "HTTPSConnection(host=..., port=...): " says it twice
+    return f"cannot reach the API server{where} ({type(inner).__name__}: {text[:200]})"

@@ -28,6 +28,7 @@ from pydantic_core import from_json
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from app.core.addresses import shown
 from app.core.sources import InventorySource, Readiness
 from app.core.verdict import Policy
 from app.webhook import responses
@@ -75,13 +76,10 @@ class _TooLarge(Exception):
     pass
 
 
-LOGGED_LENGTH = 256  # a uid, name or user in the decision line (Kubernetes' are shorter)
-
-
-def _logged(text: str) -> str:
-    """``text`` cut for the log: any client reaching the port could send a 7 MiB uid, and
-    lines that long rotate the real ones (overrides audited) out of the kubelet's files."""
-    return text if len(text) <= LOGGED_LENGTH else f"{text[: LOGGED_LENGTH - 3]}..."
+# A uid, name or user in the decision line (Kubernetes' are shorter): any client reaching the
+# port could send a 7 MiB uid, and lines that long rotate the real ones (overrides audited)
+# out of the kubelet's files.
+LOGGED_LENGTH = 256
 
 
 def _problem(code: int, reason: str, headers: Mapping[str, str] | None = None) -> Response:
@@ -223,11 +221,11 @@ def create_app(
         elapsed = time.perf_counter() - started
         req = review.request
         fields: dict[str, Any] = {
-            "uid": _logged(req.uid),
-            "name": _logged(decision.name),
+            "uid": shown(req.uid, LOGGED_LENGTH),
+            "name": shown(decision.name, LOGGED_LENGTH),
             "operation": req.operation,
             "verdict": decision.outcome,
-            "user": _logged(req.userInfo.username) if req.userInfo else "",
+            "user": shown(req.userInfo.username, LOGGED_LENGTH) if req.userInfo else "",
             "dry_run": bool(req.dryRun),
             "ms": round(elapsed * 1000, 3),
         }

@@ -37,8 +37,8 @@ from app.kube.resources import (
     list_all,
     rbac_rules,
     streams,
-    unreachable,
 )
+from app.kube.rest import unreachable
 from app.kube.settings import WatchSettings, namespaces
 from tests.conftest import ROOT
 from tests.core.objects import eip, kube_vip_pod, service
