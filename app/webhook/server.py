@@ -1,6 +1,8 @@
 """Serving the app over TLS with uvicorn, in one place.
 
-- :func:`ssl_context` builds the server's ``SSLContext`` (TLS >= 1.2, ALPN http/1.1).
+- :func:`ssl_context` builds the server's ``SSLContext`` from a certificate/key pair, on
+  the settings of :func:`app.pki.hot_tls.server_context` (TLS >= 1.2, TLS 1.2 with ECDHE
+  and AEAD ciphers only, ALPN http/1.1).
 - :func:`config` is the one place a ``uvicorn.Config`` for the webhook is made. It takes a
   *factory* of SSL contexts: certificate hot-reload can hand in a factory whose context it
   updates (``SSLContext.load_cert_chain`` on the live context affects new handshakes). Its
@@ -28,6 +30,7 @@ from typing import Any
 
 import uvicorn
 
+from app.pki.hot_tls import server_context
 from app.webhook import connections
 from app.webhook.app import Drain
 
@@ -39,12 +42,10 @@ KEEP_ALIVE_SECONDS = 120
 
 
 def ssl_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
-    """The server context; raises OSError / ssl.SSLError for unreadable or mismatched files."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.options |= ssl.OP_NO_RENEGOTIATION  # TLS 1.2 renegotiation only serves DoS
+    """The server context (:func:`app.pki.hot_tls.server_context`) presenting this pair;
+    raises OSError / ssl.SSLError for unreadable or mismatched files."""
+    context = server_context()
     context.load_cert_chain(cert_file, key_file)
-    context.set_alpn_protocols(["http/1.1"])  # the API server speaks HTTP/1.1 to webhooks
     return context
 
 
