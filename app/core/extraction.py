@@ -72,10 +72,15 @@ class VipValue:
     source: Source
     text: str = ""  # literal value (IPs already became facts; what is left are names)
     configmap: tuple[str, str, str] | None = None  # (namespace, name, key)
-    # From ``envFrom``: a ConfigMap without the key sets nothing, and is no gap.
+    # From ``envFrom``, or an ``env`` ref with ``optional: true``: a ConfigMap without the
+    # key sets nothing, and is no gap.
     optional: bool = False
     absent_ok: bool = False  # ``optional: true``: no ConfigMap at all sets nothing either
     secret: str = ""  # "namespace/name key" or "namespace/name" (envFrom)
+    # From ``envFrom``: the (namespace, name, key) of the ``optional: true`` env refs to the
+    # same variable. Env wins, but kubelet skips such a ref when its ConfigMap or key is
+    # absent: this value stands unless one of them exists.
+    unless: tuple[tuple[str, str, str], ...] = ()
 
 
 Point = FactKind | int | Source  # an item of Extract.points
@@ -370,31 +375,51 @@ def _kube_vip(b: FactBuilder, options: Options) -> None:
             continue
         cname = as_str(container.get("name"))
         named: set[str] = set()  # set by env, which wins over envFrom
+        # Set by env only if one of these ConfigMap keys exists: kubelet skips an env ref
+        # with ``optional: true`` to an absent ConfigMap or key, and envFrom's value stands.
+        maybe: dict[str, list[tuple[str, str, str]]] = {}
         for env in map(as_mapping, as_list(container.get("env"))):
             name = as_str(env.get("name"))
             if name not in KUBE_VIP_ENV:
                 continue
-            named.add(name)
             source = _source(obj, kind, f"container {cname} env {name}")
             value_from = as_mapping(env.get("valueFrom"))
             ref = as_mapping(value_from.get("configMapKeyRef"))
             secret = as_mapping(value_from.get("secretKeyRef"))
             if ref:
                 cm = (ns, as_str(ref.get("name")), as_str(ref.get("key")))
-                b.vip_values.append(VipValue(source, configmap=cm))
+                if ref.get("optional") is True:  # absent, it is no gap, and sets nothing
+                    maybe.setdefault(name, []).append(cm)
+                    value = VipValue(source, configmap=cm, optional=True, absent_ok=True)
+                else:  # absent, the container does not start (CreateContainerConfigError)
+                    named.add(name)
+                    value = VipValue(source, configmap=cm)
+                b.vip_values.append(value)
             elif secret:
+                # An optional Secret key, never read, may be absent: envFrom's value counts.
+                if secret.get("optional") is not True:
+                    named.add(name)
                 text = f"{ns}/{as_str(secret.get('name'))} key {as_str(secret.get('key'))}"
                 b.vip_values.append(VipValue(source, secret=text))
             else:
+                named.add(name)
                 b.vip_values.extend(vip_text(b, as_str(env.get("value")), source))
-        _kube_vip_env_from(b, container, cname, ns, named)
+        _kube_vip_env_from(b, container, cname, ns, named=named, maybe=maybe)
         _kube_vip_flags(b, container, cname)
 
 
 def _kube_vip_env_from(
-    b: FactBuilder, container: Mapping[str, Any], cname: str, ns: str, named: set[str]
+    b: FactBuilder,
+    container: Mapping[str, Any],
+    cname: str,
+    ns: str,
+    *,
+    named: set[str],
+    maybe: Mapping[str, list[tuple[str, str, str]]],
 ) -> None:
-    """``envFrom``: each ConfigMap's keys become variables, after an optional prefix."""
+    """``envFrom``: each ConfigMap's keys become variables, after an optional prefix; but
+    ``env`` wins: for variables it sets (``named``), or may set (``maybe``: its optional
+    refs, which the inventory resolves against the ConfigMaps)."""
     wanted = [name for name in KUBE_VIP_ENV if name not in named]
     for item in map(as_mapping, as_list(container.get("envFrom"))):
         prefix = as_str(item.get("prefix"))
@@ -410,6 +435,7 @@ def _kube_vip_env_from(
                         configmap=(ns, cm_name, key),
                         optional=True,
                         absent_ok=ref.get("optional") is True,
+                        unless=tuple(maybe.get(name, ())),
                     )
                     b.vip_values.append(value)
         elif secret and wanted:

@@ -185,6 +185,8 @@ def _resolve_vips(
             )
             continue
         if value.configmap is not None:
+            if any(_has_key(configmaps, ref) for ref in value.unless):
+                continue  # an optional env ref to the same variable sets it: env wins
             ns, name, key = value.configmap
             data = configmaps.get((ns, name))
             text = None if data is None else data.get(key)
@@ -221,6 +223,23 @@ def _resolve_vips(
                     continue
                 facts.append(Fact(FactKind.KUBE_VIP_VIP, span, pending.source))
     return facts, notes
+
+
+def _has_key(
+    configmaps: Mapping[tuple[str, str], Mapping[str, str]], ref: tuple[str, str, str]
+) -> bool:
+    """Whether ConfigMap (namespace, name) holds ``key`` (kubelet sets a variable from it,
+    even to an empty value)."""
+    data = configmaps.get(ref[:2])
+    return data is not None and ref[2] in data
+
+
+def _read_configmaps(values: Iterable[VipValue]) -> frozenset[tuple[str, str]]:
+    """The ConfigMaps (namespace, name) that kube-vip ``values`` read, or whose keys decide
+    whether an envFrom value stands (``unless``): a change to one resolves them anew."""
+    return frozenset(
+        ref[:2] for value in values for ref in (value.configmap, *value.unless) if ref is not None
+    )
 
 
 class _Filing:
@@ -299,9 +318,7 @@ class _Filing:
             spans,
             notes=self.notes,
             gaps=gaps,
-            vip_configmaps=frozenset(
-                v.configmap[:2] for v in self.vip_values if v.configmap is not None
-            ),
+            vip_configmaps=_read_configmaps(self.vip_values),
         )
 
 

@@ -19,6 +19,8 @@ from tests.core.objects import configmap, eip, kube_vip_pod, node, service, serv
 
 EVERY_KEY = Span(0, 1 << 130, None)
 READS_O0 = {"configMapKeyRef": {"name": "o0", "key": "vip"}}
+MAY_READ_O0 = {"configMapKeyRef": {"name": "o0", "key": "vip", "optional": True}}
+MAY_SET_BOTH = [{"name": n, "valueFrom": MAY_READ_O0} for n in ("address", "vip_address")]
 IPS = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.1.9", "fd00::1", "fd00::2", "not-an-ip"]
 RANGES = ["10.0.0.0/30", "10.0.0.2-10.0.0.5", "10.0.1.9", "10.0.2.0/28", "fd00::/126", "1-2"]
 NAMES = [f"o{i}" for i in range(6)]
@@ -61,9 +63,18 @@ def objects(draw: st.DrawFn, name: str) -> dict[str, Any]:
                 kube_vip_pod(name, [{"name": "address", "value": "10.0.0.2"}]),
                 kube_vip_pod(name, [{"name": "address", "valueFrom": READS_O0}]),
                 configmap(name, {"vip": "10.0.0.3"}),  # o0's is read by the Pod above
+                # kubelet skips an optional env ref to an absent key: envFrom's o1 then
+                # stands, so a change to either ConfigMap resolves the Pod anew.
+                _env_from_o1(kube_vip_pod(name, MAY_SET_BOTH)),
+                configmap(name, {"address": "10.0.0.1"}),  # read by envFrom when o1
             ]
         )
     )
+
+
+def _env_from_o1(pod: dict[str, Any]) -> dict[str, Any]:
+    pod["spec"]["containers"][0]["envFrom"] = [{"configMapRef": {"name": "o1"}}]
+    return pod
 
 
 @st.composite
@@ -189,6 +200,28 @@ def test_a_configmap_no_kube_vip_value_reads_changes_nothing() -> None:
 
 
 READS_VIP = {"configMapKeyRef": {"name": "vip", "key": "vip"}}
+
+
+def test_a_configmap_an_optional_env_ref_or_its_env_from_reads_is_resolved_whole() -> None:
+    # kubelet skips an env ref with optional: true whose key is absent, and envFrom's value
+    # stands: a change to either ConfigMap may move the VIP, so neither is patched.
+    may_read = {"configMapKeyRef": {"name": "vip", "key": "vip", "optional": True}}
+    reader = kube_vip_pod(
+        "kv", [{"name": n, "valueFrom": may_read} for n in ("address", "vip_address")]
+    )
+    reader["spec"]["containers"][0]["envFrom"] = [{"configMapRef": {"name": "env"}}]
+    vip, env = configmap("vip", {"other": "x"}), configmap("env", {"address": "10.0.0.9"})
+    objects = [service("web", cluster_ip="10.0.0.1"), reader, vip, env]
+    before = assemble(extract(o) for o in objects)
+    assert before.at(FactKind.KUBE_VIP_VIP, ip_key(parse_ip("10.0.0.9")))
+    assert before.vip_configmaps == {("kube-system", "vip"), ("kube-system", "env")}
+    moved, keyed = configmap("env", {"address": "10.0.0.8"}), configmap("vip", {"vip": "10.0.0.7"})
+    for old, new in [(env, moved), (vip, keyed)]:
+        assert update(before, [extract(old)], [extract(new)]) is None
+        assert update(before, [extract(old)], []) is None
+    after = assemble(extract(o) for o in [objects[0], reader, keyed, env])
+    assert not after.at(FactKind.KUBE_VIP_VIP, ip_key(parse_ip("10.0.0.9")))  # env wins
+    assert after.at(FactKind.KUBE_VIP_VIP, ip_key(parse_ip("10.0.0.7")))
 
 
 @pytest.mark.parametrize("count", [MAX_CHANGES + 1])
