@@ -100,6 +100,8 @@ SCENARIOS: dict[str, tuple[Obj, tuple[str, ...]]] = {
         },
         (),
     ),
+    # IPv6 first: `::` is what a YAML list item must not leave unquoted (a mapping, no string).
+    "ipv6-listen": ({"webhook": {"listenAddress": "::"}}, ()),
     "vap-forced-on": ({"validatingAdmissionPolicy": {"enabled": True}}, ()),
     "vap-forced-off": ({"validatingAdmissionPolicy": {"enabled": False}}, (VAP_CAPABILITY,)),
     "service-monitor": (
