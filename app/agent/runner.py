@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from app.agent.election import Assignment, ClusterView, Elector, ViewMaker
 from app.agent.frames import Nic, mac_bytes
+from app.agent.health import Status
 from app.agent.netlink import HostNet, Netlink, NetlinkError
 from app.agent.plan import (
     LocalBinding,
@@ -157,9 +158,47 @@ class Agent:
         self._error: str | None = None
         self._last_logged: str | None = None
         self._last_reported: str | None = None
+        self._looks = self._cluster_errors = self._kernel_errors = 0
+        self._kernel_error: str | None = None
+        self._view_seconds = 0.0
+        # What the probe server reads: replaced whole after each look, never edited.
+        self.status = Status(clock(), settings.interval, speaker=speaker is not None)
 
     def tick(self) -> Plan | None:
         """One look at the cluster and the kernel; returns the plan it acted on."""
+        current = self._look()
+        self._looks += 1
+        self.status = self._status()
+        return current
+
+    def _status(self) -> Status:
+        announced: dict[str, int] = {}
+        for _, nic, _ in self._announced:
+            announced[nic] = announced.get(nic, 0) + 1
+        speaker = self._speaker
+        return Status(
+            started=self.status.started,
+            interval=self.settings.interval,
+            looks=self._looks,
+            last_look=self._clock(),
+            last_look_unix=time.time(),
+            viewed=self._seen is not None,
+            cluster_error=self._error,
+            cluster_errors=self._cluster_errors,
+            kernel_error=self._kernel_error,
+            kernel_errors=self._kernel_errors,
+            member=self.settings.node in self._members,
+            members=len(self._members),
+            speaker=speaker is not None,
+            announced=announced,
+            problems=len(self._problems),
+            bound_locally=len(self._bindings),
+            replies=0 if speaker is None else speaker.replies,
+            drops={} if speaker is None else dict(speaker.drops),
+            view_seconds=self._view_seconds,
+        )
+
+    def _look(self) -> Plan | None:
         # Keep the last view or members when one cannot be read: an API blip must not make
         # every node announce. Members are read on their own, so fencing never waits.
         error = None
@@ -179,18 +218,26 @@ class Agent:
         except SourceError as exc:
             error = error or f"cannot read the members, keeping the last ones: {exc}"
         self._note_error(error)
+        if error is not None:
+            self._cluster_errors += 1
         members = self._members
         if self._view is not self._won_view or members != self._won_members:
             # Elected again only when the view or the members changed, not on every tick.
             self._won = self._elector.mine(self._view, members)
             self._won_view, self._won_members = self._view, members
         if viewed is not None:  # the next view waits in proportion to this one and its election
-            self._view_due = viewed + (self._clock() - viewed) / VIEW_SHARE
+            self._view_seconds = self._clock() - viewed
+            self._view_due = viewed + self._view_seconds / VIEW_SHARE
         try:
             host = self._netlink.host(self._by_ip.keys())
         except NetlinkError as exc:
-            self._log(str(exc))
+            if str(exc) != self._kernel_error:  # said once, not on every look
+                self._log(str(exc))
+            self._kernel_error, self._kernel_errors = str(exc), self._kernel_errors + 1
             return None
+        if self._kernel_error is not None:
+            self._log("reading this node's links again")
+            self._kernel_error = None
         current = plan(self._won, host)
         if self._speaker is not None:
             self._speaker.update(targets(current, host))

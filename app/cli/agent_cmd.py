@@ -51,6 +51,20 @@ def register(sub: Any) -> None:
     a.add_argument(
         "--interval", type=float, default=0.5, help="seconds between looks (0.1 at least)"
     )
+    a.add_argument(
+        "--probe-port",
+        type=int,
+        metavar="PORT",
+        help="serve /healthz, /readyz and /metrics over plain HTTP on this port (0: any free "
+        "port, said in the log)",
+    )
+    a.add_argument(
+        "--probe-address",
+        default="",
+        metavar="ADDRESS",
+        help="address of --probe-port (default: every address, IPv6 and IPv4; the chart "
+        "uses 127.0.0.1, where kubelet probes a host-network pod)",
+    )
     live = a.add_argument_group("live mode")
     live.add_argument(
         "--namespace",

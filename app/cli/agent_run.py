@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import socket
 import threading
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +27,7 @@ from app.sources.errors import InputError
 from app.sources.files import is_stdin
 
 if TYPE_CHECKING:
+    from app.agent.probes import ProbeServer
     from app.kube.agent_source import LiveCluster
 
 # The kubernetes client loads in live mode only (start-up time and memory: see README
@@ -135,8 +137,24 @@ def _check_live(args: argparse.Namespace) -> None:
         )
 
 
+def _listen_probes(args: argparse.Namespace) -> socket.socket | None:
+    if args.probe_port is None:
+        return None
+    if not 0 <= args.probe_port < 65536:
+        raise InputError(f"--probe-port {args.probe_port}: expected 0-65535")
+    from app.agent.probes import listen  # noqa: PLC0415 - prometheus_client: only when asked
+
+    where = f"{args.probe_address or 'every address'} port {args.probe_port}"
+    try:
+        return listen(args.probe_address, args.probe_port)
+    except (OSError, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise InputError(f"cannot listen on {where} (--probe-port): {reason}") from exc
+
+
 def run_agent(args: argparse.Namespace) -> int:
     seconds("--interval", args.interval, least=MIN_INTERVAL)
+    probe_sock = _listen_probes(args)  # a taken port is said before anything starts
     if args.live:
         _check_live(args)
     elif any(is_stdin(p) for p in args.cluster):
@@ -181,10 +199,21 @@ def run_agent(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     mode = "speaker on" if speaker is not None else "report-only (speaker off)"
     log(f"{where}, {mode}")
+    probes: ProbeServer | None = None
+    if probe_sock is not None:
+        from app.agent.probes import ProbeServer  # noqa: PLC0415
+
+        probes = ProbeServer(probe_sock, lambda: agent.status)
+        probes.start()
+        host, port = probe_sock.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        log(f"probes on http://{shown}:{port}: /healthz, /readyz, /metrics")
     if isinstance(source, LiveSource):
         source.cluster.start(stop)
     agent.run(stop)  # returns once this node answers no more
     if isinstance(source, LiveSource):
         source.cluster.release()
+    if probes is not None:
+        probes.close()
     log("stopped")
     return 0

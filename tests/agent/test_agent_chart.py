@@ -85,7 +85,8 @@ def test_speaker_on_adds_only_net_raw() -> None:
     ds = next(o for o in render(values) if o["kind"] == "DaemonSet")
     container = ds["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == ["agent", "--live", "--speaker=on", "--lease-renew=10",
-                                 "--lease-duration=30", "--interval=5"]  # fmt: skip
+                                 "--lease-duration=30", "--interval=5", "--probe-port=9477",
+                                 "--probe-address=127.0.0.1"]  # fmt: skip
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_RAW"]}
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
 
@@ -97,8 +98,57 @@ def test_speaker_on_adds_only_net_raw() -> None:
         ({"leaseRenewSeconds": 4, "leaseDurationSeconds": 6}, "must be under half"),
         ({"leaseRenewSeconds": 3, "leaseDurationSeconds": 6}, "must be under half"),
         ({"intervalSeconds": 0}, "intervalSeconds"),
+        ({"probePort": 0}, "probePort"),
+        ({"probePort": 65536}, "probePort"),
+        ({"podMonitor": {"enabled": True}}, 'agent.probeAddress "127.0.0.1" is the node\'s'),
+        ({"podMonitor": {"enabled": True}, "probeAddress": "::1"}, "is the node's loopback"),
+        (
+            {"podMonitor": {"enabled": True, "scrapeTimeout": "1m"}, "probeAddress": ""},
+            "scrapeTimeout \\(1m\\) exceeds its interval \\(30s\\)",
+        ),
+        ({"podMonitor": {"enabled": True, "every": "1m"}}, "every"),
     ],
 )
 def test_bad_agent_values_fail_the_render(agent: dict[str, Any], message: str) -> None:
     with pytest.raises(helm_python.HelmError, match=message):
         render({"agent": {"enabled": True, **agent}})
+
+
+def _container(values: dict[str, Any]) -> dict[str, Any]:
+    ds = next(o for o in render(values) if o["kind"] == "DaemonSet")
+    container: dict[str, Any] = ds["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def test_kubelet_probes_the_agent_on_the_loopback_by_default() -> None:
+    container = _container({"agent": {"enabled": True}})
+    assert container["args"][-2:] == ["--probe-port=9477", "--probe-address=127.0.0.1"]
+    assert container["ports"] == [{"name": "http-probe", "containerPort": 9477, "protocol": "TCP"}]
+    live, ready = container["livenessProbe"], container["readinessProbe"]
+    assert live["httpGet"] == {"host": "127.0.0.1", "path": "/healthz", "port": "http-probe"}
+    assert ready["httpGet"] == {"host": "127.0.0.1", "path": "/readyz", "port": "http-probe"}
+    # Three misses of a 10 s probe: a loop stuck for 30 s (health.STUCK_AFTER_SECONDS) and
+    # then 30 s more is restarted.
+    assert (live["periodSeconds"], live["failureThreshold"]) == (10, 3)
+
+
+@pytest.mark.parametrize("address", ["", "0.0.0.0", "::"])
+def test_an_agent_on_every_address_is_probed_on_the_pods_ip(address: str) -> None:
+    container = _container({"agent": {"enabled": True, "probeAddress": address, "probePort": 9555}})
+    assert container["args"][-2:] == ["--probe-port=9555", f"--probe-address={address}"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http-probe"}
+
+
+def test_a_pod_monitor_scrapes_the_agents_when_asked() -> None:
+    assert not [o for o in render({"agent": {"enabled": True}}) if o["kind"] == "PodMonitor"]
+    monitor_values = {"enabled": True, "labels": {"release": "prom"}}
+    values = {"agent": {"enabled": True, "probeAddress": "", "podMonitor": monitor_values}}
+    [monitor] = [o for o in render(values) if o["kind"] == "PodMonitor"]
+    ds = next(o for o in render(values) if o["kind"] == "DaemonSet")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= (
+        ds["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["metadata"]["labels"]["app.kubernetes.io/component"] == "agent"
+    [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] == "http-probe" and endpoint["path"] == "/metrics"

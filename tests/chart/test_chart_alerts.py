@@ -17,6 +17,8 @@ import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
+from app.agent.health import Status
+from app.agent.probes import StatusMetrics
 from app.cli.serve_tls import Tls, register_metrics
 from app.kube.metrics import AuditMetrics, KubeMetrics
 from app.pki.hot_tls import HotContext
@@ -444,3 +446,69 @@ def test_the_schema_refuses_values_that_would_break_the_rules(
     with pytest.raises(helm_python.HelmValuesError) as err:
         chart.validate_schema(merged)
     assert where in str(err.value)
+
+
+AGENT_ALERTS = ("EipGuardAgentCanReachBoundLocally", "EipGuardAgentNotReady")
+AGENTS_ON = {
+    **ON,
+    "agent": {"enabled": True, "probeAddress": "", "podMonitor": {"enabled": True}},
+}
+
+
+def test_the_agents_alerts_come_with_their_pod_monitor(render: RenderFn) -> None:
+    assert not set(AGENT_ALERTS) & set(rules(render(ON)))
+    no_monitor = {**ON, "agent": {"enabled": True}}
+    assert not set(AGENT_ALERTS) & set(rules(render(no_monitor)))
+    assert set(rules(render(AGENTS_ON))) == {*ALERTS, *AGENT_ALERTS}
+    off = {**AGENTS_ON, "metrics": {"prometheusRule": {
+        "enabled": True, "disabled": ["EipGuardAgentNotReady"]}}}  # fmt: skip
+    assert "EipGuardAgentNotReady" not in rules(render(off))
+
+
+def test_the_agents_alerts_name_what_the_agent_exposes_and_fire(
+    render: RenderFn, tmp_path: Path
+) -> None:
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(StatusMetrics(lambda: Status(0.0, 0.5)))
+    text = generate_latest(registry).decode()
+    objs = render(AGENTS_ON)
+    r = rules(objs)
+    for name in AGENT_ALERTS:
+        for metric in re.findall(r"\beip_guard_\w+", r[name]["expr"]):
+            assert re.search(rf"^{metric} ", text, re.M), f"{name}: the agent has no {metric}"
+    bound, ready = "eip_guard_agent_can_reach_bound_locally", "eip_guard_agent_ready"
+    tests = [
+        # Two Eips on node a's agent for 6 minutes; node b's for 3 (a blip as a pod moved).
+        case(
+            [series(bound, "0 2x10", pod="a"), series(bound, "0 1x3 0x10", pod="b")],
+            ("4m", "EipGuardAgentCanReachBoundLocally", []),
+            (
+                "7m",
+                "EipGuardAgentCanReachBoundLocally",
+                [
+                    alert(
+                        r["EipGuardAgentCanReachBoundLocally"],
+                        value="2",
+                        pod="a",
+                        namespace=NAMESPACE,
+                    )
+                ],
+            ),
+        ),
+        case(
+            [series(ready, "0x20", pod="a"), series(ready, "1x20", pod="b")],
+            ("14m", "EipGuardAgentNotReady", []),
+            (
+                "16m",
+                "EipGuardAgentNotReady",
+                [alert(r["EipGuardAgentNotReady"], pod="a", namespace=NAMESPACE)],
+            ),
+        ),
+    ]
+    write_rules(objs, tmp_path)
+    spec = tmp_path / "tests.yaml"
+    spec.write_text(
+        yaml.safe_dump({"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": tests})
+    )
+    tested = run("test", "rules", str(spec))
+    assert tested.returncode == 0, tested.stdout + tested.stderr

@@ -69,6 +69,7 @@ AGENT_LIMITS = {"leaseRenewSeconds": 1799.5, "leaseDurationSeconds": 3600, "inte
         # An unquoted `speaker: on` in a values file is YAML's true: it means on.
         ({"speaker": True}, ("on", 2.0, 6, 0.5)),
         ({"speaker": False}, ("off", 2.0, 6, 0.5)),
+        ({"probeAddress": "::"}, ("off", 2.0, 6, 0.5)),
     ],
 )
 def test_the_agent_args_are_what_agent_accepts(
@@ -81,6 +82,8 @@ def test_the_agent_args_are_what_agent_accepts(
     parsed = parser().parse_args(container["args"])  # exits 2 on any unknown flag or bad value
     assert parsed.live is True
     assert (parsed.speaker, parsed.lease_renew, parsed.lease_duration, parsed.interval) == expected
+    assert parsed.probe_address == agent.get("probeAddress", "127.0.0.1")
+    assert parsed.probe_port == container["ports"][0]["containerPort"] == 9477
     seconds("--interval", parsed.interval, least=MIN_INTERVAL)  # what the agent checks at start
     assert 0 < parsed.lease_renew < parsed.lease_duration - parsed.lease_renew  # LiveCluster's
     added = container["securityContext"]["capabilities"].get("add")
