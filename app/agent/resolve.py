@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from ipaddress import ip_network
 
 from app.agent.netlink import EXCLUDED_PREFIXES, HostNet, Link, Route, RouteAnswer
 from app.core.addresses import IP, quoted, special_kind_of_key, special_route
@@ -121,6 +122,15 @@ def _by_routes(ip: IP, host: HostNet) -> Resolution:
         (r for r in matching if r.gateway is not None), key=lambda r: (-r.dst.prefixlen, r.metric)
     )
     for label, routes in (("connected subnet", connected), ("gateway route", gateways)):
+        if label == "gateway route" and (connected or _down_subnets(ip, host, skipped)):
+            # The IP's segment is one this node is on, through a NIC that cannot answer now
+            # (down, say): a gateway route's NIC is on another segment, where answering
+            # for the Eip's IPs reaches nobody who asks.
+            return Unresolved(
+                f"{ip} is on a subnet of this node, but no NIC on it can answer"
+                f"{_skipped_text(skipped)}; a gateway route would answer on another segment, "
+                "so none is used"
+            )
         for route in routes:
             link = host.link(route.oif)
             if link is None:
@@ -133,6 +143,24 @@ def _by_routes(ip: IP, host: HostNet) -> Resolution:
     return Unresolved(
         f"no route of the main table reaches {ip} through a usable NIC{_skipped_text(skipped)}"
     )
+
+
+def _down_subnets(ip: IP, host: HostNet, skipped: list[str]) -> bool:
+    """Whether a NIC of this node holds an address on a subnet of ``ip`` but cannot answer
+    (its connected route goes with it when it is set down); each such is added to
+    ``skipped``."""
+    found = False
+    for address in host.addresses:
+        if address.ip.version != ip.version or address.prefixlen == address.ip.max_prefixlen:
+            continue  # a single address: no subnet
+        link = host.link(address.index)
+        if link is None or ip not in ip_network(f"{address}", strict=False):
+            continue
+        why_not = unusable(link, host)
+        if why_not is not None:
+            skipped.append(f"{link.name} ({address}) {why_not}")
+            found = True
+    return found
 
 
 def _skipped_text(skipped: list[str]) -> str:

@@ -69,6 +69,26 @@ def test_gateway_routes_come_after_connected_ones() -> None:
     assert picked("can_reach:8.8.8.8") == "eno1"  # the default route
 
 
+def test_a_subnet_whose_nic_is_down_is_not_answered_on_another_segment() -> None:
+    """eth1 lost its carrier: its connected route stays (linkdown), or went when it was set
+    down, and the default route's eno1 sits on another segment, where answering for the
+    Eip's IPs reaches nobody who asks for them (a probe saw the IP move there)."""
+    down = link(2, "eth1", up=False)
+    links = (LO, down, IPVS, MGMT)
+    linkdown = HostNet(links, HOST.addresses, HOST.routes)
+    for host in (linkdown, HostNet(links, HOST.addresses, HOST.routes[1:])):
+        result = resolve(parse_interface("can_reach:10.0.0.1"), host)
+        assert isinstance(result, Unresolved) and not result.bad_spec, result
+        assert result.reason.startswith("10.0.0.1 is on a subnet of this node, but no NIC on")
+        assert "eth1 (10.0.0." in result.reason and "is down" in result.reason
+        assert result.reason.endswith(
+            "a gateway route would answer on another segment, so none is used"
+        )
+    # Off every subnet of this node, the gateway routes still decide.
+    assert picked("can_reach:8.8.8.8", linkdown) == "eno1"
+    assert picked("can_reach:172.20.3.4", linkdown) == "eno1"  # its gateway's NIC is down
+
+
 def test_longest_prefix_then_metric() -> None:
     host = HostNet(
         HOST.links,
