@@ -79,7 +79,7 @@ def _api_error(what: str, exc: Exception) -> CertSyncError:
             404: "it does not exist",
         }.get(exc.status or 0, exc.reason or "")
         return CertSyncError(f"{what}: HTTP {exc.status} ({hint})")
-    return CertSyncError(f"{what}: the API server is unreachable: {exc}")
+    return CertSyncError(f"{what}: {rest.unreachable(exc)}")
 
 
 API_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError)

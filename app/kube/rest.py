@@ -124,9 +124,12 @@ def lister(api: client.ApiClient, where: str, **fixed: Any) -> Callable[..., Any
 
 
 def why(exc: Exception) -> str:
-    """A failed call in one line: an ApiException's str() spans lines, with its headers."""
+    """A failed call in one line: an ApiException's str() spans lines, with its headers, and
+    urllib3's errors nest their cause in reprs (:func:`unreachable`)."""
     if isinstance(exc, ApiException):
         return f"HTTP {exc.status} {exc.reason}"
+    if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
+        return unreachable(exc)
     return str(exc) or type(exc).__name__
 
 

@@ -38,7 +38,7 @@ from app.kube.resources import (
     rbac_rules,
     streams,
 )
-from app.kube.rest import unreachable
+from app.kube.rest import unreachable, why
 from app.kube.settings import WatchSettings, namespaces
 from tests.conftest import ROOT
 from tests.core.objects import eip, kube_vip_pod, service
@@ -92,6 +92,11 @@ def test_an_api_server_out_of_reach_is_said_in_one_short_line() -> None:
     assert unreachable(ConnectionResetError("reset")) == (
         "cannot reach the API server (ConnectionResetError: reset)"
     )
+    # The agent's Lease and report calls, the audit's Events and the certificate Secret say
+    # their failures through why(): the same short line, not the reprs.
+    assert why(exc) == unreachable(exc)
+    assert why(ConnectionResetError("reset")) == unreachable(ConnectionResetError("reset"))
+    assert why(ValueError("not JSON")) == "not JSON"
 
 
 def test_streams_cover_kube_vip_namespaces_and_the_pool_configmap_namespace() -> None:
