@@ -31,6 +31,7 @@ ENV PATH=/opt/eip-guard/bin:$PATH \
 COPY --from=build /opt/eip-guard /opt/eip-guard
 # A numeric non-root user, so Kubernetes' runAsNonRoot can verify it (the chart runs 65532).
 USER 65532:65532
-EXPOSE 8443 8080
+# The webhook (HTTPS), its probes, and the node agent's probes (on the host network).
+EXPOSE 8443 8080 9477
 ENTRYPOINT ["eip-guard"]
 CMD ["serve", "--help"]
