@@ -1,8 +1,10 @@
 """ARP and NDP frames, pure: ``classify(frame, nic, announced) -> Reply | Drop`` and builders.
 
-The socket loop (:mod:`app.agent.speaker`) only moves bytes; every decision about a frame
-is made here and every ignored frame has a :class:`Drop` reason (MetalLB's ``arp.go``
-does the same), so table tests can say why a frame is not answered.
+The socket loop (:mod:`app.agent.speaker`) only moves bytes; every decision about a frame's
+content is made here and every ignored frame has a :class:`Drop` reason (MetalLB's
+``arp.go`` does the same), so table tests can say why a frame is not answered. Any bytes
+at all get a Reply or a Drop, never an exception: a frame is read only as far as it and
+its own declared lengths go.
 """
 
 from __future__ import annotations
@@ -45,11 +47,16 @@ class Drop(enum.Enum):
     NOT_SOLICITATION = "ICMPv6 but not a Neighbor Solicitation"
     HOP_LIMIT = "hop limit is not 255, so it crossed a router (RFC 4861)"
     BAD_CHECKSUM = "ICMPv6 checksum is wrong"
-    MALFORMED = "malformed Neighbor Solicitation"
+    MALFORMED = "malformed Neighbor Solicitation or Advertisement (RFC 4861 7.1)"
     WRONG_GROUP = "IPv6 destination is neither the target nor its solicited-node group"
     NOT_ANNOUNCED = "asks for an IP this node does not announce on this NIC"
     GRATUITOUS = "a gratuitous announcement by another host"
     CONFLICT = "another MAC announces an IP this node announces: a second speaker?"
+    # Decided by the socket loop (app.agent.speaker) from where the kernel says a frame came
+    # from, before classify() sees it; listed here so every reason is in one place.
+    OTHER_HOST = "the kernel marked it for another host (a VLAN tag this node has no link for)"
+    OTHER_INTERFACE = "received on another NIC than the socket's"
+    ERROR = "classify() failed on it: a bug, logged"
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,47 +187,61 @@ def unsolicited_advert(nic: Nic, target: ipaddress.IPv6Address) -> bytes:
 
 
 def _options(data: bytes) -> dict[int, bytes] | None:
-    """NDP options by type; None when one is malformed (a zero length is, RFC 4861 4.6)."""
+    """NDP options by type; None when one is malformed: a zero length (RFC 4861 4.6), a
+    length running past the message, or a link-layer address option not of Ethernet's
+    size (the kernel drops those too)."""
     found: dict[int, bytes] = {}
     while data:
         if len(data) < 2 or data[1] == 0 or len(data) < data[1] * 8:
             return None
         size = data[1] * 8
-        found.setdefault(data[0], data[2:size])
+        kind, value = data[0], data[2:size]
+        if kind in (OPT_SOURCE_LL, OPT_TARGET_LL) and size != 8:
+            return None
+        found.setdefault(kind, value)
         data = data[size:]
     return found
 
 
 def _classify_ndp(frame: bytes, nic: Nic, announced: frozenset[IP]) -> Reply | Drop:
-    if len(frame) < ETH_HEADER + IPV6_HEADER + 4:
+    # Every read below is of bytes known to be there: the IPv6 header by this length check,
+    # the ICMPv6 message by its declared payload length (checked against the frame, and
+    # long enough for the field read), the options by _options.
+    if len(frame) < ETH_HEADER + IPV6_HEADER:
         return Drop.TOO_SHORT
     ip6 = ETH_HEADER
+    if frame[ip6] >> 4 != 6:
+        return Drop.MALFORMED
     payload_len, next_header, hop_limit = struct.unpack_from("!HBB", frame, ip6 + 4)
     if next_header != IPPROTO_ICMPV6:
         return Drop.NOT_ICMPV6
-    src = ipaddress.IPv6Address(frame[ip6 + 8 : ip6 + 24])
-    dst = ipaddress.IPv6Address(frame[ip6 + 24 : ip6 + 40])
+    # The payload length is what counts, not the frame: Ethernet pads short frames, and
+    # the BPF filter reads the ICMPv6 type at a fixed offset whatever the length says.
     msg = frame[ip6 + IPV6_HEADER : ip6 + IPV6_HEADER + payload_len]
-    if len(msg) < payload_len:
+    if len(msg) < payload_len or len(msg) < 4:  # cut short, or no room for an ICMPv6 header
         return Drop.TOO_SHORT
-    if msg[0] == ND_ADVERT and len(msg) >= 24:
-        advert_options = _options(msg[24:]) or {}
-        advertised = ipaddress.IPv6Address(msg[8:24])
-        their_mac = (advert_options.get(OPT_TARGET_LL) or frame[6:12])[:6]
-        if advertised in announced and their_mac != nic.mac:
-            return Drop.CONFLICT
-    if msg[0] != ND_SOLICIT:
+    icmp_type = msg[0]
+    if icmp_type not in (ND_SOLICIT, ND_ADVERT):
         return Drop.NOT_SOLICITATION
+    # RFC 4861 7.1.1 and 7.1.2: the checks shared by solicitations and advertisements; an
+    # advertisement failing them is no evidence of a second speaker either.
     if hop_limit != 255:
         return Drop.HOP_LIMIT
     if len(msg) < 24 or msg[1] != 0:
         return Drop.MALFORMED
+    src = ipaddress.IPv6Address(frame[ip6 + 8 : ip6 + 24])
+    dst = ipaddress.IPv6Address(frame[ip6 + 24 : ip6 + 40])
     if icmpv6_checksum(src, dst, msg) != 0:
         return Drop.BAD_CHECKSUM
     target = ipaddress.IPv6Address(msg[8:24])
     options = _options(msg[24:])
-    if options is None or target.is_multicast:
+    if options is None or target.is_multicast or src.is_multicast:
         return Drop.MALFORMED
+    if icmp_type == ND_ADVERT:
+        their_mac = options.get(OPT_TARGET_LL, frame[6:12])[:6]
+        if target in announced and their_mac != nic.mac:
+            return Drop.CONFLICT
+        return Drop.NOT_SOLICITATION
     source_ll = options.get(OPT_SOURCE_LL)
     if src == UNSPECIFIED and source_ll is not None:
         return Drop.MALFORMED  # RFC 4861 7.1.1
@@ -231,7 +252,7 @@ def _classify_ndp(frame: bytes, nic: Nic, announced: frozenset[IP]) -> Reply | D
     if src == UNSPECIFIED:  # duplicate address detection: answer all nodes (RFC 4861 7.2.4)
         reply = unsolicited_advert(nic, target)
         return Reply(reply, target, "duplicate address detection")
-    asker_mac = source_ll[:6] if source_ll and len(source_ll) >= 6 else frame[6:12]
+    asker_mac = source_ll[:6] if source_ll is not None else frame[6:12]
     reply = neighbor_advert(nic, target, src, asker_mac, solicited=True)
     return Reply(reply, target, f"{src} ({mac_text(asker_mac)})")
 

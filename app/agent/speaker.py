@@ -3,7 +3,9 @@
 Every frame goes to :func:`app.agent.frames.classify`; this module opens and closes
 sockets, joins solicited-node groups, sends replies and the gratuitous messages on
 takeover (immediately, then every 1.1 s for 5 s, as MetalLB does), and stops answering
-for an IP the moment :meth:`Speaker.update` no longer lists it.
+for an IP the moment :meth:`Speaker.update` no longer lists it. It answers only frames the
+kernel delivered to this host on the port's own NIC (as the kernel's own ARP and IPv6
+receive paths do), and a frame classify() fails on is counted and logged, never fatal.
 """
 
 from __future__ import annotations
@@ -35,7 +37,11 @@ from app.core.addresses import IP
 
 GRATUITOUS_EVERY = 1.1  # seconds between gratuitous messages after a takeover
 GRATUITOUS_FOR = 5.0  # seconds of gratuitous messages after a takeover
-PACKET_OUTGOING = 4  # sockaddr_ll pkttype of frames this host sent
+# sockaddr_ll pkttype: frames for this host, everyone, a group; frames this host sent.
+# Anything else (PACKET_OTHERHOST: another host's unicast, or a VLAN this node has no link
+# for, the tag already stripped) the kernel's arp_rcv and ipv6_rcv drop, and so do we.
+FOR_THIS_HOST = frozenset({socket.PACKET_HOST, socket.PACKET_BROADCAST, socket.PACKET_MULTICAST})
+PACKET_OUTGOING = socket.PACKET_OUTGOING
 SO_ATTACH_FILTER = 26
 MAX_FRAME = 65535
 
@@ -51,6 +57,7 @@ _NS_FILTER = (
     (0x06, 0, 0, 0),  # drop
 )
 CONFLICT_LOG_EVERY = 30.0  # seconds between two logs of one conflict
+ERROR_LOG_EVERY = 30.0  # seconds between two logs of frames classify() failed on
 
 Log = Callable[[str], None]
 
@@ -80,11 +87,15 @@ def _attach_filter(sock: socket.socket) -> None:
 
 
 def _packet_socket(name: str, proto: int) -> socket.socket:
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(proto))
+    # Protocol 0 receives nothing: a socket opened with the protocol would take frames of
+    # every NIC (and, for IPv6, all of them, unfiltered) until bind() narrows it, and they
+    # would stay queued. So: open deaf, attach the filter, then bind to the NIC and the
+    # protocol at once (as MetalLB's mdlayher/packet does).
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
         if proto == ETH_P_IPV6:
             _attach_filter(sock)
-        sock.bind((name, proto))
+        sock.bind((name, proto))  # Python puts the protocol in network order
         sock.setblocking(False)
     except OSError:
         sock.close()
@@ -170,6 +181,8 @@ class Speaker:
         self.replies = 0
         self._conflicts: dict[tuple[str, bytes], float] = {}
         self._failed: set[str] = set()  # NICs whose sockets would not open
+        self._error_logged = -ERROR_LOG_EVERY  # when a classify() failure was last logged
+        self._errors_unlogged = 0  # failures since then
 
     def update(self, targets: Mapping[str, Target]) -> None:
         """Make the announced set exactly ``targets``; losses take effect before returning."""
@@ -248,8 +261,18 @@ class Speaker:
                 self._log(f"{port.name}: receive failed: {exc}")
                 return
             if addr[2] == PACKET_OUTGOING:
+                continue  # our own replies and announcements
+            if addr[2] not in FOR_THIS_HOST:
+                self.drops[Drop.OTHER_HOST.name] += 1
                 continue
-            verdict = classify(frame, port.nic, port.ips)
+            if addr[0] != port.name:  # bound to the port's NIC: defence in depth
+                self.drops[Drop.OTHER_INTERFACE.name] += 1
+                continue
+            try:
+                verdict = classify(frame, port.nic, port.ips)
+            except Exception as exc:  # a bug in classify(): one frame lost, not the agent
+                self._error(port, frame, exc)
+                continue
             if isinstance(verdict, Reply):
                 if self._send(port, sock, verdict.frame):
                     self.replies += 1
@@ -257,6 +280,17 @@ class Speaker:
             self.drops[verdict.name] += 1
             if verdict is Drop.CONFLICT:
                 self._conflict(port, frame)
+
+    def _error(self, port: _Port, frame: bytes, exc: Exception) -> None:
+        self.drops[Drop.ERROR.name] += 1
+        self._errors_unlogged += 1
+        now = self._clock()
+        if now - self._error_logged >= ERROR_LOG_EVERY:
+            self._log(
+                f"{port.name}: bug: classifying a frame failed ({exc!r}), frame dropped, "
+                f"{self._errors_unlogged} failed since the last such log; frame: {frame[:96].hex()}"
+            )
+            self._error_logged, self._errors_unlogged = now, 0
 
     def _conflict(self, port: _Port, frame: bytes) -> None:
         now = self._clock()

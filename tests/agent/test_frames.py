@@ -1,13 +1,21 @@
-"""classify(): every frame gets a reply or a reason (table tests, no sockets)."""
+"""classify(): every frame gets a reply or a reason (table tests, no sockets); and the
+speaker's checks around it, with stand-in sockets."""
 
 from __future__ import annotations
 
 import ipaddress
+import socket
 import struct
+from typing import Any, cast
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from app.agent import speaker as speaker_module
 from app.agent.frames import (
+    ETH_P_ARP,
+    ETH_P_IPV6,
     Drop,
     Nic,
     Reply,
@@ -18,7 +26,7 @@ from app.agent.frames import (
     solicited_node,
     unsolicited_advert,
 )
-from app.agent.speaker import burst
+from app.agent.speaker import SO_ATTACH_FILTER, Speaker, _packet_socket, _Port, burst
 from app.core.addresses import IP
 
 OURS = mac_bytes("02:00:00:00:00:01")
@@ -53,6 +61,25 @@ def ns(*, target: ipaddress.IPv6Address = V6, src: ipaddress.IPv6Address = ASKER
     ip6 = struct.pack("!IHBB", 6 << 28, len(msg), next_header, hop) + src.packed + dst.packed
     eth_dst = eth_dst or b"\x33\x33" + dst.packed[12:]
     return eth_dst + ASKER + b"\x86\xdd" + ip6 + msg
+
+
+def payload_len(frame: bytes, length: int) -> bytes:
+    """``frame`` with another IPv6 payload length, the bytes left as they are."""
+    return frame[:18] + struct.pack("!H", length) + frame[20:]
+
+
+def refix(frame: bytes) -> bytes:
+    """``frame`` with the ICMPv6 checksum right for the message its payload length declares."""
+    if len(frame) < 58 or frame[12:14] != b"\x86\xdd":
+        return frame
+    (length,) = struct.unpack_from("!H", frame, 18)
+    msg = frame[54 : 54 + length]
+    if len(msg) < 4:
+        return frame
+    src, dst = ipaddress.IPv6Address(frame[22:38]), ipaddress.IPv6Address(frame[38:54])
+    msg = msg[:2] + b"\x00\x00" + msg[4:]
+    checksum = struct.pack("!H", icmpv6_checksum(src, dst, msg))
+    return frame[:56] + checksum + frame[58:]
 
 
 def test_arp_request_for_an_announced_ip_gets_our_mac() -> None:
@@ -142,6 +169,22 @@ def test_duplicate_address_detection_is_answered_to_all_nodes() -> None:
         (ns(dst=ipaddress.IPv6Address("ff02::1")), Drop.WRONG_GROUP),
         (ns(target=ipaddress.IPv6Address("2001:db8::110")), Drop.NOT_ANNOUNCED),
         (ns(eth_dst=OTHER), Drop.ETHERNET_DESTINATION),
+        # The payload length, not the frame, bounds the message: a crash once (the BPF filter
+        # passes this frame, reading the type at offset 54 whatever the length says).
+        (payload_len(ns(), 0), Drop.TOO_SHORT),
+        (payload_len(ns(), 3), Drop.TOO_SHORT),
+        (payload_len(ns(), 200), Drop.TOO_SHORT),  # more than the frame holds
+        (ns()[:70], Drop.TOO_SHORT),
+        (ns()[:54], Drop.TOO_SHORT),
+        (refix(payload_len(ns(), 23)), Drop.MALFORMED),
+        (ns()[:14] + b"\x40" + ns()[15:], Drop.MALFORMED),  # IP version 4
+        (ns(src=ipaddress.IPv6Address("ff02::5")), Drop.MALFORMED),
+        # Options: a zero length (RFC 4861 4.6), past the end, or an Ethernet address option
+        # of another size than 8 bytes.
+        (ns(options=b"\x01\x01" + ASKER + b"\x0e\x00"), Drop.MALFORMED),
+        (ns(options=b"\x01\x01" + ASKER[:4]), Drop.MALFORMED),
+        (ns(options=b"\x01\x02" + ASKER + b"\x00" * 8), Drop.MALFORMED),
+        (ns(options=b"\x01"), Drop.MALFORMED),
     ],
 )
 def test_ndp_drops(frame: bytes, reason: Drop) -> None:
@@ -153,6 +196,23 @@ def test_an_advert_for_our_ip_from_another_mac_is_a_conflict() -> None:
     advert = unsolicited_advert(theirs, V6)
     assert classify(advert, NIC, ANNOUNCED) is Drop.CONFLICT
     assert classify(advert, NIC, frozenset({V4})) is Drop.NOT_SOLICITATION
+
+
+def test_an_invalid_advert_is_no_evidence_of_a_conflict() -> None:
+    """RFC 4861 7.1.2: an advertisement failing validation is discarded, not reported."""
+    all_nodes = ipaddress.IPv6Address("ff02::1")
+    zero_option = ns(icmp_type=136, dst=all_nodes, options=b"\x02\x00" + OTHER)
+    assert classify(zero_option, NIC, ANNOUNCED) is Drop.MALFORMED
+    crossed_a_router = ns(icmp_type=136, dst=all_nodes, hop=64, options=b"\x02\x01" + OTHER)
+    assert classify(crossed_a_router, NIC, ANNOUNCED) is Drop.HOP_LIMIT
+    short = unsolicited_advert(Nic(OTHER), V6)
+    assert classify(payload_len(short, 0), NIC, ANNOUNCED) is Drop.TOO_SHORT
+    assert classify(refix(payload_len(short, 20)), NIC, ANNOUNCED) is Drop.MALFORMED
+
+
+def test_ethernet_padding_after_the_message_is_ignored() -> None:
+    assert isinstance(classify(ns() + b"\x00" * 20, NIC, ANNOUNCED), Reply)
+    assert isinstance(classify(arp() + b"\x00" * 18, NIC, ANNOUNCED), Reply)
 
 
 def test_an_arp_probe_is_answered() -> None:
@@ -197,3 +257,204 @@ def test_mac_parsing() -> None:
     assert mac_bytes("0A:0b:00:00:00:01") == b"\x0a\x0b\x00\x00\x00\x01"
     with pytest.raises(ValueError, match="not a MAC"):
         mac_bytes("0a:0b")
+
+
+# --- Any bytes at all: a Reply or a Drop, never an exception ---------------------------
+
+UNSPECIFIED = ipaddress.IPv6Address("::")
+VALID = [
+    arp(),
+    arp(dst=OURS),
+    arp(sender="0.0.0.0"),
+    ns(),
+    ns(options=b"", dst=V6, eth_dst=OURS),
+    ns(src=UNSPECIFIED, options=b""),
+    unsolicited_advert(Nic(OTHER), V6),
+    *gratuitous_arp(OTHER, V4),
+]
+
+
+def _verdict(frame: bytes) -> Reply | Drop:
+    verdict = classify(frame, NIC, ANNOUNCED)
+    assert isinstance(verdict, Reply | Drop)
+    if isinstance(verdict, Reply):
+        assert verdict.ip in ANNOUNCED
+        assert verdict.frame[6:12] == OURS
+    return verdict
+
+
+@st.composite
+def ndp_like(draw: st.DrawFn) -> bytes:
+    """An IPv6 ICMPv6 frame the BPF filter passes: any payload length, any message."""
+    length = draw(st.integers(0, 64) | st.integers(0, 0xFFFF))
+    msg = bytes([draw(st.sampled_from([135, 136]))]) + draw(st.binary(max_size=80))
+    ip6 = struct.pack("!IHBB", 6 << 28, length, 58, draw(st.sampled_from([255, 64])))
+    src = draw(st.sampled_from([ASKER6, UNSPECIFIED]))
+    head = b"\x33\x33\xff\x00\x01\x01" + ASKER + b"\x86\xdd" + ip6 + src.packed
+    frame = head + solicited_node(V6).packed + msg
+    return refix(frame) if draw(st.booleans()) else frame
+
+
+@st.composite
+def ndp_with_options(draw: st.DrawFn) -> bytes:
+    """A checksummed solicitation or advertisement carrying any option bytes."""
+    return ns(
+        icmp_type=draw(st.sampled_from([135, 136])),
+        src=draw(st.sampled_from([ASKER6, UNSPECIFIED])),
+        target=draw(st.sampled_from([V6, ipaddress.IPv6Address("2001:db8::110")])),
+        options=draw(st.binary(max_size=48)),
+    )
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> bytes:
+    """A valid frame, then truncated, bit-flipped, extended or given another length."""
+    frame = bytearray(draw(st.sampled_from(VALID) | ndp_with_options() | ndp_like()))
+    for _ in range(draw(st.integers(0, 4))):
+        edit = draw(st.sampled_from(["truncate", "flip", "extend", "length"]))
+        if edit == "truncate":
+            del frame[draw(st.integers(0, len(frame))) :]
+        elif edit == "flip" and frame:
+            at = draw(st.integers(0, len(frame) - 1))
+            frame[at] ^= draw(st.integers(1, 255))
+        elif edit == "extend":
+            frame += draw(st.binary(min_size=1, max_size=24))
+        elif edit == "length" and len(frame) >= 20:
+            frame[18:20] = struct.pack("!H", draw(st.integers(0, len(frame) + 8)))
+    return refix(bytes(frame)) if draw(st.booleans()) else bytes(frame)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=160))
+def test_any_bytes_get_a_reply_or_a_drop(frame: bytes) -> None:
+    _verdict(frame)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(mutated())
+def test_mangled_frames_get_a_reply_or_a_drop(frame: bytes) -> None:
+    _verdict(frame)
+
+
+# --- The speaker's checks around classify(), with stand-in sockets -----------------------
+
+Addr = tuple[str, int, int, int, bytes]
+
+
+class _Sock:
+    """Stands in for a bound packet socket: hands out frames, records what is sent."""
+
+    def __init__(self, received: list[tuple[bytes, Addr]]) -> None:
+        self.received, self.sent = list(received), list[bytes]()
+
+    def recvfrom(self, size: int) -> tuple[bytes, Addr]:
+        if not self.received:
+            raise BlockingIOError
+        return self.received.pop(0)
+
+    def send(self, frame: bytes) -> int:
+        self.sent.append(frame)
+        return len(frame)
+
+
+def _receive(
+    frames: list[tuple[bytes, Addr]], speaker: Speaker | None = None
+) -> tuple[Speaker, _Sock]:
+    port = _Port.__new__(_Port)  # no real sockets: only what _receive reads
+    port.name, port.index, port.nic, port.ips = "eth0", 2, NIC, ANNOUNCED
+    speaker = speaker or Speaker(lambda line: None)
+    sock = _Sock(frames)
+    speaker._receive(port, cast(socket.socket, sock))
+    return speaker, sock
+
+
+def addr(pkttype: int, name: str = "eth0") -> Addr:
+    return (name, ETH_P_ARP, pkttype, 1, ASKER)
+
+
+@pytest.mark.parametrize(
+    ("pkttype", "answered", "dropped"),
+    [
+        (socket.PACKET_HOST, True, None),
+        (socket.PACKET_BROADCAST, True, None),
+        (socket.PACKET_MULTICAST, True, None),
+        # A request tagged with a VLAN this node has no link for arrives untagged, marked
+        # for another host; the kernel's own ARP and IPv6 drop it, and so does the speaker.
+        (socket.PACKET_OTHERHOST, False, "OTHER_HOST"),
+        (socket.PACKET_OUTGOING, False, None),  # our own frames: not even counted
+    ],
+)
+def test_only_frames_delivered_to_this_host_are_answered(
+    pkttype: int, answered: bool, dropped: str | None
+) -> None:
+    speaker, sock = _receive([(arp(), addr(pkttype))])
+    assert bool(sock.sent) is answered
+    assert speaker.replies == int(answered)
+    assert dict(speaker.drops) == ({dropped: 1} if dropped else {})
+
+
+def test_a_frame_from_another_nic_is_not_answered() -> None:
+    speaker, sock = _receive([(arp(), addr(socket.PACKET_BROADCAST, name="eth1"))])
+    assert sock.sent == []
+    assert dict(speaker.drops) == {"OTHER_INTERFACE": 1}
+
+
+def test_a_failing_classify_costs_one_frame_and_is_logged_once_a_while(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = classify
+    poison = b"poison" + arp()[6:]
+
+    def buggy(frame: bytes, nic: Nic, announced: Any) -> Reply | Drop:
+        if frame == poison:
+            raise IndexError("index out of range")
+        return real(frame, nic, announced)
+
+    monkeypatch.setattr(speaker_module, "classify", buggy)
+    now = [100.0]
+    lines: list[str] = []
+    speaker = Speaker(lines.append, clock=lambda: now[0])
+    bcast = addr(socket.PACKET_BROADCAST)
+    _, sock = _receive([(poison, bcast), (poison, bcast), (arp(), bcast)], speaker)
+    assert len(sock.sent) == 1 and speaker.replies == 1  # the next frame is still answered
+    assert speaker.drops["ERROR"] == 2
+    assert len(lines) == 1 and "bug" in lines[0] and "IndexError" in lines[0], lines
+    now[0] += speaker_module.ERROR_LOG_EVERY
+    _receive([(poison, bcast)], speaker)
+    assert speaker.drops["ERROR"] == 3 and len(lines) == 2, lines
+    assert "2 failed since the last" in lines[1], lines
+
+
+def test_a_packet_socket_hears_nothing_until_bound_to_its_nic(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Opened with protocol 0 (deaf), filtered, then bound to the NIC and protocol at once:
+    opened with the protocol, it would queue frames of every NIC until bind()."""
+    calls: list[tuple[Any, ...]] = []
+
+    class Recorder:
+        def __init__(self, family: int, kind: int, proto: int = 0) -> None:
+            calls.append(("socket", family, kind, proto))
+
+        def setsockopt(self, level: int, option: int, value: bytes) -> None:
+            calls.append(("setsockopt", level, option))
+
+        def bind(self, address: tuple[str, int]) -> None:
+            calls.append(("bind", address))
+
+        def setblocking(self, flag: bool) -> None:
+            calls.append(("setblocking", flag))
+
+    monkeypatch.setattr(socket, "socket", Recorder)
+    _packet_socket("eth0", ETH_P_IPV6)
+    _packet_socket("eth0", ETH_P_ARP)
+    deaf = ("socket", socket.AF_PACKET, socket.SOCK_RAW, 0)
+    assert calls == [
+        deaf,
+        ("setsockopt", socket.SOL_SOCKET, SO_ATTACH_FILTER),
+        ("bind", ("eth0", ETH_P_IPV6)),
+        ("setblocking", False),
+        deaf,
+        ("bind", ("eth0", ETH_P_ARP)),
+        ("setblocking", False),
+    ]

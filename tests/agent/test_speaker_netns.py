@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from app.agent.election import elect
+from app.agent.frames import mac_bytes
 
-from .lab import CAN_REACH4, SUBNET4, SUBNET6, Lab
+from .lab import CAN_REACH4, NODES, SUBNET4, SUBNET6, Lab
+from .test_frames import ASKER, arp, ns, payload_len, refix
 
 IP4, IP6 = f"{SUBNET4}.101", f"{SUBNET6}::101"
 UNUSED4, UNUSED6 = f"{SUBNET4}.110", f"{SUBNET6}::110"
@@ -195,3 +200,183 @@ def test_three_thousand_ipv6_addresses_join_every_solicited_node_group(lab: Lab)
     groups, logged = map(int, out.stdout.split())
     assert groups == 3000
     assert logged == 0
+
+
+# --- Frames sent straight into a node's NIC --------------------------------------------
+# Sent from the bridge's namespace on the node's bridge port, a veth whose other end is the
+# node's NIC: the frame reaches the node exactly as written. Through the bridge it would
+# not: with bridge-nf-call-ip6tables on, br_netfilter trims an IPv6 frame to its declared
+# payload length (which hid the crash below from these tests).
+
+_INJECT = """
+import select, socket, sys, time
+iface, wait, mac = sys.argv[1], float(sys.argv[2]), bytes.fromhex(sys.argv[3])
+sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))  # ETH_P_ALL
+sock.bind((iface, 0))
+for frame in sys.argv[4:]:
+    sock.send(bytes.fromhex(frame))
+end = time.monotonic() + wait
+while (left := end - time.monotonic()) > 0 and select.select([sock], [], [], left)[0]:
+    frame, addr = sock.recvfrom(65535)
+    if addr[2] != socket.PACKET_OUTGOING and frame[6:12] == mac:
+        print(frame.hex(), flush=True)
+"""
+ASKER4, ASKER6 = f"{SUBNET4}.99", ipaddress.IPv6Address(f"{SUBNET6}::99")
+
+
+def bridge_port(lab: Lab, node: str) -> str:
+    """The bridge-side end of the node's veth."""
+    nic = json.loads(lab.ip(lab.ns[node], "-j", "link", "show", NODES[node][0]).stdout)[0]
+    links = json.loads(lab.ip(lab.bridge, "-j", "link", "show").stdout)
+    [port] = [link["ifname"] for link in links if link["ifindex"] == nic["link_index"]]
+    return str(port)
+
+
+def inject(lab: Lab, node: str, *frames: bytes, wait: float = 1.0) -> list[bytes]:
+    """Send ``frames`` into the node's NIC; the answers to ASKER sent from its MAC."""
+    argv = [bridge_port(lab, node), str(wait), lab.mac(node).replace(":", "")]
+    out = lab.run(lab.bridge, sys.executable, "-c", _INJECT, *argv, *(f.hex() for f in frames))
+    assert out.returncode == 0, out.stderr
+    seen = [bytes.fromhex(line) for line in out.stdout.split()]
+    return [f for f in seen if f[0:6] == ASKER]  # not the gratuitous ones (broadcast)
+
+
+def arp_request(ip: str = IP4) -> bytes:
+    return arp(target=ip, sender=ASKER4)
+
+
+def solicitation(ip: str = IP6) -> bytes:
+    return ns(target=ipaddress.IPv6Address(ip), src=ASKER6)
+
+
+def is_answer(frame: bytes, node_mac: str) -> bool:
+    """An ARP reply or a Neighbor Advertisement from node_mac."""
+    if frame[6:12] != mac_bytes(node_mac):
+        return False
+    if frame[12:14] == b"\x08\x06":
+        return bool(struct.unpack_from("!H", frame, 20)[0] == 2)
+    return frame[12:14] == b"\x86\xdd" and frame[20] == 58 and frame[54] == 136
+
+
+def test_malformed_frames_do_not_stop_the_speaker(lab: Lab, tmp_path: Path) -> None:
+    snap = snapshot(tmp_path / "cluster.json", nodes=("node2",))
+    agent = lab.start_agent("node2", snap)
+    try:
+        agent.wait_for(lambda line: f"announce {IP6} on enp0s8" in line)
+        agent.wait_for(lambda line: f"announce {IP4} on enp0s8" in line)
+        mac = lab.mac("node2")
+        good = solicitation()
+        malformed = [
+            # Passes the BPF filter (type 135 at offset 54) but declares no payload: one
+            # such broadcast frame ended every speaking agent (IndexError).
+            payload_len(good, 0),
+            payload_len(good, 2),
+            payload_len(good, 500),  # more than the frame holds
+            ns(target=ipaddress.IPv6Address(IP6), src=ASKER6, options=b"\x01\x00" + ASKER),
+            refix(payload_len(good, 26)),  # cuts the source option short
+            arp_request()[:30],
+        ]
+        assert [f for f in inject(lab, "node2", *malformed) if is_answer(f, mac)] == []
+        time.sleep(0.3)
+        assert agent.proc.poll() is None, agent.output
+        # Still answering, with the same sockets: the very next valid requests.
+        assert any(is_answer(f, mac) for f in inject(lab, "node2", good))
+        assert any(is_answer(f, mac) for f in inject(lab, "node2", arp_request()))
+        assert lab.ndisc(IP6) == mac
+        assert lab.arping(IP4) == {mac}
+    finally:
+        assert agent.stop() == 0, agent.output
+
+
+def vlan(frame: bytes, vid: int = 100) -> bytes:
+    """``frame`` with an 802.1Q tag."""
+    return frame[:12] + struct.pack("!HH", 0x8100, vid) + frame[12:]
+
+
+def test_requests_tagged_with_a_vlan_the_node_lacks_are_not_answered(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """The kernel strips the tag and marks the frame PACKET_OTHERHOST; answering it would
+    announce the IP untagged, on the native VLAN. Linux's own ARP and IPv6 drop it."""
+    snap = snapshot(tmp_path / "cluster.json", nodes=("node2",))
+    agent = lab.start_agent("node2", snap)
+    try:
+        agent.wait_for(lambda line: f"announce {IP6} on enp0s8" in line)
+        agent.wait_for(lambda line: f"announce {IP4} on enp0s8" in line)
+        mac = lab.mac("node2")
+        for request in (arp_request(), solicitation()):
+            assert inject(lab, "node2", vlan(request)) == [], request.hex()
+            assert any(is_answer(f, mac) for f in inject(lab, "node2", request))  # untagged
+    finally:
+        assert agent.stop() == 0, agent.output
+
+
+_OPEN_DURING_FLOOD = """
+import json, socket, sys, time
+from app.agent.frames import ETH_P_ARP, ETH_P_IPV6
+from app.agent import speaker
+
+class SlowToBind(socket.socket):
+    # Widens the moment between socket() and bind() from microseconds to 0.3 s.
+    def bind(self, address):
+        time.sleep(0.3)
+        super().bind(address)
+
+socket.socket = SlowToBind
+nic = sys.argv[1]
+# The control: opened as before the fix, the same moment queues the other NIC's frames.
+control = SlowToBind(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+control.bind((nic, ETH_P_ARP))
+control.setblocking(False)
+socks = {"control": control}
+socks["arp"] = speaker._packet_socket(nic, ETH_P_ARP)
+socks["ndp"] = speaker._packet_socket(nic, ETH_P_IPV6)
+elsewhere = dict.fromkeys(socks, 0)
+for name, sock in socks.items():
+    while True:
+        try:
+            frame, addr = sock.recvfrom(65535)
+        except BlockingIOError:
+            break
+        elsewhere[name] += addr[0] != nic
+print(json.dumps(elsewhere))
+"""
+
+_FLOOD = """
+import socket, sys
+sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+sock.bind((sys.argv[1], 0))
+frames = [bytes.fromhex(h) for h in sys.argv[2:]]
+while True:
+    for frame in frames:
+        try:
+            sock.send(frame)
+        except OSError:
+            pass
+"""
+
+
+def test_a_port_opening_takes_no_frames_of_another_nic(lab: Lab) -> None:
+    """While a port's sockets open, another NIC of the node is flooded with requests for
+    its IPs: none of them may be queued (and answered, out of the wrong NIC)."""
+    ns_ = lab.ns["node1"]
+    lab.ip(ns_, "link", "add", "flood0", "type", "veth", "peer", "name", "flood1")
+    flood = None
+    try:
+        for nic in ("flood0", "flood1"):
+            lab.ip(ns_, "link", "set", nic, "up")
+        frames = (arp_request().hex(), solicitation().hex())
+        flood = subprocess.Popen(
+            ["ip", "netns", "exec", ns_, sys.executable, "-c", _FLOOD, "flood1", *frames]
+        )
+        time.sleep(0.3)
+        out = lab.run(ns_, sys.executable, "-c", _OPEN_DURING_FLOOD, "ens3")
+        assert out.returncode == 0, out.stderr
+        elsewhere = json.loads(out.stdout)
+        assert elsewhere["control"] > 0, elsewhere  # the flood did reach the namespace
+        assert (elsewhere["arp"], elsewhere["ndp"]) == (0, 0), elsewhere
+    finally:
+        if flood is not None:
+            flood.kill()
+            flood.wait()
+        lab.ip(ns_, "link", "del", "flood0", check=False)
