@@ -8,6 +8,8 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ import pytest
 from app.agent.election import elect
 from app.agent.frames import mac_bytes
 
-from .lab import CAN_REACH4, NODES, SUBNET4, SUBNET6, Lab
+from .lab import CAN_REACH4, NODES, SUBNET4, SUBNET6, AgentProcess, Lab
 from .test_frames import ASKER, arp, ns, payload_len, refix
 
 IP4, IP6 = f"{SUBNET4}.101", f"{SUBNET6}::101"
@@ -258,13 +260,20 @@ def is_answer(frame: bytes, node_mac: str) -> bool:
     return frame[12:14] == b"\x86\xdd" and frame[20] == 58 and frame[54] == 136
 
 
-def test_malformed_frames_do_not_stop_the_speaker(lab: Lab, tmp_path: Path) -> None:
-    snap = snapshot(tmp_path / "cluster.json", nodes=("node2",))
-    agent = lab.start_agent("node2", snap)
+@contextmanager
+def node2_announcing(lab: Lab, tmp_path: Path) -> Iterator[tuple[AgentProcess, str]]:
+    """node2's agent alone, announcing both Eips' IPs on enp0s8; stopped cleanly after."""
+    agent = lab.start_agent("node2", snapshot(tmp_path / "cluster.json", nodes=("node2",)))
     try:
         agent.wait_for(lambda line: f"announce {IP6} on enp0s8" in line)
         agent.wait_for(lambda line: f"announce {IP4} on enp0s8" in line)
-        mac = lab.mac("node2")
+        yield agent, lab.mac("node2")
+    finally:
+        assert agent.stop() == 0, agent.output
+
+
+def test_malformed_frames_do_not_stop_the_speaker(lab: Lab, tmp_path: Path) -> None:
+    with node2_announcing(lab, tmp_path) as (agent, mac):
         good = solicitation()
         malformed = [
             # Passes the BPF filter (type 135 at offset 54) but declares no payload: one
@@ -284,8 +293,6 @@ def test_malformed_frames_do_not_stop_the_speaker(lab: Lab, tmp_path: Path) -> N
         assert any(is_answer(f, mac) for f in inject(lab, "node2", arp_request()))
         assert lab.ndisc(IP6) == mac
         assert lab.arping(IP4) == {mac}
-    finally:
-        assert agent.stop() == 0, agent.output
 
 
 def vlan(frame: bytes, vid: int = 100) -> bytes:
@@ -298,17 +305,10 @@ def test_requests_tagged_with_a_vlan_the_node_lacks_are_not_answered(
 ) -> None:
     """The kernel strips the tag and marks the frame PACKET_OTHERHOST; answering it would
     announce the IP untagged, on the native VLAN. Linux's own ARP and IPv6 drop it."""
-    snap = snapshot(tmp_path / "cluster.json", nodes=("node2",))
-    agent = lab.start_agent("node2", snap)
-    try:
-        agent.wait_for(lambda line: f"announce {IP6} on enp0s8" in line)
-        agent.wait_for(lambda line: f"announce {IP4} on enp0s8" in line)
-        mac = lab.mac("node2")
+    with node2_announcing(lab, tmp_path) as (_, mac):
         for request in (arp_request(), solicitation()):
             assert inject(lab, "node2", vlan(request)) == [], request.hex()
             assert any(is_answer(f, mac) for f in inject(lab, "node2", request))  # untagged
-    finally:
-        assert agent.stop() == 0, agent.output
 
 
 _OPEN_DURING_FLOOD = """

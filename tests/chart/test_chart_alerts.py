@@ -126,6 +126,17 @@ def test_the_rules_name_only_metrics_and_labels_eip_guard_exposes(render: Render
     assert ("eip_guard_ready", "gauge") in families
 
 
+def promtool_test(objs: list[Obj], tests: list[dict[str, Any]], where: Path) -> None:
+    """Run promtool's rule tests ``tests`` over the chart's rules; fail with its output."""
+    write_rules(objs, where)
+    spec = where / "tests.yaml"
+    spec.write_text(
+        yaml.safe_dump({"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": tests})
+    )
+    tested = run("test", "rules", str(spec))
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
 def expand(text: str, value: str = "", **labels: str) -> str:
     """An annotation as Prometheus renders it for these labels and value (the templates the
     rules use, nothing else: an unknown one stays and fails the comparison)."""
@@ -370,13 +381,7 @@ def test_each_alert_fires_when_it_should_and_only_then(render: RenderFn, tmp_pat
     ]
     covered = {check["alertname"] for test in tests for check in test["alert_rule_test"]}
     assert covered == set(ALERTS)
-    write_rules(objs, tmp_path)
-    spec = tmp_path / "tests.yaml"
-    spec.write_text(
-        yaml.safe_dump({"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": tests})
-    )
-    tested = run("test", "rules", str(spec))
-    assert tested.returncode == 0, tested.stdout + tested.stderr
+    promtool_test(objs, tests, tmp_path)
 
 
 def test_with_failure_policy_ignore_no_ready_replica_is_a_warning(render: RenderFn) -> None:
@@ -505,10 +510,4 @@ def test_the_agents_alerts_name_what_the_agent_exposes_and_fire(
             ),
         ),
     ]
-    write_rules(objs, tmp_path)
-    spec = tmp_path / "tests.yaml"
-    spec.write_text(
-        yaml.safe_dump({"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": tests})
-    )
-    tested = run("test", "rules", str(spec))
-    assert tested.returncode == 0, tested.stdout + tested.stderr
+    promtool_test(objs, tests, tmp_path)
