@@ -3,15 +3,18 @@ what each answers is decided in ``app.agent.health`` from the agent's current St
 
 The agent runs on the host network, so the chart binds it to 127.0.0.1, where kubelet
 probes it, as calico-node does. Bound wider (for Prometheus), it answers those three paths
-only, reads no body, holds at most MAX_CONNECTIONS connections, each for CONNECTION_SECONDS
-at most and idle for TIMEOUT_SECONDS at most, so a stray client cannot hold it for long.
+only and holds each connection for CONNECTION_SECONDS at most, idle for TIMEOUT_SECONDS at
+most. Clients on this node (kubelet) and the others have MAX_CONNECTIONS each: others
+holding theirs never turn kubelet's probes away.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -140,47 +143,93 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    block_on_close = False  # stopping never waits for a client
 
     def __init__(
         self,
         sock: socket.socket,
         status: Callable[[], Status],
         clock: Callable[[], float],
+        log: Callable[[str], None],
     ) -> None:
         super().__init__(sock.getsockname()[:2], _Handler, bind_and_activate=False)
         self.socket.close()
         self.socket = sock
-        self.status, self.clock = status, clock
+        self.status, self.clock, self.log = status, clock, log
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(StatusMetrics(status))
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        # Two pools: clients on this node (kubelet probes from the node itself, to the
+        # loopback or to the node's own address) and the others (Prometheus): the others
+        # holding all of theirs never turn kubelet away.
+        self._slots = {
+            local: threading.BoundedSemaphore(MAX_CONNECTIONS) for local in (True, False)
+        }
+        self._open: dict[socket.socket, float] = {}  # connections served, and since when
+        self._lock = threading.Lock()
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):  # full: drop this one, keep serving
+        slots = self._slots[_on_this_node(request)]
+        if not slots.acquire(blocking=False):  # full: drop this one, keep serving
             self.shutdown_request(request)
             return
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        # A client dripping a byte every few seconds is cut off all the same.
-        deadline = threading.Timer(CONNECTION_SECONDS, _cut, (request,))
-        deadline.start()
         try:
-            super().process_request_thread(request, client_address)
+            worker = threading.Thread(
+                target=self._serve, args=(request, client_address, slots), daemon=True
+            )
+            worker.start()
+        except BaseException:  # no thread (a pids limit): the slot and the socket go back
+            slots.release()
+            self.shutdown_request(request)
+
+    def _serve(self, request: Any, client_address: Any, slots: threading.BoundedSemaphore) -> None:
+        with self._lock:
+            self._open[request] = time.monotonic()
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
         finally:
-            deadline.cancel()
-            self._slots.release()
+            with self._lock:
+                self._open.pop(request, None)
+            self.shutdown_request(request)
+            slots.release()
+
+    def cut_overdue(self) -> None:
+        """Cut every connection open longer than CONNECTION_SECONDS: a client dripping a
+        byte every few seconds is never idle long enough for the socket's timeout."""
+        now = time.monotonic()
+        with self._lock:
+            overdue = [s for s, since in self._open.items() if now - since > CONNECTION_SECONDS]
+        for sock in overdue:
+            with contextlib.suppress(OSError):  # closed meanwhile
+                sock.shutdown(socket.SHUT_RDWR)  # the handler's blocked read returns at once
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that resets or times out is its own business; anything else is ours,
+        said in one line (socketserver would print a traceback per connection)."""
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):
+            self.log(f"probe server: {type(exc).__name__}: {exc}")
 
 
-def _cut(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):  # already closed
-        sock.shutdown(socket.SHUT_RDWR)  # the handler's blocked read returns at once
+def _on_this_node(sock: socket.socket) -> bool:
+    """Whether the client is on this node: the loopback, or its address is ours (a local
+    connection to the node's address comes from that same address)."""
+    try:
+        peer, own = sock.getpeername()[0], sock.getsockname()[0]
+    except OSError:
+        return False
+    address = ipaddress.ip_address(str(peer).partition("%")[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback or peer == own
 
 
 def listen(address: str, port: int) -> socket.socket:
-    """The probe socket; raises OSError. "" is every address, IPv6 and IPv4 alike where the
-    node has IPv6 (kubelet probes a host-network pod on the node's first address)."""
-    if not address:
+    """The probe socket; raises OSError. "" and "::" are every address, IPv6 and IPv4 alike
+    where the node has IPv6: kubelet probes a host-network pod on the node's first address,
+    which may be of either family."""
+    if address in ("", "::"):
         if socket.has_dualstack_ipv6():
             return socket.create_server(("", port), family=socket.AF_INET6, dualstack_ipv6=True)
         return socket.create_server(("", port))
@@ -189,27 +238,38 @@ def listen(address: str, port: int) -> socket.socket:
 
 
 class ProbeServer:
-    """Serves until closed, on a daemon thread of its own."""
+    """Serves until closed, on daemon threads of its own: one accepts, one cuts overdue
+    connections, and one serves each connection."""
 
     def __init__(
         self,
         sock: socket.socket,
         status: Callable[[], Status],
         clock: Callable[[], float] = time.monotonic,
+        log: Callable[[str], None] = print,
     ) -> None:
-        self._server = _Server(sock, status, clock)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="probes", daemon=True
+        self._server = _Server(sock, status, clock, log)
+        self._stop = threading.Event()
+        self._threads = (
+            threading.Thread(target=self._server.serve_forever, name="probes", daemon=True),
+            threading.Thread(target=self._sweep, name="probes-deadline", daemon=True),
         )
 
     @property
     def port(self) -> int:
         return int(self._server.socket.getsockname()[1])
 
+    def _sweep(self) -> None:
+        while not self._stop.wait(min(1.0, CONNECTION_SECONDS / 4)):
+            self._server.cut_overdue()
+
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def close(self) -> None:
+        self._stop.set()
         self._server.shutdown()
         self._server.server_close()
-        self._thread.join()
+        for thread in self._threads:
+            thread.join()

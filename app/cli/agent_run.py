@@ -203,7 +203,7 @@ def run_agent(args: argparse.Namespace) -> int:
     if probe_sock is not None:
         from app.agent.probes import ProbeServer  # noqa: PLC0415
 
-        probes = ProbeServer(probe_sock, lambda: agent.status)
+        probes = ProbeServer(probe_sock, lambda: agent.status, log=log)
         probes.start()
         host, port = probe_sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host

@@ -9,11 +9,13 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -241,29 +243,57 @@ def test_idle_and_dripping_clients_are_cut_off_and_the_excess_dropped(
     assert cut, "a client sending a byte every 0.3 s was not cut off after 1 s"
 
 
-def test_a_real_agent_serves_its_probes_and_stops_with_them(examples: Path) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli.main", "agent", "--cluster",
-         str(examples / "cluster.yaml"), "--node-name", "node1", "--probe-port", "0",
-         "--probe-address", "127.0.0.1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    assert proc.stdout is not None
-    lines: list[str] = []
-    found: dict[str, int] = {}
+class RunningAgent:
+    """An `eip-guard agent` process with its probe port, its output read by a thread."""
 
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if "probes on http://127.0.0.1:" in line:
-                found["port"] = int(line.split("127.0.0.1:")[1].split(":")[0])
+    def __init__(self, argv: list[str]) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
+        self.lines: list[str] = []
+        self._found: dict[str, int] = {}
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if "probes on http://" in line:
+                self._found["port"] = int(line.split("probes on http://")[1].split(":")[-2])
+
+    @property
+    def port(self) -> int:
+        port: int = eventually(lambda: self._found.get("port"), "the probes log line")
+        return port
+
+    def finish(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._reader.join(10)
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+
+
+@contextmanager
+def running_agent(
+    examples: Path, address: str = "127.0.0.1", netns: str | None = None
+) -> Iterator[RunningAgent]:
+    where = [] if netns is None else ["ip", "netns", "exec", netns]
+    agent = RunningAgent([*where, sys.executable, "-m", "app.cli.main", "agent", "--cluster",
+                          str(examples / "cluster.yaml"), "--node-name", "node1",
+                          "--probe-port", "0", "--probe-address", address])  # fmt: skip
     try:
-        port = eventually(lambda: found.get("port"), "the probes log line")
+        yield agent
+    finally:
+        agent.finish()
+
+
+def test_a_real_agent_serves_its_probes_and_stops_with_them(examples: Path) -> None:
+    with running_agent(examples) as agent:
+        port = agent.port
         assert get(port, "/healthz")[0] == 200
         eventually(lambda: get(port, "/readyz")[0] == 200, "ready after the first look")
         _, _, metrics = get(port, "/metrics")
@@ -271,17 +301,104 @@ def test_a_real_agent_serves_its_probes_and_stops_with_them(examples: Path) -> N
                                  capture_output=True, check=False, timeout=60)  # fmt: skip
         assert checked.returncode == 0, checked.stdout + checked.stderr
         assert b"eip_guard_agent_looks_total" in metrics
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=15) == 0
+        # Clients that pipeline requests and reset: their business, not a traceback each.
+        for _ in range(5):
+            with socket.create_connection(("127.0.0.1", port)) as rude:
+                rude.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 200)
+                rude.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        assert get(port, "/healthz")[0] == 200
+        agent.proc.send_signal(signal.SIGTERM)
+        assert agent.proc.wait(timeout=15) == 0
         with pytest.raises(OSError):
             get(port, "/healthz")
+    assert any(line.endswith("stopped\n") for line in agent.lines), agent.lines
+    assert not [line for line in agent.lines if "Traceback" in line or "Exception" in line]
+
+
+HOLD = """
+import json, socket, sys, time
+port, held = int(sys.argv[1]), []
+for _ in range(16):  # every slot of the clients off this node, held idle
+    s = socket.socket()
+    s.bind(("10.77.0.2", 0))
+    s.connect(("10.77.0.1", port))
+    held.append(s)
+time.sleep(0.3)
+extra = socket.socket()
+extra.bind(("10.77.0.2", 0))
+extra.settimeout(5)
+extra.connect(("10.77.0.1", port))
+extra.sendall(b"GET /healthz HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+try:
+    others = extra.recv(100).decode()
+except OSError as exc:
+    others = repr(exc)
+kubelet = socket.create_connection(("10.77.0.1", port), timeout=5)  # from the node itself
+kubelet.sendall(b"GET /healthz HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+answer = kubelet.recv(1000).decode()
+print(json.dumps({"others": others, "kubelet": answer.split("\\r\\n")[0],
+                  "from": kubelet.getsockname()[0]}))
+"""
+
+
+@pytest.fixture
+def two_address_netns() -> Iterator[str]:
+    """A network namespace whose lo holds 10.77.0.1 (the node's address) and 10.77.0.2 (a
+    client elsewhere, as far as the probe server can tell)."""
+    name = f"probes-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        for argv in (["link", "set", "lo", "up"], ["addr", "add", "10.77.0.1/32", "dev", "lo"],
+                     ["addr", "add", "10.77.0.2/32", "dev", "lo"]):  # fmt: skip
+            subprocess.run(["ip", "-n", name, *argv], check=True)
+        yield name
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        reader.join(10)
-        proc.stdout.close()
-    assert any(line.endswith("stopped\n") for line in lines), lines
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def test_clients_elsewhere_never_turn_kubelets_probes_away(
+    examples: Path, two_address_netns: str
+) -> None:
+    """Sixteen idle connections from elsewhere used to fill the one pool of slots, and every
+    kubelet probe was closed unanswered: three missed liveness probes restart the agent."""
+    with running_agent(examples, "10.77.0.1", two_address_netns) as agent:
+        port = agent.port
+        held = subprocess.run(
+            ["ip", "netns", "exec", two_address_netns, sys.executable, "-c", HOLD, str(port)],
+            capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
+        assert held.returncode == 0, held.stderr
+        found = json.loads(held.stdout)
+        assert found["from"] == "10.77.0.1"  # a local connection comes from the address itself
+        assert found["others"] == ""  # a seventeenth client from elsewhere: closed unanswered
+        assert found["kubelet"] == "HTTP/1.1 200 OK"
+
+
+def test_every_address_means_both_families(examples: Path) -> None:
+    """`::` listened on IPv6 only (IPV6_V6ONLY), and kubelet probes the node's first address,
+    IPv4 on most clusters: every probe failed."""
+    with probes.listen("::", 0) as sock:
+        port = sock.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)), socket.create_connection(("::1", port)):
+            pass
+
+
+def test_a_thread_that_cannot_start_gives_its_slot_back(
+    served: tuple[probes.ProbeServer, dict[str, Status], _Clock],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under a pids limit a connection's thread may not start: its slot and socket go back."""
+    server, _, _ = served
+
+    class NoThread(threading.Thread):
+        def start(self) -> None:
+            raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading, "Thread", NoThread)
+    for _ in range(probes.MAX_CONNECTIONS + 4):
+        assert not answers(server.port)
+    monkeypatch.undo()
+    assert answers(server.port)
 
 
 @pytest.mark.parametrize(
