@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import ip_network
 
 from app.agent.netlink import EXCLUDED_PREFIXES, HostNet, Link, Route, RouteAnswer
@@ -121,46 +121,68 @@ def _by_routes(ip: IP, host: HostNet) -> Resolution:
     gateways = sorted(
         (r for r in matching if r.gateway is not None), key=lambda r: (-r.dst.prefixlen, r.metric)
     )
-    for label, routes in (("connected subnet", connected), ("gateway route", gateways)):
-        if label == "gateway route" and (connected or _down_subnets(ip, host, skipped)):
-            # The IP's segment is one this node is on, through a NIC that cannot answer now
-            # (down, say): a gateway route's NIC is on another segment, where answering
-            # for the Eip's IPs reaches nobody who asks.
-            return Unresolved(
-                f"{ip} is on a subnet of this node, but no NIC on it can answer"
-                f"{_skipped_text(skipped)}; a gateway route would answer on another segment, "
-                "so none is used"
-            )
-        for route in routes:
-            link = host.link(route.oif)
-            if link is None:
-                continue
-            why_not = unusable(link, host)
-            if why_not is None:  # those skipped on the way say why another NIC was picked
-                why = f"{label} {_route_text(route)} (table main)"
-                return Resolved(link, why + _skipped_text(skipped))
-            skipped.append(f"{link.name} ({_route_text(route)}) {why_not}")
+    found = _first_usable("connected subnet", connected, host, skipped)
+    if found is not None:
+        return found[0]
+    down = _down_subnets(ip, host, connected)
+    via = _first_usable("gateway route", gateways, host, skipped)
+    if down and (via is None or max(down.values()) >= via[1].dst.prefixlen):
+        # The IP's segment is one this node is on, through a NIC that is down for now: a
+        # gateway route's NIC is on another segment, where answering for the Eip's IPs
+        # reaches nobody who asks (unless the gateway route is the more specific one, as
+        # the kernel would have it even with that NIC up).
+        return Unresolved(
+            f"{ip} is on a subnet of this node whose NIC is down ({', '.join(down)}); a "
+            f"gateway route would answer on another segment, so none is used"
+            f"{_skipped_text(skipped)}"
+        )
+    if via is not None:
+        return via[0]
     return Unresolved(
         f"no route of the main table reaches {ip} through a usable NIC{_skipped_text(skipped)}"
     )
 
 
-def _down_subnets(ip: IP, host: HostNet, skipped: list[str]) -> bool:
-    """Whether a NIC of this node holds an address on a subnet of ``ip`` but cannot answer
-    (its connected route goes with it when it is set down); each such is added to
-    ``skipped``."""
-    found = False
+def _first_usable(
+    label: str, routes: list[Route], host: HostNet, skipped: list[str]
+) -> tuple[Resolved, Route] | None:
+    """The first of ``routes`` whose NIC can answer; the others on the way go to ``skipped``
+    (they say why another NIC was picked)."""
+    for route in routes:
+        link = host.link(route.oif)
+        if link is None:
+            continue
+        why_not = unusable(link, host)
+        if why_not is None:
+            why = f"{label} {_route_text(route)} (table main)"
+            return Resolved(link, why + _skipped_text(skipped)), route
+        skipped.append(f"{link.name} ({_route_text(route)}) {why_not}")
+    return None
+
+
+def _down_subnets(ip: IP, host: HostNet, connected: list[Route]) -> dict[str, int]:
+    """The NICs that are down, and would otherwise answer, on a subnet holding ``ip``: "name
+    (subnet)" and its prefix length. From their connected routes (kept while the carrier is
+    lost) or their addresses (setting a NIC down takes its route away; IPv4 addresses stay).
+    Devices that can never answer (tunnels, NOARP, virtual ones) have no segment to keep."""
+    found: dict[str, int] = {}
+    for route in connected:
+        link = host.link(route.oif)
+        if link is not None and _down_only(link, host):
+            found[f"{link.name} ({route.dst})"] = route.dst.prefixlen
     for address in host.addresses:
         if address.ip.version != ip.version or address.prefixlen == address.ip.max_prefixlen:
             continue  # a single address: no subnet
+        subnet = ip_network(f"{address}", strict=False)
         link = host.link(address.index)
-        if link is None or ip not in ip_network(f"{address}", strict=False):
-            continue
-        why_not = unusable(link, host)
-        if why_not is not None:
-            skipped.append(f"{link.name} ({address}) {why_not}")
-            found = True
+        if link is not None and ip in subnet and _down_only(link, host):
+            found.setdefault(f"{link.name} ({subnet})", address.prefixlen)
     return found
+
+
+def _down_only(link: Link, host: HostNet) -> bool:
+    """Down, and otherwise a NIC the speaker could answer on."""
+    return not link.up and unusable(replace(link, up=True), host) is None
 
 
 def _skipped_text(skipped: list[str]) -> str:

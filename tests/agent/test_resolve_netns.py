@@ -62,8 +62,8 @@ def test_exit_codes(lab: Lab) -> None:
 
 
 def test_skips_down_enslaved_and_noarp_nics(lab: Lab) -> None:
-    """Connected routes on unusable NICs are passed over, but not for a gateway route: its
-    NIC is on another segment, where nobody asks for the Eip's IPs."""
+    """Connected routes on unusable NICs are passed over; for a gateway route only when no
+    NIC that is merely down holds the subnet: the gateway's NIC is on another segment."""
     ns = lab.ns["node2"]
     lab.ip(ns, "link", "add", "eth7", "type", "veth", "peer", "name", "eth7p")
     lab.ip(ns, "link", "add", "bond-br", "type", "bridge")
@@ -77,25 +77,26 @@ def test_skips_down_enslaved_and_noarp_nics(lab: Lab) -> None:
         first = resolve(spec, netlink.host())
         assert isinstance(first, Resolved) and first.link.name == "eth7"
 
+        # NOARP: no segment to answer on, ever; the gateway route's NIC is the answer.
         lab.ip(ns, "link", "set", "eth7", "arp", "off")
         noarp = resolve(spec, netlink.host())
-        assert isinstance(noarp, Unresolved), noarp
-        assert "eth7 (203.0.113.0/24) has NOARP set" in noarp.reason
-        assert "a gateway route would answer on another segment" in noarp.reason
-        # The gateway route still serves what no subnet of this node holds.
-        elsewhere = resolve(parse_interface("can_reach:203.0.7.9"), netlink.host())
-        assert isinstance(elsewhere, Resolved) and elsewhere.link.name == "enp0s8"
-        assert "gateway route 203.0.0.0/16 via 198.51.100.1" in elsewhere.why
+        assert isinstance(noarp, Resolved) and noarp.link.name == "enp0s8"
+        assert "gateway route 203.0.0.0/16 via 198.51.100.1" in noarp.why
+        assert "skipped: eth7 (203.0.113.0/24) has NOARP set" in noarp.why
 
         lab.ip(ns, "link", "set", "eth7", "arp", "on")
         lab.ip(ns, "link", "set", "eth7p", "down")  # carrier lost: the route stays, linkdown
         no_carrier = resolve(spec, netlink.host())
-        assert isinstance(no_carrier, Unresolved) and "eth7 (203.0.113.0/24) is down" in (
-            no_carrier.reason
-        )
+        assert isinstance(no_carrier, Unresolved), no_carrier
+        assert "whose NIC is down (eth7 (203.0.113.0/24))" in no_carrier.reason
         lab.ip(ns, "link", "set", "eth7", "down")  # set down: the kernel drops its route
         down = resolve(spec, netlink.host())
-        assert isinstance(down, Unresolved) and "eth7 (203.0.113.2/24) is down" in down.reason
+        assert isinstance(down, Unresolved) and "NIC is down (eth7 (203.0.113.0/24))" in (
+            down.reason
+        )
+        # The gateway route still serves what no subnet of this node holds.
+        elsewhere = resolve(parse_interface("can_reach:203.0.7.9"), netlink.host())
+        assert isinstance(elsewhere, Resolved) and elsewhere.link.name == "enp0s8"
 
         lab.ip(ns, "link", "set", "eth7p", "up")
         lab.ip(ns, "link", "set", "eth7", "master", "bond-br", "up")

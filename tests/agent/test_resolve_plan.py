@@ -79,14 +79,34 @@ def test_a_subnet_whose_nic_is_down_is_not_answered_on_another_segment() -> None
     for host in (linkdown, HostNet(links, HOST.addresses, HOST.routes[1:])):
         result = resolve(parse_interface("can_reach:10.0.0.1"), host)
         assert isinstance(result, Unresolved) and not result.bad_spec, result
-        assert result.reason.startswith("10.0.0.1 is on a subnet of this node, but no NIC on")
-        assert "eth1 (10.0.0." in result.reason and "is down" in result.reason
-        assert result.reason.endswith(
-            "a gateway route would answer on another segment, so none is used"
+        assert result.reason.startswith(
+            "10.0.0.1 is on a subnet of this node whose NIC is down (eth1 (10.0.0.0/24)); a "
+            "gateway route would answer on another segment, so none is used"
         )
     # Off every subnet of this node, the gateway routes still decide.
     assert picked("can_reach:8.8.8.8", linkdown) == "eno1"
     assert picked("can_reach:172.20.3.4", linkdown) == "eno1"  # its gateway's NIC is down
+    # A gateway route more specific than the subnet is the kernel's answer even with the
+    # NIC up: still taken.
+    narrower = Route(net("10.0.0.0/28"), 4, ip("192.168.9.1"))
+    assert (
+        picked("can_reach:10.0.0.1", HostNet(links, HOST.addresses, (*HOST.routes, narrower)))
+        == "eno1"
+    )
+
+
+def test_a_tunnel_holding_a_wide_subnet_leaves_the_gateway_routes_alone() -> None:
+    """wg-quick's 10.0.0.0/8 on a NOARP tunnel has no segment: a more specific gateway route
+    on eth1 is what the kernel uses, and what is picked (a review found it refused)."""
+    vpn = link(5, "vpn0", noarp=True)
+    host = HostNet(
+        (LO, ETH, MGMT, vpn),
+        (*HOST.addresses, Address(5, ip("10.9.9.9"), 8)),
+        (Route(net("10.0.0.0/8"), 5, None), Route(net("10.50.0.0/16"), 2, ip("10.0.0.1")),
+         Route(net("0.0.0.0/0"), 4, ip("192.168.9.1"))),
+    )  # fmt: skip
+    assert picked("can_reach:10.50.0.1", host) == "eth1"
+    assert picked("can_reach:10.60.0.1", host) == "eno1"  # the default route, as before
 
 
 def test_longest_prefix_then_metric() -> None:
