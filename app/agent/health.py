@@ -69,7 +69,7 @@ def readiness(status: Status) -> str:
         return f"acting on its last view: {status.cluster_error}"
     if not status.member:
         return (
-            "this node does not count itself live (yet): its Lease is new, or was not "
-            "renewed in time"
+            "this node does not count itself live (yet): its Lease is new or was not "
+            "renewed in time, or the Leases have not been listed yet"
         )
     return ""

@@ -443,9 +443,13 @@ class LiveCluster:
         """Warm-up, then fencing: count ourselves once others can have seen our Lease, and
         stop before they see it run out."""
         with self._lock:  # the two as one renewal left them
-            renewed, joined = self._renewed_at, self._joined_at
+            renewed, joined, listed = self._renewed_at, self._joined_at, self._listed_at
         now = time.monotonic()
         if renewed is None or joined is None or now - joined < self.warm_up:
+            return False
+        if listed is None:
+            # Not before the others' Leases are known: counting itself alone, a node starting
+            # while the lists fail or are slow took every IP over the nodes answering them.
             return False
         return now - renewed < self.duration - self.renew
 

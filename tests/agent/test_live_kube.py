@@ -396,6 +396,30 @@ def test_a_failing_lease_list_keeps_the_members_last_seen(emulator: FakeApi) -> 
         stop_two.set()
 
 
+def test_an_agent_whose_lists_fail_from_its_start_never_counts_itself_alone(
+    emulator: FakeApi,
+) -> None:
+    # A probe restarted one agent while the Lease lists failed: after its warm-up it counted
+    # itself the only live node, took every IP over the nodes answering them, and was ready.
+    stop_one, stop_two = threading.Event(), threading.Event()
+    one = LiveCluster(agent_api(emulator), "node1", print, renew=0.2, duration=1, watch_seconds=1)
+    flaky = FlakyApi(emulator)
+    flaky.list_fails = True
+    two = LiveCluster(flaky, "node2", print, renew=0.2, duration=1, watch_seconds=1)
+    try:
+        one.start(stop_one)
+        two.start(stop_two)
+        eventually(lambda: one.members() == {"node1", "node2"}, what="node1 sees both")
+        for _ in range(10):  # 2 s: past node2's warm-up (0.5 s), renewing all along
+            assert two.members() == frozenset()
+            threading.Event().wait(0.2)
+        flaky.list_fails = False
+        eventually(lambda: two.members() == {"node1", "node2"}, what="node2 counts, listed")
+    finally:
+        stop_one.set()
+        stop_two.set()
+
+
 def test_members_never_call_the_api_so_fencing_never_waits(emulator: FakeApi) -> None:
     stop_one, stop_two = threading.Event(), threading.Event()
     hung = FlakyApi(emulator)
