@@ -1,9 +1,11 @@
 """Who announces which IP, pure: OpenELB's election, over plain Kubernetes objects.
 
 For each IP in ``status.used`` of each layer2 Eip, among the live members (minus nodes
-labelled ``node.kubernetes.io/exclude-from-external-load-balancers`` and, when every
-Service sharing the IP has ``externalTrafficPolicy: Local``, minus nodes without a ready
-endpoint of one of them) the node with the lowest ``sha256(nodeName + "#" + ip)`` wins.
+labelled ``node.kubernetes.io/exclude-from-external-load-balancers``), the node with the lowest
+``sha256(nodeName + "#" + ip)`` wins. When every Service sharing the IP has
+``externalTrafficPolicy: Local``, only nodes with a ready endpoint of one of them are
+candidates; otherwise only nodes OpenELB deems ready (``util.NodeReady``: no ``Ready``
+condition other than True, no ``NetworkUnavailable`` other than False).
 
 Only ``protocol: layer2`` Eips are spoken for: OpenELB's ``vip`` protocol runs keepalived,
 which binds the IP and does its own VRRP election; answering ARP for it as well would
@@ -49,6 +51,7 @@ class ClusterView:
     # Local Service -> nodes with a ready endpoint (other Services need none)
     ready_nodes: Mapping[str, frozenset[str]] = field(default_factory=dict)
     ignored: tuple[str, ...] = ()  # status.used entries never announced, and why
+    unfit: frozenset[str] = frozenset()  # Nodes not Ready, or NetworkUnavailable
 
 
 def score(node: str, ip: str) -> bytes:
@@ -89,7 +92,7 @@ def _assignments(eip: Eip, obj: Mapping[str, Any]) -> tuple[list[Assignment], li
 
 
 # What one object adds to a view, read once: ("eip", Eip, its assignments), ("node", name,
-# excluded), ("local", "ns/name") or ("ready", ns, service, nodes); None for nothing.
+# excluded, unfit), ("local", "ns/name") or ("ready", ns, service, nodes); None for nothing.
 _Part = tuple[Any, ...] | None
 _MISSING: Any = object()
 
@@ -101,7 +104,7 @@ def _part(obj: Mapping[str, Any]) -> _Part:
         return ("eip", eip, *_assignments(eip, obj))
     name, ns = as_str(meta.get("name")), as_str(meta.get("namespace"))
     if kind == "Node":
-        return ("node", name, EXCLUDE_LABEL in as_mapping(meta.get("labels")))
+        return ("node", name, EXCLUDE_LABEL in as_mapping(meta.get("labels")), not _ready(obj))
     if kind == "Service":
         if as_mapping(obj.get("spec")).get("externalTrafficPolicy") == "Local":
             return ("local", f"{ns}/{name}")
@@ -118,12 +121,26 @@ def _part(obj: Mapping[str, Any]) -> _Part:
     return None
 
 
+def _ready(node: Mapping[str, Any]) -> bool:
+    """OpenELB's ``util.NodeReady``: a ``Ready`` condition other than True, or a
+    ``NetworkUnavailable`` other than False (a broken network plugin), makes a node unfit to
+    answer for Services; a Node without those conditions is taken as ready."""
+    for condition in map(as_mapping, as_list(as_mapping(node.get("status")).get("conditions"))):
+        kind, status = condition.get("type"), condition.get("status")
+        if (kind == "Ready" and status != "True") or (
+            kind == "NetworkUnavailable" and status != "False"
+        ):
+            return False
+    return True
+
+
 def _join(parts: Iterable[_Part]) -> ClusterView:
     by_ip: dict[str, Assignment] = {}
     ignored: list[str] = []
     eips: list[Eip] = []
     nodes: set[str] = set()
     excluded: set[str] = set()
+    unfit: set[str] = set()
     local: set[str] = set()
     slices: list[tuple[str, str, tuple[str, ...]]] = []
     for part in parts:
@@ -143,6 +160,8 @@ def _join(parts: Iterable[_Part]) -> ClusterView:
             nodes.add(part[1])
             if part[2]:
                 excluded.add(part[1])
+            if part[3]:
+                unfit.add(part[1])
         elif what == "local":
             local.add(part[1])
     # Ready nodes matter only for Services with externalTrafficPolicy Local (_candidates):
@@ -164,6 +183,7 @@ def _join(parts: Iterable[_Part]) -> ClusterView:
         frozenset(local),
         {k: frozenset(v) for k, v in ready.items()},
         tuple(ignored),
+        frozenset(unfit),
     )
 
 
@@ -209,15 +229,26 @@ class ViewMaker:
 
 
 def candidates(assignment: Assignment, members: Iterable[str], view: ClusterView) -> set[str]:
-    return set(_candidates(assignment, frozenset(members) - view.excluded, view))
+    return set(_candidates(assignment, *_eligible(view, members), view))
 
 
-def _candidates(assignment: Assignment, live: frozenset[str], view: ClusterView) -> frozenset[str]:
-    """``candidates`` from the live, not excluded members (made once for every assignment)."""
+def _eligible(view: ClusterView, members: Iterable[str]) -> tuple[frozenset[str], frozenset[str]]:
+    """The live members that may announce at all (not excluded), and those of them OpenELB
+    deems ready. Made once for every assignment."""
+    live = frozenset(members) - view.excluded
+    return live, (live - view.unfit if view.unfit else live)
+
+
+def _candidates(
+    assignment: Assignment, live: frozenset[str], fit: frozenset[str], view: ClusterView
+) -> frozenset[str]:
+    """``candidates`` from the eligible members (``_eligible``). As OpenELB's speaker
+    manager: a Service with ``externalTrafficPolicy: Local`` wants the nodes with its ready
+    endpoints, any other the ready nodes."""
     if assignment.services and all(s in view.local_services for s in assignment.services):
         with_endpoints = set().union(*(view.ready_nodes.get(s, ()) for s in assignment.services))
         return live & with_endpoints
-    return live
+    return fit
 
 
 def winners(view: ClusterView, members: Iterable[str]) -> dict[str, str | None]:
@@ -233,8 +264,8 @@ def mine(view: ClusterView, members: Iterable[str], node: str) -> tuple[Assignme
     uniform hashes comes after a few scores, so only the IPs it wins cost a score per
     candidate (2,000 IPs among 300 nodes: 0.6 s when every IP scored every node).
     """
-    live = frozenset(members) - view.excluded
-    return tuple(a for a in view.assignments if _wins(a, _candidates(a, live, view), node))
+    live, fit = _eligible(view, members)
+    return tuple(a for a in view.assignments if _wins(a, _candidates(a, live, fit, view), node))
 
 
 def _wins(assignment: Assignment, among: frozenset[str], node: str) -> bool:
@@ -253,26 +284,26 @@ class Elector:
 
     def __init__(self, node: str) -> None:
         self._node = node
-        self._live: frozenset[str] = frozenset()
+        self._fit: frozenset[str] = frozenset()
         # id of each assignment of the last election -> (it, its candidates, whether won)
         self._answers: dict[int, tuple[Assignment, frozenset[str], bool]] = {}
 
     def mine(self, view: ClusterView, members: Iterable[str]) -> tuple[Assignment, ...]:
-        live = frozenset(members) - view.excluded
-        if live == self._live:
-            live = self._live  # the same object: most candidate sets are this very one
+        live, fit = _eligible(view, members)
+        if fit == self._fit:
+            fit = self._fit  # the same object: most candidate sets are this very one
         before: dict[int, tuple[Assignment, frozenset[str], bool]] = self._answers
         answers: dict[int, tuple[Assignment, frozenset[str], bool]] = {}
         won = []
         for a in view.assignments:
-            among = _candidates(a, live, view)
+            among = _candidates(a, live, fit, view)
             held = before.get(id(a))
-            # All the live members are compared by identity only: equal sets of 1,000
+            # All the fit members are compared by identity only: equal sets of 1,000
             # members compared for every IP would cost more than electing again.
             if (
                 held is not None
                 and held[0] is a
-                and (held[1] is among or (among is not live and held[1] == among))
+                and (held[1] is among or (among is not fit and held[1] == among))
             ):
                 wins = held[2]
             else:
@@ -280,5 +311,5 @@ class Elector:
             answers[id(a)] = (a, among, wins)
             if wins:
                 won.append(a)
-        self._live, self._answers = live, answers
+        self._fit, self._answers = fit, answers
         return tuple(won)

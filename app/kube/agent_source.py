@@ -217,19 +217,33 @@ def keep_slice(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     return KeptSlice(namespace, name, None if service is None else own(str(service)), tuple(nodes))
 
 
-def keep_excluded_node(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    # The selector asks the server for these only; checked again in case it did not filter.
-    labels = (obj.get("metadata") or {}).get("labels") or {}
-    if EXCLUDE_LABEL not in labels:
-        return None
-    return {"apiVersion": "v1", "kind": "Node", "metadata": _meta(obj)}
+# The Node conditions the election reads (OpenELB's util.NodeReady).
+NODE_CONDITIONS = ("Ready", "NetworkUnavailable")
+
+
+def keep_node(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Of each Node, what the election reads: its name, the exclude label, and the status of
+    its Ready and NetworkUnavailable conditions. Nothing else, so that a status heartbeat
+    or an image list that changes keeps an equal object (upsert then changes nothing)."""
+    meta = obj.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    kept_meta: dict[str, Any] = {"name": own(str(meta.get("name") or ""))}
+    if EXCLUDE_LABEL in labels:
+        kept_meta["labels"] = {EXCLUDE_LABEL: ""}
+    conditions = [
+        {"type": _copy(c.get("type")), "status": _copy(c.get("status"))}
+        for c in ((obj.get("status") or {}).get("conditions") or [])
+        if isinstance(c, Mapping) and c.get("type") in NODE_CONDITIONS
+    ]
+    return {"apiVersion": "v1", "kind": "Node", "metadata": kept_meta,
+            "status": {"conditions": conditions}}  # fmt: skip
 
 
 WATCHES: tuple[tuple[Stream, Keep], ...] = (
     (Stream(EIPS), keep_eip),
     (Stream(SERVICES), keep_service),
     (Stream(ENDPOINTSLICES), keep_slice),
-    (Stream(NODES, label_selector=EXCLUDE_LABEL), keep_excluded_node),
+    (Stream(NODES), keep_node),
 )
 
 
@@ -466,6 +480,7 @@ class LiveCluster:
         """
         with self._lock:
             seen, listed = self._seen, self._listed_at
+            nodes = self._stores.get(Stream(NODES).name)
         live: set[str] = set()
         if listed is not None:
             soonest = next_seen_expiry(seen, listed)
@@ -474,4 +489,6 @@ class LiveCluster:
             live = set(live_seen(seen, listed)) - {self.node}
         if self.self_live():
             live.add(self.node)
+        if nodes:  # no member without a Node: a machine whose Node was deleted may run on
+            live.intersection_update(name for _, name in nodes)
         return frozenset(live)

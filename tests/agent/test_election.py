@@ -89,6 +89,40 @@ def test_excluded_and_dead_nodes_do_not_announce() -> None:
     assert winners(cluster_view(objects[:1]), alive)[ip] == lowest(ip, alive)
 
 
+def conditions(name: str, **status: str) -> dict[str, Any]:
+    """A Node whose conditions (type: status) are ``status``, as kubelet writes them."""
+    found = [{"type": t, "status": s, "reason": "x"} for t, s in status.items()]
+    return {"kind": "Node", "metadata": {"name": name}, "status": {"conditions": found}}
+
+
+def test_nodes_openelb_deems_not_ready_do_not_announce() -> None:
+    """OpenELB's speaker manager takes the nodes passing util.NodeReady for a Service that
+    is not Local: a Ready other than True, or a NetworkUnavailable other than False (a broken
+    network plugin), rules a node out. A probe saw such nodes keep winning IPs here."""
+    ip = "10.0.0.7"
+    first = lowest(ip, NODES)
+    rest = tuple(n for n in NODES if n != first)
+    for status in ({"Ready": "False"}, {"Ready": "Unknown"},
+                   {"Ready": "True", "NetworkUnavailable": "True"},
+                   {"Ready": "True", "NetworkUnavailable": "Unknown"}):  # fmt: skip
+        view = cluster_view([eip("pool", {ip: "default/web"}), conditions(first, **status)])
+        assert winners(view, NODES)[ip] == lowest(ip, rest), status
+        assert mine(view, NODES, first) == ()
+    # Ready, or saying nothing of it (a snapshot written by hand): a candidate as before.
+    for status in ({"Ready": "True", "NetworkUnavailable": "False", "DiskPressure": "True"}, {}):
+        view = cluster_view([eip("pool", {ip: "default/web"}), conditions(first, **status)])
+        assert winners(view, NODES)[ip] == first, status
+
+
+def test_a_local_service_follows_its_endpoints_whatever_the_node_conditions() -> None:
+    # As OpenELB: a Local Service's candidates are the nodes of its ready endpoints.
+    ip = "10.0.0.9"
+    view = cluster_view([eip("pool", {ip: "shop/web"}), service("shop", "web", "Local"),
+                         slice_("shop", "web", ("node-c", True)),
+                         conditions("node-c", Ready="False")])  # fmt: skip
+    assert winners(view, NODES)[ip] == "node-c"
+
+
 def test_local_traffic_policy_needs_a_ready_endpoint() -> None:
     ip = "10.0.0.9"
     objects = [

@@ -195,7 +195,11 @@ def test_watches_follow_the_cluster(emulator: FakeApi) -> None:
         },
     )
     emulator.put("v1/nodes", {"apiVersion": "v1", "kind": "Node",
-                                 "metadata": {"name": "node4"}})  # fmt: skip
+                              "metadata": {"name": "node4", "labels": {"zone": "a"}},
+                              "status": {"conditions": [
+                                  {"type": "Ready", "status": "False", "reason": "KubeletDown"},
+                                  {"type": "MemoryPressure", "status": "False"}],
+                                  "images": [{"names": ["x"], "sizeBytes": 1}]}})  # fmt: skip
     stop = threading.Event()
     cluster = LiveCluster(
         agent_api(emulator), "node1", print, renew=0.2, duration=1, watch_seconds=1
@@ -204,8 +208,8 @@ def test_watches_follow_the_cluster(emulator: FakeApi) -> None:
         cluster.start(stop)
         eventually(lambda: not cluster.waiting() and bool(cluster.objects()), what="first lists")
         kinds = sorted(o["kind"] for o in cluster.objects())
-        # Only the excluded Node, and no Service: a Cluster-policy one never sways the election.
-        assert kinds == ["Eip", "EndpointSlice", "Node"]
+        # No Service: a Cluster-policy one never sways the election.
+        assert kinds == ["Eip", "EndpointSlice", "Node", "Node"]
         # What the agent's Warning Events on an Eip name, from the trimmed copy it keeps.
         assert (cluster.eip_uid("pool"), cluster.eip_uid("nope")) == ("uid-pool", "")
         (kept_slice,) = [o for o in cluster.objects() if o["kind"] == "EndpointSlice"]
@@ -215,9 +219,18 @@ def test_watches_follow_the_cluster(emulator: FakeApi) -> None:
             "labels": {"kubernetes.io/service-name": "web"},
         }
         assert kept_slice["endpoints"] == [{"nodeName": "node1"}]  # ready: no condition kept
-        assert [o["metadata"]["name"] for o in cluster.objects() if o["kind"] == "Node"] == [
-            "node3"
-        ]
+        # Of each Node: its name, the exclude label, and the conditions OpenELB reads.
+        kept_nodes = sorted(
+            (o for o in cluster.objects() if o["kind"] == "Node"),
+            key=lambda o: str(o["metadata"]["name"]),
+        )
+        assert [dict(o) for o in kept_nodes] == [
+            {"apiVersion": "v1", "kind": "Node",
+             "metadata": {"name": "node3", "labels": {EXCLUDE_LABEL: ""}},
+             "status": {"conditions": []}},
+            {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node4"},
+             "status": {"conditions": [{"type": "Ready", "status": "False"}]}},
+        ]  # fmt: skip
         # A change arrives through the watch.
         custom = client.CustomObjectsApi(cluster.api.api)
         custom.patch_cluster_custom_object(
@@ -247,6 +260,26 @@ def test_watches_follow_the_cluster(emulator: FakeApi) -> None:
                    what="the Service turned Local")  # fmt: skip
     finally:
         stop.set()
+
+
+def test_a_member_whose_node_object_is_gone_is_no_member(emulator: FakeApi) -> None:
+    # A machine whose Node was deleted may still run its agent and renew its Lease: OpenELB
+    # lists the Nodes, so it was no candidate there, and it won IPs here (a probe's case).
+    for name in ("node1", "node2"):
+        emulator.put("v1/nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
+    stop_one, stop_two = threading.Event(), threading.Event()
+    one = LiveCluster(agent_api(emulator), "node1", print, renew=0.2, duration=1, watch_seconds=1)
+    two = LiveCluster(agent_api(emulator), "node2", print, renew=0.2, duration=1, watch_seconds=1)
+    try:
+        one.start(stop_one)
+        two.start(stop_two)
+        eventually(lambda: one.members() == two.members() == {"node1", "node2"}, what="both")
+        client.CoreV1Api(one.api.api).delete_node("node2")
+        eventually(lambda: one.members() == {"node1"}, what="node1 drops node2")
+        eventually(lambda: two.members() == {"node1"}, what="node2 drops itself")
+    finally:
+        stop_one.set()
+        stop_two.set()
 
 
 def test_kube_errors_are_one_line(emulator: FakeApi) -> None:

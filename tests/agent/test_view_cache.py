@@ -210,7 +210,11 @@ def _object(draw: st.DrawFn) -> dict[str, Any]:
         used = draw(st.dictionaries(ips, st.sampled_from(["shop/a", "shop/b", "shop/a;shop/b"])))
         return eip(f"pool-{i}", used, draw(st.sampled_from(["layer2", "bgp", "vip"])))
     if kind == "Node":
-        return node(nodes[i % 4], *draw(st.sampled_from([(), (EXCLUDE_LABEL,)])))
+        made = node(nodes[i % 4], *draw(st.sampled_from([(), (EXCLUDE_LABEL,)])))
+        status = draw(st.sampled_from([None, "True", "False"]))
+        if status is not None:  # OpenELB's NodeReady rules a node out: the candidates change
+            made["status"] = {"conditions": [{"type": "Ready", "status": status}]}
+        return made
     if kind == "Service":
         policy = draw(st.sampled_from(["Local", "Cluster"]))
         return service("shop", draw(st.sampled_from("ab")), policy)
