@@ -282,6 +282,37 @@ def test_a_member_whose_node_object_is_gone_is_no_member(emulator: FakeApi) -> N
         stop_two.set()
 
 
+def test_members_read_the_nodes_while_their_watch_changes_them(emulator: FakeApi) -> None:
+    # members() runs on every tick while the Node watch's thread adds and removes Nodes: read
+    # as the store's keys it raised "dictionary changed size during iteration" (a review's
+    # case), which ended the agent's loop without giving its Lease up.
+    cluster = LiveCluster(agent_api(emulator), "node1", print, renew=0.2, duration=1)
+    stream = "nodes"  # the Node watch's store
+    for i in range(5000):
+        cluster.upsert(stream, ("", f"n{i}"), {"metadata": {"name": f"n{i}"}})
+    stop = threading.Event()
+
+    def churn() -> None:
+        i = 5000
+        while not stop.is_set():
+            cluster.upsert(stream, ("", f"n{i}"), {"metadata": {"name": f"n{i}"}})
+            cluster.remove(stream, ("", f"n{i - 5000}"))
+            i += 1
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # a thread switch inside any read, as often as can be
+    worker = threading.Thread(target=churn, daemon=True)
+    worker.start()
+    try:
+        for _ in range(300):
+            cluster.members()
+    finally:
+        stop.set()
+        worker.join(10)
+        sys.setswitchinterval(switch)
+    assert cluster.members() == frozenset()  # no Lease listed: nobody, whatever the Nodes
+
+
 def test_kube_errors_are_one_line(emulator: FakeApi) -> None:
     api = agent_api(emulator)
     with pytest.raises(KubeError, match=r"^annotate Node ghost: HTTP 404"):
