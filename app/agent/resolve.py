@@ -124,17 +124,17 @@ def _by_routes(ip: IP, host: HostNet) -> Resolution:
     found = _first_usable("connected subnet", connected, host, skipped)
     if found is not None:
         return found[0]
-    down = _down_subnets(ip, host, connected)
+    held = _held_subnets(ip, host, connected)
     via = _first_usable("gateway route", gateways, host, skipped)
-    if down and (via is None or max(down.values()) >= via[1].dst.prefixlen):
-        # The IP's segment is one this node is on, through a NIC that is down for now: a
-        # gateway route's NIC is on another segment, where answering for the Eip's IPs
-        # reaches nobody who asks (unless the gateway route is the more specific one, as
-        # the kernel would have it even with that NIC up).
+    if held and (via is None or max(held.values()) >= via[1].dst.prefixlen):
+        # The kernel reaches the IP through a device that cannot answer (down for now, a
+        # tunnel): a gateway route's NIC is on another segment, where answering for the
+        # Eip's IPs reaches nobody who asks. Only a more specific gateway route, the
+        # kernel's own choice, is still taken.
         return Unresolved(
-            f"{ip} is on a subnet of this node whose NIC is down ({', '.join(down)}); a "
-            f"gateway route would answer on another segment, so none is used"
-            f"{_skipped_text(skipped)}"
+            f"{ip} is on a subnet of this node whose device cannot answer "
+            f"({', '.join(held)}); a gateway route would answer on another segment, so none "
+            f"is used{_skipped_text(skipped)}"
         )
     if via is not None:
         return via[0]
@@ -160,15 +160,15 @@ def _first_usable(
     return None
 
 
-def _down_subnets(ip: IP, host: HostNet, connected: list[Route]) -> dict[str, int]:
-    """The NICs that are down, and would otherwise answer, on a subnet holding ``ip``: "name
-    (subnet)" and its prefix length. From their connected routes (kept while the carrier is
-    lost) or their addresses (setting a NIC down takes its route away; IPv4 addresses stay).
-    Devices that can never answer (tunnels, NOARP, virtual ones) have no segment to keep."""
+def _held_subnets(ip: IP, host: HostNet, connected: list[Route]) -> dict[str, int]:
+    """The subnets holding ``ip`` on devices that cannot answer: "name (subnet)" and its
+    prefix length. Every connected route that matched (all were passed over), and the
+    addresses of NICs that are down but would otherwise answer (setting a NIC down takes
+    its route away; IPv4 addresses stay)."""
     found: dict[str, int] = {}
     for route in connected:
         link = host.link(route.oif)
-        if link is not None and _down_only(link, host):
+        if link is not None:
             found[f"{link.name} ({route.dst})"] = route.dst.prefixlen
     for address in host.addresses:
         if address.ip.version != ip.version or address.prefixlen == address.ip.max_prefixlen:

@@ -80,8 +80,8 @@ def test_a_subnet_whose_nic_is_down_is_not_answered_on_another_segment() -> None
         result = resolve(parse_interface("can_reach:10.0.0.1"), host)
         assert isinstance(result, Unresolved) and not result.bad_spec, result
         assert result.reason.startswith(
-            "10.0.0.1 is on a subnet of this node whose NIC is down (eth1 (10.0.0.0/24)); a "
-            "gateway route would answer on another segment, so none is used"
+            "10.0.0.1 is on a subnet of this node whose device cannot answer (eth1 "
+            "(10.0.0.0/24)); a gateway route would answer on another segment, so none is used"
         )
     # Off every subnet of this node, the gateway routes still decide.
     assert picked("can_reach:8.8.8.8", linkdown) == "eno1"
@@ -95,9 +95,10 @@ def test_a_subnet_whose_nic_is_down_is_not_answered_on_another_segment() -> None
     )
 
 
-def test_a_tunnel_holding_a_wide_subnet_leaves_the_gateway_routes_alone() -> None:
-    """wg-quick's 10.0.0.0/8 on a NOARP tunnel has no segment: a more specific gateway route
-    on eth1 is what the kernel uses, and what is picked (a review found it refused)."""
+def test_a_tunnel_holds_back_only_the_gateway_routes_it_is_more_specific_than() -> None:
+    """The kernel's choice decides: wg-quick's 10.0.0.0/8 on a NOARP tunnel loses to a more
+    specific gateway route on eth1 (a review found that refused), and wins over the default
+    route, so an IP it holds is announced nowhere rather than on eno1's segment."""
     vpn = link(5, "vpn0", noarp=True)
     host = HostNet(
         (LO, ETH, MGMT, vpn),
@@ -106,7 +107,9 @@ def test_a_tunnel_holding_a_wide_subnet_leaves_the_gateway_routes_alone() -> Non
          Route(net("0.0.0.0/0"), 4, ip("192.168.9.1"))),
     )  # fmt: skip
     assert picked("can_reach:10.50.0.1", host) == "eth1"
-    assert picked("can_reach:10.60.0.1", host) == "eno1"  # the default route, as before
+    tunnel = resolve(parse_interface("can_reach:10.60.0.1"), host)
+    assert isinstance(tunnel, Unresolved) and "cannot answer (vpn0 (10.0.0.0/8))" in tunnel.reason
+    assert picked("can_reach:8.8.8.8", host) == "eno1"  # no subnet of this node holds it
 
 
 def test_longest_prefix_then_metric() -> None:
