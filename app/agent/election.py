@@ -15,6 +15,7 @@ make two speakers for one IP.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -273,6 +274,36 @@ def _wins(assignment: Assignment, among: frozenset[str], node: str) -> bool:
         return False
     own = score(node, assignment.ip)
     return all(score(other, assignment.ip) > own for other in among if other != node)
+
+
+class Fitness:
+    """Which nodes this node acts on as unfit (``ClusterView.unfit``), so that agents seeing a
+    change of a node's conditions at different moments never both answer for an IP.
+
+    A node turning unfit drops its own IPs at once, and the others take them ``settle``
+    seconds after they see it; a node turning fit takes its IPs ``settle`` seconds after it
+    sees it, and the others give them up at once. So two agents whose views of a node lag
+    each other by less than ``settle`` leave an IP dark for a moment, never doubly answered.
+    The first view is taken as it is: a starting agent is held back by its Lease warm-up.
+    """
+
+    def __init__(self, node: str, settle: float) -> None:
+        self._node, self.settle = node, settle
+        self._unfit_since: dict[str, float] | None = None  # others seen unfit, since when
+        self._fit_since = -math.inf  # when this node was last seen turning fit
+
+    def unfit(self, seen: frozenset[str], now: float) -> frozenset[str]:
+        """The nodes to act on as unfit at ``now``, of those ``seen`` unfit in the view."""
+        before = self._unfit_since
+        if before is None:  # the first view: as it is
+            before = dict.fromkeys(seen, -math.inf)
+        if self._node in before and self._node not in seen:
+            self._fit_since = now
+        self._unfit_since = {n: before.get(n, now) for n in seen}
+        acted = {n for n, since in self._unfit_since.items() if now - since >= self.settle}
+        if self._node in seen or now - self._fit_since < self.settle:
+            acted.add(self._node)
+        return frozenset(acted)
 
 
 class Elector:

@@ -70,6 +70,7 @@ def readiness(status: Status) -> str:
     if not status.member:
         return (
             "this node does not count itself live (yet): its Lease is new or was not "
-            "renewed in time, or the Leases have not been listed yet"
+            "renewed in time, the Leases have not been listed yet, or its Node object is "
+            "missing"
         )
     return ""

@@ -11,11 +11,11 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from app.agent.election import Assignment, ClusterView, Elector, ViewMaker
+from app.agent.election import Assignment, ClusterView, Elector, Fitness, ViewMaker
 from app.agent.frames import Nic, mac_bytes
 from app.agent.health import Status
 from app.agent.netlink import HostNet, Netlink, NetlinkError
@@ -110,6 +110,10 @@ VIEW_SHARE = 0.25
 class Settings:
     node: str
     interval: float = 0.5  # seconds between looks at the cluster and the kernel
+    # How long a change of a node's fitness (Ready, NetworkUnavailable) waits on the side
+    # where acting early would make two answerers (election.Fitness); live mode uses the
+    # Lease warm-up, the same bound on how far the agents' views may lag.
+    settle: float = 3.0
 
 
 def targets(current: Plan, host: HostNet) -> dict[str, Target]:
@@ -143,6 +147,8 @@ class Agent:
         self._view = ClusterView()
         self._views = ViewMaker()  # reads again only the objects that changed
         self._elector = Elector(settings.node)  # scores again only the assignments that did
+        self._fitness = Fitness(settings.node, settings.settle)
+        self._won_unfit: frozenset[str] = frozenset()
         # Of the view: layer2 Eips with can_reach by that IP, asked of the kernel every tick.
         self._by_ip: dict[IP, tuple[str, ...]] = {}
         self._bound: tuple[object, ...] | None = None  # what the last bindings were made of
@@ -221,10 +227,17 @@ class Agent:
         if error is not None:
             self._cluster_errors += 1
         members = self._members
-        if self._view is not self._won_view or members != self._won_members:
-            # Elected again only when the view or the members changed, not on every tick.
-            self._won = self._elector.mine(self._view, members)
-            self._won_view, self._won_members = self._view, members
+        unfit = self._fitness.unfit(self._view.unfit, self._clock())
+        if (
+            self._view is not self._won_view
+            or members != self._won_members
+            or unfit != self._won_unfit
+        ):
+            # Elected again only when the view, the members or the fitness acted on changed,
+            # not on every tick.
+            view = self._view if unfit == self._view.unfit else replace(self._view, unfit=unfit)
+            self._won = self._elector.mine(view, members)
+            self._won_view, self._won_members, self._won_unfit = self._view, members, unfit
         if viewed is not None:  # the next view waits in proportion to this one and its election
             self._view_seconds = self._clock() - viewed
             self._view_due = viewed + self._view_seconds / VIEW_SHARE

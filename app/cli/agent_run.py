@@ -189,7 +189,10 @@ def run_agent(args: argparse.Namespace) -> int:
         source = snapshot
         where = f"static mode from {', '.join(map(str, args.cluster))}"
     speaker = Speaker(log) if args.speaker == "on" else None
-    agent = Agent(Settings(node, args.interval), source, Pyroute2Netlink(),
+    settings = Settings(node, args.interval)
+    if isinstance(source, LiveSource):  # the Lease warm-up bounds how far views may lag
+        settings = Settings(node, args.interval, settle=source.cluster.warm_up)
+    agent = Agent(settings, source, Pyroute2Netlink(),
                   log, speaker=speaker, report=report, warn=warn)  # fmt: skip
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

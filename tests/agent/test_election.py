@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.agent.election import candidates, cluster_view, elect, mine, winners
+from app.agent.election import Fitness, candidates, cluster_view, elect, mine, winners
 from app.core.eips import Eip
 from app.core.labels import EXCLUDE_LABEL
 from app.kube.agent_source import keep_eip, keep_service, keep_slice
@@ -310,3 +311,48 @@ def test_mine_is_what_elect_chooses(
     for n in sorted(members | excluded | {"node-0"}):
         expected = [a for a in view.assignments if elect(a.ip, candidates(a, members, view)) == n]
         assert list(mine(view, members, n)) == expected
+
+
+def test_fitness_acts_on_a_change_at_once_only_where_that_cannot_double() -> None:
+    mine_ = Fitness("node-x", settle=3.0)
+    assert mine_.unfit(frozenset({"node-b", "node-x"}), 0.0) == {"node-b", "node-x"}  # as seen
+    # node-c turns unfit: others act on it 3 s later; node-b turns fit: at once.
+    assert mine_.unfit(frozenset({"node-c", "node-x"}), 1.0) == {"node-x"}
+    assert mine_.unfit(frozenset({"node-c", "node-x"}), 3.9) == {"node-x"}
+    assert mine_.unfit(frozenset({"node-c", "node-x"}), 4.0) == {"node-c", "node-x"}
+    # This node turns fit: it keeps out for 3 s; turning unfit again counts at once.
+    assert mine_.unfit(frozenset({"node-c"}), 5.0) == {"node-c", "node-x"}
+    assert mine_.unfit(frozenset({"node-c"}), 7.9) == {"node-c", "node-x"}
+    assert mine_.unfit(frozenset({"node-c"}), 8.0) == {"node-c"}
+    assert mine_.unfit(frozenset({"node-c", "node-x"}), 8.1) == {"node-c", "node-x"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    flips=st.lists(st.integers(1, 200), min_size=1, max_size=8, unique=True),
+    lag_x=st.integers(0, 25),
+    lag_a=st.integers(0, 25),
+)
+def test_agents_whose_views_lag_less_than_the_settle_time_never_both_answer(
+    flips: list[int], lag_x: int, lag_a: int
+) -> None:
+    """node-x's Ready flips at ``flips`` (tenths of a second); node-x and node-a each see
+    each flip after their own lag (under the settle time of 3 s) and elect every tenth: a
+    review saw both answer for 0.1-0.26 s around each flip before Fitness."""
+    ip = next(f"10.0.0.{n}" for n in range(1, 250)
+              if lowest(f"10.0.0.{n}", ("node-x", "node-a")) == "node-x")  # fmt: skip
+    view = cluster_view([eip("pool", {ip: "default/web"})])
+    members = ("node-x", "node-a")
+    flips = sorted(flips)
+
+    def unfit_at(t: int) -> bool:  # node-x starts fit; each flip toggles it
+        return sum(1 for f in flips if f <= t) % 2 == 1
+
+    agents = {"node-x": (Fitness("node-x", 3.0), lag_x), "node-a": (Fitness("node-a", 3.0), lag_a)}
+    for t in range(0, 260):
+        claims = []
+        for name, (fitness, lag) in agents.items():
+            seen = frozenset({"node-x"}) if unfit_at(t - lag) else frozenset()
+            acted = fitness.unfit(seen, t / 10)
+            claims += [name] * len(mine(dataclasses.replace(view, unfit=acted), members, name))
+        assert len(claims) <= 1, (t, claims)

@@ -23,7 +23,7 @@ from app.kube.agent_api import AgentApi
 from app.kube.agent_source import WATCHES, LiveCluster
 from app.kube.config import api_client
 from app.kube.resources import EIPS
-from tests.agent.test_election import NODES, eip, node, service, slice_
+from tests.agent.test_election import NODES, eip, lowest, node, service, slice_
 
 
 class _Source:
@@ -343,3 +343,35 @@ def test_announce_is_logged_only_for_what_the_speaker_answers() -> None:
     assert current is not None and [a.nic for a in current.announcements] == ["ghost0"]
     assert any("ghost0: cannot open raw sockets" in line for line in lines), lines
     assert not any(line.startswith("announce ") for line in lines), lines
+
+
+def test_the_agent_acts_on_a_node_turning_unfit_once_it_has_settled() -> None:
+    """node-b turns NotReady: node-a takes node-b's IP only after the settle time, with no
+    other change to make it elect again (election.Fitness)."""
+    ip = next(f"10.0.0.{n}" for n in range(1, 250)
+              if lowest(f"10.0.0.{n}", ("node-a", "node-b")) == "node-b")  # fmt: skip
+    pool = eip("pool", {ip: "default/web"})
+
+    def node_b(status: str) -> dict[str, Any]:
+        conditions = {"conditions": [{"type": "Ready", "status": status}]}
+        return {"kind": "Node", "metadata": {"name": "node-b"}, "status": conditions}
+
+    ready = node_b("True")
+    source = _Source([pool, ready])
+    source.members = lambda: frozenset({"node-a", "node-b"})  # type: ignore[method-assign]
+    now = [0.0]
+    agent = runner.Agent(runner.Settings("node-a", settle=3.0), source, _EmptyKernel(),
+                         lambda _: None, clock=lambda: now[0])  # fmt: skip
+
+    def won() -> bool:
+        current = agent.tick()
+        assert current is not None
+        return any(p.startswith(f"Eip pool: won {ip}") for p in current.problems)
+
+    assert not won()
+    source.answer = [pool, node_b("False")]
+    for at in (1.0, 2.0, 3.9):
+        now[0] = at
+        assert not won(), at
+    now[0] = 4.1
+    assert won()
