@@ -2,11 +2,12 @@
 
 Objects are kept as the agent's live source keeps them (``app.kube.agent_source``'s keep
 functions): layer2 Eips naming one ``can_reach`` IP, each with one IP in ``status.used``,
-one EndpointSlice per Service with two ready endpoints on random members, and a tenth of
-the Services ``externalTrafficPolicy: Local``. Each size runs in a process of its own, for
-a resident size of its own: ``python -m bench.agent EIPS SERVICES`` prints one JSON object.
-As root, that process runs in a network namespace made like a big IPVS node (20,000
-Service IPs on ``kube-ipvs0``, 100 pod veths), so the tick reads what such a node has.
+one EndpointSlice per Service with two ready endpoints on random members, a tenth of
+the Services ``externalTrafficPolicy: Local``, and a Node per member (Ready). Each size
+runs in a process of its own, for a resident size of its own: ``python -m bench.agent EIPS
+SERVICES`` prints one JSON object. As root, that process runs in a network namespace made
+like a big IPVS node (20,000 Service IPs on ``kube-ipvs0``, 100 pod veths), so the tick
+reads what such a node has.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 
 from app.agent import election, runner
 from app.agent.pyroute2_netlink import Pyroute2Netlink
-from app.kube.agent_source import keep_eip, keep_service, keep_slice
+from app.kube.agent_source import keep_eip, keep_node, keep_service, keep_slice
 from bench.memory import rss_mb
 
 MEMBERS = 1_000
@@ -65,6 +66,20 @@ def objects(eips: int, services: int, seed: int = 0) -> list[dict[str, Any]]:
                 "metadata": {"name": name, "namespace": ns},
                 "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local"},
             })  # fmt: skip
+    conditions = [{"type": kind, "status": status, "reason": f"Kubelet{kind}",
+                   "lastHeartbeatTime": "2026-11-27T10:00:00Z"}
+                  for kind, status in (("MemoryPressure", "False"), ("DiskPressure", "False"),
+                                       ("PIDPressure", "False"), ("Ready", "True"),
+                                       ("NetworkUnavailable", "False"))]  # fmt: skip
+    for i in range(MEMBERS):
+        address = {"type": "InternalIP", "address": f"192.168.{i // 250}.{i % 250}"}
+        found.append({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": f"node-{i}", "labels": {"kubernetes.io/os": "linux",
+                                                           "kubernetes.io/hostname": f"node-{i}"}},
+            "status": {"conditions": [dict(c) for c in conditions],
+                       "addresses": [address]},
+        })  # fmt: skip
     return found
 
 
@@ -74,7 +89,7 @@ def measure(eips: int, services: int) -> dict[str, Any]:
     gc.collect()
     base = rss_mb()
     keep: dict[str, Callable[[dict[str, Any]], Any]] = {
-        "Eip": keep_eip, "EndpointSlice": keep_slice, "Service": keep_service,
+        "Eip": keep_eip, "EndpointSlice": keep_slice, "Service": keep_service, "Node": keep_node,
     }  # fmt: skip
     kept = [k for o in objects(eips, services) if (k := keep[o["kind"]](o)) is not None]
     gc.collect()

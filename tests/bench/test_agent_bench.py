@@ -9,7 +9,9 @@ from bench import agent, report
 
 def test_the_cluster_has_the_documented_shape() -> None:
     objects = agent.objects(eips=10, services=40)
-    assert Counter(o["kind"] for o in objects) == {"Eip": 10, "EndpointSlice": 40, "Service": 4}
+    assert Counter(o["kind"] for o in objects) == {
+        "Eip": 10, "EndpointSlice": 40, "Service": 4, "Node": agent.MEMBERS
+    }  # fmt: skip
     assert all(o["spec"]["interface"] == "can_reach:192.168.0.1" for o in objects[:10])
     assert agent.objects(10, 40) == objects  # deterministic
 
