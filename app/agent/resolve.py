@@ -126,7 +126,7 @@ def _by_routes(ip: IP, host: HostNet) -> Resolution:
         return found[0]
     held = _held_subnets(ip, host, connected)
     via = _first_usable("gateway route", gateways, host, skipped)
-    if held and (via is None or max(held.values()) >= via[1].dst.prefixlen):
+    if held and (via is None or min(held.values()) <= _rank(via[1])):
         # The kernel reaches the IP through a device that cannot answer (down for now, a
         # tunnel): a gateway route's NIC is on another segment, where answering for the
         # Eip's IPs reaches nobody who asks. Only a more specific gateway route, the
@@ -160,23 +160,28 @@ def _first_usable(
     return None
 
 
-def _held_subnets(ip: IP, host: HostNet, connected: list[Route]) -> dict[str, int]:
+def _rank(route: Route) -> tuple[int, int]:
+    """How the kernel prefers a route, lowest first: longest prefix, then lowest metric."""
+    return (-route.dst.prefixlen, route.metric)
+
+
+def _held_subnets(ip: IP, host: HostNet, connected: list[Route]) -> dict[str, tuple[int, int]]:
     """The subnets holding ``ip`` on devices that cannot answer: "name (subnet)" and its
-    prefix length. Every connected route that matched (all were passed over), and the
+    rank (``_rank``). Every connected route that matched (all were passed over), and the
     addresses of NICs that are down but would otherwise answer (setting a NIC down takes
-    its route away; IPv4 addresses stay)."""
-    found: dict[str, int] = {}
+    its route away; IPv4 addresses stay; ranked as a connected route of metric 0)."""
+    found: dict[str, tuple[int, int]] = {}
     for route in connected:
         link = host.link(route.oif)
         if link is not None:
-            found[f"{link.name} ({route.dst})"] = route.dst.prefixlen
+            found[f"{link.name} ({route.dst})"] = _rank(route)
     for address in host.addresses:
         if address.ip.version != ip.version or address.prefixlen == address.ip.max_prefixlen:
             continue  # a single address: no subnet
         subnet = ip_network(f"{address}", strict=False)
         link = host.link(address.index)
         if link is not None and ip in subnet and _down_only(link, host):
-            found.setdefault(f"{link.name} ({subnet})", address.prefixlen)
+            found.setdefault(f"{link.name} ({subnet})", (-address.prefixlen, 0))
     return found
 
 

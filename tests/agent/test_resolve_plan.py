@@ -112,6 +112,28 @@ def test_a_tunnel_holds_back_only_the_gateway_routes_it_is_more_specific_than() 
     assert picked("can_reach:8.8.8.8", host) == "eno1"  # no subnet of this node holds it
 
 
+def test_of_equal_prefixes_the_lower_metric_wins_as_in_the_kernel() -> None:
+    """A backup uplink's `default dev ppp0 metric 700` beside `default via ... dev eno1
+    metric 100`: the kernel takes eno1, and so does eip-guard (a review found every
+    off-subnet can_reach unresolved on such a node)."""
+    ppp = link(6, "ppp0", noarp=True, mac="")
+    routes = (
+        Route(net("0.0.0.0/0"), 4, ip("192.168.9.1"), 100),
+        Route(net("0.0.0.0/0"), 6, None, 700),
+    )
+    host = HostNet((LO, ETH, MGMT, ppp), HOST.addresses, routes)
+    assert picked("can_reach:8.8.8.8", host) == "eno1"
+    # The device route preferred (a lower metric): unresolved, as the kernel sends it there.
+    first = (
+        Route(net("0.0.0.0/0"), 4, ip("192.168.9.1"), 700),
+        Route(net("0.0.0.0/0"), 6, None, 100),
+    )
+    result = resolve(
+        parse_interface("can_reach:8.8.8.8"), HostNet(host.links, HOST.addresses, first)
+    )
+    assert isinstance(result, Unresolved) and "ppp0 (0.0.0.0/0)" in result.reason
+
+
 def test_longest_prefix_then_metric() -> None:
     host = HostNet(
         HOST.links,
