@@ -135,6 +135,20 @@ def _ready(node: Mapping[str, Any]) -> bool:
     return True
 
 
+def node_states(objects: Iterable[Mapping[str, Any]]) -> tuple[frozenset[str], frozenset[str]]:
+    """The Nodes of ``objects``, and those OpenELB deems not ready (``ClusterView.nodes`` and
+    ``unfit``), read without making a view: the agent reads them on every change, however
+    long its views wait (runner.VIEW_SHARE), so that Fitness hears of a change in time."""
+    nodes, unfit = set(), set()
+    for obj in objects:
+        if obj.get("kind") == "Node":
+            name = as_str(as_mapping(obj.get("metadata")).get("name"))
+            nodes.add(name)
+            if not _ready(obj):
+                unfit.add(name)
+    return frozenset(nodes), frozenset(unfit)
+
+
 def _join(parts: Iterable[_Part]) -> ClusterView:
     by_ip: dict[str, Assignment] = {}
     ignored: list[str] = []
@@ -284,7 +298,9 @@ class Fitness:
     seconds after they see it; a node turning fit takes its IPs ``settle`` seconds after it
     sees it, and the others give them up at once. So two agents whose views of a node lag
     each other by less than ``settle`` leave an IP dark for a moment, never doubly answered.
-    The first view is taken as it is: a starting agent is held back by its Lease warm-up.
+    The first view counts as a change of every node, on the safe side: the others unfit,
+    and this node fit when its Node is in the view, are acted on ``settle`` seconds later (a
+    restarted agent, static mode's too, has no past to trust).
     """
 
     def __init__(self, node: str, settle: float) -> None:
@@ -292,11 +308,16 @@ class Fitness:
         self._unfit_since: dict[str, float] | None = None  # others seen unfit, since when
         self._fit_since = -math.inf  # when this node was last seen turning fit
 
-    def unfit(self, seen: frozenset[str], now: float) -> frozenset[str]:
-        """The nodes to act on as unfit at ``now``, of those ``seen`` unfit in the view."""
+    def unfit(
+        self, seen: frozenset[str], now: float, nodes: frozenset[str] = frozenset()
+    ) -> frozenset[str]:
+        """The nodes to act on as unfit at ``now``, of those ``seen`` unfit in the view
+        (``nodes``: the Nodes the view has)."""
         before = self._unfit_since
-        if before is None:  # the first view: as it is
-            before = dict.fromkeys(seen, -math.inf)
+        if before is None:  # the first view: every node has just changed
+            before = {}
+            if self._node in nodes and self._node not in seen:
+                self._fit_since = now
         if self._node in before and self._node not in seen:
             self._fit_since = now
         self._unfit_since = {n: before.get(n, now) for n in seen}

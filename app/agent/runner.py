@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from app.agent.election import Assignment, ClusterView, Elector, Fitness, ViewMaker
+from app.agent.election import Assignment, ClusterView, Elector, Fitness, ViewMaker, node_states
 from app.agent.frames import Nic, mac_bytes
 from app.agent.health import Status
 from app.agent.netlink import HostNet, Netlink, NetlinkError
@@ -149,6 +149,9 @@ class Agent:
         self._elector = Elector(settings.node)  # scores again only the assignments that did
         self._fitness = Fitness(settings.node, settings.settle)
         self._won_unfit: frozenset[str] = frozenset()
+        # The unfit Nodes of the objects last read, when a view of them is still due.
+        self._states_of: tuple[object, tuple[frozenset[str], frozenset[str]]] | None = None
+        self._last_read: Sequence[Mapping[str, Any]] | None = None
         # Of the view: layer2 Eips with can_reach by that IP, asked of the kernel every tick.
         self._by_ip: dict[IP, tuple[str, ...]] = {}
         self._bound: tuple[object, ...] | None = None  # what the last bindings were made of
@@ -211,6 +214,7 @@ class Agent:
         viewed = None  # when this tick began a new view
         try:
             objects = self._source.objects()
+            self._last_read = objects
             now = self._clock()
             if objects is not self._seen and now >= self._view_due:
                 viewed = now
@@ -227,7 +231,7 @@ class Agent:
         if error is not None:
             self._cluster_errors += 1
         members = self._members
-        unfit = self._fitness.unfit(self._view.unfit, self._clock())
+        unfit = self._acted_unfit()
         if (
             self._view is not self._won_view
             or members != self._won_members
@@ -270,6 +274,21 @@ class Agent:
         if self._report is not None and text != self._last_reported and self._report(text):
             self._last_reported = text
         return current
+
+    def _acted_unfit(self) -> frozenset[str]:
+        """The unfit nodes to elect with (``election.Fitness``), from the objects last read
+        even while a view of them waits (VIEW_SHARE): Fitness's settle time bounds how late
+        agents may hear of a change, and a view of 50,000 Eips can wait 10 s. Nothing before
+        the first view: an empty one is no news of the Nodes."""
+        if self._seen is None:
+            return frozenset()
+        nodes, seen = self._view.nodes, self._view.unfit
+        objects = self._last_read
+        if objects is not None and objects is not self._seen:
+            if self._states_of is None or self._states_of[0] is not objects:
+                self._states_of = (objects, node_states(objects))
+            nodes, seen = self._states_of[1]
+        return self._fitness.unfit(seen, self._clock(), nodes)
 
     def _note_error(self, error: str | None) -> None:
         if error != self._error and error is not None:

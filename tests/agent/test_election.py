@@ -315,16 +315,25 @@ def test_mine_is_what_elect_chooses(
 
 def test_fitness_acts_on_a_change_at_once_only_where_that_cannot_double() -> None:
     mine_ = Fitness("node-x", settle=3.0)
-    assert mine_.unfit(frozenset({"node-b", "node-x"}), 0.0) == {"node-b", "node-x"}  # as seen
+    # The first view: every node just changed, on the safe side (node-b unfit for 3 s).
+    assert mine_.unfit(frozenset({"node-b", "node-x"}), 0.0) == {"node-x"}
+    assert mine_.unfit(frozenset({"node-b", "node-x"}), 3.0) == {"node-b", "node-x"}
     # node-c turns unfit: others act on it 3 s later; node-b turns fit: at once.
-    assert mine_.unfit(frozenset({"node-c", "node-x"}), 1.0) == {"node-x"}
-    assert mine_.unfit(frozenset({"node-c", "node-x"}), 3.9) == {"node-x"}
-    assert mine_.unfit(frozenset({"node-c", "node-x"}), 4.0) == {"node-c", "node-x"}
+    assert mine_.unfit(frozenset({"node-c", "node-x"}), 3.5) == {"node-x"}
+    assert mine_.unfit(frozenset({"node-c", "node-x"}), 6.4) == {"node-x"}
+    assert mine_.unfit(frozenset({"node-c", "node-x"}), 6.5) == {"node-c", "node-x"}
     # This node turns fit: it keeps out for 3 s; turning unfit again counts at once.
-    assert mine_.unfit(frozenset({"node-c"}), 5.0) == {"node-c", "node-x"}
-    assert mine_.unfit(frozenset({"node-c"}), 7.9) == {"node-c", "node-x"}
-    assert mine_.unfit(frozenset({"node-c"}), 8.0) == {"node-c"}
-    assert mine_.unfit(frozenset({"node-c", "node-x"}), 8.1) == {"node-c", "node-x"}
+    assert mine_.unfit(frozenset({"node-c"}), 7.0) == {"node-c", "node-x"}
+    assert mine_.unfit(frozenset({"node-c"}), 9.9) == {"node-c", "node-x"}
+    assert mine_.unfit(frozenset({"node-c"}), 10.0) == {"node-c"}
+    assert mine_.unfit(frozenset({"node-c", "node-x"}), 10.1) == {"node-c", "node-x"}
+    # A first view with this node's Node fit: it keeps out for 3 s (a restart mid-flip).
+    restarted = Fitness("node-x", settle=3.0)
+    nodes = frozenset({"node-x", "node-c"})
+    assert restarted.unfit(frozenset(), 0.0, nodes) == {"node-x"}
+    assert restarted.unfit(frozenset(), 3.0, nodes) == frozenset()
+    # No Node of its own in the view (a snapshot without Nodes): no news, no wait.
+    assert Fitness("node-x", settle=3.0).unfit(frozenset(), 0.0) == frozenset()
 
 
 @settings(max_examples=300, deadline=None)

@@ -375,3 +375,41 @@ def test_the_agent_acts_on_a_node_turning_unfit_once_it_has_settled() -> None:
         assert not won(), at
     now[0] = 4.1
     assert won()
+
+
+def test_fitness_hears_of_a_node_change_while_a_view_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A view that took 2.5 s makes the next wait 10 s (VIEW_SHARE); node-b turning NotReady
+    meanwhile must still reach Fitness in time (a review saw node-a keep treating node-b as
+    fit long after node-b had given its IP up, and the reverse)."""
+    ip = next(f"10.0.0.{n}" for n in range(1, 250)
+              if lowest(f"10.0.0.{n}", ("node-a", "node-b")) == "node-b")  # fmt: skip
+    pool = eip("pool", {ip: "default/web"})
+
+    def node_b(status: str) -> dict[str, Any]:
+        conditions = {"conditions": [{"type": "Ready", "status": status}]}
+        return {"kind": "Node", "metadata": {"name": "node-b"}, "status": conditions}
+
+    now = [0.0]
+    slow = ViewMaker.view
+
+    def slow_view(self: ViewMaker, objects: Sequence[Mapping[str, Any]]) -> Any:
+        now[0] += 2.5
+        return slow(self, objects)
+
+    monkeypatch.setattr(ViewMaker, "view", slow_view)
+    source = _Source([pool, node_b("True")])
+    source.members = lambda: frozenset({"node-a", "node-b"})  # type: ignore[method-assign]
+    agent = runner.Agent(runner.Settings("node-a", settle=3.0), source, _EmptyKernel(),
+                         lambda _: None, clock=lambda: now[0])  # fmt: skip
+
+    def won() -> bool:
+        current = agent.tick()
+        assert current is not None
+        return any(p.startswith(f"Eip pool: won {ip}") for p in current.problems)
+
+    assert not won()  # the view ends at 2.5 s; the next may not start before 10 s
+    now[0] = 3.0
+    source.answer = [pool, node_b("False")]
+    assert not won()
+    now[0] = 6.1  # settled, and still no view since
+    assert won()
