@@ -149,7 +149,7 @@ class Agent:
         self._elector = Elector(settings.node)  # scores again only the assignments that did
         self._fitness = Fitness(settings.node, settings.settle)
         self._won_unfit: frozenset[str] = frozenset()
-        # The unfit Nodes of the objects last read, when a view of them is still due.
+        # The Nodes, and the unfit ones, of the objects last read while a view of them waits.
         self._states_of: tuple[object, tuple[frozenset[str], frozenset[str]]] | None = None
         self._last_read: Sequence[Mapping[str, Any]] | None = None
         # Of the view: layer2 Eips with can_reach by that IP, asked of the kernel every tick.

@@ -53,6 +53,11 @@ def lowest(ip: str, nodes: tuple[str, ...]) -> str:
     return min(nodes, key=lambda n: hashlib.sha256(f"{n}#{ip}".encode()).hexdigest())
 
 
+def ip_won_by(winner: str, among: tuple[str, ...]) -> str:
+    """An IP that ``winner`` wins among ``among``."""
+    return next(f"10.0.0.{n}" for n in range(1, 250) if lowest(f"10.0.0.{n}", among) == winner)
+
+
 def test_elect_is_the_lowest_hash() -> None:
     ips = [f"10.0.0.{i}" for i in range(1, 40)]
     for ip in ips:
@@ -348,8 +353,7 @@ def test_agents_whose_views_lag_less_than_the_settle_time_never_both_answer(
     """node-x's Ready flips at ``flips`` (tenths of a second); node-x and node-a each see
     each flip after their own lag (under the settle time of 3 s) and elect every tenth: a
     review saw both answer for 0.1-0.26 s around each flip before Fitness."""
-    ip = next(f"10.0.0.{n}" for n in range(1, 250)
-              if lowest(f"10.0.0.{n}", ("node-x", "node-a")) == "node-x")  # fmt: skip
+    ip = ip_won_by("node-x", ("node-x", "node-a"))
     view = cluster_view([eip("pool", {ip: "default/web"})])
     members = ("node-x", "node-a")
     flips = sorted(flips)

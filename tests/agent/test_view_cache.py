@@ -23,7 +23,7 @@ from app.kube.agent_api import AgentApi
 from app.kube.agent_source import WATCHES, LiveCluster
 from app.kube.config import api_client
 from app.kube.resources import EIPS
-from tests.agent.test_election import NODES, eip, lowest, node, service, slice_
+from tests.agent.test_election import NODES, eip, ip_won_by, node, service, slice_
 
 
 class _Source:
@@ -345,71 +345,59 @@ def test_announce_is_logged_only_for_what_the_speaker_answers() -> None:
     assert not any(line.startswith("announce ") for line in lines), lines
 
 
+class _NodeBFlips:
+    """node-a's agent in a cluster whose one IP node-b wins while it is fit."""
+
+    def __init__(self) -> None:
+        self.ip = ip_won_by("node-b", ("node-a", "node-b"))
+        self.pool = eip("pool", {self.ip: "default/web"})
+        self.now = [0.0]
+        self.source = _Source(self.objects("True"))
+        self.source.members = lambda: frozenset({"node-a", "node-b"})  # type: ignore[method-assign]
+        settings = runner.Settings("node-a", settle=3.0)
+        self.agent = runner.Agent(
+            settings, self.source, _EmptyKernel(), lambda _: None, clock=lambda: self.now[0]
+        )
+
+    def objects(self, ready: str) -> list[dict[str, Any]]:
+        conditions = {"conditions": [{"type": "Ready", "status": ready}]}
+        return [self.pool, {"kind": "Node", "metadata": {"name": "node-b"}, "status": conditions}]
+
+    def won(self) -> bool:
+        """Whether node-a won the IP at this look (no NIC here: it is a problem of the plan)."""
+        current = self.agent.tick()
+        assert current is not None
+        return any(p.startswith(f"Eip pool: won {self.ip}") for p in current.problems)
+
+
 def test_the_agent_acts_on_a_node_turning_unfit_once_it_has_settled() -> None:
     """node-b turns NotReady: node-a takes node-b's IP only after the settle time, with no
     other change to make it elect again (election.Fitness)."""
-    ip = next(f"10.0.0.{n}" for n in range(1, 250)
-              if lowest(f"10.0.0.{n}", ("node-a", "node-b")) == "node-b")  # fmt: skip
-    pool = eip("pool", {ip: "default/web"})
-
-    def node_b(status: str) -> dict[str, Any]:
-        conditions = {"conditions": [{"type": "Ready", "status": status}]}
-        return {"kind": "Node", "metadata": {"name": "node-b"}, "status": conditions}
-
-    ready = node_b("True")
-    source = _Source([pool, ready])
-    source.members = lambda: frozenset({"node-a", "node-b"})  # type: ignore[method-assign]
-    now = [0.0]
-    agent = runner.Agent(runner.Settings("node-a", settle=3.0), source, _EmptyKernel(),
-                         lambda _: None, clock=lambda: now[0])  # fmt: skip
-
-    def won() -> bool:
-        current = agent.tick()
-        assert current is not None
-        return any(p.startswith(f"Eip pool: won {ip}") for p in current.problems)
-
-    assert not won()
-    source.answer = [pool, node_b("False")]
+    cluster = _NodeBFlips()
+    assert not cluster.won()
+    cluster.source.answer = cluster.objects("False")
     for at in (1.0, 2.0, 3.9):
-        now[0] = at
-        assert not won(), at
-    now[0] = 4.1
-    assert won()
+        cluster.now[0] = at
+        assert not cluster.won(), at
+    cluster.now[0] = 4.1
+    assert cluster.won()
 
 
 def test_fitness_hears_of_a_node_change_while_a_view_waits(monkeypatch: pytest.MonkeyPatch) -> None:
     """A view that took 2.5 s makes the next wait 10 s (VIEW_SHARE); node-b turning NotReady
     meanwhile must still reach Fitness in time (a review saw node-a keep treating node-b as
     fit long after node-b had given its IP up, and the reverse)."""
-    ip = next(f"10.0.0.{n}" for n in range(1, 250)
-              if lowest(f"10.0.0.{n}", ("node-a", "node-b")) == "node-b")  # fmt: skip
-    pool = eip("pool", {ip: "default/web"})
-
-    def node_b(status: str) -> dict[str, Any]:
-        conditions = {"conditions": [{"type": "Ready", "status": status}]}
-        return {"kind": "Node", "metadata": {"name": "node-b"}, "status": conditions}
-
-    now = [0.0]
+    cluster = _NodeBFlips()
     slow = ViewMaker.view
 
     def slow_view(self: ViewMaker, objects: Sequence[Mapping[str, Any]]) -> Any:
-        now[0] += 2.5
+        cluster.now[0] += 2.5
         return slow(self, objects)
 
     monkeypatch.setattr(ViewMaker, "view", slow_view)
-    source = _Source([pool, node_b("True")])
-    source.members = lambda: frozenset({"node-a", "node-b"})  # type: ignore[method-assign]
-    agent = runner.Agent(runner.Settings("node-a", settle=3.0), source, _EmptyKernel(),
-                         lambda _: None, clock=lambda: now[0])  # fmt: skip
-
-    def won() -> bool:
-        current = agent.tick()
-        assert current is not None
-        return any(p.startswith(f"Eip pool: won {ip}") for p in current.problems)
-
-    assert not won()  # the view ends at 2.5 s; the next may not start before 10 s
-    now[0] = 3.0
-    source.answer = [pool, node_b("False")]
-    assert not won()
-    now[0] = 6.1  # settled, and still no view since
-    assert won()
+    assert not cluster.won()  # the view ends at 2.5 s; the next may not start before 10 s
+    cluster.now[0] = 3.0
+    cluster.source.answer = cluster.objects("False")
+    assert not cluster.won()
+    cluster.now[0] = 6.1  # settled, and still no view since
+    assert cluster.won()
