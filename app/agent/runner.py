@@ -148,7 +148,11 @@ class Agent:
         self._views = ViewMaker()  # reads again only the objects that changed
         self._elector = Elector(settings.node)  # scores again only the assignments that did
         self._fitness = Fitness(settings.node, settings.settle)
-        self._won_unfit: frozenset[str] = frozenset()
+        # A member with no Node (deleted under a running agent) is no candidate, as OpenELB
+        # lists the Nodes; agents see a Node go at different moments, so its absence is
+        # settled as a change of fitness is, for Local Services too.
+        self._presence = Fitness(settings.node, settings.settle)
+        self._won_unfit: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
         # The Nodes, and the unfit ones, of the objects last read while a view of them waits.
         self._states_of: tuple[object, tuple[frozenset[str], frozenset[str]]] | None = None
         self._last_read: Sequence[Mapping[str, Any]] | None = None
@@ -231,17 +235,17 @@ class Agent:
         if error is not None:
             self._cluster_errors += 1
         members = self._members
-        unfit = self._acted_unfit()
+        acted = unfit, absent = self._acted_unfit()
         if (
             self._view is not self._won_view
             or members != self._won_members
-            or unfit != self._won_unfit
+            or acted != self._won_unfit
         ):
             # Elected again only when the view, the members or the fitness acted on changed,
             # not on every tick.
             view = self._view if unfit == self._view.unfit else replace(self._view, unfit=unfit)
-            self._won = self._elector.mine(view, members)
-            self._won_view, self._won_members, self._won_unfit = self._view, members, unfit
+            self._won = self._elector.mine(view, members - absent if absent else members)
+            self._won_view, self._won_members, self._won_unfit = self._view, members, acted
         if viewed is not None:  # the next view waits in proportion to this one and its election
             self._view_seconds = self._clock() - viewed
             self._view_due = viewed + self._view_seconds / VIEW_SHARE
@@ -275,20 +279,23 @@ class Agent:
             self._last_reported = text
         return current
 
-    def _acted_unfit(self) -> frozenset[str]:
-        """The unfit nodes to elect with (``election.Fitness``), from the objects last read
-        even while a view of them waits (VIEW_SHARE): Fitness's settle time bounds how late
-        agents may hear of a change, and a view of 50,000 Eips can wait 10 s. Nothing before
-        the first view: an empty one is no news of the Nodes."""
+    def _acted_unfit(self) -> tuple[frozenset[str], frozenset[str]]:
+        """The unfit nodes to elect with, and the members to leave out for having no Node
+        (each by ``election.Fitness``), from the objects last read even while a view of them
+        waits (VIEW_SHARE): Fitness's settle time bounds how late agents may hear of a
+        change, and a view of 50,000 Eips can wait 10 s. Nothing before the first view: an
+        empty one is no news of the Nodes, nor is a view without Nodes (a snapshot)."""
         if self._seen is None:
-            return frozenset()
+            return frozenset(), frozenset()
         nodes, seen = self._view.nodes, self._view.unfit
         objects = self._last_read
         if objects is not None and objects is not self._seen:
             if self._states_of is None or self._states_of[0] is not objects:
                 self._states_of = (objects, node_states(objects))
             nodes, seen = self._states_of[1]
-        return self._fitness.unfit(seen, self._clock(), nodes)
+        now = self._clock()
+        absent = self._members - nodes if nodes else frozenset()
+        return self._fitness.unfit(seen, now, nodes), self._presence.unfit(absent, now, nodes)
 
     def _note_error(self, error: str | None) -> None:
         if error != self._error and error is not None:

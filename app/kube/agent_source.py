@@ -239,7 +239,6 @@ def keep_node(obj: Mapping[str, Any]) -> Mapping[str, Any]:
             "status": {"conditions": conditions}}  # fmt: skip
 
 
-NODES_STREAM = Stream(NODES).name
 WATCHES: tuple[tuple[Stream, Keep], ...] = (
     (Stream(EIPS), keep_eip),
     (Stream(SERVICES), keep_service),
@@ -281,9 +280,6 @@ class LiveCluster:
         self._lock = threading.Lock()  # guards the stores, problems and Leases; held briefly
         self._stores: dict[str, dict[Key, Kept]] = {}
         self._objects: list[Kept] | None = None  # every kept object; None after a change
-        # The Nodes' names, made anew under the lock on each change of them: members() reads
-        # it every tick, while the Node watch's thread changes the store.
-        self._node_names: frozenset[str] = frozenset()
         self._problems: dict[str, str] = {}
         self._seen: dict[str, Seen] = {}  # each agent's last renewal as seen in the lists
         self._listed_at: float | None = None  # when the Leases were last listed (monotonic)
@@ -339,28 +335,19 @@ class LiveCluster:
         with self._lock:
             self._stores[stream] = items
             self._objects = None
-            self._names_changed(stream)
 
     def upsert(self, stream: str, key: Key, held: Kept) -> None:
         with self._lock:
             store = self._stores.setdefault(stream, {})
             if store.get(key) == held:  # a replayed ADDED, a status heartbeat: no change
                 return
-            added = key not in store
             store[key] = held
             self._objects = None
-            if added:
-                self._names_changed(stream)
 
     def remove(self, stream: str, key: Key) -> None:
         with self._lock:
             if self._stores.setdefault(stream, {}).pop(key, None) is not None:
                 self._objects = None
-                self._names_changed(stream)
-
-    def _names_changed(self, stream: str) -> None:  # with the lock held
-        if stream == NODES_STREAM:
-            self._node_names = frozenset(name for _, name in self._stores[stream])
 
     def problem(self, stream: str, text: str) -> None:
         with self._lock:
@@ -492,7 +479,7 @@ class LiveCluster:
         while lists fail, membership stays as last seen.
         """
         with self._lock:
-            seen, listed, nodes = self._seen, self._listed_at, self._node_names
+            seen, listed = self._seen, self._listed_at
         live: set[str] = set()
         if listed is not None:
             soonest = next_seen_expiry(seen, listed)
@@ -501,6 +488,4 @@ class LiveCluster:
             live = set(live_seen(seen, listed)) - {self.node}
         if self.self_live():
             live.add(self.node)
-        if nodes:  # no member without a Node: a machine whose Node was deleted may run on
-            live &= nodes
         return frozenset(live)

@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from app.agent.election import elect
+from app.agent.netlink import HostNet, NetlinkError
 from app.agent.pyroute2_netlink import Pyroute2Netlink
 from app.agent.runner import Agent, Settings
 from app.cli.agent_run import LiveSource
@@ -262,30 +264,62 @@ def test_watches_follow_the_cluster(emulator: FakeApi) -> None:
         stop.set()
 
 
-def test_a_member_whose_node_object_is_gone_is_no_member(emulator: FakeApi) -> None:
+class _NoNics:
+    """A kernel with no NIC: what an agent won shows as a problem of its plan."""
+
+    def host(self, probe: Any = ()) -> HostNet:
+        return HostNet((), (), ())
+
+    def route_get(self, ip: Any) -> Any:
+        raise NetlinkError("no routes in this test")
+
+
+def test_a_node_object_deleted_under_its_agent_hands_over_without_two_answerers(
+    emulator: FakeApi,
+) -> None:
     # A machine whose Node was deleted may still run its agent and renew its Lease: OpenELB
-    # lists the Nodes, so it was no candidate there, and it won IPs here (a probe's case).
+    # lists the Nodes, so it is no candidate (a probe saw it win IPs here). node2's agent
+    # gives its IP up when it sees the deletion; node1 takes it only after settling, so the
+    # two never both claim it (before, each acted at its next look).
+    ip = next(ip for n in range(100, 121) for ip in [f"{SUBNET4}.{n}"]
+              if elect(ip, ("node1", "node2")) == "node2")  # fmt: skip
+    emulator.put(EIPS, eip({ip: "shop/web"}, interface="eth0"))
+    ready = {"conditions": [{"type": "Ready", "status": "True"}]}
     for name in ("node1", "node2"):
-        emulator.put("v1/nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
-    stop_one, stop_two = threading.Event(), threading.Event()
-    one = LiveCluster(agent_api(emulator), "node1", print, renew=0.2, duration=1, watch_seconds=1)
-    two = LiveCluster(agent_api(emulator), "node2", print, renew=0.2, duration=1, watch_seconds=1)
+        emulator.put("v1/nodes", {"apiVersion": "v1", "kind": "Node",
+                                  "metadata": {"name": name}, "status": ready})  # fmt: skip
+    stop = threading.Event()
+    agents = {}
+    for name in ("node1", "node2"):
+        cluster = LiveCluster(agent_api(emulator), name, print, renew=0.2, duration=1,
+                              watch_seconds=1)  # fmt: skip
+        cluster.start(stop)
+        agents[name] = Agent(Settings(name, 0.05, settle=cluster.warm_up), LiveSource(cluster),
+                             _NoNics(), lambda _: None)  # fmt: skip
+
+    def claims() -> set[str]:
+        found = set()
+        for name, agent in agents.items():
+            current = agent.tick()
+            if current is not None and any(f"won {ip}" in p for p in current.problems):
+                found.add(name)
+        assert len(found) <= 1, found  # never two answerers
+        return found
+
     try:
-        one.start(stop_one)
-        two.start(stop_two)
-        eventually(lambda: one.members() == two.members() == {"node1", "node2"}, what="both")
-        client.CoreV1Api(one.api.api).delete_node("node2")
-        eventually(lambda: one.members() == {"node1"}, what="node1 drops node2")
-        eventually(lambda: two.members() == {"node1"}, what="node2 drops itself")
+        eventually(lambda: claims() == {"node2"}, what="node2 wins its IP")
+        client.CoreV1Api(agent_api(emulator).api).delete_node("node2")
+        eventually(lambda: claims() == {"node1"}, what="node1 takes it over")
+        for _ in range(10):  # and keeps it
+            assert claims() == {"node1"}
     finally:
-        stop_one.set()
-        stop_two.set()
+        stop.set()
 
 
 def test_members_read_the_nodes_while_their_watch_changes_them(emulator: FakeApi) -> None:
-    # members() runs on every tick while the Node watch's thread adds and removes Nodes: read
-    # as the store's keys it raised "dictionary changed size during iteration" (a review's
-    # case), which ended the agent's loop without giving its Lease up.
+    # members() runs on every tick while the Node watch's thread adds and removes Nodes: when
+    # it read the store's keys it raised "dictionary changed size during iteration" (a
+    # review's case), which ended the agent's loop without giving its Lease up.
     cluster = LiveCluster(agent_api(emulator), "node1", print, renew=0.2, duration=1)
     stream = "nodes"  # the Node watch's store
     for i in range(5000):

@@ -346,25 +346,32 @@ def test_announce_is_logged_only_for_what_the_speaker_answers() -> None:
 
 
 class _NodeBFlips:
-    """node-a's agent in a cluster whose one IP node-b wins while it is fit."""
+    """``me``'s agent in a cluster whose one IP node-b wins while it is fit."""
 
-    def __init__(self) -> None:
+    def __init__(self, me: str = "node-a") -> None:
         self.ip = ip_won_by("node-b", ("node-a", "node-b"))
         self.pool = eip("pool", {self.ip: "default/web"})
         self.now = [0.0]
         self.source = _Source(self.objects("True"))
         self.source.members = lambda: frozenset({"node-a", "node-b"})  # type: ignore[method-assign]
-        settings = runner.Settings("node-a", settle=3.0)
+        settings = runner.Settings(me, settle=3.0)
         self.agent = runner.Agent(
             settings, self.source, _EmptyKernel(), lambda _: None, clock=lambda: self.now[0]
         )
 
-    def objects(self, ready: str) -> list[dict[str, Any]]:
-        conditions = {"conditions": [{"type": "Ready", "status": ready}]}
-        return [self.pool, {"kind": "Node", "metadata": {"name": "node-b"}, "status": conditions}]
+    def objects(self, ready: str | None) -> list[dict[str, Any]]:
+        """The pool and both Nodes, node-b's Ready condition ``ready`` (None: no such Node)."""
+        fit = {"conditions": [{"type": "Ready", "status": "True"}]}
+        nodes = {"node-a": fit}
+        if ready is not None:
+            nodes["node-b"] = {"conditions": [{"type": "Ready", "status": ready}]}
+        return [
+            self.pool,
+            *({"kind": "Node", "metadata": {"name": n}, "status": s} for n, s in nodes.items()),
+        ]
 
     def won(self) -> bool:
-        """Whether node-a won the IP at this look (no NIC here: it is a problem of the plan)."""
+        """Whether this agent won the IP at this look (no NIC here: a problem of the plan)."""
         current = self.agent.tick()
         assert current is not None
         return any(p.startswith(f"Eip pool: won {self.ip}") for p in current.problems)
@@ -381,6 +388,35 @@ def test_the_agent_acts_on_a_node_turning_unfit_once_it_has_settled() -> None:
         assert not cluster.won(), at
     cluster.now[0] = 4.1
     assert cluster.won()
+
+
+def test_a_node_whose_node_object_is_deleted_gives_up_at_once_and_is_replaced_after_settling() -> (
+    None
+):
+    """A machine whose Node was deleted may run on and renew its Lease: OpenELB lists the
+    Nodes, so it is no candidate. Agents see the deletion at different moments: node-b's own
+    agent gives the IP up at once, node-a takes it only after the settle time (it took it at
+    its next look while node-b, not yet aware, still answered)."""
+    others, own = _NodeBFlips(), _NodeBFlips("node-b")
+    assert not own.won() and not others.won()  # the first view: node-b waits to settle
+    own.now[0] = others.now[0] = 3.0
+    assert own.won() and not others.won()
+    for cluster in (own, others):
+        cluster.source.answer = cluster.objects(None)
+    own.now[0] = others.now[0] = 4.0
+    assert not own.won()
+    for at in (4.0, 5.0, 6.9):
+        others.now[0] = at
+        assert not others.won(), at
+    others.now[0] = 7.0
+    assert others.won()
+    # Made again: node-a gives the IP up at once, node-b takes it back after settling.
+    for cluster in (own, others):
+        cluster.source.answer = cluster.objects("True")
+    own.now[0] = others.now[0] = 8.0
+    assert not others.won() and not own.won()
+    own.now[0] = 11.0
+    assert own.won()
 
 
 def test_fitness_hears_of_a_node_change_while_a_view_waits(monkeypatch: pytest.MonkeyPatch) -> None:
