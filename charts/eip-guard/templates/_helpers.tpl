@@ -125,6 +125,14 @@ app.kubernetes.io/component: webhook
 {{- end }}
 {{- end }}
 
+{{/* Whether the can_reach ValidatingAdmissionPolicy is rendered: enabled, and the policy
+     leaves can-reach-syntax at deny (a policy of warn or off must not be overruled by the
+     API server itself). "true" or "false". */}}
+{{- define "eip-guard.vapRendered" -}}
+{{- $action := get (.Values.policy.rules | default dict) "can-reach-syntax" | default "deny" }}
+{{- and (eq (include "eip-guard.vapEnabled" .) "true") (eq (toString $action) "deny") }}
+{{- end }}
+
 {{/* The kube-vip-cloud-provider ConfigMap as (namespace, name). */}}
 {{- define "eip-guard.kubeVipConfigMapNamespace" -}}
 {{- $parts := splitList "/" .Values.inventory.kubeVip.configMap }}
