@@ -327,6 +327,68 @@ class Fitness:
         return frozenset(acted)
 
 
+class Endpoints:
+    """Which nodes this node counts as having a ready endpoint of each ``Local`` Service
+    (``ClusterView.ready_nodes``), so that agents seeing an endpoint move at different
+    moments never both answer for its IP (the rule of :class:`Fitness`, per Service).
+
+    This node counts itself ``settle`` seconds after it gains a ready endpoint of a Service,
+    and stops at once when it loses its last; another node counts at once when it gains
+    one, and ``settle`` seconds after it loses its last. The first view counts as this node
+    gaining every Service it has endpoints of (a restarted agent has no past to trust).
+    Only recent changes are kept: a few entries, whatever the cluster's size.
+    """
+
+    def __init__(self, node: str, settle: float) -> None:
+        self._node, self.settle = node, settle
+        self._last: Mapping[str, frozenset[str]] | None = None  # the ready nodes last seen
+        self._joined: dict[str, float] = {}  # Service -> when this node gained an endpoint
+        self._left: dict[tuple[str, str], float] = {}  # (Service, other node) -> when it lost
+        self._counted: Mapping[str, frozenset[str]] = {}  # the last answer
+        self._until = math.inf  # when the last answer changes without a new view
+
+    def ready(self, seen: Mapping[str, frozenset[str]], now: float) -> Mapping[str, frozenset[str]]:
+        """The ready nodes to elect with at ``now``, of those ``seen`` in the view: the same
+        object while nothing changes, so that the caller elects again only on a change."""
+        if seen is self._last and now < self._until:
+            return self._counted
+        if seen is not self._last:
+            self._note(self._last or {}, seen, now)
+            self._last = seen
+        self._joined = {s: t for s, t in self._joined.items() if now - t < self.settle}
+        self._left = {k: t for k, t in self._left.items() if now - t < self.settle}
+        times = [*self._joined.values(), *self._left.values()]
+        self._until = min(times) + self.settle if times else math.inf
+        if not times:
+            counted: Mapping[str, frozenset[str]] = seen
+        else:
+            adjusted = dict(seen)
+            for service in self._joined:
+                adjusted[service] = adjusted.get(service, frozenset()) - {self._node}
+            for service, node in self._left:
+                adjusted[service] = adjusted.get(service, frozenset()) | {node}
+            counted = adjusted
+        if counted != self._counted:
+            self._counted = counted
+        return self._counted
+
+    def _note(
+        self, before: Mapping[str, frozenset[str]], seen: Mapping[str, frozenset[str]], now: float
+    ) -> None:
+        node, empty = self._node, frozenset[str]()
+        # The items that differ, in C: 100,000 Local Services compared one by one took 60 ms.
+        for service in {service for service, _ in seen.items() ^ before.items()}:
+            old, new = before.get(service, empty), seen.get(service, empty)
+            if node in new and node not in old:
+                self._joined[service] = now
+            elif node in old and node not in new:
+                self._joined.pop(service, None)
+            for other in old - new - {node}:
+                self._left[service, other] = now
+            for other in new - old:
+                self._left.pop((service, other), None)
+
+
 class Elector:
     """``mine`` for one node, again after a change, from what changed: the answer for an
     assignment is kept while it is the same object (``ViewMaker`` keeps the assignments of

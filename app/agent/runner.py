@@ -15,7 +15,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from app.agent.election import Assignment, ClusterView, Elector, Fitness, ViewMaker, node_states
+from app.agent.election import (
+    Assignment,
+    ClusterView,
+    Elector,
+    Endpoints,
+    Fitness,
+    ViewMaker,
+    node_states,
+)
 from app.agent.frames import Nic, mac_bytes
 from app.agent.health import Status
 from app.agent.netlink import HostNet, Netlink, NetlinkError
@@ -153,6 +161,8 @@ class Agent:
         # settled as a change of fitness is, for Local Services too.
         self._presence = Fitness(settings.node, settings.settle)
         self._won_unfit: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
+        self._endpoints = Endpoints(settings.node, settings.settle)  # Local Services' nodes
+        self._won_ready: Mapping[str, frozenset[str]] | None = None
         # The Nodes, and the unfit ones, of the objects last read while a view of them waits.
         self._states_of: tuple[object, tuple[frozenset[str], frozenset[str]]] | None = None
         self._last_read: Sequence[Mapping[str, Any]] | None = None
@@ -236,16 +246,21 @@ class Agent:
             self._cluster_errors += 1
         members = self._members
         acted = unfit, absent = self._acted_unfit()
+        ready = self._endpoints.ready(self._view.ready_nodes, self._clock())
         if (
             self._view is not self._won_view
             or members != self._won_members
             or acted != self._won_unfit
+            or ready is not self._won_ready
         ):
-            # Elected again only when the view, the members or the fitness acted on changed,
-            # not on every tick.
-            view = self._view if unfit == self._view.unfit else replace(self._view, unfit=unfit)
+            # Elected again only when the view, the members or what is acted on of the
+            # Nodes and endpoints changed, not on every tick.
+            view = self._view
+            if unfit != view.unfit or ready is not view.ready_nodes:
+                view = replace(view, unfit=unfit, ready_nodes=ready)
             self._won = self._elector.mine(view, members - absent if absent else members)
             self._won_view, self._won_members, self._won_unfit = self._view, members, acted
+            self._won_ready = ready
         if viewed is not None:  # the next view waits in proportion to this one and its election
             self._view_seconds = self._clock() - viewed
             self._view_due = viewed + self._view_seconds / VIEW_SHARE

@@ -10,7 +10,15 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.agent.election import Fitness, candidates, cluster_view, elect, mine, winners
+from app.agent.election import (
+    Endpoints,
+    Fitness,
+    candidates,
+    cluster_view,
+    elect,
+    mine,
+    winners,
+)
 from app.core.eips import Eip
 from app.core.labels import EXCLUDE_LABEL
 from app.kube.agent_source import keep_eip, keep_service, keep_slice
@@ -368,4 +376,61 @@ def test_agents_whose_views_lag_less_than_the_settle_time_never_both_answer(
             seen = frozenset({"node-x"}) if unfit_at(t - lag) else frozenset()
             acted = fitness.unfit(seen, t / 10)
             claims += [name] * len(mine(dataclasses.replace(view, unfit=acted), members, name))
+        assert len(claims) <= 1, (t, claims)
+
+
+def test_endpoints_count_a_change_at_once_only_where_that_cannot_double() -> None:
+    mine_ = Endpoints("node-x", settle=3.0)
+    web = "shop/web"
+    first = {web: frozenset({"node-x", "node-b"})}
+    # The first view: this node just gained its endpoints, and waits; others count at once.
+    assert mine_.ready(first, 0.0) == {web: {"node-b"}}
+    assert mine_.ready(first, 2.9) == {web: {"node-b"}}
+    settled = mine_.ready(first, 3.0)
+    assert settled == first
+    assert mine_.ready(first, 4.0) is settled  # nothing changed: the same answer
+    # node-b loses its endpoint: counted 3 s more; node-c gains one: counted at once.
+    moved = {web: frozenset({"node-x", "node-c"})}
+    assert mine_.ready(moved, 5.0) == {web: {"node-x", "node-b", "node-c"}}
+    assert mine_.ready(moved, 7.9) == {web: {"node-x", "node-b", "node-c"}}
+    assert mine_.ready(moved, 8.0) == moved  # with no new view: time alone settles it
+    # This node loses its endpoint: out at once; gains it back: in 3 s later.
+    gone = {web: frozenset({"node-c"})}
+    assert mine_.ready(gone, 9.0) == gone
+    back = {web: frozenset({"node-x", "node-c"})}
+    assert mine_.ready(back, 10.0) == {web: {"node-c"}}
+    assert mine_.ready(back, 13.0) == back
+    # The Service's last endpoint goes (its entry with it): node-c still counts 3 s.
+    assert mine_.ready({}, 14.0) == {web: {"node-c"}}
+    assert mine_.ready({}, 17.0) == {}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    moves=st.lists(st.integers(1, 200), min_size=1, max_size=8, unique=True),
+    lag_x=st.integers(0, 25),
+    lag_a=st.integers(0, 25),
+)
+def test_agents_whose_views_lag_never_both_answer_as_an_endpoint_moves(
+    moves: list[int], lag_x: int, lag_a: int
+) -> None:
+    """The one endpoint of a Local Service moves between node-x and node-a at ``moves``
+    (tenths of a second); each agent sees each move after its own lag (under the settle time
+    of 3 s) and elects every tenth. Without Endpoints the new node answered at once while the
+    old one, not yet aware, still did."""
+    ip = "10.0.0.1"
+    base = cluster_view([eip("pool", {ip: "shop/web"}), service("shop", "web", "Local")])
+    members = ("node-x", "node-a")
+    moves = sorted(moves)
+
+    def on_at(t: int) -> str:  # on node-x first; each move flips it
+        return members[sum(1 for m in moves if m <= t) % 2]
+
+    agents = {n: (Endpoints(n, 3.0), lag) for n, lag in (("node-x", lag_x), ("node-a", lag_a))}
+    for t in range(0, 260):
+        claims = []
+        for name, (endpoints, lag) in agents.items():
+            seen = {"shop/web": frozenset({on_at(t - lag)})}
+            view = dataclasses.replace(base, ready_nodes=endpoints.ready(seen, t / 10))
+            claims += [name] * len(mine(view, members, name))
         assert len(claims) <= 1, (t, claims)

@@ -419,6 +419,31 @@ def test_a_node_whose_node_object_is_deleted_gives_up_at_once_and_is_replaced_af
     assert own.won()
 
 
+def test_the_agent_takes_a_local_services_ip_only_once_its_new_endpoint_has_settled() -> None:
+    """The endpoint of a Local Service moves from node-b to node-a: node-a's agent answers
+    only after the settle time (election.Endpoints), never while node-b's agent, which may
+    not have seen the move yet, still does."""
+    cluster = _NodeBFlips()
+    local = [service("default", "web", "Local")]
+    cluster.source.answer = [
+        *cluster.objects("True"),
+        *local,
+        slice_("default", "web", ("node-b", True)),
+    ]
+    assert not cluster.won()
+    cluster.now[0] = 5.0
+    cluster.source.answer = [
+        *cluster.objects("True"),
+        *local,
+        slice_("default", "web", ("node-a", True)),
+    ]
+    for at in (5.0, 6.0, 7.9):
+        cluster.now[0] = at
+        assert not cluster.won(), at
+    cluster.now[0] = 8.0
+    assert cluster.won()
+
+
 def test_fitness_hears_of_a_node_change_while_a_view_waits(monkeypatch: pytest.MonkeyPatch) -> None:
     """A view that took 2.5 s makes the next wait 10 s (VIEW_SHARE); node-b turning NotReady
     meanwhile must still reach Fitness in time (a review saw node-a keep treating node-b as
