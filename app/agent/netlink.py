@@ -30,9 +30,10 @@ class Link:
     kind: str  # IFLA_INFO_KIND: "" for plain NICs, else "veth", "bridge", "dummy", "bond", ...
     mac: str  # "aa:bb:cc:dd:ee:ff"
     up: bool  # administratively up and carrier present (IFF_UP and IFF_LOWER_UP)
-    master: int | None  # index of the bond or bridge this NIC is a port of
+    master: int | None  # index of the bond, bridge or VRF this NIC is a port of
     noarp: bool  # IFF_NOARP: the NIC does no neighbour resolution
     loopback: bool  # IFF_LOOPBACK
+    no_carrier: bool = False  # set up (IFF_UP) but no carrier (no IFF_LOWER_UP): not "down"
 
 
 def own_nic(link: Link) -> bool:
@@ -57,14 +58,20 @@ class Address:
         return f"{self.ip}/{self.prefixlen}"
 
 
+NULL_ROUTES = ("blackhole", "unreachable", "prohibit", "throw")  # route types with no device
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
-    """A unicast route of the main table (one per next hop of a multipath route)."""
+    """A route of the main table: unicast (one per next hop of a multipath route), or a
+    null route (``NULL_ROUTES``: oif 0), which makes the kernel refuse the IPs it holds."""
 
     dst: Network
     oif: int
-    gateway: IP | None  # None for a connected (scope link) route
+    gateway: IP | None  # None for a route straight on the device (a connected subnet, ...)
     metric: int = 0
+    type: str = "unicast"
+    multipath: tuple[int, ...] = ()  # every next hop's device, when this is one of several
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +79,9 @@ class RouteAnswer:
     """What the kernel's RouteGet (``ip route get``) answers: OpenELB's whole method."""
 
     oif: int | None
-    type: str  # "unicast", "local", "unreachable", ...
+    type: str  # "unicast", "local", ..., or "error: <why>" when the kernel refused
     table: int
+    error: int = 0  # the errno of a refusal (EINVAL for a blackhole route, ...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +112,10 @@ class HostNet:
 
 class NetlinkError(Exception):
     """The kernel refused a netlink request; the message says which and why."""
+
+    def __init__(self, message: str, code: int = 0) -> None:
+        super().__init__(message)
+        self.code = code  # the kernel's errno, 0 when it sent none
 
 
 class Netlink(Protocol):

@@ -25,6 +25,7 @@ from pyroute2.netns import create_socket
 
 from app.agent.netlink import (
     MAIN_TABLE,
+    NULL_ROUTES,
     Address,
     HostNet,
     Link,
@@ -39,6 +40,9 @@ IFF_UP, IFF_LOOPBACK, IFF_NOARP, IFF_LOWER_UP = 0x1, 0x8, 0x80, 0x10000
 RTN_TYPES = {1: "unicast", 2: "local", 3: "broadcast", 5: "multicast", 6: "blackhole",
              7: "unreachable", 8: "prohibit", 9: "throw"}  # fmt: skip
 RTN_UNICAST = 1
+# What the agent reads of the main table: unicast routes, and the null routes that make the
+# kernel refuse an IP (blackhole, unreachable, prohibit, throw).
+_READ_TYPES = {RTN_UNICAST, *(n for n, name in RTN_TYPES.items() if name in NULL_ROUTES)}
 
 
 NETLINK_ROUTE, SOL_NETLINK, NETLINK_GET_STRICT_CHK = 0, 270, 12
@@ -52,8 +56,11 @@ IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_MULTIPATH, RTA_TABLE = 1, 4, 5, 6, 9, 15
 RTA_VIA, RTA_NH_ID = 18, 30  # a gateway of the other family; a nexthop object's id
 RTM_NEWNEXTHOP, RTM_GETNEXTHOP = 104, 106
-NHA_ID, NHA_GROUP, NHA_OIF, NHA_GATEWAY = 1, 2, 5, 6
+NHA_ID, NHA_GROUP, NHA_BLACKHOLE, NHA_OIF, NHA_GATEWAY = 1, 2, 4, 5, 6
 RTM_F_FIB_MATCH = 0x2000  # a route get answers the route it matched, with its device
+# An IPv4 route get answers table main whatever table the rules chose, unless asked for the
+# real one (IPv6 always says it, and refuses the flag: EINVAL).
+RTM_F_LOOKUP_TABLE = 0x1000
 RT_TABLE_COMPAT = 252  # rtm_table of a route whose table id needs RTA_TABLE
 _HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port
 _IFINFO = struct.Struct("=BxHiII")  # ifinfomsg: family, type, index, flags, change
@@ -109,6 +116,7 @@ def _link(data: bytes, start: int, end: int) -> list[Link]:
             master=_U32.unpack(master[:4])[0] if master else None,
             noarp=bool(flags & IFF_NOARP),
             loopback=bool(flags & IFF_LOOPBACK),
+            no_carrier=bool(flags & IFF_UP) and not flags & IFF_LOWER_UP,
         )
     ]
 
@@ -145,9 +153,10 @@ _Pending = tuple[Network, int, int]
 
 
 def _route(data: bytes, start: int, end: int) -> list[Route | _Pending]:
-    """The main table's unicast routes; one per next hop of a multipath route."""
+    """The main table's unicast routes, one per next hop of a multipath route, and its null
+    routes (a route through a blackhole nexthop object is dumped as a blackhole route)."""
     family, dst_len, _, _, table, _, _, kind, _ = _RTMSG.unpack_from(data, start)
-    if kind != RTN_UNICAST or table not in (MAIN_TABLE, RT_TABLE_COMPAT):
+    if kind not in _READ_TYPES or table not in (MAIN_TABLE, RT_TABLE_COMPAT):
         return []  # the local table (every Service IP under IPVS) is skipped here, unread
     if family not in (socket.AF_INET, socket.AF_INET6):
         return []
@@ -158,6 +167,8 @@ def _route(data: bytes, start: int, end: int) -> list[Route | _Pending]:
     dst = _ip(attrs.get(RTA_DST, b""))
     network: Network = ipaddress.ip_network(f"{dst or zero}/{dst_len}")
     metric = _U32.unpack(attrs[RTA_PRIORITY][:4])[0] if RTA_PRIORITY in attrs else 0
+    if kind != RTN_UNICAST:  # its device (lo for IPv6) is none the kernel sends through
+        return [Route(network, 0, None, metric, RTN_TYPES[kind])]
     pairs: list[tuple[int, IP | None]] = []
     hops = attrs.get(RTA_MULTIPATH)
     if hops:
@@ -172,11 +183,18 @@ def _route(data: bytes, start: int, end: int) -> list[Route | _Pending]:
         pairs.append((_U32.unpack(attrs[RTA_OIF][:4])[0], _gateway(attrs)))
     elif RTA_NH_ID in attrs:
         return [(network, metric, _U32.unpack(attrs[RTA_NH_ID][:4])[0])]
-    return [Route(network, oif, gw, metric) for oif, gw in pairs]
+    return [*_routes_of(network, metric, pairs)]
 
 
-# A nexthop object: its id, then (device, gateway) pairs, or the ids of a group's members.
-_Nexthop = tuple[int, tuple[tuple[int, IP | None], ...], tuple[int, ...]]
+def _routes_of(network: Network, metric: int, hops: list[tuple[int, IP | None]]) -> list[Route]:
+    """One route per next hop, each naming every hop's device when there are several."""
+    devices = tuple(oif for oif, _ in hops) if len(hops) > 1 else ()
+    return [Route(network, oif, gw, metric, multipath=devices) for oif, gw in hops]
+
+
+# A nexthop object: its id, then (device, gateway) pairs, or the ids of a group's members,
+# and whether it is a blackhole.
+_Nexthop = tuple[int, tuple[tuple[int, IP | None], ...], tuple[int, ...], bool]
 
 
 def _nexthop(data: bytes, start: int, end: int) -> list[_Nexthop]:
@@ -190,7 +208,7 @@ def _nexthop(data: bytes, start: int, end: int) -> list[_Nexthop]:
     )
     oif = attrs.get(NHA_OIF)
     hops = ((_U32.unpack(oif[:4])[0], _ip(attrs.get(NHA_GATEWAY, b""))),) if oif else ()
-    return [(nh_id, hops, members)]
+    return [(nh_id, hops, members, NHA_BLACKHOLE in attrs)]
 
 
 def _answer(data: bytes, start: int, end: int) -> list[RouteAnswer]:
@@ -208,7 +226,19 @@ def _answer(data: bytes, start: int, end: int) -> list[RouteAnswer]:
     ]
 
 
+def _through_nexthop(
+    network: Network, metric: int, found: _Nexthop | None, nexthops: dict[int, _Nexthop]
+) -> list[Route]:
+    """The routes of ``network`` through the nexthop object ``found`` (a group: its members)."""
+    members = [nexthops.get(m) for m in found[2]] if found and found[2] else [found]
+    if any(nh is not None and nh[3] for nh in members):  # the kernel dumps these as blackhole
+        return [Route(network, 0, None, metric, "blackhole")]
+    return _routes_of(network, metric, [hop for nh in members if nh for hop in nh[1]])
+
+
 T = TypeVar("T")
+# The dump of the main table's routes, every type (the kernel filters by the header's fields).
+MAIN_ROUTES = _RTMSG.pack(0, 0, 0, 0, MAIN_TABLE, 0, 0, 0, 0)
 _NOT_LOCAL = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ESRCH, errno.EACCES, errno.EINVAL,
               errno.EAGAIN)  # fmt: skip
 
@@ -266,7 +296,7 @@ class Rtnetlink:
                         code = -struct.unpack_from("=i", data, offset + _HEADER.size)[0]
                         if code in missing or (code == 0 and not dump):
                             return found
-                        raise NetlinkError(os.strerror(code or errno.EIO))
+                        raise NetlinkError(os.strerror(code or errno.EIO), code)
                     if kind == reply:
                         found += read(data, offset + _HEADER.size, offset + length)
                         if not dump:
@@ -292,8 +322,7 @@ class Rtnetlink:
         return tuple(found)
 
     def routes(self) -> tuple[Route, ...]:
-        body = _RTMSG.pack(0, 0, 0, 0, MAIN_TABLE, 0, 0, RTN_UNICAST, 0)
-        read = self.ask(RTM_GETROUTE, body, RTM_NEWROUTE, _route)
+        read = self.ask(RTM_GETROUTE, MAIN_ROUTES, RTM_NEWROUTE, _route)
         routes = [r for r in read if isinstance(r, Route)]
         pending = [r for r in read if not isinstance(r, Route)]
         if pending:  # routes through nexthop objects: their devices come from those
@@ -303,11 +332,7 @@ class Rtnetlink:
                                    _nexthop, missing=(errno.EOPNOTSUPP, errno.EINVAL))
             }  # fmt: skip
             for network, metric, nh_id in pending:
-                found = nexthops.get(nh_id)
-                members = (found[2] or (nh_id,)) if found else ()
-                for member in members:
-                    for oif, gw in nexthops.get(member, (0, (), ()))[1]:
-                        routes.append(Route(network, oif, gw, metric))
+                routes += _through_nexthop(network, metric, nexthops.get(nh_id), nexthops)
         return tuple(routes)
 
     def route_get(
@@ -340,7 +365,7 @@ def dump_addresses(netns: str | None = None) -> tuple[Address, ...]:
 
 
 def dump_routes(netns: str | None = None) -> tuple[Route, ...]:
-    """The main table's unicast routes, both families."""
+    """The main table's unicast and null routes, both families."""
     with Rtnetlink(netns) as sock:
         return sock.routes()
 
@@ -364,9 +389,12 @@ class Pyroute2Netlink:
         return HostNet(links, addresses, routes, bound)
 
     def route_get(self, ip: IP) -> RouteAnswer:
+        flags = RTM_F_LOOKUP_TABLE if ip.version == 4 else 0
         try:
             with Rtnetlink(self._netns) as sock:
-                answer = sock.route_get(ip)
-        except (OSError, NetlinkError) as exc:
+                answer = sock.route_get(ip, flags=flags)
+        except NetlinkError as exc:  # a null route, or no route at all: what OpenELB meets
+            return RouteAnswer(None, f"error: {exc}", 0, exc.code)
+        except OSError as exc:  # no socket (no such netns, ...): no errno of a route
             return RouteAnswer(None, f"error: {exc}", 0)
         return answer or RouteAnswer(None, "none", 0)

@@ -1,10 +1,11 @@
 """The agent's hand-read link, address and route dumps against pyroute2's reading of the same
 kernel state: every address kind (IPv4, IPv6, point-to-point) and route kind the agent meets
-(default, multipath, other tables, the local table, non-unicast); what the kernel filters
+(default, multipath, other tables, the local table, null routes); what the kernel filters
 for us, and the same answers from a kernel that filters nothing; the bound-IP probes."""
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import socket
@@ -15,26 +16,26 @@ from collections.abc import Iterator
 import pytest
 from pyroute2 import IPRoute
 
-from app.agent.netlink import MAIN_TABLE, Address, Link, Route
+from app.agent.netlink import MAIN_TABLE, NULL_ROUTES, Address, Link, Route
 from app.agent.pyroute2_netlink import (
     _IFADDR,
-    _RTMSG,
     IFF_LOOPBACK,
     IFF_LOWER_UP,
     IFF_NOARP,
     IFF_UP,
+    MAIN_ROUTES,
+    RTM_F_LOOKUP_TABLE,
     RTM_GETADDR,
     RTM_GETROUTE,
     RTM_NEWADDR,
     RTM_NEWROUTE,
     RTN_TYPES,
-    RTN_UNICAST,
     Pyroute2Netlink,
     Rtnetlink,
     dump_addresses,
     dump_routes,
 )
-from app.agent.resolve import Resolved, resolve
+from app.agent.resolve import Resolved, Unresolved, resolve
 from app.core.interfaces import parse_interface
 
 from .conftest import NOT_ROOT
@@ -65,6 +66,11 @@ def netns() -> Iterator[str]:
             "dev nic-b",
             "route add 2001:db8:9::/48 via 2001:db8:1::1 dev nic-a metric 7",
             "route add 203.0.114.0/24 via 192.0.2.1 dev nic-a table 100",
+            "rule add to 203.0.114.0/24 lookup 100",
+            "route add throw 198.18.2.0/24",
+            "route add 2001:db8:dead::/48 dev nic-a",  # a more specific null route below
+            "route add blackhole 2001:db8:dead:1::/64",
+            "route add unreachable default metric 4278198272",  # as some distros add
             "route add blackhole 192.0.2.128/25",
             "route add prohibit 198.18.0.0/24",
             "route add unreachable 198.18.1.0/24",
@@ -105,22 +111,30 @@ def oracle_routes(ns: str) -> set[Route]:
     with IPRoute(netns=ns) as ipr:
         for family in (socket.AF_INET, socket.AF_INET6):
             for m in ipr.get_routes(family=family, table=MAIN_TABLE):
-                if m.get("RTA_TABLE", m["table"]) != MAIN_TABLE or m["type"] != RTN_UNICAST:
+                kind = RTN_TYPES.get(m["type"])
+                if m.get("RTA_TABLE", m["table"]) != MAIN_TABLE or kind not in READ:
                     continue
                 zero = "0.0.0.0" if family == socket.AF_INET else "::"
                 dst = ipaddress.ip_network(f"{m.get('RTA_DST') or zero}/{m['dst_len']}")
                 metric = int(m.get("RTA_PRIORITY") or 0)
+                if kind != "unicast":
+                    found.add(Route(dst, 0, None, metric, kind))
+                    continue
                 hops = m.get("RTA_MULTIPATH")
                 pairs = (
                     [(h["oif"], h.get("RTA_GATEWAY")) for h in hops]
                     if hops
                     else [(m.get("RTA_OIF"), m.get("RTA_GATEWAY"))]
                 )
+                devices = tuple(int(oif) for oif, _ in pairs) if len(pairs) > 1 else ()
                 for oif, gw in pairs:
                     if oif is not None:
                         ip = ipaddress.ip_address(gw) if gw else None
-                        found.add(Route(dst, int(oif), ip, metric))
+                        found.add(Route(dst, int(oif), ip, metric, multipath=devices))
     return found
+
+
+READ = ("unicast", *NULL_ROUTES)
 
 
 def test_the_address_dump_reads_what_pyroute2_reads(netns: str) -> None:
@@ -138,9 +152,18 @@ def test_the_route_dump_reads_the_main_table_as_pyroute2_does(netns: str) -> Non
     assert set(mine) == oracle_routes(netns)
     dsts = sorted({str(r.dst) for r in mine})
     assert "0.0.0.0/0" in dsts and "2001:db8:9::/48" in dsts
-    assert len([r for r in mine if str(r.dst) == "203.0.113.0/24"]) == 2  # one per next hop
+    multipath = [r for r in mine if str(r.dst) == "203.0.113.0/24"]
+    assert len(multipath) == 2  # one per next hop, each naming both devices
+    assert {r.multipath for r in multipath} == {tuple(r.oif for r in multipath)}
     assert "203.0.114.0/24" not in dsts  # table 100
-    assert "192.0.2.128/25" not in dsts  # a blackhole is no unicast route
+    # Null routes: the kernel refuses what they hold, and so must the agent.
+    nulls = {(str(r.dst), r.type, r.metric) for r in mine if r.type != "unicast"}
+    assert nulls == {
+        ("192.0.2.128/25", "blackhole", 0), ("198.18.0.0/24", "prohibit", 0),
+        ("198.18.1.0/24", "unreachable", 0), ("198.18.2.0/24", "throw", 0),
+        ("2001:db8:dead:1::/64", "blackhole", 1024), ("0.0.0.0/0", "unreachable", 4278198272),
+    }  # fmt: skip
+    assert all(r.oif == 0 and r.gateway is None for r in mine if r.type != "unicast")
     assert not any(r.dst.prefixlen == 32 and str(r.dst).startswith("10.96.") for r in mine)
 
 
@@ -155,7 +178,8 @@ def oracle_links(ns: str) -> set[Link]:
             found.add(
                 Link(index=int(m["index"]), name=str(m.get("IFLA_IFNAME")), kind=str(kind or ""),
                      mac=str(m.get("IFLA_ADDRESS") or ""), up=up, master=m.get("IFLA_MASTER"),
-                     noarp=bool(flags & IFF_NOARP), loopback=bool(flags & IFF_LOOPBACK))
+                     noarp=bool(flags & IFF_NOARP), loopback=bool(flags & IFF_LOOPBACK),
+                     no_carrier=bool(flags & IFF_UP) and not up)
             )  # fmt: skip
         return found
 
@@ -198,8 +222,7 @@ def test_the_route_dump_is_the_main_table_whatever_the_kernel_filters(
 ) -> None:
     with Rtnetlink(netns, strict=strict) as sock:
         mine = sock.routes()
-        body = _RTMSG.pack(0, 0, 0, 0, MAIN_TABLE, 0, 0, RTN_UNICAST, 0)
-        sent = counted(sock, RTM_GETROUTE, body, RTM_NEWROUTE)
+        sent = counted(sock, RTM_GETROUTE, MAIN_ROUTES, RTM_NEWROUTE)
     assert set(mine) == oracle_routes(netns)
     assert (sent < IPVS_ADDRESSES) == strict  # the local table's routes, one per address
 
@@ -239,13 +262,33 @@ def test_route_get_answers_what_pyroute2_reads(netns: str) -> None:
     netlink = Pyroute2Netlink(netns)
     with IPRoute(netns=netns) as ipr:
         for text in ("10.96.0.1", "192.0.2.10", "192.0.2.99", "8.8.8.8", "2001:db8:9::1"):
-            msg = ipr.route("get", dst=text)[0]
+            flags = RTM_F_LOOKUP_TABLE if "." in text else 0  # the real table (IPv4)
+            msg = ipr.route("get", dst=text, flags=flags)[0]
             expected = (msg.get("RTA_OIF"), int(msg["type"]), msg.get("RTA_TABLE"))
             answer = netlink.route_get(ipaddress.ip_address(text))
             assert (answer.oif, RTN_NUMBERS[answer.type], answer.table) == expected, text
     assert netlink.route_get(ipaddress.ip_address("10.96.0.1")).type == "local"
     missing = netlink.route_get(ipaddress.ip_address("2001:db8:ffff::1"))  # no route at all
     assert missing.oif is None and missing.type.startswith("error: ")
+    assert missing.error == errno.ENETUNREACH
+    # The kernel refuses what a null route holds: its errno says which (see resolve).
+    for text, code in (("192.0.2.130", errno.EINVAL), ("198.18.0.1", errno.EACCES),
+                       ("198.18.1.1", errno.EHOSTUNREACH), ("198.18.2.1", errno.ENETUNREACH),
+                       ("2001:db8:dead:1::1", errno.EINVAL)):  # fmt: skip
+        refused = netlink.route_get(ipaddress.ip_address(text))
+        assert (refused.oif, refused.error) == (None, code), text
+
+
+def test_route_get_names_the_table_policy_routing_chose(netns: str) -> None:
+    """An IPv4 route get says table main whatever table the rules chose, unless asked for the
+    real one; IPv6 always says it and refuses the flag."""
+    netlink = Pyroute2Netlink(netns)
+    with IPRoute(netns=netns) as ipr:
+        oif = ipr.route("get", dst="203.0.114.9")[0].get("RTA_OIF")
+    answer = netlink.route_get(ipaddress.ip_address("203.0.114.9"))
+    assert (answer.oif, answer.type, answer.table) == (oif, "unicast", 100)
+    assert netlink.route_get(ipaddress.ip_address("8.8.8.8")).table == MAIN_TABLE
+    assert netlink.route_get(ipaddress.ip_address("2001:db8:9::1")).table == MAIN_TABLE
 
 
 RTN_NUMBERS = {name: number for number, name in RTN_TYPES.items()}
@@ -271,8 +314,12 @@ def test_gateways_of_the_other_family_and_nexthop_objects_are_read() -> None:
             "nexthop add id 8 via 192.0.2.1 dev nic-a",
             "nexthop add id 9 via 198.51.100.1 dev nic-b",
             "nexthop add id 10 group 8/9",
+            "nexthop add id 12 blackhole",
+            "nexthop add id 13 group 12",
             "route add 10.66.0.0/16 nhid 8",
             "route add 10.67.0.0/16 nhid 10",
+            "route add 10.68.0.0/16 nhid 12",
+            "route add 10.69.0.0/16 nhid 13",
         ])  # fmt: skip
         assert result.returncode == 0, result.stderr
         netlink = Pyroute2Netlink(name)
@@ -283,10 +330,17 @@ def test_gateways_of_the_other_family_and_nexthop_objects_are_read() -> None:
                      ipaddress.ip_address("2001:db8:1::1"), 0) in routes  # fmt: skip
         assert Route(ipaddress.ip_network("10.66.0.0/16"), index["nic-a"],
                      ipaddress.ip_address("192.0.2.1"), 0) in routes  # fmt: skip
-        assert {r.oif for r in routes if str(r.dst) == "10.67.0.0/16"} == {
-            index["nic-a"],
-            index["nic-b"],
+        assert {(r.oif, r.multipath) for r in routes if str(r.dst) == "10.67.0.0/16"} == {
+            (index["nic-a"], (index["nic-a"], index["nic-b"])),
+            (index["nic-b"], (index["nic-a"], index["nic-b"])),
         }
+        # Through a blackhole nexthop object, alone or in a group: the kernel refuses them.
+        for dst in ("10.68.0.0/16", "10.69.0.0/16"):
+            assert Route(ipaddress.ip_network(dst), 0, None, 0, "blackhole") in routes
+            ip = ipaddress.ip_address(dst.replace(".0/16", ".1"))
+            assert netlink.route_get(ip).error == errno.EINVAL
+            refused = resolve(parse_interface(f"can_reach:{ip}"), host)
+            assert isinstance(refused, Unresolved) and "blackhole " + dst in refused.reason
         for ip, nic in (("10.0.0.9", "nic-b"), ("10.66.0.1", "nic-a")):
             picked = resolve(parse_interface(f"can_reach:{ip}"), host)
             assert isinstance(picked, Resolved) and picked.link.name == nic, picked

@@ -61,6 +61,41 @@ def test_exit_codes(lab: Lab) -> None:
     assert lab.run(ns, EIP_GUARD, "resolve", "vlan:7").returncode == 2
 
 
+def test_resolve_command_says_what_route_get_meets(lab: Lab) -> None:
+    """The second line names a null route (it said "no NIC (error: Invalid argument)") and
+    the table policy routing chose (it said "table main" for every IPv4 answer)."""
+    ns = lab.ns["node2"]
+    try:
+        lab.ip(ns, "route", "add", "blackhole", "192.0.2.0/24")
+        lab.ip(ns, "route", "add", "198.18.0.0/24", "via", f"{SUBNET4}.1", "table", "51820")
+        lab.ip(ns, "rule", "add", "to", "198.18.0.0/24", "lookup", "51820")
+        out = lab.run(ns, EIP_GUARD, "resolve", "can_reach:192.0.2.9", "-o", "json")
+        assert out.returncode == 1, out.stderr
+        result = json.loads(out.stdout)
+        assert result["eip_guard"]["why"].startswith(
+            "the kernel drops traffic to 192.0.2.9: the main table's route for it is blackhole "
+            "192.0.2.0/24"
+        )
+        assert result["ip_route_get"] == {
+            "nic": None,
+            "why": "blackhole route: the kernel drops traffic to 192.0.2.9 ('Invalid argument'); "
+            "OpenELB's speaker fails too (its RouteGet returns this error)",
+        }
+        out = lab.run(ns, EIP_GUARD, "resolve", "can_reach:198.18.0.9", "-o", "json")
+        assert out.returncode == 1, out.stderr
+        result = json.loads(out.stdout)
+        assert result["eip_guard"]["why"].startswith("no route of the main table reaches")
+        assert result["ip_route_get"] == {
+            "nic": "enp0s8",
+            "why": "unicast route in table 51820; policy routing: the kernel's rules chose "
+            "table 51820; eip-guard reads the main table only",
+        }
+    finally:
+        lab.ip(ns, "rule", "del", "to", "198.18.0.0/24", "lookup", "51820", check=False)
+        lab.ip(ns, "route", "flush", "table", "51820", check=False)
+        lab.ip(ns, "route", "del", "blackhole", "192.0.2.0/24", check=False)
+
+
 def test_skips_down_enslaved_and_noarp_nics(lab: Lab) -> None:
     """Connected routes on unusable NICs are passed over, but for a gateway route only when
     it is more specific: otherwise the kernel reaches the IP through a device that cannot

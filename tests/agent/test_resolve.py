@@ -1,0 +1,215 @@
+"""Pure NIC resolution in the kernel's order: null routes, device routes ranked with gateway
+routes, multipath routes, and what ``ip route get`` says when the kernel refuses an IP or
+policy routing chose another table."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from app.agent.netlink import Address, HostNet, Route, RouteAnswer
+from app.agent.resolve import Resolved, Unresolved, describe_route_get, resolve
+from app.core.interfaces import parse_interface
+
+from .test_resolve_plan import ETH, HOST, LO, MGMT, ip, link, net, picked
+
+DEFAULT = Route(net("0.0.0.0/0"), 4, ip("192.168.9.1"), 100)  # via eno1
+
+
+def unresolved(spec: str, host: HostNet) -> str:
+    result = resolve(parse_interface(spec), host)
+    assert isinstance(result, Unresolved) and not result.bad_spec, result
+    return result.reason
+
+
+def with_routes(*routes: Route, addresses: tuple[Address, ...] = HOST.addresses) -> HostNet:
+    return HostNet(HOST.links, addresses, (*HOST.routes[:2], *routes))
+
+
+@pytest.mark.parametrize(
+    ("kind", "says"),
+    [("blackhole", "it discards what is sent there"), ("unreachable", "No route to host"),
+     ("prohibit", "Permission denied")],
+)  # fmt: skip
+def test_a_null_route_the_kernel_takes_leaves_no_nic(kind: str, says: str) -> None:
+    """The default route does not serve what a more specific null route holds: the kernel
+    refuses the IP, OpenELB's speaker fails there, and so must eip-guard (a probe saw the
+    default route's NIC picked)."""
+    host = with_routes(DEFAULT, Route(net("198.51.100.0/24"), 0, None, 0, kind))
+    reason = unresolved("can_reach:198.51.100.9", host)
+    assert reason.startswith(
+        f"the kernel drops traffic to 198.51.100.9: the main table's route for it is {kind} "
+        "198.51.100.0/24"
+    )
+    assert says in reason and "OpenELB's speaker fails there too" in reason
+    assert "point can_reach at an IP this node routes through the Eip's NIC" in reason
+    assert picked("can_reach:198.51.101.9", host) == "eno1"  # beside it, the default route
+
+
+def test_a_null_route_inside_a_connected_subnet_and_in_ipv6() -> None:
+    host = with_routes(Route(net("10.0.0.128/25"), 0, None, 0, "blackhole"))
+    assert "blackhole 10.0.0.128/25" in unresolved("can_reach:10.0.0.200", host)
+    assert picked("can_reach:10.0.0.9", host) == "eth1"
+    six = HostNet(
+        HOST.links,
+        (Address(2, ip("2001:db8:1::5"), 64),),
+        (Route(net("2001:db8:1::/64"), 2, None, 256), Route(net("::/0"), 4, ip("fe80::1"), 1024),
+         Route(net("2001:db8:dead::/48"), 0, None, 1024, "prohibit")),
+    )  # fmt: skip
+    assert "prohibit 2001:db8:dead::/48 metric 1024" in unresolved(
+        "can_reach:2001:db8:dead::1", six
+    )
+    assert picked("can_reach:2001:db8:beef::1", six) == "eno1"
+
+
+def test_a_more_specific_route_wins_over_a_null_route_and_metrics_rank_defaults() -> None:
+    """A distro's ``unreachable default metric 4278198272`` is the last resort: the real
+    default route's lower metric wins, as in the kernel."""
+    catch_all = Route(net("0.0.0.0/0"), 0, None, 4278198272, "unreachable")
+    host = with_routes(Route(net("10.0.0.0/8"), 0, None, 0, "blackhole"), catch_all, DEFAULT)
+    assert picked("can_reach:10.0.0.9", host) == "eth1"  # its connected /24 beats the /8
+    assert picked("can_reach:8.8.8.8", host) == "eno1"
+    alone = with_routes(catch_all)
+    assert "unreachable 0.0.0.0/0 metric 4278198272" in unresolved("can_reach:8.8.8.8", alone)
+
+
+def test_a_throw_route_is_no_route_of_the_main_table() -> None:
+    host = with_routes(DEFAULT, Route(net("203.0.113.0/24"), 0, None, 0, "throw"))
+    reason = unresolved("can_reach:203.0.113.9", host)
+    assert reason.startswith("the main table's route for 203.0.113.9 is throw 203.0.113.0/24:")
+    assert "the kernel leaves the main table for the tables of later rules" in reason
+    assert "eip-guard reads the main table only" in reason
+
+
+def test_a_null_route_met_past_skipped_routes_ends_the_search() -> None:
+    """With the gateway route's NIC down, eip-guard falls back as if that route were gone:
+    the kernel would then take the blackhole, not the default route."""
+    down = link(2, "eth1", up=False)
+    host = HostNet(
+        (LO, down, MGMT),
+        HOST.addresses,
+        (Route(net("172.20.0.0/16"), 2, ip("10.0.0.1")), DEFAULT,
+         Route(net("172.16.0.0/12"), 0, None, 0, "blackhole")),
+    )  # fmt: skip
+    reason = unresolved("can_reach:172.20.0.9", host)
+    assert reason.startswith(
+        "no route of the main table reaches 172.20.0.9 through a usable NIC (past the routes "
+        "skipped, the kernel's next, blackhole 172.16.0.0/12, refuses it); skipped: eth1 "
+        "(172.20.0.0/16 via 10.0.0.1) is down"
+    )
+
+
+def test_a_device_route_ranks_with_gateway_routes_by_prefix() -> None:
+    """``default dev eth1`` is no subnet of eth1's: the more specific gateway route wins, as
+    in the kernel (a probe saw eth1 picked for 203.0.113.9)."""
+    eth2 = link(5, "eth2")
+    host = HostNet(
+        (LO, ETH, eth2),
+        (Address(2, ip("10.1.0.5"), 24), Address(5, ip("10.2.0.5"), 24)),
+        (Route(net("10.1.0.0/24"), 2, None), Route(net("10.2.0.0/24"), 5, None),
+         Route(net("0.0.0.0/0"), 2, None), Route(net("203.0.113.0/24"), 5, ip("10.2.0.1"))),
+    )  # fmt: skip
+    assert picked("can_reach:203.0.113.9", host) == "eth2"
+    result = resolve(parse_interface("can_reach:8.8.8.8"), host)
+    assert isinstance(result, Resolved) and result.link.name == "eth1"
+    assert result.why == "device route 0.0.0.0/0 (table main)"
+
+
+def test_a_more_specific_gateway_route_inside_a_connected_subnet_wins() -> None:
+    """What the kernel picks when the IP is not bound here: the /25 via eno1, not eth1's /24
+    (eip-guard took the connected subnet first)."""
+    host = with_routes(Route(net("10.0.0.128/25"), 4, ip("192.168.9.1")))
+    result = resolve(parse_interface("can_reach:10.0.0.200"), host)
+    assert isinstance(result, Resolved) and result.link.name == "eno1"
+    assert result.why == "gateway route 10.0.0.128/25 via 192.168.9.1 (table main)"
+    assert picked("can_reach:10.0.0.9", host) == "eth1"
+
+
+def test_a_device_route_that_cannot_answer_says_route_not_subnet() -> None:
+    tun = link(5, "tun0", mac="")
+    host = HostNet((LO, ETH, MGMT, tun), HOST.addresses,
+                   (*HOST.routes[:2], Route(net("0.0.0.0/0"), 5, None), DEFAULT))  # fmt: skip
+    reason = unresolved("can_reach:8.8.8.8", host)
+    assert reason.startswith(
+        "the kernel routes 8.8.8.8 through a device of this node that cannot answer (tun0 "
+        "(0.0.0.0/0)); a gateway route would answer on another segment, so none is used"
+    )
+    assert "subnet" not in reason
+
+
+def test_a_device_route_is_held_back_like_a_gateway_route() -> None:
+    """The IP is on tun0's subnet; ``default dev eno1`` is another segment (it was taken, as a
+    "connected subnet", before the hold was weighed)."""
+    tun = link(5, "tun0", mac="")
+    host = HostNet(
+        (LO, ETH, MGMT, tun),
+        (*HOST.addresses, Address(5, ip("10.77.0.1"), 24)),
+        (*HOST.routes[:2], Route(net("10.77.0.0/24"), 5, None), Route(net("0.0.0.0/0"), 4, None)),
+    )
+    reason = unresolved("can_reach:10.77.0.9", host)
+    assert reason.startswith(
+        "10.77.0.9 is on a subnet of this node whose device cannot answer (tun0 (10.77.0.0/24)); "
+        "a device route would answer on another segment"
+    )
+
+
+def test_a_multipath_route_takes_its_first_next_hop_and_says_so() -> None:
+    hops = (2, 4)
+    host = with_routes(
+        Route(net("203.0.113.0/24"), 2, ip("10.0.0.1"), multipath=hops),
+        Route(net("203.0.113.0/24"), 4, ip("192.168.9.1"), multipath=hops),
+    )
+    result = resolve(parse_interface("can_reach:203.0.113.9"), host)
+    assert isinstance(result, Resolved) and result.link.name == "eth1"
+    assert result.why == (
+        "gateway route 203.0.113.0/24 via 10.0.0.1 (table main); a multipath route over "
+        "eth1, eno1: eip-guard takes the first next hop it can answer on, while the kernel "
+        "hashes each destination to one of them ('ip route get' may name another)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("code", "says"),
+    [(errno.EINVAL, "blackhole route: the kernel drops traffic to 10.0.0.9 ('Invalid argument')"),
+     (errno.EHOSTUNREACH, "unreachable route: the kernel refuses 10.0.0.9 ('No route to host')"),
+     (errno.EACCES, "prohibit route: the kernel refuses 10.0.0.9 ('Permission denied')"),
+     (errno.ENETUNREACH, "no route: no table the kernel's rules consult routes 10.0.0.9, or a "
+                         "throw route ended the lookup ('Network is unreachable')")],
+)  # fmt: skip
+def test_route_get_errors_name_the_route_type(code: int, says: str) -> None:
+    answer = RouteAnswer(None, "error: whatever the kernel said", 0, code)
+    nic, why = describe_route_get(ip("10.0.0.9"), answer, HOST)
+    assert nic is None
+    assert why == f"{says}; OpenELB's speaker fails too (its RouteGet returns this error)"
+    other = RouteAnswer(None, "error: Bad address", 0, errno.EFAULT)
+    assert describe_route_get(ip("10.0.0.9"), other, HOST) == (None, "no NIC (error: Bad address)")
+
+
+def test_route_get_says_when_policy_routing_chose_another_table() -> None:
+    nic, why = describe_route_get(ip("10.0.0.9"), RouteAnswer(2, "unicast", 51820), HOST)
+    assert nic == "eth1"
+    assert why == (
+        "unicast route in table 51820; policy routing: the kernel's rules chose table 51820; "
+        "eip-guard reads the main table only"
+    )
+    assert describe_route_get(ip("10.0.0.9"), RouteAnswer(2, "unicast", 254), HOST) == (
+        "eth1",
+        "unicast route in table main",
+    )
+
+
+def test_no_carrier_is_not_down_and_ports_name_their_master() -> None:
+    lost = link(2, "eth1", up=False, no_carrier=True)
+    blue = link(7, "blue", kind="vrf")
+    port = link(8, "eth8", master=7)
+    stray = link(9, "eth9", master=99)
+    host = HostNet((LO, lost, link(5, "eth5", up=False), blue, port, stray), (), ())
+    assert unresolved("eth1", host) == (
+        "NIC eth1 has no carrier (set up, but no cable or peer); the speaker cannot answer on it"
+    )
+    assert unresolved("eth5", host).startswith("NIC eth5 is down;")
+    assert unresolved("eth8", host).startswith("NIC eth8 is a port of blue (a VRF);")
+    assert unresolved("eth9", host).startswith(
+        "NIC eth9 is a port of another device (bond, bridge or VRF);"
+    )
