@@ -337,9 +337,9 @@ def test_gateways_of_the_other_family_and_nexthop_objects_are_read() -> None:
         # Through a blackhole nexthop object, alone or in a group: the kernel refuses them.
         for dst in ("10.68.0.0/16", "10.69.0.0/16"):
             assert Route(ipaddress.ip_network(dst), 0, None, 0, "blackhole") in routes
-            ip = ipaddress.ip_address(dst.replace(".0/16", ".1"))
-            assert netlink.route_get(ip).error == errno.EINVAL
-            refused = resolve(parse_interface(f"can_reach:{ip}"), host)
+            blackholed = ipaddress.ip_address(dst.replace(".0/16", ".1"))
+            assert netlink.route_get(blackholed).error == errno.EINVAL
+            refused = resolve(parse_interface(f"can_reach:{blackholed}"), host)
             assert isinstance(refused, Unresolved) and "blackhole " + dst in refused.reason
         for ip, nic in (("10.0.0.9", "nic-b"), ("10.66.0.1", "nic-a")):
             picked = resolve(parse_interface(f"can_reach:{ip}"), host)
