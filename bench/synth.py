@@ -45,7 +45,7 @@ NODES_PER_RACK = 200
 FIRST_NODE_HOST = 10
 CONTROL_PLANE_VIP = "172.16.0.5"
 NODE_NET6 = int(ipaddress.IPv6Address("fd00:16::"))
-POD_NET = int(ipaddress.IPv4Address("10.64.0.0"))
+POD_NET = int(ipaddress.IPv4Address("10.128.0.0"))  # /24 per node: clear of the /12 ServiceCIDR
 POD_NET6 = int(ipaddress.IPv6Address("fd00:64::"))
 SERVICE_CIDR = "10.96.0.0/12"
 SERVICE_CIDR6 = "fd00:10:96::/108"
@@ -57,8 +57,9 @@ BGP_NET = int(ipaddress.IPv4Address("100.64.0.0"))
 BGP_NET6 = int(ipaddress.IPv6Address("fd00:eb::"))
 BGP_SLOT = 64  # addresses reserved per bgp pool; pools use part of their slot
 L2_SLOT = 16  # addresses reserved per layer2 pool inside a rack
-L2_FIRST = 256  # layer2 pools live in the upper three /24s of each rack
-FREE_L2 = int(ipaddress.IPv4Address("100.127.0.0"))  # never used by the cluster: new pools
+L2_FIRST = 256  # layer2 pools live in the upper three /24s of each rack (not its broadcast)
+L2_PER_RACK = (RACK_SIZE - L2_FIRST) // L2_SLOT - 1  # the last slot holds the broadcast address
+FREE_L2 = 224  # a free /28 of every rack, past its nodes and before its pools: new pools
 KUBE_VIP_POOL = "198.51.100.0/24"
 KUBE_VIP_RANGE = ("198.51.101.10", "198.51.101.200")
 KUBE_VIP_POOL6 = "fd00:5e::/120"
@@ -173,12 +174,11 @@ class _Pool:
 
 
 def l2_capacity(shape: Shape) -> int:
-    return shape.racks * (RACK_SIZE - L2_FIRST) // L2_SLOT
+    return shape.racks * L2_PER_RACK
 
 
 def _l2_pool(j: int, rng: random.Random) -> _Pool:
-    per_rack = (RACK_SIZE - L2_FIRST) // L2_SLOT
-    rack, slot = divmod(j, per_rack)
+    rack, slot = divmod(j, L2_PER_RACK)
     base = rack_base(rack) + L2_FIRST + slot * L2_SLOT
     form = j % 3
     if form == 0:  # an aligned /28 CIDR
@@ -415,9 +415,10 @@ def _candidate(name: str, address: str, protocol: str, interface: str = "") -> O
 def candidates(shape: Shape, count: int, seed: int = 0) -> dict[str, list[Obj]]:
     """``count`` new Eips that eip-guard must allow, and ``count`` it must deny.
 
-    Allowed: a free bgp pool past the last one, or a free layer2 pool with ``can_reach``
-    at a rack's gateway. Denied, in turn: ``can_reach`` at a node IP, at a Service IP, at
-    an IP inside another Eip's pool, at a pod IP; a pool overlapping another Eip.
+    Allowed: a free bgp pool past the last one, or a free layer2 pool of a rack's subnet
+    with ``can_reach`` at the rack's gateway. Denied, in turn: ``can_reach`` at a node IP, at
+    a Service IP, at an IP inside another Eip's pool, at a pod IP; a pool overlapping
+    another Eip.
     """
     rng = random.Random(f"candidates:{seed}:{shape.name}")
     pools = _pools(shape, _rng(shape, seed))
@@ -425,12 +426,12 @@ def candidates(shape: Shape, count: int, seed: int = 0) -> dict[str, list[Obj]]:
     denied: list[Obj] = []
     free_bgp = BGP_NET + (shape.eips + 1) * BGP_SLOT
     for k in range(count):
-        gateway = rack_gateway(rng.randrange(shape.racks))
+        rack = rng.randrange(shape.racks)
         if k % 2 == 0:
             base = free_bgp + k * BGP_SLOT
             allowed.append(_candidate(f"new-{k}", f"{v4(base)}-{v4(base + 20)}", "bgp"))
         else:
-            base = FREE_L2 + k * L2_SLOT
+            base, gateway = rack_base(rack) + FREE_L2, rack_gateway(rack)
             allowed.append(
                 _candidate(f"new-{k}", f"{v4(base)}/28", "layer2", f"can_reach:{gateway}")
             )

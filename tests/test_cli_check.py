@@ -367,3 +367,55 @@ def test_closed_or_failing_standard_streams_keep_the_output_and_the_exit_code_tr
         done = subprocess.run([*cli, "audit", "--cluster", str(empty)], cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=full, check=False)  # fmt: skip
     assert done.returncode == 2
+
+
+def test_a_pool_over_what_the_cluster_uses_is_denied_and_an_in_use_eip_is_not(
+    capsys: pytest.CaptureFixture[str], examples: Path, tmp_path: Path
+) -> None:
+    # The review's reproductions: a pool over the kube-vip VIP, over the ServiceCIDR. And
+    # the manifest of the Eip in use, without the status OpenELB wrote (as kept in git):
+    # its Service's ingress IP is its own hand-out, so the gate passes it.
+    cluster = str(examples / "cluster.yaml")
+    manifest = "apiVersion: network.kubesphere.io/v1alpha2\nkind: Eip\nmetadata: {{name: {}}}\n"
+    manifest += "spec: {{address: {}, protocol: layer2, interface: eth0}}\n"
+    cases = [
+        ("vip", "172.16.236.95-172.16.236.105", 1, "[address-kube-vip]"),
+        ("svc", "10.233.1.0/28", 1, "[address-cluster-network]"),
+        ("eip-pool", "172.16.236.40-172.16.236.60", 0, "allowed"),
+    ]
+    for name, address, exit_code, says in cases:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(manifest.format(name, address))
+        code, out, _ = run_cli(capsys, "check", "-f", str(path), "--cluster", cluster)
+        assert (code, says in out) == (exit_code, True), out
+    code, out, _ = run_cli(capsys, "audit", "--cluster", cluster)
+    assert code == 0 and "0 violating" in out
+
+
+def test_the_pool_subnet_rule_only_warns_and_a_policy_cannot_make_it_deny(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, _ = run_cli(capsys, "rules")
+    assert re.search(r"can-reach-pool-subnet +warn ", out)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules:\n  can-reach-pool-subnet: deny\n")
+    code, _, err = run_cli(capsys, "rules", "--policy", str(policy))
+    assert code == 2 and "can-reach-pool-subnet: this rule never denies, only warns" in err
+
+
+def test_a_manifests_own_status_is_dropped_as_the_api_server_drops_it(
+    capsys: pytest.CaptureFixture[str], examples: Path, tmp_path: Path
+) -> None:
+    # A create's status never reaches the webhook (status is a subresource): a manifest
+    # listing a node's address in status.used must not hide it from address-node-ip.
+    manifest = tmp_path / "eip.yaml"
+    manifest.write_text(
+        "apiVersion: network.kubesphere.io/v1alpha2\nkind: Eip\nmetadata: {name: new-pool}\n"
+        "spec: {address: 172.16.236.150-172.16.236.155, protocol: bgp}\n"
+        "status: {used: {172.16.236.152: shop/web}}\n"
+    )
+    code, out, _ = run_cli(
+        capsys, "check", "-f", str(manifest), "--cluster", str(examples / "cluster.yaml")
+    )
+    assert code == 1
+    assert "[address-node-ip]" in out and "172.16.236.152, an address of Node node1" in out

@@ -12,15 +12,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from app.core.addresses import IP, Network
+from app.core.interfaces import EXCLUDED_PREFIXES
 
 MAIN_TABLE = 254
-
-# Name prefixes of devices that are never the node's network (MetalLB's list).
-EXCLUDED_PREFIXES = (
-    "kube-ipvs", "cni", "flannel", "cali", "tunl", "veth", "docker", "cbr", "virbr", "lxc",
-    "nodelocaldns", "dummy",
-    "kube-dummy-if", "kube-bridge",  # kube-router's: Service IPs, and its pod bridge
-)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,54 +11,25 @@ prohibit, throw) the kernel would take ends the search, as it ends the kernel's.
 from __future__ import annotations
 
 import errno
-import re
-import unicodedata
 from dataclasses import dataclass, replace
 from ipaddress import ip_network
 from typing import NamedTuple
 
-from app.agent.netlink import EXCLUDED_PREFIXES, MAIN_TABLE, HostNet, Link, Route, RouteAnswer
-from app.core.addresses import IP, quoted, special_kind_of_key, special_route
-from app.core.interfaces import BadInterface, CanReach, InterfaceSpec, NicName, NoInterface
+from app.agent.netlink import MAIN_TABLE, HostNet, Link, Route, RouteAnswer
+from app.core.addresses import IP, special_kind_of_key, special_route
+from app.core.interfaces import (
+    BadInterface,
+    CanReach,
+    InterfaceSpec,
+    NicName,
+    NoInterface,
+    never_answering,
+    nic_name_problem,
+)
 
 TABLES = {254: "main", 255: "local", 253: "default"}
 LOCAL_TABLE = 255
 MASTER_KINDS = {"bond": "a bond", "bridge": "a bridge", "vrf": "a VRF", "team": "a team"}
-MAX_NIC_NAME = 15  # IFNAMSIZ less the terminating byte
-_PLAIN_NIC_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,15}")  # eth0, br-lan, bond0.100: no more to check
-
-
-def nic_name_problem(name: str) -> str | None:
-    """Why ``name`` can never name a NIC, or None.
-
-    Linux refuses (``dev_valid_name``) an empty name, '.' and '..', '/', ':' and whitespace
-    in one, and more than 15 bytes. Beyond the kernel: spec.interface is JSON text, so bytes
-    that are no UTF-8 (a shell hands them over as surrogates) cannot be in it, and a control
-    character, which the kernel would take, is a stray character from a copy, not a name.
-    """
-    if _PLAIN_NIC_NAME.fullmatch(name) and name not in (".", ".."):
-        return None
-    try:
-        size = len(name.encode())
-    except UnicodeEncodeError:
-        return (
-            f"{quoted(name)} cannot be a NIC name: it holds bytes that are not UTF-8 text, "
-            "and spec.interface is JSON text"
-        )
-    if size > MAX_NIC_NAME:
-        return f"{quoted(name)} cannot be a NIC name: Linux allows {MAX_NIC_NAME} bytes"
-    if name in (".", ".."):
-        return f"{quoted(name)} cannot be a NIC name: Linux refuses '.' and '..'"
-    for char in name:
-        if char == "/" or char.isspace():
-            what = "'/'" if char == "/" else f"whitespace ({char!r})"
-            return f"{quoted(name)} cannot be a NIC name: Linux refuses {what} in one"
-        if unicodedata.category(char) == "Cc":
-            return (
-                f"{quoted(name)} cannot be a NIC name: it holds the control character "
-                f"{char!r} (a stray character from a copy?)"
-            )
-    return None
 
 
 def spec_problem(spec: InterfaceSpec) -> str | None:
@@ -78,11 +49,11 @@ def spec_problem(spec: InterfaceSpec) -> str | None:
 
 def unusable(link: Link, host: HostNet) -> str | None:
     """Why the speaker cannot answer on ``link``, or None when it can."""
-    if link.loopback or link.name == "lo":
+    if link.loopback:
         return "is the loopback device"
-    prefix = next((p for p in EXCLUDED_PREFIXES if link.name.startswith(p)), None)
-    if prefix is not None:
-        return f"is a virtual device ({prefix}*) of kube-proxy, the CNI or containers"
+    by_name = never_answering(link.name)  # the webhook's interface-name rule says the same
+    if by_name is not None:
+        return by_name
     if link.kind == "dummy":
         return "is a dummy device"
     if not link.up:

@@ -121,6 +121,12 @@ def run_check(args: argparse.Namespace) -> int:
             "it, as 'kubectl apply' would be (--old gives another old version)",
             file=sys.stderr,
         )
+    # As the API server hands the manifest to the webhook: a create's status is dropped, an
+    # update keeps the stored one (status is a subresource). A manifest's own status.used
+    # would otherwise hide a node IP from address-node-ip.
+    candidate = candidate._replace(
+        used=old.used if old is not None else (), used_by=old.used_by if old is not None else ()
+    )
     verdict = check(candidate, old, inventory, policy)
     if args.output == "json":
         print(dumps(verdict_json(verdict)))

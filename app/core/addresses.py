@@ -356,8 +356,13 @@ def as_openelb_reads(text: str) -> str | None:
     None when there is none to rewrite (or the text is no such IP or range).
 
     eip-guard refuses the mapped form in what it admits, but a stored Eip written so is
-    still the IPv4 pool (or can_reach IP) that OpenELB serves: it must count as one.
+    still the IPv4 pool (or can_reach IP) that OpenELB serves: it must count as one. So is
+    a CIDR whose prefix length has leading zeros (``10.0.0.0/024`` is a /24 to Go).
     """
+    if "/" in text:
+        zeros = _leading_zero_prefix(text)
+        if zeros is not None:
+            return zeros
     if "::" not in text.lower() and "ffff" not in text.lower():
         return None  # every mapped address has one of the two: the common case in one test
     if "/" in text:  # ::ffff:10.0.0.0/120 is 10.0.0.0/24 to OpenELB (GetSize, IPToBigInt)
@@ -374,6 +379,22 @@ def as_openelb_reads(text: str) -> str | None:
         rewritten.append(str(mapped) if mapped is not None else part)
     joined = "-".join(rewritten)
     return joined if joined != text else None
+
+
+def _leading_zero_prefix(text: str) -> str | None:
+    """``10.0.0.0/024`` as ``10.0.0.0/24``: Go's ``net.ParseCIDR`` reads the prefix length
+    with ``dtoi``, which takes leading zeros, so OpenELB serves that /24. None when the
+    prefix has no leading zero, or the text is no plain IP and decimal prefix."""
+    ip_text, _, prefix_text = text.partition("/")
+    if not (
+        len(prefix_text) > 1
+        and prefix_text[0] == "0"
+        and prefix_text.isascii()
+        and prefix_text.isdigit()
+        and key_or_none(ip_text) is not None
+    ):
+        return None
+    return f"{ip_text}/{int(prefix_text)}"
 
 
 def _mapped(text: str) -> ipaddress.IPv4Address | None:
@@ -400,6 +421,26 @@ def parse_key_with_prefix(text: str) -> tuple[int, Span]:
     return _key_and_cidr(text)
 
 
+_INT64 = 1 << 64
+
+
+def _as_int64(value: int) -> int:
+    """``value`` wrapped as Go wraps an int64 (two's complement)."""
+    value &= _INT64 - 1
+    return value - _INT64 if value >> 63 else value
+
+
+def openelb_size(span: Span) -> int:
+    """The pool size OpenELB's ``GetSize`` computes, in Go's 64-bit int arithmetic: a CIDR
+    is ``1 << uint(bits-ones)`` (0 for 64 or more host bits, MinInt64 for 63), a range
+    ``big.Int.Int64()`` of last-first, plus 1. Its IPAM hands out offsets below this size,
+    and its overlap test adds size-1 to the first address."""
+    if span.prefix is not None:
+        host_bits = (32 if span.first < V6_OFFSET else 128) - span.prefix
+        return 0 if host_bits >= 64 else _as_int64(1 << host_bits)
+    return _as_int64(_as_int64(span.last - span.first) + 1)
+
+
 class IntervalIndex(Generic[T]):
     """An immutable index of (span, item) pairs answering stabbing and overlap queries.
 
@@ -411,7 +452,7 @@ class IntervalIndex(Generic[T]):
     three parallel lists (first, last, items), not one object each: 50,000 pools.
     """
 
-    __slots__ = ("_firsts", "_items", "_lasts", "_size")
+    __slots__ = ("_disjoint", "_firsts", "_items", "_lasts", "_size")
 
     def __init__(self, pairs: Iterable[tuple[Span, T]]) -> None:
         by_span: dict[tuple[int, int], list[T]] = {}
@@ -422,7 +463,8 @@ class IntervalIndex(Generic[T]):
         self._lasts: list[int] = []
         self._items: list[tuple[T, ...]] = []
         ordered = sorted(by_span)
-        if all(a[1] < b[0] for a, b in pairwise(ordered)):
+        self._disjoint = all(a[1] < b[0] for a, b in pairwise(ordered))
+        if self._disjoint:
             # The common case (pools, pod CIDRs, racks): no two distinct spans share an
             # address, so each is one segment; the sweep below would find just these.
             self._firsts = [first for first, _ in ordered]
@@ -456,6 +498,7 @@ class IntervalIndex(Generic[T]):
         they are: a few changed Eips in 50,000 pools, without sorting them all again."""
         index: IntervalIndex[T] = IntervalIndex.__new__(IntervalIndex)
         index._firsts, index._lasts, index._size = self._firsts, self._lasts, self._size
+        index._disjoint = self._disjoint
         items = index._items = list(self._items)
         for span, old, new in swaps:
             i = bisect_right(self._firsts, span.first) - 1
@@ -487,6 +530,22 @@ class IntervalIndex(Generic[T]):
         if i >= 0 and self._lasts[i] >= key:
             return self._items[i]
         return ()
+
+    def covering(self, span: Span) -> tuple[T, ...]:
+        """Every item whose span holds all of ``span``: those containing both its ends (a
+        span is contiguous), so two binary searches and, only when the ends fall in two
+        segments of nested spans, one intersection."""
+        firsts, lasts, items = self._firsts, self._lasts, self._items
+        i = bisect_right(firsts, span.first) - 1
+        if i < 0 or lasts[i] < span.first:
+            return ()
+        if lasts[i] >= span.last:
+            return items[i]
+        j = bisect_right(firsts, span.last) - 1
+        if self._disjoint or lasts[j] < span.last:  # disjoint: no item is in two segments
+            return ()
+        at_last = {id(item) for item in items[j]}
+        return tuple(item for item in items[i] if id(item) in at_last)
 
     def overlapping(self, span: Span) -> list[T]:
         """Every item whose span shares at least one address with ``span``, once each."""
@@ -581,6 +640,13 @@ class PointIndex(Generic[T]):
         if lo == hi:
             return []
         return list(zip(self._keys[lo:hi], self._items[lo:hi], strict=True))
+
+    def columns_within(self, span: Span) -> tuple[list[int], list[T]]:
+        """``within`` as two slices, keys and items: no tuple a pair (a pool over 0.0.0.0/0
+        meets every Service IP, and 100,000 pairs made cost more than reading them)."""
+        lo = bisect_left(self._keys, span.first)
+        hi = bisect_right(self._keys, span.last, lo)
+        return self._keys[lo:hi], self._items[lo:hi]
 
     def next_at_or_after(self, key: int) -> int | None:
         """The smallest indexed key ``>= key``, or None."""

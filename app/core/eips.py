@@ -163,6 +163,15 @@ class Eip(NamedTuple):
     disabled: bool
     field_errors: tuple[FieldError, ...] = ()  # what the CRD's schema rejects; rarely any
     v1alpha1: bool = False  # written as network.kubesphere.io/v1alpha1: no spec.interface there
+    # status.used values, one per key of ``used``: the Services ("ns/name", several joined
+    # by ";" when they share the IP) that OpenELB serves from this Eip.
+    used_by: tuple[str, ...] = ()
+
+    def served(self) -> frozenset[str]:
+        """The Services ("ns/name") that status.used names."""
+        return frozenset(
+            part.strip() for value in self.used_by for part in value.split(";") if part.strip()
+        )
 
     @property
     def speaks_layer2(self) -> bool:
@@ -233,6 +242,7 @@ class Eip(NamedTuple):
                 disable is True,  # disabled
                 errors,
                 obj.get("apiVersion") == V1ALPHA1,
+                tuple([own(as_str(v)) for v in used.values()]) if used else (),  # used_by
             ),
         )
 

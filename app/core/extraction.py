@@ -50,8 +50,14 @@ OPENELB_IP_ANNOTATION = "eip.openelb.kubesphere.io/v1alpha1"
 KUBE_VIP_ENV = ("address", "vip_address")
 MAX_ANNOTATION_IPS = 16  # of kube-vip.io/loadbalancerIPs on one Service
 _NODE_REPORT_FIELD = sys.intern(f"annotation {NODE_REPORT_ANNOTATION}")
-_KUBE_VIP_LB_FIELD = sys.intern(f"annotation {KUBE_VIP_LB_ANNOTATION}")
-_OPENELB_IP_FIELD = sys.intern(f"annotation {OPENELB_IP_ANNOTATION}")
+# Where a Service IP fact was read (its Source.field): the rules tell a cluster IP from a
+# load-balancer IP by it, and leave out requests (loadBalancerIP, OpenELB's annotation).
+CLUSTER_IPS_FIELD = sys.intern("spec.clusterIPs")
+EXTERNAL_IPS_FIELD = sys.intern("spec.externalIPs")
+LOAD_BALANCER_IP_FIELD = sys.intern("spec.loadBalancerIP")
+INGRESS_IP_FIELD = sys.intern("status.loadBalancer.ingress.ip")
+KUBE_VIP_LB_FIELD = sys.intern(f"annotation {KUBE_VIP_LB_ANNOTATION}")
+OPENELB_IP_FIELD = sys.intern(f"annotation {OPENELB_IP_ANNOTATION}")
 _ADDRESS_FIELDS = {t: sys.intern(f"status.addresses {t}") for t in ("InternalIP", "ExternalIP")}
 _HOSTNAME_FIELD = sys.intern("status.addresses Hostname")
 _FLANNEL_FIELD = sys.intern(f"annotation {FLANNEL_ANNOTATION}")
@@ -315,14 +321,14 @@ def _service(b: FactBuilder, options: Options) -> None:
         cluster_ips = [spec.get("clusterIP")]
     for ip in cluster_ips:
         if ip and ip != "None":  # headless Services have no IP
-            b.add(FactKind.SERVICE_IP, ip, "spec.clusterIPs")
+            b.add(FactKind.SERVICE_IP, ip, CLUSTER_IPS_FIELD)
     # Most Services have none of the rest: test before iterating.
     external_ips = spec.get("externalIPs")
     if external_ips:
         for ip in as_list(external_ips):
-            b.add(FactKind.SERVICE_IP, ip, "spec.externalIPs")
+            b.add(FactKind.SERVICE_IP, ip, EXTERNAL_IPS_FIELD)
     if spec.get("loadBalancerIP"):
-        b.add(FactKind.SERVICE_IP, spec["loadBalancerIP"], "spec.loadBalancerIP")
+        b.add(FactKind.SERVICE_IP, spec["loadBalancerIP"], LOAD_BALANCER_IP_FIELD)
     status = obj.get("status")
     if status:
         balancer = as_mapping(status).get("loadBalancer")
@@ -330,7 +336,7 @@ def _service(b: FactBuilder, options: Options) -> None:
             for item in as_list(as_mapping(balancer).get("ingress")):
                 ingress = item if type(item) is dict else as_mapping(item)
                 if ingress.get("ip"):
-                    b.add(FactKind.SERVICE_IP, ingress["ip"], "status.loadBalancer.ingress.ip")
+                    b.add(FactKind.SERVICE_IP, ingress["ip"], INGRESS_IP_FIELD)
     meta = obj.get("metadata")
     annotations = (meta if type(meta) is dict else as_mapping(meta)).get("annotations")
     if annotations:
@@ -342,14 +348,14 @@ def _service(b: FactBuilder, options: Options) -> None:
             parts = [p for p in (p.strip() for p in as_str(vips).split(",")) if p]
             for ip in parts[:MAX_ANNOTATION_IPS]:
                 if ip != "0.0.0.0":  # 0.0.0.0 asks kube-vip for DHCP: no address yet
-                    b.add(FactKind.SERVICE_IP, ip, _KUBE_VIP_LB_FIELD, ip=True)
+                    b.add(FactKind.SERVICE_IP, ip, KUBE_VIP_LB_FIELD, ip=True)
             if len(parts) > MAX_ANNOTATION_IPS:
                 left = len(parts) - MAX_ANNOTATION_IPS
-                b.notes.append(f"{b.source(_KUBE_VIP_LB_FIELD)}: ignored {left} IP(s) past the "
+                b.notes.append(f"{b.source(KUBE_VIP_LB_FIELD)}: ignored {left} IP(s) past the "
                                f"first {MAX_ANNOTATION_IPS}")  # fmt: skip
         if annotations.get(OPENELB_IP_ANNOTATION):
             b.add(
-                FactKind.SERVICE_IP, annotations[OPENELB_IP_ANNOTATION], _OPENELB_IP_FIELD, ip=True
+                FactKind.SERVICE_IP, annotations[OPENELB_IP_ANNOTATION], OPENELB_IP_FIELD, ip=True
             )
 
 

@@ -7,11 +7,68 @@ other ``x:y`` form is an error to OpenELB, so it is one here. Nothing is trimmed
 from __future__ import annotations
 
 import functools
+import re
+import unicodedata
 from dataclasses import dataclass, field
 
 from app.core.addresses import IP, AddressError, as_openelb_reads, ip_key, parse_ip, quoted
 
 CAN_REACH_PREFIX = "can_reach:"
+MAX_NIC_NAME = 15  # IFNAMSIZ less the terminating byte
+_PLAIN_NIC_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,15}")  # eth0, br-lan, bond0.100: no more to check
+
+# Name prefixes of devices that are never the node's network (MetalLB's list): the agent
+# (app.agent.netlink, app.agent.resolve) never answers on them, nor should a speaker.
+EXCLUDED_PREFIXES = (
+    "kube-ipvs", "cni", "flannel", "cali", "tunl", "veth", "docker", "cbr", "virbr", "lxc",
+    "nodelocaldns", "dummy",
+    "kube-dummy-if", "kube-bridge",  # kube-router's: Service IPs, and its pod bridge
+)  # fmt: skip
+
+
+def nic_name_problem(name: str) -> str | None:
+    """Why ``name`` can never name a NIC, or None.
+
+    Linux refuses (``dev_valid_name``) an empty name, '.' and '..', '/', ':' and whitespace
+    in one, and more than 15 bytes. Beyond the kernel: spec.interface is JSON text, so bytes
+    that are no UTF-8 (a shell hands them over as surrogates) cannot be in it, and a control
+    character, which the kernel would take, is a stray character from a copy, not a name.
+    """
+    if _PLAIN_NIC_NAME.fullmatch(name) and name not in (".", ".."):
+        return None
+    try:
+        size = len(name.encode())
+    except UnicodeEncodeError:
+        return (
+            f"{quoted(name)} cannot be a NIC name: it holds bytes that are not UTF-8 text, "
+            "and spec.interface is JSON text"
+        )
+    if size > MAX_NIC_NAME:
+        return f"{quoted(name)} cannot be a NIC name: Linux allows {MAX_NIC_NAME} bytes"
+    if name in (".", ".."):
+        return f"{quoted(name)} cannot be a NIC name: Linux refuses '.' and '..'"
+    for char in name:
+        if char == "/" or char.isspace():
+            what = "'/'" if char == "/" else f"whitespace ({char!r})"
+            return f"{quoted(name)} cannot be a NIC name: Linux refuses {what} in one"
+        if unicodedata.category(char) == "Cc":
+            return (
+                f"{quoted(name)} cannot be a NIC name: it holds the control character "
+                f"{char!r} (a stray character from a copy?)"
+            )
+    return None
+
+
+def never_answering(name: str) -> str | None:
+    """Why a speaker on the NIC named ``name`` never reaches the Eip's network, or None:
+    the loopback device, or a virtual device of kube-proxy, the CNI or containers (by name,
+    as the agent tells them; it also skips dummy devices by kind, which a name cannot show)."""
+    if name == "lo":
+        return "is the loopback device"
+    prefix = next((p for p in EXCLUDED_PREFIXES if name.startswith(p)), None)
+    if prefix is not None:
+        return f"is a virtual device ({prefix}*) of kube-proxy, the CNI or containers"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +79,14 @@ class NoInterface:
 @dataclass(frozen=True, slots=True)
 class NicName:
     name: str
+    # Derived once per parsed value (the parser is cached), for the rules: why no NIC can
+    # have this name, and why a NIC of this name never answers for the Eip; None if not.
+    problem: str | None = field(init=False, compare=False, repr=False)
+    never_answers: str | None = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "problem", nic_name_problem(self.name))
+        object.__setattr__(self, "never_answers", never_answering(self.name))
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar, cast
 
-from app.core.addresses import AddressError, IntervalIndex, PointIndex, Span, parse_ip
+from app.core.addresses import V6_OFFSET, AddressError, IntervalIndex, PointIndex, Span, parse_ip
 from app.core.eips import Eip, is_eip
 from app.core.extraction import (
     DEFAULT_OPTIONS,
@@ -96,6 +96,11 @@ class Inventory:
         index = self.spans.get(kind)
         return index.containing(key) if index is not None else ()
 
+    def covering(self, kind: FactKind, span: Span) -> tuple[Fact, ...]:
+        """Facts of ``kind`` whose range holds all of ``span`` (a node subnet around a pool)."""
+        index = self.spans.get(kind)
+        return index.covering(span) if index is not None else ()
+
     def matching(self, kind: FactKind, key: int) -> tuple[Fact, ...]:
         """``at`` then ``containing``; inlined, as every verdict asks this for six kinds."""
         points, spans = self.points.get(kind), self.spans.get(kind)
@@ -141,6 +146,21 @@ class Inventory:
         for span in {fact.span for fact in index.all()} if index is not None else ():
             names[span.version].add(str(span))
         return MappingProxyType({v: tuple(sorted(n)) for v, n in names.items()})
+
+    @functools.cached_property
+    def node_subnet_ends(self) -> PointIndex[Fact]:
+        """The network and broadcast addresses of the distinct IPv4 node subnets shorter than
+        /31 (one fact each, the first seen), by address: once per inventory, so a pool is
+        checked for them by one range query (10,000 nodes report a few hundred subnets)."""
+        index = self.spans.get(FactKind.NODE_SUBNET)
+        firsts: dict[Span, Fact] = {}
+        for fact in index.all() if index is not None else ():
+            span = fact.span
+            if span.prefix is not None and span.prefix < 31 and span.first < V6_OFFSET:
+                firsts.setdefault(span, fact)
+        return PointIndex(
+            (key, fact) for span, fact in firsts.items() for key in (span.first, span.last)
+        )
 
     @property
     def fact_count(self) -> int:
@@ -346,6 +366,7 @@ def _indexed(
     gaps: Iterable[str],
     vip_configmaps: frozenset[tuple[str, str]],
     subnet_names: Mapping[int, tuple[str, ...]] | None = None,
+    subnet_ends: PointIndex[Fact] | None = None,
 ) -> Inventory:
     pools, can_reach, defaults = eip_indexes
     inventory = Inventory(
@@ -361,7 +382,10 @@ def _indexed(
     )
     if subnet_names is not None:  # a cached_property: set where it keeps its value
         inventory.__dict__["node_subnet_names"] = subnet_names
+    if subnet_ends is not None:
+        inventory.__dict__["node_subnet_ends"] = subnet_ends
     inventory.node_subnet_names  # noqa: B018 (computed here, off the request path)
+    inventory.node_subnet_ends  # noqa: B018 (the same)
     return inventory
 
 
@@ -501,6 +525,7 @@ def update(
         return None
     notes += [note for ex in new for note in ex.notes]
     subnets = spans.get(FactKind.NODE_SUBNET)
+    same_subnets = subnets is inventory.spans.get(FactKind.NODE_SUBNET)
     return _indexed(
         eips,
         eip_indexes,
@@ -510,11 +535,8 @@ def update(
         gaps=inventory.gaps,
         vip_configmaps=read,
         # Kept when the node subnets did not change: made anew, 25 ms at 10,000 nodes.
-        subnet_names=(
-            inventory.node_subnet_names
-            if subnets is inventory.spans.get(FactKind.NODE_SUBNET)
-            else None
-        ),
+        subnet_names=inventory.node_subnet_names if same_subnets else None,
+        subnet_ends=inventory.node_subnet_ends if same_subnets else None,
     )
 
 

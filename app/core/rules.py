@@ -17,15 +17,23 @@ from app.core.addresses import (
     Span,
     key_or_none,
     key_text,
+    openelb_size,
     quoted,
+    shown,
     special_kind_of_key,
     special_route,
 )
 from app.core.eips import ALLOW_RULES_ANNOTATION, DEFAULT_EIP_ANNOTATION, Eip
-from app.core.facts import Fact, FactKind
-from app.core.interfaces import BadInterface, CanReach, NoInterface
+from app.core.extraction import (
+    CLUSTER_IPS_FIELD,
+    EXTERNAL_IPS_FIELD,
+    INGRESS_IP_FIELD,
+    KUBE_VIP_LB_FIELD,
+)
+from app.core.facts import Fact, FactKind, Source
+from app.core.interfaces import BadInterface, CanReach, NicName, NoInterface
 from app.core.inventory import Inventory, first_lines
-from app.core.verdict import Action, Operation, Policy, Verdict, Violation
+from app.core.verdict import WARNING_LIMIT, Action, Operation, Policy, Verdict, Violation
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +41,10 @@ class Rule:
     id: str
     denies_when: str  # one line, for the README and `eip-guard rules`
     warns_only: bool = False  # its violations are advisory whatever the policy says
+    # Whether eip-guard.io/allow-rules can turn its denials into warnings. Not for what
+    # OpenELB's own webhook refuses whatever the annotation: an Eip's writer must not
+    # approve those (the admin's policy still sets them to warn or off).
+    overridable: bool = True
 
 
 RULES: tuple[Rule, ...] = (
@@ -53,16 +65,51 @@ RULES: tuple[Rule, ...] = (
         "never denies, warns: the IP lies in no known node subnet of its family (if one is known)",
         warns_only=True,
     ),
-    Rule("spec-schema", "a spec field has a type or value the Eip CRD's schema rejects"),
-    Rule("address-syntax", "`spec.address` is not a single IP, a CIDR or an `a-b` range"),
-    Rule("address-overlap", "the pool overlaps another Eip's pool"),
-    Rule("address-node-ip", "the pool contains a node's address or a gateway nodes report"),
+    Rule(
+        "can-reach-pool-subnet",
+        "never denies, warns: the IP's known node subnet does not hold the whole pool",
+        warns_only=True,
+    ),
+    Rule(
+        "interface-name",
+        "`spec.interface` is a NIC name no NIC can have, or lo or a virtual device's",
+    ),
+    Rule(
+        "spec-schema",
+        "a spec field has a type or value the Eip CRD's schema rejects",
+        overridable=False,
+    ),
+    Rule(
+        "address-syntax",
+        "`spec.address` is not a single IP, a CIDR or an `a-b` range",
+        # overridable only where OpenELB reads the address (checked in ``check``)
+    ),
+    Rule("address-size", "OpenELB's 64-bit count of the pool's size overflows"),
+    Rule("address-overlap", "the pool overlaps another Eip's pool", overridable=False),
+    Rule(
+        "address-node-ip",
+        "the pool contains a node's address, a gateway nodes report, or a node subnet's "
+        "network or broadcast address",
+    ),
+    Rule(
+        "address-kube-vip",
+        "the pool contains a kube-vip VIP or overlaps a kube-vip-cloud-provider pool",
+    ),
+    Rule(
+        "address-cluster-network",
+        "the pool overlaps a ServiceCIDR or a pod CIDR, or contains a cluster IP",
+    ),
+    Rule(
+        "address-service-ip",
+        "the pool contains another Service's externalIP or load-balancer IP",
+    ),
     Rule("interface-required", "protocol is layer2 or vip and `spec.interface` is empty"),
-    Rule("default-eip-unique", "another Eip is already the default Eip"),
-    Rule("address-immutable", "an UPDATE changes `spec.address`"),
+    Rule("default-eip-unique", "another Eip is already the default Eip", overridable=False),
+    Rule("address-immutable", "an UPDATE changes `spec.address`", overridable=False),
 )
 RULE_IDS = frozenset(r.id for r in RULES)
 _WARNS_ONLY = frozenset(r.id for r in RULES if r.warns_only)
+NOT_OVERRIDABLE = frozenset(r.id for r in RULES if not r.overridable)
 
 LO_TRAP = (
     "an IP bound on a node makes 'ip route get' answer 'lo', so OpenELB's speaker "
@@ -81,6 +128,7 @@ ALLOWED = Verdict(True)
 UNDER_REVIEW = ", the Eip under review"
 DISABLED = ", disabled now (enabled again, it hands out its IPs)"
 MAX_NAMED = 3  # conflicting objects named in one message; the rest are counted
+_new = tuple.__new__  # a Span without NamedTuple's Python-level __new__ (hot path)
 
 
 # --- can_reach conflicts: shared by the rules and by the suggestion search ------------
@@ -288,12 +336,17 @@ def suggest(candidate: Eip, subnets: Sequence[Fact], inventory: Inventory) -> st
 
 
 def _advice(candidate: Eip, subnets: Sequence[Fact], inventory: Inventory) -> str:
+    own = candidate.address
+    around = inventory.covering(FactKind.NODE_SUBNET, own) if own is not None else ()
+    if around:
+        # The pool lies in a known node subnet: a can_reach IP there picks the NIC that
+        # OpenELB's speaker (v0.6 and later) needs, one with a subnet holding the pool.
+        subnets = around
     free = suggest(candidate, subnets, inventory)
     if free is not None:
         return f"Use an IP that nodes reach but nothing binds, e.g. can_reach:{free}."
-    own = candidate.address
     if own is not None and any(
-        own.first <= s.span.first + 1 and s.span.last - 1 <= own.last for s in subnets
+        own.first <= s.span.first + 1 and s.span.last - 1 <= own.last for s in subnets[:MAX_NAMED]
     ):
         return (
             f"This Eip's own pool covers its node subnet ({subnets[0].span}), gateway "
@@ -334,6 +387,9 @@ def _can_reach_rules(r: Review) -> Iterator[Violation]:
             spec.reason,
             advisory,
         )
+        return
+    if isinstance(spec, NicName):
+        yield from _nic_name(r, spec, advisory)
         return
     if not isinstance(spec, CanReach):
         return
@@ -390,7 +446,10 @@ def _can_reach_rules(r: Review) -> Iterator[Violation]:
                 reasons[0].partition(";")[0],
                 advisory,
             )
-    if subnets or advisory:
+    if advisory:
+        return
+    if subnets:
+        yield from _pool_off_subnet(eip, spec, subnets, inventory)
         return
     # can-reach-unknown-subnet warns only: node subnets come from reports and annotations,
     # which may be incomplete. Only subnets of the IP's own family count: IPv4 reports say
@@ -406,6 +465,71 @@ def _can_reach_rules(r: Review) -> Iterator[Violation]:
             f"{advice or _advice(eip, subnets, inventory)}",
             f"{ip} lies in no known node subnet",
         )
+
+
+def _nic_name(r: Review, spec: NicName, advisory: bool) -> Iterator[Violation]:
+    """A NIC name that no NIC can have (the agent's ``resolve`` refuses it too), or that of
+    a device where no client of the Eip's network asks: the loopback device, and virtual
+    devices of kube-proxy, the CNI or containers (the agent never answers on them)."""
+    if spec.problem is None and spec.never_answers is None:
+        return
+    eip = r.candidate
+    if spec.problem is not None:
+        detail = (
+            f"{spec.problem}. OpenELB's speaker finds no NIC of that name on any node and "
+            "announces nothing for this Eip."
+        )
+        short = spec.problem
+    else:
+        detail = (
+            f"{quoted(spec.name)} {spec.never_answers}: OpenELB's speaker would answer ARP/NDP "
+            "there, where no client of the Eip's network asks, and eip-guard's agent never "
+            "answers on it."
+        )
+        short = f"{quoted(spec.name)} {spec.never_answers}"
+    yield Violation(
+        "interface-name",
+        INTERFACE,
+        eip.interface_text,
+        f"{detail} Name the node's NIC on the Eip's network (e.g. eth0), or write "
+        f"can_reach:<IP>. {_advice(eip, (), r.inventory)}",
+        short,
+        advisory,
+    )
+
+
+def _pool_off_subnet(
+    eip: Eip, spec: CanReach, subnets: Sequence[Fact], inventory: Inventory
+) -> Iterator[Violation]:
+    """can-reach-pool-subnet (warns only): OpenELB's speaker (v0.6 and later) announces an
+    Eip only on a NIC with a subnet holding its whole range; the NIC is the one of the
+    ``can_reach`` IP's subnet. Only a subnet holding both the IP and the pool clears it."""
+    pool = eip.address
+    if pool is None or (pool.first < V6_OFFSET) != (spec.key < V6_OFFSET):
+        return  # another family: the NIC's subnet of that family is not known by the IP
+    hull = Span(min(spec.key, pool.first), max(spec.key, pool.last))
+    if inventory.covering(FactKind.NODE_SUBNET, hull):
+        return
+    subnet = subnets[0]  # a rack's nodes report one subnet: the first names it
+    around = inventory.covering(FactKind.NODE_SUBNET, pool)
+    free = suggest(eip, around, inventory) if around else None
+    elsewhere = (
+        f"a can_reach IP in the pool's node subnet {around[0].span}, e.g. can_reach:{free}"
+        if free is not None
+        else "a can_reach IP in the pool's own node subnet"
+    )
+    yield Violation(
+        "can-reach-pool-subnet",
+        INTERFACE,
+        eip.interface_text,
+        f"{spec.text} lies in node subnet {subnet.span} of {subnet.source.object_ref} "
+        f"({subnet.source.field}), which does not hold the whole pool {eip.address_text}: "
+        "OpenELB's speaker (v0.6 and later) announces an Eip only on a NIC with a subnet "
+        "holding its whole range, so unless that NIC has another address in a subnet around "
+        f"the pool it announces nothing. Keep the pool inside {subnet.span}, or use "
+        f"{elsewhere}.",
+        f"the pool is not inside {spec.text}'s node subnet {subnet.span}",
+    )
 
 
 def _anycast_of(key: int, subnets: Sequence[Fact]) -> tuple[Fact, ...]:
@@ -498,46 +622,294 @@ def _address_rules(r: Review) -> Iterator[Violation]:
             "(split the range around it) or give the other Eip another can_reach IP.",
             f"the pool contains {_first_of(names)}",
         )
-    yield from _pool_holds_node_ips(eip, r.inventory)
+    yield from _pool_holds_node_ips(r)
+    yield from _pool_holds_claims(r)
+    yield from _pool_size(eip)
 
 
 _HELD_BY = {
     FactKind.NODE_IP: "an address of",
     FactKind.NODE_GATEWAY: "a gateway reported by",
 }
+_SUBNET_ENDS = (
+    "A node subnet's network and broadcast addresses cannot serve a Service: clients send "
+    "to the broadcast address as a link-layer broadcast, and every node of the subnet holds "
+    "both as broadcast routes in its local table."
+)
 
 
-def _pool_holds_node_ips(eip: Eip, inventory: Inventory) -> Iterator[Violation]:
+def _handed_out(r: Review) -> tuple[frozenset[int], frozenset[str]]:
+    """The IPs OpenELB has handed out from the Eip under review (status.used keys) and the
+    Services it serves them to (its values): of the candidate, of the old object, and of its
+    stored namesake. OpenELB writes status; a spec update keeps it, but the candidate may
+    not carry it (a manifest checked by the CLI, a request the API server stripped)."""
+    eip = r.candidate
+    versions = [eip, r.old, r.inventory.eips.get(eip.name)]
+    keys: set[int] = set()
+    served: set[str] = set()
+    for version in versions:
+        if version is not None and version.name == eip.name and version.used:
+            keys.update(k for k in map(key_or_none, version.used) if k is not None)
+            served |= version.served()
+    return frozenset(keys), frozenset(served)
+
+
+def _pool_holds_node_ips(r: Review) -> Iterator[Violation]:
     """A pool over the node network that holds a node's address or a gateway: OpenELB would
     hand it to a Service and its speaker (or eip-guard's) answer for it, taking that node's
-    or that gateway's traffic from the segment."""
-    assert eip.address is not None
+    or that gateway's traffic from the segment. Or one that holds the network or broadcast
+    address of an IPv4 node subnet: OpenELB hands those out too, and they cannot work."""
+    eip, inventory = r.candidate, r.inventory
+    pool = eip.address
+    assert pool is not None
     named: dict[int, str] = {}
     for kind, what in _HELD_BY.items():
         index = inventory.points.get(kind)
-        for key, source in index.within(eip.address) if index is not None else ():
+        for key, source in index.within(pool) if index is not None else ():
             if key not in named:  # one line an address: ten nodes report one gateway
                 named[key] = f"{key_text(key)}, {what} {source.object_ref} ({source.field})"
-    if named and eip.used:
+    if named:
         # Its own IPs in use, bound on a NIC by OpenELB's vip mode (keepalived) or kube-vip,
         # read back as node addresses: not a node's, the Eip's.
-        for text in eip.used:
-            named.pop(key_or_none(text) or -1, None)
-    if named:
-        names = list(named.values())
-        one = len(names) == 1
+        for key in _handed_out(r)[0]:
+            named.pop(key, None)
+    ends: dict[int, tuple[str, str]] = {}
+    for key, fact in inventory.node_subnet_ends.within(pool):
+        which = "network" if key == fact.span.first else "broadcast"
+        what = f"{key_text(key)}, the {which} address of node subnet {fact.span}"
+        ends.setdefault(key, (f"{what} of {fact.source.object_ref} ({fact.source.field})", what))
+    if not named and not ends:
+        return
+    names = list(named.values())
+    one = len(names) == 1
+    why = (
+        f" OpenELB would hand {'that IP' if one else 'those IPs'} to a Service, and the speaker "
+        f"would answer ARP/NDP for {'it' if one else 'them'}, taking the traffic of that node "
+        "or gateway from the whole segment."
+        if names
+        else ""
+    )
+    if ends:
+        names = [long for key, (long, _) in sorted(ends.items()) if key not in named] + names
+        why += f" {_SUBNET_ENDS}"
+        leave = "node addresses, gateways and the network and broadcast addresses of node subnets"
+    else:
+        leave = "node addresses and gateways"
+    ips = [n.split(",")[0] for n in named.values()]
+    short = (
+        f"the pool contains {_first_of([what for _, (_, what) in sorted(ends.items())] + ips)}"
+        if ends
+        else f"the pool contains {_first_of(ips)}, a node's address or gateway"
+    )
+    yield Violation(
+        "address-node-ip",
+        ADDRESS,
+        eip.address_text,
+        f"the pool contains {_named(names)}.{why} Leave {leave} out of the pool (split the "
+        "range around them).",
+        short,
+    )
+
+
+def _pool_size(eip: Eip) -> Iterator[Violation]:
+    """A pool whose size OpenELB counts in a Go int64 that overflows: an IPv6 CIDR of /65 or
+    shorter (0 for 64 host bits or more, MinInt64 for 63), or a range of 2^63 addresses or
+    more. Its IPAM then hands out offsets below that size (none), and its overlap test adds
+    size-1 to the first address (misjudged)."""
+    pool = eip.address
+    assert pool is not None
+    size = openelb_size(pool)
+    if size == pool.size:
+        return
+    fix = (
+        "use /66 or longer, or a range"
+        if pool.prefix is not None
+        else "use a range of fewer than 2^63 addresses"
+    )
+    if size <= 0:
+        what = f"computes this pool's size as {size} and hands out none of its IPs"
+    else:  # a range of 2^64 addresses or more: the count wraps to a small positive one
+        what = (
+            f"computes this pool's size as {size} (it holds {pool.size}): it hands out only "
+            f"its first {size} IPs and misjudges which Eips overlap it"
+        )
+    yield Violation(
+        "address-size",
+        ADDRESS,
+        eip.address_text,
+        f"OpenELB {what}: {fix} (OpenELB counts a pool's size in a 64-bit integer, which "
+        "overflows at 2^63 addresses).",
+        f"OpenELB {what.partition(':')[0]}",
+    )
+
+
+# What else a pool must not hold: OpenELB's IPAM hands out any IP of its pool that
+# status.used does not list. By rule, what each kind of fact means (Service IPs by field).
+_CLAIM_RULE = {
+    FactKind.KUBE_VIP_VIP: "address-kube-vip",
+    FactKind.KUBE_VIP_POOL: "address-kube-vip",
+    FactKind.SERVICE_CIDR: "address-cluster-network",
+    FactKind.POD_CIDR: "address-cluster-network",
+}
+# spec.loadBalancerIP and the eip.openelb.kubesphere.io/v1alpha1 annotation are absent: they
+# ask a pool (maybe this one) for an IP, and take none from it.
+_SERVICE_IP_RULE = {
+    CLUSTER_IPS_FIELD: ("address-cluster-network", "a cluster IP of"),
+    EXTERNAL_IPS_FIELD: ("address-service-ip", "an externalIP of"),
+    INGRESS_IP_FIELD: ("address-service-ip", "the load-balancer IP of"),
+    KUBE_VIP_LB_FIELD: ("address-service-ip", "a kube-vip load-balancer IP of"),
+}
+_POINT_WHAT = {FactKind.KUBE_VIP_VIP: "a kube-vip VIP of"}
+_CLAIM_KINDS_OF_POOLS = (*_CLAIM_RULE, FactKind.SERVICE_IP)
+_CLAIM_WHY = {
+    "address-kube-vip": (
+        "OpenELB would hand {it} to a Service while kube-vip holds {it}: two speakers answer "
+        "ARP/NDP for one IP (a control-plane VIP taken so makes the API server flap), or two "
+        "allocators hand out one pool. Leave kube-vip's VIPs and pools out of the pool "
+        "(split the range around them)."
+    ),
+    "address-cluster-network": (
+        "OpenELB would hand {it} to a LoadBalancer Service, but the cluster uses {it} inside: "
+        "kube-proxy and the CNI route cluster IPs and pod-CIDR addresses to Services and pods "
+        "on every node, so traffic for the Service goes elsewhere, and the API server gives "
+        "ServiceCIDR addresses to Services as cluster IPs. Choose a pool outside the "
+        "ServiceCIDRs and pod CIDRs."
+    ),
+    "address-service-ip": (
+        "{That} already {belongs} to another Service, and OpenELB would hand {it} to a second "
+        "one: kube-proxy forwards one IP for two Services and two speakers may answer for "
+        "{it}. Leave Service IPs out of the pool (split the range around them)."
+    ),
+}
+_ClaimLookup = tuple[
+    FactKind,
+    Callable[[Span], tuple[list[int], list[Source]]] | None,
+    Callable[[Span], list[Fact]] | None,
+]
+
+
+def _claim_lookups(inventory: Inventory) -> tuple[_ClaimLookup, ...]:
+    """The point and interval indexes of the kinds a pool must not hold, once per inventory
+    (kinds with neither skipped): an allowed pool then costs a binary search or two each."""
+    found = inventory.memo.get("claim-lookups")
+    if found is None:
+        found = inventory.memo["claim-lookups"] = tuple(
+            (kind, points.columns_within if points else None, spans.overlapping if spans else None)
+            for kind in _CLAIM_KINDS_OF_POOLS
+            for points, spans in [(inventory.points.get(kind), inventory.spans.get(kind))]
+            if points or spans
+        )
+    return cast(tuple[_ClaimLookup, ...], found)
+
+
+def _pool_holds_claims(r: Review) -> Iterator[Violation]:
+    """address-kube-vip, address-cluster-network and address-service-ip: exact addresses
+    (a range fact counts by what it shares with the pool, never a summarised CIDR). The
+    Eip's own status.used IPs, and the load-balancer IPs of the Services status.used names,
+    never count as Service IPs: they are OpenELB's own hand-outs from this pool."""
+    eip, inventory = r.candidate, r.inventory
+    pool = eip.address
+    assert pool is not None
+    # Per rule, the lowest facts of each kind (to name) and how many there are. Lean: a
+    # pool over 0.0.0.0/0 meets every Service IP, so a point costs a lookup or two and no
+    # allocation; texts are made for the few named only.
+    named: dict[str, list[tuple[int, str, FactKind, Span, Source, str]]] = {}
+    counts: dict[str, int] = {}
+    own: frozenset[int] | None = None
+    served: frozenset[str] = frozenset()
+    for kind, within, overlapping in _claim_lookups(inventory):
+        keys, sources = within(pool) if within is not None else ((), ())
+        ranges = overlapping(pool) if overlapping is not None else ()
+        if not keys and not ranges:  # every allowed pool: a binary search or two a kind
+            continue
+        service = kind is FactKind.SERVICE_IP
+        if service and own is None:
+            own, served = _handed_out(r)
+        rule, what = _CLAIM_RULE.get(kind, ""), _POINT_WHAT.get(kind, "")
+        taken: dict[str, int] = {}  # named of this kind, by rule: its lowest (keys ascend)
+        # One object at one address once (an ingress IP also in kube-vip's annotation): the
+        # first entry at address ``at`` in two variables, more in a set only when one repeats.
+        at, at_rule, at_source = -1, "", sources[0] if sources else None
+        here: set[tuple[str, str, str, str]] = set()
+        for key, source in zip(keys, sources, strict=True):
+            if service:
+                rule_what = _SERVICE_IP_RULE.get(source.field)
+                if rule_what is None or (own and key in own):
+                    continue
+                if served and source.field == INGRESS_IP_FIELD and _served(source, served):
+                    continue
+                rule, what = rule_what
+            if key == at and at_source is not None:
+                if not here:
+                    here.add((at_rule, at_source.kind, at_source.namespace, at_source.name))
+                seen = (rule, source.kind, source.namespace, source.name)
+                if seen in here:
+                    continue
+                here.add(seen)
+            else:
+                at, at_rule, at_source = key, rule, source
+                if here:
+                    here.clear()
+            counts[rule] = counts.get(rule, 0) + 1
+            if taken.get(rule, 0) < MAX_NAMED:
+                taken[rule] = taken.get(rule, 0) + 1
+                span = _new(Span, (key, key, None))
+                entry = (key, source.object_ref, kind, span, source, what)
+                named.setdefault(rule, []).append(entry)
+        for fact in ranges:  # CIDRs and pools: a few
+            source = fact.source
+            if service:
+                rule_what = _SERVICE_IP_RULE.get(source.field)
+                if rule_what is None:
+                    continue
+                rule, what = rule_what
+            start = max(fact.span.first, pool.first)
+            counts[rule] = counts.get(rule, 0) + 1
+            named.setdefault(rule, []).append(
+                (start, source.object_ref, kind, fact.span, source, what)
+            )
+    for rule in ("address-kube-vip", "address-cluster-network", "address-service-ip"):
+        total = counts.get(rule, 0)
+        if not total:
+            continue
+        texts = [_claim_text(pool, *fact[2:]) for fact in sorted(named[rule])[:MAX_NAMED]]
+        one = total == 1 and texts[0][2]
+        why = _CLAIM_WHY[rule].format(
+            it="it" if one else "them",
+            That="It" if one else "They",
+            belongs="belongs" if one else "belong",
+        )
+        more = total - len(texts)
+        longs = "; ".join(long for long, _, _ in texts) + (f"; and {more} more" if more else "")
         yield Violation(
-            "address-node-ip",
+            rule,
             ADDRESS,
             eip.address_text,
-            f"the pool contains {_named(names)}. OpenELB would hand "
-            f"{'that IP' if one else 'those IPs'} to a Service, and the speaker would answer "
-            f"ARP/NDP for {'it' if one else 'them'}, taking the traffic of that node or "
-            "gateway from the whole segment. Leave node addresses and gateways out of the "
-            "pool (split the range around them).",
-            f"the pool contains {_first_of([n.split(',')[0] for n in names])}, a node's "
-            "address or gateway",
+            f"the pool holds {longs}. {why}",
+            f"the pool holds {texts[0][1]}" + (f" and {total - 1} more" if total > 1 else ""),
         )
+
+
+def _served(source: Source, served: frozenset[str]) -> bool:
+    """Whether the Service of ``source`` is one status.used names ("ns/name")."""
+    return f"{source.namespace}/{source.name}" in served
+
+
+def _claim_text(
+    pool: Span, kind: FactKind, span: Span, source: Source, what: str
+) -> tuple[str, str, bool]:
+    """A fact the pool holds, as a denial names it (with the field) and as a warning does,
+    and whether the pool shares one address with it. A range fact is named by what it
+    shares with the pool: exact addresses, never a summarised CIDR."""
+    shared = Span(max(span.first, pool.first), min(span.last, pool.last))
+    ref = source.object_ref
+    if span.first == span.last and span.prefix is None and what:
+        short = f"{key_text(span.first)}, {what} {ref}"
+    elif (shared.first, shared.last) == (span.first, span.last):
+        short = f"{_KIND_TEXT[kind]} {span} of {ref}"
+    else:
+        short = f"{shared}, part of {_KIND_TEXT[kind]} {span} of {ref}"
+    return f"{short} ({source.field})", short, shared.first == shared.last
 
 
 def _interface_required(r: Review) -> Iterator[Violation]:
@@ -617,12 +989,7 @@ def check(
         operation = Operation.UPDATE if old is not None else Operation.CREATE
     if operation is Operation.DELETE:
         gone = old or candidate
-        if gone.used:
-            in_use = (
-                f"eip-guard: Eip {gone.name} still hands out {len(gone.used)} IP(s) (status.used)"
-            )
-            return Verdict(True, notes=(in_use,))
-        return Verdict(True)
+        return Verdict(True, notes=in_use_notes(gone)) if gone.used else Verdict(True)
 
     schema_on = policy.action("spec-schema") is not Action.OFF
     found = _violations(Review(candidate, old, inventory, operation, schema_on))
@@ -654,8 +1021,15 @@ def check(
             ):
                 action = Action.WARN
             elif v.rule in overrides:
-                notes.append(f"eip-guard: {ALLOW_RULES_ANNOTATION} turned {v.rule} into a warning")
-                action = Action.WARN
+                if v.rule in NOT_OVERRIDABLE or (
+                    v.rule == "address-syntax" and candidate.address is None
+                ):
+                    notes.append(_NO_OVERRIDE.format(v.rule))
+                else:
+                    notes.append(
+                        f"eip-guard: {ALLOW_RULES_ANNOTATION} turned {v.rule} into a warning"
+                    )
+                    action = Action.WARN
         (denied if action is Action.DENY else warned).append(v)
     if candidate.allow_rules:
         unknown = sorted(set(candidate.allow_rules) - RULE_IDS)
@@ -664,11 +1038,44 @@ def check(
             notes.append(f"eip-guard: {what}")
         if not policy.allow_overrides:
             notes.append(f"eip-guard: the policy does not allow {ALLOW_RULES_ANNOTATION}")
+        else:  # said whether or not the rule is broken now: the annotation cannot mean it
+            notes += [_NO_OVERRIDE.format(r) for r in sorted(overrides) if r in NOT_OVERRIDABLE]
     if inventory.gaps and isinstance(candidate.interface, CanReach):
         # One note each: a kubectl warning keeps 120 characters, and gaps come in any number.
         notes += [f"eip-guard: not checked: {g}" for g in first_lines(inventory.gaps, MAX_NAMED)]
     unique_notes = tuple(dict.fromkeys(notes)) if notes else ()
     return Verdict(not denied, tuple(denied), tuple(warned), unique_notes)
+
+
+_NO_OVERRIDE = "eip-guard: {} cannot be overridden by " + ALLOW_RULES_ANNOTATION
+
+
+def in_use_notes(gone: Eip) -> tuple[str, ...]:
+    """What deleting an Eip whose status.used is not empty does, in two kubectl warnings
+    (each within WARNING_LIMIT): what to do, then which IPs go to which Services (a few, and
+    how many more)."""
+    name = shown(gone.name, 28)
+    count = len(gone.used)
+    pairs = sorted(
+        zip(gone.used, gone.used_by or ("",) * count, strict=False),
+        key=lambda pair: (key_or_none(pair[0]) is None, key_or_none(pair[0]) or 0, pair[0]),
+    )
+    items = [
+        f"{shown(ip, 40)} to {shown(by.replace(';', ', '), 48)}" if by else shown(ip, 40)
+        for ip, by in pairs[:MAX_NAMED]
+    ]
+    listed = f"eip-guard: Eip {name} hands out "
+    text = ""
+    for shown_count in range(len(items), 0, -1):  # as many as fit one warning
+        more = count - shown_count
+        text = listed + ", ".join(items[:shown_count]) + (f" and {more} more" if more else "")
+        if len(text) <= WARNING_LIMIT:
+            break
+    advice = (
+        f"eip-guard: Eip {name}'s Services lose their IPs if it goes: move them to another "
+        "Eip first"
+    )
+    return (text, advice)
 
 
 def audit(inventory: Inventory, policy: Policy = DEFAULT_POLICY) -> dict[str, Verdict]:

@@ -409,6 +409,7 @@ def old_eip_from_object(obj: dict[str, Any]) -> Eip:
         allow_rules=tuple(r.strip() for r in allow.split(",") if r.strip()),
         used=tuple(str(k) for k in (obj.get("status") or {}).get("used") or {}),
         disabled=spec.get("disable") is True,
+        used_by=tuple(str(v) for v in ((obj.get("status") or {}).get("used") or {}).values()),
     )
 
 

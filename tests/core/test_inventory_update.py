@@ -18,6 +18,7 @@ from app.core.rules import check
 from tests.core.objects import configmap, eip, kube_vip_pod, node, service, service_cidr
 
 EVERY_KEY = Span(0, 1 << 130, None)
+CALICO, CALICO_V6 = "projectcalico.org/IPv4Address", "projectcalico.org/IPv6Address"
 READS_O0 = {"configMapKeyRef": {"name": "o0", "key": "vip"}}
 MAY_READ_O0 = {"configMapKeyRef": {"name": "o0", "key": "vip", "optional": True}}
 MAY_SET_BOTH = [{"name": n, "valueFrom": MAY_READ_O0} for n in ("address", "vip_address")]
@@ -43,7 +44,12 @@ def objects(draw: st.DrawFn, name: str) -> dict[str, Any]:
         )
     if kind == "Node":
         pod_cidrs = tuple(draw(st.lists(st.sampled_from(["10.244.0.0/24", "10.244.1.0/24"]))))
-        return node(name, *draw(st.lists(ips, max_size=2)), pod_cidrs=pod_cidrs)
+        # Now and then a node subnet (Calico's annotation): its ends are indexed apart.
+        calico = draw(st.sampled_from([None, "10.0.0.2/30", "10.0.1.9/24", "fd00::1/120"]))
+        annotations = {} if calico is None else {CALICO_V6 if ":" in calico else CALICO: calico}
+        return node(
+            name, *draw(st.lists(ips, max_size=2)), pod_cidrs=pod_cidrs, annotations=annotations
+        )
     if kind == "Eip":
         return eip(
             name,
@@ -116,6 +122,8 @@ def canonical(inv: Inventory) -> dict[str, Any]:
         "notes": sorted(inv.notes),
         "gaps": inv.gaps,
         "subnets": dict(inv.node_subnet_names),
+        # Which node's fact names a subnet end depends on arrival order: the ends do not.
+        "subnet_ends": sorted((k, f.span) for k, f in inv.node_subnet_ends.within(EVERY_KEY)),
     }
 
 

@@ -53,7 +53,7 @@ def l2(interface: str | None, address: str = "172.16.236.61-172.16.236.80", **kw
 
 
 def test_rules_table_is_complete_and_unique() -> None:
-    assert len(RULE_IDS) == len(RULES) == 16
+    assert len(RULE_IDS) == len(RULES) == 22
 
 
 def test_the_331_scenario_is_denied_with_a_working_suggestion() -> None:
@@ -395,7 +395,9 @@ def test_delete_is_allowed_and_warns_when_ips_are_in_use() -> None:
     pool = Eip.from_object(eip("eip-pool", "172.16.236.40-172.16.236.60", used={"a": "b"}))
     v = check(pool, pool, cluster(), operation=Operation.DELETE)
     assert v.allowed and v.warnings == (
-        "eip-guard: Eip eip-pool still hands out 1 IP(s) (status.used)",
+        "eip-guard: Eip eip-pool hands out a to b",
+        "eip-guard: Eip eip-pool's Services lose their IPs if it goes: move them to another "
+        "Eip first",
     )
     empty = Eip.from_object(eip("e", "172.16.236.70"))
     assert check(empty, empty, cluster(), operation=Operation.DELETE).warnings == ()
@@ -712,4 +714,9 @@ def test_a_suggestion_is_free_and_the_cache_changes_no_answer(
             continue
         fixed = dict(obj, spec=dict(obj["spec"], interface=f"can_reach:{found[1]}"))
         again = judge(fixed, build(objects))
-        assert not {r for r in denied(again) | warned(again) if r.startswith("can-reach")}
+        broken = {r for r in denied(again) | warned(again) if r.startswith("can-reach")}
+        if obj["spec"]["address"].startswith("10.9.1."):
+            # A pool in no known node subnet: no can_reach IP picks a NIC with a subnet
+            # holding it, and the warning says so, whatever IP is suggested.
+            broken.discard("can-reach-pool-subnet")
+        assert not broken

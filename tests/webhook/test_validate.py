@@ -177,7 +177,9 @@ def test_delete_is_allowed_with_a_warning_while_ips_are_in_use(webhook: Webhook)
     response = webhook.validate(review(None, "DELETE", old=old, uid="d1"))["response"]
     assert response["allowed"] is True
     assert response["warnings"] == [
-        "eip-guard: Eip eip-layer2 still hands out 1 IP(s) (status.used)"
+        "eip-guard: Eip eip-layer2 hands out 172.16.236.61 to default/web",
+        "eip-guard: Eip eip-layer2's Services lose their IPs if it goes: move them to another "
+        "Eip first",
     ]
     quiet = webhook.validate(review(None, "DELETE", old=example_eip("bad"), uid="d2"))
     assert quiet["response"] == {"uid": "d2", "allowed": True}
