@@ -239,11 +239,15 @@ def test_rules_lists_every_rule_with_the_action_a_policy_gives_it(
 ) -> None:
     code, out, _ = run_cli(capsys, "rules")
     assert code == 0
-    rows = {line.split()[0]: line.split()[1] for line in out.splitlines()[1:-1]}
+    rows = {line.split()[0]: line.split()[1] for line in out.splitlines()[1:-2]}
     assert set(rows) == RULE_IDS
-    assert set(rows.values()) == {"deny", "warn"}  # the one advisory rule shows as warn
+    assert set(rows.values()) == {"deny", "warn"}  # the advisory rules show as warn
     assert rows["can-reach-unknown-subnet"] == "warn"
-    assert out.splitlines()[-1].endswith("annotation on an Eip: honoured")
+    assert out.splitlines()[-2].endswith("annotation on an Eip: honoured")
+    assert out.splitlines()[-1] == (
+        "  except for spec-schema, address-overlap, default-eip-unique, address-immutable "
+        "(only the policy changes those)"
+    )
 
     policy = tmp_path / "policy.yaml"
     policy.write_text(
@@ -259,6 +263,8 @@ def test_rules_lists_every_rule_with_the_action_a_policy_gives_it(
     assert actions["can-reach-node-ip"] == "deny"
     assert listed["allowOverrides"] is False
     assert all(r["deniesWhen"] for r in listed["rules"])
+    fixed = {r["id"] for r in listed["rules"] if not r["overridable"]}
+    assert fixed == {"spec-schema", "address-overlap", "default-eip-unique", "address-immutable"}
 
     policy.write_text("rules:\n  can-reach-nodeip: warn\n")
     code, _, err = run_cli(capsys, "rules", "--policy", str(policy))

@@ -180,7 +180,10 @@ def run_rules(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy)
     rows = [(rule.id, _action(rule, policy), rule.denies_when) for rule in RULES]
     if args.output == "json":
-        listed = [{"id": i, "action": a, "deniesWhen": d} for i, a, d in rows]
+        listed = [
+            {"id": r.id, "action": a, "deniesWhen": d, "overridable": r.overridable}
+            for r, (_, a, d) in zip(RULES, rows, strict=True)
+        ]
         print(dumps({"rules": listed, "allowOverrides": policy.allow_overrides}))
         return 0
     width = max(len(i) for i, _, _ in rows)
@@ -189,4 +192,7 @@ def run_rules(args: argparse.Namespace) -> int:
         print(f"{rule_id:<{width}}  {action:<6}  {denies_when}")
     overrides = "honoured" if policy.allow_overrides else "ignored (allowOverrides: false)"
     print(f"the {ALLOW_RULES_ANNOTATION} annotation on an Eip: {overrides}")
+    if policy.allow_overrides:  # what OpenELB's own webhook refuses, an Eip cannot waive
+        fixed = ", ".join(r.id for r in RULES if not r.overridable)
+        print(f"  except for {fixed} (only the policy changes those)")
     return 0
