@@ -89,7 +89,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "address-node-ip",
         "the pool contains a node's address, a gateway nodes report, or a node subnet's "
-        "network or broadcast address",
+        "broadcast address",
     ),
     Rule(
         "address-kube-vip",
@@ -632,9 +632,15 @@ _HELD_BY = {
     FactKind.NODE_GATEWAY: "a gateway reported by",
 }
 _SUBNET_ENDS = (
-    "A node subnet's network and broadcast addresses cannot serve a Service: clients send "
-    "to the broadcast address as a link-layer broadcast, and every node of the subnet holds "
-    "both as broadcast routes in its local table."
+    "A node subnet's broadcast address cannot serve a Service: clients send to it as a "
+    "link-layer broadcast, and every node of the subnet routes it as broadcast in its local "
+    "table."
+)
+_NETWORK_ADDRESS = (
+    "the network address of node subnet {}: Linux 5.14 and later treat it as an ordinary "
+    "address, but older kernels (and other systems) on the segment route it as broadcast, "
+    "so their clients may not reach the Service. Leave it out of the pool if such hosts "
+    "share the segment."
 )
 
 
@@ -644,21 +650,40 @@ def _handed_out(r: Review) -> tuple[frozenset[int], frozenset[str]]:
     stored namesake. OpenELB writes status; a spec update keeps it, but the candidate may
     not carry it (a manifest checked by the CLI, a request the API server stripped)."""
     eip = r.candidate
-    versions = [eip, r.old, r.inventory.eips.get(eip.name)]
-    keys: set[int] = set()
-    served: set[str] = set()
-    for version in versions:
+    keys: list[frozenset[int]] = []
+    served: list[frozenset[str]] = []
+    for version in (eip, r.old, r.inventory.eips.get(eip.name)):
         if version is not None and version.name == eip.name and version.used:
-            keys.update(k for k in map(key_or_none, version.used) if k is not None)
-            served |= version.served()
-    return frozenset(keys), frozenset(served)
+            found = _status_of(version)
+            if not any(k is found[0] for k in keys):  # versions mostly share their status
+                keys.append(found[0])
+                served.append(found[1])
+    return frozenset().union(*keys), frozenset().union(*served)
+
+
+def _status_of(eip: Eip) -> tuple[frozenset[int], frozenset[str]]:
+    """``eip``'s status.used keys as address keys, and the Services it names; the last
+    answer is kept with the tuples it was made of: an Eip with 60,000 IPs in use was
+    parsed five times over per UPDATE (130 ms), by two rules and the ratcheting review."""
+    last = _LAST_STATUS[0]
+    if last[0] == eip.used and last[1] == eip.used_by:  # equal copies: a request and the store
+        return last[2]
+    found = (frozenset(k for k in map(key_or_none, eip.used) if k is not None), eip.served())
+    _LAST_STATUS[0] = (eip.used, eip.used_by, found)  # one tuple swapped whole
+    return found
+
+
+_LAST_STATUS: list[
+    tuple[tuple[str, ...], tuple[str, ...], tuple[frozenset[int], frozenset[str]]]
+] = [((), (), (frozenset(), frozenset()))]
 
 
 def _pool_holds_node_ips(r: Review) -> Iterator[Violation]:
     """A pool over the node network that holds a node's address or a gateway: OpenELB would
     hand it to a Service and its speaker (or eip-guard's) answer for it, taking that node's
-    or that gateway's traffic from the segment. Or one that holds the network or broadcast
-    address of an IPv4 node subnet: OpenELB hands those out too, and they cannot work."""
+    or that gateway's traffic from the segment. Or one that holds the broadcast address of
+    an IPv4 node subnet: OpenELB hands it out too, and it cannot work (its network address
+    is only warned about)."""
     eip, inventory = r.candidate, r.inventory
     pool = eip.address
     assert pool is not None
@@ -674,10 +699,22 @@ def _pool_holds_node_ips(r: Review) -> Iterator[Violation]:
         for key in _handed_out(r)[0]:
             named.pop(key, None)
     ends: dict[int, tuple[str, str]] = {}
+    network: dict[int, Fact] = {}  # only warned about: see _NETWORK_ADDRESS
     for key, fact in inventory.node_subnet_ends.within(pool):
-        which = "network" if key == fact.span.first else "broadcast"
-        what = f"{key_text(key)}, the {which} address of node subnet {fact.span}"
+        if key == fact.span.first:
+            network.setdefault(key, fact)
+            continue
+        what = f"{key_text(key)}, the broadcast address of node subnet {fact.span}"
         ends.setdefault(key, (f"{what} of {fact.source.object_ref} ({fact.source.field})", what))
+    for key, fact in sorted(network.items())[:1]:  # one warning is enough to say it
+        yield Violation(
+            "address-node-ip",
+            ADDRESS,
+            eip.address_text,
+            f"the pool contains {key_text(key)}, {_NETWORK_ADDRESS.format(fact.span)}",
+            f"the pool contains {key_text(key)}, the network address of node subnet {fact.span}",
+            advisory=True,
+        )
     if not named and not ends:
         return
     names = list(named.values())
@@ -692,7 +729,7 @@ def _pool_holds_node_ips(r: Review) -> Iterator[Violation]:
     if ends:
         names = [long for key, (long, _) in sorted(ends.items()) if key not in named] + names
         why += f" {_SUBNET_ENDS}"
-        leave = "node addresses, gateways and the network and broadcast addresses of node subnets"
+        leave = "node addresses, gateways and the broadcast addresses of node subnets"
     else:
         leave = "node addresses and gateways"
     ips = [n.split(",")[0] for n in named.values()]

@@ -192,13 +192,16 @@ def test_a_pipelined_head_waiting_behind_a_request_is_not_timed_out(certs: Certs
     app = create_app(StaticSource(example_inventory()), Policy(), metrics=metrics)
 
     async def slow(_: Request) -> Response:
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(2.0)
         return Response(b"{}", media_type="application/json")
 
     app.add_route("/slow", slow, methods=["GET"])
-    with serving(app, certs, Limits(head_seconds=0.5)) as port, connect(port, certs) as tls:
+    # The head waits 2.3 s in all, over twice its limit; its own clock starts once the slow
+    # answer is out (2 s), so the rest comes 0.3 s into a 1 s limit (the margin, on a loaded
+    # machine: sent 2.0 s in against a 0.5 s limit, it raced the answer's 1.5 s and lost).
+    with serving(app, certs, Limits(head_seconds=1.0)) as port, connect(port, certs) as tls:
         tls.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n" + REQUEST + REQUEST[:20])
-        time.sleep(2.0)
+        time.sleep(2.3)
         tls.sendall(REQUEST[20:])
         assert [response(tls)[0] for _ in range(3)] == [b"HTTP/1.1 200 OK"] * 3
         assert closed_count(metrics, "head_timeout") == 0
