@@ -56,6 +56,10 @@ CLUSTER_IPS_FIELD = sys.intern("spec.clusterIPs")
 EXTERNAL_IPS_FIELD = sys.intern("spec.externalIPs")
 LOAD_BALANCER_IP_FIELD = sys.intern("spec.loadBalancerIP")
 INGRESS_IP_FIELD = sys.intern("status.loadBalancer.ingress.ip")
+# The same, of a Service OpenELB serves: an IP it handed out from some Eip.
+OPENELB_INGRESS_FIELD = sys.intern("status.loadBalancer.ingress.ip, from OpenELB")
+OPENELB_CLASS_ANNOTATION = "lb.kubesphere.io/v1alpha1"
+OPENELB_EIP_ANNOTATION = "eip.openelb.kubesphere.io/v1alpha2"
 KUBE_VIP_LB_FIELD = sys.intern(f"annotation {KUBE_VIP_LB_ANNOTATION}")
 OPENELB_IP_FIELD = sys.intern(f"annotation {OPENELB_IP_ANNOTATION}")
 _ADDRESS_FIELDS = {t: sys.intern(f"status.addresses {t}") for t in ("InternalIP", "ExternalIP")}
@@ -330,14 +334,15 @@ def _service(b: FactBuilder, options: Options) -> None:
     if spec.get("loadBalancerIP"):
         b.add(FactKind.SERVICE_IP, spec["loadBalancerIP"], LOAD_BALANCER_IP_FIELD)
     status = obj.get("status")
+    meta = obj.get("metadata")
     if status:
         balancer = as_mapping(status).get("loadBalancer")
         if balancer:
+            field = OPENELB_INGRESS_FIELD if _openelb_serves(meta) else INGRESS_IP_FIELD
             for item in as_list(as_mapping(balancer).get("ingress")):
                 ingress = item if type(item) is dict else as_mapping(item)
                 if ingress.get("ip"):
-                    b.add(FactKind.SERVICE_IP, ingress["ip"], INGRESS_IP_FIELD)
-    meta = obj.get("metadata")
+                    b.add(FactKind.SERVICE_IP, ingress["ip"], field)
     annotations = (meta if type(meta) is dict else as_mapping(meta)).get("annotations")
     if annotations:
         annotations = as_mapping(annotations)
@@ -357,6 +362,18 @@ def _service(b: FactBuilder, options: Options) -> None:
             b.add(
                 FactKind.SERVICE_IP, annotations[OPENELB_IP_ANNOTATION], OPENELB_IP_FIELD, ip=True
             )
+
+
+def _openelb_serves(meta: Any) -> bool:
+    """Whether OpenELB serves a Service of this metadata: its class annotation, or a pool
+    named by the Eip annotation or label (domain.md, "Which Services OpenELB serves")."""
+    meta = as_mapping(meta)
+    annotations, labels = as_mapping(meta.get("annotations")), as_mapping(meta.get("labels"))
+    return (
+        annotations.get(OPENELB_CLASS_ANNOTATION) == "openelb"
+        or OPENELB_EIP_ANNOTATION in annotations
+        or OPENELB_EIP_ANNOTATION in labels
+    )
 
 
 def _service_cidr(b: FactBuilder, options: Options) -> None:

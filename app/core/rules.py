@@ -29,6 +29,7 @@ from app.core.extraction import (
     EXTERNAL_IPS_FIELD,
     INGRESS_IP_FIELD,
     KUBE_VIP_LB_FIELD,
+    OPENELB_INGRESS_FIELD,
 )
 from app.core.facts import Fact, FactKind, Source
 from app.core.interfaces import BadInterface, CanReach, NicName, NoInterface
@@ -790,10 +791,14 @@ _CLAIM_RULE = {
 }
 # spec.loadBalancerIP and the eip.openelb.kubesphere.io/v1alpha1 annotation are absent: they
 # ask a pool (maybe this one) for an IP, and take none from it.
+_FROM_OPENELB = "address-service-ip, from OpenELB"  # a bucket of address-service-ip that warns
 _SERVICE_IP_RULE = {
     CLUSTER_IPS_FIELD: ("address-cluster-network", "a cluster IP of"),
     EXTERNAL_IPS_FIELD: ("address-service-ip", "an externalIP of"),
     INGRESS_IP_FIELD: ("address-service-ip", "the load-balancer IP of"),
+    # Only warned about (_FROM_OPENELB): OpenELB handed it out from an Eip that no longer
+    # lists it, maybe this very pool before it was deleted and made again.
+    OPENELB_INGRESS_FIELD: (_FROM_OPENELB, "the load-balancer IP OpenELB gave"),
     KUBE_VIP_LB_FIELD: ("address-service-ip", "a kube-vip load-balancer IP of"),
 }
 _POINT_WHAT = {FactKind.KUBE_VIP_VIP: "a kube-vip VIP of"}
@@ -817,7 +822,13 @@ _CLAIM_WHY = {
         "one: kube-proxy forwards one IP for two Services and two speakers may answer for "
         "{it}. Leave Service IPs out of the pool (split the range around them)."
     ),
+    _FROM_OPENELB: (
+        "OpenELB gave {it} out from an Eip that no longer lists {it} in status.used: this "
+        "Eip before it was deleted and made again is fine, but if {it} came from another "
+        "pool, OpenELB may hand {it} to a second Service. Check the Services named here."
+    ),
 }
+_INGRESS = frozenset({INGRESS_IP_FIELD, OPENELB_INGRESS_FIELD})
 _ClaimLookup = tuple[
     FactKind,
     Callable[[Span], tuple[list[int], list[Source]]] | None,
@@ -873,7 +884,7 @@ def _pool_holds_claims(r: Review) -> Iterator[Violation]:
                 rule_what = _SERVICE_IP_RULE.get(source.field)
                 if rule_what is None or (own and key in own):
                     continue
-                if served and source.field == INGRESS_IP_FIELD and _served(source, served):
+                if served and source.field in _INGRESS and _served(source, served):
                     continue
                 rule, what = rule_what
             if key == at and at_source is not None:
@@ -905,7 +916,12 @@ def _pool_holds_claims(r: Review) -> Iterator[Violation]:
             named.setdefault(rule, []).append(
                 (start, source.object_ref, kind, fact.span, source, what)
             )
-    for rule in ("address-kube-vip", "address-cluster-network", "address-service-ip"):
+    for rule in (
+        "address-kube-vip",
+        "address-cluster-network",
+        "address-service-ip",
+        _FROM_OPENELB,
+    ):
         total = counts.get(rule, 0)
         if not total:
             continue
@@ -919,11 +935,12 @@ def _pool_holds_claims(r: Review) -> Iterator[Violation]:
         more = total - len(texts)
         longs = "; ".join(long for long, _, _ in texts) + (f"; and {more} more" if more else "")
         yield Violation(
-            rule,
+            "address-service-ip" if rule is _FROM_OPENELB else rule,
             ADDRESS,
             eip.address_text,
             f"the pool holds {longs}. {why}",
             f"the pool holds {texts[0][1]}" + (f" and {total - 1} more" if total > 1 else ""),
+            advisory=rule is _FROM_OPENELB,
         )
 
 

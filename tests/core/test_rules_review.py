@@ -134,6 +134,27 @@ def test_the_new_pool_rules_are_overridable_and_follow_the_policy() -> None:
     assert judge(l2("eth0", "10.233.9.17"), policy=off).allowed
 
 
+def test_a_recreated_eips_own_services_ips_only_warn() -> None:
+    """Deleted and made again (kubectl replace --force, a GitOps restore), an Eip comes back
+    without status while OpenELB's Services still hold IPs it gave out from it: only a
+    warning, since OpenELB handed them out; another load balancer's IPs are still denied
+    (a review's false denial)."""
+    served = {"lb.kubesphere.io/v1alpha1": "openelb",
+              "eip.openelb.kubesphere.io/v1alpha2": "pool-b"}  # fmt: skip
+    inv = cluster(
+        service("web", "shop", ingress=("172.16.236.201",), annotations=served),
+        service("metal", "shop", ingress=("172.16.236.202",)),
+    )
+    v = judge(eip("pool-b", "172.16.236.200-172.16.236.201", interface="eth0"), inv)
+    assert v.allowed and warned(v) == {"address-service-ip"}
+    message = message_of(v, "address-service-ip")
+    assert "Service shop/web (status.loadBalancer.ingress.ip, from OpenELB)" in message
+    assert "deleted and made again is fine" in message
+    v = judge(eip("pool-b", "172.16.236.200-172.16.236.202", interface="eth0"), inv)
+    assert denied(v) == {"address-service-ip"} and warned(v) == {"address-service-ip"}
+    assert "Service shop/metal" in message_of(v, "address-service-ip")
+
+
 # --- finding 2: a node subnet's network and broadcast addresses ---------------------------
 
 
