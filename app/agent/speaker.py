@@ -2,24 +2,26 @@
 
 Every frame goes to :func:`app.agent.frames.classify`; this module opens and closes
 sockets, joins solicited-node groups, sends replies and the gratuitous messages on
-takeover (immediately, then every 1.1 s for 5 s, as MetalLB does), and stops answering
-for an IP the moment :meth:`Speaker.update` no longer lists it. It answers only frames the
-kernel delivered to this host on the port's own NIC (as the kernel's own ARP and IPv6
-receive paths do), and a frame classify() fails on is counted and logged, never fatal.
+takeover (immediately, then every 1.1 s for 5 s, as MetalLB does; again when a NIC's link
+comes back up), and stops answering for an IP the moment :meth:`Speaker.update` no longer
+lists it. It answers only frames the kernel delivered to this host on the port's own NIC
+(as the kernel's own ARP and IPv6 receive paths do), and a frame classify() fails on is
+counted and logged, never fatal.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import ipaddress
 import select
 import socket
 import struct
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 from app.agent.frames import (
     ETH_P_ARP,
@@ -56,6 +58,14 @@ _NS_FILTER = (
     (0x06, 0, 0, 0x40000),  # accept
     (0x06, 0, 0, 0),  # drop
 )
+# Link changes, heard from the kernel's rtnetlink multicast group (unprivileged): a link
+# down and up again between two ticks (a carrier blip, a switch port bounced) is otherwise
+# never seen, and neighbours that flushed their caches would wait for the next ARP.
+RTMGRP_LINK = 1
+RTM_NEWLINK, RTM_DELLINK = 16, 17
+IFF_UP, IFF_RUNNING, IFF_LOWER_UP = 0x1, 0x40, 0x10000
+SIOCGIFFLAGS = 0x8913
+LINK_BUFFER = 1 << 20  # bytes of link messages the kernel may queue for us
 CONFLICT_LOG_EVERY = 30.0  # seconds between two logs of one conflict
 ERROR_LOG_EVERY = 30.0  # seconds between two logs of frames classify() failed on
 
@@ -74,9 +84,73 @@ class Target:
 
 def burst(now: float) -> list[float]:
     """When to send gratuitous messages after taking an IP at ``now``: at once, then every
-    GRATUITOUS_EVERY seconds while within GRATUITOUS_FOR seconds."""
+    GRATUITOUS_EVERY seconds while within GRATUITOUS_FOR seconds (when the loop is on time:
+    see :class:`_Burst` for a loop that stalled)."""
     count = int(GRATUITOUS_FOR / GRATUITOUS_EVERY) + 1
     return [now + k * GRATUITOUS_EVERY for k in range(count)]
+
+
+ROUNDS = len(burst(0.0))  # gratuitous rounds per takeover
+# IPs announced in one go: a round of 20,000 IPs (40,000 frames) took 0.2 s, and nobody was
+# answered meanwhile; sent in slices, requests are answered between two.
+ROUND_SLICE = 1000
+
+
+@dataclass(slots=True)
+class _Burst:
+    """The gratuitous rounds still owed for IPs taken together on one NIC.
+
+    A round is sent when due and the next falls due GRATUITOUS_EVERY seconds after it was
+    sent, not after it was planned: rounds that fell due while the process stood still (a
+    CPU limit, a slow tick, a blocked log pipe) go out as one, and every round is still sent,
+    each at least GRATUITOUS_EVERY apart. (MetalLB's ticker drops missed ticks instead; the
+    neighbours that missed the early rounds are the ones the later ones are for.)"""
+
+    name: str
+    ips: set[IP]
+    due: float
+    left: int = ROUNDS
+    sending: list[IP] = field(default_factory=list)  # what the round under way has left
+
+
+def link_states(data: bytes) -> list[tuple[int, bool | None]]:
+    """(ifindex, up) for each link message in a datagram of the rtnetlink link group, in
+    order: up is True when set up with carrier (IFF_UP and IFF_LOWER_UP), False when not,
+    None when the link was deleted. Anything else, or cut short, is skipped."""
+    found: list[tuple[int, bool | None]] = []
+    offset = 0
+    while offset + 16 <= len(data):
+        length, kind = struct.unpack_from("=IH", data, offset)
+        if length < 16 or offset + length > len(data):
+            break
+        if kind in (RTM_NEWLINK, RTM_DELLINK) and length >= 32:
+            index, flags = struct.unpack_from("=iI", data, offset + 20)  # struct ifinfomsg
+            up = bool(flags & IFF_UP and flags & IFF_LOWER_UP)
+            found.append((index, None if kind == RTM_DELLINK else up))
+        offset += (length + 3) & ~3
+    return found
+
+
+def _link_monitor() -> socket.socket:
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, LINK_BUFFER)
+        sock.bind((0, RTMGRP_LINK))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _nic_up(sock: socket.socket, name: str) -> bool:
+    """Whether ``name`` is set up and running, asked of the kernel (SIOCGIFFLAGS)."""
+    try:
+        answer = fcntl.ioctl(sock, SIOCGIFFLAGS, struct.pack("16sH14x", name.encode()))
+    except OSError:
+        return False
+    (flags,) = struct.unpack_from("H", answer, 16)
+    return bool(flags & IFF_UP and flags & IFF_RUNNING)
 
 
 def _attach_filter(sock: socket.socket) -> None:
@@ -109,6 +183,7 @@ class _Port:
     def __init__(self, target: Target) -> None:
         self.name, self.index, self.nic = target.name, target.index, target.nic
         self.ips: frozenset[IP] = frozenset()
+        self.down = False  # the link went down (rtnetlink said so) and has not come back
         self.joined: set[ipaddress.IPv6Address] = set()
         self.arp = _packet_socket(self.name, ETH_P_ARP)
         try:
@@ -167,6 +242,10 @@ class _Port:
             self.joined.add(group)
             self._unjoined.discard(group)
 
+    @property
+    def retrying(self) -> bool:
+        return bool(self._unjoined)
+
     def close(self) -> None:
         for sock in (self.arp, self.ndp, *self._group_socks):
             sock.close()  # closing a group socket leaves its groups
@@ -176,21 +255,34 @@ class Speaker:
     def __init__(self, log: Log, clock: Callable[[], float] = time.monotonic) -> None:
         self._log, self._clock = log, clock
         self._ports: dict[str, _Port] = {}
-        self._due: dict[tuple[str, IP], list[float]] = {}
+        self._bursts: list[_Burst] = []
         self.drops: Counter[str] = Counter()
         self.replies = 0
         self._conflicts: dict[tuple[str, bytes], float] = {}
         self._failed: set[str] = set()  # NICs whose sockets would not open
         self._error_logged = -ERROR_LOG_EVERY  # when a classify() failure was last logged
         self._errors_unlogged = 0  # failures since then
+        self._links: socket.socket | None = None  # rtnetlink link messages, once a port opens
+        self._links_failed = False  # said once
+
+    @property
+    def retrying(self) -> bool:
+        """Whether :meth:`update` has something to try again with the same targets (a NIC
+        whose sockets would not open, a solicited-node group not joined): the agent calls it
+        on every tick while this holds, and only on a change otherwise."""
+        return bool(self._failed) or any(port.retrying for port in self._ports.values())
 
     def update(self, targets: Mapping[str, Target]) -> None:
         """Make the announced set exactly ``targets``; losses take effect before returning."""
+        closed: dict[int, _Port] = {}  # by ifindex: to say why a NIC's sockets are reopened
         for name in list(self._ports):
             port = self._ports[name]
             target = targets.get(name)
             same_nic = target is not None and (target.index, target.nic) == (port.index, port.nic)
             if target is None or not target.ips or not same_nic:
+                if target is not None and target.ips and not same_nic:
+                    self._log(f"{name}: {_changed(port, target)}, opening its sockets again")
+                closed[port.index] = port
                 self._close(name)
         now = self._clock()
         for name, target in targets.items():
@@ -205,26 +297,35 @@ class Speaker:
                         self._failed.add(name)
                         self._log(f"{name}: cannot open raw sockets: {exc}; not announcing there")
                     continue
+                was = closed.get(target.index)
+                if was is not None and was.name != name:
+                    self._log(f"{name}: renamed from {was.name}, its sockets opened again")
+                self._watch_links()
             port = self._ports[name]
             gained = target.ips - port.ips
-            for ip in port.ips - target.ips:
-                self._due.pop((name, ip), None)
+            lost = port.ips - target.ips
+            if lost:
+                for b in self._bursts:
+                    if b.name == name:
+                        b.ips -= lost
             port.set_ips(target.ips, self._log)
-            for ip in gained:
-                self._due[name, ip] = burst(now)
+            if gained:
+                self._bursts.append(_Burst(name, set(gained), now))
 
     def announced(self) -> dict[str, frozenset[IP]]:
         return {name: port.ips for name, port in self._ports.items()}
 
     def _close(self, name: str) -> None:
         port = self._ports.pop(name)
-        for key in [k for k in self._due if k[0] == name]:
-            del self._due[key]
+        self._bursts = [b for b in self._bursts if b.name != name]
         port.close()
 
     def close(self) -> None:
         for name in list(self._ports):
             self._close(name)
+        if self._links is not None:
+            self._links.close()
+            self._links = None
 
     def _send(self, port: _Port, sock: socket.socket, frame: bytes) -> bool:
         try:
@@ -235,21 +336,77 @@ class Speaker:
             return False
 
     def _gratuitous(self, now: float) -> None:
-        for (name, ip), times in list(self._due.items()):
-            port = self._ports.get(name)
-            if port is None or ip not in port.ips:
-                del self._due[name, ip]
+        for b in list(self._bursts):
+            port = self._ports.get(b.name)
+            if port is None or not b.ips or port.down:
+                self._bursts.remove(b)  # a NIC back up gets a burst of its own
                 continue
-            if times[0] > now:
-                continue
-            times.pop(0)
+            if not b.sending:
+                if b.due > now:
+                    continue
+                b.sending, b.left = list(b.ips), b.left - 1
+                b.due = now + GRATUITOUS_EVERY  # overdue rounds go out as one
+            part = b.sending[-ROUND_SLICE:]
+            del b.sending[-ROUND_SLICE:]
+            self._round(port, [ip for ip in part if ip in port.ips])  # none lost meanwhile
+            if not b.sending and not b.left:
+                self._bursts.remove(b)
+
+    def _round(self, port: _Port, ips: Iterable[IP]) -> None:
+        """One gratuitous message for each of ``ips``; failures are logged once a slice."""
+        failed, error = 0, None
+        frames: tuple[bytes, ...]
+        for ip in ips:
             if isinstance(ip, ipaddress.IPv4Address):
-                for frame in gratuitous_arp(port.nic.mac, ip):
-                    self._send(port, port.arp, frame)
+                frames, sock = gratuitous_arp(port.nic.mac, ip), port.arp
             else:
-                self._send(port, port.ndp, unsolicited_advert(port.nic, ip))
-            if not times:
-                del self._due[name, ip]
+                frames, sock = (unsolicited_advert(port.nic, ip),), port.ndp
+            for frame in frames:
+                try:
+                    sock.send(frame)
+                except OSError as exc:
+                    failed, error = failed + 1, exc
+        if error is not None:
+            self._log(f"{port.name}: {failed} gratuitous messages not sent: {error}")
+
+    def _watch_links(self) -> None:
+        if self._links is not None or self._links_failed:
+            return
+        try:
+            self._links = _link_monitor()
+        except OSError as exc:
+            self._links_failed = True
+            self._log(f"cannot watch link changes: {exc}; a link down and up again between two "
+                      "looks will not be announced again")  # fmt: skip
+
+    def _link_changes(self, sock: socket.socket) -> None:
+        for _ in range(64):  # bounded, as frames are
+            try:
+                data = sock.recv(MAX_FRAME)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:
+                    self._log(f"watching link changes failed: {exc}")
+                    return
+                # The kernel dropped messages (a storm of link changes): ask each NIC.
+                for port in list(self._ports.values()):
+                    self._link_state(port, _nic_up(port.arp, port.name))
+                continue
+            by_index = {port.index: port for port in self._ports.values()}
+            for index, up in link_states(data):
+                if index in by_index:
+                    self._link_state(by_index[index], bool(up))
+
+    def _link_state(self, port: _Port, up: bool) -> None:
+        if not up:
+            port.down = True  # its rounds stop; the next look may close it
+        elif port.down:
+            port.down = False
+            self._bursts = [b for b in self._bursts if b.name != port.name]
+            if port.ips:
+                self._bursts.append(_Burst(port.name, set(port.ips), self._clock()))
+                self._log(f"{port.name}: link back up, announcing {len(port.ips)} IPs again")
 
     def _receive(self, port: _Port, sock: socket.socket) -> None:
         for _ in range(64):  # bounded, so gratuitous messages are never starved
@@ -258,7 +415,10 @@ class Speaker:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                self._log(f"{port.name}: receive failed: {exc}")
+                # ENETDOWN: the NIC was set down (said once per socket by the kernel); the
+                # link messages say when it is back.
+                if exc.errno != errno.ENETDOWN:
+                    self._log(f"{port.name}: receive failed: {exc}")
                 return
             if addr[2] == PACKET_OUTGOING:
                 continue  # our own replies and announcements
@@ -310,16 +470,28 @@ class Speaker:
             self._gratuitous(now)
             if now >= until:
                 return
-            wake = min([until] + [t[0] for t in self._due.values() if t])
-            socks = {}
+            wake = min([until] + [now if b.sending else b.due for b in self._bursts])
+            socks: dict[int, tuple[_Port | None, socket.socket]] = {}
             for port in self._ports.values():
                 socks[port.arp.fileno()] = (port, port.arp)
                 socks[port.ndp.fileno()] = (port, port.ndp)
+            if self._links is not None:
+                socks[self._links.fileno()] = (None, self._links)
             timeout = max(0.0, wake - now)
             if not socks:
                 time.sleep(timeout)
                 continue
             readable, _, _ = select.select(list(socks), [], [], timeout)
             for fd in readable:
-                port, sock = socks[fd]
-                self._receive(port, sock)
+                port_of, sock = socks[fd]
+                if port_of is None:
+                    self._link_changes(sock)
+                else:
+                    self._receive(port_of, sock)
+
+
+def _changed(port: _Port, target: Target) -> str:
+    """Why the NIC named ``target.name`` is no longer the one ``port`` was opened on."""
+    if target.index != port.index:
+        return f"ifindex {port.index} -> {target.index} (the NIC was made again)"
+    return f"MAC {mac_text(port.nic.mac)} -> {mac_text(target.nic.mac)}"

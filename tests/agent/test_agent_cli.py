@@ -139,6 +139,34 @@ def test_a_snapshot_that_turns_into_a_fifo_is_an_error_not_a_hang(tmp_path: Path
         source.objects()
 
 
+def _listing(*nodes: str) -> str:
+    items = [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": n}} for n in nodes]
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+
+
+def test_a_rewrite_that_keeps_the_mtime_is_read_again(tmp_path: Path) -> None:
+    # Written within one timestamp tick of the last read, or with the mtime put back (cp -p,
+    # rsync -t, touch -r), the snapshot kept its mtime: the agent went on with the old one.
+    snap = tmp_path / "cluster.json"
+    snap.write_text(_listing("n1"))
+    source = SnapshotSource([snap], "n1", None)
+    assert [o["metadata"]["name"] for o in source.objects()] == ["n1"]
+    before = snap.stat()
+    snap.write_text(_listing("n1", "n2"))  # in place: the same inode, another size
+    os.utime(snap, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert snap.stat().st_mtime_ns == before.st_mtime_ns
+    assert [o["metadata"]["name"] for o in source.objects()] == ["n1", "n2"]
+    before = snap.stat()
+    tmp = tmp_path / "cluster.tmp"
+    tmp.write_text(_listing("n1", "n3"))  # the same size, renamed over: another inode
+    os.utime(tmp, ns=(before.st_atime_ns, before.st_mtime_ns))
+    tmp.replace(snap)
+    assert (snap.stat().st_mtime_ns, snap.stat().st_size) == (before.st_mtime_ns, before.st_size)
+    assert [o["metadata"]["name"] for o in source.objects()] == ["n1", "n3"]
+    same = source.objects()
+    assert source.objects() is same  # unchanged: the same objects, no view made again
+
+
 def test_the_agent_is_report_only_unless_told_to_speak() -> None:
     # A root user running the README's command must not start answering ARP/NDP beside
     # OpenELB's speaker (two MACs for one IP): speaking is asked for, as the chart asks.

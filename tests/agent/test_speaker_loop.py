@@ -1,0 +1,243 @@
+"""The speaker's loop in virtual time: stand-in ports and sockets, a clock that moves only
+when the loop waits (``select``) or the test says so. No root, no wall clock."""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import itertools
+import select as real_select
+import socket
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from app.agent import speaker as speaker_module
+from app.agent.frames import Nic, mac_bytes
+from app.agent.speaker import GRATUITOUS_EVERY, Speaker, Target, burst
+from app.core.addresses import IP
+
+V4 = ipaddress.IPv4Address("198.51.100.101")
+V6 = ipaddress.IPv6Address("2001:db8::101")
+MAC = mac_bytes("02:00:00:00:00:01")
+ROUNDS = len(burst(0.0))
+IFF_UP, IFF_RUNNING, IFF_LOWER_UP = 0x1, 0x40, 0x10000
+
+
+class _Sock:
+    """A packet socket stand-in: records what is sent, and when; a real descriptor for
+    select(), readable only when the test queues an error (``fail``)."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self._mine, self._peer = socket.socketpair()
+        self._errors: list[int] = []
+
+    def fileno(self) -> int:
+        return self._mine.fileno()
+
+    def send(self, frame: bytes) -> int:
+        self.lab.sent.append((self.lab.now, frame))
+        return len(frame)
+
+    def fail(self, code: int) -> None:
+        self._errors.append(code)
+        self._peer.send(b"x")
+
+    def recvfrom(self, size: int) -> tuple[bytes, Any]:
+        if not self._errors:
+            raise BlockingIOError
+        self._mine.recv(1)
+        code = self._errors.pop(0)
+        raise OSError(code, "stand-in")
+
+    def close(self) -> None:
+        self._mine.close()
+        self._peer.close()
+
+
+@dataclass
+class Lab:
+    now: float = 1000.0
+    sent: list[tuple[float, bytes]] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    ports: list[Any] = field(default_factory=list)
+    links: socket.socket | None = None  # the test's end of the link messages' socket
+    polls: list[int] = field(default_factory=list)  # frames sent so far, at each select()
+    speakers: list[Speaker] = field(default_factory=list)  # closed after the test, failed too
+
+    def clock(self) -> float:
+        return self.now
+
+    def select(self, r: list[int], w: list[int], x: list[int], timeout: float) -> Any:
+        """What is readable now; else the clock moves on by the whole timeout."""
+        self.polls.append(len(self.sent))
+        readable, _, _ = real_select.select(r, [], [], 0)
+        if not readable:
+            self.now += timeout
+        return readable, [], []
+
+    def rounds(self) -> list[float]:
+        """When each gratuitous round went out (frames sent at one instant are one round)."""
+        return sorted({t for t, _ in self.sent})
+
+    def link(self, index: int, up: bool) -> None:
+        """The kernel's RTM_NEWLINK for link ``index``, as the rtnetlink link group sends it."""
+        flags = IFF_UP | IFF_RUNNING | IFF_LOWER_UP if up else 0
+        info = struct.pack("=BxHiII", 0, 1, index, flags, 0xFFFFFFFF)
+        assert self.links is not None
+        self.links.send(struct.pack("=IHHII", 16 + len(info), 16, 0, 0, 0) + info)
+
+
+@pytest.fixture
+def lab(monkeypatch: pytest.MonkeyPatch) -> Iterator[Lab]:
+    lab = Lab()
+
+    class FakePort:
+        retrying = False
+
+        def __init__(self, target: Target) -> None:
+            self.name, self.index, self.nic = target.name, target.index, target.nic
+            self.ips: frozenset[IP] = frozenset()
+            self.down = False
+            self.arp, self.ndp = _Sock(lab), _Sock(lab)
+            lab.ports.append(self)
+
+        def set_ips(self, ips: frozenset[IP], log: Any) -> None:
+            self.ips = ips
+
+        def close(self) -> None:
+            self.arp.close()
+            self.ndp.close()
+
+    theirs, ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    theirs.setblocking(False)
+    lab.links = ours
+    monkeypatch.setattr(speaker_module, "_Port", FakePort)
+    monkeypatch.setattr(speaker_module, "select", SimpleNamespace(select=lab.select))
+    # The host's own link messages stay out of these tests (raising=False: older speakers
+    # watched no links).
+    monkeypatch.setattr(speaker_module, "_link_monitor", lambda: theirs, raising=False)
+    try:
+        yield lab
+    finally:
+        for speaker in lab.speakers:
+            speaker.close()
+        for port in lab.ports:
+            port.close()
+        theirs.close()
+        ours.close()
+
+
+def speaker_for(lab: Lab, *ips: IP, index: int = 2) -> Speaker:
+    speaker = Speaker(lab.lines.append, clock=lab.clock)
+    lab.speakers.append(speaker)
+    speaker.update({"eth0": Target("eth0", index, Nic(MAC), frozenset(ips))})
+    return speaker
+
+
+def test_rounds_overdue_after_a_stall_go_out_as_one_and_all_rounds_are_sent(lab: Lab) -> None:
+    """A process frozen for 2.5 s (a CPU limit, a slow tick, a blocked log pipe) owed two
+    rounds when it woke: they went out back to back, 0 s apart."""
+    speaker = speaker_for(lab, V4)
+    speaker.serve(lab.now + 0.05)
+    assert lab.rounds() == [1000.0]
+    lab.now += 2.5  # frozen
+    speaker.serve(lab.now + 10)
+    rounds = lab.rounds()
+    gaps = [b - a for a, b in itertools.pairwise(rounds)]
+    assert len(rounds) == ROUNDS, rounds  # every round is still sent
+    assert rounds[1] == pytest.approx(1002.55)  # at once on waking: one round for the two
+    assert min(gaps) >= GRATUITOUS_EVERY - 1e-9, gaps
+    assert len(lab.sent) == 2 * ROUNDS  # an ARP request and reply a round
+
+
+def test_rounds_on_time_are_the_takeover_schedule(lab: Lab) -> None:
+    speaker = speaker_for(lab, V4, V6)
+    speaker.serve(lab.now + 8)
+    assert lab.rounds() == pytest.approx(burst(1000.0))
+    assert len(lab.sent) == 3 * ROUNDS  # ARP request, ARP reply, advertisement
+
+
+def test_a_big_round_goes_out_in_slices_with_requests_answered_between(lab: Lab) -> None:
+    """20,000 IPs made a round of 40,000 frames, 0.2 s during which nobody was answered."""
+    base = ipaddress.IPv4Address("10.20.0.1")
+    speaker = speaker_for(lab, *(base + i for i in range(2500)))
+    speaker.serve(lab.now + 8)
+    assert len(lab.rounds()) == ROUNDS
+    assert len(lab.sent) == 2 * 2500 * ROUNDS
+    between = [b - a for a, b in itertools.pairwise(lab.polls)]
+    assert max(between) <= 2 * 1000, max(between)  # a slice: 1,000 ARP requests and replies
+
+
+def test_a_lost_ip_gets_no_more_rounds_and_a_new_one_its_own(lab: Lab) -> None:
+    speaker = speaker_for(lab, V4)
+    speaker.serve(lab.now + 0.5)
+    speaker.update({"eth0": Target("eth0", 2, Nic(MAC), frozenset({V6}))})
+    speaker.serve(lab.now + 8)
+    v4 = [t for t, f in lab.sent if f[12:14] == b"\x08\x06"]
+    v6 = [t for t, f in lab.sent if f[12:14] == b"\x86\xdd"]
+    assert v4 == [1000.0, 1000.0]
+    assert v6 == pytest.approx(burst(1000.5))
+
+
+def test_a_link_down_and_up_between_two_looks_is_announced_again(lab: Lab) -> None:
+    speaker = speaker_for(lab, V4, V6)
+    speaker.serve(lab.now + 6)
+    assert len(lab.rounds()) == ROUNDS
+    lab.sent.clear()
+    port = lab.ports[0]
+    lab.link(2, up=False)  # a carrier blip: the look before and the one after see it up
+    for sock in (port.arp, port.ndp):  # and, set down, the kernel tells each packet socket
+        sock.fail(errno.ENETDOWN)
+    lab.link(7, up=True)  # another NIC's news: nothing to do
+    speaker.serve(lab.now + 0.1)
+    assert lab.sent == []
+    lab.link(2, up=True)
+    lab.link(2, up=True)  # the same news twice (a later flag change): one burst
+    speaker.serve(lab.now + 6)
+    assert len(lab.rounds()) == ROUNDS, lab.rounds()
+    assert len(lab.sent) == 3 * ROUNDS
+    assert lab.lines == ["eth0: link back up, announcing 2 IPs again"], lab.lines
+
+
+def test_rounds_stop_while_the_link_is_down(lab: Lab) -> None:
+    speaker = speaker_for(lab, V4)
+    speaker.serve(lab.now + 0.5)
+    lab.link(2, up=False)
+    speaker.serve(lab.now + 6)
+    assert lab.rounds() == [1000.0]
+
+
+def test_link_messages_are_read_as_the_kernel_writes_them() -> None:
+    def message(kind: int, index: int, flags: int, pad: bytes = b"") -> bytes:
+        info = struct.pack("=BxHiII", 0, 1, index, flags, 0) + pad
+        return struct.pack("=IHHII", 16 + len(info), kind, 0, 0, 0) + info
+
+    up = IFF_UP | IFF_LOWER_UP | IFF_RUNNING
+    data = (
+        message(16, 3, up, pad=b"\x08\x00\x03\x00eth\x00")  # an attribute: skipped over
+        + message(16, 4, IFF_UP)  # set up, no carrier
+        + message(20, 5, up)  # RTM_NEWADDR: not a link message
+        + message(17, 6, up)  # RTM_DELLINK
+    )
+    assert speaker_module.link_states(data) == [(3, True), (4, False), (6, None)]
+    assert speaker_module.link_states(data[:-4]) == [(3, True), (4, False)]  # cut short
+    assert speaker_module.link_states(b"\x00" * 20) == []  # length 0: no loop
+
+
+def test_reopening_a_nics_sockets_says_why(lab: Lab) -> None:
+    speaker = speaker_for(lab, V4)
+    speaker.update({"eth0": Target("eth0", 9, Nic(MAC), frozenset({V4}))})
+    other = mac_bytes("02:00:00:00:00:02")
+    speaker.update({"eth0": Target("eth0", 9, Nic(other), frozenset({V4}))})
+    speaker.update({"ens9": Target("ens9", 9, Nic(other), frozenset({V4}))})
+    assert lab.lines == [
+        "eth0: ifindex 2 -> 9 (the NIC was made again), opening its sockets again",
+        "eth0: MAC 02:00:00:00:00:01 -> 02:00:00:00:00:02, opening its sockets again",
+        "ens9: renamed from eth0, its sockets opened again",
+    ]
