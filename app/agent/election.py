@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -290,103 +290,45 @@ def _wins(assignment: Assignment, among: frozenset[str], node: str) -> bool:
     return all(score(other, assignment.ip) > own for other in among if other != node)
 
 
-class Fitness:
-    """Which nodes this node acts on as unfit (``ClusterView.unfit``), so that agents seeing a
-    change of a node's conditions at different moments never both answer for an IP.
+class Claims:
+    """Which of the IPs this node wins it answers for: one it newly wins only once it has won
+    it ``settle`` seconds on end, one it stops winning at once.
 
-    A node turning unfit drops its own IPs at once, and the others take them ``settle``
-    seconds after they see it; a node turning fit takes its IPs ``settle`` seconds after it
-    sees it, and the others give them up at once. So two agents whose views of a node lag
-    each other by less than ``settle`` leave an IP dark for a moment, never doubly answered.
-    The first view counts as a change of every node, on the safe side: the others unfit,
-    and this node fit when its Node is in the view, are acted on ``settle`` seconds later (a
-    restarted agent, static mode's too, has no past to trust).
+    Agents see a change at different moments (a node's conditions, a Node deleted, the
+    exclude label, an endpoint moving, a Service turning Local or back, status.used): the
+    node that loses an IP gives it up as soon as it sees the change, and the one that wins
+    it answers only after the others have had ``settle`` seconds to see it too. So two agents
+    whose views lag each other by less than that never both answer; the IP is dark for up to
+    ``settle``. Wins the caller knows to be safe are taken at once (``at_once``): an IP that
+    no view had before (nobody can be answering for it), and wins made by members changing
+    alone (a member that left was fenced by its Lease, one that joined waited the Lease's
+    warm-up). A first view has no past to trust: its wins all wait.
     """
 
-    def __init__(self, node: str, settle: float) -> None:
-        self._node, self.settle = node, settle
-        self._unfit_since: dict[str, float] | None = None  # others seen unfit, since when
-        self._fit_since = -math.inf  # when this node was last seen turning fit
+    def __init__(self, settle: float) -> None:
+        self.settle = settle
+        self._since: dict[str, float] = {}  # each IP won, since when on end
+        self.due = math.inf  # when an IP's wait ends: claimed() is worth asking again then
 
-    def unfit(
-        self, seen: frozenset[str], now: float, nodes: frozenset[str] = frozenset()
-    ) -> frozenset[str]:
-        """The nodes to act on as unfit at ``now``, of those ``seen`` unfit in the view
-        (``nodes``: the Nodes the view has)."""
-        before = self._unfit_since
-        if before is None:  # the first view: every node has just changed
-            before = {}
-            if self._node in nodes and self._node not in seen:
-                self._fit_since = now
-        if self._node in before and self._node not in seen:
-            self._fit_since = now
-        self._unfit_since = {n: before.get(n, now) for n in seen}
-        acted = {n for n, since in self._unfit_since.items() if now - since >= self.settle}
-        if self._node in seen or now - self._fit_since < self.settle:
-            acted.add(self._node)
-        return frozenset(acted)
-
-
-class Endpoints:
-    """Which nodes this node counts as having a ready endpoint of each ``Local`` Service
-    (``ClusterView.ready_nodes``), so that agents seeing an endpoint move at different
-    moments never both answer for its IP (the rule of :class:`Fitness`, per Service).
-
-    This node counts itself ``settle`` seconds after it gains a ready endpoint of a Service,
-    and stops at once when it loses its last; another node counts at once when it gains
-    one, and ``settle`` seconds after it loses its last. The first view counts as this node
-    gaining every Service it has endpoints of (a restarted agent has no past to trust).
-    Only recent changes are kept: a few entries, whatever the cluster's size.
-    """
-
-    def __init__(self, node: str, settle: float) -> None:
-        self._node, self.settle = node, settle
-        self._last: Mapping[str, frozenset[str]] | None = None  # the ready nodes last seen
-        self._joined: dict[str, float] = {}  # Service -> when this node gained an endpoint
-        self._left: dict[tuple[str, str], float] = {}  # (Service, other node) -> when it lost
-        self._counted: Mapping[str, frozenset[str]] = {}  # the last answer
-        self._until = math.inf  # when the last answer changes without a new view
-
-    def ready(self, seen: Mapping[str, frozenset[str]], now: float) -> Mapping[str, frozenset[str]]:
-        """The ready nodes to elect with at ``now``, of those ``seen`` in the view: the same
-        object while nothing changes, so that the caller elects again only on a change."""
-        if seen is self._last and now < self._until:
-            return self._counted
-        if seen is not self._last:
-            self._note(self._last or {}, seen, now)
-            self._last = seen
-        self._joined = {s: t for s, t in self._joined.items() if now - t < self.settle}
-        self._left = {k: t for k, t in self._left.items() if now - t < self.settle}
-        times = [*self._joined.values(), *self._left.values()]
-        self._until = min(times) + self.settle if times else math.inf
-        if not times:
-            counted: Mapping[str, frozenset[str]] = seen
-        else:
-            adjusted = dict(seen)
-            for service in self._joined:
-                adjusted[service] = adjusted.get(service, frozenset()) - {self._node}
-            for service, node in self._left:
-                adjusted[service] = adjusted.get(service, frozenset()) | {node}
-            counted = adjusted
-        if counted != self._counted:
-            self._counted = counted
-        return self._counted
-
-    def _note(
-        self, before: Mapping[str, frozenset[str]], seen: Mapping[str, frozenset[str]], now: float
-    ) -> None:
-        node, empty = self._node, frozenset[str]()
-        # The items that differ, in C: 100,000 Local Services compared one by one took 60 ms.
-        for service in {service for service, _ in seen.items() ^ before.items()}:
-            old, new = before.get(service, empty), seen.get(service, empty)
-            if node in new and node not in old:
-                self._joined[service] = now
-            elif node in old and node not in new:
-                self._joined.pop(service, None)
-            for other in old - new - {node}:
-                self._left[service, other] = now
-            for other in new - old:
-                self._left.pop((service, other), None)
+    def claimed(
+        self, won: tuple[Assignment, ...], now: float, at_once: Collection[str] = ()
+    ) -> tuple[Assignment, ...]:
+        """Of ``won`` (this node's wins now), those it answers for at ``now``: ``won`` itself
+        when none waits, so that an unchanged answer is the same object."""
+        before, since, settle = self._since, {}, self.settle
+        waiting = math.inf
+        for a in won:
+            start = before.get(a.ip)
+            if start is None:
+                start = now - settle if a.ip in at_once else now
+            since[a.ip] = start
+            if now - start < settle:
+                waiting = min(waiting, start)
+        self._since = since
+        self.due = waiting + settle
+        if waiting == math.inf:
+            return won
+        return tuple(a for a in won if now - since[a.ip] >= settle)
 
 
 class Elector:

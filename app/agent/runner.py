@@ -18,10 +18,9 @@ from typing import Any, Protocol
 
 from app.agent.election import (
     Assignment,
+    Claims,
     ClusterView,
     Elector,
-    Endpoints,
-    Fitness,
     ViewMaker,
     node_states,
 )
@@ -132,9 +131,8 @@ VIEW_SHARE = 0.25
 class Settings:
     node: str
     interval: float = 0.5  # seconds between looks at the cluster and the kernel
-    # How long a change of a node's fitness (Ready, NetworkUnavailable) waits on the side
-    # where acting early would make two answerers (election.Fitness); live mode uses the
-    # Lease warm-up, the same bound on how far the agents' views may lag.
+    # How long this node wins an IP before it answers for it (election.Claims): a bound on
+    # how far the agents' views may lag. Live mode uses the Lease warm-up, the same bound.
     settle: float = 3.0
 
 
@@ -174,14 +172,12 @@ class Agent:
         self._view = ClusterView()
         self._views = ViewMaker()  # reads again only the objects that changed
         self._elector = Elector(settings.node)  # scores again only the assignments that did
-        self._fitness = Fitness(settings.node, settings.settle)
-        # A member with no Node (deleted under a running agent) is no candidate, as OpenELB
-        # lists the Nodes; agents see a Node go at different moments, so its absence is
-        # settled as a change of fitness is, for Local Services too.
-        self._presence = Fitness(settings.node, settings.settle)
-        self._won_unfit: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
-        self._endpoints = Endpoints(settings.node, settings.settle)  # Local Services' nodes
-        self._won_ready: Mapping[str, frozenset[str]] | None = None
+        # What this node wins it answers for only once it has won it for the settle time
+        # (election.Claims), whatever made it win: agents see changes at different moments.
+        self._claims = Claims(settings.settle)
+        self._wins: tuple[Assignment, ...] = ()  # won at the last election, claimed or not
+        self._won_states: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
+        self._known_ips: frozenset[str] | None = None  # the IPs of the last view elected on
         # The Nodes, and the unfit ones, of the objects last read while a view of them waits.
         self._states_of: tuple[object, tuple[frozenset[str], frozenset[str]]] | None = None
         self._last_read: Sequence[Mapping[str, Any]] | None = None
@@ -267,22 +263,21 @@ class Agent:
         if error is not None:
             self._cluster_errors += 1
         members = self._members
-        acted = unfit, absent = self._acted_unfit()
-        ready = self._endpoints.ready(self._view.ready_nodes, self._clock())
+        states = unfit, absent = self._node_states()
         if (
             self._view is not self._won_view
             or members != self._won_members
-            or acted != self._won_unfit
-            or ready is not self._won_ready
+            or states != self._won_states
         ):
-            # Elected again only when the view, the members or what is acted on of the
-            # Nodes and endpoints changed, not on every tick.
-            view = self._view
-            if unfit != view.unfit or ready is not view.ready_nodes:
-                view = replace(view, unfit=unfit, ready_nodes=ready)
-            self._won = self._elector.mine(view, members - absent if absent else members)
-            self._won_view, self._won_members, self._won_unfit = self._view, members, acted
-            self._won_ready = ready
+            # Elected again only when the view, the members or the Nodes' states changed,
+            # not on every tick.
+            view = self._view if unfit == self._view.unfit else replace(self._view, unfit=unfit)
+            wins = self._elector.mine(view, members - absent if absent else members)
+            at_once = self._safe_at_once(wins, states)
+            self._wins, self._won = wins, self._claims.claimed(wins, self._clock(), at_once)
+            self._won_view, self._won_members, self._won_states = self._view, members, states
+        elif self._clock() >= self._claims.due:  # an IP's wait is over
+            self._won = self._claims.claimed(self._wins, self._clock())
         if viewed is not None:  # the next view waits in proportion to this one and its election
             self._view_seconds = self._clock() - viewed
             self._view_due = viewed + self._view_seconds / VIEW_SHARE
@@ -334,23 +329,41 @@ class Agent:
         self._planned = (self._won, self._view, host, current)
         return current
 
-    def _acted_unfit(self) -> tuple[frozenset[str], frozenset[str]]:
-        """The unfit nodes to elect with, and the members to leave out for having no Node
-        (each by ``election.Fitness``), from the objects last read even while a view of them
-        waits (VIEW_SHARE): Fitness's settle time bounds how late agents may hear of a
-        change, and a view of 50,000 Eips can wait 10 s. Nothing before the first view: an
-        empty one is no news of the Nodes, nor is a view without Nodes (a snapshot)."""
+    def _node_states(self) -> tuple[frozenset[str], frozenset[str]]:
+        """The unfit nodes to elect with, and the members to leave out for having no Node (a
+        machine whose Node was deleted may run on: OpenELB lists the Nodes), from the
+        objects last read even while a view of them waits (VIEW_SHARE): the settle time
+        bounds how late agents may hear of a change, and a view of 50,000 Eips can wait
+        seconds. Nothing before the first view, nor from a view without Nodes (a snapshot)."""
         if self._seen is None:
             return frozenset(), frozenset()
-        nodes, seen = self._view.nodes, self._view.unfit
+        nodes, unfit = self._view.nodes, self._view.unfit
         objects = self._last_read
         if objects is not None and objects is not self._seen:
             if self._states_of is None or self._states_of[0] is not objects:
                 self._states_of = (objects, node_states(objects))
-            nodes, seen = self._states_of[1]
-        now = self._clock()
-        absent = self._members - nodes if nodes else frozenset()
-        return self._fitness.unfit(seen, now, nodes), self._presence.unfit(absent, now, nodes)
+            nodes, unfit = self._states_of[1]
+        return unfit, (self._members - nodes if nodes else frozenset())
+
+    def _safe_at_once(
+        self, wins: tuple[Assignment, ...], states: tuple[frozenset[str], frozenset[str]]
+    ) -> frozenset[str]:
+        """The IPs of ``wins`` this node may answer for at once if it did not win them
+        before (election.Claims): all, when only the members changed (a node that left was
+        fenced by its Lease: failover must not wait; one that joined waited its warm-up);
+        else those no earlier view had. None at the first election."""
+        first = self._won_view is None
+        if self._view is not self._won_view:
+            known, self._known_ips = (
+                self._known_ips,
+                frozenset(a.ip for a in self._view.assignments),
+            )
+            if first or known is None:
+                return frozenset()
+            return frozenset(a.ip for a in wins if a.ip not in known)
+        if states == self._won_states:
+            return frozenset(a.ip for a in wins)
+        return frozenset()
 
     def _note_error(self, error: str | None) -> None:
         if error != self._error and error is not None:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
+import math
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.agent.election import (
-    Endpoints,
-    Fitness,
+    Claims,
     candidates,
     cluster_view,
     elect,
@@ -326,111 +325,19 @@ def test_mine_is_what_elect_chooses(
         assert list(mine(view, members, n)) == expected
 
 
-def test_fitness_acts_on_a_change_at_once_only_where_that_cannot_double() -> None:
-    mine_ = Fitness("node-x", settle=3.0)
-    # The first view: every node just changed, on the safe side (node-b unfit for 3 s).
-    assert mine_.unfit(frozenset({"node-b", "node-x"}), 0.0) == {"node-x"}
-    assert mine_.unfit(frozenset({"node-b", "node-x"}), 3.0) == {"node-b", "node-x"}
-    # node-c turns unfit: others act on it 3 s later; node-b turns fit: at once.
-    assert mine_.unfit(frozenset({"node-c", "node-x"}), 3.5) == {"node-x"}
-    assert mine_.unfit(frozenset({"node-c", "node-x"}), 6.4) == {"node-x"}
-    assert mine_.unfit(frozenset({"node-c", "node-x"}), 6.5) == {"node-c", "node-x"}
-    # This node turns fit: it keeps out for 3 s; turning unfit again counts at once.
-    assert mine_.unfit(frozenset({"node-c"}), 7.0) == {"node-c", "node-x"}
-    assert mine_.unfit(frozenset({"node-c"}), 9.9) == {"node-c", "node-x"}
-    assert mine_.unfit(frozenset({"node-c"}), 10.0) == {"node-c"}
-    assert mine_.unfit(frozenset({"node-c", "node-x"}), 10.1) == {"node-c", "node-x"}
-    # A first view with this node's Node fit: it keeps out for 3 s (a restart mid-flip).
-    restarted = Fitness("node-x", settle=3.0)
-    nodes = frozenset({"node-x", "node-c"})
-    assert restarted.unfit(frozenset(), 0.0, nodes) == {"node-x"}
-    assert restarted.unfit(frozenset(), 3.0, nodes) == frozenset()
-    # No Node of its own in the view (a snapshot without Nodes): no news, no wait.
-    assert Fitness("node-x", settle=3.0).unfit(frozenset(), 0.0) == frozenset()
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    flips=st.lists(st.integers(1, 200), min_size=1, max_size=8, unique=True),
-    lag_x=st.integers(0, 25),
-    lag_a=st.integers(0, 25),
-)
-def test_agents_whose_views_lag_less_than_the_settle_time_never_both_answer(
-    flips: list[int], lag_x: int, lag_a: int
-) -> None:
-    """node-x's Ready flips at ``flips`` (tenths of a second); node-x and node-a each see
-    each flip after their own lag (under the settle time of 3 s) and elect every tenth: a
-    review saw both answer for 0.1-0.26 s around each flip before Fitness."""
-    ip = ip_won_by("node-x", ("node-x", "node-a"))
-    view = cluster_view([eip("pool", {ip: "default/web"})])
-    members = ("node-x", "node-a")
-    flips = sorted(flips)
-
-    def unfit_at(t: int) -> bool:  # node-x starts fit; each flip toggles it
-        return sum(1 for f in flips if f <= t) % 2 == 1
-
-    agents = {"node-x": (Fitness("node-x", 3.0), lag_x), "node-a": (Fitness("node-a", 3.0), lag_a)}
-    for t in range(0, 260):
-        claims = []
-        for name, (fitness, lag) in agents.items():
-            seen = frozenset({"node-x"}) if unfit_at(t - lag) else frozenset()
-            acted = fitness.unfit(seen, t / 10)
-            claims += [name] * len(mine(dataclasses.replace(view, unfit=acted), members, name))
-        assert len(claims) <= 1, (t, claims)
-
-
-def test_endpoints_count_a_change_at_once_only_where_that_cannot_double() -> None:
-    mine_ = Endpoints("node-x", settle=3.0)
-    web = "shop/web"
-    first = {web: frozenset({"node-x", "node-b"})}
-    # The first view: this node just gained its endpoints, and waits; others count at once.
-    assert mine_.ready(first, 0.0) == {web: {"node-b"}}
-    assert mine_.ready(first, 2.9) == {web: {"node-b"}}
-    settled = mine_.ready(first, 3.0)
-    assert settled == first
-    assert mine_.ready(first, 4.0) is settled  # nothing changed: the same answer
-    # node-b loses its endpoint: counted 3 s more; node-c gains one: counted at once.
-    moved = {web: frozenset({"node-x", "node-c"})}
-    assert mine_.ready(moved, 5.0) == {web: {"node-x", "node-b", "node-c"}}
-    assert mine_.ready(moved, 7.9) == {web: {"node-x", "node-b", "node-c"}}
-    assert mine_.ready(moved, 8.0) == moved  # with no new view: time alone settles it
-    # This node loses its endpoint: out at once; gains it back: in 3 s later.
-    gone = {web: frozenset({"node-c"})}
-    assert mine_.ready(gone, 9.0) == gone
-    back = {web: frozenset({"node-x", "node-c"})}
-    assert mine_.ready(back, 10.0) == {web: {"node-c"}}
-    assert mine_.ready(back, 13.0) == back
-    # The Service's last endpoint goes (its entry with it): node-c still counts 3 s.
-    assert mine_.ready({}, 14.0) == {web: {"node-c"}}
-    assert mine_.ready({}, 17.0) == {}
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    moves=st.lists(st.integers(1, 200), min_size=1, max_size=8, unique=True),
-    lag_x=st.integers(0, 25),
-    lag_a=st.integers(0, 25),
-)
-def test_agents_whose_views_lag_never_both_answer_as_an_endpoint_moves(
-    moves: list[int], lag_x: int, lag_a: int
-) -> None:
-    """The one endpoint of a Local Service moves between node-x and node-a at ``moves``
-    (tenths of a second); each agent sees each move after its own lag (under the settle time
-    of 3 s) and elects every tenth. Without Endpoints the new node answered at once while the
-    old one, not yet aware, still did."""
-    ip = "10.0.0.1"
-    base = cluster_view([eip("pool", {ip: "shop/web"}), service("shop", "web", "Local")])
-    members = ("node-x", "node-a")
-    moves = sorted(moves)
-
-    def on_at(t: int) -> str:  # on node-x first; each move flips it
-        return members[sum(1 for m in moves if m <= t) % 2]
-
-    agents = {n: (Endpoints(n, 3.0), lag) for n, lag in (("node-x", lag_x), ("node-a", lag_a))}
-    for t in range(0, 260):
-        claims = []
-        for name, (endpoints, lag) in agents.items():
-            seen = {"shop/web": frozenset({on_at(t - lag)})}
-            view = dataclasses.replace(base, ready_nodes=endpoints.ready(seen, t / 10))
-            claims += [name] * len(mine(view, members, name))
-        assert len(claims) <= 1, (t, claims)
+def test_claims_take_a_new_win_after_settling_and_give_one_up_at_once() -> None:
+    claims = Claims(settle=3.0)
+    a, b = (next(iter(cluster_view([eip(n, {ip: "default/web"})]).assignments))
+            for n, ip in (("pool-a", "10.0.0.1"), ("pool-b", "10.0.0.2")))  # fmt: skip
+    assert claims.claimed((a,), 0.0) == () and claims.due == 3.0
+    assert claims.claimed((a,), 2.9) == ()
+    both = (a, b)
+    assert claims.claimed(both, 3.0) == (a,)  # b waits from now
+    assert claims.due == 6.0
+    assert claims.claimed(both, 6.0) is both  # none waits: the very tuple
+    assert claims.due == math.inf
+    assert claims.claimed((b,), 7.0) == (b,)  # a lost: given up at once
+    assert claims.claimed(both, 8.0) == (b,)  # a won again: it waits again
+    # Wins the caller knows to be safe (a new IP, a member gone) are taken at once.
+    fresh = Claims(settle=3.0)
+    assert fresh.claimed(both, 0.0, at_once={"10.0.0.2"}) == (b,)

@@ -165,7 +165,9 @@ def test_agent_keeps_its_last_view_when_the_cluster_cannot_be_read(
     logs: list[str] = []
     write({f"{SUBNET4}.101": "shop/web"})
     source = SnapshotSource([snap], "node2", None)
-    agent = Agent(Settings("node2"), source, Pyroute2Netlink(lab.ns["node2"]), logs.append)
+    agent = Agent(
+        Settings("node2", settle=0), source, Pyroute2Netlink(lab.ns["node2"]), logs.append
+    )
     first = agent.tick()
     assert first is not None and [str(a.ip) for a in first.announcements] == [f"{SUBNET4}.101"]
     snap.write_text("items: [broken")

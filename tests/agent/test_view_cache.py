@@ -381,7 +381,7 @@ def test_the_agent_plans_again_only_when_what_it_won_or_the_host_changed(
     source = _Source([eip("pool", {"10.0.0.1": "shop/web"}, interface="eth1")])
     source.members = lambda: frozenset({"node-a"})  # type: ignore[method-assign]
     kernel, speaker, lines = _NicKernel(), _CountingSpeaker(), list[str]()
-    agent = runner.Agent(runner.Settings("node-a"), source, kernel, lines.append,
+    agent = runner.Agent(runner.Settings("node-a", settle=0), source, kernel, lines.append,
                          speaker=cast(Speaker, speaker))  # fmt: skip
     for _ in range(3):
         current = agent.tick()
@@ -412,8 +412,8 @@ def test_announce_is_logged_only_for_what_the_speaker_answers() -> None:
     source = _Source([eip("pool", {"10.0.0.1": "shop/web"}, interface="ghost0")])
     source.members = lambda: frozenset({"node-a"})  # type: ignore[method-assign]
     speaker = Speaker(lines.append)
-    agent = runner.Agent(runner.Settings("node-a"), source, _GhostNicKernel(), lines.append,
-                         speaker=speaker)  # fmt: skip
+    agent = runner.Agent(runner.Settings("node-a", settle=0), source, _GhostNicKernel(),
+                         lines.append, speaker=speaker)  # fmt: skip
     try:
         current = agent.tick()
     finally:
