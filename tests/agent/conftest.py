@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from .lab import Lab
+from .lab import NOT_ROOT, Lab
 
-NOT_ROOT = "needs root: creates network namespaces, veth pairs and raw packet sockets"
+__all__ = ["NOT_ROOT", "lab"]
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ failure.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -22,10 +23,14 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+import pytest
+
+from app.agent.netlink import HostNet, NetlinkError
 
 ROOT = Path(__file__).resolve().parents[2]
 EIP_GUARD = str(ROOT / ".venv" / "bin" / "eip-guard")
@@ -41,6 +46,44 @@ def sh(*argv: str, check: bool = True, timeout: float = 15) -> subprocess.Comple
     if check and result.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({result.returncode}): {result.stderr}")
     return result
+
+
+class NoNics:
+    """A kernel with no NIC and no route: what an agent won is a problem of its plan."""
+
+    def host(self, probe: Any = ()) -> HostNet:
+        return HostNet((), (), ())
+
+    def route_get(self, ip: Any) -> Any:
+        raise NetlinkError("no routes in this test")
+
+
+NOT_ROOT = "needs root: creates network namespaces, veth pairs and raw packet sockets"
+
+
+def sh_batch(ns: str, lines: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["ip", "-n", ns, "-batch", "-"], input="\n".join(lines) + "\n",
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def batch_netns(prefix: str, lines: list[str], *sysctls: str) -> Iterator[str]:
+    """A network namespace named ``prefix-<random>`` made by ``ip -batch`` of ``lines`` (after
+    ``sysctls``, "key=value"), deleted after use; skips the test when not root."""
+    if os.geteuid() != 0:
+        pytest.skip(NOT_ROOT)
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    sh("ip", "netns", "add", name)
+    try:
+        for setting in sysctls:
+            sh("ip", "netns", "exec", name, "sysctl", "-qw", setting)
+        result = sh_batch(name, lines)
+        assert result.returncode == 0, result.stderr
+        yield name
+    finally:
+        sh("ip", "netns", "del", name, check=False)
 
 
 @dataclass

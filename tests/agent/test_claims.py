@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 
 from app.agent import runner
 from app.agent.election import cluster_view, winners
-from app.agent.netlink import HostNet, NetlinkError
 from app.core.labels import EXCLUDE_LABEL
 
+from .lab import NoNics
 from .test_election import eip, service, slice_
 
 NODES = ("node-a", "node-b", "node-c")
@@ -102,14 +102,6 @@ def _at(history: Sequence[tuple[int, Any]], tick: int) -> Any:
     return found
 
 
-class _NoNics:
-    def host(self, probe: Any = ()) -> HostNet:
-        return HostNet((), (), ())
-
-    def route_get(self, ip: Any) -> Any:
-        raise NetlinkError("no routes here")
-
-
 EVENTS = st.lists(
     st.tuples(st.integers(1, 150), st.sampled_from(NODES),
               st.sampled_from(NODE_EVENTS + SERVICE_EVENTS)),
@@ -154,7 +146,7 @@ def test_agents_never_both_answer_and_end_as_the_election_says(
         name: runner.Agent(
             runner.Settings(name, settle=SETTLE),
             Lagging(lags[2 * i], lags[2 * i + 1]),
-            _NoNics(),
+            NoNics(),
             lambda _: None,
             clock=lambda: now[0] / TENTHS,
         )

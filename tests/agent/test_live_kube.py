@@ -18,7 +18,6 @@ import pytest
 from kubernetes import client
 
 from app.agent.election import elect
-from app.agent.netlink import HostNet, NetlinkError
 from app.agent.pyroute2_netlink import Pyroute2Netlink
 from app.agent.runner import Agent, Settings
 from app.cli.agent_run import LiveSource
@@ -32,7 +31,7 @@ from app.kube.rest import MERGE_PATCH
 from tests.kmock_harness import EIPS, FakeApi, rbac_grants, running
 from tests.support import eventually
 
-from .lab import CAN_REACH4, SUBNET4, Lab
+from .lab import CAN_REACH4, SUBNET4, Lab, NoNics
 from .test_agent_chart import render
 
 
@@ -264,16 +263,6 @@ def test_watches_follow_the_cluster(emulator: FakeApi) -> None:
         stop.set()
 
 
-class _NoNics:
-    """A kernel with no NIC: what an agent won shows as a problem of its plan."""
-
-    def host(self, probe: Any = ()) -> HostNet:
-        return HostNet((), (), ())
-
-    def route_get(self, ip: Any) -> Any:
-        raise NetlinkError("no routes in this test")
-
-
 def test_a_node_object_deleted_under_its_agent_hands_over_without_two_answerers(
     emulator: FakeApi,
 ) -> None:
@@ -295,7 +284,7 @@ def test_a_node_object_deleted_under_its_agent_hands_over_without_two_answerers(
                               watch_seconds=1)  # fmt: skip
         cluster.start(stop)
         agents[name] = Agent(Settings(name, 0.05, settle=cluster.warm_up), LiveSource(cluster),
-                             _NoNics(), lambda _: None)  # fmt: skip
+                             NoNics(), lambda _: None)  # fmt: skip
 
     def claims() -> set[str]:
         found = set()

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import os
 import socket
-import subprocess
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -38,59 +35,43 @@ from app.agent.pyroute2_netlink import (
 from app.agent.resolve import Resolved, Unresolved, resolve
 from app.core.interfaces import parse_interface
 
-from .conftest import NOT_ROOT
-from .lab import sh
+from .lab import batch_netns
 
 IPVS_ADDRESSES = 600  # more than one netlink datagram of a dump
 
 
 @pytest.fixture(scope="module")
 def netns() -> Iterator[str]:
-    if os.geteuid() != 0:
-        pytest.skip(NOT_ROOT)
-    name = f"eg-dump-{uuid.uuid4().hex[:8]}"
-    sh("ip", "netns", "add", name)
-    try:
-        batch = [
-            "link add nic-a type veth peer name nic-b",
-            "link add kube-ipvs0 type bridge",
-            "link add port type veth peer name port-peer",
-            "link set port master kube-ipvs0",
-            "link set lo up", "link set nic-a up", "link set nic-b up",
-            "address add 192.0.2.10/24 dev nic-a",
-            "address add 2001:db8:1::10/64 dev nic-a nodad",  # routed as local at once
-            "address add 10.9.0.1 peer 10.9.0.2/32 dev nic-b",
-            "address add 198.51.100.5/24 dev nic-b",
-            "route add default via 192.0.2.1 dev nic-a metric 50",
-            "route add 203.0.113.0/24 nexthop via 192.0.2.1 dev nic-a nexthop via 198.51.100.1 "
-            "dev nic-b",
-            "route add 2001:db8:9::/48 via 2001:db8:1::1 dev nic-a metric 7",
-            "route add 203.0.114.0/24 via 192.0.2.1 dev nic-a table 100",
-            "rule add to 203.0.114.0/24 lookup 100",
-            "route add throw 198.18.2.0/24",
-            "route add 2001:db8:dead::/48 dev nic-a",  # a more specific null route below
-            "route add blackhole 2001:db8:dead:1::/64",
-            "route add unreachable default metric 4278198272",  # as some distros add
-            "route add blackhole 192.0.2.128/25",
-            "route add prohibit 198.18.0.0/24",
-            "route add unreachable 198.18.1.0/24",
-        ]  # fmt: skip
-        batch += [
-            f"address add 10.96.{i // 250}.{i % 250 + 1}/32 dev kube-ipvs0"
-            for i in range(IPVS_ADDRESSES)
-        ]
-        result = sh_batch(name, batch)
-        assert result.returncode == 0, result.stderr
+    batch = [
+        "link add nic-a type veth peer name nic-b",
+        "link add kube-ipvs0 type bridge",
+        "link add port type veth peer name port-peer",
+        "link set port master kube-ipvs0",
+        "link set lo up", "link set nic-a up", "link set nic-b up",
+        "address add 192.0.2.10/24 dev nic-a",
+        "address add 2001:db8:1::10/64 dev nic-a nodad",  # routed as local at once
+        "address add 10.9.0.1 peer 10.9.0.2/32 dev nic-b",
+        "address add 198.51.100.5/24 dev nic-b",
+        "route add default via 192.0.2.1 dev nic-a metric 50",
+        "route add 203.0.113.0/24 nexthop via 192.0.2.1 dev nic-a nexthop via 198.51.100.1 "
+        "dev nic-b",
+        "route add 2001:db8:9::/48 via 2001:db8:1::1 dev nic-a metric 7",
+        "route add 203.0.114.0/24 via 192.0.2.1 dev nic-a table 100",
+        "rule add to 203.0.114.0/24 lookup 100",
+        "route add throw 198.18.2.0/24",
+        "route add 2001:db8:dead::/48 dev nic-a",  # a more specific null route below
+        "route add blackhole 2001:db8:dead:1::/64",
+        "route add unreachable default metric 4278198272",  # as some distros add
+        "route add blackhole 192.0.2.128/25",
+        "route add prohibit 198.18.0.0/24",
+        "route add unreachable 198.18.1.0/24",
+    ]  # fmt: skip
+    batch += [
+        f"address add 10.96.{i // 250}.{i % 250 + 1}/32 dev kube-ipvs0"
+        for i in range(IPVS_ADDRESSES)
+    ]
+    with batch_netns("eg-dump", batch) as name:
         yield name
-    finally:
-        sh("ip", "netns", "del", name, check=False)
-
-
-def sh_batch(ns: str, lines: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["ip", "-n", ns, "-batch", "-"], input="\n".join(lines) + "\n",
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
 
 
 # pyroute2's reading: how the agent read these dumps before it read them by hand.
@@ -298,30 +279,24 @@ def test_gateways_of_the_other_family_and_nexthop_objects_are_read() -> None:
     # An IPv4 route through an IPv6 gateway (RTA_VIA) read as a connected subnet and won;
     # a route through a nexthop object (nhid, compat mode off) carries no device and was
     # dropped: both picked another NIC than the kernel's.
-    if os.geteuid() != 0:
-        pytest.skip(NOT_ROOT)
-    name = f"eg-nh-{uuid.uuid4().hex[:8]}"
-    sh("ip", "netns", "add", name)
-    try:
-        sh("ip", "netns", "exec", name, "sysctl", "-qw", "net.ipv4.nexthop_compat_mode=0")
-        result = sh_batch(name, [
-            "link add nic-a type veth peer name nic-b",
-            "link set lo up", "link set nic-a up", "link set nic-b up",
-            "address add 192.0.2.10/24 dev nic-a",
-            "address add 198.51.100.5/24 dev nic-b",
-            "address add 2001:db8:1::10/64 dev nic-b nodad",
-            "route add 10.0.0.0/8 via inet6 2001:db8:1::1 dev nic-b",
-            "nexthop add id 8 via 192.0.2.1 dev nic-a",
-            "nexthop add id 9 via 198.51.100.1 dev nic-b",
-            "nexthop add id 10 group 8/9",
-            "nexthop add id 12 blackhole",
-            "nexthop add id 13 group 12",
-            "route add 10.66.0.0/16 nhid 8",
-            "route add 10.67.0.0/16 nhid 10",
-            "route add 10.68.0.0/16 nhid 12",
-            "route add 10.69.0.0/16 nhid 13",
-        ])  # fmt: skip
-        assert result.returncode == 0, result.stderr
+    lines = [
+        "link add nic-a type veth peer name nic-b",
+        "link set lo up", "link set nic-a up", "link set nic-b up",
+        "address add 192.0.2.10/24 dev nic-a",
+        "address add 198.51.100.5/24 dev nic-b",
+        "address add 2001:db8:1::10/64 dev nic-b nodad",
+        "route add 10.0.0.0/8 via inet6 2001:db8:1::1 dev nic-b",
+        "nexthop add id 8 via 192.0.2.1 dev nic-a",
+        "nexthop add id 9 via 198.51.100.1 dev nic-b",
+        "nexthop add id 10 group 8/9",
+        "nexthop add id 12 blackhole",
+        "nexthop add id 13 group 12",
+        "route add 10.66.0.0/16 nhid 8",
+        "route add 10.67.0.0/16 nhid 10",
+        "route add 10.68.0.0/16 nhid 12",
+        "route add 10.69.0.0/16 nhid 13",
+    ]  # fmt: skip
+    with batch_netns("eg-nh", lines, "net.ipv4.nexthop_compat_mode=0") as name:
         netlink = Pyroute2Netlink(name)
         host = netlink.host()
         index = {lk.name: lk.index for lk in host.links}
@@ -346,5 +321,3 @@ def test_gateways_of_the_other_family_and_nexthop_objects_are_read() -> None:
             assert isinstance(picked, Resolved) and picked.link.name == nic, picked
             kernel = netlink.route_get(ipaddress.ip_address(ip))
             assert kernel.oif == index[nic]  # as `ip route get` says
-    finally:
-        sh("ip", "netns", "del", name, check=False)

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -14,53 +12,44 @@ from app.agent.pyroute2_netlink import Pyroute2Netlink
 from app.agent.resolve import Resolved, Unresolved, describe_route_get, resolve
 from app.core.interfaces import parse_interface
 
-from .conftest import NOT_ROOT
-from .lab import sh
-from .test_netlink_dump import sh_batch
+from .lab import batch_netns
 
 
 @pytest.fixture(scope="module")
 def netns() -> Iterator[str]:
-    if os.geteuid() != 0:
-        pytest.skip(NOT_ROOT)
-    name = f"eg-order-{uuid.uuid4().hex[:8]}"
-    sh("ip", "netns", "add", name)
-    try:
-        result = sh_batch(name, [
-            "link set lo up",
-            "link add eth1 type veth peer name eth1p", "link add eth2 type veth peer name eth2p",
-            "link add eth3 type veth peer name eth3p",
-            "link set eth1p up", "link set eth1 up", "link set eth2p up", "link set eth2 up",
-            "link set eth3 up",  # its peer stays down: no carrier
-            "address add 10.1.0.5/24 dev eth1", "address add 10.2.0.5/24 dev eth2",
-            "address add 2001:db8:1::5/64 dev eth1 nodad",
-            "address add 2001:db8:2::5/64 dev eth2 nodad",
-            "route add default via 10.1.0.1 dev eth1 metric 100",
-            "route add unreachable default metric 4278198272",  # as some distros add
-            "route add default dev eth1 metric 50",  # a device route: no subnet of eth1's
-            "route add 203.0.113.0/24 via 10.2.0.1 dev eth2",
-            "route add blackhole 198.51.100.0/24",
-            "route add unreachable 198.51.101.0/24",
-            "route add prohibit 198.51.102.0/24",
-            "route add throw 198.51.103.0/24",
-            "nexthop add id 12 blackhole",
-            "route add 198.51.104.0/24 nhid 12",
-            "route add blackhole 10.1.0.128/25",  # inside eth1's subnet
-            "route add 10.1.0.192/26 via 10.2.0.1 dev eth2",  # inside the blackhole
-            "route add 10.1.0.64/26 via 10.2.0.1 dev eth2",  # inside eth1's subnet
-            "route add 198.18.7.0/24 nexthop via 10.1.0.1 dev eth1 nexthop via 10.2.0.1 dev eth2",
-            "nexthop add id 1 via 10.1.0.1 dev eth1", "nexthop add id 2 via 10.2.0.1 dev eth2",
-            "nexthop add id 3 group 1/2",
-            "route add 198.18.8.0/24 nhid 3",
-            "route add default via 2001:db8:1::1 dev eth1",
-            "route add blackhole 2001:db8:dead::/48",
-            "route add 2001:db8:dead:1::/64 via 2001:db8:2::1 dev eth2",
-            "route add prohibit 2001:db8:beef::/48",
-        ])  # fmt: skip
-        assert result.returncode == 0, result.stderr
+    lines = [
+        "link set lo up",
+        "link add eth1 type veth peer name eth1p", "link add eth2 type veth peer name eth2p",
+        "link add eth3 type veth peer name eth3p",
+        "link set eth1p up", "link set eth1 up", "link set eth2p up", "link set eth2 up",
+        "link set eth3 up",  # its peer stays down: no carrier
+        "address add 10.1.0.5/24 dev eth1", "address add 10.2.0.5/24 dev eth2",
+        "address add 2001:db8:1::5/64 dev eth1 nodad",
+        "address add 2001:db8:2::5/64 dev eth2 nodad",
+        "route add default via 10.1.0.1 dev eth1 metric 100",
+        "route add unreachable default metric 4278198272",  # as some distros add
+        "route add default dev eth1 metric 50",  # a device route: no subnet of eth1's
+        "route add 203.0.113.0/24 via 10.2.0.1 dev eth2",
+        "route add blackhole 198.51.100.0/24",
+        "route add unreachable 198.51.101.0/24",
+        "route add prohibit 198.51.102.0/24",
+        "route add throw 198.51.103.0/24",
+        "nexthop add id 12 blackhole",
+        "route add 198.51.104.0/24 nhid 12",
+        "route add blackhole 10.1.0.128/25",  # inside eth1's subnet
+        "route add 10.1.0.192/26 via 10.2.0.1 dev eth2",  # inside the blackhole
+        "route add 10.1.0.64/26 via 10.2.0.1 dev eth2",  # inside eth1's subnet
+        "route add 198.18.7.0/24 nexthop via 10.1.0.1 dev eth1 nexthop via 10.2.0.1 dev eth2",
+        "nexthop add id 1 via 10.1.0.1 dev eth1", "nexthop add id 2 via 10.2.0.1 dev eth2",
+        "nexthop add id 3 group 1/2",
+        "route add 198.18.8.0/24 nhid 3",
+        "route add default via 2001:db8:1::1 dev eth1",
+        "route add blackhole 2001:db8:dead::/48",
+        "route add 2001:db8:dead:1::/64 via 2001:db8:2::1 dev eth2",
+        "route add prohibit 2001:db8:beef::/48",
+    ]  # fmt: skip
+    with batch_netns("eg-order", lines) as name:
         yield name
-    finally:
-        sh("ip", "netns", "del", name, check=False)
 
 
 REFUSED = {  # IP -> the null route the kernel meets

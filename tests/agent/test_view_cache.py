@@ -25,6 +25,7 @@ from app.kube.agent_api import AgentApi
 from app.kube.agent_source import WATCHES, LiveCluster
 from app.kube.config import api_client
 from app.kube.resources import EIPS
+from tests.agent.lab import NoNics
 from tests.agent.test_election import NODES, eip, ip_won_by, node, service, slice_
 
 
@@ -126,14 +127,6 @@ def test_under_constant_change_views_take_at_most_a_share_of_the_time(
     assert all(later - earlier >= wait for earlier, later in itertools.pairwise(made))
 
 
-class _EmptyKernel:
-    def host(self, probe: Any = ()) -> HostNet:
-        return HostNet((), (), ())
-
-    def route_get(self, ip: Any) -> Any:
-        raise NetlinkError("no routes in this test")
-
-
 def test_the_agent_elects_again_only_when_the_view_or_the_members_change(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -145,7 +138,7 @@ def test_the_agent_elects_again_only_when_the_view_or_the_members_change(
 
     monkeypatch.setattr(Elector, "mine", counted)
     source = _Source([eip("pool", {"10.0.0.1": "shop/web"})])
-    agent = runner.Agent(runner.Settings("node-a"), source, _EmptyKernel(), lambda _: None)
+    agent = runner.Agent(runner.Settings("node-a"), source, NoNics(), lambda _: None)
     for _ in range(3):
         assert agent.tick() is not None
     assert elected == [frozenset(NODES)]
@@ -323,7 +316,7 @@ def test_a_view_reads_again_only_the_objects_that_changed(monkeypatch: pytest.Mo
     assert "10.0.3.9" in {a.ip for a in view.assignments}
 
 
-class _GhostNicKernel(_EmptyKernel):
+class _GhostNicKernel(NoNics):
     """A NIC the kernel does not have (index 99999): the speaker cannot open it."""
 
     def host(self, probe: Any = ()) -> HostNet:
@@ -434,7 +427,7 @@ class _NodeBFlips:
         self.source.members = lambda: frozenset({"node-a", "node-b"})  # type: ignore[method-assign]
         settings = runner.Settings(me, settle=3.0)
         self.agent = runner.Agent(
-            settings, self.source, _EmptyKernel(), lambda _: None, clock=lambda: self.now[0]
+            settings, self.source, NoNics(), lambda _: None, clock=lambda: self.now[0]
         )
 
     def objects(self, ready: str | None) -> list[dict[str, Any]]:
