@@ -146,7 +146,8 @@ def _link_monitor() -> socket.socket:
 def _nic_up(sock: socket.socket, name: str) -> bool:
     """Whether ``name`` is set up and running, asked of the kernel (SIOCGIFFLAGS)."""
     try:
-        answer = fcntl.ioctl(sock, SIOCGIFFLAGS, struct.pack("16sH14x", name.encode()))
+        # struct ifreq: the name, then a 24-byte union whose first short is the flags.
+        answer = fcntl.ioctl(sock, SIOCGIFFLAGS, struct.pack("16sH22x", name.encode(), 0))
     except OSError:
         return False
     (flags,) = struct.unpack_from("H", answer, 16)
@@ -284,6 +285,8 @@ class Speaker:
                     self._log(f"{name}: {_changed(port, target)}, opening its sockets again")
                 closed[port.index] = port
                 self._close(name)
+        # A NIC that failed and is no target any more has nothing to try again.
+        self._failed &= {name for name, target in targets.items() if target.ips}
         now = self._clock()
         for name, target in targets.items():
             if not target.ips:
@@ -389,9 +392,15 @@ class Speaker:
                 if exc.errno != errno.ENOBUFS:
                     self._log(f"watching link changes failed: {exc}")
                     return
-                # The kernel dropped messages (a storm of link changes): ask each NIC.
+                # The kernel dropped messages (a storm of link changes): ask each NIC, and
+                # announce those that are up again, since a blip may be among the lost news.
+                self._log("link messages were lost (the kernel's buffer overflowed): asking "
+                          "each NIC, and announcing the IPs of those up again")  # fmt: skip
                 for port in list(self._ports.values()):
-                    self._link_state(port, _nic_up(port.arp, port.name))
+                    running = _nic_up(port.arp, port.name)
+                    if running:
+                        port.down = True  # as if it went down and came back: rounds again
+                    self._link_state(port, running)
                 continue
             by_index = {port.index: port for port in self._ports.values()}
             for index, up in link_states(data):

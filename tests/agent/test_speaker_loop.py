@@ -12,7 +12,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -241,3 +241,48 @@ def test_reopening_a_nics_sockets_says_why(lab: Lab) -> None:
         "eth0: MAC 02:00:00:00:00:01 -> 02:00:00:00:00:02, opening its sockets again",
         "ens9: renamed from eth0, its sockets opened again",
     ]
+
+
+def test_a_nics_flags_are_asked_of_the_kernel() -> None:
+    # The ENOBUFS path asks each NIC with SIOCGIFFLAGS: its ifreq was packed with one value
+    # for two fields, a struct.error that killed the agent (a review's case).
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        assert speaker_module._nic_up(sock, "lo") is True
+        assert speaker_module._nic_up(sock, "no-such-nic0") is False
+
+
+def test_lost_link_messages_announce_the_nics_that_are_up_again(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    speaker = speaker_for(lab, V4)
+    speaker.serve(lab.now + 6)
+    lab.sent.clear()
+
+    class Overflowed:
+        calls = 0
+
+        def recv(self, size: int) -> bytes:
+            self.calls += 1
+            if self.calls == 1:
+                raise OSError(errno.ENOBUFS, "No buffer space available")
+            raise BlockingIOError
+
+    monkeypatch.setattr(speaker_module, "_nic_up", lambda sock, name: True)
+    speaker._link_changes(cast(socket.socket, Overflowed()))
+    speaker.serve(lab.now + 6)
+    assert len(lab.rounds()) == ROUNDS
+    assert any("link messages were lost" in line for line in lab.lines), lab.lines
+
+
+def test_a_nic_that_failed_and_is_no_target_any_more_is_not_retried(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # retrying stayed True once a NIC had failed, so the agent planned again on every tick.
+    def refused(target: Target) -> Any:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(speaker_module, "_Port", refused)
+    speaker = speaker_for(lab, V4)
+    assert speaker.retrying
+    speaker.update({})
+    assert not speaker.retrying
