@@ -177,7 +177,6 @@ class Agent:
         self._claims = Claims(settings.settle)
         self._wins: tuple[Assignment, ...] = ()  # won at the last election, claimed or not
         self._won_states: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
-        self._known_ips: frozenset[str] | None = None  # the IPs of the last view elected on
         # The Nodes, and the unfit ones, of the objects last read while a view of them waits.
         self._states_of: tuple[object, tuple[frozenset[str], frozenset[str]]] | None = None
         self._last_read: Sequence[Mapping[str, Any]] | None = None
@@ -273,8 +272,9 @@ class Agent:
             # not on every tick.
             view = self._view if unfit == self._view.unfit else replace(self._view, unfit=unfit)
             wins = self._elector.mine(view, members - absent if absent else members)
-            at_once = self._safe_at_once(wins, states)
-            self._wins, self._won = wins, self._claims.claimed(wins, self._clock(), at_once)
+            if self._seen is not None:  # a view read: no news before (a first read failing)
+                self._claims.seen(self._view, (self._view.excluded, states), self._clock())
+            self._wins, self._won = wins, self._claims.claimed(wins, self._clock())
             self._won_view, self._won_members, self._won_states = self._view, members, states
         elif self._clock() >= self._claims.due:  # an IP's wait is over
             self._won = self._claims.claimed(self._wins, self._clock())
@@ -287,6 +287,8 @@ class Agent:
             if str(exc) != self._kernel_error:  # said once, not on every look
                 self._log(str(exc))
             self._kernel_error, self._kernel_errors = str(exc), self._kernel_errors + 1
+            if self._planned is not None:  # IPs lost meanwhile stop at once all the same
+                self._plan(self._planned[2])  # on the node as last read
             return None
         if self._kernel_error is not None:
             self._log("reading this node's links again")
@@ -344,26 +346,6 @@ class Agent:
                 self._states_of = (objects, node_states(objects))
             nodes, unfit = self._states_of[1]
         return unfit, (self._members - nodes if nodes else frozenset())
-
-    def _safe_at_once(
-        self, wins: tuple[Assignment, ...], states: tuple[frozenset[str], frozenset[str]]
-    ) -> frozenset[str]:
-        """The IPs of ``wins`` this node may answer for at once if it did not win them
-        before (election.Claims): all, when only the members changed (a node that left was
-        fenced by its Lease: failover must not wait; one that joined waited its warm-up);
-        else those no earlier view had. None at the first election."""
-        first = self._won_view is None
-        if self._view is not self._won_view:
-            known, self._known_ips = (
-                self._known_ips,
-                frozenset(a.ip for a in self._view.assignments),
-            )
-            if first or known is None:
-                return frozenset()
-            return frozenset(a.ip for a in wins if a.ip not in known)
-        if states == self._won_states:
-            return frozenset(a.ip for a in wins)
-        return frozenset()
 
     def _note_error(self, error: str | None) -> None:
         if error != self._error and error is not None:

@@ -325,19 +325,36 @@ def test_mine_is_what_elect_chooses(
         assert list(mine(view, members, n)) == expected
 
 
-def test_claims_take_a_new_win_after_settling_and_give_one_up_at_once() -> None:
+def test_claims_wait_for_the_last_change_of_an_ip_and_not_for_the_members() -> None:
+    def view_of(used: dict[str, str]) -> Any:
+        view = cluster_view([eip("pool", used)])
+        return view, {a.ip: a for a in view.assignments}
+
     claims = Claims(settle=3.0)
-    a, b = (next(iter(cluster_view([eip(n, {ip: "default/web"})]).assignments))
-            for n, ip in (("pool-a", "10.0.0.1"), ("pool-b", "10.0.0.2")))  # fmt: skip
+    view, ips = view_of({"10.0.0.1": "default/web", "10.0.0.2": "default/web"})
+    a, b = ips["10.0.0.1"], ips["10.0.0.2"]
+    claims.seen(view, "nodes", 0.0)  # the first view: all of it changed now
     assert claims.claimed((a,), 0.0) == () and claims.due == 3.0
-    assert claims.claimed((a,), 2.9) == ()
+    assert claims.claimed((a,), 3.0) == (a,)
     both = (a, b)
-    assert claims.claimed(both, 3.0) == (a,)  # b waits from now
-    assert claims.due == 6.0
-    assert claims.claimed(both, 6.0) is both  # none waits: the very tuple
-    assert claims.due == math.inf
-    assert claims.claimed((b,), 7.0) == (b,)  # a lost: given up at once
-    assert claims.claimed(both, 8.0) == (b,)  # a won again: it waits again
-    # Wins the caller knows to be safe (a new IP, a member gone) are taken at once.
-    fresh = Claims(settle=3.0)
-    assert fresh.claimed(both, 0.0, at_once={"10.0.0.2"}) == (b,)
+    # b won with nothing of its own changed since (a member left): at once, the same tuple.
+    assert claims.claimed(both, 5.0) is both and claims.due == math.inf
+    assert claims.claimed((b,), 6.0) == (b,)  # a lost: given up at once
+    assert claims.claimed(both, 6.5) is both  # and won back, nothing changed: at once
+    # A Node's state changed: what is newly won waits from then; what is held stays.
+    claims.seen(view, "other nodes", 10.0)
+    assert claims.claimed((b,), 10.0) == (b,)
+    assert claims.claimed(both, 11.0) == (b,) and claims.due == 13.0
+    assert claims.claimed(both, 13.0) is both
+    # One IP's Services change, one leaves, one is new: only the changed one waits.
+    moved, ips = view_of({"10.0.0.1": "shop/other", "10.0.0.3": "default/web"})
+    claims.seen(moved, "other nodes", 20.0)
+    a, c = ips["10.0.0.1"], ips["10.0.0.3"]
+    assert claims.claimed((c,), 20.0) == (c,)  # c: new, at once (a lost, b gone)
+    assert claims.claimed((a, c), 20.5) == (c,)  # a won again, changed at 20: it waits
+    assert claims.claimed((a, c), 23.0) == (a, c)
+    # Back 1 s after it left: an agent lagging may still answer for it, so it waits.
+    back, ips = view_of({"10.0.0.2": "default/web"})
+    claims.seen(back, "other nodes", 21.0)
+    assert claims.claimed((ips["10.0.0.2"],), 21.0) == ()
+    assert claims.claimed((ips["10.0.0.2"],), 24.0) == (ips["10.0.0.2"],)

@@ -533,3 +533,23 @@ def test_fitness_hears_of_a_node_change_while_a_view_waits(monkeypatch: pytest.M
     assert not cluster.won()
     cluster.now[0] = 6.1  # settled, and still no view since
     assert cluster.won()
+
+
+def test_an_ip_lost_while_the_kernel_cannot_be_read_stops_at_once() -> None:
+    # The look ended at the kernel's error before the speaker heard of the loss: a node
+    # fenced (or outvoted) meanwhile kept answering as long as netlink failed (a review).
+    source = _Source([eip("pool", {"10.0.0.1": "shop/web"}, interface="eth1")])
+    source.members = lambda: frozenset({"node-a"})  # type: ignore[method-assign]
+    kernel, speaker = _NicKernel(), _CountingSpeaker()
+    agent = runner.Agent(runner.Settings("node-a", settle=0), source, kernel, lambda _: None,
+                         speaker=cast(Speaker, speaker))  # fmt: skip
+    agent.tick()
+    assert speaker.announced() == {"eth1": {ipaddress.ip_address("10.0.0.1")}}
+
+    def broken(probe: Any = ()) -> HostNet:
+        raise NetlinkError("netlink: no buffer space")
+
+    kernel.host = broken  # type: ignore[method-assign]
+    source.members = frozenset  # type: ignore[method-assign]
+    assert agent.tick() is None
+    assert speaker.announced() == {}
