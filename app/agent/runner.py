@@ -188,11 +188,11 @@ class Agent:
         self._won: tuple[Assignment, ...] = ()  # what this node won, of the view and members:
         self._won_view: ClusterView | None = None
         self._won_members: frozenset[str] | None = None
-        # The last plan and what it was made of (the won assignments and the view, by
-        # identity, and the host): made again, with the speaker's update, only after a change.
+        # The last plan and what it was made of (the won assignments, the view's ignored Eips
+        # and the host): made again, with the speaker's update, only after a change.
         # At 20,000 won IPs a plan, its targets and their logs took 0.35 s of every tick, and
         # the speaker answered nothing meanwhile.
-        self._planned: tuple[tuple[Assignment, ...], ClusterView, HostNet, Plan] | None = None
+        self._planned: tuple[tuple[Assignment, ...], tuple[str, ...], HostNet, Plan] | None = None
         self._announced: set[Announcement] = set()
         self._announced_by_nic: dict[str, int] = {}
         self._problems: set[str] = set()
@@ -312,23 +312,25 @@ class Agent:
 
     def _plan(self, host: HostNet) -> Plan:
         """The plan for what this node won on ``host``, acted on: made again only when the
-        won assignments, the view (its ignored Eips are logged with the plan's problems) or
-        the host changed, or the speaker has something to try again."""
+        won assignments (compared by identity first: a new view keeps the assignments of
+        unchanged Eips), the view's ignored Eips (logged with the plan's problems) or the
+        host changed, or the speaker has something to try again."""
         last = self._planned
         speaker = self._speaker
+        won, ignored = self._won, self._view.ignored
         if (
             last is not None
-            and last[0] is self._won
-            and last[1] is self._view
+            and (last[0] is won or last[0] == won)
+            and last[1] == ignored
             and last[2] == host
             and (speaker is None or not speaker.retrying)
         ):
             return last[3]
-        current = plan(self._won, host, last[3].parsed if last is not None else {})
+        current = plan(won, host, last[3].parsed if last is not None else {})
         if speaker is not None:
             speaker.update(targets(current, host))
         self._note_changes(current)  # after the update: "announce" means answering now
-        self._planned = (self._won, self._view, host, current)
+        self._planned = (won, ignored, host, current)
         return current
 
     def _node_states(self) -> tuple[frozenset[str], frozenset[str]]:

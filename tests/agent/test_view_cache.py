@@ -398,6 +398,12 @@ def test_the_agent_plans_again_only_when_what_it_won_or_the_host_changed(
     agent.tick()
     assert planned == [1, 1, 1, 1, 2]
     assert len([line for line in lines if line.startswith("announce")]) == 2
+    # A new view that changes nothing this node wins (a slice of another Service): a busy
+    # cluster's views change every tick, and planned 5,000 IPs again each time (a review).
+    source.answer = [*source.answer, slice_("shop", "other", ("node-b", True))]
+    agent.tick()
+    agent.tick()
+    assert planned == [1, 1, 1, 1, 2]
 
 
 def test_announce_is_logged_only_for_what_the_speaker_answers() -> None:
