@@ -301,9 +301,9 @@ class Claims:
     it answers only after the others have had ``settle`` seconds to see it too. So two agents
     whose views lag each other by less than that never both answer; the IP is dark for up to
     ``settle``. What changes only the members is taken at once: a member that left was fenced
-    by its Lease (failover must not wait), one that joined waited the Lease's warm-up. So is
-    an IP no view had for ``settle`` seconds (a new Service's IP: nobody answers for it). The
-    first view has no past to trust: everything in it counts as changed then.
+    by its Lease (failover must not wait), one that joined waited the Lease's warm-up. An IP
+    new to the view waits like any change (another agent may have seen it come in another
+    state), and the first view has no past to trust: everything in it counts as changed.
     """
 
     def __init__(self, settle: float) -> None:
@@ -313,14 +313,13 @@ class Claims:
         self._first: float | None = None  # when the first view came
         self._everyone = -math.inf  # the last change of every IP's candidates (a Node's state)
         self._changed: dict[str, float] = {}  # IP -> its last change, while recent
-        self._gone: dict[str, float] = {}  # IP -> when it left the view, while recent
         self._view: ClusterView | None = None
         self._nodes: object = None  # the Nodes' states last seen (excluded, unfit, absent)
 
     def seen(self, view: ClusterView, nodes: object, now: float) -> None:
-        """Note what changed since the last view: per IP (appeared soon after leaving, its
-        assignment, its Services' policy or ready nodes) or for every IP (``nodes``: the
-        Nodes' states the election used, compared by equality)."""
+        """Note what changed since the last view: per IP (new to the view, its Services, their
+        policy or ready nodes) or for every IP (``nodes``: what the election reads of the
+        Nodes, compared by equality: their names, exclude labels and conditions)."""
         before, self._view = self._view, view
         if nodes != self._nodes:
             self._nodes, self._everyone = nodes, now
@@ -331,20 +330,20 @@ class Claims:
             return
         settle = self.settle
         self._changed = {ip: t for ip, t in self._changed.items() if now - t < settle}
-        self._gone = {ip: t for ip, t in self._gone.items() if now - t < settle}
-        old = {a.ip: a for a in before.assignments}
         services = _changed_services(before, view)
+        old = {a.ip: a for a in before.assignments}
         for a in view.assignments:
-            held = old.pop(a.ip, None)
+            held = old.get(a.ip)
             if held is None:
-                if a.ip in self._gone:  # back soon: an agent lagging may still hold it
-                    self._changed[a.ip] = now
-            elif (held is not a and held != a) or (
-                services and not services.isdisjoint(a.services)
-            ):  # (an IP two Eips list is merged anew in every view: equal, not the same)
+                # New to this view, and no safer than any change: another agent may have
+                # seen it come in another state (under another Eip or Services, before a
+                # change of its Services: Eips and EndpointSlices come by separate watches)
+                # and answer for it, or hold it still if it left soon ago (a review).
                 self._changed[a.ip] = now
-        for ip in old:  # left the view
-            self._gone[ip] = now
+            elif (held is not a and held.services != a.services) or (
+                services and not services.isdisjoint(a.services)
+            ):  # only what decides the winner: an Eip's other fields change no election
+                self._changed[a.ip] = now
 
     def claimed(self, won: tuple[Assignment, ...], now: float) -> tuple[Assignment, ...]:
         """Of ``won`` (this node's wins now), those it answers for at ``now``: ``won`` itself

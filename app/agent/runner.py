@@ -262,7 +262,8 @@ class Agent:
         if error is not None:
             self._cluster_errors += 1
         members = self._members
-        states = unfit, absent = self._node_states()
+        states = nodes, unfit = self._node_states()
+        absent = members - nodes if nodes else frozenset()  # no news of Nodes: none absent
         if (
             self._view is not self._won_view
             or members != self._won_members
@@ -273,6 +274,8 @@ class Agent:
             view = self._view if unfit == self._view.unfit else replace(self._view, unfit=unfit)
             wins = self._elector.mine(view, members - absent if absent else members)
             if self._seen is not None:  # a view read: no news before (a first read failing)
+                # The Nodes as such, not the absent members: a Node back while its node is
+                # no member (in its Lease's warm-up) is a change, however it joins later.
                 self._claims.seen(self._view, (self._view.excluded, states), self._clock())
             self._wins, self._won = wins, self._claims.claimed(wins, self._clock())
             self._won_view, self._won_members, self._won_states = self._view, members, states
@@ -334,8 +337,8 @@ class Agent:
         return current
 
     def _node_states(self) -> tuple[frozenset[str], frozenset[str]]:
-        """The unfit nodes to elect with, and the members to leave out for having no Node (a
-        machine whose Node was deleted may run on: OpenELB lists the Nodes), from the
+        """The Nodes, and the unfit ones, to elect with (a member without a Node is left out:
+        a machine whose Node was deleted may run on, and OpenELB lists the Nodes), from the
         objects last read even while a view of them waits (VIEW_SHARE): the settle time
         bounds how late agents may hear of a change, and a view of 50,000 Eips can wait
         seconds. Nothing before the first view, nor from a view without Nodes (a snapshot)."""
@@ -347,7 +350,7 @@ class Agent:
             if self._states_of is None or self._states_of[0] is not objects:
                 self._states_of = (objects, node_states(objects))
             nodes, unfit = self._states_of[1]
-        return unfit, (self._members - nodes if nodes else frozenset())
+        return nodes, unfit
 
     def _note_error(self, error: str | None) -> None:
         if error != self._error and error is not None:
