@@ -314,7 +314,7 @@ class Claims:
         self._everyone = -math.inf  # the last change of every IP's candidates (a Node's state)
         self._changed: dict[str, float] = {}  # IP -> its last change, while recent
         self._view: ClusterView | None = None
-        self._nodes: object = None  # the Nodes' states last seen (excluded, unfit, absent)
+        self._nodes: object = None  # what the election last read of the Nodes (see seen())
 
     def seen(self, view: ClusterView, nodes: object, now: float) -> None:
         """Note what changed since the last view: per IP (new to the view, its Services, their
