@@ -138,7 +138,7 @@ def _ready(node: Mapping[str, Any]) -> bool:
 def node_states(objects: Iterable[Mapping[str, Any]]) -> tuple[frozenset[str], frozenset[str]]:
     """The Nodes of ``objects``, and those OpenELB deems not ready (``ClusterView.nodes`` and
     ``unfit``), read without making a view: the agent reads them on every change, however
-    long its views wait (runner.VIEW_SHARE), so that Fitness hears of a change in time."""
+    long its views wait (runner.VIEW_SHARE), so that the election hears of a change in time."""
     nodes, unfit = set(), set()
     for obj in objects:
         if obj.get("kind") == "Node":

@@ -456,7 +456,7 @@ class _NodeBFlips:
 
 def test_the_agent_acts_on_a_node_turning_unfit_once_it_has_settled() -> None:
     """node-b turns NotReady: node-a takes node-b's IP only after the settle time, with no
-    other change to make it elect again (election.Fitness)."""
+    other change to make it elect again (election.Claims)."""
     cluster = _NodeBFlips()
     assert not cluster.won()
     cluster.source.answer = cluster.objects("False")
@@ -523,7 +523,7 @@ def test_the_agent_takes_a_local_services_ip_only_once_its_new_endpoint_has_sett
 
 def test_fitness_hears_of_a_node_change_while_a_view_waits(monkeypatch: pytest.MonkeyPatch) -> None:
     """A view that took 2.5 s makes the next wait 10 s (VIEW_SHARE); node-b turning NotReady
-    meanwhile must still reach Fitness in time (a review saw node-a keep treating node-b as
+    meanwhile must still reach the election in time (a review saw node-a keep treating node-b as
     fit long after node-b had given its IP up, and the reverse)."""
     cluster = _NodeBFlips()
     slow = ViewMaker.view
