@@ -298,9 +298,10 @@ class Claims:
     Agents see a change at different moments (a node's conditions, a Node deleted, the
     exclude label, an endpoint moving, a Service turning Local or back, status.used): the
     node that loses an IP gives it up as soon as it sees the change, and the one that wins
-    it answers only after the others have had ``settle`` seconds to see it too. So two agents
-    whose views lag each other by less than that never both answer; the IP is dark for up to
-    ``settle``. What changes only the members is taken at once: a member that left was fenced
+    it answers only after the others have had ``settle`` seconds to see it too. So agents that
+    read each watch less than half of that late never both answer (with two watches lagging
+    in opposite directions, a brief state can last longer in one view); the IP is dark for
+    up to ``settle``. What changes only the members is taken at once: a member that left was fenced
     by its Lease (failover must not wait), one that joined waited the Lease's warm-up. An IP
     new to the view waits like any change (another agent may have seen it come in another
     state), and the first view has no past to trust: everything in it counts as changed.
