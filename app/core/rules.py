@@ -1075,9 +1075,7 @@ def check(
             ):
                 action = Action.WARN
             elif v.rule in overrides:
-                if v.rule in NOT_OVERRIDABLE or (
-                    v.rule == "address-syntax" and candidate.address is None
-                ):
+                if not may_override(v.rule, candidate):
                     notes.append(_NO_OVERRIDE.format(v.rule))
                 else:
                     notes.append(
@@ -1102,6 +1100,15 @@ def check(
 
 
 _NO_OVERRIDE = "eip-guard: {} cannot be overridden by " + ALLOW_RULES_ANNOTATION
+
+
+def may_override(rule: str, candidate: Eip) -> bool:
+    """Whether the allow-rules annotation may turn ``rule`` into a warning for ``candidate``:
+    not what OpenELB's own webhook refuses whatever the annotation (NOT_OVERRIDABLE, and an
+    address OpenELB cannot read at all)."""
+    return rule not in NOT_OVERRIDABLE and not (
+        rule == "address-syntax" and candidate.address is None
+    )
 
 
 def in_use_notes(gone: Eip) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 from app.core.addresses import shown
 from app.core.eips import ALLOW_RULES_ANNOTATION, Eip, is_eip
-from app.core.rules import NOT_OVERRIDABLE, check
+from app.core.rules import check, may_override
 from app.core.sources import InventorySource
 from app.core.verdict import Operation, Policy, Verdict
 from app.webhook import responses
@@ -109,7 +109,7 @@ def decide(request: AdmissionRequest, source: InventorySource, policy: Policy) -
             [
                 v.rule
                 for v in verdict.warned_by
-                if v.rule in candidate.allow_rules and v.rule not in NOT_OVERRIDABLE
+                if v.rule in candidate.allow_rules and may_override(v.rule, candidate)
             ]
             if policy.allow_overrides
             else []
