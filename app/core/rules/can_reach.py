@@ -1,0 +1,204 @@
+"""The rules of ``spec.interface``: a ``can_reach`` IP that something binds on a node (the
+lo trap), its syntax and subnet, and NIC names no speaker can use."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from app.core.addresses import V6_OFFSET, Span, quoted, special_kind_of_key, special_route
+from app.core.eips import Eip
+from app.core.facts import Fact, FactKind
+from app.core.interfaces import BadInterface, CanReach, NicName
+from app.core.inventory import Inventory
+from app.core.rules.review import INTERFACE, LO_TRAP_SENTENCE, Review, describe, some_of
+from app.core.rules.suggestion import CLAIM_KINDS, RULE_OF_KIND, advise, pools_containing, suggest
+from app.core.verdict import Violation
+
+# What the conflict does to OpenELB's speaker, by rule: every claim but a pod CIDR is bound.
+_CONSEQUENCE = {
+    "can-reach-pod-cidr": "'ip route get' then answers a pod-network device (a CNI bridge or "
+    "tunnel), so OpenELB's speaker answers on the wrong NIC, or on none.",
+}
+UNDER_REVIEW = ", the Eip under review"
+DISABLED = ", disabled now (enabled again, it hands out its IPs)"
+
+_WHY_BOUND = {
+    FactKind.NODE_IP: "the node binds it",
+    FactKind.KUBE_VIP_VIP: "kube-vip binds it on the node holding the VIP",
+    FactKind.KUBE_VIP_POOL: "kube-vip binds it once it hands it to a Service",
+    FactKind.SERVICE_IP: "kube-proxy in IPVS mode binds it on kube-ipvs0 on every node",
+    FactKind.SERVICE_CIDR: "a Service given it is bound on kube-ipvs0 on every node under IPVS",
+    FactKind.POD_CIDR: "it routes into the pod network, not to the NIC the speaker must use",
+}
+
+
+def can_reach_rules(r: Review) -> Iterator[Violation]:
+    eip = r.candidate
+    advisory = not eip.speaks_layer2
+    spec = eip.interface
+    if isinstance(spec, BadInterface):
+        yield Violation(
+            "can-reach-syntax",
+            INTERFACE,
+            eip.interface_text,
+            f"{spec.reason}. OpenELB's speaker rejects this value and announces nothing. "
+            "Write 'can_reach:<IP>' with one plain IP, or a NIC name.",
+            spec.reason,
+            advisory,
+        )
+        return
+    if isinstance(spec, NicName):
+        yield from _nic_name(r, spec, advisory)
+        return
+    if not isinstance(spec, CanReach):
+        return
+    key, ip = spec.key, spec.text
+    kind = special_kind_of_key(key)
+    if kind is not None:
+        yield Violation(
+            "can-reach-special",
+            INTERFACE,
+            eip.interface_text,
+            f"{ip} is {kind}: {special_route(kind)}, so OpenELB's speaker cannot find the "
+            f"Eip's NIC by it. {advise(eip, (), r.inventory)}",
+            f"{ip} is {kind}: no route to the Eip's NIC",
+            advisory,
+        )
+        return
+    inventory = r.inventory
+    subnets = inventory.containing(FactKind.NODE_SUBNET, key)
+    advice = ""  # made once, when a message needs it: the denials and the warning share it
+    pools = pools_containing(key, eip, inventory)
+    facts = inventory.matching_any(CLAIM_KINDS, key)
+    anycast = _anycast_of(key, subnets) if subnets and key >= V6_OFFSET else ()
+    if pools or facts or anycast:
+        found: dict[str, list[str]] = {}
+        if pools:
+            found["can-reach-in-eip"] = [
+                f"{ip} lies in Eip {p.name} ({p.address_text}){UNDER_REVIEW if p is eip else ''}"
+                f"{DISABLED if p.disabled else ''}; once OpenELB assigns it to a Service, "
+                "kube-proxy binds it on kube-ipvs0"
+                for p in pools
+            ]
+        if anycast:
+            found["can-reach-node-ip"] = [
+                f"{ip} is the subnet-router anycast address of node subnet {s.span} of "
+                f"{s.source.object_ref} ({s.source.field}); a node with an address in it "
+                "binds it when it forwards IPv6, as Kubernetes nodes do"
+                for s in anycast
+            ]
+        named: set[tuple[FactKind, str]] = set()
+        for fact in facts:
+            seen = (fact.kind, fact.source.object_ref)
+            if seen in named:  # one object read twice (e.g. its status and an annotation)
+                continue
+            named.add(seen)
+            reason = f"{describe(fact, ip)}; {_WHY_BOUND[fact.kind]}"
+            found.setdefault(RULE_OF_KIND[fact.kind], []).append(reason)
+        advice = advise(eip, subnets, inventory)
+        for rule, reasons in found.items():
+            yield Violation(
+                rule,
+                INTERFACE,
+                eip.interface_text,
+                f"{some_of(reasons)}. {_CONSEQUENCE.get(rule, LO_TRAP_SENTENCE)} {advice}",
+                reasons[0].partition(";")[0],
+                advisory,
+            )
+    if advisory:
+        return
+    if subnets:
+        yield from _pool_off_subnet(eip, spec, subnets, inventory)
+        return
+    # can-reach-unknown-subnet warns only: node subnets come from reports and annotations,
+    # which may be incomplete. Only subnets of the IP's own family count: IPv4 reports say
+    # nothing of IPv6. Precomputed per inventory: listing 20,000 per request took 45 ms.
+    known = inventory.node_subnet_names.get(4 if key < V6_OFFSET else 6, ())
+    if known:
+        yield Violation(
+            "can-reach-unknown-subnet",
+            INTERFACE,
+            eip.interface_text,
+            f"{ip} lies in no known node subnet ({some_of(known)}), so the speaker follows "
+            "a gateway route and may pick a NIC off the Eip's network. "
+            f"{advice or advise(eip, subnets, inventory)}",
+            f"{ip} lies in no known node subnet",
+        )
+
+
+def _nic_name(r: Review, spec: NicName, advisory: bool) -> Iterator[Violation]:
+    """A NIC name that no NIC can have (the agent's ``resolve`` refuses it too), or that of
+    a device where no client of the Eip's network asks: the loopback device, and virtual
+    devices of kube-proxy, the CNI or containers (the agent never answers on them)."""
+    if spec.problem is None and spec.never_answers is None:
+        return
+    eip = r.candidate
+    if spec.problem is not None:
+        detail = (
+            f"{spec.problem}. OpenELB's speaker finds no NIC of that name on any node and "
+            "announces nothing for this Eip."
+        )
+        short = spec.problem
+    else:
+        detail = (
+            f"{quoted(spec.name)} {spec.never_answers}: OpenELB's speaker would answer ARP/NDP "
+            "there, where no client of the Eip's network asks, and eip-guard's agent never "
+            "answers on it."
+        )
+        short = f"{quoted(spec.name)} {spec.never_answers}"
+    yield Violation(
+        "interface-name",
+        INTERFACE,
+        eip.interface_text,
+        f"{detail} Name the node's NIC on the Eip's network (e.g. eth0), or write "
+        f"can_reach:<IP>. {advise(eip, (), r.inventory)}",
+        short,
+        advisory,
+    )
+
+
+def _pool_off_subnet(
+    eip: Eip, spec: CanReach, subnets: Sequence[Fact], inventory: Inventory
+) -> Iterator[Violation]:
+    """can-reach-pool-subnet (warns only): OpenELB's speaker (v0.6 and later) announces an
+    Eip only on a NIC with a subnet holding its whole range; the NIC is the one of the
+    ``can_reach`` IP's subnet. Only a subnet holding both the IP and the pool clears it."""
+    pool = eip.address
+    if pool is None or (pool.first < V6_OFFSET) != (spec.key < V6_OFFSET):
+        return  # another family: the NIC's subnet of that family is not known by the IP
+    hull = Span(min(spec.key, pool.first), max(spec.key, pool.last))
+    if inventory.covering(FactKind.NODE_SUBNET, hull):
+        return
+    subnet = subnets[0]  # a rack's nodes report one subnet: the first names it
+    around = inventory.covering(FactKind.NODE_SUBNET, pool)
+    free = suggest(eip, around, inventory) if around else None
+    elsewhere = (
+        f"a can_reach IP in the pool's node subnet {around[0].span}, e.g. can_reach:{free}"
+        if free is not None
+        else "a can_reach IP in the pool's own node subnet"
+    )
+    yield Violation(
+        "can-reach-pool-subnet",
+        INTERFACE,
+        eip.interface_text,
+        f"{spec.text} lies in node subnet {subnet.span} of {subnet.source.object_ref} "
+        f"({subnet.source.field}), which does not hold the whole pool {eip.address_text}: "
+        "OpenELB's speaker (v0.6 and later) announces an Eip only on a NIC with a subnet "
+        "holding its whole range, so unless that NIC has another address in a subnet around "
+        f"the pool it announces nothing. Keep the pool inside {subnet.span}, or use "
+        f"{elsewhere}.",
+        f"the pool is not inside {spec.text}'s node subnet {subnet.span}",
+    )
+
+
+def _anycast_of(key: int, subnets: Sequence[Fact]) -> tuple[Fact, ...]:
+    """The IPv6 node subnets whose subnet-router anycast address (all host bits zero) is
+    ``key``: a router (IPv6 forwarding on) binds it for each on-link prefix shorter than
+    /127, and 'ip route get' answers 'anycast ... dev lo', the trap of bound IPs. One fact
+    per subnet (the nodes of a rack report one)."""
+    seen: dict[Span, Fact] = {}
+    for fact in subnets:
+        span = fact.span
+        if span.first == key and span.prefix is not None and span.prefix < 127:
+            seen.setdefault(span, fact)
+    return tuple(seen.values())
