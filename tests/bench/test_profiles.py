@@ -26,7 +26,8 @@ def test_the_innermost_known_frame_names_the_part() -> None:
     lines = [
         # Deciding, under our handler, under Starlette: the decision.
         stack(LOOP, "Router.app (starlette/routing.py:75)", HANDLER,
-              "decide (app/webhook/admission.py:70)", "check (app/core/rules/judgement.py:40)", n=5),
+              "decide (app/webhook/admission.py:70)",
+              "check (app/core/rules/judgement.py:40)", n=5),
         # The handler's own line; pydantic's wrapper around its native parse is pydantic's.
         stack(LOOP, "Router.app (starlette/routing.py:75)", HANDLER, n=3),
         stack(LOOP, HANDLER, "BaseModel.model_validate_json (pydantic/main.py:847)", n=2),
@@ -61,7 +62,13 @@ def test_start_up_counts_imports_whatever_runs_inside_them() -> None:
     unnamed = "thread (9)"  # the main thread before threading names it
     imp = "_find_and_load (<frozen importlib._bootstrap>:1176)"
     lines = [
-        stack(unnamed, "main (app/cli/entry.py:19)", imp, "<module> (app/core/rules/__init__.py:1)", n=3),
+        stack(
+            unnamed,
+            "main (app/cli/entry.py:19)",
+            imp,
+            "<module> (app/core/rules/__init__.py:1)",
+            n=3,
+        ),
         stack(LOOP, "build (app/core/inventory.py:307)", n=7),
         stack(LOOP, "snapshot_inventory (app/cli/check_run.py:38)", n=2),
     ]
