@@ -17,9 +17,13 @@ import helm_python
 import yaml
 from helm_python import _native
 
+from app.pki.certs import ca_bundle, make_ca
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "eip-guard"
 RELEASE, NAMESPACE = "eip-guard", "eip-guard"
+# external mode's caBundle: base64 of a PEM certificate, as the chart insists.
+EXTERNAL_CA_BUNDLE = ca_bundle(make_ca("eip-guard-test-ca").cert_pem)
 VAP_CAPABILITY = "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy"
 
 Obj = dict[str, Any]
@@ -95,7 +99,7 @@ SCENARIOS: dict[str, tuple[Obj, tuple[str, ...]]] = {
         {
             "certificates": {
                 "mode": "external",
-                "external": {"secretName": "my-webhook-tls", "caBundle": "Q0FCVU5ETEU="},
+                "external": {"secretName": "my-webhook-tls", "caBundle": EXTERNAL_CA_BUNDLE},
             }
         },
         (),

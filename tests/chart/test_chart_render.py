@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+from pathlib import Path
 from typing import Any
 
 import helm_python
@@ -122,3 +124,54 @@ def test_names_follow_the_release(render: RenderFn) -> None:
     # The release's, kube-vip's, and where the auditor writes Events (a Role to write them).
     places = ("lb", "kube-system", EVENT_NAMESPACE)
     assert all(o["metadata"].get("namespace", "lb") in places for o in objs)
+
+
+def _notes(chart: helm_python.Chart, values: dict[str, Any]) -> str:
+    return render_raw(chart, values)["eip-guard/templates/NOTES.txt"]
+
+
+def test_notes_tell_what_the_agent_needs(chart: helm_python.Chart) -> None:
+    # hostNetwork: Pod Security's baseline and restricted levels refuse the agents, and the
+    # DaemonSet then sits at FailedCreate with no pod to look at.
+    assert "agent" not in _notes(chart, {})
+    notes = _notes(chart, {"agent": {"enabled": True}})
+    assert "kubectl -n eip-guard rollout status daemonset/eip-guard-agent" in notes
+    assert "pod-security.kubernetes.io/enforce=privileged" in notes
+    assert "report-only" in notes
+    assert "OpenELB's layer2 speaker" in _notes(
+        chart, {"agent": {"enabled": True, "speaker": "on"}}
+    )
+
+
+def test_notes_say_what_a_deleted_webhook_configuration_lacks_when_put_back(
+    chart: helm_python.Chart,
+) -> None:
+    # self mode: `helm upgrade` makes it again without a caBundle, which the replicas fill
+    # only at their next check (every certificates.self.checkIntervalSeconds).
+    notes = _notes(chart, {})
+    assert "kubectl delete validatingwebhookconfiguration eip-guard" in notes
+    assert "kubectl -n eip-guard rollout restart deployment/eip-guard" in notes
+    external = _notes(chart, {"certificates": {"mode": "cert-manager"}})
+    assert "rollout restart" not in external
+
+
+def test_a_new_chart_version_alone_restarts_no_pod(tmp_path: Path) -> None:
+    # A pod template that names the chart's version (a label, or a checksum of an object
+    # that carries it) changes with every chart release: each `helm upgrade` then restarts
+    # every agent (with agent.speaker on, every layer2 IP moves away and back, node by node)
+    # and every webhook replica, though neither the image nor the policy changed.
+    bumped = tmp_path / "eip-guard"
+    shutil.copytree(CHART, bumped)
+    meta = (bumped / "Chart.yaml").read_text()
+    (bumped / "Chart.yaml").write_text(meta.replace("\nversion: ", "\nversion: 9.9.9-", 1))
+    values = {"agent": {"enabled": True}}
+
+    def templates(chart_dir: Path) -> dict[str, Any]:
+        with helm_python.Chart.load(chart_dir) as chart:
+            objs = objects(render_raw(chart, values))
+        workloads = [o for o in objs if o["kind"] in ("Deployment", "DaemonSet")]
+        assert len(workloads) == 2
+        return {o["kind"]: o["spec"]["template"] for o in workloads}
+
+    old, new = templates(CHART), templates(bumped)
+    assert [kind for kind in sorted(old) if old[kind] != new[kind]] == []

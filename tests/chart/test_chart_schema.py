@@ -83,6 +83,23 @@ BAD: dict[str, tuple[dict[str, Any], str]] = {
         "shutdownDelaySeconds",
     ),
     "speaker neither on nor off": ({"agent": {"speaker": "yes"}}, "speaker"),
+    # A pod's own address is not known in advance: only every address makes sense. The
+    # loopback installs and is never ready (the API server and the kubelet call the pod
+    # IP); a bracketed or named address stops `eip-guard serve` at start.
+    "webhook on the loopback": ({"webhook": {"listenAddress": "127.0.0.1"}}, "listenAddress"),
+    "webhook on localhost": ({"webhook": {"listenAddress": "localhost"}}, "listenAddress"),
+    "bracketed listen address": ({"webhook": {"listenAddress": "[::]"}}, "listenAddress"),
+    # Each stops every agent at start (no such address to listen on): a port is
+    # agent.probePort's, an IPv6 address goes without brackets.
+    "agent probe address with a port": (
+        {"agent": {"probeAddress": "127.0.0.1:9477"}},
+        "probeAddress",
+    ),
+    "bracketed agent probe address": ({"agent": {"probeAddress": "[::1]"}}, "probeAddress"),
+    "agent probe address as a URL": (
+        {"agent": {"probeAddress": "http://127.0.0.1"}},
+        "probeAddress",
+    ),
 }
 
 
@@ -92,6 +109,14 @@ def test_schema_rejects(chart: helm_python.Chart, case: str) -> None:
     with pytest.raises(helm_python.HelmValuesError) as err:
         chart.validate_schema(chart.merge_values(values))
     assert where in str(err.value)
+
+
+@pytest.mark.parametrize("address", ["", "127.0.0.1", "::1", "::", "0.0.0.0", "localhost",
+                                     "10.0.0.5", "fd00::1", "::ffff:192.0.2.1"])  # fmt: skip
+def test_schema_takes_every_probe_address_the_agent_can_listen_on(
+    chart: helm_python.Chart, address: str
+) -> None:
+    chart.validate_schema(chart.merge_values({"agent": {"probeAddress": address}}))
 
 
 def test_render_refuses_values_the_schema_rejects(chart: helm_python.Chart) -> None:

@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
+import base64
+import copy
 from pathlib import Path
 from typing import Any
 
+import helm_python
 import pytest
 import yaml
+from cel_expr_python import cel
 
-from app.core.rules import RULE_IDS
+from app.core.inventory import build
+from app.core.rules import DEFAULT_POLICY, RULE_IDS
+from app.core.sources import StaticSource
 from app.core.verdict import Action
+from app.pki.certs import make_ca
 from app.sources.files import load_policy
-from tests.chart.rendering import NAMESPACE, SCENARIOS, VAP_CAPABILITY, Obj, RenderFn, by_kind, one
+from app.webhook.admission import decide
+from app.webhook.reviews import AdmissionRequest
+from tests.chart.rendering import (
+    EXTERNAL_CA_BUNDLE,
+    NAMESPACE,
+    SCENARIOS,
+    VAP_CAPABILITY,
+    Obj,
+    RenderFn,
+    by_kind,
+    one,
+)
+from tests.core.objects import eip, node
 
 SANS = [
     "eip-guard",
@@ -36,6 +55,9 @@ def test_webhook_configuration_is_exactly_as_specified(render: RenderFn) -> None
     vwc = one(objs, "ValidatingWebhookConfiguration")
     (hook,) = vwc["webhooks"]
     service = one(objs, "Service")
+    # What they let through is tested below, by running them.
+    conditions = [c["name"] for c in hook.pop("matchConditions")]
+    assert conditions == ["update-changes-what-eip-guard-reads", "delete-of-an-eip-in-use"]
     assert hook == {
         "name": "validate.eip-guard.io",
         "admissionReviewVersions": ["v1"],
@@ -121,15 +143,51 @@ def test_external_mode_uses_the_named_secret_and_ca_bundle(render: RenderFn) -> 
     values, _ = SCENARIOS["external"]
     objs = render(values)
     vwc = one(objs, "ValidatingWebhookConfiguration")
-    assert vwc["webhooks"][0]["clientConfig"]["caBundle"] == "Q0FCVU5ETEU="
+    assert vwc["webhooks"][0]["clientConfig"]["caBundle"] == EXTERNAL_CA_BUNDLE
     assert "annotations" not in vwc["metadata"]
     assert _volumes(objs)["tls"]["secret"]["secretName"] == "my-webhook-tls"
     assert not by_kind(objs, "Secret") and not by_kind(objs, "Certificate")
 
 
+def _b64(text: str | bytes) -> str:
+    return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
+
+
+CA_PEM = make_ca("test-ca").cert_pem
+
+
+@pytest.mark.parametrize(
+    ("bundle", "says"),
+    [
+        # base64 of something that is no PEM: the API server stores it, then every call to
+        # the webhook fails its TLS handshake and, under Fail, every Eip change is refused.
+        (_b64("CABUNDLE"), "is no PEM certificate"),
+        # `kubectl get secret -o jsonpath='{.data.ca\\.crt}' | base64`: encoded twice.
+        (_b64(_b64(CA_PEM)), "base64 twice"),
+        # The key instead of the certificate.
+        (_b64(b"-----BEGIN PRIVATE KEY-----\nMIG\n-----END PRIVATE KEY-----\n"), "no PEM"),
+        ("Q0FCVU5ETEU", "is not valid base64"),
+    ],
+)
+def test_external_mode_refuses_a_ca_bundle_that_is_no_pem_certificate(
+    render: RenderFn, bundle: str, says: str
+) -> None:
+    external = {"secretName": "my-webhook-tls", "caBundle": bundle}
+    with pytest.raises(helm_python.HelmError, match=f"certificates.external.caBundle .*{says}"):
+        render({"certificates": {"mode": "external", "external": external}})
+
+
+def test_external_mode_takes_a_bundle_of_several_certificates(render: RenderFn) -> None:
+    bundle = _b64(CA_PEM + make_ca("other-ca").cert_pem)
+    external = {"secretName": "my-webhook-tls", "caBundle": bundle}
+    vwc = one(render({"certificates": {"mode": "external", "external": external}}),
+              "ValidatingWebhookConfiguration")  # fmt: skip
+    assert vwc["webhooks"][0]["clientConfig"]["caBundle"] == bundle
+
+
 @pytest.mark.parametrize("missing", ["secretName", "caBundle"])
 def test_external_mode_requires_secret_and_bundle(render: RenderFn, missing: str) -> None:
-    external = {"secretName": "my-webhook-tls", "caBundle": "Q0FCVU5ETEU=", missing: ""}
+    external = {"secretName": "my-webhook-tls", "caBundle": EXTERNAL_CA_BUNDLE, missing: ""}
     with pytest.raises(Exception, match=f"certificates.external.{missing} is required"):
         render({"certificates": {"mode": "external", "external": external}})
 
@@ -270,3 +328,92 @@ def test_switching_from_cert_manager_to_self_can_avoid_its_secret(render: Render
     (rule,) = one(objs, "Role", "eip-guard-tls")["rules"]
     assert rule["resourceNames"] == ["eip-guard-self-tls"]
     assert "--tls-secret=eip-guard-self-tls" in _container(objs)["args"]
+
+
+# What the API server sends the webhook: its matchConditions, run by Google's CEL runtime as
+# the API server runs them (all must be true; object and oldObject as the request has them).
+_MATCH_ENV = cel.NewEnv(
+    variables={name: cel.Type.DYN for name in ("object", "oldObject", "request", "authorizer")}
+)
+POOL = "192.0.2.10-192.0.2.20"
+
+
+def _sent(hook: Obj, op: str, new: Obj | None, old: Obj | None) -> bool:
+    data = {"object": new, "oldObject": old, "request": {"operation": op}, "authorizer": None}
+    for condition in hook.get("matchConditions", []):
+        if _MATCH_ENV.compile(condition["expression"]).eval(data=data).value() is not True:
+            return False
+    return True
+
+
+def _edited(obj: Obj, **metadata: Any) -> Obj:
+    edited = copy.deepcopy(obj)
+    edited["metadata"].update(metadata)
+    return edited
+
+
+@pytest.fixture(scope="module")
+def hook(render: RenderFn) -> Obj:
+    (found,) = one(render(), "ValidatingWebhookConfiguration")["webhooks"]
+    return dict(found)
+
+
+# A layer2 Eip whose can_reach IP is a node's: denied on CREATE, ratcheted on UPDATE.
+BAD = eip("legacy", POOL, interface="can_reach:192.0.2.1", used={"192.0.2.10": "ns/svc"})
+UNUSED = eip("spare", POOL, interface="eth0:1")
+NODE = node("node1", "192.0.2.1")
+METADATA_ONLY: dict[str, dict[str, Any]] = {
+    "finalizer added": {"finalizers": ["finalizer.ipam.kubesphere.io/v1alpha1"]},
+    "label added": {"labels": {"team": "net"}},
+    "owner added": {"ownerReferences": [{"apiVersion": "v1", "kind": "x", "name": "y"}]},
+    "being deleted": {"deletionTimestamp": "2026-01-01T00:00:00Z", "finalizers": []},
+}
+
+
+@pytest.mark.parametrize("change", sorted(METADATA_ONLY))
+def test_an_update_of_nothing_eip_guard_reads_never_waits_for_the_webhook(
+    hook: Obj, change: str
+) -> None:
+    # OpenELB adds and removes its finalizer with plain UPDATEs: while no replica answers (or
+    # none is ready) under failurePolicy Fail, an Eip being deleted hung in Terminating.
+    for old in (BAD, UNUSED, _edited(BAD, finalizers=["x"], labels={"a": "b"})):
+        assert not _sent(hook, "UPDATE", _edited(old, **METADATA_ONLY[change]), old), change
+
+
+@pytest.mark.parametrize("change", sorted(METADATA_ONLY))
+def test_what_the_webhook_no_longer_sees_it_always_allowed(change: str) -> None:
+    # The oracle: the webhook's own answer to each skipped request, judged as it judges.
+    source = StaticSource(build([NODE, BAD, UNUSED]))
+    create = AdmissionRequest(uid="u", name="legacy", operation="CREATE", object=BAD)
+    assert decide(create, source, DEFAULT_POLICY).response["allowed"] is False  # a bad Eip
+    for old in (BAD, UNUSED):
+        new = _edited(old, **METADATA_ONLY[change])
+        request = AdmissionRequest(
+            uid="u", name=old["metadata"]["name"], operation="UPDATE", object=new, oldObject=old
+        )
+        assert decide(request, source, DEFAULT_POLICY).response["allowed"] is True
+    gone = AdmissionRequest(uid="u", name="spare", operation="DELETE", oldObject=UNUSED)
+    answer = decide(gone, source, DEFAULT_POLICY).response
+    assert answer["allowed"] is True and not answer.get("warnings")
+
+
+def test_every_change_eip_guard_reads_is_still_reviewed(hook: Obj) -> None:
+    assert _sent(hook, "CREATE", BAD, None)
+    changed_spec = copy.deepcopy(BAD)
+    changed_spec["spec"]["interface"] = "can_reach:192.0.2.2"
+    assert _sent(hook, "UPDATE", changed_spec, BAD)
+    bgp = eip("e", POOL, protocol="bgp", interface="eth0:1")
+    assert _sent(hook, "UPDATE", dict(bgp, spec={**bgp["spec"], "protocol": "layer2"}), bgp)
+    overridden = _edited(BAD, annotations={"eip-guard.io/allow-rules": "can-reach-node-ip"})
+    assert _sent(hook, "UPDATE", overridden, BAD) and _sent(hook, "UPDATE", BAD, overridden)
+    bare = copy.deepcopy(BAD)
+    del bare["metadata"]["annotations"]
+    assert _sent(hook, "UPDATE", _edited(bare, annotations={"a": "b"}), bare)
+    assert not _sent(hook, "UPDATE", _edited(bare, labels={"a": "b"}), bare)
+    # Status, where a version has no status subresource: the rules read status.used.
+    assert _sent(hook, "UPDATE", dict(BAD, status={"used": {}}), BAD)
+    # DELETE warns only of an Eip in use (status.used): that one is still reviewed.
+    assert _sent(hook, "DELETE", None, BAD)
+    assert not _sent(hook, "DELETE", None, UNUSED)
+    assert not _sent(hook, "DELETE", None, dict(UNUSED, status={"used": {}}))
+    assert not _sent(hook, "DELETE", None, None)
