@@ -425,3 +425,110 @@ def test_a_manifests_own_status_is_dropped_as_the_api_server_drops_it(
     )
     assert code == 1
     assert "[address-node-ip]" in out and "172.16.236.152, an address of Node node1" in out
+
+
+_EIP_HEAD = "apiVersion: network.kubesphere.io/v1alpha2\nkind: Eip\n"
+_EIP_SPEC = "spec: {address: 172.16.236.90, protocol: layer2, interface: can_reach:172.16.236.1}\n"
+
+
+@pytest.mark.parametrize(
+    ("metadata", "says"),
+    [
+        ("metadata: {name: Eip_1}\n", "metadata.name 'Eip_1': the API server refuses this name"),
+        ("metadata: {name: " + "a" * 254 + "}\n", "(254 characters): the API server refuses"),
+        ("metadata: {name: 5}\n", "metadata.name is a number (5), not a string"),
+        ("metadata: {generateName: eip-}\n", "no metadata.name: kubectl apply refuses"),
+        ("metadata: null\n", "no metadata.name: kubectl apply refuses"),
+        ("", "no metadata.name: kubectl apply refuses"),
+        (
+            "metadata:\n  name: eip-a\n  annotations:\n"
+            "    eip.openelb.kubesphere.io/is-default-eip: true\n",
+            "metadata.annotations['eip.openelb.kubesphere.io/is-default-eip'] is a boolean "
+            "(true), not a string",
+        ),
+        ("metadata: {name: eip-a, annotations: [a]}\n", "metadata.annotations is a list"),
+        ("metadata: {name: eip-a, labels: {team: 7}}\n", "metadata.labels['team'] is a number"),
+    ],
+)
+def test_a_manifest_whose_metadata_the_api_server_refuses_is_bad_input(
+    capsys: pytest.CaptureFixture[str], examples: Path, tmp_path: Path, metadata: str, says: str
+) -> None:
+    # "Eip : allowed" (exit 0) for a manifest kubectl apply then refuses: the gate passed
+    # what never applies, and an unquoted is-default-eip: true was judged as no default.
+    manifest = tmp_path / "eip.yaml"
+    manifest.write_text(_EIP_HEAD + metadata + _EIP_SPEC)
+    cluster = str(examples / "cluster.yaml")
+    for argv in (["-f", str(manifest)], ["-f", str(examples / "eip-good.yaml"),
+                                         "--old", str(manifest)]):  # fmt: skip
+        code, out, err = run_cli(capsys, "check", *argv, "--cluster", cluster)
+        assert (code, out) == (2, ""), err
+        assert err.startswith(f"eip-guard: {manifest}: ") and says in err, err
+        assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_name_kubernetes_takes_is_judged(
+    capsys: pytest.CaptureFixture[str], examples: Path, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "eip.yaml"
+    for name in ("a", "0.pool-1", "a" * 253, "2024-05-01"):
+        manifest.write_text(_EIP_HEAD + f"metadata: {{name: {name}}}\n" + _EIP_SPEC)
+        code, out, err = run_cli(
+            capsys, "check", "-f", str(manifest), "--cluster", str(examples / "cluster.yaml")
+        )
+        assert (code, out, err) == (0, f"Eip {name}: allowed\n", "")
+
+
+@pytest.mark.parametrize(
+    ("head", "says"),
+    [
+        (
+            "apiVersion: network.kubesphere.io/v1alpha3\nkind: Eip\n",
+            "apiVersion 'network.kubesphere.io/v1alpha3': the Eip CRD serves "
+            "network.kubesphere.io/v1alpha2 and network.kubesphere.io/v1alpha1 only",
+        ),
+        ("apiVersion: network.kubesphere.io\nkind: Eip\n", "apiVersion 'network.kubesphere.io'"),
+        (
+            "apiVersion: Network.kubesphere.io/v1alpha2\nkind: Eip\n",
+            "not an Eip: apiVersion 'Network.kubesphere.io/v1alpha2', kind 'Eip'",
+        ),
+        (
+            "apiVersion: network.kubesphere.io/v1alpha2\nkind: EIP\n",
+            "not an Eip: apiVersion 'network.kubesphere.io/v1alpha2', kind 'EIP' (kinds are "
+            "case-sensitive: write kind: Eip)",
+        ),
+        ("kind: Eip\n", "not an Eip: no apiVersion, kind 'Eip'"),
+    ],
+)
+def test_a_manifest_of_no_eip_version_kubectl_knows_is_bad_input(
+    capsys: pytest.CaptureFixture[str], examples: Path, tmp_path: Path, head: str, says: str
+) -> None:
+    # network.kubesphere.io/v1alpha3 passed as an Eip ("allowed", exit 0); kubectl apply
+    # then refuses it: no matches for kind "Eip" in that version.
+    manifest = tmp_path / "eip.yaml"
+    manifest.write_text(head + "metadata: {name: eip-a}\n" + _EIP_SPEC)
+    code, out, err = run_cli(
+        capsys, "check", "-f", str(manifest), "--cluster", str(examples / "cluster.yaml")
+    )
+    assert (code, out) == (2, "")
+    assert err.startswith(f"eip-guard: {manifest}: ") and says in err and err.count("\n") == 1
+
+
+def test_a_snapshots_names_cannot_forge_lines_of_the_text_output(
+    capsys: pytest.CaptureFixture[str], examples: Path, tmp_path: Path
+) -> None:
+    # A name is printed as written: a newline and an escape sequence in one made a line
+    # "Eip y: allowed" (red) of their own, in a CI log or a terminal.
+    snapshot = tmp_path / "forged.yaml"
+    snapshot.write_text(
+        "apiVersion: network.kubesphere.io/v1alpha2\nkind: Eip\n"
+        'metadata: {name: "x\\n\\u001b[32mEip y: allowed\\u202e"}\n'
+        "spec: {address: 10.0.0.1x, protocol: layer2, interface: eth0}\n"
+    )
+    code, out, err = run_cli(
+        capsys, "audit", "--cluster", str(snapshot), "--cluster", str(examples / "cluster.yaml")
+    )
+    assert code == 1
+    assert "Eip x\\n\\x1b[32mEip y: allowed\\u202e: DENIED\n" in out
+    assert "Eip x\\n\\x1b[32mEip y: allowed\\u202e (spec.address): ignored" in err
+    assert "\x1b" not in out + err and "\u202e" not in out + err
+    assert len(out.splitlines()) == 3 and len(err.splitlines()) == 1

@@ -187,3 +187,15 @@ def test_a_runtime_is_imported_with_the_collector_paused() -> None:
         capture_output=True, text=True, check=True, env=environment(Path(os.devnull)),
     ).stdout  # fmt: skip
     assert out.splitlines()[-1] == "[False] True 0"
+
+
+@pytest.mark.parametrize("command", [[], ["check"], ["audit"], ["rules"]], ids=" ".join)
+def test_help_says_what_the_command_does_and_its_exit_codes(
+    capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    # The top level showed the module's docstring ("Each subcommand lives in a module of its
+    # own"), and a pipeline author found the exit codes in the README only.
+    code, out, _ = run_cli(capsys, *command, "--help")
+    text = " ".join(out.split())
+    assert code == 0 and "module" not in text
+    assert "Exit codes: 0 " in text and "2 bad input or usage" in text

@@ -12,6 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from app.pki.certs import make_bundle, write_bundle
 from tests.conftest import EXAMPLES, ROOT
@@ -109,13 +112,26 @@ def _unicode_eip(tmp_path: Path) -> Path:
     return path
 
 
+def _unicode_interface(tmp_path: Path) -> Path:
+    # The API server refuses a name that is no DNS-1123 subdomain (`check -f` too): a
+    # manifest carries other text in its spec.
+    path = tmp_path / "uni-spec.yaml"
+    path.write_text(
+        (EXAMPLES / "eip-bad.yaml").read_text().replace("236.40", "236.4\u00fc\u2603"),
+        encoding="utf-8",
+    )
+    return path
+
+
 @pytest.mark.parametrize("output", ["text", "json"])
 def test_output_survives_a_stdout_that_cannot_spell_it(tmp_path: Path, output: str) -> None:
     """An Eip named eip-ü-☃ where stdout is ASCII: UnicodeEncodeError, exit 1, mid-verdict."""
     env = {**os.environ, "PYTHONIOENCODING": "ascii"}
-    uni = str(_unicode_eip(tmp_path))
-    for argv in (["check", "-f", uni, "--cluster", CLUSTER],
-                 ["audit", "--cluster", CLUSTER, "--cluster", uni]):  # fmt: skip
+    uni, spec = str(_unicode_eip(tmp_path)), str(_unicode_interface(tmp_path))
+    for argv, said in (
+        (["check", "-f", spec, "--cluster", CLUSTER], b'"can_reach:172.16.236.4\\xfc\\u2603"'),
+        (["audit", "--cluster", CLUSTER, "--cluster", uni], b"Eip eip-\\xfc-\\u2603: DENIED"),
+    ):
         done = subprocess.run([*CLI, *argv, "-o", output], cwd=ROOT, env=env,
                               capture_output=True, check=False)  # fmt: skip
         assert done.returncode == 1, done.stderr
@@ -124,7 +140,7 @@ def test_output_survives_a_stdout_that_cannot_spell_it(tmp_path: Path, output: s
             report = json.loads(done.stdout)
             assert argv[0] == "check" or "eip-\u00fc-\u2603" in report["findings"]
         else:
-            assert b"Eip eip-\\xfc-\\u2603: DENIED" in done.stdout
+            assert said in done.stdout
     # A bad path spelt the same way, said on stderr.
     missing = str(tmp_path / "n\u00f6.yaml")
     done = subprocess.run([*CLI, "audit", "--cluster", missing], cwd=ROOT, env=env,
@@ -230,3 +246,80 @@ def test_a_file_that_cannot_be_read_is_named_once(tmp_path: Path) -> None:
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
     assert done.returncode == 2
     assert done.stderr == f"eip-guard: {unread}: cannot read: Permission denied\n"
+
+
+# Values an admin's hand or a broken pipeline puts where the rules read strings: YAML 1.1's
+# look-alikes (dates, base 60, yes/off), numbers, nulls, text with control characters.
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(),
+    st.text(max_size=12),
+    st.sampled_from(
+        ["172.16.236.90", "10.0.0.0/24", "1.1.1.1-1.1.1.9", "layer2", "vip", "eth0", "Eip",
+         "can_reach:172.16.236.1", "can_reach:", "2024-05-01", "1:20", "off", "List", "EipList",
+         "network.kubesphere.io/v1alpha2", "network.kubesphere.io/v1alpha1", "v1", "a\n\x1b[2J"]
+    ),
+)  # fmt: skip
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+_KINDS = st.sampled_from(["Eip", "Node", "Service", "List", "EipList"]) | _SCALARS
+_EIP_VERSIONS = st.sampled_from(
+    ["network.kubesphere.io/v1alpha2", "network.kubesphere.io/v1alpha1"]
+)
+_METADATA = st.fixed_dictionaries({"name": _SCALARS}, optional={"annotations": _VALUES})
+_SPEC = st.fixed_dictionaries(
+    {}, optional={k: _SCALARS for k in ("address", "protocol", "interface", "disable")}
+)
+_OBJECTS = st.fixed_dictionaries(
+    {"apiVersion": _EIP_VERSIONS | _SCALARS, "kind": _KINDS},
+    optional={
+        "metadata": _METADATA | _VALUES,
+        "spec": _SPEC | _VALUES,
+        "status": _VALUES,
+        "items": st.lists(_VALUES, max_size=2) | _VALUES,
+    },
+)
+
+
+def _text(docs: list[object], form: str) -> str:
+    if form == "json":
+        return json.dumps(docs[0] if docs else None)
+    text = yaml.safe_dump_all(docs)
+    if form == "yaml, a key twice":  # as a hand-edited manifest has it
+        text = text.replace("kind:", "kind: Eip\nkind:", 1)
+    return text
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    docs=st.lists(_OBJECTS | _VALUES, max_size=3),
+    form=st.sampled_from(["json", "yaml", "yaml, a key twice"]),
+    output=st.sampled_from(["text", "json"]),
+)
+def test_any_yaml_or_json_gives_a_documented_exit_and_never_a_traceback(
+    capsys: Capsys, tmp_path: Path, docs: list[object], form: str, output: str
+) -> None:
+    path = tmp_path / ("in.json" if form == "json" else "in.yaml")
+    path.write_text(_text(docs, form), encoding="utf-8")
+    for argv in (
+        ["check", "-f", str(path), "--cluster", CLUSTER, "-o", output],
+        ["audit", "--cluster", str(path), "--cluster", CLUSTER, "-o", output],
+        ["rules", "--policy", str(path), "-o", output],
+    ):
+        code, out, err = run_cli(capsys, *argv)  # an exception escaping main() fails here
+        assert code in (0, 1, 2), (argv, err)
+        if code == 2:  # bad input: one line on stderr, nothing on stdout
+            assert out == "" and err.startswith("eip-guard: ") and err.count("\n") == 1, err
+        elif output == "json":
+            assert isinstance(json.loads(out), dict)
+        else:  # one line, one finding: nothing in a name makes a line of its own
+            assert out.endswith("\n") and all(line.isprintable() for line in out.splitlines())

@@ -64,9 +64,17 @@ def _strict(p: argparse.ArgumentParser) -> None:
     )
 
 
+# Exit codes, said in --help for a pipeline's author (main.EPILOG has them for every command).
+_EXIT = "Exit codes: 0 {ok}, 1 {bad}{strict}, 2 bad input or usage, 141 the reader went away."
+_STRICT = " (--strict: also warnings, or part of the cluster not checked)"
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser(
-        "check", help="judge one Eip manifest against a cluster snapshot or the live cluster"
+        "check",
+        help="judge one Eip manifest against a cluster snapshot or the live cluster",
+        description="Judges one Eip manifest as the webhook would judge it on kubectl apply.",
+        epilog=_EXIT.format(ok="allowed", bad="denied", strict=_STRICT),
     )
     p.add_argument(
         "-f", "--filename", type=path, required=True, help="the Eip manifest (- reads stdin)"
@@ -78,7 +86,10 @@ def register(sub: Any) -> None:
     _strict(p)
     p.set_defaults(run=lazy("app.cli.check_run", "run_check"))
     a = sub.add_parser(
-        "audit", help="judge every existing Eip in a cluster snapshot or the live cluster"
+        "audit",
+        help="judge every existing Eip in a cluster snapshot or the live cluster",
+        description="Judges every existing Eip as if it were created now.",
+        epilog=_EXIT.format(ok="every Eip allowed", bad="some Eip violates a rule", strict=_STRICT),
     )
     cluster_args(a)
     _strict(a)
@@ -86,6 +97,9 @@ def register(sub: Any) -> None:
     r = sub.add_parser(
         "rules",
         help="list the rule ids, what each denies, and the action a policy file gives each",
+        description="Lists the rule ids, what each denies, and the action a policy file gives "
+        "each: check a policy before it is deployed.",
+        epilog="Exit codes: 0 listed, 2 bad input or usage (an unknown rule id in the policy).",
     )
     r.add_argument("--policy", type=path, help="policy file to show the actions of")
     r.add_argument("-o", "--output", choices=("text", "json"), default="text")

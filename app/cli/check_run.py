@@ -6,19 +6,22 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from app.cli import live
 from app.cli.flags import object_ref
-from app.cli.render import dumps, verdict_json, verdict_text
-from app.core.eips import ALLOW_RULES_ANNOTATION, Eip, is_eip, same_spec
+from app.cli.render import dumps, printable, verdict_json, verdict_text
+from app.core.eips import ALLOW_RULES_ANNOTATION, GROUP, VERSIONS, Eip, is_eip, same_spec
 from app.core.inventory import Inventory, Options, build, first_lines
 from app.core.rules import RULES, Rule, audit, check
 from app.core.verdict import Action, Policy
 from app.sources.errors import InputError, shown
 from app.sources.files import is_stdin, load_one, load_policy, load_snapshot
 from app.sources.gc_pause import gc_paused
+from app.sources.manifest import metadata_problem
 
 
 def resolve_dns(name: str) -> list[str]:
@@ -80,17 +83,42 @@ def noted_inventory(args: argparse.Namespace) -> Inventory:
     verdict, JSON with -o json)."""
     inventory = snapshot_inventory(args)
     for line in first_lines(inventory.problems):
-        print(f"eip-guard: note: {line}", file=sys.stderr)
+        print(f"eip-guard: note: {printable(line)}", file=sys.stderr)
     return inventory
 
 
 def _eip(path: Path) -> Eip:
     obj = load_one(path)
-    if not is_eip(obj):
-        raise InputError(
-            f"{shown(path)}: not an Eip (network.kubesphere.io); got {obj.get('kind')}"
-        )
+    problem = _not_an_eip(obj)
+    # What kubectl apply refuses, refused here: judged, an Eip without a name passed the
+    # gate as "Eip : allowed", and an unquoted is-default-eip: true as no default at all.
+    if problem is None:
+        problem = metadata_problem(obj)
+    if problem is not None:
+        raise InputError(f"{shown(path)}: {problem}")
     return Eip.from_object(obj)
+
+
+_SERVED = " and ".join(f"{GROUP}/{v}" for v in VERSIONS)
+
+
+def _not_an_eip(obj: Mapping[str, Any]) -> str | None:
+    """Why ``obj`` is no Eip kubectl can apply, or None."""
+    kind, version = obj.get("kind"), obj.get("apiVersion")
+    if not is_eip(obj):
+        given = f"apiVersion {version!r}" if version is not None else "no apiVersion"
+        case = (
+            " (kinds are case-sensitive: write kind: Eip)"
+            if isinstance(kind, str) and kind != "Eip" and kind.lower() == "eip"
+            else ""
+        )
+        return f"not an Eip: {given}, kind {kind!r}{case}; give one Eip ({GROUP}/{VERSIONS[0]})"
+    if version not in {f"{GROUP}/{v}" for v in VERSIONS}:
+        return (
+            f"apiVersion {version!r}: the Eip CRD serves {_SERVED} only; kubectl apply refuses "
+            "any other (no matches for kind Eip in that version)"
+        )
+    return None
 
 
 def run_check(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from app.sources.errors import InputError
+from app.sources.manifest import DNS_SUBDOMAIN, dns_subdomain
 
 
 def path(value: str) -> Path:
@@ -54,9 +55,7 @@ def non_empty(value: str) -> str:
     return value
 
 
-_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_DNS_LABEL = re.compile(_LABEL)
-_DNS_SUBDOMAIN = re.compile(rf"{_LABEL}(\.{_LABEL})*")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
 def object_ref(flag: str, value: str) -> tuple[str, str]:
@@ -72,11 +71,8 @@ def object_ref(flag: str, value: str) -> tuple[str, str]:
             f"{flag} {shown}: the namespace must be a DNS-1123 label (at most 63 lower-case "
             "letters, digits and '-', starting and ending with a letter or digit)"
         )
-    if len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
-        raise InputError(
-            f"{flag} {shown}: the name must be a DNS-1123 subdomain (at most 253 lower-case "
-            "letters, digits, '-' and '.', each part starting and ending with a letter or digit)"
-        )
+    if not dns_subdomain(name):
+        raise InputError(f"{flag} {shown}: the name must be {DNS_SUBDOMAIN}")
     return ns, name
 
 

@@ -21,6 +21,16 @@ from app.sources.errors import InputError, shown
 EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process killed by SIGPIPE
 
+DESCRIPTION = (
+    "Guards OpenELB Eips against the can_reach trap (openelb#331): checks a manifest, audits a "
+    "cluster, shows the NIC a node picks, serves the validating webhook, runs the node agent."
+)
+EPILOG = (
+    "Exit codes: 0 allowed, 1 denied (audit: some Eip violates a rule; resolve: no NIC), 2 "
+    "bad input or usage, 141 the reader of the output went away. 'eip-guard COMMAND --help' "
+    "for each."
+)
+
 COMMANDS: tuple[ModuleType, ...] = (check_cmd, serve_cmd, certs_cmd, agent_cmd)
 
 
@@ -30,7 +40,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="eip-guard", description=__doc__.splitlines()[0] if __doc__ else None)
+    p = _Parser(prog="eip-guard", description=DESCRIPTION, epilog=EPILOG)
     p.add_argument("--version", action="version", version=f"eip-guard {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for module in COMMANDS:

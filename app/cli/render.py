@@ -18,6 +18,15 @@ def verdict_json(verdict: Verdict) -> dict[str, Any]:
     }
 
 
+def printable(text: str) -> str:
+    """``text`` with what a terminal or a CI log would act on (a newline, an escape sequence,
+    a right-to-left override) written as its escape: a name in a snapshot is printed as
+    written, and one line of output must stay one finding."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def verdict_text(name: str, verdict: Verdict) -> str:
     lines = [f"Eip {name}: {'allowed' if verdict.allowed else 'DENIED'}"]
     for v in verdict.denied_by:
@@ -26,7 +35,7 @@ def verdict_text(name: str, verdict: Verdict) -> str:
         lines.append(f"  warn  [{v.rule}] {v.message}")
     for note in verdict.notes:
         lines.append(f"  note  {note}")
-    return "\n".join(lines)
+    return "\n".join(map(printable, lines))
 
 
 def dumps(data: Any) -> str:

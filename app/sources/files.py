@@ -25,6 +25,8 @@ from app.core.rules import RULE_IDS, RULES
 from app.core.verdict import Action, Policy
 from app.sources.errors import InputError, shown
 from app.sources.gc_pause import gc_paused
+from app.sources.kubectl_yaml import KubectlLoader, StrictLoader, key_twice
+from app.sources.manifest import described
 
 SNAPSHOT_SUFFIXES = (".yaml", ".yml", ".json")
 MAX_FILE_BYTES = 256 * 1024 * 1024
@@ -77,7 +79,8 @@ def _not_utf8(path: Path, exc: UnicodeDecodeError) -> InputError:
     )
 
 
-def _documents(path: Path) -> Iterator[Any]:
+def _documents(path: Path, *, strict: bool = False) -> Iterator[Any]:
+    """The documents of ``path``; ``strict`` for a manifest or a policy (see StrictLoader)."""
     data = _read(path)
     # Standard input has no suffix: `kubectl get -o json | eip-guard ... --cluster -` is
     # told by its first character (YAML's reader took 8 times the time and memory of jiter's
@@ -94,6 +97,9 @@ def _documents(path: Path) -> Iterator[Any]:
             if not sniffed:
                 raise
         else:
+            twice = key_twice(data) if strict else None
+            if twice is not None:
+                raise InputError(f"{shown(path)}: not valid JSON: {twice}")
             yield doc
             return
     try:
@@ -103,8 +109,7 @@ def _documents(path: Path) -> Iterator[Any]:
     del data
     try:
         with gc_paused():
-            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-            docs = list(yaml.load_all(text, Loader=loader))
+            docs = list(yaml.load_all(text, Loader=StrictLoader if strict else KubectlLoader))
     except yaml.MarkedYAMLError as exc:
         where = f"line {exc.problem_mark.line + 1}: " if exc.problem_mark else ""
         raise InputError(f"{shown(path)}: not valid YAML: {where}{exc.problem}") from exc
@@ -138,26 +143,17 @@ def _json_document(path: Path, data: bytes) -> Any:
         jiter.cache_clear()
 
 
-def _a(value: Any) -> str:
-    """What a YAML value is, as an admin names it: 'a mapping', 'a number (5)'."""
-    if value is None:
-        return "null"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list | tuple):
-        return "a list"
-    what = {bool: "a boolean", str: "a string", int: "a number", float: "a number"}
-    word = what.get(type(value), f"a {type(value).__name__}")
-    text = repr(value)
-    return f"{word} ({text if len(text) <= 40 else text[:37] + '...'})"
-
-
 def _is_list(doc: Any, path: Path) -> bool:
     """Whether ``doc`` is a ``kind: ...List``; an InputError when it is no object at all, or
     a List whose items are no list (read as empty, its objects would be lost unseen)."""
     if type(doc) is not dict and not isinstance(doc, Mapping):  # the ABC check is slow
-        raise InputError(f"{shown(path)}: expected Kubernetes objects, found {_a(doc)}")
+        raise InputError(f"{shown(path)}: expected Kubernetes objects, found {described(doc)}")
     kind = doc.get("kind")
+    if kind is not None and not isinstance(kind, str):
+        raise InputError(
+            f"{shown(path)}: an object whose kind is {described(kind)}, not a string such as "
+            "Node or Eip"
+        )
     if not isinstance(kind, str) or not kind:
         raise InputError(
             f"{shown(path)}: an object without 'kind' (is this a Kubernetes manifest?)"
@@ -168,7 +164,7 @@ def _is_list(doc: Any, path: Path) -> bool:
             return True
         if items is not None:
             raise InputError(
-                f"{shown(path)}: {kind} with items as {_a(items)}, not a list: its objects "
+                f"{shown(path)}: {kind} with items as {described(items)}, not a list: its objects "
                 "would be left out of the cluster. Write items as a YAML list ('- ' before "
                 "each object), as kubectl does"
             )
@@ -267,11 +263,11 @@ def _files(path: Path) -> list[Path]:
     return [path]
 
 
-def _file_objects(path: Path) -> tuple[Objects, Objects]:
+def _file_objects(path: Path, *, strict: bool = False) -> tuple[Objects, Objects]:
     """The objects of a file, and those of them whose kind is spelt 'eip'."""
     # An empty file is what 'kubectl get ... > snapshot.yaml' leaves when kubectl fails:
     # judged as a cluster, it would allow every Eip. An empty List is kubectl's "nothing".
-    docs = [doc for doc in _documents(path) if doc is not None]
+    docs = [doc for doc in _documents(path, strict=strict) if doc is not None]
     if not docs:
         raise InputError(
             f"{shown(path)}: empty, no YAML or JSON document (did the command that wrote it fail?)"
@@ -366,23 +362,24 @@ def _two_eips(name: str, first: Path, then: Path, earlier: Eip, later: Eip) -> s
     )
 
 
-def load_snapshot(*paths: Path) -> Snapshot:
+def load_snapshot(*paths: Path, strict: bool = False) -> Snapshot:
     """Objects from YAML/JSON files: a `kind: List`, several documents, or a directory.
     A file without a document, or a directory without a file, is an InputError, and so is
-    one Eip name given to two different Eips; what looks like an Eip but is none is noted."""
+    one Eip name given to two different Eips; what looks like an Eip but is none is noted.
+    ``strict``: a key given twice in one mapping is an InputError too (see StrictLoader)."""
     objects: list[Mapping[str, Any]] = []
     eips = _Eips()
     for p in paths:
         for f in _files(p):
-            found = _file_objects(f)
+            found = _file_objects(f, strict=strict)
             with gc_paused():  # what it makes survives; a collection would walk every object
                 objects += eips.check(*found, f)
     return Snapshot(objects, tuple(eips.notes))
 
 
-def load_objects(*paths: Path) -> list[Mapping[str, Any]]:
+def load_objects(*paths: Path, strict: bool = False) -> list[Mapping[str, Any]]:
     """The objects of :func:`load_snapshot` (what it notes left unsaid)."""
-    return load_snapshot(*paths).objects
+    return load_snapshot(*paths, strict=strict).objects
 
 
 def _one_file(path: Path) -> Path:
@@ -398,7 +395,7 @@ def _one_file(path: Path) -> Path:
 
 def load_one(path: Path) -> Mapping[str, Any]:
     """Exactly one object, e.g. the Eip given to `eip-guard check -f`."""
-    objects = load_objects(_one_file(path))
+    objects = load_objects(_one_file(path), strict=True)
     if len(objects) != 1:
         raise InputError(f"{shown(path)}: expected exactly one object, found {len(objects)}")
     return objects[0]
@@ -415,6 +412,9 @@ class PolicyFile(BaseModel):
     @field_validator("rules", mode="before")
     @classmethod
     def _yaml_off(cls, value: Any) -> Any:
+        # `rules:` with every rule commented out, or helm's toYaml of `rules: null`: no rules.
+        if value is None:
+            return {}
         # YAML 1.1 reads an unquoted `off` as false; the admin meant the action "off".
         if isinstance(value, Mapping):
             return {k: "off" if v is False else v for k, v in value.items()}
@@ -436,10 +436,28 @@ class PolicyFile(BaseModel):
         return Policy(actions=dict(self.rules), allow_overrides=self.allowOverrides)
 
 
+def _policy_error(exc: ValidationError) -> str:
+    """The first error pydantic found in a policy file, as its admin names things."""
+    first = exc.errors()[0]
+    loc = first["loc"]
+    if first["type"] == "extra_forbidden":
+        hint = (
+            " (a Kubernetes object? give the policy file itself)"
+            if loc[0] in ("apiVersion", "kind")
+            else ""
+        )
+        return f"{loc[0]}: not a key of a policy file, which holds rules: and allowOverrides:{hint}"
+    if loc[0] == "rules" and loc[-1] == "[key]":
+        return f"rules: a rule id that is {described(first['input'])}, not a string"
+    where = ".".join(str(p) for p in loc)
+    return f"{where}: {first['msg']}"
+
+
 def load_policy(path: Path | None) -> Policy:
     if path is None:
         return Policy()
-    docs = [d for f in _files(_one_file(path)) for d in _documents(f)]
+    # Empty documents (a `---` that ends the file, as helm and kubectl write them) hold nothing.
+    docs = [d for f in _files(_one_file(path)) for d in _documents(f, strict=True) if d is not None]
     if len(docs) != 1 or not isinstance(docs[0], Mapping):
         raise InputError(
             f"{shown(path)}: a policy file holds one mapping (rules:, allowOverrides:)"
@@ -447,8 +465,6 @@ def load_policy(path: Path | None) -> Policy:
     try:
         return PolicyFile.model_validate(docs[0]).to_policy()
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InputError(f"{shown(path)}: {where}: {first['msg']}") from exc
+        raise InputError(f"{shown(path)}: {_policy_error(exc)}") from exc
     except InputError as exc:
         raise InputError(f"{shown(path)}: {exc}") from exc
