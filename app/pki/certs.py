@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from app.core.addresses import quoted
+
 CA_VALIDITY = dt.timedelta(days=3650)
 SERVING_VALIDITY = dt.timedelta(days=365)
 CLOCK_SKEW = dt.timedelta(minutes=5)  # not_before in the past: nodes' clocks disagree a little
@@ -119,7 +121,7 @@ def check_dns_name(name: str) -> str:
     labels = name[2:].split(".") if name.startswith("*.") else name.split(".")
     if not name or len(name) > 253 or not all(_DNS_LABEL.fullmatch(x) for x in labels):
         raise CertError(
-            f"{name!r} is not a DNS name: use letters, digits, '-' and '.', "
+            f"{quoted(name)} is not a DNS name: use letters, digits, '-' and '.', "
             "e.g. eip-guard.eip-guard.svc"
         )
     return name.lower()
@@ -395,5 +397,11 @@ def write_bundle(bundle: Bundle, out: Path, force: bool = False) -> list[Path]:
         }
         _write_all(placed)
     except OSError as exc:
-        raise CertError(f"{out}: cannot write certificates (none replaced): {exc}") from exc
+        # The reason alone ("[Errno 2] ... '/proc/c'" repeated the path), and the file when
+        # it is another than ``out``.
+        what = f" ({exc.filename})" if exc.filename not in (None, str(out), out) else ""
+        reason = exc.strerror or str(exc)
+        raise CertError(
+            f"{out}: cannot write certificates (none replaced){what}: {reason}"
+        ) from exc
     return list(placed)

@@ -20,6 +20,7 @@ from app.pki.certs import (
     KeyPair,
     bundle_files,
     check_bundle,
+    check_dns_name,
     describe,
     make_bundle,
     make_ca,
@@ -145,8 +146,17 @@ def test_write_bundle_never_replaces_files_without_force(tmp_path: Path) -> None
 def test_write_bundle_reports_an_unwritable_place(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(CertError, match="cannot write certificates"):
+    with pytest.raises(CertError, match="cannot write certificates") as raised:
         write_bundle(make_bundle(["x.svc"]), blocker / "certs")
+    # The reason once, not Python's "[Errno 20] ...: '<the path again>'".
+    assert str(raised.value).endswith("(none replaced): Not a directory"), raised.value
+    assert "Errno" not in str(raised.value)
+
+
+def test_a_long_dns_name_is_named_cut_in_its_error() -> None:
+    with pytest.raises(CertError, match="is not a DNS name") as raised:
+        check_dns_name("a" * 300 + "_")
+    assert "a" * 200 not in str(raised.value) and "..." in str(raised.value), raised.value
 
 
 def test_read_bundle_reads_back_what_write_bundle_wrote(tmp_path: Path) -> None:
