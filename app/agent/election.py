@@ -15,7 +15,6 @@ make two speakers for one IP.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -244,7 +243,7 @@ class ViewMaker:
 
 
 def candidates(assignment: Assignment, members: Iterable[str], view: ClusterView) -> set[str]:
-    return set(_candidates(assignment, *_eligible(view, members), view))
+    return set(candidates_of(assignment, *_eligible(view, members), view))
 
 
 def _eligible(view: ClusterView, members: Iterable[str]) -> tuple[frozenset[str], frozenset[str]]:
@@ -254,7 +253,7 @@ def _eligible(view: ClusterView, members: Iterable[str]) -> tuple[frozenset[str]
     return live, (live - view.unfit if view.unfit else live)
 
 
-def _candidates(
+def candidates_of(
     assignment: Assignment, live: frozenset[str], fit: frozenset[str], view: ClusterView
 ) -> frozenset[str]:
     """``candidates`` from the eligible members (``_eligible``). As OpenELB's speaker
@@ -280,7 +279,7 @@ def mine(view: ClusterView, members: Iterable[str], node: str) -> tuple[Assignme
     candidate (2,000 IPs among 300 nodes: 0.6 s when every IP scored every node).
     """
     live, fit = _eligible(view, members)
-    return tuple(a for a in view.assignments if _wins(a, _candidates(a, live, fit, view), node))
+    return tuple(a for a in view.assignments if _wins(a, candidates_of(a, live, fit, view), node))
 
 
 def _wins(assignment: Assignment, among: frozenset[str], node: str) -> bool:
@@ -288,92 +287,6 @@ def _wins(assignment: Assignment, among: frozenset[str], node: str) -> bool:
         return False
     own = score(node, assignment.ip)
     return all(score(other, assignment.ip) > own for other in among if other != node)
-
-
-class Claims:
-    """Which of the IPs this node wins it answers for: an IP only once ``settle`` seconds
-    have passed since both the win and the last change of what decides who wins it, other
-    than the members; one it stops winning, at once.
-
-    Agents see a change at different moments (a node's conditions, a Node deleted, the
-    exclude label, an endpoint moving, a Service turning Local or back, status.used): the
-    node that loses an IP gives it up as soon as it sees the change, and the one that wins
-    it answers only after the others have had ``settle`` seconds to see it too. So agents that
-    read each watch less than half of that late never both answer (with two watches lagging
-    in opposite directions, a brief state can last longer in one view); the IP is dark for
-    up to ``settle``. What changes only the members is taken at once: a member that left was fenced
-    by its Lease (failover must not wait), one that joined waited the Lease's warm-up. An IP
-    new to the view waits like any change (another agent may have seen it come in another
-    state), and the first view has no past to trust: everything in it counts as changed.
-    """
-
-    def __init__(self, settle: float) -> None:
-        self.settle = settle
-        self._since: dict[str, float] = {}  # each IP won, since when it may be answered
-        self.due = math.inf  # when an IP's wait ends: claimed() is worth asking again then
-        self._first: float | None = None  # when the first view came
-        self._everyone = -math.inf  # the last change of every IP's candidates (a Node's state)
-        self._changed: dict[str, float] = {}  # IP -> its last change, while recent
-        self._view: ClusterView | None = None
-        self._nodes: object = None  # what the election last read of the Nodes (see seen())
-
-    def seen(self, view: ClusterView, nodes: object, now: float) -> None:
-        """Note what changed since the last view: per IP (new to the view, its Services, their
-        policy or ready nodes) or for every IP (``nodes``: what the election reads of the
-        Nodes, compared by equality: their names, exclude labels and conditions)."""
-        before, self._view = self._view, view
-        if nodes != self._nodes:
-            self._nodes, self._everyone = nodes, now
-        if before is None:
-            self._first = now
-            return
-        if view is before:
-            return
-        settle = self.settle
-        self._changed = {ip: t for ip, t in self._changed.items() if now - t < settle}
-        services = _changed_services(before, view)
-        old = {a.ip: a for a in before.assignments}
-        for a in view.assignments:
-            held = old.get(a.ip)
-            if held is None:
-                # New to this view, and no safer than any change: another agent may have
-                # seen it come in another state (under another Eip or Services, before a
-                # change of its Services: Eips and EndpointSlices come by separate watches)
-                # and answer for it, or hold it still if it left soon ago (a review).
-                self._changed[a.ip] = now
-            elif (held is not a and held.services != a.services) or (
-                services and not services.isdisjoint(a.services)
-            ):  # only what decides the winner: an Eip's other fields change no election
-                self._changed[a.ip] = now
-
-    def claimed(self, won: tuple[Assignment, ...], now: float) -> tuple[Assignment, ...]:
-        """Of ``won`` (this node's wins now), those it answers for at ``now``: ``won`` itself
-        when none waits, so that an unchanged answer is the same object."""
-        before, since, settle = self._since, {}, self.settle
-        floor = max(self._first if self._first is not None else now, self._everyone)
-        waiting = math.inf
-        for a in won:
-            start = before.get(a.ip)
-            if start is None:
-                start = max(floor, self._changed.get(a.ip, -math.inf))
-            since[a.ip] = start
-            if now - start < settle:
-                waiting = min(waiting, start)
-        self._since = since
-        self.due = waiting + settle
-        if waiting == math.inf:
-            return won
-        return tuple(a for a in won if now - since[a.ip] >= settle)
-
-
-def _changed_services(before: ClusterView, view: ClusterView) -> frozenset[str]:
-    """The Services whose policy (Local or not) or ready nodes differ between two views."""
-    if before.local_services is view.local_services and before.ready_nodes is view.ready_nodes:
-        return frozenset()
-    policy = before.local_services ^ view.local_services
-    # The items that differ, in C: 100,000 Local Services compared one by one took 60 ms.
-    ready = {s for s, _ in before.ready_nodes.items() ^ view.ready_nodes.items()}
-    return frozenset(policy | ready)
 
 
 class Elector:
@@ -397,7 +310,7 @@ class Elector:
         answers: dict[int, tuple[Assignment, frozenset[str], bool]] = {}
         won = []
         for a in view.assignments:
-            among = _candidates(a, live, fit, view)
+            among = candidates_of(a, live, fit, view)
             held = before.get(id(a))
             # All the fit members are compared by identity only: equal sets of 1,000
             # members compared for every IP would cost more than electing again.

@@ -16,9 +16,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from app.agent.claims import Claims, NodeStates
 from app.agent.election import (
     Assignment,
-    Claims,
     ClusterView,
     Elector,
     ViewMaker,
@@ -131,8 +131,8 @@ VIEW_SHARE = 0.25
 class Settings:
     node: str
     interval: float = 0.5  # seconds between looks at the cluster and the kernel
-    # How long this node wins an IP before it answers for it (election.Claims): a bound on
-    # how far the agents' views may lag. Live mode uses the Lease warm-up, the same bound.
+    # A bound on how late the agents act on each watch (claims.Claims): a change that may
+    # move an IP waits this long. Live mode uses the Lease warm-up, the same bound.
     settle: float = 3.0
 
 
@@ -172,9 +172,9 @@ class Agent:
         self._view = ClusterView()
         self._views = ViewMaker()  # reads again only the objects that changed
         self._elector = Elector(settings.node)  # scores again only the assignments that did
-        # What this node wins it answers for only once it has won it for the settle time
-        # (election.Claims), whatever made it win: agents see changes at different moments.
-        self._claims = Claims(settings.settle)
+        # What this node wins it answers for only when it wins it on every mix of what it saw
+        # over the settle time (claims.Claims): agents see changes at different moments.
+        self._claims = Claims(settings.node, settings.settle)
         self._wins: tuple[Assignment, ...] = ()  # won at the last election, claimed or not
         self._won_states: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
         # The Nodes, and the unfit ones, of the objects last read while a view of them waits.
@@ -276,7 +276,12 @@ class Agent:
             if self._seen is not None:  # a view read: no news before (a first read failing)
                 # The Nodes as such, not the absent members: a Node back while its node is
                 # no member (in its Lease's warm-up) is a change, however it joins later.
-                self._claims.seen(self._view, (self._view.excluded, states), self._clock())
+                self._claims.seen(
+                    self._view,
+                    NodeStates(nodes, self._view.excluded, unfit),
+                    members,
+                    self._clock(),
+                )
             self._wins, self._won = wins, self._claims.claimed(wins, self._clock())
             self._won_view, self._won_members, self._won_states = self._view, members, states
         elif self._clock() >= self._claims.due:  # an IP's wait is over

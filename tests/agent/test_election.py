@@ -7,11 +7,13 @@ import hashlib
 import math
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.agent import claims, election
+from app.agent.claims import Claims, NodeStates
 from app.agent.election import (
-    Claims,
     candidates,
     cluster_view,
     elect,
@@ -325,41 +327,145 @@ def test_mine_is_what_elect_chooses(
         assert list(mine(view, members, n)) == expected
 
 
-def test_claims_wait_for_the_last_change_of_an_ip_and_not_for_the_members() -> None:
-    def view_of(used: dict[str, str]) -> Any:
-        view = cluster_view([eip("pool", used)])
-        return view, {a.ip: a for a in view.assignments}
+class _Agent:
+    """node-a's election and ``Claims`` over the views it is handed, as ``runner.Agent``
+    makes them: the IPs it answers for at each moment."""
 
-    claims = Claims(settle=3.0)
-    view, ips = view_of({"10.0.0.1": "default/web", "10.0.0.2": "default/web"})
-    a, b = ips["10.0.0.1"], ips["10.0.0.2"]
-    claims.seen(view, "nodes", 0.0)  # the first view: all of it changed now
-    assert claims.claimed((a,), 0.0) == () and claims.due == 3.0
-    assert claims.claimed((a,), 3.0) == (a,)
-    both = (a, b)
-    # b won with nothing of its own changed since (a member left): at once, the same tuple.
-    assert claims.claimed(both, 5.0) is both and claims.due == math.inf
-    assert claims.claimed((b,), 6.0) == (b,)  # a lost: given up at once
-    assert claims.claimed(both, 6.5) is both  # and won back, nothing changed: at once
-    # A Node's state changed: what is newly won waits from then; what is held stays.
-    claims.seen(view, "other nodes", 10.0)
-    assert claims.claimed((b,), 10.0) == (b,)
-    assert claims.claimed(both, 11.0) == (b,) and claims.due == 13.0
-    assert claims.claimed(both, 13.0) is both
-    # One IP's Services change, one leaves, one is new: the changed and the new one wait (a
-    # new IP too: another agent may have seen it come in another state); won again, what
-    # nothing changed for is taken at once.
-    moved, ips = view_of({"10.0.0.1": "shop/other", "10.0.0.3": "default/web"})
-    claims.seen(moved, "other nodes", 20.0)
-    a, c = ips["10.0.0.1"], ips["10.0.0.3"]
-    assert claims.claimed((a, c), 20.0) == (a,)  # a held on: kept
-    assert claims.claimed((c,), 21.0) == ()  # a lost; c new at 20: it waits
-    assert claims.claimed((a, c), 22.0) == ()  # a won again, changed at 20: it waits
-    assert claims.claimed((a, c), 23.0) == (a, c)
-    same, ips = view_of({"10.0.0.1": "shop/other", "10.0.0.3": "default/web", "10.0.0.4": "x/y"})
-    claims.seen(same, "other nodes", 30.0)  # a and c unchanged, an IP added
-    assert claims.claimed((), 30.0) == ()
-    assert claims.claimed((ips["10.0.0.1"], ips["10.0.0.3"]), 31.0) == (
-        ips["10.0.0.1"],
-        ips["10.0.0.3"],
-    )
+    def __init__(self) -> None:
+        self.claims = Claims("node-a", settle=3.0)
+        self.members = frozenset(NODES[:3])
+
+    def look(self, now: float, objects: list[dict[str, Any]] | None = None) -> set[str]:
+        self.elect(objects)
+        return self.claim(now)
+
+    def elect(self, objects: list[dict[str, Any]] | None = None) -> None:
+        if objects is not None:
+            self.view = cluster_view(objects)
+        self.won = mine(self.view, self.members & self.view.nodes, "node-a")
+
+    def claim(self, now: float) -> set[str]:
+        view = self.view
+        self.claims.seen(view, NodeStates(view.nodes, view.excluded, view.unfit), self.members, now)
+        self.answered = self.claims.claimed(self.won, now)
+        return {a.ip for a in self.answered}
+
+    def later(self, now: float) -> set[str]:
+        """A look with nothing new: ``claimed`` again, as the agent asks once ``due``."""
+        return {a.ip for a in self.claims.claimed(self.won, now)}
+
+
+def _cluster(
+    policy: str = "Cluster",
+    endpoints: tuple[str, ...] = ("node-b",),
+    unfit: tuple[str, ...] = (),
+    used: dict[str, str] | None = None,
+    interface: str = "eth0",
+) -> list[dict[str, Any]]:
+    nodes = [
+        {**node(n), "status": {"conditions": [{"type": "Ready", "status": str(n not in unfit)}]}}
+        for n in NODES[:3]
+    ]
+    used = {X: "shop/web", Y: "shop/web"} if used is None else used
+    return [*nodes, eip("pool", used, interface=interface), service("shop", "web", policy),
+            slice_("shop", "web", *((n, True) for n in endpoints))]  # fmt: skip
+
+
+X, Y, Z = "10.0.0.5", "10.0.0.1", "10.0.0.9"  # by hash, a < c < b; b < a < c; a < b < c
+
+
+def test_claims_answer_what_this_node_wins_under_every_mix_of_what_it_saw() -> None:
+    """What node-a answers for as the cluster changes: an IP it wins on every combination
+    of the inputs it saw within the settle time (each taken from any moment: the others
+    read each watch with lags of their own), with the members of now."""
+    assert [lowest(ip, NODES[:3]) for ip in (X, Y, Z)] == ["node-a", "node-b", "node-a"]
+    assert lowest(Y, ("node-a", "node-c")) == "node-a"
+    agent = _Agent()
+    assert agent.look(0.0, _cluster()) == set()  # the first view: no past to trust
+    assert agent.claims.due == 3.0 and agent.later(3.0) == {X}
+    assert agent.claims.due == math.inf
+    # node-c turns NotReady: node-a beats it for X, which stays answered; nothing is won.
+    assert agent.look(10.0, _cluster(unfit=("node-c",))) == {X}
+    # node-b too: Y is node-a's now, but node-b won it until 11 s: it waits until 14 s.
+    assert agent.look(11.0, _cluster(unfit=("node-b", "node-c"))) == {X}
+    assert agent.claims.due == 13.0 and agent.later(13.0) == {X}  # node-c's change is over
+    assert agent.claims.due == 14.0 and agent.later(14.0) == {X, Y}
+    # Both Ready again: Y lost at once. node-b's Lease lapses: Y taken at once (a member
+    # that left was fenced), and given back at once when it joins again (after its warm-up).
+    assert agent.look(20.0, _cluster()) == {X}
+    agent.members = frozenset({"node-a", "node-c"})
+    assert agent.look(30.0) == {X, Y}
+    agent.members = frozenset(NODES[:3])
+    assert agent.look(31.0) == {X}
+    # An Eip's other fields change no election: nothing waits.
+    won = agent.look(40.0, _cluster(interface="eth1"))
+    assert won == {X} and agent.claims.claimed(agent.won, 40.0) is agent.won
+    # web turns Local, node-a and node-c ready: while it was Cluster its ready nodes were not
+    # kept, so whoever had an endpoint then could hold both IPs: they wait.
+    assert agent.look(50.0, _cluster("Local", ("node-a", "node-c"))) == set()
+    assert agent.later(53.0) == {X, Y}
+    # An endpoint on node-b: Y lost at once; X stays (node-a beats node-b), ...
+    assert agent.look(60.0, _cluster("Local", ("node-a", "node-b", "node-c"))) == {X}
+    # ... and gone again: Y waits (node-b held it until 70 s), X stays.
+    assert agent.look(70.0, _cluster("Local", ("node-a", "node-c"))) == {X}
+    assert agent.later(72.9) == {X} and agent.later(73.0) == {X, Y}
+    # node-a's endpoint is no longer ready: both lost at once; ready again, both wait.
+    assert agent.look(80.0, _cluster("Local", ("node-c",))) == set()
+    assert agent.look(81.0, _cluster("Local", ("node-a", "node-c"))) == set()
+    assert agent.later(84.0) == {X, Y}
+    # X moves to a Cluster Service: node-a wins it among every node as among web's ready
+    # nodes, so it stays. Z is new to the view: it waits (another agent may have seen it
+    # come under other Services).
+    used = {X: "shop/api", Y: "shop/web", Z: "shop/web"}
+    assert agent.look(90.0, _cluster("Local", ("node-a", "node-c"), used=used)) == {X, Y}
+    assert agent.later(93.0) == {X, Y, Z}
+    # Y moves to the Cluster Service: node-b wins it there, node-a gives it up at once;
+    # back to web, it waits (node-b may still see it under shop/api).
+    used = {X: "shop/api", Y: "shop/api", Z: "shop/web"}
+    assert agent.look(100.0, _cluster("Local", ("node-a", "node-c"), used=used)) == {X, Z}
+    used = {X: "shop/api", Y: "shop/web", Z: "shop/web"}
+    assert agent.look(101.0, _cluster("Local", ("node-a", "node-c"), used=used)) == {X, Z}
+    assert agent.later(104.0) == {X, Y, Z}
+
+
+def test_claims_score_nothing_for_changes_that_cannot_move_an_ip(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What changes another Service, or a node that is no member, costs ``claimed`` no score
+    per won IP, and answers the same tuple; a node that turns NotReady costs two scores per
+    IP it was a candidate for (this node's and its own), once."""
+    used = {f"10.1.{i // 250}.{i % 250 + 1}": "shop/web" for i in range(1000)}
+
+    def objects(unfit: str = "", endpoints: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        nodes = [
+            {**node(n), "status": {"conditions": [{"type": "Ready", "status": str(n != unfit)}]}}
+            for n in NODES
+        ]
+        return [*nodes, eip("pool", used), service("shop", "web", "Cluster"),
+                service("shop", "other", "Local"),
+                slice_("shop", "other", *((n, True) for n in endpoints))]  # fmt: skip
+
+    agent = _Agent()
+    agent.members = frozenset({"node-a", "node-b"})
+    agent.look(0.0, objects())
+    answered = agent.claims.claimed(agent.won, 3.0)
+    assert answered is agent.won and 300 < len(answered) < 700
+    scored: list[str] = []
+    real = election.score
+
+    def counted(node_name: str, ip: str) -> bytes:
+        scored.append(ip)
+        return real(node_name, ip)
+
+    monkeypatch.setattr(claims, "score", counted)
+    ips = {a.ip for a in answered}
+    for at, unfit, endpoints in ((10.0, "", ("node-b",)), (20.0, "node-c", ("node-b",))):
+        agent.elect(objects(unfit, endpoints))
+        scored.clear()
+        assert agent.claim(at) == ips and agent.answered is agent.won and scored == []
+    # node-b turns NotReady: node-a wins every IP; those node-b beat wait.
+    agent.elect(objects("node-b", ("node-b",)))
+    scored.clear()
+    assert agent.claim(30.0) == ips
+    assert len(agent.won) == 1000 and len(scored) == 2000
+    assert agent.later(33.0) == set(used)

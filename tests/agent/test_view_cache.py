@@ -458,7 +458,7 @@ class _NodeBFlips:
 
 def test_the_agent_acts_on_a_node_turning_unfit_once_it_has_settled() -> None:
     """node-b turns NotReady: node-a takes node-b's IP only after the settle time, with no
-    other change to make it elect again (election.Claims)."""
+    other change to make it elect again (claims.Claims)."""
     cluster = _NodeBFlips()
     assert not cluster.won()
     cluster.source.answer = cluster.objects("False")
