@@ -63,7 +63,9 @@ class Finding:
 def event_name(eip: str, uid: str, rules: tuple[str, ...]) -> str:
     """Same Eip, same rules violated: same name (the dedup key lives in the API too)."""
     digest = hashlib.sha256("\n".join((uid, *sorted(rules))).encode()).hexdigest()[:16]
-    return f"{eip[:200]}.{digest}"
+    # A DNS subdomain, as the API server wants an Event's name: a long Eip name cut after a
+    # "-" or a "." made a label that ends with one (422 Invalid, on every pass).
+    return f"{eip[:200].rstrip('.-')}.{digest}"
 
 
 def findings(verdicts: Mapping[str, Verdict], uids: Mapping[str, str]) -> dict[str, Finding]:

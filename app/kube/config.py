@@ -6,16 +6,28 @@ global default, so tests and several clusters never share state.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
+import time
+import warnings
+from typing import Any
 
 import urllib3
 import yaml
 from kubernetes import client, config
+from kubernetes.config import kube_config
 from kubernetes.config.config_exception import ConfigException
 
 from app.kube.settings import IN_CLUSTER_ENV, KubeError, in_cluster
 
 __all__ = ["IN_CLUSTER_ENV", "RETRIES", "KubeError", "api_client", "in_cluster"]
+
+log = logging.getLogger("eip_guard.kube")
+
+# How often a kubeconfig's tokenFile is read again, as client-go does: the file is rotated
+# under a running eip-guard (a projected service account token: about every hour).
+TOKEN_FILE_SECONDS = 60.0
 
 
 class _CappedRetry(urllib3.Retry):
@@ -72,6 +84,49 @@ def _why(exc: Exception) -> str:
     )
 
 
+def _load_kubeconfig(
+    cfg: client.Configuration, kubeconfig: str | None, context: str | None
+) -> None:
+    """``config.load_kube_config``, keeping its loader: a ``tokenFile`` is then read again."""
+    # $KUBECONFIG read now: the library reads it once, at import time.
+    loader = kube_config._get_kube_config_loader(  # type: ignore[no-untyped-call]
+        filename=kubeconfig
+        or os.environ.get("KUBECONFIG")
+        or kube_config.KUBE_CONFIG_DEFAULT_LOCATION,
+        active_context=context,
+        persist_config=False,
+    )
+    loader.load_and_set(cfg)
+    _follow_token_file(cfg, loader)
+
+
+def _follow_token_file(cfg: client.Configuration, loader: Any) -> None:
+    """The library reads a kubeconfig user's ``tokenFile`` once: after the file is rotated
+    every request was refused (401) until a restart, while /readyz said ready. Read it
+    again at most every ``TOKEN_FILE_SECONDS`` (the library's hook then sends it)."""
+    user = getattr(loader, "_user", None)
+    if not user or "tokenFile" not in user or "token" in user or "auth-provider" in user:
+        return  # an inline token wins over the file; auth providers refresh themselves
+    hook: Any = cfg.refresh_api_key_hook  # the library's: sends loader.token
+    lock = threading.Lock()
+    due = time.monotonic() + TOKEN_FILE_SECONDS
+
+    def refresh(configuration: client.Configuration) -> None:
+        nonlocal due
+        with lock:
+            if time.monotonic() >= due:
+                due = time.monotonic() + TOKEN_FILE_SECONDS
+                try:
+                    loader._load_user_token()
+                except (OSError, ValueError, ConfigException) as exc:  # the old one is kept
+                    log.warning("cannot read the kubeconfig's tokenFile again: %s", exc)
+        if hook is not None:
+            hook(configuration)  # which installs itself again, in place of this one
+        configuration.refresh_api_key_hook = refresh  # type: ignore[assignment]
+
+    cfg.refresh_api_key_hook = refresh  # type: ignore[assignment]
+
+
 def api_client(
     kubeconfig: str | None = None,
     context: str | None = None,
@@ -93,13 +148,7 @@ def api_client(
             if kubeconfig is None and context is None and in_cluster():
                 config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
             else:
-                # $KUBECONFIG read now: the library reads it once, at import time.
-                config.load_kube_config(  # type: ignore[no-untyped-call]
-                    config_file=kubeconfig or os.environ.get("KUBECONFIG") or None,
-                    context=context,
-                    client_configuration=cfg,
-                    persist_config=False,
-                )
+                _load_kubeconfig(cfg, kubeconfig, context)
         except _LOAD_ERRORS as exc:  # bad input all: said in one line, never a traceback
             if kubeconfig is None and context is None and in_cluster():
                 where = "the pod's service account"
@@ -110,6 +159,35 @@ def api_client(
                 f"{f' (context {context})' if context else ''}: {_why(exc)}. "
                 "Pass --kubeconfig/--context, run inside a pod, or use --cluster SNAPSHOT."
             ) from exc
+    proxy_from_env = bool(getattr(cfg, "_proxy_from_env", False))  # not the kubeconfig's
     cfg.connection_pool_maxsize = max(cfg.connection_pool_maxsize or 0, pool_size)
     cfg.retries = RETRIES
-    return client.ApiClient(cfg)
+    # TCP keepalive as client-go dials (probed after 30 s idle): a quiet watch is not dropped
+    # silently by a NAT, proxy or load balancer idle timeout (AWS NLB: 350 s, under a watch's
+    # 300-600 s), and a peer gone without a word is noticed within 3 minutes instead of the
+    # read timeout's 10.5.
+    cfg.keep_alive = True
+    proxy = cfg.proxy
+    if proxy and "://" not in proxy:  # as kubectl reads $HTTPS_PROXY=proxy:3128: http://
+        cfg.proxy = f"http://{proxy}"
+    try:
+        with warnings.catch_warnings():  # urllib3 warns before it fails, on stderr
+            warnings.simplefilter("ignore", urllib3.exceptions.DependencyWarning)
+            return client.ApiClient(cfg)
+    except (ImportError, ValueError) as exc:  # the proxy: its pool is made here
+        if not proxy:
+            raise
+        where = (
+            "$HTTPS_PROXY/$HTTP_PROXY/$ALL_PROXY"
+            if proxy_from_env
+            else "the kubeconfig's proxy-url"
+        )
+        why = (
+            "a SOCKS proxy needs the PySocks package, which this installation lacks"
+            if isinstance(exc, ImportError)
+            else " ".join(str(exc).split())[:200].rstrip(".")
+        )
+        raise KubeError(
+            f"cannot use the proxy {proxy!r} ({where}): {why}. "
+            "Give an http:// or https:// proxy URL, or none."
+        ) from exc

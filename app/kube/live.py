@@ -47,6 +47,9 @@ log = logging.getLogger("eip_guard.kube")
 # Under constant change an inventory is still assembled whole this often: kube-vip names are
 # resolved again (DNS), as every rebuild did before rebuilds patched.
 WHOLE_EVERY = 300.0
+# A source's failure is logged when it starts or changes, and again this often while it
+# lasts: every retry (each 30 s at most, for each source) said it, ~2,500 lines a day each.
+SAY_AGAIN_EVERY = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,10 +127,13 @@ class LiveInventory:
         self._streams = tuple(streams)
         self._metrics, self._resolve, self._coalesce = metrics, resolve, coalesce
         self._stop = threading.Event()
-        self._lock = threading.Lock()  # guards _stores, _listed, _problems; held briefly
+        # Guards _stores, _changed, _whole, _listed, _problems, _said, and the writes of
+        # _published and _readiness; held briefly.
+        self._lock = threading.Lock()
         self._stores: dict[str, dict[Key, Held]] = {s.name: {} for s in self._streams}
         # Changed since the last rebuild read the stores: (stream, key) -> what it read then
-        # (None: nothing). Unused when _whole: the next rebuild reads everything.
+        # (None: nothing). Empty, and not written, while _whole: the next rebuild reads
+        # everything.
         self._changed: dict[tuple[str, Key], Held | None] = {}
         self._whole = True
         self._last_whole = float("-inf")
@@ -139,6 +145,7 @@ class LiveInventory:
         self._listeners: list[Callable[[], None]] = []
         self._threads: list[threading.Thread] = []
         self._told: frozenset[str] = frozenset()  # problems of the inventory last logged
+        self._said: dict[str, tuple[str, float]] = {}  # a source's failure last logged, when
         settings = self._settings = settings or WatchSettings()
         keep = holder(options)
         self._reflectors = [
@@ -171,12 +178,18 @@ class LiveInventory:
 
     def replace(self, stream: str, items: dict[Key, Held]) -> None:
         with self._lock:
-            self._stores[stream] = items
-            self._whole = True  # a relist: whatever changed, read everything
+            # A list that finds what is held already (an API without ServiceCIDRs, asked
+            # again every few minutes: still none) changes nothing: no whole rebuild, no
+            # new inventory and no audit of every Eip for it.
+            same = stream in self._listed and items == self._stores[stream]
+            if not same:
+                self._stores[stream] = items
+                self._whole = True  # a relist: whatever changed, read everything
             self._listed.add(stream)
             self._refresh_readiness()
         self._metrics.objects.labels(stream).set(len(items))
-        self._dirty.set()
+        if not same:
+            self._dirty.set()
 
     def upsert(self, stream: str, key: Key, held: Held) -> None:
         with self._lock:
@@ -185,7 +198,7 @@ class LiveInventory:
             if before == held:  # a replayed ADDED, a status heartbeat: nothing the rules see
                 return
             store[key] = held
-            self._changed.setdefault((stream, key), before)
+            self._note_change(stream, key, before)
             size = len(store)
         self._metrics.objects.labels(stream).set(size)
         if _matters(before) or _matters(held):
@@ -197,21 +210,36 @@ class LiveInventory:
             before = store.pop(key, None)
             if before is None:
                 return
-            self._changed.setdefault((stream, key), before)
+            self._note_change(stream, key, before)
             size = len(store)
         self._metrics.objects.labels(stream).set(size)
         if _matters(before):
             self._dirty.set()
 
+    def _note_change(self, stream: str, key: Key, before: Held | None) -> None:  # lock held
+        # Not while the next rebuild reads everything anyway: until every first list is in
+        # (a missing Eip CRD: days), every Pod or Service name ever watched was kept here.
+        if not self._whole:
+            self._changed.setdefault((stream, key), before)
+
     def problem(self, stream: str, text: str) -> None:
-        if text:
-            log.warning("%s", text)
+        now = time.monotonic()
         with self._lock:
+            said = self._said.get(stream)
             if text:
                 self._problems[stream] = text
+                tell = said is None or said[0] != text or now - said[1] >= SAY_AGAIN_EVERY
+                if tell:
+                    self._said[stream] = (text, now)
             else:
                 self._problems.pop(stream, None)
+                self._said.pop(stream, None)
+                tell = False
             self._refresh_readiness()
+        if tell:
+            log.warning("%s", text)
+        elif not text and said is not None:
+            log.info("%s: in sync again", stream)
 
     def _all_listed(self) -> bool:  # with the lock held
         return len(self._listed) == len(self._stores)
@@ -256,13 +284,19 @@ class LiveInventory:
         self._metrics.rebuild_seconds.labels(how).inc(time.thread_time() - started)
         if published is last:
             return last
-        self._published = published
+        # Under the lock, as _refresh_readiness reads and writes them: a source's problem
+        # said while the first complete inventory was published could otherwise put back
+        # "not ready" after "ready", for good on a quiet cluster (no other rebuild comes).
+        with self._lock:
+            became_ready = published.complete and not self._readiness.ready
+            self._published = published
+            if published.complete:
+                self._readiness = Readiness(True)
+        if became_ready:
+            inventory = published.inventory
+            eips = len(published.eip_uids)
+            log.info("inventory ready: %d fact(s), %d Eip(s)", inventory.fact_count, eips)
         if published.complete:
-            if not self._readiness.ready:
-                inventory = published.inventory
-                eips = len(published.eip_uids)
-                log.info("inventory ready: %d fact(s), %d Eip(s)", inventory.fact_count, eips)
-            self._readiness = Readiness(True)
             self._tell(published.inventory)
         self._metrics.ready.set(1 if published.complete else 0)
         self._metrics.rebuilds.inc()

@@ -210,6 +210,11 @@ class Reflector(Generic[T]):
                     self.metrics.errors.labels(self.name).inc()
                     if self.rv is not None:
                         self.metrics.restarts.labels(self.name).inc()
+                    if self.rv is not None and getattr(exc, "status", None) == 404:
+                        # The resource went away under its watch (an API turned off, a CRD
+                        # deleted): resuming would keep what was held for ever. The list
+                        # says what is true: absent (optional: held empty) or an error.
+                        self.rv = None
                     said = (
                         f"{self.name}: {exc}"
                         if isinstance(exc, _ShortWatch)

@@ -192,7 +192,15 @@ def describe_failure(stream: Stream, exc: BaseException, *, retrying: bool = Tru
             f"the Eip CRD {EIP_CRD} (version {EIP_VERSION}) is not installed: the API answers "
             f"404 to the list of Eips. Install OpenELB (or its CRDs){again}"
         )
-    if isinstance(exc, ApiException) and status in (401, 403):
+    if isinstance(exc, ApiException) and status == 401:
+        # Who eip-guard is was refused, not what it may do: no RBAC grant helps.
+        return (
+            f"{stream.name}: the API does not accept eip-guard's credentials ({status} "
+            f"{exc.reason}): the token expired or was revoked, or the client certificate is "
+            "not trusted; check the kubeconfig user or the pod's service account token"
+            f"{again}"
+        )
+    if isinstance(exc, ApiException) and status == 403:
         return (
             f"{stream.name}: the API refuses the list/watch ({status} {exc.reason}): grant "
             f"list and watch on {stream.resource.plural} to eip-guard's service account "

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import attrs
+from kmock._internal import rendering
 from kubernetes import client
 from prometheus_client import CollectorRegistry
 
@@ -11,7 +18,7 @@ from app.core.verdict import Policy
 from app.kube.config import api_client
 from app.kube.serving import Live, LiveSettings, start_live
 from app.kube.settings import WatchSettings
-from tests.kmock_harness import FakeApi
+from tests.kmock_harness import FakeApi, PagedEmulator
 from tests.support import eventually
 
 # Short timeouts so failures are noticed quickly here; production defaults are in WatchSettings.
@@ -49,3 +56,26 @@ class Cluster:
     def metric(self, name: str, **labels: str) -> float:
         value = self.registry.get_sample_value(name, labels)
         return 0.0 if value is None else value
+
+
+@attrs.define(kw_only=True)
+class TimedEmulator(PagedEmulator):
+    """kmock ending each watch at its ``timeoutSeconds``, cleanly, as a real API server does
+    (kmock keeps a watch open until the client goes: the client's read timeout ends it, as
+    an error)."""
+
+    async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[Any]:
+        seconds = request.params.get("timeoutSeconds", "")
+        deadline = time.monotonic() + int(seconds) if seconds.isdigit() else None
+        events: Any = super()._serve_watch(request)
+        try:
+            while True:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return
+                try:
+                    yield await asyncio.wait_for(anext(events), left)
+                except (StopAsyncIteration, TimeoutError):
+                    return
+        finally:
+            await events.aclose()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import kmock
 import pytest
+import yaml
 
 from app.cli import live
 from app.cli.main import main, parser
@@ -55,6 +56,49 @@ def test_kubeconfig_without_a_file_uses_the_env_like_kubectl(
     code, out, _ = run_cli(capsys, "check", "-f", str(manifest), "--kubeconfig", "-o", "json")
     assert code == 1
     assert {v["rule"] for v in json.loads(out)["violations"]} == {"can-reach-node-ip"}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (False, "socks5://127.0.0.1:1080", "a SOCKS proxy needs the PySocks package"),
+        (False, "ftp://proxy:21", "unsupported scheme ftp"),
+        (True, "http://[proxy", "is not a valid host or port"),
+    ],
+)
+def test_a_proxy_that_cannot_be_used_is_one_line_not_a_traceback(
+    tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch, case: tuple[bool, str, str]
+) -> None:
+    """A kubeconfig's proxy-url or $HTTPS_PROXY the client cannot use (SOCKS without
+    PySocks, another scheme, no URL) raised from inside the client, as a traceback."""
+    env, proxy, said = case
+    config = kubeconfig(tmp_path / "kubeconfig", "https://api.example:6443")
+    if env:
+        monkeypatch.setenv("HTTPS_PROXY", proxy)
+    else:
+        doc = yaml.safe_load(config.read_text())
+        doc["clusters"][0]["cluster"]["proxy-url"] = proxy
+        config.write_text(yaml.safe_dump(doc))
+    code, _, err = run_cli(capsys, "audit", "--kubeconfig", str(config))
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    where = "$HTTPS_PROXY" if env else "the kubeconfig's proxy-url"
+    assert f"cannot use the proxy {proxy!r} ({where}" in err and said in err
+
+
+def test_a_proxy_without_a_scheme_is_http_as_kubectl_reads_it(
+    api: FakeApi, writer: Writer, tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTPS_PROXY=proxy:3128 is common, and kubectl takes it as http://proxy:3128; the
+    client refused it with a traceback. kmock answers absolute-form requests as a proxy would
+    forward them: the API server's name need not resolve."""
+    _seed(writer)
+    monkeypatch.setenv("HTTP_PROXY", api.direct_url.removeprefix("http://"))
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    config = kubeconfig(tmp_path / "kubeconfig", "http://api.cluster.invalid")
+    code, out, err = run_cli(capsys, "audit", "--kubeconfig", str(config), "-o", "json")
+    assert code == 1, err
+    assert json.loads(out)["eips"] == 1
 
 
 def test_snapshot_and_live_flags_exclude_each_other(
@@ -149,6 +193,20 @@ def test_forbidden_list_names_the_rbac_fix(api: FakeApi, tmp_path: Path, capsys:
     code, _, err = run_cli(capsys, "audit", "--kubeconfig", str(config))
     assert code == 2
     assert "grant list and watch on nodes" in err and "Traceback" not in err
+
+
+def test_refused_credentials_are_not_sent_to_rbac(
+    api: FakeApi, tmp_path: Path, capsys: Capsys
+) -> None:
+    """401 is who eip-guard is (an expired or revoked token), not what it may do: granting
+    RBAC, as the 403 advice says, fixes nothing."""
+    status = {"kind": "Status", "code": 401, "reason": "Unauthorized", "message": "no"}
+    api.call(lambda: api.km[kmock.action.LIST, kmock.resource("v1/nodes")] << 401 << status)
+    config = kubeconfig(tmp_path / "kubeconfig", api.url)
+    code, _, err = run_cli(capsys, "audit", "--kubeconfig", str(config))
+    assert code == 2 and "Traceback" not in err
+    assert "does not accept eip-guard's credentials (401 Unauthorized)" in err
+    assert "grant" not in err
 
 
 def test_no_source_outside_a_pod_is_a_usage_error(capsys: Capsys) -> None:

@@ -12,7 +12,7 @@ from app.core.verdict import Verdict
 from app.kube.resources import PAGE
 from tests.core.objects import configmap, eip, kube_vip_pod, node, service, service_cidr
 from tests.kmock_harness import EIPS, SERVICECIDRS, FakeApi, Writer, running
-from tests.kube.harness import FAST, SETTINGS, Cluster
+from tests.kube.harness import FAST, SETTINGS, Cluster, TimedEmulator
 from tests.support import eventually
 
 CAN_REACH = "can_reach:10.0.0.9"
@@ -107,6 +107,31 @@ def test_a_silent_dead_connection_is_noticed(
     writer.create(node("n1", "10.0.0.9"))
     eventually(lambda: "can-reach-node-ip" in rules(verdict(cluster)), "Node seen after a stall")
     assert cluster.metric("eip_guard_source_errors_total", source="nodes") >= 1
+
+
+def test_a_watch_the_server_ends_at_its_timeout_is_resumed_and_no_error() -> None:
+    """A real API server ends each watch at its ``timeoutSeconds``, cleanly: watched again at
+    once from the last resourceVersion, in sync, not an error nor a restart (kmock itself never
+    ends a watch: there the client's read timeout did, counted as an error)."""
+    with running(emulator=TimedEmulator) as api:
+        cluster = Cluster(api)
+        writer = Writer(api)
+        try:
+            cluster.ready()
+            watches = api.requests("GET", "/api/v1/nodes", watch=True)
+            # FAST asks for 2 to 4 s: wait for two more watches to end.
+            eventually(
+                lambda: api.requests("GET", "/api/v1/nodes", watch=True) >= watches + 2,
+                "watches ended by the server and watched again",
+            )
+            writer.create(node("n1", "10.0.0.9"))
+            eventually(lambda: "can-reach-node-ip" in rules(verdict(cluster)), "Node seen")
+            assert api.lists("/api/v1/nodes") == 1  # resumed, never listed again
+            assert cluster.metric("eip_guard_source_errors_total", source="nodes") == 0
+            assert cluster.metric("eip_guard_source_watch_restarts_total", source="nodes") == 0
+        finally:
+            writer.close()
+            cluster.close()
 
 
 def test_missing_eip_crd_keeps_readiness_false_with_a_reason() -> None:

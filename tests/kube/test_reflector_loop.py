@@ -269,6 +269,22 @@ def test_a_404_on_a_required_resource_is_an_error_that_backs_off() -> None:
     assert stop.delays == [1.0] and sink.replaced == 0
 
 
+def test_a_resource_gone_under_its_watch_is_listed_again_not_held_for_ever() -> None:
+    # ServiceCIDRs listed, then the API stops serving them (turned off on the API server):
+    # every watch answers 404. Resuming the watch for ever kept the old ranges in the
+    # inventory; the list says they are gone (an optional resource: held empty).
+    cidr = {"apiVersion": "networking.k8s.io/v1", "kind": "ServiceCIDR",
+            "metadata": {"name": "kubernetes"}, "spec": {"cidrs": ["10.96.0.0/12"]}}  # fmt: skip
+    missing = ApiException(status=404, reason="Not Found")
+    script = Script(listing(cidr), missing, missing)
+    stop = Waits(2)
+    sink, reflector = run(script, stop, Stream(SERVICECIDRS))
+    assert script.calls == ["list", "watch", "list"]
+    assert sink.lists == [[("", "kubernetes")], []]
+    assert stop.delays == [1.0, 99.0]  # the error's backoff, then absent_retry
+    assert reflector.rv is None
+
+
 def test_what_keep_declines_is_not_held_and_an_update_it_declines_drops_the_object() -> None:
     """The node agent keeps only labelled Nodes: keep returns None for the rest."""
 

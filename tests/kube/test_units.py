@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
+import socket
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,8 +23,9 @@ from app.core.addresses import parse_key
 from app.core.facts import FactKind
 from app.core.inventory import Inventory, Options, assemble, build, extract
 from app.core.rules import audit
+from app.core.sources import Readiness
 from app.core.verdict import Verdict
-from app.kube import live, rest
+from app.kube import config, live, rest
 from app.kube.auditor import event_body, event_name, findings, violations_by_rule
 from app.kube.config import api_client
 from app.kube.live import LiveInventory, not_ready_reason
@@ -32,6 +36,7 @@ from app.kube.resources import (
     NODES,
     PAGE,
     PODS,
+    SERVICECIDRS,
     SERVICES,
     Stream,
     list_all,
@@ -43,7 +48,7 @@ from app.kube.settings import WatchSettings, namespaces
 from tests.conftest import ROOT
 from tests.core.objects import eip, kube_vip_pod, service
 from tests.core.test_inventory_update import canonical
-from tests.kmock_harness import FakeApi
+from tests.kmock_harness import FakeApi, kubeconfig
 
 README = (ROOT / "README.md").read_text()
 
@@ -148,6 +153,16 @@ def test_findings_dedup_key_is_stable_and_follows_the_messages() -> None:
     assert event_name("pool", "u1", ("a",)) != event_name("pool", "u1", ("a", "b"))
     _, clean = _inventory("10.0.0.51")
     assert findings(clean, uids) == {}
+
+
+@pytest.mark.parametrize("cut", ["-", ".", "-."])
+def test_an_event_name_is_a_dns_subdomain_however_a_long_eip_name_is_cut(cut: str) -> None:
+    """The API server refuses (422) an Event whose name is no DNS subdomain: an Eip name
+    (up to 253 characters) cut at 200 after a "-" or "." gave one."""
+    eip_name = "a" * (200 - len(cut)) + cut + "b" * 40
+    name = event_name(eip_name, "u1", ("m",))
+    label = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+    assert len(name) <= 253 and re.fullmatch(rf"{label}(\.{label})*", name), name
 
 
 def test_violation_counts_by_rule_include_zeroes() -> None:
@@ -485,3 +500,167 @@ def test_rest_calls_encode_queries_and_raise_api_errors_as_the_client_does(api: 
     with pytest.raises(ApiException) as missing:
         rest.request(client, "GET", rest.path("v1", "nodes", name="nope"))
     assert missing.value.status == 404
+
+
+def test_changes_are_not_kept_while_the_next_inventory_is_assembled_whole() -> None:
+    """Until every source has listed (a missing Eip CRD: for days) the next inventory is
+    assembled from every extract, so no change is worth remembering: each Service or Pod
+    name ever watched was, and the memory grew with the churn."""
+    api = api_client(host="http://127.0.0.1:9")  # never contacted: no thread is started
+    try:
+        source = LiveInventory(
+            api, [Stream(SERVICES), Stream(EIPS)], KubeMetrics(CollectorRegistry())
+        )
+        source.replace("services", {})  # the Eips never list
+        for i in range(100):
+            churned = service(f"job-{i}", cluster_ip=f"10.96.1.{i + 1}")
+            source.upsert("services", ("default", f"job-{i}"), Held(extract(churned)))
+            source.remove("services", ("default", f"job-{i}"))
+        assert source._changed == {}
+        # Once a whole inventory has read the stores, changes are what the next one patches.
+        source.replace("eips", {})
+        assert source.rebuild().complete
+        web = service("web", cluster_ip="10.96.0.10")
+        source.upsert("services", ("default", "web"), Held(extract(web)))
+        assert list(source._changed) == [("services", ("default", "web"))]
+        patched = source.rebuild()
+        assert not patched.whole
+        assert patched.inventory.at(FactKind.SERVICE_IP, parse_key("10.96.0.10"))
+    finally:
+        api.close()  # type: ignore[no-untyped-call]
+
+
+def test_a_kubeconfig_token_file_is_read_again_when_rotated(
+    api: FakeApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kubeconfig user with a ``tokenFile`` (a projected service account token, rotated
+    about every hour): the library read it once, so after a rotation every list and watch
+    was refused (401) until a restart. In-cluster, the library reads its token again itself."""
+    monkeypatch.setattr(config, "TOKEN_FILE_SECONDS", 0.0, raising=False)
+    token = tmp_path / "token"
+    token.write_text("first")
+    path = kubeconfig(tmp_path / "kubeconfig", api.url)
+    doc = yaml.safe_load(path.read_text())
+    doc["users"][0]["user"] = {"tokenFile": str(token)}
+    path.write_text(yaml.safe_dump(doc))
+    client = api_client(str(path))
+    try:
+        stream = Stream(NODES)
+        list_all(stream, stream.lister(client), (5.0, 5.0), lambda obj: obj)
+        token.write_text("second")
+        list_all(stream, stream.lister(client), (5.0, 5.0), lambda obj: obj)
+    finally:
+        client.close()  # type: ignore[no-untyped-call]
+    sent = api.call(lambda: [r.headers.get("Authorization") for r in list(api.km)])
+    assert sent == ["Bearer first", "Bearer second"]
+
+
+def test_connections_to_the_api_server_are_kept_alive_as_client_go_does() -> None:
+    """A watch on a quiet resource sends nothing for minutes: without TCP keepalive an idle
+    timeout on the way (a NAT, an AWS NLB: 350 s) dropped it silently, and nothing was
+    noticed before the read timeout (up to 630 s)."""
+    client = api_client(host="http://127.0.0.1:9")
+    try:
+        pool = client.rest_client.pool_manager.connection_from_url("http://127.0.0.1:9")
+        options = pool.conn_kw.get("socket_options") or []
+        assert (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1) in options
+        assert (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30) in options
+    finally:
+        client.close()  # type: ignore[no-untyped-call]
+
+
+def test_a_problem_said_while_the_first_inventory_is_published_leaves_it_ready(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A source's problem (or its relist) refreshes the not-ready reason under the lock while
+    the rebuild thread publishes the first complete inventory: the reason, computed from the
+    inventory before, was written after "ready", and stayed (on a quiet cluster no other
+    rebuild comes to set it again: /readyz failed for hours)."""
+    api = api_client(host="http://127.0.0.1:9")  # never contacted: no thread is started
+    try:
+        source = LiveInventory(api, [Stream(NODES)], KubeMetrics(CollectorRegistry()))
+        source.replace("nodes", {})
+        assembling, go = threading.Event(), threading.Event()
+        real_reason = live.not_ready_reason
+
+        def slow_assemble(*args: Any) -> Inventory:
+            assembling.set()
+            go.wait(5)
+            return assemble(*args)
+
+        rebuild = threading.Thread(target=source.rebuild)
+
+        def reason_meanwhile(*args: Any) -> str:
+            go.set()  # the rebuild publishes now, while this reflector holds the lock
+            rebuild.join(0.5)
+            return real_reason(*args)
+
+        monkeypatch.setattr(live, "assemble", slow_assemble)
+        monkeypatch.setattr(live, "not_ready_reason", reason_meanwhile)
+        rebuild.start()
+        assert assembling.wait(5)
+        source.problem("nodes", "")  # e.g. a watch that ended cleanly
+        rebuild.join(5)
+        assert source.published.complete
+        assert source.readiness() == Readiness(True)
+    finally:
+        api.close()  # type: ignore[no-untyped-call]
+
+
+def test_a_list_that_finds_what_is_held_makes_no_new_inventory() -> None:
+    """An API server without ServiceCIDRs (before Kubernetes 1.33) is asked again every
+    absent_retry (5 minutes): each empty answer assembled the inventory whole (a second at
+    100,000 Services) and audited every Eip, on a cluster where nothing changed."""
+    api = api_client(host="http://127.0.0.1:9")  # never contacted: no thread is started
+    try:
+        source = LiveInventory(
+            api, [Stream(SERVICES), Stream(SERVICECIDRS)], KubeMetrics(CollectorRegistry())
+        )
+        web = {("default", "web"): Held(extract(service("web", cluster_ip="10.96.0.10")))}
+        source.replace("services", web)
+        source.replace("servicecidrs", {})
+        first = source.rebuild()
+        assert first.complete and not source.changes_pending
+        source.replace("servicecidrs", {})  # still none
+        source.replace("services", dict(web))  # a relist (410) that finds the same
+        assert not source.changes_pending
+        moved = service("web", cluster_ip="10.96.0.11")
+        source.replace("services", {("default", "web"): Held(extract(moved))})
+        assert source.changes_pending
+        second = source.rebuild()
+        assert second.whole and second.generation == first.generation + 1
+        assert second.inventory.at(FactKind.SERVICE_IP, parse_key("10.96.0.11"))
+    finally:
+        api.close()  # type: ignore[no-untyped-call]
+
+
+def test_a_lasting_failure_is_logged_when_it_starts_changes_and_every_ten_minutes(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An API server out of reach was one warning per retry and source (every 30 s each,
+    forever); the failure is said once, again when it changes or every SAY_AGAIN_EVERY, and
+    its end is said too. The error counter still counts every retry."""
+    caplog.set_level("INFO", logger="eip_guard.kube")
+    api = api_client(host="http://127.0.0.1:9")  # never contacted: no thread is started
+    try:
+        source = LiveInventory(api, [Stream(NODES)], KubeMetrics(CollectorRegistry()))
+        down = "nodes: cannot reach the API server (ConnectionRefusedError); retrying"
+        for _ in range(5):
+            source.problem("nodes", down)
+        source.problem("nodes", "nodes: the API answers 503 Service Unavailable; retrying")
+        source.problem("nodes", "")
+        source.problem("nodes", "")
+        source.problem("nodes", down)
+        monkeypatch.setattr(live, "SAY_AGAIN_EVERY", 0.0, raising=False)
+        source.problem("nodes", down)
+        assert not source.readiness().ready
+        assert "nodes: cannot reach" in source.readiness().reason  # always the latest
+    finally:
+        api.close()  # type: ignore[no-untyped-call]
+    assert [(r.levelname, r.getMessage()[:22]) for r in caplog.records] == [
+        ("WARNING", "nodes: cannot reach th"),
+        ("WARNING", "nodes: the API answers"),
+        ("INFO", "nodes: in sync again"),
+        ("WARNING", "nodes: cannot reach th"),
+        ("WARNING", "nodes: cannot reach th"),
+    ]
