@@ -96,8 +96,59 @@ def _load_kubeconfig(
         active_context=context,
         persist_config=False,
     )
-    loader.load_and_set(cfg)
+    _default_scheme(loader)
+    # The library says an exec plugin's failure with logging.error on the root logger, which
+    # configures logging for the whole process (urllib3's retries then printed too) and
+    # goes on without credentials: every request refused, the error blaming the network.
+    said = _Said()
+    root = logging.getLogger()
+    root.addHandler(said)
+    try:
+        loader.load_and_set(cfg)
+    finally:
+        root.removeHandler(said)
+    user = getattr(loader, "_user", None)
+    if user and "exec" in user and not (vars(loader).get("token") or vars(loader).get("cert_file")):
+        plugin = getattr(user["exec"], "value", None)
+        command = plugin.get("command") if isinstance(plugin, dict) else None
+        why = said.lines[0] if said.lines else "it gave no token or certificate"
+        raise ConfigException(f"the user's exec plugin {command!r} failed: {why}")
     _follow_token_file(cfg, loader)
+
+
+def _default_scheme(loader: Any) -> None:
+    """A ``server`` without a scheme (``10.0.0.1:6443``) gets client-go's: https when the
+    cluster names a CA or skips verification or the user has a client certificate, else
+    http. The library read its CA and certificate only for a server starting with https,
+    and urllib3 warned on stderr of a URL without a scheme."""
+    cluster, user = getattr(loader, "_cluster", None), getattr(loader, "_user", None)
+    value = getattr(cluster, "value", None)
+    if not isinstance(value, dict):
+        return
+    server = value.get("server")
+    if not isinstance(server, str) or not server or "://" in server:
+        return
+    credentials = getattr(user, "value", None)
+    keys = set(value) | (set(credentials) if isinstance(credentials, dict) else set())
+    tls = keys & {
+        "certificate-authority",
+        "certificate-authority-data",
+        "insecure-skip-tls-verify",
+        "client-certificate",
+        "client-certificate-data",
+    }
+    value["server"] = f"{'https' if tls else 'http'}://{server}"
+
+
+class _Said(logging.Handler):
+    """The messages the library logs at ERROR while a kubeconfig loads."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(" ".join(record.getMessage().split())[:200])
 
 
 def _follow_token_file(cfg: client.Configuration, loader: Any) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -664,3 +666,73 @@ def test_a_lasting_failure_is_logged_when_it_starts_changes_and_every_ten_minute
         ("WARNING", "nodes: cannot reach th"),
         ("WARNING", "nodes: cannot reach th"),
     ]
+
+
+def _with_user(path: Path, url: str, user: dict[str, Any], **cluster: Any) -> Path:
+    """A kubeconfig to ``url`` whose user and cluster fields are these."""
+    doc = yaml.safe_load(kubeconfig(path, url).read_text())
+    doc["users"][0]["user"] = user
+    doc["clusters"][0]["cluster"].update(cluster)
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_an_exec_plugin_that_fails_is_said_and_logs_nothing_else(tmp_path: Path) -> None:
+    """The library logged the failure with logging.error on the root logger (configuring
+    logging for the whole process: urllib3's retries printed too) and went on without
+    credentials, so the error blamed the network. A process of its own: in pytest the root
+    logger has handlers already."""
+    plugin = {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": "/no/plugin"}
+    path = _with_user(tmp_path / "kubeconfig", "http://127.0.0.1:9", {"exec": plugin})
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli.main", "audit", "--kubeconfig", str(path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1, done.stderr  # one line, nothing logged besides
+    assert "exec plugin '/no/plugin' failed: " in done.stderr and "No such file" in done.stderr
+
+
+def test_an_exec_plugin_that_works_gives_its_token(tmp_path: Path) -> None:
+    plugin = tmp_path / "plugin"
+    status = {
+        "apiVersion": "client.authentication.k8s.io/v1beta1",
+        "kind": "ExecCredential",
+        "status": {"token": "from-the-plugin"},
+    }
+    plugin.write_text(f"#!/bin/sh\necho '{json.dumps(status)}'\n")
+    plugin.chmod(0o755)
+    exec_ = {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": str(plugin)}
+    path = _with_user(tmp_path / "kubeconfig", "http://127.0.0.1:9", {"exec": exec_})
+    client = api_client(str(path))
+    try:
+        assert client.configuration.api_key["BearerToken"] == "Bearer from-the-plugin"
+    finally:
+        client.close()  # type: ignore[no-untyped-call]
+
+
+@pytest.mark.parametrize(
+    ("cluster", "scheme"),
+    [
+        ({}, "http"),
+        ({"insecure-skip-tls-verify": True}, "https"),
+        ({"certificate-authority-data": "Y2E="}, "https"),
+    ],
+)
+def test_a_server_without_a_scheme_gets_client_gos(
+    tmp_path: Path, cluster: dict[str, Any], scheme: str
+) -> None:
+    """``server: 10.0.0.1:6443``: https when the cluster has a CA or skips verification (the
+    library read the CA only for a server starting with https), else http, as client-go
+    does; urllib3 warned of a URL without a scheme."""
+    path = _with_user(tmp_path / "kubeconfig", "10.0.0.1:6443", {"token": "t"}, **cluster)
+    client = api_client(str(path))
+    try:
+        assert client.configuration.host == f"{scheme}://10.0.0.1:6443"
+        if "certificate-authority-data" in cluster:
+            assert client.configuration.ssl_ca_cert  # the CA read, into a file
+    finally:
+        client.close()  # type: ignore[no-untyped-call]
