@@ -103,23 +103,10 @@ def test_the_kube_vip_configmap_is_checked_as_kubernetes_names(
     assert code == 2 and says in err and err.count("\n") == 1 and len(err) < 400
 
 
-def _unicode_eip(tmp_path: Path) -> Path:
-    path = tmp_path / "uni.yaml"
-    path.write_text(
-        (EXAMPLES / "eip-bad.yaml").read_text().replace("eip-layer2", "eip-\u00fc-\u2603"),
-        encoding="utf-8",
-    )
-    return path
-
-
-def _unicode_interface(tmp_path: Path) -> Path:
-    # The API server refuses a name that is no DNS-1123 subdomain (`check -f` too): a
-    # manifest carries other text in its spec.
-    path = tmp_path / "uni-spec.yaml"
-    path.write_text(
-        (EXAMPLES / "eip-bad.yaml").read_text().replace("236.40", "236.4\u00fc\u2603"),
-        encoding="utf-8",
-    )
+def _unicode_eip(tmp_path: Path, name: str, old: str, new: str) -> Path:
+    """examples/eip-bad.yaml with ``old`` written as ``new`` (non-ASCII text)."""
+    path = tmp_path / name
+    path.write_text((EXAMPLES / "eip-bad.yaml").read_text().replace(old, new), encoding="utf-8")
     return path
 
 
@@ -127,7 +114,10 @@ def _unicode_interface(tmp_path: Path) -> Path:
 def test_output_survives_a_stdout_that_cannot_spell_it(tmp_path: Path, output: str) -> None:
     """An Eip named eip-ü-☃ where stdout is ASCII: UnicodeEncodeError, exit 1, mid-verdict."""
     env = {**os.environ, "PYTHONIOENCODING": "ascii"}
-    uni, spec = str(_unicode_eip(tmp_path)), str(_unicode_interface(tmp_path))
+    uni = str(_unicode_eip(tmp_path, "uni.yaml", "eip-layer2", "eip-\u00fc-\u2603"))
+    # The API server refuses a name that is no DNS-1123 subdomain (`check -f` too): a
+    # manifest carries other text in its spec.
+    spec = str(_unicode_eip(tmp_path, "uni-spec.yaml", "236.40", "236.4\u00fc\u2603"))
     for argv, said in (
         (["check", "-f", spec, "--cluster", CLUSTER], b'"can_reach:172.16.236.4\\xfc\\u2603"'),
         (["audit", "--cluster", CLUSTER, "--cluster", uni], b"Eip eip-\\xfc-\\u2603: DENIED"),
