@@ -115,12 +115,15 @@ class Claims:
                 self._oldest = min(self._oldest, now)
 
     def _expire(self, now: float) -> None:
-        """Forget the values replaced ``settle`` ago or more: no other agent acts on them."""
+        """Forget the values replaced ``settle`` ago or more: no other agent acts on them.
+        Compared as ``due`` is made (when + settle): ``now - when < settle`` can hold at
+        ``now == when + settle`` (1.1 + 3.0 is 4.1, and 4.1 - 1.1 is 2.9999999999999996),
+        and a wait ``due`` said was over lasted one more look."""
         settle = self.settle
-        if now - self._oldest < settle:
+        if now < self._oldest + settle:
             return
-        self._excluded = [e for e in self._excluded if now - e[0] < settle]
-        self._nodes = [e for e in self._nodes if now - e[0] < settle]
+        self._excluded = [e for e in self._excluded if now < e[0] + settle]
+        self._nodes = [e for e in self._nodes if now < e[0] + settle]
         self._services = _recent(self._services, now, settle)
         self._ips = _recent(self._ips, now, settle)
         firsts = [entries[0][0] for entries in (self._excluded, self._nodes) if entries]
@@ -133,7 +136,7 @@ class Claims:
         it answers for at ``now``: ``won`` itself when none waits, so that an unchanged
         answer is the same object."""
         settle, view = self.settle, self._view
-        if self._first is None or view is None or now - self._first < settle:
+        if self._first is None or view is None or now < self._first + settle:
             self.due = self._first + settle if self._first is not None and won else math.inf
             return ()
         self._expire(now)
@@ -157,7 +160,7 @@ def _recent(log: dict[str, list[_Entry]], now: float, settle: float) -> dict[str
     found = {}
     for key, entries in log.items():
         kept = (
-            entries if now - entries[0][0] < settle else [e for e in entries if now - e[0] < settle]
+            entries if now < entries[0][0] + settle else [e for e in entries if now < e[0] + settle]
         )
         if kept:
             found[key] = kept

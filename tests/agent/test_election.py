@@ -428,6 +428,19 @@ def test_claims_answer_what_this_node_wins_under_every_mix_of_what_it_saw() -> N
     assert agent.later(104.0) == {X, Y, Z}
 
 
+def test_claims_answer_when_due_says_the_wait_is_over() -> None:
+    """The agent asks ``claimed`` again only once its clock reaches ``due``: what waited is
+    answered then, not a look later. ``now - when < settle`` held at ``when + settle`` for
+    some times (1.1 + 3.0 is 4.1, and 4.1 - 1.1 is 2.9999999999999996)."""
+    agent = _Agent()
+    assert agent.look(1.1, _cluster()) == set()  # the first view
+    assert agent.claims.due == 1.1 + 3.0 and agent.later(agent.claims.due) == {X}
+    # node-b and node-c turn NotReady: Y, node-b's until then, waits for 3 s.
+    assert agent.look(5.2, _cluster(unfit=("node-b", "node-c"))) == {X}
+    assert agent.claims.due == 5.2 + 3.0 and agent.later(agent.claims.due) == {X, Y}
+    assert agent.claims.due == math.inf
+
+
 def test_claims_score_nothing_for_changes_that_cannot_move_an_ip(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
