@@ -8,8 +8,9 @@ the live mode hand it whatever source they have. Outcomes:
 - HTTP 503 (not ready) or 500 (an exception of ours) with a ``v1`` ``Status`` for a review
   that could not be judged: a failed call, to which the API server applies failurePolicy;
 - HTTP 400 with ``{"code", "reason"}`` when the body is not JSON, not an AdmissionReview,
-  or not ``application/json``; HTTP 413 when it exceeds ``max_body_bytes`` (checked while
-  reading, so a huge body is never buffered).
+  or not ``application/json``; HTTP 501 for a transfer coding other than chunked; HTTP 413
+  when it exceeds ``max_body_bytes`` (checked while reading, so a huge body is never
+  buffered).
 """
 
 from __future__ import annotations
@@ -253,6 +254,16 @@ def create_app(
                 "uncompressed, as the API server does"
             )
             return _problem(400, reason)
+        transfer = request.headers.get("transfer-encoding")
+        if transfer is not None and transfer.strip().lower() != "chunked":
+            # httptools reads the chunks and ignores any coding under them (gzip): the body
+            # would be "not JSON". RFC 9112 6.1: 501 for a transfer coding not understood.
+            metrics.rejected.labels("501").inc()
+            reason = (
+                f"Transfer-Encoding {transfer!r} is not supported: send the AdmissionReview "
+                "as is or chunked, as the API server does"
+            )
+            return _problem(501, reason)
         try:
             body = await _read_limited(request, max_body_bytes, deadlines, budget)
         except _TooLarge:

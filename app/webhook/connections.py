@@ -23,6 +23,10 @@ body (7 MiB, 30 s), but nothing bounded the rest, and any client reaching the po
   uvicorn's keep-alive timer, which only a finished response re-arms. Between requests
   with no head begun, a connection is now closed after ``timeout_keep_alive`` whatever
   bytes it sends;
+- desynchronise a connection with ``Expect: 100-continue``: a request answered without
+  its ``100 Continue`` (a 400, 404 or 413 before the body is read) left the connection
+  waiting for a body its client never sends, and the client's next request was read as
+  that body. Such an answer now closes the connection, unless the body came whole anyway;
 - open any number of connections, about 46 KB each over TLS. Beyond ``connections``, a new
   connection drops another: one being closed (waiting for the client's TLS close), else
   one never served, else the one served the longest ago with no request arriving, else
@@ -111,7 +115,7 @@ class Limits:
             "or least recently used) made room for a new one",
             OVER_LIMIT: f"{self.connections} connections were open, all in a request: a new "
             "one was dropped",
-            BAD_REQUEST: "the request was not HTTP/1.1 (answered 400)",
+            BAD_REQUEST: "a request was malformed HTTP (answered 400)",
         }[reason]
 
 
@@ -185,6 +189,26 @@ def _too_large(limit: int) -> bytes:
         "connection: close\r\n\r\n"
         f"{body}"
     ).encode()
+
+
+def _close_unless_continued(cycle: Any) -> None:
+    """A request sent with ``Expect: 100-continue`` and answered without its ``100
+    Continue`` while its body is still to come ends its connection (``Connection: close``),
+    as Go's server does. Its client sends no body after such an answer (RFC 9110 10.1.1):
+    kept open, the connection waited for those bytes and took the client's next request as
+    them (unanswered, or its tail read as a request of its own)."""
+    send = cycle.send
+
+    async def send_then_close(message: Any) -> None:
+        if (
+            message["type"] == "http.response.start"
+            and cycle.waiting_for_100_continue  # the app never asked for the body
+            and cycle.more_body  # and it has not all arrived
+        ):
+            cycle.keep_alive = False  # uvicorn adds the header and closes after the answer
+        await send(message)
+
+    cycle.send = send_then_close
 
 
 def protocol(
@@ -315,6 +339,8 @@ def protocol(
             self.head_begun = False
             self.busy_since = self.loop.time()
             base_headers_complete(self)
+            if self.expect_100_continue:
+                _close_unless_continued(self.cycle)
 
         def on_chunk_header(self) -> None:  # httptools calls it for chunked bodies only
             self.in_chunk_head = True

@@ -10,6 +10,9 @@ waking per record made the two threads trade the GIL once per admission review, 
 the server more than the decision itself. It only writes (which releases the GIL): when it
 also formatted, it held the GIL for a whole batch (a millisecond and more at 1,500 reviews
 a second) and the reviews arriving meanwhile waited: p99 rose to 5 times the floor's.
+
+At most ``MAX_QUEUED_LINES`` wait for a stream that does not keep up; newer lines are
+dropped and a ``warning`` line says how many once it moves again.
 """
 
 from __future__ import annotations
@@ -27,6 +30,13 @@ import pydantic_core
 
 DECISIONS = "eip_guard.webhook"  # the logger of one line per admission decision
 BATCH_SECONDS = 0.05  # how long a line may wait for company before it is written
+# Lines waiting for the writer, at most: a log stream that stops taking them (a stuck log
+# collector, a full disk) grew the queue by a line per review, without end. Past this, new
+# lines are dropped and counted, and the writer says how many once the stream moves again.
+MAX_QUEUED_LINES = 20_000
+# How long stopping waits for the lines queued to be written: a log stream that takes none
+# held the process at exit forever (the writer is a daemon thread: it ends with it).
+STOP_SECONDS = 5.0
 
 
 class JsonFormatter(logging.Formatter):
@@ -83,10 +93,26 @@ class JsonFormatter(logging.Formatter):
 _UNFORMATTABLE = json.dumps({"level": "error", "msg": "a log record could not be formatted"})
 
 
+class _Lines:
+    """The finished lines on their way to the writer: at most ``limit`` wait, the rest are
+    dropped and counted (from any logging thread: a lost count is only a count)."""
+
+    def __init__(self, limit: int) -> None:
+        self.queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self.limit = limit
+        self.dropped = 0
+
+    def put(self, line: str) -> None:
+        if self.queue.qsize() >= self.limit:
+            self.dropped += 1
+            return
+        self.queue.put(line)
+
+
 class _Handoff(logging.Handler):
     """Formats each record in the logging thread and queues the finished line."""
 
-    def __init__(self, lines: queue.SimpleQueue[str | None]) -> None:
+    def __init__(self, lines: _Lines) -> None:
         super().__init__()
         self._lines = lines
         self.formatter = JsonFormatter()
@@ -157,37 +183,58 @@ class Writer:
 
     _STOP = None
 
-    def __init__(self, lines: queue.SimpleQueue[str | None], out: TextIO) -> None:
-        self._lines, self._out = lines, out
+    def __init__(self, lines: _Lines, out: TextIO) -> None:
+        self._lines, self._queue, self._out = lines, lines.queue, out
+        self._dropped = 0  # of lines.dropped, said so far
         self._thread = threading.Thread(target=self._run, name="eip-guard-log", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        """Write everything queued so far, then end the thread."""
-        self._lines.put(self._STOP)
-        self._thread.join()
+        """Write everything queued so far, then end the thread: within ``STOP_SECONDS``,
+        after which the lines still queued are left (the stream takes none)."""
+        self._queue.put(self._STOP)  # never dropped
+        self._thread.join(STOP_SECONDS)
 
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            batch = [self._lines.get()]
+            batch = [self._queue.get()]
             if batch[0] is not self._STOP:
                 time.sleep(BATCH_SECONDS)
             while True:
                 try:
-                    batch.append(self._lines.get_nowait())
+                    batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
             stopping = self._STOP in batch
             text = "".join(line for line in batch if line is not self._STOP)
+            text += self._dropped_line()
             if text:
                 try:
                     self._out.write(text)
                     self._out.flush()
                 except (OSError, ValueError):  # a closed or broken log pipe: drop, keep serving
                     pass
+
+    def _dropped_line(self) -> str:
+        """A line saying how many lines were dropped since the last one said it ("": none).
+        Made here, once per batch at most: the dropped lines' place in the stream."""
+        dropped = self._lines.dropped - self._dropped
+        if dropped <= 0:
+            return ""
+        self._dropped += dropped
+        return (
+            JsonFormatter().line(
+                time.time(),
+                "warning",
+                __name__,
+                f"{dropped} log line(s) dropped: the log stream did not keep up",
+                fields={"dropped": dropped, "queued_at_most": self._lines.limit},
+            )
+            + "\n"
+        )
 
 
 def setup(
@@ -203,7 +250,7 @@ def setup(
     # them (the logging HOWTO's optimisation), a third of a record's cost on the hot path.
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+    lines = _Lines(MAX_QUEUED_LINES)
     listener = Writer(lines, stream if stream is not None else sys.stderr)
     root = logger if logger is not None else logging.getLogger()
     if logger is None:

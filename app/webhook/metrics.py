@@ -99,7 +99,7 @@ class Metrics:
         self.registry.register(self.decisions)
         self.rejected = Counter(
             "eip_guard_http_rejected",
-            "Requests to /validate-eip refused before judging (HTTP 400, 408, 413).",
+            "Requests to /validate-eip refused before judging (HTTP 400, 408, 413, 501, 503).",
             ("code",),
             registry=self.registry,
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
+from app.core.addresses import shown
 from app.core.eips import GROUP
 from app.core.verdict import Verdict, Violation, aggregate, clean_warning, invalid_value
 from app.webhook.reviews import AdmissionResponse, Status, StatusCause
@@ -19,6 +20,10 @@ CODE_INVALID = 422
 CODE_UNAVAILABLE = 503
 CODE_ERROR = 500
 CODE_BAD_REQUEST = 400
+# The longest name Kubernetes allows (a DNS subdomain), which the API server checks before
+# any validating webhook: a longer one in a denial's details is a client's, echoed no further
+# (see reviews.MAX_UID_LENGTH).
+NAME_LENGTH = 253
 
 
 def _with_warnings(response: AdmissionResponse, texts: Iterable[str]) -> AdmissionResponse:
@@ -62,7 +67,12 @@ def denied(uid: str, name: str, verdict: Verdict) -> AdmissionResponse:
         "code": CODE_INVALID,
         "reason": "Invalid",
         "message": denied_message(verdict),
-        "details": {"name": name, "group": GROUP, "kind": "Eip", "causes": causes},
+        "details": {
+            "name": shown(name, NAME_LENGTH),
+            "group": GROUP,
+            "kind": "Eip",
+            "causes": causes,
+        },
     }
     return _with_warnings({"uid": uid, "allowed": False, "status": status}, verdict.warnings)
 

@@ -284,20 +284,29 @@ def test_a_pipelined_body_is_not_counted_as_the_next_head(certs: Certs) -> None:
         assert closed_count(metrics, "head_too_large") == 0
 
 
+@pytest.mark.parametrize(
+    "malformed",
+    [
+        b"NOT HTTP AT ALL\r\n\r\n",
+        # HTTP/1.1, but both lengths (a smuggling attempt): the log must not say "not HTTP/1.1"
+        b"POST /validate-eip HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ],
+)
 def test_a_malformed_request_is_counted_and_logged_once_a_minute(
-    certs: Certs, caplog: pytest.LogCaptureFixture
+    certs: Certs, caplog: pytest.LogCaptureFixture, malformed: bytes
 ) -> None:
     # uvicorn logs a line per malformed request; a client could flood the log with them.
     with caplog.at_level(logging.WARNING), server(certs, Limits()) as (port, metrics):
         for _ in range(5):
             with connect(port, certs) as tls:
-                tls.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+                tls.sendall(malformed)
                 assert closes(tls).startswith(b"HTTP/1.1 400 ")
         assert closed_count(metrics, "bad_request") == 5
         assert closed_count(metrics, "head_timeout") == 0
     lines = [r.getMessage() for r in caplog.records]
     assert "Invalid HTTP request received." not in lines
-    assert sum("the request was not HTTP/1.1" in line for line in lines) == 1
+    assert sum("a request was malformed HTTP (answered 400)" in line for line in lines) == 1
 
 
 # --- how many ----------------------------------------------------------------------------
@@ -523,3 +532,66 @@ def test_chunk_framing_is_not_counted_as_head(certs: Certs) -> None:
         status, answer = response(tls)
         assert status == b"HTTP/1.1 200 OK" and json.loads(answer)["response"]["allowed"]
         assert closed_count(metrics, "head_too_large") == 0
+
+
+# --- Expect: 100-continue ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /validate-eip HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n",  # 400
+        b"POST /elsewhere HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n",  # 404
+    ],
+)
+def test_an_answer_before_a_100_continue_closes_the_connection(certs: Certs, head: bytes) -> None:
+    # The client waits for "100 Continue" before sending its body; answered without one, it
+    # sends no body (RFC 9110 10.1.1). Kept open, the connection waited for those bytes and
+    # took the client's next request as them: unanswered, or its tail read as a request.
+    # Go's server closes such a connection, and so do we.
+    with server(certs, Limits()) as (port, _), connect(port, certs) as tls:
+        tls.sendall(head + b"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n" % len(REVIEW))
+        status, _ = response(tls)
+        assert status.startswith(b"HTTP/1.1 4")
+        assert closes(tls) == b""  # closed after the answer, not waiting for a body
+
+
+def test_a_100_continue_answered_keeps_the_connection(certs: Certs) -> None:
+    with server(certs, Limits()) as (port, _), connect(port, certs) as tls:
+        head, _, body = REQUEST.partition(b"\r\n\r\n")
+        tls.sendall(head + b"\r\nExpect: 100-continue\r\n\r\n")
+        assert tls.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        tls.sendall(body)
+        assert response(tls)[0] == b"HTTP/1.1 200 OK"
+        assert served(tls)  # the same connection serves the next request
+        # Answered unread, but the body came whole without waiting: nothing is left to
+        # mistake for the next request, so the connection stays.
+        wrong = head.replace(b"application/json", b"text/plain")
+        tls.sendall(wrong + b"\r\nExpect: 100-continue\r\n\r\n" + body)
+        assert response(tls)[0] == b"HTTP/1.1 400 Bad Request"
+        assert served(tls)
+
+
+# --- transfer codings ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("coding", [b"gzip, chunked", b"deflate,chunked"])
+def test_a_transfer_coding_other_than_chunked_gets_501_naming_it(
+    certs: Certs, coding: bytes
+) -> None:
+    # httptools takes the chunks and ignores the gzip under them: a gzipped body was then
+    # "not JSON", which hid the cause. A server SHOULD answer 501 (RFC 9112 6.1).
+    with server(certs, Limits()) as (port, metrics), connect(port, certs) as tls:
+        head = REQUEST[: REQUEST.index(b"Content-Length")]
+        chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(REVIEW), REVIEW)
+        tls.sendall(head + b"Transfer-Encoding: " + coding + b"\r\n\r\n" + chunked)
+        status, body = response(tls)
+        assert status == b"HTTP/1.1 501 Not Implemented"
+        reason = json.loads(body)["reason"]
+        assert reason.startswith(f"Transfer-Encoding {coding.decode()!r} is not supported")
+        assert served(tls)  # the chunks were read past: the connection goes on
+        value = metrics.registry.get_sample_value("eip_guard_http_rejected_total", {"code": "501"})
+        assert value == 1
+        # chunked alone, in any case, is fine
+        tls.sendall(head + b"Transfer-Encoding: Chunked\r\n\r\n" + chunked)
+        assert response(tls)[0] == b"HTTP/1.1 200 OK"

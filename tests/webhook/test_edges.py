@@ -575,13 +575,37 @@ def test_the_decision_line_cuts_what_any_client_may_make_huge(
 ) -> None:
     # A client reaching the port sent a 2 MB uid: a 2 MB log line each, rotating the real
     # ones (overrides audited) out of the kubelet's log files.
-    body = review(example_eip("good"), uid="u" * 100_000)
+    # (A uid is at most 256 characters: see the next test.)
+    body = review(example_eip("good"), uid="u" * 256)
     body["request"]["userInfo"] = {"username": "x" * 100_000}
     annotations = body["request"]["object"]["metadata"].setdefault("annotations", {})
     annotations["eip-guard.io/allow-rules"] = ",".join(["r" * 1000] * 100)
     with caplog.at_level(logging.INFO, logger="eip_guard.webhook"):
-        assert webhook.validate(body)["response"]["uid"] == "u" * 100_000  # echoed whole
+        assert webhook.validate(body)["response"]["uid"] == "u" * 256  # echoed whole
     (line,) = [r for r in caplog.records if r.getMessage() == "admission decision"]
     fields = line.__dict__["fields"]
-    assert fields["uid"] == "u" * 253 + "..." and fields["user"] == "x" * 253 + "..."
+    assert fields["uid"] == "u" * 256 and fields["user"] == "x" * 253 + "..."
     assert len(fields["allow_rules"]) == 32 and {len(r) for r in fields["allow_rules"]} == {128}
+
+
+def test_an_answer_never_echoes_more_than_an_api_server_sends(webhook: Webhook) -> None:
+    # A client reaching the port sent reviews with a 6 MB uid and read no answer: each
+    # answer echoed the uid whole and sat in the server's buffers for up to a minute (the
+    # body budget had let go of it): 40 such connections took 665 MB, past the chart's
+    # 512 MiB limit. An API server's uid is a UUID (36 characters), and a name it sends is
+    # at most 253 characters (it validates the name before any validating webhook).
+    response = webhook.http.post("/validate-eip", json=review(example_eip("good"), uid="u" * 257))
+    assert response.status_code == 400
+    assert response.json()["reason"] == (
+        "the body is not an admission.k8s.io/v1 (or v1beta1) AdmissionReview with a request: "
+        "request.uid: String should have at most 256 characters"
+    )
+    assert webhook.validate(review(example_eip("good"), uid="u" * 256))["response"]["uid"] == (
+        "u" * 256
+    )
+    bad = example_eip("bad")
+    bad["metadata"]["name"] = "n" * 1_000_000
+    answer = webhook.validate(review(bad))["response"]
+    assert answer["allowed"] is False
+    assert answer["status"]["details"]["name"] == "n" * 250 + "..."
+    assert len(json.dumps(answer)) < 10_000

@@ -11,12 +11,15 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import TextIO
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from app.webhook import logs
 from app.webhook.logs import JsonFormatter, line_emitter, setup
 from tests.conftest import ROOT
 
@@ -83,6 +86,42 @@ def test_a_record_that_cannot_be_formatted_does_not_stop_logging() -> None:
         logger.info("after")
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [line["msg"] for line in lines] == ["a log record could not be formatted", "after"]
+
+
+class _StuckStream(io.StringIO):
+    """A log pipe nobody reads, until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def write(self, s: str) -> int:
+        self.entered.set()
+        self.release.wait(10)
+        return super().write(s)
+
+
+def test_a_stuck_log_pipe_holds_a_bounded_backlog_and_says_what_it_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A log pipe that stops taking lines (a stuck log collector, a full disk) made every
+    # review add its line to the queue, without end: memory grew with each request.
+    monkeypatch.setattr(logs, "MAX_QUEUED_LINES", 100, raising=False)
+    out = _StuckStream()
+    with logging_to(out, "eip_guard.test.stuck") as logger:
+        logger.info("first")
+        assert out.entered.wait(5)  # the writer is stuck writing it
+        emit = line_emitter(logger)
+        for i in range(1000):
+            emit(logging.INFO, "decision", {"n": i})
+        out.release.set()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert lines[0]["msg"] == "first"
+    assert [line["n"] for line in lines if line["msg"] == "decision"] == list(range(100))
+    (dropped,) = [line for line in lines if "dropped" in line]
+    assert dropped["level"] == "warning"
+    assert dropped["dropped"] == 900
+    assert dropped["msg"] == "900 log line(s) dropped: the log stream did not keep up"
 
 
 class _Witness:
@@ -185,3 +224,27 @@ def test_python_warnings_become_json_lines_in_the_process() -> None:
     assert len(lines) == 1
     assert lines[0]["logger"] == "py.warnings" and lines[0]["level"] == "warning"
     assert "UserWarning: Unverified HTTPS request is being made" in lines[0]["msg"]
+
+
+def test_stopping_does_not_wait_forever_for_a_stuck_log_pipe(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # serve flushes its log as it exits (SIGTERM): with a log pipe nobody reads, it waited
+    # forever, and the pod ran to the end of its grace period to be killed.
+    monkeypatch.setattr(logs, "STOP_SECONDS", 0.5, raising=False)
+    out = _StuckStream()
+    logger = logging.getLogger("eip_guard.test.stop")
+    logger.propagate = False
+    writer = setup(logging.INFO, out, logger)
+    try:
+        logger.info("stuck")
+        assert out.entered.wait(5)  # the writer is stuck writing it
+        stopping = threading.Thread(target=writer.stop, daemon=True)
+        started = time.monotonic()
+        stopping.start()
+        stopping.join(5)
+        assert not stopping.is_alive()
+        assert time.monotonic() - started < 3
+    finally:
+        out.release.set()
+        logger.handlers.clear()
