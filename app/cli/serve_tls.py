@@ -42,6 +42,7 @@ from app.webhook.server import GRACEFUL_SHUTDOWN_SECONDS, Server, config, listen
 log = logging.getLogger(__name__)
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 NOT_FOUND = b'{"code":404,"reason":"Not Found"}'  # as the webhook port answers another path
+MIN_RELOAD_INTERVAL = 0.1  # seconds between looks at the certificate files, at least
 Task = Callable[[], Coroutine[Any, Any, None]]
 
 
@@ -85,7 +86,8 @@ def prepare(args: argparse.Namespace, api_client: Callable[[], Any]) -> Tls:
     files = args.tls_cert_file is not None or args.tls_key_file is not None
     if files and args.tls_secret:
         raise InputError("give either --tls-cert-file/--tls-key-file or --tls-secret, not both")
-    seconds("--tls-reload-interval", args.tls_reload_interval)
+    # A tenth of a second at least: 1e-9 made the server read the files without pause.
+    seconds("--tls-reload-interval", args.tls_reload_interval, least=MIN_RELOAD_INTERVAL)
     hot = HotContext()
     if args.tls_secret:
         _self_managed_flags(args)

@@ -185,6 +185,7 @@ def test_serve_refuses_a_bad_port(capsys: pytest.CaptureFixture[str], certs: Cer
     [
         (["--tls-reload-interval", "nan"], "--tls-reload-interval nan: expected a finite number"),
         (["--tls-reload-interval", "0"], "--tls-reload-interval 0.0: expected a finite number"),
+        (["--tls-reload-interval", "1e-9"], "of seconds, at least 0.1"),
         (["--kubeconfig", "k", "--resync-interval", "nan"], "--resync-interval nan: expected"),
         (["--kubeconfig", "k", "--audit-interval", "inf"], "--audit-interval inf: expected"),
         (["--kubeconfig", "k", "--audit-interval", "-1"], "of seconds, 0 or more"),
