@@ -391,6 +391,17 @@ def test_allow_rules_annotation_overrides_unless_forbidden() -> None:
     assert any("does not allow" in n for n in strict.notes)
 
 
+def test_an_allow_rules_annotation_is_read_to_its_first_4_kib() -> None:
+    """A client on the webhook's port sent 5 MB of rule ids (an API server caps annotations
+    at 256 KiB): parsed and sorted, they held the event loop for half a second a review."""
+    junk = ",".join(f"junk-{i}" for i in range(500_000))
+    bad = l2("can_reach:172.16.236.152", allow="can-reach-node-ip," + junk)
+    assert len(Eip.from_object(bad).allow_rules) < 500
+    v = judge(bad)
+    assert v.allowed and warned(v) == {"can-reach-node-ip"}
+    assert any("unknown rule id(s)" in n and "junk-0" in n for n in v.notes)
+
+
 def test_delete_is_allowed_and_warns_when_ips_are_in_use() -> None:
     pool = Eip.from_object(eip("eip-pool", "172.16.236.40-172.16.236.60", used={"a": "b"}))
     v = check(pool, pool, cluster(), operation=Operation.DELETE)
