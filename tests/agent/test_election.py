@@ -482,3 +482,43 @@ def test_claims_score_nothing_for_changes_that_cannot_move_an_ip(
     assert agent.claim(30.0) == ips
     assert len(agent.won) == 1000 and len(scored) == 2000
     assert agent.later(33.0) == set(used)
+
+
+def _two_services(
+    web: tuple[str, ...], api: tuple[str, ...], excluded: str = ""
+) -> list[dict[str, Any]]:
+    """Y listed for two Local Services, shop/web and shop/api, ready on these nodes."""
+    ready = {"status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    nodes = [{**node(n, *([EXCLUDE_LABEL] if n == excluded else [])), **ready}
+             for n in NODES[:3]]  # fmt: skip
+    return [*nodes, eip("pool", {Y: "shop/web;shop/api"}),
+            service("shop", "web", "Local"), service("shop", "api", "Local"),
+            slice_("shop", "web", *((n, True) for n in web)),
+            slice_("shop", "api", *((n, True) for n in api))]  # fmt: skip
+
+
+def test_claims_of_an_ip_of_two_services_take_the_ready_nodes_of_both() -> None:
+    """An IP shared by two Local Services has the ready nodes of both as candidates: a
+    change of either may move it (Y: by hash node-b < node-a < node-c)."""
+    agent = _Agent()
+    assert agent.look(0.0, _two_services(("node-a",), ("node-c",))) == set()
+    assert agent.later(3.0) == {Y}  # node-a beats node-c
+    # web gains node-c, which node-a beats: nothing can move Y, it stays answered.
+    assert agent.look(10.0, _two_services(("node-a", "node-c"), ("node-c",))) == {Y}
+    # api's endpoint moves to node-b, which beats node-a: Y lost at once ...
+    assert agent.look(20.0, _two_services(("node-a", "node-c"), ("node-b",))) == set()
+    # ... and back on node-c: node-b may still see api ready on it, so Y waits.
+    assert agent.look(30.0, _two_services(("node-a", "node-c"), ("node-c",))) == set()
+    assert agent.later(32.9) == set() and agent.later(33.0) == {Y}
+    # web loses node-a: api's nodes alone (node-c) hold Y, node-a has no endpoint: lost.
+    assert agent.look(40.0, _two_services(("node-c",), ("node-c",))) == set()
+    # node-a ready for api: another agent may still see api ready on node-c alone, where
+    # node-c wins: Y waits.
+    assert agent.look(41.0, _two_services(("node-c",), ("node-a", "node-c"))) == set()
+    assert agent.later(44.0) == {Y}
+    # api's endpoint on node-b, which beats node-a: lost. node-b gets the exclude label:
+    # node-a wins Y now, but an agent that has not seen the label yet counts node-b, with
+    # api's endpoint on it: Y waits, whichever Service node-b's endpoint belongs to.
+    assert agent.look(50.0, _two_services(("node-a",), ("node-b",))) == set()
+    assert agent.look(60.0, _two_services(("node-a",), ("node-b",), "node-b")) == set()
+    assert agent.later(63.0) == {Y}
