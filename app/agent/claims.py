@@ -5,8 +5,9 @@ a mix that never was. Pure, like the election it sits on (``app.agent.election``
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable
-from typing import Any, NamedTuple, TypeVar
+from typing import NamedTuple
 
 from app.agent.election import Assignment, ClusterView, candidates_of, score
 
@@ -75,6 +76,11 @@ class Claims:
         self._nodes: list[tuple[float, frozenset[str], frozenset[str]]] = []  # nodes, unfit
         self._services: dict[str, list[tuple[float, bool, frozenset[str] | None]]] = {}
         self._ips: dict[str, list[tuple[float, tuple[str, ...] | None]]] = {}  # None: absent
+        # One record per look that noted a change, oldest first: when, and which Services
+        # and IPs it logged (whether the exclude labels, the Nodes): expiring walks only
+        # what expires. Walking every logged Service took 18 ms a view, and 0.2-0.5 s a
+        # tick after a burst of 100,000 changed Local Services.
+        self._order: deque[_Noted] = deque()
         self._oldest = math.inf  # when the oldest of those changed
 
     def seen(
@@ -90,46 +96,56 @@ class Claims:
             self._first = now
             return
         self._expire(now)
-        if states.excluded != old.excluded:
+        excluded = states.excluded != old.excluded
+        if excluded:
             self._excluded.append((now, old.excluded))
-            self._oldest = min(self._oldest, now)
-        if states.nodes != old.nodes or states.unfit != old.unfit:
+        nodes = states.nodes != old.nodes or states.unfit != old.unfit
+        if nodes:
             self._nodes.append((now, old.nodes, old.unfit))
-            self._oldest = min(self._oldest, now)
-        if view is before:
-            return
-        for name in _changed_services(before, view):
-            local = name in before.local_services
-            ready = before.ready_nodes.get(name, frozenset()) if local else None
-            self._services.setdefault(name, []).append((now, local, ready))
-            self._oldest = min(self._oldest, now)
-        held = {a.ip: a for a in before.assignments}
-        for a in view.assignments:
-            last = held.get(a.ip)
-            if last is None:  # new, or back: absent is a value under which nothing is sure
-                self._ips.setdefault(a.ip, []).append((now, None))
-                self._oldest = min(self._oldest, now)
-            elif last is not a and last.services != a.services:
-                # only what decides the winner: an Eip's other fields change no election
-                self._ips.setdefault(a.ip, []).append((now, last.services))
-                self._oldest = min(self._oldest, now)
+        services: list[str] = []
+        ips: list[str] = []
+        if view is not before:
+            for name in _changed_services(before, view):
+                local = name in before.local_services
+                ready = before.ready_nodes.get(name, frozenset()) if local else None
+                self._services.setdefault(name, []).append((now, local, ready))
+                services.append(name)
+            held = {a.ip: a for a in before.assignments}
+            for a in view.assignments:
+                last = held.get(a.ip)
+                if last is None:  # new, or back: absent is a value under which nothing is sure
+                    self._ips.setdefault(a.ip, []).append((now, None))
+                    ips.append(a.ip)
+                elif last is not a and last.services != a.services:
+                    # only what decides the winner: an Eip's other fields change no election
+                    self._ips.setdefault(a.ip, []).append((now, last.services))
+                    ips.append(a.ip)
+        if excluded or nodes or services or ips:
+            self._order.append(_Noted(now, excluded, nodes, tuple(services), tuple(ips)))
+            self._oldest = self._order[0].when
 
     def _expire(self, now: float) -> None:
         """Forget the values replaced ``settle`` ago or more: no other agent acts on them.
         Compared as ``due`` is made (when + settle): ``now - when < settle`` can hold at
         ``now == when + settle`` (1.1 + 3.0 is 4.1, and 4.1 - 1.1 is 2.9999999999999996),
         and a wait ``due`` said was over lasted one more look."""
-        settle = self.settle
-        if now < self._oldest + settle:
+        order, settle = self._order, self.settle
+        if not order or now < order[0].when + settle:
             return
-        self._excluded = [e for e in self._excluded if now < e[0] + settle]
-        self._nodes = [e for e in self._nodes if now < e[0] + settle]
-        self._services = _recent(self._services, now, settle)
-        self._ips = _recent(self._ips, now, settle)
-        firsts = [entries[0][0] for entries in (self._excluded, self._nodes) if entries]
-        firsts += (entries[0][0] for entries in self._services.values())
-        firsts += (entries[0][0] for entries in self._ips.values())
-        self._oldest = min(firsts, default=math.inf)
+        while order and now >= order[0].when + settle:
+            noted = order.popleft()  # the oldest entry of each log it names is its own
+            if noted.excluded:
+                del self._excluded[0]
+            if noted.nodes:
+                del self._nodes[0]
+            for logs, keys in ((self._services, noted.services), (self._ips, noted.ips)):
+                for key in keys:
+                    entries = logs[key]
+                    if len(entries) == 1:
+                        del logs[key]
+                    else:
+                        del entries[0]
+        self._oldest = order[0].when if order else math.inf
 
     def claimed(self, won: tuple[Assignment, ...], now: float) -> tuple[Assignment, ...]:
         """Of ``won`` (this node's wins now, on the last view seen with its members), those
@@ -152,19 +168,14 @@ class Claims:
         return answered
 
 
-_Entry = TypeVar("_Entry", bound=tuple[Any, ...])
+class _Noted(NamedTuple):
+    """What one look logged (``Claims._order``)."""
 
-
-def _recent(log: dict[str, list[_Entry]], now: float, settle: float) -> dict[str, list[_Entry]]:
-    """``log`` without the entries (when, ...) ``settle`` old or more."""
-    found = {}
-    for key, entries in log.items():
-        kept = (
-            entries if now < entries[0][0] + settle else [e for e in entries if now < e[0] + settle]
-        )
-        if kept:
-            found[key] = kept
-    return found
+    when: float
+    excluded: bool
+    nodes: bool
+    services: tuple[str, ...]
+    ips: tuple[str, ...]
 
 
 class _Sure:
