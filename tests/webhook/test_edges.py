@@ -579,13 +579,15 @@ def test_the_decision_line_cuts_what_any_client_may_make_huge(
     body = review(example_eip("good"), uid="u" * 256)
     body["request"]["userInfo"] = {"username": "x" * 100_000}
     annotations = body["request"]["object"]["metadata"].setdefault("annotations", {})
-    annotations["eip-guard.io/allow-rules"] = ",".join(["r" * 1000] * 100)
+    # One long id, then more short ones than a line names (all within the 4 KiB read).
+    annotations["eip-guard.io/allow-rules"] = ",".join(["r" * 1000] + ["s" * 50] * 100)
     with caplog.at_level(logging.INFO, logger="eip_guard.webhook"):
         assert webhook.validate(body)["response"]["uid"] == "u" * 256  # echoed whole
     (line,) = [r for r in caplog.records if r.getMessage() == "admission decision"]
     fields = line.__dict__["fields"]
     assert fields["uid"] == "u" * 256 and fields["user"] == "x" * 253 + "..."
-    assert len(fields["allow_rules"]) == 32 and {len(r) for r in fields["allow_rules"]} == {128}
+    named = fields["allow_rules"]
+    assert len(named) == 32 and {len(r) for r in named} == {128, 50}
 
 
 def test_an_answer_never_echoes_more_than_an_api_server_sends(webhook: Webhook) -> None:
