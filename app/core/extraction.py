@@ -9,8 +9,9 @@ files each fact straight into the inventory's indexes instead.
 from __future__ import annotations
 
 import json
+import re
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NamedTuple, cast
@@ -45,10 +46,38 @@ CALICO_TUNNEL_ANNOTATIONS = tuple(
     )
 )
 FLANNEL_ANNOTATION = "flannel.alpha.coreos.com/public-ip"
+# Other addresses CNIs and distributions annotate a Node with, bound on that node: Flannel's
+# public IPs; the cilium_host device's IP (Cilium's own and its older 'io.cilium.network.'
+# spelling); the node IPs k3s and RKE2 record, comma-separated when dual-stack; the IPs of
+# Antrea's transport interface (a second NIC when 'transportInterface' is set). IPs only:
+# no API server validates annotations, and a CIDR here is no address of the node.
+NODE_IP_ANNOTATIONS = (
+    FLANNEL_ANNOTATION,
+    "flannel.alpha.coreos.com/public-ipv6",
+    "network.cilium.io/ipv4-cilium-host",
+    "network.cilium.io/ipv6-cilium-host",
+    "io.cilium.network.ipv4-cilium-host",
+    "io.cilium.network.ipv6-cilium-host",
+    "k3s.io/internal-ip",
+    "k3s.io/external-ip",
+    "rke2.io/internal-ip",
+    "rke2.io/external-ip",
+    "node.antrea.io/transport-addresses",
+)
+# A node's pod CIDRs where its CNI keeps them instead of (or besides) spec.podCIDRs: Cilium's
+# cluster-pool IPAM (its default) and kube-router's override annotations (comma lists).
+POD_CIDR_ANNOTATIONS = (
+    "network.cilium.io/ipv4-pod-cidr",
+    "network.cilium.io/ipv6-pod-cidr",
+    "io.cilium.network.ipv4-pod-cidr",
+    "io.cilium.network.ipv6-pod-cidr",
+    "kube-router.io/pod-cidr",
+    "kube-router.io/pod-cidrs",
+)
 KUBE_VIP_LB_ANNOTATION = "kube-vip.io/loadbalancerIPs"
 OPENELB_IP_ANNOTATION = "eip.openelb.kubesphere.io/v1alpha1"
 KUBE_VIP_ENV = ("address", "vip_address")
-MAX_ANNOTATION_IPS = 16  # of kube-vip.io/loadbalancerIPs on one Service
+MAX_ANNOTATION_IPS = 16  # of kube-vip.io/loadbalancerIPs on one Service, or one Node annotation
 _NODE_REPORT_FIELD = sys.intern(f"annotation {NODE_REPORT_ANNOTATION}")
 # Where a Service IP fact was read (its Source.field): the rules tell a cluster IP from a
 # load-balancer IP by it, and leave out requests (loadBalancerIP, OpenELB's annotation).
@@ -64,9 +93,19 @@ KUBE_VIP_LB_FIELD = sys.intern(f"annotation {KUBE_VIP_LB_ANNOTATION}")
 OPENELB_IP_FIELD = sys.intern(f"annotation {OPENELB_IP_ANNOTATION}")
 _ADDRESS_FIELDS = {t: sys.intern(f"status.addresses {t}") for t in ("InternalIP", "ExternalIP")}
 _HOSTNAME_FIELD = sys.intern("status.addresses Hostname")
-_FLANNEL_FIELD = sys.intern(f"annotation {FLANNEL_ANNOTATION}")
+_NODE_IP_FIELDS = tuple((k, sys.intern(f"annotation {k}")) for k in NODE_IP_ANNOTATIONS)
+_POD_CIDR_FIELDS = tuple((k, sys.intern(f"annotation {k}")) for k in POD_CIDR_ANNOTATIONS)
 _CALICO_FIELDS = tuple((key, sys.intern(f"annotation {key}")) for key in CALICO_ANNOTATIONS)
 _TUNNEL_FIELDS = tuple((k, sys.intern(f"annotation {k}")) for k in CALICO_TUNNEL_ANNOTATIONS)
+
+
+# kubeadm keeps the cluster's Service and pod subnets (comma lists when dual-stack) in this
+# ConfigMap: the only record of the Service range where no ServiceCIDR object exists
+# (Kubernetes before 1.33, or its feature gate off). Read by line (no YAML parser in core):
+# kubeadm writes these keys once each, indented under 'networking:'.
+KUBEADM_CONFIGMAP = ("kube-system", "kubeadm-config")
+_KUBEADM_SUBNET = re.compile(r"^[ \t]+(podSubnet|serviceSubnet):[ \t]*(.*)$", re.MULTILINE)
+_KUBEADM_KINDS = {"podSubnet": FactKind.POD_CIDR, "serviceSubnet": FactKind.SERVICE_CIDR}
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,12 +310,20 @@ def _node(b: FactBuilder, options: Options) -> None:
         b.add(FactKind.POD_CIDR, cidr, "spec.podCIDRs")
     if not annotations:
         return
-    if FLANNEL_ANNOTATION in annotations:
-        b.add(FactKind.NODE_IP, annotations[FLANNEL_ANNOTATION], _FLANNEL_FIELD)
+    for key, fld in _NODE_IP_FIELDS:
+        if key in annotations:
+            _comma_list(b, FactKind.NODE_IP, annotations[key], fld, ip=True)
+    for key, fld in _POD_CIDR_FIELDS:
+        if key in annotations:
+            _comma_list(b, FactKind.POD_CIDR, annotations[key], fld)
     for key, fld in _CALICO_FIELDS:
         if key in annotations:
+            text = as_str(annotations[key])
+            if "/" not in text:  # calico-node's IP setting may carry no prefix: no subnet
+                b.add(FactKind.NODE_IP, text, fld, ip=True)
+                continue
             try:
-                ip, subnet = parse_key_with_prefix(as_str(annotations[key]))
+                ip, subnet = parse_key_with_prefix(text)
             except AddressError as exc:
                 b.notes.append(f"{_source(obj, 'Node', fld)}: ignored: {exc}")
                 continue
@@ -287,6 +334,21 @@ def _node(b: FactBuilder, options: Options) -> None:
             b.add(FactKind.NODE_IP, annotations[key], fld)
     if NODE_REPORT_ANNOTATION in annotations:
         _node_report(b, annotations[NODE_REPORT_ANNOTATION])
+
+
+def _comma_list(
+    b: FactBuilder, fact_kind: FactKind, text: Any, fld: str, *, ip: bool = False
+) -> None:
+    """A comma list of IPs (``ip``) or CIDRs, spaces trimmed (annotations and other text no
+    API server validates): its first :data:`MAX_ANNOTATION_IPS` values, the rest said as
+    ignored."""
+    parts = [p for p in (p.strip() for p in as_str(text).split(",")) if p]
+    for part in parts[:MAX_ANNOTATION_IPS]:
+        b.add(fact_kind, part, fld, ip=ip)
+    if len(parts) > MAX_ANNOTATION_IPS:
+        left = len(parts) - MAX_ANNOTATION_IPS
+        b.notes.append(f"{b.source(fld)}: ignored {left} value(s) past the first "
+                       f"{MAX_ANNOTATION_IPS}")  # fmt: skip
 
 
 def _node_report(b: FactBuilder, text: Any) -> None:
@@ -390,10 +452,13 @@ def _kube_vip(b: FactBuilder, options: Options) -> None:
     """VIPs of kube-vip containers (static pod, DaemonSet or Deployment): from ``env``, from
     ``envFrom`` (kube-vip's own Helm chart renders it) and from the ``--address`` and
     ``--vip`` flags. Env wins over flags in kube-vip, but a flag's value is still taken:
-    a denial that names it is better than a VIP bound unseen."""
+    a denial that names it is better than a VIP bound unseen. And of any container, the
+    cluster ranges control-plane flags name (:data:`CLUSTER_FLAGS`)."""
     obj, kind = b.obj, b.kind
     ns = as_str(as_mapping(obj.get("metadata")).get("namespace"))
     for container in map(as_mapping, as_list(_pod_spec(obj, kind).get("containers"))):
+        if ns == "kube-system":  # where control planes run: no tenant's Pod names a range
+            _cluster_flags(b, container)
         if "kube-vip" not in as_str(container.get("image")):
             continue
         cname = as_str(container.get("name"))
@@ -468,23 +533,45 @@ def _kube_vip_env_from(
 
 
 KUBE_VIP_FLAGS = ("--address", "--vip")
+# The flags of control-plane components (static Pods of kubeadm and RKE2; read in
+# kube-system only) that name the cluster's ranges, comma lists when dual-stack:
+# kube-apiserver's Service range, and the cluster pod CIDR of kube-controller-manager (and
+# of kube-proxy and kube-router, where they take it as a flag).
+CLUSTER_FLAGS = {
+    "--service-cluster-ip-range": FactKind.SERVICE_CIDR,
+    "--cluster-cidr": FactKind.POD_CIDR,
+}
 
 
-def _kube_vip_flags(b: FactBuilder, container: Mapping[str, Any], cname: str) -> None:
-    """``--address``/``--vip`` in the container's command or args (pflag: ``--f=v``, ``--f v``)."""
+def _flags(container: Mapping[str, Any], names: Container[str]) -> Iterator[tuple[str, str]]:
+    """(flag, value) of ``names`` in the container's command or args (pflag: ``--f=v``,
+    ``--f v``)."""
     words = [
         as_str(w) for w in (*as_list(container.get("command")), *as_list(container.get("args")))
     ]
     for i, word in enumerate(words):
         flag, equals, value = word.partition("=")
-        if flag not in KUBE_VIP_FLAGS:
+        if flag not in names:
             continue
         if not equals:
             if i + 1 >= len(words):
                 continue
             value = words[i + 1]
+        yield flag, value
+
+
+def _kube_vip_flags(b: FactBuilder, container: Mapping[str, Any], cname: str) -> None:
+    """``--address``/``--vip`` of a kube-vip container."""
+    for flag, value in _flags(container, KUBE_VIP_FLAGS):
         source = _source(b.obj, b.kind, f"container {cname} flag {flag}")
         b.vip_values.extend(vip_text(b, value, source))
+
+
+def _cluster_flags(b: FactBuilder, container: Mapping[str, Any]) -> None:
+    """The Service range and cluster pod CIDR a control-plane container's flags name."""
+    for flag, value in _flags(container, CLUSTER_FLAGS):
+        fld = f"container {as_str(container.get('name'))} flag {flag}"
+        _comma_list(b, CLUSTER_FLAGS[flag], value, fld)
 
 
 def vip_text(b: FactBuilder, value: str, source: Source) -> list[VipValue]:
@@ -520,6 +607,11 @@ def _configmap(b: FactBuilder, options: Options) -> None:
                     b.notes.append(f"ConfigMap {ns}/{name} (data.{key}): ignored {part!r}: {exc}")
                     continue
                 b.add_span(FactKind.KUBE_VIP_POOL, span, f"data.{key}")
+    if (ns, name) == KUBEADM_CONFIGMAP:
+        for match in _KUBEADM_SUBNET.finditer(data.get("ClusterConfiguration", "")):
+            key, value = match[1], match[2].partition(" #")[0].strip().strip("\"'")
+            fld = f"data.ClusterConfiguration networking.{key}"
+            _comma_list(b, _KUBEADM_KINDS[key], value, fld)
     b.set_configmap(ns, name, MappingProxyType(data))
 
 

@@ -381,3 +381,190 @@ def test_an_extract_keeps_single_addresses_as_flat_points_and_ranges_as_facts() 
         (FactKind.POD_CIDR, "10.244.1.0/24"),
         (FactKind.NODE_IP, "10.0.0.1"),
     ]
+
+
+# Nodes as CNIs and distributions annotate them: each address below is bound on its node
+# (or lies in its pod network) and nowhere else in the Node object.
+def test_cilium_host_ips_and_pod_cidrs_in_both_annotation_spellings() -> None:
+    # Cilium's default IPAM (cluster-pool) leaves spec.podCIDRs empty, or set to a range it
+    # does not use; the cilium_host IP is bound on the node ('ip route get' answers lo).
+    inv = inv_of(
+        node("c1", "192.168.1.11", annotations={
+            "network.cilium.io/ipv4-cilium-host": "10.0.1.12",
+            "network.cilium.io/ipv6-cilium-host": "fd00:0:0:1::d",
+            "network.cilium.io/ipv4-pod-cidr": "10.0.1.0/24",
+            "network.cilium.io/ipv6-pod-cidr": "fd00:0:0:1::/96",
+            "network.cilium.io/ipv4-health-ip": "10.0.1.99",
+        }),
+        node("c2", "192.168.1.12", annotations={  # Cilium before 1.12, and its aliases
+            "io.cilium.network.ipv4-cilium-host": "10.0.2.195",
+            "io.cilium.network.ipv4-pod-cidr": "10.0.2.0/24",
+        }),
+    )  # fmt: skip
+    ann = "Node c1 (annotation network.cilium.io/"
+    assert fields(inv, FactKind.NODE_IP, "10.0.1.12") == {ann + "ipv4-cilium-host)"}
+    assert fields(inv, FactKind.NODE_IP, "fd00:0:0:1::d") == {ann + "ipv6-cilium-host)"}
+    assert fields(inv, FactKind.POD_CIDR, "10.0.1.200") == {ann + "ipv4-pod-cidr)"}
+    assert fields(inv, FactKind.POD_CIDR, "fd00:0:0:1::abcd") == {ann + "ipv6-pod-cidr)"}
+    # The health endpoint lives in a netns of its own: in the pod CIDR, not a node IP.
+    assert not fields(inv, FactKind.NODE_IP, "10.0.1.99")
+    assert fields(inv, FactKind.NODE_IP, "10.0.2.195") == {
+        "Node c2 (annotation io.cilium.network.ipv4-cilium-host)"
+    }
+    assert fields(inv, FactKind.POD_CIDR, "10.0.2.7")
+    assert not inv.notes
+
+
+def test_flannel_ipv6_antrea_k3s_and_rke2_node_address_annotations() -> None:
+    inv = inv_of(
+        node("k1", "10.0.0.5", annotations={
+            "flannel.alpha.coreos.com/public-ip": "10.0.0.5",
+            "flannel.alpha.coreos.com/public-ipv6": "2001:db8::5",
+            # k3s and RKE2 write dual-stack node IPs comma-separated.
+            "k3s.io/internal-ip": "10.0.0.5,2001:db8::15",
+            "k3s.io/external-ip": "203.0.113.5",
+        }),
+        node("r1", annotations={
+            "rke2.io/internal-ip": "10.0.0.6, 2001:db8::6",
+            "rke2.io/external-ip": "203.0.113.6",
+        }),
+        # Antrea's transportInterface (a second NIC): its IPs are nowhere else.
+        node("a1", "10.0.0.7", annotations={
+            "node.antrea.io/transport-addresses": "192.168.77.7,fd77::7",
+        }),
+    )  # fmt: skip
+    expect = {
+        "2001:db8::5": "Node k1 (annotation flannel.alpha.coreos.com/public-ipv6)",
+        "2001:db8::15": "Node k1 (annotation k3s.io/internal-ip)",
+        "203.0.113.5": "Node k1 (annotation k3s.io/external-ip)",
+        "10.0.0.6": "Node r1 (annotation rke2.io/internal-ip)",
+        "2001:db8::6": "Node r1 (annotation rke2.io/internal-ip)",
+        "203.0.113.6": "Node r1 (annotation rke2.io/external-ip)",
+        "192.168.77.7": "Node a1 (annotation node.antrea.io/transport-addresses)",
+        "fd77::7": "Node a1 (annotation node.antrea.io/transport-addresses)",
+    }
+    for ip, source in expect.items():
+        assert fields(inv, FactKind.NODE_IP, ip) == {source}, ip
+    assert not inv.notes
+
+
+def test_node_ip_annotations_take_ips_only_and_a_few() -> None:
+    # Anyone who may annotate a Node must not make every can_reach IP a node IP.
+    many = ",".join(f"192.0.2.{i}" for i in range(1, 41))
+    inv = inv_of(node("k1", annotations={
+        "k3s.io/internal-ip": "0.0.0.0/0",
+        "network.cilium.io/ipv4-cilium-host": "10.0.0.0/8",
+        "node.antrea.io/transport-addresses": many,
+    }))  # fmt: skip
+    assert not fields(inv, FactKind.NODE_IP, "10.1.2.3")
+    assert inv.count(FactKind.NODE_IP) == 16
+    notes = "\n".join(inv.notes)
+    assert "Node k1 (annotation k3s.io/internal-ip): ignored '0.0.0.0/0'" in notes
+    assert "ignored '10.0.0.0/8': an IP address, not a CIDR" in notes
+    assert "(annotation node.antrea.io/transport-addresses): ignored 24 value(s)" in notes
+
+
+def test_kube_router_pod_cidr_annotations() -> None:
+    # kube-router takes a node's pod CIDRs from these when kube-controller-manager
+    # allocates none (spec.podCIDRs empty).
+    inv = inv_of(
+        node("kr1", "10.0.0.5", annotations={"kube-router.io/pod-cidr": "10.32.1.0/24"}),
+        node("kr2", "10.0.0.6", annotations={
+            "kube-router.io/pod-cidrs": "10.32.2.0/24,fd32:0:0:2::/64",
+        }),
+    )  # fmt: skip
+    assert fields(inv, FactKind.POD_CIDR, "10.32.1.9") == {
+        "Node kr1 (annotation kube-router.io/pod-cidr)"
+    }
+    assert fields(inv, FactKind.POD_CIDR, "10.32.2.9") == {
+        "Node kr2 (annotation kube-router.io/pod-cidrs)"
+    }
+    assert fields(inv, FactKind.POD_CIDR, "fd32:0:0:2::9")
+    assert not inv.notes
+
+
+def test_a_calico_address_without_a_prefix_is_still_a_node_ip() -> None:
+    # calico-node's IP env may carry no prefix length; the address is bound all the same.
+    inv = inv_of(node("n1", annotations={"projectcalico.org/IPv4Address": "10.0.0.7"}))
+    assert fields(inv, FactKind.NODE_IP, "10.0.0.7") == {
+        "Node n1 (annotation projectcalico.org/IPv4Address)"
+    }
+    assert inv.count(FactKind.NODE_SUBNET) == 0 and not inv.notes
+
+
+KUBEADM_CLUSTER_CONFIGURATION = """\
+apiServer: {}
+apiVersion: kubeadm.k8s.io/v1beta4
+certificatesDir: /etc/kubernetes/pki
+clusterName: kubernetes
+controlPlaneEndpoint: 192.168.1.100:6443
+controllerManager: {}
+kind: ClusterConfiguration
+kubernetesVersion: v1.30.4
+networking:
+  dnsDomain: cluster.local
+  podSubnet: 10.244.0.0/16,fd00:10:244::/56
+  serviceSubnet: "10.96.0.0/12"
+scheduler: {}
+"""
+
+
+def test_kubeadm_config_gives_the_cluster_service_and_pod_subnets() -> None:
+    # Before Kubernetes 1.33 no ServiceCIDR object exists by default: a kubeadm cluster keeps
+    # its Service and pod subnets in this ConfigMap (and in kube-apiserver's flags) only.
+    data = {"ClusterConfiguration": KUBEADM_CLUSTER_CONFIGURATION}
+    inv = inv_of(configmap("kubeadm-config", data))
+    where = "ConfigMap kube-system/kubeadm-config (data.ClusterConfiguration networking."
+    assert fields(inv, FactKind.SERVICE_CIDR, "10.100.0.1") == {where + "serviceSubnet)"}
+    assert fields(inv, FactKind.POD_CIDR, "10.244.200.1") == {where + "podSubnet)"}
+    assert fields(inv, FactKind.POD_CIDR, "fd00:10:244::1")
+    assert not fields(inv, FactKind.SERVICE_CIDR, "10.112.0.1")
+    assert not inv.notes
+    # The same ConfigMap elsewhere, a kubeadm-config without subnets, a broken one: nothing.
+    other = configmap("kubeadm-config", data, namespace="tenant")
+    bare = configmap("kubeadm-config", {"ClusterConfiguration": "networking:\n  dnsDomain: x\n"})
+    assert inv_of(other).fact_count == inv_of(bare).fact_count == 0
+    broken = configmap("kubeadm-config", {"ClusterConfiguration": "networking:\n  podSubnet: x\n"})
+    assert any("podSubnet): ignored 'x'" in note for note in inv_of(broken).notes)
+
+
+def control_plane_pod(name: str, command: list[str], args: list[str]) -> dict[str, Any]:
+    """A static control-plane Pod as kubeadm and RKE2 write them (RKE2: one image for all)."""
+    container = {"name": command[0], "image": "rancher/hardened-kubernetes:v1.30.4-rke2r1",
+                 "command": command, "args": args}  # fmt: skip
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"{name}-cp1", "namespace": "kube-system"},
+        "spec": {"containers": [container]},
+    }
+
+
+def test_control_plane_flags_give_the_service_and_cluster_pod_cidrs() -> None:
+    # RKE2 and kubeadm clusters before 1.33 have no ServiceCIDR object; their static pods
+    # name the ranges in flags (RKE2 has no kubeadm-config either).
+    apiserver = control_plane_pod("kube-apiserver", ["kube-apiserver"], [
+        "--advertise-address=10.0.0.5", "--service-cluster-ip-range=10.43.0.0/16,fd00:43::/112",
+    ])  # fmt: skip
+    manager = control_plane_pod("kube-controller-manager", ["kube-controller-manager",
+                                "--cluster-cidr", "10.42.0.0/16"], [])  # fmt: skip
+    inv = inv_of(apiserver, manager)
+    assert fields(inv, FactKind.SERVICE_CIDR, "10.43.7.7") == {
+        "Pod kube-system/kube-apiserver-cp1 "
+        "(container kube-apiserver flag --service-cluster-ip-range)"
+    }
+    assert fields(inv, FactKind.SERVICE_CIDR, "fd00:43::7")
+    assert fields(inv, FactKind.POD_CIDR, "10.42.99.1") == {
+        "Pod kube-system/kube-controller-manager-cp1 "
+        "(container kube-controller-manager flag --cluster-cidr)"
+    }
+    assert not fields(inv, FactKind.NODE_IP, "10.0.0.5") and not inv.notes
+
+
+def test_control_plane_flags_count_in_kube_system_only() -> None:
+    # A snapshot holds every namespace's Pods: a tenant's container flag names no range.
+    pod = control_plane_pod("kube-apiserver", ["kube-apiserver"], [
+        "--service-cluster-ip-range=0.0.0.0/0", "--cluster-cidr=::/0",
+    ])  # fmt: skip
+    pod["metadata"]["namespace"] = "tenant"
+    assert inv_of(pod).fact_count == 0

@@ -731,3 +731,35 @@ def test_a_suggestion_is_free_and_the_cache_changes_no_answer(
             # holding it, and the warning says so, whatever IP is suggested.
             broken.discard("can-reach-pool-subnet")
         assert not broken
+
+
+def test_cni_node_annotations_deny_can_reach_ips_bound_or_routed_on_nodes() -> None:
+    # A Cilium (cluster-pool IPAM) and an Antrea node: the cilium_host IP, the Cilium pod CIDR
+    # and Antrea's transport-interface IP appear nowhere but in these annotations.
+    inv = cluster(
+        node("node3", "172.16.236.154", annotations={
+            "network.cilium.io/ipv4-cilium-host": "10.0.3.12",
+            "network.cilium.io/ipv4-pod-cidr": "10.0.3.0/24",
+            "node.antrea.io/transport-addresses": "172.16.236.160",
+        }),
+    )  # fmt: skip
+    assert denied(judge(l2("can_reach:10.0.3.12"), inv)) >= {"can-reach-node-ip"}
+    assert "can-reach-pod-cidr" in denied(judge(l2("can_reach:10.0.3.77"), inv))
+    assert "can-reach-node-ip" in denied(judge(l2("can_reach:172.16.236.160"), inv))
+
+
+def test_a_service_range_known_only_from_kube_apiserver_flags_is_denied() -> None:
+    # No ServiceCIDR object (Kubernetes before 1.33): the range is in the static Pod's flags.
+    apiserver = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "kube-apiserver-node1", "namespace": "kube-system"},
+        "spec": {"containers": [{
+            "name": "kube-apiserver", "image": "registry.k8s.io/kube-apiserver:v1.30.4",
+            "command": ["kube-apiserver", "--service-cluster-ip-range=10.96.0.0/16"],
+        }]},
+    }  # fmt: skip
+    inv = cluster(apiserver)
+    assert "can-reach-service-ip" in denied(judge(l2("can_reach:10.96.40.1"), inv))
+    pool = l2(f"can_reach:{GW}", address="10.96.200.0/24")
+    assert "address-cluster-network" in denied(judge(pool, inv))
