@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from app.agent.election import Assignment, ClusterView, candidates_of, score
+from app.agent.election import Assignment, ClusterView, beats, candidates_of
 
 
 class NodeStates(NamedTuple):
@@ -81,7 +81,6 @@ class Claims:
         # what expires. Walking every logged Service took 18 ms a view, and 0.2-0.5 s a
         # tick after a burst of 100,000 changed Local Services.
         self._order: deque[_Noted] = deque()
-        self._oldest = math.inf  # when the oldest of those changed
 
     def seen(
         self, view: ClusterView, states: NodeStates, members: frozenset[str], now: float
@@ -122,7 +121,6 @@ class Claims:
                     ips.append(a.ip)
         if excluded or nodes or services or ips:
             self._order.append(_Noted(now, excluded, nodes, tuple(services), tuple(ips)))
-            self._oldest = self._order[0].when
 
     def _expire(self, now: float) -> None:
         """Forget the values replaced ``settle`` ago or more: no other agent acts on them.
@@ -145,7 +143,6 @@ class Claims:
                         del logs[key]
                     else:
                         del entries[0]
-        self._oldest = order[0].when if order else math.inf
 
     def claimed(self, won: tuple[Assignment, ...], now: float) -> tuple[Assignment, ...]:
         """Of ``won`` (this node's wins now, on the last view seen with its members), those
@@ -164,7 +161,7 @@ class Claims:
         if len(answered) == len(won):
             self.due = math.inf
             return won
-        self.due = self._oldest + settle
+        self.due = self._order[0].when + settle  # when the oldest value seen expires
         return answered
 
 
@@ -231,10 +228,7 @@ class _Sure:
                     else {n for s in a.services for n in view.ready_nodes.get(s, ())}
                 )
                 rivals = [n for n in rivals if n in self.extra_live]
-            if not rivals:
-                return True
-            own = score(node, a.ip)
-            return all(score(other, a.ip) > own for other in rivals)
+            return beats(node, a.ip, rivals)
         uses = [a.services]
         for _, used in logged:
             if used is None:
@@ -276,9 +270,7 @@ class _Sure:
                 others |= self.fit
         others.update(n for n in ready_any if n in self.live or n in self.extra_live)
         others -= among
-        others.discard(node)
-        own = score(node, a.ip)
-        return all(score(other, a.ip) > own for other in others)
+        return beats(node, a.ip, others)
 
 
 def _changed_services(before: ClusterView, view: ClusterView) -> frozenset[str]:

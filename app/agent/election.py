@@ -283,10 +283,20 @@ def mine(view: ClusterView, members: Iterable[str], node: str) -> tuple[Assignme
 
 
 def _wins(assignment: Assignment, among: frozenset[str], node: str) -> bool:
-    if node not in among:
-        return False
-    own = score(node, assignment.ip)
-    return all(score(other, assignment.ip) > own for other in among if other != node)
+    return node in among and beats(node, assignment.ip, among)
+
+
+def beats(node: str, ip: str, others: Iterable[str]) -> bool:
+    """Whether ``node`` scores lower for ``ip`` than every one of ``others`` (itself among
+    them or not): the election's one comparison, for ``mine`` and for ``Claims``. No hash
+    is made when there is no other (``Claims`` asks for every IP it holds)."""
+    own = b""
+    for other in others:
+        if other != node:
+            own = own or score(node, ip)
+            if score(other, ip) <= own:
+                return False
+    return True
 
 
 class Elector:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.agent import claims, election
+from app.agent import election
 from app.agent.claims import Claims, NodeStates
 from app.agent.election import (
     candidates,
@@ -470,7 +470,7 @@ def test_claims_score_nothing_for_changes_that_cannot_move_an_ip(
         scored.append(ip)
         return real(node_name, ip)
 
-    monkeypatch.setattr(claims, "score", counted)
+    monkeypatch.setattr(election, "score", counted)
     ips = {a.ip for a in answered}
     for at, unfit, endpoints in ((10.0, "", ("node-b",)), (20.0, "node-c", ("node-b",))):
         agent.elect(objects(unfit, endpoints))
