@@ -99,7 +99,7 @@ def _eip(path: Path) -> Eip:
     return Eip.from_object(obj)
 
 
-_SERVED = " and ".join(f"{GROUP}/{v}" for v in VERSIONS)
+_SERVED = tuple(f"{GROUP}/{v}" for v in VERSIONS)  # the apiVersions the Eip CRD serves
 
 
 def _not_an_eip(obj: Mapping[str, Any]) -> str | None:
@@ -113,10 +113,10 @@ def _not_an_eip(obj: Mapping[str, Any]) -> str | None:
             else ""
         )
         return f"not an Eip: {given}, kind {kind!r}{case}; give one Eip ({GROUP}/{VERSIONS[0]})"
-    if version not in {f"{GROUP}/{v}" for v in VERSIONS}:
+    if version not in _SERVED:
         return (
-            f"apiVersion {version!r}: the Eip CRD serves {_SERVED} only; kubectl apply refuses "
-            "any other (no matches for kind Eip in that version)"
+            f"apiVersion {version!r}: the Eip CRD serves {' and '.join(_SERVED)} only; kubectl "
+            "apply refuses any other (no matches for kind Eip in that version)"
         )
     return None
 

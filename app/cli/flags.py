@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 from pathlib import Path
 from typing import Any
 
 from app.sources.errors import InputError
-from app.sources.manifest import DNS_SUBDOMAIN, dns_subdomain
+from app.sources.manifest import DNS_SUBDOMAIN, dns_label, dns_subdomain
 
 
 def path(value: str) -> Path:
@@ -55,9 +54,6 @@ def non_empty(value: str) -> str:
     return value
 
 
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-
-
 def object_ref(flag: str, value: str) -> tuple[str, str]:
     """``NS/NAME`` of a namespaced object, checked as the API server checks them (the
     namespace a DNS-1123 label, the name a DNS-1123 subdomain), so a typo is said here,
@@ -66,7 +62,7 @@ def object_ref(flag: str, value: str) -> tuple[str, str]:
     shown = repr(value) if len(value) <= 80 else f"{value[:60]!r}... ({len(value)} characters)"
     if not sep or not ns or not name:
         raise InputError(f"{flag} {shown}: expected NS/NAME, e.g. kube-system/kubevip")
-    if len(ns) > 63 or not _DNS_LABEL.fullmatch(ns):
+    if not dns_label(ns):
         raise InputError(
             f"{flag} {shown}: the namespace must be a DNS-1123 label (at most 63 lower-case "
             "letters, digits and '-', starting and ending with a letter or digit)"

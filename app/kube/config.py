@@ -65,6 +65,12 @@ _LOAD_ERRORS = (
 )  # fmt: skip
 
 
+def _one_line(text: str) -> str:
+    """``text`` on one line, cut to 200 characters, without a final full stop (the caller
+    ends the sentence)."""
+    return " ".join(text.split())[:200].rstrip(".")
+
+
 def _why(exc: Exception) -> str:
     """What is wrong with the kubeconfig, in one line: the library's own words when it has
     some, the shape the file should have when Python's words are all there is."""
@@ -75,7 +81,7 @@ def _why(exc: Exception) -> str:
         return f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
-    text = " ".join(str(exc).split())[:200].rstrip(".")  # the caller ends the sentence
+    text = _one_line(str(exc))
     if isinstance(exc, ConfigException | yaml.YAMLError) or type(exc) is ValueError:
         return text
     return (
@@ -148,7 +154,7 @@ class _Said(logging.Handler):
         self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(" ".join(record.getMessage().split())[:200])
+        self.lines.append(_one_line(record.getMessage()))
 
 
 def _follow_token_file(cfg: client.Configuration, loader: Any) -> None:
@@ -236,7 +242,7 @@ def api_client(
         why = (
             "a SOCKS proxy needs the PySocks package, which this installation lacks"
             if isinstance(exc, ImportError)
-            else " ".join(str(exc).split())[:200].rstrip(".")
+            else _one_line(str(exc))
         )
         raise KubeError(
             f"cannot use the proxy {proxy!r} ({where}): {why}. "

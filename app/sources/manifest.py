@@ -2,7 +2,8 @@
 applies is judged (``eip-guard check -f``: "Eip : allowed" for an Eip without a name, exit 0,
 and kubectl apply then refusing it).
 
-Light to import (the command line's flags use :func:`dns_subdomain`): no YAML, no pydantic.
+Light to import (the command line's flags use :func:`dns_label` and :func:`dns_subdomain`):
+no YAML, no pydantic.
 """
 
 from __future__ import annotations
@@ -12,11 +13,17 @@ from collections.abc import Mapping
 from typing import Any
 
 _LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS_LABEL = re.compile(_LABEL)
 _DNS_SUBDOMAIN = re.compile(rf"{_LABEL}(\.{_LABEL})*")
 DNS_SUBDOMAIN = (
     "a DNS-1123 subdomain: at most 253 lower-case letters, digits, '-' and '.', each part "
     "starting and ending with a letter or digit"
 )
+
+
+def dns_label(value: str) -> bool:
+    """Whether ``value`` is a DNS-1123 label, as the API server checks a namespace's name."""
+    return len(value) <= 63 and _DNS_LABEL.fullmatch(value) is not None
 
 
 def dns_subdomain(value: str) -> bool:
