@@ -12,6 +12,7 @@ import kubernetes_validate
 import pytest
 
 from app.kube.auditor import EVENT_NAMESPACE
+from app.sources.manifest import dns_subdomain
 from tests.chart.rendering import (
     CHART,
     SCENARIOS,
@@ -175,3 +176,64 @@ def test_a_new_chart_version_alone_restarts_no_pod(tmp_path: Path) -> None:
 
     old, new = templates(CHART), templates(bumped)
     assert [kind for kind in sorted(old) if old[kind] != new[kind]] == []
+
+
+# Helm takes release names of dotted DNS labels (at most 53 characters); the API server
+# holds a Service's name to a DNS-1035 label, other names here to DNS subdomains.
+_DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+_LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+
+
+@pytest.mark.parametrize("release", ["my.guard", "guard-" + "a" * 47, "eip-guard.prod"])
+def test_names_are_valid_for_any_release_name(render: RenderFn, release: str) -> None:
+    values = {"agent": {"enabled": True, "podMonitor": {"enabled": True}, "probeAddress": ""}}
+    for obj in render(values, name=release):
+        name, kind = obj["metadata"]["name"], obj["kind"]
+        if kind == "Service":
+            assert len(name) <= 63 and _DNS_1035.fullmatch(name), f"Service {name!r}"
+        else:
+            assert dns_subdomain(name), f"{kind} {name!r}"
+        for key, value in obj["metadata"].get("labels", {}).items():
+            assert len(value) <= 63 and _LABEL_VALUE.fullmatch(value), f"{kind} {key}={value!r}"
+
+
+def test_a_release_name_starting_with_a_digit_is_refused_with_a_way_out(
+    chart: helm_python.Chart,
+) -> None:
+    with pytest.raises(Exception, match=r"starts with a digit.*set fullnameOverride"):
+        render_raw(chart, {}, name="1guard")
+    rendered = objects(render_raw(chart, {"fullnameOverride": "guard"}, name="1guard"))
+    assert {o["metadata"]["name"] for o in by_kind(rendered, "Service")} == {"guard"}
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"image": {"repository": "ghcr.io/x/eip-guard:1.0"}}, "image.repository"),
+        ({"image": {"repository": "ghcr.io/x/eip-guard@sha256:" + "0" * 64}}, "image.repository"),
+        ({"tests": {"image": {"repository": "alpine/k8s:1.30.0"}}}, "tests.image.repository"),
+    ],
+)
+def test_a_repository_with_its_tag_is_refused(
+    chart: helm_python.Chart, values: dict[str, Any], field: str
+) -> None:
+    # Rendered, it would be "...:1.0:<appVersion>": pods stuck in InvalidImageName.
+    with pytest.raises(Exception, match=rf"{re.escape(field)} .* holds a tag or digest"):
+        render_raw(chart, values)
+
+
+def test_a_registry_port_is_no_tag(render: RenderFn) -> None:
+    objs = render({"image": {"repository": "registry.local:5000/eip-guard", "tag": "1.2.3"}})
+    (deployment,) = by_kind(objs, "Deployment")
+    image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == "registry.local:5000/eip-guard:1.2.3"
+
+
+def test_notes_say_the_alerts_need_a_scrape(chart: helm_python.Chart) -> None:
+    # EipGuardNotReady is absent(...) of a series only a scrape makes: with no
+    # ServiceMonitor it fires after 5 minutes on a healthy install.
+    alone = _notes(chart, {"metrics": {"prometheusRule": {"enabled": True}}})
+    assert "metrics.serviceMonitor is off" in alone and 'namespace="eip-guard"' in alone
+    both = {"prometheusRule": {"enabled": True}, "serviceMonitor": {"enabled": True}}
+    assert "serviceMonitor is off" not in _notes(chart, {"metrics": both})
+    assert "serviceMonitor is off" not in _notes(chart, {})

@@ -417,3 +417,15 @@ def test_every_change_eip_guard_reads_is_still_reviewed(hook: Obj) -> None:
     assert not _sent(hook, "DELETE", None, UNUSED)
     assert not _sent(hook, "DELETE", None, dict(UNUSED, status={"used": {}}))
     assert not _sent(hook, "DELETE", None, None)
+
+
+def test_external_mode_takes_a_bundle_wrapped_as_base64_writes_it(render: RenderFn) -> None:
+    # `base64 ca.crt` wraps at 76 columns, and a YAML block scalar adds a final newline:
+    # the same bytes, laid out on lines. The API server wants them on one line.
+    bundle = _b64(CA_PEM)
+    wrapped = "\n".join(bundle[i : i + 76] for i in range(0, len(bundle), 76)) + "\n"
+    assert "\n" in wrapped.strip()
+    external = {"secretName": "my-webhook-tls", "caBundle": wrapped}
+    vwc = one(render({"certificates": {"mode": "external", "external": external}}),
+              "ValidatingWebhookConfiguration")  # fmt: skip
+    assert vwc["webhooks"][0]["clientConfig"]["caBundle"] == bundle

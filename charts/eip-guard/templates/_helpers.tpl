@@ -5,15 +5,22 @@
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* The Service takes this name, and the API server holds a Service's name to a DNS-1035
+     label: Helm's release names may hold dots (made dashes here) and start with a digit
+     (refused, with what to do). */}}
 {{- define "eip-guard.fullname" -}}
 {{- if .Values.fullnameOverride }}
 {{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
 {{- else }}
 {{- $name := default .Chart.Name .Values.nameOverride }}
-{{- if contains $name .Release.Name }}
-{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- $release := replace "." "-" .Release.Name }}
+{{- if regexMatch "^[0-9]" $release }}
+{{- fail (printf "release name %q starts with a digit, and the webhook's Service takes its name from it (a Service name must start with a letter): install under another name, or set fullnameOverride" .Release.Name) }}
+{{- end }}
+{{- if contains $name $release }}
+{{- $release | trunc 63 | trimSuffix "-" }}
 {{- else }}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- printf "%s-%s" $release $name | trunc 63 | trimSuffix "-" }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -43,8 +50,20 @@ app.kubernetes.io/part-of: eip-guard
 app.kubernetes.io/component: webhook
 {{- end }}
 
+{{/* A repository given with its tag or digest ("ghcr.io/x/eip-guard:1.0") would make a
+     reference no runtime pulls ("...:1.0:0.1.0"), and the pods would sit in
+     InvalidImageName. A registry's port ("host:5000/x") is no tag. Takes (list field value). */}}
+{{- define "eip-guard.repository" -}}
+{{- $field := index . 0 }}{{ $repo := index . 1 }}
+{{- if regexMatch "@|:[^/]*$" $repo }}
+{{- fail (printf "%s %q holds a tag or digest: give the repository alone, and the tag in %s.tag (the digest in image.digest)" $field $repo (trimSuffix ".repository" $field)) }}
+{{- end }}
+{{- $repo }}
+{{- end }}
+
 {{- define "eip-guard.image" -}}
-{{- $ref := printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- $repo := include "eip-guard.repository" (list "image.repository" .Values.image.repository) }}
+{{- $ref := printf "%s:%s" $repo (default .Chart.AppVersion .Values.image.tag) }}
 {{- with .Values.image.digest }}{{ $ref = printf "%s@%s" $ref . }}{{ end }}
 {{- $ref }}
 {{- end }}
