@@ -53,18 +53,18 @@ def _volumes(objs: list[Obj]) -> dict[str, dict[str, Any]]:
 def test_webhook_configuration_is_exactly_as_specified(render: RenderFn) -> None:
     objs = render()
     vwc = one(objs, "ValidatingWebhookConfiguration")
-    (hook,) = vwc["webhooks"]
+    review, warn_delete = vwc["webhooks"]
     service = one(objs, "Service")
     # What they let through is tested below, by running them.
-    conditions = [c["name"] for c in hook.pop("matchConditions")]
-    assert conditions == ["update-changes-what-eip-guard-reads", "delete-of-an-eip-in-use"]
-    assert hook == {
-        "name": "validate.eip-guard.io",
+    assert [c["name"] for c in review.pop("matchConditions")] == [
+        "update-changes-what-eip-guard-reads"
+    ]
+    assert [c["name"] for c in warn_delete.pop("matchConditions")] == ["delete-of-an-eip-in-use"]
+    common = {
         "admissionReviewVersions": ["v1"],
         "sideEffects": "None",
         "matchPolicy": "Equivalent",
         "timeoutSeconds": 5,
-        "failurePolicy": "Fail",
         "clientConfig": {
             "service": {
                 "name": service["metadata"]["name"],
@@ -73,15 +73,31 @@ def test_webhook_configuration_is_exactly_as_specified(render: RenderFn) -> None
                 "port": 443,
             }
         },
-        "rules": [
+    }
+
+    def rules(*operations: str) -> list[Obj]:
+        return [
             {
                 "apiGroups": ["network.kubesphere.io"],
                 "apiVersions": ["v1alpha2", "v1alpha1"],
                 "resources": ["eips"],  # no subresources: status writes pass untouched
-                "operations": ["CREATE", "UPDATE", "DELETE"],
+                "operations": list(operations),
                 "scope": "Cluster",
             }
-        ],
+        ]
+
+    assert review == {
+        "name": "validate.eip-guard.io",
+        **common,
+        "failurePolicy": "Fail",
+        "rules": rules("CREATE", "UPDATE"),
+    }
+    # DELETE only ever warns: never refused because no replica answers.
+    assert warn_delete == {
+        "name": "warn-delete.eip-guard.io",
+        **common,
+        "failurePolicy": "Ignore",
+        "rules": rules("DELETE"),
     }
     https = next(p for p in service["spec"]["ports"] if p["name"] == "https")
     assert https == {"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}
@@ -89,8 +105,9 @@ def test_webhook_configuration_is_exactly_as_specified(render: RenderFn) -> None
 
 def test_timeout_and_failure_policy_come_from_values(render: RenderFn) -> None:
     values = {"webhook": {"timeoutSeconds": 12, "failurePolicy": "Ignore"}}
-    (hook,) = one(render(values), "ValidatingWebhookConfiguration")["webhooks"]
-    assert (hook["timeoutSeconds"], hook["failurePolicy"]) == (12, "Ignore")
+    review, warn_delete = one(render(values), "ValidatingWebhookConfiguration")["webhooks"]
+    assert (review["timeoutSeconds"], review["failurePolicy"]) == (12, "Ignore")
+    assert (warn_delete["timeoutSeconds"], warn_delete["failurePolicy"]) == (12, "Ignore")
 
 
 def test_self_mode_manages_its_own_secret(render: RenderFn) -> None:
@@ -101,7 +118,7 @@ def test_self_mode_manages_its_own_secret(render: RenderFn) -> None:
     assert f"--tls-secret={secret['metadata']['name']}" in args
     assert f"--webhook-configuration={vwc['metadata']['name']}" in args
     assert "--service=eip-guard" in args and "--namespace=$(POD_NAMESPACE)" in args
-    assert "caBundle" not in vwc["webhooks"][0]["clientConfig"]  # the webhook patches it
+    assert all("caBundle" not in h["clientConfig"] for h in vwc["webhooks"])  # patched by it
     assert "tls" not in _volumes(objs) and not any("--tls-cert-file" in a for a in args)
     assert not [o for o in objs if o["apiVersion"].startswith("cert-manager.io/")]
 
@@ -143,7 +160,7 @@ def test_external_mode_uses_the_named_secret_and_ca_bundle(render: RenderFn) -> 
     values, _ = SCENARIOS["external"]
     objs = render(values)
     vwc = one(objs, "ValidatingWebhookConfiguration")
-    assert vwc["webhooks"][0]["clientConfig"]["caBundle"] == EXTERNAL_CA_BUNDLE
+    assert [h["clientConfig"]["caBundle"] for h in vwc["webhooks"]] == [EXTERNAL_CA_BUNDLE] * 2
     assert "annotations" not in vwc["metadata"]
     assert _volumes(objs)["tls"]["secret"]["secretName"] == "my-webhook-tls"
     assert not by_kind(objs, "Secret") and not by_kind(objs, "Certificate")
@@ -182,7 +199,7 @@ def test_external_mode_takes_a_bundle_of_several_certificates(render: RenderFn) 
     external = {"secretName": "my-webhook-tls", "caBundle": bundle}
     vwc = one(render({"certificates": {"mode": "external", "external": external}}),
               "ValidatingWebhookConfiguration")  # fmt: skip
-    assert vwc["webhooks"][0]["clientConfig"]["caBundle"] == bundle
+    assert [h["clientConfig"]["caBundle"] for h in vwc["webhooks"]] == [bundle] * 2
 
 
 @pytest.mark.parametrize("missing", ["secretName", "caBundle"])
@@ -338,12 +355,19 @@ _MATCH_ENV = cel.NewEnv(
 POOL = "192.0.2.10-192.0.2.20"
 
 
-def _sent(hook: Obj, op: str, new: Obj | None, old: Obj | None) -> bool:
+def _sent(hooks: list[Obj], op: str, new: Obj | None, old: Obj | None) -> Obj | None:
+    """The entry that sends this request to the webhook, if any: the API server calls each
+    entry whose rules match and whose matchConditions all hold."""
     data = {"object": new, "oldObject": old, "request": {"operation": op}, "authorizer": None}
-    for condition in hook.get("matchConditions", []):
-        if _MATCH_ENV.compile(condition["expression"]).eval(data=data).value() is not True:
-            return False
-    return True
+    found = []
+    for hook in hooks:
+        if not any(op in rule["operations"] for rule in hook["rules"]):
+            continue
+        programs = [_MATCH_ENV.compile(c["expression"]) for c in hook.get("matchConditions", [])]
+        if all(program.eval(data=data).value() is True for program in programs):
+            found.append(hook)
+    assert len(found) <= 1, "one request, one call"
+    return found[0] if found else None
 
 
 def _edited(obj: Obj, **metadata: Any) -> Obj:
@@ -353,9 +377,8 @@ def _edited(obj: Obj, **metadata: Any) -> Obj:
 
 
 @pytest.fixture(scope="module")
-def hook(render: RenderFn) -> Obj:
-    (found,) = one(render(), "ValidatingWebhookConfiguration")["webhooks"]
-    return dict(found)
+def hooks(render: RenderFn) -> list[Obj]:
+    return list(one(render(), "ValidatingWebhookConfiguration")["webhooks"])
 
 
 # A layer2 Eip whose can_reach IP is a node's: denied on CREATE, ratcheted on UPDATE.
@@ -372,12 +395,12 @@ METADATA_ONLY: dict[str, dict[str, Any]] = {
 
 @pytest.mark.parametrize("change", sorted(METADATA_ONLY))
 def test_an_update_of_nothing_eip_guard_reads_never_waits_for_the_webhook(
-    hook: Obj, change: str
+    hooks: list[Obj], change: str
 ) -> None:
     # OpenELB adds and removes its finalizer with plain UPDATEs: while no replica answers (or
     # none is ready) under failurePolicy Fail, an Eip being deleted hung in Terminating.
     for old in (BAD, UNUSED, _edited(BAD, finalizers=["x"], labels={"a": "b"})):
-        assert not _sent(hook, "UPDATE", _edited(old, **METADATA_ONLY[change]), old), change
+        assert not _sent(hooks, "UPDATE", _edited(old, **METADATA_ONLY[change]), old), change
 
 
 @pytest.mark.parametrize("change", sorted(METADATA_ONLY))
@@ -397,26 +420,36 @@ def test_what_the_webhook_no_longer_sees_it_always_allowed(change: str) -> None:
     assert answer["allowed"] is True and not answer.get("warnings")
 
 
-def test_every_change_eip_guard_reads_is_still_reviewed(hook: Obj) -> None:
-    assert _sent(hook, "CREATE", BAD, None)
+def test_every_change_eip_guard_reads_is_still_reviewed(hooks: list[Obj]) -> None:
+    assert _sent(hooks, "CREATE", BAD, None)
     changed_spec = copy.deepcopy(BAD)
     changed_spec["spec"]["interface"] = "can_reach:192.0.2.2"
-    assert _sent(hook, "UPDATE", changed_spec, BAD)
+    assert _sent(hooks, "UPDATE", changed_spec, BAD)
     bgp = eip("e", POOL, protocol="bgp", interface="eth0:1")
-    assert _sent(hook, "UPDATE", dict(bgp, spec={**bgp["spec"], "protocol": "layer2"}), bgp)
+    assert _sent(hooks, "UPDATE", dict(bgp, spec={**bgp["spec"], "protocol": "layer2"}), bgp)
     overridden = _edited(BAD, annotations={"eip-guard.io/allow-rules": "can-reach-node-ip"})
-    assert _sent(hook, "UPDATE", overridden, BAD) and _sent(hook, "UPDATE", BAD, overridden)
+    assert _sent(hooks, "UPDATE", overridden, BAD) and _sent(hooks, "UPDATE", BAD, overridden)
     bare = copy.deepcopy(BAD)
     del bare["metadata"]["annotations"]
-    assert _sent(hook, "UPDATE", _edited(bare, annotations={"a": "b"}), bare)
-    assert not _sent(hook, "UPDATE", _edited(bare, labels={"a": "b"}), bare)
+    assert _sent(hooks, "UPDATE", _edited(bare, annotations={"a": "b"}), bare)
+    assert not _sent(hooks, "UPDATE", _edited(bare, labels={"a": "b"}), bare)
     # Status, where a version has no status subresource: the rules read status.used.
-    assert _sent(hook, "UPDATE", dict(BAD, status={"used": {}}), BAD)
+    assert _sent(hooks, "UPDATE", dict(BAD, status={"used": {}}), BAD)
     # DELETE warns only of an Eip in use (status.used): that one is still reviewed.
-    assert _sent(hook, "DELETE", None, BAD)
-    assert not _sent(hook, "DELETE", None, UNUSED)
-    assert not _sent(hook, "DELETE", None, dict(UNUSED, status={"used": {}}))
-    assert not _sent(hook, "DELETE", None, None)
+    assert _sent(hooks, "DELETE", None, BAD)
+    assert not _sent(hooks, "DELETE", None, UNUSED)
+    assert not _sent(hooks, "DELETE", None, dict(UNUSED, status={"used": {}}))
+    assert not _sent(hooks, "DELETE", None, None)
+
+
+def test_only_the_delete_of_an_eip_in_use_goes_where_failure_is_ignored(hooks: list[Obj]) -> None:
+    # Under failurePolicy Fail with no replica answering, deleting an Eip in use was refused
+    # though its review could only warn.
+    deleted = _sent(hooks, "DELETE", None, BAD)
+    assert deleted is not None and deleted["failurePolicy"] == "Ignore"
+    for op, new, old in (("CREATE", BAD, None), ("UPDATE", dict(BAD, status={"used": {}}), BAD)):
+        judged = _sent(hooks, op, new, old)
+        assert judged is not None and judged["failurePolicy"] == "Fail", op
 
 
 def test_external_mode_takes_a_bundle_wrapped_as_base64_writes_it(render: RenderFn) -> None:
@@ -428,4 +461,4 @@ def test_external_mode_takes_a_bundle_wrapped_as_base64_writes_it(render: Render
     external = {"secretName": "my-webhook-tls", "caBundle": wrapped}
     vwc = one(render({"certificates": {"mode": "external", "external": external}}),
               "ValidatingWebhookConfiguration")  # fmt: skip
-    assert vwc["webhooks"][0]["clientConfig"]["caBundle"] == bundle
+    assert [h["clientConfig"]["caBundle"] for h in vwc["webhooks"]] == [bundle] * 2

@@ -69,8 +69,9 @@ def state(api: str) -> tuple[Stored, str]:
     stored = SecretStore(kube, NS, SECRET).read()
     assert stored is not None
     vwc = client.AdmissionregistrationV1Api(kube).read_validating_webhook_configuration(VWC)
-    (hook,) = vwc.webhooks or []
-    return stored, str(hook.client_config.ca_bundle)
+    # Every entry of the chart's configuration carries the same caBundle.
+    (bundle,) = {str(hook.client_config.ca_bundle) for hook in vwc.webhooks or []}
+    return stored, bundle
 
 
 def test_first_start_fills_the_secret_and_patches_the_ca_bundle(
@@ -88,11 +89,13 @@ def test_first_start_fills_the_secret_and_patches_the_ca_bundle(
     assert set(san.get_values_for_type(x509.DNSName)) == set(NAMES)
     # The rest of the chart's webhook registration survives the caBundle patch.
     admission = client.AdmissionregistrationV1Api(api_client(host=api))
-    (hook,) = admission.read_validating_webhook_configuration(VWC).webhooks or []
-    service = hook.client_config.service
-    assert hook.name == "validate.eip-guard.io"
-    assert service is not None and service.path == "/validate-eip"
-    assert hook.failure_policy == "Fail" and (hook.rules or [])[0].resources == ["eips"]
+    review, warn_delete = admission.read_validating_webhook_configuration(VWC).webhooks or []
+    for hook in (review, warn_delete):
+        service = hook.client_config.service
+        assert service is not None and service.path == "/validate-eip"
+        assert (hook.rules or [])[0].resources == ["eips"]
+    assert (review.name, review.failure_policy) == ("validate.eip-guard.io", "Fail")
+    assert (warn_delete.name, warn_delete.failure_policy) == ("warn-delete.eip-guard.io", "Ignore")
 
 
 def test_without_the_chart_the_secret_is_created(

@@ -164,3 +164,23 @@ app.kubernetes.io/component: webhook
 {{- define "eip-guard.eventNamespace" -}}
 default
 {{- end }}
+
+{{/* What both webhook entries share: where the webhook is and how it is called. Takes
+     (dict "fullname" "bundle" "root"). self mode: the webhook patches caBundle itself;
+     cert-manager: its cainjector does. The chart never sets it there, so `helm upgrade`
+     leaves it alone. */}}
+{{- define "eip-guard.webhookCommon" -}}
+admissionReviewVersions: [v1]
+sideEffects: None
+matchPolicy: Equivalent
+timeoutSeconds: {{ .root.Values.webhook.timeoutSeconds }}
+clientConfig:
+  service:
+    name: {{ .fullname }}
+    namespace: {{ .root.Release.Namespace }}
+    path: /validate-eip
+    port: {{ .root.Values.service.port }}
+  {{- with .bundle }}
+  caBundle: {{ . }}
+  {{- end }}
+{{- end }}
