@@ -53,9 +53,19 @@ RESOURCES: dict[str, tuple[str, bool]] = {  # "group/version/plural" -> (kind, n
     "apps/v1/deployments": ("Deployment", True),
     "networking.k8s.io/v1/servicecidrs": ("ServiceCIDR", False),
     "network.kubesphere.io/v1alpha2/eips": ("Eip", False),
+    "crd.projectcalico.org/v1/ippools": ("IPPool", False),
+    "cilium.io/v2/ciliumnodes": ("CiliumNode", False),
 }
 EIPS = "network.kubesphere.io/v1alpha2/eips"
 SERVICECIDRS = "networking.k8s.io/v1/servicecidrs"
+CALICO_IPPOOLS = "crd.projectcalico.org/v1/ippools"
+CILIUMNODES = "cilium.io/v2/ciliumnodes"
+# Custom resources by kind: (group, version, plural), all cluster-scoped.
+CUSTOM = {
+    "Eip": ("network.kubesphere.io", "v1alpha2", "eips"),
+    "IPPool": ("crd.projectcalico.org", "v1", "ippools"),
+    "CiliumNode": ("cilium.io", "v2", "ciliumnodes"),
+}
 
 
 @attrs.define(kw_only=True)
@@ -464,10 +474,8 @@ class Writer:
 
     def create(self, obj: dict[str, Any]) -> None:
         kind, ns = obj["kind"], obj["metadata"].get("namespace")
-        if kind == "Eip":
-            self.custom.create_cluster_custom_object(
-                "network.kubesphere.io", "v1alpha2", "eips", obj, _preload_content=False
-            )
+        if kind in CUSTOM:
+            self.custom.create_cluster_custom_object(*CUSTOM[kind], obj, _preload_content=False)
         elif kind == "Node":
             self.core.create_node(obj, _preload_content=False)
         elif kind == "Service":
@@ -490,10 +498,8 @@ class Writer:
             self.core.patch_node(name, obj, **merge)
         elif kind == "Service":
             self.core.patch_namespaced_service(name, ns, obj, **merge)
-        elif kind == "Eip":
-            self.custom.patch_cluster_custom_object(
-                "network.kubesphere.io", "v1alpha2", "eips", name, obj, **merge
-            )
+        elif kind in CUSTOM:
+            self.custom.patch_cluster_custom_object(*CUSTOM[kind], name, obj, **merge)
         elif kind == "ConfigMap":
             self.core.patch_namespaced_config_map(name, ns, obj, **merge)
         else:
@@ -504,6 +510,8 @@ class Writer:
             self.core.delete_node(name, _preload_content=False)
         elif kind == "Service":
             self.core.delete_namespaced_service(name, namespace, _preload_content=False)
+        elif kind in CUSTOM:
+            self.custom.delete_cluster_custom_object(*CUSTOM[kind], name, _preload_content=False)
         else:
             raise ValueError(kind)
 

@@ -532,3 +532,51 @@ def test_a_snapshots_names_cannot_forge_lines_of_the_text_output(
     assert "Eip x\\n\\x1b[32mEip y: allowed\\u202e (spec.address): ignored" in err
     assert "\x1b" not in out + err and "\u202e" not in out + err
     assert len(out.splitlines()) == 3 and len(err.splitlines()) == 1
+
+
+CALICO_POOLS = """\
+apiVersion: v1
+kind: List
+items:
+- apiVersion: crd.projectcalico.org/v1
+  kind: IPPool
+  metadata:
+    name: default-ipv4-ippool
+  spec:
+    blockSize: 26
+    cidr: 192.168.0.0/16
+    ipipMode: Always
+    natOutgoing: true
+    nodeSelector: all()
+- apiVersion: crd.projectcalico.org/v1
+  kind: IPPool
+  metadata:
+    name: typo
+  spec:
+    cidr: 10.300.0.0/16
+metadata:
+  resourceVersion: ""
+"""
+
+
+def test_calico_pools_in_a_snapshot_deny_and_audit(
+    capsys: pytest.CaptureFixture[str], examples: Path, tmp_path: Path
+) -> None:
+    """`kubectl get ippools.crd.projectcalico.org -o yaml` given as one more snapshot: the pod
+    network calico-ipam hands out is denied as a can_reach IP, by check and by audit."""
+    pools = tmp_path / "ippools.yaml"
+    pools.write_text(CALICO_POOLS)
+    manifest = (examples / "eip-good.yaml").read_text()
+    assert "can_reach:172.16.236.1" in manifest
+    eip = tmp_path / "eip.yaml"
+    eip.write_text(manifest.replace("can_reach:172.16.236.1", "can_reach:192.168.3.4"))
+    cluster = ["--cluster", str(examples / "cluster.yaml"), "--cluster", str(pools)]
+    code, out, err = run_cli(capsys, "check", "-f", str(eip), *cluster)
+    assert code == 1
+    assert "[can-reach-pod-cidr]" in out
+    assert "IPPool default-ipv4-ippool (spec.cidr)" in out
+    assert "IPPool typo (spec.cidr): ignored '10.300.0.0/16'" in err
+    code, out, _ = run_cli(capsys, "audit", *cluster, "--cluster", str(eip), "-o", "json")
+    assert code == 1
+    (finding,) = json.loads(out)["findings"].values()
+    assert [v["rule"] for v in finding["violations"]] == ["can-reach-pod-cidr"]

@@ -615,6 +615,67 @@ def _configmap(b: FactBuilder, options: Options) -> None:
     b.set_configmap(ns, name, MappingProxyType(data))
 
 
+# Calico's IP pools: calico-ipam (Calico's default IPAM) gives pods addresses from them,
+# not from spec.podCIDR. Stored as crd.projectcalico.org/v1 (the Kubernetes datastore);
+# projectcalico.org/v3 is how calicoctl and Calico's API server show the same objects. Other
+# CNIs name a kind IPPool too (Whereabouts, Antrea, Kube-OVN): told apart by group.
+CALICO_GROUPS = ("crd.projectcalico.org", "projectcalico.org")
+CILIUM_GROUP = "cilium.io"
+_POOL_FIELD = sys.intern("spec.cidr")
+# A disabled pool hands out no new IP, but pods keep the ones it gave and Calico keeps
+# routing its blocks: still a pod range, said so in the field a denial names.
+_DISABLED_POOL_FIELD = sys.intern("spec.cidr, a disabled pool: its pods keep their IPs")
+# Calico's default is [Workload, Tunnel]; a pool for LoadBalancer IPs only (Calico 3.29+)
+# gives Services their IPs, not pods: they become facts as those Services' ingress IPs.
+_POD_USES = ("Workload", "Tunnel")
+_CILIUM_POD_CIDRS_FIELD = sys.intern("spec.ipam.podCIDRs")
+_CILIUM_POOLS_FIELD = sys.intern("spec.ipam.pools.allocated cidrs")
+_CILIUM_HOST_FIELD = sys.intern("spec.addresses CiliumInternalIP")
+
+
+def _group(obj: Mapping[str, Any]) -> str:
+    api_version = obj.get("apiVersion")
+    return api_version.partition("/")[0] if isinstance(api_version, str) else ""
+
+
+def _calico_pool(b: FactBuilder, options: Options) -> None:
+    """A Calico IPPool: its CIDR is a pod range wherever calico-ipam hands out pod IPs."""
+    if _group(b.obj) not in CALICO_GROUPS:
+        return
+    spec = as_mapping(b.obj.get("spec"))
+    uses = spec.get("allowedUses")
+    if isinstance(uses, list) and uses and not any(u in _POD_USES for u in uses):
+        return
+    fld = _DISABLED_POOL_FIELD if spec.get("disabled") is True else _POOL_FIELD
+    if "cidr" not in spec:
+        b.notes.append(f"{b.source(fld)}: ignored: the pool has no spec.cidr")
+        return
+    text = spec["cidr"]
+    if isinstance(text, str) and "/" not in text:
+        b.notes.append(f"{b.source(fld)}: ignored {quoted(text)}: not a CIDR (no prefix length)")
+        return
+    b.add(FactKind.POD_CIDR, text, fld)
+
+
+def _cilium_node(b: FactBuilder, options: Options) -> None:
+    """A CiliumNode: the pod CIDRs Cilium's operator gave the node (cluster-pool and
+    multi-pool IPAM) and the cilium_host IP bound on it, whether or not Cilium also writes
+    them into the Node's annotations."""
+    if _group(b.obj) != CILIUM_GROUP:
+        return
+    spec = as_mapping(b.obj.get("spec"))
+    ipam = as_mapping(spec.get("ipam"))
+    for cidr in as_list(ipam.get("podCIDRs")):
+        b.add(FactKind.POD_CIDR, cidr, _CILIUM_POD_CIDRS_FIELD)
+    for allocation in as_list(as_mapping(ipam.get("pools")).get("allocated")):
+        for cidr in as_list(as_mapping(allocation).get("cidrs")):
+            b.add(FactKind.POD_CIDR, cidr, _CILIUM_POOLS_FIELD)
+    for item in as_list(spec.get("addresses")):
+        address = as_mapping(item)
+        if address.get("type") == "CiliumInternalIP":
+            b.add(FactKind.NODE_IP, address.get("ip"), _CILIUM_HOST_FIELD, ip=True)
+
+
 # The kinds that carry facts, but Eips (no builder: Eip.from_object).
 EXTRACTORS: dict[str, Callable[[FactBuilder, Options], None]] = {
     "Service": _service,
@@ -624,6 +685,8 @@ EXTRACTORS: dict[str, Callable[[FactBuilder, Options], None]] = {
     "DaemonSet": _kube_vip,
     "Deployment": _kube_vip,
     "ConfigMap": _configmap,
+    "IPPool": _calico_pool,
+    "CiliumNode": _cilium_node,
 }
 KINDS = tuple(EXTRACTORS)  # membership by ==: a kind read from a file may be unhashable
 

@@ -36,6 +36,13 @@ class Resource:
     scope: str  # "cluster" (cluster-scoped), "all" (all namespaces), "namespaced"
     optional: bool = False  # a 404 on the list means "this API server does not offer it"
 
+    @property
+    def qualified(self) -> str:
+        """The resource as RBAC and kubectl name it: ``nodes``, ``ippools.crd.projectcalico.org``
+        (the plural alone is ambiguous: Whereabouts, Antrea and Kube-OVN have ippools too)."""
+        group = self.api_version.rpartition("/")[0]
+        return f"{self.plural}.{group}" if group else self.plural
+
 
 NODES = Resource("nodes", "v1", "Node", "cluster")
 EIPS = Resource("eips", f"{GROUP}/{EIP_VERSION}", "Eip", "cluster")
@@ -45,7 +52,23 @@ DAEMONSETS = Resource("daemonsets", "apps/v1", "DaemonSet", "namespaced")
 DEPLOYMENTS = Resource("deployments", "apps/v1", "Deployment", "namespaced")
 CONFIGMAPS = Resource("configmaps", "v1", "ConfigMap", "namespaced")
 SERVICECIDRS = Resource("servicecidrs", "networking.k8s.io/v1", "ServiceCIDR", "cluster", True)
-RESOURCES = (NODES, EIPS, SERVICES, PODS, DAEMONSETS, DEPLOYMENTS, CONFIGMAPS, SERVICECIDRS)
+# The CNIs' own records of pod ranges: CRDs that exist only where that CNI runs (a 404 on
+# the list: no such CNI here, asked again as absent resources are). Calico's as stored in
+# the Kubernetes datastore (its API server's projectcalico.org/v3 serves the same objects).
+CALICO_IPPOOLS = Resource("ippools", "crd.projectcalico.org/v1", "IPPool", "cluster", True)
+CILIUMNODES = Resource("ciliumnodes", "cilium.io/v2", "CiliumNode", "cluster", True)
+RESOURCES = (
+    NODES,
+    EIPS,
+    SERVICES,
+    PODS,
+    DAEMONSETS,
+    DEPLOYMENTS,
+    CONFIGMAPS,
+    SERVICECIDRS,
+    CALICO_IPPOOLS,
+    CILIUMNODES,
+)
 # The node agent's only: which nodes serve a Service (externalTrafficPolicy: Local).
 ENDPOINTSLICES = Resource("endpointslices", "discovery.k8s.io/v1", "EndpointSlice", "all")
 
@@ -79,6 +102,7 @@ def streams(kube_vip_namespaces: Iterable[str], options: Options) -> tuple[Strea
     vip_ns = tuple(dict.fromkeys(kube_vip_namespaces))
     cm_ns = tuple(dict.fromkeys((*vip_ns, options.kube_vip_configmap[0])))
     out = [Stream(NODES), Stream(EIPS), Stream(SERVICES), Stream(SERVICECIDRS)]
+    out += [Stream(CALICO_IPPOOLS), Stream(CILIUMNODES)]
     out += [Stream(r, ns) for r in (PODS, DAEMONSETS, DEPLOYMENTS) for ns in vip_ns]
     out += [Stream(CONFIGMAPS, ns) for ns in cm_ns]
     return tuple(out)
@@ -95,6 +119,9 @@ def rbac_rules() -> list[dict[str, Any]]:
         {"apiGroups": [GROUP], "resources": ["eips"], "verbs": ["list", "watch"]},
         {"apiGroups": ["networking.k8s.io"], "resources": ["servicecidrs"],
          "verbs": ["list", "watch"]},
+        {"apiGroups": ["crd.projectcalico.org"], "resources": ["ippools"],
+         "verbs": ["list", "watch"]},
+        {"apiGroups": ["cilium.io"], "resources": ["ciliumnodes"], "verbs": ["list", "watch"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
     ]  # fmt: skip
 
@@ -203,7 +230,7 @@ def describe_failure(stream: Stream, exc: BaseException, *, retrying: bool = Tru
     if isinstance(exc, ApiException) and status == 403:
         return (
             f"{stream.name}: the API refuses the list/watch ({status} {exc.reason}): grant "
-            f"list and watch on {stream.resource.plural} to eip-guard's service account "
+            f"list and watch on {stream.resource.qualified} to eip-guard's service account "
             f"(README: RBAC){again}"
         )
     if isinstance(exc, ApiException):

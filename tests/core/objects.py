@@ -111,3 +111,54 @@ def service_cidr(name: str, *cidrs: str) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": {"cidrs": list(cidrs)},
     }
+
+
+def calico_pool(
+    name: str,
+    cidr: str,
+    *,
+    disabled: bool = False,
+    allowed_uses: tuple[str, ...] | None = None,
+    api_version: str = "crd.projectcalico.org/v1",
+) -> dict[str, Any]:
+    """A Calico IPPool as ``kubectl get ippools.crd.projectcalico.org -o yaml`` prints it
+    (``projectcalico.org/v3``: as calicoctl and Calico's API server show it)."""
+    spec: dict[str, Any] = {
+        "cidr": cidr,
+        "blockSize": 26,
+        "ipipMode": "Always",
+        "natOutgoing": True,
+        "nodeSelector": "all()",
+    }
+    if disabled:
+        spec["disabled"] = True
+    if allowed_uses is not None:
+        spec["allowedUses"] = list(allowed_uses)
+    return {"apiVersion": api_version, "kind": "IPPool", "metadata": {"name": name}, "spec": spec}
+
+
+def cilium_node(
+    name: str,
+    *,
+    pod_cidrs: tuple[str, ...] = (),
+    cilium_host: str | None = None,
+    internal_ip: str | None = None,
+    pools: dict[str, tuple[str, ...]] | None = None,
+) -> dict[str, Any]:
+    """A CiliumNode (``cilium.io/v2``), as Cilium's operator and agent write it."""
+    addresses = []
+    if internal_ip is not None:
+        addresses.append({"type": "InternalIP", "ip": internal_ip})
+    if cilium_host is not None:
+        addresses.append({"type": "CiliumInternalIP", "ip": cilium_host})
+    ipam: dict[str, Any] = {"podCIDRs": list(pod_cidrs)}
+    if pools is not None:
+        ipam["pools"] = {
+            "allocated": [{"pool": pool, "cidrs": list(cidrs)} for pool, cidrs in pools.items()]
+        }
+    return {
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumNode",
+        "metadata": {"name": name},
+        "spec": {"addresses": addresses, "ipam": ipam},
+    }

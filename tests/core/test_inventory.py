@@ -12,7 +12,16 @@ from app.cli.check_run import resolve_dns
 from app.core.addresses import Span, parse_ip
 from app.core.facts import FactKind
 from app.core.inventory import Inventory, Options, build, extract
-from tests.core.objects import configmap, eip, kube_vip_pod, node, service, service_cidr
+from tests.core.objects import (
+    calico_pool,
+    cilium_node,
+    configmap,
+    eip,
+    kube_vip_pod,
+    node,
+    service,
+    service_cidr,
+)
 
 
 def key(ip: str) -> int:
@@ -570,3 +579,93 @@ def test_control_plane_flags_count_in_kube_system_only() -> None:
     ])  # fmt: skip
     pod["metadata"]["namespace"] = "tenant"
     assert inv_of(pod).fact_count == 0
+
+
+def test_calico_ip_pools_are_pod_cidrs_in_both_api_versions() -> None:
+    # calico-ipam hands out pod IPs from the pools, not from spec.podCIDR: on most Calico
+    # clusters the pools are the only record of the pod network.
+    inv = inv_of(
+        calico_pool("default-ipv4-ippool", "192.168.0.0/16"),
+        calico_pool("v6", "fd00:10:244::/64", api_version="projectcalico.org/v3"),
+    )
+    assert fields(inv, FactKind.POD_CIDR, "192.168.40.7") == {
+        "IPPool default-ipv4-ippool (spec.cidr)"
+    }
+    assert fields(inv, FactKind.POD_CIDR, "fd00:10:244::9") == {"IPPool v6 (spec.cidr)"}
+    assert not inv.notes
+
+
+def test_a_disabled_calico_pool_is_still_a_pod_range_and_says_so() -> None:
+    # Disabled: no new IPs, but the pods it gave IPs to keep them, and their routes stay.
+    inv = inv_of(calico_pool("old", "10.10.0.0/16", disabled=True))
+    (where,) = fields(inv, FactKind.POD_CIDR, "10.10.3.3")
+    assert where.startswith("IPPool old (spec.cidr, a disabled pool")
+
+
+def test_calico_pools_for_load_balancer_ips_only_and_other_cnis_ip_pools_are_no_pod_range() -> None:
+    whereabouts = {
+        "apiVersion": "whereabouts.cni.cncf.io/v1alpha1",
+        "kind": "IPPool",
+        "metadata": {"name": "10.50.0.0-16", "namespace": "kube-system"},
+        "spec": {"range": "10.50.0.0/16", "cidr": "10.50.0.0/16"},
+    }
+    inv = inv_of(
+        calico_pool("lb", "10.60.0.0/24", allowed_uses=("LoadBalancer",)),
+        calico_pool("tunnels", "10.70.0.0/24", allowed_uses=("Tunnel",)),
+        whereabouts,
+    )
+    assert not fields(inv, FactKind.POD_CIDR, "10.60.0.5")
+    assert not fields(inv, FactKind.POD_CIDR, "10.50.0.5")
+    assert fields(inv, FactKind.POD_CIDR, "10.70.0.5") == {"IPPool tunnels (spec.cidr)"}
+    assert not inv.notes
+
+
+def test_unreadable_calico_pools_are_ignored_values() -> None:
+    no_cidr = calico_pool("empty", "10.0.0.0/8")
+    del no_cidr["spec"]["cidr"]
+    inv = inv_of(
+        calico_pool("bad", "10.300.0.0/16"),
+        calico_pool("ip", "10.80.0.1"),
+        no_cidr,
+        {"apiVersion": "crd.projectcalico.org/v1", "kind": "IPPool", "metadata": {"name": "x"},
+         "spec": "not a mapping"},
+    )  # fmt: skip
+    assert inv.count(FactKind.POD_CIDR) == 0
+    assert len(inv.notes) == 4
+    assert inv.notes[0].startswith("IPPool bad (spec.cidr): ignored '10.300.0.0/16'")
+    assert inv.notes[1].endswith("ignored '10.80.0.1': not a CIDR (no prefix length)")
+    assert inv.notes[2] == "IPPool empty (spec.cidr): ignored: the pool has no spec.cidr"
+
+
+def test_cilium_nodes_give_pod_cidrs_and_the_cilium_host_ip() -> None:
+    # Cilium's cluster-pool IPAM with its node annotations off: only the CiliumNode knows.
+    inv = inv_of(
+        cilium_node("n1", pod_cidrs=("10.0.1.0/24", "fd00:0:0:1::/96"), cilium_host="10.0.1.12",
+                    internal_ip="172.16.0.1"),
+        cilium_node("n2", pools={"default": ("10.1.2.0/27",), "blue": ("10.9.0.0/28",)}),
+    )  # fmt: skip
+    assert fields(inv, FactKind.POD_CIDR, "10.0.1.200") == {"CiliumNode n1 (spec.ipam.podCIDRs)"}
+    assert fields(inv, FactKind.POD_CIDR, "fd00:0:0:1::abcd")
+    assert fields(inv, FactKind.NODE_IP, "10.0.1.12") == {
+        "CiliumNode n1 (spec.addresses CiliumInternalIP)"
+    }
+    # The node's own addresses come from its Node: not read twice.
+    assert not fields(inv, FactKind.NODE_IP, "172.16.0.1")
+    assert fields(inv, FactKind.POD_CIDR, "10.9.0.3") == {
+        "CiliumNode n2 (spec.ipam.pools.allocated cidrs)"
+    }
+    assert not inv.notes
+
+
+def test_unreadable_cilium_nodes_are_ignored_values_and_other_groups_nothing() -> None:
+    odd = cilium_node("n3", pod_cidrs=("10.0.999.0/24",), cilium_host="10.0.3.1/24")
+    other = dict(cilium_node("n4", pod_cidrs=("10.4.0.0/24",)), apiVersion="example.com/v1")
+    inv = inv_of(odd, other)
+    assert inv.count(FactKind.POD_CIDR) == inv.count(FactKind.NODE_IP) == 0
+    assert len(inv.notes) == 2
+    assert inv.notes[1] == (
+        "CiliumNode n3 (spec.addresses CiliumInternalIP): ignored '10.0.3.1/24': "
+        "an IP address, not a CIDR"
+    )
+    # The same extract, one object at a time (live mode), as from the whole snapshot.
+    assert extract(odd).notes == inv.notes

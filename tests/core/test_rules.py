@@ -14,7 +14,16 @@ from app.core.eips import Eip
 from app.core.inventory import Inventory, build
 from app.core.rules import RULE_IDS, RULES, audit, check
 from app.core.verdict import WARNING_LIMIT, Action, Operation, Policy, Verdict
-from tests.core.objects import configmap, eip, kube_vip_pod, node, service, service_cidr
+from tests.core.objects import (
+    calico_pool,
+    cilium_node,
+    configmap,
+    eip,
+    kube_vip_pod,
+    node,
+    service,
+    service_cidr,
+)
 
 GW = "172.16.236.1"
 SUBNET = "172.16.236.0/24"
@@ -746,6 +755,44 @@ def test_cni_node_annotations_deny_can_reach_ips_bound_or_routed_on_nodes() -> N
     assert denied(judge(l2("can_reach:10.0.3.12"), inv)) >= {"can-reach-node-ip"}
     assert "can-reach-pod-cidr" in denied(judge(l2("can_reach:10.0.3.77"), inv))
     assert "can-reach-node-ip" in denied(judge(l2("can_reach:172.16.236.160"), inv))
+
+
+def test_calico_ip_pools_deny_can_reach_ips_and_eip_pools_in_the_pod_network() -> None:
+    # calico-ipam: the nodes' spec.podCIDRs say nothing of the pod network; its IPPools do.
+    inv = cluster(calico_pool("default-ipv4-ippool", "192.168.0.0/16"))
+    v = judge(l2("can_reach:192.168.7.9"), inv)
+    assert denied(v) == {"can-reach-pod-cidr"}
+    (violation,) = v.denied_by
+    assert "pod CIDR 192.168.0.0/16 of IPPool default-ipv4-ippool (spec.cidr)" in violation.message
+    assert "pod-network device" in violation.message
+    pool = judge(l2(f"can_reach:{GW}", address="192.168.200.0/28"), inv)
+    assert denied(pool) == {"address-cluster-network"}
+    assert "IPPool default-ipv4-ippool" in pool.denied_by[0].message
+
+
+def test_a_disabled_calico_pool_still_denies_and_says_why() -> None:
+    inv = cluster(calico_pool("old", "10.10.0.0/16", disabled=True))
+    v = judge(l2("can_reach:10.10.0.7"), inv)
+    assert denied(v) == {"can-reach-pod-cidr"}
+    assert "a disabled pool: its pods keep their IPs" in v.denied_by[0].message
+
+
+def test_cilium_nodes_deny_their_pod_cidrs_and_cilium_host_ip_named_once_per_node() -> None:
+    host = "10.0.5.12"
+    inv = cluster(
+        cilium_node("node5", pod_cidrs=("10.0.5.0/24",), cilium_host=host),
+        # The same node with Cilium's annotations on as well: one node, named once.
+        node("node6", "172.16.236.156",
+             annotations={"network.cilium.io/ipv4-cilium-host": "10.0.6.1"}),
+        cilium_node("node6", cilium_host="10.0.6.1"),
+    )  # fmt: skip
+    assert "can-reach-pod-cidr" in denied(judge(l2("can_reach:10.0.5.77"), inv))
+    v = judge(l2(f"can_reach:{host}"), inv)
+    assert "can-reach-node-ip" in denied(v)
+    assert "CiliumNode node5 (spec.addresses CiliumInternalIP)" in v.denied_by[0].message
+    twice = judge(l2("can_reach:10.0.6.1"), inv)
+    (node_ip,) = [x for x in twice.denied_by if x.rule == "can-reach-node-ip"]
+    assert node_ip.message.count("10.0.6.1 is a node address") == 1, node_ip.message
 
 
 def test_a_service_range_known_only_from_kube_apiserver_flags_is_denied() -> None:

@@ -13,8 +13,16 @@ from app.cli import live
 from app.cli.main import main, parser
 from app.kube.settings import LiveSettings, WatchSettings
 from app.sources.errors import InputError
-from tests.core.objects import eip, node, service
-from tests.kmock_harness import EIPS, FakeApi, Writer, kubeconfig, running
+from tests.core.objects import calico_pool, cilium_node, eip, node, service
+from tests.kmock_harness import (
+    CALICO_IPPOOLS,
+    CILIUMNODES,
+    EIPS,
+    FakeApi,
+    Writer,
+    kubeconfig,
+    running,
+)
 from tests.support import run_cli
 
 Capsys = pytest.CaptureFixture[str]
@@ -226,3 +234,35 @@ def test_inside_a_pod_the_default_is_the_service_account(
     assert code == 2 and out == ""
     assert err.startswith("eip-guard: cannot load Kubernetes credentials from the pod's service")
     assert err.count("\n") == 1
+
+
+def test_check_reads_calico_pools_and_cilium_nodes_and_their_absence_is_no_note(
+    tmp_path: Path, capsys: Capsys
+) -> None:
+    manifest = tmp_path / "eip.yaml"
+    manifest.write_text(json.dumps(eip("new", "192.168.60.1", interface="can_reach:10.20.0.9")))
+    argv = ("check", "-f", str(manifest), "--kubeconfig", str(tmp_path / "kubeconfig"))
+    with running() as api:
+        writer = Writer(api)
+        try:
+            _seed(writer)
+            writer.create(calico_pool("default-ipv4-ippool", "10.20.0.0/16"))
+            writer.create(cilium_node("n1", cilium_host="10.30.0.1"))
+        finally:
+            writer.close()
+        kubeconfig(tmp_path / "kubeconfig", api.url)
+        code, out, _ = run_cli(capsys, *argv, "-o", "json")
+        assert code == 1
+        (violation,) = json.loads(out)["violations"]
+        assert violation["rule"] == "can-reach-pod-cidr"
+        assert "IPPool default-ipv4-ippool (spec.cidr)" in violation["message"]
+    with running(missing=(CALICO_IPPOOLS, CILIUMNODES)) as api:
+        writer = Writer(api)
+        try:
+            _seed(writer)
+        finally:
+            writer.close()
+        kubeconfig(tmp_path / "kubeconfig", api.url)
+        code, out, err = run_cli(capsys, *argv)
+    assert code == 0, out
+    assert err == ""  # no Calico, no Cilium: nothing to say

@@ -6,12 +6,31 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+import kmock
+
 from app.core.eips import Eip
 from app.core.rules import check
 from app.core.verdict import Verdict
 from app.kube.resources import PAGE
-from tests.core.objects import configmap, eip, kube_vip_pod, node, service, service_cidr
-from tests.kmock_harness import EIPS, SERVICECIDRS, FakeApi, Writer, running
+from tests.core.objects import (
+    calico_pool,
+    cilium_node,
+    configmap,
+    eip,
+    kube_vip_pod,
+    node,
+    service,
+    service_cidr,
+)
+from tests.kmock_harness import (
+    CALICO_IPPOOLS,
+    CILIUMNODES,
+    EIPS,
+    SERVICECIDRS,
+    FakeApi,
+    Writer,
+    running,
+)
 from tests.kube.harness import FAST, SETTINGS, Cluster, TimedEmulator
 from tests.support import eventually
 
@@ -234,6 +253,64 @@ def test_servicecidrs_are_optional_and_picked_up_once_served() -> None:
         finally:
             writer.close()
             cluster.close()
+
+
+def test_calico_pools_and_cilium_nodes_are_watched(
+    api: FakeApi, writer: Writer, cluster_factory: Callable[..., Cluster]
+) -> None:
+    api.put(CALICO_IPPOOLS, calico_pool("default-ipv4-ippool", "10.0.0.0/24"))
+    cluster = cluster_factory()
+    cluster.ready()
+    v = verdict(cluster)
+    assert rules(v) == {"can-reach-pod-cidr"}
+    assert "IPPool default-ipv4-ippool (spec.cidr)" in v.denied_by[0].message
+    assert cluster.metric("eip_guard_source_objects", source="ippools") == 1
+    writer.delete("IPPool", "default-ipv4-ippool")  # DELETED
+    eventually(lambda: verdict(cluster).allowed, "the deleted IPPool gone")
+    writer.create(cilium_node("n1", pod_cidrs=("10.0.0.0/28",)))  # ADDED
+    eventually(lambda: rules(verdict(cluster)) == {"can-reach-pod-cidr"}, "the CiliumNode seen")
+    writer.patch(cilium_node("n1", pod_cidrs=("10.0.1.0/28",)))  # MODIFIED
+    eventually(lambda: verdict(cluster).allowed, "the CiliumNode's new pod CIDR seen")
+
+
+def test_absent_cni_crds_are_no_gap_and_are_picked_up_once_installed() -> None:
+    # No Calico, no Cilium: their CRDs answer 404. Ready at once, no gap, no problem, and
+    # asked again later (absent_retry): a CNI's CRDs installed afterwards are read.
+    with running(missing=(CALICO_IPPOOLS, CILIUMNODES)) as api:
+        api.put("v1/nodes", node("n1", "10.1.0.5"))
+        api.put("v1/services", service("kubernetes", cluster_ip="10.96.0.1"))
+        cluster = Cluster(api)
+        writer = Writer(api)
+        try:
+            cluster.ready()
+            v = verdict(cluster)
+            assert v.allowed and not v.warnings
+            inventory = cluster.live.source.current()
+            assert not any("ippools" in g or "ciliumnodes" in g for g in inventory.problems)
+            assert cluster.metric("eip_guard_source_errors_total", source="ippools") == 0
+            api.call(lambda: api.declare(CALICO_IPPOOLS, "IPPool", False))
+            writer.create(calico_pool("default-ipv4-ippool", "10.0.0.0/24"))
+            eventually(lambda: "can-reach-pod-cidr" in rules(verdict(cluster)), "the IPPool seen")
+        finally:
+            writer.close()
+            cluster.close()
+
+
+def test_a_forbidden_cni_crd_names_the_grant(
+    api: FakeApi, cluster_factory: Callable[..., Cluster]
+) -> None:
+    status = {"kind": "Status", "code": 403, "reason": "Forbidden", "message": "no"}
+    api.call(lambda: api.km[kmock.action.LIST, kmock.resource(CALICO_IPPOOLS)] << 403 << status)
+    cluster = cluster_factory()
+    source = cluster.live.source
+    eventually(
+        lambda: (
+            "grant list and watch on ippools.crd.projectcalico.org" in source.readiness().reason
+        ),
+        "readiness names the missing grant",
+    )
+    assert not source.readiness().ready
+    assert cluster.metric("eip_guard_source_errors_total", source="ippools") >= 1
 
 
 def test_a_slow_source_does_not_hold_up_the_others(

@@ -109,7 +109,7 @@ def test_an_api_server_out_of_reach_is_said_in_one_short_line() -> None:
 def test_streams_cover_kube_vip_namespaces_and_the_pool_configmap_namespace() -> None:
     names = [s.name for s in streams(("kube-system", "kube-vip"), Options(("pools", "kubevip")))]
     assert names == [
-        "nodes", "eips", "services", "servicecidrs",
+        "nodes", "eips", "services", "servicecidrs", "ippools", "ciliumnodes",
         "pods/kube-system", "pods/kube-vip",
         "daemonsets/kube-system", "daemonsets/kube-vip",
         "deployments/kube-system", "deployments/kube-vip",

@@ -89,8 +89,12 @@ def can_reach_rules(r: Review) -> Iterator[Violation]:
             ]
         named: set[tuple[FactKind, str]] = set()
         for fact in facts:
-            seen = (fact.kind, fact.source.object_ref)
-            if seen in named:  # one object read twice (e.g. its status and an annotation)
+            # One object read twice (its status and an annotation), or one node read from
+            # its Node and its CiliumNode (Cilium writes the cilium_host IP into both).
+            source = fact.source
+            ref = f"Node {source.name}" if source.kind == "CiliumNode" else source.object_ref
+            seen = (fact.kind, ref)
+            if seen in named:
                 continue
             named.add(seen)
             reason = f"{describe(fact, ip)}; {_WHY_BOUND[fact.kind]}"

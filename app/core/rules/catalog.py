@@ -28,7 +28,10 @@ RULES: tuple[Rule, ...] = (
         "can-reach-kube-vip", "the IP is a kube-vip VIP or lies in a kube-vip-cloud-provider pool"
     ),
     Rule("can-reach-service-ip", "the IP is a Service IP or lies in a ServiceCIDR"),
-    Rule("can-reach-pod-cidr", "the IP lies in a Node's pod CIDR"),
+    Rule(
+        "can-reach-pod-cidr",
+        "the IP lies in a pod CIDR: a Node's, a CiliumNode's, a Calico IPPool's",
+    ),
     Rule("eip-covers-can-reach", "the pool contains the `can_reach` IP of another Eip"),
     Rule(
         "can-reach-unknown-subnet",
