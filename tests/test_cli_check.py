@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from app.cli.main import parser
 from app.core.rules import RULE_IDS
 from tests.conftest import ROOT
 from tests.support import run_cli
@@ -338,16 +340,33 @@ def test_a_reader_that_goes_away_stops_the_output_quietly(tmp_path: Path) -> Non
     assert "Traceback" not in err and "BrokenPipeError" not in err
 
 
-@pytest.mark.parametrize("argv", [["rules"], ["audit", "--cluster", "examples/cluster.yaml"]])
-def test_output_that_cannot_be_written_is_one_line(argv: list[str]) -> None:
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["rules"],
+        ["rules", "-o", "json"],
+        ["audit", "--cluster", "examples/cluster.yaml"],
+        ["check", "-f", "examples/eip-good.yaml", "--cluster", "examples/cluster.yaml"],
+        ["resolve", "lo"],
+    ],
+)
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+def test_output_that_cannot_be_written_says_stdout_and_why_in_one_line(
+    argv: list[str], unbuffered: str
+) -> None:
     # `eip-guard audit > report` on a full disk; /dev/full fails every write with ENOSPC.
+    # Buffered, the write fails at the last flush; unbuffered (PYTHONUNBUFFERED=1, as in
+    # many images), at the first print. Python's error names no file: the message must.
+    env = {**os.environ, "PYTHONUNBUFFERED": unbuffered}
     with open("/dev/full", "w") as full:
         done = subprocess.run(
             [sys.executable, "-m", "app.cli.main", *argv],
-            cwd=ROOT, stdout=full, stderr=subprocess.PIPE, text=True, check=False,
+            cwd=ROOT, stdout=full, stderr=subprocess.PIPE, text=True, check=False, env=env,
         )  # fmt: skip
     assert done.returncode == 2
-    assert done.stderr.splitlines()[-1] == "eip-guard: [Errno 28] No space left on device"
+    assert done.stderr.splitlines()[-1] == (
+        "eip-guard: cannot write to standard output: No space left on device"
+    )
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
 
 
@@ -580,3 +599,40 @@ def test_calico_pools_in_a_snapshot_deny_and_audit(
     assert code == 1
     (finding,) = json.loads(out)["findings"].values()
     assert [v["rule"] for v in finding["violations"]] == ["can-reach-pod-cidr"]
+
+
+def _parsers() -> dict[str, argparse.ArgumentParser]:
+    top = parser()
+    (sub,) = [a for a in top._actions if isinstance(a, argparse._SubParsersAction)]
+    return {"eip-guard": top, **sub.choices}
+
+
+@pytest.mark.parametrize("name", list(_parsers()))
+def test_no_parser_takes_an_abbreviated_flag(name: str) -> None:
+    # `--clu` silently meant `--cluster`: the next flag sharing a prefix would change what an
+    # old script means. Every parser, each subcommand's too, refuses abbreviations.
+    assert _parsers()[name].allow_abbrev is False
+
+
+@pytest.mark.parametrize(
+    ("abbreviated", "unrecognized"),
+    [
+        (["--stri"], "--stri"),  # --strict
+        (["--out", "json"], "--out json"),  # --output
+        (["--kube-vip-config", "kube-system/kv"], "--kube-vip-config kube-system/kv"),
+    ],
+)
+def test_an_abbreviated_flag_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], abbreviated: list[str], unrecognized: str
+) -> None:
+    examples = ROOT / "examples"
+    good = [
+        "check",
+        "-f",
+        str(examples / "eip-good.yaml"),
+        "--cluster",
+        str(examples / "cluster.yaml"),
+    ]
+    code, out, err = run_cli(capsys, *good, *abbreviated)
+    assert (code, out) == (2, "")
+    assert err.splitlines()[-1] == f"eip-guard: unrecognized arguments: {unrecognized}"

@@ -165,6 +165,36 @@ def test_dash_reads_stdin_once(tmp_path: Path) -> None:
     assert done.returncode == 2 and "--cluster -: the agent reads its snapshot again" in done.stderr
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["check", "-f", "-", "--cluster", CLUSTER],
+        ["check", "-f", GOOD, "--cluster", "-"],
+        ["check", "-f", GOOD, "--old", "-", "--cluster", CLUSTER],
+        ["audit", "--cluster", "-"],
+    ],
+)
+@pytest.mark.parametrize("stdin", ["closed", "write-only"])
+def test_a_dash_on_a_stdin_that_cannot_be_read_is_one_line(argv: list[str], stdin: str) -> None:
+    # `<&-`, and `0>file` (a descriptor opened for writing only): exit 2 and why, not a
+    # traceback. (`< somedir` never reaches us: CPython refuses to start, "Fatal Python
+    # error: init_sys_streams: <stdin> is a directory", exit 1, before any of our code.)
+    def no_stdin() -> None:
+        os.close(0)
+
+    def write_only() -> None:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 0)
+
+    done = subprocess.run([*CLI, *argv], cwd=ROOT, capture_output=True, text=True, check=False,
+                          preexec_fn=no_stdin if stdin == "closed" else write_only)  # fmt: skip
+    assert (done.returncode, done.stdout) == (2, "")
+    expected = {
+        "closed": "eip-guard: - (stdin): standard input is closed: pipe the file in\n",
+        "write-only": "eip-guard: - (stdin): cannot read: Bad file descriptor\n",
+    }[stdin]
+    assert done.stderr.endswith(expected) and "Traceback" not in done.stderr
+
+
 def test_a_cabundle_that_cannot_be_printed_is_said_with_how_to_get_it(tmp_path: Path) -> None:
     """`certs > /dev/full`: the four files are written (a rerun would need --force and so a
     new CA); the caBundle is ca.crt in base64, and the message says how to print it."""

@@ -20,6 +20,7 @@ from app.agent.resolve import Resolved, describe_route_get, resolve, spec_proble
 from app.agent.runner import Agent, ClusterSource, Settings, SnapshotSource, SourceError
 from app.agent.speaker import Speaker
 from app.cli.flags import MAX_SECONDS, seconds
+from app.cli.streams import output
 from app.core.interfaces import CanReach, parse_interface
 from app.core.labels import NODE_REPORT_ANNOTATION
 from app.kube.settings import KubeError
@@ -64,13 +65,13 @@ def run_resolve(args: argparse.Namespace) -> int:
         nic, why = describe_route_get(spec.ip, answer, host)
         theirs = {"nic": nic, "why": why}
     if args.output == "json":
-        print(json.dumps({"spec": args.spec, "eip_guard": ours, "ip_route_get": theirs}))
+        output(json.dumps({"spec": args.spec, "eip_guard": ours, "ip_route_get": theirs}))
         return 0 if isinstance(result, Resolved) else 1
-    print(f"eip-guard picks:   {ours['nic'] or '(none)'}  ({ours['why']})")
+    output(f"eip-guard picks:   {ours['nic'] or '(none)'}  ({ours['why']})")
     if isinstance(spec, CanReach):
-        print(f"ip route get says: {theirs['nic'] or '(none)'}  ({theirs['why']})")
+        output(f"ip route get says: {theirs['nic'] or '(none)'}  ({theirs['why']})")
     else:
-        print("ip route get says: (not asked)  (OpenELB uses a NIC name as given)")
+        output("ip route get says: (not asked)  (OpenELB uses a NIC name as given)")
     return 0 if isinstance(result, Resolved) else 1
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from app.cli import live
 from app.cli.flags import object_ref
 from app.cli.render import dumps, printable, verdict_json, verdict_text
+from app.cli.streams import output
 from app.core.eips import ALLOW_RULES_ANNOTATION, GROUP, VERSIONS, Eip, is_eip, same_spec
 from app.core.inventory import Inventory, Options, build, first_lines
 from app.core.rules import RULES, Rule, audit, check
@@ -157,9 +158,9 @@ def run_check(args: argparse.Namespace) -> int:
     )
     verdict = check(candidate, old, inventory, policy)
     if args.output == "json":
-        print(dumps(verdict_json(verdict)))
+        output(dumps(verdict_json(verdict)))
     else:
-        print(verdict_text(candidate.name, verdict))
+        output(verdict_text(candidate.name, verdict))
     if not verdict.allowed:
         return 1
     return _strict_exit(args, len(verdict.warnings), inventory)
@@ -188,12 +189,12 @@ def run_audit(args: argparse.Namespace) -> int:
     if args.output == "json":
         findings = {n: verdict_json(v) for n, v in bad.items()}
         # Every problem, uncapped: a pipeline may count them (stderr shows the first ten).
-        print(dumps({"eips": len(verdicts), "findings": findings, "notes": inventory.problems}))
+        output(dumps({"eips": len(verdicts), "findings": findings, "notes": inventory.problems}))
     else:
         for name, v in bad.items():
-            print(verdict_text(name, v))
+            output(verdict_text(name, v))
         violating = sum(not v.allowed for v in verdicts.values())
-        print(f"{len(verdicts)} Eip(s) audited, {violating} violating")
+        output(f"{len(verdicts)} Eip(s) audited, {violating} violating")
     if not all(v.allowed for v in verdicts.values()):
         return 1
     return _strict_exit(args, sum(len(v.warnings) for v in verdicts.values()), inventory)
@@ -212,15 +213,15 @@ def run_rules(args: argparse.Namespace) -> int:
             {"id": r.id, "action": a, "deniesWhen": d, "overridable": r.overridable}
             for r, (_, a, d) in zip(RULES, rows, strict=True)
         ]
-        print(dumps({"rules": listed, "allowOverrides": policy.allow_overrides}))
+        output(dumps({"rules": listed, "allowOverrides": policy.allow_overrides}))
         return 0
     width = max(len(i) for i, _, _ in rows)
-    print(f"{'RULE':<{width}}  ACTION  DENIES WHEN")
+    output(f"{'RULE':<{width}}  ACTION  DENIES WHEN")
     for rule_id, action, denies_when in rows:
-        print(f"{rule_id:<{width}}  {action:<6}  {denies_when}")
+        output(f"{rule_id:<{width}}  {action:<6}  {denies_when}")
     overrides = "honoured" if policy.allow_overrides else "ignored (allowOverrides: false)"
-    print(f"the {ALLOW_RULES_ANNOTATION} annotation on an Eip: {overrides}")
+    output(f"the {ALLOW_RULES_ANNOTATION} annotation on an Eip: {overrides}")
     if policy.allow_overrides:  # what OpenELB's own webhook refuses, an Eip cannot waive
         fixed = ", ".join(r.id for r in RULES if not r.overridable)
-        print(f"  except for {fixed} (only the policy changes those)")
+        output(f"  except for {fixed} (only the policy changes those)")
     return 0

@@ -12,10 +12,11 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
+from typing import Any
 
 from app import __version__
 from app.cli import agent_cmd, certs_cmd, check_cmd, serve_cmd
-from app.cli.streams import drop_stdout, prepare, say
+from app.cli.streams import OutputError, drop_stdout, flush_output, prepare, say
 from app.sources.errors import InputError, shown
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
@@ -35,6 +36,15 @@ COMMANDS: tuple[ModuleType, ...] = (check_cmd, serve_cmd, certs_cmd, agent_cmd)
 
 
 class _Parser(argparse.ArgumentParser):
+    """Every parser of the command line, each subcommand's too (``parser_class``).
+
+    No abbreviations: ``--clu`` silently meant ``--cluster``, and a new flag sharing the
+    prefix would change what an old script's abbreviation means, or make it an error."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_USAGE, f"eip-guard: {message}\n")
 
@@ -54,12 +64,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     run: Callable[[argparse.Namespace], int] = args.run
     try:
         code = run(args)
-        sys.stdout.flush()  # here, where a failing write is caught, not at exit
+        flush_output()  # here, where a failing write is caught, not at exit
         return code
     except InputError as exc:
         # One line, whatever the parser below said (YAML errors span several lines).
         one_line = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
         say(f"eip-guard: {one_line}")
+        return EXIT_USAGE
+    except OutputError as exc:
+        # `> out.json` on a full disk: Python's error for a write names no file.
+        drop_stdout()
+        say(f"eip-guard: cannot write to standard output: {exc}")
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

@@ -6,6 +6,35 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Iterator
+
+
+class OutputError(Exception):
+    """stdout refused the command's output (a full disk under ``> out.json``, a device
+    error); the text is the reason. Python's OSError for a failed write names no file, so
+    without this the message could not say that stdout is what failed."""
+
+
+@contextlib.contextmanager
+def _stdout_errors() -> Iterator[None]:
+    try:
+        yield
+    except BrokenPipeError:
+        raise  # the reader went away (`| head`): the command line exits 141, quietly
+    except OSError as exc:
+        raise OutputError(exc.strerror or str(exc)) from exc
+
+
+def output(text: str) -> None:
+    """A line of the command's output, on stdout; a write that fails raises OutputError."""
+    with _stdout_errors():
+        print(text)
+
+
+def flush_output() -> None:
+    """What stdout still buffers, written; a write that fails raises OutputError."""
+    with _stdout_errors():
+        sys.stdout.flush()
 
 
 def prepare() -> None:

@@ -91,12 +91,6 @@ def _problem(code: int, reason: str, headers: Mapping[str, str] | None = None) -
     return Response(body, status_code=code, media_type=JSON, headers=headers)
 
 
-async def _http_problem(_: Request, exc: Exception) -> Response:
-    """Starlette's own answers (404, 405 with its Allow header) in our {code, reason} form."""
-    assert isinstance(exc, StarletteHTTPException)
-    return _problem(exc.status_code, str(exc.detail), exc.headers)
-
-
 class _Deadlines:
     """Body reads in flight and when each must end, checked by one sweeping task per event
     loop while any read is in flight. The API server sends a whole review at once and waits
@@ -179,9 +173,12 @@ async def _read_limited(
     return bytes(body)
 
 
-def _not_a_review(exc: ValidationError) -> str:
+def _not_a_review(exc: ValidationError, body: bytes) -> str:
     first = exc.errors()[0]
     if first["type"] == "json_invalid":
+        if not body.strip(b" \t\r\n"):  # JSON's whitespace: "EOF while parsing" hid it
+            what = "empty" if not body else "only whitespace"
+            return f"the body is {what}: expected an AdmissionReview, as the API server sends"
         return f"the body is not JSON: {first['msg']}"
     where = ".".join(str(p) for p in first["loc"]) or "(body)"
     return (
@@ -213,7 +210,21 @@ def create_app(
     )
     app.state.metrics = metrics
     drain = app.state.drain = Drain()
-    app.add_exception_handler(StarletteHTTPException, _http_problem)
+
+    def refuse(code: int, reason: str, headers: Mapping[str, str] | None = None) -> Response:
+        """A request refused: draining, its connection is closed too (as a review's is), so
+        its client reconnects, to a replica that stays. Not for a 413 (see _problem)."""
+        if drain.active:
+            headers = {**headers, **CLOSE} if headers else CLOSE
+        return _problem(code, reason, headers)
+
+    async def http_problem(_: Request, exc: Exception) -> Response:
+        """Starlette's own answers (404, 405 with its Allow header) in our {code, reason}
+        form."""
+        assert isinstance(exc, StarletteHTTPException)
+        return refuse(exc.status_code, str(exc.detail), exc.headers)
+
+    app.add_exception_handler(StarletteHTTPException, http_problem)
     # /validate-eip/ is not /validate-eip: a redirect built from the Host header would send
     # the API server elsewhere (and it does not follow redirects for a POST anyway).
     app.router.redirect_slashes = False
@@ -244,7 +255,7 @@ def create_app(
         content_type = request.headers.get("content-type", "")
         if content_type.partition(";")[0].strip().lower() != JSON:
             metrics.rejected.labels("400").inc()
-            return _problem(400, f"Content-Type must be {JSON}, got {content_type!r}")
+            return refuse(400, f"Content-Type must be {JSON}, got {content_type!r}")
         encoding = request.headers.get("content-encoding")
         if encoding is not None and encoding.strip().lower() not in ("", "identity"):
             # Read as JSON, a compressed body would be "not JSON", which hides the cause.
@@ -253,7 +264,7 @@ def create_app(
                 f"Content-Encoding {encoding!r} is not supported: send the AdmissionReview "
                 "uncompressed, as the API server does"
             )
-            return _problem(400, reason)
+            return refuse(400, reason)
         transfer = request.headers.get("transfer-encoding")
         if transfer is not None and transfer.strip().lower() != "chunked":
             # httptools reads the chunks and ignores any coding under them (gzip): the body
@@ -263,7 +274,7 @@ def create_app(
                 f"Transfer-Encoding {transfer!r} is not supported: send the AdmissionReview "
                 "as is or chunked, as the API server does"
             )
-            return _problem(501, reason)
+            return refuse(501, reason)
         try:
             body = await _read_limited(request, max_body_bytes, deadlines, budget)
         except _TooLarge:
@@ -284,14 +295,14 @@ def create_app(
             reason = f"the body did not arrive within {body_seconds:g} s"
             return _problem(408, reason, {"connection": "close"})
         except ClientDisconnect:
-            return _problem(400, "the client went away while sending the body")
+            return refuse(400, "the client went away while sending the body")
         if len(body) > COUNTED_BODY_BYTES and body.count(b"[") + body.count(b"{") > MAX_CONTAINERS:
             metrics.rejected.labels("400").inc()
             reason = (
                 f"the body holds more than {MAX_CONTAINERS} JSON arrays and objects "
                 "(brackets and braces, counted before parsing); an AdmissionReview holds fewer"
             )
-            return _problem(400, reason)
+            return refuse(400, reason)
         started = time.perf_counter()  # judging starts here: a slow upload is the client's
         try:
             review = AdmissionReviewRequest.model_validate_json(body)
@@ -299,10 +310,10 @@ def create_app(
                 from_json(body, allow_inf_nan=False)  # (RFC 8259, Go) does not: raises
         except ValidationError as exc:
             metrics.rejected.labels("400").inc()
-            return _problem(400, _not_a_review(exc))
+            return refuse(400, _not_a_review(exc, body))
         except ValueError as exc:
             metrics.rejected.labels("400").inc()
-            return _problem(400, f"the body is not JSON: {exc}")
+            return refuse(400, f"the body is not JSON: {exc}")
         try:
             decision = decide(review.request, source, policy)
         except Exception as exc:

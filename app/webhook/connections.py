@@ -179,11 +179,14 @@ class _Refused(Exception):
     """Raised in a parser callback: httptools stops, uvicorn answers 400 and we take over."""
 
 
+_STATUS_431 = b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+
+
 def _too_large(limit: int) -> bytes:
+    """The 431 answer after its status line (and the server's default headers: Date)."""
     reason = f"the request line, headers and trailers exceed {limit} bytes or {MAX_HEADERS} headers"
     body = json.dumps({"code": 431, "reason": reason}, separators=(",", ":"))
     return (
-        "HTTP/1.1 431 Request Header Fields Too Large\r\n"
         "content-type: application/json\r\n"
         f"content-length: {len(body)}\r\n"
         "connection: close\r\n\r\n"
@@ -387,7 +390,10 @@ def protocol(
             if refused == HEAD_TOO_LARGE and self.between_requests():
                 report(HEAD_TOO_LARGE, self.client)
                 self.head_since = None
-                self.transport.write(answer_too_large)
+                defaults = b"".join(
+                    b"%s: %s\r\n" % header for header in self.server_state.default_headers
+                )
+                self.transport.write(_STATUS_431 + defaults + answer_too_large)
                 self.transport.close()  # closed, not dropped: the 431 must reach the client
             else:  # an answer to an earlier request may be under way: no 4xx can follow it
                 report(refused, self.client)

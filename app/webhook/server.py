@@ -85,7 +85,8 @@ def config(
         log_config=None,  # records go to the root logger: app.webhook.logs makes them JSON
         access_log=False,  # one decision line per review is the log; no second line per request
         server_header=False,
-        date_header=False,
+        # Date stays (RFC 9110 6.6.1; Go's servers and plain uvicorn send it): uvicorn makes
+        # it once a second, and the 400 and 431 it and app.webhook.connections write carry it.
         proxy_headers=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         # Longer than the API server's idle timeout for webhook connections (Go's 90 s), so
@@ -102,9 +103,9 @@ class Server(uvicorn.Server):
     terminating pod go on receiving for a moment (the API server's keep-alive connections
     and kube-proxy's rules only learn of it later), and a replica that stopped accepting at
     once failed those calls, a refused Eip change under failurePolicy Fail. Draining, it
-    answers /readyz 503 and every review with ``Connection: close`` (its clients reconnect,
-    to a replica that stays), then stops as without drain. SIGINT, or a second SIGTERM,
-    stops at once.
+    answers /readyz 503 and every review, and every request it refuses but a 413, with
+    ``Connection: close`` (its clients reconnect, to a replica that stays), then stops as
+    without drain. SIGINT, or a second SIGTERM, stops at once.
     """
 
     def __init__(

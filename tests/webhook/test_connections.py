@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, suppress
+from email.utils import parsedate_to_datetime
 
 import pytest
 from prometheus_client import generate_latest
@@ -249,6 +250,33 @@ def test_a_head_over_its_limit_gets_431_and_the_connection_closed(certs: Certs) 
         reason = "the request line, headers and trailers exceed 2048 bytes or 256 headers"
         assert json.loads(body) == {"code": 431, "reason": reason}
         assert closed_count(metrics, "head_too_large") == 1
+
+
+def test_every_answer_carries_a_date_as_plain_uvicorn_and_go_do(certs: Certs) -> None:
+    """RFC 9110 6.6.1: an origin server with a clock sends Date in its 2xx-4xx answers; plain
+    uvicorn and Go's net/http do, the probe port did, the webhook port did not. Ours too:
+    a review's, uvicorn's 400 for what is not HTTP, our 431."""
+
+    def head(tls: ssl.SSLSocket, request: bytes) -> list[bytes]:
+        tls.sendall(request)
+        return closes(tls).partition(b"\r\n\r\n")[0].lower().split(b"\r\n")
+
+    with server(certs, Limits(head_bytes=2048)) as (port, _):
+        answers = []
+        with connect(port, certs) as tls:
+            answers.append(head(tls, REQUEST.replace(b"Host: x\r\n", b"Connection: close\r\n")))
+        with connect(port, certs) as tls:
+            answers.append(head(tls, b"NOT HTTP\r\n\r\n"))
+        with connect(port, certs) as tls:
+            answers.append(head(tls, b"GET / HTTP/1.1\r\nX: " + b"a" * 4096 + b"\r\n\r\n"))
+    assert [lines[0] for lines in answers] == [
+        b"http/1.1 200 ok",
+        b"http/1.1 400 bad request",
+        b"http/1.1 431 request header fields too large",
+    ]
+    for lines in answers:
+        (date,) = [line for line in lines if line.startswith(b"date: ")]
+        parsedate_to_datetime(date[6:].decode())  # an HTTP-date (IMF-fixdate)
 
 
 def test_chunked_trailers_count_with_the_head(certs: Certs) -> None:

@@ -67,7 +67,8 @@ def reason_of(response: httpx.Response, code: int) -> str:
     ("body", "expected"),
     [
         (b"{not json", "the body is not JSON"),
-        (b"", "the body is not JSON"),
+        (b"", "the body is empty: expected an AdmissionReview"),
+        (b" \r\n", "the body is only whitespace: expected an AdmissionReview"),
         (b"[1, 2]", "not an admission.k8s.io/v1 (or v1beta1) AdmissionReview"),
         (b'{"apiVersion": "v1", "kind": "Pod"}', "apiVersion"),
         (b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}', "request"),
@@ -548,6 +549,36 @@ def test_sigterm_with_a_drain_time_answers_not_ready_then_stops(certs: Certs) ->
         assert thread.is_alive()
         thread.join(20)  # the drain ends, then the graceful stop
         assert not thread.is_alive()
+
+
+def test_draining_every_4xx_closes_its_connection_too(certs: Certs) -> None:
+    """Draining, a refused request's connection is closed as a review's is: kept, its client
+    (an API server with a wrong path in its webhook configuration, say) stayed on a replica
+    about to stop instead of reconnecting to one that stays."""
+    good = json.dumps(review(example_eip("good"))).encode()
+    refused = [
+        ("POST", "/validate-eip", b"{not json", JSON_HEADERS, 400),
+        ("POST", "/validate-eip", b"", JSON_HEADERS, 400),
+        ("POST", "/validate-eip", good, {"content-type": "text/plain"}, 400),
+        ("POST", "/validate-eip", good, {**JSON_HEADERS, "content-encoding": "gzip"}, 400),
+        ("POST", "/validate", good, JSON_HEADERS, 404),
+        ("GET", "/validate-eip", b"", {}, 405),
+    ]
+    with stoppable(certs, drain_seconds=60.0) as (server, _, port), client(port, certs.ca) as http:
+        for method, path, body, headers, code in refused:
+            answer = http.request(method, path, content=body, headers=headers)
+            assert (answer.status_code, answer.headers.get("connection")) == (code, None)
+        server.handle_exit(signal.SIGTERM, None)  # draining from now on
+        for method, path, body, headers, code in refused:
+            answer = http.request(method, path, content=body, headers=headers)
+            assert (answer.status_code, answer.headers.get("connection")) == (code, "close")
+            if code == 405:
+                assert answer.headers["allow"] == "POST"  # Starlette's header kept
+        # A 413's body is still arriving: closing would reset the connection and could lose
+        # the answer (see app.webhook.app._problem). No API server sends one (etcd's objects
+        # are at most 1.5 MiB): it keeps its connection, as without a drain.
+        big = http.post("/validate-eip", content=b" " * (MAX_BODY_BYTES + 1), headers=JSON_HEADERS)
+        assert (big.status_code, big.headers.get("connection")) == (413, None)
 
 
 def test_any_stop_says_not_ready_at_once_and_ctrl_c_after_a_drain_forces_it(
