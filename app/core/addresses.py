@@ -231,8 +231,12 @@ def special_kind_of_key(key: int) -> str | None:
 
 def special_route(kind: str) -> str:
     """What 'ip route get' answers for an address of a :func:`special_kind_of_key` block."""
-    if kind in (LOOPBACK, UNSPECIFIED):
+    if kind == LOOPBACK:
         return "'ip route get' answers lo for it"
+    if kind == UNSPECIFIED:  # checked in a network namespace, Linux 6.18
+        return (
+            "it is no destination: 'ip route get' answers lo for 0.0.0.0, the default route for ::"
+        )
     # Multicast, broadcast and link-local routes: a NIC of the kernel's choosing, or none.
     return "'ip route get' answers a NIC by rules of its own, not by the Eip's network"
 

@@ -150,16 +150,19 @@ class Inventory:
     @functools.cached_property
     def node_subnet_ends(self) -> PointIndex[Fact]:
         """The network and broadcast addresses of the distinct IPv4 node subnets shorter than
-        /31 (one fact each, the first seen), by address: once per inventory, so a pool is
+        /31, and the subnet-router anycast address (the first) of the IPv6 ones shorter than
+        /127 (one fact each, the first seen), by address: once per inventory, so a pool is
         checked for them by one range query (10,000 nodes report a few hundred subnets)."""
         index = self.spans.get(FactKind.NODE_SUBNET)
         firsts: dict[Span, Fact] = {}
         for fact in index.all() if index is not None else ():
             span = fact.span
-            if span.prefix is not None and span.prefix < 31 and span.first < V6_OFFSET:
+            if span.prefix is not None and span.prefix < (31 if span.first < V6_OFFSET else 127):
                 firsts.setdefault(span, fact)
         return PointIndex(
-            (key, fact) for span, fact in firsts.items() for key in (span.first, span.last)
+            (key, fact)
+            for span, fact in firsts.items()
+            for key in ((span.first, span.last) if span.first < V6_OFFSET else (span.first,))
         )
 
     @property

@@ -112,6 +112,15 @@ def test_special_addresses(ip: str) -> None:
     assert denied(judge(l2(f"can_reach:{ip}"))) == {"can-reach-special"}
 
 
+def test_the_unspecified_address_is_said_to_be_no_destination_in_either_family() -> None:
+    # In a network namespace (Linux 6.18): 'ip route get 0.0.0.0' answers 'local 0.0.0.0 dev
+    # lo', but 'ip route get ::' answers the IPv6 default route's NIC, not lo.
+    for ip in ("0.0.0.0", "::"):
+        message = judge(l2(f"can_reach:{ip}")).message
+        assert f"{ip} is the unspecified address: it is no destination: 'ip route get' " in message
+        assert "answers lo for 0.0.0.0, the default route for ::" in message
+
+
 @pytest.mark.parametrize("interface", ["can_reach:", "can_reach:10.0.0.0/8", "eth0:1"])
 def test_syntax(interface: str) -> None:
     assert denied(judge(l2(interface))) == {"can-reach-syntax"}
@@ -624,9 +633,11 @@ def test_a_suggestion_for_an_ip_in_no_subnet_is_of_the_pools_family() -> None:
     assert "e.g. can_reach:2001:db8:236::1." in six.message
     four = judge(l2("can_reach:127.0.0.1", address="172.16.236.60"), inv)
     assert "e.g. can_reach:172.16.236.254." in four.message
-    # A family with no known subnet falls back to the other one.
+    # A family with no known subnet gets no address of the other one: the IPv4 network's NIC
+    # need not carry the IPv6 pool (tests/core/test_rules_properties.py).
     only_v4 = judge(l2("can_reach:::1", address="2001:db8:77::10"), cluster())
-    assert "e.g. can_reach:172.16.236." in only_v4.message
+    assert "e.g. can_reach:" not in only_v4.message
+    assert "the node network's gateway is a good choice" in only_v4.message
 
 
 def test_a_suggestion_outside_the_candidates_own_pool() -> None:

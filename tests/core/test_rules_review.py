@@ -186,6 +186,25 @@ def test_only_ipv4_subnets_shorter_than_31_have_ends_that_count() -> None:
     assert judge(l2("eth0", "fd00:7::ffff:ffff:ffff:fff0-fd00:7::ffff:ffff:ffff:ffff"), inv).allowed
 
 
+def test_a_pool_holding_an_ipv6_node_subnets_anycast_address_is_denied() -> None:
+    # OpenELB hands out a CIDR pool's first address first: fd00:7:: here, the subnet-router
+    # anycast address of the node subnet, which the subnet's router owns (and a node that
+    # forwards IPv6 binds: 'anycast fd00:7:: dev lo', seen in a network namespace).
+    inv = cluster(
+        node("v6", annotations={"projectcalico.org/IPv6Address": "fd00:7::10/64"}),
+        node("p2p", annotations={"projectcalico.org/IPv6Address": "fd00:8::1/127"}),
+    )
+    v = judge(l2("eth0", "fd00:7::/124"), inv)
+    assert denied(v) == {"address-node-ip"}
+    which = "fd00:7::, the subnet-router anycast address of node subnet fd00:7::/64"
+    assert f"{which} of Node v6 (annotation projectcalico.org/IPv6Address)" in v.message
+    assert "traffic from off the segment ends at the router" in v.message
+    assert "link-layer broadcast" not in v.message
+    assert v.denied_by[0].short == f"the pool contains {which}"
+    assert judge(l2("eth0", "fd00:7::1:0/120"), inv).allowed
+    assert judge(l2("eth0", "fd00:8::"), inv).allowed  # a /127: no subnet-router anycast
+
+
 # --- finding 3: a pool off the subnet of the can_reach IP (warns only) --------------------
 
 

@@ -11,7 +11,14 @@ from app.core.facts import Fact, FactKind
 from app.core.interfaces import BadInterface, CanReach, NicName
 from app.core.inventory import Inventory
 from app.core.rules.review import INTERFACE, LO_TRAP_SENTENCE, Review, describe, some_of
-from app.core.rules.suggestion import CLAIM_KINDS, RULE_OF_KIND, advise, pools_containing, suggest
+from app.core.rules.suggestion import (
+    CLAIM_KINDS,
+    RULE_OF_KIND,
+    advise,
+    anycast_of,
+    pools_containing,
+    suggest,
+)
 from app.core.verdict import Violation
 
 # What the conflict does to OpenELB's speaker, by rule: every claim but a pod CIDR is bound.
@@ -70,7 +77,7 @@ def can_reach_rules(r: Review) -> Iterator[Violation]:
     advice = ""  # made once, when a message needs it: the denials and the warning share it
     pools = pools_containing(key, eip, inventory)
     facts = inventory.matching_any(CLAIM_KINDS, key)
-    anycast = _anycast_of(key, subnets) if subnets and key >= V6_OFFSET else ()
+    anycast = anycast_of(key, subnets)
     if pools or facts or anycast:
         found: dict[str, list[str]] = {}
         if pools:
@@ -193,16 +200,3 @@ def _pool_off_subnet(
         f"{elsewhere}.",
         f"the pool is not inside {spec.text}'s node subnet {subnet.span}",
     )
-
-
-def _anycast_of(key: int, subnets: Sequence[Fact]) -> tuple[Fact, ...]:
-    """The IPv6 node subnets whose subnet-router anycast address (all host bits zero) is
-    ``key``: a router (IPv6 forwarding on) binds it for each on-link prefix shorter than
-    /127, and 'ip route get' answers 'anycast ... dev lo', the trap of bound IPs. One fact
-    per subnet (the nodes of a rack report one)."""
-    seen: dict[Span, Fact] = {}
-    for fact in subnets:
-        span = fact.span
-        if span.first == key and span.prefix is not None and span.prefix < 127:
-            seen.setdefault(span, fact)
-    return tuple(seen.values())

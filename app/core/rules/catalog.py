@@ -62,7 +62,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "address-node-ip",
         "the pool contains a node's address, a gateway nodes report, or a node subnet's "
-        "broadcast address",
+        "broadcast (IPv4) or subnet-router anycast (IPv6) address",
     ),
     Rule(
         "address-kube-vip",

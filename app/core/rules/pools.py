@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import cast
 
-from app.core.addresses import Span, key_or_none, key_text, openelb_size
+from app.core.addresses import V6_OFFSET, Span, key_or_none, key_text, openelb_size
 from app.core.eips import Eip
 from app.core.extraction import (
     CLUSTER_IPS_FIELD,
@@ -103,10 +103,15 @@ _HELD_BY = {
     FactKind.NODE_IP: "an address of",
     FactKind.NODE_GATEWAY: "a gateway reported by",
 }
-_SUBNET_ENDS = (
+_BROADCAST = (
     "A node subnet's broadcast address cannot serve a Service: clients send to it as a "
     "link-layer broadcast, and every node of the subnet routes it as broadcast in its local "
     "table."
+)
+_ANYCAST = (
+    "An IPv6 node subnet's subnet-router anycast address (its first) cannot serve a "
+    "Service: the subnet's routers own it (and nodes that forward IPv6 bind it), so traffic "
+    "from off the segment ends at the router and never reaches the speaker."
 )
 _NETWORK_ADDRESS = (
     "the network address of node subnet {}: Linux 5.14 and later treat it as an ordinary "
@@ -154,8 +159,9 @@ def _pool_holds_node_ips(r: Review) -> Iterator[Violation]:
     """A pool over the node network that holds a node's address or a gateway: OpenELB would
     hand it to a Service and its speaker (or eip-guard's) answer for it, taking that node's
     or that gateway's traffic from the segment. Or one that holds the broadcast address of
-    an IPv4 node subnet: OpenELB hands it out too, and it cannot work (its network address
-    is only warned about)."""
+    an IPv4 node subnet, or the subnet-router anycast address of an IPv6 one: OpenELB hands
+    it out too (a CIDR pool's first address first), and it cannot work (an IPv4 subnet's
+    network address is only warned about)."""
     eip, inventory = r.candidate, r.inventory
     pool = eip.address
     assert pool is not None
@@ -172,11 +178,16 @@ def _pool_holds_node_ips(r: Review) -> Iterator[Violation]:
             named.pop(key, None)
     ends: dict[int, tuple[str, str]] = {}
     network: dict[int, Fact] = {}  # only warned about: see _NETWORK_ADDRESS
+    anycast = False
     for key, fact in inventory.node_subnet_ends.within(pool):
-        if key == fact.span.first:
+        if key != fact.span.first:
+            what = f"{key_text(key)}, the broadcast address of node subnet {fact.span}"
+        elif key < V6_OFFSET:
             network.setdefault(key, fact)
             continue
-        what = f"{key_text(key)}, the broadcast address of node subnet {fact.span}"
+        else:
+            anycast = True
+            what = f"{key_text(key)}, the subnet-router anycast address of node subnet {fact.span}"
         ends.setdefault(key, (f"{what} of {fact.source.object_ref} ({fact.source.field})", what))
     for key, fact in sorted(network.items())[:1]:  # one warning is enough to say it
         yield Violation(
@@ -200,8 +211,10 @@ def _pool_holds_node_ips(r: Review) -> Iterator[Violation]:
     )
     if ends:
         names = [long for key, (long, _) in sorted(ends.items()) if key not in named] + names
-        why += f" {_SUBNET_ENDS}"
-        leave = "node addresses, gateways and the broadcast addresses of node subnets"
+        # A pool is of one family: its subnet ends are all IPv4 broadcasts or IPv6 anycasts.
+        why += f" {_ANYCAST if anycast else _BROADCAST}"
+        ends_are = "subnet-router anycast" if anycast else "broadcast"
+        leave = f"node addresses, gateways and the {ends_are} addresses of node subnets"
     else:
         leave = "node addresses and gateways"
     ips = [n.split(",")[0] for n in named.values()]

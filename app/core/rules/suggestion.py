@@ -36,13 +36,36 @@ def pools_containing(key: int, candidate: Eip, inventory: Inventory) -> list[Eip
     return pools
 
 
+def anycast_of(key: int, subnets: Sequence[Fact]) -> tuple[Fact, ...]:
+    """The IPv6 node subnets (of ``subnets``, those holding ``key``) whose subnet-router
+    anycast address (all host bits zero) is ``key``: a router (IPv6 forwarding on) binds it
+    for each on-link prefix shorter than /127, and 'ip route get' answers 'anycast ... dev
+    lo', the trap of bound IPs. One fact per subnet (the nodes of a rack report one)."""
+    if key < V6_OFFSET:
+        return ()
+    seen: dict[Span, Fact] = {}
+    for fact in subnets:
+        span = fact.span
+        if span.first == key and span.prefix is not None and span.prefix < 127:
+            seen.setdefault(span, fact)
+    return tuple(seen.values())
+
+
+def _unusable(key: int, inventory: Inventory) -> bool:
+    """Whether a ``can_reach`` IP ``key`` is denied whatever claims it: a special address,
+    or the subnet-router anycast address of a known IPv6 node subnet (can_reach_rules)."""
+    return special_kind_of_key(key) is not None or bool(
+        key >= V6_OFFSET and anycast_of(key, inventory.containing(FactKind.NODE_SUBNET, key))
+    )
+
+
 def _is_taken(key: int, candidate: Eip | None, inventory: Inventory) -> int | None:
     """None when nothing claims ``key``; else the last address of the claim, to skip past.
 
     With no candidate, every stored Eip counts (the answer then depends on the inventory
     alone, so it can be cached there).
     """
-    if special_kind_of_key(key) is not None:
+    if _unusable(key, inventory):
         return key
     last: int | None = None
     pools = (
@@ -116,7 +139,7 @@ def _free_keys(subnet: Span, candidate: Eip | None, inventory: Inventory) -> Ite
                 run += 1
             elif own is not None and own.contains(key):
                 key, steps = own.last + 1, steps - 1
-            elif special_kind_of_key(key) is not None:
+            elif _unusable(key, inventory):  # e.g. the anycast address of a nested subnet
                 key, steps = key + 1, steps - 1
             else:
                 if key not in offered:
@@ -142,15 +165,17 @@ def _free_in_inventory(subnet: Span, inventory: Inventory) -> tuple[tuple[int, s
 
 
 def _first_subnets(inventory: Inventory, v6: bool) -> tuple[Fact, ...]:
-    """The lowest node subnets of a family (of the other when it has none), where a
-    suggestion for an IP in no known subnet looks."""
+    """The lowest node subnets of a family, where a suggestion for an IP in no known subnet
+    looks. None of the other family: an IPv4 can_reach IP picks the NIC of the IPv4
+    network, which need not carry the IPv6 pool's subnet (nor the other way round), and
+    OpenELB's speaker (v0.6 and later) then announces nothing."""
     memo_key = ("first-subnets", v6)
     found = inventory.memo.get(memo_key)
     if found is None:
         index = inventory.spans.get(FactKind.NODE_SUBNET)
         every = index.all() if index else ()
         same = [f for f in every if (f.span.first >= V6_OFFSET) == v6]
-        found = inventory.memo[memo_key] = tuple((same or every)[:MAX_NAMED])
+        found = inventory.memo[memo_key] = tuple(same[:MAX_NAMED])
     return cast(tuple[Fact, ...], found)
 
 
