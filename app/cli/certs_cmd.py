@@ -25,5 +25,11 @@ def register(sub: Any) -> None:
         help="DNS SAN, repeatable; the API server connects to <service>.<namespace>.svc",
     )
     p.add_argument("--ip", action="append", default=[], metavar="IP", help="IP SAN, repeatable")
-    p.add_argument("--force", action="store_true", help="replace existing files")
+    keep = p.add_mutually_exclusive_group()
+    keep.add_argument("--force", action="store_true", help="replace existing files, the CA too")
+    keep.add_argument(
+        "--renew",
+        action="store_true",
+        help="keep the CA in --out; replace only tls.crt and tls.key (the caBundle stays)",
+    )
     p.set_defaults(run=lazy("app.cli.certs_run", "run_certs"))

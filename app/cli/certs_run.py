@@ -6,17 +6,38 @@ import argparse
 import sys
 
 from app.cli.streams import drop_stdout
-from app.pki.certs import CertError, make_bundle, write_bundle
+from app.pki.certs import (
+    CertError,
+    describe,
+    make_bundle,
+    renew_serving,
+    write_bundle,
+    write_serving,
+)
 from app.sources.errors import InputError, shown
 
 
 def run_certs(args: argparse.Namespace) -> int:
     try:
-        bundle = make_bundle(args.dns, args.ip)
-        paths = write_bundle(bundle, args.out, force=args.force)
+        if args.renew:
+            bundle = renew_serving(args.out, args.dns, args.ip)
+            paths = write_serving(bundle, args.out)
+        else:
+            bundle = make_bundle(args.dns, args.ip)
+            paths = write_bundle(bundle, args.out, force=args.force)
     except CertError as exc:
         raise InputError(str(exc)) from exc
     print(f"eip-guard: wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
+    ca_end, end = (
+        describe(bundle.ca.cert_pem).not_after,
+        describe(bundle.serving.cert_pem).not_after,
+    )
+    if args.renew and end >= ca_end:
+        print(
+            f"eip-guard: the serving certificate ends with its CA, on {ca_end:%Y-%m-%d}: "
+            "before then, make a new CA (--force) and update the caBundle",
+            file=sys.stderr,
+        )
     try:
         print(bundle.ca_bundle, flush=True)
     except BrokenPipeError:

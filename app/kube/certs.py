@@ -3,7 +3,8 @@
 Each replica, on start and then every few minutes, runs :meth:`SelfManagedCerts.sync`:
 
 1. read its Secret; ``app.pki.rotation`` decides keep / renew the serving certificate /
-   new CA;
+   new CA (which keeps trusting, as ``previous-ca.crt``, the CA of what replicas present
+   now, taken from the caBundle when the Secret lost it);
 2. if something must change, write with optimistic concurrency (create, or patch with
    the ``resourceVersion`` it read as a precondition). A 409 means another replica won
    the race: read again and adopt what it wrote. One writes, all adopt; nobody overwrites
@@ -36,11 +37,13 @@ from app.kube import rest
 from app.pki.certs import CertError, KeyPair
 from app.pki.rotation import (
     DEFAULT_RENEW_BEFORE,
+    TLS_CRT,
     Action,
     Assessment,
     SecretData,
     assess,
     ca_bundle,
+    issuers_of,
     plan,
     serving_pair,
 )
@@ -48,7 +51,7 @@ from app.pki.rotation import (
 log = logging.getLogger(__name__)
 ATTEMPTS = 4  # lost races in one sync before giving up until the next one
 RETRY_SECONDS = 15.0  # after a failed sync (API down, RBAC missing): sooner than the interval
-CONFLICT, NOT_FOUND = 409, 404
+FORBIDDEN, CONFLICT, NOT_FOUND = 403, 409, 404
 Clock = Callable[[], dt.datetime]
 
 
@@ -143,11 +146,23 @@ class SecretStore:
 
     def create(self, data: Mapping[str, bytes]) -> bool:
         """False when someone else created it first."""
-        created = _call(
-            f"cannot create {self.ref}",
-            partial(rest.request, self._api, "POST", self._collection, body=self._body(data)),
-            CONFLICT,
-        )
+        try:
+            created = _call(
+                f"cannot create {self.ref}",
+                partial(rest.request, self._api, "POST", self._collection, body=self._body(data)),
+                CONFLICT,
+            )
+        except CertSyncError as exc:
+            if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == FORBIDDEN:
+                # The chart grants get and patch on this one Secret, never create (RBAC
+                # cannot name an object not made yet): it creates the Secret itself.
+                raise CertSyncError(
+                    f"{self.ref} does not exist and this service account may not create it "
+                    f"(the chart creates it, empty, and grants get and patch only): make it "
+                    f"again with `helm upgrade` or `kubectl -n {self.namespace} create secret "
+                    f"generic {self.name}`; the certificate presented now stays meanwhile"
+                ) from exc.__cause__
+            raise
         return not isinstance(created, Tolerated)
 
     def replace(self, data: Mapping[str, bytes], resource_version: str, old: Iterable[str]) -> bool:
@@ -177,16 +192,38 @@ class WebhookConfigs:
             "admissionregistration.k8s.io/v1", "validatingwebhookconfigurations", name=name
         )
 
+    @property
+    def _what(self) -> str:
+        return f"ValidatingWebhookConfiguration {self.name}"
+
+    def _read(self) -> dict[str, Any]:
+        vwc = _call(
+            f"cannot read {self._what}", partial(rest.request, self._api, "GET", self._path)
+        )
+        assert not isinstance(vwc, Tolerated)  # nothing is tolerated on this read
+        return dict(vwc)
+
+    def trusted(self) -> bytes:
+        """The CA certificates the webhooks' caBundles hold now (PEM; empty when unset)."""
+        pems = []
+        for hook in self._read().get("webhooks") or []:
+            config = hook.get("clientConfig") if isinstance(hook, dict) else None
+            bundle = config.get("caBundle") if isinstance(config, dict) else None
+            if isinstance(bundle, str):
+                try:
+                    pems.append(base64.b64decode(bundle))
+                except ValueError:  # not base64: nothing any client trusts
+                    continue
+        return b"\n".join(pems)
+
     def ensure_ca_bundle(self, bundle: str, still_current: Callable[[], bool]) -> bool:
         """Set caBundle on every webhook of the configuration; True if anything changed.
 
         ``still_current`` is asked right before writing: False means a newer Secret exists
         and this bundle must not be written (the next sync writes the newer one).
         """
-        what = f"ValidatingWebhookConfiguration {self.name}"
         for _ in range(ATTEMPTS):
-            vwc = _call(f"cannot read {what}", partial(rest.request, self._api, "GET", self._path))
-            assert not isinstance(vwc, Tolerated)  # nothing is tolerated on this read
+            vwc = self._read()
             hooks = [h for h in vwc.get("webhooks") or [] if isinstance(h, dict)]
             if all((h.get("clientConfig") or {}).get("caBundle") == bundle for h in hooks):
                 return False
@@ -202,14 +239,14 @@ class WebhookConfigs:
                 "webhooks": hooks,
             }
             patched = _call(
-                f"cannot update {what}",
+                f"cannot update {self._what}",
                 partial(rest.merge_patch, self._api, self._path, body),
                 CONFLICT,
             )
             if not isinstance(patched, Tolerated):
                 return True
             # 409: changed under us (helm, another replica): read again
-        raise CertSyncError(f"{what} keeps changing under us; retrying later")
+        raise CertSyncError(f"{self._what} keeps changing under us; retrying later")
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +268,7 @@ class SelfManagedCerts:
     ) -> None:
         self.secrets, self.webhooks = secrets, webhooks
         self.dns_names, self.renew_before, self.clock = tuple(dns_names), renew_before, clock
+        self._adopted: bytes | None = None  # the serving certificate of the last sync
 
     def sync(self) -> SyncResult:
         """One round: make the Secret right (or adopt it), then the caBundle. Blocking I/O."""
@@ -239,8 +277,15 @@ class SelfManagedCerts:
             data: SecretData = stored.data if stored else {}
             now = self.clock()
             found = assess(data, self.dns_names, now, self.renew_before)
+            issuers: list[bytes] = []
+            if found.action is Action.NEW_CA:
+                # Replicas present the Secret's serving certificate (or, the Secret emptied,
+                # the one this replica adopted last) until their next sync: the caBundle
+                # must go on trusting its CA, even when the Secret no longer holds it.
+                serving = [data.get(TLS_CRT), self._adopted]
+                issuers = issuers_of(serving, self.webhooks.trusted())
             try:
-                new = plan(data, found, self.dns_names, now)
+                new = plan(data, found, self.dns_names, now, issuers)
             except CertError as exc:
                 if not found.servable:
                     raise CertError(f"{self.secrets.ref}: cannot renew ({exc}){CA_FIX}") from exc
@@ -281,6 +326,7 @@ class SelfManagedCerts:
             return latest is not None and latest.resource_version == version
 
         changed = self.webhooks.ensure_ca_bundle(ca_bundle(adopted, now), still_current)
+        self._adopted = adopted.get(TLS_CRT)
         return SyncResult(serving_pair(adopted), found, wrote, changed)
 
 

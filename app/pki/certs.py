@@ -374,7 +374,19 @@ def write_bundle(bundle: Bundle, out: Path, force: bool = False) -> list[Path]:
     Refuses to replace existing files unless ``force``: a CA already trusted by a cluster
     (its caBundle) must not change behind the admin's back.
     """
+    return _place(bundle_files(bundle), out, refuse_existing=not force)
+
+
+def write_serving(bundle: Bundle, out: Path) -> list[Path]:
+    """Replace tls.crt and tls.key in ``out`` with ``bundle``'s serving pair (the CA files
+    stay as they are: see :func:`renew_serving`); returns the paths."""
     files = bundle_files(bundle)
+    return _place(
+        {name: files[name] for name in ("tls.crt", "tls.key")}, out, refuse_existing=False
+    )
+
+
+def _place(files: dict[str, bytes], out: Path, *, refuse_existing: bool) -> list[Path]:
     if out.exists() and not out.is_dir():
         raise CertError(f"{out}: a file, not a directory: --out names where the four files go")
     try:
@@ -386,10 +398,11 @@ def write_bundle(bundle: Bundle, out: Path, force: bool = False) -> list[Path]:
                 f"{out}: {', '.join(odd)} not a regular file (a directory?): remove it, "
                 "or choose another --out"
             )
-        if existing and not force:
+        if existing and refuse_existing:
             raise CertError(
                 f"{out}: {', '.join(existing)} already exist; pass --force to replace them "
-                "(the cluster's caBundle must then be updated too)"
+                "(the cluster's caBundle must then be updated too), or --renew to replace "
+                "only tls.crt and tls.key, signed by the CA there"
             )
         placed = {
             out / name: (data, KEY_MODE if name.endswith(".key") else 0o644)
@@ -405,3 +418,34 @@ def write_bundle(bundle: Bundle, out: Path, force: bool = False) -> list[Path]:
             f"{out}: cannot write certificates (none replaced){what}: {reason}"
         ) from exc
     return list(placed)
+
+
+def renew_serving(
+    out: Path,
+    dns_names: Sequence[str],
+    ip_addresses: Sequence[str] = (),
+    now: dt.datetime | None = None,
+) -> Bundle:
+    """The CA in ``out`` (``ca.crt``, ``ca.key``, as :func:`write_bundle` left them) and a
+    new serving certificate it signed for these SANs: the caBundle stays as it is, so a
+    cluster trusting that CA trusts the new certificate at once."""
+    for name in dns_names:
+        check_dns_name(name)
+    for ip in ip_addresses:
+        check_ip(ip)
+    again = "run without --renew (and with --force) for a new CA, then update the caBundle"
+    try:
+        ca = KeyPair((out / "ca.crt").read_bytes(), (out / "ca.key").read_bytes())
+    except OSError as exc:
+        raise CertError(
+            f"{exc.filename}: {exc.strerror or exc}: --renew signs with the CA in --out; {again}"
+        ) from exc
+    try:
+        ca_cert, ca_key = _load(ca)
+        if ca_cert.public_key() != ca_key.public_key():
+            raise CertError("ca.key does not belong to ca.crt")
+        if not describe(ca.cert_pem).is_ca:
+            raise CertError("ca.crt is no CA certificate (basicConstraints CA:FALSE)")
+        return Bundle(ca, make_serving(ca, dns_names, ip_addresses, now=now))
+    except CertError as exc:
+        raise CertError(f"{out}: {exc}; {again}") from exc

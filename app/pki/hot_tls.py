@@ -23,6 +23,7 @@ import logging
 import os
 import ssl
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,6 +229,76 @@ def read_pair(cert_file: Path, key_file: Path) -> KeyPair:
     return KeyPair(*pems)
 
 
+# How long the files may fail to load before it is a warning (and the in-step gauge says
+# so): a pair replaced one file at a time (`cp`, `eip-guard certs --force`, a read that
+# crosses kubelet's swap of a mounted Secret) is a new certificate beside the old key for a
+# moment, which is no problem to report.
+SETTLE_SECONDS = 5.0
+SETTLING = "TLS certificate files do not load yet (being replaced?); looking again"
+
+
+class FileWatch:
+    """One certificate/key file pair polled by :func:`watch_files`: what each look loads and
+    says. A problem is reported (a warning, once, and the in-step gauge) only once the files
+    have failed to load for ``settle`` seconds, at a later look than the first failure."""
+
+    def __init__(
+        self,
+        cert_file: Path,
+        key_file: Path,
+        hot: HotContext,
+        log: logging.Logger,
+        *,
+        settle: float = SETTLE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cert_file, self.key_file, self.hot, self._log = cert_file, key_file, hot, log
+        self._settle, self._clock = settle, clock
+        self._failing_since: float | None = None  # first look of the current failures
+        self._reported = ""  # the problem last warned of ("" for none)
+
+    def poll(self) -> None:
+        """One look: load the pair if it changed; report what fails once it has lasted."""
+        before = self.hot.loaded
+        try:
+            loaded = self.hot.load(read_pair(self.cert_file, self.key_file))
+        except CertError as exc:
+            self._failed(str(exc))
+            return
+        self._failing_since, self._reported = None, ""
+        self.hot.note_source("")
+        if not loaded:
+            return
+        self._log.info("presenting a renewed TLS certificate", extra={"fields": self.hot.fields()})
+        after = self.hot.loaded
+        lost = sorted(set(before.dns_names) - set(after.dns_names)) if before and after else []
+        if lost:
+            self._log.warning(
+                "the renewed TLS certificate lacks DNS names the previous one had: clients "
+                "calling the webhook by them fail the handshake",
+                extra={"fields": {"missing": ",".join(lost)}},
+            )
+
+    def _failed(self, problem: str) -> None:
+        now = self._clock()
+        if self._failing_since is None:
+            self._failing_since = now
+        if now - self._failing_since < self._settle or now == self._failing_since:
+            self._log.debug(
+                SETTLING, extra={"fields": {"file": str(self.cert_file), "error": problem}}
+            )
+            return
+        self.hot.note_source(problem)
+        if problem != self._reported:
+            self._log.warning(
+                "TLS certificate files not loaded; still presenting the previous ones",
+                extra={
+                    "fields": {"file": str(self.cert_file), "error": problem, **self.hot.fields()}
+                },
+            )
+        self._reported = problem
+
+
 async def watch_files(
     cert_file: Path,
     key_file: Path,
@@ -239,46 +310,16 @@ async def watch_files(
 ) -> None:
     """Poll a certificate/key pair (e.g. a mounted Secret) and present it when it changes.
 
-    Each problem is logged once, when it appears: files gone, unreadable or broken (the
-    pair presented stays), and the pair presented expiring.
+    Each problem is logged once, when it has lasted :data:`SETTLE_SECONDS`: files gone,
+    unreadable or broken (the pair presented stays), and the pair presented expiring.
     """
-    failed = ""
+    watch = FileWatch(cert_file, key_file, hot, log)
     report = report if report is not None else ValidityReport(log)
     while True:
         await asyncio.sleep(interval)
         try:
-            failed = _reload(cert_file, key_file, hot, log, failed)
+            watch.poll()
             report(hot)
         except Exception as exc:  # a bug of ours must not end the watch for good
             hot.note_source(repr(exc))
             log.exception("reading the TLS certificate files failed; trying again")
-
-
-def _reload(
-    cert_file: Path, key_file: Path, hot: HotContext, log: logging.Logger, failed: str
-) -> str:
-    """One poll; returns the problem now ("" for none), logged if it is not ``failed``."""
-    before = hot.loaded
-    try:
-        loaded = hot.load(read_pair(cert_file, key_file))
-        hot.note_source("")
-        if not loaded:
-            return ""
-    except CertError as exc:
-        hot.note_source(str(exc))
-        if str(exc) != failed:
-            log.warning(
-                "TLS certificate files not loaded; still presenting the previous ones",
-                extra={"fields": {"file": str(cert_file), "error": str(exc), **hot.fields()}},
-            )
-        return str(exc)
-    log.info("presenting a renewed TLS certificate", extra={"fields": hot.fields()})
-    after = hot.loaded
-    lost = sorted(set(before.dns_names) - set(after.dns_names)) if before and after else []
-    if lost:
-        log.warning(
-            "the renewed TLS certificate lacks DNS names the previous one had: clients "
-            "calling the webhook by them fail the handshake",
-            extra={"fields": {"missing": ",".join(lost)}},
-        )
-    return ""

@@ -1,9 +1,10 @@
 """Self-managed certificates: what a replica should do with the Secret it finds (pure).
 
-The Secret holds ``ca.crt``, ``ca.key``, ``tls.crt``, ``tls.key`` and, for a year after a
-CA change, ``previous-ca.crt`` (still trusted in the caBundle so replicas that have not
-yet adopted the new certificate keep working). :func:`assess` says whether the data can be
-kept, needs a new serving certificate or a new CA; :func:`plan` makes the replacement data.
+The Secret holds ``ca.crt``, ``ca.key``, ``tls.crt``, ``tls.key`` and, after a CA change,
+``previous-ca.crt`` (the CA certificates replaced, trusted in the caBundle while they are
+valid so replicas that have not yet adopted the new certificate keep working).
+:func:`assess` says whether the data can be kept, needs a new serving certificate or a new
+CA; :func:`plan` makes the replacement data.
 Nothing here talks to Kubernetes: ``app.kube.certs`` does, and calls these.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -127,8 +129,14 @@ def plan(
     assessment: Assessment,
     dns_names: Sequence[str],
     now: dt.datetime,
+    still_presented: Sequence[bytes] = (),
 ) -> dict[str, bytes] | None:
-    """The Secret data to write for ``assessment``, or None when the data is kept."""
+    """The Secret data to write for ``assessment``, or None when the data is kept.
+
+    A new CA keeps trusted (``previous-ca.crt``) the old one and the CA certificates
+    ``still_presented``: those that signed what replicas present until they adopt the new
+    pair, found in the caBundle (:func:`issuers_of`) when the Secret no longer holds them
+    (its CA removed by hand, the Secret deleted and made again)."""
     if assessment.action is Action.KEEP:
         return None
     if assessment.action is Action.RENEW_SERVING:
@@ -137,22 +145,53 @@ def plan(
     else:
         ca = make_ca(now=now)
         out = {CA_CRT: ca.cert_pem, CA_KEY: ca.key_pem}
-        old = _cert(data.get(CA_CRT))
-        if old is not None and old.not_valid_after_utc > now:
-            out[PREVIOUS_CA] = data[CA_CRT]  # still trusted while replicas move over
+        kept = _valid_pems([data.get(CA_CRT) or b"", *still_presented], now)
+        if kept:
+            out[PREVIOUS_CA] = b"".join(kept)  # still trusted while replicas move over
     serving = make_serving(ca, dns_names, now=now)
     out[TLS_CRT], out[TLS_KEY] = serving.cert_pem, serving.key_pem
     return out
 
 
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+
+
+def _pem_certs(pem: bytes) -> list[x509.Certificate]:
+    """Each certificate of a PEM bundle that parses (one bad block spoils no other)."""
+    return [c for c in (_cert(block) for block in _PEM_CERT.findall(pem)) if c is not None]
+
+
+def _valid_pems(pems: Sequence[bytes], now: dt.datetime) -> list[bytes]:
+    """The certificates of ``pems`` valid at ``now``, once each, as PEM."""
+    out: list[bytes] = []
+    for pem in pems:
+        for cert in _pem_certs(pem):
+            encoded = cert.public_bytes(serialization.Encoding.PEM)
+            if cert.not_valid_after_utc > now and encoded not in out:
+                out.append(encoded)
+    return out
+
+
+def issuers_of(serving_pems: Sequence[bytes | None], bundle_pem: bytes) -> list[bytes]:
+    """The CA certificates of ``bundle_pem`` (a decoded caBundle) that signed one of
+    ``serving_pems``, as PEM: the API server must go on trusting them while replicas
+    still present those."""
+    servings = [c for c in (_cert(p) for p in serving_pems) if c is not None]
+    return [
+        ca.public_bytes(serialization.Encoding.PEM)
+        for ca in _pem_certs(bundle_pem)
+        if any(_issued_by(serving, ca) for serving in servings)
+    ]
+
+
 def ca_bundle(data: SecretData, now: dt.datetime) -> str:
-    """The caBundle for the webhook configuration: the CA, plus the previous one while valid."""
+    """The caBundle for the webhook configuration: the CA, plus the previous ones while valid."""
     if CA_CRT not in data:
         raise CertError("the Secret has no ca.crt: nothing to trust")
     pem = data[CA_CRT]
-    previous = _cert(data.get(PREVIOUS_CA))
-    if previous is not None and previous.not_valid_after_utc > now:
-        pem = pem.rstrip(b"\n") + b"\n" + data[PREVIOUS_CA]
+    previous = [p for p in _valid_pems([data.get(PREVIOUS_CA) or b""], now) if p not in pem]
+    if previous:
+        pem = pem.rstrip(b"\n") + b"\n" + b"".join(previous)
     return base64.b64encode(pem).decode("ascii")
 
 

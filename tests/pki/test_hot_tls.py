@@ -7,6 +7,7 @@ and names the webhook by its Service DNS name.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from app.pki.certs import CertError, KeyPair, make_ca, make_serving
-from app.pki.hot_tls import HotContext, read_pair
+from app.pki.hot_tls import SETTLE_SECONDS, FileWatch, HotContext, read_pair
 from tests.pki.tls_helpers import NAMES, Connection, Running, client_context, der_sha, serving
 
 
@@ -198,3 +199,47 @@ def test_the_fingerprint_is_the_certificates_as_openssl_prints_it(
     ).stdout.decode()
     assert hot.fields()["sha256"] == openssl.strip().partition("=")[2]
     assert hot.fields()["dns_names"] == ",".join(NAMES)
+
+
+NOT_LOADED = "TLS certificate files not loaded; still presenting the previous ones"
+
+
+def test_files_replaced_one_at_a_time_are_reported_only_if_they_stay_broken(
+    ca: KeyPair, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cert_file, key_file = tmp_path / "tls.crt", tmp_path / "tls.key"
+    first, renewed = make_serving(ca, NAMES), make_serving(ca, NAMES)
+    cert_file.write_bytes(first.cert_pem)
+    key_file.write_bytes(first.key_pem)
+    hot = HotContext(scratch_dir=tmp_path)
+    hot.load(read_pair(cert_file, key_file))
+    hot.note_source("")
+    now = [0.0]
+    watch = FileWatch(cert_file, key_file, hot, logging.getLogger("t"), clock=lambda: now[0])
+
+    def warned() -> list[str]:
+        return [r.fields["error"] for r in caplog.records if r.getMessage() == NOT_LOADED]  # type: ignore[attr-defined]
+
+    with caplog.at_level(logging.DEBUG, logger="t"):
+        cert_file.write_bytes(renewed.cert_pem)  # the certificate first: the key is still old
+        watch.poll()
+        now[0] += 0.1
+        watch.poll()  # a moment later: still being replaced, nothing to report
+        assert warned() == [] and hot.source_problem == ""
+        key_file.write_bytes(renewed.key_pem)
+        now[0] += 0.1
+        watch.poll()
+        assert hot.load(renewed) is False  # the renewed pair is the one presented
+        assert warned() == [] and hot.source_problem == ""
+        assert [r.getMessage() for r in caplog.records].count(
+            "presenting a renewed TLS certificate"
+        ) == 1
+        # A key that stays wrong is reported once it has lasted, once.
+        key_file.write_bytes(first.key_pem)
+        for _ in range(3):
+            watch.poll()
+            now[0] += SETTLE_SECONDS
+        assert warned() == [
+            "the certificate and key do not form a pair: the key does not belong to the certificate"
+        ]
+        assert hot.source_problem.endswith("the key does not belong to the certificate")

@@ -12,8 +12,10 @@ import datetime as dt
 import logging
 import socket
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, ClassVar
 
+import kmock
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -31,11 +33,21 @@ from app.kube.certs import (
 )
 from app.kube.config import api_client
 from app.pki.certs import CertError
-from app.pki.rotation import CA_CRT, CA_KEY, TLS_CRT, TLS_KEY, Action, service_dns_names
+from app.pki.hot_tls import HotContext
+from app.pki.rotation import (
+    CA_CRT,
+    CA_KEY,
+    PREVIOUS_CA,
+    TLS_CRT,
+    TLS_KEY,
+    Action,
+    service_dns_names,
+)
 from tests.chart.rendering import one
 from tests.kmock_harness import rbac_grants
 from tests.pki.kube_emulator import running_api
 from tests.pki.test_rotation import foreign_ca
+from tests.pki.tls_helpers import Connection, serving, trusting
 
 NS, SECRET, VWC = "eip-guard", "eip-guard-tls", "eip-guard"
 NAMES = service_dns_names("eip-guard", NS)
@@ -342,3 +354,57 @@ def test_rotation_survives_a_bug_and_keeps_trying(
     (bug,) = [r for r in caplog.records if "(a bug)" in r.getMessage()]
     assert bug.exc_info is not None and "a bug" in str(bug.exc_info[1])
     assert reports[:1] == [1]  # reported after the failed round too
+
+
+@pytest.mark.parametrize("edit", ["ca-removed", "secret-made-again"])
+def test_a_new_ca_after_a_hand_edit_keeps_trusting_what_other_replicas_present(
+    api: str, chart_objects: list[dict[str, Any]], tmp_path: Path, edit: str
+) -> None:
+    install(api, chart_objects)
+    writer, other = replica(api), replica(api)
+    writer.sync()
+    presented = other.sync().pair  # the other replica serves this until its next sync
+    kube = api_client(host=api)
+    store = SecretStore(kube, NS, SECRET)
+    stored = store.read()
+    assert stored is not None
+    if edit == "ca-removed":  # what the log says to do with a CA eip-guard cannot sign with
+        kept = {k: v for k, v in stored.data.items() if k in (TLS_CRT, TLS_KEY)}
+        assert store.replace(kept, stored.resource_version, stored.data)
+    else:  # `kubectl delete secret`, then `helm upgrade` makes it again, empty
+        client.CoreV1Api(kube).delete_namespaced_secret(SECRET, NS)
+        body: Any = one(chart_objects, "Secret")
+        client.CoreV1Api(kube).create_namespaced_secret(NS, body)
+    moved = writer.sync()
+    assert moved.assessment.action is Action.NEW_CA and moved.wrote
+    _, bundle = state(api)
+    api_server = trusting(base64.b64decode(bundle))  # as the API server now verifies
+    for pair in (presented, moved.pair):  # the replica not yet moved over, and the writer
+        hot = HotContext(scratch_dir=tmp_path)
+        hot.load(pair)
+        with serving(hot) as server:
+            conn = Connection(server.port, api_server)  # raises on a failed verification
+            assert conn.get().startswith(b"HTTP/1.1 200")
+            conn.close()
+    # The CA kept is in the Secret, beside the new one, for all to see (and to remove).
+    stored_after, _ = state(api)
+    (kept_ca,) = x509.load_pem_x509_certificates(stored_after.data[PREVIOUS_CA])
+    x509.load_pem_x509_certificate(presented.cert_pem).verify_directly_issued_by(kept_ca)
+
+
+def test_a_deleted_secret_the_service_account_may_not_create_says_how_to_make_it_again(
+    chart_objects: list[dict[str, Any]],
+) -> None:
+    with running_api() as fake:
+        install(fake.direct_url, chart_objects, secret=False)
+        # The chart's Role grants get and patch on the Secret, not create: a 403.
+        forbidden = kmock.KubernetesError(403, "Forbidden", 'secrets is forbidden: User "..."')
+        fake.call(lambda: fake.km[kmock.action.CREATE, kmock.resource("v1/secrets")] << forbidden)
+        with pytest.raises(CertSyncError) as err:
+            replica(fake.direct_url).sync()
+    assert str(err.value) == (
+        "Secret eip-guard/eip-guard-tls does not exist and this service account may not "
+        "create it (the chart creates it, empty, and grants get and patch only): make it "
+        "again with `helm upgrade` or `kubectl -n eip-guard create secret generic "
+        "eip-guard-tls`; the certificate presented now stays meanwhile"
+    )

@@ -292,6 +292,51 @@ def test_a_renewed_certificate_file_is_served_without_a_restart(tmp_path: Path) 
         new.close()
 
 
+SETTLING = "TLS certificate files do not load yet (being replaced?); looking again"
+
+
+def test_a_pair_replaced_one_file_at_a_time_is_taken_without_a_warning(tmp_path: Path) -> None:
+    # `cp new/tls.crt certs/; cp new/tls.key certs/`: between the two, the new certificate
+    # lies beside the old key. That is no problem to warn of (nor an in-step gauge of 0).
+    with serving_files(tmp_path, None, "--log-level", "debug") as (server, line, ca):
+        port = port_of(line["address"])
+        renewed = make_serving(ca, NAMES)
+        (tmp_path / "tls.crt.new").write_bytes(renewed.cert_pem)
+        os.replace(tmp_path / "tls.crt.new", tmp_path / "tls.crt")
+        seen = server.lines.next()
+        while seen.get("msg") not in (SETTLING, NOT_LOADED):
+            seen = server.lines.next()
+        assert seen["msg"] == SETTLING and seen["level"] == "debug"
+        assert "the key does not belong to the certificate" in seen["error"]
+        metrics = line["probe"].removesuffix("/readyz") + "/metrics"
+        assert "\neip_guard_tls_certificate_in_step 1.0\n" in httpx.get(metrics).text
+        (tmp_path / "tls.key.new").write_bytes(renewed.key_pem)
+        os.replace(tmp_path / "tls.key.new", tmp_path / "tls.key")
+        server.until("presenting a renewed TLS certificate")
+        conn = Connection(port, trusting(ca.cert_pem))
+        assert conn.peer() == der_sha(renewed)
+        conn.close()
+    assert NOT_LOADED not in [later.get("msg") for later in server.lines.rest()]
+
+
+def test_certs_renew_beside_a_running_serve_is_trusted_by_the_same_ca_bundle(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A year on: renewing with `eip-guard certs --renew` keeps the CA, so the cluster's
+    # caBundle (here: the client's trust) need not change while serve picks the pair up.
+    with serving_files(tmp_path) as (server, line, ca):
+        port = port_of(line["address"])
+        names = [arg for name in NAMES for arg in ("--dns", name)]
+        assert main(["certs", "--out", str(tmp_path), *names, "--renew"]) == 0
+        assert base64.b64decode(capsys.readouterr().out) == ca.cert_pem
+        server.until("presenting a renewed TLS certificate")
+        conn = Connection(port, trusting(ca.cert_pem))  # verifies against the old caBundle
+        assert conn.peer() == der_sha(KeyPair((tmp_path / "tls.crt").read_bytes(), b""))
+        assert conn.get("/healthz").startswith(b"HTTP/1.1 200")
+        conn.close()
+    assert NOT_LOADED not in [later.get("msg") for later in server.lines.rest()]
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from app.pki.certs import describe
 from app.webhook.server import listen
@@ -76,6 +77,40 @@ def test_certs_names_a_directory_in_the_way_not_a_temporary_file(
     )
     assert (tmp_path / "tls.crt").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ca.crt", "ca.key", "tls.crt", "tls.key"]
+
+
+def test_certs_renew_keeps_the_ca_so_the_ca_bundle_stays(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    names = ["--dns", "eip-guard.eip-guard.svc", "--ip", "127.0.0.1"]
+    code, bundle, _ = run_cli(capsys, "certs", "--out", str(tmp_path), *names)
+    assert code == 0
+    before = {name: (tmp_path / name).read_bytes() for name in ("ca.crt", "ca.key", "tls.crt")}
+    code, again, err = run_cli(capsys, "certs", "--out", str(tmp_path), *names, "--renew")
+    assert code == 0, err
+    assert again == bundle  # nothing to change in the cluster
+    assert err == f"eip-guard: wrote {tmp_path / 'tls.crt'}, {tmp_path / 'tls.key'}\n"
+    for name in ("ca.crt", "ca.key"):
+        assert (tmp_path / name).read_bytes() == before[name]
+    renewed = (tmp_path / "tls.crt").read_bytes()
+    assert renewed != before["tls.crt"]
+    issued = x509.load_pem_x509_certificate(renewed)
+    issued.verify_directly_issued_by(x509.load_pem_x509_certificate(before["ca.crt"]))
+    assert describe(renewed).ip_addresses == ("127.0.0.1",)
+    assert (tmp_path / "tls.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_certs_renew_without_a_ca_says_so(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, err = run_cli(capsys, "certs", "--out", str(tmp_path), "--dns", "a.svc", "--renew")
+    assert (code, out) == (2, "")
+    assert one_line_error(err) == (
+        f"eip-guard: {tmp_path / 'ca.crt'}: No such file or directory: --renew signs with the "
+        "CA in --out; run without --renew (and with --force) for a new CA, then update the "
+        "caBundle\n"
+    )
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(
