@@ -49,7 +49,11 @@ def register(sub: Any) -> None:
         "(the default): report-only, never answer (OpenELB's own speaker speaks)",
     )
     a.add_argument(
-        "--interval", type=float, default=0.5, help="seconds between looks (0.1 at least)"
+        "--interval",
+        type=float,
+        default=0.5,
+        metavar="SECONDS",
+        help="seconds between looks (default 0.5; 0.1 at least)",
     )
     a.add_argument(
         "--probe-port",
@@ -82,8 +86,21 @@ def register(sub: Any) -> None:
         help="API server URL to use without credentials (e.g. 'kubectl proxy' at "
         "http://127.0.0.1:8001); --kubeconfig and --context are then ignored",
     )
-    live.add_argument("--lease-renew", type=float, default=2.0, metavar="SECONDS")
-    live.add_argument("--lease-duration", type=int, default=6, metavar="SECONDS")
+    live.add_argument(
+        "--lease-renew",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="renew this node's Lease this often (default 2; under half of --lease-duration)",
+    )
+    live.add_argument(
+        "--lease-duration",
+        type=int,
+        default=6,
+        metavar="SECONDS",
+        help="leaseDurationSeconds of this node's Lease: the others count it live this long "
+        "after they see a renewal (whole seconds; default 6)",
+    )
     live.add_argument(
         "--no-node-report", action="store_true", help=f"do not write {NODE_REPORT_ANNOTATION}"
     )

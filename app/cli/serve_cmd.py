@@ -116,7 +116,8 @@ def tls_args(p: argparse.ArgumentParser) -> None:
         type=int,
         default=60,
         metavar="DAYS",
-        help="self-managed: renew the 1-year serving certificate this long before expiry",
+        help="self-managed: renew the 1-year serving certificate this long before expiry "
+        "(default 60)",
     )
     g.add_argument(
         "--cert-check-interval",

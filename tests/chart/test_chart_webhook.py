@@ -281,7 +281,7 @@ def test_helm_test_denies_an_eip_only_the_webhook_can_judge(render: RenderFn) ->
     data = one(objs, "ConfigMap", "eip-guard-test")["data"]
     eip = yaml.safe_load(data["eip-in-own-pool.yaml"])
     assert eip["spec"]["interface"] == "can_reach:192.0.2.15"  # well-formed: CEL lets it pass
-    assert 'admission webhook "validate.eip-guard.io" denied' in data["run.sh"]
+    assert "'(eip-guard rule can-reach-in-eip)'" in data["run.sh"]
     assert "--dry-run=server" in data["run.sh"]
     pod = one(objs, "Pod")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
