@@ -52,6 +52,8 @@ class Drop(enum.Enum):
     NOT_ANNOUNCED = "asks for an IP this node does not announce on this NIC"
     GRATUITOUS = "a gratuitous announcement by another host"
     CONFLICT = "another MAC announces an IP this node announces: a second speaker?"
+    # Decided by the socket loop (app.agent.speaker) when the kernel refuses the answer.
+    NOT_SENT = "the answer could not be sent (the NIC is down, or its transmit queue full)"
     # Decided by the socket loop (app.agent.speaker) from where the kernel says a frame came
     # from, before classify() sees it; listed here so every reason is in one place.
     OTHER_HOST = "the kernel marked it for another host (a VLAN tag this node has no link for)"
@@ -243,8 +245,10 @@ def _classify_ndp(frame: bytes, nic: Nic, announced: frozenset[IP]) -> Reply | D
             return Drop.CONFLICT
         return Drop.NOT_SOLICITATION
     source_ll = options.get(OPT_SOURCE_LL)
-    if src == UNSPECIFIED and source_ll is not None:
-        return Drop.MALFORMED  # RFC 4861 7.1.1
+    # RFC 4861 7.1.1: duplicate address detection (source ::) carries no source link-layer
+    # option and goes to a solicited-node group (Linux drops it too: "bad DAD packet").
+    if src == UNSPECIFIED and (source_ll is not None or dst != solicited_node(target)):
+        return Drop.MALFORMED
     if dst not in (target, solicited_node(target)):
         return Drop.WRONG_GROUP
     if target not in announced:

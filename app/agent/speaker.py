@@ -11,6 +11,7 @@ counted and logged, never fatal.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -68,6 +69,8 @@ SIOCGIFFLAGS = 0x8913
 LINK_BUFFER = 1 << 20  # bytes of link messages the kernel may queue for us
 CONFLICT_LOG_EVERY = 30.0  # seconds between two logs of one conflict
 ERROR_LOG_EVERY = 30.0  # seconds between two logs of frames classify() failed on
+SEND_LOG_EVERY = 30.0  # seconds between two logs of frames a NIC would not send
+IGMP6 = "/proc/net/igmp6"  # the IPv6 multicast groups the kernel holds, per NIC
 
 Log = Callable[[str], None]
 
@@ -113,6 +116,15 @@ class _Burst:
     sending: list[IP] = field(default_factory=list)  # what the round under way has left
 
 
+@dataclass(slots=True)
+class _Unsent:
+    """A NIC whose frames the kernel refuses: when that was last logged, and how many frames
+    it refused since."""
+
+    logged: float
+    count: int = 0
+
+
 def link_states(data: bytes) -> list[tuple[int, bool | None]]:
     """(ifindex, up) for each link message in a datagram of the rtnetlink link group, in
     order: up is True when set up with carrier (IFF_UP and IFF_LOWER_UP), False when not,
@@ -128,6 +140,18 @@ def link_states(data: bytes) -> list[tuple[int, bool | None]]:
             up = bool(flags & IFF_UP and flags & IFF_LOWER_UP)
             found.append((index, None if kind == RTM_DELLINK else up))
         offset += (length + 3) & ~3
+    return found
+
+
+def held_groups(table: str, index: int) -> set[ipaddress.IPv6Address]:
+    """The IPv6 groups the kernel holds on link ``index``, read from /proc/net/igmp6's text
+    (a line per group: ifindex, name, the group in hex, users, flags, timer)."""
+    found = set()
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[0] == str(index) and len(fields[2]) == 32:
+            with contextlib.suppress(ValueError):
+                found.add(ipaddress.IPv6Address(bytes.fromhex(fields[2])))
     return found
 
 
@@ -231,6 +255,9 @@ class _Port:
                 log(f"{self.name}: cannot leave {group}: {exc}")
             self.joined.discard(group)
         self._unjoined &= groups
+        failed: list[ipaddress.IPv6Address] = []
+        error: OSError | None = None
+        recovered = 0
         for group in sorted(groups - self.joined):
             try:
                 self._join(group)
@@ -238,10 +265,35 @@ class _Port:
                 # Said once per group, tried again every tick (a full socket frees up).
                 if group not in self._unjoined:
                     self._unjoined.add(group)
-                    log(f"{self.name}: cannot join {group}: {exc}; NDP may not reach this node")
+                    failed.append(group)
+                    error = exc
                 continue
             self.joined.add(group)
-            self._unjoined.discard(group)
+            if group in self._unjoined:
+                self._unjoined.discard(group)
+                recovered += 1
+        if failed:  # one line, not one per group: thousands fail at once on a NIC without IPv6
+            more = f" and {len(failed) - 1} more groups" if len(failed) > 1 else ""
+            log(f"{self.name}: cannot join {failed[0]}{more}: {error}; NDP may not reach this "
+                "node for those IPs (is IPv6 off on the NIC? an MTU below 1280 does that); "
+                "tried again at every look")  # fmt: skip
+        if recovered:
+            log(f"{self.name}: joined {recovered} solicited-node groups that had failed")
+
+    def rejoin_lost(self, held: set[ipaddress.IPv6Address], log: Log) -> None:
+        """Join again the groups the kernel no longer holds on the NIC (``held``): an MTU set
+        below IPv6's minimum (1280) takes IPv6 off the NIC, its memberships with it, and
+        setting it back does not restore them, while the sockets still list them."""
+        lost = self.joined - held
+        if not lost:
+            return
+        for group in lost:
+            with contextlib.suppress(OSError):  # the socket's record; the NIC's is gone
+                self._leave(group)
+            self.joined.discard(group)
+        log(f"{self.name}: the kernel dropped {len(lost)} solicited-node groups (IPv6 was off "
+            "on the NIC: an MTU below 1280?); joining them again")  # fmt: skip
+        self.set_ips(self.ips, log)
 
     @property
     def retrying(self) -> bool:
@@ -263,6 +315,7 @@ class Speaker:
         self._failed: set[str] = set()  # NICs whose sockets would not open
         self._error_logged = -ERROR_LOG_EVERY  # when a classify() failure was last logged
         self._errors_unlogged = 0  # failures since then
+        self._unsent: dict[str, _Unsent] = {}  # by NIC, while its sends fail
         self._links: socket.socket | None = None  # rtnetlink link messages, once a port opens
         self._links_failed = False  # said once
 
@@ -321,6 +374,7 @@ class Speaker:
     def _close(self, name: str) -> None:
         port = self._ports.pop(name)
         self._bursts = [b for b in self._bursts if b.name != name]
+        self._unsent.pop(name, None)
         port.close()
 
     def close(self) -> None:
@@ -333,10 +387,35 @@ class Speaker:
     def _send(self, port: _Port, sock: socket.socket, frame: bytes) -> bool:
         try:
             sock.send(frame)
-            return True
         except OSError as exc:
-            self._log(f"{port.name}: send failed: {exc}")
+            self.drops[Drop.NOT_SENT.name] += 1
+            self._not_sent(port, 1, exc)
             return False
+        if port.name in self._unsent:
+            self._sent_again(port)
+        return True
+
+    def _not_sent(self, port: _Port, count: int, exc: OSError) -> None:
+        """``count`` frames the kernel refused on ``port`` (ENOBUFS: its transmit queue is
+        full; ENETDOWN: it is down): logged at most every SEND_LOG_EVERY seconds per NIC,
+        with how many were lost since, so a request storm is no log storm."""
+        now = self._clock()
+        unsent = self._unsent.get(port.name)
+        if unsent is not None and now - unsent.logged < SEND_LOG_EVERY:
+            unsent.count += count
+            return
+        lost = count + (unsent.count if unsent is not None else 0)
+        self._unsent[port.name] = _Unsent(now)
+        self._log(
+            f"{port.name}: cannot send ({exc.strerror or exc}): {lost} frames not sent (ARP/NDP "
+            f"answers, gratuitous messages); the NIC is down or its transmit queue is full: see "
+            f"'ip -s link show {port.name}' and 'tc -s qdisc show dev {port.name}'. Said again "
+            f"at most every {SEND_LOG_EVERY:.0f} s while it lasts"
+        )
+
+    def _sent_again(self, port: _Port) -> None:
+        unsent = self._unsent.pop(port.name)
+        self._log(f"{port.name}: sending again ({unsent.count} frames not sent since the last log)")
 
     def _gratuitous(self, now: float) -> None:
         for b in list(self._bursts):
@@ -356,8 +435,8 @@ class Speaker:
                 self._bursts.remove(b)
 
     def _round(self, port: _Port, ips: Iterable[IP]) -> None:
-        """One gratuitous message for each of ``ips``; failures are logged once a slice."""
-        failed, error = 0, None
+        """One gratuitous message for each of ``ips``; failures are counted (:meth:`_not_sent`)."""
+        sent, failed, error = 0, 0, None
         frames: tuple[bytes, ...]
         for ip in ips:
             if isinstance(ip, ipaddress.IPv4Address):
@@ -367,10 +446,13 @@ class Speaker:
             for frame in frames:
                 try:
                     sock.send(frame)
+                    sent += 1
                 except OSError as exc:
                     failed, error = failed + 1, exc
         if error is not None:
-            self._log(f"{port.name}: {failed} gratuitous messages not sent: {error}")
+            self._not_sent(port, failed, error)
+        elif sent and port.name in self._unsent:
+            self._sent_again(port)
 
     def _watch_links(self) -> None:
         if self._links is not None or self._links_failed:
@@ -401,11 +483,29 @@ class Speaker:
                     if running:
                         port.down = True  # as if it went down and came back: rounds again
                     self._link_state(port, running)
+                self._check_groups(list(self._ports.values()))
                 continue
             by_index = {port.index: port for port in self._ports.values()}
+            changed = []
             for index, up in link_states(data):
                 if index in by_index:
                     self._link_state(by_index[index], bool(up))
+                    changed.append(by_index[index])
+            self._check_groups(changed)
+
+    def _check_groups(self, ports: list[_Port]) -> None:
+        """After a link change (an MTU change is one), whether the kernel still holds each
+        port's solicited-node groups; those it dropped are joined again."""
+        ports = [port for port in dict.fromkeys(ports) if port.joined]
+        if not ports:
+            return
+        try:
+            with open(IGMP6, encoding="ascii") as table:
+                text = table.read()
+        except OSError:
+            return  # no IPv6 in this kernel: no groups to lose either
+        for port in ports:
+            port.rejoin_lost(held_groups(text, port.index), self._log)
 
     def _link_state(self, port: _Port, up: bool) -> None:
         if not up:

@@ -59,6 +59,9 @@ class NoNics:
 
 
 NOT_ROOT = "needs root: creates network namespaces, veth pairs and raw packet sockets"
+# What the lab's namespace names start with: set it when several runs share a machine, so
+# each can tell (and clean up) its own.
+LAB_PREFIX = os.environ.get("EIP_GUARD_LAB_PREFIX", "eg")
 
 
 def sh_batch(ns: str, lines: list[str]) -> subprocess.CompletedProcess[str]:
@@ -134,7 +137,7 @@ class AgentProcess:
 
 class Lab:
     def __init__(self) -> None:
-        tag = f"eg{os.getpid() % 100000}{uuid.uuid4().hex[:4]}"
+        tag = f"{LAB_PREFIX}{os.getpid() % 100000}{uuid.uuid4().hex[:4]}"
         self.bridge, self.client = f"{tag}-br", f"{tag}-client"
         self.ns = {node: f"{tag}-{node}" for node in NODES}
         self.created: list[str] = []

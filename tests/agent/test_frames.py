@@ -3,7 +3,9 @@ speaker's checks around it, with stand-in sockets."""
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import os
 import socket
 import struct
 from typing import Any, cast
@@ -185,6 +187,9 @@ def test_duplicate_address_detection_is_answered_to_all_nodes() -> None:
         (ns(options=b"\x01\x01" + ASKER[:4]), Drop.MALFORMED),
         (ns(options=b"\x01\x02" + ASKER + b"\x00" * 8), Drop.MALFORMED),
         (ns(options=b"\x01"), Drop.MALFORMED),
+        # Duplicate address detection (source ::) must go to a solicited-node group (RFC 4861
+        # 7.1.1; Linux: "bad DAD packet (wrong destination)"): it was answered to ff02::1.
+        (ns(src=ipaddress.IPv6Address("::"), options=b"", dst=V6, eth_dst=OURS), Drop.MALFORMED),
     ],
 )
 def test_ndp_drops(frame: bytes, reason: Drop) -> None:
@@ -346,6 +351,7 @@ class _Sock:
 
     def __init__(self, received: list[tuple[bytes, Addr]]) -> None:
         self.received, self.sent = list(received), list[bytes]()
+        self.error: int | None = None  # what send() fails with, if anything
 
     def recvfrom(self, size: int) -> tuple[bytes, Addr]:
         if not self.received:
@@ -353,17 +359,20 @@ class _Sock:
         return self.received.pop(0)
 
     def send(self, frame: bytes) -> int:
+        if self.error is not None:
+            raise OSError(self.error, os.strerror(self.error))
         self.sent.append(frame)
         return len(frame)
 
 
 def _receive(
-    frames: list[tuple[bytes, Addr]], speaker: Speaker | None = None
+    frames: list[tuple[bytes, Addr]], speaker: Speaker | None = None, error: int | None = None
 ) -> tuple[Speaker, _Sock]:
     port = _Port.__new__(_Port)  # no real sockets: only what _receive reads
     port.name, port.index, port.nic, port.ips = "eth0", 2, NIC, ANNOUNCED
     speaker = speaker or Speaker(lambda line: None)
     sock = _Sock(frames)
+    sock.error = error
     speaker._receive(port, cast(socket.socket, sock))
     return speaker, sock
 
@@ -423,6 +432,26 @@ def test_a_failing_classify_costs_one_frame_and_is_logged_once_a_while(
     _receive([(poison, bcast)], speaker)
     assert speaker.drops["ERROR"] == 3 and len(lines) == 2, lines
     assert "2 failed since the last" in lines[1], lines
+
+
+@pytest.mark.parametrize("code", [errno.ENOBUFS, errno.ENETDOWN])
+def test_replies_that_cannot_be_sent_are_counted_and_logged_once_a_while(code: int) -> None:
+    """A full transmit queue (ENOBUFS) or a NIC set down (ENETDOWN) failed every reply, and
+    each failure was a log line: a request storm made a log storm."""
+    now = [100.0]
+    lines: list[str] = []
+    speaker = Speaker(lines.append, clock=lambda: now[0])
+    bcast = addr(socket.PACKET_BROADCAST)
+    _receive([(arp(), bcast)] * 50, speaker, error=code)
+    assert speaker.replies == 0 and speaker.drops["NOT_SENT"] == 50
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("eth0: cannot send") and os.strerror(code) in lines[0], lines
+    now[0] += speaker_module.SEND_LOG_EVERY
+    _receive([(arp(), bcast)] * 3, speaker, error=code)
+    assert len(lines) == 2 and "50 frames not sent" in lines[1], lines  # 49 unsaid + 1
+    _, sock = _receive([(arp(), bcast)], speaker)  # the queue drained, the NIC up again
+    assert len(sock.sent) == 1 and speaker.replies == 1
+    assert lines[2:] == ["eth0: sending again (2 frames not sent since the last log)"], lines
 
 
 def test_a_packet_socket_hears_nothing_until_bound_to_its_nic(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import itertools
+import os
 import select as real_select
 import socket
 import struct
@@ -41,6 +42,8 @@ class _Sock:
         return self._mine.fileno()
 
     def send(self, frame: bytes) -> int:
+        if self.lab.send_error is not None:
+            raise OSError(self.lab.send_error, os.strerror(self.lab.send_error))
         self.lab.sent.append((self.lab.now, frame))
         return len(frame)
 
@@ -69,6 +72,7 @@ class Lab:
     links: socket.socket | None = None  # the test's end of the link messages' socket
     polls: list[int] = field(default_factory=list)  # frames sent so far, at each select()
     speakers: list[Speaker] = field(default_factory=list)  # closed after the test, failed too
+    send_error: int | None = None  # what every send fails with, if anything
 
     def clock(self) -> float:
         return self.now
@@ -104,6 +108,7 @@ def lab(monkeypatch: pytest.MonkeyPatch) -> Iterator[Lab]:
             self.name, self.index, self.nic = target.name, target.index, target.nic
             self.ips: frozenset[IP] = frozenset()
             self.down = False
+            self.joined: set[ipaddress.IPv6Address] = set()  # no groups: nothing to rejoin
             self.arp, self.ndp = _Sock(lab), _Sock(lab)
             lab.ports.append(self)
 
@@ -286,3 +291,34 @@ def test_a_nic_that_failed_and_is_no_target_any_more_is_not_retried(
     assert speaker.retrying
     speaker.update({})
     assert not speaker.retrying
+
+
+def test_gratuitous_messages_that_cannot_be_sent_are_logged_once(lab: Lab) -> None:
+    """A NIC set down before the agent heard of it (ENETDOWN), or a full transmit queue
+    (ENOBUFS), failed every round: one log line a round, five a takeover, per NIC."""
+    lab.send_error = errno.ENETDOWN
+    speaker = speaker_for(lab, V4, V6)
+    speaker.serve(lab.now + 8)
+    assert len(lab.lines) == 1, lab.lines
+    assert lab.lines[0].startswith("eth0: cannot send (Network is down)"), lab.lines
+    assert "3 frames not sent" in lab.lines[0], lab.lines  # the first round's
+    lab.send_error = None
+    speaker.update({"eth0": Target("eth0", 2, Nic(MAC), frozenset({V4, V6, V4 + 1}))})
+    speaker.serve(lab.now + 0.1)
+    assert len(lab.sent) == 2  # the new IP's request and reply
+    assert lab.lines[1:] == ["eth0: sending again (12 frames not sent since the last log)"]
+
+
+def test_the_groups_the_kernel_holds_are_read_per_nic() -> None:
+    table = (
+        "1    lo              ff020000000000000000000000000001     1 0000000C 0\n"
+        "3    enp0s8          ff0200000000000000000001ff000101     1 00000004 0\n"
+        "3    enp0s8          ff020000000000000000000000000001     1 0000000C 0\n"
+        "31   veth9           ff0200000000000000000001ff000102     1 00000004 0\n"
+        "3    enp0s8          zz\n"  # not a group: skipped
+    )
+    assert speaker_module.held_groups(table, 3) == {
+        ipaddress.IPv6Address("ff02::1:ff00:101"),
+        ipaddress.IPv6Address("ff02::1"),
+    }
+    assert speaker_module.held_groups("", 3) == set()

@@ -26,7 +26,8 @@ UNUSED4, UNUSED6 = f"{SUBNET4}.110", f"{SUBNET6}::110"
 
 
 def snapshot(path: Path, nodes: tuple[str, ...] = ("node1", "node2"),
-             used4: tuple[str, ...] = (IP4,), used6: tuple[str, ...] = (IP6,)) -> Path:  # fmt: skip
+             used4: tuple[str, ...] = (IP4,), used6: tuple[str, ...] = (IP6,),
+             interface6: str = f"can_reach:{SUBNET6}::1") -> Path:  # fmt: skip
     def eip(name: str, address: str, interface: str, used: tuple[str, ...]) -> dict[str, Any]:
         return {
             "apiVersion": "network.kubesphere.io/v1alpha2",
@@ -40,7 +41,7 @@ def snapshot(path: Path, nodes: tuple[str, ...] = ("node1", "node2"),
     items += [
         # The #331 mistake: can_reach names an IP of the pool, bound on node1's kube-ipvs0.
         eip("v4", f"{SUBNET4}.100-{SUBNET4}.120", f"can_reach:{CAN_REACH4}", used4),
-        eip("v6", f"{SUBNET6}::100-{SUBNET6}::120", f"can_reach:{SUBNET6}::1", used6),
+        eip("v6", f"{SUBNET6}::100-{SUBNET6}::120", interface6, used6),
     ]
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
@@ -426,3 +427,60 @@ def test_a_port_opening_takes_no_frames_of_another_nic(lab: Lab) -> None:
             flood.kill()
             flood.wait()
         lab.ip(ns_, "link", "del", "flood0", check=False)
+
+
+def test_frames_the_kernel_will_not_send_are_logged_once_a_while(lab: Lab, tmp_path: Path) -> None:
+    """A qdisc that holds nothing makes every send fail with ENOBUFS, as a full transmit queue
+    does: each gratuitous round and each reply was a log line, a request storm a log storm."""
+    nic = NODES["node2"][0]
+    tc = ("tc", "qdisc", "replace", "dev", nic, "root", "pfifo", "limit", "0")
+    assert lab.run(lab.ns["node2"], *tc).returncode == 0
+    try:
+        with node2_announcing(lab, tmp_path) as (agent, mac):
+            assert inject(lab, "node2", *[arp_request()] * 20, solicitation()) == []
+            time.sleep(5)  # the takeover's five rounds, every one failing
+            failed = [line for line in agent.lines if "not sent" in line or "send" in line]
+            assert len(failed) == 1, agent.output
+            assert "enp0s8: cannot send (No buffer space available)" in failed[0], failed
+            lab.run(lab.ns["node2"], "tc", "qdisc", "del", "dev", nic, "root")
+            assert any(is_answer(f, mac) for f in inject(lab, "node2", arp_request()))
+            agent.wait_for(lambda line: "enp0s8: sending again" in line)
+            assert agent.proc.poll() is None, agent.output
+    finally:
+        lab.run(lab.ns["node2"], "tc", "qdisc", "del", "dev", nic, "root")
+
+
+def joined_groups(lab: Lab, node: str) -> set[str]:
+    """The IPv6 multicast groups the node's kernel holds on its NIC (/proc/net/igmp6)."""
+    out = lab.run(lab.ns[node], "cat", "/proc/net/igmp6").stdout
+    return {f.split()[2] for f in out.splitlines() if f.split()[1] == NODES[node][0]}
+
+
+def test_solicited_node_groups_come_back_after_the_mtu_dips_below_1280(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """An MTU below IPv6's minimum (1280) takes IPv6 off the NIC, its multicast memberships
+    with it, and setting the MTU back does not restore them. With the NIC named in the Eip,
+    the agent kept the IP and believed it still held the group: the NIC's multicast filter
+    and snooping switches (no MLD reports) kept the solicitations away from the node."""
+    group = "ff0200000000000000000001ff" + ipaddress.IPv6Address(IP6).packed[-3:].hex()
+    node, nic = lab.ns["node2"], NODES["node2"][0]
+    snap = snapshot(tmp_path / "cluster.json", nodes=("node2",), interface6=nic)
+    agent = lab.start_agent("node2", snap)
+    try:
+        agent.wait_for(lambda line: f"announce {IP6} on {nic}" in line)
+        assert group in joined_groups(lab, "node2")
+        lab.ip(node, "link", "set", nic, "mtu", "1200")
+        lab.ip(node, "link", "set", nic, "mtu", "1500")
+        # What a network manager does next: the node's own address back on the NIC.
+        lab.ip(node, "addr", "replace", f"{SUBNET6}::12/64", "dev", nic, "nodad")
+        deadline = time.monotonic() + 5
+        while group not in joined_groups(lab, "node2") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert group in joined_groups(lab, "node2"), agent.output
+        assert lab.ndisc(IP6) == lab.mac("node2")
+        agent.wait_for(lambda line: f"{nic}: the kernel dropped 1 solicited-node groups" in line)
+    finally:
+        lab.ip(node, "link", "set", nic, "mtu", "1500", check=False)
+        lab.ip(node, "addr", "replace", f"{SUBNET6}::12/64", "dev", nic, "nodad", check=False)
+        assert agent.stop() == 0, agent.output
