@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -12,12 +13,16 @@ from prometheus_client import CollectorRegistry
 
 from app.core.rules import audit
 from app.core.verdict import Policy
+from app.kube import rest
 from app.kube.auditor import (
+    EVENT_BURST,
+    EVENT_QPS,
     REASON,
     REFRESH_SECONDS,
     Auditor,
     Finding,
     KubeEvents,
+    Recorded,
     findings,
     retry_delay,
 )
@@ -158,14 +163,18 @@ class Clock:
 
 
 class FailingSink:
-    """Event creation forbidden (RBAC without events/create), as the API answers it."""
+    """Event creation forbidden (RBAC without events/create), as the API answers it; or,
+    with ``only``, one Eip's Event refused (``status`` 422: invalid) and the others made."""
 
-    def __init__(self) -> None:
-        self.attempts = 0
+    def __init__(self, status: int = 403, only: str | None = None) -> None:
+        self.attempts, self.status, self.only = 0, status, only
 
-    def record(self, finding: Finding) -> None:
+    def record(self, finding: Finding, last: Recorded | None = None) -> Recorded:
         self.attempts += 1
-        raise ApiException(status=403, reason="Forbidden")
+        if self.only is None or finding.eip == self.only:
+            reason = "Forbidden" if self.status == 403 else "Invalid"
+            raise ApiException(status=self.status, reason=reason)
+        return Recorded(1, "2026-01-01T00:00:00Z")
 
 
 def violating(writer: Writer, names: tuple[str, ...]) -> None:
@@ -242,7 +251,8 @@ def test_events_that_cannot_be_recorded_are_one_line_a_pass_and_back_off(
     auditor = Auditor(cluster.live.source, Policy(), metrics, sink, clock=clock)
     with caplog.at_level(logging.WARNING, logger="eip_guard.kube"):
         result = auditor.run_once()
-    assert result is not None and result.failed == 3 and sink.attempts == 3
+    # One request: the others would meet the same 403 (see the test after next).
+    assert result is not None and result.failed == 3 and sink.attempts == 1
     (line,) = [r.getMessage() for r in caplog.records if "Warning Event" in r.getMessage()]
     assert line.startswith("cannot record 3 Warning Event(s), trying again in 20 s; Eip ")
     assert line.endswith(": HTTP 403 Forbidden") and "\n" not in line
@@ -252,10 +262,10 @@ def test_events_that_cannot_be_recorded_are_one_line_a_pass_and_back_off(
     writer.create(eip("d", "192.168.69.10-192.168.69.20", interface="can_reach:10.0.0.1"))
     gauge = ("eip_guard_audit_violations", {"rule": "can-reach-node-ip"})
     eventually(lambda: auditor.run_once() and registry.get_sample_value(*gauge) == 4, "d seen")
-    assert sink.attempts == 3
+    assert sink.attempts == 1
     clock.now += 20
     again = auditor.run_once()
-    assert again is not None and again.failed == 4 and sink.attempts == 7
+    assert again is not None and again.failed == 4 and sink.attempts == 2
     assert [retry_delay(10, n) for n in (1, 2, 3, 4, 5, 6)] == [20, 40, 80, 160, 300, 300]
     assert [retry_delay(0, n) for n in (1, 2, 3)] == [2, 4, 8]  # --audit-interval 0: no loop
 
@@ -281,3 +291,110 @@ def test_a_quiet_cluster_gets_its_events_refreshed_by_the_loop(
         eventually(lambda: api.requests("PATCH", path) == 1, "the Event refreshed")
     finally:
         auditor.stop()
+
+
+def test_an_event_call_that_is_never_answered_does_not_hang_the_audit(api: FakeApi) -> None:
+    """A connection gone silent (a NAT or load balancer that dropped it, an API server
+    failed over) held the Event POST, and with it the audit thread, for good: no timeout."""
+    events = KubeEvents(api_client(host=api.url), instance="replica-1", timeout=(1.0, 0.5))
+    events.record(Finding("pool", "u-1", ("can-reach-node-ip",), "...", "pool.abc"))
+    assert api.stall() == 1  # the pooled connection: bytes vanish, the socket stays open
+    ended: list[Exception] = []
+
+    def record() -> None:
+        try:
+            events.record(Finding("pool-2", "u-2", ("can-reach-node-ip",), "...", "pool-2.abc"))
+        except Exception as exc:
+            ended.append(exc)
+
+    thread = threading.Thread(target=record, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "the Event call still waits on a silent connection"
+    assert len(ended) == 1 and "timed out" in rest.why(ended[0])
+
+
+def test_a_refresh_patches_the_event_it_made_and_counts_as_kubectl_shows_it(
+    api: FakeApi, writer: Writer, cluster_factory: Callable[..., Cluster]
+) -> None:
+    """client-go's recorder patches an Event it knows (count + 1, lastTimestamp, message)
+    and creates it only when the patch finds it gone. A refresh was a POST refused with 409,
+    then a PATCH that left count at 1: twice the requests, and `kubectl describe eip` showed
+    an Event as old as the last refresh, never "(x3 over 1h)"."""
+    violating(writer, ("pool",))
+    cluster = cluster_factory(replace(SETTINGS, audit=False))
+    cluster.ready()
+    clock = Clock()
+    auditor = Auditor(cluster.live.source, Policy(), AuditMetrics(CollectorRegistry()),
+                      KubeEvents(cluster.client), clock=clock)  # fmt: skip
+    auditor.run_once()
+    (made,) = guard_events(api)
+    name = made["metadata"]["name"]  # type: ignore[index]
+    posts, path = "/api/v1/namespaces/default/events", f"/api/v1/namespaces/default/events/{name}"
+    for n in (2, 3):
+        clock.now += REFRESH_SECONDS
+        result = auditor.run_once()
+        assert result is not None and result.recorded == (name,)
+        (event,) = guard_events(api)
+        assert event["count"] == n and event["firstTimestamp"] == made["firstTimestamp"]
+    assert api.requests("POST", posts) == 1 and api.requests("PATCH", path) == 2
+
+    # Let expire by the API server (--event-ttl): made again, its count and start kept.
+    api.silently_delete(EVENTS, "default", str(name))
+    clock.now += REFRESH_SECONDS
+    auditor.run_once()
+    (event,) = guard_events(api)
+    assert event["count"] == 4 and event["firstTimestamp"] == made["firstTimestamp"]
+    assert api.requests("POST", posts) == 2 and api.requests("PATCH", path) == 3
+
+
+def test_many_violating_eips_make_their_events_at_a_bounded_rate(
+    api: FakeApi, writer: Writer, cluster_factory: Callable[..., Cluster]
+) -> None:
+    """5,000 violating Eips made 5,000 POSTs at once (and 10,000 requests at each refresh),
+    per replica. Now at most EVENT_BURST at once, then EVENT_QPS a second: the others wait
+    for later passes, newly violating Eips before refreshes. The gauge counts them all."""
+    names = tuple(f"pool-{i:02d}" for i in range(EVENT_BURST + 15))
+    violating(writer, names)
+    cluster = cluster_factory(replace(SETTINGS, audit=False))
+    eventually(lambda: len(cluster.live.source.published.eip_uids) == len(names), "all Eips")
+    clock, registry = Clock(), CollectorRegistry()
+    auditor = Auditor(cluster.live.source, Policy(), AuditMetrics(registry),
+                      KubeEvents(cluster.client), clock=clock)  # fmt: skip
+    first = auditor.run_once()
+    assert first is not None and first.violating == len(names)
+    assert len(first.recorded) == EVENT_BURST and first.waiting == 15
+    gauge = ("eip_guard_audit_violations", {"rule": "can-reach-node-ip"})
+    assert registry.get_sample_value(*gauge) == len(names)
+    assert auditor.run_once().recorded == ()  # type: ignore[union-attr] # no time passed
+    clock.now += 2.0
+    second = auditor.run_once()
+    assert second is not None and len(second.recorded) == int(2 * EVENT_QPS)
+    clock.now += 60.0
+    third = auditor.run_once()
+    assert third is not None and third.waiting == 0
+    assert len(guard_events(api)) == len(names)
+    assert api.requests("POST", "/api/v1/namespaces/default/events") == len(names)
+
+
+def test_a_refusal_for_every_event_costs_one_request_a_pass(
+    api: FakeApi, writer: Writer, cluster_factory: Callable[..., Cluster]
+) -> None:
+    """Without the RBAC grant (403), or any answer that every Event would get alike, the
+    rest of the pass is not tried (5,000 Eips made 5,000 refused POSTs every retry); a
+    refusal of one Event alone (422) does not hold back the others."""
+    violating(writer, ("a", "b", "c"))
+    cluster = cluster_factory(replace(SETTINGS, audit=False))
+    cluster.ready()
+    forbidden = FailingSink()
+    auditor = Auditor(cluster.live.source, Policy(), AuditMetrics(CollectorRegistry()),
+                      forbidden, clock=Clock())  # fmt: skip
+    result = auditor.run_once()
+    assert result is not None and result.failed == 3 and forbidden.attempts == 1
+
+    invalid = FailingSink(status=422, only="b")
+    auditor = Auditor(cluster.live.source, Policy(), AuditMetrics(CollectorRegistry()),
+                      invalid, clock=Clock())  # fmt: skip
+    result = auditor.run_once()
+    assert result is not None and result.failed == 1 and invalid.attempts == 3
+    assert len(result.recorded) == 2
