@@ -310,6 +310,7 @@ def _kube_vip(control_planes: list[str]) -> list[Obj]:
                                 "image": image,
                                 "args": ["manager"],
                                 "env": [
+                                    {"name": "cp_enable", "value": "true"},
                                     {"name": "svc_enable", "value": "true"},
                                     {"name": "address", "valueFrom": ref},
                                 ],

@@ -49,8 +49,11 @@ FLANNEL_ANNOTATION = "flannel.alpha.coreos.com/public-ip"
 # Other addresses CNIs and distributions annotate a Node with, bound on that node: Flannel's
 # public IPs; the cilium_host device's IP (Cilium's own and its older 'io.cilium.network.'
 # spelling); the node IPs k3s and RKE2 record, comma-separated when dual-stack; the IPs of
-# Antrea's transport interface (a second NIC when 'transportInterface' is set). IPs only:
-# no API server validates annotations, and a CIDR here is no address of the node.
+# Antrea's transport interface (a second NIC when 'transportInterface' is set); the IPs of
+# Kube-OVN's ovn0 port in its join subnet (pkg/controller/node.go; kube-ovn-cni binds them on
+# ovn0). IPs only: no API server validates annotations, and a CIDR here is no address of the
+# node. (Kube-OVN's ovn.kubernetes.io/cidr and gateway are the join subnet and its gateway in
+# OVN: neither bound on the host nor a pod range.)
 NODE_IP_ANNOTATIONS = (
     FLANNEL_ANNOTATION,
     "flannel.alpha.coreos.com/public-ipv6",
@@ -63,7 +66,17 @@ NODE_IP_ANNOTATIONS = (
     "rke2.io/internal-ip",
     "rke2.io/external-ip",
     "node.antrea.io/transport-addresses",
+    "ovn.kubernetes.io/ip_address",
 )
+# OVN-Kubernetes writes JSON (go-controller/pkg/util/node_annotations.go): the primary NIC's
+# address as {"ipv4": "IP/len", "ipv6": ...}; every host address as ["IP/len", ...] (its
+# 'host-addresses' before OpenShift 4.14: ["IP", ...]); the node's pod subnets per network
+# as {"default": "CIDR" or ["CIDR", ...], ...}: only "default" is routed on the host. Left
+# out: node-gateway-router-lrp-ifaddr and l3-gateway-config's addresses (ports of OVN's
+# gateway router; its next hop is the LAN gateway, a good can_reach IP).
+OVN_PRIMARY_IFADDR = "k8s.ovn.org/node-primary-ifaddr"
+OVN_HOST_CIDRS = ("k8s.ovn.org/host-cidrs", "k8s.ovn.org/host-addresses")
+OVN_NODE_SUBNETS = "k8s.ovn.org/node-subnets"
 # A node's pod CIDRs where its CNI keeps them instead of (or besides) spec.podCIDRs: Cilium's
 # cluster-pool IPAM (its default) and kube-router's override annotations (comma lists).
 POD_CIDR_ANNOTATIONS = (
@@ -75,8 +88,19 @@ POD_CIDR_ANNOTATIONS = (
     "kube-router.io/pod-cidrs",
 )
 KUBE_VIP_LB_ANNOTATION = "kube-vip.io/loadbalancerIPs"
+KUBE_VIP_IGNORE_ANNOTATION = "kube-vip.io/ignore"  # "true": kube-vip skips the Service
 OPENELB_IP_ANNOTATION = "eip.openelb.kubesphere.io/v1alpha1"
 KUBE_VIP_ENV = ("address", "vip_address")
+# kube-vip binds `address` (the control-plane VIP) only with its control plane feature on:
+# the env cp_enable when set and not empty (it overwrites flags), else the --controlplane flag
+# (default false), else a --config-file (kube-vip 1.x) may turn it on. A Services-only
+# kube-vip (svc_enable, its Helm chart's default) never binds it (cmd/kube-vip.go,
+# pkg/kubevip/config_environment.go, pkg/manager: startARP, startBGP, StartControlPlane).
+KUBE_VIP_CP_ENV = "cp_enable"
+KUBE_VIP_CP_FLAG = "--controlplane"
+KUBE_VIP_CONFIG_FILE_FLAG = "--config-file"
+_GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})  # Go's strconv.ParseBool
+_GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
 MAX_ANNOTATION_IPS = 16  # of kube-vip.io/loadbalancerIPs on one Service, or one Node annotation
 _NODE_REPORT_FIELD = sys.intern(f"annotation {NODE_REPORT_ANNOTATION}")
 # Where a Service IP fact was read (its Source.field): the rules tell a cluster IP from a
@@ -90,6 +114,10 @@ OPENELB_INGRESS_FIELD = sys.intern("status.loadBalancer.ingress.ip, from OpenELB
 OPENELB_CLASS_ANNOTATION = "lb.kubesphere.io/v1alpha1"
 OPENELB_EIP_ANNOTATION = "eip.openelb.kubesphere.io/v1alpha2"
 KUBE_VIP_LB_FIELD = sys.intern(f"annotation {KUBE_VIP_LB_ANNOTATION}")
+# The same of a Service kube-vip ignores: bound by no one, but asked for (as a loadBalancerIP).
+KUBE_VIP_LB_IGNORED_FIELD = sys.intern(
+    f"annotation {KUBE_VIP_LB_ANNOTATION}, of a Service kube-vip ignores"
+)
 OPENELB_IP_FIELD = sys.intern(f"annotation {OPENELB_IP_ANNOTATION}")
 _ADDRESS_FIELDS = {t: sys.intern(f"status.addresses {t}") for t in ("InternalIP", "ExternalIP")}
 _HOSTNAME_FIELD = sys.intern("status.addresses Hostname")
@@ -97,6 +125,10 @@ _NODE_IP_FIELDS = tuple((k, sys.intern(f"annotation {k}")) for k in NODE_IP_ANNO
 _POD_CIDR_FIELDS = tuple((k, sys.intern(f"annotation {k}")) for k in POD_CIDR_ANNOTATIONS)
 _CALICO_FIELDS = tuple((key, sys.intern(f"annotation {key}")) for key in CALICO_ANNOTATIONS)
 _TUNNEL_FIELDS = tuple((k, sys.intern(f"annotation {k}")) for k in CALICO_TUNNEL_ANNOTATIONS)
+_OVN_KEYS = frozenset((OVN_PRIMARY_IFADDR, *OVN_HOST_CIDRS, OVN_NODE_SUBNETS))
+_OVN_PRIMARY_FIELD = sys.intern(f"annotation {OVN_PRIMARY_IFADDR}")
+_OVN_HOST_FIELDS = tuple((k, sys.intern(f"annotation {k}")) for k in OVN_HOST_CIDRS)
+_OVN_SUBNETS_FIELD = sys.intern(f"annotation {OVN_NODE_SUBNETS}")
 
 
 # kubeadm keeps the cluster's Service and pod subnets (comma lists when dual-stack) in this
@@ -332,6 +364,8 @@ def _node(b: FactBuilder, options: Options) -> None:
     for key, fld in _TUNNEL_FIELDS:
         if key in annotations:
             b.add(FactKind.NODE_IP, annotations[key], fld)
+    if not _OVN_KEYS.isdisjoint(annotations):
+        _ovn_kubernetes(b, annotations)
     if NODE_REPORT_ANNOTATION in annotations:
         _node_report(b, annotations[NODE_REPORT_ANNOTATION])
 
@@ -351,17 +385,86 @@ def _comma_list(
                        f"{MAX_ANNOTATION_IPS}")  # fmt: skip
 
 
+_NOT_JSON = object()  # what _json gives for an annotation that is no JSON
+
+
+def _json(b: FactBuilder, text: Any, fld: str) -> Any:
+    """An annotation's JSON, or :data:`_NOT_JSON` (said in a note)."""
+    try:
+        return json.loads(as_str(text))
+    except ValueError:
+        b.notes.append(f"{b.source(fld)}: ignored: not JSON")
+    except RecursionError:  # anyone who may annotate a Node may write "[[[[...": not ours
+        b.notes.append(f"{b.source(fld)}: ignored: JSON nested too deeply")
+    return _NOT_JSON
+
+
+def _ovn_kubernetes(b: FactBuilder, annotations: Mapping[str, Any]) -> None:
+    """OVN-Kubernetes' node annotations (:data:`OVN_PRIMARY_IFADDR`): the addresses bound on
+    the node, with their subnets, and its pod subnets of the default network."""
+    if OVN_PRIMARY_IFADDR in annotations:
+        fld = _OVN_PRIMARY_FIELD
+        value = _json(b, annotations[OVN_PRIMARY_IFADDR], fld)
+        if type(value) is dict:
+            for family in ("ipv4", "ipv6"):
+                if family in value:
+                    _ovn_address(b, value[family], fld)
+        elif value is not _NOT_JSON:
+            b.notes.append(f"{b.source(fld)}: ignored: not a JSON object")
+    for key, fld in _OVN_HOST_FIELDS:
+        if key in annotations:
+            value = _json(b, annotations[key], fld)
+            if type(value) is list:
+                for item in value[:MAX_ANNOTATION_IPS]:
+                    _ovn_address(b, item, fld)
+                if len(value) > MAX_ANNOTATION_IPS:
+                    b.notes.append(f"{b.source(fld)}: ignored {len(value) - MAX_ANNOTATION_IPS} "
+                                   f"value(s) past the first {MAX_ANNOTATION_IPS}")  # fmt: skip
+            elif value is not _NOT_JSON:
+                b.notes.append(f"{b.source(fld)}: ignored: not a JSON list")
+    if OVN_NODE_SUBNETS in annotations:
+        fld = _OVN_SUBNETS_FIELD
+        value = _json(b, annotations[OVN_NODE_SUBNETS], fld)
+        if type(value) is not dict:
+            if value is not _NOT_JSON:
+                b.notes.append(f"{b.source(fld)}: ignored: not a JSON object")
+            return
+        subnets = value.get("default")  # other networks' pods are not routed on the host
+        if subnets is None:
+            return
+        for cidr in (subnets if type(subnets) is list else [subnets])[:MAX_ANNOTATION_IPS]:
+            text = cidr if type(cidr) is str else as_str(cidr)
+            if "/" not in text:
+                b.notes.append(f"{b.source(fld)}: ignored {quoted(text)}: not a CIDR")
+            else:
+                b.add(FactKind.POD_CIDR, text, fld)
+
+
+def _ovn_address(b: FactBuilder, item: Any, fld: str) -> None:
+    """One address OVN-Kubernetes says a node binds, ``IP/len`` or ``IP``: a node IP, and
+    its subnet a node subnet (as the agent's report: not of loopback or link-local ones)."""
+    text = item if type(item) is str else as_str(item)
+    if "/" not in text:
+        b.add(FactKind.NODE_IP, text, fld, ip=True)
+        return
+    try:
+        ip, subnet = parse_key_with_prefix(text)
+    except AddressError as exc:
+        b.notes.append(f"{b.source(fld)}: ignored {quoted(text)}: {exc}")
+        return
+    source = b.source(fld)
+    b.point(FactKind.NODE_IP, ip, source)
+    if subnet.first != subnet.last and not is_loopback_or_link_local(ip):
+        b.fact(FactKind.NODE_SUBNET, subnet, source)
+
+
 def _node_report(b: FactBuilder, text: Any) -> None:
     """The eip-guard agent's report: every NIC address is bound here, and its subnet is known."""
     fld = _NODE_REPORT_FIELD
-    try:
-        report = as_mapping(json.loads(as_str(text)))
-    except ValueError:
-        b.notes.append(f"{_source(b.obj, 'Node', fld)}: ignored: not JSON")
+    report = _json(b, text, fld)
+    if report is _NOT_JSON:
         return
-    except RecursionError:  # anyone who may annotate a Node may write "[[[[...": not ours
-        b.notes.append(f"{_source(b.obj, 'Node', fld)}: ignored: JSON nested too deeply")
-        return
+    report = as_mapping(report)
     source = b.source(fld)
     for nic in as_list(report.get("interfaces")):
         for addr in as_list(as_mapping(nic).get("addresses")):
@@ -412,13 +515,17 @@ def _service(b: FactBuilder, options: Options) -> None:
         # tenant's Service denied every can_reach), and a few (a dual-stack pair is two).
         vips = annotations.get(KUBE_VIP_LB_ANNOTATION)
         if vips:
+            # kube-vip skips a Service annotated kube-vip.io/ignore: "true" (exactly): then
+            # nothing binds these IPs; they only ask for them, as spec.loadBalancerIP does.
+            ignored = annotations.get(KUBE_VIP_IGNORE_ANNOTATION) == "true"
+            fld = KUBE_VIP_LB_IGNORED_FIELD if ignored else KUBE_VIP_LB_FIELD
             parts = [p for p in (p.strip() for p in as_str(vips).split(",")) if p]
             for ip in parts[:MAX_ANNOTATION_IPS]:
                 if ip != "0.0.0.0":  # 0.0.0.0 asks kube-vip for DHCP: no address yet
-                    b.add(FactKind.SERVICE_IP, ip, KUBE_VIP_LB_FIELD, ip=True)
+                    b.add(FactKind.SERVICE_IP, ip, fld, ip=True)
             if len(parts) > MAX_ANNOTATION_IPS:
                 left = len(parts) - MAX_ANNOTATION_IPS
-                b.notes.append(f"{b.source(KUBE_VIP_LB_FIELD)}: ignored {left} IP(s) past the "
+                b.notes.append(f"{b.source(fld)}: ignored {left} IP(s) past the "
                                f"first {MAX_ANNOTATION_IPS}")  # fmt: skip
         if annotations.get(OPENELB_IP_ANNOTATION):
             b.add(
@@ -459,7 +566,7 @@ def _kube_vip(b: FactBuilder, options: Options) -> None:
     for container in map(as_mapping, as_list(_pod_spec(obj, kind).get("containers"))):
         if ns == "kube-system":  # where control planes run: no tenant's Pod names a range
             _cluster_flags(b, container)
-        if "kube-vip" not in as_str(container.get("image")):
+        if "kube-vip" not in as_str(container.get("image")) or _control_plane_off(container):
             continue
         cname = as_str(container.get("name"))
         named: set[str] = set()  # set by env, which wins over envFrom
@@ -494,6 +601,41 @@ def _kube_vip(b: FactBuilder, options: Options) -> None:
                 b.vip_values.extend(vip_text(b, as_str(env.get("value")), source))
         _kube_vip_env_from(b, container, cname, ns, named=named, maybe=maybe)
         _kube_vip_flags(b, container, cname)
+
+
+def _control_plane_off(container: Mapping[str, Any]) -> bool:
+    """Whether this kube-vip surely runs without its control plane, and so binds none of
+    :data:`KUBE_VIP_ENV` (:data:`KUBE_VIP_CP_ENV`). What eip-guard cannot read (a value from
+    a ConfigMap, Secret or config file, one Go cannot parse: kube-vip then exits, and the
+    fix likely turns it on) counts as on: its VIPs count as before."""
+    setting: Mapping[str, Any] | None = None
+    for env in map(as_mapping, as_list(container.get("env"))):
+        if env.get("name") == KUBE_VIP_CP_ENV:
+            setting = env  # kubelet: the last of one name wins
+    if setting is not None:
+        if as_mapping(setting.get("valueFrom")):
+            return False
+        value = as_str(setting.get("value"))
+        if value:  # set: it wins over flags and a config file
+            return value in _GO_FALSE
+    elif as_list(container.get("envFrom")):
+        return False  # a ConfigMap or Secret may set it
+    words = [
+        as_str(w) for w in (*as_list(container.get("command")), *as_list(container.get("args")))
+    ]
+    on = False
+    for word in words:
+        flag, equals, value = word.partition("=")
+        if flag == KUBE_VIP_CONFIG_FILE_FLAG:
+            return False
+        if flag == KUBE_VIP_CP_FLAG:
+            if not equals:  # a bool flag: `--controlplane false` leaves 'false' an argument
+                on = True
+            elif value in _GO_TRUE or value in _GO_FALSE:
+                on = value in _GO_TRUE
+            else:
+                return False
+    return not on
 
 
 def _kube_vip_env_from(

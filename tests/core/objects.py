@@ -81,8 +81,17 @@ def service(
 
 
 def kube_vip_pod(
-    name: str, env: list[dict[str, Any]], namespace: str = "kube-system"
+    name: str,
+    env: list[dict[str, Any]],
+    namespace: str = "kube-system",
+    *,
+    control_plane: bool | None = True,
 ) -> dict[str, Any]:
+    """A kube-vip static Pod; ``control_plane`` its ``cp_enable`` (None: not set at all).
+    kube-vip binds ``address`` only with its control plane on, as ``kube-vip manifest pod
+    --controlplane`` writes it."""
+    if control_plane is not None:
+        env = [{"name": "cp_enable", "value": str(control_plane).lower()}, *env]
     return {
         "apiVersion": "v1",
         "kind": "Pod",

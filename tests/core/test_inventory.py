@@ -170,7 +170,8 @@ def test_kube_vip_env_literal_configmap_and_dns() -> None:
         "spec": {"template": {"spec": kube_vip_pod("x", [])["spec"]}},
     }
     ds["spec"]["template"]["spec"]["containers"][0]["env"] = [
-        {"name": "address", "value": "cp.example.test,unresolvable.example.test"}
+        {"name": "cp_enable", "value": "true"},
+        {"name": "address", "value": "cp.example.test,unresolvable.example.test"},
     ]
     lookups: list[str] = []
 
@@ -669,3 +670,92 @@ def test_unreadable_cilium_nodes_are_ignored_values_and_other_groups_nothing() -
     )
     # The same extract, one object at a time (live mode), as from the whole snapshot.
     assert extract(odd).notes == inv.notes
+
+
+def test_ovn_kubernetes_node_annotations_give_node_ips_subnets_and_pod_cidrs() -> None:
+    """OVN-Kubernetes (go-controller/pkg/util/node_annotations.go, subnet_annotations.go):
+    the primary NIC's address and every host address, each with its prefix; the node's pod
+    subnets per network, of which only "default" is routed on the host."""
+    inv = inv_of(
+        node("o1", annotations={
+            "k8s.ovn.org/node-primary-ifaddr": '{"ipv4":"172.18.0.2/16","ipv6":"fc00::2/64"}',
+            "k8s.ovn.org/host-cidrs": '["172.18.0.2/16","192.168.50.2/24","fc00::2/64"]',
+            "k8s.ovn.org/node-subnets":
+                '{"default":["10.244.1.0/24","fd00:10:244:2::/64"],"nw1":"10.132.0.0/23"}',
+            # Not on the host: the gateway router's port to the join switch, and the
+            # next hop (the LAN gateway, the IP a can_reach should name).
+            "k8s.ovn.org/node-gateway-router-lrp-ifaddr": '{"ipv4":"100.64.0.2/16"}',
+            "k8s.ovn.org/l3-gateway-config": '{"default":{"mode":"shared",'
+                '"ip-addresses":["172.18.0.2/16"],"next-hops":["172.18.0.1"]}}',
+        }),
+        # Before OpenShift 4.14 (host-cidrs' older name): IPs without a prefix.
+        node("o2", annotations={
+            "k8s.ovn.org/host-addresses": '["172.18.0.3","fc00::3"]',
+            "k8s.ovn.org/node-subnets": '{"default":"10.244.2.0/24"}',
+        }),
+    )  # fmt: skip
+    primary = "Node o1 (annotation k8s.ovn.org/node-primary-ifaddr)"
+    hosts = "Node o1 (annotation k8s.ovn.org/host-cidrs)"
+    assert fields(inv, FactKind.NODE_IP, "172.18.0.2") == {primary, hosts}
+    assert fields(inv, FactKind.NODE_IP, "fc00::2") == {primary, hosts}
+    assert fields(inv, FactKind.NODE_IP, "192.168.50.2") == {hosts}
+    assert fields(inv, FactKind.NODE_SUBNET, "192.168.50.77") == {hosts}
+    assert fields(inv, FactKind.NODE_SUBNET, "172.18.9.9") == {primary, hosts}
+    assert fields(inv, FactKind.NODE_IP, "172.18.0.3") == {
+        "Node o2 (annotation k8s.ovn.org/host-addresses)"
+    }
+    assert fields(inv, FactKind.NODE_IP, "fc00::3")
+    assert fields(inv, FactKind.POD_CIDR, "10.244.1.9") == {
+        "Node o1 (annotation k8s.ovn.org/node-subnets)"
+    }
+    assert fields(inv, FactKind.POD_CIDR, "fd00:10:244:2::9")
+    assert fields(inv, FactKind.POD_CIDR, "10.244.2.9") == {
+        "Node o2 (annotation k8s.ovn.org/node-subnets)"
+    }
+    assert not fields(inv, FactKind.POD_CIDR, "10.132.0.9")  # a secondary network's
+    for ip in ("100.64.0.2", "172.18.0.1"):
+        assert not inv.at(FactKind.NODE_IP, key(ip)), ip
+    assert not inv.notes
+
+
+def test_kube_ovn_node_annotation_gives_the_ovn0_address() -> None:
+    """Kube-OVN (pkg/controller/node.go) writes the IPs of the node's ovn0 port in the join
+    subnet, comma-separated when dual-stack; kube-ovn-cni binds them on ovn0. The join
+    subnet itself (ovn.kubernetes.io/cidr) and its gateway live in OVN, not on the host."""
+    inv = inv_of(node("k1", "10.0.0.5", annotations={
+        "ovn.kubernetes.io/ip_address": "100.64.0.2,fd00:100:64::2",
+        "ovn.kubernetes.io/cidr": "100.64.0.0/16,fd00:100:64::/112",
+        "ovn.kubernetes.io/gateway": "100.64.0.1,fd00:100:64::1",
+    }))  # fmt: skip
+    where = "Node k1 (annotation ovn.kubernetes.io/ip_address)"
+    assert fields(inv, FactKind.NODE_IP, "100.64.0.2") == {where}
+    assert fields(inv, FactKind.NODE_IP, "fd00:100:64::2") == {where}
+    assert not inv.at(FactKind.NODE_IP, key("100.64.0.1"))
+    assert not fields(inv, FactKind.POD_CIDR, "100.64.0.9")
+    assert not inv.notes
+
+
+def test_unreadable_ovn_annotations_are_ignored_values_and_a_few_at_most() -> None:
+    many = json.dumps([f"192.0.2.{i}/24" for i in range(1, 41)])
+    inv = inv_of(node("o1", annotations={
+        "k8s.ovn.org/node-primary-ifaddr": '{"ipv4":"0.0.0.0/0x"}',
+        "k8s.ovn.org/host-cidrs": many,
+        "k8s.ovn.org/host-addresses": "{not JSON",
+        "k8s.ovn.org/node-subnets": '{"default":["10.244.1.0"]}',
+    }))  # fmt: skip
+    assert inv.count(FactKind.NODE_IP) == 16
+    notes = "\n".join(inv.notes)
+    assert "Node o1 (annotation k8s.ovn.org/node-primary-ifaddr): ignored '0.0.0.0/0x'" in notes
+    assert "Node o1 (annotation k8s.ovn.org/host-cidrs): ignored 24 value(s)" in notes
+    assert "Node o1 (annotation k8s.ovn.org/host-addresses): ignored: not JSON" in notes
+    assert "(annotation k8s.ovn.org/node-subnets): ignored '10.244.1.0': not a CIDR" in notes
+    # JSON of another shape than OVN-Kubernetes writes: said, never a crash.
+    for value in ('"10.0.0.1/24"', "[[[1]]]", '{"ipv4": 7, "default": {}}', "null"):
+        shapes = inv_of(node("o2", annotations={
+            "k8s.ovn.org/node-primary-ifaddr": value,
+            "k8s.ovn.org/host-cidrs": value,
+            "k8s.ovn.org/node-subnets": value,
+        }))  # fmt: skip
+        assert shapes.count(FactKind.NODE_IP) == 0  # (its Hostname, o2, is no IP)
+        assert shapes.count(FactKind.POD_CIDR) == 0
+        assert len(shapes.notes) == 3, (value, shapes.notes)

@@ -147,3 +147,100 @@ def test_an_optional_secret_ref_is_never_read_so_env_from_counts() -> None:
     ]
     # Required, the Secret's key sets the variable (or the container does not start).
     assert vips(inv_of(pod(ref("s", kind="secretKeyRef", optional=None)), CM_B)) == {}
+
+
+# --- kube-vip binds `address` only with its control plane on --------------------------------
+# cmd/kube-vip.go: `--controlplane` defaults to false; pkg/kubevip/config_environment.go: a
+# non-empty cp_enable overwrites it (strconv.ParseBool); pkg/manager (startARP, startBGP,
+# worker.StartControlPlane): only EnableControlPlane starts the cluster that binds `address`.
+# A Services-only kube-vip (svc_enable, as kube-vip's Helm chart sets by default) binds the
+# Services' IPs, never `address`.
+
+CP = "cp_enable"
+SVC_ONLY = [{"name": "svc_enable", "value": "true"}, {"name": "address", "value": VIP}]
+
+
+def kv(
+    env: list[dict[str, Any]],
+    args: list[str] | None = None,
+    env_from: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A kube-vip Pod with exactly this env (no cp_enable unless given) and these flags."""
+    made = kube_vip_pod("kv", env, control_plane=None)
+    container = made["spec"]["containers"][0]
+    container["args"] = ["manager", *(args or [])]
+    if env_from is not None:
+        container["envFrom"] = env_from
+    return made
+
+
+@pytest.mark.parametrize(
+    ("env", "args"),
+    [
+        ([{"name": CP, "value": "false"}], []),  # kube-vip's Helm chart: Services only
+        ([], []),  # the flag's default
+        ([], ["--controlplane=false"]),
+        ([{"name": CP, "value": "0"}], ["--controlplane"]),  # env wins over the flag
+        ([{"name": CP, "value": ""}], ["--controlplane=F"]),  # empty is unset: the flag
+        ([{"name": CP, "value": "true"}, {"name": CP, "value": "False"}], []),  # the last
+    ],
+)
+def test_a_services_only_kube_vip_binds_no_address(
+    env: list[dict[str, Any]], args: list[str]
+) -> None:
+    # The bug: every `address` counted, so a Services-only kube-vip's unused address
+    # denied can_reach IPs and pools that nothing binds.
+    inv = inv_of(kv([*env, *SVC_ONLY], args))
+    assert vips(inv) == {}
+    assert "can-reach-kube-vip" not in denied_rules(inv, VIP)
+
+
+@pytest.mark.parametrize(
+    ("env", "args"),
+    [
+        ([{"name": CP, "value": "true"}], []),
+        ([{"name": CP, "value": "T"}], ["--controlplane=false"]),  # Go's ParseBool; env wins
+        ([], ["--controlplane"]),
+        ([], ["--controlplane", "false"]),  # pflag: a bool flag takes no separate value
+        ([{"name": CP, "value": ""}], ["--controlplane=1"]),
+    ],
+)
+def test_a_control_plane_kube_vip_binds_its_address(
+    env: list[dict[str, Any]], args: list[str]
+) -> None:
+    inv = inv_of(kv([*env, *SVC_ONLY], args))
+    assert vips(inv) == {VIP: {f"{WHERE} env address)"}}
+    assert "can-reach-kube-vip" in denied_rules(inv, VIP)
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "env_from"),
+    [
+        ([ref("cm-x", "cp", var=CP, optional=None)], [], None),  # a ConfigMap may say true
+        ([], [], [{"configMapRef": {"name": "cm-x"}}]),  # so may envFrom, env not naming it
+        ([{"name": CP, "value": "yes"}], [], None),  # kube-vip exits; fixed, it says true
+        ([], ["--controlplane=maybe"], None),
+        ([], ["--config-file=/etc/kube-vip/config.yaml"], None),  # a file may turn it on
+    ],
+)
+def test_a_control_plane_setting_eip_guard_cannot_read_keeps_the_address(
+    env: list[dict[str, Any]], args: list[str], env_from: list[dict[str, Any]] | None
+) -> None:
+    inv = inv_of(kv([*env, *SVC_ONLY], args, env_from))
+    assert vips(inv) == {VIP: {f"{WHERE} env address)"}}
+
+
+def test_a_services_only_kube_vip_has_no_address_gap_nor_flag_or_env_from_vip() -> None:
+    made = kv(
+        [{"name": CP, "value": "false"}, ref("s", kind="secretKeyRef", optional=None)],
+        ["--address=10.0.0.70"],
+        [{"configMapRef": {"name": "cm-b"}}],
+    )
+    inv = inv_of(made, CM_B)
+    assert vips(inv) == {}
+    assert kube_vip_gaps(inv) == []
+    # The same Pod with its control plane on: every one of them counts again.
+    made["spec"]["containers"][0]["env"][0]["value"] = "true"
+    inv = inv_of(made, CM_B)
+    assert vips(inv) == {"10.0.0.70": {f"{WHERE} flag --address)"}}
+    assert len(kube_vip_gaps(inv)) == 1 and "Secret kube-system/s key vip" in kube_vip_gaps(inv)[0]

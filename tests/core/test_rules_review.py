@@ -379,6 +379,25 @@ def test_ordinary_nic_names_pass(interface: str) -> None:
     assert v.allowed and not v.warned_by
 
 
+def test_a_kube_vip_ip_of_a_service_kube_vip_ignores_is_only_a_request() -> None:
+    # kube-vip skips a Service annotated kube-vip.io/ignore: "true" (pkg/manager/
+    # watch_services.go, v0.5 to now): nothing binds its kube-vip.io/loadbalancerIPs, e.g.
+    # left behind when the Service moved to OpenELB, whose new pool holds that very IP.
+    annotations = {"kube-vip.io/loadbalancerIPs": "172.16.236.203", "kube-vip.io/ignore": "true"}
+    moved = service("moved", "ns", annotations=annotations)
+    pool = l2("eth0", "172.16.236.200-172.16.236.210")
+    assert judge(pool, cluster(moved)).allowed
+    # As spec.loadBalancerIP, it still keeps can_reach off it: asked for, it may be bound.
+    v = judge(l2("can_reach:172.16.236.203", "172.16.236.61-172.16.236.80"), cluster(moved))
+    assert denied(v) == {"can-reach-service-ip"}
+    assert "(annotation kube-vip.io/loadbalancerIPs, of a Service kube-vip ignores)" in v.message
+    # Not ignored (any other value), kube-vip binds it: another Service's IP again.
+    annotations["kube-vip.io/ignore"] = "True"
+    assert denied(judge(pool, cluster(service("kv", "ns", annotations=annotations)))) == {
+        "address-service-ip"
+    }
+
+
 def _inventory_with_everything() -> Inventory:
     return build(
         [

@@ -234,7 +234,14 @@ ODD_OBJECTS = [
         "metadata": {"name": "kv", "namespace": "kube-system"},
         "spec": {
             "containers": [
-                {"name": "kv", "image": "kube-vip", "env": [{"name": "address", "value": "x.test"}]}
+                {
+                    "name": "kv",
+                    "image": "kube-vip",
+                    "env": [
+                        {"name": "cp_enable", "value": "true"},
+                        {"name": "address", "value": "x.test"},
+                    ],
+                }
             ]
         },
     },
