@@ -57,8 +57,9 @@ NULL_ROUTES = ("blackhole", "unreachable", "prohibit", "throw")  # route types w
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """A route of the main table: unicast (one per next hop of a multipath route), or a
-    null route (``NULL_ROUTES``: oif 0), which makes the kernel refuse the IPs it holds."""
+    """A route of the main table, or of a table a routing rule looks up (``Rule``): unicast
+    (one per next hop of a multipath route), or a null route (``NULL_ROUTES``: oif 0), which
+    makes the kernel refuse the IPs it holds."""
 
     dst: Network
     oif: int
@@ -66,6 +67,36 @@ class Route:
     metric: int = 0
     type: str = "unicast"
     multipath: tuple[int, ...] = ()  # every next hop's device, when this is one of several
+    table: int = MAIN_TABLE
+
+
+RULE_ACTIONS = ("lookup", "goto", "nop", "blackhole", "unreachable", "prohibit")
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A routing policy rule (``ip rule``), as far as a lookup of a destination alone (what
+    ``ip route get <IP>`` and OpenELB's RouteGet ask: no source, no mark, from ``lo``) meets
+    it. ``plain``: its other selectors (from, fwmark, iif, oif, uidrange, ipproto, ports, tos,
+    l3mdev) match such a lookup (``from all``, ``iif lo``, ...); ``invert`` is ``not``."""
+
+    priority: int
+    version: int  # 4 or 6
+    action: str  # one of RULE_ACTIONS
+    table: int = 0  # for "lookup"
+    dst: Network | None = None  # ``to``; None for all
+    plain: bool = True
+    invert: bool = False
+    suppress_prefixlen: int = -1  # ``suppress_prefixlength``: -1 for none
+    goto: int = 0  # the priority a "goto" rule jumps to
+
+
+# The rules of a kernel nobody configured: local (skipped: never consulted), main, default.
+DEFAULT_RULES = tuple(
+    Rule(pref, version, "lookup", table)
+    for version in (4, 6)
+    for pref, table in ((32766, MAIN_TABLE), (32767, 253))
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +113,10 @@ class RouteAnswer:
 class HostNet:
     links: tuple[Link, ...]
     addresses: tuple[Address, ...]  # of the node's own NICs only (``own_nic``)
-    routes: tuple[Route, ...]  # main table only
+    routes: tuple[Route, ...]  # main table, and the tables of ``rules`` but local
     # Probed IPs (the agent's can_reach IPs) -> the links where each is bound, () if none.
     bound: Mapping[IP, tuple[int, ...]] = field(default_factory=dict)
+    rules: tuple[Rule, ...] = DEFAULT_RULES  # both families, in the kernel's order
 
     def link(self, index: int | None) -> Link | None:
         return next((lk for lk in self.links if lk.index == index), None)
@@ -114,7 +146,8 @@ class NetlinkError(Exception):
 
 class Netlink(Protocol):
     def host(self, probe: Collection[IP] = ()) -> HostNet:
-        """Links, own NICs' addresses, main routes, and where each ``probe`` IP is bound."""
+        """Links, own NICs' addresses, rules, the routes of the tables they look up (never
+        the local table), and where each ``probe`` IP is bound."""
         ...
 
     def route_get(self, ip: IP) -> RouteAnswer: ...

@@ -1,13 +1,14 @@
 """The one place that talks netlink (never by parsing ``ip`` output): links, addresses,
-routes, ``route get`` and the local binding of an IP, read here by hand (pyroute2 only
-opens the socket in a named network namespace).
+routing rules, routes, ``route get`` and the local binding of an IP, read here by hand
+(pyroute2 only opens the socket in a named network namespace).
 
 Under kube-proxy's IPVS mode ``kube-ipvs0`` holds every Service IP, and the local table a
 route for each. pyroute2 parses each message in Python at about 0.27 ms and filters a dump
 only after reading it whole: 20,000 Service IPs took 5.5 s of CPU on every tick. Read by
-hand, and with the kernel sending only the node's own NICs' addresses and the main table's
-routes, a tick reads a few messages per NIC and one per link, whatever the Service count;
-whether a ``can_reach`` IP is bound here is one ``route get fibmatch`` each.
+hand, and with the kernel sending only the node's own NICs' addresses and the routes of the
+main table and of the tables the rules look up (never the local table), a tick reads a few
+messages per NIC and one per link, whatever the Service count; whether a ``can_reach`` IP
+is bound here is one ``route get fibmatch`` each.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from app.agent.netlink import (
     NetlinkError,
     Route,
     RouteAnswer,
+    Rule,
     own_nic,
 )
 from app.core.addresses import IP, Network
@@ -40,7 +42,7 @@ IFF_UP, IFF_LOOPBACK, IFF_NOARP, IFF_LOWER_UP = 0x1, 0x8, 0x80, 0x10000
 RTN_TYPES = {1: "unicast", 2: "local", 3: "broadcast", 5: "multicast", 6: "blackhole",
              7: "unreachable", 8: "prohibit", 9: "throw"}  # fmt: skip
 RTN_UNICAST = 1
-# What the agent reads of the main table: unicast routes, and the null routes that make the
+# What the agent reads of a table: unicast routes, and the null routes that make the
 # kernel refuse an IP (blackhole, unreachable, prohibit, throw).
 _READ_TYPES = {RTN_UNICAST, *(n for n, name in RTN_TYPES.items() if name in NULL_ROUTES)}
 
@@ -48,6 +50,7 @@ _READ_TYPES = {RTN_UNICAST, *(n for n, name in RTN_TYPES.items() if name in NULL
 NETLINK_ROUTE, SOL_NETLINK, NETLINK_GET_STRICT_CHK = 0, 270, 12
 RTM_NEWLINK, RTM_GETLINK = 16, 18
 RTM_NEWADDR, RTM_GETADDR, RTM_NEWROUTE, RTM_GETROUTE = 20, 22, 24, 26
+RTM_NEWRULE, RTM_GETRULE = 32, 34
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_INFO_KIND = 1, 3, 10, 18, 1
@@ -62,6 +65,14 @@ RTM_F_FIB_MATCH = 0x2000  # a route get answers the route it matched, with its d
 # real one (IPv6 always says it, and refuses the flag: EINVAL).
 RTM_F_LOOKUP_TABLE = 0x1000
 RT_TABLE_COMPAT = 252  # rtm_table of a route whose table id needs RTA_TABLE
+LOCAL_TABLE = 255  # never read: under IPVS it holds a route per Service IP
+# fib_rule_hdr: family, dst_len, src_len, tos, table, res1, res2, action, flags
+_RULE = struct.Struct("=BBBBBBBBI")
+FRA_DST, FRA_SRC, FRA_IIFNAME, FRA_GOTO, FRA_PRIORITY, FRA_FWMARK = 1, 2, 3, 4, 6, 10
+FRA_TUN_ID, FRA_SUPPRESS_PREFIXLEN, FRA_TABLE, FRA_FWMASK, FRA_OIFNAME = 12, 14, 15, 16, 17
+FRA_L3MDEV, FRA_UID_RANGE, FRA_IP_PROTO, FRA_SPORT_RANGE, FRA_DPORT_RANGE = 19, 20, 22, 23, 24
+FR_ACTIONS = {1: "lookup", 2: "goto", 3: "nop", 6: "blackhole", 7: "unreachable", 8: "prohibit"}
+FIB_RULE_INVERT = 0x2
 _HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port
 _IFINFO = struct.Struct("=BxHiII")  # ifinfomsg: family, type, index, flags, change
 _IFADDR = struct.Struct("=BBBBI")  # ifaddrmsg: family, prefix length, flags, scope, index
@@ -147,28 +158,43 @@ def _gateway(attrs: dict[int, bytes]) -> IP | None:
     return _ip(via[2:]) if via else _ip(attrs.get(RTA_GATEWAY, b""))
 
 
-# A route through a nexthop object (``ip route ... nhid N``): its network, metric and the id,
-# whose devices a nexthop dump gives (without compat mode the route carries none).
-_Pending = tuple[Network, int, int]
+# A route through a nexthop object (``ip route ... nhid N``): its network, metric, the id,
+# whose devices a nexthop dump gives (without compat mode the route carries none), and table.
+_Pending = tuple[Network, int, int, int]
 
 
-def _route(data: bytes, start: int, end: int) -> list[Route | _Pending]:
-    """The main table's unicast routes, one per next hop of a multipath route, and its null
+def _routes_in(tables: Collection[int]) -> Callable[[bytes, int, int], list[Route | _Pending]]:
+    """``_route`` for the routes of ``tables`` only (never the local table)."""
+
+    def read(data: bytes, start: int, end: int) -> list[Route | _Pending]:
+        return _route(data, start, end, tables)
+
+    return read
+
+
+def _route(
+    data: bytes, start: int, end: int, tables: Collection[int] = (MAIN_TABLE,)
+) -> list[Route | _Pending]:
+    """The unicast routes of ``tables``, one per next hop of a multipath route, and their null
     routes (a route through a blackhole nexthop object is dumped as a blackhole route)."""
     family, dst_len, _, _, table, _, _, kind, _ = _RTMSG.unpack_from(data, start)
-    if kind not in _READ_TYPES or table not in (MAIN_TABLE, RT_TABLE_COMPAT):
+    if kind not in _READ_TYPES or table == LOCAL_TABLE:
         return []  # the local table (every Service IP under IPVS) is skipped here, unread
     if family not in (socket.AF_INET, socket.AF_INET6):
         return []
+    if table not in tables and table != RT_TABLE_COMPAT:
+        return []
     attrs = _attrs(data, start + _RTMSG.size, end)
-    if RTA_TABLE in attrs and _U32.unpack(attrs[RTA_TABLE][:4])[0] != MAIN_TABLE:
+    if RTA_TABLE in attrs:
+        table = _U32.unpack(attrs[RTA_TABLE][:4])[0]
+    if table not in tables:
         return []
     zero = "0.0.0.0" if family == socket.AF_INET else "::"
     dst = _ip(attrs.get(RTA_DST, b""))
     network: Network = ipaddress.ip_network(f"{dst or zero}/{dst_len}")
     metric = _U32.unpack(attrs[RTA_PRIORITY][:4])[0] if RTA_PRIORITY in attrs else 0
     if kind != RTN_UNICAST:  # its device (lo for IPv6) is none the kernel sends through
-        return [Route(network, 0, None, metric, RTN_TYPES[kind])]
+        return [Route(network, 0, None, metric, RTN_TYPES[kind], table=table)]
     pairs: list[tuple[int, IP | None]] = []
     hops = attrs.get(RTA_MULTIPATH)
     if hops:
@@ -182,14 +208,68 @@ def _route(data: bytes, start: int, end: int) -> list[Route | _Pending]:
     elif RTA_OIF in attrs:
         pairs.append((_U32.unpack(attrs[RTA_OIF][:4])[0], _gateway(attrs)))
     elif RTA_NH_ID in attrs:
-        return [(network, metric, _U32.unpack(attrs[RTA_NH_ID][:4])[0])]
-    return [*_routes_of(network, metric, pairs)]
+        return [(network, metric, _U32.unpack(attrs[RTA_NH_ID][:4])[0], table)]
+    return [*_routes_of(network, metric, pairs, table)]
 
 
-def _routes_of(network: Network, metric: int, hops: list[tuple[int, IP | None]]) -> list[Route]:
+def _routes_of(
+    network: Network, metric: int, hops: list[tuple[int, IP | None]], table: int
+) -> list[Route]:
     """One route per next hop, each naming every hop's device when there are several."""
     devices = tuple(oif for oif, _ in hops) if len(hops) > 1 else ()
-    return [Route(network, oif, gw, metric, multipath=devices) for oif, gw in hops]
+    return [Route(network, oif, gw, metric, multipath=devices, table=table) for oif, gw in hops]
+
+
+def _network(ip: IP, prefixlen: int) -> Network:
+    return ipaddress.ip_network(f"{ip}/{prefixlen}", strict=False)
+
+
+def _rule(data: bytes, start: int, end: int) -> list[Rule]:
+    """A routing rule, and whether its selectors other than ``to`` match a lookup of a
+    destination alone, as ``ip route get`` and OpenELB's RouteGet make it: source 0.0.0.0 or
+    ::, mark 0, uid 0 (root), from ``lo``, no output device, protocol, ports, tos or VRF."""
+    family, dst_len, src_len, tos, table, _, _, action, flags = _RULE.unpack_from(data, start)
+    if family not in (socket.AF_INET, socket.AF_INET6) or action not in FR_ACTIONS:
+        return []
+    attrs = _attrs(data, start + _RULE.size, end)
+
+    def u32(kind: int, default: int = 0) -> int:
+        raw = attrs.get(kind)
+        return _U32.unpack(raw[:4])[0] if raw and len(raw) >= 4 else default
+
+    dst = _ip(attrs.get(FRA_DST, b""))
+    uids = attrs.get(FRA_UID_RANGE, b"")
+    first_uid = _U32.unpack(uids[:4])[0] if len(uids) >= 8 else 0
+    zero = "0.0.0.0" if family == socket.AF_INET else "::"
+    src = _ip(attrs.get(FRA_SRC, b""))
+    plain = (
+        (src_len == 0 or src is None or ipaddress.ip_address(zero) in _network(src, src_len))
+        and tos == 0
+        and u32(FRA_FWMARK) & u32(FRA_FWMASK, 0xFFFFFFFF if FRA_FWMARK in attrs else 0) == 0
+        and _text(attrs.get(FRA_IIFNAME, b"lo")) == "lo"
+        and FRA_OIFNAME not in attrs
+        and not attrs.get(FRA_L3MDEV, b"\0")[0]  # a VRF's table, for its devices only
+        and first_uid == 0
+        and not any(attrs.get(FRA_TUN_ID, b""))  # a 64-bit id
+        and not attrs.get(FRA_IP_PROTO, b"\0")[0]
+        and FRA_SPORT_RANGE not in attrs
+        and FRA_DPORT_RANGE not in attrs
+    )
+    return [
+        Rule(
+            priority=u32(FRA_PRIORITY),
+            version=4 if family == socket.AF_INET else 6,
+            action=FR_ACTIONS[action],
+            table=u32(FRA_TABLE, table),
+            dst=_network(dst or ipaddress.ip_address(zero), dst_len) if dst_len else None,
+            plain=plain,
+            invert=bool(flags & FIB_RULE_INVERT),
+            suppress_prefixlen=struct.unpack("=i", attrs[FRA_SUPPRESS_PREFIXLEN][:4])[0]
+            if FRA_SUPPRESS_PREFIXLEN in attrs
+            else -1,
+            goto=u32(FRA_GOTO),
+        )
+    ]
 
 
 # A nexthop object: its id, then (device, gateway) pairs, or the ids of a group's members,
@@ -227,18 +307,30 @@ def _answer(data: bytes, start: int, end: int) -> list[RouteAnswer]:
 
 
 def _through_nexthop(
-    network: Network, metric: int, found: _Nexthop | None, nexthops: dict[int, _Nexthop]
+    pending: _Pending, found: _Nexthop | None, nexthops: dict[int, _Nexthop]
 ) -> list[Route]:
-    """The routes of ``network`` through the nexthop object ``found`` (a group: its members)."""
+    """The routes of ``pending`` through the nexthop object ``found`` (a group: its members)."""
+    network, metric, _, table = pending
     members = [nexthops.get(m) for m in found[2]] if found and found[2] else [found]
     if any(nh is not None and nh[3] for nh in members):  # the kernel dumps these as blackhole
-        return [Route(network, 0, None, metric, "blackhole")]
-    return _routes_of(network, metric, [hop for nh in members if nh for hop in nh[1]])
+        return [Route(network, 0, None, metric, "blackhole", table=table)]
+    return _routes_of(network, metric, [hop for nh in members if nh for hop in nh[1]], table)
 
 
 T = TypeVar("T")
 # The dump of the main table's routes, every type (the kernel filters by the header's fields).
 MAIN_ROUTES = _RTMSG.pack(0, 0, 0, 0, MAIN_TABLE, 0, 0, 0, 0)
+
+
+def _table_dump(table: int) -> bytes:
+    """The dump of one table's routes (RTA_TABLE: ids past 255 do not fit the header)."""
+    return (
+        _RTMSG.pack(0, 0, 0, 0, min(table, RT_TABLE_COMPAT), 0, 0, 0, 0)
+        + _ATTR.pack(_ATTR.size + 4, RTA_TABLE)
+        + _U32.pack(table)
+    )
+
+
 _NOT_LOCAL = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ESRCH, errno.EACCES, errno.EINVAL,
               errno.EAGAIN)  # fmt: skip
 
@@ -321,8 +413,22 @@ class Rtnetlink:
             found += self.ask(RTM_GETADDR, body, RTM_NEWADDR, _address, missing=(errno.ENODEV,))
         return tuple(found)
 
-    def routes(self) -> tuple[Route, ...]:
-        read = self.ask(RTM_GETROUTE, MAIN_ROUTES, RTM_NEWROUTE, _route)
+    def rules(self) -> tuple[Rule, ...]:
+        """The routing rules of both families, in the kernel's order."""
+        return tuple(self.ask(RTM_GETRULE, _RULE.pack(0, 0, 0, 0, 0, 0, 0, 0, 0), RTM_NEWRULE,
+                              _rule, missing=(errno.EOPNOTSUPP,)))  # fmt: skip
+
+    def routes(self, tables: Collection[int] = (MAIN_TABLE,)) -> tuple[Route, ...]:
+        """The routes of ``tables`` (never the local table): a dump each, which the kernel
+        filters, or one dump of every table."""
+        wanted = frozenset(tables) - {LOCAL_TABLE}
+        if not self.filtering:
+            read = self.ask(RTM_GETROUTE, MAIN_ROUTES, RTM_NEWROUTE, _routes_in(wanted))
+        else:
+            read = self.ask(RTM_GETROUTE, MAIN_ROUTES, RTM_NEWROUTE, _route)
+            for table in sorted(wanted - {MAIN_TABLE}):  # a table no route created: ENOENT
+                read += self.ask(RTM_GETROUTE, _table_dump(table), RTM_NEWROUTE,
+                                 _routes_in(wanted), missing=(errno.ENOENT,))  # fmt: skip
         routes = [r for r in read if isinstance(r, Route)]
         pending = [r for r in read if not isinstance(r, Route)]
         if pending:  # routes through nexthop objects: their devices come from those
@@ -331,8 +437,8 @@ class Rtnetlink:
                 for nh in self.ask(RTM_GETNEXTHOP, _NHMSG.pack(0, 0, 0, 0, 0), RTM_NEWNEXTHOP,
                                    _nexthop, missing=(errno.EOPNOTSUPP, errno.EINVAL))
             }  # fmt: skip
-            for network, metric, nh_id in pending:
-                routes += _through_nexthop(network, metric, nexthops.get(nh_id), nexthops)
+            for route in pending:
+                routes += _through_nexthop(route, nexthops.get(route[2]), nexthops)
         return tuple(routes)
 
     def route_get(
@@ -358,6 +464,14 @@ class Rtnetlink:
         return (answer.oif,)
 
 
+def looked_up(rules: Iterable[Rule]) -> set[int]:
+    """The tables a lookup of a destination alone may meet: main, and those of the rules that
+    can match it (not the local table)."""
+    found = {MAIN_TABLE}
+    found.update(r.table for r in rules if r.action == "lookup" and (r.plain or r.invert))
+    return found - {LOCAL_TABLE, 0}  # 0: no table (an l3mdev rule); a dump of 0 is all
+
+
 def dump_addresses(netns: str | None = None) -> tuple[Address, ...]:
     """Every address of every link, both families, in this network namespace or a named one."""
     with Rtnetlink(netns) as sock:
@@ -365,9 +479,10 @@ def dump_addresses(netns: str | None = None) -> tuple[Address, ...]:
 
 
 def dump_routes(netns: str | None = None) -> tuple[Route, ...]:
-    """The main table's unicast and null routes, both families."""
+    """The unicast and null routes, both families, of the main table and of the tables the
+    routing rules look up."""
     with Rtnetlink(netns) as sock:
-        return sock.routes()
+        return sock.routes(looked_up(sock.rules()))
 
 
 class Pyroute2Netlink:
@@ -382,11 +497,12 @@ class Pyroute2Netlink:
             with Rtnetlink(self._netns) as sock:
                 links = sock.links()
                 addresses = sock.addresses(lk.index for lk in links if own_nic(lk))
-                routes = sock.routes()
+                rules = sock.rules()
+                routes = sock.routes(looked_up(rules))
                 bound = {ip: sock.bound(ip) for ip in probe}
         except (OSError, NetlinkError) as exc:
-            raise NetlinkError(f"cannot read links, addresses and routes: {exc}") from exc
-        return HostNet(links, addresses, routes, bound)
+            raise NetlinkError(f"cannot read links, addresses, rules and routes: {exc}") from exc
+        return HostNet(links, addresses, routes, bound, rules)
 
     def route_get(self, ip: IP) -> RouteAnswer:
         flags = RTM_F_LOOKUP_TABLE if ip.version == 4 else 0

@@ -1,11 +1,12 @@
 """Which NIC an Eip's ``spec.interface`` means on this node, pure over a :class:`HostNet`.
 
-``can_reach:<IP>`` follows the routes of the main table in the kernel's order (longest
-prefix, then lowest metric) and never the ``local`` table, so an IP bound on this node (by
-kube-proxy on ``kube-ipvs0``, by kube-vip, as a node address) cannot send us to ``lo`` as it
-sends OpenELB's RouteGet (openelb issue #331). Virtual devices and NICs that cannot answer
-ARP/NDP are skipped, as MetalLB's speaker skips them; a null route (blackhole, unreachable,
-prohibit, throw) the kernel would take ends the search, as it ends the kernel's.
+``can_reach:<IP>`` follows the kernel's routing rules (``ip rule``) to a table, and its
+routes in the kernel's order (longest prefix, then lowest metric), but never the ``local``
+table, so an IP bound on this node (by kube-proxy on ``kube-ipvs0``, by kube-vip, as a node
+address) cannot send us to ``lo`` as it sends OpenELB's RouteGet (openelb issue #331).
+Virtual devices and NICs that cannot answer ARP/NDP are skipped, as MetalLB's speaker skips
+them; a null route (blackhole, unreachable, prohibit, throw) or rule the kernel would take
+ends the search, as it ends the kernel's.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, replace
 from ipaddress import ip_network
 from typing import NamedTuple
 
-from app.agent.netlink import MAIN_TABLE, HostNet, Link, Route, RouteAnswer
+from app.agent.netlink import DEFAULT_RULES, MAIN_TABLE, HostNet, Link, Route, RouteAnswer, Rule
 from app.core.addresses import IP, special_kind_of_key, special_route
 from app.core.interfaces import (
     BadInterface,
@@ -103,35 +104,122 @@ class _Held(NamedTuple):
     subnet: bool
 
 
+class _Table(NamedTuple):
+    """Where the kernel's rules take a lookup of an IP: a table's routes holding it (ranked),
+    and the rule that looked it up."""
+
+    table: int
+    ranked: list[Route]
+    rule: Rule | None
+
+
+def _matches(rule: Rule, ip: IP) -> bool:
+    found = rule.plain and (rule.dst is None or ip in rule.dst)
+    return found != rule.invert
+
+
+def _lookup(ip: IP, host: HostNet) -> _Table | Unresolved | list[Route]:
+    """The kernel's rules for ``ip`` in their order, the ``local`` table skipped: the first
+    table holding a route for it (unless that route is ``throw``, or suppressed by
+    ``suppress_prefixlength``: the kernel tries the next rule), or a rule refusing it. Else
+    the throw routes met (none: no table routes it)."""
+    rules = [r for r in host.rules if r.version == ip.version]
+    routes = _not_of_binding(ip, host)
+    thrown: list[Route] = []
+    at = 0
+    while at < len(rules):
+        rule = rules[at]
+        at += 1
+        if not _matches(rule, ip):
+            continue
+        if rule.action == "goto":
+            at = next((i for i, r in enumerate(rules) if r.priority == rule.goto), len(rules))
+            continue
+        if rule.action in _NULL_EFFECTS:
+            return Unresolved(_refused_by_rule(ip, rule))
+        if rule.action != "lookup" or rule.table == LOCAL_TABLE:
+            continue
+        ranked = sorted((r for r in routes if r.table == rule.table and ip in r.dst), key=_rank)
+        if not ranked:
+            continue
+        if ranked[0].type == "throw":
+            thrown.append(ranked[0])
+            continue
+        if ranked[0].dst.prefixlen <= rule.suppress_prefixlen:
+            continue
+        return _Table(rule.table, ranked, None if _default_rule(rule) else rule)
+    return thrown
+
+
+def _not_of_binding(ip: IP, host: HostNet) -> list[Route]:
+    """The routes of ``ip``'s family, but the one its binding here added: an IPv6 address
+    (a kube-vip VIP on ``lo``, a Service IP on ``kube-ipvs0`` set up) puts a route to itself
+    on its device in the main table, which the kernel would not have were it not bound."""
+    bound = {lk.index for lk in host.bound_on(ip)}
+    return [
+        r for r in host.routes
+        if r.dst.version == ip.version
+        and not (r.oif in bound and r.gateway is None and r.dst.num_addresses == 1)
+    ]  # fmt: skip
+
+
+def _default_rule(rule: Rule) -> bool:
+    return any(rule == default for default in DEFAULT_RULES)
+
+
 def _by_routes(ip: IP, host: HostNet) -> Resolution:
-    """The first route in the kernel's order whose NIC can answer. A null route the kernel
-    takes ends it; so does one met past the routes skipped, as the kernel would take it were
-    those gone."""
-    ranked = sorted(
-        (r for r in host.routes if r.dst.version == ip.version and ip in r.dst), key=_rank
-    )
-    if ranked and ranked[0].type != "unicast":
+    """The first route, in the kernel's order, of the table its rules choose, whose NIC can
+    answer. A null route the kernel takes ends it; so does one met past the routes skipped,
+    as the kernel would take it were those gone."""
+    found = _lookup(ip, host)
+    if isinstance(found, Unresolved):
+        return found
+    if isinstance(found, list):
+        if found:
+            return Unresolved(_refused(ip, found[-1]))
+        return _not_found(ip, host, {}, [], None, table=None)
+    ranked = found.ranked
+    if ranked[0].type != "unicast":
         return Unresolved(_refused(ip, ranked[0]))
     skipped: list[str] = []
     passed: dict[str, _Held] = {}
     for route in ranked:
         if route.type != "unicast":
-            return _not_found(ip, host, passed, skipped, route)
+            return _not_found(ip, host, passed, skipped, route, table=found)
         link = host.link(route.oif)
         if link is None:
             continue
         why_not = unusable(link, host)
         if why_not is None:
-            held = _held(ip, host, passed, _rank(route))
-            return _answer_on(ip, route, link, host, held=held, skipped=skipped)
+            held = _held(ip, host, passed, _rank(route), found.table)
+            return _answer_on(ip, route, link, host, held=held, skipped=skipped, table=found)
         skipped.append(f"{link.name} ({_route_text(route)}) {why_not}")
         if route.gateway is None:  # the kernel sends the IP out of that device itself
             passed[f"{link.name} ({route.dst})"] = _Held(_rank(route), _connected(route, host))
-    return _not_found(ip, host, passed, skipped, None)
+    return _not_found(ip, host, passed, skipped, None, table=found)
+
+
+def _table_name(table: int) -> str:
+    return TABLES.get(table, str(table))
+
+
+def _where(table: _Table) -> str:
+    """``table main``, or the table and the rule that chose it."""
+    text = f"table {_table_name(table.table)}"
+    if table.rule is not None:
+        text += f", chosen by rule {table.rule.priority}"
+    return text
 
 
 def _answer_on(
-    ip: IP, route: Route, link: Link, host: HostNet, *, held: dict[str, _Held], skipped: list[str]
+    ip: IP,
+    route: Route,
+    link: Link,
+    host: HostNet,
+    *,
+    held: dict[str, _Held],
+    skipped: list[str],
+    table: _Table,
 ) -> Resolution:
     """``route``'s NIC, unless a device that cannot answer comes first and ``route`` is no
     subnet of ``link``'s own: the kernel reaches the IP through that device (down for now, a
@@ -139,23 +227,52 @@ def _answer_on(
     reaches nobody who asks. A less specific subnet of the NIC's own is still its segment."""
     if held and not _connected(route, host):
         return Unresolved(_held_text(ip, held, route, skipped))
-    why = f"{_label(route, host)} (table main){_multipath_text(route, host)}"
+    why = f"{_label(route, host)} ({_where(table)}){_multipath_text(route, host)}"
     return Resolved(link, why + _skipped_text(skipped))
 
 
 def _not_found(
-    ip: IP, host: HostNet, passed: dict[str, _Held], skipped: list[str], stop: Route | None
+    ip: IP,
+    host: HostNet,
+    passed: dict[str, _Held],
+    skipped: list[str],
+    stop: Route | None,
+    *,
+    table: _Table | None,
 ) -> Unresolved:
-    """No NIC: every route was passed over, or the walk ``stop``-ped at a null route."""
-    held = _held(ip, host, passed, None)
+    """No NIC: every route of ``table`` (None: no table routes ``ip``) was passed over, or
+    the walk ``stop``-ped at a null route."""
+    held = _held(ip, host, passed, None, MAIN_TABLE if table is None else table.table)
     if held:
         return Unresolved(_held_text(ip, held, None, skipped))
     beyond = ""
     if stop is not None:
         beyond = f" (past the routes skipped, the kernel's next, {_route_text(stop)}, refuses it)"
+    if table is None:
+        where = _tables_text(ip, host)
+    elif table.table == MAIN_TABLE and table.rule is None:
+        where = "the main table"
+    else:
+        where = _where(table)
     return Unresolved(
-        f"no route of the main table reaches {ip} through a usable NIC{beyond}"
-        f"{_skipped_text(skipped)}"
+        f"no route of {where} reaches {ip} through a usable NIC{beyond}{_skipped_text(skipped)}"
+    )
+
+
+def _tables_text(ip: IP, host: HostNet) -> str:
+    """The tables the kernel's rules look ``ip`` up in that hold routes: "the main table"
+    when that is the only one."""
+    tables = dict.fromkeys(
+        r.table for r in host.rules
+        if r.version == ip.version and r.action == "lookup" and r.table != LOCAL_TABLE
+        and _matches(r, ip) and any(route.table == r.table for route in host.routes)
+    )  # fmt: skip
+    if set(tables) <= {MAIN_TABLE}:
+        return "the main table"
+    return (
+        "the tables the kernel's rules look it up in ("
+        + ", ".join(_table_name(t) for t in tables)
+        + ")"
     )
 
 
@@ -177,9 +294,12 @@ def _label(route: Route, host: HostNet) -> str:
 
 
 def _multipath_text(route: Route, host: HostNet) -> str:
-    if not route.multipath:
+    """What a multipath route over several devices means (over one device: nothing, the
+    kernel's choice among its next hops changes no NIC)."""
+    devices = dict.fromkeys(route.multipath)
+    if len(devices) < 2:
         return ""
-    names = ", ".join(lk.name if (lk := host.link(i)) else f"#{i}" for i in route.multipath)
+    names = ", ".join(lk.name if (lk := host.link(i)) else f"#{i}" for i in devices)
     return (
         f"; a multipath route over {names}: eip-guard takes the first next hop it can answer "
         "on, while the kernel hashes each destination to one of them ('ip route get' may name "
@@ -193,17 +313,26 @@ def _refused(ip: IP, route: Route) -> str:
         "point can_reach at an IP this node routes through the Eip's NIC (its gateway, or a "
         "host on its subnet)"
     )
+    table = "the main table" if route.table == MAIN_TABLE else f"table {_table_name(route.table)}"
     if route.type == "throw":
         return (
-            f"the main table's route for {ip} is {_route_text(route)}: the kernel leaves the "
-            "main table for the tables of later rules (by default none routes it: 'Network "
-            "is unreachable'); eip-guard reads the main table only, so it names no NIC, and "
-            f"OpenELB's speaker fails unless another table routes it; {todo}"
+            f"{table}'s route for {ip} is {_route_text(route)}: the kernel leaves {table} for "
+            "the tables of later rules, and none of them routes it ('Network is "
+            f"unreachable'), so OpenELB's speaker fails there too; {todo}"
         )
     return (
-        f"the kernel drops traffic to {ip}: the main table's route for it is "
+        f"the kernel drops traffic to {ip}: {table}'s route for it is "
         f"{_route_text(route)} ({_NULL_EFFECTS.get(route.type, 'it refuses it')}), so "
         f"OpenELB's speaker fails there too (its RouteGet gets an error); {todo}"
+    )
+
+
+def _refused_by_rule(ip: IP, rule: Rule) -> str:
+    return (
+        f"the kernel drops traffic to {ip}: its routing rule {rule.priority} is "
+        f"{rule.action} ({_RULE_EFFECTS[rule.action]}), so OpenELB's speaker fails there too "
+        "(its RouteGet gets an error); point can_reach at an IP this node routes through the "
+        "Eip's NIC (its gateway, or a host on its subnet)"
     )
 
 
@@ -212,6 +341,8 @@ _NULL_EFFECTS = {
     "unreachable": "it answers 'No route to host'",
     "prohibit": "it answers 'Permission denied'",
 }
+# A rule of these actions answers otherwise than a route of its type (fib4_rule_action).
+_RULE_EFFECTS = {**_NULL_EFFECTS, "unreachable": "it answers 'Network is unreachable'"}
 
 
 def _rank(route: Route) -> tuple[int, int]:
@@ -220,14 +351,15 @@ def _rank(route: Route) -> tuple[int, int]:
 
 
 def _held(
-    ip: IP, host: HostNet, passed: dict[str, _Held], rank: tuple[int, int] | None
+    ip: IP, host: HostNet, passed: dict[str, _Held], rank: tuple[int, int] | None, table: int
 ) -> dict[str, _Held]:
     """The devices that cannot answer on the kernel's way to ``ip`` before a route of
-    ``rank`` (None: any): those of the routes passed over, and the subnets holding ``ip`` of
-    NICs that are down but would otherwise answer (setting a NIC down takes its route away;
-    IPv4 addresses stay; ranked as a connected route of metric 0)."""
+    ``rank`` (None: any) in ``table``: those of the routes passed over, and (in the main
+    table, where a NIC's subnet route lives) the subnets holding ``ip`` of NICs that are down
+    but would otherwise answer (setting a NIC down takes its route away; IPv4 addresses stay;
+    ranked as a connected route of metric 0)."""
     found = dict(passed)
-    for address in host.addresses:
+    for address in host.addresses if table == MAIN_TABLE else ():
         if address.ip.version != ip.version or address.prefixlen == address.ip.max_prefixlen:
             continue  # a single address: no subnet
         subnet = ip_network(f"{address}", strict=False)
@@ -301,7 +433,7 @@ def describe_route_get(ip: IP, answer: RouteAnswer, host: HostNet) -> tuple[str 
         return name, f"{answer.type} route in table {table}"
     return name, (
         f"{answer.type} route in table {table}; policy routing: the kernel's rules chose "
-        f"table {table}; eip-guard reads the main table only"
+        f"table {table}"
     )
 
 
@@ -311,8 +443,8 @@ _REFUSALS = {
     errno.EHOSTUNREACH: "unreachable route: the kernel refuses {ip} ('No route to host')",
     errno.EACCES: "prohibit route: the kernel refuses {ip} ('Permission denied')",
     errno.ENETUNREACH: (
-        "no route: no table the kernel's rules consult routes {ip}, or a throw route ended "
-        "the lookup ('Network is unreachable')"
+        "no route: no table the kernel's rules consult routes {ip} (a throw route may have "
+        "ended a table's lookup), or an unreachable rule refuses it ('Network is unreachable')"
     ),
 }
 _SPEAKER_FAILS = "OpenELB's speaker fails too (its RouteGet returns this error)"

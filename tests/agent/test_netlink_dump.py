@@ -31,6 +31,7 @@ from app.agent.pyroute2_netlink import (
     Rtnetlink,
     dump_addresses,
     dump_routes,
+    looked_up,
 )
 from app.agent.resolve import Resolved, Unresolved, resolve
 from app.core.interfaces import parse_interface
@@ -88,18 +89,23 @@ def oracle_addresses(ns: str) -> set[Address]:
 
 
 def oracle_routes(ns: str) -> set[Route]:
+    """The main table's routes, and those of the tables the rules look up (here: all plain)."""
     found = set()
     with IPRoute(netns=ns) as ipr:
-        for family in (socket.AF_INET, socket.AF_INET6):
-            for m in ipr.get_routes(family=family, table=MAIN_TABLE):
+        tables = {MAIN_TABLE} | {
+            int(r.get("FRA_TABLE") or r["table"]) for r in ipr.get_rules() if r["action"] == 1
+        }
+        tables.discard(255)
+        for family, table in ((f, t) for f in (socket.AF_INET, socket.AF_INET6) for t in tables):
+            for m in ipr.get_routes(family=family, table=table):
                 kind = RTN_TYPES.get(m["type"])
-                if m.get("RTA_TABLE", m["table"]) != MAIN_TABLE or kind not in READ:
+                if m.get("RTA_TABLE", m["table"]) != table or kind not in READ:
                     continue
                 zero = "0.0.0.0" if family == socket.AF_INET else "::"
                 dst = ipaddress.ip_network(f"{m.get('RTA_DST') or zero}/{m['dst_len']}")
                 metric = int(m.get("RTA_PRIORITY") or 0)
                 if kind != "unicast":
-                    found.add(Route(dst, 0, None, metric, kind))
+                    found.add(Route(dst, 0, None, metric, kind, table=table))
                     continue
                 hops = m.get("RTA_MULTIPATH")
                 pairs = (
@@ -111,7 +117,7 @@ def oracle_routes(ns: str) -> set[Route]:
                 for oif, gw in pairs:
                     if oif is not None:
                         ip = ipaddress.ip_address(gw) if gw else None
-                        found.add(Route(dst, int(oif), ip, metric, multipath=devices))
+                        found.add(Route(dst, int(oif), ip, metric, multipath=devices, table=table))
     return found
 
 
@@ -128,7 +134,7 @@ def test_the_address_dump_reads_what_pyroute2_reads(netns: str) -> None:
     assert sum(a.ip in ipaddress.ip_network("10.96.0.0/16") for a in mine) == IPVS_ADDRESSES
 
 
-def test_the_route_dump_reads_the_main_table_as_pyroute2_does(netns: str) -> None:
+def test_the_route_dump_reads_the_rules_tables_as_pyroute2_does(netns: str) -> None:
     mine = dump_routes(netns)
     assert set(mine) == oracle_routes(netns)
     dsts = sorted({str(r.dst) for r in mine})
@@ -136,7 +142,7 @@ def test_the_route_dump_reads_the_main_table_as_pyroute2_does(netns: str) -> Non
     multipath = [r for r in mine if str(r.dst) == "203.0.113.0/24"]
     assert len(multipath) == 2  # one per next hop, each naming both devices
     assert {r.multipath for r in multipath} == {tuple(r.oif for r in multipath)}
-    assert "203.0.114.0/24" not in dsts  # table 100
+    assert {r.table for r in mine if str(r.dst) == "203.0.114.0/24"} == {100}  # by a rule
     # Null routes: the kernel refuses what they hold, and so must the agent.
     nulls = {(str(r.dst), r.type, r.metric) for r in mine if r.type != "unicast"}
     assert nulls == {
@@ -198,11 +204,9 @@ def test_a_links_address_dump_is_filtered_by_the_kernel(netns: str, strict: bool
 
 
 @pytest.mark.parametrize("strict", [True, False], ids=["kernel-filtered", "as-before-4.20"])
-def test_the_route_dump_is_the_main_table_whatever_the_kernel_filters(
-    netns: str, strict: bool
-) -> None:
+def test_the_route_dump_is_the_same_whatever_the_kernel_filters(netns: str, strict: bool) -> None:
     with Rtnetlink(netns, strict=strict) as sock:
-        mine = sock.routes()
+        mine = sock.routes(looked_up(sock.rules()))
         sent = counted(sock, RTM_GETROUTE, MAIN_ROUTES, RTM_NEWROUTE)
     assert set(mine) == oracle_routes(netns)
     assert (sent < IPVS_ADDRESSES) == strict  # the local table's routes, one per address

@@ -8,7 +8,7 @@ import errno
 
 import pytest
 
-from app.agent.netlink import Address, HostNet, Route, RouteAnswer
+from app.agent.netlink import Address, HostNet, Route, RouteAnswer, Rule
 from app.agent.resolve import Resolved, Unresolved, describe_route_get, resolve
 from app.core.interfaces import parse_interface
 
@@ -79,7 +79,7 @@ def test_a_throw_route_is_no_route_of_the_main_table() -> None:
     reason = unresolved("can_reach:203.0.113.9", host)
     assert reason.startswith("the main table's route for 203.0.113.9 is throw 203.0.113.0/24:")
     assert "the kernel leaves the main table for the tables of later rules" in reason
-    assert "eip-guard reads the main table only" in reason
+    assert "none of them routes it ('Network is unreachable')" in reason
 
 
 def test_a_null_route_met_past_skipped_routes_ends_the_search() -> None:
@@ -174,8 +174,9 @@ def test_a_multipath_route_takes_its_first_next_hop_and_says_so() -> None:
     [(errno.EINVAL, "blackhole route: the kernel drops traffic to 10.0.0.9 ('Invalid argument')"),
      (errno.EHOSTUNREACH, "unreachable route: the kernel refuses 10.0.0.9 ('No route to host')"),
      (errno.EACCES, "prohibit route: the kernel refuses 10.0.0.9 ('Permission denied')"),
-     (errno.ENETUNREACH, "no route: no table the kernel's rules consult routes 10.0.0.9, or a "
-                         "throw route ended the lookup ('Network is unreachable')")],
+     (errno.ENETUNREACH, "no route: no table the kernel's rules consult routes 10.0.0.9 (a "
+                         "throw route may have ended a table's lookup), or an unreachable rule "
+                         "refuses it ('Network is unreachable')")],
 )  # fmt: skip
 def test_route_get_errors_name_the_route_type(code: int, says: str) -> None:
     answer = RouteAnswer(None, "error: whatever the kernel said", 0, code)
@@ -189,9 +190,8 @@ def test_route_get_errors_name_the_route_type(code: int, says: str) -> None:
 def test_route_get_says_when_policy_routing_chose_another_table() -> None:
     nic, why = describe_route_get(ip("10.0.0.9"), RouteAnswer(2, "unicast", 51820), HOST)
     assert nic == "eth1"
-    assert why == (
-        "unicast route in table 51820; policy routing: the kernel's rules chose table 51820; "
-        "eip-guard reads the main table only"
+    assert (
+        why == "unicast route in table 51820; policy routing: the kernel's rules chose table 51820"
     )
     assert describe_route_get(ip("10.0.0.9"), RouteAnswer(2, "unicast", 254), HOST) == (
         "eth1",
@@ -213,3 +213,143 @@ def test_no_carrier_is_not_down_and_ports_name_their_master() -> None:
     assert unresolved("eth9", host).startswith(
         "NIC eth9 is a port of another device (bond, bridge or VRF);"
     )
+
+
+# Policy routing: the kernel's rules choose the table (a probe saw eip-guard read main only).
+
+MAIN, DEFAULT_TABLE = 254, 253
+
+
+def rules(*extra: Rule) -> tuple[Rule, ...]:
+    """``extra`` before the main and default tables' rules, as ``ip rule add`` puts them."""
+    return (*extra, Rule(32766, 4, "lookup", MAIN), Rule(32767, 4, "lookup", DEFAULT_TABLE))
+
+
+def with_rules(*extra: Rule, routes: tuple[Route, ...] = ()) -> HostNet:
+    return HostNet(HOST.links, HOST.addresses, (*HOST.routes, *routes), rules=rules(*extra))
+
+
+VIA_ETH1_IN_100 = Route(net("0.0.0.0/0"), 2, ip("10.0.0.1"), table=100)
+
+
+def test_a_rule_before_main_chooses_its_table() -> None:
+    host = with_rules(Rule(100, 4, "lookup", 100), routes=(VIA_ETH1_IN_100,))
+    result = resolve(parse_interface("can_reach:8.8.8.8"), host)
+    assert isinstance(result, Resolved) and result.link.name == "eth1", result
+    assert result.why == "gateway route 0.0.0.0/0 via 10.0.0.1 (table 100, chosen by rule 100)"
+    # A table with no route for the IP: the kernel goes on to the next rule (main).
+    assert picked("can_reach:192.168.9.7", with_rules(Rule(100, 4, "lookup", 101))) == "eno1"
+
+
+def test_a_to_rule_and_an_inverted_one() -> None:
+    to = Rule(100, 4, "lookup", 100, dst=net("198.18.0.0/15"))
+    host = with_rules(to, routes=(VIA_ETH1_IN_100,))
+    assert picked("can_reach:198.18.3.4", host) == "eth1"
+    assert picked("can_reach:8.8.8.8", host) == "eno1"  # not to 198.18.0.0/15: main
+    inverted = with_rules(Rule(100, 4, "lookup", 100, dst=to.dst, invert=True),
+                          routes=(VIA_ETH1_IN_100,))  # fmt: skip
+    assert picked("can_reach:198.18.3.4", inverted) == "eno1"
+    assert picked("can_reach:8.8.8.8", inverted) == "eth1"
+
+
+def test_rules_a_plain_lookup_never_meets_are_passed_over() -> None:
+    """A source rule, a fwmark rule, ... (``plain`` False): RouteGet has no source or mark;
+    with ``not``, the rule matches it."""
+    host = with_rules(Rule(100, 4, "lookup", 100, plain=False), routes=(VIA_ETH1_IN_100,))
+    assert picked("can_reach:8.8.8.8", host) == "eno1"
+    inverted = with_rules(Rule(100, 4, "lookup", 100, plain=False, invert=True),
+                          routes=(VIA_ETH1_IN_100,))  # fmt: skip
+    assert picked("can_reach:8.8.8.8", inverted) == "eth1"
+
+
+def test_the_local_table_is_never_looked_up_whatever_its_rule() -> None:
+    """The #331 trap under policy routing: an IP bound here, with a VRF-style rule order
+    (local moved to 1000): the table of the rule before it still decides."""
+    host = with_rules(
+        Rule(500, 4, "lookup", 100), Rule(1000, 4, "lookup", 255), routes=(VIA_ETH1_IN_100,)
+    )
+    assert picked("can_reach:10.0.0.50", host) == "eth1"
+    assert picked("can_reach:192.168.9.7", host) == "eth1"  # table 100 comes before main
+
+
+def test_suppress_prefixlength_and_throw_go_on_to_later_rules() -> None:
+    """``lookup main suppress_prefixlength 0`` (WireGuard's wg-quick) ignores main's default
+    route: the next rule's table decides; a throw route leaves its table the same way."""
+    wg = (Rule(100, 4, "lookup", MAIN, suppress_prefixlen=0), Rule(200, 4, "lookup", 100))
+    host = with_rules(*wg, routes=(VIA_ETH1_IN_100,))
+    assert picked("can_reach:8.8.8.8", host) == "eth1"
+    assert picked("can_reach:192.168.9.7", host) == "eno1"  # a /24 is not suppressed
+    thrown = with_rules(
+        Rule(100, 4, "lookup", 100),
+        routes=(Route(net("8.0.0.0/8"), 0, None, 0, "throw", table=100), VIA_ETH1_IN_100),
+    )
+    assert picked("can_reach:8.8.8.8", thrown) == "eno1"  # main's default route
+    assert picked("can_reach:9.9.9.9", thrown) == "eth1"
+
+
+def test_a_null_rule_refuses_the_ip_and_goto_skips_rules() -> None:
+    host = with_rules(Rule(100, 4, "unreachable", dst=net("198.18.0.0/15")))
+    reason = unresolved("can_reach:198.18.3.4", host)
+    assert reason.startswith(
+        "the kernel drops traffic to 198.18.3.4: its routing rule 100 is unreachable (it "
+        "answers 'Network is unreachable'), so OpenELB's speaker fails there too"
+    )
+    jump = with_rules(
+        Rule(100, 4, "goto", goto=300), Rule(200, 4, "lookup", 100), Rule(300, 4, "nop"),
+        routes=(VIA_ETH1_IN_100,),
+    )  # fmt: skip
+    assert picked("can_reach:8.8.8.8", jump) == "eno1"  # rule 200 jumped over
+
+
+def test_a_table_whose_routes_cannot_answer_is_not_left_for_main() -> None:
+    """The kernel stops at the first table that routes the IP: when its NIC cannot answer,
+    main's routes (another segment) are not used instead."""
+    tun = link(9, "wg0", mac="", noarp=True)
+    host = HostNet(
+        (*HOST.links, tun), HOST.addresses,
+        (*HOST.routes, Route(net("0.0.0.0/0"), 9, None, table=100)),
+        rules=rules(Rule(100, 4, "lookup", 100)),
+    )  # fmt: skip
+    reason = unresolved("can_reach:8.8.8.8", host)
+    assert reason.startswith(
+        "the kernel routes 8.8.8.8 through a device of this node that cannot answer (wg0 "
+        "(0.0.0.0/0))"
+    ), reason
+    none = with_rules(Rule(100, 4, "lookup", 100), routes=(VIA_ETH1_IN_100,))
+    gone = HostNet(none.links, none.addresses, (VIA_ETH1_IN_100,), rules=none.rules)
+    assert picked("can_reach:8.8.8.8", gone) == "eth1"
+    nothing = HostNet(none.links, none.addresses, (), rules=none.rules)
+    assert unresolved("can_reach:8.8.8.8", nothing).startswith(
+        "no route of the main table reaches 8.8.8.8"
+    )
+
+
+def test_the_route_an_ipv6_binding_adds_is_not_the_way_to_the_ip() -> None:
+    """``ip -6 address add X/128 dev lo`` (kube-vip in BGP mode) puts ``X dev lo`` in the main
+    table: eip-guard took it for the kernel's way to X and refused the gateway route."""
+    vip = ip("2001:db8:9::7")
+    host = HostNet(
+        HOST.links,
+        (Address(2, ip("2001:db8:1::5"), 64),),
+        (Route(net("2001:db8:1::/64"), 2, None, 256), Route(net("::/0"), 2, ip("fe80::1"), 1024),
+         Route(net("2001:db8:9::7/128"), 1, None, 256)),
+        bound={vip: (1,)},
+    )  # fmt: skip
+    assert picked("can_reach:2001:db8:9::7", host) == "eth1"
+    unbound = HostNet(host.links, host.addresses, host.routes)  # a route someone added
+    assert "lo (2001:db8:9::7/128) is the loopback device" in unresolved(
+        "can_reach:2001:db8:9::7", unbound
+    )
+
+
+def test_a_multipath_route_over_one_device_is_no_choice_of_nic() -> None:
+    """Two gateways behind eth1: the message said "a multipath route over eth1, eth1 ...
+    ('ip route get' may name another)", while every next hop is eth1."""
+    hops = (2, 2)
+    host = with_routes(
+        Route(net("203.0.113.0/24"), 2, ip("10.0.0.1"), multipath=hops),
+        Route(net("203.0.113.0/24"), 2, ip("10.0.0.2"), multipath=hops),
+    )
+    result = resolve(parse_interface("can_reach:203.0.113.9"), host)
+    assert isinstance(result, Resolved) and result.link.name == "eth1"
+    assert result.why == "gateway route 203.0.113.0/24 via 10.0.0.1 (table main)"
