@@ -78,8 +78,13 @@ class PagedEmulator(kmock.KubernetesEmulator):
 
     _lists: dict[str, list[Any]] = attrs.field(factory=dict, init=False)  # by list id
     _ids: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
+    # Namespaces that do not exist: a create in one is refused as a real API server does
+    # (kmock itself has no namespaces and stores anything).
+    absent_namespaces: set[str] = attrs.field(factory=set, init=False)
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        if request.action == kmock.action.CREATE and request.namespace in self.absent_namespaces:
+            return _status(404, "NotFound", f'namespaces "{request.namespace}" not found')
         # kmock merges any PATCH body; a real API server reads it by its Content-Type, and
         # takes no strategic merge patch (the client's default for a dict) on a CRD.
         if request.method == kmock.method.PATCH:
@@ -137,9 +142,13 @@ def _patch_refusal(request: rendering.Request) -> aiohttp.web.Response | None:
         code, reason = 415, "the stand-in applies merge patches only, not JSON Patch"
     else:
         return None
+    return _status(code, "BadRequest" if code == 400 else "UnsupportedMediaType", reason)
+
+
+def _status(code: int, reason: str, message: str) -> aiohttp.web.Response:
+    """A failure as a real API server answers it: a Status object."""
     status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,
-              "reason": "BadRequest" if code == 400 else "UnsupportedMediaType",
-              "message": reason}  # fmt: skip
+              "reason": reason, "message": message}  # fmt: skip
     return aiohttp.web.json_response(status, status=code)
 
 

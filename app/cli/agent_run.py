@@ -94,20 +94,36 @@ class LiveSource:
 def _live(
     args: argparse.Namespace, node: str, log: Callable[[str], None], stop: threading.Event
 ) -> tuple[LiveSource, Callable[[str], bool] | None, Callable[[LocalBinding], None]]:
+    latest: list[str] = []  # the last report handed over (the agent hands each text once)
+
+    def write(text: str) -> None:
+        writes.report(lambda: api.annotate_node(node, NODE_REPORT_ANNOTATION, text))
+
+    def report(text: str) -> bool:
+        latest[:] = [text]
+        write(text)
+        return True  # handed over: Writes tries again until it is written
+
+    def on_own_node(found: str | None) -> None:
+        # Our Node made again (kubectl delete node, its kubelet registering it again while
+        # this pod lives on), or the report edited away: written again, not only when the
+        # network changes. A report of other text is left alone: two agents given one node
+        # name would rewrite each other's without end.
+        if found == "" and latest:
+            log("the node report is gone from this Node: writing it again")
+            write(latest[0])
+
     try:
         from app.kube.agent_api import AgentApi, Writes, make_client  # noqa: PLC0415
         from app.kube.agent_source import LiveCluster  # noqa: PLC0415
 
         api = AgentApi(make_client(args.kubeconfig, args.server, args.context), args.namespace)
-        cluster = LiveCluster(api, node, log, renew=args.lease_renew, duration=args.lease_duration)
+        cluster = LiveCluster(api, node, log, renew=args.lease_renew, duration=args.lease_duration,
+                              own_node=None if args.no_node_report else on_own_node)  # fmt: skip
     except (KubeError, ValueError) as exc:
         raise InputError(str(exc)) from exc
     writes = Writes(log, retry=args.lease_renew)  # off the tick's thread: fencing never waits
     writes.start(stop)
-
-    def report(text: str) -> bool:
-        writes.report(lambda: api.annotate_node(node, NODE_REPORT_ANNOTATION, text))
-        return True  # handed over: Writes tries again until it is written
 
     def warn(binding: LocalBinding) -> None:
         uid = cluster.eip_uid(binding.eip)

@@ -62,7 +62,10 @@ class AgentApi:
             answer = rest.request(self.api, method, where, query=query, body=body,
                                   content_type=content_type, timeout=self.timeout)  # fmt: skip
             return rest.read_json(answer)
-        except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+        except ApiException as exc:
+            message = rest.status_message(exc)
+            raise KubeError(f"{what}: {rest.why(exc)}{f': {message}' if message else ''}") from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise KubeError(f"{what}: {rest.why(exc)}") from exc
         except ValueError as exc:
             raise KubeError(f"{what}: the API server answered something that is not JSON") from exc
@@ -86,8 +89,15 @@ class AgentApi:
         except KubeError as exc:
             if not _not_found(exc) or not create():
                 raise
-            self.call(f"create Lease {self.namespace}/{name}", "POST", self._leases,
-                      body=lease_body(node, self.namespace, duration, now))  # fmt: skip
+            try:
+                self.call(f"create Lease {self.namespace}/{name}", "POST", self._leases,
+                          body=lease_body(node, self.namespace, duration, now))  # fmt: skip
+            except KubeError as missing:
+                if not _not_found(missing):
+                    raise
+                # Nothing but the namespace can be missing when a create answers 404.
+                raise KubeError(f"{missing} (create that namespace, or give the agents' own "
+                                "with --namespace)") from missing.__cause__  # fmt: skip
 
     def delete_lease(self, node: str) -> None:
         """Give our Lease up (a graceful stop): the others take our IPs at their next list

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 LEASE_PREFIX = "eip-guard-agent-"
@@ -135,8 +135,10 @@ def observe(
         old = before.get(holder) if before is not None else None
         if old is not None and old.renew_time == text:
             seen[holder] = Seen(text, old.at, duration)  # no renewal since
-        elif before is None and renewed + timedelta(seconds=duration) <= now:
-            seen[holder] = Seen(text, -math.inf, duration)  # run out at our start
+        elif before is None and (now - renewed).total_seconds() >= duration:
+            # Run out at our start. A difference, not renewTime + duration: a renewTime of
+            # 9999-12-31 (valid MicroTime) overflowed that, and the error ended the listing.
+            seen[holder] = Seen(text, -math.inf, duration)
         else:
             seen[holder] = Seen(text, at, duration)
     return seen

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from app.core.eips import EIP_ANNOTATIONS, EIP_SPEC_FIELDS, own, shared
 from app.core.fields import as_mapping, as_str
-from app.core.labels import EXCLUDE_LABEL, SERVICE_NAME_LABEL
+from app.core.labels import EXCLUDE_LABEL, NODE_REPORT_ANNOTATION, SERVICE_NAME_LABEL
 from app.kube.agent_api import AgentApi, KubeError
 from app.kube.agent_leases import Seen, live_seen, next_seen_expiry, observe
 from app.kube.live import not_ready_reason
@@ -27,6 +27,9 @@ from app.kube.resources import EIPS, ENDPOINTSLICES, NODES, SERVICES, Stream
 from app.kube.settings import WatchSettings
 
 Log = Callable[[str], None]
+# Told what this node's own Node carries as its node report: the annotation's text ("" when
+# it has none), or None while the Node does not exist.
+OwnNode = Callable[[str | None], None]
 Kept = Mapping[str, Any]
 Keep = Callable[[Mapping[str, Any]], Kept | None]
 
@@ -239,6 +242,7 @@ def keep_node(obj: Mapping[str, Any]) -> Mapping[str, Any]:
             "status": {"conditions": conditions}}  # fmt: skip
 
 
+NODES_STREAM = Stream(NODES).name
 WATCHES: tuple[tuple[Stream, Keep], ...] = (
     (Stream(EIPS), keep_eip),
     (Stream(SERVICES), keep_service),
@@ -266,6 +270,7 @@ class LiveCluster:
         duration: int = 6,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         watch_seconds: int = WatchSettings().timeout_seconds,
+        own_node: OwnNode | None = None,
     ) -> None:
         # An agent drops itself duration - renew seconds after its last renewal (self_live):
         # renewing any slower than that, it would drop itself between every two renewals.
@@ -275,6 +280,10 @@ class LiveCluster:
                              f"duration - renew seconds after its last renewal, so it must "
                              f"renew sooner than that")  # fmt: skip
         self.api, self.node, self._log = api, node, log
+        self._own_node = own_node
+        self._own_report: str | None = None  # the report on our Node as last seen ...
+        self._own_seen = False  # ... once seen (or seen absent)
+        self._own_key: Key = ("", node)
         self.renew, self.duration, self._clock = renew, duration, clock
         self.settings = WatchSettings(timeout_seconds=watch_seconds, connect_timeout=api.timeout)
         self._lock = threading.Lock()  # guards the stores, problems and Leases; held briefly
@@ -296,7 +305,8 @@ class LiveCluster:
 
     def start(self, stop: threading.Event) -> None:
         metrics = KubeMetrics(CollectorRegistry())  # the agent serves no metrics (yet)
-        for stream, keep in WATCHES:
+        for stream, keeper in WATCHES:
+            keep = self._keep_node if stream.name == NODES_STREAM else keeper
             reflector = Reflector(stream, self.api.api, self, keep=keep, metrics=metrics,
                                   settings=self.settings, stop=stop)  # fmt: skip
             threading.Thread(target=reflector.run, name=f"watch {stream.name}", daemon=True).start()
@@ -331,10 +341,40 @@ class LiveCluster:
 
     # --- Sink of the reflectors (their threads) --------------------------------------------
 
+    def _keep_node(self, obj: Mapping[str, Any]) -> Kept:
+        """``keep_node``, and of our own Node the node report it carries: the election keeps
+        none of it, but a Node made again (deleted, then registered again by its kubelet
+        while this pod lives on) or a report edited away must get it written again."""
+        kept = keep_node(obj)
+        if kept["metadata"]["name"] == self.node:
+            annotations = as_mapping(as_mapping(obj.get("metadata")).get("annotations"))
+            self._own_node_seen(as_str(annotations.get(NODE_REPORT_ANNOTATION)))
+        return kept
+
+    def _own_node_seen(self, report: str | None) -> None:
+        """Says when our Node is missing (OpenELB lists the Nodes: this node then answers
+        for nothing, which it did without a word, a typo in --node-name included) and when
+        it is back, and tells ``own_node`` of each change after the first sight: at a start
+        the first report may still be on its way."""
+        with self._lock:
+            first, before = not self._own_seen, self._own_report
+            if not first and report == before:
+                return
+            self._own_seen, self._own_report = True, report
+        if report is None:
+            self._log(f"no Node named {self.node} (deleted, or --node-name is not its name): "
+                      "this node answers for no IP until it exists")  # fmt: skip
+        elif before is None and not first:
+            self._log(f"Node {self.node} exists again")
+        if self._own_node is not None and not first:
+            self._own_node(report)
+
     def replace(self, stream: str, items: dict[Key, Kept]) -> None:
         with self._lock:
             self._stores[stream] = items
             self._objects = None
+        if stream == NODES_STREAM and self._own_key not in items:
+            self._own_node_seen(None)
 
     def upsert(self, stream: str, key: Key, held: Kept) -> None:
         with self._lock:
@@ -348,6 +388,8 @@ class LiveCluster:
         with self._lock:
             if self._stores.setdefault(stream, {}).pop(key, None) is not None:
                 self._objects = None
+        if stream == NODES_STREAM and key == self._own_key:
+            self._own_node_seen(None)
 
     def problem(self, stream: str, text: str) -> None:
         with self._lock:
@@ -392,6 +434,8 @@ class LiveCluster:
                 self._note_lease_problem("renewing", "")
             except KubeError as exc:
                 self._note_lease_problem("renewing", str(exc))
+            except Exception as exc:  # a bug must not end the thread: we would fence for good
+                self._note_lease_problem("renewing", f"renewing our Lease failed: {exc!r}")
             stop.wait(max(0.0, self.renew - (time.monotonic() - started)))
 
     def _keep_listing(self, stop: threading.Event) -> None:
@@ -419,9 +463,12 @@ class LiveCluster:
                     # slow answer must not age out a node whose later renewals it misses.
                     self._listed_at, self._list_failed = started, False
                 self._note_lease_problem("listing", "")
-            except KubeError as exc:
+            except Exception as exc:
+                # A bug too (a Lease no test foresaw) must not end the thread: the members
+                # would stay as last listed for good, with nodes long dead among them.
+                why = str(exc) if isinstance(exc, KubeError) else f"listing the Leases: {exc!r}"
                 self._list_failed = True  # members() waits for the next round: no hammering
-                self._note_lease_problem("listing", str(exc))
+                self._note_lease_problem("listing", why)
             while not stop.is_set() and not self._list_now.is_set():
                 left = started + self.renew - time.monotonic()
                 if left <= 0:

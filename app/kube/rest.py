@@ -133,6 +133,18 @@ def why(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
+def status_message(exc: ApiException) -> str:
+    """The ``message`` of the Status an API server answered with, on one line and cut to 300
+    characters ("" when there is none): which namespace is missing, which grant a 403 lacks,
+    which field a 422 refused, where ``HTTP 404 Not Found`` says none of it."""
+    try:
+        status = json.loads(exc.body) if exc.body else None
+    except (TypeError, ValueError):
+        return ""
+    message = status.get("message") if isinstance(status, dict) else None
+    return " ".join(message.split())[:300] if isinstance(message, str) else ""
+
+
 def unreachable(exc: BaseException) -> str:
     """An error below HTTP in one short line: urllib3's MaxRetryError repeats the URL and
     wraps the cause in two reprs; the host, the port and the cause are what an admin needs."""

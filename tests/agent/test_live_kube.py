@@ -3,6 +3,7 @@ watches, the node report annotation and Warning Events."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -14,13 +15,14 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import kmock
 import pytest
 from kubernetes import client
 
 from app.agent.election import elect
 from app.agent.pyroute2_netlink import Pyroute2Netlink
 from app.agent.runner import Agent, Settings
-from app.cli.agent_run import LiveSource
+from app.cli.agent_run import LiveSource, _live
 from app.core.facts import FactKind
 from app.core.inventory import build
 from app.core.labels import EXCLUDE_LABEL, NODE_REPORT_ANNOTATION
@@ -28,7 +30,7 @@ from app.kube.agent_api import AgentApi, KubeError, Writes, make_client
 from app.kube.agent_leases import lease_body, live_seen, next_seen_expiry, observe
 from app.kube.agent_source import LiveCluster
 from app.kube.rest import MERGE_PATCH
-from tests.kmock_harness import EIPS, FakeApi, rbac_grants, running
+from tests.kmock_harness import EIPS, FakeApi, Writer, rbac_grants, running
 from tests.support import eventually
 
 from .lab import CAN_REACH4, SUBNET4, Lab, NoNics
@@ -763,3 +765,194 @@ def test_writes_survive_a_bug_put_the_report_first_and_say_when_events_are_dropp
     for _ in range(Writes.MAX_EVENTS + 2):
         full.event(lambda: None)
     assert logs.count("an Event dropped: 1000 wait for the API server") == 1
+
+
+LEASES = "coordination.k8s.io/v1/leases"
+
+
+def odd_lease(holder: str, **spec: Any) -> dict[str, Any]:
+    """An agent's Lease as anyone may write it (kubectl apply, a tool, a bug): the API server
+    checks the types and that leaseDurationSeconds is positive, no more."""
+    lease = lease_body(holder, "eip-guard", 1, datetime.now(UTC))
+    lease["spec"] = {**lease["spec"], **spec}
+    return lease
+
+
+def test_a_lease_renewed_in_the_year_9999_neither_kills_the_listing_nor_counts(
+    emulator: FakeApi,
+) -> None:
+    # renewTime 9999-12-31T23:59:59.999999Z is a valid MicroTime. Judging it by the clocks
+    # at the first list added the duration to it (OverflowError), which ended the thread
+    # that lists the Leases: the agent never counted itself (dark and not ready for good,
+    # the traceback on stderr only), and any agent restarting met the same Lease.
+    emulator.put(LEASES, odd_lease("node2", renewTime="9999-12-31T23:59:59.999999Z"))
+    emulator.put(LEASES, odd_lease("node3", renewTime="0001-01-01T00:00:00.000000Z"))
+    emulator.put(LEASES, odd_lease("node4", renewTime=None))
+    stop = threading.Event()
+    one = LiveCluster(agent_api(emulator), "node1", print, renew=0.2, duration=1, watch_seconds=1)
+    try:
+        one.start(stop)
+        # node2, never renewed, counts for its duration from when it was seen and then never
+        # again; node3 ran out long ago; node4 has no renewal at all.
+        eventually(lambda: one.members() == {"node1"}, what="node1 alone")
+        for _ in range(5):
+            assert one.members() == {"node1"}
+            threading.Event().wait(0.2)
+    finally:
+        stop.set()
+
+
+class JunkLeases(AgentApi):
+    """The real client over kmock, its first Lease lists answering an item no test foresaw."""
+
+    def __init__(self, emulator: FakeApi, junk: int) -> None:
+        base = agent_api(emulator)
+        super().__init__(base.api, base.namespace, timeout=base.timeout)
+        self.junk = junk
+
+    def list_leases(self) -> list[Any]:
+        leases = super().list_leases()
+        if self.junk > 0:
+            self.junk -= 1
+            return [*leases, {"metadata": "junk"}]
+        return leases
+
+
+def test_a_bug_in_reading_the_leases_is_said_once_and_the_listing_goes_on(
+    emulator: FakeApi,
+) -> None:
+    # Any exception but a KubeError ended the thread that lists the Leases: the agent kept
+    # its members as last listed for good (a node that died later counted for ever, one
+    # that joined never did), with nothing in its log.
+    logs: list[str] = []
+    stop = threading.Event()
+    one = LiveCluster(JunkLeases(emulator, junk=5), "node1", logs.append, renew=0.2,
+                      duration=1, watch_seconds=1)  # fmt: skip
+    try:
+        one.start(stop)
+        eventually(lambda: one.members() == {"node1"}, what="node1 counts itself, listed")
+        assert "Leases: listing works again" in logs
+        said = [line for line in logs if line.startswith("listing the Leases: AttributeError")]
+        assert len(said) == 1, logs
+    finally:
+        stop.set()
+
+
+def live_args(emulator: FakeApi) -> argparse.Namespace:
+    """The live-mode flags ``_live`` reads, as ``eip-guard agent --live`` parses them."""
+    return argparse.Namespace(kubeconfig=None, context=None, server=emulator.url,
+                              namespace="eip-guard", lease_renew=0.2, lease_duration=1,
+                              no_node_report=False)  # fmt: skip
+
+
+def test_the_node_report_comes_back_when_the_node_loses_it(emulator: FakeApi) -> None:
+    # The agent wrote its report when the text changed, and only then: a Node deleted and
+    # made again (kubectl delete node, then the kubelet registering it within PodGC's 40 s,
+    # so the agent's pod lives on), or the annotation edited away, stayed without it until
+    # the node's network changed: the webhook lacked that node's subnets and gateways.
+    emulator.put("v1/nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node1"}})
+    stop = threading.Event()
+    logs: list[str] = []
+    live, report, _ = _live(live_args(emulator), "node1", logs.append, stop)
+    agent = Agent(Settings("node1", 0.05), live, NoNics(), logs.append, report=report)
+    writer = Writer(emulator)
+
+    def annotation() -> Any:
+        try:
+            node = emulator.get("v1/nodes", None, "node1")
+        except KeyError:
+            return None
+        return (node.get("metadata", {}).get("annotations") or {}).get(NODE_REPORT_ANNOTATION)
+
+    def ticked(check: Callable[[], Any]) -> Callable[[], Any]:
+        def tick_then_check() -> Any:
+            agent.tick()
+            time.sleep(0.05)
+            return check()
+
+        return tick_then_check
+
+    try:
+        live.cluster.start(stop)
+        text = eventually(ticked(annotation), what="the report written")
+        writer.delete("Node", "node1")
+        eventually(ticked(lambda: not any(o["kind"] == "Node" for o in live.objects())),
+                   what="the agent sees its Node gone")  # fmt: skip
+        writer.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node1"}})
+        eventually(ticked(lambda: annotation() == text), what="the report on the new Node")
+        writer.patch(
+            {
+                "kind": "Node",
+                "metadata": {"name": "node1", "annotations": {NODE_REPORT_ANNOTATION: None}},
+            }
+        )
+        eventually(ticked(lambda: annotation() == text), what="the report back after an edit")
+        assert logs.count("the node report is gone from this Node: writing it again") == 2, logs
+        # And the agent said why it answered for nothing meanwhile (it said nothing at all).
+        gone = ("no Node named node1 (deleted, or --node-name is not its name): this node "
+                "answers for no IP until it exists")  # fmt: skip
+        assert logs.count(gone) == 1 and logs.count("Node node1 exists again") == 1, logs
+    finally:
+        stop.set()
+        writer.close()
+
+
+def test_a_missing_namespace_or_a_refused_write_says_what_the_api_server_said(
+    emulator: FakeApi,
+) -> None:
+    # "create Lease eip-guard/eip-guard-agent-node1: HTTP 404 Not Found" was all an admin
+    # got for an agent started in a namespace that does not exist (run by hand, where the
+    # default is eip-guard), and "HTTP 403 Forbidden" for a missing grant: the API server's
+    # Status says which, and the agent dropped it.
+    forbidden = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 403,
+                 "reason": "Forbidden", "message": 'nodes "node1" is forbidden: User '
+                 '"system:serviceaccount:eip-guard:agent" cannot patch resource "nodes" in API '
+                 'group "" at the cluster scope'}  # fmt: skip
+    emulator.call(lambda: emulator.km.absent_namespaces.add("eip-guard"))
+    emulator.put("v1/nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node1"}})
+    nodes = kmock.resource("v1/nodes")
+    emulator.call(lambda: emulator.km[kmock.action.UPDATE, nodes] << 403 << forbidden)
+    logs: list[str] = []
+    stop = threading.Event()
+    api = agent_api(emulator)
+    one = LiveCluster(api, "node1", logs.append, renew=0.2, duration=1, watch_seconds=1)
+    try:
+        one.start(stop)
+        eventually(lambda: any("create Lease" in line for line in logs), what="the failure")
+        (said,) = [line for line in logs if "create Lease" in line]
+        assert said == (
+            "create Lease eip-guard/eip-guard-agent-node1: HTTP 404 Not Found: namespaces "
+            '"eip-guard" not found (create that namespace, or give the agents\' own with '
+            "--namespace)"
+        )
+        with pytest.raises(KubeError) as refused:
+            api.annotate_node("node1", NODE_REPORT_ANNOTATION, "{}")
+        assert str(refused.value) == (
+            'annotate Node node1: HTTP 403 Forbidden: nodes "node1" is forbidden: User '
+            '"system:serviceaccount:eip-guard:agent" cannot patch resource "nodes" in API '
+            'group "" at the cluster scope'
+        )
+        threading.Event().wait(1)  # five renewals: the same failure, said once
+        assert [line for line in logs if "create Lease" in line] == [said], logs
+        assert one.members() == frozenset()  # no Lease: never counts itself
+    finally:
+        stop.set()
+
+
+def test_an_agent_whose_node_name_names_no_node_says_so(emulator: FakeApi) -> None:
+    # --node-name with a typo (or a Node deleted): the agent renewed its Lease, counted
+    # itself and answered for nothing (OpenELB's candidates are the Nodes), without a word.
+    emulator.put("v1/nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node1"}})
+    logs: list[str] = []
+    stop = threading.Event()
+    one = LiveCluster(agent_api(emulator), "nod1", logs.append, renew=0.2, duration=1,
+                      watch_seconds=1)  # fmt: skip
+    said = ("no Node named nod1 (deleted, or --node-name is not its name): this node answers "
+            "for no IP until it exists")  # fmt: skip
+    try:
+        one.start(stop)
+        eventually(lambda: said in logs, what="the missing Node said")
+        eventually(one.self_live, what="renewing all the same")
+        assert logs.count(said) == 1
+    finally:
+        stop.set()
