@@ -28,6 +28,8 @@ class Link:
     noarp: bool  # IFF_NOARP: the NIC does no neighbour resolution
     loopback: bool  # IFF_LOOPBACK
     no_carrier: bool = False  # set up (IFF_UP) but no carrier (no IFF_LOWER_UP): not "down"
+    # The kernel takes IPv6 here: not disable_ipv6, MTU not below 1280, IPv6 in the kernel.
+    ipv6: bool = True
 
 
 def own_nic(link: Link) -> bool:
@@ -68,6 +70,9 @@ class Route:
     type: str = "unicast"
     multipath: tuple[int, ...] = ()  # every next hop's device, when this is one of several
     table: int = MAIN_TABLE
+    # IPv6's router preference (RFC 4191: "low", "medium", "high"), which the
+    # kernel weighs among routes of one prefix and metric (RA-learned default routes).
+    pref: str = "medium"
 
 
 RULE_ACTIONS = ("lookup", "goto", "nop", "blackhole", "unreachable", "prohibit")

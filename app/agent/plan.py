@@ -73,6 +73,10 @@ def plan(won: Iterable[Assignment], host: HostNet, parsed: Mapping[str, IP] = NO
         if not isinstance(where, Resolved):
             problems.append(f"Eip {eip.name}: won {ip} but cannot announce it: {where.reason}")
             continue
+        if ip.version == 6 and not where.link.ipv6:
+            problems.append(f"Eip {eip.name}: won {ip} but will not announce it: "
+                            f"{ipv6_off(where.link.name)}")  # fmt: skip
+            continue
         announcements.append(Announcement(ip, eip.name, where.link.name, where.why))
         if not any(ip in network for network in subnets.get(where.link.index, ())):
             # OpenELB (since v0.6) refuses this case; we answer, but say why nobody may ask.
@@ -81,6 +85,16 @@ def plan(won: Iterable[Assignment], host: HostNet, parsed: Mapping[str, IP] = NO
                 "that link may never ask for it by ARP/NDP; check the Eip's interface"
             )
     return Plan(tuple(announcements), tuple(problems), tuple(notes), ips)
+
+
+def ipv6_off(nic: str) -> str:
+    """Why no IPv6 Eip is announced on ``nic``, whose IPv6 the kernel has off."""
+    return (
+        f"IPv6 is off on {nic} (net.ipv6.conf.{nic}.disable_ipv6=1, an MTU below 1280, or "
+        "no IPv6 in the kernel), so the kernel drops the IPv6 traffic that answering NDP "
+        f"would draw there; turn IPv6 on for {nic} or point the Eip's interface at a NIC "
+        "with IPv6"
+    )
 
 
 def _subnets(host: HostNet) -> dict[int, tuple[Network, ...]]:

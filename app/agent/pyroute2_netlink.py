@@ -55,7 +55,12 @@ NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO, IFLA_INFO_KIND = 1, 3, 10, 18, 1
 IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS = 29, 1 << 3
-IFA_ADDRESS, IFA_LOCAL = 1, 2
+IFLA_AF_SPEC, IFLA_INET6_CONF = 26, 2  # a link's per-family data; IPv6's devconf (s32 each)
+DEVCONF_DISABLE_IPV6 = 26  # net.ipv6.conf.<nic>.disable_ipv6, in IFLA_INET6_CONF
+IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
+IFA_F_DADFAILED = 0x08  # another host on the link holds the address: the kernel never binds it
+RTA_PREF = 20  # an IPv6 route's router preference (RFC 4191), RA-learned routes' above all
+ROUTER_PREFERENCES = {0: "medium", 1: "high", 3: "low"}  # its two bits
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_MULTIPATH, RTA_TABLE = 1, 4, 5, 6, 9, 15
 RTA_VIA, RTA_NH_ID = 18, 30  # a gateway of the other family; a nexthop object's id
 RTM_NEWNEXTHOP, RTM_GETNEXTHOP = 104, 106
@@ -111,6 +116,19 @@ def _text(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode(errors="replace")
 
 
+def _ipv6_on(attrs: dict[int, bytes]) -> bool:
+    """Whether the kernel takes IPv6 on the link: it has IPv6 data (none when IPv6 is off in
+    the kernel, or the MTU is below 1280) and ``disable_ipv6`` is 0. Otherwise the kernel
+    drops every IPv6 packet it receives there."""
+    spec = attrs.get(IFLA_AF_SPEC)
+    inet6 = _attrs(spec, 0, len(spec)).get(socket.AF_INET6) if spec else None
+    if inet6 is None:
+        return False
+    conf = _attrs(inet6, 0, len(inet6)).get(IFLA_INET6_CONF, b"")
+    at = DEVCONF_DISABLE_IPV6 * 4
+    return len(conf) < at + 4 or struct.unpack_from("=i", conf, at)[0] == 0
+
+
 def _link(data: bytes, start: int, end: int) -> list[Link]:
     _family, _type, index, flags, _ = _IFINFO.unpack_from(data, start)
     attrs = _attrs(data, start + _IFINFO.size, end)
@@ -128,14 +146,22 @@ def _link(data: bytes, start: int, end: int) -> list[Link]:
             noarp=bool(flags & IFF_NOARP),
             loopback=bool(flags & IFF_LOOPBACK),
             no_carrier=bool(flags & IFF_UP) and not flags & IFF_LOWER_UP,
+            ipv6=_ipv6_on(attrs),
         )
     ]
 
 
 def _address(data: bytes, start: int, end: int) -> list[Address]:
     # IFA_LOCAL is this host's address on point-to-point links (IFA_ADDRESS the peer there).
-    _family, prefixlen, _, _, index = _IFADDR.unpack_from(data, start)
+    _family, prefixlen, flags, _, index = _IFADDR.unpack_from(data, start)
     attrs = _attrs(data, start + _IFADDR.size, end)
+    every = _U32.unpack(attrs[IFA_FLAGS][:4])[0] if IFA_FLAGS in attrs else flags
+    if every & IFA_F_DADFAILED:
+        # Duplicate address detection failed: another host on the link holds it, and the
+        # kernel never binds it here (``ip route get`` never says lo), nor routes it from
+        # here. Read as this node's, the webhook denied can_reach at it (the gateway, when a
+        # node was given the gateway's address by mistake).
+        return []
     ip = _ip(attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS, b""))
     return [] if ip is None else [Address(index, ip, prefixlen)]
 
@@ -193,6 +219,8 @@ def _route(
     dst = _ip(attrs.get(RTA_DST, b""))
     network: Network = ipaddress.ip_network(f"{dst or zero}/{dst_len}")
     metric = _U32.unpack(attrs[RTA_PRIORITY][:4])[0] if RTA_PRIORITY in attrs else 0
+    raw_pref = attrs.get(RTA_PREF)  # IPv6 only; the kernel stores low, medium or high
+    pref = ROUTER_PREFERENCES.get(raw_pref[0], "medium") if raw_pref else "medium"
     if kind != RTN_UNICAST:  # its device (lo for IPv6) is none the kernel sends through
         return [Route(network, 0, None, metric, RTN_TYPES[kind], table=table)]
     pairs: list[tuple[int, IP | None]] = []
@@ -209,15 +237,22 @@ def _route(
         pairs.append((_U32.unpack(attrs[RTA_OIF][:4])[0], _gateway(attrs)))
     elif RTA_NH_ID in attrs:
         return [(network, metric, _U32.unpack(attrs[RTA_NH_ID][:4])[0], table)]
-    return [*_routes_of(network, metric, pairs, table)]
+    return [*_routes_of(network, metric, pairs, table, pref)]
 
 
 def _routes_of(
-    network: Network, metric: int, hops: list[tuple[int, IP | None]], table: int
+    network: Network,
+    metric: int,
+    hops: list[tuple[int, IP | None]],
+    table: int,
+    pref: str = "medium",
 ) -> list[Route]:
     """One route per next hop, each naming every hop's device when there are several."""
     devices = tuple(oif for oif, _ in hops) if len(hops) > 1 else ()
-    return [Route(network, oif, gw, metric, multipath=devices, table=table) for oif, gw in hops]
+    return [
+        Route(network, oif, gw, metric, multipath=devices, table=table, pref=pref)
+        for oif, gw in hops
+    ]
 
 
 def _network(ip: IP, prefixlen: int) -> Network:

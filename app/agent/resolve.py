@@ -93,14 +93,18 @@ def _route_text(route: Route) -> str:
         metric = f" metric {route.metric}" if route.metric else ""
         return f"{route.type} {route.dst}{metric}"
     via = f" via {route.gateway}" if route.gateway is not None else ""
-    return f"{route.dst}{via}"
+    pref = f" pref {route.pref}" if route.pref != "medium" else ""
+    return f"{route.dst}{via}{pref}"
+
+
+Rank = tuple[int, int, int]  # see _rank
 
 
 class _Held(NamedTuple):
     """A device that cannot answer, on the kernel's way to the IP: its rank (``_rank``), and
     whether the route is a subnet of its own (else a route such as ``default dev tun0``)."""
 
-    rank: tuple[int, int]
+    rank: Rank
     subnet: bool
 
 
@@ -345,13 +349,19 @@ _NULL_EFFECTS = {
 _RULE_EFFECTS = {**_NULL_EFFECTS, "unreachable": "it answers 'Network is unreachable'"}
 
 
-def _rank(route: Route) -> tuple[int, int]:
-    """How the kernel prefers a route, lowest first: longest prefix, then lowest metric."""
-    return (-route.dst.prefixlen, route.metric)
+# How the kernel weighs an IPv6 router preference (IPV6_DECODE_PREF): higher wins.
+_PREFERENCE = {"high": 3, "medium": 2, "low": 1}
+
+
+def _rank(route: Route) -> Rank:
+    """How the kernel prefers a route, lowest first: longest prefix, then lowest metric, then
+    (IPv6) highest router preference: two routers advertising on two NICs give two default
+    routes of one metric, and the kernel takes the one of higher preference (rt6_select)."""
+    return (-route.dst.prefixlen, route.metric, -_PREFERENCE.get(route.pref, 0))
 
 
 def _held(
-    ip: IP, host: HostNet, passed: dict[str, _Held], rank: tuple[int, int] | None, table: int
+    ip: IP, host: HostNet, passed: dict[str, _Held], rank: Rank | None, table: int
 ) -> dict[str, _Held]:
     """The devices that cannot answer on the kernel's way to ``ip`` before a route of
     ``rank`` (None: any) in ``table``: those of the routes passed over, and (in the main
@@ -364,7 +374,7 @@ def _held(
             continue  # a single address: no subnet
         subnet = ip_network(f"{address}", strict=False)
         link = host.link(address.index)
-        held = _Held((-address.prefixlen, 0), True)
+        held = _Held((-address.prefixlen, 0, -_PREFERENCE["medium"]), True)
         if link is None or ip not in subnet or (rank is not None and held.rank > rank):
             continue
         if _down_only(link, host):

@@ -353,3 +353,21 @@ def test_a_multipath_route_over_one_device_is_no_choice_of_nic() -> None:
     result = resolve(parse_interface("can_reach:203.0.113.9"), host)
     assert isinstance(result, Resolved) and result.link.name == "eth1"
     assert result.why == "gateway route 203.0.113.0/24 via 10.0.0.1 (table main)"
+
+
+def test_ipv6_router_preference_ranks_routes_of_one_metric() -> None:
+    """Two routers advertise on two NICs: two RA-learned default routes, one metric. The
+    kernel takes the higher preference (``pref high``), whatever the dump's order; a lower
+    metric still wins first (tests/agent/test_ipv6_netns.py checks it against the kernel)."""
+    six = (Address(2, ip("2001:db8:1::5"), 64), Address(4, ip("2001:db8:2::5"), 64))
+    medium = Route(net("::/0"), 2, ip("fe80::1"), 1024)
+    high = Route(net("::/0"), 4, ip("fe80::2"), 1024, pref="high")
+    for routes in ((medium, high), (high, medium)):
+        host = HostNet(HOST.links, six, routes)
+        found = resolve(parse_interface("can_reach:2001:db8:ffff::1"), host)
+        assert isinstance(found, Resolved) and found.link.name == "eno1", found
+        assert found.why == "gateway route ::/0 via fe80::2 pref high (table main)"
+    low_metric = Route(net("::/0"), 2, ip("fe80::1"), 100, pref="low")
+    assert picked("can_reach:2001:db8:ffff::1", HostNet(HOST.links, six, (high, low_metric))) == (
+        "eth1"
+    )

@@ -345,3 +345,21 @@ def test_names_linux_refuses_are_a_bad_spec_not_a_missing_nic() -> None:
         assert isinstance(result, Unresolved) and not result.bad_spec, repr(name)
         assert result.reason.startswith("no NIC named"), repr(name)
     assert picked("eth1") == "eth1"
+
+
+def test_no_ipv6_eip_is_announced_on_a_nic_whose_ipv6_is_off() -> None:
+    """disable_ipv6 (or an MTU below 1280): the kernel drops IPv6 arriving on the NIC, so
+    answering NDP there draws the Eip's traffic into nothing. IPv4 is still answered."""
+    off = link(2, "eth1", ipv6=False)
+    host = HostNet((LO, off, IPVS, MGMT), HOST.addresses, HOST.routes)
+    six = eip("six", "eth1", ("2001:db8:5::7",))
+    six["spec"]["address"] = "2001:db8:5::/64"  # type: ignore[index]
+    result = plan(mine(cluster_view([six, eip("four", "eth1", ("10.0.0.41",))]), ["me"], "me"),
+                  host)  # fmt: skip
+    assert result.by_nic() == {"eth1": frozenset({ip("10.0.0.41")})}
+    assert result.problems == (
+        "Eip six: won 2001:db8:5::7 but will not announce it: IPv6 is off on eth1 "
+        "(net.ipv6.conf.eth1.disable_ipv6=1, an MTU below 1280, or no IPv6 in the kernel), so "
+        "the kernel drops the IPv6 traffic that answering NDP would draw there; turn IPv6 on "
+        "for eth1 or point the Eip's interface at a NIC with IPv6",
+    )
