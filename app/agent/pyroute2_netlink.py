@@ -366,8 +366,10 @@ def _table_dump(table: int) -> bytes:
     )
 
 
+# A kernel booted without IPv6 (ipv6.disable=1) has no IPv6 lookup and refuses the question
+# (EOPNOTSUPP): nothing is bound there either, and the IPv4 Eips must still be planned.
 _NOT_LOCAL = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ESRCH, errno.EACCES, errno.EINVAL,
-              errno.EAGAIN)  # fmt: skip
+              errno.EAGAIN, errno.EOPNOTSUPP, errno.EAFNOSUPPORT)  # fmt: skip
 
 
 class Rtnetlink:

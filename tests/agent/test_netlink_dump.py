@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
+import struct
 from collections.abc import Iterator
 
 import pytest
@@ -325,3 +326,34 @@ def test_gateways_of_the_other_family_and_nexthop_objects_are_read() -> None:
             assert isinstance(picked, Resolved) and picked.link.name == nic, picked
             kernel = netlink.route_get(ipaddress.ip_address(ip))
             assert kernel.oif == index[nic]  # as `ip route get` says
+
+
+class _Refusing:
+    """A netlink socket stand-in whose kernel answers every request with one error."""
+
+    def __init__(self, code: int) -> None:
+        self.code, self.seq = code, 0
+
+    def send(self, data: bytes) -> None:
+        self.seq = struct.unpack_from("=IHHII", data)[3]
+
+    def recv(self, _: int) -> bytes:
+        body = struct.pack("=i", -self.code) + bytes(16)  # the error and the request's header
+        return struct.pack("=IHHII", 16 + len(body), 2, 0, self.seq, 0) + body  # NLMSG_ERROR
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("code", [errno.EOPNOTSUPP, errno.EAFNOSUPPORT])
+def test_a_kernel_without_ipv6_binds_no_ipv6_address(code: int) -> None:
+    # Booted with ipv6.disable=1, the kernel has no IPv6 route lookup and refuses the
+    # question with EOPNOTSUPP: it was an error, raised on every tick, so the agent planned
+    # nothing at all, IPv4 Eips included, while any Eip named an IPv6 can_reach IP.
+    with Rtnetlink(None) as sock:
+        real = sock._sock
+        sock._sock = _Refusing(code)
+        try:
+            assert sock.bound(ipaddress.ip_address("2001:db8::1")) == ()
+        finally:
+            real.close()
