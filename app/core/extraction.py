@@ -349,18 +349,8 @@ def _node(b: FactBuilder, options: Options) -> None:
         if key in annotations:
             _comma_list(b, FactKind.POD_CIDR, annotations[key], fld)
     for key, fld in _CALICO_FIELDS:
-        if key in annotations:
-            text = as_str(annotations[key])
-            if "/" not in text:  # calico-node's IP setting may carry no prefix: no subnet
-                b.add(FactKind.NODE_IP, text, fld, ip=True)
-                continue
-            try:
-                ip, subnet = parse_key_with_prefix(text)
-            except AddressError as exc:
-                b.notes.append(f"{_source(obj, 'Node', fld)}: ignored: {exc}")
-                continue
-            b.point(FactKind.NODE_IP, ip, b.source(fld))
-            b.add_span(FactKind.NODE_SUBNET, subnet, fld)
+        if key in annotations:  # calico-node's IP setting may carry no prefix: no subnet
+            _bound_address(b, as_str(annotations[key]), fld, b.source(fld))
     for key, fld in _TUNNEL_FIELDS:
         if key in annotations:
             b.add(FactKind.NODE_IP, annotations[key], fld)
@@ -408,7 +398,7 @@ def _ovn_kubernetes(b: FactBuilder, annotations: Mapping[str, Any]) -> None:
         if type(value) is dict:
             for family in ("ipv4", "ipv6"):
                 if family in value:
-                    _ovn_address(b, value[family], fld)
+                    _bound_address(b, as_str(value[family]), fld, b.source(fld))
         elif value is not _NOT_JSON:
             b.notes.append(f"{b.source(fld)}: ignored: not a JSON object")
     for key, fld in _OVN_HOST_FIELDS:
@@ -416,7 +406,7 @@ def _ovn_kubernetes(b: FactBuilder, annotations: Mapping[str, Any]) -> None:
             value = _json(b, annotations[key], fld)
             if type(value) is list:
                 for item in value[:MAX_ANNOTATION_IPS]:
-                    _ovn_address(b, item, fld)
+                    _bound_address(b, as_str(item), fld, b.source(fld))
                 if len(value) > MAX_ANNOTATION_IPS:
                     b.notes.append(f"{b.source(fld)}: ignored {len(value) - MAX_ANNOTATION_IPS} "
                                    f"value(s) past the first {MAX_ANNOTATION_IPS}")  # fmt: skip
@@ -440,19 +430,21 @@ def _ovn_kubernetes(b: FactBuilder, annotations: Mapping[str, Any]) -> None:
                 b.add(FactKind.POD_CIDR, text, fld)
 
 
-def _ovn_address(b: FactBuilder, item: Any, fld: str) -> None:
-    """One address OVN-Kubernetes says a node binds, ``IP/len`` or ``IP``: a node IP, and
-    its subnet a node subnet (as the agent's report: not of loopback or link-local ones)."""
-    text = item if type(item) is str else as_str(item)
+def _bound_address(
+    b: FactBuilder, text: str, fld: str, source: Source, *, quiet: bool = False
+) -> None:
+    """An address a node binds, as Calico, OVN-Kubernetes and the agent's report write it:
+    ``IP/len`` is a node IP and a node subnet (not of one address, nor of a loopback or
+    link-local one); ``IP`` alone a node IP. ``quiet``: what cannot be read is no note."""
     if "/" not in text:
-        b.add(FactKind.NODE_IP, text, fld, ip=True)
+        b.add(FactKind.NODE_IP, text, fld, ip=True, quiet=quiet)
         return
     try:
         ip, subnet = parse_key_with_prefix(text)
     except AddressError as exc:
-        b.notes.append(f"{b.source(fld)}: ignored {quoted(text)}: {exc}")
+        if not quiet:
+            b.notes.append(f"{b.source(fld)}: ignored {quoted(text)}: {exc}")
         return
-    source = b.source(fld)
     b.point(FactKind.NODE_IP, ip, source)
     if subnet.first != subnet.last and not is_loopback_or_link_local(ip):
         b.fact(FactKind.NODE_SUBNET, subnet, source)
@@ -468,13 +460,7 @@ def _node_report(b: FactBuilder, text: Any) -> None:
     source = b.source(fld)
     for nic in as_list(report.get("interfaces")):
         for addr in as_list(as_mapping(nic).get("addresses")):
-            try:
-                ip, subnet = parse_key_with_prefix(as_str(addr))
-            except AddressError:
-                continue
-            b.point(FactKind.NODE_IP, ip, source)
-            if subnet.first != subnet.last and not is_loopback_or_link_local(ip):
-                b.fact(FactKind.NODE_SUBNET, subnet, source)
+            _bound_address(b, as_str(addr), fld, source, quiet=True)
     for gateway in as_list(report.get("gateways")):
         b.add(FactKind.NODE_GATEWAY, gateway, fld, quiet=True)
 

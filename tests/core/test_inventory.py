@@ -504,6 +504,18 @@ def test_a_calico_address_without_a_prefix_is_still_a_node_ip() -> None:
     assert inv.count(FactKind.NODE_SUBNET) == 0 and not inv.notes
 
 
+@pytest.mark.parametrize("written", ["10.0.0.7/32", "fd00::7/128", "fe80::7/64"])
+def test_a_calico_address_of_one_address_or_link_local_makes_no_node_subnet(written: str) -> None:
+    # As the agent's report reads addresses: a /32 is no network of the node's, and a
+    # link-local prefix is on every NIC; either as a node subnet would make can_reach IPs
+    # seem to lie in a known subnet.
+    key = "projectcalico.org/IPv6Address" if ":" in written else "projectcalico.org/IPv4Address"
+    inv = inv_of(node("n1", annotations={key: written}))
+    address = written.partition("/")[0]
+    assert fields(inv, FactKind.NODE_IP, address) == {f"Node n1 (annotation {key})"}
+    assert inv.count(FactKind.NODE_SUBNET) == 0 and not inv.notes
+
+
 KUBEADM_CLUSTER_CONFIGURATION = """\
 apiServer: {}
 apiVersion: kubeadm.k8s.io/v1beta4
