@@ -141,8 +141,8 @@ def parse_ip(text: str) -> IP:
         ip = ipaddress.ip_address(text)
     except ValueError:
         octets = text.split(".")
-        dotted = len(octets) == 4 and all(
-            o.isdigit() and o.isascii() and int(o) < 256 for o in octets
+        dotted = len(octets) == 4 and all(  # int() of 4,301 digits or more: ValueError
+            o.isdigit() and o.isascii() and len(o) <= 3 and int(o) < 256 for o in octets
         )
         if dotted and any(len(o) > 1 and o[0] == "0" for o in octets):  # octal to some
             fixed = ".".join(str(int(o)) for o in octets)
@@ -308,6 +308,7 @@ def _key_and_cidr(text: str) -> tuple[int, Span]:
     ip_text, _, prefix_text = text.partition("/")
     key = parse_key(ip_text)
     prefix = _PREFIXES.get(prefix_text)
+    offset, max_prefixlen = (0, 32) if key < V6_OFFSET else (V6_OFFSET, 128)
     if prefix is None:
         if any(c.isspace() for c in prefix_text):
             raise AddressError(f"{quoted(text)} contains whitespace")
@@ -315,8 +316,7 @@ def _key_and_cidr(text: str) -> tuple[int, Span]:
             raise AddressError(f"{quoted(text)} needs a decimal prefix length after '/'")
         if len(prefix_text) > 1 and prefix_text[0] == "0":
             raise AddressError(f"{quoted(text)} has a prefix length with a leading zero")
-        prefix = int(prefix_text)
-    offset, max_prefixlen = (0, 32) if key < V6_OFFSET else (V6_OFFSET, 128)
+        prefix = max_prefixlen + 1  # decimal, no leading zero, not 0-128: longer than any
     if prefix > max_prefixlen:
         raise AddressError(f"{quoted(text)} has a prefix longer than {max_prefixlen}")
     host_bits = max_prefixlen - prefix
@@ -340,6 +340,12 @@ def parse_range(text: str) -> Span:
     if first > last:
         raise AddressError(
             f"{quoted(text)} is reversed: {key_ip(first)} comes after {key_ip(last)}"
+        )
+    if _as_int64(last - first) < 0:  # GetSize: ord := big.Int.Int64(last-first); ord < 0
+        raise AddressError(
+            f"{quoted(text)} holds {last - first + 1} addresses: OpenELB counts last-first in "
+            "a 64-bit integer, which comes out negative here, and refuses the range (keep it "
+            "under 2^63 addresses)"
         )
     return _new(Span, (first, last, None))
 
@@ -371,10 +377,12 @@ def as_openelb_reads(text: str) -> str | None:
         return None  # every mapped address has one of the two: the common case in one test
     if "/" in text:  # ::ffff:10.0.0.0/120 is 10.0.0.0/24 to OpenELB (GetSize, IPToBigInt)
         ip_text, _, prefix_text = text.partition("/")
-        mapped_ip = _mapped(ip_text)
-        if mapped_ip is None or not prefix_text.isdigit() or not 96 <= int(prefix_text) <= 128:
+        mapped_ip, prefix = _mapped(ip_text), _go_dtoi(prefix_text)
+        if mapped_ip is None or prefix is None or prefix > 128:
             return None
-        return f"{mapped_ip}/{int(prefix_text) - 96}"
+        if prefix < 96:  # the mask clears (part of) ffff: an IPv6 network, To4() is nil
+            return str(ipaddress.IPv6Network(f"{ip_text}/{prefix}", strict=False))
+        return f"{mapped_ip}/{prefix - 96}"
     rewritten = []
     for part in text.split("-", 1):
         mapped = _mapped(part)
@@ -390,19 +398,38 @@ def _leading_zero_prefix(text: str) -> str | None:
     with ``dtoi``, which takes leading zeros, so OpenELB serves that /24. None when the
     prefix has no leading zero, or the text is no plain IP and decimal prefix."""
     ip_text, _, prefix_text = text.partition("/")
+    prefix = _go_dtoi(prefix_text)
     if not (
         len(prefix_text) > 1
         and prefix_text[0] == "0"
-        and prefix_text.isascii()
-        and prefix_text.isdigit()
+        and prefix is not None
         and key_or_none(ip_text) is not None
     ):
         return None
-    return f"{ip_text}/{int(prefix_text)}"
+    return f"{ip_text}/{prefix}"
+
+
+_DTOI_BIG = 0xFFFFFF  # Go's net package gives up on a decimal number this big
+
+
+def _go_dtoi(text: str) -> int | None:
+    """The whole of ``text`` as Go's ``net.ParseCIDR`` reads a prefix length (``dtoi``):
+    ASCII digits, leading zeros as many as given, None from 0xFFFFFF up or if empty; no
+    ``int()`` of thousands of digits (Python refuses more than 4,300 with a ValueError)."""
+    if not (text.isascii() and text.isdigit()):  # "" too
+        return None
+    digits = text.lstrip("0")
+    if len(digits) > 8:
+        return None
+    value = int(digits or "0")
+    return value if value < _DTOI_BIG else None
 
 
 def _mapped(text: str) -> ipaddress.IPv4Address | None:
-    """The IPv4 address ``text`` maps (``::ffff:a.b.c.d``), else None."""
+    """The IPv4 address ``text`` maps (``::ffff:a.b.c.d``), else None (also with a zone ID,
+    which ipaddress takes and Go's ``net.ParseIP`` refuses)."""
+    if "%" in text:
+        return None
     try:
         ip = ipaddress.ip_address(text)
     except ValueError:

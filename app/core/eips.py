@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -22,8 +23,16 @@ ALLOW_RULES_ANNOTATION = "eip-guard.io/allow-rules"
 ALLOW_RULES_CHARS = 4096
 EIP_ANNOTATIONS = (DEFAULT_EIP_ANNOTATION, ALLOW_RULES_ANNOTATION)  # all that from_object reads
 EIP_SPEC_FIELDS = ("address", "protocol", "interface", "disable")  # all that from_object reads
-PROTOCOLS = ("bgp", "layer2", "vip")
-_PROTOCOL_VALUES = frozenset((*PROTOCOLS, ""))  # empty (or absent) means bgp
+PROTOCOLS = ("bgp", "layer2", "vip")  # absent means bgp; "" is not in the CRD's enum
+V1ALPHA1_PROTOCOLS = ("bgp", "layer2")
+_PROTOCOL_VALUES = frozenset(PROTOCOLS)
+# The served v1alpha1 schema's pattern of spec.address (IPv4 only); Go's regexp reads "$" as
+# the end of the text, so a fullmatch without the anchors.
+V1ALPHA1_ADDRESS_PATTERN = (
+    r"^([0-9]{1,3}\.){3}[0-9]{1,3}((\/([0-9]|[1-2][0-9]|3[0-2]))|(\-([0-9]{1,3}\.){3}[0-9]{1,3}))?$"
+)
+_V1ALPHA1_ADDRESS = re.compile(V1ALPHA1_ADDRESS_PATTERN[1:-1])
+_TO_V1ALPHA2 = "write this Eip as network.kubesphere.io/v1alpha2"
 
 
 class FieldError(NamedTuple):
@@ -44,9 +53,12 @@ def _json_type(value: Any) -> str:
 
 
 def _field_errors(
-    spec: Any, address: Any, interface: Any, protocol: Any, disable: Any
+    spec: Any, address: Any, interface: Any, protocol: Any, disable: Any, *, v1alpha1: bool
 ) -> tuple[FieldError, ...]:
-    """What the Eip CRD's schema says of the fields the rules read; the slow path only."""
+    """What the Eip CRD's schema says of the fields the rules read; the slow path only.
+
+    v1alpha1 (openelb config/crd/bases/network.kubesphere.io_eips.yaml) has its own: an
+    IPv4-only pattern on address, protocol bgp or layer2, and no interface at all."""
     if type(spec) is not dict:
         if spec is None:  # as a missing address: address-syntax says "empty address"
             return ()
@@ -68,7 +80,27 @@ def _field_errors(
                 'Quote it in YAML, e.g. address: "192.168.0.10".',
             )
         )
-    if interface is not None and type(interface) is not str:
+    elif v1alpha1 and address is not None and not _V1ALPHA1_ADDRESS.fullmatch(address):
+        errors.append(
+            FieldError(
+                "spec.address",
+                address,
+                f"spec.address in body should match '{V1ALPHA1_ADDRESS_PATTERN}'",
+                "network.kubesphere.io/v1alpha1 takes an IPv4 address, CIDR or range only: "
+                f"{_TO_V1ALPHA2} for anything else.",
+            )
+        )
+    if v1alpha1 and interface is not None:
+        errors.append(
+            FieldError(
+                "spec.interface",
+                interface if type(interface) is str else _json_type(interface),
+                'unknown field "spec.interface"',
+                "network.kubesphere.io/v1alpha1 has no spec.interface: the API server drops it "
+                f"(kubectl's strict field validation refuses it): {_TO_V1ALPHA2} to set it.",
+            )
+        )
+    elif interface is not None and type(interface) is not str:
         errors.append(
             FieldError(
                 "spec.interface",
@@ -77,14 +109,22 @@ def _field_errors(
                 "Write one NIC name or can_reach:<IP>.",
             )
         )
-    if protocol is not None and not (type(protocol) is str and protocol in _PROTOCOL_VALUES):
-        supported = ", ".join(f'"{p}"' for p in PROTOCOLS)
+    protocols = V1ALPHA1_PROTOCOLS if v1alpha1 else PROTOCOLS
+    if protocol is not None and not (type(protocol) is str and protocol in protocols):
+        supported = ", ".join(f'"{p}"' for p in protocols)
         if type(protocol) is str:
             value, detail = protocol, f"spec.protocol must be one of {supported}"
         else:
             value, detail = _json_type(protocol), "spec.protocol in body must be of type string"
         near = protocol.strip().lower() if type(protocol) is str else ""
-        advice = f'Did you mean "{near}"?' if near in PROTOCOLS else f"Write one of {supported}."
+        if protocol == "":  # a Helm value left unset: only an absent protocol means bgp
+            advice = f"Leave spec.protocol out for bgp, or write one of {supported}."
+        elif near in protocols:
+            advice = f'Did you mean "{near}"?'
+        else:
+            advice = f"Write one of {supported}."
+        if v1alpha1:
+            advice += f" For vip, {_TO_V1ALPHA2}."
         errors.append(FieldError("spec.protocol", value, detail, advice))
     if disable is not None and type(disable) is not bool:
         errors.append(
@@ -204,15 +244,20 @@ class Eip(NamedTuple):
             spec.get("disable"),
         )
         errors: tuple[FieldError, ...] = ()
-        if not (
+        v1alpha1 = obj.get("apiVersion") == V1ALPHA1
+        if v1alpha1 or not (
             type(address_text) is str
             and (interface is None or type(interface) is str)
             and (protocol is None or (type(protocol) is str and protocol in _PROTOCOL_VALUES))
             and (disable is None or type(disable) is bool)
             and type(raw_spec) is dict
         ):
-            errors = _field_errors(raw_spec, address_text, interface, protocol, disable)
+            errors = _field_errors(
+                raw_spec, address_text, interface, protocol, disable, v1alpha1=v1alpha1
+            )
             address_text = as_str(address_text)
+            if v1alpha1:
+                interface = None  # not in its schema: the API server drops it
         try:
             address: Span | None = parse_eip_address(address_text)
             error = ""
@@ -245,7 +290,7 @@ class Eip(NamedTuple):
                 tuple([own(str(k)) for k in used]) if used else (),
                 disable is True,  # disabled
                 errors,
-                obj.get("apiVersion") == V1ALPHA1,
+                v1alpha1,
                 tuple([own(as_str(v)) for v in used.values()]) if used else (),  # used_by
             ),
         )

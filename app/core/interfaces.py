@@ -30,9 +30,12 @@ def nic_name_problem(name: str) -> str | None:
     """Why ``name`` can never name a NIC, or None.
 
     Linux refuses (``dev_valid_name``) an empty name, '.' and '..', '/', ':' and whitespace
-    in one, and more than 15 bytes. Beyond the kernel: spec.interface is JSON text, so bytes
-    that are no UTF-8 (a shell hands them over as surrogates) cannot be in it, and a control
-    character, which the kernel would take, is a stray character from a copy, not a name.
+    in one (its ``isspace`` counts the byte 0xA0, which the UTF-8 of U+00E0 'à' holds), and
+    more than 15 bytes; it reads a '%' as a pattern (``dev_alloc_name``: '%d' becomes a
+    number, another '%' is refused), so no NIC's name has one. Beyond the kernel:
+    spec.interface is JSON text, so bytes that are no UTF-8 (a shell hands them over as
+    surrogates) cannot be in it, and a control character, which the kernel would take, is a
+    stray character from a copy, not a name.
     """
     if _PLAIN_NIC_NAME.fullmatch(name) and name not in (".", ".."):
         return None
@@ -51,6 +54,17 @@ def nic_name_problem(name: str) -> str | None:
         if char == "/" or char.isspace():
             what = "'/'" if char == "/" else f"whitespace ({char!r})"
             return f"{quoted(name)} cannot be a NIC name: Linux refuses {what} in one"
+        if char == "%":
+            return (
+                f"{quoted(name)} cannot be a NIC name: Linux reads '%' as a pattern when it "
+                "names a NIC ('%d' becomes a number, any other '%' is refused), so no NIC's "
+                "name has one"
+            )
+        if char > "\x7f" and 0xA0 in char.encode():
+            return (
+                f"{quoted(name)} cannot be a NIC name: the UTF-8 of {char!r} holds the byte "
+                "0xA0, which Linux counts as whitespace and refuses in one"
+            )
         if unicodedata.category(char) == "Cc":
             return (
                 f"{quoted(name)} cannot be a NIC name: it holds the control character "

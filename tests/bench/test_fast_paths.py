@@ -249,6 +249,12 @@ def old_parse_range(text: str) -> Span:
         raise AddressError(f"{text!r} mixes IPv{first.version} and IPv{last.version}")
     if int(first) > int(last):
         raise AddressError(f"{text!r} is reversed: {first} comes after {last}")
+    if (int(last) - int(first)) >> 63 & 1:  # OpenELB's GetSize: big.Int.Int64 is negative
+        raise AddressError(
+            f"{text!r} holds {int(last) - int(first) + 1} addresses: OpenELB counts last-first "
+            "in a 64-bit integer, which comes out negative here, and refuses the range (keep "
+            "it under 2^63 addresses)"
+        )
     return Span(ip_key(first), ip_key(last))
 
 

@@ -49,6 +49,8 @@ def test_valid(text: str | None, expected: object) -> None:
         ("Can_Reach:172.16.236.1", "not supported"),
         ("eth0:1", "not supported"),
         (" can_reach:172.16.236.1", "not supported"),
+        ("can_reach:::ffff:172.16.236.1%eth0", "zone"),  # net.ParseIP refuses zones
+        ("can_reach:1." + "1" * 5000 + ".1.1", "not an IP"),  # no ValueError from int()
     ],
 )
 def test_rejected_like_openelb(text: str, reason: str) -> None:
@@ -84,3 +86,26 @@ def test_a_huge_value_is_neither_kept_nor_echoed_whole(text: str) -> None:
 def test_usual_values_share_one_parsed_spec() -> None:
     assert parse_interface("can_reach:192.0.2.1") is parse_interface("can_reach:192.0.2.1")
     assert parse_interface("eth0") is parse_interface("eth0")
+
+
+# NIC names as Linux takes them (dev_valid_name, dev_alloc_name), each row tried with
+# 'ip link add name NAME type veth peer ...' in a network namespace on Linux 6.18.
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("pa%d", "'%'"),  # created as pa0: '%d' is a pattern, no NIC is named "pa%d"
+        ("pa%b", "'%'"),  # Invalid argument: '%' other than one '%d'
+        ("p\u00e0", "0xA0"),  # Invalid argument: UTF-8 C3 A0, and the kernel's isspace(0xA0)
+        ("p\u0420", "0xA0"),  # Invalid argument: Cyrillic Er, UTF-8 D0 A0
+        ("p\u00e9", None),  # created: UTF-8 C3 A9
+        ("p!#$&*+=?", None),  # created
+        ("p,;", None),  # created
+    ],
+)
+def test_nic_names_as_linux_takes_them(name: str, why: str | None) -> None:
+    problem = NicName(name).problem
+    if why is None:
+        assert problem is None
+    else:
+        assert problem is not None and why in problem
+        assert problem.startswith(f"{name!r} cannot be a NIC name: ")

@@ -142,6 +142,20 @@ def test_service_annotations_take_a_few_ips_and_never_a_cidr() -> None:
     assert "Service tenant/many (annotation kube-vip.io/loadbalancerIPs): ignored 24 IP(s)" in notes
 
 
+def test_an_annotation_ip_of_thousands_of_digits_is_ignored_not_a_crash() -> None:
+    # Python's int() refuses more than 4,300 digits with a ValueError, which the address
+    # parser let out: one tenant's annotation made every inventory build raise.
+    huge = "1." + "1" * 5000 + ".1.1"
+    inv = inv_of(
+        service("huge", "tenant", annotations={"kube-vip.io/loadbalancerIPs": huge}),
+        eip("e", "10.0.0.1", used={huge: "tenant/huge"}, interface=f"can_reach:{huge}"),
+    )
+    assert inv.count(FactKind.SERVICE_IP) == 0
+    assert "Service tenant/huge (annotation kube-vip.io/loadbalancerIPs): ignored" in "\n".join(
+        inv.notes
+    )
+
+
 def test_service_cidrs() -> None:
     inv = inv_of(service_cidr("kubernetes", "10.96.0.0/12", "fd00:10:96::/112"))
     assert fields(inv, FactKind.SERVICE_CIDR, "10.100.0.1") == {

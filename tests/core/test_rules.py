@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.core.eips import Eip
+from app.core.eips import V1ALPHA1, Eip
+from app.core.interfaces import NoInterface
 from app.core.inventory import Inventory, build
 from app.core.rules import RULE_IDS, RULES, audit, check
 from app.core.verdict import WARNING_LIMIT, Action, Operation, Policy, Verdict
@@ -152,7 +153,9 @@ def test_interface_required() -> None:
     for protocol in ("layer2", "vip"):
         assert denied(judge(l2(None, protocol=protocol))) == {"interface-required"}
     assert judge(l2(None, protocol="bgp")).allowed
-    assert judge(l2("", protocol="")).allowed  # empty protocol means bgp
+    absent = l2("", protocol="bgp")
+    del absent["spec"]["protocol"]
+    assert judge(absent).allowed  # no protocol means bgp (OpenELB's GetProtocol)
 
 
 @pytest.mark.parametrize(
@@ -205,6 +208,9 @@ def _with_spec(**fields: Any) -> dict[str, Any]:
         ({"interface": ["eth0"]}, "spec.interface", "array", "one NIC name or can_reach"),
         ({"protocol": "Layer2"}, "spec.protocol", "Layer2", 'Did you mean "layer2"?'),
         ({"protocol": "ospf"}, "spec.protocol", "ospf", 'Write one of "bgp", "layer2", "vip".'),
+        # The enum has no "": the API server refuses an explicit empty protocol (a Helm
+        # value left unset), only an absent one means bgp.
+        ({"protocol": ""}, "spec.protocol", "", "Leave spec.protocol out for bgp"),
         ({"protocol": ["layer2"]}, "spec.protocol", "array", "must be of type string"),
         ({"disable": "true"}, "spec.disable", "string", "true or false, unquoted"),
         ({"disable": 1.5}, "spec.disable", "number", "must be of type boolean"),
@@ -256,7 +262,7 @@ _JSON = st.recursive(
 _SCHEMA_OK: dict[str, Callable[[Any], bool]] = {
     "address": lambda x: x is None or isinstance(x, str),
     "interface": lambda x: x is None or isinstance(x, str),
-    "protocol": lambda x: x is None or x in ("bgp", "layer2", "vip", ""),
+    "protocol": lambda x: x is None or x in ("bgp", "layer2", "vip"),
     "disable": lambda x: x is None or isinstance(x, bool),
 }
 
@@ -268,7 +274,7 @@ _SCHEMA_OK: dict[str, Callable[[Any], bool]] = {
         optional={
             "address": _JSON | st.just("172.16.236.61"),
             "interface": _JSON | st.just("eth0"),
-            "protocol": _JSON | st.sampled_from(["layer2", "Layer2", "vip"]),
+            "protocol": _JSON | st.sampled_from(["layer2", "Layer2", "vip", ""]),
             "disable": _JSON,
         },
     )
@@ -284,13 +290,45 @@ def test_any_json_in_the_spec_is_judged_and_bad_types_are_schema_errors(
 
 
 def test_a_well_formed_eip_has_no_field_errors() -> None:
-    for protocol in ("bgp", "layer2", "vip", ""):
+    for protocol in ("bgp", "layer2", "vip"):
         for disable in (None, True, False):
             fields: dict[str, Any] = {"protocol": protocol}
             if disable is not None:
                 fields["disable"] = disable
             assert Eip.from_object(_with_spec(**fields)).field_errors == ()
     assert Eip.from_object(l2(None)).field_errors == ()
+    for address in ("10.0.0.1", "10.0.0.0/24", "10.0.0.0/0", "10.0.0.1-10.0.0.9"):
+        old = eip("old", address, protocol="layer2", interface=None, api_version=V1ALPHA1)
+        assert Eip.from_object(old).field_errors == (), address
+
+
+# The served v1alpha1 schema (openelb config/crd/bases/network.kubesphere.io_eips.yaml):
+# address with the pattern below (IPv4 only), protocol enum bgp|layer2, disable,
+# usingKnownIPs; no interface (the API server drops it, kubectl's strict field validation
+# refuses it). What the API server says of each, and the field eip-guard names.
+@pytest.mark.parametrize(
+    ("spec", "field", "detail"),
+    [
+        ({"protocol": "vip"}, "spec.protocol", 'must be one of "bgp", "layer2"'),  # enum
+        ({"protocol": ""}, "spec.protocol", 'must be one of "bgp", "layer2"'),
+        ({"address": "2001:db8::/120"}, "spec.address", "spec.address in body should match"),
+        ({"address": "10.0.0.0/024"}, "spec.address", "spec.address in body should match"),
+        ({"address": "10.0.0.0/24\n"}, "spec.address", "spec.address in body should match"),
+        ({"interface": "eth0"}, "spec.interface", 'unknown field "spec.interface"'),
+    ],
+)
+def test_a_v1alpha1_eip_is_held_to_the_v1alpha1_schema(
+    spec: dict[str, Any], field: str, detail: str
+) -> None:
+    obj = eip("old", "172.16.236.61", protocol="bgp", interface=None, api_version=V1ALPHA1)
+    obj["spec"].update(spec)
+    read = Eip.from_object(obj)
+    assert [(e.field, detail in e.detail) for e in read.field_errors] == [(field, True)]
+    assert "network.kubesphere.io/v1alpha2" in read.field_errors[0].advice
+    v = judge(obj)
+    assert denied(v) == {"spec-schema"}
+    if field == "spec.interface":  # dropped: OpenELB never sees it
+        assert isinstance(read.interface, NoInterface) and read.interface_text == ""
 
 
 def test_eip_covers_another_eips_can_reach() -> None:

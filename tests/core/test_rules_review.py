@@ -268,6 +268,25 @@ def test_a_pool_openelb_counts_right_is_allowed_and_a_wrapped_count_is_denied() 
     assert "computes this pool's size as 5 (it holds 18446744073709551621)" in wrapped.message
 
 
+@pytest.mark.parametrize(
+    "address",
+    [
+        "fd00:1::-fd00:1::ffff:ffff:ffff:ffff",  # GetSize: Int64(2^64-1) = -1, ord < 0
+        "fd00:1::-fd00:1::8000:0:0:0",  # Int64(2^63) = MinInt64
+    ],
+)
+def test_a_range_openelb_refuses_for_its_size_is_its_syntax_error_and_no_pool(
+    address: str,
+) -> None:
+    # OpenELB's webhook says "invalid eip address format", and a stored one is no pool to
+    # it (GetSize fails): not a size eip-guard.io/allow-rules could waive.
+    v = judge(l2("eth0", address, allow="address-size,address-syntax"))
+    assert denied(v) == {"address-syntax"}
+    assert "invalid eip address format: " in v.message
+    assert "OpenELB counts last-first in a 64-bit integer" in v.message
+    assert Eip.from_object(eip("stored", address)).address is None
+
+
 # --- finding 5: what OpenELB's own webhook refuses cannot be overridden by the annotation ---
 
 

@@ -254,3 +254,14 @@ def test_a_denied_value_is_quoted_on_one_line_and_cut(webhook: Webhook) -> None:
         assert text.startswith(('spec.interface: Invalid value: "can_reach:10.0.0.1\\"\\nxx',
                                 'Invalid value: "can_reach:10.0.0.1\\"\\nxx'))  # fmt: skip
         assert "\n" not in text and len(text) < 1000
+
+
+def test_a_prefix_of_thousands_of_digits_is_denied_not_a_500(webhook: Webhook) -> None:
+    # int() of more than 4,300 digits raised ValueError inside the address parser: the
+    # webhook answered 500 "eip-guard failed to check this request".
+    obj = example_eip("good")
+    obj["spec"]["address"] = "10.0.0.0/" + "1" * 5000
+    response = webhook.validate(review(obj, uid="uid-digits"))["response"]
+    assert response["allowed"] is False and response["status"]["code"] == 422
+    assert "invalid eip address format" in response["status"]["message"]
+    assert len(response["status"]["message"]) < 2000

@@ -236,8 +236,9 @@ def _pool_holds_node_ips(r: Review) -> Iterator[Violation]:
 def _pool_size(eip: Eip) -> Iterator[Violation]:
     """A pool whose size OpenELB counts in a Go int64 that overflows: an IPv6 CIDR of /65 or
     shorter (0 for 64 host bits or more, MinInt64 for 63), or a range of 2^63 addresses or
-    more. Its IPAM then hands out offsets below that size (none), and its overlap test adds
-    size-1 to the first address (misjudged)."""
+    more that GetSize still reads (the others parse_range refuses, as GetSize does). Its
+    IPAM then hands out offsets below that size (none), and its overlap test adds size-1 to
+    the first address (misjudged)."""
     pool = eip.address
     assert pool is not None
     size = openelb_size(pool)

@@ -16,6 +16,7 @@ LO_TRAP = (
 )
 LO_TRAP_SENTENCE = LO_TRAP[0].upper() + LO_TRAP[1:] + "."
 INTERFACE = "spec.interface"
+PROTOCOL = "spec.protocol"
 ADDRESS = "spec.address"
 MAX_NAMED = 3  # conflicting objects named in one message; the rest are counted
 

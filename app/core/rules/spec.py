@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from app.core.addresses import quoted
 from app.core.eips import DEFAULT_EIP_ANNOTATION
 from app.core.interfaces import NoInterface
-from app.core.rules.review import ADDRESS, INTERFACE, Review, erred, first_of, some_of
+from app.core.rules.review import ADDRESS, INTERFACE, PROTOCOL, Review, erred, first_of, some_of
 from app.core.verdict import Violation
 
 
@@ -26,7 +26,12 @@ def spec_schema(r: Review) -> Iterator[Violation]:
 
 def interface_required(r: Review) -> Iterator[Violation]:
     eip = r.candidate
-    if eip.speaks_layer2 and isinstance(eip.interface, NoInterface) and not erred(r, INTERFACE):
+    if (
+        eip.speaks_layer2
+        and isinstance(eip.interface, NoInterface)
+        and not erred(r, INTERFACE)
+        and not erred(r, PROTOCOL)  # vip in a v1alpha1 Eip: the schema rule says it all
+    ):
         do = (
             # v1alpha1 has no such field (domain.md): advice to set it could not be followed.
             "A network.kubesphere.io/v1alpha1 Eip has no spec.interface: write this Eip as "
