@@ -12,7 +12,10 @@ Each replica, on start and then every few minutes, runs :meth:`SelfManagedCerts.
 3. put the Secret's CA(s) into ``caBundle`` of its own ValidatingWebhookConfiguration,
    but only while the Secret is still the version it read (a slower replica must not
    write back an older bundle);
-4. hand the serving pair to the TLS server (:func:`run_rotation`).
+4. hand the serving pair to the TLS server (:func:`run_rotation`); a pair signed by a new
+   CA only once the caBundle carrying that CA has been in place :data:`NEW_CA_SETTLE_SECONDS`
+   (the API server may verify with the old caBundle for a moment), the pair presented now
+   meanwhile, if still valid and trusted.
 
 The chart creates the (empty) Secret so RBAC can name it; a missing Secret is created here
 for installs without the chart.
@@ -24,6 +27,7 @@ import asyncio
 import base64
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -44,6 +48,7 @@ from app.pki.rotation import (
     assess,
     ca_bundle,
     issuers_of,
+    must_settle,
     plan,
     serving_pair,
 )
@@ -52,6 +57,11 @@ log = logging.getLogger(__name__)
 ATTEMPTS = 4  # lost races in one sync before giving up until the next one
 RETRY_SECONDS = 15.0  # after a failed sync (API down, RBAC missing): sooner than the interval
 FORBIDDEN, CONFLICT, NOT_FOUND = 403, 409, 404
+# Seconds a caBundle carrying a new CA stays in place before a replica presents what that CA
+# signed. Each API server reads webhook configurations from its own informer
+# (k8s.io/apiserver validating_webhook_manager.go), seeing a patch a moment later: well
+# under a second usually, seconds under load. The pair presented meanwhile stays trusted.
+NEW_CA_SETTLE_SECONDS = 10.0
 Clock = Callable[[], dt.datetime]
 
 
@@ -255,6 +265,8 @@ class SyncResult:
     assessment: Assessment  # what this replica found
     wrote: bool  # this replica wrote the Secret
     ca_bundle_changed: bool
+    # Seconds until the Secret's pair, signed by a new CA, replaces ``pair`` (0: it is ``pair``)
+    settling: float = 0.0
 
 
 class SelfManagedCerts:
@@ -265,10 +277,17 @@ class SelfManagedCerts:
         dns_names: Sequence[str],
         renew_before: dt.timedelta = DEFAULT_RENEW_BEFORE,
         clock: Clock = lambda: dt.datetime.now(dt.UTC),
+        *,
+        settle: float = NEW_CA_SETTLE_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.secrets, self.webhooks = secrets, webhooks
         self.dns_names, self.renew_before, self.clock = tuple(dns_names), renew_before, clock
-        self._adopted: bytes | None = None  # the serving certificate of the last sync
+        self.settle, self._monotonic = settle, monotonic
+        self._adopted: bytes | None = None  # the Secret's serving certificate at the last sync
+        self._serving: KeyPair | None = None  # the pair the last sync said to present
+        self._bundle = ""  # the caBundle last found in place, of this replica's Secret data
+        self._bundle_since = 0.0  # when (monotonic) it was written or first found in place
 
     def sync(self) -> SyncResult:
         """One round: make the Secret right (or adopt it), then the caBundle. Blocking I/O."""
@@ -280,9 +299,11 @@ class SelfManagedCerts:
             issuers: list[bytes] = []
             if found.action is Action.NEW_CA:
                 # Replicas present the Secret's serving certificate (or, the Secret emptied,
-                # the one this replica adopted last) until their next sync: the caBundle
-                # must go on trusting its CA, even when the Secret no longer holds it.
-                serving = [data.get(TLS_CRT), self._adopted]
+                # the one this replica adopted last, or presents while a new CA settles)
+                # until their next sync: the caBundle must go on trusting its CA, even when
+                # the Secret no longer holds it.
+                presenting = self._serving.cert_pem if self._serving else None
+                serving = [data.get(TLS_CRT), self._adopted, presenting]
                 issuers = issuers_of(serving, self.webhooks.trusted())
             try:
                 new = plan(data, found, self.dns_names, now, issuers)
@@ -321,13 +342,34 @@ class SelfManagedCerts:
         else:
             raise CertSyncError(f"{self.secrets.ref} keeps changing under us; retrying later")
 
-        def still_current() -> bool:
-            latest = self.secrets.read()
-            return latest is not None and latest.resource_version == version
+        stale = False  # a newer Secret exists: the caBundle in place is not this one
 
-        changed = self.webhooks.ensure_ca_bundle(ca_bundle(adopted, now), still_current)
+        def still_current() -> bool:
+            nonlocal stale
+            latest = self.secrets.read()
+            stale = latest is None or latest.resource_version != version
+            return not stale
+
+        bundle = ca_bundle(adopted, now)
+        changed = self.webhooks.ensure_ca_bundle(bundle, still_current)
+        if stale:
+            self._bundle = ""
+        elif changed or bundle != self._bundle:
+            self._bundle, self._bundle_since = bundle, self._monotonic()
         self._adopted = adopted.get(TLS_CRT)
-        return SyncResult(serving_pair(adopted), found, wrote, changed)
+        pending = serving_pair(adopted)
+        # What is presented now; at first start the Secret's own pair when it was servable
+        # (a CA renewed 400 days early leaves it valid): better than one the API server may
+        # not trust yet.
+        presented = self._serving or (serving_pair(data) if found.servable else None)
+        settling = 0.0
+        if presented is not None and must_settle(
+            presented.cert_pem, pending.cert_pem, base64.b64decode(bundle), now
+        ):
+            waited = 0.0 if stale else self._monotonic() - self._bundle_since
+            settling = max(0.0, self.settle - waited)
+        self._serving = presented if presented is not None and settling > 0 else pending
+        return SyncResult(self._serving, found, wrote, changed, settling)
 
 
 async def run_rotation(
@@ -345,7 +387,10 @@ async def run_rotation(
     worker thread so the webhook keeps answering meanwhile. ``ready`` is set after the
     first successful load; ``report`` runs after every round (it logs the certificate
     presented turning invalid), and ``problem`` gets what failed in it ("" for nothing).
+    While a pair signed by a new CA waits for its caBundle to settle, the next round comes
+    when it may be presented.
     """
+    settling = False  # a new CA's pair waits
     while True:
         delay, failed = interval, ""
         try:
@@ -353,6 +398,18 @@ async def run_rotation(
             load(result.pair)
             if ready is not None:
                 ready.set()
+            if result.settling > 0:
+                delay = min(interval, result.settling)
+                if not settling:
+                    log.info(
+                        "a new CA is in the caBundle: presenting the certificate it signed "
+                        "once API servers have had time to read it; the current one, still "
+                        "trusted, until then",
+                        extra={"fields": {"settle_seconds": certs.settle}},
+                    )
+            elif settling:
+                log.info("presenting the certificate signed by the new CA")
+            settling = result.settling > 0
             if result.assessment.action is not Action.KEEP or result.ca_bundle_changed:
                 log.info(
                     "webhook certificate in step",

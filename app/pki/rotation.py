@@ -184,6 +184,26 @@ def issuers_of(serving_pems: Sequence[bytes | None], bundle_pem: bytes) -> list[
     ]
 
 
+def must_settle(
+    presented_pem: bytes, pending_pem: bytes, bundle_pem: bytes, now: dt.datetime
+) -> bool:
+    """Whether ``pending`` (signed by a new CA) should wait before it replaces ``presented``.
+
+    The API server reads the caBundle through an informer: for a moment after a patch it may
+    still verify with the old one. A certificate signed by a CA the old caBundle lacks fails
+    there, so it waits while ``presented`` is valid at ``now`` and still trusted by
+    ``bundle_pem`` (the new caBundle, decoded). A renewal under the same CA never waits, and
+    neither does a pair replacing one expired, not yet valid or no longer trusted: nothing
+    better exists."""
+    presented, pending = _cert(presented_pem), _cert(pending_pem)
+    if presented is None or pending is None or presented == pending:
+        return False
+    if not presented.not_valid_before_utc <= now < presented.not_valid_after_utc:
+        return False
+    issuers = [ca for ca in _pem_certs(bundle_pem) if _issued_by(presented, ca)]
+    return bool(issuers) and not any(_issued_by(pending, ca) for ca in issuers)
+
+
 def ca_bundle(data: SecretData, now: dt.datetime) -> str:
     """The caBundle for the webhook configuration: the CA, plus the previous ones while valid."""
     if CA_CRT not in data:

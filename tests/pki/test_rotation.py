@@ -22,6 +22,7 @@ from app.pki.rotation import (
     Action,
     assess,
     ca_bundle,
+    must_settle,
     plan,
     service_dns_names,
 )
@@ -208,3 +209,16 @@ def test_a_first_name_too_long_for_a_common_name_is_still_served() -> None:
     assert only_long.subject == x509.Name([])
     san = only_long.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     assert san.critical and san.value.get_values_for_type(x509.DNSName) == [long_name]
+
+
+def test_only_a_pair_of_a_new_ca_waits_and_only_while_the_one_presented_is_worth_keeping() -> None:
+    old, new = fresh(), fresh()  # two CAs, each with its serving certificate
+    renewed = plan(old, assess(old, NAMES, NOW + 310 * DAY), NAMES, NOW + 310 * DAY)
+    assert renewed is not None
+    both = base64.b64decode(ca_bundle({CA_CRT: new[CA_CRT], PREVIOUS_CA: old[CA_CRT]}, NOW))
+    assert must_settle(old[TLS_CRT], new[TLS_CRT], both, NOW)  # a new CA: it waits
+    assert not must_settle(old[TLS_CRT], renewed[TLS_CRT], both, NOW)  # the same CA
+    assert not must_settle(new[TLS_CRT], new[TLS_CRT], both, NOW)  # already presented
+    # The one presented expired, or not trusted by the new caBundle: nothing to keep.
+    assert not must_settle(old[TLS_CRT], new[TLS_CRT], both, NOW + 366 * DAY)
+    assert not must_settle(old[TLS_CRT], new[TLS_CRT], new[CA_CRT], NOW)

@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import logging
 import socket
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, ClassVar
@@ -41,7 +42,9 @@ from app.pki.rotation import (
     TLS_CRT,
     TLS_KEY,
     Action,
+    issuers_of,
     service_dns_names,
+    serving_pair,
 )
 from tests.chart.rendering import one
 from tests.kmock_harness import rbac_grants
@@ -68,10 +71,16 @@ def replica(
     api: str,
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     store: type[SecretStore] = SecretStore,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> SelfManagedCerts:
     kube = api_client(host=api)  # each replica its own client, as separate pods have
     return SelfManagedCerts(
-        store(kube, NS, SECRET), WebhookConfigs(kube, VWC), NAMES, dt.timedelta(days=60), clock
+        store(kube, NS, SECRET),
+        WebhookConfigs(kube, VWC),
+        NAMES,
+        dt.timedelta(days=60),
+        clock,
+        monotonic=monotonic,
     )
 
 
@@ -408,3 +417,58 @@ def test_a_deleted_secret_the_service_account_may_not_create_says_how_to_make_it
         "again with `helm upgrade` or `kubectl -n eip-guard create secret generic "
         "eip-guard-tls`; the certificate presented now stays meanwhile"
     )
+
+
+CA_DUE = dt.timedelta(days=3650 - 399)  # a CA of 10 years, 399 days from its end: replaced
+RENEWED = dt.timedelta(days=3000)  # before CA_DUE: a serving certificate valid until past it
+
+
+@pytest.mark.parametrize("who", ["same replica", "first start", "another replica"])
+def test_a_new_ca_is_presented_once_its_ca_bundle_has_settled(
+    api: str, chart_objects: list[dict[str, Any]], who: str
+) -> None:
+    install(api, chart_objects)
+    today = dt.datetime.now(dt.UTC)
+    now, elapsed = [today], [0.0]
+    presenting = replica(api, clock=lambda: now[0], monotonic=lambda: elapsed[0])
+    first = presenting.sync()
+    now[0] = today + RENEWED
+    renewed = presenting.sync()  # the same CA: presented at once
+    assert renewed.assessment.action is Action.RENEW_SERVING
+    assert renewed.pair != first.pair and renewed.settling == 0
+    now[0] = today + CA_DUE
+    if who == "first start":  # a replica (re)started now: the Secret's pair is still valid
+        presenting = replica(api, clock=lambda: now[0], monotonic=lambda: elapsed[0])
+    if who == "another replica":
+        writer = replica(api, clock=lambda: now[0]).sync()
+    else:
+        writer = presenting.sync()
+    assert writer.assessment.action is Action.NEW_CA and writer.wrote
+    result = writer if who != "another replica" else presenting.sync()
+    stored, bundle = state(api)
+    assert result.pair == renewed.pair and result.settling == presenting.settle
+    # Meanwhile the caBundle trusts both: the pair presented and the one to come.
+    for pair in (renewed.pair, serving_pair(stored.data)):
+        assert issuers_of([pair.cert_pem], base64.b64decode(bundle))
+    elapsed[0] += presenting.settle - 1
+    waiting = presenting.sync()
+    assert waiting.pair == renewed.pair and waiting.settling == 1
+    elapsed[0] += 1
+    settled = presenting.sync()
+    assert settled.pair == serving_pair(stored.data) and settled.settling == 0
+
+
+def test_a_new_ca_is_presented_at_once_when_the_pair_presented_has_expired(
+    api: str, chart_objects: list[dict[str, Any]]
+) -> None:
+    install(api, chart_objects)
+    today = dt.datetime.now(dt.UTC)
+    now = [today]
+    certs = replica(api, clock=lambda: now[0], monotonic=lambda: 0.0)
+    first = certs.sync()  # the first start: nothing presented yet, no waiting
+    assert first.assessment.action is Action.NEW_CA and first.settling == 0
+    now[0] = today + CA_DUE  # the replica slept through renewal: its pair has expired
+    moved = certs.sync()
+    assert moved.assessment.action is Action.NEW_CA and moved.settling == 0
+    stored, _ = state(api)
+    assert moved.pair == serving_pair(stored.data) != first.pair
