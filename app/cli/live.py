@@ -68,13 +68,16 @@ def live_inventory(args: argparse.Namespace, options: Options, resolve: Resolver
 
     vip_namespaces = namespaces(args.kube_vip_namespace)
     try:
-        objects, notes = read_cluster(args.kubeconfig, args.context, vip_namespaces, options)
+        objects, notes, gaps = read_cluster(args.kubeconfig, args.context, vip_namespaces, options)
     except KubeError as exc:
         raise InputError(str(exc)) from exc
     inventory = build(objects, options, resolve)
-    # What could not be read (a missing Eip CRD) joins what the inventory ignored: the
-    # caller prints both on stderr, and `audit -o json` lists both under "notes".
-    return replace(inventory, notes=(*notes, *inventory.notes)) if notes else inventory
+    # What could not be read (a missing Eip CRD) joins what the inventory ignored, and an
+    # optional source that may not be listed what it could not check: the caller prints
+    # both on stderr, and `audit -o json` lists both under "notes".
+    if not notes and not gaps:
+        return inventory
+    return replace(inventory, notes=(*notes, *inventory.notes), gaps=(*gaps, *inventory.gaps))
 
 
 def live_settings(args: argparse.Namespace) -> LiveSettings:

@@ -321,8 +321,9 @@ class _Filing:
         if ex.configmap is not None:
             self.configmaps[ex.configmap[0], ex.configmap[1]] = ex.configmap[2]
 
-    def inventory(self, resolve: Resolver | None) -> Inventory:
-        more, gaps = _resolve_vips(self.vip_values, self.configmaps, resolve)
+    def inventory(self, resolve: Resolver | None, unread: Iterable[str] = ()) -> Inventory:
+        more, vip_gaps = _resolve_vips(self.vip_values, self.configmaps, resolve)
+        gaps = [*unread, *vip_gaps]
         self.file(more)
         points = {
             k: PointIndex.of_columns(keys, self.point_sources[k])
@@ -453,12 +454,15 @@ class _Filer(FactBuilder):
         self._filing.configmaps[ns, name] = data
 
 
-def assemble(extracts: Iterable[Extract], resolve: Resolver | None = None) -> Inventory:
-    """Join extracts into an indexed, immutable inventory."""
+def assemble(
+    extracts: Iterable[Extract], resolve: Resolver | None = None, unread: Iterable[str] = ()
+) -> Inventory:
+    """Join extracts into an indexed, immutable inventory. ``unread``: gaps the caller knows
+    of, what it could not read (live mode: a source it may not list); ``update`` keeps them."""
     filing = _Filing()
     for ex in extracts:
         filing.take(ex)
-    return filing.inventory(resolve)
+    return filing.inventory(resolve, unread)
 
 
 MAX_CHANGES = 1_000  # changed objects above which assembling whole is about as quick

@@ -369,7 +369,8 @@ class LiveCluster:
         if self._own_node is not None and not first:
             self._own_node(report)
 
-    def replace(self, stream: str, items: dict[Key, Kept]) -> None:
+    def replace(self, stream: str, items: dict[Key, Kept], gap: str = "") -> None:
+        # ``gap``: never given, as the agent reads no optional resource.
         with self._lock:
             self._stores[stream] = items
             self._objects = None

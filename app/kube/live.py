@@ -127,7 +127,7 @@ class LiveInventory:
         self._streams = tuple(streams)
         self._metrics, self._resolve, self._coalesce = metrics, resolve, coalesce
         self._stop = threading.Event()
-        # Guards _stores, _changed, _whole, _listed, _problems, _said, and the writes of
+        # Guards _stores, _gaps, _changed, _whole, _listed, _problems, _said, and the writes of
         # _published and _readiness; held briefly.
         self._lock = threading.Lock()
         self._stores: dict[str, dict[Key, Held]] = {s.name: {} for s in self._streams}
@@ -139,6 +139,7 @@ class LiveInventory:
         self._last_whole = float("-inf")
         self._listed: set[str] = set()
         self._problems: dict[str, str] = {}
+        self._gaps: dict[str, str] = {}  # optional streams that may not be read -> their gap
         self._dirty = threading.Event()
         self._published = Published()
         self._readiness = Readiness(False, not_ready_reason(self._stores, {}))
@@ -176,15 +177,25 @@ class LiveInventory:
 
     # --- Sink: writers (reflector threads) -------------------------------------------------
 
-    def replace(self, stream: str, items: dict[Key, Held]) -> None:
+    def replace(self, stream: str, items: dict[Key, Held], gap: str = "") -> None:
         with self._lock:
             # A list that finds what is held already (an API without ServiceCIDRs, asked
             # again every few minutes: still none) changes nothing: no whole rebuild, no
             # new inventory and no audit of every Eip for it.
-            same = stream in self._listed and items == self._stores[stream]
+            same = (
+                stream in self._listed
+                and items == self._stores[stream]
+                and gap == self._gaps.get(stream, "")
+            )
             if not same:
                 self._stores[stream] = items
-                self._whole = True  # a relist: whatever changed, read everything
+                if gap:
+                    self._gaps[stream] = gap
+                else:
+                    self._gaps.pop(stream, None)
+                # A relist, or a gap that comes or goes: whatever changed, read everything
+                # (an inventory patched keeps the gaps of the last one).
+                self._whole = True
             self._listed.add(stream)
             self._refresh_readiness()
         self._metrics.objects.labels(stream).set(len(items))
@@ -325,9 +336,10 @@ class LiveInventory:
     def _assembled(self, last: Published) -> Published:
         with self._lock:  # every extract, and the changes so far with them
             held = [h for store in self._stores.values() for h in store.values()]
+            gaps = [self._gaps[name] for name in self._stores if name in self._gaps]
             self._changed, self._whole = {}, False
             complete = self._all_listed()
-        inventory = assemble((h.extract for h in held), self._resolve)
+        inventory = assemble((h.extract for h in held), self._resolve, gaps)
         uids = {h.extract.eip.name: h.uid for h in held if h.extract.eip is not None}
         return Published(inventory, last.generation + 1, complete, MappingProxyType(uids))
 

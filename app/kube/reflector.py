@@ -40,6 +40,7 @@ from app.kube.resources import (
     Stream,
     UnreadableAnswer,
     describe_failure,
+    forbidden_gap,
     list_all,
 )
 from app.kube.settings import WatchSettings
@@ -91,9 +92,11 @@ def holder(options: Options) -> Callable[[dict[str, Any]], Held]:
 class Sink(Protocol[T]):
     """Where a reflector puts what it keeps of each object (``LiveInventory``, the agent's
     ``LiveCluster``). ``problem`` is a failure in one line, or "" once it is over: the sink
-    reports it (log, readiness) as its program does."""
+    reports it (log, readiness) as its program does. ``replace`` with a ``gap``: an optional
+    stream eip-guard may not list (403), held empty; the gap (what goes unchecked, and the
+    grant that ends it) lasts until a list replaces it."""
 
-    def replace(self, stream: str, items: dict[Key, T]) -> None: ...
+    def replace(self, stream: str, items: dict[Key, T], gap: str = "") -> None: ...
     def upsert(self, stream: str, key: Key, held: T) -> None: ...
     def remove(self, stream: str, key: Key) -> None: ...
     def problem(self, stream: str, text: str) -> None: ...
@@ -242,6 +245,13 @@ class Reflector(Generic[T]):
                 self._synced()  # known absent is in sync: an alert on a stale source must not fire
                 log.info("%s: not offered by this API server (404); asking again later", self.name)
                 return None
+            if exc.status == 403 and self.stream.resource.optional:
+                # Held empty and said as a gap, so the replica gets ready without it (a role
+                # copied from an older README kept every replica not ready, and under
+                # failurePolicy Fail no Eip could be applied). Then a failure as any other:
+                # logged, counted, listed again after a backoff (a grant added later is
+                # read then, with no restart).
+                self.sink.replace(self.name, {}, gap=forbidden_gap(self.stream.resource))
             raise
         items = dict(pairs)
         self.sink.replace(self.name, items)

@@ -34,7 +34,11 @@ class Resource:
     api_version: str  # list items carry no apiVersion/kind: we restore them for extract()
     kind: str
     scope: str  # "cluster" (cluster-scoped), "all" (all namespaces), "namespaced"
-    optional: bool = False  # a 404 on the list means "this API server does not offer it"
+    # Optional: a 404 on the list means "this API server does not offer it" (held empty, no
+    # gap), and a 403 "eip-guard may not read it": held empty too, and ``unchecked`` (what
+    # goes unread then) said as a gap, rather than a replica kept not ready for it.
+    optional: bool = False
+    unchecked: str = ""
 
     @property
     def qualified(self) -> str:
@@ -51,12 +55,25 @@ PODS = Resource("pods", "v1", "Pod", "namespaced")
 DAEMONSETS = Resource("daemonsets", "apps/v1", "DaemonSet", "namespaced")
 DEPLOYMENTS = Resource("deployments", "apps/v1", "Deployment", "namespaced")
 CONFIGMAPS = Resource("configmaps", "v1", "ConfigMap", "namespaced")
-SERVICECIDRS = Resource("servicecidrs", "networking.k8s.io/v1", "ServiceCIDR", "cluster", True)
+# Optional, though Kubernetes 1.33 serves them: their ranges are also read from kubeadm-config
+# and kube-apiserver's flags, and every Service IP from the Services themselves; a role
+# without the rule (older than that rule) would otherwise keep every replica not ready from
+# the day the cluster is upgraded to 1.33.
+SERVICECIDRS = Resource(
+    "servicecidrs", "networking.k8s.io/v1", "ServiceCIDR", "cluster",
+    optional=True, unchecked="Service ranges in ServiceCIDRs",
+)  # fmt: skip
 # The CNIs' own records of pod ranges: CRDs that exist only where that CNI runs (a 404 on
 # the list: no such CNI here, asked again as absent resources are). Calico's as stored in
 # the Kubernetes datastore (its API server's projectcalico.org/v3 serves the same objects).
-CALICO_IPPOOLS = Resource("ippools", "crd.projectcalico.org/v1", "IPPool", "cluster", True)
-CILIUMNODES = Resource("ciliumnodes", "cilium.io/v2", "CiliumNode", "cluster", True)
+CALICO_IPPOOLS = Resource(
+    "ippools", "crd.projectcalico.org/v1", "IPPool", "cluster",
+    optional=True, unchecked="pod ranges in Calico IPPools",
+)  # fmt: skip
+CILIUMNODES = Resource(
+    "ciliumnodes", "cilium.io/v2", "CiliumNode", "cluster",
+    optional=True, unchecked="pod CIDRs in CiliumNodes",
+)  # fmt: skip
 RESOURCES = (
     NODES,
     EIPS,
@@ -208,6 +225,13 @@ def list_all(
         if token in tokens:  # a broken server or proxy: the same page for ever
             raise UnreadableAnswer("the list answered a continue token it had given before")
         tokens.add(token)
+
+
+def forbidden_gap(resource: Resource) -> str:
+    """The gap of an optional resource the API refuses to list (403): what goes unchecked
+    and the grant that ends it, short enough for a kubectl warning after "eip-guard: not
+    checked: " (WARNING_LIMIT)."""
+    return f"{resource.unchecked} (RBAC: grant list and watch on {resource.qualified})"
 
 
 def describe_failure(stream: Stream, exc: BaseException, *, retrying: bool = True) -> str:

@@ -10,7 +10,15 @@ from kubernetes.client.exceptions import ApiException
 
 from app.core.inventory import Options
 from app.kube.config import KubeError, api_client
-from app.kube.resources import EIPS, GONE, Stream, describe_failure, list_all, streams
+from app.kube.resources import (
+    EIPS,
+    GONE,
+    Stream,
+    describe_failure,
+    forbidden_gap,
+    list_all,
+    streams,
+)
 from app.kube.settings import WatchSettings
 
 
@@ -20,15 +28,18 @@ def _whole(obj: dict[str, Any]) -> dict[str, Any]:
 
 def list_cluster(
     api: client.ApiClient, streams: Iterable[Stream], settings: WatchSettings | None = None
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """Every object of every stream, and notes on what could not be read but is not fatal.
+) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    """Every object of every stream, notes on what could not be read but is not fatal, and
+    gaps: what goes unchecked for it.
 
-    A missing Eip CRD or ServiceCIDR API is a note (the rest can still be judged); any other
-    failure raises ``KubeError`` with what to do.
+    A missing Eip CRD is a note (the rest can still be judged), a missing optional API
+    (ServiceCIDRs, a CNI's CRD) nothing, an optional one that may not be listed (403) a gap,
+    as live mode has it; any other failure raises ``KubeError`` with what to do.
     """
     timeout = (settings or WatchSettings()).list_timeout
     objects: list[dict[str, Any]] = []
     notes: list[str] = []
+    gaps: list[str] = []
     for stream in streams:
         try:
             try:
@@ -44,11 +55,14 @@ def list_cluster(
                 if stream.resource is EIPS:
                     notes.append(describe_failure(stream, exc, retrying=False))
                 continue
+            if exc.status == 403 and stream.resource.optional:
+                gaps.append(forbidden_gap(stream.resource))
+                continue
             raise KubeError(describe_failure(stream, exc, retrying=False)) from exc
         except Exception as exc:
             raise KubeError(describe_failure(stream, exc, retrying=False)) from exc
         objects.extend(items)
-    return objects, notes
+    return objects, notes, gaps
 
 
 def read_cluster(
@@ -56,7 +70,7 @@ def read_cluster(
     context: str | None,
     kube_vip_namespaces: Iterable[str],
     options: Options,
-) -> tuple[list[dict[str, Any]], list[str]]:
+) -> tuple[list[dict[str, Any]], list[str], list[str]]:
     """Connect (kubectl's order, see ``api_client``), list every stream once, disconnect."""
     api = api_client(kubeconfig, context)
     try:

@@ -266,3 +266,28 @@ def test_check_reads_calico_pools_and_cilium_nodes_and_their_absence_is_no_note(
         code, out, err = run_cli(capsys, *argv)
     assert code == 0, out
     assert err == ""  # no Calico, no Cilium: nothing to say
+
+
+def test_check_with_a_forbidden_optional_source_says_not_checked(
+    api: FakeApi, writer: Writer, tmp_path: Path, capsys: Capsys
+) -> None:
+    """A user or service account without the ippools grant: check and audit go on without
+    the IPPools, saying so, as live mode does (exit 2 refused the whole cluster)."""
+    status = {"kind": "Status", "code": 403, "reason": "Forbidden", "message": "no"}
+    api.call(lambda: api.km[kmock.action.LIST, kmock.resource(CALICO_IPPOOLS)] << 403 << status)
+    _seed(writer)
+    writer.create(calico_pool("default-ipv4-ippool", "10.20.0.0/16"))
+    manifest = tmp_path / "eip.yaml"
+    manifest.write_text(json.dumps(eip("new", "192.168.60.1", interface="can_reach:10.20.0.9")))
+    config = kubeconfig(tmp_path / "kubeconfig", api.url)
+    argv = ("check", "-f", str(manifest), "--kubeconfig", str(config))
+    gap = (
+        "not checked: pod ranges in Calico IPPools "
+        "(RBAC: grant list and watch on ippools.crd.projectcalico.org)"
+    )
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0 and "Traceback" not in err
+    assert f"eip-guard: note: {gap}" in err
+    assert f"eip-guard: {gap}" in out  # the verdict's warning
+    code, _, _ = run_cli(capsys, *argv, "--strict")
+    assert code == 1  # --strict fails on what was not checked

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import kmock
+import pytest
 
 from app.core.eips import Eip
 from app.core.rules import check
@@ -296,21 +300,89 @@ def test_absent_cni_crds_are_no_gap_and_are_picked_up_once_installed() -> None:
             cluster.close()
 
 
-def test_a_forbidden_cni_crd_names_the_grant(
-    api: FakeApi, cluster_factory: Callable[..., Cluster]
-) -> None:
+def forbid_lists(api: FakeApi, resource: str) -> threading.Event:
+    """Lists of ``resource`` answer 403 while the returned event is set (clear it: granted)."""
+    refused = threading.Event()
+    refused.set()
     status = {"kind": "Status", "code": 403, "reason": "Forbidden", "message": "no"}
-    api.call(lambda: api.km[kmock.action.LIST, kmock.resource(CALICO_IPPOOLS)] << 403 << status)
-    cluster = cluster_factory()
-    source = cluster.live.source
-    eventually(
-        lambda: (
-            "grant list and watch on ippools.crd.projectcalico.org" in source.readiness().reason
-        ),
-        "readiness names the missing grant",
-    )
-    assert not source.readiness().ready
-    assert cluster.metric("eip_guard_source_errors_total", source="ippools") >= 1
+
+    def answer() -> Any:
+        return status if refused.is_set() else NotImplemented  # NotImplemented: kmock's own
+
+    api.call(lambda: api.km[kmock.action.LIST, kmock.resource(resource)] << 403 << answer)
+    return refused
+
+
+IPPOOLS_GAP = (
+    "eip-guard: not checked: pod ranges in Calico IPPools "
+    "(RBAC: grant list and watch on ippools.crd.projectcalico.org)"
+)
+
+
+def test_a_forbidden_cni_crd_degrades_to_a_gap_until_granted(
+    api: FakeApi, writer: Writer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A ClusterRole copied from an older README has no ippools rule: the replica must not
+    # stay not ready (failurePolicy Fail: no Eip could be applied) for an optional source.
+    caplog.set_level(logging.INFO, logger="eip_guard.kube")
+    api.put("v1/nodes", node("n1", "10.1.0.5"))
+    api.put("v1/services", service("kubernetes", cluster_ip="10.96.0.1"))
+    api.put(CALICO_IPPOOLS, calico_pool("default-ipv4-ippool", "10.0.0.0/24"))
+    refused = forbid_lists(api, CALICO_IPPOOLS)
+    cluster = Cluster(api)
+    try:
+        cluster.ready()
+        v = verdict(cluster)
+        assert v.allowed  # the pool could not be read: allowed, and said so
+        assert v.warnings == (IPPOOLS_GAP,)  # whole: within a kubectl warning's length
+        inventory = cluster.live.source.current()
+        assert inventory.gaps == (IPPOOLS_GAP.removeprefix("eip-guard: not checked: "),)
+        assert cluster.metric("eip_guard_inventory_problems", kind="not_checked") == 1
+        eventually(
+            lambda: cluster.metric("eip_guard_source_errors_total", source="ippools") >= 3,
+            "the list retried after a backoff",
+        )
+        told = [r for r in caplog.records if r.levelno == logging.WARNING]
+        grant = [r for r in told if "grant list and watch on ippools" in r.getMessage()]
+        assert len([r for r in grant if r.getMessage().startswith("ippools: ")]) == 1  # once
+        assert any(r.getMessage() == f"cluster: {IPPOOLS_GAP[11:]}" for r in told)
+        # An inventory patched after an event keeps the gap.
+        writer.create(service("web", cluster_ip="10.96.0.10", external_ips=("10.0.0.9",)))
+        eventually(lambda: "can-reach-service-ip" in rules(verdict(cluster)), "the Service seen")
+        assert not cluster.live.source.published.whole
+        assert IPPOOLS_GAP in verdict(cluster).warnings
+        writer.delete("Service", "web", "default")
+        eventually(lambda: verdict(cluster).allowed, "the Service gone")
+
+        refused.clear()  # the grant is added: read at the next retry, no restart
+        eventually(lambda: "can-reach-pod-cidr" in rules(verdict(cluster)), "the IPPool read")
+        assert not cluster.live.source.current().gaps
+        assert not [w for w in verdict(cluster).warnings if "not checked" in w]
+        assert cluster.metric("eip_guard_inventory_problems", kind="not_checked") == 0
+        assert any(r.getMessage() == "ippools: in sync again" for r in caplog.records)
+    finally:
+        cluster.close()
+
+
+def test_forbidden_servicecidrs_and_ciliumnodes_are_gaps_not_a_wait(api: FakeApi) -> None:
+    # ServiceCIDRs are as optional: a Kubernetes upgrade to 1.33 turns their 404 into a 403
+    # for a role without the rule, and restarted replicas stayed not ready.
+    forbid_lists(api, SERVICECIDRS)
+    forbid_lists(api, CILIUMNODES)
+    api.put("v1/nodes", node("n1", "10.1.0.5"))
+    api.put("v1/services", service("kubernetes", cluster_ip="10.96.0.1"))
+    cluster = Cluster(api)
+    try:
+        cluster.ready()
+        assert verdict(cluster).warnings == (
+            "eip-guard: not checked: Service ranges in ServiceCIDRs "
+            "(RBAC: grant list and watch on servicecidrs.networking.k8s.io)",
+            "eip-guard: not checked: pod CIDRs in CiliumNodes "
+            "(RBAC: grant list and watch on ciliumnodes.cilium.io)",
+        )
+        assert cluster.metric("eip_guard_inventory_problems", kind="not_checked") == 2
+    finally:
+        cluster.close()
 
 
 def test_a_slow_source_does_not_hold_up_the_others(

@@ -89,9 +89,11 @@ class Sink:
         self.replaced = 0
         self.lists: list[list[Key]] = []
         self.problems: list[str] = []
+        self.gaps: list[str] = []
 
-    def replace(self, stream: str, items: dict[Key, Any]) -> None:
+    def replace(self, stream: str, items: dict[Key, Any], gap: str = "") -> None:
         self.items, self.replaced = dict(items), self.replaced + 1
+        self.gaps.append(gap)
         self.lists.append(sorted(items))
 
     def upsert(self, stream: str, key: Key, held: Any) -> None:
@@ -262,6 +264,33 @@ def test_an_absent_optional_resource_is_listed_empty_and_asked_again_later() -> 
     assert synced > time.time() - 60
 
 
+def test_a_forbidden_optional_resource_is_held_empty_with_a_gap_and_listed_again() -> None:
+    # 403 on an optional resource: held empty with its gap (readiness is not held), an error
+    # counted, and listed again after the error's backoff: a grant added later is read.
+    cidr = {"apiVersion": "networking.k8s.io/v1", "kind": "ServiceCIDR",
+            "metadata": {"name": "kubernetes"}, "spec": {"cidrs": ["10.96.0.0/12"]}}  # fmt: skip
+    forbidden = ApiException(status=403, reason="Forbidden")
+    script = Script(forbidden, forbidden, listing(cidr))
+    stop = Waits(3)
+    sink, reflector = run(script, stop, Stream(SERVICECIDRS))
+    assert script.calls == ["list", "list", "list", "watch"]
+    assert stop.delays[:2] == [1.0, 2.0]  # the error's backoff, not absent_retry
+    assert sink.lists == [[], [], [("", "kubernetes")]]
+    gap = "Service ranges in ServiceCIDRs (RBAC: grant list and watch on "
+    assert sink.gaps[:2] == [gap + "servicecidrs.networking.k8s.io)"] * 2
+    assert sink.gaps[2] == ""  # read at last: the gap is gone
+    said = "servicecidrs: the API refuses the list/watch (403 Forbidden): grant list and watch"
+    assert [p.startswith(said) for p in sink.problems[:2]] == [True, True]  # then the watch's
+    assert reflector.metrics.errors.labels(reflector.name)._value.get() >= 2
+
+
+def test_a_403_on_a_required_resource_holds_nothing() -> None:
+    script = Script(ApiException(status=403, reason="Forbidden"))
+    stop = Waits(1)
+    sink, _ = run(script, stop)
+    assert stop.delays == [1.0] and sink.replaced == 0
+
+
 def test_a_404_on_a_required_resource_is_an_error_that_backs_off() -> None:
     script = Script(ApiException(status=404, reason="Not Found"))
     stop = Waits(1)
@@ -330,7 +359,7 @@ def test_a_one_shot_list_lists_again_once_when_a_continue_token_expires(
     monkeypatch.setattr(Stream, "lister", lambda self, api: script)
     api = api_client(host="http://127.0.0.1:9")  # never contacted: the script answers
     try:
-        objects, notes = list_cluster(api, [NODE_STREAM])
+        objects, notes, _gaps = list_cluster(api, [NODE_STREAM])
         assert [o["metadata"]["name"] for o in objects] == ["n1"] and notes == []
         with pytest.raises(KubeError, match="nodes: the API answers 410"):
             list_cluster(api, [NODE_STREAM])  # twice in a row: said, not looped
