@@ -23,6 +23,7 @@ from app.agent.election import (
     Elector,
     ViewMaker,
     node_states,
+    score,
 )
 from app.agent.frames import Nic, mac_bytes
 from app.agent.health import Status
@@ -42,6 +43,27 @@ from app.sources.errors import InputError
 from app.sources.files import load_objects
 
 Log = Callable[[str], None]
+
+
+# Devices that hold every Service IP on every node at once (kube-proxy's IPVS dummy,
+# kube-router's): a can_reach IP bound there is bound on all nodes, and every agent made its
+# own Event of it, a thousand Events of one Eip on a thousand nodes.
+EVERY_NODE_DEVICES = ("kube-ipvs0", "kube-dummy-if")
+EVENT_REPORTERS = 3  # members that record the Event of such a binding
+
+
+def records_event(node: str, binding: LocalBinding, members: frozenset[str]) -> bool:
+    """Whether ``node`` records the Warning Event of ``binding`` (it logs it and counts it in
+    its metrics whatever this says): a binding on a device of its own, always; one on a
+    device that binds it on every node, only when ``node`` is among the
+    :data:`EVENT_REPORTERS` members scoring lowest for it (the election's hash of the Eip and
+    IP; ``node`` counted among them whether or not the members hold it yet)."""
+    if not members or not all(d.startswith(EVERY_NODE_DEVICES) for d in binding.devices):
+        return True
+    key = f"{binding.eip}#{binding.ip}"
+    own = score(node, key)
+    ahead = sum(1 for other in members if other != node and score(other, key) < own)
+    return ahead < EVENT_REPORTERS
 
 
 class SourceError(Exception):
@@ -391,7 +413,9 @@ class Agent:
         for binding in bindings:
             if binding not in self._bindings:
                 self._log(f"warning: {binding.message}")
-                if self._warn is not None:
+                if self._warn is not None and records_event(
+                    self.settings.node, binding, self._members
+                ):
                     self._warn(binding)
         self._bindings = set(bindings)
 
