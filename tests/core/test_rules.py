@@ -844,6 +844,24 @@ def test_cilium_nodes_deny_their_pod_cidrs_and_cilium_host_ip_named_once_per_nod
     assert node_ip.message.count("10.0.6.1 is a node address") == 1, node_ip.message
 
 
+def test_a_pool_over_a_cilium_nodes_pod_cidr_names_that_node_once() -> None:
+    # Cilium's cluster-pool IPAM writes a node's pod CIDR into its CiliumNode and its Node's
+    # annotation (and kube-controller-manager's allocation may be in spec.podCIDRs too): one
+    # pod range of one node, named once, so the message names other nodes' ranges, not
+    # three copies of one, and counts ranges, not where each was read.
+    inv = cluster(
+        node("node7", "172.16.236.157", pod_cidrs=("10.0.7.0/24",),
+             annotations={"network.cilium.io/ipv4-pod-cidr": "10.0.7.0/24"}),
+        cilium_node("node7", pod_cidrs=("10.0.7.0/24",)),
+        cilium_node("node8", pod_cidrs=("10.0.8.0/24",)),
+    )  # fmt: skip
+    v = judge(l2(f"can_reach:{GW}", address="10.0.7.0-10.0.8.255"), inv)
+    (pod,) = [x for x in v.denied_by if x.rule == "address-cluster-network"]
+    assert pod.message.count("pod CIDR 10.0.7.0/24 of") == 1, pod.message
+    assert "pod CIDR 10.0.8.0/24 of CiliumNode node8" in pod.message
+    assert "more" not in pod.message
+
+
 def test_a_service_range_known_only_from_kube_apiserver_flags_is_denied() -> None:
     # No ServiceCIDR object (Kubernetes before 1.33): the range is in the static Pod's flags.
     apiserver = {

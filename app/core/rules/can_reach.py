@@ -10,7 +10,14 @@ from app.core.eips import Eip
 from app.core.facts import Fact, FactKind
 from app.core.interfaces import BadInterface, CanReach, NicName
 from app.core.inventory import Inventory
-from app.core.rules.review import INTERFACE, LO_TRAP_SENTENCE, Review, describe, some_of
+from app.core.rules.review import (
+    INTERFACE,
+    LO_TRAP_SENTENCE,
+    Review,
+    describe,
+    owner_ref,
+    some_of,
+)
 from app.core.rules.suggestion import (
     CLAIM_KINDS,
     RULE_OF_KIND,
@@ -98,9 +105,7 @@ def can_reach_rules(r: Review) -> Iterator[Violation]:
         for fact in facts:
             # One object read twice (its status and an annotation), or one node read from
             # its Node and its CiliumNode (Cilium writes the cilium_host IP into both).
-            source = fact.source
-            ref = f"Node {source.name}" if source.kind == "CiliumNode" else source.object_ref
-            seen = (fact.kind, ref)
+            seen = (fact.kind, owner_ref(fact.source))
             if seen in named:
                 continue
             named.add(seen)

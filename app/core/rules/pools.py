@@ -27,6 +27,7 @@ from app.core.rules.review import (
     Review,
     erred,
     first_of,
+    owner_ref,
     some_of,
 )
 from app.core.verdict import Violation
@@ -389,6 +390,9 @@ def _pool_holds_claims(r: Review) -> Iterator[Violation]:
                 span = _new(Span, (key, key, None))
                 entry = (key, source.object_ref, kind, span, source, what)
                 named.setdefault(rule, []).append(entry)
+        # One range of one object once: a node's pod CIDR is in its spec.podCIDRs, in
+        # Cilium's annotation and in its CiliumNode (owner_ref).
+        ranged: set[tuple[str, Span, str]] = set()
         for fact in ranges:  # CIDRs and pools: a few
             source = fact.source
             if service:
@@ -396,6 +400,10 @@ def _pool_holds_claims(r: Review) -> Iterator[Violation]:
                 if rule_what is None:
                     continue
                 rule, what = rule_what
+            once = (rule, fact.span, owner_ref(source))
+            if once in ranged:
+                continue
+            ranged.add(once)
             start = max(fact.span.first, pool.first)
             counts[rule] = counts.get(rule, 0) + 1
             named.setdefault(rule, []).append(

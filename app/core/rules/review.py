@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from app.core.eips import Eip
-from app.core.facts import Fact, FactKind
+from app.core.facts import Fact, FactKind, Source
 from app.core.inventory import Inventory
 from app.core.verdict import Operation
 
@@ -49,6 +49,12 @@ def describe(fact: Fact, ip: str) -> str:
     if span.first == span.last and span.prefix is None and kind not in _RANGE_KINDS:
         return f"{ip} is a {KIND_TEXT[kind]} of {source.object_ref} ({source.field})"
     return f"{ip} lies in {KIND_TEXT[kind]} {span} of {source.object_ref} ({source.field})"
+
+
+def owner_ref(source: Source) -> str:
+    """The object a fact is of, for naming it once: a CiliumNode's facts are its Node's
+    (Cilium writes its pod CIDRs and cilium_host IP into the Node's annotations too)."""
+    return f"Node {source.name}" if source.kind == "CiliumNode" else source.object_ref
 
 
 def some_of(items: Sequence[str]) -> str:
