@@ -262,7 +262,8 @@ def _network(ip: IP, prefixlen: int) -> Network:
 def _rule(data: bytes, start: int, end: int) -> list[Rule]:
     """A routing rule, and whether its selectors other than ``to`` match a lookup of a
     destination alone, as ``ip route get`` and OpenELB's RouteGet make it: source 0.0.0.0 or
-    ::, mark 0, uid 0 (root), from ``lo``, no output device, protocol, ports, tos or VRF."""
+    none for IPv6, mark 0, uid 0 (root), from ``lo``, no output device, protocol, ports, tos
+    or VRF."""
     family, dst_len, src_len, tos, table, _, _, action, flags = _RULE.unpack_from(data, start)
     if family not in (socket.AF_INET, socket.AF_INET6) or action not in FR_ACTIONS:
         return []
@@ -277,8 +278,13 @@ def _rule(data: bytes, start: int, end: int) -> list[Rule]:
     first_uid = _U32.unpack(uids[:4])[0] if len(uids) >= 8 else 0
     zero = "0.0.0.0" if family == socket.AF_INET else "::"
     src = _ip(attrs.get(FRA_SRC, b""))
+
+    def zero_in(src: IP, prefixlen: int) -> bool:
+        return ipaddress.ip_address(zero) in _network(src, prefixlen)
+
     plain = (
-        (src_len == 0 or src is None or ipaddress.ip_address(zero) in _network(src, src_len))
+        # IPv6 matches a source prefix only against a source given (fib6_rule_match).
+        (src_len == 0 or src is None or (family == socket.AF_INET and zero_in(src, src_len)))
         and tos == 0
         and u32(FRA_FWMARK) & u32(FRA_FWMASK, 0xFFFFFFFF if FRA_FWMARK in attrs else 0) == 0
         and _text(attrs.get(FRA_IIFNAME, b"lo")) == "lo"

@@ -128,6 +128,8 @@ def _lookup(ip: IP, host: HostNet) -> _Table | Unresolved | list[Route]:
     ``suppress_prefixlength``: the kernel tries the next rule), or a rule refusing it. Else
     the throw routes met (none: no table routes it)."""
     rules = [r for r in host.rules if r.version == ip.version]
+    if not rules:  # a kernel without policy routing for the family: main table alone
+        rules = [r for r in DEFAULT_RULES if r.version == ip.version]
     routes = _not_of_binding(ip, host)
     thrown: list[Route] = []
     at = 0
@@ -136,8 +138,8 @@ def _lookup(ip: IP, host: HostNet) -> _Table | Unresolved | list[Route]:
         at += 1
         if not _matches(rule, ip):
             continue
-        if rule.action == "goto":
-            at = next((i for i, r in enumerate(rules) if r.priority == rule.goto), len(rules))
+        if rule.action == "goto":  # to no rule ("unresolved"): the kernel goes on past it
+            at = next((i for i, r in enumerate(rules) if r.priority == rule.goto), at)
             continue
         if rule.action in _NULL_EFFECTS:
             return Unresolved(_refused_by_rule(ip, rule))

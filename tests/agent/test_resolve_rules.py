@@ -8,10 +8,11 @@ from __future__ import annotations
 import errno
 import ipaddress
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
-from app.agent.netlink import Rule
+from app.agent.netlink import DEFAULT_RULES, Address, HostNet, Link, Route, Rule
 from app.agent.pyroute2_netlink import Pyroute2Netlink, Rtnetlink, looked_up
 from app.agent.resolve import Resolved, Unresolved, resolve
 from app.core.interfaces import parse_interface
@@ -64,10 +65,18 @@ def netns() -> Iterator[str]:
         "rule add pref 1000 l3mdev", "rule add pref 1010 tun_id 7 lookup 110",
         "route add 100.69.0.0/16 via 10.3.0.1 table 1020",
         "rule add pref 1020 from 0.0.0.0/1 lookup 1020",
+        # A goto to no rule ("unresolved"): the kernel goes on to the next rule.
+        "route add 100.70.0.0/16 via 10.2.0.1 table 1030",
+        "rule add pref 1030 to 100.70.0.0/16 goto 1035",
+        "rule add pref 1040 to 100.70.0.0/16 lookup 1030",
+        # IPv6 matches a source prefix, even one holding ::, only when a source is given.
+        "route add 2001:db8:99::/48 via 2001:db8:2::1 table 1050",
     ]  # fmt: skip
     with batch_netns("rsv-rules", lines) as name:
         sh("ip", "-n", name, "-6", "rule", "add", "pref", "100", "to", "2001:db8:64::/48",
            "lookup", "100")  # fmt: skip
+        sh("ip", "-n", name, "-6", "rule", "add", "pref", "1050", "from", "::/1", "lookup",
+           "1050")  # fmt: skip
         yield name
 
 
@@ -81,6 +90,8 @@ ROUTED = {  # IP -> the NIC the kernel and eip-guard pick
     "100.68.1.1": "eth1",  # goto jumps over rule 180
     "8.8.8.8": "br0",  # not to 10.0.0.0/8
     "100.69.1.1": "br0",  # from 0.0.0.0/1 holds the lookup's source
+    "100.70.1.1": "eth2",  # the goto to no rule is passed over, rule 1040 looks it up
+    "2001:db8:99::1": "eth1",  # IPv6's from ::/1 never matches a lookup without a source
     "10.1.0.9": "eth1",
     "2001:db8:77::1": "eth1",
 }
@@ -100,7 +111,8 @@ def test_the_rules_are_read_as_a_destination_lookup_meets_them(netns: str) -> No
                                  invert=True)  # fmt: skip
     assert rules[0, 4].table == 255 and rules[32766, 6].table == 254
     assert [rules[p, 4].plain for p in (1000, 1010, 1020)] == [False, False, True]
-    assert looked_up(rules.values()) == {100, 130, 254, 100000, 200, 253, 1020}
+    assert looked_up(rules.values()) == {100, 130, 254, 100000, 200, 253, 1020, 1030}
+    assert not rules[1050, 6].plain
 
 
 @pytest.mark.parametrize("strict", [True, False], ids=["kernel-filtered", "as-before-4.20"])
@@ -168,3 +180,20 @@ def test_bound_here_the_rules_still_choose_the_nic(netns: str) -> None:
         for ip in ips:
             sh("ip", "-n", netns, "address", "del", f"{ip}/{ip.max_prefixlen}", "dev",
                DEVICE[ip.version], check=False)  # fmt: skip
+
+
+def test_a_family_without_rules_is_looked_up_in_the_main_table() -> None:
+    """A kernel without policy routing for a family (CONFIG_IPV6_MULTIPLE_TABLES off, or no
+    fib rules at all: the rule dump is refused) dumps no rule of it, and looks its IPs up in
+    the main table; eip-guard read no rule as no table, and named no NIC."""
+    eth1 = Link(2, "eth1", "veth", "02:00:00:00:00:01", True, None, False, False)
+    host = HostNet(
+        (eth1,),
+        (Address(2, ipaddress.ip_address("2001:db8:1::5"), 64),),
+        (Route(ipaddress.ip_network("::/0"), 2, ipaddress.ip_address("2001:db8:1::1")),),
+        rules=tuple(r for r in DEFAULT_RULES if r.version == 4),
+    )
+    result = resolve(parse_interface("can_reach:2001:db8:77::1"), host)
+    assert isinstance(result, Resolved) and result.link.name == "eth1", result
+    result = resolve(parse_interface("can_reach:2001:db8:77::1"), replace(host, rules=()))
+    assert isinstance(result, Resolved) and result.link.name == "eth1", result
