@@ -278,13 +278,15 @@ def _rule(data: bytes, start: int, end: int) -> list[Rule]:
     first_uid = _U32.unpack(uids[:4])[0] if len(uids) >= 8 else 0
     zero = "0.0.0.0" if family == socket.AF_INET else "::"
     src = _ip(attrs.get(FRA_SRC, b""))
-
-    def zero_in(src: IP, prefixlen: int) -> bool:
-        return ipaddress.ip_address(zero) in _network(src, prefixlen)
-
+    # IPv4 matches a source prefix against 0.0.0.0, the source of a lookup alone; IPv6 only
+    # against a source given, and RouteGet gives none (fib6_rule_match).
+    any_source = (
+        src_len == 0
+        or src is None
+        or (family == socket.AF_INET and int(_network(src, src_len).network_address) == 0)
+    )
     plain = (
-        # IPv6 matches a source prefix only against a source given (fib6_rule_match).
-        (src_len == 0 or src is None or (family == socket.AF_INET and zero_in(src, src_len)))
+        any_source
         and tos == 0
         and u32(FRA_FWMARK) & u32(FRA_FWMASK, 0xFFFFFFFF if FRA_FWMARK in attrs else 0) == 0
         and _text(attrs.get(FRA_IIFNAME, b"lo")) == "lo"
