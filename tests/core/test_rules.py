@@ -728,7 +728,11 @@ def test_a_cluster_without_nodes_or_services_is_not_a_silent_allow() -> None:
     assert services.startswith("eip-guard: not checked: Service IPs: no Service has an IP")
     assert v.warnings == v.notes  # each fits a kubectl warning whole
     assert not judge(l2("can_reach:172.16.236.152")).notes
-    assert not judge(l2("eth0"), inv).notes  # only a can_reach IP needs what is missing
+    # The pool itself is judged against node IPs, kube-vip VIPs, Service and pod ranges: an
+    # Eip with a NIC name is told what was missing too (172.16.236.152 could be a node's).
+    assert judge(eip("named", "172.16.236.152", interface="eth0"), inv).notes == v.notes
+    # Only an Eip judged against nothing of the cluster needs nothing of it.
+    assert not judge(eip("bad", "not-an-ip", interface="eth0"), inv).notes
 
 
 def test_audit_judges_every_existing_eip() -> None:

@@ -98,7 +98,11 @@ def check(
             notes.append(f"eip-guard: the policy does not allow {ALLOW_RULES_ANNOTATION}")
         else:  # said whether or not the rule is broken now: the annotation cannot mean it
             notes += [_NO_OVERRIDE.format(r) for r in sorted(overrides) if r in NOT_OVERRIDABLE]
-    if inventory.gaps and isinstance(candidate.interface, CanReach):
+    if inventory.gaps and (
+        candidate.address is not None or isinstance(candidate.interface, CanReach)
+    ):
+        # Both the pool (node IPs, kube-vip VIPs, Service and pod ranges in it) and a
+        # can_reach IP are judged against the cluster: what is missing is said for either.
         # One note each: a kubectl warning keeps 120 characters, and gaps come in any number.
         notes += [f"eip-guard: not checked: {g}" for g in first_lines(inventory.gaps, MAX_NAMED)]
     unique_notes = tuple(dict.fromkeys(notes)) if notes else ()
