@@ -22,11 +22,16 @@ from app.webhook.reviews import AdmissionRequest, AdmissionResponse
 LOGGED_RULES = 32  # of the allow-rules annotation, in the decision line
 
 
+# A review no API server sends (no object, an UPDATE without its oldObject): refused before
+# judging, as a body that is no review is. Not `errored`, which alerts as a bug of ours.
+MALFORMED = "malformed"
+
+
 class Decision(NamedTuple):
     """What to answer, and what to record of it (a NamedTuple: made once per review)."""
 
     response: AdmissionResponse
-    outcome: str  # a metrics.VERDICTS value
+    outcome: str  # a metrics.VERDICTS value, or MALFORMED
     name: str
     verdict: Verdict | None = None
     log: Mapping[str, Any] = MappingProxyType({})  # extra fields for the decision line
@@ -68,7 +73,7 @@ def decide(request: AdmissionRequest, source: InventorySource, policy: Policy) -
         if op == "DELETE":
             return Decision(responses.allowed(uid), "skipped", request.name)
         message = f"request.object is missing on a {op} request: nothing to check"
-        return Decision(responses.errored(uid, responses.CODE_BAD_REQUEST, message), "errored", "")
+        return Decision(responses.errored(uid, responses.CODE_BAD_REQUEST, message), MALFORMED, "")
     if not is_eip(obj):
         return Decision(responses.allowed(uid, [_unchecked(obj)]), "skipped", request.name)
 
@@ -90,7 +95,7 @@ def decide(request: AdmissionRequest, source: InventorySource, policy: Policy) -
         found = _old_eip(request.oldObject, name)
         if isinstance(found, str):
             status = responses.errored(uid, responses.CODE_BAD_REQUEST, found)
-            return Decision(status, "errored", name)
+            return Decision(status, MALFORMED, name)
         old = found
 
     readiness = source.readiness()

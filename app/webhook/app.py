@@ -7,6 +7,8 @@ the live mode hand it whatever source they have. Outcomes:
   denied);
 - HTTP 503 (not ready) or 500 (an exception of ours) with a ``v1`` ``Status`` for a review
   that could not be judged: a failed call, to which the API server applies failurePolicy;
+- HTTP 400 with a ``v1`` ``Status`` for a review no API server sends (no object, an UPDATE
+  without its oldObject): counted as refused (``rejected``), not as a review;
 - HTTP 400 with ``{"code", "reason"}`` when the body is not JSON, not an AdmissionReview,
   or not ``application/json``; HTTP 501 for a transfer coding other than chunked; HTTP 413
   when it exceeds ``max_body_bytes`` (checked while reading, so a huge body is never
@@ -33,7 +35,7 @@ from app.core.addresses import shown
 from app.core.sources import InventorySource, Readiness
 from app.core.verdict import Policy
 from app.webhook import responses
-from app.webhook.admission import Decision, decide
+from app.webhook.admission import MALFORMED, Decision, decide
 from app.webhook.logs import DECISIONS, line_emitter
 from app.webhook.metrics import Metrics
 from app.webhook.reviews import AdmissionReviewRequest, review_json
@@ -54,7 +56,7 @@ COUNTED_BODY_BYTES = 1024 * 1024
 BODY_SECONDS = 30.0  # the longest webhook timeout an API server allows
 VALIDATE_PATH = "/validate-eip"
 JSON = "application/json"
-NO_VERDICT = frozenset({"unavailable", "errored"})  # outcomes answered as failed calls
+NO_VERDICT = frozenset({"unavailable", "errored", MALFORMED})  # outcomes answered as failed calls
 CLOSE = {"connection": "close"}
 
 
@@ -322,7 +324,10 @@ def create_app(
             message = f"eip-guard failed to check this request: {type(exc).__name__}: {exc}"
             response = responses.errored(review.request.uid, responses.CODE_ERROR, message)
             decision = Decision(response, "errored", review.request.name)
-        record(review, decision, started)
+        if decision.outcome == MALFORMED:
+            metrics.rejected.labels("400").inc()
+        else:
+            record(review, decision, started)
         if decision.outcome in NO_VERDICT:
             # Not ready, or failed: a failed call, not a denial. The API server applies
             # failurePolicy only to failed calls (a response with allowed false is a

@@ -426,6 +426,13 @@ def test_disabling_every_alert_fails_the_render(chart: helm_python.Chart) -> Non
         ({"alertname": "x"}, '"alertname" is set by each alert itself'),
         ({"team-name": "x"}, '"team-name" is no Prometheus label name'),
         ({"1team": "x"}, '"1team" is no Prometheus label name'),
+        # Labels that tell one alert from another: overwritten, two rules violated (or two
+        # sources stale) become one label set, and Prometheus fails the whole rule ("vector
+        # contains metrics with the same labelset after applying alert labels"): no alert.
+        ({"rule": "x"}, '"rule" names what an alert is about'),
+        ({"source": "x"}, '"source" names what an alert is about'),
+        ({"pod": "x"}, '"pod" names what an alert is about'),
+        ({"namespace": "x"}, '"namespace" names what an alert is about'),
     ],
 )
 def test_alert_labels_that_prometheus_would_refuse_fail_the_render(

@@ -5,11 +5,18 @@ create to judge."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 
-from .conftest import Webhook, example_eip, review
+from app.core.sources import StaticSource
+from app.core.verdict import Policy
+from app.webhook.app import create_app
+
+from .conftest import Webhook, example_eip, example_inventory, review
+from .test_edges import sample
 
 
 def _bad_request(webhook: Webhook, body: dict[str, Any]) -> str:
@@ -42,6 +49,26 @@ def test_an_update_whose_old_object_is_another_is_a_bad_request(
 ) -> None:
     message = _bad_request(webhook, review(example_eip("good"), "UPDATE", old=old, uid="o"))
     assert said in message
+
+
+def test_a_malformed_review_is_counted_as_refused_not_as_errored(
+    start: Callable[[FastAPI], Webhook],
+) -> None:
+    # Only a client that is no API server sends these: counted as `errored`, they fired
+    # EipGuardReviewsErrored ("a bug", "the failed to judge log line has the traceback")
+    # though nothing failed and nothing was logged.
+    hook = start(create_app(StaticSource(example_inventory()), Policy()))
+    _bad_request(hook, review(example_eip("good"), "UPDATE", old=None, uid="no-old"))
+    no_object = review(example_eip("good"), uid="no-object")
+    del no_object["request"]["object"]
+    _bad_request(hook, no_object)
+    text = hook.http.get("/metrics").text
+    assert sample(text, "eip_guard_http_rejected_total", code="400") == 2
+    for operation in ("CREATE", "UPDATE"):
+        errored = sample(
+            text, "eip_guard_admission_reviews_total", operation=operation, verdict="errored"
+        )
+        assert errored == 0, operation
 
 
 def test_an_update_with_its_old_object_is_judged_as_before(webhook: Webhook) -> None:
