@@ -39,7 +39,7 @@ from app.webhook.app import Drain
 from app.webhook.metrics import Metrics
 from app.webhook.server import GRACEFUL_SHUTDOWN_SECONDS, Server, config, listen
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("eip_guard.certs")
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 NOT_FOUND = b'{"code":404,"reason":"Not Found"}'  # as the webhook port answers another path
 MIN_RELOAD_INTERVAL = 0.1  # seconds between looks at the certificate files, at least

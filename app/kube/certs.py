@@ -53,7 +53,7 @@ from app.pki.rotation import (
     serving_pair,
 )
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("eip_guard.certs")
 ATTEMPTS = 4  # lost races in one sync before giving up until the next one
 RETRY_SECONDS = 15.0  # after a failed sync (API down, RBAC missing): sooner than the interval
 FORBIDDEN, CONFLICT, NOT_FOUND = 403, 409, 404

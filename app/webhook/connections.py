@@ -85,7 +85,7 @@ REASONS = (
     BAD_REQUEST,
 )
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("eip_guard.server")
 # uvicorn's lines per request that any client can cause as often as it likes.
 _UVICORN_NOISE = frozenset({"Invalid HTTP request received.", "Unsupported upgrade request."})
 _UVICORN_NOISE_PREFIX = "No supported WebSocket library detected."

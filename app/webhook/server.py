@@ -34,7 +34,7 @@ from app.pki.hot_tls import server_context
 from app.webhook import connections
 from app.webhook.app import Drain
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("eip_guard.server")
 
 SslFactory = Callable[[], ssl.SSLContext]
 GRACEFUL_SHUTDOWN_SECONDS = 10  # the API server's default webhook timeout

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import importlib
 import io
 import json
 import logging
+import pkgutil
 import re
 import subprocess
 import sys
@@ -19,6 +21,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import app
 from app.webhook import logs
 from app.webhook.logs import JsonFormatter, line_emitter, setup
 from tests.conftest import ROOT
@@ -248,3 +251,16 @@ def test_stopping_does_not_wait_forever_for_a_stuck_log_pipe(
     finally:
         out.release.set()
         logger.handlers.clear()
+
+
+def test_every_logger_of_ours_is_named_under_eip_guard() -> None:
+    """A log pipeline selects our lines by the logger (README "Logs"): a module logging under
+    its import path (``app.webhook.connections``) fell outside ``eip_guard.*``."""
+    ours: dict[str, str] = {}
+    for info in pkgutil.walk_packages(app.__path__, "app."):
+        module = importlib.import_module(info.name)
+        for value in vars(module).values():
+            if isinstance(value, logging.Logger):
+                ours[info.name] = value.name
+    assert ours, "no module-level logger found: the walk is broken"
+    assert {m: n for m, n in ours.items() if not n.startswith("eip_guard.")} == {}
