@@ -16,13 +16,14 @@ import ctypes
 import errno
 import fcntl
 import ipaddress
-import select
+import selectors
 import socket
 import struct
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 from app.agent.frames import (
     ETH_P_ARP,
@@ -70,6 +71,16 @@ LINK_BUFFER = 1 << 20  # bytes of link messages the kernel may queue for us
 CONFLICT_LOG_EVERY = 30.0  # seconds between two logs of one conflict
 ERROR_LOG_EVERY = 30.0  # seconds between two logs of frames classify() failed on
 SEND_LOG_EVERY = 30.0  # seconds between two logs of frames a NIC would not send
+# Why the kernel refuses a frame, by errno, and where to look; others get the usual two.
+SEND_CAUSES = {
+    errno.ENETDOWN: "the NIC is down: see 'ip link show {nic}'",
+    errno.ENOBUFS: "its transmit queue is full: see 'tc -s qdisc show dev {nic}'",
+    errno.EMSGSIZE: "the frame is larger than the NIC's MTU: see 'ip link show {nic}'",
+}
+SEND_CAUSE = (
+    "the NIC is down or its transmit queue is full: see 'ip -s link show {nic}' and "
+    "'tc -s qdisc show dev {nic}'"
+)
 IGMP6 = "/proc/net/igmp6"  # the IPv6 multicast groups the kernel holds, per NIC
 
 Log = Callable[[str], None]
@@ -209,6 +220,9 @@ class _Port:
         self.name, self.index, self.nic = target.name, target.index, target.nic
         self.ips: frozenset[IP] = frozenset()
         self.down = False  # the link went down (rtnetlink said so) and has not come back
+        # The NIC was removed (moved to another namespace, deleted): the kernel unbinds the
+        # sockets for good, even when it comes back with the same name, ifindex and MAC.
+        self.gone = False
         self.joined: set[ipaddress.IPv6Address] = set()
         self.arp = _packet_socket(self.name, ETH_P_ARP)
         try:
@@ -305,8 +319,18 @@ class _Port:
 
 
 class Speaker:
-    def __init__(self, log: Log, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        log: Log,
+        clock: Callable[[], float] = time.monotonic,
+        selector: Callable[[], selectors.BaseSelector] = selectors.DefaultSelector,
+    ) -> None:
         self._log, self._clock = log, clock
+        # Not select(): it refuses descriptors from 1024 (FD_SETSIZE) on, which an agent
+        # with many NICs, watch connections and threads reaches. Sockets are registered
+        # while open, each with its port (None: the link messages).
+        self._new_selector = selector
+        self._selector: selectors.BaseSelector | None = None
         self._ports: dict[str, _Port] = {}
         self._bursts: list[_Burst] = []
         self.drops: Counter[str] = Counter()
@@ -324,7 +348,9 @@ class Speaker:
         """Whether :meth:`update` has something to try again with the same targets (a NIC
         whose sockets would not open, a solicited-node group not joined): the agent calls it
         on every tick while this holds, and only on a change otherwise."""
-        return bool(self._failed) or any(port.retrying for port in self._ports.values())
+        return bool(self._failed) or any(
+            port.retrying or port.gone for port in self._ports.values()
+        )
 
     def update(self, targets: Mapping[str, Target]) -> None:
         """Make the announced set exactly ``targets``; losses take effect before returning."""
@@ -332,7 +358,11 @@ class Speaker:
         for name in list(self._ports):
             port = self._ports[name]
             target = targets.get(name)
-            same_nic = target is not None and (target.index, target.nic) == (port.index, port.nic)
+            same_nic = (
+                target is not None
+                and (target.index, target.nic) == (port.index, port.nic)
+                and not port.gone
+            )
             if target is None or not target.ips or not same_nic:
                 if target is not None and target.ips and not same_nic:
                     self._log(f"{name}: {_changed(port, target)}, opening its sockets again")
@@ -346,7 +376,7 @@ class Speaker:
                 continue
             if name not in self._ports:
                 try:
-                    self._ports[name] = _Port(target)
+                    self._ports[name] = self._open(target)
                     self._failed.discard(name)
                 except OSError as exc:
                     if name not in self._failed:  # said once, tried again every tick
@@ -371,18 +401,47 @@ class Speaker:
     def announced(self) -> dict[str, frozenset[IP]]:
         return {name: port.ips for name, port in self._ports.items()}
 
+    def _open(self, target: Target) -> _Port:
+        port = _Port(target)
+        try:
+            self._watch(port.arp, port)
+            self._watch(port.ndp, port)
+        except OSError:
+            self._unwatch(port.arp)
+            port.close()
+            raise
+        return port
+
+    def _watch(self, sock: socket.socket, port: _Port | None) -> None:
+        if self._selector is None:
+            self._selector = self._new_selector()
+        self._selector.register(sock, selectors.EVENT_READ, port)
+
+    def _unwatch(self, sock: socket.socket) -> None:
+        # Before closing: a closed descriptor's number is reused, and the selector would
+        # still hold the old socket under it.
+        if self._selector is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(sock)
+
     def _close(self, name: str) -> None:
         port = self._ports.pop(name)
         self._bursts = [b for b in self._bursts if b.name != name]
         self._unsent.pop(name, None)
+        self._unwatch(port.arp)
+        self._unwatch(port.ndp)
         port.close()
 
     def close(self) -> None:
         for name in list(self._ports):
             self._close(name)
         if self._links is not None:
+            self._unwatch(self._links)
             self._links.close()
             self._links = None
+        if self._selector is not None:
+            self._selector.close()
+            self._selector = None
 
     def _send(self, port: _Port, sock: socket.socket, frame: bytes) -> bool:
         try:
@@ -398,7 +457,12 @@ class Speaker:
     def _not_sent(self, port: _Port, count: int, exc: OSError) -> None:
         """``count`` frames the kernel refused on ``port`` (ENOBUFS: its transmit queue is
         full; ENETDOWN: it is down): logged at most every SEND_LOG_EVERY seconds per NIC,
-        with how many were lost since, so a request storm is no log storm."""
+        with how many were lost since, so a request storm is no log storm; the cause named
+        by errno (EMSGSIZE: an MTU below the frame is no full queue). ENXIO: the
+        sockets lost their NIC (removed, perhaps back already), reopened at the next look."""
+        if exc.errno == errno.ENXIO:
+            port.gone = True  # the link message may have been lost, or never watched
+            return
         now = self._clock()
         unsent = self._unsent.get(port.name)
         if unsent is not None and now - unsent.logged < SEND_LOG_EVERY:
@@ -406,11 +470,11 @@ class Speaker:
             return
         lost = count + (unsent.count if unsent is not None else 0)
         self._unsent[port.name] = _Unsent(now)
+        cause = SEND_CAUSES.get(exc.errno or 0, SEND_CAUSE).format(nic=port.name)
         self._log(
             f"{port.name}: cannot send ({exc.strerror or exc}): {lost} frames not sent (ARP/NDP "
-            f"answers, gratuitous messages); the NIC is down or its transmit queue is full: see "
-            f"'ip -s link show {port.name}' and 'tc -s qdisc show dev {port.name}'. Said again "
-            f"at most every {SEND_LOG_EVERY:.0f} s while it lasts"
+            f"answers, gratuitous messages); {cause}. Said again at most every "
+            f"{SEND_LOG_EVERY:.0f} s while it lasts"
         )
 
     def _sent_again(self, port: _Port) -> None:
@@ -420,7 +484,7 @@ class Speaker:
     def _gratuitous(self, now: float) -> None:
         for b in list(self._bursts):
             port = self._ports.get(b.name)
-            if port is None or not b.ips or port.down:
+            if port is None or not b.ips or port.down or port.gone:
                 self._bursts.remove(b)  # a NIC back up gets a burst of its own
                 continue
             if not b.sending:
@@ -458,7 +522,13 @@ class Speaker:
         if self._links is not None or self._links_failed:
             return
         try:
-            self._links = _link_monitor()
+            links = _link_monitor()
+            try:
+                self._watch(links, None)
+            except OSError:
+                links.close()
+                raise
+            self._links = links
         except OSError as exc:
             self._links_failed = True
             self._log(f"cannot watch link changes: {exc}; a link down and up again between two "
@@ -488,15 +558,21 @@ class Speaker:
             by_index = {port.index: port for port in self._ports.values()}
             changed = []
             for index, up in link_states(data):
-                if index in by_index:
-                    self._link_state(by_index[index], bool(up))
-                    changed.append(by_index[index])
+                if index not in by_index:
+                    continue
+                port = by_index[index]
+                if up is None:  # deleted, or moved to another namespace
+                    port.gone = port.down = True
+                    continue
+                self._link_state(port, up)
+                changed.append(port)
             self._check_groups(changed)
 
     def _check_groups(self, ports: list[_Port]) -> None:
         """After a link change (an MTU change is one), whether the kernel still holds each
         port's solicited-node groups; those it dropped are joined again."""
-        ports = [port for port in dict.fromkeys(ports) if port.joined]
+        # A removed NIC's groups went with it; its sockets are reopened at the next look.
+        ports = [port for port in dict.fromkeys(ports) if port.joined and not port.gone]
         if not ports:
             return
         try:
@@ -505,9 +581,14 @@ class Speaker:
         except OSError:
             return  # no IPv6 in this kernel: no groups to lose either
         for port in ports:
+            if not _present(port):  # removed before its link message was read: not IPv6 off
+                port.gone = True
+                continue
             port.rejoin_lost(held_groups(text, port.index), self._log)
 
     def _link_state(self, port: _Port, up: bool) -> None:
+        if port.gone:
+            return  # the sockets opened again announce, these can send nothing
         if not up:
             port.down = True  # its rounds stop; the next look may close it
         elif port.down:
@@ -580,27 +661,30 @@ class Speaker:
             if now >= until:
                 return
             wake = min([until] + [now if b.sending else b.due for b in self._bursts])
-            socks: dict[int, tuple[_Port | None, socket.socket]] = {}
-            for port in self._ports.values():
-                socks[port.arp.fileno()] = (port, port.arp)
-                socks[port.ndp.fileno()] = (port, port.ndp)
-            if self._links is not None:
-                socks[self._links.fileno()] = (None, self._links)
             timeout = max(0.0, wake - now)
-            if not socks:
+            if self._selector is None or not self._selector.get_map():
                 time.sleep(timeout)
                 continue
-            readable, _, _ = select.select(list(socks), [], [], timeout)
-            for fd in readable:
-                port_of, sock = socks[fd]
-                if port_of is None:
+            for key, _ in self._selector.select(timeout):
+                sock = cast(socket.socket, key.fileobj)
+                if key.data is None:
                     self._link_changes(sock)
                 else:
-                    self._receive(port_of, sock)
+                    self._receive(key.data, sock)
+
+
+def _present(port: _Port) -> bool:
+    """Whether ``port``'s NIC is still here, under its name and ifindex."""
+    try:
+        return socket.if_nametoindex(port.name) == port.index
+    except OSError:
+        return False
 
 
 def _changed(port: _Port, target: Target) -> str:
     """Why the NIC named ``target.name`` is no longer the one ``port`` was opened on."""
     if target.index != port.index:
         return f"ifindex {port.index} -> {target.index} (the NIC was made again)"
+    if target.nic == port.nic:
+        return "the NIC was removed and came back"
     return f"MAC {mac_text(port.nic.mac)} -> {mac_text(target.nic.mac)}"

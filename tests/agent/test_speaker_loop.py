@@ -1,5 +1,5 @@
 """The speaker's loop in virtual time: stand-in ports and sockets, a clock that moves only
-when the loop waits (``select``) or the test says so. No root, no wall clock."""
+when the loop waits (its selector) or the test says so. No root, no wall clock."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ import errno
 import ipaddress
 import itertools
 import os
-import select as real_select
+import selectors
 import socket
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -31,7 +30,7 @@ IFF_UP, IFF_RUNNING, IFF_LOWER_UP = 0x1, 0x40, 0x10000
 
 class _Sock:
     """A packet socket stand-in: records what is sent, and when; a real descriptor for
-    select(), readable only when the test queues an error (``fail``)."""
+    the selector, readable only when the test queues an error (``fail``)."""
 
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
@@ -77,24 +76,32 @@ class Lab:
     def clock(self) -> float:
         return self.now
 
-    def select(self, r: list[int], w: list[int], x: list[int], timeout: float) -> Any:
-        """What is readable now; else the clock moves on by the whole timeout."""
-        self.polls.append(len(self.sent))
-        readable, _, _ = real_select.select(r, [], [], 0)
-        if not readable:
-            self.now += timeout
-        return readable, [], []
+    def selector(self) -> selectors.BaseSelector:
+        lab = self
+
+        class Virtual(selectors.DefaultSelector):
+            def select(self, timeout: float | None = None) -> Any:
+                """What is readable now; else the clock moves on by the whole timeout."""
+                lab.polls.append(len(lab.sent))
+                ready = super().select(0)
+                if not ready:
+                    assert timeout is not None
+                    lab.now += timeout
+                return ready
+
+        return Virtual()
 
     def rounds(self) -> list[float]:
         """When each gratuitous round went out (frames sent at one instant are one round)."""
         return sorted({t for t, _ in self.sent})
 
-    def link(self, index: int, up: bool) -> None:
-        """The kernel's RTM_NEWLINK for link ``index``, as the rtnetlink link group sends it."""
+    def link(self, index: int, up: bool, kind: int = 16) -> None:
+        """The kernel's RTM_NEWLINK (or ``kind``: 17 is RTM_DELLINK) for link ``index``, as
+        the rtnetlink link group sends it."""
         flags = IFF_UP | IFF_RUNNING | IFF_LOWER_UP if up else 0
         info = struct.pack("=BxHiII", 0, 1, index, flags, 0xFFFFFFFF)
         assert self.links is not None
-        self.links.send(struct.pack("=IHHII", 16 + len(info), 16, 0, 0, 0) + info)
+        self.links.send(struct.pack("=IHHII", 16 + len(info), kind, 0, 0, 0) + info)
 
 
 @pytest.fixture
@@ -107,7 +114,7 @@ def lab(monkeypatch: pytest.MonkeyPatch) -> Iterator[Lab]:
         def __init__(self, target: Target) -> None:
             self.name, self.index, self.nic = target.name, target.index, target.nic
             self.ips: frozenset[IP] = frozenset()
-            self.down = False
+            self.down = self.gone = False
             self.joined: set[ipaddress.IPv6Address] = set()  # no groups: nothing to rejoin
             self.arp, self.ndp = _Sock(lab), _Sock(lab)
             lab.ports.append(self)
@@ -123,7 +130,6 @@ def lab(monkeypatch: pytest.MonkeyPatch) -> Iterator[Lab]:
     theirs.setblocking(False)
     lab.links = ours
     monkeypatch.setattr(speaker_module, "_Port", FakePort)
-    monkeypatch.setattr(speaker_module, "select", SimpleNamespace(select=lab.select))
     # The host's own link messages stay out of these tests (raising=False: older speakers
     # watched no links).
     monkeypatch.setattr(speaker_module, "_link_monitor", lambda: theirs, raising=False)
@@ -139,7 +145,7 @@ def lab(monkeypatch: pytest.MonkeyPatch) -> Iterator[Lab]:
 
 
 def speaker_for(lab: Lab, *ips: IP, index: int = 2) -> Speaker:
-    speaker = Speaker(lab.lines.append, clock=lab.clock)
+    speaker = Speaker(lab.lines.append, clock=lab.clock, selector=lab.selector)
     lab.speakers.append(speaker)
     speaker.update({"eth0": Target("eth0", index, Nic(MAC), frozenset(ips))})
     return speaker
@@ -322,3 +328,47 @@ def test_the_groups_the_kernel_holds_are_read_per_nic() -> None:
         ipaddress.IPv6Address("ff02::1"),
     }
     assert speaker_module.held_groups("", 3) == set()
+
+
+def test_a_nic_removed_and_back_between_two_looks_gets_new_sockets(lab: Lab) -> None:
+    """Moved to another namespace and back, a NIC keeps name, ifindex and MAC, but the kernel
+    unbinds packet sockets from it for good: the look after must open them again."""
+    speaker = speaker_for(lab, V4)
+    speaker.serve(lab.now + 6)
+    lab.sent.clear()
+    lab.link(2, up=False, kind=17)  # RTM_DELLINK
+    lab.link(2, up=True)  # back, the same ifindex
+    speaker.serve(lab.now + 0.1)
+    assert lab.sent == []  # no burst on the unbound sockets
+    assert speaker.retrying  # so the agent calls update() at its next look
+    speaker.update({"eth0": Target("eth0", 2, Nic(MAC), frozenset({V4}))})
+    assert len(lab.ports) == 2
+    assert not speaker.retrying
+    speaker.serve(lab.now + 6)
+    assert len(lab.rounds()) == ROUNDS
+    assert lab.lines == ["eth0: the NIC was removed and came back, opening its sockets again"]
+
+
+def test_sockets_that_lost_their_nic_are_opened_again(lab: Lab) -> None:
+    """ENXIO: the sockets' NIC was removed (its link message lost, or links not watched).
+    It was logged as a NIC down or a full queue, and the sockets kept forever."""
+    lab.send_error = errno.ENXIO
+    speaker = speaker_for(lab, V4)
+    speaker.serve(lab.now + 0.1)
+    assert speaker.retrying
+    lab.send_error = None
+    speaker.update({"eth0": Target("eth0", 2, Nic(MAC), frozenset({V4}))})
+    speaker.serve(lab.now + 0.1)
+    assert len(lab.ports) == 2
+    assert len(lab.sent) == 2  # the new sockets' first round
+    assert lab.lines == ["eth0: the NIC was removed and came back, opening its sockets again"]
+
+
+def test_a_frame_over_the_mtu_is_not_blamed_on_a_full_queue(lab: Lab) -> None:
+    """EMSGSIZE (an MTU below the frame: an advertisement is 86 bytes) was logged as 'the NIC
+    is down or its transmit queue is full', sending the admin to the wrong place."""
+    lab.send_error = errno.EMSGSIZE
+    speaker_for(lab, V6).serve(lab.now + 0.1)
+    assert len(lab.lines) == 1, lab.lines
+    assert "the frame is larger than the NIC's MTU" in lab.lines[0], lab.lines
+    assert "transmit queue" not in lab.lines[0], lab.lines

@@ -18,7 +18,7 @@ import pytest
 from app.agent.election import elect
 from app.agent.frames import mac_bytes
 
-from .lab import CAN_REACH4, NODES, SUBNET4, SUBNET6, AgentProcess, Lab
+from .lab import CAN_REACH4, NODES, SUBNET4, SUBNET6, AgentProcess, Lab, sh
 from .test_frames import ASKER, arp, ns, payload_len, refix
 
 IP4, IP6 = f"{SUBNET4}.101", f"{SUBNET6}::101"
@@ -483,4 +483,76 @@ def test_solicited_node_groups_come_back_after_the_mtu_dips_below_1280(
     finally:
         lab.ip(node, "link", "set", nic, "mtu", "1500", check=False)
         lab.ip(node, "addr", "replace", f"{SUBNET6}::12/64", "dev", nic, "nodad", check=False)
+        assert agent.stop() == 0, agent.output
+
+
+_HIGH_DESCRIPTORS = """
+import ipaddress, os, resource, socket, sys
+from app.agent.frames import Nic, mac_bytes
+from app.agent.speaker import Speaker, Target
+nic, ip, seconds = sys.argv[1], ipaddress.ip_address(sys.argv[2]), float(sys.argv[3])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), max(hard, 4096)))
+# What a long-running agent holds: watch connections, threads, many NICs' sockets.
+held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+lines = []
+speaker = Speaker(lines.append)
+mac = open(f"/sys/class/net/{nic}/address").read().strip()
+speaker.update({nic: Target(nic, socket.if_nametoindex(nic), Nic(mac_bytes(mac)), frozenset({ip}))})
+print("ready", flush=True)
+speaker.serve(speaker._clock() + seconds)
+speaker.close()
+print(speaker.replies, lines, flush=True)
+"""
+
+
+def test_the_speaker_answers_with_descriptors_past_1024(lab: Lab) -> None:
+    """select() refuses descriptors from FD_SETSIZE (1024) on (ValueError): an agent whose
+    sockets got numbers that high (many NICs, watch connections, threads) stopped."""
+    ip = f"{SUBNET4}.117"
+    argv = ["ip", "netns", "exec", lab.ns["node2"], sys.executable, "-c", _HIGH_DESCRIPTORS,
+            NODES["node2"][0], ip, "4"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        answered = lab.arping(ip)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    assert proc.returncode == 0, err
+    assert answered == {lab.mac("node2")}
+    assert out.split(" ", 1)[1].strip() == "[]", out  # nothing logged
+
+
+def test_a_nic_away_and_back_between_two_looks_is_answered_on_again(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """A NIC moved to another namespace and back (or deleted and made again with its
+    ifindex) between two looks keeps name, ifindex and MAC, but the kernel unbinds the
+    packet sockets from it for good: the speaker sent nothing (ENXIO) and answered nothing,
+    believing the link was merely down and up again."""
+    node, nic = lab.ns["node2"], NODES["node2"][0]
+    away = f"{lab.bridge[:-3]}-away"
+    sh("ip", "netns", "add", away)
+    lab.created.append(away)
+    snap = snapshot(tmp_path / "cluster.json", nodes=("node2",))
+    agent = lab.start_agent("node2", snap, "--interval", "2")
+    try:
+        agent.wait_for(lambda line: f"announce {IP4} on {nic}" in line)
+        before = json.loads(lab.ip(node, "-j", "link", "show", nic).stdout)[0]["ifindex"]
+        lab.ip(node, "link", "set", nic, "netns", away)
+        lab.ip(away, "link", "set", nic, "netns", node)
+        after = json.loads(lab.ip(node, "-j", "link", "show", nic).stdout)[0]["ifindex"]
+        assert before == after  # else the next look would see a new NIC and reopen
+        lab.ip(node, "addr", "add", f"{SUBNET4}.12/24", "dev", nic)
+        lab.ip(node, "addr", "add", f"{SUBNET6}::12/64", "dev", nic, "nodad")
+        lab.ip(node, "link", "set", nic, "up")
+        agent.wait_for(lambda line: f"{nic}: the NIC was removed and came back" in line)
+        assert lab.arping(IP4) == {lab.mac("node2")}
+        assert lab.ndisc(IP6) == lab.mac("node2")
+        assert not [line for line in agent.lines if "cannot" in line or "IPv6 was off" in line]
+    finally:
         assert agent.stop() == 0, agent.output
