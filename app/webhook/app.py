@@ -10,14 +10,15 @@ the live mode hand it whatever source they have. Outcomes:
 - HTTP 400 with a ``v1`` ``Status`` for a review no API server sends (no object, an UPDATE
   without its oldObject): counted as refused (``rejected``), not as a review;
 - HTTP 400 with ``{"code", "reason"}`` when the body is not JSON, not an AdmissionReview,
-  or not ``application/json``; HTTP 501 for a transfer coding other than chunked; HTTP 413
-  when it exceeds ``max_body_bytes`` (checked while reading, so a huge body is never
-  buffered).
+  or not ``application/json``, or comes in an Upgrade request (never read); HTTP 501 for
+  a transfer coding other than chunked; HTTP 413 when it exceeds ``max_body_bytes``
+  (checked while reading, so a huge body is never buffered).
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
 import logging
 import time
@@ -36,6 +37,7 @@ from app.core.sources import InventorySource, Readiness
 from app.core.verdict import Policy
 from app.webhook import responses
 from app.webhook.admission import MALFORMED, Decision, decide
+from app.webhook.connections import UPGRADE
 from app.webhook.logs import DECISIONS, line_emitter
 from app.webhook.metrics import Metrics
 from app.webhook.reviews import AdmissionReviewRequest, review_json
@@ -175,12 +177,39 @@ async def _read_limited(
     return bytes(body)
 
 
+# Longest first: UTF-32 LE's mark begins with UTF-16 LE's.
+_BYTE_ORDER_MARKS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF8, "UTF-8"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+
+
+def _not_plain_utf8(body: bytes) -> str:
+    """What a body starts with that is no UTF-8 JSON ("" if nothing): a file saved by an
+    editor or a shell (Notepad's mark, PowerShell 5's UTF-16), which the parser reports
+    only as "expected value at line 1 column 1"."""
+    for mark, encoding in _BYTE_ORDER_MARKS:
+        if body.startswith(mark):
+            return f"a {encoding} byte order mark ({mark.hex(' ').upper()})"
+    if b"\x00" in body[:4]:  # JSON has no raw NUL: a wider encoding (RFC 4627 3)
+        return "no byte order mark but NUL bytes: UTF-16 or UTF-32"
+    return ""
+
+
 def _not_a_review(exc: ValidationError, body: bytes) -> str:
     first = exc.errors()[0]
     if first["type"] == "json_invalid":
         if not body.strip(b" \t\r\n"):  # JSON's whitespace: "EOF while parsing" hid it
             what = "empty" if not body else "only whitespace"
             return f"the body is {what}: expected an AdmissionReview, as the API server sends"
+        if start := _not_plain_utf8(body):
+            return (
+                f"the body is not JSON: it starts with {start}; the API server sends UTF-8 "
+                "JSON: save it as UTF-8 without a byte order mark"
+            )
         return f"the body is not JSON: {first['msg']}"
     where = ".".join(str(p) for p in first["loc"]) or "(body)"
     return (
@@ -254,6 +283,18 @@ def create_app(
         log_decision(level, "admission decision", fields)
 
     async def validate(request: Request) -> Response:
+        extensions = request.scope.get("extensions")
+        if extensions is not None and UPGRADE in extensions:
+            # Its body was never read (see connections.UPGRADE): "the body is empty" would
+            # be false. Closed, as any bytes of that body still to come are no request.
+            metrics.rejected.labels("400").inc()
+            upgrade = shown(request.headers.get("upgrade", ""), 64)
+            reason = (
+                f"an Upgrade request ({upgrade!r}) is not supported: its body is not read; "
+                "send the AdmissionReview without Upgrade and Connection: upgrade, as the API "
+                "server does"
+            )
+            return _problem(400, reason, CLOSE)
         content_type = request.headers.get("content-type", "")
         if content_type.partition(";")[0].strip().lower() != JSON:
             metrics.rejected.labels("400").inc()

@@ -90,6 +90,9 @@ log = logging.getLogger("eip_guard.server")
 _UVICORN_NOISE = frozenset({"Invalid HTTP request received.", "Unsupported upgrade request."})
 _UVICORN_NOISE_PREFIX = "No supported WebSocket library detected."
 _UVICORN_APP_ERROR = "Exception in ASGI application"
+# In the scope's extensions of a request with Upgrade and Connection: upgrade (never upgraded:
+# no WebSocket here), whose body the parser never read.
+UPGRADE = "eip_guard.unread_upgrade"
 
 
 @dataclass(frozen=True)
@@ -155,8 +158,8 @@ class _Reporter:
 
 class _QuietNoise(logging.Filter):
     """Drops uvicorn's lines per malformed request (:func:`protocol` counts and logs those),
-    per refused upgrade (the request is answered as any other) and per request cut at
-    shutdown."""
+    per refused upgrade (the request is answered as any other, a review with a 400: see
+    ``UPGRADE``) and per request cut at shutdown."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.msg
@@ -344,6 +347,11 @@ def protocol(
             base_headers_complete(self)
             if self.expect_100_continue:
                 _close_unless_continued(self.cycle)
+            if self.parser.should_upgrade():
+                # httptools ends such a request at its head and uvicorn drops the rest of
+                # the read (its body, any request behind it): the app must not take the
+                # request for one without a body.
+                self.scope["extensions"] = {**self.scope.get("extensions", {}), UPGRADE: {}}
 
         def on_chunk_header(self) -> None:  # httptools calls it for chunked bodies only
             self.in_chunk_head = True

@@ -484,6 +484,22 @@ def test_upgrade_requests_are_answered_without_a_log_line(
     assert not [r for r in caplog.records if r.name.startswith("uvicorn")]
 
 
+def test_a_review_in_an_upgrade_request_gets_400_saying_so_and_the_connection_closed(
+    certs: Certs,
+) -> None:
+    # httptools ends a request with Upgrade and Connection: upgrade at its head: its body,
+    # and a request pipelined behind it in the same read, were dropped unseen. The review
+    # was answered "the body is empty" and the connection kept, waiting for nothing.
+    upgrade = REQUEST.replace(b"Host: x\r\n", b"Host: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n")
+    with server(certs, Limits()) as (port, _), connect(port, certs) as tls:
+        tls.sendall(upgrade + REQUEST)
+        status, body = response(tls)
+        assert status == b"HTTP/1.1 400 Bad Request"
+        reason = json.loads(body)["reason"]
+        assert reason.startswith("an Upgrade request ('h2c') is not supported"), reason
+        assert closes(tls) == b""
+
+
 @pytest.mark.parametrize("where", ["head", "trailer"])
 def test_one_endless_header_line_is_refused(certs: Certs, where: str) -> None:
     # httptools joins a header line across reads and calls back only at its end: 100 MB of

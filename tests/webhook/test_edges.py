@@ -19,6 +19,8 @@ from threading import Thread
 import httpx
 import pytest
 from fastapi import FastAPI
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.core.inventory import Inventory
 from app.core.sources import Readiness, StaticSource
@@ -35,6 +37,8 @@ from app.webhook.server import Server, config, listen, ssl_context
 
 from .conftest import (
     SERVICE_DNS,
+    V1,
+    V1BETA1,
     Certs,
     NotReadySource,
     Webhook,
@@ -104,6 +108,26 @@ def test_what_is_not_a_review_gets_400_with_a_reason(
     assert expected in reason_of(response, 400)
 
 
+@pytest.mark.parametrize(
+    ("mark", "encoding", "expected"),
+    [
+        (b"\xef\xbb\xbf", "utf-8", "a UTF-8 byte order mark (EF BB BF)"),
+        (b"", "utf-16", "a UTF-16 byte order mark (FF FE)"),
+        (b"", "utf-16-be", "no byte order mark but NUL bytes: UTF-16 or UTF-32"),
+    ],
+)
+def test_a_body_not_in_plain_utf8_gets_400_saying_so(
+    webhook: Webhook, mark: bytes, encoding: str, expected: str
+) -> None:
+    # What an editor or a shell may write (Notepad's BOM, PowerShell 5's UTF-16 redirect),
+    # answered "expected value at line 1 column 1" by the parser: no hint at the cause.
+    body = mark + json.dumps(review(example_eip("good"))).encode(encoding)
+    response = webhook.http.post("/validate-eip", content=body, headers=JSON_HEADERS)
+    reason = reason_of(response, 400)
+    assert reason.startswith(f"the body is not JSON: it starts with {expected}"), reason
+    assert "save it as UTF-8 without a byte order mark" in reason
+
+
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
 def test_a_wrong_content_type_gets_400(webhook: Webhook, content_type: str | None) -> None:
     body = json.dumps(review(example_eip("good"))).encode()
@@ -150,6 +174,79 @@ def test_wrong_paths_and_methods_answer_in_the_same_form(webhook: Webhook) -> No
     # No redirect to a URL made from the Host header: the webhook's path is exact.
     slash = webhook.http.post("/validate-eip/", content=body, headers=headers)
     assert reason_of(slash, 404) == "Not Found"
+
+
+# Where a client (or a buggy proxy) may put a wrong value in a review: each gets any JSON.
+REVIEW_PATHS = [
+    ("request",),
+    ("request", "uid"),
+    ("request", "operation"),
+    ("request", "name"),
+    ("request", "subResource"),
+    ("request", "userInfo"),
+    ("request", "dryRun"),
+    ("request", "object"),
+    ("request", "oldObject"),
+    ("request", "object", "metadata"),
+    ("request", "object", "metadata", "name"),
+    ("request", "object", "metadata", "annotations"),
+    ("request", "object", "spec"),
+    ("request", "object", "spec", "address"),
+    ("request", "object", "spec", "interface"),
+    ("request", "object", "spec", "protocol"),
+    ("request", "object", "spec", "disable"),
+    ("request", "object", "status"),
+    ("request", "oldObject", "spec", "address"),
+    ("request", "oldObject", "status", "used"),
+]
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=60, deadline=None)  # about a second over the real server
+@given(
+    st.sampled_from(["CREATE", "UPDATE", "DELETE", "CONNECT"]),
+    st.sampled_from([V1, V1BETA1]),
+    st.booleans(),
+    st.lists(st.tuples(st.sampled_from(REVIEW_PATHS), st.none() | JSON_VALUES), max_size=3),
+)
+def test_a_review_of_any_shape_is_answered_never_with_a_5xx(
+    webhook: Webhook,
+    operation: str,
+    api_version: str,
+    with_old: bool,
+    changes: list[tuple[tuple[str, ...], object]],
+) -> None:
+    # The contract: a verdict of the request's version echoing its uid, or a 400 that says
+    # why (a {code, reason}, or a v1 Status for a request missing what it must carry).
+    old = example_eip("good") if with_old else None
+    body = review(example_eip("bad"), operation, old, api_version, uid="u-1")
+    for path, value in changes:
+        at = body
+        for key in path[:-1]:
+            if not isinstance(at.get(key), dict):
+                at[key] = {}
+            at = at[key]
+        at[path[-1]] = value
+    response = webhook.http.post("/validate-eip", json=body)
+    assert response.status_code in (200, 400), response.text
+    answer = response.json()
+    if response.status_code == 200:
+        assert answer["apiVersion"] == api_version
+        assert answer["response"]["uid"] == body["request"]["uid"]
+    elif answer.get("kind") == "Status":
+        assert failed_call(response, 400, "BadRequest")
+    else:
+        assert reason_of(response, 400)
 
 
 # --- 413 -----------------------------------------------------------------------------
