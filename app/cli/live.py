@@ -14,7 +14,7 @@ import argparse
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from app.cli.flags import seconds
+from app.cli.flags import MAX_SECONDS, seconds
 from app.core.inventory import Inventory, Options, Resolver, build
 from app.core.verdict import Policy
 from app.kube.settings import KubeError, LiveSettings, namespaces
@@ -89,8 +89,10 @@ def live_settings(args: argparse.Namespace) -> LiveSettings:
         return default if value is None else value
 
     timeout = int(given(args.watch_timeout, defaults.watch.timeout_seconds))
-    if timeout < 1:
-        raise InputError(f"--watch-timeout {timeout}: must be at least 1 second")
+    # Capped as every interval is: a read timeout past the platform's timers (1e11 s) made
+    # every watch raise OverflowError, and serve never became ready.
+    if not 1 <= timeout <= MAX_SECONDS:
+        raise InputError(f"--watch-timeout {timeout}: expected whole seconds, 1 to {MAX_SECONDS}")
     return LiveSettings(
         kube_vip_namespaces=namespaces(args.kube_vip_namespace),
         watch=replace(defaults.watch, timeout_seconds=timeout),

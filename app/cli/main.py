@@ -12,12 +12,15 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app import __version__
 from app.cli import agent_cmd, certs_cmd, check_cmd, serve_cmd
-from app.cli.streams import OutputError, drop_stdout, flush_output, prepare, say
+from app.cli.streams import OutputError, drop_stdout, flush_output, output, prepare, say
 from app.sources.errors import InputError, shown
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process killed by SIGPIPE
@@ -47,6 +50,26 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_USAGE, f"eip-guard: {message}\n")
+
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
+        """argparse's, less its silence: it drops a write that fails, so ``--help`` or
+        ``--version`` into a full disk (unbuffered, as PYTHONUNBUFFERED=1 images run) exited
+        0 with nothing written. stdout failing exits as any command's output does."""
+        if not message:
+            return
+        if file is not sys.stdout:  # usage and errors: stderr, which may be what failed
+            say(message.rstrip("\n"))
+            return
+        try:
+            output(message.rstrip("\n"))
+            flush_output()
+        except BrokenPipeError:
+            drop_stdout()
+            sys.exit(EXIT_BROKEN_PIPE)
+        except OutputError as exc:
+            drop_stdout()
+            say(f"eip-guard: cannot write to standard output: {exc}")
+            sys.exit(EXIT_USAGE)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -34,6 +34,7 @@ from app.pki.certs import CertError, check_dns_name
 from app.pki.hot_tls import HotContext, ValidityReport, read_pair, watch_files
 from app.pki.rotation import service_dns_names
 from app.sources.errors import InputError
+from app.sources.manifest import DNS_SUBDOMAIN, dns_label, dns_subdomain
 from app.webhook import connections
 from app.webhook.app import Drain
 from app.webhook.metrics import Metrics
@@ -56,6 +57,20 @@ class Tls:
     report: ValidityReport = field(default_factory=lambda: ValidityReport(log))
 
 
+_DNS_LABEL = (
+    "a DNS-1123 label: at most 63 lower-case letters, digits and '-', starting and ending "
+    "with a letter or digit"
+)
+_DNS_1035_LABEL = (
+    "a DNS-1035 label, as a Service's name: at most 63 lower-case letters, digits and '-', "
+    "starting with a letter and ending with a letter or digit"
+)
+
+
+def _service_name(value: str) -> bool:
+    return dns_label(value) and value[0].isalpha()
+
+
 def _self_managed_flags(args: argparse.Namespace) -> None:
     missing = [
         flag
@@ -68,6 +83,16 @@ def _self_managed_flags(args: argparse.Namespace) -> None:
     ]
     if missing:
         raise InputError(f"--tls-secret also needs {', '.join(missing)}")
+    # Names the API server refuses, said now: else serve started, and every request for the
+    # Secret or the webhook configuration failed in the log while /readyz never turned ready.
+    for flag, value, valid, what in (
+        ("--tls-secret", args.tls_secret, dns_subdomain, DNS_SUBDOMAIN),
+        ("--webhook-configuration", args.webhook_configuration, dns_subdomain, DNS_SUBDOMAIN),
+        ("--namespace", args.namespace, dns_label, _DNS_LABEL),
+        ("--service", args.service, _service_name, _DNS_1035_LABEL),
+    ):
+        if not valid(value):
+            raise InputError(f"{flag} {value!r}: expected {what}")
     if not 1 <= args.cert_renew_before_days <= 300:
         raise InputError(f"--cert-renew-before-days {args.cert_renew_before_days}: expected 1-300")
     seconds("--cert-check-interval", args.cert_check_interval)

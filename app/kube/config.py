@@ -6,6 +6,7 @@ global default, so tests and several clusters never share state.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -95,10 +96,17 @@ def _load_kubeconfig(
 ) -> None:
     """``config.load_kube_config``, keeping its loader: a ``tokenFile`` is then read again."""
     # $KUBECONFIG read now: the library reads it once, at import time.
+    filename = (
+        kubeconfig or os.environ.get("KUBECONFIG") or kube_config.KUBE_CONFIG_DEFAULT_LOCATION
+    )
+    # The library skips a missing file (a list of them, as $KUBECONFIG may be, merges those
+    # found) and then said "Invalid kube-config file. No configuration found": a typo in
+    # the path read as a broken file.
+    paths = [os.path.expanduser(p) for p in filename.split(os.pathsep) if p]
+    if paths and not any(os.path.exists(p) for p in paths):
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), filename)
     loader = kube_config._get_kube_config_loader(  # type: ignore[no-untyped-call]
-        filename=kubeconfig
-        or os.environ.get("KUBECONFIG")
-        or kube_config.KUBE_CONFIG_DEFAULT_LOCATION,
+        filename=filename,
         active_context=context,
         persist_config=False,
     )

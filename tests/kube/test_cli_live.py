@@ -163,7 +163,10 @@ def test_live_settings_default_to_live_settings_and_check_what_is_given() -> Non
         audit=False,
     )
     for flags, error in (
-        (["--watch-timeout", "0"], "--watch-timeout 0: must be at least 1 second"),
+        (["--watch-timeout", "0"], "--watch-timeout 0: expected whole seconds, 1 to 86400"),
+        # A read timeout past what the platform's timers take: every watch raised
+        # OverflowError, and serve never became ready.
+        (["--watch-timeout", "99999999999"], "--watch-timeout 99999999999: expected whole"),
         (["--audit-interval", "nan"], "--audit-interval nan: expected a finite number"),
     ):
         with pytest.raises(InputError, match=error):
@@ -175,6 +178,27 @@ def test_unreadable_kubeconfig_is_one_line_not_a_traceback(tmp_path: Path, capsy
     assert code == 2 and out == ""
     assert err.startswith("eip-guard: cannot load Kubernetes credentials from ")
     assert "Traceback" not in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("how", ["--kubeconfig", "$KUBECONFIG", "dangling symlink"])
+def test_a_missing_kubeconfig_is_said_to_be_missing(
+    tmp_path: Path, capsys: Capsys, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """A typo in the path is no broken file: the library skips a missing file and said
+    "Invalid kube-config file. No configuration found"."""
+    missing = tmp_path / "missing"
+    if how == "dangling symlink":
+        (tmp_path / "link").symlink_to(missing)
+        missing = tmp_path / "link"
+    if how == "$KUBECONFIG":
+        monkeypatch.setenv("KUBECONFIG", str(missing))
+        code, out, err = run_cli(capsys, "audit", "--kubeconfig")
+    else:
+        code, out, err = run_cli(capsys, "audit", "--kubeconfig", str(missing))
+    assert code == 2 and out == ""
+    assert err.startswith(
+        f"eip-guard: cannot load Kubernetes credentials from {missing}: No such file or directory."
+    ), err
 
 
 def test_missing_eip_crd_is_a_note_and_the_audit_still_runs(tmp_path: Path, capsys: Capsys) -> None:

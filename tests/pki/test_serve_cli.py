@@ -372,7 +372,33 @@ def test_certs_renew_beside_a_running_serve_is_trusted_by_the_same_ca_bundle(
                 "--namespace",
                 "n",
             ],
-            "--service/--namespace: 'Bad_Name' is not a DNS name",
+            "--service 'Bad_Name': expected a DNS-1035 label",
+        ),
+        # Names the API server refuses: said at start, not in a log of failed requests
+        # while /readyz never turns ready.
+        *(
+            (
+                [
+                    "--tls-secret",
+                    "s",
+                    "--webhook-configuration",
+                    "w",
+                    "--service",
+                    "v",
+                    "--namespace",
+                    "n",
+                    flag,
+                    value,
+                ],
+                f"{flag} {value!r}: expected a DNS-1",
+            )
+            for flag, value in (
+                ("--tls-secret", "Bad_Name"),
+                ("--webhook-configuration", "W"),
+                ("--namespace", "NS"),
+                ("--service", "Svc"),
+                ("--service", "1svc"),
+            )
         ),
     ],
 )
