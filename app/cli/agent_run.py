@@ -26,6 +26,7 @@ from app.core.labels import NODE_REPORT_ANNOTATION
 from app.kube.settings import KubeError
 from app.sources.errors import InputError
 from app.sources.files import is_stdin
+from app.sources.manifest import dns_label
 
 if TYPE_CHECKING:
     from app.agent.probes import ProbeServer
@@ -96,8 +97,9 @@ def _live(
 ) -> tuple[LiveSource, Callable[[str], bool] | None, Callable[[LocalBinding], None]]:
     latest: list[str] = []  # the last report handed over (the agent hands each text once)
 
-    def write(text: str) -> None:
-        writes.report(lambda: api.annotate_node(node, NODE_REPORT_ANNOTATION, text))
+    def write(text: str, *, at_once: bool = False) -> None:
+        writes.report(lambda: api.annotate_node(node, NODE_REPORT_ANNOTATION, text),
+                      at_once=at_once)  # fmt: skip
 
     def report(text: str) -> bool:
         latest[:] = [text]
@@ -111,7 +113,7 @@ def _live(
         # name would rewrite each other's without end.
         if found == "" and latest:
             log("the node report is gone from this Node: writing it again")
-            write(latest[0])
+            write(latest[0], at_once=True)  # not after the backoff of writes to no Node
 
     try:
         from app.kube.agent_api import AgentApi, Writes, make_client  # noqa: PLC0415
@@ -133,13 +135,31 @@ def _live(
 
 
 def _check_server(url: str) -> None:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InputError(f"--server {url!r}: expected an http:// or https:// URL with a host")
     try:
-        parts.port  # noqa: B018 - raises on a port that is no number or out of range
+        # Each raises ValueError: a bracket left open, an IPv6 literal that is none, a port
+        # that is no number or out of range.
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018
     except ValueError as exc:
         raise InputError(f"--server {url!r}: {exc}") from exc
+    if parts.scheme not in ("http", "https") or not host:
+        raise InputError(f"--server {url!r}: expected an http:// or https:// URL with a host")
+
+
+def _check_namespace(namespace: str) -> None:
+    # "" made every Lease call cluster-wide (/apis/coordination.k8s.io/v1/leases), which a
+    # real API server refuses (405 to a create, 403 to a list without a ClusterRole).
+    if not namespace:
+        raise InputError(
+            "--namespace '': expected a namespace's name (is $POD_NAMESPACE set but empty?)"
+        )
+    if not dns_label(namespace):
+        raise InputError(
+            f"--namespace {namespace[:80]!r}: expected a name of a namespace, a DNS-1123 label "
+            "(at most 63 lower-case letters, digits and '-', starting and ending with a "
+            "letter or digit)"
+        )
 
 
 def _check_live(args: argparse.Namespace) -> None:
@@ -147,6 +167,7 @@ def _check_live(args: argparse.Namespace) -> None:
     nan that it "must be under half the Lease duration"."""
     if args.server is not None:
         _check_server(args.server)
+    _check_namespace(args.namespace)
     seconds("--lease-renew", args.lease_renew)
     if not 1 <= args.lease_duration <= MAX_SECONDS:
         raise InputError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -154,9 +155,9 @@ class Writes:
     write over and goes on. The node report keeps only its latest text and is tried again
     after a backoff from ``retry`` seconds doubling up to ``MAX_RETRY`` (refused by RBAC or
     a policy, a thousand nodes retrying every 2 s were 500 writes a second) until it is
-    written; an Event that fails is logged and
-    dropped; at most ``MAX_EVENTS`` wait (a node binding thousands of can_reach
-    IPs while the API is down must not grow without end).
+    written, or handed over ``at_once`` (the Node made again). Events go meanwhile; one that
+    fails is logged and dropped; at most ``MAX_EVENTS`` wait (a node binding thousands of
+    can_reach IPs while the API is down must not grow without end).
     """
 
     MAX_EVENTS = 1_000
@@ -171,13 +172,18 @@ class Writes:
         self._report: Write | None = None
         self._events: list[Write] = []
         self._failed = ""  # the last failure logged: each once, not every retry
+        self._at_once = False  # a report handed over to be written now: ends the backoff
+        self._report_due = 0.0  # monotonic: the report is not tried again before
 
     def start(self, stop: threading.Event) -> None:
         threading.Thread(target=self._run, args=(stop,), name="writes", daemon=True).start()
 
-    def report(self, write: Write) -> None:
+    def report(self, write: Write, *, at_once: bool = False) -> None:
+        """Hand the latest report over. ``at_once``: written now, whatever the backoff (the
+        Node made again, or its report edited away: the failures before say nothing of it)."""
         with self._cond:
             self._report = write  # an older text still waiting is replaced: the latest wins
+            self._at_once = self._at_once or at_once
             self._cond.notify()
 
     def event(self, write: Write) -> None:
@@ -192,10 +198,15 @@ class Writes:
     def _run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             with self._cond:
-                if self._report is None and not self._events:
-                    self._cond.wait(0.2)
+                if self._at_once:  # what failed before starts no backoff of this one
+                    self._at_once, self._report_failures, self._report_due = False, 0, 0.0
+                wait = self._report_due - time.monotonic() if self._report is not None else 0.2
+                if wait > 0 and not self._events:
+                    self._cond.wait(min(wait, 0.2))  # 0.2: stop is an Event of its own
                     continue
-                report, self._report = self._report, None
+                report = None
+                if wait <= 0:
+                    report, self._report = self._report, None
                 events, self._events = self._events, []
             # The report first: Events that time out one by one must not hold it back.
             if report is not None:
@@ -206,11 +217,15 @@ class Writes:
                     with self._cond:
                         if self._report is None:  # no newer text meanwhile: this one again
                             self._report = report
+                            self._report_due = time.monotonic() + self._backoff()
+            # Not held back by the report's backoff: a report refused for good (RBAC, a
+            # policy) delayed every Event up to MAX_RETRY.
             for write in events:
                 self._attempt(write)
-            if report is not None and self._report is report:
-                failures = self._report_failures
-                stop.wait(backoff_delay(failures, self._retry, self.MAX_RETRY, self._rand))
+
+    def _backoff(self) -> float:
+        """How long the report waits after ``_report_failures`` failures in a row."""
+        return backoff_delay(self._report_failures, self._retry, self.MAX_RETRY, self._rand)
 
     def _attempt(self, write: Write) -> bool:
         try:

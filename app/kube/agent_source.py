@@ -302,6 +302,8 @@ class LiveCluster:
         # Lease first appears before we count, so a joining node never speaks over the node
         # that still thinks an IP is its own.
         self.warm_up = renew + max(renew / 2, 1.0)
+        self._no_create = threading.Event()  # clear while a create of our Lease is in flight
+        self._no_create.set()
 
     def start(self, stop: threading.Event) -> None:
         metrics = KubeMetrics(CollectorRegistry())  # the agent serves no metrics (yet)
@@ -322,17 +324,25 @@ class LiveCluster:
         is short): past that the others wait for the Lease to run out, as after a kill.
         """
         done: list[str] = []
+        until = time.monotonic() + within
 
         def give_up() -> None:
+            # A create sent before the stop (the Lease was missing) and reaching the API
+            # server after the delete would make the Lease again: it goes first.
+            with self._lock:  # a create() that saw no stop has cleared _no_create by now
+                pass
+            self._no_create.wait(max(0.0, until - time.monotonic()))
             try:
                 self.api.delete_lease(self.node)
                 done.append("")
             except KubeError as exc:
                 done.append(str(exc))
+            except Exception as exc:  # a bug, the library's ConfigException: said, not a traceback
+                done.append(f"deleting our Lease failed: {exc!r}")
 
         deleting = threading.Thread(target=give_up, name="release", daemon=True)
         deleting.start()
-        deleting.join(within)
+        deleting.join(max(0.0, until - time.monotonic()))
         if done == [""]:
             self._log("Lease given up: the others take over at their next list")
         else:
@@ -414,14 +424,23 @@ class LiveCluster:
         """Renew our Lease every ``renew`` seconds. The API calls of the agent block their
         own threads only: never the tick's, which must fence in time however long a call
         hangs (self_live)."""
+
+        def create() -> bool:
+            # Once stopping, a renewal still in flight must not make the Lease again after
+            # release() deleted it; one that creates it now is waited for by release().
+            with self._lock:
+                if stop.is_set():
+                    return False
+                self._no_create.clear()
+                return True
+
         while not stop.is_set():
             started = time.monotonic()
             try:
-                # Once stopping, a renewal still in flight must not make the Lease again
-                # after release() deleted it.
-                self.api.renew_lease(
-                    self.node, self.duration, self._clock(), create=lambda: not stop.is_set()
-                )
+                try:
+                    self.api.renew_lease(self.node, self.duration, self._clock(), create=create)
+                finally:
+                    self._no_create.set()
                 ended = time.monotonic()
                 with self._lock:
                     last = self._renewed_at

@@ -41,12 +41,20 @@ def test_a_broken_snapshot_is_exit_2(capsys: pytest.CaptureFixture[str], tmp_pat
         ),
         (["--live", "--server", "api:6443"], "expected an http:// or https:// URL with a host"),
         (["--live", "--server", "https://api:65536"], "'https://api:65536': Port out of range"),
+        # A traceback (ValueError from urlsplit and ipaddress) before, exit 1.
+        (["--live", "--server", "http://[::1"], "--server 'http://[::1': Invalid IPv6 URL"),
+        (["--live", "--server", "http://[zz]:80"], "'zz' does not appear to be an IPv4 or"),
         (["--live", "--lease-renew", "6"], "must be under half the Lease duration (6 s)"),
         (["--live", "--lease-renew", "4"], "must be under half the Lease duration (6 s)"),
         # Not "the renew interval (-1 s) must be under half the Lease duration".
         (["--live", "--lease-renew", "-1"], "--lease-renew -1.0: expected a finite number of"),
         (["--live", "--lease-renew", "nan"], "--lease-renew nan: expected a finite number of"),
         (["--live", "--lease-duration", "0"], "--lease-duration 0: expected whole seconds, 1"),
+        # An empty $POD_NAMESPACE or `--namespace "$NS"` unset named no namespace: every
+        # Lease call went to the cluster-wide path, which a real API server refuses (405, or
+        # 403 without a ClusterRole), logged as "create Lease /eip-guard-agent-n1".
+        (["--live", "--namespace", ""], "--namespace '': expected a namespace's name"),
+        (["--live", "--namespace", "EIP_Guard"], "--namespace 'EIP_Guard': expected a name"),
         # Looked without a pause: a core burnt.
         (
             ["--interval", "1e-9"],

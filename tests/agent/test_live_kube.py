@@ -26,6 +26,7 @@ from app.cli.agent_run import LiveSource, _live
 from app.core.facts import FactKind
 from app.core.inventory import build
 from app.core.labels import EXCLUDE_LABEL, NODE_REPORT_ANNOTATION
+from app.kube import agent_api as agent_api_module
 from app.kube.agent_api import AgentApi, KubeError, Writes, make_client
 from app.kube.agent_leases import lease_body, live_seen, next_seen_expiry, observe
 from app.kube.agent_source import LiveCluster
@@ -620,6 +621,75 @@ def test_release_is_bounded_and_a_late_renewal_does_not_make_the_lease_again(
         stop.set()
 
 
+class SlowCreate(AgentApi):
+    """The real client over kmock, its Lease creates held (a slow API server) until
+    ``go`` is set; ``creating`` is set once one is held."""
+
+    def __init__(self, emulator: FakeApi) -> None:
+        base = agent_api(emulator)
+        super().__init__(base.api, base.namespace, timeout=base.timeout)
+        self.creating, self.go = threading.Event(), threading.Event()
+
+    def call(self, what: str, method: str, where: str, **kwargs: Any) -> Any:
+        if what.startswith("create Lease"):
+            self.creating.set()
+            self.go.wait(10)
+        return super().call(what, method, where, **kwargs)
+
+
+def test_a_create_in_flight_at_the_stop_does_not_make_the_lease_after_the_release(
+    emulator: FakeApi,
+) -> None:
+    # The first renewal found no Lease (404) and created it; a stop came while that create
+    # was on its way, and the delete, reaching the API server first, found nothing ("Lease
+    # given up"): the create then made the Lease, which the others counted for a Lease
+    # duration, the stopped node's IPs dark meanwhile.
+    logs: list[str] = []
+    stop = threading.Event()
+    api = SlowCreate(emulator)
+    one = LiveCluster(api, "node1", logs.append, renew=0.2, duration=1, watch_seconds=1)
+    try:
+        one.start(stop)
+        eventually(api.creating.is_set, what="a create in flight")
+        stop.set()
+        threading.Timer(0.3, api.go.set).start()  # the create arrives while release() waits
+        one.release(within=2)
+        threading.Event().wait(0.3)
+        assert emulator.objects(LEASES) == []
+        assert logs[-1] == "Lease given up: the others take over at their next list"
+    finally:
+        api.go.set()
+        stop.set()
+
+
+class OddDelete(AgentApi):
+    """The real client over kmock, its delete raising what no test foresaw (the library's
+    ConfigException for an empty token file read at a refresh, a bug)."""
+
+    def __init__(self, emulator: FakeApi) -> None:
+        base = agent_api(emulator)
+        super().__init__(base.api, base.namespace, timeout=base.timeout)
+
+    def delete_lease(self, node: str) -> None:
+        raise RuntimeError("a bug")
+
+
+def test_a_release_that_fails_unexpectedly_says_why_without_a_traceback(
+    emulator: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Only a KubeError was caught: anything else ended the delete's thread with a traceback
+    # on stderr, and the log said "no answer within 4 s" at once.
+    logs: list[str] = []
+    one = LiveCluster(OddDelete(emulator), "node1", logs.append, renew=0.2, duration=1,
+                      watch_seconds=1)  # fmt: skip
+    one.release()
+    assert logs == [
+        "Lease not given up (deleting our Lease failed: RuntimeError('a bug')); the others "
+        "take over when it runs out"
+    ]
+    assert "Traceback" not in capsys.readouterr().err
+
+
 def test_a_lease_that_appears_later_counts_whatever_its_holders_clock_says(
     emulator: FakeApi,
 ) -> None:
@@ -724,24 +794,53 @@ def test_a_refused_report_is_tried_again_after_a_growing_wait() -> None:
     # Refused by RBAC or the agents' policy, a thousand nodes retrying every 2 s were 500
     # writes a second for good (a review's finding).
     logs: list[str] = []
-    writes = Writes(logs.append, retry=0.05, rand=lambda: 1.0)
     waited: list[float] = []
 
-    class Stop(threading.Event):
-        def wait(self, timeout: float | None = None) -> bool:
-            waited.append(timeout or 0.0)
+    stop = threading.Event()
+
+    class Recorded(Writes):
+        def _backoff(self) -> float:
+            waited.append(super()._backoff())
             if len(waited) >= 16:
-                self.set()
-            return self.is_set()
+                stop.set()
+            return 0.0
+
+    writes = Recorded(logs.append, retry=0.05, rand=lambda: 1.0)
 
     def refused() -> None:
         raise KubeError("annotate Node node1: HTTP 403 Forbidden")
 
     writes.report(refused)
-    writes._run(Stop())  # in this thread: every wait is recorded, none is slept
+    writes._run(stop)  # in this thread: every wait is recorded, none is slept
     assert waited[:4] == [0.05, 0.1, 0.2, 0.4]
     assert waited[-1] == Writes.MAX_RETRY  # doubling, capped
     assert logs == ["annotate Node node1: HTTP 403 Forbidden"]  # said once
+
+
+def test_events_are_not_held_back_by_a_refused_reports_backoff() -> None:
+    # The report refused for good (the agents' policy where the node-name claim is off)
+    # backs off up to 5 minutes, and every Event waited out that backoff with it.
+    logs: list[str] = []
+    writes = Writes(logs.append, retry=0.2, rand=lambda: 1.0)
+    stop = threading.Event()
+    tries: list[float] = []
+    written: list[float] = []
+
+    def refused() -> None:
+        tries.append(time.monotonic())
+        raise KubeError("annotate Node node1: HTTP 403 Forbidden")
+
+    writes.start(stop)
+    try:
+        writes.report(refused)
+        eventually(lambda: len(tries) >= 4, what="four refusals")  # the next waits 1.6 s
+        sent = time.monotonic()
+        writes.event(lambda: written.append(time.monotonic()))
+        eventually(lambda: written, what="the Event written")
+        assert written[0] - sent < 0.5
+        assert len(tries) == 4  # and the report still waits its turn
+    finally:
+        stop.set()
 
 
 def test_writes_survive_a_bug_put_the_report_first_and_say_when_events_are_dropped() -> None:
@@ -892,6 +991,44 @@ def test_the_node_report_comes_back_when_the_node_loses_it(emulator: FakeApi) ->
         gone = ("no Node named node1 (deleted, or --node-name is not its name): this node "
                 "answers for no IP until it exists")  # fmt: skip
         assert logs.count(gone) == 1 and logs.count("Node node1 exists again") == 1, logs
+    finally:
+        stop.set()
+        writer.close()
+
+
+def test_a_node_made_again_gets_its_report_at_once_however_long_the_backoff(
+    emulator: FakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A report that changed while the Node was gone failed (404) and backed off, doubling
+    # up to 5 minutes: the Node made again then waited out that backoff without its report
+    # (the README says "writes it again at once").
+    longest = lambda failures, base, cap, rand: min(cap, base * 2 ** (failures - 1))  # noqa: E731
+    monkeypatch.setattr(agent_api_module, "backoff_delay", longest)  # no jitter: each wait whole
+    stop = threading.Event()
+    logs: list[str] = []
+    live, report, _ = _live(live_args(emulator), "node1", logs.append, stop)
+    writer = Writer(emulator)
+    attempts = emulator.requests("PATCH", "/api/v1/nodes/node1")
+
+    def annotation() -> Any:
+        try:
+            node = emulator.get("v1/nodes", None, "node1")
+        except KeyError:
+            return None
+        return (node.get("metadata", {}).get("annotations") or {}).get(NODE_REPORT_ANNOTATION)
+
+    try:
+        live.cluster.start(stop)
+        eventually(lambda: not live.cluster.waiting(), what="listed, with no Node node1")
+        assert report is not None
+        report('{"interfaces":[],"gateways":[]}')
+        # Five refusals (0.2 + 0.4 + 0.8 + 1.6 s apart): the next try waits 3.2 s.
+        eventually(lambda: emulator.requests("PATCH", "/api/v1/nodes/node1") >= attempts + 5,
+                   what="the write refused five times")  # fmt: skip
+        writer.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node1"}})
+        made = time.monotonic()
+        eventually(annotation, what="the report on the new Node")
+        assert time.monotonic() - made < 1.5
     finally:
         stop.set()
         writer.close()
