@@ -251,10 +251,15 @@ def run_agent(args: argparse.Namespace) -> int:
         log(f"probes on http://{shown}:{port}: /healthz, /readyz, /metrics")
     if isinstance(source, LiveSource):
         source.cluster.start(stop)
-    agent.run(stop)  # returns once this node answers no more
-    if isinstance(source, LiveSource):
-        source.cluster.release()
-    if probes is not None:
-        probes.close()
+    try:
+        agent.run(stop)  # returns once this node answers no more
+    finally:
+        # Also after a bug in a tick (the traceback follows): the Lease given up hands this
+        # node's IPs over at the others' next list, not when it runs out.
+        stop.set()
+        if isinstance(source, LiveSource):
+            source.cluster.release()
+        if probes is not None:
+            probes.close()
     log("stopped")
     return 0

@@ -22,7 +22,8 @@ from kubernetes import client
 from app.agent.election import elect
 from app.agent.pyroute2_netlink import Pyroute2Netlink
 from app.agent.runner import Agent, Settings
-from app.cli.agent_run import LiveSource, _live
+from app.cli.agent_run import LiveSource, _live, run_agent
+from app.cli.main import parser
 from app.core.facts import FactKind
 from app.core.inventory import build
 from app.core.labels import EXCLUDE_LABEL, NODE_REPORT_ANNOTATION
@@ -731,6 +732,27 @@ def test_sigterm_gives_the_lease_up(emulator: FakeApi) -> None:
             agent.wait()
     assert agent.returncode == 0, out
     assert "Lease given up" in out and out.rstrip().endswith("stopped")
+    assert emulator.objects(leases) == []
+
+
+def test_a_bug_in_a_tick_still_gives_the_lease_up(
+    emulator: FakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception out of the agent's loop (a bug) ends the process with its traceback, but
+    gives the Lease up first: the others take the node's IPs at their next list instead of
+    a Lease duration later."""
+    leases = "coordination.k8s.io/v1/leases"
+
+    def tick(self: Agent) -> None:
+        eventually(lambda: emulator.objects(leases), what="the agent's Lease")
+        raise RuntimeError("a bug in a tick")
+
+    monkeypatch.setattr(Agent, "tick", tick)
+    monkeypatch.setattr(signal, "signal", lambda *_: None)  # pytest's own handlers stay
+    argv = ["agent", "--live", "--server", emulator.url, "--node-name", "node9",
+            "--speaker", "off", "--namespace", "eip-guard"]  # fmt: skip
+    with pytest.raises(RuntimeError, match="a bug in a tick"):
+        run_agent(parser().parse_args(argv))
     assert emulator.objects(leases) == []
 
 
