@@ -81,8 +81,24 @@ class PagedEmulator(kmock.KubernetesEmulator):
     # Namespaces that do not exist: a create in one is refused as a real API server does
     # (kmock itself has no namespaces and stores anything).
     absent_namespaces: set[str] = attrs.field(factory=set, init=False)
+    # One-shot answers a real API server gives and kmock does not (a 429 with Retry-After,
+    # a continue token that expired): each is asked in turn, the first to answer is spent.
+    scripted: list[Callable[[rendering.Request], aiohttp.web.Response | None]] = attrs.field(
+        factory=list, init=False
+    )
+    # The bearer tokens accepted (None: any): others are refused 401, as an expired one is.
+    tokens: set[str] | None = attrs.field(default=None, init=False)
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        if self.tokens is not None:
+            sent = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            if sent not in self.tokens:
+                return _status(401, "Unauthorized", "Unauthorized")
+        for answer in list(self.scripted):
+            response = answer(request)
+            if response is not None:
+                self.scripted.remove(answer)
+                return response
         if request.action == kmock.action.CREATE and request.namespace in self.absent_namespaces:
             return _status(404, "NotFound", f'namespaces "{request.namespace}" not found')
         # kmock merges any PATCH body; a real API server reads it by its Content-Type, and
@@ -145,11 +161,13 @@ def _patch_refusal(request: rendering.Request) -> aiohttp.web.Response | None:
     return _status(code, "BadRequest" if code == 400 else "UnsupportedMediaType", reason)
 
 
-def _status(code: int, reason: str, message: str) -> aiohttp.web.Response:
+def _status(
+    code: int, reason: str, message: str, headers: Mapping[str, str] | None = None
+) -> aiohttp.web.Response:
     """A failure as a real API server answers it: a Status object."""
     status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,
               "reason": reason, "message": message}  # fmt: skip
-    return aiohttp.web.json_response(status, status=code)
+    return aiohttp.web.json_response(status, status=code, headers=headers)
 
 
 @dataclass(eq=False)
@@ -351,16 +369,41 @@ class FakeApi:
 
     def bookmark_once(self, resource: str, rv: str) -> None:
         """The next watch of ``resource`` sends one BOOKMARK (resourceVersion ``rv``) and ends,
-        as a real API server's watch does at its timeout."""
+        as a real API server's watch does at its timeout. As a real one, the bookmark is an
+        object of the watched kind with nothing but its resourceVersion (no name)."""
+        api_version = resource.rpartition("/")[0]
         event = {
             "type": "BOOKMARK",
-            "object": {"kind": "Bookmark", "metadata": {"resourceVersion": rv}},
+            "object": {
+                "kind": RESOURCES[resource][0],
+                "apiVersion": api_version,
+                "metadata": {"resourceVersion": rv, "creationTimestamp": None},
+            },
         }
 
         def add() -> None:
             self.km[kmock.action.WATCH, kmock.resource(resource)] << iter([event])
 
         self.call(add)
+
+    def refuse_next(
+        self,
+        when: Callable[[rendering.Request], bool],
+        code: int,
+        reason: str,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """The next request ``when`` picks is answered with this Status, once."""
+
+        def answer(request: rendering.Request) -> aiohttp.web.Response | None:
+            return _status(code, reason, message, headers) if when(request) else None
+
+        self.call(lambda: self.km.scripted.append(answer))
+
+    def accept_tokens(self, *tokens: str) -> None:
+        """Only these bearer tokens are accepted from now on (others: 401)."""
+        self.call(lambda: setattr(self.km, "tokens", set(tokens)))
 
     def hold_next_list(self, resource: str) -> Callable[[], None]:
         """The next list of ``resource`` hangs until the returned function is called (a slow

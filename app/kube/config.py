@@ -6,18 +6,20 @@ global default, so tests and several clusters never share state.
 
 from __future__ import annotations
 
+import datetime
 import errno
 import logging
 import os
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import urllib3
 import yaml
-from kubernetes import client, config
-from kubernetes.config import kube_config
+from kubernetes import client
+from kubernetes.config import incluster_config, kube_config
 from kubernetes.config.config_exception import ConfigException
 
 from app.kube.settings import IN_CLUSTER_ENV, KubeError, in_cluster
@@ -165,31 +167,83 @@ class _Said(logging.Handler):
         self.lines.append(_one_line(record.getMessage()))
 
 
+def _file_state(path: str) -> tuple[int, int, int] | None:
+    """What changes when a file is rotated: kubelet swaps a projected token's directory
+    (a new inode), a tool rewrites it in place (its mtime and size)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 def _follow_token_file(cfg: client.Configuration, loader: Any) -> None:
     """The library reads a kubeconfig user's ``tokenFile`` once: after the file is rotated
     every request was refused (401) until a restart, while /readyz said ready. Read it
-    again at most every ``TOKEN_FILE_SECONDS`` (the library's hook then sends it)."""
+    again when it changes on disk, and at least every ``TOKEN_FILE_SECONDS``, as client-go
+    does (the library's hook then sends it)."""
     user = getattr(loader, "_user", None)
     if not user or "tokenFile" not in user or "token" in user or "auth-provider" in user:
         return  # an inline token wins over the file; auth providers refresh themselves
-    hook: Any = cfg.refresh_api_key_hook  # the library's: sends loader.token
-    lock = threading.Lock()
+    path = os.path.join(loader._get_base_path(user.path), str(user["tokenFile"]))
     due = time.monotonic() + TOKEN_FILE_SECONDS
 
-    def refresh(configuration: client.Configuration) -> None:
+    def expire() -> None:
         nonlocal due
+        due = time.monotonic() + TOKEN_FILE_SECONDS
+        try:
+            loader._load_user_token()
+        except (OSError, ValueError, ConfigException) as exc:  # the old one is kept
+            log.warning("cannot read the kubeconfig's tokenFile again: %s", exc)
+
+    _read_again_when_rotated(cfg, path, expire, lambda: time.monotonic() >= due)
+
+
+def _follow_service_account_token(cfg: client.Configuration, loader: Any) -> None:
+    """The library reads the pod's token again once a minute: a token rotated and refused
+    before then (the old one revoked) failed every list and watch for up to that minute,
+    where client-go reads the file again at the next request. Read it when it changes."""
+    path = loader._token_filename
+
+    def expire() -> None:
+        loader.token_expires_at = datetime.datetime.min  # the library's hook reads it now
+
+    _read_again_when_rotated(cfg, path, expire, lambda: False)
+
+
+def _read_again_when_rotated(
+    cfg: client.Configuration, path: str, expire: Callable[[], None], due: Callable[[], bool]
+) -> None:
+    """Before each request, ``expire`` the token when the file at ``path`` changed (one
+    stat) or ``due`` says so, then run the library's hook (which sends the token)."""
+    hook: Any = cfg.refresh_api_key_hook
+    lock = threading.Lock()
+    seen = _file_state(path)
+
+    def refresh(configuration: client.Configuration) -> None:
+        nonlocal seen
         with lock:
-            if time.monotonic() >= due:
-                due = time.monotonic() + TOKEN_FILE_SECONDS
-                try:
-                    loader._load_user_token()
-                except (OSError, ValueError, ConfigException) as exc:  # the old one is kept
-                    log.warning("cannot read the kubeconfig's tokenFile again: %s", exc)
+            now = _file_state(path)
+            # Gone for a moment (being replaced): the token held is kept until it is back.
+            if (now is not None and now != seen) or due():
+                seen = now or seen
+                expire()
         if hook is not None:
             hook(configuration)  # which installs itself again, in place of this one
         configuration.refresh_api_key_hook = refresh  # type: ignore[assignment]
 
     cfg.refresh_api_key_hook = refresh  # type: ignore[assignment]
+
+
+def _load_incluster(cfg: client.Configuration) -> None:
+    """``config.load_incluster_config``, keeping its loader: its token is then read again
+    as soon as kubelet rotates the file."""
+    loader = incluster_config.InClusterConfigLoader(  # type: ignore[no-untyped-call]
+        token_filename=incluster_config.SERVICE_TOKEN_FILENAME,
+        cert_filename=incluster_config.SERVICE_CERT_FILENAME,
+    )
+    loader.load_and_set(cfg)  # type: ignore[no-untyped-call]
+    _follow_service_account_token(cfg, loader)
 
 
 def api_client(
@@ -211,7 +265,7 @@ def api_client(
     else:
         try:
             if kubeconfig is None and context is None and in_cluster():
-                config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+                _load_incluster(cfg)
             else:
                 _load_kubeconfig(cfg, kubeconfig, context)
         except _LOAD_ERRORS as exc:  # bad input all: said in one line, never a traceback

@@ -239,6 +239,7 @@ def test_watches_ask_for_bookmarks_and_resume_from_one(
         lambda: any(p.get("resourceVersion") == "4242" for p in api.watch_params("/api/v1/nodes")),
         "a watch that resumes from the bookmark's resourceVersion",
     )
+    assert cluster.metric("eip_guard_source_objects", source="nodes") == 0  # no nameless Node
 
 
 def test_servicecidrs_are_optional_and_picked_up_once_served() -> None:

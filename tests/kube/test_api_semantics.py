@@ -1,0 +1,201 @@
+"""What a real API server does that kmock does not by itself, over real HTTP: a continue
+token that expires mid-list, a 429 with Retry-After, a token rotated on disk after the old
+one is refused, a connection reset mid-list."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import urllib3
+import yaml
+from kmock._internal import rendering
+from kubernetes.config import incluster_config
+
+from app.kube import resources
+from app.kube.config import api_client
+from app.kube.resources import NODES, Stream, describe_failure, list_all
+from tests.core.objects import node
+from tests.kmock_harness import FakeApi, kubeconfig
+from tests.kube.harness import Cluster
+from tests.support import eventually
+
+NODE_STREAM = Stream(NODES)
+TIMEOUT = (5.0, 5.0)
+EXPIRED = (
+    "The provided continue parameter is too old to display a consistent list result. You can "
+    "start a new list without the continue parameter, or use the continue token in this "
+    "response to retrieve the remainder of the results."
+)
+
+
+def names(api_url: str) -> list[str]:
+    client = api_client(host=api_url)
+    try:
+        items, _ = list_all(NODE_STREAM, NODE_STREAM.lister(client), TIMEOUT, lambda o: o)
+    finally:
+        client.close()  # type: ignore[no-untyped-call]
+    return sorted(o["metadata"]["name"] for o in items)
+
+
+def node_lists(api: FakeApi) -> list[dict[str, str]]:
+    return list(
+        api.call(
+            lambda: [
+                dict(r.url.query)
+                for r in list(api.km)
+                if r.url.path == "/api/v1/nodes" and r.url.query.get("watch") != "true"
+            ]
+        )
+    )
+
+
+def continued(request: rendering.Request) -> bool:
+    return bool(request.params.get("continue"))
+
+
+def test_a_continue_token_that_expires_mid_list_lists_again_from_the_start(
+    api: FakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(resources, "PAGE", 2)
+    for i in range(5):
+        api.put("v1/nodes", node(f"n{i}", f"10.0.0.{i + 1}"))
+    api.refuse_next(continued, 410, "Expired", EXPIRED)
+    assert names(api.url) == [f"n{i}" for i in range(5)]
+    asked = [(q.get("limit"), bool(q.get("continue"))) for q in node_lists(api)]
+    # page 1, page 2 refused, then the whole list again in pages from the start
+    assert asked == [("2", False), ("2", True), ("2", False), ("2", True), ("2", True)]
+
+
+def test_a_429_with_retry_after_is_waited_for_once(api: FakeApi) -> None:
+    api.put("v1/nodes", node("n1", "10.0.0.1"))
+    is_list = lambda r: r.url.path == "/api/v1/nodes"  # noqa: E731
+    api.refuse_next(is_list, 429, "TooManyRequests", "too many requests", {"Retry-After": "1"})
+    began = time.monotonic()
+    assert names(api.url) == ["n1"]
+    assert time.monotonic() - began >= 1.0
+    assert len(node_lists(api)) == 2
+
+
+def test_a_token_refused_after_rotation_on_disk_is_read_again_at_the_next_request(
+    api: FakeApi, tmp_path: Path
+) -> None:
+    """A projected service account token is rotated on disk; when the old one is refused
+    (401), client-go drops its cached token and reads the file at the next request
+    (ResettableTokenSource), not up to a minute later."""
+    token = tmp_path / "token"
+    token.write_text("first")
+    path = kubeconfig(tmp_path / "kubeconfig", api.url)
+    doc = yaml.safe_load(path.read_text())
+    doc["users"][0]["user"] = {"tokenFile": str(token)}
+    path.write_text(yaml.safe_dump(doc))
+    api.put("v1/nodes", node("n1", "10.0.0.1"))
+    api.accept_tokens("first")
+    client = api_client(str(path))
+    try:
+        lister = NODE_STREAM.lister(client)
+        assert len(list_all(NODE_STREAM, lister, TIMEOUT, lambda o: o)[0]) == 1
+        token.write_text("second")
+        api.accept_tokens("second")
+        failures = 0
+        while True:
+            try:
+                list_all(NODE_STREAM, lister, TIMEOUT, lambda o: o)
+                break
+            except Exception as exc:
+                assert getattr(exc, "status", None) == 401
+                failures += 1
+                assert failures <= 1, "the rotated token file was not read after a 401"
+    finally:
+        client.close()  # type: ignore[no-untyped-call]
+
+
+def test_a_connection_reset_mid_list_is_one_line_and_the_next_list_works(api: FakeApi) -> None:
+    api.put("v1/nodes", node("n1", "10.0.0.1"))
+    release = api.hold_next_list("v1/nodes")
+    client = api_client(host=api.url)
+    caught: list[BaseException] = []
+
+    def listing() -> None:
+        try:
+            list_all(NODE_STREAM, NODE_STREAM.lister(client), TIMEOUT, lambda o: o)
+        except BaseException as exc:
+            caught.append(exc)
+
+    thread = threading.Thread(target=listing)
+    thread.start()
+    try:
+        eventually(lambda: api.cut() > 0, "the held list's connection to cut")
+        thread.join(10)
+        release()
+        assert caught and isinstance(caught[0], urllib3.exceptions.HTTPError | OSError)
+        said = describe_failure(NODE_STREAM, caught[0])
+        assert said.startswith("nodes: cannot reach the API server at 127.0.0.1") or (
+            said.startswith("nodes: cannot reach the API server")
+        ), said
+        assert "\n" not in said
+        assert names(api.url) == ["n1"]
+    finally:
+        release()
+        client.close()  # type: ignore[no-untyped-call]
+
+
+def test_the_pods_service_account_token_is_read_again_as_soon_as_kubelet_rotates_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a pod the library read the token again once a minute only: a token refused after
+    kubelet rotated it failed every request until then."""
+    token, ca = tmp_path / "token", tmp_path / "ca.crt"
+    token.write_text("first")
+    ca.write_text("not read until a connection is made")
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(token))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(ca))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "6443")
+    client = api_client()
+    try:
+        cfg = client.configuration
+        assert cfg.get_api_key_with_prefix("BearerToken") == "bearer first"
+        rotated = tmp_path / "token.new"  # kubelet swaps the file, atomically
+        rotated.write_text("second")
+        rotated.replace(token)
+        assert cfg.get_api_key_with_prefix("BearerToken") == "bearer second"
+        token.unlink()  # gone for a moment: the token held is kept, no error
+        assert cfg.get_api_key_with_prefix("BearerToken") == "bearer second"
+    finally:
+        client.close()  # type: ignore[no-untyped-call]
+
+
+def node_watch(request: rendering.Request) -> bool:
+    return request.url.path == "/api/v1/nodes" and request.params.get("watch") == "true"
+
+
+def test_a_watch_refused_410_lists_again_and_one_refused_429_resumes(
+    api: FakeApi, cluster_factory: Callable[..., Cluster]
+) -> None:
+    """A watch from a resourceVersion older than the server keeps may be refused with HTTP
+    410 itself (not an ERROR event in a 200): list again. A 429 (twice: urllib3 waits for
+    one Retry-After) is any failure: back off and resume, no list."""
+    cluster = cluster_factory()
+    cluster.ready()
+    eventually(lambda: api.watch_params("/api/v1/nodes"), "a watch of nodes")
+    lists = api.lists("/api/v1/nodes")
+    api.refuse_next(node_watch, 410, "Expired", "too old resource version: 1 (2)")
+    api.cut()
+    eventually(lambda: api.lists("/api/v1/nodes") > lists, "a list after the 410")
+    eventually(lambda: cluster.live.source.readiness().ready, "ready")
+    lists = api.lists("/api/v1/nodes")
+    errors = cluster.metric("eip_guard_source_errors_total", source="nodes")
+    for _ in range(2):
+        api.refuse_next(node_watch, 429, "TooManyRequests", "slow down", {"Retry-After": "0"})
+    api.cut()
+    eventually(
+        lambda: cluster.metric("eip_guard_source_errors_total", source="nodes") > errors,
+        "the 429 counted as an error",
+    )
+    watches = len(api.watch_params("/api/v1/nodes"))
+    eventually(lambda: len(api.watch_params("/api/v1/nodes")) > watches, "watching again")
+    assert api.lists("/api/v1/nodes") == lists
