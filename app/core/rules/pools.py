@@ -340,7 +340,8 @@ def _pool_holds_claims(r: Review) -> Iterator[Violation]:
     """address-kube-vip, address-cluster-network and address-service-ip: exact addresses
     (a range fact counts by what it shares with the pool, never a summarised CIDR). The
     Eip's own status.used IPs, and the load-balancer IPs of the Services status.used names,
-    never count as Service IPs: they are OpenELB's own hand-outs from this pool."""
+    never count as Service IPs (cluster IPs aside): they are OpenELB's own hand-outs from
+    this pool."""
     eip, inventory = r.candidate, r.inventory
     pool = eip.address
     assert pool is not None
@@ -368,7 +369,11 @@ def _pool_holds_claims(r: Review) -> Iterator[Violation]:
         for key, source in zip(keys, sources, strict=True):
             if service:
                 rule_what = _SERVICE_IP_RULE.get(source.field)
-                if rule_what is None or (own and key in own):
+                if rule_what is None:
+                    continue
+                # A status.used IP is OpenELB's own hand-out, never a cluster IP: the
+                # cluster routes that one inside whoever it was handed to.
+                if own and key in own and source.field is not CLUSTER_IPS_FIELD:
                     continue
                 if served and source.field in _INGRESS and _served(source, served):
                     continue
@@ -418,7 +423,8 @@ def _pool_holds_claims(r: Review) -> Iterator[Violation]:
         total = counts.get(rule, 0)
         if not total:
             continue
-        texts = [_claim_text(pool, *fact[2:]) for fact in sorted(named[rule])[:MAX_NAMED]]
+        ordered = sorted(named[rule], key=_claim_order)[:MAX_NAMED]
+        texts = [_claim_text(pool, *fact[2:]) for fact in ordered]
         one = total == 1 and texts[0][2]
         why = _CLAIM_WHY[rule].format(
             it="it" if one else "them",
@@ -435,6 +441,18 @@ def _pool_holds_claims(r: Review) -> Iterator[Violation]:
             f"the pool holds {texts[0][1]}" + (f" and {total - 1} more" if total > 1 else ""),
             advisory=rule is _FROM_OPENELB,
         )
+
+
+def _claim_order(
+    entry: tuple[int, str, FactKind, Span, Source, str],
+) -> tuple[int, str, str, int, int, int, str]:
+    """Named facts by address, then object: one object may hold one range as a CIDR and
+    as a range (kube-vip's cidr-global and range-global), or two kinds of range at one
+    address (kubeadm's pod and Service subnets), and neither a None prefix nor a FactKind
+    orders against its like."""
+    start, ref, kind, span, source, _ = entry
+    prefix = -1 if span.prefix is None else span.prefix
+    return start, ref, kind.value, span.first, span.last, prefix, source.field
 
 
 def _served(source: Source, served: frozenset[str]) -> bool:
