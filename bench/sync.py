@@ -30,12 +30,17 @@ BY_KIND = {kind: name for name, (kind, _) in RESOURCES.items()}
 
 
 def preload(api: FakeApi, objects: list[dict[str, Any]]) -> None:
-    """Every object into kmock's storage at once (no HTTP create per object)."""
+    """Every object into kmock's storage at once (no HTTP create per object, no watch
+    event), each with a resourceVersion of its own, as an API server restarted holds them."""
 
     def put() -> None:
+        km = api.km
         for obj in objects:
             meta = obj["metadata"]
-            api.km.objects[BY_KIND[obj["kind"]], meta.get("namespace"), meta["name"]] = obj
+            km.rv += 1
+            meta["resourceVersion"] = str(km.rv)
+            km.objects[BY_KIND[obj["kind"]], meta.get("namespace"), meta["name"]] = obj
+        km.compact()  # no events of these: a watch from before them is answered 410
 
     api.call(put)
 
@@ -60,9 +65,7 @@ def serve_live(shape: synth.Shape, seed: int, out: Path) -> dict[str, Any]:
             ready_s = serving.wait_ready(server, ca)
             ready_cpu_s = serving.cpu_s(server)
             ready_mb = serving.rss_mb(server)
-            # kmock replays every object as ADDED at the start of each watch (an API server
-            # watching from the list's resourceVersion does not): let the server read them.
-            serving.wait_idle(server)
+            serving.wait_idle(server)  # the first watches opened, nothing left to read
             before = serving.metrics(port, ca)
             writer = Writer(api)
             try:

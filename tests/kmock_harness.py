@@ -6,10 +6,20 @@ tests.kmock_harness HOST PORT SEED``, see ``serve``) and self-managed certificat
 (tests/pki, with an emulator subclass that keeps resourceVersions) run against it.
 
 kmock (an aiohttp server) keeps objects in memory and serves list, watch, create, patch and
-delete; ``PagedEmulator`` adds pages (``limit``, ``continue``) to its lists. It has no
-resourceVersions, no 410 and no bookmarks, never ends a watch by itself and replays every
-object as ADDED at the start of each watch. What it cannot do, we script:
-- 410 Gone: a kmock reaction on the next watch request of one resource (``gone_once``);
+delete; ``PagedEmulator`` adds pages (``limit``, ``continue``) to its lists, and the
+resourceVersions of kube-apiserver's watch cache (kmock has none, and replays every object as
+ADDED at the start of each watch, so a resumed watch never sees what it missed):
+- one global counter: every create, update and delete takes the next resourceVersion, stamped
+  in the object's ``metadata.resourceVersion`` (a DELETED event's object: the last state with
+  the deletion's); a list answers the current one in its ``metadata.resourceVersion``;
+- a bounded history of events per resource: a watch from resourceVersion N gets exactly the
+  events after N, then the live ones; a watch with none (or "0") gets the current state as
+  synthetic ADDED events first; an N older than the history (``history_size``, or
+  ``compact``) is answered an ERROR event 410 Expired "too old resource version", and the
+  watch ends, as a real API server does. No bookmarks, and a watch never ends by itself
+  (``tests.kube.harness.TimedEmulator`` ends it at its ``timeoutSeconds``).
+What it cannot do, we script:
+- 410 Gone on demand: a kmock reaction on the next watch request of one resource (``gone_once``);
 - a connection cut mid-watch, and a silently dead connection: a small asyncio TCP proxy in
   front of kmock (``cut``, ``stall``), so the client sees real socket behaviour;
 - a change the watcher misses: a kmock storage edit without a watch event (``silently_delete``).
@@ -21,13 +31,15 @@ client in threads of its own, as in production.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import copy
 import itertools
 import json
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +48,7 @@ import aiohttp.web
 import attrs
 import kmock
 import yaml
-from kmock._internal import rendering
+from kmock._internal import aiobus, rendering
 from kubernetes import client
 
 from app.kube.rest import MERGE_PATCH
@@ -76,7 +88,7 @@ class PagedEmulator(kmock.KubernetesEmulator):
     takes the list, as a real API server takes a snapshot at one resourceVersion; the token
     names that list and the offset of the next page."""
 
-    _lists: dict[str, list[Any]] = attrs.field(factory=dict, init=False)  # by list id
+    _lists: dict[str, tuple[str, list[Any]]] = attrs.field(factory=dict, init=False)  # by id
     _ids: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
     # Namespaces that do not exist: a create in one is refused as a real API server does
     # (kmock itself has no namespaces and stores anything).
@@ -88,6 +100,59 @@ class PagedEmulator(kmock.KubernetesEmulator):
     )
     # The bearer tokens accepted (None: any): others are refused 401, as an expired one is.
     tokens: set[str] | None = attrs.field(default=None, init=False)
+    # The watch cache: the last resourceVersion given, and the last events of each resource
+    # (resourceVersion, event); a watch from before ``_floor`` is answered 410.
+    history_size: int = attrs.field(default=1000, init=False)
+    rv: int = attrs.field(default=1, init=False)  # never 0 on a real one (its own objects)
+    _history: dict[Any, collections.deque[tuple[int, dict[str, Any]]]] = attrs.field(
+        factory=dict, init=False
+    )
+    _floor: dict[Any, int] = attrs.field(factory=dict, init=False)  # by resource
+    _compacted: int = attrs.field(default=0, init=False)  # every resource's floor
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        # kmock announces every change on a bus per resource, under its lock: stamp and
+        # record each there, so the order of resourceVersions is the order of changes.
+        self._buses = _Buses(self)
+
+    def record(self, resource: Any, event: dict[str, Any]) -> dict[str, Any]:
+        """A change kmock made: the next resourceVersion, stamped in the stored object (not
+        for a deletion) and in a copy of the event, which the history keeps."""
+        self.rv += 1
+        obj = copy.deepcopy(event["object"])
+        meta = obj.setdefault("metadata", {})
+        meta["resourceVersion"] = str(self.rv)
+        key = (resource, meta.get("namespace"), meta.get("name"))
+        if event["type"] != "DELETED" and key in self.objects and not self.objects[key].deleted:
+            stored = self.objects[key]
+            last = stored.last.raw
+            stored.history[-1] = {**last, "metadata": {**last["metadata"], **meta}}
+        stamped = {"type": event["type"], "object": obj}
+        events = self._history.setdefault(resource, collections.deque())
+        events.append((self.rv, stamped))
+        while len(events) > self.history_size:
+            self._floor[resource] = events.popleft()[0]
+        return stamped
+
+    def floor(self, resource: Any) -> int:
+        """The oldest resourceVersion a watch of ``resource`` can start from."""
+        return max(self._floor.get(resource, 0), self._compacted)
+
+    def compact(self) -> None:
+        """Forget every event so far (as etcd's compaction): a watch from an older
+        resourceVersion than the current one is answered 410."""
+        self._history.clear()
+        self._compacted = self.rv
+
+    async def store(self, resource: Any, obj: dict[str, Any]) -> None:
+        """Store an object as is, a write as any other (a watch event, a resourceVersion)."""
+        meta = obj.get("metadata") or {}
+        key = (resource, meta.get("namespace"), meta["name"])
+        async with self._lock:
+            kind = "MODIFIED" if key in self.objects and not self.objects[key].deleted else "ADDED"
+            self.objects[key] = copy.deepcopy(obj)
+            await self._buses[resource].put({"type": kind, "object": self.objects[key].raw})
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         if self.tokens is not None:
@@ -113,18 +178,19 @@ class PagedEmulator(kmock.KubernetesEmulator):
         limit = request.params.get("limit", "")
         token = request.params.get("continue", "")
         if not limit.isdigit() or int(limit) <= 0:
-            return await super()._serve_list(request)
+            return await self._snapshot(request)
         if token:
             list_id, _, offset = token.partition(":")
-            items, start = self._lists[list_id], int(offset)
-            answer: dict[str, Any] = {"metadata": {"resourceVersion": "..."}}
+            rv, items = self._lists[list_id]
+            start = int(offset)
+            answer: dict[str, Any] = {"metadata": {"resourceVersion": rv}}
         else:
-            first = await super()._serve_list(request)
+            first = await self._snapshot(request)
             if not isinstance(first, dict):
                 return first
             answer, items, start = first, first["items"], 0
             list_id = str(next(self._ids))
-            self._lists[list_id] = items
+            self._lists[list_id] = (first["metadata"]["resourceVersion"], items)
         end = start + int(limit)
         answer["items"] = items[start:end]
         if end < len(items):
@@ -132,6 +198,92 @@ class PagedEmulator(kmock.KubernetesEmulator):
         else:
             del self._lists[list_id]  # a list abandoned half-way stays: a test's lifetime
         return answer
+
+    async def _snapshot(self, request: rendering.Request) -> rendering.Payload:
+        """kmock's list, at the resourceVersion it was taken at."""
+        answer = await super()._serve_list(request)
+        # No await since kmock let go of its lock: no change can have come in between.
+        if isinstance(answer, dict):
+            answer["metadata"] = {**answer.get("metadata", {}), "resourceVersion": str(self.rv)}
+        return answer
+
+    async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[rendering.Payload]:
+        yield b""  # the headers, at once (kmock's own watch does the same)
+        resource, since = request.resource, request.params.get("resourceVersion", "")
+        assert resource is not None  # a watch is of a resource
+        bus = self._buses[resource]
+        async with self._lock:  # writers hold it too: nothing falls between backlog and bus
+            if since in ("", "0"):  # the current state, as synthetic ADDED events
+                start = self.rv
+                backlog = [
+                    {"type": "ADDED", "object": obj.raw}
+                    for (res, _ns, _name), obj in self.objects.items()
+                    if res == resource and not obj.deleted
+                ]
+            elif not since.isdigit():
+                backlog, start = (
+                    [_watch_error(400, "BadRequest", f"invalid resourceVersion {since!r}")],
+                    -1,
+                )
+            elif int(since) < self.floor(resource):
+                reason = f"too old resource version: {since} ({self.floor(resource)})"
+                backlog, start = [_watch_error(410, "Expired", reason)], -1
+            else:
+                start = int(since)
+                backlog = [e for rv, e in self._history.get(resource, ()) if rv > start]
+            mark = await bus.mark()
+        try:
+            for event in backlog:
+                if _selected(request, event):
+                    yield event
+            if start < 0:
+                return  # an ERROR event ends the watch
+            async for event in bus.stream(since=mark):
+                if int(event["object"]["metadata"]["resourceVersion"]) > start and _selected(
+                    request, event
+                ):
+                    yield event
+        finally:
+            await bus.unmark(mark)
+
+
+class _Buses(dict[Any, "aiobus.Bus[Any]"]):
+    """kmock's buses of change events by resource, each stamping and recording its events."""
+
+    def __init__(self, emulator: PagedEmulator) -> None:
+        super().__init__()
+        self.emulator = emulator
+
+    def __missing__(self, resource: Any) -> aiobus.Bus[Any]:
+        bus = _RecordingBus(self.emulator, resource)
+        self[resource] = bus
+        return bus
+
+
+class _RecordingBus(aiobus.Bus[Any]):
+    def __init__(self, emulator: PagedEmulator, resource: Any) -> None:
+        super().__init__()
+        self._emulator, self._resource = emulator, resource
+
+    async def put(self, *items: Any) -> None:
+        await super().put(*(self._emulator.record(self._resource, item) for item in items))
+
+
+def _selected(request: rendering.Request, event: Mapping[str, Any]) -> bool:
+    """Whether a watch of this request's namespace and name sees the event (kmock's rule)."""
+    meta = (event.get("object") or {}).get("metadata") or {}
+    if event.get("type") == "ERROR":
+        return True
+    return (request.namespace is None or meta.get("namespace") == request.namespace) and (
+        request.name is None or meta.get("name") == request.name
+    )
+
+
+def _watch_error(code: int, reason: str, message: str) -> dict[str, Any]:
+    """A watch's failure as a real API server streams it (HTTP 200, then this event)."""
+    status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+              "code": code, "reason": reason, "message": message}  # fmt: skip
+    return {"type": "ERROR", "object": status}
 
 
 STRATEGIC_MERGE = "application/strategic-merge-patch+json"
@@ -478,14 +630,20 @@ class FakeApi:
         return self.requests("GET", path)
 
     def put(self, resource: str, obj: dict[str, Any]) -> None:
-        """Store an object as is (no watch event: do this before the code under test starts)."""
-        meta = obj["metadata"]
-        key = (kmock.resource(resource), meta.get("namespace"), meta["name"])
+        """Store an object as is: a write as any other (the next resourceVersion, an ADDED or
+        MODIFIED event), without a request the code under test could count."""
+        assert self._loop is not None
+        store = self.km.store(kmock.resource(resource), obj)
+        asyncio.run_coroutine_threadsafe(store, self._loop).result(10)
 
-        def put() -> None:
-            self.km.objects[key] = dict(obj)
+    def compact(self) -> None:
+        """Forget the history of events (etcd's compaction): a watch that resumes from an
+        older resourceVersion than the current one is answered 410 Expired."""
+        self.call(self.km.compact)
 
-        self.call(put)
+    def resource_version(self) -> int:
+        """The API server's current resourceVersion."""
+        return int(self.call(lambda: self.km.rv))
 
     def get(self, resource: str, namespace: str | None, name: str) -> Any:
         """One stored object (kmock's: reads like a dict, ``.raw`` is the plain dict)."""

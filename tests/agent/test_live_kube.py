@@ -1115,3 +1115,47 @@ def test_an_agent_whose_node_name_names_no_node_says_so(emulator: FakeApi) -> No
         assert logs.count(said) == 1
     finally:
         stop.set()
+
+
+@pytest.mark.parametrize("history", ["kept", "compacted"])
+def test_watches_cut_resume_with_what_they_missed_or_list_again(
+    emulator: FakeApi, history: str
+) -> None:
+    """The agent's watches lose their connection while a Node is deleted and the Eip is
+    modified. A real API server replays those changes to a watch resumed from its last
+    resourceVersion (no list); if its history is gone (compacted), it answers 410 Expired
+    and the agent lists again. Either way the agent ends up with the cluster as it is."""
+    emulator.put(EIPS, eip({f"{SUBNET4}.101": "shop/web"}))
+    for name in ("node1", "node2"):
+        emulator.put("v1/nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
+    stop = threading.Event()
+    cluster = LiveCluster(agent_api(emulator), "node1", print, renew=0.2, duration=1)
+    writer = Writer(emulator)
+
+    def held() -> tuple[set[str], set[str]]:
+        objs = cluster.objects()
+        nodes = {str(o["metadata"]["name"]) for o in objs if o["kind"] == "Node"}
+        used = {ip for o in objs if o["kind"] == "Eip" for ip in o["status"]["used"]}
+        return nodes, used
+
+    try:
+        cluster.start(stop)
+        eventually(lambda: not cluster.waiting(), what="first lists")
+        assert held() == ({"node1", "node2"}, {f"{SUBNET4}.101"})
+        paths = ("/api/v1/nodes", "/apis/network.kubesphere.io/v1alpha2/eips")
+        lists = {p: emulator.lists(p) for p in paths}
+        eventually(lambda: emulator.stall() >= 2, what="the watches to silence")
+        writer.delete("Node", "node2")
+        used = {f"{SUBNET4}.101": None, f"{SUBNET4}.102": "a/b"}  # None: merge-patched away
+        writer.patch({"kind": "Eip", "metadata": {"name": "pool"}, "status": {"used": used}})
+        time.sleep(0.2)  # sent to the silent connections: lost
+        assert held() == ({"node1", "node2"}, {f"{SUBNET4}.101"})
+        if history == "compacted":
+            emulator.compact()
+        emulator.cut()
+        eventually(lambda: held() == ({"node1"}, {f"{SUBNET4}.102"}), what="the changes missed")
+        relisted = 1 if history == "compacted" else 0
+        assert {p: emulator.lists(p) for p in paths} == {p: n + relisted for p, n in lists.items()}
+    finally:
+        stop.set()
+        writer.close()

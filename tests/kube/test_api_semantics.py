@@ -13,13 +13,15 @@ import pytest
 import urllib3
 import yaml
 from kmock._internal import rendering
+from kubernetes import watch
+from kubernetes.client.exceptions import ApiException
 from kubernetes.config import incluster_config
 
 from app.kube import resources
 from app.kube.config import api_client
 from app.kube.resources import NODES, Stream, describe_failure, list_all
 from tests.core.objects import node
-from tests.kmock_harness import FakeApi, kubeconfig
+from tests.kmock_harness import FakeApi, Writer, kubeconfig
 from tests.kube.harness import Cluster
 from tests.support import eventually
 
@@ -199,3 +201,57 @@ def test_a_watch_refused_410_lists_again_and_one_refused_429_resumes(
     watches = len(api.watch_params("/api/v1/nodes"))
     eventually(lambda: len(api.watch_params("/api/v1/nodes")) > watches, "watching again")
     assert api.lists("/api/v1/nodes") == lists
+
+
+def _watch(api: FakeApi, since: str | None, count: int) -> list[tuple[str, str, str]]:
+    """The first ``count`` events of a watch of Nodes: (type, name or code, resourceVersion)."""
+    client = api_client(host=api.direct_url)
+    w = watch.Watch()  # type: ignore[no-untyped-call]
+    got: list[tuple[str, str, str]] = []
+    try:
+        lister = NODE_STREAM.lister(client)
+        for event in w.stream(lister, resource_version=since, _request_timeout=(2, 2)):  # type: ignore[no-untyped-call]
+            obj = event["raw_object"]
+            meta = obj.get("metadata") or {}
+            got.append((event["type"], str(meta.get("name") or obj.get("code")),
+                        str(meta.get("resourceVersion") or "")))  # fmt: skip
+            if len(got) == count:
+                break
+    except (urllib3.exceptions.ReadTimeoutError, ApiException) as exc:
+        got.append(("RAISED", str(getattr(exc, "status", "")), ""))
+    finally:
+        w.stop()  # type: ignore[no-untyped-call]
+        client.close()  # type: ignore[no-untyped-call]
+    return got
+
+
+def test_the_stand_in_keeps_resource_versions_as_an_api_servers_watch_cache(api: FakeApi) -> None:
+    """What the resume tests rely on: one increasing resourceVersion stamped on every change,
+    a list at the current one, a watch from N sending exactly what came after N (a deletion
+    with the object's last state), a watch with none starting with the objects as ADDED, and
+    410 Expired for an N older than the history kept."""
+    api.put("v1/nodes", node("n1", "10.0.0.1"))
+    api.put("v1/nodes", node("n2", "10.0.0.2"))
+    client = api_client(host=api.direct_url)
+    try:
+        items, rv = list_all(NODE_STREAM, NODE_STREAM.lister(client), TIMEOUT, lambda o: o)
+    finally:
+        client.close()  # type: ignore[no-untyped-call]
+    assert rv == str(api.resource_version())
+    assert sorted(int(o["metadata"]["resourceVersion"]) for o in items) == [int(rv) - 1, int(rv)]
+    writer = Writer(api)
+    try:
+        writer.delete("Node", "n1")
+        writer.patch(node("n2", "10.0.0.3"))
+    finally:
+        writer.close()
+    after = int(rv)
+    assert _watch(api, rv, 2) == [
+        ("DELETED", "n1", str(after + 1)),
+        ("MODIFIED", "n2", str(after + 2)),
+    ]
+    assert _watch(api, None, 2)[:1] == [("ADDED", "n2", str(after + 2))]
+    assert _watch(api, None, 2)[1][0] == "RAISED"  # nothing more: only n2 exists
+    api.compact()
+    assert _watch(api, rv, 1) == [("RAISED", "410", "")]  # the client raises the ERROR event
+    assert _watch(api, str(after + 2), 1)[0][0] == "RAISED"  # the current one: no event, no 410

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 import time
@@ -424,3 +425,75 @@ def test_a_big_list_comes_in_pages_and_every_page_counts(
     assert cluster.metric("eip_guard_source_objects", source="services") == total
     for ip in (ips[0], ips[PAGE], ips[-1]):  # one from each page
         assert "can-reach-service-ip" in rules(verdict(cluster, f"can_reach:{ip}"))
+
+
+def _resume_scene(
+    api: FakeApi, writer: Writer, cluster_factory: Callable[..., Cluster]
+) -> tuple[Cluster, dict[str, int]]:
+    """Two Nodes and a Service in the inventory, then changes its watches never receive: their
+    connections go silent (bytes dropped, as a dead peer), a Node is deleted, one is added and
+    the Service modified. Returns live mode, and the lists made so far by path."""
+    writer.create(node("n1", "10.0.0.9"))
+    writer.create(node("n2", "10.0.0.2"))
+    writer.create(service("web", cluster_ip="10.96.0.10", external_ips=("10.0.0.9",)))
+    cluster = cluster_factory()
+    cluster.ready()
+    held = cluster.live.source._stores
+    eventually(lambda: set(held["nodes"]) == {("", "n1"), ("", "n2")}, "both Nodes held")
+    assert "can-reach-node-ip" in rules(verdict(cluster))
+    assert web_has(cluster, "10.0.0.9")
+    lists = {p: api.lists(p) for p in ("/api/v1/nodes", "/api/v1/services")}
+    eventually(lambda: api.stall() > 0, "live watch connections to silence")
+    writer.delete("Node", "n1")  # DELETED
+    writer.create(node("n3", "10.0.0.3"))  # ADDED
+    writer.patch(  # MODIFIED
+        {**service("web", cluster_ip="10.96.0.10"), "spec": {"externalIPs": ["10.0.0.77"]}}
+    )
+    time.sleep(0.2)  # the events are written to the silent connections, and lost
+    assert "can-reach-node-ip" in rules(verdict(cluster)) and web_has(cluster, "10.0.0.9")
+    return cluster, lists
+
+
+def web_has(cluster: Cluster, ip: str) -> bool:
+    """Whether the Service default/web, as held, has this IP."""
+    held = cluster.live.source._stores["services"].get(("default", "web"))
+    keys = {key for _kind, key, _src in held.extract.point_triples()} if held else set()
+    return int(ipaddress.ip_address(ip)) in keys
+
+
+def _in_sync(cluster: Cluster) -> bool:
+    held = cluster.live.source._stores
+    return (
+        set(held["nodes"]) == {("", "n2"), ("", "n3")}
+        and verdict(cluster).allowed  # n1 is gone
+        and web_has(cluster, "10.0.0.77")
+        and not web_has(cluster, "10.0.0.9")
+    )
+
+
+def test_a_cut_watch_resumes_where_it_stopped_and_gets_what_it_missed(
+    api: FakeApi, writer: Writer, cluster_factory: Callable[..., Cluster]
+) -> None:
+    """A real API server replays, from the resourceVersion a watch resumes at, every change
+    made after it: the deletion, the addition and the modification the cut watch missed,
+    with no list (the stand-in used to replay the objects that exist as ADDED to every watch,
+    so a resume could never learn of a deletion)."""
+    cluster, lists = _resume_scene(api, writer, cluster_factory)
+    api.cut()
+    eventually(lambda: _in_sync(cluster), "the resumed watches caught up")
+    assert {p: api.lists(p) for p in lists} == lists  # resumed, never listed again
+    resumed = api.watch_params("/api/v1/nodes")[1:]
+    assert resumed and all(p["resourceVersion"].isdigit() for p in resumed)
+
+
+def test_a_watch_resumed_past_the_servers_history_lists_again(
+    api: FakeApi, writer: Writer, cluster_factory: Callable[..., Cluster]
+) -> None:
+    """The history is gone (etcd compacted it): the resumed watch is answered 410 Expired,
+    and only a new list can learn what was missed."""
+    cluster, lists = _resume_scene(api, writer, cluster_factory)
+    api.compact()
+    api.cut()
+    eventually(lambda: _in_sync(cluster), "the inventory listed again")
+    assert all(api.lists(p) == n + 1 for p, n in lists.items())
+    assert cluster.metric("eip_guard_source_watch_restarts_total", source="nodes") >= 1

@@ -1,16 +1,14 @@
-"""kmock's Kubernetes emulator plus the optimistic concurrency a real API server has.
+"""The harness's emulator plus the optimistic concurrency a real API server has.
 
-kmock keeps no resourceVersion. Here every create and patch gets a new one, and a patch
-carrying a stale ``metadata.resourceVersion`` fails with 409 Conflict, as on a real API
-server; that is what lets several replicas race for one Secret.
+Every create and patch gets a new resourceVersion (``PagedEmulator``); here a patch carrying
+a stale ``metadata.resourceVersion`` fails with 409 Conflict, as on a real API server; that
+is what lets several replicas race for one Secret.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 from collections.abc import Iterator
-from typing import Any
 
 import aiohttp.web
 import attrs
@@ -25,8 +23,6 @@ VWCS = "admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
 
 @attrs.define(kw_only=True)
 class VersionedEmulator(harness.PagedEmulator):
-    _versions: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
-
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         if request.resource is not None and isinstance(request.data, dict):
             meta = request.data.setdefault("metadata", {})
@@ -38,8 +34,6 @@ class VersionedEmulator(harness.PagedEmulator):
                     have = (stored.get("metadata") or {}).get("resourceVersion")
                     if want != have:
                         return await self._render_error(Conflict())
-            if request.action in (enums.action.CREATE, enums.action.UPDATE):
-                meta["resourceVersion"] = str(next(self._versions))
         return await super()._handle(request)
 
 
