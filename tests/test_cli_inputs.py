@@ -16,7 +16,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from app.cli import live
+from app.cli.main import parser
 from app.pki.certs import make_bundle, write_bundle
+from app.sources.errors import InputError
 from tests.conftest import EXAMPLES, ROOT
 from tests.support import run_cli
 
@@ -101,6 +104,85 @@ def test_the_kube_vip_configmap_is_checked_as_kubernetes_names(
 ) -> None:
     code, _, err = run_cli(capsys, "audit", "--cluster", CLUSTER, "--kube-vip-configmap", value)
     assert code == 2 and says in err and err.count("\n") == 1 and len(err) < 400
+
+
+CONTEXTS = (
+    "apiVersion: v1\nkind: Config\ncurrent-context: {current}\n"
+    "clusters:\n- name: c\n  cluster: {{server: 'http://127.0.0.1:9'}}\n"
+    "users:\n- name: u\n  user: {{token: abc}}\ncontexts:\n"
+    + "".join(f"- name: ctx-{i}\n  context: {{{{cluster: c, user: u}}}}\n" for i in range(7))
+)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("", "ctx-0", "--context is empty (an unset shell variable?)"),
+        ("nope", "ctx-0", 'context "nope" does not exist'),
+        (None, "gone", 'the current-context "gone" does not exist: pass --context'),
+        (None, "''", "no current-context is set: pass --context"),
+    ],
+)
+@pytest.mark.parametrize("command", ["check", "audit", "serve", "agent"])
+def test_an_unknown_context_is_named_with_the_contexts_the_kubeconfig_has(
+    capsys: Capsys, tmp_path: Path, command: str, case: tuple[str | None, str, str]
+) -> None:
+    """As kubectl says `context "x" does not exist`; the library said "Invalid kube-config
+    file. Expected object with name  in .../contexts list"."""
+    context, current, says = case
+    config = tmp_path / "kubeconfig"
+    config.write_text(CONTEXTS.format(current=current))
+    argv = {
+        "check": ["check", "-f", GOOD, "--kubeconfig", str(config)],
+        "audit": ["audit", "--kubeconfig", str(config)],
+        "serve": ["serve", "--kubeconfig", str(config), "--host", "127.0.0.1", "--port", "0",
+                  *_tls(tmp_path)],
+        "agent": ["agent", "--live", "--node-name", "n1", "--kubeconfig", str(config)],
+    }[command]  # fmt: skip
+    code, out, err = run_cli(capsys, *argv, *(() if context is None else ("--context", context)))
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert (
+        f": {says}; the kubeconfig's contexts: ctx-0, ctx-1, ctx-2, ctx-3, ctx-4 and 2 more. "
+        in err
+    )
+    assert "Expected" not in err
+
+
+def test_an_empty_listen_address_names_the_flag(capsys: Capsys, tmp_path: Path) -> None:
+    # `--host "$HOST"` with HOST unset said "cannot listen on :0: Name or service not known".
+    code, out, err = run_cli(capsys, "serve", "--cluster", CLUSTER, "--host", "", *_tls(tmp_path))
+    assert code == 2 and out == ""
+    assert "argument --host: an empty address (an unset shell variable?)" in err
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("A,,b", "--kube-vip-namespace 'A,,b': 'A' is no namespace"),
+        ("a,,b", "--kube-vip-namespace 'a,,b': an empty namespace"),
+        ("", "--kube-vip-namespace '': an empty namespace"),
+        ("kube_system", "--kube-vip-namespace 'kube_system': 'kube_system' is no namespace"),
+    ],
+)
+@pytest.mark.parametrize("command", ["check", "audit", "serve"])
+def test_kube_vip_namespaces_are_checked_as_kubernetes_names_before_connecting(
+    capsys: Capsys, tmp_path: Path, command: str, value: str, says: str
+) -> None:
+    config = tmp_path / "kubeconfig"
+    config.write_text(CONTEXTS.format(current="ctx-0"))
+    argv = ["--kubeconfig", str(config), "--kube-vip-namespace", value]
+    if command == "serve":  # which would serve for ever, watching: its settings say it
+        args = parser().parse_args(["serve", *argv])
+        with pytest.raises(InputError) as refused:
+            live.live_settings(args)
+        err = f"eip-guard: {refused.value}\n"
+    else:  # the API server (port 9) is never reached: the names are refused first
+        code, out, err = run_cli(
+            capsys, *(["check", "-f", GOOD] if command == "check" else ["audit"]), *argv
+        )
+        assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith(f"eip-guard: {says}"), err
+    assert "DNS-1123 label" in err
 
 
 def _unicode_eip(tmp_path: Path, name: str, old: str, new: str) -> Path:

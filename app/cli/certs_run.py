@@ -11,6 +11,7 @@ from app.pki.certs import (
     describe,
     make_bundle,
     renew_serving,
+    signing_ca,
     write_bundle,
     write_serving,
 )
@@ -29,7 +30,7 @@ def run_certs(args: argparse.Namespace) -> int:
         raise InputError(str(exc)) from exc
     print(f"eip-guard: wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
     ca_end, end = (
-        describe(bundle.ca.cert_pem).not_after,
+        describe(signing_ca(bundle.ca).cert_pem).not_after,  # not the first of a ca.crt's CAs
         describe(bundle.serving.cert_pem).not_after,
     )
     if args.renew and end >= ca_end:

@@ -48,6 +48,17 @@ class OptionalFile(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
+def listen_host(value: str) -> str:
+    """``serve --host``: "" (an unset variable in ``--host "$HOST"``) reached getaddrinfo
+    and said "cannot listen on :0: Name or service not known", naming no flag."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError(
+            "an empty address (an unset shell variable?); give an IP address or host name, "
+            "e.g. 0.0.0.0 for every IPv4 address"
+        )
+    return value
+
+
 def non_empty(value: str) -> str:
     """A file flag's type where the value stays a str (``--kubeconfig`` of the agent)."""
     path(value)

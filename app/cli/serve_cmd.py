@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from app.cli.check_cmd import cluster_args
-from app.cli.flags import path
+from app.cli.flags import listen_host, path
 from app.cli.lazy import lazy
 from app.kube.settings import LiveSettings
 
@@ -27,7 +27,9 @@ def register(sub: Any) -> None:
     cluster_args(p, output=False)
     watch_args(p)
     tls_args(p)
-    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    p.add_argument(
+        "--host", type=listen_host, default="0.0.0.0", help="address to listen on (default 0.0.0.0)"
+    )
     p.add_argument(
         "--port", type=int, default=8443, help="port to listen on (default 8443; 0: any free)"
     )

@@ -107,8 +107,14 @@ def _load_kubeconfig(
     paths = [os.path.expanduser(p) for p in filename.split(os.pathsep) if p]
     if paths and not any(os.path.exists(p) for p in paths):
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), filename)
+    merged = kube_config.KubeConfigMerger(filename)  # type: ignore[no-untyped-call]
+    if merged.config is None:
+        raise ConfigException("Invalid kube-config file. No configuration found.")
+    problem = _context_problem(merged.config.value, context)
+    if problem:
+        raise ConfigException(problem)
     loader = kube_config._get_kube_config_loader(  # type: ignore[no-untyped-call]
-        filename=filename,
+        config_dict=merged.config,
         active_context=context,
         persist_config=False,
     )
@@ -130,6 +136,43 @@ def _load_kubeconfig(
         why = said.lines[0] if said.lines else "it gave no token or certificate"
         raise ConfigException(f"the user's exec plugin {command!r} failed: {why}")
     _follow_token_file(cfg, loader)
+
+
+def _context_problem(config: Any, context: str | None) -> str | None:
+    """What is wrong with the context asked for (``context``, else the current-context),
+    in kubectl's words and with the contexts there are, or None. The library said
+    "Invalid kube-config file. Expected object with name  in FILE/contexts list"."""
+    contexts = config.get("contexts") if isinstance(config, dict) else None
+    if not isinstance(contexts, list):
+        return None  # a file of another shape: the library says so
+    # Each item a ConfigNode (the file it came from) around the mapping, as merged.
+    items = [getattr(c, "value", c) for c in contexts]
+    names = [str(c["name"]) for c in items if isinstance(c, dict) and "name" in c]
+    wanted = context if context is not None else config.get("current-context")
+    if wanted in names:
+        return None
+    there = (
+        f"the kubeconfig's contexts: {_few(names)}" if names else "the kubeconfig has no contexts"
+    )
+    if context == "":
+        return f"--context is empty (an unset shell variable?); {there}"
+    if context is not None:
+        return f'context "{context}" does not exist; {there}'
+    if not wanted:
+        return f"no current-context is set: pass --context; {there}"
+    return f'the current-context "{wanted}" does not exist: pass --context; {there}'
+
+
+def _few(names: list[str], most: int = 5, width: int = 120) -> str:
+    """Up to ``most`` names, as many as fit in ``width`` characters (an EKS context is an
+    ARN of 60), and how many more: the message is cut at 200 (``_one_line``)."""
+    shown: list[str] = []
+    for name in names[:most]:
+        if shown and len(", ".join([*shown, name])) > width:
+            break
+        shown.append(name[:width])
+    rest = len(names) - len(shown)
+    return ", ".join(shown) + (f" and {rest} more" if rest else "")
 
 
 def _default_scheme(loader: Any) -> None:

@@ -153,6 +153,7 @@ class Reflector(Generic[T]):
         self.stream, self.sink, self.metrics = stream, sink, metrics
         self.settings, self._keep, self._stop, self._rand = settings, keep, stop, rand
         self._lister = lister if lister is not None else stream.lister(api)
+        self._server: str = api.configuration.host  # named when an error does not
         self._watch: watch.Watch | None = None
         self._progressed = False
         self.rv: str | None = None  # where the next watch starts; None: list first
@@ -221,7 +222,7 @@ class Reflector(Generic[T]):
                     said = (
                         f"{self.name}: {exc}"
                         if isinstance(exc, _ShortWatch)
-                        else describe_failure(self.stream, exc)
+                        else describe_failure(self.stream, exc, server=self._server)
                     )
                     self.sink.problem(self.name, said)
                     failures += 1

@@ -234,8 +234,11 @@ def forbidden_gap(resource: Resource) -> str:
     return f"{resource.unchecked} (RBAC: grant list and watch on {resource.qualified})"
 
 
-def describe_failure(stream: Stream, exc: BaseException, *, retrying: bool = True) -> str:
-    """What went wrong with a stream, and what to do, in one line (logs, /readyz, CLI)."""
+def describe_failure(
+    stream: Stream, exc: BaseException, *, retrying: bool = True, server: str | None = None
+) -> str:
+    """What went wrong with a stream, and what to do, in one line (logs, /readyz, CLI);
+    ``server``: the API server's URL, for an error that does not name it."""
     status = getattr(exc, "status", None)
     again = "; retrying" if retrying else ""
     if isinstance(exc, ApiException) and status == 404 and stream.resource is EIPS:
@@ -258,11 +261,15 @@ def describe_failure(stream: Stream, exc: BaseException, *, retrying: bool = Tru
             f"(README: RBAC){again}"
         )
     if isinstance(exc, ApiException):
-        return f"{stream.name}: the API answers {status} {exc.reason}{again}"
+        # The Status's message, as kubectl prints "Error from server (InternalError): boom":
+        # what broke (etcd, a webhook, a conversion) where "500" says none of it.
+        message = rest.status_message(exc)
+        said = f": {message[:200]}" if message else ""
+        return f"{stream.name}: the API answers {status} {exc.reason}{said}{again}"
     if isinstance(exc, UnreadableAnswer | ValueError | KeyError):  # ValueError: JSON
         text = str(exc).splitlines()[0] if str(exc) else ""
         return (
             f"{stream.name}: the API server's answer could not be read "
             f"({type(exc).__name__}: {text[:200]}){again}"
         )
-    return f"{stream.name}: {rest.unreachable(exc)}{again}"
+    return f"{stream.name}: {rest.unreachable(exc, server)}{again}"

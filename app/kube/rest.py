@@ -145,12 +145,17 @@ def status_message(exc: ApiException) -> str:
     return " ".join(message.split())[:300] if isinstance(message, str) else ""
 
 
-def unreachable(exc: BaseException) -> str:
+def unreachable(exc: BaseException, server: str | None = None) -> str:
     """An error below HTTP in one short line: urllib3's MaxRetryError repeats the URL and
-    wraps the cause in two reprs; the host, the port and the cause are what an admin needs."""
+    wraps the cause in two reprs; the host, the port and the cause are what an admin needs.
+    ``server``: the API server's URL, said when the error does not name it (an answer that
+    is not HTTP raises a bare ProtocolError, with no pool)."""
     pool: Any = getattr(exc, "pool", None)  # urllib3's connection pool: its host and port
     cause = getattr(exc, "reason", None)
-    where = f" at {pool.host}:{pool.port}" if getattr(pool, "host", None) else ""
+    if getattr(pool, "host", None):
+        where = f" at {pool.host}:{pool.port}"
+    else:
+        where = f" at {server}" if server else ""
     inner = cause if isinstance(cause, BaseException) else exc
     text = str(inner).splitlines()[0] if str(inner) else ""
     if text.startswith(("HTTPSConnection", "HTTPConnection")) and "): " in text:

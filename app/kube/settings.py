@@ -10,6 +10,9 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from app.sources.errors import InputError
+from app.sources.manifest import dns_label
+
 IN_CLUSTER_ENV = "KUBERNETES_SERVICE_HOST"
 
 
@@ -21,9 +24,31 @@ def in_cluster() -> bool:
     return bool(os.environ.get(IN_CLUSTER_ENV))
 
 
+LABEL = (
+    "a namespace is a DNS-1123 label (at most 63 lower-case letters, digits and '-', "
+    "starting and ending with a letter or digit)"
+)
+
+
 def namespaces(values: Iterable[str] | None) -> tuple[str, ...]:
-    """``--kube-vip-namespace`` values (repeatable, comma lists allowed), default kube-system."""
-    out = [n.strip() for v in values or () for n in v.split(",") if n.strip()]
+    """``--kube-vip-namespace`` values (repeatable, comma lists allowed), default kube-system.
+
+    Each checked as the API server checks a namespace, before connecting: a typo ("A",
+    "kube_system") listed nothing there and read as "no kube-vip", and an empty one (an
+    unset variable in ``"$NS"``, two commas) was dropped, leaving kube-system unasked."""
+    out: list[str] = []
+    for value in values or ():
+        flag = f"--kube-vip-namespace {value[:80]!r}{'...' if len(value) > 80 else ''}"
+        for item in value.split(","):
+            name = item.strip()
+            if not name:
+                raise InputError(
+                    f"{flag}: an empty namespace (an unset shell variable, or two commas?); "
+                    f"give namespaces separated by commas: {LABEL}"
+                )
+            if not dns_label(name):
+                raise InputError(f"{flag}: {name[:80]!r} is no namespace: {LABEL}")
+            out.append(name)
     return tuple(dict.fromkeys(out)) or ("kube-system",)
 
 

@@ -37,6 +37,7 @@ def list_cluster(
     as live mode has it; any other failure raises ``KubeError`` with what to do.
     """
     timeout = (settings or WatchSettings()).list_timeout
+    server = api.configuration.host
     objects: list[dict[str, Any]] = []
     notes: list[str] = []
     gaps: list[str] = []
@@ -60,7 +61,8 @@ def list_cluster(
                 continue
             raise KubeError(describe_failure(stream, exc, retrying=False)) from exc
         except Exception as exc:
-            raise KubeError(describe_failure(stream, exc, retrying=False)) from exc
+            said = describe_failure(stream, exc, retrying=False, server=server)
+            raise KubeError(said) from exc
         objects.extend(items)
     return objects, notes, gaps
 

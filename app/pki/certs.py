@@ -420,6 +420,25 @@ def _place(files: dict[str, bytes], out: Path, *, refuse_existing: bool) -> list
     return list(placed)
 
 
+def signing_ca(ca: KeyPair) -> KeyPair:
+    """The certificate of ``ca.cert_pem`` whose key is ``ca.key_pem``, with that key.
+
+    A ca.crt may hold several CAs: the caBundle during a rotation, the old CA and the new,
+    in either order. Only the first was read, so with the old CA first the key "did not
+    belong" and --renew was refused; the whole file stays the caBundle."""
+    _, key = _load(ca)  # the first certificate: a file that is no PEM is said here
+    try:
+        certs = x509.load_pem_x509_certificates(ca.cert_pem)
+    except ValueError as exc:
+        raise CertError(f"not a PEM certificate and unencrypted private key: {exc}") from exc
+    for cert in certs:
+        if cert.public_key() == key.public_key():
+            return KeyPair(cert.public_bytes(serialization.Encoding.PEM), ca.key_pem)
+    if len(certs) == 1:
+        raise CertError("ca.key does not belong to ca.crt")
+    raise CertError(f"ca.key belongs to none of the {len(certs)} certificates in ca.crt")
+
+
 def renew_serving(
     out: Path,
     dns_names: Sequence[str],
@@ -441,11 +460,9 @@ def renew_serving(
             f"{exc.filename}: {exc.strerror or exc}: --renew signs with the CA in --out; {again}"
         ) from exc
     try:
-        ca_cert, ca_key = _load(ca)
-        if ca_cert.public_key() != ca_key.public_key():
-            raise CertError("ca.key does not belong to ca.crt")
-        if not describe(ca.cert_pem).is_ca:
+        signer = signing_ca(ca)
+        if not describe(signer.cert_pem).is_ca:
             raise CertError("ca.crt is no CA certificate (basicConstraints CA:FALSE)")
-        return Bundle(ca, make_serving(ca, dns_names, ip_addresses, now=now))
+        return Bundle(ca, make_serving(signer, dns_names, ip_addresses, now=now))
     except CertError as exc:
         raise CertError(f"{out}: {exc}; {again}") from exc

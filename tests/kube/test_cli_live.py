@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import kmock
@@ -239,6 +242,62 @@ def test_refused_credentials_are_not_sent_to_rbac(
     assert code == 2 and "Traceback" not in err
     assert "does not accept eip-guard's credentials (401 Unauthorized)" in err
     assert "grant" not in err
+
+
+def test_a_server_error_says_the_status_message(
+    api: FakeApi, tmp_path: Path, capsys: Capsys
+) -> None:
+    """As kubectl prints "Error from server (InternalError): boom": the Status's message is
+    what says what broke (an etcd timeout, a webhook, a conversion), not "500"."""
+    message = "boom:  etcdserver:\nrequest timed out"  # on one line, as said
+    status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 500,
+              "reason": "InternalError", "message": message}  # fmt: skip
+    api.call(lambda: api.km[kmock.action.LIST, kmock.resource("v1/nodes")] << 500 << status)
+    config = kubeconfig(tmp_path / "kubeconfig", api.url)
+    code, out, err = run_cli(capsys, "audit", "--kubeconfig", str(config))
+    assert (code, out) == (2, "")
+    assert err == (
+        "eip-guard: nodes: the API answers 500 Internal Server Error: boom: etcdserver: "
+        "request timed out\n"
+    )
+
+
+@pytest.fixture
+def not_http() -> Iterator[str]:
+    """A server on a random port that answers anything but HTTP (a wrong port: SSH, a
+    database), then closes."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def answer() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+
+
+def test_an_answer_that_is_not_http_names_the_server(
+    not_http: str, tmp_path: Path, capsys: Capsys
+) -> None:
+    config = kubeconfig(tmp_path / "kubeconfig", not_http)
+    code, out, err = run_cli(capsys, "audit", "--kubeconfig", str(config))
+    assert (code, out) == (2, "") and err.count("\n") == 1, err
+    assert err.startswith(f"eip-guard: nodes: cannot reach the API server at {not_http} ("), err
+    assert "BadStatusLine" in err
 
 
 def test_no_source_outside_a_pod_is_a_usage_error(capsys: Capsys) -> None:

@@ -100,6 +100,43 @@ def test_certs_renew_keeps_the_ca_so_the_ca_bundle_stays(
     assert (tmp_path / "tls.key").stat().st_mode & 0o777 == 0o600
 
 
+@pytest.mark.parametrize("order", ["new first", "old first"])
+def test_certs_renew_signs_with_the_ca_of_ca_key_in_a_rotation_bundle(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, order: str
+) -> None:
+    """ca.crt holding the old and the new CA (a caBundle during a rotation, in either
+    order): the new serving certificate is signed by the CA whose key is ca.key, and the
+    caBundle printed stays ca.crt whole, both CAs. Old first was refused: "ca.key does not
+    belong to ca.crt", the first certificate of the file taken for the CA."""
+    names = ["--dns", "eip-guard.eip-guard.svc"]
+    old, new = tmp_path / "old", tmp_path / "new"
+    for folder in (old, new):
+        assert run_cli(capsys, "certs", "--out", str(folder), *names)[0] == 0
+    pems = [(new / "ca.crt").read_bytes(), (old / "ca.crt").read_bytes()]
+    both = b"".join(pems if order == "new first" else pems[::-1])
+    (new / "ca.crt").write_bytes(both)
+    code, bundle, err = run_cli(capsys, "certs", "--out", str(new), *names, "--renew")
+    assert code == 0, err
+    assert base64.b64decode(bundle) == both
+    issued = x509.load_pem_x509_certificate((new / "tls.crt").read_bytes())
+    issued.verify_directly_issued_by(x509.load_pem_x509_certificate(pems[0]))
+
+
+def test_certs_renew_with_a_key_of_no_ca_in_ca_crt_says_so(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    names = ["--dns", "a.svc"]
+    for folder in ("a", "b", "c"):
+        assert run_cli(capsys, "certs", "--out", str(tmp_path / folder), *names)[0] == 0
+    both = (tmp_path / "a/ca.crt").read_bytes() + (tmp_path / "b/ca.crt").read_bytes()
+    (tmp_path / "c/ca.crt").write_bytes(both)
+    code, out, err = run_cli(capsys, "certs", "--out", str(tmp_path / "c"), *names, "--renew")
+    assert (code, out) == (2, "")
+    assert one_line_error(err).startswith(
+        f"eip-guard: {tmp_path / 'c'}: ca.key belongs to none of the 2 certificates in ca.crt; "
+    )
+
+
 def test_certs_renew_without_a_ca_says_so(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
