@@ -726,15 +726,18 @@ class Writer:
             raise ValueError(kind)
 
 
-def kubeconfig(path: Path, url: str, context: str = "kmock") -> Path:
-    """A kubeconfig whose context points at the stand-in (plain HTTP, a dummy token)."""
+def kubeconfig(
+    path: Path, url: str, context: str = "kmock", user: dict[str, str] | None = None
+) -> Path:
+    """A kubeconfig whose context points at the stand-in (plain HTTP; ``user``, else a dummy
+    token)."""
     path.write_text(
         yaml.safe_dump(
             {
                 "apiVersion": "v1",
                 "kind": "Config",
                 "clusters": [{"name": "kmock", "cluster": {"server": url}}],
-                "users": [{"name": "tester", "user": {"token": "not-checked"}}],
+                "users": [{"name": "tester", "user": user or {"token": "not-checked"}}],
                 "contexts": [{"name": context, "context": {"cluster": "kmock", "user": "tester"}}],
                 "current-context": context,
             }

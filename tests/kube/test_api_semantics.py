@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import urllib3
-import yaml
 from kmock._internal import rendering
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
@@ -90,10 +89,7 @@ def test_a_token_refused_after_rotation_on_disk_is_read_again_at_the_next_reques
     (ResettableTokenSource), not up to a minute later."""
     token = tmp_path / "token"
     token.write_text("first")
-    path = kubeconfig(tmp_path / "kubeconfig", api.url)
-    doc = yaml.safe_load(path.read_text())
-    doc["users"][0]["user"] = {"tokenFile": str(token)}
-    path.write_text(yaml.safe_dump(doc))
+    path = kubeconfig(tmp_path / "kubeconfig", api.url, user={"tokenFile": str(token)})
     api.put("v1/nodes", node("n1", "10.0.0.1"))
     api.accept_tokens("first")
     client = api_client(str(path))

@@ -541,10 +541,7 @@ def test_a_kubeconfig_token_file_is_read_again_when_rotated(
     monkeypatch.setattr(config, "TOKEN_FILE_SECONDS", 0.0, raising=False)
     token = tmp_path / "token"
     token.write_text("first")
-    path = kubeconfig(tmp_path / "kubeconfig", api.url)
-    doc = yaml.safe_load(path.read_text())
-    doc["users"][0]["user"] = {"tokenFile": str(token)}
-    path.write_text(yaml.safe_dump(doc))
+    path = kubeconfig(tmp_path / "kubeconfig", api.url, user={"tokenFile": str(token)})
     client = api_client(str(path))
     try:
         stream = Stream(NODES)
