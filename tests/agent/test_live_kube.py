@@ -48,6 +48,9 @@ def agent_api(emulator: FakeApi, namespace: str = "eip-guard") -> AgentApi:
     return AgentApi(make_client(server=emulator.url), namespace, timeout=5)
 
 
+LEASES = "coordination.k8s.io/v1/leases"
+
+
 @pytest.fixture
 def emulator() -> Iterator[FakeApi]:
     with running() as emu:
@@ -128,7 +131,7 @@ def test_leases_renew_and_expire(emulator: FakeApi) -> None:
         one.start(stop_one)
         two.start(stop_two)
         eventually(lambda: one.members() == {"node1", "node2"}, what="both live")
-        lease = emulator.get("coordination.k8s.io/v1/leases", "eip-guard",
+        lease = emulator.get(LEASES, "eip-guard",
                              "eip-guard-agent-node2")  # fmt: skip
         assert lease["spec"]["holderIdentity"] == "node2"
         assert lease["spec"]["leaseDurationSeconds"] == 1
@@ -400,7 +403,7 @@ def test_agent_reports_its_node_and_warns_about_the_trap(emulator: FakeApi, lab:
         assert len(emulator.objects("v1/events")) == 1  # once per appearance, not per tick
         stop.set()
         cluster.release()  # a graceful stop gives the Lease up
-        assert emulator.objects("coordination.k8s.io/v1/leases") == []
+        assert emulator.objects(LEASES) == []
         # Least privilege: the chart's agent RBAC grants exactly what this whole path used.
         assert emulator.rbac_used() == agent_chart_grants()
     finally:
@@ -599,7 +602,6 @@ def test_release_is_bounded_and_a_late_renewal_does_not_make_the_lease_again(
     stop = threading.Event()
     api = FlakyApi(emulator)
     one = LiveCluster(api, "node1", logs.append, renew=0.2, duration=1, watch_seconds=1)
-    leases = "coordination.k8s.io/v1/leases"
     try:
         one.start(stop)
         eventually(one.self_live, what="node1 counts itself")
@@ -616,7 +618,7 @@ def test_release_is_bounded_and_a_late_renewal_does_not_make_the_lease_again(
         agent_api(emulator).delete_lease("node1")
         api.released.set()
         threading.Event().wait(0.5)
-        assert emulator.objects(leases) == []
+        assert emulator.objects(LEASES) == []
     finally:
         api.released.set()
         stop.set()
@@ -721,9 +723,8 @@ def test_sigterm_gives_the_lease_up(emulator: FakeApi) -> None:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
-    leases = "coordination.k8s.io/v1/leases"
     try:
-        eventually(lambda: emulator.objects(leases), what="the agent's Lease")
+        eventually(lambda: emulator.objects(LEASES), what="the agent's Lease")
         agent.send_signal(signal.SIGTERM)
         out, _ = agent.communicate(timeout=30)
     finally:
@@ -732,7 +733,7 @@ def test_sigterm_gives_the_lease_up(emulator: FakeApi) -> None:
             agent.wait()
     assert agent.returncode == 0, out
     assert "Lease given up" in out and out.rstrip().endswith("stopped")
-    assert emulator.objects(leases) == []
+    assert emulator.objects(LEASES) == []
 
 
 def test_a_bug_in_a_tick_still_gives_the_lease_up(
@@ -741,10 +742,9 @@ def test_a_bug_in_a_tick_still_gives_the_lease_up(
     """An exception out of the agent's loop (a bug) ends the process with its traceback, but
     gives the Lease up first: the others take the node's IPs at their next list instead of
     a Lease duration later."""
-    leases = "coordination.k8s.io/v1/leases"
 
     def tick(self: Agent) -> None:
-        eventually(lambda: emulator.objects(leases), what="the agent's Lease")
+        eventually(lambda: emulator.objects(LEASES), what="the agent's Lease")
         raise RuntimeError("a bug in a tick")
 
     monkeypatch.setattr(Agent, "tick", tick)
@@ -753,7 +753,7 @@ def test_a_bug_in_a_tick_still_gives_the_lease_up(
             "--speaker", "off", "--namespace", "eip-guard"]  # fmt: skip
     with pytest.raises(RuntimeError, match="a bug in a tick"):
         run_agent(parser().parse_args(argv))
-    assert emulator.objects(leases) == []
+    assert emulator.objects(LEASES) == []
 
 
 def test_a_renewal_puts_back_the_label_the_others_select_by(emulator: FakeApi) -> None:
@@ -764,7 +764,7 @@ def test_a_renewal_puts_back_the_label_the_others_select_by(emulator: FakeApi) -
 
     def label() -> Any:
         try:
-            found = emulator.get("coordination.k8s.io/v1/leases", "eip-guard", lease)
+            found = emulator.get(LEASES, "eip-guard", lease)
         except KeyError:  # not made yet
             return None
         return (found.get("metadata", {}).get("labels") or {}).get("app.kubernetes.io/component")
@@ -886,9 +886,6 @@ def test_writes_survive_a_bug_put_the_report_first_and_say_when_events_are_dropp
     for _ in range(Writes.MAX_EVENTS + 2):
         full.event(lambda: None)
     assert logs.count("an Event dropped: 1000 wait for the API server") == 1
-
-
-LEASES = "coordination.k8s.io/v1/leases"
 
 
 def odd_lease(holder: str, **spec: Any) -> dict[str, Any]:
