@@ -39,6 +39,7 @@ import json
 import signal
 import sys
 import threading
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,6 +167,14 @@ class PagedEmulator(kmock.KubernetesEmulator):
                 return response
         if request.action == kmock.action.CREATE and request.namespace in self.absent_namespaces:
             return _status(404, "NotFound", f'namespaces "{request.namespace}" not found')
+        if request.action == kmock.action.CREATE and isinstance(request.data, dict):
+            # Every object gets a uid from a real API server (kmock gives none); one given
+            # by the test is kept, so that fixtures can name theirs.
+            meta = request.data.setdefault("metadata", {})
+            meta.setdefault("uid", str(uuid.uuid4()))
+        refused = self._precondition_refusal(request)
+        if refused is not None:
+            return refused
         # kmock merges any PATCH body; a real API server reads it by its Content-Type, and
         # takes no strategic merge patch (the client's default for a dict) on a CRD.
         if request.method == kmock.method.PATCH:
@@ -173,6 +182,38 @@ class PagedEmulator(kmock.KubernetesEmulator):
             if refusal is not None:
                 return refusal
         return await super()._handle(request)
+
+    def _precondition_refusal(self, request: rendering.Request) -> aiohttp.web.Response | None:
+        """kube-apiserver's optimistic concurrency, which kmock lacks: a DELETE whose
+        ``preconditions`` name another uid or resourceVersion, and a PATCH carrying another
+        ``metadata.resourceVersion``, are refused 409 Conflict and change nothing. A missing
+        object is left to kmock (404)."""
+        data, resource, name = request.data, request.resource, request.name
+        if resource is None or name is None or not isinstance(data, dict):
+            return None
+        if request.action == kmock.action.DELETE:
+            wanted = data.get("preconditions") or {}
+        elif request.action == kmock.action.UPDATE:
+            wanted = {"resourceVersion": (data.get("metadata") or {}).get("resourceVersion")}
+        else:
+            return None
+        key = (resource, request.namespace, name)
+        if key not in self.objects or self.objects[key].deleted:
+            return None
+        meta = self.objects[key].raw.get("metadata") or {}
+        what = f"{resource.plural}.{resource.group}" if resource.group else resource.plural
+        cannot = f'Operation cannot be fulfilled on {what} "{name}": '
+        if request.action == kmock.action.UPDATE:
+            if wanted["resourceVersion"] in (None, meta.get("resourceVersion")):
+                return None
+            return _status(409, "Conflict", cannot + "the object has been modified; please "
+                           "apply your changes to the latest version and try again")  # fmt: skip
+        for key_, label in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
+            if wanted.get(key_) is not None and wanted[key_] != meta.get(key_):
+                have = meta.get(key_, "")
+                why = f"{label} in precondition: {wanted[key_]}, {label} in object meta: {have}"
+                return _status(409, "Conflict", f"{cannot}Precondition failed: {why}")
+        return None
 
     async def _serve_list(self, request: rendering.Request) -> rendering.Payload:
         limit = request.params.get("limit", "")

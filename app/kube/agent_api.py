@@ -19,12 +19,19 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from app.kube import rest
-from app.kube.agent_leases import SELECTOR, lease_body, lease_name, micro_time, renewal_patch
+from app.kube.agent_leases import (
+    SELECTOR,
+    Held,
+    lease_body,
+    lease_name,
+    micro_time,
+    renewal_patch,
+)
 from app.kube.config import KubeError, api_client
 from app.kube.reflector import backoff_delay
 from app.kube.resources import EIPS
 
-__all__ = ["AgentApi", "KubeError", "Writes", "make_client"]
+__all__ = ["AgentApi", "KubeError", "Writes", "conflict", "make_client"]
 
 LEASES = "coordination.k8s.io/v1"
 EVENT_NAMESPACE = "default"  # where kubectl looks for Events of cluster-scoped objects
@@ -38,9 +45,18 @@ def make_client(
     return api_client(kubeconfig, context, host=server, pool_size=8)
 
 
-def _not_found(exc: KubeError) -> bool:
+def _status_is(exc: KubeError, status: int) -> bool:
     cause = exc.__cause__
-    return isinstance(cause, ApiException) and cause.status == 404
+    return isinstance(cause, ApiException) and cause.status == status
+
+
+def _not_found(exc: KubeError) -> bool:
+    return _status_is(exc, 404)
+
+
+def conflict(exc: KubeError) -> bool:
+    """409: a precondition (uid, resourceVersion) failed, or a create found the object."""
+    return _status_is(exc, 409)
 
 
 class AgentApi:
@@ -78,35 +94,56 @@ class AgentApi:
         now: datetime | None = None,
         *,
         create: Callable[[], bool] = lambda: True,
-    ) -> None:
-        """Patch our Lease; make it when it is missing, if ``create()`` still says so."""
+        version: str | None = None,
+    ) -> Mapping[str, Any]:
+        """Patch our Lease (only if still at ``version``, when given: else 409); make it
+        when it is missing, if ``create()`` still says so. The Lease as written."""
         now = now or datetime.now(UTC)
         name = lease_name(node)
         try:
-            self.call(f"renew Lease {self.namespace}/{name}", "PATCH",
-                      rest.path(LEASES, "leases", self.namespace, name),
-                      body=renewal_patch(node, duration, now),
-                      content_type=rest.MERGE_PATCH)  # fmt: skip
+            written = self.call(f"renew Lease {self.namespace}/{name}", "PATCH",
+                                rest.path(LEASES, "leases", self.namespace, name),
+                                body=renewal_patch(node, duration, now, version),
+                                content_type=rest.MERGE_PATCH)  # fmt: skip
         except KubeError as exc:
             if not _not_found(exc) or not create():
                 raise
             try:
-                self.call(f"create Lease {self.namespace}/{name}", "POST", self._leases,
-                          body=lease_body(node, self.namespace, duration, now))  # fmt: skip
+                body = lease_body(node, self.namespace, duration, now)
+                written = self.call(f"create Lease {self.namespace}/{name}", "POST",
+                                    self._leases, body=body)  # fmt: skip
             except KubeError as missing:
                 if not _not_found(missing):
                     raise
                 # Nothing but the namespace can be missing when a create answers 404.
                 raise KubeError(f"{missing} (create that namespace, or give the agents' own "
                                 "with --namespace)") from missing.__cause__  # fmt: skip
+        return written if isinstance(written, Mapping) else {}
 
-    def delete_lease(self, node: str) -> None:
-        """Give our Lease up (a graceful stop): the others take our IPs at their next list
-        instead of when it runs out. Gone already is fine."""
+    def read_lease(self, node: str) -> Mapping[str, Any] | None:
+        """Our Lease as it is now, or None. A list by name: the agents' Role grants list,
+        not get."""
         name = lease_name(node)
+        body = self.call(f"read Lease {self.namespace}/{name}", "GET", self._leases,
+                         query=(("fieldSelector", f"metadata.name={name}"),))  # fmt: skip
+        found = [
+            i for i in body.get("items") or [] if (i.get("metadata") or {}).get("name") == name
+        ]
+        return found[0] if found else None
+
+    def delete_lease(self, node: str, held: Held | None = None) -> None:
+        """Give our Lease up (a graceful stop): the others take our IPs at their next list
+        instead of when it runs out. Gone already is fine. ``held``: only if it is still as
+        we last wrote it (its uid and resourceVersion), else KubeError with a 409."""
+        name = lease_name(node)
+        options = None
+        if held is not None:
+            preconditions = {"uid": held.uid, "resourceVersion": held.version}
+            options = {"apiVersion": "v1", "kind": "DeleteOptions",
+                       "preconditions": {k: v for k, v in preconditions.items() if v}}  # fmt: skip
         try:
             self.call(f"delete Lease {self.namespace}/{name}", "DELETE",
-                      rest.path(LEASES, "leases", self.namespace, name))  # fmt: skip
+                      rest.path(LEASES, "leases", self.namespace, name), body=options)  # fmt: skip
         except KubeError as exc:
             if not _not_found(exc):
                 raise

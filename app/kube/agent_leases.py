@@ -13,6 +13,7 @@ start.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -25,8 +26,23 @@ COMPONENT = "eip-guard-agent"
 SELECTOR = f"{COMPONENT_LABEL}={COMPONENT}"
 
 
+NAME_MAX = 253  # a Lease's name is a DNS subdomain, as a Node's
+HASH_LENGTH = 10  # hex digits of the node name's SHA-256 that end a shortened name
+
+
 def lease_name(node: str) -> str:
-    return f"{LEASE_PREFIX}{node}"[:253]
+    """``eip-guard-agent-<node>``; for a node name longer than 237 characters (node names
+    go up to 253), its first characters, "-" and 10 hex digits of its SHA-256: still a DNS
+    subdomain of at most 253, and one per node. Cut at 253, two long names alike up to
+    there shared one Lease, and a cut ending in "." or "-" was refused by the API server.
+    The others read the node from the Lease's holderIdentity, never from its name."""
+    name = f"{LEASE_PREFIX}{node}"
+    if len(name) <= NAME_MAX:
+        return name
+    digest = hashlib.sha256(node.encode()).hexdigest()[:HASH_LENGTH]
+    # Each part of a DNS subdomain ends in a letter or digit: none of "." or "-" before ours.
+    kept = name[: NAME_MAX - HASH_LENGTH - 1].rstrip(".-")
+    return f"{kept}-{digest}"
 
 
 def micro_time(when: datetime) -> str:
@@ -61,17 +77,45 @@ def lease_body(node: str, namespace: str, duration: int, now: datetime) -> dict[
     }
 
 
-def renewal_patch(node: str, duration: int, now: datetime) -> dict[str, Any]:
+def renewal_patch(
+    node: str, duration: int, now: datetime, version: str | None = None
+) -> dict[str, Any]:
+    """``version``: the resourceVersion we last wrote, which the API server then requires
+    (409 Conflict if the Lease was written since)."""
     # The label too: a Lease whose label was edited away is out of the others' list, and
     # a node that still counts itself would speak for IPs the others gave away.
+    meta: dict[str, Any] = {"labels": {COMPONENT_LABEL: COMPONENT}}
+    if version:
+        meta["resourceVersion"] = version
     return {
-        "metadata": {"labels": {COMPONENT_LABEL: COMPONENT}},
+        "metadata": meta,
         "spec": {
             "holderIdentity": node,
             "leaseDurationSeconds": duration,
             "renewTime": micro_time(now),
         },
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """Our Lease as this agent last wrote it. A renewal is conditional on its
+    ``resourceVersion`` and a release deletes it only while it is still so (the API
+    server's preconditions): a new pod of this node (``kubectl delete --force``, the old
+    one still stopping) renews the same Lease, and must not have it deleted under it."""
+
+    uid: str
+    version: str  # metadata.resourceVersion
+    renew_time: str  # spec.renewTime as we wrote it
+
+
+def held(lease: Mapping[str, Any]) -> Held:
+    meta, spec = lease.get("metadata") or {}, lease.get("spec") or {}
+    return Held(
+        str(meta.get("uid") or ""),
+        str(meta.get("resourceVersion") or ""),
+        str(spec.get("renewTime") or ""),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,8 +18,17 @@ from prometheus_client import CollectorRegistry
 from app.core.eips import EIP_ANNOTATIONS, EIP_SPEC_FIELDS, own, shared
 from app.core.fields import as_mapping, as_str
 from app.core.labels import EXCLUDE_LABEL, NODE_REPORT_ANNOTATION, SERVICE_NAME_LABEL
-from app.kube.agent_api import AgentApi, KubeError
-from app.kube.agent_leases import Seen, live_seen, next_seen_expiry, observe
+from app.kube.agent_api import AgentApi, KubeError, conflict
+from app.kube.agent_leases import (
+    Held,
+    Seen,
+    held,
+    lease_name,
+    live_seen,
+    micro_time,
+    next_seen_expiry,
+    observe,
+)
 from app.kube.live import not_ready_reason
 from app.kube.metrics import KubeMetrics
 from app.kube.reflector import Key, Reflector, object_key
@@ -302,8 +311,16 @@ class LiveCluster:
         # Lease first appears before we count, so a joining node never speaks over the node
         # that still thinks an IP is its own.
         self.warm_up = renew + max(renew / 2, 1.0)
-        self._no_create = threading.Event()  # clear while a create of our Lease is in flight
-        self._no_create.set()
+        self._idle = threading.Event()  # clear while a renewal (or create) is in flight
+        self._idle.set()
+        self._held: Held | None = None  # our Lease as we last wrote it
+        # Another agent of our node renews our Lease (a new pod while this one stops): its
+        # renewTime and when we first saw it (monotonic). We leave the Lease to it until it
+        # stops renewing for a Lease duration.
+        self._rival: tuple[str, float] | None = None
+        # The renewTime of our last renewal sent, answered or not: one whose answer was lost
+        # (a timeout) may have been written, and is ours when a 409 then finds it.
+        self._sent = ""
 
     def start(self, stop: threading.Event) -> None:
         metrics = KubeMetrics(CollectorRegistry())  # the agent serves no metrics (yet)
@@ -327,16 +344,23 @@ class LiveCluster:
         until = time.monotonic() + within
 
         def give_up() -> None:
-            # A create sent before the stop (the Lease was missing) and reaching the API
-            # server after the delete would make the Lease again: it goes first.
-            with self._lock:  # a create() that saw no stop has cleared _no_create by now
+            # A renewal or create sent before the stop and reaching the API server after
+            # the delete would make the Lease again, or renew it past the delete's
+            # preconditions: it goes first.
+            with self._lock:  # a renewal that saw no stop has cleared _idle by now
                 pass
-            self._no_create.wait(max(0.0, until - time.monotonic()))
+            self._idle.wait(max(0.0, until - time.monotonic()))
+            with self._lock:
+                ours, rival = self._held, self._rival
+            if ours is None:
+                done.append("another agent renews it" if rival else "this agent never renewed it")
+                return
             try:
-                self.api.delete_lease(self.node)
+                self.api.delete_lease(self.node, ours)
                 done.append("")
             except KubeError as exc:
-                done.append(str(exc))
+                # Written since by another agent of this node: its Lease, not ours to delete.
+                done.append("another agent renews it" if conflict(exc) else str(exc))
             except Exception as exc:  # a bug, the library's ConfigException: said, not a traceback
                 done.append(f"deleting our Lease failed: {exc!r}")
 
@@ -427,20 +451,20 @@ class LiveCluster:
 
         def create() -> bool:
             # Once stopping, a renewal still in flight must not make the Lease again after
-            # release() deleted it; one that creates it now is waited for by release().
-            with self._lock:
-                if stop.is_set():
-                    return False
-                self._no_create.clear()
-                return True
+            # release() deleted it; one that went out before the stop is waited for by it.
+            return not stop.is_set()
 
         while not stop.is_set():
             started = time.monotonic()
             try:
+                with self._lock:
+                    if stop.is_set():
+                        break
+                    self._idle.clear()
                 try:
-                    self.api.renew_lease(self.node, self.duration, self._clock(), create=create)
+                    self._renew_once(create)
                 finally:
-                    self._no_create.set()
+                    self._idle.set()
                 ended = time.monotonic()
                 with self._lock:
                     last = self._renewed_at
@@ -457,6 +481,60 @@ class LiveCluster:
             except Exception as exc:  # a bug must not end the thread: we would fence for good
                 self._note_lease_problem("renewing", f"renewing our Lease failed: {exc!r}")
             stop.wait(max(0.0, self.renew - (time.monotonic() - started)))
+
+    def _superseded(self) -> KubeError:
+        return KubeError(
+            f"another agent renews Lease {self.api.namespace}/{lease_name(self.node)} (a new "
+            f"pod of this node while this one stops, or two agents given the node name "
+            f"{self.node}): this one leaves it to that one and stops counting itself"
+        )
+
+    def _renew_once(self, create: Callable[[], bool]) -> None:
+        """One renewal, as client-go's leader election renews: conditional on the
+        resourceVersion we last wrote. Written since by someone else: an edit that left our
+        renewTime (a label by hand) is renewed over; another agent's renewal is left alone
+        (a KubeError: we fence) until that agent has not renewed for a Lease duration."""
+        with self._lock:
+            ours, rival = self._held, self._rival
+        if rival is not None:
+            lease = self.api.read_lease(self.node)
+            if lease is not None:
+                text, now = str((lease.get("spec") or {}).get("renewTime") or ""), time.monotonic()
+                if text != rival[0]:
+                    rival = (text, now)
+                if now - rival[1] < self.duration:
+                    with self._lock:
+                        self._rival = rival
+                    raise self._superseded()
+                ours = held(lease)  # it stopped renewing: ours again
+            else:
+                ours = None
+        version = ours.version if ours is not None else None
+        now_wall = self._clock()
+        sent_before, self._sent = self._sent, micro_time(now_wall)
+        try:
+            written = self.api.renew_lease(self.node, self.duration, now_wall, create=create,
+                                           version=version)  # fmt: skip
+        except KubeError as exc:
+            if not conflict(exc):
+                raise
+            lease = self.api.read_lease(self.node)
+            if lease is None:
+                with self._lock:
+                    self._held = None  # deleted meanwhile: the next renewal makes it
+                raise
+            now_held = held(lease)
+            mine = {sent_before, ours.renew_time} if ours is not None else {sent_before}
+            if now_held.renew_time not in mine:
+                with self._lock:
+                    self._held, self._rival = None, (now_held.renew_time, time.monotonic())
+                raise self._superseded() from exc
+            # Changed, not renewed by another (its label edited, say, or our renewal whose
+            # answer was lost): still ours, renewed over.
+            written = self.api.renew_lease(self.node, self.duration, now_wall, create=create,
+                                           version=now_held.version)  # fmt: skip
+        with self._lock:
+            self._held, self._rival = held(written), None
 
     def _keep_listing(self, stop: threading.Event) -> None:
         """List the Leases every ``renew`` seconds, and at once when members() asks (a Lease

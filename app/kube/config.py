@@ -22,6 +22,7 @@ from kubernetes import client
 from kubernetes.config import incluster_config, kube_config
 from kubernetes.config.config_exception import ConfigException
 
+from app.kube import rest
 from app.kube.settings import IN_CLUSTER_ENV, KubeError, in_cluster
 
 __all__ = ["IN_CLUSTER_ENV", "RETRIES", "KubeError", "api_client", "in_cluster"]
@@ -60,11 +61,15 @@ RETRIES = _CappedRetry(
 )
 
 
+class _Unreadable(Exception):
+    """A credentials file that cannot be read, said whole (``rest.file_problem``)."""
+
+
 # What loading a kubeconfig raises: the library's own error, the file's (OSError, YAML, bad
 # UTF-8), and Python's for YAML of another shape (a list, a string, `server: 5`).
 _LOAD_ERRORS = (
-    ConfigException, OSError, yaml.YAMLError, ValueError, TypeError, AttributeError, KeyError,
-    IndexError,
+    _Unreadable, ConfigException, OSError, yaml.YAMLError, ValueError, TypeError,
+    AttributeError, KeyError, IndexError,
 )  # fmt: skip
 
 
@@ -77,6 +82,8 @@ def _one_line(text: str) -> str:
 def _why(exc: Exception) -> str:
     """What is wrong with the kubeconfig, in one line: the library's own words when it has
     some, the shape the file should have when Python's words are all there is."""
+    if isinstance(exc, _Unreadable):
+        return str(exc)
     if isinstance(exc, yaml.MarkedYAMLError):
         line = f"line {exc.problem_mark.line + 1}: " if exc.problem_mark else ""
         return f"not valid YAML: {line}{exc.problem}"
@@ -281,6 +288,13 @@ def _read_again_when_rotated(
 def _load_incluster(cfg: client.Configuration) -> None:
     """``config.load_incluster_config``, keeping its loader: its token is then read again
     as soon as kubelet rotates the file."""
+    # The library said "Service token file does not exist." of a token missing or not
+    # readable by this user (a directory it cannot search), naming no file.
+    for path in (incluster_config.SERVICE_TOKEN_FILENAME, incluster_config.SERVICE_CERT_FILENAME):
+        try:
+            open(path, "rb").close()  # only whether it can be read
+        except OSError as exc:
+            raise _Unreadable(rest.file_problem(exc)) from exc
     loader = incluster_config.InClusterConfigLoader(  # type: ignore[no-untyped-call]
         token_filename=incluster_config.SERVICE_TOKEN_FILENAME,
         cert_filename=incluster_config.SERVICE_CERT_FILENAME,
@@ -316,10 +330,12 @@ def api_client(
                 where = "the pod's service account"
             else:
                 where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+            inside = where == "the pod's service account"
             raise KubeError(
                 f"cannot load Kubernetes credentials from {where}"
                 f"{f' (context {context})' if context else ''}: {_why(exc)}. "
-                "Pass --kubeconfig/--context, run inside a pod, or use --cluster SNAPSHOT."
+                f"Pass --kubeconfig/--context, {'' if inside else 'run inside a pod, '}"
+                "or use --cluster SNAPSHOT."
             ) from exc
     proxy_from_env = bool(getattr(cfg, "_proxy_from_env", False))  # not the kubeconfig's
     cfg.connection_pool_maxsize = max(cfg.connection_pool_maxsize or 0, pool_size)

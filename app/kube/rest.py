@@ -19,6 +19,7 @@ from urllib.parse import quote
 import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from kubernetes.config import incluster_config
 
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -145,6 +146,26 @@ def status_message(exc: ApiException) -> str:
     return " ".join(message.split())[:300] if isinstance(message, str) else ""
 
 
+SERVICE_ACCOUNT_HINT = (
+    "mount one readable by the container's user (automountServiceAccountToken not false on "
+    "the pod and its ServiceAccount, or a projected serviceAccountToken volume; "
+    "securityContext runAsUser/fsGroup)"
+)
+
+
+def file_problem(exc: OSError) -> str:
+    """A credentials file that cannot be read, in one line: which, why, what to do. The
+    library reads the pod's token again before requests: gone or unreadable, every call
+    failed as "cannot reach the API server (FileNotFoundError ...)"."""
+    why = exc.strerror or type(exc).__name__
+    if str(exc.filename) == incluster_config.SERVICE_TOKEN_FILENAME:  # read now: tests move it
+        return (
+            f"cannot read the pod's service-account token {exc.filename} ({why}): "
+            f"{SERVICE_ACCOUNT_HINT}"
+        )
+    return f"cannot read {exc.filename} ({why}), a file the Kubernetes credentials come from"
+
+
 def unreachable(exc: BaseException, server: str | None = None) -> str:
     """An error below HTTP in one short line: urllib3's MaxRetryError repeats the URL and
     wraps the cause in two reprs; the host, the port and the cause are what an admin needs.
@@ -157,6 +178,8 @@ def unreachable(exc: BaseException, server: str | None = None) -> str:
     else:
         where = f" at {server}" if server else ""
     inner = cause if isinstance(cause, BaseException) else exc
+    if isinstance(inner, OSError) and inner.filename is not None:  # a local file, no socket
+        return file_problem(inner)
     text = str(inner).splitlines()[0] if str(inner) else ""
     if text.startswith(("HTTPSConnection", "HTTPConnection")) and "): " in text:
         text = text.split("): ", 1)[1]  # "HTTPSConnection(host=..., port=...): " says it twice

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,9 +29,10 @@ from app.core.inventory import build
 from app.core.labels import EXCLUDE_LABEL, NODE_REPORT_ANNOTATION
 from app.kube import agent_api as agent_api_module
 from app.kube.agent_api import AgentApi, KubeError, Writes, make_client
-from app.kube.agent_leases import lease_body, live_seen, next_seen_expiry, observe
+from app.kube.agent_leases import Held, lease_body, lease_name, live_seen, next_seen_expiry, observe
 from app.kube.agent_source import LiveCluster
 from app.kube.rest import MERGE_PATCH
+from app.sources.manifest import dns_subdomain
 from tests.kmock_harness import EIPS, FakeApi, Writer, rbac_grants, running
 from tests.support import eventually
 
@@ -103,6 +104,31 @@ def test_lease_liveness_follows_renewals_seen_not_clocks() -> None:
     rejoined = lease_body("c", "ns", 6, wall - timedelta(seconds=30))
     later_seen = observe(jumped, [rejoined], 108.0, wall + timedelta(seconds=41))
     assert live_seen(later_seen, 108.0) == {"c"}
+
+
+def test_a_lease_name_is_valid_and_one_per_node_whatever_the_node_names_length() -> None:
+    # Node names are DNS subdomains of up to 253 characters, and so must a Lease's name be:
+    # the prefix and a name of 238 or more were cut at 253, so two long node names alike up
+    # to there shared one Lease (each renewal took it from the other), and a cut ending in
+    # "." or "-" is no DNS subdomain (the API server refuses the create: 422).
+    base = "n" * 230
+    names = [
+        "node1",
+        "n" * 237,  # fits exactly: kept as it is
+        base + ".a" * 10 + "x",  # 251 characters
+        base + ".a" * 10 + "y",
+        base + "." + "b" * 22,  # the cut would end in "."
+        "a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 61,  # 253
+    ]
+    leases = [lease_name(n) for n in names]
+    assert leases[:2] == ["eip-guard-agent-node1", "eip-guard-agent-" + "n" * 237]
+    assert len(set(leases)) == len(names)
+    for name in leases:
+        assert len(name) <= 253 and dns_subdomain(name), name
+    # The others find the holder's node by the Lease's holderIdentity, as for any node.
+    wall = datetime(2026, 1, 1, tzinfo=UTC)
+    seen = observe(None, [lease_body(n, "ns", 6, wall) for n in names], 100.0, wall)
+    assert live_seen(seen, 100.0) == set(names)
 
 
 def test_a_lease_speaks_for_the_node_it_is_named_for_and_for_our_duration_at_most() -> None:
@@ -432,17 +458,19 @@ class FlakyApi(AgentApi):
         now: datetime | None = None,
         *,
         create: Callable[[], bool] = lambda: True,
-    ) -> None:
+        version: str | None = None,
+    ) -> Mapping[str, Any]:
         self.callers.add(("renew", threading.current_thread().name))
         self.waiting += 1
         self.released.wait()
         self.waiting -= 1
-        super().renew_lease(node, duration, now, create=create)
+        written = super().renew_lease(node, duration, now, create=create, version=version)
         self.renewed.append(time.monotonic())
+        return written
 
-    def delete_lease(self, node: str) -> None:
+    def delete_lease(self, node: str, held: Held | None = None) -> None:
         self.released.wait()
-        super().delete_lease(node)
+        super().delete_lease(node, held)
 
     def list_leases(self) -> list[Any]:
         self.callers.add(("list", threading.current_thread().name))
@@ -665,6 +693,83 @@ def test_a_create_in_flight_at_the_stop_does_not_make_the_lease_after_the_releas
         stop.set()
 
 
+def lease_of(emulator: FakeApi, node: str) -> dict[str, Any] | None:
+    found = [o for o in emulator.objects(LEASES) if o["metadata"]["name"] == lease_name(node)]
+    return found[0] if found else None
+
+
+def test_a_pod_replaced_while_it_stops_never_deletes_its_successors_lease(
+    emulator: FakeApi,
+) -> None:
+    # kubectl delete --force: the DaemonSet starts a new pod on the node while the old one
+    # is still stopping. Both renew eip-guard-agent-node1; the old one's release deleted it,
+    # the new one's included: the others took node1's IPs at their next list while the new
+    # pod, its renewals good, still answered for them (two answerers until it made the
+    # Lease again).
+    old_logs: list[str] = []
+    stop_old, stop_new = threading.Event(), threading.Event()
+    old = LiveCluster(agent_api(emulator), "node1", old_logs.append, renew=0.2, duration=2,
+                      watch_seconds=1)  # fmt: skip
+    new_logs: list[str] = []
+    new = LiveCluster(agent_api(emulator), "node1", new_logs.append, renew=0.2, duration=2,
+                      watch_seconds=1)  # fmt: skip
+    try:
+        old.start(stop_old)
+        eventually(old.self_live, what="the old pod counts itself")
+        new.start(stop_new)
+        eventually(new.self_live, what="the new pod counts itself")
+        # The old one stands back: it does not write over the new one's renewals.
+        superseded = (
+            "another agent renews Lease eip-guard/eip-guard-agent-node1 (a new pod of this "
+            "node while this one stops, or two agents given the node name node1): this one "
+            "leaves it to that one and stops counting itself"
+        )
+        eventually(lambda: superseded in old_logs, what="the old one superseded")
+        eventually(lambda: not old.self_live(), what="the old one fenced")
+        before = lease_of(emulator, "node1")
+        assert before is not None
+        stop_old.set()
+        old.release()
+        after = lease_of(emulator, "node1")
+        assert after is not None and after["metadata"]["uid"] == before["metadata"]["uid"]
+        assert old_logs[-1] == (
+            "Lease not given up (another agent renews it); the others take over when it runs out"
+        )
+        assert new.self_live() and not any("renewing" in line for line in new_logs)
+        stop_new.set()
+        new.release()  # the new one gives up its own, at its stop
+        assert lease_of(emulator, "node1") is None
+        assert new_logs[-1] == "Lease given up: the others take over at their next list"
+    finally:
+        stop_old.set()
+        stop_new.set()
+
+
+def test_a_release_deletes_only_the_lease_as_this_agent_last_wrote_it(emulator: FakeApi) -> None:
+    # A renewal by another writer between our last one and our release (its first, before
+    # we could see it): the delete's preconditions (our uid and resourceVersion) refuse it.
+    logs: list[str] = []
+    stop = threading.Event()
+    api = FlakyApi(emulator)
+    one = LiveCluster(api, "node1", logs.append, renew=0.2, duration=2, watch_seconds=1)
+    try:
+        one.start(stop)
+        eventually(one.self_live, what="node1 counts itself")
+        api.released.clear()  # our renewals held from here
+        eventually(lambda: api.waiting > 0, what="a renewal held")
+        agent_api(emulator).renew_lease("node1", 2)  # a new pod's first renewal
+        stop.set()
+        threading.Timer(0.3, api.released.set).start()
+        one.release(within=2)
+        assert lease_of(emulator, "node1") is not None
+        assert logs[-1] == (
+            "Lease not given up (another agent renews it); the others take over when it runs out"
+        )
+    finally:
+        api.released.set()
+        stop.set()
+
+
 class OddDelete(AgentApi):
     """The real client over kmock, its delete raising what no test foresaw (the library's
     ConfigException for an empty token file read at a refresh, a bug)."""
@@ -673,7 +778,7 @@ class OddDelete(AgentApi):
         base = agent_api(emulator)
         super().__init__(base.api, base.namespace, timeout=base.timeout)
 
-    def delete_lease(self, node: str) -> None:
+    def delete_lease(self, node: str, held: Held | None = None) -> None:
         raise RuntimeError("a bug")
 
 
@@ -683,13 +788,23 @@ def test_a_release_that_fails_unexpectedly_says_why_without_a_traceback(
     # Only a KubeError was caught: anything else ended the delete's thread with a traceback
     # on stderr, and the log said "no answer within 4 s" at once.
     logs: list[str] = []
+    stop = threading.Event()
     one = LiveCluster(OddDelete(emulator), "node1", logs.append, renew=0.2, duration=1,
                       watch_seconds=1)  # fmt: skip
-    one.release()
+    one.release()  # before any renewal: no Lease of ours to delete
     assert logs == [
+        "Lease not given up (this agent never renewed it); the others take over when it runs out"
+    ]
+    try:
+        one.start(stop)
+        eventually(lambda: lease_of(emulator, "node1") is not None, what="the Lease made")
+    finally:
+        stop.set()
+    one.release()
+    assert logs[-1] == (
         "Lease not given up (deleting our Lease failed: RuntimeError('a bug')); the others "
         "take over when it runs out"
-    ]
+    )
     assert "Traceback" not in capsys.readouterr().err
 
 
@@ -1156,3 +1271,61 @@ def test_watches_cut_resume_with_what_they_missed_or_list_again(
     finally:
         stop.set()
         writer.close()
+
+
+class LostAnswer(AgentApi):
+    """The real client over kmock; one renewal, once armed, is applied by the API server but
+    its answer is lost (a read timeout)."""
+
+    def __init__(self, emulator: FakeApi) -> None:
+        base = agent_api(emulator)
+        super().__init__(base.api, base.namespace, timeout=base.timeout)
+        self.lose = threading.Event()
+        self.lost = threading.Event()
+
+    def renew_lease(
+        self,
+        node: str,
+        duration: int,
+        now: datetime | None = None,
+        *,
+        create: Callable[[], bool] = lambda: True,
+        version: str | None = None,
+    ) -> Mapping[str, Any]:
+        written = super().renew_lease(node, duration, now, create=create, version=version)
+        if self.lose.is_set() and not self.lost.is_set():
+            self.lost.set()
+            raise KubeError("renew Lease: cannot reach the API server (read timed out)")
+        return written
+
+
+def test_a_renewal_whose_answer_was_lost_is_not_taken_for_another_agents(
+    emulator: FakeApi,
+) -> None:
+    # The renewal was written but its answer lost: the next one, conditional on the
+    # resourceVersion before it, is refused (409) and finds a renewTime it did not read back.
+    # It is the one this agent sent, not a rival's: taken for another agent's, the agent
+    # fenced itself and its IPs failed over for a Lease duration after one timeout.
+    logs: list[str] = []
+    stop = threading.Event()
+    api = LostAnswer(emulator)
+    one = LiveCluster(api, "node1", logs.append, renew=0.2, duration=2, watch_seconds=1)
+    try:
+        one.start(stop)
+        eventually(one.self_live, what="node1 counts itself")
+        api.lose.set()
+        eventually(api.lost.is_set, what="a renewal's answer lost")
+        renewed = lease_of(emulator, "node1")
+        assert renewed is not None
+        version = renewed["metadata"]["resourceVersion"]
+        eventually(
+            lambda: (lease_of(emulator, "node1") or {})["metadata"]["resourceVersion"] != version,
+            what="renewed again after the lost answer",
+        )
+        time.sleep(0.6)  # three more renewals
+        assert not any("another agent renews" in line for line in logs), logs
+        assert one.self_live()
+    finally:
+        stop.set()
+    one.release()
+    assert lease_of(emulator, "node1") is None

@@ -4,10 +4,12 @@ one is refused, a connection reset mid-list."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import urllib3
@@ -16,8 +18,9 @@ from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config import incluster_config
 
-from app.kube import resources
-from app.kube.config import api_client
+from app.kube import resources, rest
+from app.kube.agent_api import AgentApi
+from app.kube.config import KubeError, api_client
 from app.kube.resources import NODES, Stream, describe_failure, list_all
 from tests.core.objects import node
 from tests.kmock_harness import FakeApi, Writer, kubeconfig
@@ -251,3 +254,105 @@ def test_the_stand_in_keeps_resource_versions_as_an_api_servers_watch_cache(api:
     api.compact()
     assert _watch(api, rv, 1) == [("RAISED", "410", "")]  # the client raises the ERROR event
     assert _watch(api, str(after + 2), 1)[0][0] == "RAISED"  # the current one: no event, no 410
+
+
+def test_the_stand_in_honours_preconditions_and_uids_as_an_api_server(api: FakeApi) -> None:
+    """What the agent's Lease release relies on (kube-apiserver's store): a create gets a uid;
+    a DELETE whose preconditions name another uid or resourceVersion is refused 409 Conflict
+    ("Precondition failed: ...") and deletes nothing; a merge patch carrying a stale
+    ``metadata.resourceVersion`` is refused 409 too; a missing object is 404 before either."""
+    client = api_client(host=api.direct_url)
+    where = "/apis/coordination.k8s.io/v1/namespaces/ns/leases"
+    lease = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "l", "namespace": "ns"},
+        "spec": {"holderIdentity": "a"},
+    }
+
+    def call(method: str, path: str, body: Any = None, patch: bool = False) -> Any:
+        kind = "application/merge-patch+json" if patch else "application/json"
+        try:
+            answer = rest.request(client, method, path, body=body, content_type=kind, timeout=5)
+        except ApiException as exc:
+            return exc.status, json.loads(exc.body or "{}").get("message")
+        return rest.read_json(answer)
+
+    def delete(**preconditions: str) -> Any:
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": preconditions}
+        return call("DELETE", f"{where}/l", body)
+
+    try:
+        made = call("POST", where, lease)
+        uid, rv = made["metadata"]["uid"], made["metadata"]["resourceVersion"]
+        assert uid and call("POST", where, {**lease, "metadata": {"name": "m"}})["metadata"][
+            "uid"
+        ] not in ("", uid)
+        renewed = call("PATCH", f"{where}/l", {"metadata": {"resourceVersion": rv}}, patch=True)
+        now = renewed["metadata"]["resourceVersion"]
+        assert now != rv
+        assert (
+            call("PATCH", f"{where}/l", {"metadata": {"resourceVersion": rv}}, patch=True)[0] == 409
+        )
+        assert delete(uid="other") == (
+            409,
+            'Operation cannot be fulfilled on leases.coordination.k8s.io "l": Precondition '
+            f"failed: UID in precondition: other, UID in object meta: {uid}",
+        )
+        assert delete(uid=uid, resourceVersion=rv) == (
+            409,
+            'Operation cannot be fulfilled on leases.coordination.k8s.io "l": Precondition '
+            f"failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {now}",
+        )
+        assert [o["metadata"]["name"] for o in api.objects("coordination.k8s.io/v1/leases")] == [
+            "l",
+            "m",
+        ]
+        delete(uid=uid, resourceVersion=now)
+        assert delete(uid=uid)[0] == 404
+        assert (
+            call("PATCH", f"{where}/l", {"metadata": {"resourceVersion": now}}, patch=True)[0]
+            == 404
+        )
+    finally:
+        client.close()  # type: ignore[no-untyped-call]
+
+
+def test_a_service_account_token_missing_or_unreadable_is_said_with_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a pod without a token (automountServiceAccountToken: false) the start said
+    "Service token file does not exist ... run inside a pod" (it was in one) and named no
+    file; a token that could not be read later (gone, or not readable by the container's
+    user) failed every call as "cannot reach the API server (FileNotFoundError ...)"."""
+    token, ca = tmp_path / "token", tmp_path / "ca.crt"
+    ca.write_text("not read until a connection is made")
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(token))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(ca))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "6443")
+    hint = (
+        "mount one readable by the container's user (automountServiceAccountToken not false "
+        "on the pod and its ServiceAccount, or a projected serviceAccountToken volume; "
+        "securityContext runAsUser/fsGroup)"
+    )
+    with pytest.raises(KubeError) as missing:
+        api_client()
+    assert str(missing.value) == (
+        "cannot load Kubernetes credentials from the pod's service account: cannot read the "
+        f"pod's service-account token {token} (No such file or directory): {hint}. Pass "
+        "--kubeconfig/--context, or use --cluster SNAPSHOT."
+    )
+    token.write_text("first")
+    client = api_client()
+    try:
+        token.unlink()
+        token.mkdir()  # replaced by what cannot be read (a directory: the tests run as root)
+        with pytest.raises(KubeError) as unreadable:
+            AgentApi(client, "ns", timeout=1).list_leases()
+        assert str(unreadable.value) == (
+            f"list Leases in ns: cannot read the pod's service-account token {token} (Is a "
+            f"directory): {hint}"
+        )
+    finally:
+        client.close()  # type: ignore[no-untyped-call]
