@@ -100,6 +100,9 @@ def test_speaker_on_adds_only_net_raw() -> None:
         ({"intervalSeconds": 0}, "intervalSeconds"),
         ({"probePort": 0}, "probePort"),
         ({"probePort": 65536}, "probePort"),
+        # The node's ports under 1024 need CAP_NET_BIND_SERVICE: every agent would crash.
+        ({"probePort": 80}, "agent.probePort \\(80\\) is under 1024"),
+        ({"probePort": 1023, "speaker": "on"}, "agent.probePort \\(1023\\) is under 1024"),
         ({"podMonitor": {"enabled": True}}, 'agent.probeAddress "127.0.0.1" is the node\'s'),
         ({"podMonitor": {"enabled": True}, "probeAddress": "::1"}, "is the node's loopback"),
         (

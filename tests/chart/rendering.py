@@ -140,6 +140,21 @@ SCENARIOS: dict[str, tuple[Obj, tuple[str, ...]]] = {
         },
         (),
     ),
+    # The node agent: report-only with the policy that keeps it to its own Node, and
+    # speaking (root, NET_RAW), scraped on the node's network with its alerts.
+    "agent-report-only": ({"agent": {"enabled": True}}, (VAP_CAPABILITY,)),
+    "agent-speaker-scraped": (
+        {
+            "agent": {
+                "enabled": True,
+                "speaker": "on",
+                "probeAddress": "",
+                "podMonitor": {"enabled": True},
+            },
+            "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+        },
+        (),
+    ),
     "single-replica": ({"replicaCount": 1}, ()),
     "no-spread-no-pdb": (
         {"topologySpread": {"enabled": False}, "podDisruptionBudget": {"enabled": False}},

@@ -10,6 +10,7 @@ from typing import Any
 import helm_python
 import kubernetes_validate
 import pytest
+import yaml
 
 from app.kube.auditor import EVENT_NAMESPACE
 from app.sources.manifest import dns_subdomain
@@ -24,9 +25,13 @@ from tests.chart.rendering import (
     render_raw,
 )
 
-# Strict (unknown fields are errors) against the oldest release we claim and the newest
+# Strict (unknown fields are errors) against the oldest release Chart.yaml's kubeVersion
+# claims, the first that serves ValidatingAdmissionPolicy v1, and the newest
 # kubernetes-validate ships.
-KUBE_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
+KUBE_VERSIONS = ("1.27.0", "1.30.0", kubernetes_validate.latest_version())
+# Rendered only where the API server serves them (validatingAdmissionPolicy.enabled: auto,
+# 1.30+): the older releases have no schema for them.
+VAP_KINDS = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
 # Objects of CRDs we do not own: validated for shape below, not by kubernetes-validate.
 CRD_GROUPS = {"cert-manager.io", "monitoring.coreos.com"}
 # The only lint finding we accept: an icon would have to point at a URL we do not have.
@@ -34,7 +39,7 @@ ACCEPTED_LINT = {("Chart.yaml", "icon is recommended")}
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-@pytest.mark.parametrize("kube_version", ["v1.30.0", "v1.37.0"])
+@pytest.mark.parametrize("kube_version", [f"v{v}" for v in KUBE_VERSIONS])
 def test_helm_lint_is_clean(scenario: str, kube_version: str) -> None:
     values, _ = SCENARIOS[scenario]
     report = helm_python.lint(CHART, values, strict=True, kube_version=kube_version)
@@ -51,6 +56,8 @@ def _validate(obj: Obj, version: str) -> None:
     group = obj["apiVersion"].rpartition("/")[0]
     if group in CRD_GROUPS:
         return
+    if obj["kind"] in VAP_KINDS and tuple(map(int, version.split(".")[:2])) < (1, 30):
+        return
     try:
         kubernetes_validate.validate(obj, version, strict=True)
     except kubernetes_validate.ValidationError as exc:
@@ -66,6 +73,11 @@ def test_every_builtin_object_is_valid(render: RenderFn, scenario: str, version:
     assert objs
     for obj in objs:
         _validate(obj, version)
+
+
+def test_the_oldest_version_validated_is_the_oldest_the_chart_claims() -> None:
+    claimed = yaml.safe_load((CHART / "Chart.yaml").read_text())["kubeVersion"]
+    assert claimed == f">={KUBE_VERSIONS[0]}-0"
 
 
 def test_validation_catches_a_bad_object() -> None:

@@ -59,6 +59,43 @@ BAD: dict[str, tuple[dict[str, Any], str]] = {
         {"networkPolicy": {"egress": {"apiServer": {"cidrs": ["10.0.0.1"]}}}},
         "cidrs",
     ),
+    # The API server refuses a NetworkPolicy whose ipBlock is no CIDR (Go's ParseCIDR:
+    # octets up to 255, no leading zero), and the agent cannot listen on such an address.
+    "API server address out of range": (
+        {"networkPolicy": {"egress": {"apiServer": {"cidrs": ["999.0.0.1/32"]}}}},
+        "cidrs",
+    ),
+    "API server address with a leading zero": (
+        {"networkPolicy": {"egress": {"apiServer": {"cidrs": ["10.0.0.01/32"]}}}},
+        "cidrs",
+    ),
+    "API server IPv6 address with one colon": (
+        {"networkPolicy": {"egress": {"apiServer": {"cidrs": ["fd00:/64"]}}}},
+        "cidrs",
+    ),
+    "agent probe address out of range": ({"agent": {"probeAddress": "256.0.0.1"}}, "probeAddress"),
+    # Label values and names the API server refuses: a failed install (or GitOps sync)
+    # instead of a clear error at render time. Keys: the templates, which say where.
+    "pod label value with a space": ({"podLabels": {"team": "net ops"}}, "podLabels"),
+    "pod label value over 63 characters": ({"podLabels": {"team": "a" * 64}}, "podLabels"),
+    "node selector value ending in a dash": ({"nodeSelector": {"zone": "a-"}}, "nodeSelector"),
+    "ServiceMonitor label value with a slash": (
+        {"metrics": {"serviceMonitor": {"labels": {"release": "kube/prom"}}}},
+        "labels",
+    ),
+    "PodMonitor label value with a space": (
+        {"agent": {"podMonitor": {"labels": {"release": "a b"}}}},
+        "labels",
+    ),
+    "priority class that is no DNS name": (
+        {"priorityClassName": "High Priority"},
+        "priorityClassName",
+    ),
+    "agent priority class that is no DNS name": (
+        {"agent": {"priorityClassName": "Critical"}},
+        "priorityClassName",
+    ),
+    "topology key with a space": ({"topologySpread": {"topologyKey": "a b"}}, "topologyKey"),
     "minAvailable neither count nor percentage": (
         {"podDisruptionBudget": {"minAvailable": "two"}},
         "minAvailable",
@@ -213,6 +250,37 @@ def test_schema_and_values_yaml_name_the_same_keys(chart: helm_python.Chart) -> 
             {"metrics": {"serviceMonitor": {"enabled": True, "interval": "5s"}}},
             "scrapeTimeout (10s) exceeds its interval (5s)",
         ),
+        # A port under 1024 needs CAP_NET_BIND_SERVICE, which the non-root webhook lacks
+        # (unless the runtime lowers net.ipv4.ip_unprivileged_port_start): it crash-loops.
+        ({"webhook": {"port": 443}}, "webhook.port (443) is under 1024"),
+        ({"webhook": {"probePort": 80}}, "webhook.probePort (80) is under 1024"),
+        # Label and annotation keys the API server refuses (the schema would say "at ''").
+        ({"podLabels": {"my team": "x"}}, 'podLabels: "my team" is no valid key'),
+        ({"podAnnotations": {"a/b/c": "x"}}, 'podAnnotations: "a/b/c" is no valid key'),
+        ({"podAnnotations": {"example.com/" + "a" * 64: "x"}}, "podAnnotations: "),
+        ({"nodeSelector": {"-zone": "a"}}, 'nodeSelector: "-zone" is no valid key'),
+        (
+            {"agent": {"enabled": True, "nodeSelector": {"a b": "x"}}},
+            'agent.nodeSelector: "a b" is no valid key',
+        ),
+        (
+            {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"Example.com/a": "x"}}}},
+            'metrics.serviceMonitor.labels: "Example.com/a" is no valid key',
+        ),
+        (
+            {"metrics": {"prometheusRule": {"enabled": True, "labels": {"a:b": "x"}}}},
+            'metrics.prometheusRule.labels: "a:b" is no valid key',
+        ),
+        (
+            {
+                "agent": {
+                    "enabled": True,
+                    "probeAddress": "",
+                    "podMonitor": {"enabled": True, "labels": {"": "x"}},
+                }
+            },
+            'agent.podMonitor.labels: "" is no valid key',
+        ),
         # The selector would no longer match the pods; the policy checksum would stop rolling.
         (
             {"podLabels": {"app.kubernetes.io/component": "x"}},
@@ -257,7 +325,10 @@ def test_values_at_the_limits_render(render: RenderFn) -> None:
                          "certManager": {"duration": "1h", "renewBefore": "59m59s"}},
         "networkPolicy": {"enabled": True, "metricsFrom": [{"podSelector": {}}],
                           "egress": {"enabled": True, "apiServer": {
-                              "cidrs": ["10.0.0.1/32", "fd00::1/128"], "ports": [443]}}},
+                              "cidrs": ["10.0.0.1/32", "fd00::1/128", "0.0.0.0/0",
+                                        "255.255.255.255/32", "::/0", "::ffff:192.0.2.1/128"],
+                              "ports": [443]}}},
+        "webhook": {"port": 1024, "probePort": 65535},
     }  # fmt: skip
     objs = render(values)
     container = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]

@@ -24,27 +24,96 @@ def _pod_specs(objs: list[Obj]) -> list[tuple[str, dict[str, Any]]]:
     return specs
 
 
+# Pod Security Standards (kubernetes.io/docs/concepts/security/pod-security-standards), the
+# checks the chart's pods could trip: baseline's host namespaces, privileged, capabilities
+# and host paths; restricted's volumes, privilege escalation, non-root, seccomp and
+# capabilities.
+BASELINE_CAPS = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD",
+                 "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID",
+                 "SYS_CHROOT"}  # fmt: skip
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
+                      "persistentVolumeClaim", "projected", "secret"}  # fmt: skip
+
+
+def _pss_level(spec: dict[str, Any]) -> str:
+    """The strictest Pod Security Standard level a pod spec meets."""
+    pod_sc = spec.get("securityContext") or {}
+    containers = spec["containers"] + spec.get("initContainers", [])
+    scs = [c.get("securityContext") or {} for c in containers]
+    added = {cap for sc in scs for cap in (sc.get("capabilities") or {}).get("add", [])}
+    host_ports = [p for c in containers for p in c.get("ports", []) if p.get("hostPort")]
+    if (
+        any(spec.get(k) for k in ("hostNetwork", "hostPID", "hostIPC"))
+        or any(sc.get("privileged") for sc in scs)
+        or not added <= BASELINE_CAPS
+        or host_ports
+        or any("hostPath" in v for v in spec.get("volumes", []))
+    ):
+        return "privileged"
+    restricted = (
+        all(set(v) - {"name"} <= RESTRICTED_VOLUMES for v in spec.get("volumes", []))
+        and all(sc.get("allowPrivilegeEscalation") is False for sc in scs)
+        and all(sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True for sc in scs)
+        and all(sc.get("runAsUser", pod_sc.get("runAsUser")) != 0 for sc in scs)
+        and all(
+            (sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}).get("type")
+            in ("RuntimeDefault", "Localhost")
+            for sc in scs
+        )
+        and all("ALL" in (sc.get("capabilities") or {}).get("drop", []) for sc in scs)
+        and added <= {"NET_BIND_SERVICE"}
+    )
+    return "restricted" if restricted else "baseline"
+
+
+def test_the_pod_security_check_tells_the_levels_apart(render: RenderFn) -> None:
+    # Guards the test below: the webhook's pod is restricted, and each loosening drops it.
+    spec = one(render(), "Deployment")["spec"]["template"]["spec"]
+    assert _pss_level(spec) == "restricted"
+    container = spec["containers"][0]
+    container["securityContext"]["runAsNonRoot"] = False
+    spec["securityContext"]["runAsNonRoot"] = False
+    assert _pss_level(spec) == "baseline"
+    container["securityContext"]["capabilities"]["add"] = ["NET_RAW"]
+    assert _pss_level(spec) == "privileged"
+    del container["securityContext"]["capabilities"]["add"]
+    spec["hostNetwork"] = True
+    assert _pss_level(spec) == "privileged"
+
+
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_every_pod_is_hardened(render: RenderFn, scenario: str) -> None:
     values, api_versions = SCENARIOS[scenario]
+    agent = values.get("agent") or {}
+    speaks = agent.get("speaker") in ("on", True)
     specs = _pod_specs(render(values, api_versions=api_versions))
-    assert len(specs) == 2  # the webhook Deployment and the helm test Pod
+    # The webhook Deployment, the helm test Pod, and the agent's DaemonSet when it is on.
+    assert len(specs) == (3 if agent.get("enabled") else 2)
     for where, spec in specs:
-        for key in ("hostNetwork", "hostPID", "hostIPC"):
-            assert not spec.get(key), f"{where}: {key}"
+        is_agent = where == "DaemonSet/eip-guard-agent"
+        # The host network for the agent alone (ARP/NDP on the node's NICs): README, Pod
+        # Security: the webhook's pods meet restricted, the agent needs privileged.
+        assert spec.get("hostNetwork", False) is is_agent, where
+        assert not spec.get("hostPID") and not spec.get("hostIPC"), where
+        assert _pss_level(spec) == ("privileged" if is_agent else "restricted"), where
         pod_sc = spec["securityContext"]
-        assert pod_sc["runAsNonRoot"] is True, where
-        assert pod_sc["runAsUser"] != 0, where
         assert pod_sc["seccompProfile"] == {"type": "RuntimeDefault"}, where
         for c in spec["containers"] + spec.get("initContainers", []):
             sc = c["securityContext"]
             assert sc["allowPrivilegeEscalation"] is False, where
             assert sc["readOnlyRootFilesystem"] is True, where
-            assert sc["runAsNonRoot"] is True, where
             assert sc.get("privileged", False) is False, where
-            assert sc["capabilities"] == {"drop": ["ALL"]}, where
-            assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, where
+            assert sc.get("seccompProfile", pod_sc["seccompProfile"]) == {"type": "RuntimeDefault"}
             assert c["resources"]["requests"]["memory"] and c["resources"]["limits"]["memory"]
+            if is_agent and speaks:
+                # Raw packet sockets: CAP_NET_RAW, effective for root only; nothing else
+                # (multicast joins, rtnetlink and the probe port need no capability).
+                assert sc["runAsUser"] == 0 and sc["runAsNonRoot"] is False, where
+                assert sc["capabilities"] == {"drop": ["ALL"], "add": ["NET_RAW"]}, where
+                continue
+            assert sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True, where
+            assert sc.get("runAsUser", pod_sc.get("runAsUser")) != 0, where
+            assert sc["capabilities"] == {"drop": ["ALL"]}, where
         for volume in spec.get("volumes", []):
             assert "hostPath" not in volume, f"{where}: hostPath volume {volume['name']}"
             # The webhook's /tmp holds its private key's scratch copy for a moment.

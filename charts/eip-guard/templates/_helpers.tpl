@@ -184,3 +184,18 @@ clientConfig:
   caBundle: {{ . }}
   {{- end }}
 {{- end }}
+
+{{/* Fails the render on a label or annotation key the API server refuses (a qualified name:
+     an optional lowercase DNS-subdomain prefix and '/', then a name of at most 63 letters,
+     digits, '-', '_' and '.', a letter or digit at each end). The schema checks the values;
+     a key it refuses is reported at '' (no path). Called with (list "<values path>" <map>). */}}
+{{- define "eip-guard.checkKeys" -}}
+{{- $where := index . 0 }}
+{{- range $key, $_ := index . 1 | default dict }}
+{{- $prefix := "" }}{{ $name := $key }}
+{{- if contains "/" $key }}{{ $prefix = regexReplaceAll "/.*$" $key "" }}{{ $name = regexReplaceAll "^[^/]*/" $key "" }}{{ end }}
+{{- if or (not (regexMatch "^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$" $name)) (and (contains "/" $key) (or (gt (len $prefix) 253) (not (regexMatch "^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$" $prefix)))) }}
+{{- fail (printf "%s: %q is no valid key, which Kubernetes refuses: an optional prefix (a lowercase DNS name, then '/'), then at most 63 letters, digits, '-', '_' or '.', beginning and ending with a letter or digit, e.g. example.com/team" $where $key) }}
+{{- end }}
+{{- end }}
+{{- end }}
