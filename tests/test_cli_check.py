@@ -640,3 +640,34 @@ def test_an_abbreviated_flag_is_a_usage_error(
     code, out, err = run_cli(capsys, *good, *abbreviated)
     assert (code, out) == (2, "")
     assert err.splitlines()[-1] == f"eip-guard: unrecognized arguments: {unrecognized}"
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (
+            ["check", "-f", "eip.yaml", "--clu", "c.yaml"],
+            "--clu (flags are written in full: --cluster)",
+        ),
+        (
+            ["check", "--file", "eip.yaml", "--cluster", "c.yaml"],
+            "--file (flags are written in full: --filename)",
+        ),
+        (["certs", "--dns", "x", "--ou", "d"], "--ou (flags are written in full: --out)"),
+        (["audit", "--kubeconf"], "--kubeconf (flags are written in full: --kubeconfig)"),
+    ],
+)
+def test_an_abbreviated_required_flag_is_named_not_said_missing(
+    capsys: pytest.CaptureFixture[str], argv: list[str], said: str
+) -> None:
+    # argparse checks required flags first: `--clu` was answered "one of the arguments
+    # --cluster --kubeconfig is required", as if the user had given none.
+    code, out, err = run_cli(capsys, *argv)
+    assert (code, out) == (2, "")
+    assert err.splitlines()[-1] == f"eip-guard: unrecognized arguments: {said}"
+
+
+def test_a_missing_flag_is_still_said_missing(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, "check", "--cluster", "c.yaml", "-o", "json")
+    assert code == 2
+    assert err.splitlines()[-1] == "eip-guard: the following arguments are required: -f/--filename"

@@ -7,7 +7,7 @@ import json
 import re
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from app.agent.health import Status
 from app.agent.probes import StatusMetrics
@@ -172,6 +172,17 @@ def test_every_default_the_readme_gives_is_the_programs_and_its_help_says_so() -
 def exported() -> dict[str, tuple[str, ...]]:
     """Every metric the webhook, live mode and the agent export, as scraped (counters with
     `_total`), with its label names: each labelled series made to exist once."""
+    out: dict[str, tuple[str, ...]] = {}
+    for family in scraped().collect():
+        name = f"{family.name}_total" if family.type == "counter" else family.name
+        labels = {k for s in family.samples for k in s.labels if k != "le"}
+        out[name] = tuple(sorted(labels))
+    return out
+
+
+def scraped() -> CollectorRegistry:
+    """A registry with every metric of the webhook, live mode and the agent, each labelled
+    series made to exist once."""
     registry = CollectorRegistry(auto_describe=True)
     webhook = Metrics(registry)
     webhook.decisions.record("CREATE", "denied", 0.001, ["can-reach-in-eip"], [])
@@ -182,12 +193,7 @@ def exported() -> dict[str, tuple[str, ...]]:
     AuditMetrics(registry)
     status = Status(0.0, 0.5, announced={"eth0": 1}, drops={"NOT_ANNOUNCED": 1})
     registry.register(StatusMetrics(lambda: status))
-    out: dict[str, tuple[str, ...]] = {}
-    for family in registry.collect():
-        name = f"{family.name}_total" if family.type == "counter" else family.name
-        labels = {k for s in family.samples for k in s.labels if k != "le"}
-        out[name] = tuple(sorted(labels))
-    return out
+    return registry
 
 
 def test_every_metric_the_readme_names_is_exported_and_the_reverse() -> None:
@@ -199,6 +205,16 @@ def test_every_metric_the_readme_names_is_exported_and_the_reverse() -> None:
     )
 
 
+def test_every_series_scraped_is_one_the_readme_names() -> None:
+    # prometheus_client added a `<counter>_created` gauge per counter series (seven
+    # counters), which no table names: a scrape holds the named metrics and nothing else.
+    named = set(re.findall(r"\beip_guard_[a-z_]+[a-z]", DOCUMENTED))
+    text = generate_latest(scraped()).decode()
+    series = set(re.findall(r"^(eip_guard_[a-z_]+)", text, re.M))
+    histograms = {f"{n}{end}" for n in named for end in ("_bucket", "_sum", "_count")}
+    assert series - histograms <= named, sorted(series - histograms - named)
+
+
 def test_the_labels_the_readme_tables_give_are_the_metrics() -> None:
     have = exported()
     rows = re.findall(r"^ *\| `(eip_guard_[^|]*)\| ([^|]*)\|", DOCUMENTED, re.M)
@@ -207,3 +223,61 @@ def test_the_labels_the_readme_tables_give_are_the_metrics() -> None:
         for name, braces in re.findall(r"`?(eip_guard_[a-z_]+)(\{[a-z_,]+\})?", cell):
             said = braces.strip("{}").split(",") if braces else re.findall(r"`([a-z_]+)`", second)
             assert tuple(sorted(said)) == have[name], (name, said, have[name])
+
+
+# --- Every flag of a command is named where the README documents that command. -------------
+
+# Where the README documents each command (headings; a section runs to the next heading of its
+# level or above). `serve` takes its TLS flags in Certificates, live flags in Live mode.
+DOCUMENTED_IN = {
+    "check": ("## Check an Eip before you apply it", "## Live mode: watching the cluster"),
+    "audit": ("## Check an Eip before you apply it", "## Live mode: watching the cluster"),
+    "rules": ("## Check an Eip before you apply it", "## Rules"),
+    "serve": (
+        "## The admission webhook",
+        "## Install with Helm",
+        "## Live mode: watching the cluster",
+    ),
+    "certs": ("### `eip-guard certs`",),
+    "resolve": ("### Which NIC: `eip-guard resolve`",),
+    "agent": ("## Node agent",),
+}
+
+
+def section(heading: str) -> str:
+    level = heading.split(" ", 1)[0]
+    text = DOCUMENTED.split(f"\n{heading}\n", 1)[1]
+    ends = [f"\n{'#' * n} " for n in range(1, len(level) + 1)]
+    return text[: min([len(text)] + [text.find(e) for e in ends if e in text])]
+
+
+def undocumented(parsers: dict[str, argparse.ArgumentParser]) -> list[str]:
+    """`command --flag` for each option (none of whose spellings the sections of its command
+    name), `-h` aside."""
+    missing = []
+    for command, p in parsers.items():
+        text = "".join(section(h) for h in DOCUMENTED_IN[command])
+        for action in p._actions:
+            spellings = [o for o in action.option_strings if o not in ("-h", "--help")]
+            named = (re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", text) for o in spellings)
+            if spellings and not any(named):
+                missing.append(f"{command} {spellings[-1]}")
+    return missing
+
+
+def test_every_flag_of_every_command_is_named_where_the_readme_documents_it() -> None:
+    assert set(commands()) == set(DOCUMENTED_IN)
+    assert undocumented(commands()) == []
+
+
+def test_a_flag_the_readme_does_not_name_is_found() -> None:
+    parsers = commands()
+    parsers["resolve"].add_argument("--table", help="a flag added, and not documented")
+    parsers["serve"].add_argument("--members", help="named in the README, for `agent` only")
+    assert undocumented(parsers) == ["serve --members", "resolve --table"]
+
+
+@pytest.mark.parametrize("command", sorted(DOCUMENTED_IN))
+def test_every_commands_help_lists_its_exit_codes(command: str) -> None:
+    # The README (Check an Eip): `eip-guard COMMAND --help` lists the exit codes too.
+    assert "Exit codes: 0 " in " ".join(commands()[command].format_help().split())

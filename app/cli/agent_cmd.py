@@ -16,12 +16,19 @@ def register(sub: Any) -> None:
         "resolve",
         help="show the NIC eip-guard picks for an interface spec on this node, "
         "next to what OpenELB's 'ip route get' picks",
+        epilog="Exit codes: 0 a NIC was found, 1 none on this node (no such NIC, no usable "
+        "route), 2 the spec itself is invalid, or bad usage, 141 the reader went away.",
     )
     r.add_argument("spec", help="a NIC name or can_reach:<IP>, as in an Eip's spec.interface")
     r.add_argument("-o", "--output", choices=("text", "json"), default="text")
     r.set_defaults(run=lazy("app.cli.agent_run", "run_resolve"))
 
-    a = sub.add_parser("agent", help="run the node agent (layer2 speaker and node report)")
+    a = sub.add_parser(
+        "agent",
+        help="run the node agent (layer2 speaker and node report)",
+        epilog="Exit codes: 0 stopped by SIGTERM, 2 bad input or usage (said before anything "
+        "starts); a bug of ours ends it non-zero, its traceback in the log.",
+    )
     mode = a.add_mutually_exclusive_group(required=True)
     mode.add_argument(
         "--cluster",

@@ -15,6 +15,9 @@ def register(sub: Any) -> None:
         help="write a CA and a serving certificate (ECDSA P-256); print the caBundle",
         description="Writes ca.crt, ca.key, tls.crt and tls.key (keys mode 0600) into --out "
         "and prints the base64 caBundle for the ValidatingWebhookConfiguration.",
+        epilog="Exit codes: 0 written, 2 bad input or usage (files already in --out without "
+        "--force or --renew; --renew without a CA there), or the caBundle could not be printed "
+        "(the files are written).",
     )
     p.add_argument("--out", type=path, required=True, metavar="DIR")
     p.add_argument(

@@ -35,6 +35,9 @@ EPILOG = (
     "for each."
 )
 
+# argparse's messages for required flags (and a required one of a group) left out.
+_MISSING = ("the following arguments are required", "one of the arguments")
+
 COMMANDS: tuple[ModuleType, ...] = (check_cmd, serve_cmd, certs_cmd, agent_cmd)
 
 
@@ -47,9 +50,36 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["allow_abbrev"] = False
         super().__init__(*args, **kwargs)
+        self._given: list[str] = []
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: Any = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self._given = list(sys.argv[1:] if args is None else args)  # for error() below
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        # argparse checks required flags before it complains of unknown ones, so `--clu x`
+        # or `--file x` said only that --cluster or -f/--filename is required.
+        unknown = self._unknown() if message.startswith(_MISSING) else []
+        if unknown:
+            message = f"unrecognized arguments: {' '.join(unknown)}"
+            meant = [o for o in self._option_string_actions for u in unknown if o.startswith(u)]
+            if meant:
+                message += f" (flags are written in full: {', '.join(sorted(meant))})"
         self.exit(EXIT_USAGE, f"eip-guard: {message}\n")
+
+    def _unknown(self) -> list[str]:
+        """The flags given to this parser that it does not know, up to a ``--``."""
+        given = self._given[: self._given.index("--")] if "--" in self._given else self._given
+        return [
+            flag
+            for flag in (a.split("=", 1)[0] for a in given)
+            if flag.startswith("-")
+            and flag != "-"
+            and flag not in self._option_string_actions
+            and not self._negative_number_matcher.match(flag)
+        ]
 
     def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
         """argparse's, less its silence: it drops a write that fails, so ``--help`` or

@@ -23,6 +23,9 @@ def register(sub: Any) -> None:
         # app.webhook.app.VALIDATE_PATH, spelled out: importing it loads FastAPI (a test holds
         # them equal).
         description="Serves POST /validate-eip, /healthz, /readyz and /metrics over HTTPS.",
+        epilog="Exit codes: 0 stopped by SIGTERM or Ctrl-C, 2 bad input or usage (a snapshot, "
+        "policy, certificate or key that cannot be used, a port in use; said before anything "
+        "is served).",
     )
     cluster_args(p, output=False)
     watch_args(p)

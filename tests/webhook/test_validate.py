@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ from app.core.sources import StaticSource
 from app.core.verdict import WARNING_LIMIT, Action, Policy
 from app.webhook.app import create_app
 from app.webhook.logs import DECISIONS
+from tests.conftest import ROOT
 
 from .conftest import V1, V1BETA1, Webhook, example_eip, example_inventory, review
 
@@ -133,6 +135,10 @@ def test_the_allow_rules_annotation_warns_and_is_logged(
     assert fields["denied_by"] == ["can-reach-service-ip"]
     assert fields["verdict"] == "denied"
     assert fields["user"] == "alice"
+    # Each field is one the README's Logs section names (in its example line, or in words).
+    logs = (ROOT / "README.md").read_text().split("\n### Logs\n", 1)[1].split("\n### ", 1)[0]
+    named = set(re.findall(r'"([a-z_]+)":', logs)) | set(re.findall(r"`([a-z_]+)`", logs))
+    assert set(fields) <= named, sorted(set(fields) - named)
 
 
 def test_every_decision_is_logged_once_with_uid_name_operation_verdict_rules(
