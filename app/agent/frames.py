@@ -27,6 +27,8 @@ IPPROTO_ICMPV6 = 58
 ND_SOLICIT, ND_ADVERT = 135, 136
 OPT_SOURCE_LL, OPT_TARGET_LL = 1, 2
 ARP_REQUEST, ARP_REPLY = 1, 2
+ARP_ETHERNET = (1, 6)  # hardware types answered: Ethernet, IEEE 802
+LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 NA_SOLICITED, NA_OVERRIDE = 0x40, 0x20
 BROADCAST = b"\xff" * 6
 ZERO_MAC = b"\x00" * 6
@@ -43,6 +45,7 @@ class Drop(enum.Enum):
     ETHERNET_DESTINATION = "addressed to another MAC"
     NOT_IPV4_ARP = "ARP for something other than IPv4 over Ethernet"
     NOT_REQUEST = "an ARP reply; only requests are answered"
+    BAD_SENDER = "ARP from a multicast, broadcast or loopback IP, which the kernel drops too"
     NOT_ICMPV6 = "IPv6 but not ICMPv6 (or behind extension headers)"
     NOT_SOLICITATION = "ICMPv6 but not a Neighbor Solicitation"
     HOP_LIMIT = "hop limit is not 255, so it crossed a router (RFC 4861)"
@@ -115,12 +118,15 @@ def _classify_arp(frame: bytes, nic: Nic, announced: frozenset[IP]) -> Reply | D
     if len(frame) < ETH_HEADER + ARP_SIZE:
         return Drop.TOO_SHORT
     htype, ptype, hlen, plen, op = struct.unpack_from("!HHBBH", frame, ETH_HEADER)
-    if (htype, ptype, hlen, plen) != (1, ETH_P_IPV4, 6, 4):
+    # Hardware type 6 (IEEE 802) too: Linux's arp_process accepts it on Ethernet (RFC 2625).
+    if htype not in ARP_ETHERNET or (ptype, hlen, plen) != (ETH_P_IPV4, 6, 4):
         return Drop.NOT_IPV4_ARP
     body = ETH_HEADER + 8
     sha, spa = frame[body : body + 6], frame[body + 6 : body + 10]
     tpa = frame[body + 16 : body + 20]
     sender = ipaddress.IPv4Address(spa)
+    if sender.is_multicast or sender.is_loopback or sender == LIMITED_BROADCAST:
+        return Drop.BAD_SENDER  # a martian source to the kernel's ip_route_input
     if sender in announced and sha != nic.mac:
         return Drop.CONFLICT  # never answered: replying would start an ARP fight
     if op != ARP_REQUEST:
@@ -237,14 +243,20 @@ def _classify_ndp(frame: bytes, nic: Nic, announced: frozenset[IP]) -> Reply | D
         return Drop.BAD_CHECKSUM
     target = ipaddress.IPv6Address(msg[8:24])
     options = _options(msg[24:])
-    if options is None or target.is_multicast or src.is_multicast:
+    # A loopback source never comes from the wire: ipv6_rcv drops it (RFC 4291 2.5.3).
+    if options is None or target.is_multicast or src.is_multicast or src.is_loopback:
         return Drop.MALFORMED
     if icmp_type == ND_ADVERT:
+        if dst.is_multicast and msg[4] & NA_SOLICITED:  # RFC 4861 7.1.2
+            return Drop.MALFORMED
         their_mac = options.get(OPT_TARGET_LL, frame[6:12])[:6]
         if target in announced and their_mac != nic.mac:
             return Drop.CONFLICT
         return Drop.NOT_SOLICITATION
     source_ll = options.get(OPT_SOURCE_LL)
+    asker_mac = source_ll[:6] if source_ll is not None else frame[6:12]
+    if src in announced and asker_mac != nic.mac:
+        return Drop.CONFLICT  # another host uses our IP as its own, as in _classify_arp
     # RFC 4861 7.1.1: duplicate address detection (source ::) carries no source link-layer
     # option and goes to a solicited-node group (Linux drops it too: "bad DAD packet").
     if src == UNSPECIFIED and (source_ll is not None or dst != solicited_node(target)):
@@ -256,7 +268,6 @@ def _classify_ndp(frame: bytes, nic: Nic, announced: frozenset[IP]) -> Reply | D
     if src == UNSPECIFIED:  # duplicate address detection: answer all nodes (RFC 4861 7.2.4)
         reply = unsolicited_advert(nic, target)
         return Reply(reply, target, "duplicate address detection")
-    asker_mac = source_ll[:6] if source_ll is not None else frame[6:12]
     reply = neighbor_advert(nic, target, src, asker_mac, solicited=True)
     return Reply(reply, target, f"{src} ({mac_text(asker_mac)})")
 

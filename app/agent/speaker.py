@@ -68,7 +68,8 @@ RTM_NEWLINK, RTM_DELLINK = 16, 17
 IFF_UP, IFF_RUNNING, IFF_LOWER_UP = 0x1, 0x40, 0x10000
 SIOCGIFFLAGS = 0x8913
 LINK_BUFFER = 1 << 20  # bytes of link messages the kernel may queue for us
-CONFLICT_LOG_EVERY = 30.0  # seconds between two logs of one conflict
+CONFLICT_LOG_EVERY = 30.0  # seconds between two conflict logs of one NIC
+CONFLICT_MACS_NAMED = 4  # MACs a conflict log names of the frames since the last; others counted
 ERROR_LOG_EVERY = 30.0  # seconds between two logs of frames classify() failed on
 SEND_LOG_EVERY = 30.0  # seconds between two logs of frames a NIC would not send
 # Why the kernel refuses a frame, by errno, and where to look; others get the usual two.
@@ -134,6 +135,34 @@ class _Unsent:
 
     logged: float
     count: int = 0
+
+
+@dataclass(slots=True)
+class _Conflicts:
+    """A NIC's conflicting frames (another MAC announcing one of its IPs): when that was last
+    logged, and how many came since from which MACs (the first CONFLICT_MACS_NAMED), so frames
+    from ever new, spoofed MACs are neither a log line nor a remembered MAC each."""
+
+    logged: float
+    count: int = 0
+    macs: list[bytes] = field(default_factory=list)
+    others: bool = False  # more MACs than named
+
+    def add(self, mac: bytes) -> None:
+        self.count += 1
+        if mac in self.macs:
+            return
+        if len(self.macs) < CONFLICT_MACS_NAMED:
+            self.macs.append(mac)
+        else:
+            self.others = True
+
+    def since(self) -> str:
+        if not self.count:
+            return ""
+        named = ", ".join(mac_text(mac) for mac in self.macs)
+        return (f" ({self.count} more conflicting frames since the last such log, from {named}"
+                f"{' and others' if self.others else ''})")  # fmt: skip
 
 
 def link_states(data: bytes) -> list[tuple[int, bool | None]]:
@@ -335,7 +364,7 @@ class Speaker:
         self._bursts: list[_Burst] = []
         self.drops: Counter[str] = Counter()
         self.replies = 0
-        self._conflicts: dict[tuple[str, bytes], float] = {}
+        self._conflicts: dict[str, _Conflicts] = {}  # by NIC
         self._failed: set[str] = set()  # NICs whose sockets would not open
         self._error_logged = -ERROR_LOG_EVERY  # when a classify() failure was last logged
         self._errors_unlogged = 0  # failures since then
@@ -428,6 +457,7 @@ class Speaker:
         port = self._ports.pop(name)
         self._bursts = [b for b in self._bursts if b.name != name]
         self._unsent.pop(name, None)
+        self._conflicts.pop(name, None)
         self._unwatch(port.arp)
         self._unwatch(port.ndp)
         port.close()
@@ -643,15 +673,19 @@ class Speaker:
             self._error_logged, self._errors_unlogged = now, 0
 
     def _conflict(self, port: _Port, frame: bytes) -> None:
-        now = self._clock()
-        key = (port.name, frame[6:12])
-        if now - self._conflicts.get(key, -CONFLICT_LOG_EVERY) >= CONFLICT_LOG_EVERY:
-            self._conflicts[key] = now
-            self._log(
-                f"conflict on {port.name}: {mac_text(frame[6:12])} also announces an IP this "
-                "node announces; is OpenELB's layer2 speaker running too? Two speakers make "
-                "clients flap: run one of them only."
-            )
+        now, mac = self._clock(), frame[6:12]
+        seen = self._conflicts.get(port.name)
+        if seen is not None and now - seen.logged < CONFLICT_LOG_EVERY:
+            seen.add(mac)
+            return
+        since = seen.since() if seen is not None else ""
+        self._conflicts[port.name] = _Conflicts(now)
+        self._log(
+            f"conflict on {port.name}: {mac_text(mac)} also announces an IP this node "
+            f"announces{since}; is OpenELB's layer2 speaker running too? Two speakers make "
+            f"clients flap: run one of them only. Said at most every {CONFLICT_LOG_EVERY:.0f} "
+            "s per NIC"
+        )
 
     def serve(self, until: float) -> None:
         """Answer and announce until the clock reaches ``until``."""

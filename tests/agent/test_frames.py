@@ -108,11 +108,16 @@ def test_unicast_arp_to_our_mac_is_answered() -> None:
         (arp()[:12] + b"\x08\x00" + arp()[14:], Drop.OTHER_ETHERTYPE),
         (arp(src=OURS), Drop.OWN_FRAME),
         (arp(dst=OTHER), Drop.ETHERNET_DESTINATION),
-        (arp(htype=6), Drop.NOT_IPV4_ARP),
+        (arp(htype=7), Drop.NOT_IPV4_ARP),
+        (arp(htype=0x0100), Drop.NOT_IPV4_ARP),  # Ethernet's 1, byte-swapped
         (arp(ptype=0x86DD), Drop.NOT_IPV4_ARP),
         (arp(op=2), Drop.NOT_REQUEST),
         (arp(target="198.51.100.110"), Drop.NOT_ANNOUNCED),
         (arp(sender="198.51.100.7", target="198.51.100.7"), Drop.GRATUITOUS),
+        # Sources no host sends from: the kernel drops them as martians, unanswered.
+        (arp(sender="255.255.255.255"), Drop.BAD_SENDER),
+        (arp(sender="224.0.0.1"), Drop.BAD_SENDER),
+        (arp(sender="127.0.0.1"), Drop.BAD_SENDER),
         # Another MAC claims our IP (a second speaker): logged, never answered.
         (arp(sender=str(V4)), Drop.CONFLICT),
         (arp(op=2, sender=str(V4), dst=b"\xff" * 6), Drop.CONFLICT),
@@ -181,6 +186,7 @@ def test_duplicate_address_detection_is_answered_to_all_nodes() -> None:
         (refix(payload_len(ns(), 23)), Drop.MALFORMED),
         (ns()[:14] + b"\x40" + ns()[15:], Drop.MALFORMED),  # IP version 4
         (ns(src=ipaddress.IPv6Address("ff02::5")), Drop.MALFORMED),
+        (ns(src=ipaddress.IPv6Address("::1")), Drop.MALFORMED),  # ipv6_rcv drops it too
         # Options: a zero length (RFC 4861 4.6), past the end, or an Ethernet address option
         # of another size than 8 bytes.
         (ns(options=b"\x01\x01" + ASKER + b"\x0e\x00"), Drop.MALFORMED),
@@ -203,6 +209,26 @@ def test_an_advert_for_our_ip_from_another_mac_is_a_conflict() -> None:
     assert classify(advert, NIC, frozenset({V4})) is Drop.NOT_SOLICITATION
 
 
+def test_a_solicitation_from_our_ip_by_another_mac_is_a_conflict() -> None:
+    """A host using an announced IP as its own source (a static address, DAD off) asks for
+    its neighbours with it: as an ARP request from that IP is, a conflict, never answered."""
+    gateway = ipaddress.IPv6Address("2001:db8::1")
+    assert classify(ns(src=V6, target=gateway), NIC, ANNOUNCED) is Drop.CONFLICT
+    assert classify(ns(src=V6, target=V6), NIC, ANNOUNCED) is Drop.CONFLICT
+    assert classify(ns(src=V6, options=b"", dst=V6, eth_dst=OURS), NIC, ANNOUNCED) is Drop.CONFLICT
+    # Still validated first: a broken frame is no evidence (RFC 4861 7.1.1).
+    assert classify(ns(src=V6, hop=64), NIC, ANNOUNCED) is Drop.HOP_LIMIT
+    assert classify(ns(src=V6, fix_checksum=False), NIC, ANNOUNCED) is Drop.BAD_CHECKSUM
+
+
+def test_arp_for_ieee_802_hardware_is_answered_as_the_kernel_does() -> None:
+    """Hardware type 6 (IEEE 802, RFC 2625) is accepted on Ethernet by Linux's arp_process,
+    which answers with the device's own type, Ethernet (1)."""
+    reply = classify(arp(htype=6), NIC, ANNOUNCED)
+    assert isinstance(reply, Reply)
+    assert struct.unpack_from("!HHBBH", reply.frame, 14) == (1, 0x0800, 6, 4, 2)
+
+
 def test_an_invalid_advert_is_no_evidence_of_a_conflict() -> None:
     """RFC 4861 7.1.2: an advertisement failing validation is discarded, not reported."""
     all_nodes = ipaddress.IPv6Address("ff02::1")
@@ -213,6 +239,10 @@ def test_an_invalid_advert_is_no_evidence_of_a_conflict() -> None:
     short = unsolicited_advert(Nic(OTHER), V6)
     assert classify(payload_len(short, 0), NIC, ANNOUNCED) is Drop.TOO_SHORT
     assert classify(refix(payload_len(short, 20)), NIC, ANNOUNCED) is Drop.MALFORMED
+    # Solicited, yet sent to a group: the kernel drops it ("solicited NA is multicasted").
+    advert = bytearray(unsolicited_advert(Nic(OTHER), V6))
+    advert[58] |= 0x40
+    assert classify(refix(bytes(advert)), NIC, ANNOUNCED) is Drop.MALFORMED
 
 
 def test_ethernet_padding_after_the_message_is_ignored() -> None:
@@ -432,6 +462,27 @@ def test_a_failing_classify_costs_one_frame_and_is_logged_once_a_while(
     _receive([(poison, bcast)], speaker)
     assert speaker.drops["ERROR"] == 3 and len(lines) == 2, lines
     assert "2 failed since the last" in lines[1], lines
+
+
+def test_conflicts_from_many_macs_are_not_a_log_line_each() -> None:
+    """Gratuitous ARPs for an announced IP from ever new (spoofed) MACs made a log line and a
+    never-forgotten entry each: a frame flood became a log flood and a memory leak."""
+    now = [100.0]
+    lines: list[str] = []
+    speaker = Speaker(lines.append, clock=lambda: now[0])
+    macs = [struct.pack("!HI", 0x0200, 0x1000 + n) for n in range(2000)]
+    claims = [(arp(sender=str(V4), target=str(V4), src=mac), addr(socket.PACKET_BROADCAST))
+              for mac in macs]  # fmt: skip
+    for start in range(0, len(claims), 64):  # _receive reads 64 frames a call
+        _receive(claims[start : start + 64], speaker)
+    assert speaker.drops["CONFLICT"] == 2000
+    assert len(lines) == 1 and lines[0].startswith("conflict on eth0: 02:00:00:00:10:00 "), lines
+    assert len(speaker._conflicts) <= 1  # one NIC
+    now[0] += speaker_module.CONFLICT_LOG_EVERY
+    _receive(claims[:1], speaker)
+    assert len(lines) == 2, lines
+    assert "1999 more conflicting frames" in lines[1], lines
+    assert "02:00:00:00:10:01" in lines[1] and "and others" in lines[1], lines
 
 
 @pytest.mark.parametrize("code", [errno.ENOBUFS, errno.ENETDOWN])

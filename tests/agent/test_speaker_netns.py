@@ -342,6 +342,22 @@ def test_malformed_frames_do_not_stop_the_speaker(lab: Lab, tmp_path: Path) -> N
         assert lab.arping(IP4) == {mac}
 
 
+def test_hostile_frames_get_what_the_kernel_would_give_them(lab: Lab, tmp_path: Path) -> None:
+    with node2_announcing(lab, tmp_path) as (agent, mac):
+        # Sources no host sends from: the kernel drops them as martians, and so does the agent.
+        martians = [arp(target=IP4, sender=ip) for ip in ("255.255.255.255", "224.0.0.1")]
+        assert [f for f in inject(lab, "node2", *martians) if is_answer(f, mac)] == []
+        # Hardware type 6 (IEEE 802): the kernel answers it on Ethernet, and so does the agent.
+        ieee802 = arp(target=IP4, sender=ASKER4, htype=6)
+        assert any(is_answer(f, mac) for f in inject(lab, "node2", ieee802))
+        # Gratuitous ARPs for the IP from 300 spoofed MACs: one log line, not one per MAC.
+        spoofed = [struct.pack("!HI", 0x0200, 0x7000 + n) for n in range(300)]
+        inject(lab, "node2", *(arp(target=IP4, sender=IP4, src=m) for m in spoofed), wait=0.5)
+        agent.wait_for(lambda line: "conflict on enp0s8" in line)
+        time.sleep(0.5)
+        assert sum("conflict on" in line for line in agent.lines) == 1, agent.output
+
+
 def vlan(frame: bytes, vid: int = 100) -> bytes:
     """``frame`` with an 802.1Q tag."""
     return frame[:12] + struct.pack("!HH", 0x8100, vid) + frame[12:]
