@@ -16,8 +16,16 @@ ADDED at the start of each watch, so a resumed watch never sees what it missed):
   events after N, then the live ones; a watch with none (or "0") gets the current state as
   synthetic ADDED events first; an N older than the history (``history_size``, or
   ``compact``) is answered an ERROR event 410 Expired "too old resource version", and the
-  watch ends, as a real API server does. No bookmarks, and a watch never ends by itself
-  (``tests.kube.harness.TimedEmulator`` ends it at its ``timeoutSeconds``).
+  watch ends, as a real API server does;
+- ``labelSelector`` and ``fieldSelector`` on lists and watches (``tests.kmock_selectors``):
+  a selector the API server refuses is answered 400 BadRequest; a watch sends an object that
+  stops matching as DELETED (its last matching state, at the change's resourceVersion) and
+  one that starts matching as ADDED, as the watch cache does;
+- a watch ends, cleanly, at its ``timeoutSeconds``; with ``allowWatchBookmarks=true`` it
+  sends BOOKMARK events (the watched kind, nothing but ``metadata.resourceVersion``: the
+  current one, which may be no event's of this resource) as the watch cache does: once per
+  ``bookmark_every`` seconds (a minute) and 2 s before the watch's end, when that is later
+  than its start.
 What it cannot do, we script:
 - 410 Gone on demand: a kmock reaction on the next watch request of one resource (``gone_once``);
 - a connection cut mid-watch, and a silently dead connection: a small asyncio TCP proxy in
@@ -53,6 +61,7 @@ from kmock._internal import aiobus, rendering
 from kubernetes import client
 
 from app.kube.rest import MERGE_PATCH
+from tests.kmock_selectors import Match, SelectorError, selection, supported_fields
 
 RESOURCES: dict[str, tuple[str, bool]] = {  # "group/version/plural" -> (kind, namespaced)
     "v1/nodes": ("Node", False),
@@ -105,11 +114,18 @@ class PagedEmulator(kmock.KubernetesEmulator):
     # (resourceVersion, event); a watch from before ``_floor`` is answered 410.
     history_size: int = attrs.field(default=1000, init=False)
     rv: int = attrs.field(default=1, init=False)  # never 0 on a real one (its own objects)
-    _history: dict[Any, collections.deque[tuple[int, dict[str, Any]]]] = attrs.field(
-        factory=dict, init=False
-    )
+    _history: dict[Any, collections.deque[_Change]] = attrs.field(factory=dict, init=False)
     _floor: dict[Any, int] = attrs.field(factory=dict, init=False)  # by resource
     _compacted: int = attrs.field(default=0, init=False)  # every resource's floor
+    # Bookmarks: at most this long apart (the watch cache's bookmarkFrequency), and this
+    # long before a watch's timeoutSeconds runs out.
+    bookmark_every: float = attrs.field(default=60.0, init=False)
+    bookmark_before_end: float = attrs.field(default=2.0, init=False)
+    # The open watches' queues of (resourceVersion, event, previous state) by resource, fed
+    # as each change is recorded; and each object's last recorded state: a selector's watch
+    # tells "stopped matching" from "changed" by it.
+    _watchers: dict[Any, set[asyncio.Queue[_Change]]] = attrs.field(factory=dict, init=False)
+    _last: dict[Any, dict[str, Any]] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -130,10 +146,18 @@ class PagedEmulator(kmock.KubernetesEmulator):
             last = stored.last.raw
             stored.history[-1] = {**last, "metadata": {**last["metadata"], **meta}}
         stamped = {"type": event["type"], "object": obj}
+        prev = None if event["type"] == "ADDED" else self._last.get(key)
+        if event["type"] == "DELETED":
+            self._last.pop(key, None)
+        else:
+            self._last[key] = obj
+        change = (self.rv, stamped, prev)
         events = self._history.setdefault(resource, collections.deque())
-        events.append((self.rv, stamped))
+        events.append(change)
         while len(events) > self.history_size:
             self._floor[resource] = events.popleft()[0]
+        for queue in self._watchers.get(resource, ()):
+            queue.put_nowait(change)
         return stamped
 
     def floor(self, resource: Any) -> int:
@@ -165,6 +189,11 @@ class PagedEmulator(kmock.KubernetesEmulator):
             if response is not None:
                 self.scripted.remove(answer)
                 return response
+        if request.action in (kmock.action.LIST, kmock.action.WATCH) and request.resource:
+            try:
+                self._selection(request)
+            except SelectorError as exc:
+                return _status(400, "BadRequest", str(exc))
         if request.action == kmock.action.CREATE and request.namespace in self.absent_namespaces:
             return _status(404, "NotFound", f'namespaces "{request.namespace}" not found')
         if request.action == kmock.action.CREATE and isinstance(request.data, dict):
@@ -240,52 +269,119 @@ class PagedEmulator(kmock.KubernetesEmulator):
             del self._lists[list_id]  # a list abandoned half-way stays: a test's lifetime
         return answer
 
+    def _selection(self, request: rendering.Request) -> Match:
+        """What the request's label and field selectors pick (SelectorError: a 400)."""
+        resource = request.resource
+        assert resource is not None  # a list or watch is of a resource
+        group, plural = resource.group or "", resource.plural or ""
+        info = self.resources[resource] if resource in self.resources else None  # noqa: SIM401
+        custom = group not in BUILT_IN_GROUPS
+        namespaced = getattr(info, "namespaced", None) is not False  # unknown: namespaced
+        fields = supported_fields(group, plural, custom=custom, namespaced=namespaced)
+        return selection(request.params, fields)
+
     async def _snapshot(self, request: rendering.Request) -> rendering.Payload:
-        """kmock's list, at the resourceVersion it was taken at."""
+        """kmock's list, at the resourceVersion it was taken at, of what its selectors pick."""
         answer = await super()._serve_list(request)
         # No await since kmock let go of its lock: no change can have come in between.
         if isinstance(answer, dict):
             answer["metadata"] = {**answer.get("metadata", {}), "resourceVersion": str(self.rv)}
+            if request.params.get("labelSelector") or request.params.get("fieldSelector"):
+                picks = self._selection(request)
+                answer["items"] = [o for o in answer["items"] if picks(o)]
         return answer
 
     async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[rendering.Payload]:
         yield b""  # the headers, at once (kmock's own watch does the same)
         resource, since = request.resource, request.params.get("resourceVersion", "")
         assert resource is not None  # a watch is of a resource
-        bus = self._buses[resource]
-        async with self._lock:  # writers hold it too: nothing falls between backlog and bus
+        picks = self._selection(request)  # a bad selector was answered 400 in _handle
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        seconds = request.params.get("timeoutSeconds", "")
+        deadline = began + int(seconds) if seconds.isdigit() and int(seconds) > 0 else None
+        # A query flag as the API server converts it: anything but "", "0", "false", "no".
+        flag = request.params.get("allowWatchBookmarks", "").lower()
+        bookmarks = flag not in ("", "0", "false", "no")
+        queue: asyncio.Queue[_Change] = asyncio.Queue()
+        watchers = self._watchers.setdefault(resource, set())
+        async with self._lock:  # writers hold it too: nothing falls between backlog and queue
             if since in ("", "0"):  # the current state, as synthetic ADDED events
                 start = self.rv
-                backlog = [
-                    {"type": "ADDED", "object": obj.raw}
+                backlog: list[_Change] = [
+                    (start, {"type": "ADDED", "object": obj.raw}, None)
                     for (res, _ns, _name), obj in self.objects.items()
                     if res == resource and not obj.deleted
                 ]
             elif not since.isdigit():
-                backlog, start = (
-                    [_watch_error(400, "BadRequest", f"invalid resourceVersion {since!r}")],
-                    -1,
-                )
+                error = _watch_error(400, "BadRequest", f"invalid resourceVersion {since!r}")
+                backlog, start = [(0, error, None)], -1
             elif int(since) < self.floor(resource):
                 reason = f"too old resource version: {since} ({self.floor(resource)})"
-                backlog, start = [_watch_error(410, "Expired", reason)], -1
+                backlog, start = [(0, _watch_error(410, "Expired", reason), None)], -1
             else:
                 start = int(since)
-                backlog = [e for rv, e in self._history.get(resource, ()) if rv > start]
-            mark = await bus.mark()
+                backlog = [c for c in self._history.get(resource, ()) if c[0] > start]
+            watchers.add(queue)
         try:
-            for event in backlog:
-                if _selected(request, event):
+            sent = start  # the resourceVersion the client has seen up to
+            for change in backlog:
+                event = _as_seen(request, picks, change)
+                if event is not None:
+                    sent = max(sent, change[0])
                     yield event
             if start < 0:
                 return  # an ERROR event ends the watch
-            async for event in bus.stream(since=mark):
-                if int(event["object"]["metadata"]["resourceVersion"]) > start and _selected(
-                    request, event
-                ):
+            mark = self._next_bookmark(began, deadline) if bookmarks else None
+            while True:
+                now = loop.time()
+                if deadline is not None and now >= deadline:
+                    return  # the server ends the watch at its timeoutSeconds, cleanly
+                wake = min((t for t in (deadline, mark) if t is not None), default=None)
+                try:
+                    change = await asyncio.wait_for(
+                        queue.get(), None if wake is None else max(0.0, wake - now)
+                    )
+                except TimeoutError:
+                    if mark is not None and loop.time() >= mark:
+                        # Every change so far is in the queue, which is empty: the current
+                        # resourceVersion is past everything this watch may still send.
+                        if self.rv > sent:
+                            sent = self.rv
+                            yield self._bookmark(resource)
+                        mark = self._next_bookmark(loop.time(), deadline)
+                    continue
+                event = _as_seen(request, picks, change) if change[0] > start else None
+                if event is not None:
+                    sent = max(sent, change[0])
                     yield event
         finally:
-            await bus.unmark(mark)
+            watchers.discard(queue)
+
+    def _bookmark(self, resource: Any) -> dict[str, Any]:
+        """A BOOKMARK as the watch cache sends it: an object of the watched kind with nothing
+        but the current resourceVersion."""
+        # Not .get(): kmock makes an entry for a resource it is asked about.
+        info = self.resources[resource] if resource in self.resources else None  # noqa: SIM401
+        api_version = "/".join(p for p in (resource.group, resource.version) if p)
+        meta = {"resourceVersion": str(self.rv)}
+        obj = {
+            "kind": getattr(info, "kind", None) or "",
+            "apiVersion": api_version,
+            "metadata": meta,
+        }
+        return {"type": "BOOKMARK", "object": obj}
+
+    def _next_bookmark(self, now: float, deadline: float | None) -> float | None:
+        """When the watch cache sends a watcher its next bookmark (cacheWatcher's
+        nextBookmarkTime): a minute on, or before its end if sooner; never past its end."""
+        at = now + self.bookmark_every
+        if deadline is not None:
+            at = min(at, deadline - self.bookmark_before_end)
+        return at if at > now else None
+
+
+_Change = tuple[int, dict[str, Any], dict[str, Any] | None]  # (rv, event, previous state)
 
 
 class _Buses(dict[Any, "aiobus.Bus[Any]"]):
@@ -310,14 +406,30 @@ class _RecordingBus(aiobus.Bus[Any]):
         await super().put(*(self._emulator.record(self._resource, item) for item in items))
 
 
-def _selected(request: rendering.Request, event: Mapping[str, Any]) -> bool:
-    """Whether a watch of this request's namespace and name sees the event (kmock's rule)."""
-    meta = (event.get("object") or {}).get("metadata") or {}
+def _as_seen(request: rendering.Request, picks: Match, change: _Change) -> dict[str, Any] | None:
+    """The event a watch of this request's namespace, name and selectors sees of a change,
+    or None (kmock's rule for the namespace and name; the watch cache's for selectors)."""
+    rv, event, prev = change
+    obj = event.get("object") or {}
     if event.get("type") == "ERROR":
-        return True
-    return (request.namespace is None or meta.get("namespace") == request.namespace) and (
-        request.name is None or meta.get("name") == request.name
-    )
+        return event
+    meta = obj.get("metadata") or {}
+    if (request.namespace is not None and meta.get("namespace") != request.namespace) or (
+        request.name is not None and meta.get("name") != request.name
+    ):
+        return None
+    if event["type"] == "DELETED":
+        return event if picks(obj) else None
+    # A MODIFIED of an object never recorded (put in kmock's storage directly): was in.
+    was_in = picks(prev) if prev is not None else event["type"] == "MODIFIED"
+    if picks(obj):
+        return {"type": "MODIFIED" if was_in else "ADDED", "object": obj}
+    if prev is None or not was_in:
+        return None
+    # Stopped matching: DELETED, with the state it was selected in, at this change's version.
+    last = copy.deepcopy(prev)
+    last.setdefault("metadata", {})["resourceVersion"] = str(rv)
+    return {"type": "DELETED", "object": last}
 
 
 def _watch_error(code: int, reason: str, message: str) -> dict[str, Any]:

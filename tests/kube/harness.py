@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator
-from typing import Any
-
 import attrs
-from kmock._internal import rendering
 from kubernetes import client
 from prometheus_client import CollectorRegistry
 
@@ -60,22 +54,6 @@ class Cluster:
 
 @attrs.define(kw_only=True)
 class TimedEmulator(PagedEmulator):
-    """kmock ending each watch at its ``timeoutSeconds``, cleanly, as a real API server does
-    (kmock keeps a watch open until the client goes: the client's read timeout ends it, as
-    an error)."""
-
-    async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[Any]:
-        seconds = request.params.get("timeoutSeconds", "")
-        deadline = time.monotonic() + int(seconds) if seconds.isdigit() else None
-        events: Any = super()._serve_watch(request)
-        try:
-            while True:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return
-                try:
-                    yield await asyncio.wait_for(anext(events), left)
-                except (StopAsyncIteration, TimeoutError):
-                    return
-        finally:
-            await events.aclose()
+    """The harness's emulator, named for what the tests using it rely on: each watch ends at
+    its ``timeoutSeconds``, cleanly, as a real API server does (``PagedEmulator`` does so
+    itself now; kmock kept a watch open until the client's read timeout ended it)."""
