@@ -290,7 +290,7 @@ class FactBuilder:
             span = parse_ip_or_cidr(text)
         except AddressError as exc:
             if not quiet:
-                self.notes.append(f"{source}: ignored {text!r}: {exc}")
+                self.notes.append(f"{source}: ignored {quoted(text)}: {exc}")
             return
         self.fact(fact_kind, span, source)
 
@@ -732,7 +732,9 @@ def _configmap(b: FactBuilder, options: Options) -> None:
                 try:
                     span = parse_eip_address(part)
                 except AddressError as exc:
-                    b.notes.append(f"ConfigMap {ns}/{name} (data.{key}): ignored {part!r}: {exc}")
+                    b.notes.append(
+                        f"ConfigMap {ns}/{name} (data.{key}): ignored {quoted(part)}: {exc}"
+                    )
                     continue
                 b.add_span(FactKind.KUBE_VIP_POOL, span, f"data.{key}")
     if (ns, name) == KUBEADM_CONFIGMAP:

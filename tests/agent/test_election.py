@@ -208,6 +208,33 @@ def test_what_status_used_may_not_make_the_agent_announce() -> None:
     assert "'fe80::1%eth9' is not announced: " in reasons and "zone" in reasons
 
 
+def test_what_a_tenant_writes_in_its_namespace_never_picks_the_ip_announced() -> None:
+    """Only Eips' status.used (cluster-scoped) names IPs: a tenant's Service asking for or
+    claiming a node IP, a gateway or another tenant's IP in any field adds none. Its
+    EndpointSlices count for its own Services only (the namespace is the slice's), whoever
+    made them, as kube-proxy counts them: they move only IPs its Services use."""
+    claims = "192.0.2.1,192.0.2.102,10.0.0.12"
+    evil = {
+        "kind": "Service",
+        "metadata": {"namespace": "evil", "name": "web", "annotations": {
+            "eip.openelb.kubesphere.io/v1alpha1": "192.0.2.1",
+            "lb.kubesphere.io/v1alpha1": "openelb", "kube-vip.io/loadbalancerIPs": claims}},
+        "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local",
+                 "loadBalancerIP": "192.0.2.102", "externalIPs": ["10.0.0.12"]},
+        "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.101"}, {"ip": "192.0.2.1"}]}},
+    }  # fmt: skip
+    pool = eip("pool", {"192.0.2.101": "shop/web"}, address="192.0.2.100-192.0.2.110")
+    hand_made = slice_("evil", "web", ("node-d", True))
+    hand_made["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"] = "someone"
+    objects = [*map(node, NODES), pool, service("shop", "web", "Local"), evil, hand_made,
+               slice_("shop", "web", ("node-a", True))]  # fmt: skip
+    keep = {"Service": keep_service, "EndpointSlice": keep_slice, "Eip": keep_eip}
+    kept = [keep.get(o["kind"], lambda o: o)(o) for o in objects]
+    for view in (cluster_view(objects), cluster_view([k for k in kept if k is not None])):
+        assert [(a.ip, a.services) for a in view.assignments] == [("192.0.2.101", ("shop/web",))]
+        assert winners(view, NODES) == {"192.0.2.101": "node-a"}  # evil/web's slice: not shop's
+
+
 def test_what_live_mode_keeps_judges_as_the_whole_objects() -> None:
     """The agent keeps a trimmed copy of each Service and EndpointSlice (a Service only when
     it is Local); the election must see the same cluster in the copies as in the objects."""

@@ -156,6 +156,27 @@ def test_an_annotation_ip_of_thousands_of_digits_is_ignored_not_a_crash() -> Non
     )
 
 
+def test_an_unreadable_annotation_is_said_in_a_note_of_bounded_length() -> None:
+    # No API server validates annotations: a tenant's 200 KB value came back whole in the
+    # note, and so in every `cluster: ...` log line and problem live mode keeps of it.
+    junk = "x" * 200_000
+    inv = inv_of(
+        service("junk", "tenant", annotations={
+            "kube-vip.io/loadbalancerIPs": f"{junk},{junk}y",
+            "eip.openelb.kubesphere.io/v1alpha1": junk,
+        }),
+        node("n", "10.0.0.5", annotations={"k3s.io/internal-ip": junk}),
+        configmap("kubevip", {"cidr-global": junk}),
+    )  # fmt: skip
+    assert inv.count(FactKind.SERVICE_IP) == 0
+    said = [n for n in inv.notes if "ignored 'xxx" in n]
+    assert len(said) == 5
+    assert all(len(n) < 400 for n in said), [len(n) for n in said]
+    assert "Service tenant/junk (annotation eip.openelb.kubesphere.io/v1alpha1): ignored 'xxx" in (
+        "\n".join(said)
+    )
+
+
 def test_service_cidrs() -> None:
     inv = inv_of(service_cidr("kubernetes", "10.96.0.0/12", "fd00:10:96::/112"))
     assert fields(inv, FactKind.SERVICE_CIDR, "10.100.0.1") == {

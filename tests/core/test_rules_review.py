@@ -452,3 +452,37 @@ def test_a_pool_over_many_service_ips_counts_each_object_once() -> None:
     v = judge(l2("eth0", "172.16.236.97"), cluster(kv))
     assert "It already belongs to another Service" in v.message
     assert "more" not in v.message.partition(". It")[0]
+
+
+@pytest.mark.parametrize(
+    ("lb_ip", "annotations", "field"),
+    [
+        ("172.16.236.1", {}, "(spec.loadBalancerIP)"),
+        (None, {"eip.openelb.kubesphere.io/v1alpha1": "172.16.236.1"},
+         "(annotation eip.openelb.kubesphere.io/v1alpha1)"),
+        (None, {"kube-vip.io/loadbalancerIPs": "172.16.236.1", "kube-vip.io/ignore": "true"},
+         "(annotation kube-vip.io/loadbalancerIPs, of a Service kube-vip ignores)"),
+    ],
+)  # fmt: skip
+def test_a_can_reach_ip_a_service_only_asks_for_is_not_said_to_be_bound(
+    lb_ip: str | None, annotations: dict[str, str], field: str
+) -> None:
+    # Anyone who may write a Service in their namespace may ask for the gateway: the denial
+    # must say that the IP is asked for, not that kube-proxy binds it (it binds no request).
+    asking = service("ask", "tenant", lb_ip=lb_ip, annotations=annotations)
+    v = judge(l2("can_reach:172.16.236.1", "172.16.236.61-172.16.236.80"), cluster(asking))
+    assert denied(v) == {"can-reach-service-ip"}
+    message = message_of(v, "can-reach-service-ip")
+    said = f"172.16.236.1 is a Service IP of Service tenant/ask {field}; "
+    assert said + "that Service only asks for it, but once a load balancer gives it" in message
+    assert said + "kube-proxy" not in message
+    # What a load balancer gave out is bound: said so, as before.
+    given = service("given", "tenant", ingress=("172.16.236.1",))
+    v = judge(l2("can_reach:172.16.236.1", "172.16.236.61-172.16.236.80"), cluster(given))
+    bound = "(status.loadBalancer.ingress.ip); kube-proxy in IPVS mode binds it on kube-ipvs0"
+    assert bound in message_of(v, "can-reach-service-ip")
+    # Asked for and given: the Service is named once, by what binds the IP.
+    both = service("both", "tenant", lb_ip="172.16.236.1", ingress=("172.16.236.1",))
+    v = judge(l2("can_reach:172.16.236.1", "172.16.236.61-172.16.236.80"), cluster(both))
+    message = message_of(v, "can-reach-service-ip")
+    assert "Service tenant/both " + bound in message and "only asks" not in message

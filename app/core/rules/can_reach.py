@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 
 from app.core.addresses import V6_OFFSET, Span, quoted, special_kind_of_key, special_route
 from app.core.eips import Eip
+from app.core.extraction import KUBE_VIP_LB_IGNORED_FIELD, LOAD_BALANCER_IP_FIELD, OPENELB_IP_FIELD
 from app.core.facts import Fact, FactKind
 from app.core.interfaces import BadInterface, CanReach, NicName
 from app.core.inventory import Inventory
@@ -44,6 +45,18 @@ _WHY_BOUND = {
     FactKind.SERVICE_CIDR: "a Service given it is bound on kube-ipvs0 on every node under IPVS",
     FactKind.POD_CIDR: "it routes into the pod network, not to the NIC the speaker must use",
 }
+# Service IPs only asked for, which anyone who may write a Service in their namespace can
+# name: nothing binds them until a load balancer gives them (kube-vip takes loadBalancerIP
+# as asked), so the denial must not say kube-proxy binds them now.
+_ASKED_FIELDS = frozenset((LOAD_BALANCER_IP_FIELD, OPENELB_IP_FIELD, KUBE_VIP_LB_IGNORED_FIELD))
+_WHY_ASKED = (
+    "that Service only asks for it, but once a load balancer gives it (kube-vip takes "
+    "spec.loadBalancerIP as asked), kube-proxy in IPVS mode binds it on kube-ipvs0 on every node"
+)
+
+
+def _asked(fact: Fact) -> bool:
+    return fact.kind is FactKind.SERVICE_IP and fact.source.field in _ASKED_FIELDS
 
 
 def can_reach_rules(r: Review) -> Iterator[Violation]:
@@ -102,14 +115,16 @@ def can_reach_rules(r: Review) -> Iterator[Violation]:
                 for s in anycast
             ]
         named: set[tuple[FactKind, str]] = set()
-        for fact in facts:
+        # A Service's IP given (an ingress IP) is named before the same IP it asked for.
+        for fact in sorted(facts, key=_asked):
             # One object read twice (its status and an annotation), or one node read from
             # its Node and its CiliumNode (Cilium writes the cilium_host IP into both).
             seen = (fact.kind, owner_ref(fact.source))
             if seen in named:
                 continue
             named.add(seen)
-            reason = f"{describe(fact, ip)}; {_WHY_BOUND[fact.kind]}"
+            why = _WHY_ASKED if _asked(fact) else _WHY_BOUND[fact.kind]
+            reason = f"{describe(fact, ip)}; {why}"
             found.setdefault(RULE_OF_KIND[fact.kind], []).append(reason)
         advice = advise(eip, subnets, inventory)
         for rule, reasons in found.items():
