@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -266,6 +267,10 @@ RELEASE_SECONDS = 4.0
 # Lease written once with a duration of years won IPs for good; a rollout that changes the
 # duration (the agents of a release share one) stays well within it.
 LONGEST_LEASE_FACTOR = 10
+# The renewTimes of unanswered renewals kept to know our own again: 8 minutes of failing
+# renewals at 2 s. One lost before that and found by a 409 is taken for a rival's, which
+# costs a Lease duration of darkness after so long an outage, no more.
+SENT_KEPT = 256
 
 
 class LiveCluster:
@@ -304,7 +309,8 @@ class LiveCluster:
         self._list_now = threading.Event()  # members() asks the lease thread to list again
         self._list_failed = False  # the last list failed: asking again at once would hammer
         self._lease_problems: dict[str, str] = {}  # renewing/listing -> the last error logged
-        self._renewed_at: float | None = None  # monotonic time of our last good renewal
+        # Monotonic time of our last good renewal; None before it, and once superseded
+        self._renewed_at: float | None = None
         # When our renewals (re)started to count, first or after a lapse (monotonic)
         self._joined_at: float | None = None
         # Others list the Leases once per renewal: wait that long (and a margin) after our
@@ -315,12 +321,13 @@ class LiveCluster:
         self._idle.set()
         self._held: Held | None = None  # our Lease as we last wrote it
         # Another agent of our node renews our Lease (a new pod while this one stops): its
-        # renewTime and when we first saw it (monotonic). We leave the Lease to it until it
-        # stops renewing for a Lease duration.
+        # renewTime and when we first saw it (monotonic). We leave the Lease to it, fenced,
+        # until it goes unrenewed for the duration it states.
         self._rival: tuple[str, float] | None = None
-        # The renewTime of our last renewal sent, answered or not: one whose answer was lost
-        # (a timeout) may have been written, and is ours when a 409 then finds it.
-        self._sent = ""
+        # The renewTimes of our renewals sent since one was last answered: one whose answer
+        # was lost (a timeout) may have been written, and is ours when a 409 then finds it,
+        # however many failed after it. Bounded: the API server down for long, the oldest go.
+        self._sent: deque[str] = deque(maxlen=SENT_KEPT)
 
     def start(self, stop: threading.Event) -> None:
         metrics = KubeMetrics(CollectorRegistry())  # the agent serves no metrics (yet)
@@ -351,15 +358,29 @@ class LiveCluster:
                 pass
             self._idle.wait(max(0.0, until - time.monotonic()))
             with self._lock:
-                ours, rival = self._held, self._rival
+                ours, rival, sent = self._held, self._rival, {*self._sent}
             if ours is None:
                 done.append("another agent renews it" if rival else "this agent never renewed it")
                 return
             try:
-                self.api.delete_lease(self.node, ours)
+                try:
+                    self.api.delete_lease(self.node, ours)
+                except KubeError as exc:
+                    if not conflict(exc):
+                        raise
+                    # Written since: by our renewal whose answer was lost, or an edit that
+                    # left our renewTime (a label by hand), it is still ours to give up; by
+                    # another agent of this node, its Lease, not ours to delete.
+                    now = self.api.read_lease(self.node)
+                    if now is None:
+                        done.append("")  # gone already
+                        return
+                    if held(now).renew_time not in sent | {ours.renew_time}:
+                        done.append("another agent renews it")
+                        return
+                    self.api.delete_lease(self.node, held(now))
                 done.append("")
             except KubeError as exc:
-                # Written since by another agent of this node: its Lease, not ours to delete.
                 done.append("another agent renews it" if conflict(exc) else str(exc))
             except Exception as exc:  # a bug, the library's ConfigException: said, not a traceback
                 done.append(f"deleting our Lease failed: {exc!r}")
@@ -462,17 +483,18 @@ class LiveCluster:
                         break
                     self._idle.clear()
                 try:
-                    self._renew_once(create)
+                    anew = self._renew_once(create)
                 finally:
                     self._idle.set()
                 ended = time.monotonic()
                 with self._lock:
                     last = self._renewed_at
-                    if last is None or ended - last >= self.duration - self.renew:
-                        # The first renewal, or the first since we fenced ourselves: the
-                        # others may have seen our Lease run out and taken our IPs, so
-                        # count ourselves again only once they can have listed it anew
-                        # (from when the call ended: a call can hang for many seconds).
+                    if anew or last is None or ended - last >= self.duration - self.renew:
+                        # The first renewal, the first since we fenced ourselves, or one
+                        # that made the Lease again (deleted meanwhile): the others may have
+                        # seen our Lease gone and taken our IPs, so count ourselves again
+                        # only once they can have listed it anew (from when the call ended:
+                        # a call can hang for many seconds).
                         self._joined_at = ended
                     self._renewed_at = started
                 self._note_lease_problem("renewing", "")
@@ -489,29 +511,39 @@ class LiveCluster:
             f"{self.node}): this one leaves it to that one and stops counting itself"
         )
 
-    def _renew_once(self, create: Callable[[], bool]) -> None:
+    def _renew_once(self, create: Callable[[], bool]) -> bool:
         """One renewal, as client-go's leader election renews: conditional on the
         resourceVersion we last wrote. Written since by someone else: an edit that left our
         renewTime (a label by hand) is renewed over; another agent's renewal is left alone
-        (a KubeError: we fence) until that agent has not renewed for a Lease duration."""
+        (a KubeError: we fence at once) until that agent has not renewed for a Lease
+        duration. True when the Lease written is not the one we held (made again)."""
         with self._lock:
             ours, rival = self._held, self._rival
         if rival is not None:
             lease = self.api.read_lease(self.node)
             if lease is not None:
-                text, now = str((lease.get("spec") or {}).get("renewTime") or ""), time.monotonic()
+                spec = lease.get("spec") or {}
+                text, now = str(spec.get("renewTime") or ""), time.monotonic()
                 if text != rival[0]:
                     rival = (text, now)
-                if now - rival[1] < self.duration:
+                # By that Lease's duration, as the others judge it (capped as they cap it):
+                # by ours, a rollout raising it had the old pod take the Lease back between
+                # two of the new one's renewals.
+                theirs = spec.get("leaseDurationSeconds")
+                if not isinstance(theirs, int) or isinstance(theirs, bool) or theirs <= 0:
+                    theirs = self.duration
+                if now - rival[1] < min(theirs, LONGEST_LEASE_FACTOR * self.duration):
                     with self._lock:
-                        self._rival = rival
+                        self._rival, self._renewed_at = rival, None
                     raise self._superseded()
                 ours = held(lease)  # it stopped renewing: ours again
             else:
                 ours = None
         version = ours.version if ours is not None else None
         now_wall = self._clock()
-        sent_before, self._sent = self._sent, micro_time(now_wall)
+        with self._lock:
+            self._sent.append(micro_time(now_wall))
+            sent = {*self._sent}
         try:
             written = self.api.renew_lease(self.node, self.duration, now_wall, create=create,
                                            version=version)  # fmt: skip
@@ -524,17 +556,21 @@ class LiveCluster:
                     self._held = None  # deleted meanwhile: the next renewal makes it
                 raise
             now_held = held(lease)
-            mine = {sent_before, ours.renew_time} if ours is not None else {sent_before}
+            mine = sent | {ours.renew_time} if ours is not None else sent
             if now_held.renew_time not in mine:
                 with self._lock:
                     self._held, self._rival = None, (now_held.renew_time, time.monotonic())
+                    self._renewed_at = None  # fenced at once: that agent speaks for the node
                 raise self._superseded() from exc
             # Changed, not renewed by another (its label edited, say, or our renewal whose
             # answer was lost): still ours, renewed over.
             written = self.api.renew_lease(self.node, self.duration, now_wall, create=create,
                                            version=now_held.version)  # fmt: skip
+        now_held = held(written)
         with self._lock:
-            self._held, self._rival = held(written), None
+            self._held, self._rival = now_held, None
+            self._sent.clear()
+        return ours is None or now_held.uid != ours.uid
 
     def _keep_listing(self, stop: threading.Event) -> None:
         """List the Leases every ``renew`` seconds, and at once when members() asks (a Lease
