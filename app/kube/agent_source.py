@@ -359,8 +359,14 @@ class LiveCluster:
             self._idle.wait(max(0.0, until - time.monotonic()))
             with self._lock:
                 ours, rival, sent = self._held, self._rival, {*self._sent}
+                renewed = self._renewed_at is not None
             if ours is None:
-                done.append("another agent renews it" if rival else "this agent never renewed it")
+                if rival:
+                    done.append("another agent renews it")
+                elif renewed:  # found gone by a refused renewal: nothing of ours to delete
+                    done.append("")
+                else:
+                    done.append("this agent never renewed it")
                 return
             try:
                 try:

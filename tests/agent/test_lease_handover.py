@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from app.kube.agent_api import AgentApi, KubeError
 from app.kube.agent_leases import lease_name
@@ -211,3 +212,51 @@ def test_a_rival_with_a_longer_lease_is_judged_by_its_lease_not_ours(emulator: F
         assert not old.self_live()
     finally:
         stop.set()
+
+
+class GoneOnConflict(AgentApi):
+    """The real client over kmock. Once armed, one renewal is refused (409) and the Lease is
+    deleted (by hand, say) before the agent reads it back."""
+
+    def __init__(self, emulator: FakeApi) -> None:
+        base = agent_api(emulator)
+        super().__init__(base.api, base.namespace, timeout=base.timeout)
+        self.armed = threading.Event()
+        self.done = threading.Event()
+
+    def renew_lease(
+        self,
+        node: str,
+        duration: int,
+        now: datetime | None = None,
+        *,
+        create: Callable[[], bool] = lambda: True,
+        version: str | None = None,
+    ) -> Mapping[str, Any]:
+        if self.armed.is_set() and not self.done.is_set():
+            self.delete_lease(node)
+            self.done.set()
+            refused = KubeError("renew Lease: 409 Conflict")
+            refused.__cause__ = ApiException(status=409, reason="Conflict")
+            raise refused
+        return super().renew_lease(node, duration, now, create=create, version=version)
+
+
+def test_a_stop_after_the_lease_was_found_gone_says_so(emulator: FakeApi) -> None:
+    # A refused renewal found the Lease gone: nothing of ours to delete at the stop, and the
+    # others take over at their next list. The log said "this agent never renewed it".
+    logs: list[str] = []
+    stop = threading.Event()
+    api = GoneOnConflict(emulator)
+    one = LiveCluster(api, "node1", logs.append, renew=0.3, duration=3, watch_seconds=1)
+    try:
+        one.start(stop)
+        eventually(one.self_live, what="node1 counts itself")
+        api.armed.set()
+        eventually(api.done.is_set, what="a renewal refused and the Lease gone")
+        stop.set()
+    finally:
+        stop.set()
+    one.release()
+    assert lease_of(emulator, "node1") is None
+    assert logs[-1] == "Lease given up: the others take over at their next list", logs
