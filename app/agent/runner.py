@@ -40,7 +40,7 @@ from app.agent.plan import (
 from app.agent.speaker import Speaker, Target
 from app.core.addresses import IP
 from app.sources.errors import InputError
-from app.sources.files import load_objects
+from app.sources.files import SNAPSHOT_SUFFIXES, load_objects
 
 Log = Callable[[str], None]
 
@@ -99,22 +99,40 @@ def _stamp(st: os.stat_result) -> Stamp:
 class SnapshotSource:
     """Static mode: objects from snapshot files, re-read when a file changes."""
 
-    def __init__(self, paths: Sequence[Path], node: str, members: Sequence[str] | None) -> None:
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        node: str,
+        members: Sequence[str] | None,
+        log: Log | None = None,
+    ) -> None:
         self._paths, self._node, self._members = tuple(paths), node, members
+        self._log = log
         self._stamp: tuple[tuple[str, Stamp], ...] | None = None
         self._objects: Sequence[Mapping[str, Any]] = ()
+        # The named Nodes of self._objects, read once per snapshot, and whether ours is one.
+        self._nodes: tuple[object, frozenset[str]] = (None, frozenset())
+        self._own_missing = False
+        # The stamp of the files when they last failed to load, and why.
+        self._failed: tuple[tuple[tuple[str, Stamp], ...] | None, str] = (None, "")
 
     def _stamps(self) -> tuple[tuple[str, Stamp], ...]:
         """Each snapshot file (files inside directories too) with its ``_stamp``."""
         stamps: list[tuple[str, Stamp]] = []
         for path in self._paths:
+            file = path
             try:
                 if path.is_dir():
-                    stamps.extend((str(f), _stamp(f.stat())) for f in sorted(path.rglob("*")))
+                    # Only the files the snapshot is read from: a stray dangling symlink
+                    # beside them (an editor's lock, say) made the agent refuse to start,
+                    # saying the directory could not be read.
+                    for file in sorted(path.rglob("*")):
+                        if file.suffix in SNAPSHOT_SUFFIXES:
+                            stamps.append((str(file), _stamp(file.stat())))
                     continue
                 st = path.stat()
             except OSError as exc:
-                raise SourceError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+                raise SourceError(f"{file}: cannot read: {exc.strerror or exc}") from exc
             if not stat.S_ISREG(st.st_mode):
                 # Re-read on every change, a FIFO would block the agent (and its answers)
                 # until some writer came.
@@ -124,24 +142,43 @@ class SnapshotSource:
 
     def objects(self) -> Sequence[Mapping[str, Any]]:
         stamp = self._stamps()
+        if stamp == self._failed[0]:
+            # Not read again until it changes: a big YAML snapshot left truncated (its writer
+            # died) took 0.8 s per 4 MiB to refuse, on every look, while the speaker waited.
+            raise SourceError(self._failed[1])
         if stamp != self._stamp:
             try:
                 self._objects = load_objects(*self._paths)
             except InputError as exc:
+                self._failed = (stamp, str(exc))
                 raise SourceError(str(exc)) from exc
-            self._stamp = stamp
+            self._stamp, self._failed = stamp, (None, "")
         return self._objects
 
     def members(self) -> frozenset[str]:
         """``--members`` or else every Node of the snapshot; a running agent is live."""
+        objects = self.objects()
+        if self._nodes[0] is not objects:
+            # As the view reads Nodes (a hand-written snapshot's `metadata: x` raised here and
+            # ended the agent); a Node without a name is no member ("None" or "" was one).
+            self._nodes = (objects, node_states(objects)[0] - {""})
+            self._note_own_node(self._nodes[1])
         if self._members is not None:
             return frozenset(self._members) | {self._node}
-        nodes = {
-            str(o.get("metadata", {}).get("name"))
-            for o in self.objects()
-            if o.get("kind") == "Node"
-        }
-        return frozenset(nodes) | {self._node}
+        return self._nodes[1] | {self._node}
+
+    def _note_own_node(self, nodes: frozenset[str]) -> None:
+        """Says when the snapshot has Nodes but not ours: the election leaves a member
+        without a Node out (as OpenELB lists the Nodes), so the agent answered for nothing
+        without a word, a typo in --node-name included. As live mode says it."""
+        missing = bool(nodes) and self._node not in nodes
+        if self._log is not None and missing != self._own_missing:
+            if missing:
+                self._log(f"no Node named {self._node} in the snapshot (--node-name is not "
+                          "its name?): this node answers for no IP until it is there")  # fmt: skip
+            else:
+                self._log(f"Node {self._node} is in the snapshot again")
+        self._own_missing = missing
 
 
 # Under constant change (the EndpointSlices of a busy cluster) a view would be made on every

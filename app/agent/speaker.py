@@ -342,6 +342,13 @@ class _Port:
     def retrying(self) -> bool:
         return bool(self._unjoined)
 
+    def bound(self) -> bool:
+        """Whether the kernel still binds the sockets to the NIC. It unbinds them for good
+        when the NIC is removed (moved to another namespace, deleted), even when it comes
+        back with the same name and ifindex; getsockname() then names no NIC. The link
+        monitor says so too (RTM_DELLINK), but it may be unavailable or lose messages."""
+        return all(sock.getsockname()[0] for sock in (self.arp, self.ndp))  # about 1 µs each
+
     def close(self) -> None:
         for sock in (self.arp, self.ndp, *self._group_socks):
             sock.close()  # closing a group socket leaves its groups
@@ -371,14 +378,17 @@ class Speaker:
         self._unsent: dict[str, _Unsent] = {}  # by NIC, while its sends fail
         self._links: socket.socket | None = None  # rtnetlink link messages, once a port opens
         self._links_failed = False  # said once
+        self._links_lost = False  # link messages lost (ENOBUFS): said once
 
     @property
     def retrying(self) -> bool:
         """Whether :meth:`update` has something to try again with the same targets (a NIC
         whose sockets would not open, a solicited-node group not joined): the agent calls it
-        on every tick while this holds, and only on a change otherwise."""
+        on every tick while this holds, and only on a change otherwise. A port whose
+        sockets lost their NIC counts, so one away and back between two looks is found
+        without the link monitor."""
         return bool(self._failed) or any(
-            port.retrying or port.gone for port in self._ports.values()
+            port.retrying or port.gone or not port.bound() for port in self._ports.values()
         )
 
     def update(self, targets: Mapping[str, Target]) -> None:
@@ -391,6 +401,7 @@ class Speaker:
                 target is not None
                 and (target.index, target.nic) == (port.index, port.nic)
                 and not port.gone
+                and port.bound()
             )
             if target is None or not target.ips or not same_nic:
                 if target is not None and target.ips and not same_nic:
@@ -575,10 +586,16 @@ class Speaker:
                     self._log(f"watching link changes failed: {exc}")
                     return
                 # The kernel dropped messages (a storm of link changes): ask each NIC, and
-                # announce those that are up again, since a blip may be among the lost news.
-                self._log("link messages were lost (the kernel's buffer overflowed): asking "
-                          "each NIC, and announcing the IPs of those up again")  # fmt: skip
+                # announce those that are up again, since a blip may be among the lost news,
+                # and so may a NIC's removal: its sockets are opened again at the next look.
+                if not self._links_lost:  # a storm overflows the buffer again and again
+                    self._links_lost = True
+                    self._log("link messages were lost (the kernel's buffer overflowed): "
+                              "asking each NIC, and announcing the IPs of those up again; "
+                              "said once, done at every overflow")  # fmt: skip
                 for port in list(self._ports.values()):
+                    if not port.gone and not port.bound():
+                        port.gone = port.down = True
                     running = _nic_up(port.arp, port.name)
                     if running:
                         port.down = True  # as if it went down and came back: rounds again
@@ -611,7 +628,7 @@ class Speaker:
         except OSError:
             return  # no IPv6 in this kernel: no groups to lose either
         for port in ports:
-            if not _present(port):  # removed before its link message was read: not IPv6 off
+            if not port.bound():  # removed before its link message was read: not IPv6 off
                 port.gone = True
                 continue
             port.rejoin_lost(held_groups(text, port.index), self._log)
@@ -705,14 +722,6 @@ class Speaker:
                     self._link_changes(sock)
                 else:
                     self._receive(key.data, sock)
-
-
-def _present(port: _Port) -> bool:
-    """Whether ``port``'s NIC is still here, under its name and ifindex."""
-    try:
-        return socket.if_nametoindex(port.name) == port.index
-    except OSError:
-        return False
 
 
 def _changed(port: _Port, target: Target) -> str:

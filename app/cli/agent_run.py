@@ -26,7 +26,7 @@ from app.core.labels import NODE_REPORT_ANNOTATION
 from app.kube.settings import KubeError
 from app.sources.errors import InputError
 from app.sources.files import is_stdin
-from app.sources.manifest import dns_label
+from app.sources.manifest import dns_label, dns_subdomain
 
 if TYPE_CHECKING:
     from app.agent.probes import ProbeServer
@@ -203,6 +203,14 @@ def run_agent(args: argparse.Namespace) -> int:
     if not args.node_name:
         raise InputError("--node-name is required (or set $NODE_NAME)")
     node = args.node_name
+    # A Node's name is a DNS-1123 subdomain: any other (" n1", "Node1", a newline) names no
+    # Node, and the agent answered for nothing without a word, its log lines forged by one.
+    if not dns_subdomain(node):
+        raise InputError(
+            f"--node-name {node[:80]!r}: expected a Node's name, a DNS-1123 subdomain (at most "
+            "253 lower-case letters, digits, '-' and '.', starting and ending with a letter "
+            "or digit), as in `kubectl get nodes`"
+        )
 
     def log(message: str) -> None:
         print(f"eip-guard agent [{node}]: {message}", flush=True)
@@ -219,7 +227,7 @@ def run_agent(args: argparse.Namespace) -> int:
         members = None
         if args.members is not None:
             members = [m for m in (p.strip() for p in args.members.split(",")) if m]
-        snapshot = SnapshotSource(args.cluster, node, members)
+        snapshot = SnapshotSource(args.cluster, node, members, log)
         try:
             snapshot.objects()  # a bad snapshot at start is bad input: exit 2 with one line
         except SourceError as exc:

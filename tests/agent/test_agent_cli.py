@@ -55,6 +55,13 @@ def test_a_broken_snapshot_is_exit_2(capsys: pytest.CaptureFixture[str], tmp_pat
         # 403 without a ClusterRole), logged as "create Lease /eip-guard-agent-n1".
         (["--live", "--namespace", ""], "--namespace '': expected a namespace's name"),
         (["--live", "--namespace", "EIP_Guard"], "--namespace 'EIP_Guard': expected a name"),
+        # No Node is named so: the agent answered for nothing without a word, and a newline
+        # forged log lines ("eip-guard agent [n1\nannounce ...]").
+        (["--node-name", " n1"], "--node-name ' n1': expected a Node's name, a DNS-1123"),
+        (["--node-name", "Node1"], "--node-name 'Node1': expected a Node's name"),
+        (["--node-name", "n1\nannounce 10.0.0.1"], "--node-name 'n1\\nannounce 10.0.0.1'"),
+        (["--node-name", "\udcff"], "--node-name '\\udcff': expected a Node's name"),
+        (["--node-name", "a" * 254], "expected a Node's name, a DNS-1123 subdomain (at most 253"),
         # Looked without a pause: a core burnt.
         (
             ["--interval", "1e-9"],

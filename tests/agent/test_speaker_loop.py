@@ -115,12 +115,16 @@ def lab(monkeypatch: pytest.MonkeyPatch) -> Iterator[Lab]:
             self.name, self.index, self.nic = target.name, target.index, target.nic
             self.ips: frozenset[IP] = frozenset()
             self.down = self.gone = False
+            self.unbound = False  # the kernel unbound the sockets: their NIC was removed
             self.joined: set[ipaddress.IPv6Address] = set()  # no groups: nothing to rejoin
             self.arp, self.ndp = _Sock(lab), _Sock(lab)
             lab.ports.append(self)
 
         def set_ips(self, ips: frozenset[IP], log: Any) -> None:
             self.ips = ips
+
+        def bound(self) -> bool:
+            return not self.unbound
 
         def close(self) -> None:
             self.arp.close()
@@ -372,3 +376,51 @@ def test_a_frame_over_the_mtu_is_not_blamed_on_a_full_queue(lab: Lab) -> None:
     assert len(lab.lines) == 1, lab.lines
     assert "the frame is larger than the NIC's MTU" in lab.lines[0], lab.lines
     assert "transmit queue" not in lab.lines[0], lab.lines
+
+
+def test_sockets_unbound_with_no_link_message_are_opened_again(lab: Lab) -> None:
+    """A NIC away and back between two looks, the link monitor unavailable (or its message
+    lost): the NIC looked the same, so its dead sockets were kept and its IPs unanswered."""
+    speaker = speaker_for(lab, V4)
+    speaker.serve(lab.now + 6)
+    assert not speaker.retrying
+    lab.ports[0].unbound = True
+    assert speaker.retrying  # so the agent calls update() at this look
+    speaker.update({"eth0": Target("eth0", 2, Nic(MAC), frozenset({V4}))})
+    assert len(lab.ports) == 2
+    assert not speaker.retrying
+    assert lab.lines == ["eth0: the NIC was removed and came back, opening its sockets again"]
+
+
+def test_lost_link_messages_find_unbound_sockets_and_are_said_once(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOBUFS: the NIC's removal may be among the lost messages; no rounds go to its dead
+    sockets, and a storm that overflows the buffer again and again is one log line."""
+    speaker = speaker_for(lab, V4)
+    speaker.serve(lab.now + 6)
+    lab.sent.clear()
+
+    class Overflowed:
+        calls = 0
+
+        def recv(self, size: int) -> bytes:
+            self.calls += 1
+            if self.calls % 2:
+                raise OSError(errno.ENOBUFS, "No buffer space available")
+            raise BlockingIOError
+
+    monkeypatch.setattr(speaker_module, "_nic_up", lambda sock, name: True)
+    lab.ports[0].unbound = True
+    overflowed = Overflowed()
+    speaker._link_changes(cast(socket.socket, overflowed))
+    assert lab.ports[0].gone and speaker.retrying
+    speaker.serve(lab.now + 6)
+    assert lab.sent == []
+    speaker.update({"eth0": Target("eth0", 2, Nic(MAC), frozenset({V4}))})
+    speaker.serve(lab.now + 6)
+    speaker._link_changes(cast(socket.socket, overflowed))  # the storm goes on
+    speaker.serve(lab.now + 6)
+    assert len(lab.rounds()) == 2 * ROUNDS  # the new sockets', then the overflow's
+    lost = [line for line in lab.lines if "link messages were lost" in line]
+    assert len(lost) == 1, lab.lines

@@ -17,6 +17,7 @@ import pytest
 
 from app.agent.election import elect
 from app.agent.frames import mac_bytes
+from app.agent.speaker import GRATUITOUS_FOR
 
 from .lab import CAN_REACH4, NODES, SUBNET4, SUBNET6, AgentProcess, Lab, sh
 from .test_frames import ASKER, arp, ns, payload_len, refix
@@ -572,3 +573,127 @@ def test_a_nic_away_and_back_between_two_looks_is_answered_on_again(
         assert not [line for line in agent.lines if "cannot" in line or "IPv6 was off" in line]
     finally:
         assert agent.stop() == 0, agent.output
+
+
+# The agent with its link monitor refused (a sandbox without rtnetlink groups): what it must
+# see of the NICs it sees at its looks alone.
+_NO_LINK_MONITOR = """
+import errno, sys
+from app.agent import speaker
+def refused():
+    raise OSError(errno.EPERM, "Operation not permitted")
+speaker._link_monitor = refused
+from app.cli.entry import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def move_away_and_back(lab: Lab, node: str) -> None:
+    """The node's NIC to another namespace and back, its addresses and state made again:
+    the same name, ifindex and MAC, and packet sockets unbound from it for good."""
+    ns_, nic = lab.ns[node], NODES[node][0]
+    host = NODES[node][1]
+    away = f"{lab.bridge[:-3]}-away{len(lab.created)}"
+    sh("ip", "netns", "add", away)
+    lab.created.append(away)
+    before = json.loads(lab.ip(ns_, "-j", "link", "show", nic).stdout)[0]["ifindex"]
+    lab.ip(ns_, "link", "set", nic, "netns", away)
+    lab.ip(away, "link", "set", nic, "netns", ns_)
+    after = json.loads(lab.ip(ns_, "-j", "link", "show", nic).stdout)[0]["ifindex"]
+    assert before == after  # else the next look would see a new NIC and reopen
+    lab.ip(ns_, "addr", "add", f"{SUBNET4}.{host}/24", "dev", nic)
+    lab.ip(ns_, "addr", "add", f"{SUBNET6}::{host}/64", "dev", nic, "nodad")
+    lab.ip(ns_, "link", "set", nic, "up")
+
+
+def test_a_nic_away_and_back_is_answered_on_again_without_the_link_monitor(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """Without the link monitor (it cannot be opened, or its messages were lost) nothing told
+    the speaker its sockets were unbound: the NIC looked the same at every look, and its IPs
+    went unanswered for good, with nothing logged."""
+    nic = NODES["node2"][0]
+    snap = snapshot(tmp_path / "cluster.json", nodes=("node2",))
+    argv = ["ip", "netns", "exec", lab.ns["node2"], sys.executable, "-c", _NO_LINK_MONITOR,
+            "agent", "--node-name", "node2", "--interval", "5", "--speaker", "on",
+            "--cluster", str(snap)]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    agent = AgentProcess("node2", proc)
+    agent.start_reader()
+    lab.agents.append(agent)
+    try:
+        agent.wait_for(lambda line: f"announce {IP4} on {nic}" in line)
+        agent.wait_for(lambda line: "cannot watch link changes" in line)
+        time.sleep(GRATUITOUS_FOR + 1)  # no takeover rounds left to fail (ENXIO) and tell
+        move_away_and_back(lab, "node2")
+        agent.wait_for(lambda line: f"{nic}: the NIC was removed and came back" in line)
+        assert lab.arping(IP4) == {lab.mac("node2")}
+        assert lab.ndisc(IP6) == lab.mac("node2")
+    finally:
+        assert agent.stop() == 0, agent.output
+
+
+_OVERFLOWED = """
+import ipaddress, json, socket, subprocess, sys
+from app.agent.frames import Nic, mac_bytes
+from app.agent.speaker import GRATUITOUS_FOR, Speaker, Target
+nic, ip, seconds = sys.argv[1], ipaddress.ip_address(sys.argv[2]), float(sys.argv[3])
+lines = []
+speaker = Speaker(lines.append)
+mac = open(f"/sys/class/net/{nic}/address").read().strip()
+targets = {nic: Target(nic, socket.if_nametoindex(nic), Nic(mac_bytes(mac)), frozenset({ip}))}
+speaker.update(targets)
+speaker.serve(speaker._clock() + GRATUITOUS_FOR + 0.5)  # the takeover's rounds are over
+# The smallest buffer the kernel allows, filled by link changes nobody reads yet.
+speaker._links.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 0)
+def storm():
+    flaps = [f"link set lmflood{i} {s}" for i in range(4) for s in ("up", "down")] * 4
+    subprocess.run(["ip", "-batch", "-"], input="\\n".join(flaps) + "\\n", text=True, check=True)
+for i in range(4):
+    subprocess.run(["ip", "link", "add", f"lmflood{i}", "type", "veth"], check=True)
+storm()
+print("moving", flush=True)
+assert sys.stdin.readline().strip() == "moved"  # the NIC away and back: its news lost
+for _ in range(3):  # the storm goes on: more overflows, while the agent looks and serves
+    speaker.serve(speaker._clock() + 0.3)
+    if speaker.retrying:
+        speaker.update(targets)
+    storm()
+speaker.serve(speaker._clock() + 0.3)
+print("ready", flush=True)
+speaker.serve(speaker._clock() + seconds)
+speaker.close()
+print(json.dumps(lines), flush=True)
+"""
+
+
+def test_lost_link_messages_find_a_nic_that_went_away_and_came_back(lab: Lab) -> None:
+    """The link monitor's buffer overflowed (ENOBUFS: a storm of link changes, pods made by
+    the hundred) and took the news of a NIC away and back with it: every port is looked at
+    again, and said once however many times the buffer overflows while the storm lasts."""
+    ip = f"{SUBNET4}.118"
+    argv = ["ip", "netns", "exec", lab.ns["node2"], sys.executable, "-c", _OVERFLOWED,
+            NODES["node2"][0], ip, "4"]  # fmt: skip
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline().strip() == "moving"
+        move_away_and_back(lab, "node2")
+        proc.stdin.write("moved\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "ready"
+        answered = lab.arping(ip)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+        for i in range(4):
+            lab.ip(lab.ns["node2"], "link", "del", f"lmflood{i}", check=False)
+    assert proc.returncode == 0, err
+    lines = json.loads(out)
+    assert answered == {lab.mac("node2")}, lines
+    assert "enp0s8: the NIC was removed and came back, opening its sockets again" in lines
+    assert len([line for line in lines if "link messages were lost" in line]) == 1, lines
