@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import queue
+import socket
 import subprocess
 import threading
 import time
@@ -124,3 +125,30 @@ except SystemExit as exc:
     code = exc.code
 print(seen, gc.isenabled(), code)
 """
+
+
+@contextmanager
+def answering(reply: bytes) -> Iterator[str]:
+    """A TCP server that reads a request and answers ``reply``, then closes: its address."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def answer() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.recv(65536)
+                conn.sendall(reply)
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()

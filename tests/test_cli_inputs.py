@@ -38,6 +38,21 @@ KUBECONFIGS = {
         "users:\n- name: u\n  user: {token: abc}\n",
         "not a kubeconfig of the expected shape",
     ),
+    # Said at the first request as "the API server's answer could not be read
+    # (LocationParseError...)", and retried without end by serve and the agent.
+    "server with a space": (
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n"
+        "  cluster: {server: 'https://ho st:6443'}\n"
+        "contexts:\n- name: x\n  context: {cluster: c, user: u}\ncurrent-context: x\n"
+        "users:\n- name: u\n  user: {token: abc}\n",
+        "the server 'https://ho st:6443': a URL has no spaces",
+    ),
+    "server IPv6 without brackets": (
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: 'https://fd00::1:6443'}\n"
+        "contexts:\n- name: x\n  context: {cluster: c, user: u}\ncurrent-context: x\n"
+        "users:\n- name: u\n  user: {token: abc}\n",
+        "the server 'https://fd00::1:6443': an IPv6 address goes in brackets",
+    ),
 }
 
 

@@ -8,7 +8,6 @@ import json
 import signal
 import socket
 import threading
-import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -19,7 +18,7 @@ from app.agent.pyroute2_netlink import Pyroute2Netlink
 from app.agent.resolve import Resolved, describe_route_get, resolve, spec_problem
 from app.agent.runner import Agent, ClusterSource, Settings, SnapshotSource, SourceError
 from app.agent.speaker import Speaker
-from app.cli.flags import MAX_SECONDS, seconds
+from app.cli.flags import MAX_SECONDS, seconds, server_url
 from app.cli.streams import output
 from app.core.interfaces import CanReach, parse_interface
 from app.core.labels import NODE_REPORT_ANNOTATION
@@ -134,19 +133,6 @@ def _live(
     return LiveSource(cluster), (None if args.no_node_report else report), warn
 
 
-def _check_server(url: str) -> None:
-    try:
-        # Each raises ValueError: a bracket left open, an IPv6 literal that is none, a port
-        # that is no number or out of range.
-        parts = urllib.parse.urlsplit(url)
-        host = parts.hostname
-        parts.port  # noqa: B018
-    except ValueError as exc:
-        raise InputError(f"--server {url!r}: {exc}") from exc
-    if parts.scheme not in ("http", "https") or not host:
-        raise InputError(f"--server {url!r}: expected an http:// or https:// URL with a host")
-
-
 def _check_namespace(namespace: str) -> None:
     # "" made every Lease call cluster-wide (/apis/coordination.k8s.io/v1/leases), which a
     # real API server refuses (405 to a create, 403 to a list without a ClusterRole).
@@ -166,7 +152,7 @@ def _check_live(args: argparse.Namespace) -> None:
     """The live-mode flags, each alone: LiveCluster checks how they relate, and said of -1 or
     nan that it "must be under half the Lease duration"."""
     if args.server is not None:
-        _check_server(args.server)
+        args.server = server_url("--server", args.server)
     _check_namespace(args.namespace)
     seconds("--lease-renew", args.lease_renew)
     if not 1 <= args.lease_duration <= MAX_SECONDS:

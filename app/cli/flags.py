@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from app.kube.settings import url_problem
 from app.sources.errors import InputError
 from app.sources.manifest import DNS_SUBDOMAIN, dns_label, dns_subdomain
 
@@ -103,3 +104,14 @@ def seconds(flag: str, value: float, *, zero: bool = False, least: float = 0.0) 
     raise InputError(
         f"{flag} {value}: expected a finite number of seconds, {lowest}, at most {MAX_SECONDS}"
     )
+
+
+def server_url(flag: str, value: str) -> str:
+    """An API server URL (``--server``): ``value`` without its trailing '/' (the client
+    appends "/api/..." as is, and "//api" is no API path); else an InputError naming
+    ``flag``."""
+    problem = url_problem(value)
+    if problem:
+        shown = repr(value) if len(value) <= 80 else f"{value[:60]!r}... ({len(value)} characters)"
+        raise InputError(f"{flag} {shown}: {problem}")
+    return value.rstrip("/")

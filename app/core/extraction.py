@@ -738,10 +738,22 @@ def _configmap(b: FactBuilder, options: Options) -> None:
                     continue
                 b.add_span(FactKind.KUBE_VIP_POOL, span, f"data.{key}")
     if (ns, name) == KUBEADM_CONFIGMAP:
-        for match in _KUBEADM_SUBNET.finditer(data.get("ClusterConfiguration", "")):
+        text = data.get("ClusterConfiguration", "")
+        read: set[str] = set()
+        for match in _KUBEADM_SUBNET.finditer(text):
             key, value = match[1], match[2].partition(" #")[0].strip().strip("\"'")
             fld = f"data.ClusterConfiguration networking.{key}"
             _comma_list(b, _KUBEADM_KINDS[key], value, fld)
+            read.add(key)
+        # Named but not in the block style read above (flow style `networking: {podSubnet:
+        # ...}`, JSON): the range went unchecked without a word.
+        for key in sorted(set(_KUBEADM_KINDS) - read):
+            if re.search(rf"\b{key}\b", text):
+                b.notes.append(
+                    f"ConfigMap {ns}/{name} (data.ClusterConfiguration networking.{key}): not "
+                    f"read, so not checked: eip-guard reads it only as a line '  {key}: CIDR' "
+                    "under 'networking:' (block style, as kubeadm writes it)"
+                )
     b.set_configmap(ns, name, MappingProxyType(data))
 
 

@@ -83,9 +83,15 @@ class AgentApi:
             message = rest.status_message(exc)
             raise KubeError(f"{what}: {rest.why(exc)}{f': {message}' if message else ''}") from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise KubeError(f"{what}: {rest.why(exc)}") from exc
+            # The URL named: an answer that is not HTTP raises an error without the host.
+            raise KubeError(
+                f"{what}: {rest.unreachable(exc, self.api.configuration.host)}"
+            ) from exc
         except ValueError as exc:
-            raise KubeError(f"{what}: the API server answered something that is not JSON") from exc
+            server = self.api.configuration.host
+            raise KubeError(
+                f"{what}: the API server at {server} answered something that is not JSON"
+            ) from exc
 
     def renew_lease(
         self,

@@ -82,9 +82,14 @@ class Stored:
     resource_version: str
 
 
-def _api_error(what: str, exc: Exception) -> CertSyncError:
+def _api_error(what: str, exc: Exception, server: str) -> CertSyncError:
+    """``exc`` in one line, naming ``server`` (the API server's URL) where the exception does
+    not: an answer that is not HTTP (a bare ProtocolError) or not JSON named no server."""
     if isinstance(exc, ValueError):
-        return CertSyncError(f"{what}: the API server answered something that is not JSON")
+        return CertSyncError(
+            f"{what}: the API server at {server} answered something that is not JSON "
+            f"({type(exc).__name__}: {str(exc)[:200]}); is it an API server?"
+        )
     if isinstance(exc, ApiException):
         hint = {
             401: "the service account token was refused",
@@ -92,7 +97,7 @@ def _api_error(what: str, exc: Exception) -> CertSyncError:
             404: "it does not exist",
         }.get(exc.status or 0, exc.reason or "")
         return CertSyncError(f"{what}: HTTP {exc.status} ({hint})")
-    return CertSyncError(f"{what}: {rest.unreachable(exc)}")
+    return CertSyncError(f"{what}: {rest.unreachable(exc, server)}")
 
 
 API_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError)
@@ -106,18 +111,21 @@ TOLERATED = Tolerated()
 
 
 def _call(
-    what: str, request: Callable[[], urllib3.BaseHTTPResponse], tolerate: int | None = None
+    api: client.ApiClient,
+    what: str,
+    request: Callable[[], urllib3.BaseHTTPResponse],
+    tolerate: int | None = None,
 ) -> Any:
-    """One API call, its JSON answer; TOLERATED for the status ``tolerate``; any other
-    failure is our error."""
+    """One API call through ``api``, its JSON answer; TOLERATED for the status ``tolerate``;
+    any other failure is our error."""
     try:
         return rest.read_json(request())
     except ApiException as exc:
         if tolerate is not None and exc.status == tolerate:
             return TOLERATED
-        raise _api_error(what, exc) from exc
+        raise _api_error(what, exc, api.configuration.host) from exc
     except API_ERRORS as exc:
-        raise _api_error(what, exc) from exc
+        raise _api_error(what, exc, api.configuration.host) from exc
 
 
 class SecretStore:
@@ -135,6 +143,7 @@ class SecretStore:
 
     def read(self) -> Stored | None:
         secret = _call(
+            self._api,
             f"cannot read {self.ref}",
             partial(rest.request, self._api, "GET", self._path),
             NOT_FOUND,
@@ -158,6 +167,7 @@ class SecretStore:
         """False when someone else created it first."""
         try:
             created = _call(
+                self._api,
                 f"cannot create {self.ref}",
                 partial(rest.request, self._api, "POST", self._collection, body=self._body(data)),
                 CONFLICT,
@@ -185,6 +195,7 @@ class SecretStore:
         values |= {k: base64.b64encode(v).decode("ascii") for k, v in sorted(data.items())}
         body = {"metadata": {"resourceVersion": resource_version}, "data": values}
         patched = _call(
+            self._api,
             f"cannot update {self.ref}",
             partial(rest.merge_patch, self._api, self._path, body),
             CONFLICT,
@@ -208,7 +219,9 @@ class WebhookConfigs:
 
     def _read(self) -> dict[str, Any]:
         vwc = _call(
-            f"cannot read {self._what}", partial(rest.request, self._api, "GET", self._path)
+            self._api,
+            f"cannot read {self._what}",
+            partial(rest.request, self._api, "GET", self._path),
         )
         assert not isinstance(vwc, Tolerated)  # nothing is tolerated on this read
         return dict(vwc)
@@ -249,6 +262,7 @@ class WebhookConfigs:
                 "webhooks": hooks,
             }
             patched = _call(
+                self._api,
                 f"cannot update {self._what}",
                 partial(rest.merge_patch, self._api, self._path, body),
                 CONFLICT,

@@ -23,7 +23,7 @@ from kubernetes.config import incluster_config, kube_config
 from kubernetes.config.config_exception import ConfigException
 
 from app.kube import rest
-from app.kube.settings import IN_CLUSTER_ENV, KubeError, in_cluster
+from app.kube.settings import IN_CLUSTER_ENV, KubeError, in_cluster, url_problem
 
 __all__ = ["IN_CLUSTER_ENV", "RETRIES", "KubeError", "api_client", "in_cluster"]
 
@@ -325,6 +325,12 @@ def api_client(
                 _load_incluster(cfg)
             else:
                 _load_kubeconfig(cfg, kubeconfig, context)
+            # A server the client cannot use failed at the first request, said as "the API
+            # server's answer could not be read (LocationParseError...)".
+            problem = url_problem(cfg.host)
+            if problem:
+                raise ConfigException(f"the server {cfg.host!r}: {problem}")
+            cfg.host = cfg.host.rstrip("/")  # the client appends "/api/..." as is
         except _LOAD_ERRORS as exc:  # bad input all: said in one line, never a traceback
             if kubeconfig is None and context is None and in_cluster():
                 where = "the pod's service account"

@@ -183,4 +183,7 @@ def unreachable(exc: BaseException, server: str | None = None) -> str:
     text = str(inner).splitlines()[0] if str(inner) else ""
     if text.startswith(("HTTPSConnection", "HTTPConnection")) and "): " in text:
         text = text.split("): ", 1)[1]  # "HTTPSConnection(host=..., port=...): " says it twice
-    return f"cannot reach the API server{where} ({type(inner).__name__}: {text[:200]})"
+    said = f"cannot reach the API server{where} ({type(inner).__name__}: {text[:200]})"
+    if "WRONG_VERSION_NUMBER" in text:  # OpenSSL's words for a peer that answered no TLS
+        said += ": the port does not speak TLS (is the server an http:// URL?)"
+    return said

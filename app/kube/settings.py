@@ -7,6 +7,8 @@ snapshot mode without loading the client (about 20 MB and most of the start-up i
 from __future__ import annotations
 
 import os
+import re
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -80,3 +82,42 @@ class LiveSettings:
     coalesce: float = 0.2  # seconds between inventory rebuilds, at most one per interval
     audit_interval: float = 10.0  # seconds between background audits, at most one per interval
     audit: bool = True  # record Warning Events (needs create/patch on events)
+
+
+# A host as RFC 3986 spells one outside brackets (a name, IPv4; no %-escapes), or non-ASCII
+# (an IDN): urllib3 refused the rest only at the first request, and the agent logged "cannot
+# reach the API server (LocationParseError...)" every tick instead of exiting.
+_HOST = re.compile(r"(?:[A-Za-z0-9._~!$&'()*+,;=-]|[^\x00-\x7f])+")
+EXAMPLE_URL = "http://127.0.0.1:8001"
+
+
+def url_problem(url: str) -> str | None:
+    """What makes ``url`` no API server URL the client can use (http or https, a host, a
+    port of 1-65535 if any, a path if any), or None. Pure: the CLI's --server and a
+    kubeconfig's server both."""
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "a URL has no spaces or control characters (a stray quote or newline?)"
+    try:
+        # Each raises ValueError: a bracket left open, an IPv6 literal that is none, a port
+        # that is no number or out of range.
+        parts = urllib.parse.urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
+        netloc = url.partition("://")[2].partition("/")[0]
+        if netloc.count(":") > 1 and re.fullmatch(r"[0-9A-Fa-f:.]+", netloc):
+            return "an IPv6 address goes in brackets, e.g. http://[fd00::1]:8001"
+        return f"{exc}; expected e.g. {EXAMPLE_URL}"
+    if parts.scheme not in ("http", "https") or not host:
+        return f"expected an http:// or https:// URL with a host, e.g. {EXAMPLE_URL}"
+    if "[" not in parts.netloc and not _HOST.fullmatch(host):
+        return f"{host!r} is not a host name or IP address"
+    if port == 0:
+        return "port 0 is no port to connect to: expected 1-65535"
+    if parts.username is not None:
+        return (
+            "the client never sends a user:password@ of the URL: give credentials as a "
+            "kubeconfig user (--kubeconfig), or use an API that needs none (kubectl proxy)"
+        )
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        return "a ?query or #fragment would end up in front of every API path: drop it"
+    return None

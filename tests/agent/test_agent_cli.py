@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from app.agent.runner import SnapshotSource, SourceError
+from app.cli.flags import server_url
 from app.cli.main import parser
-from tests.support import run_cli
+from app.kube.agent_api import AgentApi, KubeError, make_client
+from tests.support import answering, run_cli
 
 
 def test_a_missing_snapshot_is_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -44,6 +46,18 @@ def test_a_broken_snapshot_is_exit_2(capsys: pytest.CaptureFixture[str], tmp_pat
         # A traceback (ValueError from urlsplit and ipaddress) before, exit 1.
         (["--live", "--server", "http://[::1"], "--server 'http://[::1': Invalid IPv6 URL"),
         (["--live", "--server", "http://[zz]:80"], "'zz' does not appear to be an IPv4 or"),
+        # Each of these passed, and the agent ran, logging "cannot reach the API server
+        # (LocationParseError...)" or resolving the wrong host every tick, instead of exiting.
+        (["--live", "--server", "http://ho st:1"], "'http://ho st:1': a URL has no spaces"),
+        (["--live", "--server", " http://api:1"], "a URL has no spaces or control characters"),
+        (["--live", "--server", "http://api/a b"], "a URL has no spaces or control characters"),
+        (["--live", "--server", "http://api:0"], "port 0 is no port to connect to"),
+        (["--live", "--server", "http://fe80::1"], "an IPv6 address goes in brackets"),
+        (["--live", "--server", "http://::1:8001"], "an IPv6 address goes in brackets"),
+        (["--live", "--server", "http://a\\b:1"], "'a\\\\b' is not a host name or IP address"),
+        (["--live", "--server", "http://api:1/?watch=1"], "a ?query or #fragment would end"),
+        (["--live", "--server", "http://u:p@api:1"], "never sends a user:password@ of the URL"),
+        (["--live", "--server", "ftp://api:1"], "'ftp://api:1': expected an http:// or https://"),
         (["--live", "--lease-renew", "6"], "must be under half the Lease duration (6 s)"),
         (["--live", "--lease-renew", "4"], "must be under half the Lease duration (6 s)"),
         # Not "the renew interval (-1 s) must be under half the Lease duration".
@@ -189,3 +203,18 @@ def test_the_agent_is_report_only_unless_told_to_speak() -> None:
     assert args.speaker == "off"
     speaking = parser().parse_args(["agent", "--live", "--node-name", "n1", "--speaker", "on"])
     assert speaking.speaker == "on"
+
+
+def test_a_server_url_loses_its_trailing_slash() -> None:
+    # The client appends "/apis/..." to the URL as is: "http://127.0.0.1:8001//apis/...".
+    assert server_url("--server", "http://127.0.0.1:8001/") == "http://127.0.0.1:8001"
+    assert server_url("--server", "https://[fd00::1]:6443/k8s/") == "https://[fd00::1]:6443/k8s"
+
+
+def test_an_api_that_is_no_api_server_is_named() -> None:
+    # A bare ProtocolError carries no host: "cannot reach the API server (ProtocolError...)".
+    with answering(b"SSH-2.0-OpenSSH_9.6\r\n") as where:
+        api = AgentApi(make_client(server=f"http://{where}"), "eip-guard")
+        with pytest.raises(KubeError) as raised:
+            api.list_leases()
+    assert f"cannot reach the API server at http://{where} (ProtocolError" in str(raised.value)

@@ -587,6 +587,28 @@ def test_kubeadm_config_gives_the_cluster_service_and_pod_subnets() -> None:
     assert any("podSubnet): ignored 'x'" in note for note in inv_of(broken).notes)
 
 
+def test_kubeadm_subnets_in_a_form_not_read_are_said_not_checked() -> None:
+    # Flow style (`kubeadm init --config` takes any YAML; an edited ConfigMap may keep it)
+    # and JSON: neither range was read, and nothing said so.
+    flow = "networking: {podSubnet: 10.244.0.0/16, serviceSubnet: 10.96.0.0/12}\n"
+    json_text = '{"networking": {"serviceSubnet": "10.96.0.0/12"}}'
+    for text, keys in ((flow, ["podSubnet", "serviceSubnet"]), (json_text, ["serviceSubnet"])):
+        inv = inv_of(configmap("kubeadm-config", {"ClusterConfiguration": text}))
+        assert not fields(inv, FactKind.SERVICE_CIDR, "10.96.0.1")
+        said = [n for n in inv.notes if "not read, so not checked" in n]
+        assert [k for k in keys if any(f"networking.{k})" in n for n in said)] == keys, said
+    # Comments, quotes, CRLF and a dual-stack list with a space are read, and say nothing.
+    block = (
+        "networking:\r\n  # serviceSubnet: 10.200.0.0/16\r\n"
+        "  serviceSubnet: '10.96.0.0/12, fd00::/108' # the default\r\n"
+    )
+    inv = inv_of(configmap("kubeadm-config", {"ClusterConfiguration": block}))
+    assert fields(inv, FactKind.SERVICE_CIDR, "10.96.0.1")
+    assert fields(inv, FactKind.SERVICE_CIDR, "fd00::1")
+    assert not fields(inv, FactKind.SERVICE_CIDR, "10.200.0.1")
+    assert not inv.notes
+
+
 def control_plane_pod(name: str, command: list[str], args: list[str]) -> dict[str, Any]:
     """A static control-plane Pod as kubeadm and RKE2 write them (RKE2: one image for all)."""
     container = {"name": command[0], "image": "rancher/hardened-kubernetes:v1.30.4-rke2r1",

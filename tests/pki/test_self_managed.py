@@ -51,6 +51,7 @@ from tests.kmock_harness import rbac_grants
 from tests.pki.kube_emulator import running_api
 from tests.pki.test_rotation import foreign_ca
 from tests.pki.tls_helpers import Connection, serving, trusting
+from tests.support import answering
 
 NS, SECRET, VWC = "eip-guard", "eip-guard-tls", "eip-guard"
 NAMES = service_dns_names("eip-guard", NS)
@@ -472,3 +473,35 @@ def test_a_new_ca_is_presented_at_once_when_the_pair_presented_has_expired(
     assert moved.assessment.action is Action.NEW_CA and moved.settling == 0
     stored, _ = state(api)
     assert moved.pair == serving_pair(stored.data) != first.pair
+
+
+@pytest.mark.parametrize(
+    ("scheme", "reply", "said"),
+    [
+        # Not HTTP (an SSH port): "cannot reach the API server (ProtocolError: ...)", no server.
+        ("http", b"SSH-2.0-OpenSSH_9.6\r\n", "cannot reach the API server at {url} ("),
+        # HTTP, not JSON (a web server on the port): "answered something that is not JSON".
+        (
+            "http",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\n<html>",
+            "the API server at {url} answered something that is not JSON",
+        ),
+        # TLS to a plain-HTTP port.
+        (
+            "https",
+            b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n",
+            "does not speak TLS",
+        ),
+    ],
+)
+def test_a_server_that_is_no_api_server_is_named(scheme: str, reply: bytes, said: str) -> None:
+    with answering(reply) as where:
+        url = f"{scheme}://{where}"
+        api = api_client(host=url)
+        api.configuration.verify_ssl = False
+        for call in (SecretStore(api, NS, SECRET).read, WebhookConfigs(api, VWC).trusted):
+            with pytest.raises(CertSyncError) as raised:
+                call()
+            message = str(raised.value)
+            assert said.format(url=url) in message and where in message, message
+            assert "\n" not in message
