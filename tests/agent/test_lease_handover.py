@@ -29,7 +29,8 @@ def emulator() -> Iterator[FakeApi]:
 
 class Unlucky(AgentApi):
     """The real client over kmock. Once armed, the renewals in ``fates`` go, in order:
-    "lost" (written by the API server, its answer lost), "unsent" (never reaching it)."""
+    "lost" (written by the API server, its answer lost), "unsent" (never reaching it),
+    "gone" (refused, 409, and the Lease deleted before the agent reads it back)."""
 
     def __init__(self, emulator: FakeApi) -> None:
         base = agent_api(emulator)
@@ -50,6 +51,11 @@ class Unlucky(AgentApi):
         fate = self.fates.pop(0) if self.armed.is_set() and self.fates else ""
         if fate == "unsent":
             raise KubeError("renew Lease: cannot reach the API server (connection refused)")
+        if fate == "gone":
+            self.delete_lease(node)
+            refused = KubeError("renew Lease: 409 Conflict")
+            refused.__cause__ = ApiException(status=409, reason="Conflict")
+            raise refused
         written = super().renew_lease(node, duration, now, create=create, version=version)
         if fate == "lost":
             raise KubeError("renew Lease: cannot reach the API server (read timed out)")
@@ -58,8 +64,9 @@ class Unlucky(AgentApi):
         return written
 
 
+@pytest.mark.parametrize("fates", [["lost"], ["lost", "unsent"]])
 def test_a_lost_answer_then_a_failed_renewal_is_not_taken_for_another_agent(
-    emulator: FakeApi,
+    emulator: FakeApi, fates: list[str]
 ) -> None:
     # A renewal written with its answer lost, then one that never reached the API server:
     # the next, refused (409), found the renewTime of the one before last, which the agent
@@ -71,9 +78,9 @@ def test_a_lost_answer_then_a_failed_renewal_is_not_taken_for_another_agent(
     try:
         one.start(stop)
         eventually(one.self_live, what="node1 counts itself")
-        api.fates[:] = ["lost", "unsent"]
+        api.fates[:] = fates
         api.armed.set()
-        eventually(api.done.is_set, what="a renewal through after the two failures")
+        eventually(api.done.is_set, what="a renewal through after the failures")
         time.sleep(0.6)  # three more renewals
         assert not any("another agent renews" in line for line in logs), logs
         assert one.self_live()
@@ -214,46 +221,19 @@ def test_a_rival_with_a_longer_lease_is_judged_by_its_lease_not_ours(emulator: F
         stop.set()
 
 
-class GoneOnConflict(AgentApi):
-    """The real client over kmock. Once armed, one renewal is refused (409) and the Lease is
-    deleted (by hand, say) before the agent reads it back."""
-
-    def __init__(self, emulator: FakeApi) -> None:
-        base = agent_api(emulator)
-        super().__init__(base.api, base.namespace, timeout=base.timeout)
-        self.armed = threading.Event()
-        self.done = threading.Event()
-
-    def renew_lease(
-        self,
-        node: str,
-        duration: int,
-        now: datetime | None = None,
-        *,
-        create: Callable[[], bool] = lambda: True,
-        version: str | None = None,
-    ) -> Mapping[str, Any]:
-        if self.armed.is_set() and not self.done.is_set():
-            self.delete_lease(node)
-            self.done.set()
-            refused = KubeError("renew Lease: 409 Conflict")
-            refused.__cause__ = ApiException(status=409, reason="Conflict")
-            raise refused
-        return super().renew_lease(node, duration, now, create=create, version=version)
-
-
 def test_a_stop_after_the_lease_was_found_gone_says_so(emulator: FakeApi) -> None:
     # A refused renewal found the Lease gone: nothing of ours to delete at the stop, and the
     # others take over at their next list. The log said "this agent never renewed it".
     logs: list[str] = []
     stop = threading.Event()
-    api = GoneOnConflict(emulator)
+    api = Unlucky(emulator)
     one = LiveCluster(api, "node1", logs.append, renew=0.3, duration=3, watch_seconds=1)
     try:
         one.start(stop)
         eventually(one.self_live, what="node1 counts itself")
+        api.fates[:] = ["gone"]
         api.armed.set()
-        eventually(api.done.is_set, what="a renewal refused and the Lease gone")
+        eventually(lambda: not api.fates, what="a renewal refused and the Lease gone")
         stop.set()
     finally:
         stop.set()
