@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from tests.kmock_harness import (
     kubeconfig,
     running,
 )
-from tests.support import run_cli
+from tests.support import answering, run_cli
 
 Capsys = pytest.CaptureFixture[str]
 
@@ -266,28 +264,8 @@ def test_a_server_error_says_the_status_message(
 def not_http() -> Iterator[str]:
     """A server on a random port that answers anything but HTTP (a wrong port: SSH, a
     database), then closes."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def answer() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.recv(65536)
-                conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
-
-    thread = threading.Thread(target=answer, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join()
-        listener.close()
+    with answering(b"SSH-2.0-OpenSSH_9.6\r\n") as address:
+        yield f"http://{address}"
 
 
 def test_an_answer_that_is_not_http_names_the_server(
